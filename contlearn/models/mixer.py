@@ -1,0 +1,69 @@
+"""The sequence-mixer protocol and its registry.
+
+A mixer is the token-mixing part of a block: attention, a linear-attention
+memory, a TTT layer. It is three pure functions. Its state (a key/value cache,
+a memory matrix) is carried from one step of the stream to the next, so a
+memory's context is the whole stream; every leaf of the state has the batch
+(lane) as its leading axis, which is how the state is sharded over devices.
+
+    params = mixer.init_params(key)
+    state = mixer.init_state(batch)
+    y, state = mixer.apply(params, state, x, mask)   # x, y: [B, T, D]; mask: [B, T]
+
+`mask[b, t]` is False for padding at the ragged end of a finite stream: a
+masked token must not change the state.
+
+Mixers are built by name from the `ModelConfig`:
+
+    @register_mixer("my_mixer")
+    def my_mixer(cfg: ModelConfig) -> Mixer: ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from contlearn.config import ModelConfig
+from contlearn.errors import ConfigError
+
+Params = Any
+State = Any
+
+
+class Mixer(NamedTuple):
+  """A sequence block as pure functions (see the module docstring)."""
+
+  init_params: Callable[[jax.Array], Params]
+  init_state: Callable[[int], State]
+  apply: Callable[[Params, State, jax.Array, jax.Array], tuple[jax.Array, State]]
+
+
+_MIXERS: dict[str, Callable[[ModelConfig], Mixer]] = {}
+
+
+def register_mixer(name: str):
+  """Decorator: registers `factory(cfg: ModelConfig) -> Mixer` under `name`."""
+
+  def wrap(factory):
+    if name in _MIXERS:
+      raise ValueError(f"mixer {name!r} is registered twice")
+    _MIXERS[name] = factory
+    return factory
+
+  return wrap
+
+
+def mixer_names() -> list[str]:
+  return sorted(_MIXERS)
+
+
+def build_mixer(cfg: ModelConfig) -> Mixer:
+  """The mixer named by `cfg.mixer`, or a ConfigError naming the choices."""
+  if cfg.mixer not in _MIXERS:
+    raise ConfigError(
+        f"model.mixer={cfg.mixer!r} is not a known mixer; choose one of "
+        f"{', '.join(mixer_names())}"
+    )
+  return _MIXERS[cfg.mixer](cfg)
