@@ -1,0 +1,7 @@
+"""Models: pure sequence mixers (registered by name) and the byte-level LM."""
+
+from contlearn.models import attention, linear_attention  # noqa: F401  (registers mixers)
+from contlearn.models.lm import Model, byte_lm
+from contlearn.models.mixer import Mixer, build_mixer, mixer_names, register_mixer
+
+__all__ = ["Mixer", "Model", "build_mixer", "byte_lm", "mixer_names", "register_mixer"]

@@ -1,0 +1,93 @@
+"""Causal sliding-window attention with a key/value cache carried across steps.
+
+The Transformer baseline. A query at stream position p attends the keys at
+positions (p - window, p]. The last `window` keys and values are kept in the
+state, so the window reaches back across step (and chunk) boundaries and the
+model sees the stream as one sequence. RoPE is applied at use time with
+positions relative to the start of the cache, so positions stay small however
+long the stream is.
+
+State (leading axis B, the lane):
+  k, v:   [B, W, H, Dh]  the last W keys and values (un-rotated)
+  valid:  [B, W]         whether a cache slot holds a real token
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from contlearn.config import ModelConfig
+from contlearn.models import layers
+from contlearn.models.mixer import Mixer, register_mixer
+
+_NEG = -1e30
+
+
+def _project(params: dict, x: jax.Array, n_heads: int):
+  """x [B, T, D] -> q, k, v [B, T, H, Dh]."""
+  b, t, d = x.shape
+  qkv = layers.rms_norm(x, params["norm"]) @ params["wqkv"]
+  q, k, v = jnp.split(qkv.reshape(b, t, 3 * n_heads, d // n_heads), 3, axis=2)
+  return q, k, v
+
+
+def attend(q, k, v, q_pos, k_pos, k_valid, window: int) -> jax.Array:
+  """Windowed causal attention.
+
+  Args:
+    q: [B, T, H, Dh] queries at positions `q_pos [T]`.
+    k, v: [B, S, H, Dh] keys and values at positions `k_pos [S]`.
+    k_valid: [B, S] whether each key is a real token.
+    window: a query at p sees keys at (p - window, p].
+
+  Returns:
+    [B, T, H, Dh]
+  """
+  dh = q.shape[-1]
+  q = layers.rope(q.swapaxes(1, 2), q_pos)  # [B, H, T, Dh]
+  k = layers.rope(k.swapaxes(1, 2), k_pos)  # [B, H, S, Dh]
+  logits = jnp.einsum("bhtd,bhsd->bhts", q, k) / jnp.sqrt(jnp.float32(dh))
+  rel = q_pos[:, None] - k_pos[None, :]
+  allowed = (rel >= 0) & (rel < window)
+  allowed = allowed[None, None] & k_valid[:, None, None, :]
+  weights = jax.nn.softmax(jnp.where(allowed, logits, _NEG), axis=-1)
+  return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
+@register_mixer("swa")
+def sliding_window_attention(cfg: ModelConfig) -> Mixer:
+  """Multi-head causal attention over a window of `cfg.window` tokens."""
+  d, h, w = cfg.d_model, cfg.n_heads, cfg.window
+  if d % h:
+    raise ValueError(f"model.d_model={d} must be divisible by model.n_heads={h}")
+  dh = d // h
+
+  def init_params(key):
+    k1, k2 = jax.random.split(key)
+    return {
+        "norm": jnp.ones((d,), jnp.float32),
+        "wqkv": layers.dense_init(k1, d, 3 * d),
+        "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
+    }
+
+  def init_state(batch):
+    return {
+        "k": jnp.zeros((batch, w, h, dh), jnp.float32),
+        "v": jnp.zeros((batch, w, h, dh), jnp.float32),
+        "valid": jnp.zeros((batch, w), bool),
+    }
+
+  def apply(params, state, x, mask):
+    b, t, _ = x.shape
+    q, k, v = _project(params, x, h)
+    keys = jnp.concatenate([state["k"], k], axis=1)
+    values = jnp.concatenate([state["v"], v], axis=1)
+    valid = jnp.concatenate([state["valid"], mask], axis=1)
+    pos = jnp.arange(w + t)
+    y = attend(q, keys, values, pos[w:], pos, valid, w)
+    out = y.reshape(b, t, d) @ params["wo"]
+    new_state = {"k": keys[:, t:], "v": values[:, t:], "valid": valid[:, t:]}
+    return out, new_state
+
+  return Mixer(init_params, init_state, apply)

@@ -1,0 +1,53 @@
+"""Pure building blocks: dense layers, RMS norm, a GELU MLP, RoPE.
+
+Parameters are plain dicts of arrays; every function is `init(key, ...)` or
+`apply(params, x)`. Shapes: `D` model width, `H` hidden width.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def dense_init(key: jax.Array, d_in: int, d_out: int, scale: float = 1.0) -> jax.Array:
+  """A `[d_in, d_out]` weight with variance `scale / d_in` (truncated normal)."""
+  std = (scale / d_in) ** 0.5
+  return std * jax.random.truncated_normal(key, -2.0, 2.0, (d_in, d_out), jnp.float32)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array | None = None, eps: float = 1e-6) -> jax.Array:
+  """Normalises the last axis of `x` to unit root-mean-square, then scales."""
+  y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+  return y if scale is None else y * scale
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Unit Euclidean norm along the last axis."""
+  return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)
+
+
+def mlp_init(key: jax.Array, d: int, hidden: int, out_scale: float = 1.0) -> dict:
+  """Pre-norm residual MLP `x + W2 gelu(W1 rms(x))`: norm [D], w1 [D, H], w2 [H, D]."""
+  k1, k2 = jax.random.split(key)
+  return {
+      "norm": jnp.ones((d,), jnp.float32),
+      "w1": dense_init(k1, d, hidden),
+      "w2": dense_init(k2, hidden, d, scale=out_scale),
+  }
+
+
+def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
+  """`x [..., D] -> [..., D]`, the residual branch only (without `+ x`)."""
+  h = jax.nn.gelu(rms_norm(x, params["norm"]) @ params["w1"])
+  return h @ params["w2"]
+
+
+def rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:
+  """Rotary position embedding of `x [..., T, Dh]` at integer `positions [T]`."""
+  half = x.shape[-1] // 2
+  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  x1, x2 = x[..., :half], x[..., half:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
