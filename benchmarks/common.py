@@ -1,0 +1,76 @@
+"""Shared benchmark helpers: timing, this machine's matmul rate, tables, JSON.
+
+Every benchmark prints a table, writes `bench_results/<name>.json`, and ends
+with one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+RESULTS = pathlib.Path(os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"))
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+  """Median wall seconds of `fn()`, blocking on its output; warm-up calls first."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  times.sort()
+  return times[len(times) // 2]
+
+
+def matmul_flops_per_s(n: int = 1024, repeats: int = 5) -> float:
+  """Measured float32 matmul rate of the default device, in FLOP/s."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  seconds = time_call(lambda: f(a, b), repeats=repeats)
+  return 2.0 * n**3 / seconds
+
+
+def machine() -> dict[str, Any]:
+  return {
+      "backend": jax.default_backend(),
+      "devices": [str(d) for d in jax.devices()],
+      "cpu_count": os.cpu_count(),
+      "processor": platform.processor() or platform.machine(),
+      "jax": jax.__version__,
+  }
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+  """Prints `rows` as a fixed-width table with the given column order."""
+
+  def fmt(v):
+    if isinstance(v, float):
+      return f"{v:.4g}"
+    return str(v)
+
+  widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
+  print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+  print("  ".join("-" * w for w in widths))
+  for r in rows:
+    print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
+
+
+def write_json(name: str, payload: dict[str, Any]) -> pathlib.Path:
+  """Writes `bench_results/<name>.json` and prints the payload as the last line."""
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  path = RESULTS / f"{name}.json"
+  payload = {**payload, "machine": machine()}
+  path.write_text(json.dumps(payload, indent=2))
+  print(json.dumps(payload))
+  return path
