@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.config import ModelConfig
+from contlearn.errors import ConfigError
 from contlearn.models import layers
 from contlearn.models.mixer import Mixer, register_mixer
 
@@ -60,7 +61,7 @@ def sliding_window_attention(cfg: ModelConfig) -> Mixer:
   """Multi-head causal attention over a window of `cfg.window` tokens."""
   d, h, w = cfg.d_model, cfg.n_heads, cfg.window
   if d % h:
-    raise ValueError(f"model.d_model={d} must be divisible by model.n_heads={h}")
+    raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
   dh = d // h
 
   def init_params(key):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn.config import ModelConfig
+from contlearn.errors import ConfigError
 from contlearn.models import layers
 from contlearn.models.mixer import Mixer, register_mixer
 
@@ -35,7 +36,7 @@ def head_decays(kind: str, n_heads: int) -> np.ndarray:
   if kind == "multiscale":
     exponents = np.linspace(4.0, 12.0, n_heads) if n_heads > 1 else np.array([8.0])
     return (1.0 - 2.0 ** -exponents).astype(np.float32)
-  raise ValueError(f"model.decay={kind!r}: choose 'none' or 'multiscale'")
+  raise ConfigError(f"model.decay={kind!r}: choose 'none' or 'multiscale'")
 
 
 def reference_scan(s0, q, k, v, mask, decay):
@@ -89,7 +90,7 @@ def linear_attention(cfg: ModelConfig) -> Mixer:
   """Multi-head linear attention with a per-head decay (`cfg.decay`)."""
   d, h = cfg.d_model, cfg.n_heads
   if d % h:
-    raise ValueError(f"model.d_model={d} must be divisible by model.n_heads={h}")
+    raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
   dh = d // h
   decay = jnp.asarray(head_decays(cfg.decay, h))
 

@@ -1,0 +1,83 @@
+"""`contlearn run [EXPERIMENT] [--set key=value ...] [--tokens N] [--out DIR] [--resume]`
+and `contlearn list`.
+
+Every user-facing problem (unknown experiment or key, a bad value, tokens
+outside the vocabulary, an empty stream, a missing or corrupt checkpoint)
+ends the program with exit status 2 and one line that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from contlearn.errors import ContlearnError
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="contlearn", description=__doc__.splitlines()[0])
+  commands = parser.add_subparsers(dest="command", required=True)
+  run = commands.add_parser("run", help="run an experiment (default: byte_lm)")
+  run.add_argument("experiment", nargs="?", default=None, help="name in experiments/ or a .py path")
+  run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set model.d_model=256 (repeatable)")
+  run.add_argument("--tokens", type=int, default=None, help="stop each model after N stream tokens")
+  run.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
+  run.add_argument("--resume", action="store_true", help="continue from the latest checkpoints in --out")
+  run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  commands.add_parser("list", help="list the experiments")
+  return parser
+
+
+def _run(args) -> int:
+  from contlearn import driver, experiments
+  from contlearn.config import apply_overrides
+
+  name = args.experiment or experiments.DEFAULT
+  module = experiments.load(name)
+  configs = module.get_config()
+  if not isinstance(configs, dict):
+    configs = {name: configs}
+  configs = {k: apply_overrides(c, args.overrides) for k, c in configs.items()}
+  if args.tokens is not None and args.tokens < 1:
+    raise ContlearnError(f"--tokens {args.tokens}: must be a positive number of tokens")
+  out = args.out or f"runs/{name}"
+  runner = getattr(module, "run", driver.run_experiment)
+  summaries = runner(configs, out, resume=args.resume, tokens=args.tokens, progress=not args.no_progress)
+  report = getattr(module, "report", driver.summary_table)
+  print(report(summaries))
+  print(f"outputs in {out}/")
+  return 0
+
+
+def _list() -> int:
+  from contlearn import experiments
+
+  found = experiments.available()
+  if not found:
+    print(f"no experiments in {experiments.experiments_dir()}")
+    return 0
+  width = max(len(n) for n in found)
+  for name in found:
+    try:
+      line = experiments.summary_line(experiments.load(name))
+    except ContlearnError as e:
+      line = f"(cannot load: {e})"
+    print(f"{name:<{width}}  {line}")
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  try:
+    return _run(args) if args.command == "run" else _list()
+  except ContlearnError as e:
+    print(f"contlearn: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("contlearn: interrupted; the latest state was checkpointed (--resume continues)", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,271 @@
+"""The host loop: feed chunks, log, checkpoint. Nothing per step runs here.
+
+    stream --prefetch--> chunk --(one compiled scan, state donated)--> state
+                                     |                                   |
+                               metrics [steps]                 every N chunks
+                                     v                                   v
+                     metrics.jsonl, TensorBoard, progress      orbax checkpoint
+                                                              (state + position)
+
+`train(cfg, out)` runs one model; `run_experiment` runs each model of an
+experiment into its own subfolder and returns their summaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from contlearn import rules
+from contlearn.checkpoint import Checkpoints
+from contlearn.config import Config, to_dict
+from contlearn.engine import (
+    check_batch,
+    compile_chunk,
+    data_mesh,
+    place_chunk,
+    place_state,
+    state_sharding,
+)
+from contlearn.errors import CheckpointError, DataError
+from contlearn.learner import Learner, sequence_learner
+from contlearn.models import byte_lm, cms
+from contlearn.run_log import LN2, RunLog
+from contlearn.stream import Chunk, Prefetcher, build_stream
+
+# Settings that may change between a run and its resumption.
+_RESUMABLE_CHANGES = ("train.tokens", "train.checkpoint_every", "train.keep", "train.log_every", "data.prefetch")
+
+
+def build_learner(cfg: Config) -> Learner:
+  """The model of `cfg.model`, trained by the outer optimizer and CMS levels."""
+  model = byte_lm(cfg.model)
+  t = cfg.train
+  level_rules = {"outer": rules.optimizer(t.optimizer, t.lr, t.clip)}
+  for i, period in enumerate(cfg.model.cms_periods):
+    level_rules[cms.level_name(i)] = rules.periodic(rules.optimizer(t.cms_optimizer, t.cms_lr), period)
+  return sequence_learner(model, rules.levels(level_rules, model.level_labels))
+
+
+def check_tokens(chunk: Chunk, vocab: int, chunk_index: int, source: str) -> None:
+  """Raises DataError naming the first token id outside [0, vocab)."""
+  bad = (chunk.tokens < 0) | (chunk.tokens >= vocab)
+  if bad.any():
+    step, lane, pos = (int(i) for i in np.argwhere(bad)[0])
+    value = int(chunk.tokens[step, lane, pos])
+    raise DataError(
+        f"token id {value} in {source} (chunk {chunk_index}, step {step}, lane {lane}, "
+        f"position {pos}) is outside the vocabulary [0, {vocab}) set by model.vocab"
+    )
+
+
+def _flat(cfg: Config) -> dict[str, Any]:
+  out = {}
+  for section, values in to_dict(cfg).items():
+    for key, value in values.items():
+      out[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def _check_same_run(saved: dict[str, Any], cfg: Config, where: pathlib.Path) -> None:
+  now = _flat(cfg)
+  changed = [k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+  if changed:
+    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+    raise CheckpointError(f"cannot resume {where}: the configuration changed ({detail})")
+
+
+def train(
+    cfg: Config,
+    out: str | pathlib.Path,
+    *,
+    resume: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool = True,
+    name: str = "",
+) -> dict[str, Any]:
+  """Trains one model on its stream; returns the run's summary.
+
+  Args:
+    cfg: the run's configuration.
+    out: output folder (metrics.jsonl, summary.json, tensorboard/, checkpoints/).
+    resume: continue from the latest checkpoint in `out`.
+    devices: devices to split the batch over (default: all local devices).
+    progress: show a progress bar.
+    name: label for the progress bar and the summary.
+
+  Returns:
+    The summary written to `out/summary.json`.
+  """
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  mesh = data_mesh(devices)
+  check_batch(cfg.data.batch, mesh)
+  stream = build_stream(cfg.data)
+  learner = build_learner(cfg)
+  steps_per_chunk = cfg.data.steps
+
+  def init():
+    return learner.init(jax.random.PRNGKey(cfg.train.seed), cfg.data.batch)
+
+  #### State: fresh, or restored with the stream position ####
+  checkpoints = Checkpoints(out / "checkpoints", keep=cfg.train.keep)
+  if resume:
+    abstract = jax.eval_shape(init)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract,
+        state_sharding(abstract, mesh),
+    )
+    state, meta, chunk_index = checkpoints.restore(abstract)
+    _check_same_run(meta["config"], cfg, out)
+    position, tokens = meta["position"], int(meta["tokens"])
+    nll_total, count_total = float(meta["nll_total"]), float(meta["count_total"])
+  else:
+    if checkpoints.latest() is not None:
+      raise CheckpointError(
+          f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue "
+          "that run, or choose another --out"
+      )
+    state = place_state(jax.jit(init)(), mesh)
+    position, tokens, chunk_index = stream.start(), 0, 0
+    nll_total = count_total = 0.0
+
+  log = RunLog(out, cfg.train.tokens or None, progress, name or out.name)
+  log.truncate_after(chunk_index)
+  log.start_at(tokens)
+  run_chunk = compile_chunk(learner, state, mesh)
+
+  def save():
+    meta = {
+        "position": position,
+        "tokens": tokens,
+        "nll_total": nll_total,
+        "count_total": count_total,
+        "config": _flat(cfg),
+    }
+    checkpoints.save(chunk_index, state, meta)
+
+  #### Loop over chunks ####
+  prefetch = Prefetcher(stream, position, cfg.data.prefetch)
+  window = {"nll": 0.0, "count": 0.0, "grad": 0.0, "steps": 0, "tokens": 0}
+  start = time.perf_counter()
+  first_chunk_s = None
+  steady_tokens, steady_start = 0, None
+  saved_at = chunk_index
+  seen_any = chunk_index > 0
+  try:
+    for chunk, position_after in prefetch:
+      if cfg.train.tokens and tokens >= cfg.train.tokens:
+        break
+      seen_any = True
+      check_tokens(chunk, cfg.model.vocab, chunk_index, stream.describe())
+      n_tokens = int(chunk.mask.sum())
+      state, metrics = run_chunk(state, place_chunk(chunk, mesh))
+      metrics = jax.device_get(metrics)  # the one host transfer per chunk
+      chunk_index += 1
+      tokens += n_tokens
+      position = position_after
+      now = time.perf_counter()
+      if first_chunk_s is None:
+        first_chunk_s, steady_start = now - start, now
+      else:
+        steady_tokens += n_tokens
+      nll_total += float(metrics.nll.sum())
+      count_total += float(metrics.count.sum())
+      window["nll"] += float(metrics.nll.sum())
+      window["count"] += float(metrics.count.sum())
+      window["grad"] += float(metrics.grad_norm.sum())
+      window["steps"] += len(metrics.nll)
+      window["tokens"] += n_tokens
+      log.advance(n_tokens)
+      if chunk_index % cfg.train.log_every == 0 and window["count"] > 0:
+        loss = window["nll"] / window["count"]
+        elapsed = now - start
+        log.write({
+            "chunk": chunk_index,
+            "step": chunk_index * steps_per_chunk,
+            "tokens": tokens,
+            "loss": loss,
+            "bits_per_byte": loss / LN2,
+            "grad_norm": window["grad"] / window["steps"],
+            "tokens_per_s": steady_tokens / (now - steady_start) if steady_tokens else n_tokens / elapsed,
+            "time_s": elapsed,
+        })
+        window = dict.fromkeys(window, 0)
+      if chunk_index % cfg.train.checkpoint_every == 0:
+        save()
+        saved_at = chunk_index
+    if not seen_any:
+      raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
+    if saved_at != chunk_index:
+      save()
+  except KeyboardInterrupt:
+    save()  # an interrupted run keeps all it learned
+    raise
+  finally:
+    prefetch.close()
+    log.close()
+    checkpoints.close()
+
+  elapsed = time.perf_counter() - start
+  recent = log.records()[-max(1, len(log.records()) // 10) :]
+  recent_loss = sum(r["loss"] for r in recent) / max(1, len(recent))
+  loss_all = nll_total / max(count_total, 1.0)
+  summary = {
+      "name": name or out.name,
+      "mixer": cfg.model.mixer,
+      "cms_periods": list(cfg.model.cms_periods),
+      "tokens": tokens,
+      "chunks": chunk_index,
+      "tokens_per_s": steady_tokens / (time.perf_counter() - steady_start) if steady_tokens else tokens / elapsed,
+      "first_chunk_s": first_chunk_s,
+      "loss": recent_loss,
+      "bits_per_byte": recent_loss / LN2,
+      "loss_all": loss_all,
+      "bits_per_byte_all": loss_all / LN2,
+      "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
+      "devices": len(mesh.devices.flat),
+  }
+  (out / "summary.json").write_text(json.dumps(summary, indent=2))
+  return summary
+
+
+def run_experiment(
+    configs: dict[str, Config],
+    out: str | pathlib.Path,
+    *,
+    resume: bool = False,
+    tokens: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+  """Trains each named configuration into `out/<name>`; returns the summaries."""
+  summaries = []
+  for name, cfg in configs.items():
+    if tokens is not None:
+      cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tokens=tokens))
+    summaries.append(train(cfg, pathlib.Path(out) / name, resume=resume, progress=progress, name=name))
+  return summaries
+
+
+def summary_table(summaries: list[dict[str, Any]]) -> str:
+  """A text table of tokens, tokens/s, loss and bits per byte for each model."""
+  head = f"{'model':<24} {'params':>9} {'tokens':>10} {'tokens/s':>10} {'loss':>7} {'bits/byte':>9} {'bpb (all)':>9}"
+  lines = [head, "-" * len(head)]
+  for s in summaries:
+    lines.append(
+        f"{s['name']:<24} {s['params']:>9,} {s['tokens']:>10,} {s['tokens_per_s']:>10,.0f} "
+        f"{s['loss']:>7.3f} {s['bits_per_byte']:>9.3f} {s['bits_per_byte_all']:>9.3f}"
+    )
+  lines.append("loss and bits/byte: prequential (each step scored before it is learned from), "
+               "over the last 10% of the run; 'all': over the whole run.")
+  return "\n".join(lines)
+
+
+__all__ = ["build_learner", "check_tokens", "run_experiment", "summary_table", "train"]

@@ -1,0 +1,120 @@
+"""Update rules: optax-style `(init, update)` pairs, and levels with periods.
+
+An update rule is an `optax.GradientTransformation`: `init(params) -> state`
+and `update(grads, state, params) -> (updates, state)`, pure functions over a
+typed state. Any optax optimizer is a rule as it is. This module adds what a
+learner made of several levels needs:
+
+* `periodic(rule, period)`: a level that accumulates its gradient for
+  `period` steps and applies `rule` to the sum on every `period`-th step;
+  in between its parameters do not move.
+* `levels(rules, labels)`: one rule per level, each over the parameters its
+  label names (`optax.multi_transform`).
+
+>>> import optax
+>>> rule = levels({"outer": optax.adam(1e-3), "cms_0": periodic(optax.sgd(1e-2), 16)},
+...               labels)   # labels: the params pytree with a level name per leaf
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from contlearn.errors import ConfigError
+
+UpdateRule = optax.GradientTransformation
+
+
+class PeriodicState(NamedTuple):
+  """State of `periodic`.
+
+  Attributes:
+    count: [] int32, steps seen since the level last updated.
+    accumulated: gradients summed since the level last updated (params' tree).
+    inner: the wrapped rule's state.
+  """
+
+  count: jax.Array
+  accumulated: Any
+  inner: Any
+
+
+def periodic(rule: UpdateRule, period: int, average: bool = False) -> UpdateRule:
+  """Applies `rule` every `period` steps to the gradient accumulated since.
+
+  On steps `period, 2 * period, ...` (counting from 1) the update is
+  `rule.update(G, ...)` with `G` the sum of the last `period` gradients (their
+  mean if `average`); on every other step the update is zero and `rule`'s
+  state does not change. `period=1` is `rule` itself.
+
+  Args:
+    rule: the level's update rule (any optax transformation).
+    period: steps between updates, >= 1.
+    average: divide the accumulated gradient by `period`.
+
+  Returns:
+    An update rule with state `PeriodicState`.
+  """
+  if not isinstance(period, int) or period < 1:
+    raise ConfigError(f"a level's period must be a positive integer, got {period!r}")
+
+  def init(params):
+    return PeriodicState(
+        count=jnp.zeros((), jnp.int32),
+        accumulated=optax.tree.zeros_like(params),
+        inner=rule.init(params),
+    )
+
+  def update(grads, state, params=None):
+    accumulated = jax.tree.map(jnp.add, state.accumulated, grads)
+    count = state.count + 1
+    fire = count >= period
+    signal = accumulated
+    if average:
+      signal = jax.tree.map(lambda g: g / period, accumulated)
+
+    def apply_rule(_):
+      updates, inner = rule.update(signal, state.inner, params)
+      return updates, inner
+
+    def hold(_):
+      return optax.tree.zeros_like(grads), state.inner
+
+    updates, inner = jax.lax.cond(fire, apply_rule, hold, None)
+    accumulated = jax.tree.map(lambda a: jnp.where(fire, jnp.zeros_like(a), a), accumulated)
+    count = jnp.where(fire, 0, count)
+    return updates, PeriodicState(count, accumulated, inner)
+
+  return optax.GradientTransformation(init, update)
+
+
+def levels(rules: dict[str, UpdateRule], labels: Any | Callable[[Any], Any]) -> UpdateRule:
+  """One update rule per level; `labels` maps each parameter to its level.
+
+  Args:
+    rules: level name -> update rule (wrap in `periodic` for a slow level).
+    labels: a pytree like the params with a level name at every leaf, or a
+      function params -> such a pytree.
+  """
+  return optax.multi_transform(rules, labels)
+
+
+_OPTIMIZERS: dict[str, Callable[[float], UpdateRule]] = {
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "lion": optax.lion,
+}
+
+
+def optimizer(name: str, lr: float, clip: float = 0.0) -> UpdateRule:
+  """A named optax optimizer, optionally after global-norm clipping."""
+  if name not in _OPTIMIZERS:
+    raise ConfigError(f"optimizer {name!r} is unknown; choose one of {', '.join(sorted(_OPTIMIZERS))}")
+  rule = _OPTIMIZERS[name](lr)
+  return optax.chain(optax.clip_by_global_norm(clip), rule) if clip > 0 else rule

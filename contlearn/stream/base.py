@@ -1,0 +1,46 @@
+"""Chunks: the fixed-shape unit of the stream that one compiled call consumes.
+
+A chunk holds `steps` consecutive steps of `batch` parallel lanes:
+
+    tokens: [steps, batch, seq + 1] int32   inputs are [..., :-1], targets [..., 1:]
+    mask:   [steps, batch, seq]     bool    False where the target is padding
+
+Every chunk of a stream has the same shape, so the learner compiles once.
+The last chunk of a finite stream is padded and its padding masked. A stream
+is a pure function of its position: `next(position) -> (chunk, position)`;
+the position is a small JSON-able value saved with every checkpoint, so a
+resumed run reads exactly the tokens it would have read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+
+class Chunk(NamedTuple):
+  tokens: Any  # [steps, batch, seq + 1] int32
+  mask: Any  # [steps, batch, seq] bool
+
+
+class Stream(Protocol):
+  """A resumable source of chunks."""
+
+  shape: tuple[int, int, int]  # (steps, batch, seq)
+
+  def start(self) -> Any:
+    """The position of the stream's beginning."""
+
+  def next(self, position: Any) -> tuple[Chunk | None, Any]:
+    """The chunk at `position` and the position after it; None at the end."""
+
+  def describe(self) -> str:
+    """One line naming the source, for logs and error messages."""
+
+
+def empty_chunk(steps: int, batch: int, seq: int) -> Chunk:
+  return Chunk(
+      tokens=np.zeros((steps, batch, seq + 1), np.int32),
+      mask=np.zeros((steps, batch, seq), bool),
+  )

