@@ -50,8 +50,7 @@ def attend(q, k, v, q_pos, k_pos, k_valid, window: int) -> jax.Array:
   k = layers.rope(k.swapaxes(1, 2), k_pos)  # [B, H, S, Dh]
   logits = jnp.einsum("bhtd,bhsd->bhts", q, k) / jnp.sqrt(jnp.float32(dh))
   rel = q_pos[:, None] - k_pos[None, :]
-  allowed = (rel >= 0) & (rel < window)
-  allowed = allowed[None, None] & k_valid[:, None, None, :]
+  allowed = ((rel >= 0) & (rel < window))[None, None] & k_valid[:, None, None, :]
   weights = jax.nn.softmax(jnp.where(allowed, logits, _NEG), axis=-1)
   return jnp.einsum("bhts,bshd->bthd", weights, v)
 

@@ -19,7 +19,7 @@ def dense_init(key: jax.Array, d_in: int, d_out: int, scale: float = 1.0) -> jax
 def rms_norm(x: jax.Array, scale: jax.Array | None = None, eps: float = 1e-6) -> jax.Array:
   """Normalises the last axis of `x` to unit root-mean-square, then scales."""
   y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
-  return y if scale is None else y * scale
+  return y if scale is None else y * jnp.broadcast_to(scale, y.shape)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -47,7 +47,7 @@ def rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Arra
   """Rotary position embedding of `x [..., T, Dh]` at integer `positions [T]`."""
   half = x.shape[-1] // 2
   freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]
-  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]  # [T, Dh/2]
   x1, x2 = x[..., :half], x[..., half:]
+  cos, sin = (jnp.broadcast_to(f(angles), x1.shape) for f in (jnp.cos, jnp.sin))
   return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)

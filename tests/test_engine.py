@@ -1,0 +1,102 @@
+"""The compiled chunk: no recompiles, chunking-invariant, device-count-invariant."""
+
+import contextlib
+import json
+
+import jax
+import numpy as np
+
+from contlearn.driver import build_learner, train
+from contlearn.engine import compile_chunk, data_mesh, place_chunk, place_state
+from contlearn.stream import DocumentLanes, split_bytes
+from tiny import tiny_config, with_fields
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def count_compiles():
+  events = []
+
+  def listener(event, duration, **kwargs):
+    if event == COMPILE_EVENT:
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield events
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _run_chunks(cfg, steps_per_chunk, n_chunks, corpus):
+  mesh = data_mesh()
+  learner = build_learner(cfg)
+  state = place_state(learner.init(jax.random.PRNGKey(0), cfg.data.batch), mesh)
+  run = compile_chunk(learner, state, mesh)
+  stream = DocumentLanes(split_bytes(corpus, cfg.data.batch), steps=steps_per_chunk, batch=cfg.data.batch, seq=cfg.data.seq)
+  position, losses = stream.start(), []
+  for _ in range(n_chunks):
+    chunk, position = stream.next(position)
+    state, metrics = run(state, place_chunk(chunk, mesh))
+    losses.append(np.asarray(metrics.nll))
+  return state, np.concatenate(losses), run
+
+
+CORPUS = b"".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n".encode() for i in range(400))
+
+
+def test_second_chunk_does_not_recompile():
+  cfg = tiny_config(mixer="linear_attention", cms_periods=(1, 2))
+  mesh = data_mesh()
+  learner = build_learner(cfg)
+  state = place_state(learner.init(jax.random.PRNGKey(0), 8), mesh)
+  run = compile_chunk(learner, state, mesh)
+  stream = DocumentLanes(split_bytes(CORPUS, 8), steps=4, batch=8, seq=16)
+  chunk, position = stream.next(stream.start())
+  state, _ = run(state, place_chunk(chunk, mesh))
+  with count_compiles() as compiles:
+    for _ in range(3):
+      chunk, position = stream.next(position)
+      state, metrics = run(state, place_chunk(chunk, mesh))
+    jax.block_until_ready(metrics)
+  assert compiles == []
+
+
+def test_one_long_chunk_equals_many_short_chunks():
+  cfg = tiny_config(mixer="swa", cms_periods=(1, 3))
+  long_state, long_losses, _ = _run_chunks(cfg, steps_per_chunk=12, n_chunks=1, corpus=CORPUS)
+  short_state, short_losses, _ = _run_chunks(cfg, steps_per_chunk=3, n_chunks=4, corpus=CORPUS)
+  np.testing.assert_allclose(long_losses, short_losses, rtol=1e-5)
+  close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  jax.tree.map(close, long_state.params, short_state.params)
+  jax.tree.map(close, long_state.memory, short_state.memory)
+
+
+def _losses(out):
+  return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_twice_as_long_compiles_nothing_more(tmp_path):
+  cfg = tiny_config()
+  chunk_tokens = cfg.data.steps * cfg.data.batch * cfg.data.seq
+  counts = []
+  for n_chunks in (1, 2, 4):  # the first run also compiles helpers every run shares
+    run_cfg = with_fields(cfg, train=dict(tokens=n_chunks * chunk_tokens, checkpoint_every=100))
+    with count_compiles() as compiles:
+      summary = train(run_cfg, tmp_path / f"run{n_chunks}", progress=False)
+    assert summary["chunks"] == n_chunks
+    counts.append(len(compiles))
+  assert counts[1] == counts[2]
+
+
+def test_one_and_eight_devices_give_the_same_losses(tmp_path):
+  assert len(jax.devices()) == 8
+  cfg = with_fields(tiny_config(mixer="linear_attention", cms_periods=(1, 2)), train=dict(tokens=4 * 512, checkpoint_every=100))
+  train(cfg, tmp_path / "one", devices=jax.devices()[:1], progress=False)
+  summary = train(cfg, tmp_path / "eight", progress=False)
+  assert summary["devices"] == 8
+  one, eight = _losses(tmp_path / "one"), _losses(tmp_path / "eight")
+  assert len(one) == len(eight) == 4
+  np.testing.assert_allclose(one, eight, rtol=1e-5)
+  assert one[-1] < one[0]  # and it learns

