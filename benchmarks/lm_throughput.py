@@ -1,0 +1,97 @@
+"""Training throughput of the default byte LMs, and the share of this machine's
+float32 matmul rate that their training step reaches.
+
+    python benchmarks/lm_throughput.py [--widths 128,256] [--chunks 5]
+
+FLOPs per step come from XLA's cost analysis of one compiled training step
+(forward, backward and update); the matmul rate is measured in the same run
+(`common.matmul_flops_per_s`). Tokens/s times one warm chunk call: a
+`lax.scan` over `steps` steps of `batch x seq` tokens, state donated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import pathlib
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from contlearn.driver import build_learner  # noqa: E402
+from contlearn.engine import compile_chunk, data_mesh, place_chunk, place_state  # noqa: E402
+from contlearn.stream import Chunk  # noqa: E402
+
+MODELS = {
+    "transformer": dict(mixer="swa"),
+    "linear_attention": dict(mixer="linear_attention"),
+    "linear_attention_cms": dict(mixer="linear_attention", cms_periods=(1, 16, 256)),
+}
+
+
+def measure(name: str, model: dict, width: int, batch: int, seq: int, steps: int, chunks: int) -> dict:
+  heads = max(1, width // 32)
+  cfg = Config(
+      data=DataConfig(batch=batch, seq=seq, steps=steps),
+      model=dataclasses.replace(ModelConfig(d_model=width, n_heads=heads, n_layers=2, window=seq), **model),
+      train=TrainConfig(),
+  )
+  mesh = data_mesh(jax.local_devices()[:1])
+  learner = build_learner(cfg)
+  state = place_state(learner.init(jax.random.PRNGKey(0), batch), mesh)
+  rng = np.random.default_rng(0)
+  chunk = Chunk(
+      tokens=rng.integers(0, 256, (steps, batch, seq + 1)).astype(np.int32),
+      mask=np.ones((steps, batch, seq), bool),
+  )
+  one_step = Chunk(chunk.tokens[0], chunk.mask[0])
+  cost = jax.jit(learner.step).lower(state, one_step).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops_per_step = float(cost["flops"])
+  run = compile_chunk(learner, state, mesh)
+  device_chunk = place_chunk(chunk, mesh)
+  holder = {"state": state}
+
+  def call():
+    holder["state"], metrics = run(holder["state"], device_chunk)
+    return metrics
+
+  seconds = common.time_call(call, repeats=chunks, warmup=1)
+  tokens = steps * batch * seq
+  return {
+      "model": name,
+      "width": width,
+      "params": int(sum(x.size for x in jax.tree.leaves(holder["state"].params))),
+      "tokens_per_s": tokens / seconds,
+      "gflops_per_s": flops_per_step * steps / seconds / 1e9,
+      "flops_per_token": flops_per_step / (batch * seq),
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--widths", default="128,256")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--seq", type=int, default=64)
+  parser.add_argument("--steps", type=int, default=32)
+  parser.add_argument("--chunks", type=int, default=5)
+  args = parser.parse_args()
+  matmul = common.matmul_flops_per_s()
+  rows = []
+  for width in (int(w) for w in args.widths.split(",")):
+    for name, model in MODELS.items():
+      row = measure(name, model, width, args.batch, args.seq, args.steps, args.chunks)
+      row["matmul_fraction"] = row["gflops_per_s"] * 1e9 / matmul
+      rows.append(row)
+  print(f"float32 matmul rate (1024x1024, measured): {matmul / 1e9:.1f} GFLOP/s")
+  common.print_table(rows, ["model", "width", "params", "tokens_per_s", "gflops_per_s", "flops_per_token", "matmul_fraction"])
+  common.write_json("lm_throughput", {"matmul_gflops_per_s": matmul / 1e9, "rows": rows, "settings": vars(args)})
+
+
+if __name__ == "__main__":
+  main()
