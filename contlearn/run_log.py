@@ -15,6 +15,8 @@ from typing import Any
 
 import tqdm
 
+from contlearn.tensorboard import ScalarWriter
+
 LN2 = math.log(2.0)
 
 
@@ -22,10 +24,8 @@ class RunLog:
   """Appends metric records to `out/metrics.jsonl` and `out/tensorboard/`."""
 
   def __init__(self, out: pathlib.Path, total_tokens: int | None, progress: bool, name: str):
-    from tensorboardX import SummaryWriter  # imported lazily: pulls in protobuf
-
     self.path = out / "metrics.jsonl"
-    self._writer = SummaryWriter(str(out / "tensorboard"))
+    self._writer = ScalarWriter(out / "tensorboard")
     self._bar = tqdm.tqdm(
         total=total_tokens or None,
         unit="tok",
@@ -52,6 +52,7 @@ class RunLog:
     for key in ("loss", "bits_per_byte", "grad_norm", "tokens_per_s"):
       if key in record:
         self._writer.add_scalar(key, record[key], record["tokens"])
+    self._writer.flush()
     self._bar.set_postfix(loss=f"{record['loss']:.3f}", bpb=f"{record['bits_per_byte']:.3f}")
 
   def advance(self, tokens: int) -> None:
