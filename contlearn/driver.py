@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import time
 from typing import Any, Sequence
 
 import jax
@@ -36,7 +35,7 @@ from contlearn.engine import (
 from contlearn.errors import CheckpointError, DataError
 from contlearn.learner import Learner, sequence_learner
 from contlearn.models import byte_lm, cms
-from contlearn.run_log import LN2, RunLog
+from contlearn.run_log import LN2, RunLog, Tally
 from contlearn.stream import Chunk, Prefetcher, build_stream
 
 # Settings that may change between a run and its resumption.
@@ -140,26 +139,34 @@ def train(
   log = RunLog(out, cfg.train.tokens or None, progress, name or out.name)
   log.truncate_after(chunk_index)
   log.start_at(tokens)
+  tally = Tally(nll_total, count_total, cfg.train.log_every, cfg.data.steps)
   run_chunk = compile_chunk(learner, state, mesh)
+  pending = None  # (chunk, tokens, new tokens, device metrics) not yet read back
+
+  def settle():
+    """Reads back the last chunk's metrics: one host transfer per chunk."""
+    nonlocal pending
+    if pending is not None:
+      record = tally.add(*pending[:3], jax.device_get(pending[3]))
+      log.advance(pending[2])
+      if record:
+        log.write(record)
+      pending = None
 
   def save():
+    settle()
     meta = {
         "position": position,
         "tokens": tokens,
-        "nll_total": nll_total,
-        "count_total": count_total,
+        "nll_total": tally.nll_total,
+        "count_total": tally.count_total,
         "config": _flat(cfg),
     }
     checkpoints.save(chunk_index, state, meta)
 
-  #### Loop over chunks ####
+  #### Loop over chunks: dispatch chunk i, then read chunk i-1's metrics ####
   prefetch = Prefetcher(stream, position, cfg.data.prefetch)
-  window = {"nll": 0.0, "count": 0.0, "grad": 0.0, "steps": 0, "tokens": 0}
-  start = time.perf_counter()
-  first_chunk_s = None
-  steady_tokens, steady_start = 0, None
-  saved_at = chunk_index
-  seen_any = chunk_index > 0
+  saved_at, seen_any = chunk_index, chunk_index > 0
   try:
     for chunk, position_after in prefetch:
       if cfg.train.tokens and tokens >= cfg.train.tokens:
@@ -168,37 +175,9 @@ def train(
       check_tokens(chunk, cfg.model.vocab, chunk_index, stream.describe())
       n_tokens = int(chunk.mask.sum())
       state, metrics = run_chunk(state, place_chunk(chunk, mesh))
-      metrics = jax.device_get(metrics)  # the one host transfer per chunk
-      chunk_index += 1
-      tokens += n_tokens
-      position = position_after
-      now = time.perf_counter()
-      if first_chunk_s is None:
-        first_chunk_s, steady_start = now - start, now
-      else:
-        steady_tokens += n_tokens
-      nll_total += float(metrics.nll.sum())
-      count_total += float(metrics.count.sum())
-      window["nll"] += float(metrics.nll.sum())
-      window["count"] += float(metrics.count.sum())
-      window["grad"] += float(metrics.grad_norm.sum())
-      window["steps"] += len(metrics.nll)
-      window["tokens"] += n_tokens
-      log.advance(n_tokens)
-      if chunk_index % cfg.train.log_every == 0 and window["count"] > 0:
-        loss = window["nll"] / window["count"]
-        elapsed = now - start
-        log.write({
-            "chunk": chunk_index,
-            "step": chunk_index * steps_per_chunk,
-            "tokens": tokens,
-            "loss": loss,
-            "bits_per_byte": loss / LN2,
-            "grad_norm": window["grad"] / window["steps"],
-            "tokens_per_s": steady_tokens / (now - steady_start) if steady_tokens else n_tokens / elapsed,
-            "time_s": elapsed,
-        })
-        window = dict.fromkeys(window, 0)
+      settle()
+      chunk_index, tokens, position = chunk_index + 1, tokens + n_tokens, position_after
+      pending = (chunk_index, tokens, n_tokens, metrics)
       if chunk_index % cfg.train.checkpoint_every == 0:
         save()
         saved_at = chunk_index
@@ -206,6 +185,7 @@ def train(
       raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
     if saved_at != chunk_index:
       save()
+    settle()
   except KeyboardInterrupt:
     save()  # an interrupted run keeps all it learned
     raise
@@ -214,18 +194,18 @@ def train(
     log.close()
     checkpoints.close()
 
-  elapsed = time.perf_counter() - start
-  recent = log.records()[-max(1, len(log.records()) // 10) :]
+  records = log.records()
+  recent = records[-max(1, len(records) // 10) :]
   recent_loss = sum(r["loss"] for r in recent) / max(1, len(recent))
-  loss_all = nll_total / max(count_total, 1.0)
+  loss_all = tally.nll_total / max(tally.count_total, 1.0)
   summary = {
       "name": name or out.name,
       "mixer": cfg.model.mixer,
       "cms_periods": list(cfg.model.cms_periods),
       "tokens": tokens,
       "chunks": chunk_index,
-      "tokens_per_s": steady_tokens / (time.perf_counter() - steady_start) if steady_tokens else tokens / elapsed,
-      "first_chunk_s": first_chunk_s,
+      "tokens_per_s": tally.tokens_per_s(),
+      "first_chunk_s": tally.first_chunk_s,
       "loss": recent_loss,
       "bits_per_byte": recent_loss / LN2,
       "loss_all": loss_all,

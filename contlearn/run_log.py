@@ -11,6 +11,7 @@ import json
 import math
 import pathlib
 import sys
+import time
 from typing import Any
 
 import tqdm
@@ -66,3 +67,58 @@ class RunLog:
   def close(self) -> None:
     self._bar.close()
     self._writer.close()
+
+
+class Tally:
+  """Loss sums and throughput of a run, fed the metrics of each chunk.
+
+  `tokens_per_s` leaves out the first chunk, whose time is mostly compilation
+  (reported as `first_chunk_s`).
+  """
+
+  def __init__(self, nll_total: float, count_total: float, log_every: int, steps_per_chunk: int):
+    self.nll_total, self.count_total = nll_total, count_total
+    self.log_every, self.steps_per_chunk = log_every, steps_per_chunk
+    self.start = time.perf_counter()
+    self.first_chunk_s: float | None = None
+    self._steady_start = self.start
+    self._steady_tokens = 0
+    self._window = self._empty()
+
+  @staticmethod
+  def _empty() -> dict[str, float]:
+    return {"nll": 0.0, "count": 0.0, "grad": 0.0, "steps": 0}
+
+  def tokens_per_s(self) -> float:
+    elapsed = time.perf_counter() - self._steady_start
+    return self._steady_tokens / elapsed if self._steady_tokens and elapsed > 0 else 0.0
+
+  def add(self, chunk: int, tokens: int, new_tokens: int, metrics: Any) -> dict[str, Any] | None:
+    """Counts one chunk's `[steps]` metrics; returns a log record when one is due."""
+    now = time.perf_counter()
+    if self.first_chunk_s is None:
+      self.first_chunk_s, self._steady_start = now - self.start, now
+    else:
+      self._steady_tokens += new_tokens
+    nll, count = float(metrics.nll.sum()), float(metrics.count.sum())
+    self.nll_total += nll
+    self.count_total += count
+    w = self._window
+    w["nll"] += nll
+    w["count"] += count
+    w["grad"] += float(metrics.grad_norm.sum())
+    w["steps"] += len(metrics.nll)
+    if chunk % self.log_every or w["count"] == 0:
+      return None
+    self._window = self._empty()
+    loss = w["nll"] / w["count"]
+    return {
+        "chunk": chunk,
+        "step": chunk * self.steps_per_chunk,
+        "tokens": tokens,
+        "loss": loss,
+        "bits_per_byte": loss / LN2,
+        "grad_norm": w["grad"] / w["steps"],
+        "tokens_per_s": self.tokens_per_s(),
+        "time_s": now - self.start,
+    }

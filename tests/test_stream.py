@@ -113,6 +113,16 @@ def test_tfds_text_source_under_mock_data():
   assert lanes == expected and all(lanes)
 
 
+def test_tfds_split_with_fewer_records_than_lanes_is_cut_into_lanes():
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=1):
+    stream = build_stream(DataConfig(source="tfds", tfds_name="tiny_shakespeare", batch=4, seq=8, steps=2))
+    lanes, _ = _lane_bytes(stream)
+    whole = stream.docs
+  assert all(lanes) and b"".join(lanes) == b"".join(whole)
+
+
 @pytest.mark.parametrize(
     "cfg, message",
     [

