@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import signal
 import sys
+import threading
 
 from contlearn.errors import ContlearnError
 
@@ -68,8 +70,15 @@ def _list() -> int:
   return 0
 
 
+def _sigterm_interrupts(signum, frame):
+  """SIGTERM (a scheduler's preemption) ends a run like Ctrl-C: checkpoint, then exit."""
+  raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
+  on_main_thread = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, _sigterm_interrupts) if on_main_thread else None
   try:
     return _run(args) if args.command == "run" else _list()
   except ContlearnError as e:
@@ -78,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("contlearn: interrupted; the latest state was checkpointed (--resume continues)", file=sys.stderr)
     return 130
+  finally:
+    if on_main_thread:
+      signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

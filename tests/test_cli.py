@@ -158,3 +158,24 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a_state, b_state)
   losses = lambda out: [json.loads(l)["loss"] for l in (out / "tiny_lm" / "metrics.jsonl").read_text().splitlines()]
   assert losses(clean) == losses(killed)
+
+
+def test_sigterm_checkpoints_before_exiting(tmp_path):
+  exp = _experiment(tmp_path, tokens=10**9)
+  out = tmp_path / "o"
+  proc = subprocess.Popen(
+      _cli(exp, "--out", str(out), "--set", "train.checkpoint_every=100000"),
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+  )
+  metrics = out / "tiny_lm" / "metrics.jsonl"
+  deadline = time.monotonic() + 300
+  while proc.poll() is None and time.monotonic() < deadline:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+      break
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err.decode()[-500:]
+  assert "interrupted; the latest state was checkpointed" in err.decode()
+  saved = [int(p.name) for p in (out / "tiny_lm" / "checkpoints").iterdir() if p.name.isdigit()]
+  assert saved and max(saved) >= 2
