@@ -103,18 +103,28 @@ def levels(rules: dict[str, UpdateRule], labels: Any | Callable[[Any], Any]) -> 
   return optax.multi_transform(rules, labels)
 
 
-_OPTIMIZERS: dict[str, Callable[[float], UpdateRule]] = {
-    "sgd": optax.sgd,
-    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
-    "adam": optax.adam,
-    "adamw": optax.adamw,
-    "lion": optax.lion,
-}
+def _optimizers() -> dict[str, Callable[[float], UpdateRule]]:
+  from contlearn import optim  # the optimizers-as-memories
+
+  return {
+      "sgd": optax.sgd,
+      "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+      "adam": optax.adam,
+      "adamw": optax.adamw,
+      "lion": optax.lion,
+      "momentum_memory": lambda lr: optim.momentum(alpha=0.9, lr=lr),
+      "preconditioned_momentum": lambda lr: optim.preconditioned_momentum(lr=lr),
+      "delta_momentum": lambda lr: optim.delta_momentum(lr=lr),
+      "deep_momentum": lambda lr: optim.deep_momentum(lr=lr),
+      "muon": lambda lr: optim.muon(lr=lr),
+      "m3": lambda lr: optim.m3(lr=lr),
+  }
 
 
 def optimizer(name: str, lr: float, clip: float = 0.0) -> UpdateRule:
   """A named optax optimizer, optionally after global-norm clipping."""
-  if name not in _OPTIMIZERS:
-    raise ConfigError(f"optimizer {name!r} is unknown; choose one of {', '.join(sorted(_OPTIMIZERS))}")
-  rule = _OPTIMIZERS[name](lr)
+  optimizers = _optimizers()
+  if name not in optimizers:
+    raise ConfigError(f"optimizer {name!r} is unknown; choose one of {', '.join(sorted(optimizers))}")
+  rule = optimizers[name](lr)
   return optax.chain(optax.clip_by_global_norm(clip), rule) if clip > 0 else rule
