@@ -72,6 +72,10 @@ class ModelConfig:
       or "multiscale" (half-lives spread geometrically over heads).
     cms_periods: update period, in steps, of each CMS block; () for none.
     cms_hidden: hidden width of each CMS block as a multiple of d_model.
+    cms_variant: how the CMS blocks combine (`contlearn.models.cms`):
+      "sequential" (a chain), "independent" (parallel, summed) or "nested"
+      (one MLP whose weights are the sum of the levels' parts, each faster
+      part reset to zero whenever the next slower level updates).
   """
 
   mixer: str = "linear_attention"
@@ -84,6 +88,7 @@ class ModelConfig:
   decay: str = "multiscale"
   cms_periods: tuple[int, ...] = ()
   cms_hidden: int = 2
+  cms_variant: str = "sequential"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,8 +47,12 @@ def build_learner(cfg: Config) -> Learner:
   model = byte_lm(cfg.model)
   t = cfg.train
   level_rules = {"outer": rules.optimizer(t.optimizer, t.lr, t.clip)}
-  for i, period in enumerate(cfg.model.cms_periods):
-    level_rules[cms.level_name(i)] = rules.periodic(rules.optimizer(t.cms_optimizer, t.cms_lr), period)
+  periods = cfg.model.cms_periods
+  for i, period in enumerate(periods):
+    rule = rules.periodic(rules.optimizer(t.cms_optimizer, t.cms_lr), period)
+    if cfg.model.cms_variant == "nested" and i + 1 < len(periods):
+      rule = rules.reset_every(rule, periods[i + 1])  # wiped when the slower level steps
+    level_rules[cms.level_name(i)] = rule
   return sequence_learner(model, rules.levels(level_rules, model.level_labels))
 
 

@@ -92,6 +92,44 @@ def periodic(rule: UpdateRule, period: int, average: bool = False) -> UpdateRule
   return optax.GradientTransformation(init, update)
 
 
+class ResetState(NamedTuple):
+  """State of `reset_every`: `count` [] int32 steps since the last reset; `inner`."""
+
+  count: jax.Array
+  inner: Any
+
+
+def reset_every(rule: UpdateRule, period: int) -> UpdateRule:
+  """`rule`, except that every `period`-th step sets the parameters to zero.
+
+  On steps `period, 2 * period, ...` the update is `-params` (whatever `rule`
+  proposed) and `rule`'s state starts afresh; this is how a fast level's
+  adaptation is wiped when the slower level above it takes its step
+  (the "nested" Continuum Memory System).
+  """
+  if not isinstance(period, int) or period < 1:
+    raise ConfigError(f"a reset period must be a positive integer, got {period!r}")
+
+  def init(params):
+    return ResetState(jnp.zeros((), jnp.int32), rule.init(params))
+
+  def update(grads, state, params=None):
+    if params is None:
+      raise ValueError("reset_every needs params")
+    updates, inner = rule.update(grads, state.inner, params)
+    count = state.count + 1
+    reset = count >= period
+    updates = jax.tree.map(lambda u, p: jnp.where(reset, -p, u), updates, params)
+    inner = _select(reset, rule.init(params), inner)
+    return updates, ResetState(jnp.where(reset, 0, count), inner)
+
+  return optax.GradientTransformation(init, update)
+
+
+def _select(pred, on_true, on_false):
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
 def levels(rules: dict[str, UpdateRule], labels: Any | Callable[[Any], Any]) -> UpdateRule:
   """One update rule per level; `labels` maps each parameter to its level.
 

@@ -44,6 +44,7 @@ class Model(NamedTuple):
 def byte_lm(cfg: ModelConfig) -> Model:
   """The language model described by `cfg` (see the module docstring)."""
   mixer = build_mixer(cfg)
+  cms.check_variant(cfg.cms_variant)
   d = cfg.d_model
   out_scale = 1.0 / cfg.n_layers
   n_cms = len(cfg.cms_periods)
@@ -54,7 +55,7 @@ def byte_lm(cfg: ModelConfig) -> Model:
     for k in k_layers:
       k_mix, k_ff = jax.random.split(k)
       if n_cms:
-        ff = cms.cms_init(k_ff, d, cfg.cms_hidden * d, n_cms, out_scale)
+        ff = cms.cms_init(k_ff, d, cfg.cms_hidden * d, n_cms, out_scale, cfg.cms_variant)
       else:
         ff = layers.mlp_init(k_ff, d, cfg.mlp_ratio * d, out_scale)
       blocks.append({"mixer": mixer.init_params(k_mix), "ff": ff})
@@ -75,7 +76,7 @@ def byte_lm(cfg: ModelConfig) -> Model:
       y, state = mixer.apply(block["mixer"], state, h, mask)
       h = h + y
       if n_cms:
-        h = cms.cms_apply(block["ff"], h)
+        h = cms.cms_apply(block["ff"], h, cfg.cms_variant)
       else:
         h = h + layers.mlp_apply(block["ff"], h)
       new_memory.append(state)
