@@ -35,6 +35,7 @@ from contlearn.engine import (
 from contlearn.errors import CheckpointError, DataError
 from contlearn.learner import Learner, sequence_learner
 from contlearn.models import byte_lm, cms
+from contlearn.models.lm import is_hidden_matrix
 from contlearn.run_log import LN2, RunLog, Tally
 from contlearn.stream import Chunk, Prefetcher, build_stream
 
@@ -46,7 +47,7 @@ def build_learner(cfg: Config) -> Learner:
   """The model of `cfg.model`, trained by the outer optimizer and CMS levels."""
   model = byte_lm(cfg.model)
   t = cfg.train
-  level_rules = {"outer": rules.optimizer(t.optimizer, t.lr, t.clip)}
+  level_rules = {"outer": rules.optimizer(t.optimizer, t.lr, t.clip, is_hidden_matrix=is_hidden_matrix)}
   periods = cfg.model.cms_periods
   for i, period in enumerate(periods):
     rule = rules.periodic(rules.optimizer(t.cms_optimizer, t.cms_lr), period)

@@ -159,10 +159,41 @@ def _optimizers() -> dict[str, Callable[[float], UpdateRule]]:
   }
 
 
-def optimizer(name: str, lr: float, clip: float = 0.0) -> UpdateRule:
-  """A named optax optimizer, optionally after global-norm clipping."""
+# Rules that orthogonalise whole matrices: as is the practice for Muon, they
+# act on hidden weight matrices only; embeddings, output layer, norms and
+# biases take Adam.
+ORTHOGONALISED = ("muon", "m3")
+
+
+def optimizer(
+    name: str,
+    lr: float,
+    clip: float = 0.0,
+    *,
+    is_hidden_matrix: Callable[[Any, jax.Array], bool] | None = None,
+    other_lr: float = 3e-3,
+) -> UpdateRule:
+  """A named optimizer, optionally after global-norm clipping.
+
+  Args:
+    name: an optax alias ("sgd", "momentum", "adam", "adamw", "lion") or a
+      rule of `contlearn.optim` ("momentum_memory", "preconditioned_momentum",
+      "delta_momentum", "deep_momentum", "muon", "m3").
+    lr: its learning rate.
+    clip: global gradient-norm clip (0: none).
+    is_hidden_matrix: `(key_path, leaf) -> bool`; with it, "muon" and "m3"
+      update only those leaves and Adam at `other_lr` updates the rest.
+    other_lr: Adam's rate for the leaves an orthogonalising rule leaves out.
+  """
   optimizers = _optimizers()
   if name not in optimizers:
     raise ConfigError(f"optimizer {name!r} is unknown; choose one of {', '.join(sorted(optimizers))}")
   rule = optimizers[name](lr)
+  if name in ORTHOGONALISED and is_hidden_matrix is not None:
+
+    def labels(params):
+      kind = lambda path, leaf: "matrix" if is_hidden_matrix(path, leaf) else "other"
+      return jax.tree_util.tree_map_with_path(kind, params)
+
+    rule = optax.multi_transform({"matrix": rule, "other": optax.adam(other_lr)}, labels)
   return optax.chain(optax.clip_by_global_norm(clip), rule) if clip > 0 else rule

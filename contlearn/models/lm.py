@@ -41,6 +41,12 @@ class Model(NamedTuple):
   level_labels: Callable[[Any], Any]
 
 
+def is_hidden_matrix(path, leaf) -> bool:
+  """True for the weight matrices inside the blocks (not embedding, head or norms)."""
+  top = getattr(path[0], "key", None) if path else None
+  return top == "blocks" and getattr(leaf, "ndim", 0) == 2
+
+
 def byte_lm(cfg: ModelConfig) -> Model:
   """The language model described by `cfg` (see the module docstring)."""
   mixer = build_mixer(cfg)
