@@ -36,6 +36,7 @@ from contlearn.errors import CheckpointError, DataError
 from contlearn.learner import Learner, sequence_learner
 from contlearn.models import byte_lm, cms
 from contlearn.models.lm import is_hidden_matrix
+from contlearn.plots import plot_learning_curves
 from contlearn.run_log import LN2, RunLog, Tally
 from contlearn.stream import Chunk, Prefetcher, build_stream
 
@@ -230,12 +231,17 @@ def run_experiment(
     tokens: int | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-  """Trains each named configuration into `out/<name>`; returns the summaries."""
+  """Trains each named configuration into `out/<name>`; returns the summaries.
+
+  Also writes `out/bits_per_byte.png`, the learning curves of all models.
+  """
+  out = pathlib.Path(out)
   summaries = []
   for name, cfg in configs.items():
     if tokens is not None:
       cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tokens=tokens))
-    summaries.append(train(cfg, pathlib.Path(out) / name, resume=resume, progress=progress, name=name))
+    summaries.append(train(cfg, out / name, resume=resume, progress=progress, name=name))
+  plot_learning_curves([out / name for name in configs], out / "bits_per_byte.png", title=out.name)
   return summaries
 
 

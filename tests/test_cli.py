@@ -87,6 +87,9 @@ def test_existing_checkpoints_and_a_corrupt_one(tmp_path, capsys):
   out = tmp_path / "o"
   exp = _experiment(tmp_path, tokens=3 * 512)
   assert main(["run", exp, "--out", str(out), "--no-progress"]) == 0
+  assert (out / "bits_per_byte.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  summary = json.loads((out / "tiny_lm" / "summary.json").read_text())
+  assert summary["tokens"] == 3 * 512 and 0 < summary["bits_per_byte"] < 9
   capsys.readouterr()
   # Starting afresh over an earlier run is refused, not silently overwritten.
   assert main(["run", exp, "--out", str(out), "--no-progress"]) == 2
