@@ -72,6 +72,13 @@ class ModelConfig:
       or "multiscale" (half-lives spread geometrically over heads).
     cms_periods: update period, in steps, of each CMS block; () for none.
     cms_hidden: hidden width of each CMS block as a multiple of d_model.
+    mem_chunk: tokens per chunk of a memory's fast form; for TTT and Titans
+      also the inner mini-batch of chunk-start gradients (0: the memory's
+      default, 16 for TTT, 64 otherwise).
+    mem_depth: layers of the MLP memory of "titans" (>= 1).
+    mem_expansion: hidden width of MLP memories as a multiple of the head width.
+    mem_conv: width of the short causal depthwise convolution on q, k, v
+      of memory mixers (1 disables it).
   """
 
   mixer: str = "linear_attention"
@@ -84,6 +91,10 @@ class ModelConfig:
   decay: str = "multiscale"
   cms_periods: tuple[int, ...] = ()
   cms_hidden: int = 2
+  mem_chunk: int = 0
+  mem_depth: int = 2
+  mem_expansion: int = 4
+  mem_conv: int = 4
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@
 | gated_deltanet  | matrix                | half squared | data gate    | online, lr beta_t       |
 | ttt_linear      | x + LN(x W + b)       | squared      | none         | chunk-start GD, lr_t    |
 | ttt_mlp         | x + LN(MLP_2(x))      | squared      | none         | chunk-start GD, lr_t    |
-| titans          | MLP of depth L (SiLU) | squared      | forget gate  | chunk-start GD+momentum |
+| titans          | x + LN(MLP_L(x))      | squared      | forget gate  | chunk-start GD+momentum |
 
 Retention and rates are per-token inputs; which are fixed, per head or
 data-dependent is decided by the layer (`contlearn.models.memory_layer`).
@@ -16,16 +16,14 @@ data-dependent is decided by the layer (`contlearn.models.memory_layer`).
 
 from __future__ import annotations
 
-import jax
-
 from contlearn.memories.core import InnerModel, Rule, dot_loss, half_squared_loss, squared_loss
 
 MATRIX = InnerModel(depth=1, bias=False)
 
 
 def titans(depth: int = 2, expansion: int = 4) -> Rule:
-  """Titans' neural memory: an MLP of `depth` layers with momentum."""
-  return Rule(InnerModel(depth=depth, expansion=expansion, act=jax.nn.silu), squared_loss, momentum=True)
+  """Titans' neural memory: a GELU MLP of `depth` layers, `x + LN(MLP(x))`, with momentum."""
+  return Rule(InnerModel(depth=depth, expansion=expansion, bias=False, ttt_norm=True), squared_loss, momentum=True)
 
 
 RULES: dict[str, Rule] = {
