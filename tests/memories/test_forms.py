@@ -20,7 +20,7 @@ def _close(x, y, tol):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("chunk", [1, 4, 16, 64])
+@pytest.mark.parametrize("chunk", [1, 5, 32])  # T = 23: ragged last chunk for 5 and 32
 def test_values_agree(name, chunk):
   rule = memories.RULES[name]
   with jax.enable_x64(True):

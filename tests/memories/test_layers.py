@@ -32,8 +32,9 @@ def test_state_carries_across_steps(name):
   y, s = jax.jit(mixer.apply)(params, state, x, mask)
   assert y.shape == x.shape
   assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(s))
-  y1, s1 = mixer.apply(params, state, x[:, :16], mask[:, :16])
-  y2, s2 = mixer.apply(params, s1, x[:, 16:], mask[:, 16:])
+  apply = jax.jit(mixer.apply)
+  y1, s1 = apply(params, state, x[:, :16], mask[:, :16])
+  y2, s2 = apply(params, s1, x[:, 16:], mask[:, 16:])
   _close(jnp.concatenate([y1, y2], axis=1), y)
   _close(s2, s)
 
@@ -44,8 +45,9 @@ def test_masked_tail_leaves_state(name):
   params = mixer.init_params(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(2), (2, 20, 32))
   mask = jnp.arange(20)[None, :] < jnp.array([[13], [20]])
-  _, s_full = mixer.apply(params, mixer.init_state(2), x, mask)
-  _, s_short = mixer.apply(params, mixer.init_state(1), x[:1, :13], mask[:1, :13])
+  apply = jax.jit(mixer.apply)
+  _, s_full = apply(params, mixer.init_state(2), x, mask)
+  _, s_short = apply(params, mixer.init_state(1), x[:1, :13], mask[:1, :13])
   _close(jax.tree.map(lambda a: a[:1], s_full), s_short)
 
 
@@ -56,7 +58,7 @@ def test_byte_lm_accepts_memory(name):
   # lm.py's own norms broadcast [D] against [B, T, D]; that is not what is tested here.
   with jax.numpy_rank_promotion("allow"):
     params = model.init_params(jax.random.PRNGKey(0))
-    logits, memory = model.apply(params, model.init_memory(2), tokens, jnp.ones((2, 16), bool))
+    logits, memory = jax.jit(model.apply)(params, model.init_memory(2), tokens, jnp.ones((2, 16), bool))
   assert logits.shape == (2, 16, 256)
   assert np.isfinite(np.asarray(logits)).all()
 

@@ -29,7 +29,12 @@ def test_ttt_linear_batch_gd_is_linear_attention():
       np.testing.assert_allclose(s.w["w"][0], s_la.w["w"][0], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", sorted(memories.RULES))
+SLOW = ("linear_attention", "mamba2", "deltanet")  # their gated or deeper kin run by default
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(memories.RULES)]
+)
 def test_gradients_match_finite_differences(name):
   """Directional derivative of the chunked form against central differences."""
   rule = memories.RULES[name]
