@@ -6,7 +6,8 @@ Same configuration for both: width 256 (one head), chunk 64, a 2-layer MLP
 memory (hidden 4x), batch 4 x 1024 tokens, forward and backward (gradients
 of the summed output with respect to every parameter). titans-pytorch and a
 pinned CPU torch are benchmark-only dependencies, installed here if missing.
-PyTorch uses as many threads as there are cores. Prints a table; the last
+PyTorch uses as many threads as there are cores. The two are timed in turn
+(median of `--repeats`), so both see the same machine load. Prints a table; the last
 line is a JSON object with `tokens_per_s`, `peer_tokens_per_s` and `ratio`
 (also written to `bench_results/titans_vs_pytorch.json`).
 """
@@ -40,8 +41,8 @@ def ensure_peer() -> None:
   subprocess.run([sys.executable, "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
 
 
-def ours(repeats: int) -> float:
-  """Seconds per forward+backward of contlearn's Titans mixer."""
+def ours():
+  """A call running one forward+backward of contlearn's Titans mixer."""
   cfg = ModelConfig(
       mixer="titans", d_model=DIM, n_heads=1, n_layers=1, mem_chunk=CHUNK, mem_depth=DEPTH, mem_expansion=EXPANSION
   )
@@ -55,11 +56,11 @@ def ours(repeats: int) -> float:
   def step(p):
     return jax.grad(lambda p: jnp.sum(mixer.apply(p, state, x, mask)[0]))(p)
 
-  return common.time_call(lambda: step(params), repeats=repeats)
+  return lambda: jax.block_until_ready(step(params))
 
 
-def peer(repeats: int) -> float:
-  """Seconds per forward+backward of titans-pytorch's NeuralMemory."""
+def peer():
+  """A call running one forward+backward of titans-pytorch's NeuralMemory."""
   import torch
   from titans_pytorch import NeuralMemory
 
@@ -73,13 +74,20 @@ def peer(repeats: int) -> float:
     retrieved, _ = mem(x)
     retrieved.sum().backward()
 
-  step()
-  times = []
+  return step
+
+
+def interleaved(calls: dict, repeats: int) -> dict:
+  """Median seconds of each call, timed in turn so all see the same load."""
+  for call in calls.values():
+    call()
+  times = {name: [] for name in calls}
   for _ in range(repeats):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2]
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - start)
+  return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def main() -> None:
@@ -90,8 +98,8 @@ def main() -> None:
   import torch
 
   tokens = BATCH * SEQ
-  t_ours = ours(args.repeats)
-  t_peer = peer(args.repeats)
+  seconds = interleaved({"ours": ours(), "peer": peer()}, args.repeats)
+  t_ours, t_peer = seconds["ours"], seconds["peer"]
   rows = [
       {"impl": "contlearn (JAX)", "seconds": t_ours, "tokens_per_s": tokens / t_ours},
       {"impl": "titans-pytorch", "seconds": t_peer, "tokens_per_s": tokens / t_peer},

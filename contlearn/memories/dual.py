@@ -85,23 +85,38 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
 
   h = q
   for i in range(depth):
-    z = g[:, None] * (h @ w0["w"][i] + bias * lead(w0["b"][i], h))
-    if rule.momentum:
-      z = z + r[:, None] * (h @ state.m["w"][i] + bias * lead(state.m["b"][i], h))
+    w, b = w0["w"][i], bias * w0["b"][i]
+    if rule.momentum:  # one product for the memory and its momentum
+      w = jnp.concatenate([w, state.m["w"][i]], axis=1)
+      b = jnp.concatenate([b, bias * state.m["b"][i]])
+      hw = h @ w + lead(b, h)
+      out = w0["w"][i].shape[1]
+      z = g[:, None] * hw[:, :out] + r[:, None] * hw[:, out:]
+    else:
+      z = g[:, None] * (h @ w + lead(b, h))
     z = z - (e * (h @ inputs[i].T + bias)) @ deltas[i]
     h = model.act(z) if i < depth - 1 else z
   y = model.head(h, q, outer)
 
-  def update(base, mom, coef_base, coef_mom, row):
-    w = [
-        coef_base * wb + coef_mom * wm - x.T @ (row[:, None] * d)
-        for wb, wm, x, d in zip(base["w"], mom["w"], inputs, deltas)
-    ]
-    b = [coef_base * bb + coef_mom * bm - bias * (row @ d) for bb, bm, d in zip(base["b"], mom["b"], deltas)]
-    return {"w": w, "b": b}
-
-  new_w = update(w0, state.m, g[-1], r[-1], e[-1])
-  new_m = update(state.m, state.m, p_end, 0.0, m_row) if rule.momentum else state.m
+  # End of chunk: W_C = g_C W_0 + r_C m_0 - sum_i E[C, i] grad_i, and
+  # m_C = P_C m_0 - sum_i (P_C / P_i) lr_i grad_i, in one product per layer.
+  rows = jnp.stack([e[-1], m_row], axis=1) if rule.momentum else e[-1][:, None]  # [C, 1 or 2]
+  new_w, new_m = {"w": [], "b": []}, {"w": [], "b": []}
+  for i, (x, d) in enumerate(zip(inputs, deltas)):
+    out = d.shape[1]
+    dw = x.T @ (rows[:, :, None] * d[:, None, :]).reshape(x.shape[0], -1)  # [d_in, (1|2) out]
+    db = bias * jnp.einsum("cr,co->ro", rows, d)
+    wb, bb = w0["w"][i], w0["b"][i]
+    if rule.momentum:
+      wm, bm = state.m["w"][i], state.m["b"][i]
+      new_w["w"].append(g[-1] * wb + r[-1] * wm - dw[:, :out])
+      new_w["b"].append(g[-1] * bb + r[-1] * bm - db[0])
+      new_m["w"].append(p_end * wm - dw[:, out:])
+      new_m["b"].append(p_end * bm - db[1])
+    else:
+      new_w["w"].append(g[-1] * wb - dw)
+      new_w["b"].append(g[-1] * bb - db[0])
+  new_m = new_m if rule.momentum else state.m
   return MemState(new_w, new_m), y
 
 
