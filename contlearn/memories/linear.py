@@ -14,7 +14,7 @@ C tokens, with `g_t = a_1 ... a_t` counted from the chunk start and
 
 The delta case is the lower-triangular system `(I + A) U = b (V - g K W_0)`,
 `A[i, j] = b_i (g_i/g_j) k_i.k_j` for j < i (the WY / UT transform), solved
-once per chunk for both right-hand sides, so `U = U_v - W_k W_0` and only
+once per chunk for both right-hand sides (by a doubling series), so `U = U_v - W_k W_0` and only
 matrix products remain in the scan over chunks:
 
     Y   = g * (Q W_0) + ((Q K^T) * G) U          G[t, i] = g_t/g_i, i <= t
@@ -30,6 +30,23 @@ import jax.numpy as jnp
 def _pad(x: jax.Array, n: int, value: float = 0.0) -> jax.Array:
   pad = [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
   return jnp.pad(x, pad, constant_values=value)
+
+
+def unit_lower_inverse(a: jax.Array) -> jax.Array:
+  """`(I + A)^-1` for strictly lower-triangular `a [..., C, C]`.
+
+  A is nilpotent, so the inverse is the finite series sum_{j<C} (-A)^j,
+  summed by doubling: S <- S (I + N^m), N^m <- N^2m, in log2(C) matmul pairs.
+  """
+  c = a.shape[-1]
+  n = -a
+  s = jnp.broadcast_to(jnp.eye(c, dtype=a.dtype), a.shape) + n
+  span = 2
+  while span < c:
+    n = n @ n
+    s = s + s @ n
+    span *= 2
+  return s
 
 
 def chunked(w0, q, k, v, lr, retain, mask, chunk: int, delta: bool):
@@ -58,9 +75,8 @@ def chunked(w0, q, k, v, lr, retain, mask, chunk: int, delta: bool):
   if delta:
     strict = jnp.tril(jnp.ones((chunk, chunk), bool), -1)[None]
     a = jnp.where(strict, lr[..., None] * gmat * jnp.einsum("nid,njd->nij", k, k), 0.0)
-    eye = jnp.eye(chunk, dtype=q.dtype)[None]
     rhs = jnp.concatenate([u_v, (lr * g)[..., None] * k], axis=-1)
-    sol = jax.scipy.linalg.solve_triangular(eye + a, rhs, lower=True, unit_diagonal=True)
+    sol = unit_lower_inverse(a) @ rhs
     u_v, w_k = sol[..., : v.shape[-1]], sol[..., v.shape[-1]:]
   scores = jnp.einsum("ntd,nid->nti", q, k) * gmat
   k_out = k * jnp.exp(log_g[:, -1:] - log_g)[..., None]
