@@ -76,6 +76,13 @@ class ModelConfig:
       "sequential" (a chain), "independent" (parallel, summed) or "nested"
       (one MLP whose weights are the sum of the levels' parts, each faster
       part reset to zero whenever the next slower level updates).
+    mem_chunk: tokens per chunk of a memory's fast form; for TTT and Titans
+      also the inner mini-batch of chunk-start gradients (0: the memory's
+      default, 16 for TTT, 64 otherwise).
+    mem_depth: layers of the MLP memory of "titans" (>= 1).
+    mem_expansion: hidden width of MLP memories as a multiple of the head width.
+    mem_conv: width of the short causal depthwise convolution on q, k, v
+      of memory mixers (1 disables it).
   """
 
   mixer: str = "linear_attention"
@@ -89,6 +96,10 @@ class ModelConfig:
   cms_periods: tuple[int, ...] = ()
   cms_hidden: int = 2
   cms_variant: str = "sequential"
+  mem_chunk: int = 0
+  mem_depth: int = 2
+  mem_expansion: int = 4
+  mem_conv: int = 4
 
 
 @dataclasses.dataclass(frozen=True)

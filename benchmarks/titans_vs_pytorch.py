@@ -1,0 +1,123 @@
+"""contlearn's Titans memory against titans-pytorch's `NeuralMemory`, on CPU.
+
+    python benchmarks/titans_vs_pytorch.py [--repeats 5]
+
+Same configuration for both: width 256 (one head), chunk 64, a 2-layer MLP
+memory (hidden 4x), batch 4 x 1024 tokens, forward and backward (gradients
+of the summed output with respect to every parameter). titans-pytorch and a
+pinned CPU torch are benchmark-only dependencies, installed here if missing.
+PyTorch uses as many threads as there are cores. The two are timed in turn
+(median of `--repeats`), so both see the same machine load. Prints a table; the last
+line is a JSON object with `tokens_per_s`, `peer_tokens_per_s` and `ratio`
+(also written to `bench_results/titans_vs_pytorch.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+from contlearn.config import ModelConfig  # noqa: E402
+from contlearn.models import build_mixer  # noqa: E402
+
+DIM, CHUNK, DEPTH, EXPANSION, BATCH, SEQ = 256, 64, 2, 4, 4, 1024
+PEER_PACKAGES = ["torch==2.13.0", "titans-pytorch"]
+
+
+def ensure_peer() -> None:
+  """Installs the pinned CPU torch and titans-pytorch if they are missing."""
+  if importlib.util.find_spec("torch") and importlib.util.find_spec("titans_pytorch"):
+    return
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+
+
+def ours():
+  """A call running one forward+backward of contlearn's Titans mixer."""
+  cfg = ModelConfig(
+      mixer="titans", d_model=DIM, n_heads=1, n_layers=1, mem_chunk=CHUNK, mem_depth=DEPTH, mem_expansion=EXPANSION
+  )
+  mixer = build_mixer(cfg)
+  params = mixer.init_params(jax.random.PRNGKey(0))
+  x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, SEQ, DIM), jnp.float32)
+  mask = jnp.ones((BATCH, SEQ), bool)
+  state = mixer.init_state(BATCH)
+
+  @jax.jit
+  def step(p):
+    return jax.grad(lambda p: jnp.sum(mixer.apply(p, state, x, mask)[0]))(p)
+
+  return lambda: jax.block_until_ready(step(params))
+
+
+def peer():
+  """A call running one forward+backward of titans-pytorch's NeuralMemory."""
+  import torch
+  from titans_pytorch import NeuralMemory
+
+  torch.set_num_threads(os.cpu_count() or 1)
+  torch.manual_seed(0)
+  mem = NeuralMemory(dim=DIM, chunk_size=CHUNK, default_model_kwargs=dict(depth=DEPTH, expansion_factor=float(EXPANSION)))
+  x = torch.randn(BATCH, SEQ, DIM)
+
+  def step():
+    mem.zero_grad(set_to_none=True)
+    retrieved, _ = mem(x)
+    retrieved.sum().backward()
+
+  return step
+
+
+def interleaved(calls: dict, repeats: int) -> dict:
+  """Median seconds of each call, timed in turn so all see the same load."""
+  for call in calls.values():
+    call()
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - start)
+  return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args()
+  ensure_peer()
+  import torch
+
+  tokens = BATCH * SEQ
+  seconds = interleaved({"ours": ours(), "peer": peer()}, args.repeats)
+  t_ours, t_peer = seconds["ours"], seconds["peer"]
+  rows = [
+      {"impl": "contlearn (JAX)", "seconds": t_ours, "tokens_per_s": tokens / t_ours},
+      {"impl": "titans-pytorch", "seconds": t_peer, "tokens_per_s": tokens / t_peer},
+  ]
+  print(f"Titans memory, dim {DIM}, chunk {CHUNK}, {DEPTH}-layer MLP, batch {BATCH} x {SEQ}, forward+backward")
+  common.print_table(rows, ["impl", "seconds", "tokens_per_s"])
+  common.write_json(
+      "titans_vs_pytorch",
+      {
+          "tokens_per_s": tokens / t_ours,
+          "peer_tokens_per_s": tokens / t_peer,
+          "ratio": t_peer / t_ours,
+          "config": {"dim": DIM, "chunk": CHUNK, "depth": DEPTH, "expansion": EXPANSION, "batch": BATCH, "seq": SEQ},
+          "torch": torch.__version__,
+          "torch_threads": torch.get_num_threads(),
+      },
+  )
+
+
+if __name__ == "__main__":
+  main()

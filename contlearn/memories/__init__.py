@@ -1,0 +1,50 @@
+"""Inner-loop memories: one abstraction, a recurrent reference, a fast form.
+
+    rule = memories.RULES["gated_deltanet"]
+    y, state = memories.reference(rule, outer, state, q, k, v, rates, mask, chunk)
+    y, state = memories.chunked(rule, outer, state, q, k, v, rates, mask, chunk)
+
+`core` holds the four choices and the token-by-token recurrence, `linear` the
+WY form of online matrix memories, `dual` the chunk-start-gradient form of
+dense-stack memories, `rules` the named instances. Everything is per head:
+`q, k [T, Dk]`, `v [T, Dv]`, rates and mask `[T]`; vmap over batch and heads.
+"""
+
+from __future__ import annotations
+
+from contlearn.memories import dual, linear
+from contlearn.memories.core import (
+    InnerModel,
+    MemState,
+    Rates,
+    Rule,
+    dot_loss,
+    half_squared_loss,
+    reference,
+    squared_loss,
+)
+from contlearn.memories.rules import RULES
+
+
+def is_linear(rule: Rule) -> bool:
+  """Whether the rule is a matrix memory with the WY form (online, dot/delta)."""
+  m = rule.model
+  matrix = m.depth == 1 and not m.bias and not m.ttt_norm
+  return rule.online and matrix and not rule.momentum and rule.loss in (dot_loss, half_squared_loss)
+
+
+def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int):
+  """The fast form of `reference`: same arguments, same result."""
+  if is_linear(rule):
+    w = state.w["w"][0]
+    y, w = linear.chunked(w, q, k, v, rates.lr, rates.retain, mask, chunk, rule.loss is half_squared_loss)
+    return y, MemState({"w": [w], "b": state.w["b"]}, state.m)
+  if rule.online:
+    raise ValueError("an online rule needs a matrix memory with the dot or half squared loss")
+  return dual.chunked(rule, outer, state, q, k, v, rates, mask, chunk)
+
+
+__all__ = [
+    "RULES", "InnerModel", "MemState", "Rates", "Rule", "chunked", "dot_loss",
+    "half_squared_loss", "is_linear", "reference", "squared_loss",
+]

@@ -1,0 +1,194 @@
+"""A memory: a small learner inside the model, written at every token.
+
+Every memory here is one object with four choices:
+
+  architecture  `InnerModel`: the map M(W; x) from a key to a value, either a
+                matrix (`x @ W`) or a dense stack of depth L, optionally with
+                TTT's LayerNorm and residual, `x + LN(stack(x))`.
+  inner loss    `loss(M(W; k_t), v_t)`: dot-product similarity `-<p, v>`,
+                squared error `|p - v|^2`, or half squared error.
+  retention     a per-token factor `a_t` in (0, 1] multiplying the memory
+                (1: none; fixed per head: RetNet; data-dependent: Mamba2,
+                Gated DeltaNet, Titans' forget gate `1 - alpha_t`).
+  inner rule    a gradient step with per-token rate `lr_t`, optionally with
+                momentum `eta_t` (Titans' "surprise"), taken either at the
+                current retained memory ("online", the delta rule) or at the
+                memory of the start of the current chunk of C tokens (TTT's
+                mini-batch gradient descent, Titans' chunked training).
+
+One token of the recurrence (`reference`, the test oracle):
+
+    anchor = W_{t-1}           if t mod C == 0 (start of a chunk)
+    g_t    = grad_W loss(M(W; k_t), v_t)  at  W = a_t W_{t-1} (online)
+                                          or  W = anchor     (chunked)
+    without momentum:  W_t = a_t W_{t-1} - lr_t g_t
+    with momentum:     m_t = eta_t m_{t-1} - lr_t g_t
+                       W_t = a_t W_{t-1} + m_t
+    y_t = M(W_t; q_t)
+
+A masked token changes nothing (`lr = 0`, `a = eta = 1`, and its momentum is
+not added). Chunks are counted from the start of each call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+
+
+def dot_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """Dot-product similarity as a loss, `-<pred, target>` (linear attention)."""
+  return -jnp.sum(pred * target)
+
+
+def squared_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """Squared error `|pred - target|^2` (TTT, Titans)."""
+  return jnp.sum(jnp.square(pred - target))
+
+
+def half_squared_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """`|pred - target|^2 / 2`, whose gradient step is the delta rule."""
+  return 0.5 * jnp.sum(jnp.square(pred - target))
+
+
+def lead(vec: jax.Array, x: jax.Array) -> jax.Array:
+  """`vec [D]` shaped to broadcast against `x [..., D]`."""
+  return vec.reshape((1,) * (x.ndim - 1) + vec.shape)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-6):
+  """LayerNorm over the last axis with outer-learned `scale`, `bias`."""
+  mu = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
+  return (x - mu) * jax.lax.rsqrt(var + eps) * lead(scale, x) + lead(bias, x)
+
+
+class InnerModel(NamedTuple):
+  """The memory's architecture: a dense stack `x -> h_L`.
+
+  Inner parameters are `{"w": [w_0 .. w_{L-1}], "b": [b_0 .. b_{L-1}]}` with
+  `w_l [d_l, d_{l+1}]`, `d_0 = Dk`, `d_L = Dv`; `act` acts between layers.
+  With `ttt_norm`, the model is `x + LN(h_L)` (needs Dk == Dv); the LN scale
+  and bias are outer parameters, passed as `outer = {"ln_scale", "ln_bias"}`.
+  `bias=False` keeps the biases at zero and out of the update (a matrix).
+  """
+
+  depth: int = 1
+  expansion: int = 4
+  act: Callable[[jax.Array], jax.Array] = jax.nn.gelu
+  bias: bool = False
+  ttt_norm: bool = False
+
+  def widths(self, dk: int, dv: int) -> list[int]:
+    return [dk] + [self.expansion * dk] * (self.depth - 1) + [dv]
+
+  def init(self, key: jax.Array, dk: int, dv: int, scale: float = 1.0) -> Params:
+    """Inner parameters; the last layer is zero when `scale == 0`."""
+    dims = self.widths(dk, dv)
+    keys = jax.random.split(key, self.depth)
+    w = [
+        jax.random.normal(kk, (a, b), jnp.float32) * (a ** -0.5) * (scale if i == self.depth - 1 else 1.0)
+        for i, (kk, a, b) in enumerate(zip(keys, dims[:-1], dims[1:]))
+    ]
+    return {"w": w, "b": [jnp.zeros((b,), jnp.float32) for b in dims[1:]]}
+
+  def head(self, h: jax.Array, x: jax.Array, outer: Params) -> jax.Array:
+    """The output of the model from the last layer's `h` and the input `x`."""
+    if not self.ttt_norm:
+      return h
+    return x + layer_norm(h, outer["ln_scale"], outer["ln_bias"])
+
+  def apply(self, params: Params, outer: Params, x: jax.Array) -> jax.Array:
+    """`x [..., Dk] -> [..., Dv]`."""
+    h = x
+    for i, (w, b) in enumerate(zip(params["w"], params["b"])):
+      h = h @ w + lead(b, h) if self.bias else h @ w
+      if i < self.depth - 1:
+        h = self.act(h)
+    return self.head(h, x, outer)
+
+
+class Rule(NamedTuple):
+  """A memory: architecture, inner loss, and how the inner step is taken.
+
+  Retention, learning rate and momentum are per-token inputs (`Rates`), so the
+  same rule serves fixed, per-head and data-dependent choices.
+  """
+
+  model: InnerModel
+  loss: Callable[[jax.Array, jax.Array], jax.Array]
+  online: bool = False
+  momentum: bool = False
+
+
+class Rates(NamedTuple):
+  """Per-token rates of one head, each `[T]`, in the recurrence above.
+
+  lr: inner learning rate `lr_t >= 0`.
+  retain: retention `a_t` in (0, 1].
+  momentum: `eta_t` in (0, 1]; ignored unless the rule has momentum.
+  """
+
+  lr: jax.Array
+  retain: jax.Array
+  momentum: jax.Array
+
+
+class MemState(NamedTuple):
+  """The memory of one head: inner parameters W and momentum m (same tree)."""
+
+  w: Params
+  m: Params
+
+
+def masked_rates(rates: Rates, mask: jax.Array) -> Rates:
+  """Rates under which a masked token (`mask [T]` False) changes nothing."""
+  return Rates(
+      lr=jnp.where(mask, rates.lr, 0.0),
+      retain=jnp.where(mask, rates.retain, 1.0),
+      momentum=jnp.where(mask, rates.momentum, 1.0),
+  )
+
+
+def reference(rule: Rule, outer: Params, state: MemState, q, k, v, rates: Rates, mask, chunk: int):
+  """The recurrence token by token (see the module docstring).
+
+  Args:
+    rule: the memory.
+    outer: outer parameters of the inner model (LN scale and bias) or {}.
+    state: the memory before the first token.
+    q, k: [T, Dk]; v: [T, Dv]; rates: `Rates` of [T]; mask: [T] bool.
+    chunk: tokens per chunk C for the chunk-start gradient (unused if online).
+
+  Returns:
+    y [T, Dv] and the final state.
+  """
+  rates = masked_rates(rates, mask)
+  model = rule.model
+  tree = jax.tree.map
+
+  def inner_grad(w, k_t, v_t):
+    return jax.grad(lambda p: rule.loss(model.apply(p, outer, k_t), v_t))(w)
+
+  def step(carry, xs):
+    w, m, anchor = carry
+    t, q_t, k_t, v_t, lr, a, eta, use = xs
+    anchor = jax.lax.cond(t % chunk == 0, lambda: w, lambda: anchor)
+    retained = tree(lambda p: a * p, w)
+    g = inner_grad(retained if rule.online else anchor, k_t, v_t)
+    if rule.momentum:
+      m = tree(lambda mm, gg: eta * mm - lr * gg, m, g)
+      w = tree(lambda p, mm: p + use * mm, retained, m)
+    else:
+      w = tree(lambda p, gg: p - lr * gg, retained, g)
+    return (w, m, anchor), model.apply(w, outer, q_t)
+
+  n = q.shape[0]
+  use = mask.astype(q.dtype)
+  xs = (jnp.arange(n), q, k, v, rates.lr, rates.retain, rates.momentum, use)
+  (w, m, _), y = jax.lax.scan(step, (state.w, state.m, state.w), xs)
+  return y, MemState(w, m)

@@ -1,0 +1,141 @@
+"""The chunked (dual) form of memories with chunk-start gradients.
+
+Inside a chunk every gradient is taken at the chunk-start memory `W_0`, so all
+C gradients come from one forward and one backward pass over the chunk's keys.
+For a dense stack, token i's gradient of layer l is an outer product,
+
+    grad_{w_l} = x_i^l (d_i^l)^T,   grad_{b_l} = d_i^l,
+
+with `x_i^l` the layer's input and `d_i^l` the loss gradient at its output
+(both at `W_0`). Retention and momentum are a linear recurrence in the
+gradients, so every memory in the chunk is
+
+    W_t = g_t W_0 + r_t m_0 - sum_{i<=t} E[t, i] grad_i
+
+    g_t = a_1 ... a_t                 (retention from the chunk start)
+    no momentum:  E[t, i] = (g_t / g_i) lr_i
+    momentum:     E = L1 @ (L2 * lr),  L1[t, s] = (g_t / g_s) use_s,
+                  L2[s, i] = eta_{i+1} ... eta_s,  r_t = sum_s L1[t, s] eta_1 ... eta_s
+
+(the closed form of the associative scan over the chunk). The read
+`M(W_t; q_t)` never builds W_t: layer l sees, for query hidden `h_t`,
+
+    h_t w_{l,t} + b_{l,t} = g_t (h_t w_l + b_l) + r_t (h_t m_{w_l} + m_{b_l})
+                            - sum_i E[t, i] (h_t . x_i^l + 1) d_i^l
+
+which is attention-like matrix products (TTT's dual form, extended to depth,
+retention and momentum). A scan carries (W, m) from chunk to chunk.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from contlearn.memories.core import MemState, Rates, Rule, lead, masked_rates
+
+
+def _tril(chunk: int, dtype):
+  return jnp.tril(jnp.ones((chunk, chunk), dtype))
+
+
+def _ratio(log_c: jax.Array) -> jax.Array:
+  """`R[t, i] = exp(log_c[t] - log_c[i])` for i <= t, else 0; `log_c [C]`."""
+  c = log_c.shape[0]
+  low = _tril(c, bool)
+  diff = jnp.where(low, log_c[:, None] - log_c[None, :], 0.0)
+  return jnp.where(low, jnp.exp(diff), 0.0)
+
+
+def _coefficients(rule: Rule, lr, retain, eta, use):
+  """g [C], r [C], E [C, C], and the momentum's end row `lr * L2[-1]` [C]."""
+  log_g = jnp.cumsum(jnp.log(retain))
+  l1 = _ratio(log_g)
+  if not rule.momentum:
+    return jnp.exp(log_g), jnp.zeros_like(log_g), l1 * lr[None, :], None, None
+  log_p = jnp.cumsum(jnp.log(eta))
+  l1 = l1 * use[None, :]
+  l2 = _ratio(log_p)
+  e = l1 @ (l2 * lr[None, :])
+  r = l1 @ jnp.exp(log_p)
+  return jnp.exp(log_g), r, e, l2[-1] * lr, jnp.exp(log_p[-1])
+
+
+def _chunk(rule: Rule, outer, state: MemState, xs):
+  """One chunk: outputs [C, Dv] and the state after it."""
+  q, k, v, lr, retain, eta, use = xs
+  model = rule.model
+  w0 = state.w
+  depth = model.depth
+  bias = 1.0 if model.bias else 0.0
+
+  def keys_loss(eps):
+    h, inputs = k, []
+    for i in range(depth):
+      inputs.append(h)
+      h = h @ w0["w"][i] + bias * lead(w0["b"][i], h) + eps[i]
+      if i < depth - 1:
+        h = model.act(h)
+    pred = model.head(h, k, outer)
+    return jnp.sum(jax.vmap(rule.loss)(pred, v)), inputs
+
+  eps = [jnp.zeros((k.shape[0], w.shape[1]), k.dtype) for w in w0["w"]]
+  deltas, inputs = jax.grad(keys_loss, has_aux=True)(eps)
+  g, r, e, m_row, p_end = _coefficients(rule, lr, retain, eta, use)
+
+  h = q
+  for i in range(depth):
+    w, b = w0["w"][i], bias * w0["b"][i]
+    if rule.momentum:  # one product for the memory and its momentum
+      w = jnp.concatenate([w, state.m["w"][i]], axis=1)
+      b = jnp.concatenate([b, bias * state.m["b"][i]])
+      hw = h @ w + lead(b, h)
+      out = w0["w"][i].shape[1]
+      z = g[:, None] * hw[:, :out] + r[:, None] * hw[:, out:]
+    else:
+      z = g[:, None] * (h @ w + lead(b, h))
+    z = z - (e * (h @ inputs[i].T + bias)) @ deltas[i]
+    h = model.act(z) if i < depth - 1 else z
+  y = model.head(h, q, outer)
+
+  # End of chunk: W_C = g_C W_0 + r_C m_0 - sum_i E[C, i] grad_i, and
+  # m_C = P_C m_0 - sum_i (P_C / P_i) lr_i grad_i, in one product per layer.
+  rows = jnp.stack([e[-1], m_row], axis=1) if rule.momentum else e[-1][:, None]  # [C, 1 or 2]
+  new_w, new_m = {"w": [], "b": []}, {"w": [], "b": []}
+  for i, (x, d) in enumerate(zip(inputs, deltas)):
+    out = d.shape[1]
+    dw = x.T @ (rows[:, :, None] * d[:, None, :]).reshape(x.shape[0], -1)  # [d_in, (1|2) out]
+    db = bias * jnp.einsum("cr,co->ro", rows, d)
+    wb, bb = w0["w"][i], w0["b"][i]
+    if rule.momentum:
+      wm, bm = state.m["w"][i], state.m["b"][i]
+      new_w["w"].append(g[-1] * wb + r[-1] * wm - dw[:, :out])
+      new_w["b"].append(g[-1] * bb + r[-1] * bm - db[0])
+      new_m["w"].append(p_end * wm - dw[:, out:])
+      new_m["b"].append(p_end * bm - db[1])
+    else:
+      new_w["w"].append(g[-1] * wb - dw)
+      new_w["b"].append(g[-1] * bb - db[0])
+  new_m = new_m if rule.momentum else state.m
+  return MemState(new_w, new_m), y
+
+
+def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int):
+  """Same map as `core.reference(rule, ...)` with `rule.online == False`.
+
+  Args: as `core.reference`. Returns: y [T, Dv] and the final state.
+  """
+  if rule.online:
+    raise ValueError("dual.chunked takes chunk-start gradients; online rules use linear.chunked")
+  t = q.shape[0]
+  n = -(-t // chunk)
+  rates = masked_rates(rates, mask)
+  use = mask.astype(q.dtype)
+  pad_value = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0)
+  xs = (q, k, v, rates.lr, rates.retain, rates.momentum, use)
+  xs = tuple(
+      jnp.pad(x, [(0, n * chunk - t)] + [(0, 0)] * (x.ndim - 1), constant_values=pv).reshape(n, chunk, *x.shape[1:])
+      for x, pv in zip(xs, pad_value)
+  )
+  state, y = jax.lax.scan(lambda s, x: _chunk(rule, outer, s, x), state, xs)
+  return y.reshape(n * chunk, -1)[:t], state

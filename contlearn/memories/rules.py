@@ -1,0 +1,37 @@
+"""The named memories as choices of the abstraction in `core`.
+
+| memory          | architecture          | inner loss   | retention    | rule                    |
+|-----------------|-----------------------|--------------|--------------|-------------------------|
+| linear_attention| matrix                | dot          | none / head  | online, lr 1            |
+| mamba2          | matrix                | dot          | data gate    | online, lr 1            |
+| deltanet        | matrix                | half squared | none         | online, lr beta_t       |
+| gated_deltanet  | matrix                | half squared | data gate    | online, lr beta_t       |
+| ttt_linear      | x + LN(x W + b)       | squared      | none         | chunk-start GD, lr_t    |
+| ttt_mlp         | x + LN(MLP_2(x))      | squared      | none         | chunk-start GD, lr_t    |
+| titans          | x + LN(MLP_L(x))      | squared      | forget gate  | chunk-start GD+momentum |
+
+Retention and rates are per-token inputs; which are fixed, per head or
+data-dependent is decided by the layer (`contlearn.models.memory_layer`).
+"""
+
+from __future__ import annotations
+
+from contlearn.memories.core import InnerModel, Rule, dot_loss, half_squared_loss, squared_loss
+
+MATRIX = InnerModel(depth=1, bias=False)
+
+
+def titans(depth: int = 2, expansion: int = 4) -> Rule:
+  """Titans' neural memory: a GELU MLP of `depth` layers, `x + LN(MLP(x))`, with momentum."""
+  return Rule(InnerModel(depth=depth, expansion=expansion, bias=False, ttt_norm=True), squared_loss, momentum=True)
+
+
+RULES: dict[str, Rule] = {
+    "linear_attention": Rule(MATRIX, dot_loss, online=True),
+    "mamba2": Rule(MATRIX, dot_loss, online=True),
+    "deltanet": Rule(MATRIX, half_squared_loss, online=True),
+    "gated_deltanet": Rule(MATRIX, half_squared_loss, online=True),
+    "ttt_linear": Rule(InnerModel(depth=1, bias=True, ttt_norm=True), squared_loss),
+    "ttt_mlp": Rule(InnerModel(depth=2, expansion=4, bias=True, ttt_norm=True), squared_loss),
+    "titans": titans(),
+}

@@ -1,0 +1,165 @@
+"""A memory as a sequence block: projections, short conv, heads, output gate.
+
+    x' = rms(x)
+    q, k, v = silu(conv(x' W_qkv))          depthwise causal conv of width K
+    q, k    = l2_normalize per head
+    rates   = gates of x' (per token and head): lr, retention, momentum
+    y_h     = memory_h(q_h, k_h, v_h, rates_h)   (memories.chunked, per head)
+    out     = (rms(y_h) concat over heads) * silu(x' W_g) @ W_o
+
+The outer loop learns W_qkv, the conv, the gates, W_g, W_o and, for memories
+that are not plain matrices, the initial memory `W_0` (per head) and the
+inner LayerNorm. The state carries each head's memory and momentum and the
+last K - 1 conv inputs across steps, so the memory sees the whole stream.
+
+State (leading axis B): `conv [B, K-1, 3D]`, `w`, `m` (the inner parameter
+tree with leading `[B, H]`), `started [B]` (False until the first step, when
+the memory starts from the learned `W_0`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from contlearn import memories
+from contlearn.config import ModelConfig
+from contlearn.errors import ConfigError
+from contlearn.models import layers
+from contlearn.models.mixer import Mixer
+
+
+class MemoryBlock(NamedTuple):
+  """How a memory's rates are made.
+
+  rule: the memory (`contlearn.memories.RULES`).
+  lr: "one" (rate 1) or "gate" (`lr_scale * sigmoid(x w + b)` per token).
+  lr_scale: the largest inner rate of an "gate" lr.
+  retain: "none", "multiscale" (fixed per head, RetNet), or "gate"
+    (`1 - sigmoid(x w + b)` per token: Mamba2, Gated DeltaNet, Titans).
+  chunk: default tokens per chunk (the inner mini-batch of TTT and Titans).
+  """
+
+  rule: memories.Rule
+  lr: str = "one"
+  lr_scale: float = 1.0
+  retain: str = "none"
+  chunk: int = 64
+
+
+def head_decays(n_heads: int) -> np.ndarray:
+  """RetNet-style fixed decays per head: 1 - 2^-(4..12), spread geometrically."""
+  exponents = np.linspace(4.0, 12.0, n_heads) if n_heads > 1 else np.array([8.0])
+  return (1.0 - 2.0 ** -exponents).astype(np.float32)
+
+
+def _causal_conv(kernel, cache, x):
+  """Depthwise causal conv. kernel [K, C], cache [B, K-1, C], x [B, T, C]."""
+  width = kernel.shape[0]
+  full = jnp.concatenate([cache, x], axis=1)
+  t = x.shape[1]
+  return sum(full[:, i : i + t] * kernel[i][None, None] for i in range(width))
+
+
+def _last_real(cache, x, mask, keep: int):
+  """The last `keep` real inputs of [cache, x] (padding sits at the end)."""
+  full = jnp.concatenate([cache, x], axis=1)
+  n = jnp.sum(mask, axis=1).astype(jnp.int32)  # [B]
+  idx = n[:, None] + jnp.arange(keep)[None, :]  # [B, keep]
+  return jnp.take_along_axis(full, idx[:, :, None], axis=1)
+
+
+def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
+  """The mixer of `block.rule` at the sizes in `cfg` (see the module docstring)."""
+  d, h = cfg.d_model, cfg.n_heads
+  if h < 1 or d % h:
+    raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
+  if cfg.mem_conv < 1:
+    raise ConfigError(f"model.mem_conv={cfg.mem_conv} must be >= 1")
+  if cfg.mem_chunk < 0:
+    raise ConfigError(f"model.mem_chunk={cfg.mem_chunk} must be >= 0 (0: the memory's default)")
+  for field, value, choices in (("lr", block.lr, ("one", "gate")), ("retain", block.retain, ("none", "multiscale", "gate"))):
+    if value not in choices:
+      raise ConfigError(f"memory {field}={value!r}: choose one of {', '.join(choices)}")
+  rule, dh, width = block.rule, d // h, cfg.mem_conv
+  chunk = cfg.mem_chunk or block.chunk
+  learned_w0 = not memories.is_linear(rule)
+  gates = [name for name, on in (("lr", block.lr == "gate"), ("retain", block.retain == "gate"), ("momentum", rule.momentum)) if on]
+  decays = jnp.asarray(head_decays(h))
+
+  def init_params(key):
+    ks = jax.random.split(key, 5)
+    p = {
+        "norm": jnp.ones((d,), jnp.float32),
+        "wqkv": layers.dense_init(ks[0], d, 3 * d),
+        "conv": jnp.zeros((width, 3 * d), jnp.float32).at[-1].set(1.0),
+        "out_norm": jnp.ones((dh,), jnp.float32),
+        "wg": layers.dense_init(ks[1], d, d),
+        "wo": layers.dense_init(ks[2], d, d, scale=1.0 / cfg.n_layers),
+    }
+    if gates:
+      bias = {"lr": 0.0, "retain": -4.0, "momentum": 0.0}
+      p["wr"] = 0.1 * layers.dense_init(ks[3], d, len(gates) * h)
+      p["br"] = jnp.concatenate([jnp.full((h,), bias[g], jnp.float32) for g in gates])
+    if learned_w0:
+      p["w0"] = jax.vmap(lambda kk: rule.model.init(kk, dh, dh))(jax.random.split(ks[4], h))
+    if rule.model.ttt_norm:
+      p["ln"] = {"ln_scale": jnp.ones((h, dh), jnp.float32), "ln_bias": jnp.zeros((h, dh), jnp.float32)}
+    return p
+
+  def init_state(batch):
+    w = rule.model.init(jax.random.PRNGKey(0), dh, dh)
+    w = jax.tree.map(lambda x: jnp.zeros((batch, h, *x.shape), jnp.float32), w)
+    return {
+        "conv": jnp.zeros((batch, width - 1, 3 * d), jnp.float32),
+        "w": w,
+        "m": jax.tree.map(jnp.zeros_like, w),
+        "started": jnp.zeros((batch,), bool),
+    }
+
+  def rates(params, xn, b, t):
+    ones = jnp.ones((b, t, h), xn.dtype)
+    g = {}
+    if gates:
+      z = (xn @ params["wr"] + params["br"][None, None]).reshape(b, t, len(gates), h)
+      g = {name: jax.nn.sigmoid(z[:, :, i]) for i, name in enumerate(gates)}
+    lr = block.lr_scale * g["lr"] if "lr" in g else ones
+    if block.retain == "gate":
+      retain = 1.0 - g["retain"]
+    elif block.retain == "multiscale":
+      retain = ones * decays[None, None]
+    else:
+      retain = ones
+    momentum = g.get("momentum", ones)
+    return memories.Rates(*(r.transpose(0, 2, 1) for r in (lr, retain, momentum)))  # [B, H, T]
+
+  def apply(params, state, x, mask):
+    b, t, _ = x.shape
+    xn = layers.rms_norm(x) * params["norm"][None, None]
+    qkv_in = xn @ params["wqkv"]
+    qkv = jax.nn.silu(_causal_conv(params["conv"], state["conv"], qkv_in))
+    q, k, v = (a.reshape(b, t, h, dh).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1))
+    q, k = layers.l2_normalize(q), layers.l2_normalize(k)
+    w = state["w"]
+    if learned_w0:
+      started = lambda s: state["started"].reshape((b,) + (1,) * (s.ndim - 1))
+      w = jax.tree.map(lambda s, w0: jnp.where(started(s), s, w0[None]), w, params["w0"])
+    mem = memories.MemState(w, state["m"])
+    outer = params.get("ln", {})
+    per_head = lambda o, s, qq, kk, vv, rr, mm: memories.chunked(rule, o, s, qq, kk, vv, rr, mm, chunk)
+    run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0, 0, 0, 0, None)), in_axes=(None, 0, 0, 0, 0, 0, 0))
+    y, mem = run(outer, mem, q, k, v, rates(params, xn, b, t), mask)
+    y = (layers.rms_norm(y) * params["out_norm"][None, None, None]).transpose(0, 2, 1, 3).reshape(b, t, d)
+    out = (y * jax.nn.silu(xn @ params["wg"])) @ params["wo"]
+    new_state = {
+        "conv": _last_real(state["conv"], qkv_in, mask, width - 1),
+        "w": mem.w,
+        "m": mem.m,
+        "started": state["started"] | jnp.any(mask, axis=1),
+    }
+    return out, new_state
+
+  return Mixer(init_params, init_state, apply)
