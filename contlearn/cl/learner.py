@@ -161,18 +161,36 @@ class Trainer:
     """Jitted `run` with the learner state donated."""
     return jax.jit(self.run, donate_argnums=0)
 
+  def finish_task(self, state: LearnerState, scenario: Scenario, task: jax.Array
+                  ) -> LearnerState:
+    """The strategy's end-of-task update (not jitted); `task` is an int32 []."""
+    key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 2**31 - 1)
+    return self.strategy.end_task(state, scenario, jnp.asarray(task, jnp.int32), key)
+
   @functools.cached_property
   def end_task(self):
-    """Jitted `end_task(state, scenario, task)`; `task` is traced (one compile)."""
-    def end(state, scenario, task):
-      key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 2**31 - 1)
-      return self.strategy.end_task(state, scenario, jnp.asarray(task, jnp.int32), key)
-    return jax.jit(end, donate_argnums=0)
+    """Jitted `finish_task` with the state donated; `task` is traced (one compile)."""
+    return jax.jit(self.finish_task, donate_argnums=0)
 
   @functools.cached_property
   def evaluate(self):
     """Jitted accuracy of the state on every task: float32 [T]."""
     return jax.jit(lambda state, scenario: accuracy(self.model, state.params, scenario))
+
+  def init_lanes(self, keys: jax.Array, hparams: dict[str, Any] | None = None
+                 ) -> LearnerState:
+    """L independent learners stacked on a leading axis: keys [L], hparams {name: [L]}."""
+    return jax.vmap(self.init)(keys, hparams or {})
+
+  @functools.cached_property
+  def train_lanes(self):
+    """`train` over learners stacked by `init_lanes`: acc [L, S // eval_every, T]."""
+    return jax.jit(jax.vmap(self.run, in_axes=(0, None, None)), donate_argnums=0)
+
+  @functools.cached_property
+  def end_task_lanes(self):
+    """`end_task` over stacked learners."""
+    return jax.jit(jax.vmap(self.finish_task, in_axes=(0, None, None)), donate_argnums=0)
 
   def schedule(self, task: int, n_tasks: int, steps: int, batch: int, seed: int = 0
                ) -> np.ndarray:
