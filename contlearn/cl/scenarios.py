@@ -167,14 +167,15 @@ def permuted(ds: Dataset, n_tasks: int, kind: str, seed: int = 0,
 
 
 def rotate_images(x: np.ndarray, image_shape: tuple[int, ...], degrees: float) -> np.ndarray:
-  """Rotates flattened [N, H*W] images about their centre (nearest neighbour, zero fill)."""
+  """Rotates flattened [N, H*W] images counter-clockwise about their centre
+  (nearest neighbour, zero fill); 90 degrees equals `np.rot90`."""
   if len(image_shape) != 2:
     raise ConfigError(f"rotate_images: needs (H, W) images, got image_shape={image_shape}")
   h, w = image_shape
   a = np.deg2rad(degrees)
   yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
-  src_y = np.rint(np.cos(a) * yy - np.sin(a) * xx + (h - 1) / 2).astype(int)
-  src_x = np.rint(np.sin(a) * yy + np.cos(a) * xx + (w - 1) / 2).astype(int)
+  src_y = np.rint(np.cos(a) * yy + np.sin(a) * xx + (h - 1) / 2).astype(int)
+  src_x = np.rint(-np.sin(a) * yy + np.cos(a) * xx + (w - 1) / 2).astype(int)
   ok = (src_y >= 0) & (src_y < h) & (src_x >= 0) & (src_x < w)
   src = np.where(ok, src_y * w + src_x, 0).reshape(-1)
   return np.where(ok.reshape(-1)[None, :], x[:, src], 0.0).astype(x.dtype)
