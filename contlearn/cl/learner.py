@@ -60,7 +60,8 @@ class Curve(NamedTuple):
 
   Attributes:
     acc: float32 [S // eval_every, T], accuracy on each task's test rows.
-    loss: float32 [S // eval_every], mean training loss since the last one.
+    loss: float32 [S // eval_every], mean cross-entropy of the training
+      batches since the last evaluation (without penalties or replay terms).
   """
 
   acc: jax.Array
@@ -125,12 +126,12 @@ class Trainer:
 
   def step(self, state: LearnerState, scenario: Scenario, tasks: jax.Array
            ) -> tuple[LearnerState, jax.Array]:
-    """One training step on a batch drawn from `tasks` (int32 [B]); returns the loss."""
+    """One training step on a batch drawn from `tasks` (int32 [B]); returns the batch CE."""
     s = self.strategy
     k_batch, k_loss, k_grad, k_after = jax.random.split(
         jax.random.fold_in(state.key, state.step), 4)
     batch = sample_batch(scenario, tasks, k_batch)
-    (loss, aux), grads = jax.value_and_grad(s.loss, has_aux=True)(
+    grads, aux = jax.grad(s.loss, has_aux=True)(
         state.params, state.sstate, state.hparams, batch, k_loss)
     grads = s.transform_grads(grads, state.params, state.sstate, state.hparams, batch, k_grad)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
@@ -138,7 +139,7 @@ class Trainer:
     params, sstate = s.after_step(state.sstate, state.hparams, state.params, params, grads,
                                   batch, aux, k_after)
     return state.replace(params=params, opt_state=opt_state, sstate=sstate,
-                         step=state.step + 1), loss
+                         step=state.step + 1), aux["ce"]
 
   def run(self, state: LearnerState, scenario: Scenario, schedule: jax.Array
           ) -> tuple[LearnerState, Curve]:

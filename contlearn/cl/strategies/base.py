@@ -6,6 +6,7 @@ point between tasks:
   * `init(params, key) -> sstate`: its own state (buffers, importances, ...);
   * `loss(params, sstate, hp, batch, key) -> (loss, aux)`: the training loss,
     e.g. cross-entropy plus a penalty, a replay term or a distillation term;
+    `aux["ce"]` is the batch's cross-entropy, which training curves report;
   * `transform_grads(grads, params, sstate, hp, batch, key) -> grads`, e.g.
     the A-GEM projection;
   * `after_step(sstate, hp, old_params, new_params, grads, batch, aux, key)
@@ -48,9 +49,15 @@ class Batch(NamedTuple):
 
 
 def task_loss(model: Mlp, params: PyTree, batch: Batch) -> tuple[jax.Array, dict]:
-  """Cross-entropy of the batch on each row's head; aux holds the hidden activations."""
+  """Cross-entropy of the batch on each row's head.
+
+  Returns:
+    `(ce, aux)`; aux holds "ce" (reported in training curves) and "hiddens",
+    the hidden activations.
+  """
   out, hiddens = model.features(params, batch.x)
-  return cross_entropy(model.select_head(out, batch.head), batch.y), {"hiddens": hiddens}
+  ce = cross_entropy(model.select_head(out, batch.head), batch.y)
+  return ce, {"ce": ce, "hiddens": hiddens}
 
 
 def keep_grads(grads, params, sstate, hp, batch, key):
