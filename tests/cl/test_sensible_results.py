@@ -18,6 +18,8 @@ def _run(sc, name, hparams, **kwargs):
     state = trainer.end_task(state, sc, t)
     rows.append(np.asarray(trainer.evaluate(state, sc)))
     np.testing.assert_allclose(rows[-1], np.asarray(curve.acc[-1]), atol=1e-6)
+  # One compile per configuration: every task reused the same programs.
+  assert trainer.train._cache_size() == 1 and trainer.end_task._cache_size() == 1
   return np.stack(rows)
 
 
