@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from contlearn.cl import schedules
 from contlearn.cl.model import Mlp
 from contlearn.cl.scenarios import Scenario
 from contlearn.cl.strategies.base import Batch, Strategy
@@ -196,7 +197,6 @@ class Trainer:
   def schedule(self, task: int, n_tasks: int, steps: int, batch: int, seed: int = 0
                ) -> np.ndarray:
     """The schedule for learning `task`, following the strategy's data access."""
-    from contlearn.cl import schedules  # pylint: disable=g-import-not-at-top
     if self.strategy.data == "cumulative":
       return schedules.cumulative(task, steps, batch, seed)
     if self.strategy.data == "joint":

@@ -51,3 +51,19 @@ def test_experiment_configs_build(name):
   cfg = mod.get_config()
   assert dataclasses.is_dataclass(cfg)
   assert "python experiments/" in mod.__doc__
+
+
+def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
+  import jax
+  import optax
+  from contlearn.cl import Mlp, Trainer, schedules, strategies
+  sc = split_digits_task
+  model = Mlp(64, (32,), 2, 5)
+  trainer = Trainer(model, strategies.make("er", model, capacity=100), optax.adam(1e-2),
+                    eval_every=50)
+  sched = schedules.blurred(5, 100, 16, blur=40, seed=0)
+  state, curve = trainer.train(trainer.init(jax.random.key(0)), sc, sched)
+  assert curve.acc.shape == (10, 5)
+  acc = np.asarray(curve.acc)
+  assert acc[-1].min() > 0.8  # replay keeps every task of the stream
+  assert acc[1, 0] > 0.8 and acc[1, 4] < 0.8  # task 4 not reached after 100 steps

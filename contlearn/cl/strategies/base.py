@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.cl.model import Mlp, cross_entropy
+from contlearn.errors import ConfigError
 
 PyTree = Any
 DATA_MODES = ("current", "cumulative", "joint")
@@ -99,6 +100,8 @@ class Strategy(NamedTuple):
 def naive(model: Mlp, data: str = "current") -> Strategy:
   """Plain fine-tuning; with `data="cumulative"` or `"joint"`, the baselines
   Cumulative and Joint (same loss, different sampling of tasks)."""
+  if data not in DATA_MODES:
+    raise ConfigError(f"naive: data must be one of {DATA_MODES}, got {data!r}")
   return Strategy(
       name={"current": "naive", "cumulative": "cumulative", "joint": "joint"}[data],
       hparams={},
