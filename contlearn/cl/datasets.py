@@ -133,6 +133,38 @@ def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
                  tuple(shape), n_classes, f"{name} (tfds)")
 
 
+def from_arrays(x_train, y_train, x_test, y_test, name: str = "arrays") -> Dataset:
+  """A Dataset from any labelled arrays (e.g. a dataset of your own).
+
+  Inputs [N, ...] are flattened to [N, D] float32; if they exceed [0, 1] they
+  are min-max scaled with the train range. Labels must be integers 0..C-1.
+
+  Raises:
+    DataError: on mismatched lengths, feature shapes or labels.
+  """
+  xtr, xte = np.asarray(x_train), np.asarray(x_test)
+  ytr, yte = np.asarray(y_train), np.asarray(y_test)
+  if len(xtr) != len(ytr) or len(xte) != len(yte) or len(xtr) == 0 or len(xte) == 0:
+    raise DataError(f"from_arrays({name}): need non-empty x and y of equal length, got "
+                    f"train {len(xtr)}/{len(ytr)}, test {len(xte)}/{len(yte)}")
+  if xtr.shape[1:] != xte.shape[1:]:
+    raise DataError(f"from_arrays({name}): train rows {xtr.shape[1:]} != test rows {xte.shape[1:]}")
+  if ytr.ndim != 1 or not np.issubdtype(ytr.dtype, np.integer) or ytr.min() < 0:
+    raise DataError(f"from_arrays({name}): labels must be non-negative integers [N]")
+  n_classes = int(max(ytr.max(), yte.max())) + 1
+  if yte.min() < 0 or len(np.unique(ytr)) != n_classes:
+    raise DataError(f"from_arrays({name}): train labels must cover 0..{n_classes - 1}")
+  xtr = xtr.reshape(len(xtr), -1).astype(np.float32)
+  xte = xte.reshape(len(xte), -1).astype(np.float32)
+  lo, hi = float(xtr.min()), float(xtr.max())
+  if lo < 0.0 or hi > 1.0:
+    scale = lambda a: np.clip((a - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
+    xtr, xte = scale(xtr), scale(xte)
+  shape = np.asarray(x_train).shape[1:]
+  return Dataset(xtr, ytr.astype(np.int32), xte, yte.astype(np.int32),
+                 tuple(shape) if len(shape) in (1, 2, 3) else (xtr.shape[1],), n_classes, name)
+
+
 LOADERS = {"mnist_5k": mnist_5k, "digits": digits, "mnist1d": mnist1d}
 
 

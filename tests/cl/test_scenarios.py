@@ -108,3 +108,21 @@ def test_tfds_data_source_loader_under_mock_data(name, dim, classes):
   assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
   with pytest.raises(ConfigError, match="unknown dataset"):
     datasets.from_tfds("svhn")
+
+
+def test_from_arrays_scales_flattens_and_checks():
+  from contlearn.errors import DataError
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (40, 4, 4))
+  y = np.arange(40) % 4
+  d = datasets.from_arrays(x[:30], y[:30], x[30:], y[30:], "mine")
+  assert d.x_train.shape == (30, 16) and d.n_classes == 4 and d.image_shape == (4, 4)
+  assert d.x_train.min() == 0.0 and d.x_train.max() == 1.0
+  np.testing.assert_allclose(d.x_test, np.clip((x[30:].reshape(10, 16) - x[:30].min())
+                                               / (x[:30].max() - x[:30].min()), 0, 1), rtol=1e-6)
+  sc = scenarios.split(d, 2, "task")
+  assert sc.n_tasks == 2 and sc.head_size == 2
+  with pytest.raises(DataError, match="equal length"):
+    datasets.from_arrays(x[:30], y[:29], x[30:], y[30:])
+  with pytest.raises(DataError, match="cover"):
+    datasets.from_arrays(x[:30], y[:30] * 2, x[30:], y[30:])
