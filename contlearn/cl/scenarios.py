@@ -1,0 +1,201 @@
+"""Continual-learning scenarios as fixed-shape arrays.
+
+A `Scenario` stacks T tasks. Each task's training and test rows are padded to
+a common length (with a count of valid rows), so a whole scenario is one
+pytree and every task trains under the same compiled program.
+
+Three ways a label reaches the model (van de Ven et al., "Three scenarios"):
+  * "task":   task-incremental, one head per task, label within the task;
+  * "domain": domain-incremental, one shared head, label within the task;
+  * "class":  class-incremental, one head over the labels of all tasks.
+
+Streams: `split`, `permuted`, `rotated` and `concept_shift` differ only in
+the input transform and label map each task applies to the base dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+from flax import struct
+
+from contlearn.cl.datasets import Dataset
+from contlearn.errors import ConfigError
+
+KINDS = ("task", "domain", "class")
+
+
+@struct.dataclass
+class Scenario:
+  """T tasks, each with padded train and test rows.
+
+  Attributes:
+    train_x: float32 [T, N, D].
+    train_y: int32 [T, N], label within the task's head.
+    train_n: int32 [T], valid train rows of each task.
+    test_x: float32 [T, M, D].
+    test_y: int32 [T, M].
+    test_n: int32 [T], valid test rows of each task.
+    head: int32 [T], output head each task uses.
+    head_size: output units per head (static).
+    n_heads: number of heads (static).
+    kind: "task", "domain" or "class" (static).
+    name: description (static).
+  """
+
+  train_x: np.ndarray
+  train_y: np.ndarray
+  train_n: np.ndarray
+  test_x: np.ndarray
+  test_y: np.ndarray
+  test_n: np.ndarray
+  head: np.ndarray
+  head_size: int = struct.field(pytree_node=False)
+  n_heads: int = struct.field(pytree_node=False)
+  kind: str = struct.field(pytree_node=False)
+  name: str = struct.field(pytree_node=False)
+
+  @property
+  def n_tasks(self) -> int:
+    return int(self.train_x.shape[0])
+
+  @property
+  def in_dim(self) -> int:
+    return int(self.train_x.shape[-1])
+
+
+def _pad(rows: Sequence[np.ndarray], dtype) -> tuple[np.ndarray, np.ndarray]:
+  n = max(len(r) for r in rows)
+  out = np.zeros((len(rows), n, *rows[0].shape[1:]), dtype)
+  for t, r in enumerate(rows):
+    out[t, :len(r)] = r
+  return out, np.asarray([len(r) for r in rows], np.int32)
+
+
+def stack_tasks(tasks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                kind: str, classes_per_task: int, name: str,
+                label_offsets: Sequence[int], max_test: int | None = None) -> Scenario:
+  """Builds a scenario from per-task `(x_train, y_train, x_test, y_test)`.
+
+  Args:
+    tasks: per task, inputs [N_t, D] and labels in [0, classes_per_task).
+    kind: "task", "domain" or "class".
+    classes_per_task: labels each task uses.
+    name: description.
+    label_offsets: per task, what class-incremental learning adds to a label.
+    max_test: keep at most this many test rows per task (the first ones).
+
+  Returns:
+    The padded scenario.
+  """
+  if kind not in KINDS:
+    raise ConfigError(f"scenario kind must be one of {KINDS}, got {kind!r}")
+  if not tasks:
+    raise ConfigError(f"scenario {name}: no tasks")
+  n_tasks = len(tasks)
+  offsets = np.asarray(label_offsets, np.int32) if kind == "class" else np.zeros(n_tasks, np.int32)
+  xs, ys, xts, yts = [], [], [], []
+  for t, (x, y, xt, yt) in enumerate(tasks):
+    if len(x) == 0 or len(xt) == 0:
+      raise ConfigError(f"scenario {name}: task {t} has no train or test rows")
+    xt, yt = (xt[:max_test], yt[:max_test]) if max_test else (xt, yt)
+    xs.append(x)
+    ys.append(y + offsets[t])
+    xts.append(xt)
+    yts.append(yt + offsets[t])
+  train_x, train_n = _pad(xs, np.float32)
+  train_y, _ = _pad(ys, np.int32)
+  test_x, test_n = _pad(xts, np.float32)
+  test_y, _ = _pad(yts, np.int32)
+  if kind == "task":
+    head, n_heads, head_size = np.arange(n_tasks, dtype=np.int32), n_tasks, classes_per_task
+  elif kind == "domain":
+    head, n_heads, head_size = np.zeros(n_tasks, np.int32), 1, classes_per_task
+  else:
+    head, n_heads = np.zeros(n_tasks, np.int32), 1
+    head_size = int(max(int(offsets.max()) + classes_per_task, int(train_y.max()) + 1))
+  return Scenario(train_x, train_y, train_n, test_x, test_y, test_n, head,
+                  head_size, n_heads, kind, name)
+
+
+def split(ds: Dataset, n_tasks: int, kind: str, class_order: Sequence[int] | None = None,
+          max_test: int | None = None) -> Scenario:
+  """Split: task t holds classes `class_order[t*k:(t+1)*k]`, k = n_classes / n_tasks.
+
+  Labels within a task are the class's position in its group; class-incremental
+  learning adds `t*k` (so labels are the positions in `class_order`).
+  """
+  if n_tasks < 1 or ds.n_classes % n_tasks:
+    raise ConfigError(f"split: {ds.n_classes} classes do not divide into {n_tasks} tasks")
+  order = np.arange(ds.n_classes) if class_order is None else np.asarray(class_order)
+  if sorted(order.tolist()) != list(range(ds.n_classes)):
+    raise ConfigError(f"split: class_order must permute 0..{ds.n_classes - 1}, got {list(order)}")
+  k = ds.n_classes // n_tasks
+  rank = np.argsort(order)  # class -> position in order
+  tasks = []
+  for t in range(n_tasks):
+    group = order[t * k:(t + 1) * k]
+    tr, te = np.isin(ds.y_train, group), np.isin(ds.y_test, group)
+    tasks.append((ds.x_train[tr], rank[ds.y_train[tr]] - t * k,
+                  ds.x_test[te], rank[ds.y_test[te]] - t * k))
+  return stack_tasks(tasks, kind, k, f"split {ds.name}, {n_tasks} tasks, {kind}-IL",
+                     [t * k for t in range(n_tasks)], max_test)
+
+
+def transformed(ds: Dataset, transforms: Sequence[Callable[[np.ndarray], np.ndarray]],
+                kind: str, name: str, label_maps: Sequence[np.ndarray] | None = None,
+                max_test: int | None = None) -> Scenario:
+  """One task per input transform (and optional label map) of the whole dataset."""
+  tasks = []
+  for t, f in enumerate(transforms):
+    lmap = np.arange(ds.n_classes) if label_maps is None else np.asarray(label_maps[t])
+    tasks.append((f(ds.x_train), lmap[ds.y_train], f(ds.x_test), lmap[ds.y_test]))
+  return stack_tasks(tasks, kind, ds.n_classes, name,
+                     [t * ds.n_classes for t in range(len(transforms))], max_test)
+
+
+def permuted(ds: Dataset, n_tasks: int, kind: str, seed: int = 0,
+             first_identity: bool = False, max_test: int | None = None) -> Scenario:
+  """Permuted: task t applies a fixed random permutation of the input features."""
+  rng = np.random.default_rng(seed)
+  d = ds.x_train.shape[1]
+  perms = [np.arange(d) if (t == 0 and first_identity) else rng.permutation(d)
+           for t in range(n_tasks)]
+  return transformed(ds, [lambda x, p=p: x[:, p] for p in perms], kind,
+                     f"permuted {ds.name}, {n_tasks} tasks, {kind}-IL", max_test=max_test)
+
+
+def rotate_images(x: np.ndarray, image_shape: tuple[int, ...], degrees: float) -> np.ndarray:
+  """Rotates flattened [N, H*W] images counter-clockwise about their centre
+  (nearest neighbour, zero fill); 90 degrees equals `np.rot90`."""
+  if len(image_shape) != 2:
+    raise ConfigError(f"rotate_images: needs (H, W) images, got image_shape={image_shape}")
+  h, w = image_shape
+  a = np.deg2rad(degrees)
+  yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+  src_y = np.rint(np.cos(a) * yy + np.sin(a) * xx + (h - 1) / 2).astype(int)
+  src_x = np.rint(-np.sin(a) * yy + np.cos(a) * xx + (w - 1) / 2).astype(int)
+  ok = (src_y >= 0) & (src_y < h) & (src_x >= 0) & (src_x < w)
+  src = np.where(ok, src_y * w + src_x, 0).reshape(-1)
+  return np.where(ok.reshape(-1)[None, :], x[:, src], 0.0).astype(x.dtype)
+
+
+def rotated(ds: Dataset, angles: Sequence[float], kind: str,
+            max_test: int | None = None) -> Scenario:
+  """Rotated: task t rotates every image by `angles[t]` degrees."""
+  return transformed(ds, [lambda x, a=a: rotate_images(x, ds.image_shape, a) for a in angles],
+                     kind, f"rotated {ds.name}, angles {list(angles)}, {kind}-IL",
+                     max_test=max_test)
+
+
+def concept_shift(ds: Dataset, n_tasks: int, seed: int = 0,
+                  max_test: int | None = None) -> Scenario:
+  """Concept shift: the same inputs, but task t>0 remaps labels by a random permutation.
+
+  Domain-incremental by construction: one head must follow the current mapping.
+  """
+  rng = np.random.default_rng(seed)
+  maps = [np.arange(ds.n_classes)] + [rng.permutation(ds.n_classes) for _ in range(n_tasks - 1)]
+  return transformed(ds, [lambda x: x] * n_tasks, "domain",
+                     f"concept shift {ds.name}, {n_tasks} label maps", maps, max_test)

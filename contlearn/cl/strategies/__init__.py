@@ -1,0 +1,45 @@
+"""Continual-learning strategies as pure functions; `make(name, model, **kwargs)`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from contlearn.cl.model import Mlp
+from contlearn.cl.strategies.base import Batch, Strategy, naive
+from contlearn.cl.strategies.cbp import continual_backprop
+from contlearn.cl.strategies.distillation import lwf
+from contlearn.cl.strategies.gdumb import gdumb
+from contlearn.cl.strategies.regularization import ewc, l2, mas, si
+from contlearn.cl.strategies.replay import agem, der, er
+from contlearn.errors import ConfigError
+
+REGISTRY: dict[str, Callable[..., Strategy]] = {
+    "naive": naive,
+    "joint": lambda model, **kw: naive(model, data="joint", **kw),
+    "cumulative": lambda model, **kw: naive(model, data="cumulative", **kw),
+    "l2": l2,
+    "ewc": ewc,
+    "online_ewc": lambda model, **kw: ewc(model, online=True, **kw),
+    "si": si,
+    "mas": mas,
+    "lwf": lwf,
+    "er": er,
+    "der": der,
+    "derpp": lambda model, **kw: der(model, plus=True, **{"alpha": 0.1, **kw}),
+    "agem": agem,
+    "gdumb": gdumb,
+    "cbp": continual_backprop,
+}
+
+
+def make(name: str, model: Mlp, **kwargs: Any) -> Strategy:
+  """Builds a strategy by name; kwargs are its factory's arguments."""
+  if name not in REGISTRY:
+    raise ConfigError(f"unknown strategy {name!r}; choose one of {sorted(REGISTRY)}")
+  try:
+    return REGISTRY[name](model, **kwargs)
+  except TypeError as e:
+    raise ConfigError(f"strategy {name!r}: bad arguments {sorted(kwargs)}: {e}") from None
+
+
+__all__ = ["Batch", "Strategy", "make", "REGISTRY"]

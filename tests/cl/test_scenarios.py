@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from contlearn.cl import datasets, scenarios, schedules
+from contlearn.errors import ConfigError
+
+
+def test_split_labels_and_heads_per_scenario_kind(digits):
+  for kind, head_size, n_heads in (("task", 2, 5), ("domain", 2, 1), ("class", 10, 1)):
+    sc = scenarios.split(digits, 5, kind)
+    assert (sc.head_size, sc.n_heads, sc.n_tasks) == (head_size, n_heads, 5)
+    for t in range(5):
+      n = int(sc.train_n[t])
+      assert n == int(np.isin(digits.y_train, [2 * t, 2 * t + 1]).sum())
+      y = sc.train_y[t, :n]
+      want = np.sort(np.r_[2 * t, 2 * t + 1] - (0 if kind == "class" else 2 * t))
+      np.testing.assert_array_equal(np.unique(y), want)
+      # Rows are the original images of those classes, in order.
+      orig = digits.x_train[np.isin(digits.y_train, [2 * t, 2 * t + 1])]
+      np.testing.assert_array_equal(sc.train_x[t, :n], orig)
+    np.testing.assert_array_equal(sc.head, np.arange(5) if kind == "task" else np.zeros(5))
+
+
+def test_split_follows_class_order(digits):
+  order = [3, 7, 0, 1, 2, 4, 5, 6, 8, 9]
+  sc = scenarios.split(digits, 5, "class", class_order=order)
+  n = int(sc.train_n[0])
+  np.testing.assert_array_equal(np.unique(sc.train_y[0, :n]), [0, 1])
+  assert n == int(np.isin(digits.y_train, [3, 7]).sum())
+  with pytest.raises(ConfigError, match="class_order"):
+    scenarios.split(digits, 5, "class", class_order=[0] * 10)
+  with pytest.raises(ConfigError, match="do not divide"):
+    scenarios.split(digits, 3, "class")
+  with pytest.raises(ConfigError, match="kind"):
+    scenarios.split(digits, 5, "instance")
+
+
+def test_permuted_and_rotated_transform_every_row(digits):
+  sc = scenarios.permuted(digits, 3, "class", seed=1)
+  assert sc.head_size == 30
+  for t in range(3):
+    x = sc.train_x[t, :int(sc.train_n[t])]
+    np.testing.assert_array_equal(np.sort(x, axis=1), np.sort(digits.x_train, axis=1))
+    np.testing.assert_array_equal(sc.train_y[t, :int(sc.train_n[t])], digits.y_train + 10 * t)
+  assert not np.array_equal(sc.train_x[0], sc.train_x[1])
+  rot = scenarios.rotated(digits, [0, 90], "domain")
+  imgs = digits.x_train.reshape(-1, 8, 8)
+  np.testing.assert_array_equal(rot.train_x[0, :len(imgs)], digits.x_train)
+  np.testing.assert_array_equal(rot.train_x[1, :len(imgs)].reshape(-1, 8, 8),
+                                np.rot90(imgs, k=1, axes=(1, 2)))
+
+
+def test_concept_shift_remaps_labels_only(digits):
+  sc = scenarios.concept_shift(digits, 3, seed=0)
+  n = int(sc.train_n[0])
+  np.testing.assert_array_equal(sc.train_x[1, :n], digits.x_train)
+  np.testing.assert_array_equal(sc.train_y[0, :n], digits.y_train)
+  mapping = {}
+  for a, b in zip(digits.y_train, sc.train_y[2, :n]):
+    assert mapping.setdefault(a, b) == b  # a function of the old label
+  assert sorted(mapping.values()) == list(range(10))
+  assert sc.kind == "domain"
+
+
+def test_schedules():
+  np.testing.assert_array_equal(schedules.task(2, 3, 4), np.full((3, 4), 2))
+  cum = schedules.cumulative(2, 500, 8)
+  assert set(np.unique(cum)) == {0, 1, 2}
+  b = schedules.blurred(3, 100, 64, blur=40, seed=0)
+  assert b.shape == (300, 64)
+  assert np.all(b[:80] == 0) and np.all(b[120:180] == 1) and np.all(b[220:] == 2)
+  mid = b[95:105]
+  assert 0.3 < (mid == 1).mean() < 0.7 and set(np.unique(mid)) == {0, 1}
+  np.testing.assert_array_equal(schedules.blurred(2, 10, 3, blur=0), np.repeat([0, 1], 10)[:, None].repeat(3, 1))
+  order = schedules.recurring(4, 400, alpha=1.5, seed=0)
+  assert set(order.tolist()) == {0, 1, 2, 3}
+  gaps = np.concatenate([np.diff(np.flatnonzero(order == t)) for t in range(4)])
+  # Heavy tail: mostly short gaps, some much longer ones.
+  assert np.median(gaps) <= 4 and gaps.max() >= 5 * np.median(gaps)
+  seg = schedules.segments(order[:3], 2, 5)
+  np.testing.assert_array_equal(seg[:, 0], np.repeat(order[:3], 2))
+  with pytest.raises(ConfigError, match="blur"):
+    schedules.blurred(3, 10, 4, blur=11)
+
+
+def test_offline_loaders_are_real_and_scaled():
+  d = datasets.digits()
+  assert len(d.x_train) + len(d.x_test) == 1797 and d.x_train.shape[1] == 64
+  assert abs(len(d.x_test) - 0.2 * 1797) < 10  # 20% of each class, rounded per class
+  assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+  assert np.bincount(d.y_test).min() >= 30
+  mn = datasets.mnist_5k()
+  assert mn.x_train.shape == (4000, 784) and mn.x_test.shape == (1000, 784)
+  np.testing.assert_array_equal(np.bincount(mn.y_test), np.full(10, 100))
+  m = datasets.mnist1d()
+  assert m.x_train.shape == (4000, 40) and m.n_classes == 10
+  with pytest.raises(ConfigError, match="unknown dataset"):
+    datasets.load("imagenet")
+
+
+@pytest.mark.parametrize("name,dim,classes", [("mnist", 784, 10), ("cifar100", 3072, 100)])
+def test_tfds_data_source_loader_under_mock_data(name, dim, classes):
+  with tfds.testing.mock_data(num_examples=12):
+    d = datasets.from_tfds(name)
+  assert d.x_train.shape == (12, dim) and d.x_test.shape == (12, dim)
+  assert d.n_classes == classes and d.x_train.dtype == np.float32
+  assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+  with pytest.raises(ConfigError, match="unknown dataset"):
+    datasets.from_tfds("svhn")
+
+
+def test_from_arrays_scales_flattens_and_checks():
+  from contlearn.errors import DataError
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (40, 4, 4))
+  y = np.arange(40) % 4
+  d = datasets.from_arrays(x[:30], y[:30], x[30:], y[30:], "mine")
+  assert d.x_train.shape == (30, 16) and d.n_classes == 4 and d.image_shape == (4, 4)
+  assert d.x_train.min() == 0.0 and d.x_train.max() == 1.0
+  np.testing.assert_allclose(d.x_test, np.clip((x[30:].reshape(10, 16) - x[:30].min())
+                                               / (x[:30].max() - x[:30].min()), 0, 1), rtol=1e-6)
+  sc = scenarios.split(d, 2, "task")
+  assert sc.n_tasks == 2 and sc.head_size == 2
+  with pytest.raises(DataError, match="equal length"):
+    datasets.from_arrays(x[:30], y[:29], x[30:], y[30:])
+  with pytest.raises(DataError, match="cover"):
+    datasets.from_arrays(x[:30], y[:30] * 2, x[30:], y[30:])

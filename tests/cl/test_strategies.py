@@ -1,0 +1,209 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from contlearn.cl import Mlp, Trainer, learner, strategies
+from contlearn.cl.strategies.gdumb import offer as gdumb_offer
+from contlearn.cl.strategies import importance, regularization
+from contlearn.cl.strategies.cbp import lowest
+from contlearn.cl.strategies.distillation import distillation_loss
+from contlearn.cl.strategies.replay import agem_project
+from contlearn.errors import ConfigError
+
+MODEL = Mlp(64, (16,), 2, 5)  # task-IL split digits: 5 heads of 2
+
+
+def _tree_close(a, b, rtol=1e-5, atol=1e-7):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def _rows(sc, task, n):
+  return sc.train_x[task, :n], sc.train_y[task, :n]
+
+
+def test_fisher_and_mas_match_per_sample_loops(split_digits_task):
+  sc = split_digits_task
+  params = MODEL.init(jax.random.key(0))
+  x, y = _rows(sc, 2, 24)
+  head = sc.head[2]
+  f = importance.fisher(MODEL, params, x, y, head, chunk=8)
+  m = importance.mas(MODEL, params, x, y, head, chunk=6)
+  f_ref = jax.tree.map(jnp.zeros_like, params)
+  m_ref = jax.tree.map(jnp.zeros_like, params)
+  for i in range(24):
+    logits = lambda p: MODEL.logits(p, x[i:i + 1], jnp.full((1,), head))
+    g = jax.grad(lambda p: jax.nn.log_softmax(logits(p))[0, y[i]])(params)
+    f_ref = jax.tree.map(lambda a, b: a + b * b / 24, f_ref, g)
+    g = jax.grad(lambda p: jnp.sum(logits(p) ** 2))(params)
+    m_ref = jax.tree.map(lambda a, b: a + jnp.abs(b) / 24, m_ref, g)
+  _tree_close(f, f_ref, rtol=1e-4)
+  _tree_close(m, m_ref, rtol=1e-4)
+
+
+def test_quadratic_moments_equal_the_sum_of_anchored_penalties():
+  ks = jax.random.split(jax.random.key(1), 7)
+  shape = {"a": (3, 2), "b": (4,)}
+  tree = lambda k: {n: jax.random.normal(jax.random.fold_in(k, i), s)
+                    for i, (n, s) in enumerate(shape.items())}
+  theta, w1, a1, w2, a2 = (tree(k) for k in ks[:5])
+  w1, w2 = jax.tree.map(jnp.abs, w1), jax.tree.map(jnp.abs, w2)
+  q = regularization.add_anchor(regularization.add_anchor(
+      regularization.quadratic_init(theta), w1, a1), w2, a2)
+  want = sum(float(jnp.sum(w * (t - a) ** 2)) for wt, at in ((w1, a1), (w2, a2))
+             for w, t, a in zip(jax.tree.leaves(wt), jax.tree.leaves(theta), jax.tree.leaves(at)))
+  assert float(regularization.quadratic_value(q, theta)) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_ewc_end_task_accumulates_each_tasks_fisher(split_digits_task, online):
+  sc = split_digits_task
+  n0, n1 = int(sc.train_n[0]), int(sc.train_n[1])
+  chunk = int(np.gcd(n0, n1))
+  assert n0 == n1  # a whole task per estimate needs equal sizes here
+  strat = strategies.make("online_ewc" if online else "ewc", MODEL, n_fisher=n0, chunk=chunk)
+  trainer = Trainer(MODEL, strat, optax.sgd(0.1), eval_every=5)
+  state = trainer.init(jax.random.key(0), {"decay": 0.5} if online else {})
+  state = trainer.end_task(state, sc, 0)
+  p0 = jax.tree.map(jnp.copy, state.params)  # train donates the state
+  f0 = importance.fisher(MODEL, p0, sc.train_x[0, :n0], sc.train_y[0, :n0], sc.head[0], chunk)
+  state, _ = trainer.train(state, sc, trainer.schedule(1, 5, 10, 8))
+  state = trainer.end_task(state, sc, 1)
+  p1 = state.params
+  f1 = importance.fisher(MODEL, p1, sc.train_x[1, :n1], sc.train_y[1, :n1], sc.head[1], chunk)
+  value = float(regularization.quadratic_value(state.sstate.penalty, MODEL.init(jax.random.key(9))))
+  theta = MODEL.init(jax.random.key(9))
+  term = lambda f, p: sum(float(jnp.sum(a * (t - b) ** 2)) for a, t, b in
+                          zip(jax.tree.leaves(f), jax.tree.leaves(theta), jax.tree.leaves(p)))
+  if online:
+    want = term(jax.tree.map(lambda a, b: 0.5 * a + b, f0, f1), p1)
+  else:
+    want = term(f0, p0) + term(f1, p1)
+  assert value == pytest.approx(want, rel=1e-4)
+
+
+def test_si_path_integral_under_sgd_is_lr_times_squared_gradients(split_digits_task):
+  sc, lr = split_digits_task, 0.05
+  trainer = Trainer(MODEL, strategies.make("si", MODEL), optax.sgd(lr), eval_every=4)
+  state = trainer.init(jax.random.key(3), {"xi": 0.1})
+  start = jax.tree.map(jnp.copy, state.params)  # train donates the state
+  sched = jnp.asarray(trainer.schedule(0, 5, 4, 8))
+  # Reference: replay the four steps in Python with the documented keys.
+  params, want = start, jax.tree.map(jnp.zeros_like, start)
+  for s in range(4):
+    k_batch = jax.random.split(jax.random.fold_in(state.key, s), 4)[0]
+    batch = learner.sample_batch(sc, sched[s], k_batch)
+    g = jax.grad(lambda p: strategies.base.task_loss(MODEL, p, batch)[0])(params)
+    want = jax.tree.map(lambda w, gi: w + lr * gi * gi, want, g)
+    params = jax.tree.map(lambda p, gi: p - lr * gi, params, g)
+  state, _ = trainer.train(state, sc, sched)
+  _tree_close(state.params, params, rtol=1e-4, atol=1e-6)
+  _tree_close(state.sstate.omega, want, rtol=1e-3, atol=1e-9)
+  state = trainer.end_task(state, sc, 0)
+  big = jax.tree.map(lambda o, p, p0: o / ((p - p0) ** 2 + 0.1), want, params, start)
+  _tree_close(state.sstate.penalty.w, big, rtol=1e-3, atol=1e-9)
+  _tree_close(jax.tree.map(jnp.abs, state.sstate.omega), jax.tree.map(jnp.zeros_like, want))
+
+
+def test_agem_projection_formula():
+  g = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
+  ref = {"a": jnp.array([-1.0, 0.0]), "b": jnp.array([-1.0])}
+  # g.ref = -4 < 0, ref.ref = 2 -> g + 2 ref.
+  out = agem_project(g, ref)
+  _tree_close(out, {"a": jnp.array([-1.0, 2.0]), "b": jnp.array([1.0])})
+  dot = sum(float(jnp.vdot(out[k], ref[k])) for k in out)
+  assert dot == pytest.approx(0.0, abs=1e-6)
+  same = agem_project(g, jax.tree.map(jnp.negative, ref))
+  _tree_close(same, g)
+
+
+def test_lwf_distillation_by_hand():
+  rng = np.random.default_rng(0)
+  s, t = rng.normal(size=(3, 2, 4)), rng.normal(size=(3, 2, 4))
+  seen = np.array([[True, True, False, False], [False, False, False, False]])
+  temp = 2.0
+  want = 0.0
+  for b in range(3):
+    pt = np.exp(t[b, 0, :2] / temp) / np.exp(t[b, 0, :2] / temp).sum()
+    ls = s[b, 0, :2] / temp - np.log(np.exp(s[b, 0, :2] / temp).sum())
+    want += -(pt * ls).sum() / 3
+  got = distillation_loss(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32),
+                          jnp.asarray(seen), jnp.asarray(temp))
+  assert float(got) == pytest.approx(want * temp ** 2, rel=1e-5)
+
+
+def _greedy_reference(units, capacity, choose):
+  """GDumb's greedy class-balanced memory, one row at a time (returns counts)."""
+  mem = []
+  for u in units:
+    seen = len(set(mem) | {u})
+    if len(mem) < capacity:
+      mem.append(u)
+    elif mem.count(u) * seen < capacity:
+      largest = max(set(mem), key=lambda c: (mem.count(c), -c))
+      mem[choose(mem, largest)] = u
+  return np.bincount(mem, minlength=10)
+
+
+def test_gdumb_memory_is_class_balanced_like_the_greedy_rule():
+  units = np.r_[np.zeros(30, int), np.ones(5, int), np.full(20, 2), np.full(8, 3)]
+  init = strategies.make("gdumb", Mlp(1, (2,), 10), optimizer=optax.sgd(0.1), capacity=12).init
+  mem = init(None, None)
+  offer = jax.jit(gdumb_offer)
+  for i, u in enumerate(units):
+    mem = offer(mem, jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(u),
+                jax.random.key(i))
+  want = _greedy_reference(units.tolist(), 12, lambda m, c: m.index(c))
+  np.testing.assert_array_equal(np.asarray(mem.count), want)
+  np.testing.assert_array_equal(np.bincount(np.asarray(mem.unit), minlength=10), want)
+  np.testing.assert_array_equal(want[:4], [3, 3, 3, 3])
+
+
+def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task):
+  u = jnp.array([0.5, 0.1, 0.3, 0.0, 0.2])
+  eligible = jnp.array([True, True, True, False, True])
+  np.testing.assert_array_equal(np.asarray(lowest(u, eligible, jnp.asarray(2.0))),
+                                [False, True, False, False, True])
+  model = Mlp(64, (16,), 2, 5)
+  strat = strategies.make("cbp", model)
+  trainer = Trainer(model, strat, optax.sgd(0.0), eval_every=3)
+  state = trainer.init(jax.random.key(0), {"rate": 0.5, "maturity": 1.0})
+  state, _ = trainer.train(state, split_digits_task, trainer.schedule(0, 5, 3, 8))
+  # lr 0: only replacement changes weights. Step 2: all 16 units are mature
+  # (age 2 > 1), 8 are due and replaced (age 0). Step 3: the other 8 are mature
+  # (age 3), 4 are due. So 12 units have zero outgoing weights, 4 have age 0.
+  out_zero = np.all(np.asarray(state.params[1]["w"]) == 0, axis=1)
+  assert int(out_zero.sum()) == 12
+  assert int(np.sum(np.asarray(state.sstate.age[0]) == 0)) == 4
+
+
+def test_trainer_scan_equals_python_loop_of_steps(split_digits_task):
+  sc = split_digits_task
+  model = Mlp(64, (16,), 2, 5)
+  trainer = Trainer(model, strategies.make("derpp", model, capacity=20), optax.adam(1e-2),
+                    eval_every=3)
+  sched = jnp.asarray(trainer.schedule(1, 5, 6, 4))
+  state = trainer.init(jax.random.key(4))
+  loop = state
+  step = jax.jit(trainer.step)
+  for s in range(6):
+    loop, _ = step(loop, sc, sched[s])
+  state, curve = trainer.train(state, sc, sched)
+  _tree_close(state.params, loop.params, rtol=1e-5, atol=1e-6)
+  _tree_close(state.sstate, loop.sstate, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(curve.acc[-1]),
+                             np.asarray(trainer.evaluate(loop, sc)), atol=1e-6)
+
+
+def test_bad_names_and_hyperparameters_fail_clearly():
+  with pytest.raises(ConfigError, match="unknown strategy 'ewcc'"):
+    strategies.make("ewcc", MODEL)
+  with pytest.raises(ConfigError, match="strategy 'ewc'"):
+    strategies.make("ewc", MODEL, lamda=3.0)
+  trainer = Trainer(MODEL, strategies.make("ewc", MODEL), optax.sgd(0.1))
+  with pytest.raises(ConfigError, match="no hyperparameter 'lamda'"):
+    trainer.init(jax.random.key(0), {"lamda": 1.0})
+  with pytest.raises(ConfigError, match="multiple of eval_every"):
+    trainer.run(trainer.init(jax.random.key(0)), None, jnp.zeros((150, 4), jnp.int32))
