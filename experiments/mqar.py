@@ -134,8 +134,11 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--small", action="store_true", help="a 2-minute smoke run")
   parser.add_argument("--only", default="", help="comma-separated mixer names to run")
+  parser.add_argument("--steps", type=int, default=0, help="training steps (0: the config's)")
   args = parser.parse_args()
   cfg = get_config(args.small)
+  if args.steps:
+    cfg = dataclasses.replace(cfg, steps=args.steps)
   runs = [r for r in cfg.runs if not args.only or r.mixer in args.only.split(",")]
   rows = []
   for run in runs:
@@ -148,7 +151,8 @@ def main() -> None:
     print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
   out = pathlib.Path(os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"))
   out.mkdir(parents=True, exist_ok=True)
-  (out / "mqar.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=2))
+  name = "mqar" + (f"_{args.only.replace(',', '_')}" if args.only else "") + (f"_{cfg.steps}" if args.steps else "")
+  (out / f"{name}.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

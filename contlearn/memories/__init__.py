@@ -8,6 +8,10 @@
 WY form of online matrix memories, `dual` the chunk-start-gradient form of
 dense-stack memories, `rules` the named instances. Everything is per head:
 `q, k [T, Dk]`, `v [T, Dv]`, rates and mask `[T]`; vmap over batch and heads.
+A state is `MemState(w, m)`, each `{"w": [w_0 ...], "b": [b_0 ...]}`; a matrix
+memory is `w_0 [Dk, Dv]`, read `y = q @ w_0` (the papers' `S [Dv, Dk]` is its
+transpose). `outer` holds the inner LayerNorm (`ln_scale`, `ln_bias` [Dv]) of
+TTT-style models, else `{}`.
 """
 
 from __future__ import annotations

@@ -86,14 +86,11 @@ class InnerModel(NamedTuple):
   def widths(self, dk: int, dv: int) -> list[int]:
     return [dk] + [self.expansion * dk] * (self.depth - 1) + [dv]
 
-  def init(self, key: jax.Array, dk: int, dv: int, scale: float = 1.0) -> Params:
-    """Inner parameters; the last layer is zero when `scale == 0`."""
+  def init(self, key: jax.Array, dk: int, dv: int) -> Params:
+    """Inner parameters: normal weights of variance 1 / fan-in, zero biases."""
     dims = self.widths(dk, dv)
     keys = jax.random.split(key, self.depth)
-    w = [
-        jax.random.normal(kk, (a, b), jnp.float32) * (a ** -0.5) * (scale if i == self.depth - 1 else 1.0)
-        for i, (kk, a, b) in enumerate(zip(keys, dims[:-1], dims[1:]))
-    ]
+    w = [jax.random.normal(kk, (a, b), jnp.float32) * (a ** -0.5) for kk, a, b in zip(keys, dims[:-1], dims[1:])]
     return {"w": w, "b": [jnp.zeros((b,), jnp.float32) for b in dims[1:]]}
 
   def head(self, h: jax.Array, x: jax.Array, outer: Params) -> jax.Array:

@@ -37,7 +37,7 @@ class MemoryBlock(NamedTuple):
 
   rule: the memory (`contlearn.memories.RULES`).
   lr: "one" (rate 1) or "gate" (`lr_scale * sigmoid(x w + b)` per token).
-  lr_scale: the largest inner rate of an "gate" lr.
+  lr_scale: the largest inner rate of a "gate" lr.
   retain: "none", "multiscale" (fixed per head, RetNet), or "gate"
     (`1 - sigmoid(x w + b)` per token: Mamba2, Gated DeltaNet, Titans).
   chunk: default tokens per chunk (the inner mini-batch of TTT and Titans).
