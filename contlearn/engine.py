@@ -10,7 +10,7 @@ thing that leaves the device, once per chunk.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -78,8 +78,3 @@ def place_state(state: LearnerState, mesh: Mesh) -> LearnerState:
 
 def place_chunk(chunk: Chunk, mesh: Mesh) -> Chunk:
   return jax.device_put(Chunk(*chunk), chunk_sharding(mesh))
-
-
-def abstract_state(init: Callable[[], Any]) -> Any:
-  """Shapes and dtypes of `init()` without allocating it."""
-  return jax.eval_shape(init)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from contlearn.models.lm import Model
+from contlearn.rules import select_tree
 from contlearn.stream.base import Chunk
 
 
@@ -54,10 +55,6 @@ class Learner(NamedTuple):
 
   init: Callable[[jax.Array, int], LearnerState]
   step: Callable[[LearnerState, Chunk], tuple[LearnerState, StepMetrics]]
-
-
-def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
-  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 def sequence_learner(model: Model, rule: optax.GradientTransformation) -> Learner:
@@ -104,7 +101,7 @@ def sequence_learner(model: Model, rule: optax.GradientTransformation) -> Learne
         key=state.key,
     )
     # A step of pure padding (the end of a finite stream) changes nothing.
-    new_state = _select(count > 0, learned, state)
+    new_state = select_tree(count > 0, learned, state)
     return new_state, StepMetrics(nll_sum, count, optax.tree.norm(grads))
 
   return Learner(init, step)

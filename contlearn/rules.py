@@ -120,13 +120,14 @@ def reset_every(rule: UpdateRule, period: int) -> UpdateRule:
     count = state.count + 1
     reset = count >= period
     updates = jax.tree.map(lambda u, p: jnp.where(reset, -p, u), updates, params)
-    inner = _select(reset, rule.init(params), inner)
+    inner = select_tree(reset, rule.init(params), inner)
     return updates, ResetState(jnp.where(reset, 0, count), inner)
 
   return optax.GradientTransformation(init, update)
 
 
-def _select(pred, on_true, on_false):
+def select_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
+  """`on_true` where the scalar `pred` holds, else `on_false`, leaf by leaf."""
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
