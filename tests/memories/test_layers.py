@@ -25,13 +25,6 @@ def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
 @pytest.mark.parametrize("name", NAMES + WITH_SWA)
 def test_state_carries_across_steps(name):
   """One call over 32 tokens equals two calls of 16 with the state carried."""
-  if name.startswith("titans_m"):  # attention.py's norms broadcast [D] against [B, T, D]
-    with jax.numpy_rank_promotion("allow"):
-      return _state_carries(name)
-  _state_carries(name)
-
-
-def _state_carries(name):
   mixer = build_mixer(_cfg(name))
   params = mixer.init_params(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32))
@@ -63,10 +56,8 @@ def test_masked_tail_leaves_state(name):
 def test_byte_lm_accepts_memory(name):
   model = byte_lm(_cfg(name))
   tokens = jnp.zeros((2, 16), jnp.int32)
-  # lm.py's own norms broadcast [D] against [B, T, D]; that is not what is tested here.
-  with jax.numpy_rank_promotion("allow"):
-    params = model.init_params(jax.random.PRNGKey(0))
-    logits, memory = jax.jit(model.apply)(params, model.init_memory(2), tokens, jnp.ones((2, 16), bool))
+  params = model.init_params(jax.random.PRNGKey(0))
+  logits, memory = jax.jit(model.apply)(params, model.init_memory(2), tokens, jnp.ones((2, 16), bool))
   assert logits.shape == (2, 16, 256)
   assert np.isfinite(np.asarray(logits)).all()
 
