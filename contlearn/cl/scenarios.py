@@ -15,7 +15,7 @@ the input transform and label map each task applies to the base dataset.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from flax import struct

@@ -1,7 +1,6 @@
 """Seeds x hyperparameters as vmapped lanes: each lane equals the same run alone."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
