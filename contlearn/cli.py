@@ -1,6 +1,10 @@
 """`contlearn run [EXPERIMENT] [--set key=value ...] [--tokens N] [--out DIR] [--resume]`
 and `contlearn list`.
 
+Stream experiments (a `Config` per model) are driven here; experiments with
+their own driver (continual-learning benchmarks, MQAR) take their options
+after `--`: `contlearn run cl_baselines -- --full`.
+
 Every user-facing problem (unknown experiment or key, a bad value, tokens
 outside the vocabulary, an empty stream, a missing or corrupt checkpoint)
 ends the program with exit status 2 and one line that names it.
@@ -39,6 +43,10 @@ def _run(args) -> int:
   module = experiments.load(args.experiment or experiments.DEFAULT)
   name = pathlib.Path(args.experiment or experiments.DEFAULT).stem
   configs = module.get_config()
+  if not experiments.is_stream_experiment(configs):
+    return _run_script(module, name, args)
+  if args.passthrough:
+    raise ContlearnError(f"{name} takes no options after --; use --set key=value")
   if not isinstance(configs, dict):
     configs = {name: configs}
   configs = {k: apply_overrides(c, args.overrides) for k, c in configs.items()}
@@ -50,6 +58,26 @@ def _run(args) -> int:
   report = getattr(module, "report", driver.summary_table)
   print(report(summaries))
   print(f"outputs in {out}/")
+  return 0
+
+
+def _run_script(module, name: str, args) -> int:
+  """An experiment with its own driver (`main()`), given the options after `--`."""
+  stream_only = [flag for flag, used in (("--set", args.overrides), ("--tokens", args.tokens is not None),
+                                         ("--out", args.out), ("--resume", args.resume)) if used]
+  if stream_only:
+    raise ContlearnError(
+        f"{name} has its own options ({' '.join(stream_only)} are for stream experiments); "
+        f"pass them after --, e.g. contlearn run {name} -- --help"
+    )
+  if not hasattr(module, "main"):
+    raise ContlearnError(f"experiment {name} defines neither a stream Config nor main()")
+  saved = sys.argv
+  sys.argv = [f"contlearn run {name} --", *args.passthrough]
+  try:
+    module.main()
+  finally:
+    sys.argv = saved
   return 0
 
 
@@ -76,7 +104,10 @@ def _sigterm_interrupts(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+  args = _parser().parse_args(own)
+  args.passthrough = passthrough
   on_main_thread = threading.current_thread() is threading.main_thread()
   previous = signal.signal(signal.SIGTERM, _sigterm_interrupts) if on_main_thread else None
   try:

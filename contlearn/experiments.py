@@ -1,10 +1,12 @@
 """Finding and loading experiments: one Python file each in `experiments/`.
 
-An experiment file defines `get_config()`, returning a `Config` or a dict
-`{name: Config}` (one model each), and a module docstring whose first line
-says what it is and which gives the exact command and expected runtime. A
-file may define `run(configs, out, resume, tokens, progress)` to replace the
-default language-model driver, and `report(summaries) -> str` for its table.
+An experiment file defines `get_config()` and a module docstring whose first
+line says what it is and which gives the exact command and expected runtime.
+A stream experiment's `get_config()` returns a `Config` or a dict
+`{name: Config}` (one model each), run by the stream driver; a file may
+define `run(configs, out, resume, tokens, progress)` and `report(summaries)`
+to replace it. Any other experiment brings its own `main()`, which reads its
+options from `sys.argv` (`contlearn run NAME -- OPTIONS`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import sys
 from types import ModuleType
 
 from contlearn.errors import ConfigError
@@ -47,10 +50,20 @@ def load(name: str) -> ModuleType:
     path = found[name]
   spec = importlib.util.spec_from_file_location(f"contlearn_experiment_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up while it loads
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"experiment file {path} defines no get_config()")
   return module
+
+
+def is_stream_experiment(configs) -> bool:
+  """Whether `get_config()` returned a stream `Config` or a dict of them."""
+  from contlearn.config import Config
+
+  if isinstance(configs, dict):
+    return bool(configs) and all(isinstance(c, Config) for c in configs.values())
+  return isinstance(configs, Config)
 
 
 def summary_line(module: ModuleType) -> str:

@@ -182,3 +182,17 @@ def test_sigterm_checkpoints_before_exiting(tmp_path):
   assert "interrupted; the latest state was checkpointed" in err.decode()
   saved = [int(p.name) for p in (out / "tiny_lm" / "checkpoints").iterdir() if p.name.isdigit()]
   assert saved and max(saved) >= 2
+
+
+def test_list_names_every_experiment(capsys):
+  assert main(["list"]) == 0
+  listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+  files = {p.stem for p in (pathlib.Path(__file__).resolve().parent.parent / "experiments").glob("*.py")}
+  assert files <= listed and "byte_lm" in listed
+
+
+def test_options_go_to_the_right_kind_of_experiment(capsys):
+  assert main(["run", "cl_baselines", "--tokens", "5"]) == 2
+  assert "pass them after --" in _error_line(capsys)
+  assert main(["run", "byte_lm", "--", "--full"]) == 2
+  assert "takes no options after --" in _error_line(capsys)
