@@ -98,9 +98,14 @@ def _list() -> int:
   return 0
 
 
-def _sigterm_interrupts(signum, frame):
-  """SIGTERM (a scheduler's preemption) ends a run like Ctrl-C: checkpoint, then exit."""
-  raise KeyboardInterrupt
+def _stop_at_chunk_boundary(signum, frame):
+  """SIGTERM or Ctrl-C: finish the chunk, checkpoint, exit. A second Ctrl-C stops at once."""
+  from contlearn import driver
+
+  del frame
+  if driver.STOP.is_set() and signum == signal.SIGINT:
+    raise KeyboardInterrupt
+  driver.STOP.set()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,8 +113,12 @@ def main(argv: list[str] | None = None) -> int:
   own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
   args = _parser().parse_args(own)
   args.passthrough = passthrough
+  from contlearn import driver
+
+  driver.STOP.clear()
+  handled = (signal.SIGTERM, signal.SIGINT)
   on_main_thread = threading.current_thread() is threading.main_thread()
-  previous = signal.signal(signal.SIGTERM, _sigterm_interrupts) if on_main_thread else None
+  previous = {s: signal.signal(s, _stop_at_chunk_boundary) for s in handled} if on_main_thread else {}
   try:
     return _run(args) if args.command == "run" else _list()
   except ContlearnError as e:
@@ -119,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     print("contlearn: interrupted; the latest state was checkpointed (--resume continues)", file=sys.stderr)
     return 130
   finally:
-    if on_main_thread:
-      signal.signal(signal.SIGTERM, previous)
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import threading
 from typing import Any, Sequence
 
 import jax
@@ -39,6 +40,9 @@ from contlearn.models.lm import is_hidden_matrix
 from contlearn.plots import plot_learning_curves
 from contlearn.run_log import LN2, RunLog, Tally
 from contlearn.stream import Chunk, Prefetcher, build_stream
+
+# Set (by the CLI's signal handlers) to end the run at the next chunk boundary.
+STOP = threading.Event()
 
 # Settings that may change between a run and its resumption.
 _RESUMABLE_CHANGES = ("train.tokens", "train.checkpoint_every", "train.keep", "train.log_every", "data.prefetch")
@@ -177,6 +181,8 @@ def train(
     for chunk, position_after in prefetch:
       if cfg.train.tokens and tokens >= cfg.train.tokens:
         break
+      if STOP.is_set():  # a signal asked to stop: the state is whole here
+        raise KeyboardInterrupt
       seen_any = True
       check_tokens(chunk, cfg.model.vocab, chunk_index, stream.describe())
       n_tokens = int(chunk.mask.sum())
@@ -193,7 +199,10 @@ def train(
       save()
     settle()
   except KeyboardInterrupt:
-    save()  # an interrupted run keeps all it learned
+    # An interrupt inside a chunk call may find the donated state gone; the
+    # last checkpoint then stands. At a chunk boundary all is saved.
+    if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+      save()
     raise
   finally:
     prefetch.close()
