@@ -160,6 +160,11 @@ def _optimizers() -> dict[str, Callable[[float], UpdateRule]]:
   }
 
 
+def optimizer_names() -> list[str]:
+  """The names `optimizer` accepts."""
+  return sorted(_optimizers())
+
+
 # Rules that orthogonalise whole matrices: as is the practice for Muon, they
 # act on hidden weight matrices only; embeddings, output layer, norms and
 # biases take Adam.

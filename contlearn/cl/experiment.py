@@ -13,16 +13,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from contlearn.cl import datasets, metrics, scenarios
 from contlearn.cl import strategies as strategies_lib
 from contlearn.cl.learner import Trainer
 from contlearn.cl.model import Mlp
+from contlearn import rules
 from contlearn.errors import ConfigError
-
-OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
-
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -64,8 +61,8 @@ class RunConfig:
   seeds: tuple[int, ...] = (0,)
 
   def __post_init__(self):
-    if self.optimizer not in OPTIMIZERS:
-      raise ConfigError(f"RunConfig.optimizer must be one of {sorted(OPTIMIZERS)}, "
+    if self.optimizer not in rules.optimizer_names():
+      raise ConfigError(f"RunConfig.optimizer must be one of {rules.optimizer_names()}, "
                         f"got {self.optimizer!r}")
     if self.steps_per_task % self.eval_every:
       raise ConfigError(f"RunConfig: steps_per_task={self.steps_per_task} is not a multiple "
@@ -101,7 +98,7 @@ def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenar
 
 def make_trainer(cfg: RunConfig, sc: scenarios.Scenario) -> Trainer:
   model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
-  opt = OPTIMIZERS[cfg.optimizer](cfg.lr)
+  opt = rules.optimizer(cfg.optimizer, cfg.lr)
   kwargs = dict(cfg.strategy_kwargs)
   if cfg.strategy == "gdumb":
     kwargs.setdefault("optimizer", opt)
