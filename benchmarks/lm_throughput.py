@@ -2,6 +2,10 @@
 float32 matmul rate that their training step reaches.
 
     python benchmarks/lm_throughput.py [--widths 128,256] [--chunks 5]
+    python benchmarks/lm_throughput.py --models transformer --optimizers adam,muon,m3
+
+`--models` picks rows of `MODELS`; `--optimizers` trains each model with each
+named outer optimizer (`contlearn.rules.optimizer_names()`; default adam).
 
 FLOPs per step come from XLA's cost analysis of one compiled training step
 (forward, backward and update); the matmul rate is measured in the same run
@@ -34,12 +38,14 @@ MODELS = {
 }
 
 
-def measure(name: str, model: dict, width: int, batch: int, seq: int, steps: int, chunks: int) -> dict:
+def measure(
+    name: str, model: dict, width: int, batch: int, seq: int, steps: int, chunks: int, optimizer: str = "adam"
+) -> dict:
   heads = max(1, width // 32)
   cfg = Config(
       data=DataConfig(batch=batch, seq=seq, steps=steps),
       model=dataclasses.replace(ModelConfig(d_model=width, n_heads=heads, n_layers=2, window=seq), **model),
-      train=TrainConfig(),
+      train=TrainConfig(optimizer=optimizer),
   )
   mesh = data_mesh(jax.local_devices()[:1])
   learner = build_learner(cfg)
@@ -65,6 +71,7 @@ def measure(name: str, model: dict, width: int, batch: int, seq: int, steps: int
   tokens = steps * batch * seq
   return {
       "model": name,
+      "optimizer": optimizer,
       "width": width,
       "params": int(sum(x.size for x in jax.tree.leaves(holder["state"].params))),
       "tokens_per_s": tokens / seconds,
@@ -80,16 +87,23 @@ def main() -> None:
   parser.add_argument("--seq", type=int, default=64)
   parser.add_argument("--steps", type=int, default=32)
   parser.add_argument("--chunks", type=int, default=5)
+  parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+  parser.add_argument("--optimizers", default="adam", help="comma-separated outer optimizer names")
   args = parser.parse_args()
+  names = args.models.split(",")
+  unknown = sorted(set(names) - set(MODELS))
+  if unknown:
+    parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
   matmul = common.matmul_flops_per_s()
   rows = []
   for width in (int(w) for w in args.widths.split(",")):
-    for name, model in MODELS.items():
-      row = measure(name, model, width, args.batch, args.seq, args.steps, args.chunks)
-      row["matmul_fraction"] = row["gflops_per_s"] * 1e9 / matmul
-      rows.append(row)
+    for name in names:
+      for optimizer in args.optimizers.split(","):
+        row = measure(name, MODELS[name], width, args.batch, args.seq, args.steps, args.chunks, optimizer)
+        row["matmul_fraction"] = row["gflops_per_s"] * 1e9 / matmul
+        rows.append(row)
   print(f"float32 matmul rate (1024x1024, measured): {matmul / 1e9:.1f} GFLOP/s")
-  common.print_table(rows, ["model", "width", "params", "tokens_per_s", "gflops_per_s", "flops_per_token", "matmul_fraction"])
+  common.print_table(rows, ["model", "optimizer", "width", "params", "tokens_per_s", "gflops_per_s", "flops_per_token", "matmul_fraction"])
   common.write_json("lm_throughput", {"matmul_gflops_per_s": matmul / 1e9, "rows": rows, "settings": vars(args)})
 
 

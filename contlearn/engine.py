@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -72,8 +73,27 @@ def compile_chunk(
   )
 
 
+def unshare_leaves(tree):
+  """`tree` with every leaf its own array (a repeated leaf is copied).
+
+  An update rule's `init` may put one array in several places of its state
+  (`zeros` reused for two moments); a donated carry must not hold the same
+  buffer twice.
+  """
+  seen = set()
+
+  def own(leaf):
+    if id(leaf) in seen:
+      return jnp.array(leaf, copy=True)
+    seen.add(id(leaf))
+    return leaf
+
+  return jax.tree.map(own, tree)
+
+
 def place_state(state: LearnerState, mesh: Mesh) -> LearnerState:
-  return jax.device_put(state, state_sharding(state, mesh))
+  """`state` on the mesh with `state_sharding`, every leaf its own buffer."""
+  return jax.device_put(unshare_leaves(state), state_sharding(state, mesh))
 
 
 def place_chunk(chunk: Chunk, mesh: Mesh) -> Chunk:

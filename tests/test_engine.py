@@ -100,3 +100,31 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
   assert len(one) == len(eight) == 4
   np.testing.assert_allclose(one, eight, rtol=1e-5)
   assert one[-1] < one[0]  # and it learns
+
+
+def test_a_rule_whose_state_repeats_an_array_still_runs_donated():
+  # An optax rule may put one array in two places of its state; `place_state`
+  # gives every leaf its own buffer, so the donated carry never holds one twice.
+  import optax
+
+  from contlearn.learner import sequence_learner
+  from contlearn.models import byte_lm
+
+  def init(params):
+    zeros = jax.numpy.zeros(())
+    return (zeros, zeros)
+
+  repeats = optax.GradientTransformation(init, lambda g, s, p=None: (g, s))
+  cfg = tiny_config(mixer="linear_attention")
+  learner = sequence_learner(byte_lm(cfg.model), optax.chain(repeats, optax.adam(1e-3)))
+  mesh = data_mesh()
+  state = place_state(learner.init(jax.random.PRNGKey(0), 8), mesh)
+  leaves = jax.tree.leaves(state)
+  assert len({id(x) for x in leaves}) == len(leaves)
+  run = compile_chunk(learner, state, mesh)
+  stream = DocumentLanes(split_bytes(CORPUS, 8), steps=2, batch=8, seq=16)
+  position = stream.start()
+  for _ in range(2):
+    chunk, position = stream.next(position)
+    state, metrics = run(state, place_chunk(chunk, mesh))
+  assert np.all(np.isfinite(np.asarray(metrics.nll)))

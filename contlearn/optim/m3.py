@@ -68,8 +68,8 @@ def m3(
   ns = lambda x: orthogonalize(x, ns_steps)
 
   def init(params):
-    zeros = optax.tree.zeros_like(params)
-    return M3State(jnp.zeros((), jnp.int32), zeros, zeros, zeros, zeros, zeros)
+    zeros = lambda: optax.tree.zeros_like(params)
+    return M3State(jnp.zeros((), jnp.int32), zeros(), zeros(), zeros(), zeros(), zeros())
 
   def update(grads, state, params=None):
     del params
