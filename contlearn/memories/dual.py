@@ -85,37 +85,27 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
 
   h = q
   for i in range(depth):
-    w, b = w0["w"][i], bias * w0["b"][i]
-    if rule.momentum:  # one product for the memory and its momentum
-      w = jnp.concatenate([w, state.m["w"][i]], axis=1)
-      b = jnp.concatenate([b, bias * state.m["b"][i]])
-      hw = h @ w + lead(b, h)
-      out = w0["w"][i].shape[1]
-      z = g[:, None] * hw[:, :out] + r[:, None] * hw[:, out:]
-    else:
-      z = g[:, None] * (h @ w + lead(b, h))
+    z = g[:, None] * (h @ w0["w"][i] + bias * lead(w0["b"][i], h))
+    if rule.momentum:
+      z = z + r[:, None] * (h @ state.m["w"][i] + bias * lead(state.m["b"][i], h))
     z = z - (e * (h @ inputs[i].T + bias)) @ deltas[i]
     h = model.act(z) if i < depth - 1 else z
   y = model.head(h, q, outer)
 
   # End of chunk: W_C = g_C W_0 + r_C m_0 - sum_i E[C, i] grad_i, and
-  # m_C = P_C m_0 - sum_i (P_C / P_i) lr_i grad_i, in one product per layer.
-  rows = jnp.stack([e[-1], m_row], axis=1) if rule.momentum else e[-1][:, None]  # [C, 1 or 2]
+  # m_C = P_C m_0 - sum_i (P_C / P_i) lr_i grad_i.
   new_w, new_m = {"w": [], "b": []}, {"w": [], "b": []}
   for i, (x, d) in enumerate(zip(inputs, deltas)):
-    out = d.shape[1]
-    dw = x.T @ (rows[:, :, None] * d[:, None, :]).reshape(x.shape[0], -1)  # [d_in, (1|2) out]
-    db = bias * jnp.einsum("cr,co->ro", rows, d)
-    wb, bb = w0["w"][i], w0["b"][i]
+    step = e[-1][:, None] * d  # [C, out]
+    new_w["w"].append(g[-1] * w0["w"][i] - x.T @ step)
+    new_w["b"].append(g[-1] * w0["b"][i] - bias * jnp.sum(step, axis=0))
     if rule.momentum:
-      wm, bm = state.m["w"][i], state.m["b"][i]
-      new_w["w"].append(g[-1] * wb + r[-1] * wm - dw[:, :out])
-      new_w["b"].append(g[-1] * bb + r[-1] * bm - db[0])
-      new_m["w"].append(p_end * wm - dw[:, out:])
-      new_m["b"].append(p_end * bm - db[1])
-    else:
-      new_w["w"].append(g[-1] * wb - dw)
-      new_w["b"].append(g[-1] * bb - db[0])
+      m_w, m_b = state.m["w"][i], state.m["b"][i]
+      new_w["w"][i] = new_w["w"][i] + r[-1] * m_w
+      new_w["b"][i] = new_w["b"][i] + r[-1] * m_b
+      push = m_row[:, None] * d
+      new_m["w"].append(p_end * m_w - x.T @ push)
+      new_m["b"].append(p_end * m_b - bias * jnp.sum(push, axis=0))
   new_m = new_m if rule.momentum else state.m
   return MemState(new_w, new_m), y
 
@@ -137,5 +127,8 @@ def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chu
       jnp.pad(x, [(0, n * chunk - t)] + [(0, 0)] * (x.ndim - 1), constant_values=pv).reshape(n, chunk, *x.shape[1:])
       for x, pv in zip(xs, pad_value)
   )
-  state, y = jax.lax.scan(lambda s, x: _chunk(rule, outer, s, x), state, xs)
+  # The backward pass recomputes each chunk from its carried state, so only
+  # the per-chunk memories are stored, not every intermediate of every chunk.
+  body = jax.checkpoint(lambda s, x: _chunk(rule, outer, s, x))
+  state, y = jax.lax.scan(body, state, xs)
   return y.reshape(n * chunk, -1)[:t], state
