@@ -1,0 +1,26 @@
+"""Parameter counts and width matching."""
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from contlearn.config import ModelConfig
+from contlearn.models import byte_lm
+from contlearn.models.sizing import matched_width, param_count
+
+
+def test_param_count_is_the_initialised_size():
+  cfg = ModelConfig(mixer="titans", d_model=32, n_heads=2, cms_periods=(1, 4))
+  params = byte_lm(cfg).init_params(jax.random.PRNGKey(0))
+  assert param_count(cfg) == sum(np.size(x) for x in jax.tree.leaves(params))
+
+
+def test_matched_width_is_the_closest_width():
+  target = param_count(ModelConfig(mixer="swa", d_model=64, n_heads=2))
+  cfg = matched_width(ModelConfig(mixer="gated_deltanet", n_heads=2), target)
+  assert cfg.d_model % 4 == 0
+  best = abs(param_count(cfg) - target)
+  for w in (cfg.d_model - 4, cfg.d_model + 4):
+    assert best <= abs(param_count(dataclasses.replace(cfg, d_model=w)) - target)
+  assert matched_width(ModelConfig(mixer="swa", n_heads=2), target).d_model == 64
