@@ -67,7 +67,8 @@ class ModelConfig:
     n_layers: number of blocks.
     n_heads: heads of the sequence mixer.
     mlp_ratio: hidden width of the MLP as a multiple of d_model.
-    window: attention window of "swa", in tokens (keys kept across steps).
+    window: attention window of "swa", "titans_mag" and "titans_mal", in
+      tokens (keys kept across steps); the segment of "titans_mac".
     decay: per-head memory decay of "linear_attention": "none" (plain sum)
       or "multiscale" (half-lives spread geometrically over heads).
     cms_periods: update period, in steps, of each CMS block; () for none.
@@ -83,6 +84,8 @@ class ModelConfig:
     mem_expansion: hidden width of MLP memories as a multiple of the head width.
     mem_conv: width of the short causal depthwise convolution on q, k, v
       of memory mixers (1 disables it).
+    persistent_tokens: learned key/value tokens every query of an attention
+      mixer sees ("swa", "titans_mag", "titans_mal", "titans_mac"); 0: none.
   """
 
   mixer: str = "linear_attention"
@@ -100,6 +103,7 @@ class ModelConfig:
   mem_depth: int = 2
   mem_expansion: int = 4
   mem_conv: int = 4
+  persistent_tokens: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,9 +33,9 @@ from contlearn.engine import (
     place_state,
     state_sharding,
 )
-from contlearn.errors import CheckpointError, DataError
+from contlearn.errors import CheckpointError, ConfigError, DataError
 from contlearn.learner import Learner, sequence_learner
-from contlearn.models import byte_lm, cms
+from contlearn.models import Model, byte_lm, cms
 from contlearn.models.lm import is_hidden_matrix
 from contlearn.plots import plot_learning_curves
 from contlearn.run_log import LN2, RunLog, Tally
@@ -48,9 +48,20 @@ STOP = threading.Event()
 _RESUMABLE_CHANGES = ("train.tokens", "train.checkpoint_every", "train.keep", "train.log_every", "data.prefetch")
 
 
+def check_step_length(cfg: Config, model: Model) -> None:
+  """Raises ConfigError unless every step holds whole inner mini-batches / segments of the model."""
+  seq, multiple = cfg.data.seq, model.step_multiple
+  if seq % multiple:
+    raise ConfigError(f"data.seq={seq} must be a multiple of {multiple}, {model.step_reason}, which restarts at every step")
+
+
 def build_learner(cfg: Config) -> Learner:
-  """The model of `cfg.model`, trained by the outer optimizer and CMS levels."""
+  """The model of `cfg.model`, trained by the outer optimizer and CMS levels.
+
+  Raises ConfigError for a bad model or a step length the model cannot carry.
+  """
   model = byte_lm(cfg.model)
+  check_step_length(cfg, model)
   t = cfg.train
   level_rules = {"outer": rules.optimizer(t.optimizer, t.lr, t.clip, is_hidden_matrix=is_hidden_matrix)}
   periods = cfg.model.cms_periods
@@ -116,8 +127,8 @@ def train(
   out.mkdir(parents=True, exist_ok=True)
   mesh = data_mesh(devices)
   check_batch(cfg.data.batch, mesh)
-  stream = build_stream(cfg.data)
   learner = build_learner(cfg)
+  stream = build_stream(cfg.data)
   steps_per_chunk = cfg.data.steps
 
   def init():
@@ -245,6 +256,8 @@ def run_experiment(
   Also writes `out/bits_per_byte.png`, the learning curves of all models.
   """
   out = pathlib.Path(out)
+  for cfg in configs.values():  # every model's configuration is checked before the first one runs
+    build_learner(cfg)
   summaries = []
   for name, cfg in configs.items():
     if tokens is not None:
@@ -268,4 +281,4 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-__all__ = ["build_learner", "check_tokens", "run_experiment", "summary_table", "train"]
+__all__ = ["build_learner", "check_step_length", "check_tokens", "run_experiment", "summary_table", "train"]

@@ -34,7 +34,7 @@ def test_sliding_window_cache_matches_attention_over_the_whole_stream():
     outs.append(y)
   fast = np.concatenate([np.asarray(o) for o in outs], axis=1)
 
-  q, k, v = (np.asarray(a, np.float64) for a in attention._project(params, x, 2))
+  q, k, v = (np.asarray(a, np.float64) for a in attention.project(params, x, 2))
   wo = np.asarray(params["wo"], np.float64)
   ref = np.zeros((b, t * steps, 16))
   for bi in range(b):

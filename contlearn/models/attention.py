@@ -7,6 +7,12 @@ model sees the stream as one sequence. RoPE is applied at use time with
 positions relative to the start of the cache, so positions stay small however
 long the stream is.
 
+Persistent tokens (`model.persistent_tokens` = N_p, Titans' persistent
+memory): N_p learned keys and values per head that every query sees, in front
+of the window and never evicted, like an attention sink. They carry no
+position: their logit is the un-rotated `q . k_p / sqrt(Dh)`, the same for a
+query wherever it sits. With N_p = 0 there are none and nothing changes.
+
 State (leading axis B, the lane):
   k, v:   [B, W, H, Dh]  the last W keys and values (un-rotated)
   valid:  [B, W]         whether a cache slot holds a real token
@@ -25,7 +31,42 @@ from contlearn.models.mixer import Mixer, register_mixer
 _NEG = -1e30
 
 
-def _project(params: dict, x: jax.Array, n_heads: int):
+def check_heads(cfg: ModelConfig) -> int:
+  """The head width `d_model / n_heads`, or a ConfigError."""
+  d, h = cfg.d_model, cfg.n_heads
+  if h < 1 or d % h:
+    raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
+  if cfg.persistent_tokens < 0:
+    raise ConfigError(f"model.persistent_tokens={cfg.persistent_tokens} must be >= 0")
+  return d // h
+
+
+def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
+  """norm [D], wqkv [D, 3D], wo [D, D], and `persistent` {k, v: [N_p, H, Dh]} if N_p > 0."""
+  d, h, n_p = cfg.d_model, cfg.n_heads, cfg.persistent_tokens
+  dh = check_heads(cfg)
+  k1, k2 = jax.random.split(key)
+  params = {
+      "norm": jnp.ones((d,), jnp.float32),
+      "wqkv": layers.dense_init(k1, d, 3 * d),
+      "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
+  }
+  if n_p:  # unit-variance entries, like the projected keys and values of normed inputs
+    k3, k4 = jax.random.split(jax.random.fold_in(key, 1))
+    params["persistent"] = {
+        "k": jax.random.normal(k3, (n_p, h, dh), jnp.float32),
+        "v": jax.random.normal(k4, (n_p, h, dh), jnp.float32),
+    }
+  return params
+
+
+def persistent(params: dict):
+  """The persistent (keys, values) `[N_p, H, Dh]` of `params`, or None."""
+  p = params.get("persistent")
+  return None if p is None else (p["k"], p["v"])
+
+
+def project(params: dict, x: jax.Array, n_heads: int):
   """x [B, T, D] -> q, k, v [B, T, H, Dh]."""
   b, t, d = x.shape
   qkv = layers.rms_norm(x, params["norm"]) @ params["wqkv"]
@@ -33,43 +74,42 @@ def _project(params: dict, x: jax.Array, n_heads: int):
   return q, k, v
 
 
-def attend(q, k, v, q_pos, k_pos, k_valid, window: int) -> jax.Array:
-  """Windowed causal attention.
+def attend(q, k, v, q_pos, k_pos, k_valid, window: int, persistent_kv=None) -> jax.Array:
+  """Windowed causal attention, optionally with persistent tokens in front.
 
   Args:
     q: [B, T, H, Dh] queries at positions `q_pos [T]`.
     k, v: [B, S, H, Dh] keys and values at positions `k_pos [S]`.
     k_valid: [B, S] whether each key is a real token.
     window: a query at p sees keys at (p - window, p].
+    persistent_kv: None, or (keys, values) `[N_p, H, Dh]` every query sees,
+      without position.
 
   Returns:
     [B, T, H, Dh]
   """
   dh = q.shape[-1]
-  q = layers.rope(q.swapaxes(1, 2), q_pos)  # [B, H, T, Dh]
+  q_rot = layers.rope(q.swapaxes(1, 2), q_pos)  # [B, H, T, Dh]
   k = layers.rope(k.swapaxes(1, 2), k_pos)  # [B, H, S, Dh]
-  logits = jnp.einsum("bhtd,bhsd->bhts", q, k) / jnp.sqrt(jnp.float32(dh))
+  logits = jnp.einsum("bhtd,bhsd->bhts", q_rot, k) / jnp.sqrt(jnp.float32(dh))
   rel = q_pos[:, None] - k_pos[None, :]
   allowed = ((rel >= 0) & (rel < window))[None, None] & k_valid[:, None, None, :]
-  weights = jax.nn.softmax(jnp.where(allowed, logits, _NEG), axis=-1)
-  return jnp.einsum("bhts,bshd->bthd", weights, v)
+  logits = jnp.where(allowed, logits, _NEG)
+  if persistent_kv is None:
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhts,bshd->bthd", weights, v)
+  p_k, p_v = persistent_kv
+  n_p = p_k.shape[0]
+  p_logits = jnp.einsum("bthd,phd->bhtp", q, p_k) / jnp.sqrt(jnp.float32(dh))
+  weights = jax.nn.softmax(jnp.concatenate([p_logits, logits], axis=-1), axis=-1)
+  return jnp.einsum("bhtp,phd->bthd", weights[..., :n_p], p_v) + jnp.einsum("bhts,bshd->bthd", weights[..., n_p:], v)
 
 
 @register_mixer("swa")
 def sliding_window_attention(cfg: ModelConfig) -> Mixer:
   """Multi-head causal attention over a window of `cfg.window` tokens."""
   d, h, w = cfg.d_model, cfg.n_heads, cfg.window
-  if d % h:
-    raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
-  dh = d // h
-
-  def init_params(key):
-    k1, k2 = jax.random.split(key)
-    return {
-        "norm": jnp.ones((d,), jnp.float32),
-        "wqkv": layers.dense_init(k1, d, 3 * d),
-        "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
-    }
+  dh = check_heads(cfg)
 
   def init_state(batch):
     return {
@@ -80,14 +120,14 @@ def sliding_window_attention(cfg: ModelConfig) -> Mixer:
 
   def apply(params, state, x, mask):
     b, t, _ = x.shape
-    q, k, v = _project(params, x, h)
+    q, k, v = project(params, x, h)
     keys = jnp.concatenate([state["k"], k], axis=1)
     values = jnp.concatenate([state["v"], v], axis=1)
     valid = jnp.concatenate([state["valid"], mask], axis=1)
     pos = jnp.arange(w + t)
-    y = attend(q, keys, values, pos[w:], pos, valid, w)
+    y = attend(q, keys, values, pos[w:], pos, valid, w, persistent(params))
     out = y.reshape(b, t, d) @ params["wo"]
     new_state = {"k": keys[:, t:], "v": values[:, t:], "valid": valid[:, t:]}
     return out, new_state
 
-  return Mixer(init_params, init_state, apply)
+  return Mixer(lambda key: init_params(key, cfg), init_state, apply)

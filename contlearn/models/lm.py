@@ -33,12 +33,16 @@ class Model(NamedTuple):
       -> (logits [B, T, V] float32, memory).
     level_labels: params -> a pytree of the same structure whose leaves name
       the level that updates each parameter ("outer", "cms_0", ...).
+    step_multiple, step_reason: the mixer's (`contlearn.models.Mixer`): steps
+      of a stream must hold a multiple of `step_multiple` tokens.
   """
 
   init_params: Callable[[jax.Array], Any]
   init_memory: Callable[[int], Any]
   apply: Callable[..., tuple[jax.Array, Any]]
   level_labels: Callable[[Any], Any]
+  step_multiple: int = 1
+  step_reason: str = ""
 
 
 def is_hidden_matrix(path, leaf) -> bool:
@@ -99,4 +103,4 @@ def byte_lm(cfg: ModelConfig) -> Model:
         ]
     return labels
 
-  return Model(init_params, init_memory, apply, level_labels)
+  return Model(init_params, init_memory, apply, level_labels, mixer.step_multiple, mixer.step_reason)

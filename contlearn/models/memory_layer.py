@@ -15,6 +15,9 @@ last K - 1 conv inputs across steps, so the memory sees the whole stream.
 State (leading axis B): `conv [B, K-1, 3D]`, `w`, `m` (the inner parameter
 tree with leading `[B, H]`), `started [B]` (False until the first step, when
 the memory starts from the learned `W_0`).
+
+Chunks are counted from the start of each call, so a chunk-start-gradient
+memory (TTT, Titans) asks for steps of whole chunks (`Mixer.step_multiple`).
 """
 
 from __future__ import annotations
@@ -72,9 +75,31 @@ def _last_real(cache, x, mask, keep: int):
   return jnp.take_along_axis(full, idx[:, :, None], axis=1)
 
 
+def current_memory(params, state):
+  """Each lane's memory `[B, H, ...]`: its state, or the learned `W_0` before its first step."""
+  w = state["w"]
+  if "w0" not in params:
+    return w
+  b = state["started"].shape[0]
+  started = lambda s: state["started"].reshape((b,) + (1,) * (s.ndim - 1))
+  return jax.tree.map(lambda s, w0: jnp.where(started(s), s, w0[None]), w, params["w0"])
+
+
+def read(model: memories.InnerModel, params, state, q: jax.Array) -> jax.Array:
+  """`M*(q)`: every head's memory read at `q [B, H, T, Dh]`, without a write; [B, H, T, Dh]."""
+  per_head = lambda outer, w, qq: model.apply(w, outer, qq)
+  run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0)), in_axes=(None, 0, 0))
+  return run(params.get("ln", {}), current_memory(params, state), q)
+
+
 def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
   """The mixer of `block.rule` at the sizes in `cfg` (see the module docstring)."""
   d, h = cfg.d_model, cfg.n_heads
+  if cfg.persistent_tokens:
+    raise ConfigError(
+        f"model.persistent_tokens={cfg.persistent_tokens}: model.mixer={cfg.mixer!r} has no attention "
+        "to hold them (swa, titans_mag, titans_mal and titans_mac have)"
+    )
   if h < 1 or d % h:
     raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
   if cfg.mem_conv < 1:
@@ -143,11 +168,7 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
     qkv = jax.nn.silu(_causal_conv(params["conv"], state["conv"], qkv_in))
     q, k, v = (a.reshape(b, t, h, dh).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1))
     q, k = layers.l2_normalize(q), layers.l2_normalize(k)
-    w = state["w"]
-    if learned_w0:
-      started = lambda s: state["started"].reshape((b,) + (1,) * (s.ndim - 1))
-      w = jax.tree.map(lambda s, w0: jnp.where(started(s), s, w0[None]), w, params["w0"])
-    mem = memories.MemState(w, state["m"])
+    mem = memories.MemState(current_memory(params, state), state["m"])
     outer = params.get("ln", {})
     per_head = lambda o, s, qq, kk, vv, rr, mm: memories.chunked(rule, o, s, qq, kk, vv, rr, mm, chunk)
     run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0, 0, 0, 0, None)), in_axes=(None, 0, 0, 0, 0, 0, 0))
@@ -162,4 +183,8 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
     }
     return out, new_state
 
-  return Mixer(init_params, init_state, apply)
+  if memories.is_linear(rule):  # online: any split of the stream gives the same map
+    return Mixer(init_params, init_state, apply)
+  setting = f"model.mem_chunk={cfg.mem_chunk}" if cfg.mem_chunk else f"model.mem_chunk=0: the default, {chunk}"
+  reason = f"the inner mini-batch of model.mixer={cfg.mixer!r} ({setting})"
+  return Mixer(init_params, init_state, apply, step_multiple=chunk, step_reason=reason)

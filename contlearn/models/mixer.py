@@ -13,6 +13,11 @@ memory's context is the whole stream; every leaf of the state has the batch
 `mask[b, t]` is False for padding at the ragged end of a finite stream: a
 masked token must not change the state.
 
+A mixer whose state carries the stream exactly only across calls of whole
+blocks of tokens (TTT's and Titans' inner mini-batches, MAC's segments, which
+are counted from the start of each call) says so in `step_multiple`; the
+driver refuses a `data.seq` that is not a multiple of it.
+
 Mixers are built by name from the `ModelConfig`:
 
     @register_mixer("my_mixer")
@@ -33,11 +38,18 @@ State = Any
 
 
 class Mixer(NamedTuple):
-  """A sequence block as pure functions (see the module docstring)."""
+  """A sequence block as pure functions (see the module docstring).
+
+  step_multiple: tokens per call must be a multiple of this for consecutive
+    calls to equal one call over the whole stream (1: any length).
+  step_reason: what sets `step_multiple`, naming the config fields.
+  """
 
   init_params: Callable[[jax.Array], Params]
   init_state: Callable[[int], State]
   apply: Callable[[Params, State, jax.Array, jax.Array], tuple[jax.Array, State]]
+  step_multiple: int = 1
+  step_reason: str = ""
 
 
 _MIXERS: dict[str, Callable[[ModelConfig], Mixer]] = {}
