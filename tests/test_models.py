@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from contlearn.config import ModelConfig
-from contlearn.models import attention, build_mixer, byte_lm
+from contlearn.models import attention, build_mixer, byte_lm, layers
 
 
-def _rope_np(x, pos):
+def rope_np(x, pos):
   half = x.shape[-1] // 2
   freqs = 10_000.0 ** (-np.arange(half) / half)
   ang = pos * freqs
@@ -20,9 +20,18 @@ def _rope_np(x, pos):
   return np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x1 * np.sin(ang) + x2 * np.cos(ang)])
 
 
-def test_sliding_window_cache_matches_attention_over_the_whole_stream():
-  """Step by step with the carried cache == a float64 loop over every position."""
-  cfg = ModelConfig(mixer="swa", d_model=16, n_heads=2, window=5)
+def softmax_np(logits, values):
+  w = np.exp(logits - logits.max())
+  return (w / w.sum()) @ values
+
+
+@pytest.mark.parametrize("n_p", [0, 3])
+def test_sliding_window_cache_matches_attention_over_the_whole_stream(n_p):
+  """Step by step with the carried cache == a float64 loop over every position.
+
+  With N_p persistent tokens every query also sees them, without position.
+  """
+  cfg = ModelConfig(mixer="swa", d_model=16, n_heads=2, window=5, persistent_tokens=n_p)
   mixer = build_mixer(cfg)
   params = mixer.init_params(jax.random.PRNGKey(0))
   b, t, steps = 2, 4, 3
@@ -36,19 +45,46 @@ def test_sliding_window_cache_matches_attention_over_the_whole_stream():
 
   q, k, v = (np.asarray(a, np.float64) for a in attention.project(params, x, 2))
   wo = np.asarray(params["wo"], np.float64)
+  p_k, p_v = (np.asarray(params["persistent"][n], np.float64) for n in "kv") if n_p else (np.zeros((0, 2, 8)),) * 2
   ref = np.zeros((b, t * steps, 16))
   for bi in range(b):
     for p in range(t * steps):
       heads = []
       for h in range(2):
         keys = range(max(0, p - cfg.window + 1), p + 1)
-        qp = _rope_np(q[bi, p, h], p)
-        logits = np.array([qp @ _rope_np(k[bi, j, h], j) for j in keys]) / np.sqrt(8)
-        w = np.exp(logits - logits.max())
-        w /= w.sum()
-        heads.append(sum(wj * v[bi, j, h] for wj, j in zip(w, keys)))
+        qp = rope_np(q[bi, p, h], p)
+        logits = [q[bi, p, h] @ p_k[i, h] for i in range(n_p)] + [qp @ rope_np(k[bi, j, h], j) for j in keys]
+        values = np.concatenate([p_v[:, h], v[bi, list(keys), h]])
+        heads.append(softmax_np(np.array(logits) / np.sqrt(8), values))
       ref[bi, p] = np.concatenate(heads) @ wo
   np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_no_persistent_tokens_leave_attention_as_before():
+  """N_p = 0: no new parameters and, bit for bit, the softmax over the window alone."""
+  cfg = ModelConfig(mixer="swa", d_model=16, n_heads=2, window=5)
+  mixer = build_mixer(cfg)
+  params = mixer.init_params(jax.random.PRNGKey(0))
+  assert sorted(params) == ["norm", "wo", "wqkv"]
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 16))
+  mask = jnp.arange(7)[None, :] < jnp.array([[7], [4]])
+  y, _ = mixer.apply(params, mixer.init_state(2), x, mask)
+
+  # The attention as it was before persistent tokens, op for op.
+  q, k, v = attention.project(params, x, 2)
+  w = cfg.window
+  k = jnp.concatenate([jnp.zeros((2, w, 2, 8)), k], axis=1)
+  v = jnp.concatenate([jnp.zeros((2, w, 2, 8)), v], axis=1)
+  valid = jnp.concatenate([jnp.zeros((2, w), bool), mask], axis=1)
+  pos = jnp.arange(w + 7)
+  qr = layers.rope(q.swapaxes(1, 2), pos[w:])
+  kr = layers.rope(k.swapaxes(1, 2), pos)
+  logits = jnp.einsum("bhtd,bhsd->bhts", qr, kr) / jnp.sqrt(jnp.float32(8))
+  rel = pos[w:, None] - pos[None, :]
+  allowed = ((rel >= 0) & (rel < w))[None, None] & valid[:, None, None, :]
+  weights = jax.nn.softmax(jnp.where(allowed, logits, -1e30), axis=-1)
+  before = jnp.einsum("bhts,bshd->bthd", weights, v).reshape(2, 7, 16) @ params["wo"]
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(before))
 
 
 @pytest.mark.parametrize("mixer", ["swa", "linear_attention"])

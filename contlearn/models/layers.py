@@ -46,8 +46,8 @@ def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
 def rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:
   """Rotary position embedding of `x [..., T, Dh]` at integer `positions [T]`."""
   half = x.shape[-1] // 2
-  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]  # [T, Dh/2]
+  freqs = base ** (-jnp.arange(half, dtype=x.dtype) / half)
+  angles = positions.astype(x.dtype)[:, None] * freqs[None, :]  # [T, Dh/2], in x's precision
   x1, x2 = x[..., :half], x[..., half:]
   cos, sin = (jnp.broadcast_to(f(angles), x1.shape) for f in (jnp.cos, jnp.sin))
   return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)

@@ -1,20 +1,24 @@
 """Memory mixers: shapes, state carried across steps, masks, the LM, errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from contlearn.config import ModelConfig
+from contlearn.driver import build_learner
 from contlearn.errors import ConfigError
 from contlearn.models import byte_lm, build_mixer
+from tests.tiny import tiny_config, with_fields
 
 NAMES = ["linear_attention", "mamba2", "deltanet", "gated_deltanet", "ttt_linear", "ttt_mlp", "titans"]
-WITH_SWA = [pytest.param("titans_mag", marks=pytest.mark.slow), "titans_mal"]
+WITH_SWA = [pytest.param("titans_mag", marks=pytest.mark.slow), "titans_mal", "titans_mac"]
 
 
 def _cfg(name, **kw):
-  return ModelConfig(mixer=name, d_model=32, n_heads=2, n_layers=1, mem_chunk=8, mem_expansion=2, **kw)
+  return ModelConfig(mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=8, mem_expansion=2, **kw)
 
 
 def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
@@ -24,20 +28,26 @@ def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
 
 @pytest.mark.parametrize("name", NAMES + WITH_SWA)
 def test_state_carries_across_steps(name):
-  """One call over 32 tokens equals two calls of 16 with the state carried."""
-  mixer = build_mixer(_cfg(name))
-  params = mixer.init_params(jax.random.PRNGKey(0))
-  x = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32))
-  mask = jnp.ones((3, 32), bool)
-  state = mixer.init_state(3)
-  y, s = jax.jit(mixer.apply)(params, state, x, mask)
-  assert y.shape == x.shape
-  assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(s))
-  apply = jax.jit(mixer.apply)
-  y1, s1 = apply(params, state, x[:, :16], mask[:, :16])
-  y2, s2 = apply(params, s1, x[:, 16:], mask[:, 16:])
-  _close(jnp.concatenate([y1, y2], axis=1), y)
-  _close(s2, s)
+  """One call over 32 tokens equals two calls of 16 with the state carried.
+
+  In float64, so that the two agree to rounding whatever the state's scale
+  (Titans' momentum grows to tens); attention mixers with persistent tokens.
+  """
+  mixer = build_mixer(_cfg(name, persistent_tokens=0 if name in NAMES else 2))
+  with jax.enable_x64(True):
+    f64 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
+    params = f64(mixer.init_params(jax.random.PRNGKey(0)))
+    x = f64(jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32)))
+    mask = jnp.ones((3, 32), bool)
+    state = f64(mixer.init_state(3))
+    apply = jax.jit(mixer.apply)
+    y, s = apply(params, state, x, mask)
+    assert y.shape == x.shape and y.dtype == jnp.float64
+    assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(s))
+    y1, s1 = apply(params, state, x[:, :16], mask[:, :16])
+    y2, s2 = apply(params, s1, x[:, 16:], mask[:, 16:])
+    _close(jnp.concatenate([y1, y2], axis=1), y, 1e-9)
+    _close(s2, s, 1e-9)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -63,11 +73,33 @@ def test_byte_lm_accepts_memory(name):
 
 
 @pytest.mark.parametrize(
-    "override, field",
-    [(dict(d_model=30, n_heads=4), "d_model"), (dict(decay="fast"), "decay"), (dict(mem_conv=0), "mem_conv"),
-     (dict(mem_depth=0), "mem_depth"), (dict(mem_chunk=-1), "mem_chunk")],
+    "name, override, field",
+    [("linear_attention", dict(d_model=30, n_heads=4), "d_model"), ("linear_attention", dict(decay="fast"), "decay"),
+     ("linear_attention", dict(mem_conv=0), "mem_conv"), ("titans", dict(mem_depth=0), "mem_depth"),
+     ("linear_attention", dict(mem_chunk=-1), "mem_chunk"), ("titans", dict(persistent_tokens=2), "persistent_tokens"),
+     ("swa", dict(persistent_tokens=-1), "persistent_tokens"), ("titans_mac", dict(window=8, mem_chunk=3), "mem_chunk")],
 )
-def test_bad_config_names_field(override, field):
-  name = "titans" if field == "mem_depth" else "linear_attention"
+def test_bad_config_names_field(name, override, field):
   with pytest.raises(ConfigError, match=field):
     build_mixer(ModelConfig(mixer=name, **{"d_model": 32, "n_heads": 2, **override}))
+
+
+@pytest.mark.parametrize(
+    "name, override, multiple, message",
+    [
+        ("ttt_linear", {}, 16, "the inner mini-batch of model.mixer='ttt_linear' (model.mem_chunk=0: the default, 16)"),
+        ("titans_mag", dict(mem_chunk=12), 12, "the inner mini-batch of model.mixer='titans_mag' (model.mem_chunk=12)"),
+        ("titans_mac", dict(window=8, mem_chunk=4), 8, "the segment of model.mixer='titans_mac' (model.window=8)"),
+    ],
+)
+def test_steps_must_hold_whole_mini_batches(name, override, multiple, message):
+  """Chunk-start-gradient memories count mini-batches from each step's start: data.seq must keep them whole."""
+  cfg = tiny_config(mixer=name, **override)
+  seq = multiple + multiple // 2
+  with pytest.raises(ConfigError, match=re.escape(f"data.seq={seq} must be a multiple of {multiple}, {message}")):
+    build_learner(with_fields(cfg, data=dict(seq=seq)))
+  build_learner(with_fields(cfg, data=dict(seq=2 * multiple)))
+
+
+def test_online_memories_take_any_step_length():
+  build_learner(with_fields(tiny_config(mixer="gated_deltanet", mem_chunk=12), data=dict(seq=16)))
