@@ -54,6 +54,7 @@ def test_unknown_experiment(capsys):
         ("model.widht=3", "--set model.widht=3: unknown key"),
         ("model.d_model=wide", "--set model.d_model=wide: expected an integer"),
         ("model.mixer=transformerx", "model.mixer='transformerx' is not a known mixer"),
+        ("model.mixer=titans", "data.seq=16 must be a multiple of 64, the inner mini-batch of model.mixer='titans'"),
     ],
 )
 def test_bad_overrides(tmp_path, capsys, override, message):

@@ -87,21 +87,30 @@ def test_no_persistent_tokens_leave_attention_as_before():
   np.testing.assert_array_equal(np.asarray(y), np.asarray(before))
 
 
-@pytest.mark.parametrize("mixer", ["swa", "linear_attention"])
-def test_lm_one_long_step_equals_many_short_steps(mixer):
-  """Memory carried across steps makes the stream one sequence."""
-  cfg = ModelConfig(mixer=mixer, d_model=32, n_layers=2, n_heads=2, window=16, cms_periods=(1, 4))
+@pytest.mark.parametrize(
+    "mixer, extra", [("swa", {}), ("linear_attention", {}), ("titans_mac", dict(window=4, persistent_tokens=2))]
+)
+def test_lm_one_long_step_equals_many_short_steps(mixer, extra):
+  """Memory carried across steps makes the stream one sequence (MAC: one segment per short step).
+
+  In float64, so that both agree to rounding.
+  """
+  cfg = ModelConfig(**{**dict(mixer=mixer, d_model=32, n_layers=2, n_heads=2, window=16, cms_periods=(1, 4)), **extra})
   model = byte_lm(cfg)
-  params = model.init_params(jax.random.PRNGKey(0))
-  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, 256)
-  mask = jnp.ones((2, 16), bool)
-  long, mem_long = model.apply(params, model.init_memory(2), tokens, mask)
-  memory, pieces = model.init_memory(2), []
-  for i in range(4):
-    logits, memory = model.apply(params, memory, tokens[:, 4 * i : 4 * i + 4], mask[:, :4])
-    pieces.append(logits)
-  np.testing.assert_allclose(np.concatenate(pieces, axis=1), long, rtol=2e-4, atol=2e-4)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4), memory, mem_long)
+  with jax.enable_x64(True):
+    f64 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
+    params = f64(model.init_params(jax.random.PRNGKey(0)))
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, 256)
+    mask = jnp.ones((2, 16), bool)
+    apply = jax.jit(model.apply)
+    long, mem_long = apply(params, f64(model.init_memory(2)), tokens, mask)
+    memory, pieces = f64(model.init_memory(2)), []
+    for i in range(4):
+      logits, memory = apply(params, memory, tokens[:, 4 * i : 4 * i + 4], mask[:, :4])
+      pieces.append(logits)
+    assert long.dtype == jnp.float64
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), long, rtol=1e-9, atol=1e-9)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9), memory, mem_long)
 
 
 def test_unknown_mixer_and_bad_widths_are_named():
