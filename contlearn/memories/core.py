@@ -27,7 +27,8 @@ One token of the recurrence (`reference`, the test oracle):
     y_t = M(W_t; q_t)
 
 A masked token changes nothing (`lr = 0`, `a = eta = 1`, and its momentum is
-not added). Chunks are counted from the start of each call.
+not added). Chunks are counted from the start of each call, so calls carry a
+stream exactly only in whole chunks (the driver checks `data.seq`).
 """
 
 from __future__ import annotations
