@@ -33,8 +33,9 @@ from contlearn.memories.rules import RULES
 def is_linear(rule: Rule) -> bool:
   """Whether the rule is a matrix memory with the WY form (online, dot/delta)."""
   m = rule.model
-  matrix = m.depth == 1 and not m.bias and not m.ttt_norm
-  return rule.online and matrix and not rule.momentum and rule.loss in (dot_loss, half_squared_loss)
+  matrix = m.depth == 1 and not m.bias and not m.ttt_norm and not m.residual
+  plain = not (rule.momentum or rule.dgd or rule.self_target)
+  return rule.online and matrix and plain and rule.loss in (dot_loss, half_squared_loss)
 
 
 def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int):

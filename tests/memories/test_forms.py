@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from contlearn import memories
+from contlearn.memories.core import InnerModel, Rule, squared_loss
 
-NAMES = sorted(memories.RULES)
+# Beside the named memories: DGD on a residual linear map with a bias, no momentum.
+EXTRA = {"dgd_bias_residual": Rule(InnerModel(depth=1, bias=True, residual=True), squared_loss, dgd=True)}
+RULES = {**memories.RULES, **EXTRA}
+NAMES = sorted(RULES)
 
 
 def _run(form, rule, chunk, a):
@@ -22,7 +26,7 @@ def _close(x, y, tol):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("chunk", [1, 5, 32])  # T = 23: ragged last chunk for 5 and 32
 def test_values_agree(name, chunk):
-  rule = memories.RULES[name]
+  rule = RULES[name]
   with jax.enable_x64(True):
     from tests.memories.helpers import inputs
 
@@ -33,7 +37,7 @@ def test_values_agree(name, chunk):
 @pytest.mark.parametrize("name", NAMES)
 def test_outer_gradients_agree(name):
   """Gradients w.r.t. everything the outer loop learns: q, k, v, rates, W_0, LN."""
-  rule = memories.RULES[name]
+  rule = RULES[name]
   with jax.enable_x64(True):
     from tests.memories.helpers import inputs
 
@@ -50,7 +54,7 @@ def test_outer_gradients_agree(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_masked_tokens_leave_state(name):
-  rule = memories.RULES[name]
+  rule = RULES[name]
   with jax.enable_x64(True):
     from tests.memories.helpers import inputs
 
