@@ -1,7 +1,7 @@
 """Training throughput of the default byte LMs, and the share of this machine's
 float32 matmul rate that their training step reaches.
 
-    python benchmarks/lm_throughput.py [--widths 128,256] [--chunks 5]
+    python benchmarks/lm_throughput.py [--widths 128,256] [--chunks 5] [--models titans,hope]
 
 FLOPs per step come from XLA's cost analysis of one compiled training step
 (forward, backward and update); the matmul rate is measured in the same run
@@ -31,7 +31,11 @@ MODELS = {
     "transformer": dict(mixer="swa"),
     "linear_attention": dict(mixer="linear_attention"),
     "linear_attention_cms": dict(mixer="linear_attention", cms_periods=(1, 16, 256)),
+    "titans": dict(mixer="titans"),
+    "hope": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256)),
+    "hope_attention": dict(mixer="swa", cms_periods=(1, 16, 256)),
 }
+DEFAULT = ("transformer", "linear_attention", "linear_attention_cms")
 
 
 def measure(name: str, model: dict, width: int, batch: int, seq: int, steps: int, chunks: int) -> dict:
@@ -80,12 +84,13 @@ def main() -> None:
   parser.add_argument("--seq", type=int, default=64)
   parser.add_argument("--steps", type=int, default=32)
   parser.add_argument("--chunks", type=int, default=5)
+  parser.add_argument("--models", default=",".join(DEFAULT), help=f"any of {', '.join(MODELS)}")
   args = parser.parse_args()
   matmul = common.matmul_flops_per_s()
   rows = []
   for width in (int(w) for w in args.widths.split(",")):
-    for name, model in MODELS.items():
-      row = measure(name, model, width, args.batch, args.seq, args.steps, args.chunks)
+    for name in args.models.split(","):
+      row = measure(name, MODELS[name], width, args.batch, args.seq, args.steps, args.chunks)
       row["matmul_fraction"] = row["gflops_per_s"] * 1e9 / matmul
       rows.append(row)
   print(f"float32 matmul rate (1024x1024, measured): {matmul / 1e9:.1f} GFLOP/s")

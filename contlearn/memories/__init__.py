@@ -34,7 +34,7 @@ from contlearn.memories.rules import RULES
 def is_linear(rule: Rule) -> bool:
   """Whether the rule is a matrix memory with the WY form (online, dot/delta)."""
   m = rule.model
-  matrix = m.depth == 1 and not m.bias and not m.ttt_norm and not m.residual
+  matrix = m.depth == 1 and not (m.bias or m.ttt_norm or m.residual or m.offset)
   plain = not (rule.momentum or rule.dgd or rule.self_target)
   return rule.online and matrix and plain and rule.loss in (dot_loss, half_squared_loss)
 

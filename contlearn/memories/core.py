@@ -90,6 +90,9 @@ class InnerModel(NamedTuple):
   and bias are outer parameters, passed as `outer = {"ln_scale", "ln_bias"}`.
   With `residual` (and no `ttt_norm`) it is `x + h_L` (needs Dk == Dv).
   `bias=False` keeps the biases at zero and out of the update (a matrix).
+  With `offset`, the weights are `outer["offset"] + params`: the inner
+  parameters are a deviation from an outer-learned resting point, so
+  retention decays the memory toward that point rather than toward zero.
   """
 
   depth: int = 1
@@ -98,6 +101,7 @@ class InnerModel(NamedTuple):
   bias: bool = False
   ttt_norm: bool = False
   residual: bool = False
+  offset: bool = False
 
   def widths(self, dk: int, dv: int) -> list[int]:
     return [dk] + [self.expansion * dk] * (self.depth - 1) + [dv]
@@ -115,8 +119,13 @@ class InnerModel(NamedTuple):
       return x + layer_norm(h, outer["ln_scale"], outer["ln_bias"])
     return x + h if self.residual else h
 
+  def weights(self, params: Params, outer: Params) -> Params:
+    """The weights the model computes with: `params`, plus the offset if any."""
+    return jax.tree.map(jnp.add, outer["offset"], params) if self.offset else params
+
   def apply(self, params: Params, outer: Params, x: jax.Array) -> jax.Array:
     """`x [..., Dk] -> [..., Dv]`."""
+    params = self.weights(params, outer)
     h = x
     for i, (w, b) in enumerate(zip(params["w"], params["b"])):
       h = h @ w + lead(b, h) if self.bias else h @ w
@@ -173,8 +182,9 @@ def masked_rates(rates: Rates, mask: jax.Array) -> Rates:
   )
 
 
-def first_preactivation(model: InnerModel, params: Params, x: jax.Array) -> jax.Array:
+def first_preactivation(model: InnerModel, params: Params, outer: Params, x: jax.Array) -> jax.Array:
   """The first layer's pre-activation `x w_0 + b_0`, [..., d_1]."""
+  params = model.weights(params, outer)
   h = x @ params["w"][0]
   return h + lead(params["b"][0], h) if model.bias else h
 
@@ -187,7 +197,7 @@ def inner_grad(rule: Rule, outer: Params, w: Params, k_t: jax.Array, v_t: jax.Ar
   def inner(p):
     loss = rule.loss(model.apply(p, outer, k_t), target)
     if rule.dgd:
-      loss = loss + 0.5 * jnp.sum(jnp.square(first_preactivation(model, p, k_t)))
+      loss = loss + 0.5 * jnp.sum(jnp.square(first_preactivation(model, p, outer, k_t)))
     return loss
 
   return jax.grad(inner)(w)

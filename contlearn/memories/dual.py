@@ -28,7 +28,9 @@ retention and momentum). A scan carries (W, m) from chunk to chunk.
 
 The inner loss's extras are taken at `W_0` too: a self-generated target is
 `M(W_0; v_i)`, and the DGD term `|x_i^0 w_0 + b_0|^2 / 2` adds the first
-layer's pre-activation to `d_i^0` (`core.Rule`).
+layer's pre-activation to `d_i^0` (`core.Rule`). With an offset `O` (weights
+`O + W`, `core.InnerModel`), gradients are taken at `O + W_0`, each layer's
+read adds `h_t o_l + o_{b,l}`, and retention and momentum act on W alone.
 """
 
 from __future__ import annotations
@@ -74,12 +76,13 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
   bias = 1.0 if model.bias else 0.0
 
   target = model.apply(w0, outer, v) if rule.self_target else v
+  full = model.weights(w0, outer)
 
   def keys_loss(eps):
     h, inputs, extra = k, [], 0.0
     for i in range(depth):
       inputs.append(h)
-      h = h @ w0["w"][i] + bias * lead(w0["b"][i], h) + eps[i]
+      h = h @ full["w"][i] + bias * lead(full["b"][i], h) + eps[i]
       if i == 0 and rule.dgd:
         extra = 0.5 * jnp.sum(jnp.square(h))
       if i < depth - 1:
@@ -103,6 +106,8 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
     else:
       z = g[:, None] * (h @ w + lead(b, h))
     z = z - (e * (h @ inputs[i].T + bias)) @ deltas[i]
+    if model.offset:
+      z = z + h @ outer["offset"]["w"][i] + bias * lead(outer["offset"]["b"][i], h)
     h = model.act(z) if i < depth - 1 else z
   y = model.head(h, q, outer)
 

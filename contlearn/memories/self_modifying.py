@@ -36,6 +36,15 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     paper's "without inner values" ablation). The target is made by the
     memory at the state its gradient is taken at; it is a constant of the
     inner step and differentiable for the outer loop.
+  * Retention toward the learned initial memory (`decay_to_init`, on by
+    default): each memory is `M_s,0 + D_s` with the state D_s written as
+    above and starting at 0, so `alpha` decays it toward M_s,0, not toward
+    zero: `M_t = M_0 + alpha_t (M_{t-1} - M_0) - eta_t (k k^T W_a + grad L)`.
+    The paper resets every memory to M_0 at each sequence; over an unbounded
+    stream, decay toward zero empties them: with identity-like memories k and
+    v coincide, every target is met, nothing is written, and a Hope byte LM
+    carried every memory to the identity (|W_b| < 1e-3) within 65k tokens of
+    Shakespeare. Off: the equation above, M_0 only the state at the start.
   * Chunks (two sizes, counted from the start of each call): the projection
     memories {k, v, eta, alpha, momentum} are read, and take their
     gradients, at their state at the start of each block of `chunk_proj`
@@ -43,6 +52,11 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     of each chunk of `chunk_mem` tokens and is read at every token
     (`y_t = M_mem,t(q_t)`); `chunk_proj % chunk_mem == 0`. With both 1 this
     is the recurrence above, token t using M_{t-1} everywhere.
+  * Steps per chunk: a memory with chunks of C tokens steps with eta_t / C,
+    so the C steps a chunk takes from one state sum to at most lr_scale
+    (TTT's mini-batch averaging). Summed at full size they diverged: byte
+    keys repeat within a chunk, `eta sum_i k_i k_i^T` passes 2, and a Hope
+    byte LM (eta <= 0.1, chunks 16 and 64) went to NaN at step 8.
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
@@ -94,14 +108,27 @@ class SelfModifying(NamedTuple):
 
 
 def init(spec: SelfModifying, key: jax.Array, dh: int) -> tuple[Params, MemState]:
-  """Outer parameters `{"wq" [Dh, Dh], "bias": {gate: []}}` and the initial memories."""
+  """Outer parameters and the state before the first token.
+
+  Params: `wq [Dh, Dh]`, `bias {gate: []}` and, with `decay_to_init`, the
+  initial memories `w0` (then the state starts at zero); else the state is
+  the initial memories. Momenta start at zero.
+  """
   k_q, k_m = jax.random.split(key)
   params = {
       "wq": jax.random.normal(k_q, (dh, dh), jnp.float32) * dh**-0.5,
       "bias": {g: jnp.float32(RATE_BIAS[g]) for g in spec.gates},
   }
   w = jax.vmap(lambda kk: spec.rule.model.init(kk, dh, dh))(jax.random.split(k_m, len(spec.names)))
-  return params, MemState(w, jax.tree.map(jnp.zeros_like, w))
+  zero = jax.tree.map(jnp.zeros_like, w)
+  if spec.rule.model.offset:
+    return {**params, "w0": w}, MemState(zero, zero)
+  return params, MemState(w, zero)
+
+
+def _outer(spec: SelfModifying, params: Params) -> Params:
+  """Each memory's outer parameters (its offset), leading [N]; {} without offsets."""
+  return {"offset": params["w0"]} if spec.rule.model.offset else {}
 
 
 def _take(tree, index):
@@ -131,17 +158,20 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
   rule, model, n = spec.rule, spec.rule.model, len(spec.projections)
   period = jnp.array([spec.chunk_proj] * n + [spec.chunk_mem])  # per memory, in `spec.names` order
 
+  outer = _outer(spec, params)
+
   def step(carry, xs):
     mems, anchors = carry
     t, x_t, m_t = xs
     fresh = t % period == 0
     anchors = jax.tree.map(lambda w, a: jnp.where(fresh.reshape((-1,) + (1,) * (w.ndim - 1)), w, a), mems.w, anchors)
-    reads = jax.vmap(lambda w: model.apply(w, {}, x_t))(_take(anchors, slice(0, n)))
+    first = slice(0, n)
+    reads = jax.vmap(lambda o, w: model.apply(w, o, x_t))(_take(outer, first), _take(anchors, first))
     k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
     r = masked_rates(rates, m_t)
-    write = lambda s, a: update(rule, {}, s, a, k, v, r.lr, r.retain, r.momentum, m_t.astype(x.dtype))
-    mems = jax.vmap(write)(mems, anchors)
-    return (mems, anchors), model.apply(_take(mems.w, n), {}, query(params, x_t))
+    write = lambda o, s, a, c: update(rule, o, s, a, k, v, r.lr / c, r.retain, r.momentum, m_t.astype(x.dtype))
+    mems = jax.vmap(write)(outer, mems, anchors, period.astype(x.dtype))
+    return (mems, anchors), model.apply(_take(mems.w, n), _take(outer, n), query(params, x_t))
 
   (state, _), y = jax.lax.scan(step, (state, state.w), (jnp.arange(x.shape[0]), x, mask))
   return y, state
@@ -149,13 +179,15 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
 
 def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array):
   """Up to `chunk_proj` tokens: y [L, Dh] and the state after them."""
-  rule, n = spec.rule, len(spec.projections)
+  rule, n, outer = spec.rule, len(spec.projections), _outer(spec, params)
   proj, mem = _take(state, slice(0, n)), _take(state, n)
-  reads = jax.vmap(lambda w: rule.model.apply(w, {}, x))(proj.w)  # [P, L, Dh]
+  o_proj, o_mem = _take(outer, slice(0, n)), _take(outer, n)
+  reads = jax.vmap(lambda o, w: rule.model.apply(w, o, x))(o_proj, proj.w)  # [P, L, Dh]
   k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
-  advance = lambda s: dual.chunked(rule, {}, s, k, k, v, rates, mask, x.shape[0])[1]
-  proj = jax.vmap(advance)(proj)
-  y, mem = dual.chunked(rule, {}, mem, query(params, x), k, v, rates, mask, spec.chunk_mem)
+  per_token = lambda c: rates._replace(lr=rates.lr / c)
+  advance = lambda o, s: dual.chunked(rule, o, s, k, k, v, per_token(spec.chunk_proj), mask, x.shape[0])[1]
+  proj = jax.vmap(advance)(o_proj, proj)
+  y, mem = dual.chunked(rule, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask, spec.chunk_mem)
   return jax.tree.map(lambda p, m: jnp.concatenate([p, m[None]]), proj, mem), y
 
 

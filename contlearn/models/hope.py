@@ -9,15 +9,18 @@ only static projection; keys, values, inner rates, retention (and momentum)
 are read from five (six) memories per head that write themselves; the main
 memory is read at every token. The outer loop learns the norm, conv, W_q, the
 rates' biases, W_g, W_o and every head's initial memories. The state carries
-each head's memories and momenta and the last K - 1 conv inputs across steps
-(`started [B]`: False until a lane's first step, when the memories start from
-the learned ones), so it is part of the LM's memory and of its checkpoints.
+each head's memories and momenta and the last K - 1 conv inputs across steps,
+so it is part of the LM's memory and of its checkpoints. With
+`sm_decay_to_init` (default) the state is each memory's deviation from its
+learned initial memory, starting at zero; without it, the state is the
+memory itself (`started [B]`: False until a lane's first step, when the
+memories start from the learned ones).
 Heads see disjoint slices of the residual (no projection before the memories);
 W_o mixes them, as later layers do.
 
 Config: `mem_chunk` (main memory, 16 by default), `sm_chunk_proj` (projection
 memories, 64), `mem_expansion`, `mem_conv`, `sm_dgd`, `sm_momentum`,
-`sm_self_values`, `sm_lr_scale`.
+`sm_self_values`, `sm_decay_to_init`, `sm_lr_scale`.
 
 Blocks of the language model (`byte_lm`: mixer, then the CMS chain):
 
@@ -74,7 +77,7 @@ def spec(cfg: ModelConfig) -> sm.SelfModifying:
     )
   if cfg.mem_expansion < 1:
     raise ConfigError(f"model.mem_expansion={cfg.mem_expansion} must be >= 1")
-  rule = rules.self_modifying(cfg.mem_expansion, cfg.sm_dgd, cfg.sm_momentum, cfg.sm_self_values)
+  rule = rules.self_modifying(cfg.mem_expansion, cfg.sm_dgd, cfg.sm_momentum, cfg.sm_self_values, cfg.sm_decay_to_init)
   return sm.SelfModifying(rule, chunk, cfg.sm_chunk_proj, cfg.sm_lr_scale)
 
 
@@ -85,13 +88,14 @@ def self_modifying_titans(cfg: ModelConfig) -> Mixer:
   s = spec(cfg)
   d, h = cfg.d_model, cfg.n_heads
   dh, width = d // h, cfg.mem_conv
+  learned_start = not s.rule.model.offset  # else the initial memories are offsets in params["sm"]
   per_head = jax.vmap(jax.vmap(lambda p, st, x, m: sm.chunked(s, p, st, x, m), in_axes=(0, 0, 0, None)),
                       in_axes=(None, 0, 0, 0))
 
   def init_params(key):
     k_g, k_o, k_m = jax.random.split(key, 3)
     inner, start = jax.vmap(lambda kk: sm.init(s, kk, dh))(jax.random.split(k_m, h))
-    return {**ml.io_init(k_g, k_o, cfg, d), "sm": inner, "w0": start.w}
+    return {**ml.io_init(k_g, k_o, cfg, d), "sm": inner, **({"w0": start.w} if learned_start else {})}
 
   def init_state(batch):
     _, start = jax.eval_shape(lambda: sm.init(s, jax.random.PRNGKey(0), dh))
@@ -107,7 +111,8 @@ def self_modifying_titans(cfg: ModelConfig) -> Mixer:
     b, t, _ = x.shape
     xn = ml.normed_input(params, x)
     heads = ml.causal_conv(params["conv"], state["conv"], xn).reshape(b, t, h, dh).transpose(0, 2, 1, 3)
-    mem = MemState(ml.from_start(state["started"], state["w"], params["w0"]), state["m"])
+    w = ml.from_start(state["started"], state["w"], params["w0"]) if learned_start else state["w"]
+    mem = MemState(w, state["m"])
     y, mem = per_head(params["sm"], mem, heads, mask)
     return ml.merge_heads(params, y, xn), {**ml.carried(state, xn, mask), "w": mem.w, "m": mem.m}
 

@@ -7,9 +7,14 @@ import pytest
 
 from contlearn import memories
 from contlearn.memories.core import InnerModel, Rule, squared_loss
+from contlearn.memories.rules import self_modifying
 
-# Beside the named memories: DGD on a residual linear map with a bias, no momentum.
-EXTRA = {"dgd_bias_residual": Rule(InnerModel(depth=1, bias=True, residual=True), squared_loss, dgd=True)}
+# Beside the named memories: DGD on a residual linear map with a bias and an
+# offset, no momentum; self-modifying memories that decay toward zero.
+EXTRA = {
+    "dgd_bias_offset": Rule(InnerModel(depth=1, bias=True, residual=True, offset=True), squared_loss, dgd=True),
+    "self_modifying_to_zero": self_modifying(decay_to_init=False),
+}
 RULES = {**memories.RULES, **EXTRA}
 NAMES = sorted(RULES)
 

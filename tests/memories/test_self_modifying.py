@@ -17,14 +17,12 @@ def _spec(chunk_mem, chunk_proj, **flags):
 
 
 def _inputs(spec, seed, t=23):
-  """float64 params, state (random memories and momenta), x [T, Dh], mask with a masked tail."""
+  """float64 params, state (memories and momenta all nonzero), x [T, Dh], mask with a masked tail."""
   rng = np.random.default_rng(seed)
-  _, state = sm.init(spec, jax.random.PRNGKey(seed), DH)
-  state = jax.tree.map(lambda a: jnp.asarray(a + 0.1 * rng.standard_normal(a.shape), jnp.float64), state)
-  params = {
-      "wq": jnp.asarray(rng.standard_normal((DH, DH)) / 2),
-      "bias": {g: jnp.float64(b) for g, b in zip(spec.gates, (0.3, -1.0, 0.5))},
-  }
+  noisy = lambda tree: jax.tree.map(lambda a: jnp.asarray(a + 0.1 * rng.standard_normal(a.shape), jnp.float64), tree)
+  params, state = noisy(sm.init(spec, jax.random.PRNGKey(seed), DH))
+  params["wq"] = jnp.asarray(rng.standard_normal((DH, DH)) / 2)
+  params["bias"] = {g: jnp.float64(b) for g, b in zip(spec.gates, (0.3, -1.0, 0.5))}
   x = jnp.asarray(rng.standard_normal((t, DH)))
   return params, state, x, jnp.arange(t) < t - 3
 
@@ -47,16 +45,16 @@ def test_chunked_equals_reference(chunks):
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
 
-def test_chunked_equals_reference_without_momentum_dgd_or_self_values():
+def test_chunked_equals_reference_without_momentum_dgd_self_values_or_offsets():
   with jax.enable_x64(True):
-    spec = _spec(2, 4, momentum=False, dgd=False, self_values=False)
+    spec = _spec(2, 4, momentum=False, dgd=False, self_values=False, decay_to_init=False)
     args = _inputs(spec, 4)
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
 
 @pytest.mark.parametrize("chunks", [pytest.param((1, 1), marks=pytest.mark.slow), (4, 8)])
 def test_outer_gradients_agree(chunks):
-  """Gradients w.r.t. W_q, the rate biases and every initial memory and momentum."""
+  """Gradients w.r.t. W_q, the rate biases, the initial memories (offsets) and the state."""
   with jax.enable_x64(True):
     spec = _spec(*chunks)
     params, state, x, mask = _inputs(spec, 9, t=19)
@@ -68,7 +66,8 @@ def test_outer_gradients_agree(chunks):
     p = {"params": params, "state": state}
     g_ref = jax.jit(jax.grad(lambda p: loss(sm.reference, p)))(p)
     g_fast = jax.jit(jax.grad(lambda p: loss(sm.chunked, p)))(p)
-    assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(g_ref))
+    used = (g_ref["params"]["wq"], g_ref["params"]["bias"], g_ref["params"]["w0"]["w"], g_ref["state"].w["w"], g_ref["state"].m["w"])
+    assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(used))  # (the memories have no biases)
     _close(g_ref, g_fast, 1e-9)
 
 
@@ -95,12 +94,18 @@ def _paper_loop(spec, params, state, x, mask):
 
   k, v, eta, alpha, beta from M_{t-1}; each memory's target vhat = M_{t-1}(v);
   W_a <- (alpha I - eta k k^T) W_a - eta k (dL/dz)^T,  W_b <- alpha W_b - eta dL/dW_b
-  (with momentum: m <- beta m - eta g, g including the DGD term; W <- alpha W + m);
-  y = M_mem,t(q).
+  (with momentum: m <- beta m - eta g, g including the DGD term; W <- alpha W + m;
+  with offsets O, the weights are O + D and alpha acts on D alone); y = M_mem,t(q).
   """
   f = lambda a: np.asarray(a, np.float64)
+  offset = spec.rule.model.offset
   w, m = state.w["w"], state.m["w"]
-  mem = {n: {"a": f(w[0][i]), "b": f(w[1][i]), "ma": f(m[0][i]), "mb": f(m[1][i])} for i, n in enumerate(spec.names)}
+  o = params["w0"]["w"] if offset else [np.zeros_like(f(a)) for a in w]
+  mem = {
+      n: {"a": f(o[0][i]) + f(w[0][i]), "b": f(o[1][i]) + f(w[1][i]), "oa": f(o[0][i]), "ob": f(o[1][i]),
+          "ma": f(m[0][i]), "mb": f(m[1][i])}
+      for i, n in enumerate(spec.names)
+  }
   apply = lambda w, u: u + _gelu(u @ w["a"]) @ w["b"]
   wq, bias = f(params["wq"]), {g: float(b) for g, b in params["bias"].items()}
   momentum, ys = spec.rule.momentum, []
@@ -116,18 +121,22 @@ def _paper_loop(spec, params, state, x, mask):
         g_b = np.outer(_gelu(z), r)
         g_a = np.outer(k, (w["b"] @ r) * _dgelu(z))
         erase = np.outer(k, k @ w["a"])  # k k^T W_a: the DGD factor on the input-side weight
+        kept_a = w["oa"] + alpha * (w["a"] - w["oa"])
+        kept_b = w["ob"] + alpha * (w["b"] - w["ob"])
         if momentum:
           w["ma"] = gate["momentum"] * w["ma"] - eta * (g_a + erase)
           w["mb"] = gate["momentum"] * w["mb"] - eta * g_b
-          w["a"], w["b"] = alpha * w["a"] + w["ma"], alpha * w["b"] + w["mb"]
+          w["a"], w["b"] = kept_a + w["ma"], kept_b + w["mb"]
         else:
-          w["a"] = alpha * w["a"] - eta * erase - eta * g_a
-          w["b"] = alpha * w["b"] - eta * g_b
+          w["a"] = kept_a - eta * erase - eta * g_a
+          w["b"] = kept_b - eta * g_b
     ys.append(apply(mem["mem"], _unit(x_t @ wq)))
-  return np.stack(ys), mem
+  return np.stack(ys), {n: {"a": w["a"] - w["oa"], "b": w["b"] - w["ob"]} for n, w in mem.items()}
 
 
-@pytest.mark.parametrize("flags", [{"momentum": False}, {"momentum": True}, {"momentum": False, "self_values": False}])
+@pytest.mark.parametrize("flags", [
+    {"momentum": False}, {}, {"momentum": False, "self_values": False}, {"momentum": False, "decay_to_init": False},
+])
 def test_chunk_one_is_the_papers_recurrence(flags):
   with jax.enable_x64(True):
     spec = _spec(1, 1, **flags)
