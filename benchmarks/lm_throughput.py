@@ -35,7 +35,11 @@ MODELS = {
     "transformer": dict(mixer="swa"),
     "linear_attention": dict(mixer="linear_attention"),
     "linear_attention_cms": dict(mixer="linear_attention", cms_periods=(1, 16, 256)),
+    "titans": dict(mixer="titans"),
+    "hope": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256)),
+    "hope_attention": dict(mixer="swa", cms_periods=(1, 16, 256)),
 }
+DEFAULT = ("transformer", "linear_attention", "linear_attention_cms")
 
 
 def measure(
@@ -87,7 +91,7 @@ def main() -> None:
   parser.add_argument("--seq", type=int, default=64)
   parser.add_argument("--steps", type=int, default=32)
   parser.add_argument("--chunks", type=int, default=5)
-  parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+  parser.add_argument("--models", default=",".join(DEFAULT), help=f"comma-separated, from {', '.join(MODELS)}")
   parser.add_argument("--optimizers", default="adam", help="comma-separated outer optimizer names")
   args = parser.parse_args()
   names = args.models.split(",")

@@ -79,13 +79,27 @@ class ModelConfig:
       part reset to zero whenever the next slower level updates).
     mem_chunk: tokens per chunk of a memory's fast form; for TTT and Titans
       also the inner mini-batch of chunk-start gradients (0: the memory's
-      default, 16 for TTT, 64 otherwise).
+      default, 16 for TTT and self-modifying Titans, 64 otherwise).
     mem_depth: layers of the MLP memory of "titans" (>= 1).
     mem_expansion: hidden width of MLP memories as a multiple of the head width.
     mem_conv: width of the short causal depthwise convolution on q, k, v
       of memory mixers (1 disables it).
     persistent_tokens: learned key/value tokens every query of an attention
       mixer sees ("swa", "titans_mag", "titans_mal", "titans_mac"); 0: none.
+    sm_chunk_proj: tokens per chunk of the projection memories (keys,
+      values, rates) of "self_modifying_titans"; a multiple of its main
+      memory's chunk (`mem_chunk`, 16 by default).
+    sm_dgd: self-modifying Titans' memories learn by delta gradient descent
+      (false: plain gradient steps).
+    sm_momentum: self-modifying Titans' memories learn with momentum, its
+      rate read from a sixth memory.
+    sm_self_values: each self-modifying memory makes its own target `M(v)`
+      (false: every target is `v`).
+    sm_lr_scale: the largest inner learning rate of self-modifying Titans,
+      summed over a chunk (a memory with chunks of C tokens steps at most
+      sm_lr_scale / C per token).
+    sm_decay_to_init: retention decays each self-modifying memory toward its
+      learned initial memory (false: toward zero, as the paper's equation).
   """
 
   mixer: str = "linear_attention"
@@ -104,6 +118,12 @@ class ModelConfig:
   mem_expansion: int = 4
   mem_conv: int = 4
   persistent_tokens: int = 0
+  sm_chunk_proj: int = 64
+  sm_dgd: bool = True
+  sm_momentum: bool = True
+  sm_self_values: bool = True
+  sm_lr_scale: float = 1.0
+  sm_decay_to_init: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,7 +88,8 @@ def test_no_persistent_tokens_leave_attention_as_before():
 
 
 @pytest.mark.parametrize(
-    "mixer, extra", [("swa", {}), ("linear_attention", {}), ("titans_mac", dict(window=4, persistent_tokens=2))]
+    "mixer, extra", [("swa", {}), ("linear_attention", {}), ("titans_mac", dict(window=4, persistent_tokens=2)),
+     ("self_modifying_titans", dict(mem_chunk=4, sm_chunk_proj=4, mem_expansion=2))]
 )
 def test_lm_one_long_step_equals_many_short_steps(mixer, extra):
   """Memory carried across steps makes the stream one sequence (MAC: one segment per short step).
@@ -120,3 +121,39 @@ def test_unknown_mixer_and_bad_widths_are_named():
     byte_lm(ModelConfig(mixer="nope"))
   with pytest.raises(ConfigError, match="divisible by model.n_heads"):
     byte_lm(ModelConfig(mixer="swa", d_model=30, n_heads=4))
+
+
+def test_hope_presets_are_the_cli_overrides():
+  from contlearn.config import Config, apply_overrides
+  from contlearn.models import hope
+
+  for name, make in (("hope", hope.hope), ("hope_attention", hope.hope_attention)):
+    assert apply_overrides(Config(), list(hope.PRESETS[name])).model == make()
+  assert hope.hope().mixer == "self_modifying_titans" and hope.hope_attention().mixer == "swa"
+  assert hope.hope().cms_periods == hope.hope_attention().cms_periods == (1, 16, 256)
+
+
+def test_hope_byte_lm_learns_random_tokens():
+  """Hope (self-modifying Titans + CMS) through the learner: finite loss that falls on a repeated batch."""
+  from contlearn.driver import build_learner
+  from contlearn.stream import Chunk
+  from tiny import tiny_config
+
+  cfg = tiny_config(mixer="self_modifying_titans", cms_periods=(1, 2), mem_chunk=4, sm_chunk_proj=8, mem_expansion=2)
+  learner = build_learner(cfg)
+  state = learner.init(jax.random.PRNGKey(0), 4)
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (4, 17), 0, 256)
+  step = jax.jit(learner.step)
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state, Chunk(tokens, jnp.ones((4, 16), bool)))
+    losses.append(float(metrics.nll / metrics.count))
+  assert np.all(np.isfinite(losses)), losses
+  assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_self_modifying_chunks_must_nest():
+  from contlearn.errors import ConfigError
+
+  with pytest.raises(ConfigError, match=r"model.sm_chunk_proj=24 must be a positive multiple of the main memory.s chunk \(model.mem_chunk=0, 0 meaning 16\)"):
+    byte_lm(ModelConfig(mixer="self_modifying_titans", sm_chunk_proj=24))

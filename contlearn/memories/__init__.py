@@ -6,7 +6,8 @@
 
 `core` holds the four choices and the token-by-token recurrence, `linear` the
 WY form of online matrix memories, `dual` the chunk-start-gradient form of
-dense-stack memories, `rules` the named instances. Everything is per head:
+dense-stack memories, `rules` the named instances, `self_modifying` the
+self-modifying Titans (memories that generate keys, values and rates). Everything is per head:
 `q, k [T, Dk]`, `v [T, Dv]`, rates and mask `[T]`; vmap over batch and heads.
 A state is `MemState(w, m)`, each `{"w": [w_0 ...], "b": [b_0 ...]}`; a matrix
 memory is `w_0 [Dk, Dv]`, read `y = q @ w_0` (the papers' `S [Dv, Dk]` is its
@@ -16,7 +17,7 @@ TTT-style models, else `{}`.
 
 from __future__ import annotations
 
-from contlearn.memories import dual, linear
+from contlearn.memories import dual, linear, self_modifying
 from contlearn.memories.core import (
     InnerModel,
     MemState,
@@ -33,8 +34,9 @@ from contlearn.memories.rules import RULES
 def is_linear(rule: Rule) -> bool:
   """Whether the rule is a matrix memory with the WY form (online, dot/delta)."""
   m = rule.model
-  matrix = m.depth == 1 and not m.bias and not m.ttt_norm
-  return rule.online and matrix and not rule.momentum and rule.loss in (dot_loss, half_squared_loss)
+  matrix = m.depth == 1 and not (m.bias or m.ttt_norm or m.residual or m.offset)
+  plain = not (rule.momentum or rule.dgd or rule.self_target)
+  return rule.online and matrix and plain and rule.loss in (dot_loss, half_squared_loss)
 
 
 def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int):
@@ -50,5 +52,5 @@ def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chu
 
 __all__ = [
     "RULES", "InnerModel", "MemState", "Rates", "Rule", "chunked", "dot_loss",
-    "half_squared_loss", "is_linear", "reference", "squared_loss",
+    "half_squared_loss", "is_linear", "reference", "self_modifying", "squared_loss",
 ]

@@ -4,9 +4,13 @@ Every memory here is one object with four choices:
 
   architecture  `InnerModel`: the map M(W; x) from a key to a value, either a
                 matrix (`x @ W`) or a dense stack of depth L, optionally with
-                TTT's LayerNorm and residual, `x + LN(stack(x))`.
+                TTT's LayerNorm and residual, `x + LN(stack(x))`, or a plain
+                residual `x + stack(x)`.
   inner loss    `loss(M(W; k_t), v_t)`: dot-product similarity `-<p, v>`,
-                squared error `|p - v|^2`, or half squared error.
+                squared error `|p - v|^2`, or half squared error; optionally
+                with a self-generated target `M(W; v_t)` in place of `v_t`
+                (`Rule.self_target`) and the delta-gradient-descent term
+                `|k_t w_0 + b_0|^2 / 2` on the first layer (`Rule.dgd`).
   retention     a per-token factor `a_t` in (0, 1] multiplying the memory
                 (1: none; fixed per head: RetNet; data-dependent: Mamba2,
                 Gated DeltaNet, Titans' forget gate `1 - alpha_t`).
@@ -19,8 +23,10 @@ Every memory here is one object with four choices:
 One token of the recurrence (`reference`, the test oracle):
 
     anchor = W_{t-1}           if t mod C == 0 (start of a chunk)
-    g_t    = grad_W loss(M(W; k_t), v_t)  at  W = a_t W_{t-1} (online)
+    g_t    = grad_W inner(W; k_t, v_t)    at  W = a_t W_{t-1} (online)
                                           or  W = anchor     (chunked)
+    inner(W; k, v) = loss(M(W; k), target) [+ |k w_0 + b_0|^2 / 2  (dgd)]
+    target = v, or M(W; v) held fixed (self_target)
     without momentum:  W_t = a_t W_{t-1} - lr_t g_t
     with momentum:     m_t = eta_t m_{t-1} - lr_t g_t
                        W_t = a_t W_{t-1} + m_t
@@ -29,6 +35,14 @@ One token of the recurrence (`reference`, the test oracle):
 A masked token changes nothing (`lr = 0`, `a = eta = 1`, and its momentum is
 not added). Chunks are counted from the start of each call, so calls carry a
 stream exactly only in whole chunks (the driver checks `data.seq`).
+
+Delta gradient descent (DGD, Nested Learning). For the first layer `w_0`
+(`x @ w_0`, shape [d_in, d_out]) the gradient of `|k w_0|^2 / 2` is
+`k (k^T w_0)`, so the step `a w_0 - lr (k k^T w_0 + grad loss)` is the DGD
+update `(a I - lr k k^T) w_0 - lr grad loss` in the x @ W convention (the
+paper's `M (a I - lr k k^T)` with `M = w_0^T`): DGD is this extra loss term.
+With chunk-start gradients it is evaluated at the anchor, which for C = 1 is
+the paper's recurrent equation (state at t - 1).
 """
 
 from __future__ import annotations
@@ -75,7 +89,11 @@ class InnerModel(NamedTuple):
   `w_l [d_l, d_{l+1}]`, `d_0 = Dk`, `d_L = Dv`; `act` acts between layers.
   With `ttt_norm`, the model is `x + LN(h_L)` (needs Dk == Dv); the LN scale
   and bias are outer parameters, passed as `outer = {"ln_scale", "ln_bias"}`.
+  With `residual` (and no `ttt_norm`) it is `x + h_L` (needs Dk == Dv).
   `bias=False` keeps the biases at zero and out of the update (a matrix).
+  With `offset`, the weights are `outer["offset"] + params`: the inner
+  parameters are a deviation from an outer-learned resting point, so
+  retention decays the memory toward that point rather than toward zero.
   """
 
   depth: int = 1
@@ -83,6 +101,8 @@ class InnerModel(NamedTuple):
   act: Callable[[jax.Array], jax.Array] = jax.nn.gelu
   bias: bool = False
   ttt_norm: bool = False
+  residual: bool = False
+  offset: bool = False
 
   def widths(self, dk: int, dv: int) -> list[int]:
     return [dk] + [self.expansion * dk] * (self.depth - 1) + [dv]
@@ -96,12 +116,17 @@ class InnerModel(NamedTuple):
 
   def head(self, h: jax.Array, x: jax.Array, outer: Params) -> jax.Array:
     """The output of the model from the last layer's `h` and the input `x`."""
-    if not self.ttt_norm:
-      return h
-    return x + layer_norm(h, outer["ln_scale"], outer["ln_bias"])
+    if self.ttt_norm:
+      return x + layer_norm(h, outer["ln_scale"], outer["ln_bias"])
+    return x + h if self.residual else h
+
+  def weights(self, params: Params, outer: Params) -> Params:
+    """The weights the model computes with: `params`, plus the offset if any."""
+    return jax.tree.map(jnp.add, outer["offset"], params) if self.offset else params
 
   def apply(self, params: Params, outer: Params, x: jax.Array) -> jax.Array:
     """`x [..., Dk] -> [..., Dv]`."""
+    params = self.weights(params, outer)
     h = x
     for i, (w, b) in enumerate(zip(params["w"], params["b"])):
       h = h @ w + lead(b, h) if self.bias else h @ w
@@ -114,13 +139,19 @@ class Rule(NamedTuple):
   """A memory: architecture, inner loss, and how the inner step is taken.
 
   Retention, learning rate and momentum are per-token inputs (`Rates`), so the
-  same rule serves fixed, per-head and data-dependent choices.
+  same rule serves fixed, per-head and data-dependent choices. `dgd` adds
+  `|first-layer pre-activation of k|^2 / 2` to the inner loss (delta gradient
+  descent, module docstring); `self_target` makes the target `M(W; v)` at the
+  state the gradient is taken at (a constant of the inner step, differentiable
+  for the outer loop), so the memory generates its own values.
   """
 
   model: InnerModel
   loss: Callable[[jax.Array, jax.Array], jax.Array]
   online: bool = False
   momentum: bool = False
+  dgd: bool = False
+  self_target: bool = False
 
 
 class Rates(NamedTuple):
@@ -152,6 +183,38 @@ def masked_rates(rates: Rates, mask: jax.Array) -> Rates:
   )
 
 
+def first_preactivation(model: InnerModel, params: Params, outer: Params, x: jax.Array) -> jax.Array:
+  """The first layer's pre-activation `x w_0 + b_0`, [..., d_1]."""
+  params = model.weights(params, outer)
+  h = x @ params["w"][0]
+  return h + lead(params["b"][0], h) if model.bias else h
+
+
+def inner_grad(rule: Rule, outer: Params, w: Params, k_t: jax.Array, v_t: jax.Array) -> Params:
+  """Gradient at `w` of the inner loss of one token (module docstring)."""
+  model = rule.model
+  target = model.apply(w, outer, v_t) if rule.self_target else v_t
+
+  def inner(p):
+    loss = rule.loss(model.apply(p, outer, k_t), target)
+    if rule.dgd:
+      loss = loss + 0.5 * jnp.sum(jnp.square(first_preactivation(model, p, outer, k_t)))
+    return loss
+
+  return jax.grad(inner)(w)
+
+
+def update(rule: Rule, outer: Params, state: MemState, anchor: Params, k_t, v_t, lr, a, eta, use) -> MemState:
+  """One token's write, `(W_{t-1}, m_{t-1}) -> (W_t, m_t)`, with masked rates."""
+  tree = jax.tree.map
+  retained = tree(lambda p: a * p, state.w)
+  g = inner_grad(rule, outer, retained if rule.online else anchor, k_t, v_t)
+  if rule.momentum:
+    m = tree(lambda mm, gg: eta * mm - lr * gg, state.m, g)
+    return MemState(tree(lambda p, mm: p + use * mm, retained, m), m)
+  return MemState(tree(lambda p, gg: p - lr * gg, retained, g), state.m)
+
+
 def reference(rule: Rule, outer: Params, state: MemState, q, k, v, rates: Rates, mask, chunk: int):
   """The recurrence token by token (see the module docstring).
 
@@ -166,27 +229,16 @@ def reference(rule: Rule, outer: Params, state: MemState, q, k, v, rates: Rates,
     y [T, Dv] and the final state.
   """
   rates = masked_rates(rates, mask)
-  model = rule.model
-  tree = jax.tree.map
-
-  def inner_grad(w, k_t, v_t):
-    return jax.grad(lambda p: rule.loss(model.apply(p, outer, k_t), v_t))(w)
 
   def step(carry, xs):
-    w, m, anchor = carry
+    mem, anchor = carry
     t, q_t, k_t, v_t, lr, a, eta, use = xs
-    anchor = jax.lax.cond(t % chunk == 0, lambda: w, lambda: anchor)
-    retained = tree(lambda p: a * p, w)
-    g = inner_grad(retained if rule.online else anchor, k_t, v_t)
-    if rule.momentum:
-      m = tree(lambda mm, gg: eta * mm - lr * gg, m, g)
-      w = tree(lambda p, mm: p + use * mm, retained, m)
-    else:
-      w = tree(lambda p, gg: p - lr * gg, retained, g)
-    return (w, m, anchor), model.apply(w, outer, q_t)
+    anchor = jax.lax.cond(t % chunk == 0, lambda: mem.w, lambda: anchor)
+    mem = update(rule, outer, mem, anchor, k_t, v_t, lr, a, eta, use)
+    return (mem, anchor), rule.model.apply(mem.w, outer, q_t)
 
   n = q.shape[0]
   use = mask.astype(q.dtype)
   xs = (jnp.arange(n), q, k, v, rates.lr, rates.retain, rates.momentum, use)
-  (w, m, _), y = jax.lax.scan(step, (state.w, state.m, state.w), xs)
-  return y, MemState(w, m)
+  (mem, _), y = jax.lax.scan(step, (state, state.w), xs)
+  return y, mem

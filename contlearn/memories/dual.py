@@ -25,6 +25,12 @@ gradients, so every memory in the chunk is
 
 which is attention-like matrix products (TTT's dual form, extended to depth,
 retention and momentum). A scan carries (W, m) from chunk to chunk.
+
+The inner loss's extras are taken at `W_0` too: a self-generated target is
+`M(W_0; v_i)`, and the DGD term `|x_i^0 w_0 + b_0|^2 / 2` adds the first
+layer's pre-activation to `d_i^0` (`core.Rule`). With an offset `O` (weights
+`O + W`, `core.InnerModel`), gradients are taken at `O + W_0`, each layer's
+read adds `h_t o_l + o_{b,l}`, and retention and momentum act on W alone.
 """
 
 from __future__ import annotations
@@ -69,15 +75,20 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
   depth = model.depth
   bias = 1.0 if model.bias else 0.0
 
+  target = model.apply(w0, outer, v) if rule.self_target else v
+  full = model.weights(w0, outer)
+
   def keys_loss(eps):
-    h, inputs = k, []
+    h, inputs, extra = k, [], 0.0
     for i in range(depth):
       inputs.append(h)
-      h = h @ w0["w"][i] + bias * lead(w0["b"][i], h) + eps[i]
+      h = h @ full["w"][i] + bias * lead(full["b"][i], h) + eps[i]
+      if i == 0 and rule.dgd:
+        extra = 0.5 * jnp.sum(jnp.square(h))
       if i < depth - 1:
         h = model.act(h)
     pred = model.head(h, k, outer)
-    return jnp.sum(jax.vmap(rule.loss)(pred, v)), inputs
+    return jnp.sum(jax.vmap(rule.loss)(pred, target)) + extra, inputs
 
   eps = [jnp.zeros((k.shape[0], w.shape[1]), k.dtype) for w in w0["w"]]
   deltas, inputs = jax.grad(keys_loss, has_aux=True)(eps)
@@ -89,6 +100,8 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
     if rule.momentum:
       z = z + r[:, None] * (h @ state.m["w"][i] + bias * lead(state.m["b"][i], h))
     z = z - (e * (h @ inputs[i].T + bias)) @ deltas[i]
+    if model.offset:
+      z = z + h @ outer["offset"]["w"][i] + bias * lead(outer["offset"]["b"][i], h)
     h = model.act(z) if i < depth - 1 else z
   y = model.head(h, q, outer)
 

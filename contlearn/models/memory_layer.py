@@ -59,7 +59,7 @@ def head_decays(n_heads: int) -> np.ndarray:
   return (1.0 - 2.0 ** -exponents).astype(np.float32)
 
 
-def _causal_conv(kernel, cache, x):
+def causal_conv(kernel, cache, x):
   """Depthwise causal conv. kernel [K, C], cache [B, K-1, C], x [B, T, C]."""
   width = kernel.shape[0]
   full = jnp.concatenate([cache, x], axis=1)
@@ -67,7 +67,7 @@ def _causal_conv(kernel, cache, x):
   return sum(full[:, i : i + t] * kernel[i][None, None] for i in range(width))
 
 
-def _last_real(cache, x, mask, keep: int):
+def last_real(cache, x, mask, keep: int):
   """The last `keep` real inputs of [cache, x] (padding sits at the end)."""
   full = jnp.concatenate([cache, x], axis=1)
   n = jnp.sum(mask, axis=1).astype(jnp.int32)  # [B]
@@ -75,25 +75,8 @@ def _last_real(cache, x, mask, keep: int):
   return jnp.take_along_axis(full, idx[:, :, None], axis=1)
 
 
-def current_memory(params, state):
-  """Each lane's memory `[B, H, ...]`: its state, or the learned `W_0` before its first step."""
-  w = state["w"]
-  if "w0" not in params:
-    return w
-  b = state["started"].shape[0]
-  started = lambda s: state["started"].reshape((b,) + (1,) * (s.ndim - 1))
-  return jax.tree.map(lambda s, w0: jnp.where(started(s), s, w0[None]), w, params["w0"])
-
-
-def read(model: memories.InnerModel, params, state, q: jax.Array) -> jax.Array:
-  """`M*(q)`: every head's memory read at `q [B, H, T, Dh]`, without a write; [B, H, T, Dh]."""
-  per_head = lambda outer, w, qq: model.apply(w, outer, qq)
-  run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0)), in_axes=(None, 0, 0))
-  return run(params.get("ln", {}), current_memory(params, state), q)
-
-
-def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
-  """The mixer of `block.rule` at the sizes in `cfg` (see the module docstring)."""
+def check_heads(cfg: ModelConfig) -> None:
+  """The sizes every memory mixer shares: heads, conv width, chunk."""
   d, h = cfg.d_model, cfg.n_heads
   if cfg.persistent_tokens:
     raise ConfigError(
@@ -106,6 +89,64 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
     raise ConfigError(f"model.mem_conv={cfg.mem_conv} must be >= 1")
   if cfg.mem_chunk < 0:
     raise ConfigError(f"model.mem_chunk={cfg.mem_chunk} must be >= 0 (0: the memory's default)")
+
+
+def io_init(k1: jax.Array, k2: jax.Array, cfg: ModelConfig, conv_channels: int) -> dict:
+  """Input norm, conv (identity at init), per-head output norm, output gate (k1) and projection (k2)."""
+  d, dh = cfg.d_model, cfg.d_model // cfg.n_heads
+  return {
+      "norm": jnp.ones((d,), jnp.float32),
+      "conv": jnp.zeros((cfg.mem_conv, conv_channels), jnp.float32).at[-1].set(1.0),
+      "out_norm": jnp.ones((dh,), jnp.float32),
+      "wg": layers.dense_init(k1, d, d),
+      "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
+  }
+
+
+def normed_input(params: dict, x: jax.Array) -> jax.Array:
+  """`x' = rms(x) * norm`, [B, T, D]."""
+  return layers.rms_norm(x) * params["norm"][None, None]
+
+
+def merge_heads(params: dict, y: jax.Array, xn: jax.Array) -> jax.Array:
+  """`y [B, H, T, Dh]` -> `(rms(y_h) concat over heads) * silu(x' W_g) @ W_o`, [B, T, D]."""
+  b, h, t, dh = y.shape
+  y = (layers.rms_norm(y) * params["out_norm"][None, None, None]).transpose(0, 2, 1, 3).reshape(b, t, h * dh)
+  return (y * jax.nn.silu(xn @ params["wg"])) @ params["wo"]
+
+
+def from_start(started: jax.Array, w, w0):
+  """Each lane's memory `w` (leading [B]), or the learned `w0` where the lane has not started."""
+  pick = lambda s, init: jnp.where(started.reshape((-1,) + (1,) * (s.ndim - 1)), s, init[None])
+  return jax.tree.map(pick, w, w0)
+
+
+def current_memory(params, state):
+  """Each lane's memory `[B, H, ...]`: its state, or the learned `W_0` before its first step."""
+  if "w0" not in params:
+    return state["w"]
+  return from_start(state["started"], state["w"], params["w0"])
+
+
+def read(model: memories.InnerModel, params, state, q: jax.Array) -> jax.Array:
+  """`M*(q)`: every head's memory read at `q [B, H, T, Dh]`, without a write; [B, H, T, Dh]."""
+  per_head = lambda outer, w, qq: model.apply(w, outer, qq)
+  run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0)), in_axes=(None, 0, 0))
+  return run(params.get("ln", {}), current_memory(params, state), q)
+
+
+def carried(state: dict, conv_in: jax.Array, mask: jax.Array) -> dict:
+  """The conv inputs and started flags to carry after a step."""
+  return {
+      "conv": last_real(state["conv"], conv_in, mask, state["conv"].shape[1]),
+      "started": state["started"] | jnp.any(mask, axis=1),
+  }
+
+
+def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
+  """The mixer of `block.rule` at the sizes in `cfg` (see the module docstring)."""
+  check_heads(cfg)
+  d, h = cfg.d_model, cfg.n_heads
   for field, value, choices in (("lr", block.lr, ("one", "gate")), ("retain", block.retain, ("none", "multiscale", "gate"))):
     if value not in choices:
       raise ConfigError(f"memory {field}={value!r}: choose one of {', '.join(choices)}")
@@ -117,14 +158,7 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
 
   def init_params(key):
     ks = jax.random.split(key, 5)
-    p = {
-        "norm": jnp.ones((d,), jnp.float32),
-        "wqkv": layers.dense_init(ks[0], d, 3 * d),
-        "conv": jnp.zeros((width, 3 * d), jnp.float32).at[-1].set(1.0),
-        "out_norm": jnp.ones((dh,), jnp.float32),
-        "wg": layers.dense_init(ks[1], d, d),
-        "wo": layers.dense_init(ks[2], d, d, scale=1.0 / cfg.n_layers),
-    }
+    p = {**io_init(ks[1], ks[2], cfg, 3 * d), "wqkv": layers.dense_init(ks[0], d, 3 * d)}
     if gates:
       bias = {"lr": 0.0, "retain": -4.0, "momentum": 0.0}
       p["wr"] = 0.1 * layers.dense_init(ks[3], d, len(gates) * h)
@@ -163,9 +197,9 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
 
   def apply(params, state, x, mask):
     b, t, _ = x.shape
-    xn = layers.rms_norm(x) * params["norm"][None, None]
+    xn = normed_input(params, x)
     qkv_in = xn @ params["wqkv"]
-    qkv = jax.nn.silu(_causal_conv(params["conv"], state["conv"], qkv_in))
+    qkv = jax.nn.silu(causal_conv(params["conv"], state["conv"], qkv_in))
     q, k, v = (a.reshape(b, t, h, dh).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1))
     q, k = layers.l2_normalize(q), layers.l2_normalize(k)
     mem = memories.MemState(current_memory(params, state), state["m"])
@@ -173,15 +207,7 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
     per_head = lambda o, s, qq, kk, vv, rr, mm: memories.chunked(rule, o, s, qq, kk, vv, rr, mm, chunk)
     run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0, 0, 0, 0, None)), in_axes=(None, 0, 0, 0, 0, 0, 0))
     y, mem = run(outer, mem, q, k, v, rates(params, xn, b, t), mask)
-    y = (layers.rms_norm(y) * params["out_norm"][None, None, None]).transpose(0, 2, 1, 3).reshape(b, t, d)
-    out = (y * jax.nn.silu(xn @ params["wg"])) @ params["wo"]
-    new_state = {
-        "conv": _last_real(state["conv"], qkv_in, mask, width - 1),
-        "w": mem.w,
-        "m": mem.m,
-        "started": state["started"] | jnp.any(mask, axis=1),
-    }
-    return out, new_state
+    return merge_heads(params, y, xn), {**carried(state, qkv_in, mask), "w": mem.w, "m": mem.m}
 
   if memories.is_linear(rule):  # online: any split of the stream gives the same map
     return Mixer(init_params, init_state, apply)

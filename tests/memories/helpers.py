@@ -25,4 +25,7 @@ def inputs(rule, key, t=23, dk=6, dv=6, dtype=jnp.float64):
   w["b"] = [0.1 * jax.random.normal(ks[7], b.shape, dtype) if rule.model.bias else b for b in w["b"]]
   m = jax.tree.map(lambda x: 0.1 * jax.random.normal(ks[8], x.shape, dtype), w)
   outer = {"ln_scale": 1.0 + 0.1 * jax.random.normal(ks[9], (dv,), dtype), "ln_bias": jnp.zeros((dv,), dtype)}
+  if rule.model.offset:  # a resting point for the memory, and the state a deviation from it
+    outer["offset"] = w
+    w = jax.tree.map(lambda x: 0.1 * jax.random.normal(jax.random.fold_in(key, 10), x.shape, dtype), w)
   return dict(outer=outer, state=MemState(w, m), q=q, k=k, v=v, rates=rates, mask=mask)

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from contlearn import memories
+from contlearn.memories.core import InnerModel, Rule, squared_loss
+from contlearn.memories.rules import self_modifying
 
-NAMES = sorted(memories.RULES)
+# Beside the named memories: DGD on a residual linear map with a bias and an
+# offset, no momentum; self-modifying memories that decay toward zero.
+EXTRA = {
+    "dgd_bias_offset": Rule(InnerModel(depth=1, bias=True, residual=True, offset=True), squared_loss, dgd=True),
+    "self_modifying_to_zero": self_modifying(decay_to_init=False),
+}
+RULES = {**memories.RULES, **EXTRA}
+NAMES = sorted(RULES)
 
 
 def _run(form, rule, chunk, a):
@@ -22,7 +31,7 @@ def _close(x, y, tol):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("chunk", [1, 5, 32])  # T = 23: ragged last chunk for 5 and 32
 def test_values_agree(name, chunk):
-  rule = memories.RULES[name]
+  rule = RULES[name]
   with jax.enable_x64(True):
     from tests.memories.helpers import inputs
 
@@ -33,7 +42,7 @@ def test_values_agree(name, chunk):
 @pytest.mark.parametrize("name", NAMES)
 def test_outer_gradients_agree(name):
   """Gradients w.r.t. everything the outer loop learns: q, k, v, rates, W_0, LN."""
-  rule = memories.RULES[name]
+  rule = RULES[name]
   with jax.enable_x64(True):
     from tests.memories.helpers import inputs
 
@@ -50,7 +59,7 @@ def test_outer_gradients_agree(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_masked_tokens_leave_state(name):
-  rule = memories.RULES[name]
+  rule = RULES[name]
   with jax.enable_x64(True):
     from tests.memories.helpers import inputs
 

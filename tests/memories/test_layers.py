@@ -13,12 +13,12 @@ from contlearn.errors import ConfigError
 from contlearn.models import byte_lm, build_mixer
 from tests.tiny import tiny_config, with_fields
 
-NAMES = ["linear_attention", "mamba2", "deltanet", "gated_deltanet", "ttt_linear", "ttt_mlp", "titans"]
+NAMES = ["linear_attention", "mamba2", "deltanet", "gated_deltanet", "ttt_linear", "ttt_mlp", "titans", "self_modifying_titans"]
 WITH_SWA = [pytest.param("titans_mag", marks=pytest.mark.slow), "titans_mal", "titans_mac"]
 
 
 def _cfg(name, **kw):
-  return ModelConfig(mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=8, mem_expansion=2, **kw)
+  return ModelConfig(mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=8, sm_chunk_proj=16, mem_expansion=2, **kw)
 
 
 def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)

@@ -1,0 +1,207 @@
+"""Self-modifying Titans (Nested Learning, Behrouz et al. 2025), one head.
+
+Keys, values, learning rates and retention are read from memories that
+write themselves, each with values it generates. With `x_t [Dh]` the head's
+input and `M_{t-1}` the memories before token t:
+
+    q_t     = normalize(x_t W_q)                  the only static projection
+    k_t     = normalize(M_k(x_t)),  v_t = normalize(M_v(x_t))
+    eta_t   = lr_scale * sigmoid(mean M_eta(x_t) + b_eta)        inner rate
+    alpha_t = 1 - sigmoid(mean M_alpha(x_t) + b_alpha)           retention
+    beta_t  = sigmoid(mean M_momentum(x_t) + b_momentum)         (momentum)
+    for every memory M_s, s in {k, v, eta, alpha, [momentum], mem}:
+      vhat_s = M_s(v_t)                            its own target
+      M_s,t  = M_s,t-1 (alpha_t I - eta_t k_t k_t^T) - eta_t grad L(M_s,t-1; k_t, vhat_s)
+    y_t     = M_mem,t(q_t)
+
+Every memory is `M(x) = x + gelu(x W_a) W_b` (`rules.self_modifying`, x @ W
+convention), L the half squared error, all initial memories, W_q and the
+b's learned by the outer loop (the b's per head).
+
+Choices the paper leaves open (each a field of `SelfModifying` or its rule):
+  * DGD: the factor `(alpha I - eta k k^T)` acts on the input-side weight
+    W_a, as the term `|k W_a|^2 / 2` of the inner loss (`core`); W_b is only
+    retained (`rule.dgd`; off: a plain gradient step).
+  * Rates: eta, alpha (and beta) are scalars per token and head, the mean of
+    the memory's output through a sigmoid with a learned bias; b_alpha starts
+    at -4 (retention 0.98), b_eta and b_momentum at 0.
+  * Unit q, k and v (as Titans' q and k; the paper leaves v free). Unit k
+    keeps the DGD factor a contraction for eta <= 2; an unbounded v is fed
+    back through the targets of the memories that make it and grows without
+    limit (at Dh 4 and eta near 0.5, |v| went from 2 to 137 in 12 tokens).
+  * Momentum (`rule.momentum`): `m_t = beta_t m_{t-1} - eta_t g_t`,
+    `M_t = alpha_t M_{t-1} + m_t` for every memory, beta read from a sixth
+    memory M_momentum; off: five memories, the equation above.
+  * Self-generated values (`rule.self_target`; off: every target is v_t, the
+    paper's "without inner values" ablation). The target is made by the
+    memory at the state its gradient is taken at; it is a constant of the
+    inner step and differentiable for the outer loop.
+  * Retention toward the learned initial memory (`decay_to_init`, on by
+    default): each memory is `M_s,0 + D_s` with the state D_s written as
+    above and starting at 0, so `alpha` decays it toward M_s,0, not toward
+    zero: `M_t = M_0 + alpha_t (M_{t-1} - M_0) - eta_t (k k^T W_a + grad L)`.
+    The paper resets every memory to M_0 at each sequence; over an unbounded
+    stream, decay toward zero empties them: with identity-like memories k and
+    v coincide, every target is met, nothing is written, and a Hope byte LM
+    carried every memory to the identity (|W_b| < 1e-3) within 65k tokens of
+    Shakespeare. Off: the equation above, M_0 only the state at the start.
+  * Chunks (two sizes, counted from the start of each call): the projection
+    memories {k, v, eta, alpha, momentum} are read, and take their
+    gradients, at their state at the start of each block of `chunk_proj`
+    tokens; the main memory takes its gradients at its state at the start
+    of each chunk of `chunk_mem` tokens and is read at every token
+    (`y_t = M_mem,t(q_t)`); `chunk_proj % chunk_mem == 0`. With both 1 this
+    is the recurrence above, token t using M_{t-1} everywhere.
+  * Steps per chunk: a memory with chunks of C tokens steps with eta_t / C,
+    so the C steps a chunk takes from one state sum to at most lr_scale
+    (TTT's mini-batch averaging). Summed at full size they diverged: byte
+    keys repeat within a chunk, `eta sum_i k_i k_i^T` passes 2, and a Hope
+    byte LM (eta <= 0.1, chunks 16 and 64) went to NaN at step 8.
+
+`reference` is the token-by-token scan; `chunked` scans over blocks of
+`chunk_proj` tokens, generating a block's k, v and rates at once, advancing
+the projection memories with one dual chunk (`dual.chunked`) and running the
+main memory over the block in chunks of `chunk_mem`. A masked token changes
+nothing. Shapes: `x [T, Dh]`, `mask [T]`; the state is one `MemState` whose
+leaves lead with the memory, in the order of `SelfModifying.names`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from contlearn.memories import dual
+from contlearn.memories.core import MemState, Params, Rates, Rule, masked_rates, update
+from contlearn.memories.rules import self_modifying
+
+RATE_BIAS = {"eta": 0.0, "alpha": -4.0, "momentum": 0.0}
+
+
+class SelfModifying(NamedTuple):
+  """One head's self-modifying Titans: the memories' rule and the chunk sizes."""
+
+  rule: Rule = self_modifying()
+  chunk_mem: int = 16
+  chunk_proj: int = 64
+  lr_scale: float = 1.0
+
+  @property
+  def projections(self) -> tuple[str, ...]:
+    """Names of the memories that generate k, v and the rates."""
+    return ("k", "v", "eta", "alpha") + (("momentum",) if self.rule.momentum else ())
+
+  @property
+  def gates(self) -> tuple[str, ...]:
+    """The projection memories read out as scalar rates."""
+    return self.projections[2:]
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return self.projections + ("mem",)
+
+  def check(self) -> None:
+    if self.chunk_mem < 1 or self.chunk_proj < 1 or self.chunk_proj % self.chunk_mem:
+      raise ValueError(f"chunk_proj={self.chunk_proj} must be a positive multiple of chunk_mem={self.chunk_mem}")
+
+
+def init(spec: SelfModifying, key: jax.Array, dh: int) -> tuple[Params, MemState]:
+  """Outer parameters and the state before the first token.
+
+  Params: `wq [Dh, Dh]`, `bias {gate: []}` and, with `decay_to_init`, the
+  initial memories `w0` (then the state starts at zero); else the state is
+  the initial memories. Momenta start at zero.
+  """
+  k_q, k_m = jax.random.split(key)
+  params = {
+      "wq": jax.random.normal(k_q, (dh, dh), jnp.float32) * dh**-0.5,
+      "bias": {g: jnp.float32(RATE_BIAS[g]) for g in spec.gates},
+  }
+  w = jax.vmap(lambda kk: spec.rule.model.init(kk, dh, dh))(jax.random.split(k_m, len(spec.names)))
+  zero = jax.tree.map(jnp.zeros_like, w)
+  if spec.rule.model.offset:
+    return {**params, "w0": w}, MemState(zero, zero)
+  return params, MemState(w, zero)
+
+
+def _outer(spec: SelfModifying, params: Params) -> Params:
+  """Each memory's outer parameters (its offset), leading [N]; {} without offsets."""
+  return {"offset": params["w0"]} if spec.rule.model.offset else {}
+
+
+def _take(tree, index):
+  return jax.tree.map(lambda a: a[index], tree)
+
+
+def _normalize(x: jax.Array) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + 1e-6)
+
+
+def query(params: Params, x: jax.Array) -> jax.Array:
+  """`q = normalize(x W_q)`, x [..., Dh]."""
+  return _normalize(x @ params["wq"])
+
+
+def generate(spec: SelfModifying, params: Params, reads: dict) -> tuple[jax.Array, jax.Array, Rates]:
+  """k, v [..., Dh] and the rates [...] from the projection memories' reads `M_s(x)`."""
+  gate = {r: jax.nn.sigmoid(jnp.mean(reads[r], axis=-1) + params["bias"][r]) for r in spec.gates}
+  lr = spec.lr_scale * gate["eta"]
+  momentum = gate["momentum"] if spec.rule.momentum else jnp.ones_like(lr)
+  return _normalize(reads["k"]), _normalize(reads["v"]), Rates(lr, 1.0 - gate["alpha"], momentum)
+
+
+def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array):
+  """Token by token (module docstring). Returns y [T, Dh] and the final state."""
+  spec.check()
+  rule, model, n = spec.rule, spec.rule.model, len(spec.projections)
+  period = jnp.array([spec.chunk_proj] * n + [spec.chunk_mem])  # per memory, in `spec.names` order
+
+  outer = _outer(spec, params)
+
+  def step(carry, xs):
+    mems, anchors = carry
+    t, x_t, m_t = xs
+    fresh = t % period == 0
+    anchors = jax.tree.map(lambda w, a: jnp.where(fresh.reshape((-1,) + (1,) * (w.ndim - 1)), w, a), mems.w, anchors)
+    first = slice(0, n)
+    reads = jax.vmap(lambda o, w: model.apply(w, o, x_t))(_take(outer, first), _take(anchors, first))
+    k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
+    r = masked_rates(rates, m_t)
+    write = lambda o, s, a, c: update(rule, o, s, a, k, v, r.lr / c, r.retain, r.momentum, m_t.astype(x.dtype))
+    mems = jax.vmap(write)(outer, mems, anchors, period.astype(x.dtype))
+    return (mems, anchors), model.apply(_take(mems.w, n), _take(outer, n), query(params, x_t))
+
+  (state, _), y = jax.lax.scan(step, (state, state.w), (jnp.arange(x.shape[0]), x, mask))
+  return y, state
+
+
+def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array):
+  """Up to `chunk_proj` tokens: y [L, Dh] and the state after them."""
+  rule, n, outer = spec.rule, len(spec.projections), _outer(spec, params)
+  proj, mem = _take(state, slice(0, n)), _take(state, n)
+  o_proj, o_mem = _take(outer, slice(0, n)), _take(outer, n)
+  reads = jax.vmap(lambda o, w: rule.model.apply(w, o, x))(o_proj, proj.w)  # [P, L, Dh]
+  k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
+  per_token = lambda c: rates._replace(lr=rates.lr / c)
+  advance = lambda o, s: dual.chunked(rule, o, s, k, k, v, per_token(spec.chunk_proj), mask, x.shape[0])[1]
+  proj = jax.vmap(advance)(o_proj, proj)
+  y, mem = dual.chunked(rule, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask, spec.chunk_mem)
+  return jax.tree.map(lambda p, m: jnp.concatenate([p, m[None]]), proj, mem), y
+
+
+def chunked(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array):
+  """The fast form of `reference`: same arguments, same result."""
+  spec.check()
+  full = x.shape[0] // spec.chunk_proj
+  split = full * spec.chunk_proj
+  ys = []
+  if full:
+    blocks = (a[:split].reshape(full, spec.chunk_proj, *a.shape[1:]) for a in (x, mask))
+    state, y = jax.lax.scan(lambda s, xs: _block(spec, params, s, *xs), state, tuple(blocks))
+    ys.append(y.reshape(split, -1))
+  if split < x.shape[0]:  # a ragged last block
+    state, y = _block(spec, params, state, x[split:], mask[split:])
+    ys.append(y)
+  return jnp.concatenate(ys, axis=0), state

@@ -1,0 +1,173 @@
+"""Self-modifying Titans: the chunked form against the token scan, and the scan
+at chunk 1 against a NumPy loop written from the paper's equations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from contlearn.memories import self_modifying as sm
+from contlearn.memories.rules import self_modifying as rule
+
+DH = 4
+
+
+def _spec(chunk_mem, chunk_proj, **flags):
+  return sm.SelfModifying(rule(expansion=2, **flags), chunk_mem, chunk_proj, lr_scale=0.8)
+
+
+def _inputs(spec, seed, t=23):
+  """float64 params, state (memories and momenta all nonzero), x [T, Dh], mask with a masked tail."""
+  rng = np.random.default_rng(seed)
+  noisy = lambda tree: jax.tree.map(lambda a: jnp.asarray(a + 0.1 * rng.standard_normal(a.shape), jnp.float64), tree)
+  params, state = noisy(sm.init(spec, jax.random.PRNGKey(seed), DH))
+  params["wq"] = jnp.asarray(rng.standard_normal((DH, DH)) / 2)
+  params["bias"] = {g: jnp.float64(b) for g, b in zip(spec.gates, (0.3, -1.0, 0.5))}
+  x = jnp.asarray(rng.standard_normal((t, DH)))
+  return params, state, x, jnp.arange(t) < t - 3
+
+
+def _run(form, spec, *args):
+  return jax.jit(lambda *a: form(spec, *a))(*args)
+
+
+def _close(a, b, tol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("chunks", [(1, 1), (2, 4), (4, 8)])
+def test_chunked_equals_reference(chunks):
+  """T = 23: ragged last block for (2, 4) and (4, 8); the last 3 tokens masked."""
+  with jax.enable_x64(True):
+    spec = _spec(*chunks)
+    args = _inputs(spec, sum(chunks))
+    _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
+
+
+def test_chunked_equals_reference_without_momentum_dgd_self_values_or_offsets():
+  with jax.enable_x64(True):
+    spec = _spec(2, 4, momentum=False, dgd=False, self_values=False, decay_to_init=False)
+    args = _inputs(spec, 4)
+    _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
+
+
+@pytest.mark.parametrize("chunks", [pytest.param((1, 1), marks=pytest.mark.slow), (4, 8)])
+def test_outer_gradients_agree(chunks):
+  """Gradients w.r.t. W_q, the rate biases, the initial memories (offsets) and the state."""
+  with jax.enable_x64(True):
+    spec = _spec(*chunks)
+    params, state, x, mask = _inputs(spec, 9, t=19)
+
+    def loss(form, p):
+      y, s = form(spec, p["params"], p["state"], x, mask)
+      return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s))
+
+    p = {"params": params, "state": state}
+    g_ref = jax.jit(jax.grad(lambda p: loss(sm.reference, p)))(p)
+    g_fast = jax.jit(jax.grad(lambda p: loss(sm.chunked, p)))(p)
+    used = (g_ref["params"]["wq"], g_ref["params"]["bias"], g_ref["params"]["w0"]["w"], g_ref["state"].w["w"], g_ref["state"].m["w"])
+    assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(used))  # (the memories have no biases)
+    _close(g_ref, g_fast, 1e-9)
+
+
+def _gelu(z):
+  return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+
+
+def _dgelu(z):
+  u = np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)
+  du = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * z**2)
+  return 0.5 * (1 + np.tanh(u)) + 0.5 * z * (1 - np.tanh(u) ** 2) * du
+
+
+def _unit(x):
+  return x / np.sqrt(np.sum(x * x) + 1e-6)
+
+
+def _sigmoid(z):
+  return 1 / (1 + np.exp(-z))
+
+
+def _paper_loop(spec, params, state, x, mask):
+  """The recurrence, token by token, in NumPy (M(x) = x + gelu(x W_a) W_b):
+
+  k, v, eta, alpha, beta from M_{t-1}; each memory's target vhat = M_{t-1}(v);
+  W_a <- (alpha I - eta k k^T) W_a - eta k (dL/dz)^T,  W_b <- alpha W_b - eta dL/dW_b
+  (with momentum: m <- beta m - eta g, g including the DGD term; W <- alpha W + m;
+  with offsets O, the weights are O + D and alpha acts on D alone); y = M_mem,t(q).
+  """
+  f = lambda a: np.asarray(a, np.float64)
+  offset = spec.rule.model.offset
+  w, m = state.w["w"], state.m["w"]
+  o = params["w0"]["w"] if offset else [np.zeros_like(f(a)) for a in w]
+  mem = {
+      n: {"a": f(o[0][i]) + f(w[0][i]), "b": f(o[1][i]) + f(w[1][i]), "oa": f(o[0][i]), "ob": f(o[1][i]),
+          "ma": f(m[0][i]), "mb": f(m[1][i])}
+      for i, n in enumerate(spec.names)
+  }
+  apply = lambda w, u: u + _gelu(u @ w["a"]) @ w["b"]
+  wq, bias = f(params["wq"]), {g: float(b) for g, b in params["bias"].items()}
+  momentum, ys = spec.rule.momentum, []
+  for x_t, use in zip(f(x), np.asarray(mask)):
+    if use:
+      k, v = _unit(apply(mem["k"], x_t)), _unit(apply(mem["v"], x_t))
+      gate = {g: _sigmoid(np.mean(apply(mem[g], x_t)) + bias[g]) for g in spec.gates}
+      eta, alpha = spec.lr_scale * gate["eta"], 1 - gate["alpha"]
+      for w in mem.values():
+        target = apply(w, v) if spec.rule.self_target else v
+        z = k @ w["a"]
+        r = k + _gelu(z) @ w["b"] - target
+        g_b = np.outer(_gelu(z), r)
+        g_a = np.outer(k, (w["b"] @ r) * _dgelu(z))
+        erase = np.outer(k, k @ w["a"])  # k k^T W_a: the DGD factor on the input-side weight
+        kept_a = w["oa"] + alpha * (w["a"] - w["oa"])
+        kept_b = w["ob"] + alpha * (w["b"] - w["ob"])
+        if momentum:
+          w["ma"] = gate["momentum"] * w["ma"] - eta * (g_a + erase)
+          w["mb"] = gate["momentum"] * w["mb"] - eta * g_b
+          w["a"], w["b"] = kept_a + w["ma"], kept_b + w["mb"]
+        else:
+          w["a"] = kept_a - eta * erase - eta * g_a
+          w["b"] = kept_b - eta * g_b
+    ys.append(apply(mem["mem"], _unit(x_t @ wq)))
+  return np.stack(ys), {n: {"a": w["a"] - w["oa"], "b": w["b"] - w["ob"]} for n, w in mem.items()}
+
+
+@pytest.mark.parametrize("flags", [
+    {"momentum": False}, {}, {"momentum": False, "self_values": False}, {"momentum": False, "decay_to_init": False},
+])
+def test_chunk_one_is_the_papers_recurrence(flags):
+  with jax.enable_x64(True):
+    spec = _spec(1, 1, **flags)
+    args = _inputs(spec, 2, t=12)
+    y, state = _run(sm.reference, spec, *args)
+    y_np, mem_np = _paper_loop(spec, *args)
+    np.testing.assert_allclose(np.asarray(y), y_np, rtol=1e-10, atol=1e-10)
+    for i, name in enumerate(spec.names):
+      np.testing.assert_allclose(np.asarray(state.w["w"][0][i]), mem_np[name]["a"], rtol=1e-10, atol=1e-10)
+      np.testing.assert_allclose(np.asarray(state.w["w"][1][i]), mem_np[name]["b"], rtol=1e-10, atol=1e-10)
+
+
+def test_a_masked_token_changes_nothing():
+  """Chunk 1: a masked token in the middle is as if absent; chunk (4, 8): a masked tail."""
+  with jax.enable_x64(True):
+    spec = _spec(1, 1)
+    params, state, x, _ = _inputs(spec, 5, t=10)
+    mask = jnp.arange(10) != 4
+    y, s = _run(sm.chunked, spec, params, state, x, mask)
+    keep = np.asarray(mask)
+    y_without, s_without = _run(sm.chunked, spec, params, state, x[keep], jnp.ones((9,), bool))
+    _close(y[keep], y_without, 1e-12)
+    _close(s, s_without, 1e-12)
+
+    spec = _spec(4, 8)
+    _, s = _run(sm.chunked, spec, params, state, x, jnp.arange(10) < 7)
+    _, s_short = _run(sm.chunked, spec, params, state, x[:7], jnp.ones((7,), bool))
+    _close(s, s_short, 1e-12)
+
+
+def test_chunk_sizes_must_nest():
+  with pytest.raises(ValueError, match="chunk_proj=6 must be a positive multiple of chunk_mem=4"):
+    sm.chunked(sm.SelfModifying(chunk_mem=4, chunk_proj=6), {}, None, jnp.zeros((8, DH)), jnp.ones((8,), bool))
+
