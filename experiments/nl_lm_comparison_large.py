@@ -1,7 +1,7 @@
 """The language-model comparison of nl_lm_comparison, scaled for a GPU or TPU.
 
 Same 14 models at equal parameter count (8 layers, the Transformer at width
-512, about 27M parameters), 64 lanes of 512 bytes, 100M tokens per model.
+512, about 25M parameters), 64 lanes of 512 bytes, 100M tokens per model.
 Not run by the project on its CPU machine; the same code path as the small
 configuration, which the tests exercise.
 
