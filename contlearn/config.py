@@ -122,7 +122,7 @@ class ModelConfig:
   sm_dgd: bool = True
   sm_momentum: bool = True
   sm_self_values: bool = True
-  sm_lr_scale: float = 1.0
+  sm_lr_scale: float = 0.02
   sm_decay_to_init: bool = True
 
 

@@ -57,6 +57,10 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     (TTT's mini-batch averaging). Summed at full size they diverged: byte
     keys repeat within a chunk, `eta sum_i k_i k_i^T` passes 2, and a Hope
     byte LM (eta <= 0.1, chunks 16 and 64) went to NaN at step 8.
+  * lr_scale 0.02: the step on W_b has curvature |gelu(k W_a)|^2, about
+    0.4 x the hidden width (51 at width 128) at initialisation, so a chunk's
+    step must stay below about 2 / 51; with lr_scale 1 the byte LM's main
+    memory blew up at step 13.
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
@@ -86,7 +90,7 @@ class SelfModifying(NamedTuple):
   rule: Rule = self_modifying()
   chunk_mem: int = 16
   chunk_proj: int = 64
-  lr_scale: float = 1.0
+  lr_scale: float = 0.02
 
   @property
   def projections(self) -> tuple[str, ...]:
@@ -157,7 +161,6 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
   spec.check()
   rule, model, n = spec.rule, spec.rule.model, len(spec.projections)
   period = jnp.array([spec.chunk_proj] * n + [spec.chunk_mem])  # per memory, in `spec.names` order
-
   outer = _outer(spec, params)
 
   def step(carry, xs):
@@ -185,6 +188,7 @@ def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, m
   reads = jax.vmap(lambda o, w: rule.model.apply(w, o, x))(o_proj, proj.w)  # [P, L, Dh]
   k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
   per_token = lambda c: rates._replace(lr=rates.lr / c)
+  # one dual chunk per projection memory; its reads (here of k) are unused
   advance = lambda o, s: dual.chunked(rule, o, s, k, k, v, per_token(spec.chunk_proj), mask, x.shape[0])[1]
   proj = jax.vmap(advance)(o_proj, proj)
   y, mem = dual.chunked(rule, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask, spec.chunk_mem)
