@@ -1,14 +1,15 @@
 """Needle-in-a-haystack sequences at the byte level (S-NIAH style).
 
 A haystack is a random slice of a text. Needles are inserted at random
-depths; the sequence ends with a question and its answer digits:
+depths; the sequence ends with a question, an answer prefix that repeats the
+needle's wording (as RULER's templates do) and the answer digits:
 
   single needle (`keys=0`)
       ... The special magic number is 48213. ...
-      What is the special magic number? 48213
+      What is the special magic number? The special magic number is 48213
   multi-key (`keys=n`, n needles with distinct random 5-letter keys; one is asked)
       ... The special magic number for qwert is 48213. ... for asdfg is 90211. ...
-      What is the special magic number for qwert? 48213
+      What is the special magic number for qwert? The special magic number for qwert is 48213
 
 Every example is exactly `length + 1` bytes: a model reads `tokens[:, :-1]`
 (`length` bytes, the context length) and is scored on the targets
@@ -41,8 +42,9 @@ def needle(value: bytes, key: bytes | None) -> bytes:
 
 
 def question(key: bytes | None) -> bytes:
+  """The question and the answer prefix that the answer digits follow."""
   about = b"" if key is None else b" for " + key
-  return b"\nWhat is the special magic number" + about + b"? "
+  return b"\nWhat is the special magic number" + about + b"? The special magic number" + about + b" is "
 
 
 def _keys(rng: np.random.Generator, n: int) -> list[bytes]:
