@@ -6,9 +6,10 @@ budget of tokens, back to the first domain at the end. The learner is the
 stream learner of every stream experiment (prequential: each step scored,
 then learned from, Adam); parameters, optimizer state and memory carry over
 the boundaries. From each domain, 8 pieces spread over the corpus (1,024
-bytes each) are held out and never trained on. After every 1/8 of a phase
-the held-out text of every domain is scored with the current parameters, from
-a fresh memory, with no update.
+bytes each) are held out and never trained on. After every 1/8 of a phase,
+and after 1, 2, 4, 8, ... chunks of it (to see the first moments after a
+shift), the held-out text of every domain is scored with the current
+parameters, from a fresh memory, with no update.
 
 Reports the held-out bits/byte matrix bpb[after phase j][domain i], the
 forgetting of each domain (`contlearn.cl.shift_metrics`: the rise of its
@@ -126,7 +127,8 @@ def run_model(cfg: DomainShiftConfig, run_cfg: Config, domains: Domains, mesh, l
       state, metrics = run_chunk(state, place_chunk(chunk, mesh))
       seen += int(chunk.mask.sum())
       nll, count = nll + float(metrics.nll.sum()), count + float(metrics.count.sum())
-      if (c + 1) % every == 0 or c + 1 == chunks:
+      done = c + 1
+      if done % every == 0 or done == chunks or done & (done - 1) == 0:  # plus 1, 2, 4, ... chunks in
         trace.append((phase, seen, evaluate(state.params)))
     total += seen
     matrix.append(trace[-1][2])
@@ -168,11 +170,11 @@ def plot(cfg: DomainShiftConfig, results: dict, path: pathlib.Path) -> None:
       ax.axvline(j * r["phase_tokens"] / 1e3, color="gray", ls="--", lw=0.8)
       ax.text((j + 0.5) * r["phase_tokens"] / 1e3, 1.0, cfg.labels[d], transform=ax.get_xaxis_transform(),
               ha="center", va="bottom", fontsize=8)
-    later = [v for _, _, values in r["trace"][1:] for v in values]
-    ax.set_ylim(min(later) - 0.1, max(later) + 0.2)  # the untrained start (8 bits) is off the top
     ax.set_title(f"{label} ({r['params']:,} params)", pad=14)
     ax.set_xlabel("stream tokens (thousands)")
     ax.grid(alpha=0.3)
+  later = [v for r in results.values() for _, _, values in r["trace"][1:] for v in values]
+  axes[0][0].set_ylim(min(later) - 0.1, max(later) + 0.2)  # shared; the untrained start (8 bits) is off the top
   axes[0][0].set_ylabel("held-out bits per byte")
   axes[0][0].legend(fontsize=8)
   fig.tight_layout()

@@ -23,7 +23,9 @@ def test_domain_shift_small_run_writes_consistent_results(tmp_path, capsys):
   assert matrix[0, 0] < matrix[0, 2]  # after the plays, the plays are the best-known domain
   assert r["forgetting"] == pytest.approx(shift_metrics.forgetting(matrix, order))
   assert r["recovery"][0]["forgot"] == pytest.approx(matrix[2, 0] - matrix[0, 0])
-  assert [t[2] for t in r["trace"] if t[0] >= 0][1::2] == r["matrix"]  # 2 evaluations a phase, the last at its end
+  phases = [[(tokens, v) for phase, tokens, v in r["trace"] if phase == j] for j in range(4)]
+  assert all([t for t, _ in p] == [2048, 4096, 8192] for p in phases)  # after 1, 2 and 4 chunks of 2,048
+  assert [p[-1][1] for p in phases] == r["matrix"]
   assert (out / "domain_shift.png").stat().st_size > 10_000
   assert "| 4: plays |" in capsys.readouterr().out
 
