@@ -20,7 +20,8 @@ bpb after its own phase).
 Command:   contlearn run nl_domain_shift
            contlearn run nl_domain_shift -- --models transformer,titans,hope --tokens 200000
            contlearn run nl_domain_shift -- --small          (a smoke run, ~1 minute)
-Runtime:   about 7 minutes on 2 shared CPU cores (transformer and titans, 786k tokens each).
+Runtime:   17 minutes on 2 CPU cores shared with other jobs (load ~9; 5 minutes of CPU),
+           transformer and titans, 786k tokens each; hope adds its own share.
 Outputs:   runs/nl_domain_shift/domain_shift.json and domain_shift.png
 """
 

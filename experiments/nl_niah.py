@@ -19,7 +19,8 @@ it can find only needles that happen to fall inside its window.
 Command:   contlearn run nl_niah
            contlearn run nl_niah -- --models transformer,titans,hope --steps 600
            contlearn run nl_niah -- --small          (a smoke run, ~1 minute)
-Runtime:   about 12 minutes on 2 shared CPU cores (3 models).
+Runtime:   39 minutes on 2 CPU cores shared with other jobs (load ~9; 7 minutes of CPU),
+           3 models of 300 steps; hope adds its own share.
 Outputs:   runs/nl_niah/niah.json
 """
 
