@@ -41,6 +41,7 @@ from contlearn.cl import shift_metrics
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides
 from contlearn.driver import STOP, build_learner
 from contlearn.engine import check_batch, compile_chunk, data_mesh, place_chunk, place_state
+from contlearn.errors import ConfigError
 from contlearn.evaluation import score
 from contlearn.models import byte_lm
 from contlearn.models.variants import param_count, select
@@ -226,6 +227,8 @@ def main() -> None:
       models=tuple(args.models.split(",")) if args.models else cfg.models,
       phase_tokens=args.tokens or cfg.phase_tokens,
   )
+  if len(cfg.labels) != len(cfg.domains) or not set(cfg.order) <= set(range(len(cfg.domains))):
+    raise ConfigError(f"labels {cfg.labels} and phase order {cfg.order} must match the domains {cfg.domains}")
   mesh = data_mesh()
   check_batch(cfg.base.data.batch, mesh)
   models = select(MODELS, cfg.models, cfg.base.model)
