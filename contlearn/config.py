@@ -96,9 +96,9 @@ class ModelConfig:
       rate read from a sixth memory.
     sm_self_values: each self-modifying memory makes its own target `M(v)`
       (false: every target is `v`).
-    sm_lr_scale: the largest inner learning rate of self-modifying Titans,
-      summed over a chunk (a memory with chunks of C tokens steps at most
-      sm_lr_scale / C per token).
+    sm_lr_scale: the largest inner step of self-modifying Titans' memories in
+      one chunk, times their hidden width H (a memory with chunks of C
+      tokens steps at most sm_lr_scale / (H C) per token).
     sm_decay_to_init: retention decays each self-modifying memory toward its
       learned initial memory (false: toward zero, as the paper's equation).
   """
@@ -123,7 +123,7 @@ class ModelConfig:
   sm_dgd: bool = True
   sm_momentum: bool = True
   sm_self_values: bool = True
-  sm_lr_scale: float = 0.02
+  sm_lr_scale: float = 2.0
   sm_decay_to_init: bool = True
 
 

@@ -57,10 +57,11 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     (TTT's mini-batch averaging). Summed at full size they diverged: byte
     keys repeat within a chunk, `eta sum_i k_i k_i^T` passes 2, and a Hope
     byte LM (eta <= 0.1, chunks 16 and 64) went to NaN at step 8.
-  * lr_scale 0.02: the step on W_b has curvature |gelu(k W_a)|^2, about
-    0.4 x the hidden width (51 at width 128) at initialisation, so a chunk's
-    step must stay below about 2 / 51; with lr_scale 1 the byte LM's main
-    memory blew up at step 13.
+  * lr_scale small, about 2 / H for hidden width H (the mixer divides its
+    `sm_lr_scale`, 2, by H): the step on W_b has curvature
+    |gelu(k W_a)|^2, about 0.4 H at initialisation (51 at H = 128), so a
+    chunk's summed step must stay below about 2 / (0.4 H); with lr_scale 1
+    a byte LM's main memory blew up at step 13.
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
@@ -90,7 +91,7 @@ class SelfModifying(NamedTuple):
   rule: Rule = self_modifying()
   chunk_mem: int = 16
   chunk_proj: int = 64
-  lr_scale: float = 0.02
+  lr_scale: float = 1 / 64
 
   @property
   def projections(self) -> tuple[str, ...]:

@@ -20,7 +20,8 @@ W_o mixes them, as later layers do.
 
 Config: `mem_chunk` (main memory, 16 by default), `sm_chunk_proj` (projection
 memories, 64), `mem_expansion`, `mem_conv`, `sm_dgd`, `sm_momentum`,
-`sm_self_values`, `sm_decay_to_init`, `sm_lr_scale`.
+`sm_self_values`, `sm_decay_to_init`, `sm_lr_scale` (divided by the
+memories' hidden width: the largest inner step of a chunk).
 
 Blocks of the language model (`byte_lm`: mixer, then the CMS chain):
 
@@ -78,7 +79,8 @@ def spec(cfg: ModelConfig) -> sm.SelfModifying:
   if cfg.mem_expansion < 1:
     raise ConfigError(f"model.mem_expansion={cfg.mem_expansion} must be >= 1")
   rule = rules.self_modifying(cfg.mem_expansion, cfg.sm_dgd, cfg.sm_momentum, cfg.sm_self_values, cfg.sm_decay_to_init)
-  return sm.SelfModifying(rule, chunk, cfg.sm_chunk_proj, cfg.sm_lr_scale)
+  hidden = cfg.mem_expansion * (cfg.d_model // cfg.n_heads)
+  return sm.SelfModifying(rule, chunk, cfg.sm_chunk_proj, cfg.sm_lr_scale / hidden)
 
 
 @register_mixer("self_modifying_titans")
