@@ -24,3 +24,14 @@ def test_matched_width_is_the_closest_width():
   for w in (cfg.d_model - 4, cfg.d_model + 4):
     assert best <= abs(param_count(dataclasses.replace(cfg, d_model=w)) - target)
   assert matched_width(ModelConfig(mixer="swa", n_heads=2), target).d_model == 64
+
+
+def test_lm_comparison_models_have_equal_size():
+  from contlearn import experiments
+
+  configs = experiments.load("nl_lm_comparison").get_config()
+  target = param_count(configs["transformer"].model)
+  assert {"transformer", "gated_deltanet", "ttt_linear", "titans_lmm", "titans_mac", "titans_mag", "hope"} <= set(configs)
+  for name, cfg in configs.items():
+    assert abs(param_count(cfg.model) - target) <= 0.08 * target, name
+    assert cfg.data.seq % byte_lm(cfg.model).step_multiple == 0, name
