@@ -101,6 +101,9 @@ class ModelConfig:
       tokens steps at most sm_lr_scale / (H C) per token).
     sm_decay_to_init: retention decays each self-modifying memory toward its
       learned initial memory (false: toward zero, as the paper's equation).
+    sm_step_norm: each self-modifying memory's step is divided by its
+      curvature bound, `(eta / C) / (1 + eta kappa)`, so no chunk overshoots
+      however large its weights grow (false: `eta / C`).
   """
 
   mixer: str = "linear_attention"
@@ -125,6 +128,7 @@ class ModelConfig:
   sm_self_values: bool = True
   sm_lr_scale: float = 2.0
   sm_decay_to_init: bool = True
+  sm_step_norm: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

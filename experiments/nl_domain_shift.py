@@ -49,13 +49,14 @@ from contlearn.models.variants import select
 from contlearn.run_log import LN2
 from contlearn.stream import DocumentLanes, corpora, split_holdout
 
-# Sizes set for about equal parameter counts (printed at the start of a run). Titans
+# Sizes set for about equal parameter counts (printed at the start of a run: 525k,
+# 532k and 539k). Titans
 # reads chunks of 16: with its default of 64 its memory diverged (NaN) on this
 # stream after 110-190k tokens, at outer rates 3e-3 and 1e-3.
 MODELS = {
     "transformer": {"mixer": "swa", "mlp_ratio": 5},
     "titans": {"mixer": "titans", "mem_expansion": 2, "mem_chunk": 16},
-    "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1},
+    "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1, "mem_expansion": 2},
 }
 
 

@@ -43,6 +43,21 @@ update `(a I - lr k k^T) w_0 - lr grad loss` in the x @ W convention (the
 paper's `M (a I - lr k k^T)` with `M = w_0^T`): DGD is this extra loss term.
 With chunk-start gradients it is evaluated at the anchor, which for C = 1 is
 the paper's recurrent equation (state at t - 1).
+
+Normalised step (`Rule.normalized`, chunk-start rules whose model has depth
+<= 2 and no LayerNorm). A gradient step of size s at one token moves the
+read at its key by about `s J J^T e` (J the Jacobian of `M(W; k)` in W, e the
+error), which overshoots when `s |J J^T| > 2`; that bound grows with the
+weights (the first layer's curvature is about |w_1|^2), so a fixed rate
+that is stable at initialisation can blow up later. With `kappa_t`
+(`curvature`), an upper bound of the inner loss's Gauss-Newton curvature at
+the anchor, each token steps
+
+    lr_t / (1 + C lr_t kappa_t)          C = tokens per chunk
+
+so the C steps taken from one anchor together move a read by less than its
+error, whatever the weights (the implicit, normalised-LMS form of the step;
+for a matrix memory, `lr / (1 + lr |k|^2)` at C = 1, as Longhorn's).
 """
 
 from __future__ import annotations
@@ -141,7 +156,8 @@ class Rule(NamedTuple):
   Retention, learning rate and momentum are per-token inputs (`Rates`), so the
   same rule serves fixed, per-head and data-dependent choices. `dgd` adds
   `|first-layer pre-activation of k|^2 / 2` to the inner loss (delta gradient
-  descent, module docstring); `self_target` makes the target `M(W; v)` at the
+  descent, module docstring); `normalized` divides each step by the chunk's
+  curvature bound (module docstring); `self_target` makes the target `M(W; v)` at the
   state the gradient is taken at (a constant of the inner step, differentiable
   for the outer loop), so the memory generates its own values.
   """
@@ -152,6 +168,7 @@ class Rule(NamedTuple):
   momentum: bool = False
   dgd: bool = False
   self_target: bool = False
+  normalized: bool = False
 
 
 class Rates(NamedTuple):
@@ -204,6 +221,46 @@ def inner_grad(rule: Rule, outer: Params, w: Params, k_t: jax.Array, v_t: jax.Ar
   return jax.grad(inner)(w)
 
 
+LOSS_CURVATURE = {half_squared_loss: 1.0, squared_loss: 2.0}
+
+
+def curvature(rule: Rule, outer: Params, w: Params, k: jax.Array) -> jax.Array:
+  """`kappa`: an upper bound of one token's inner-loss curvature at `w`, `k [..., Dk] -> [...]`.
+
+  With J_l the Jacobian of `M(W; k)` in layer l's weights, c the loss's
+  second derivative (1 half squared, 2 squared) and `|k|^2_b = |k|^2 + 1`
+  with biases, else `|k|^2`:
+
+      depth 1:  kappa = c |k|^2_b                      (= |J_0 J_0^T|)
+      depth 2:  kappa = c (|h|^2_b + |k|^2_b sum_j act'(z_j)^2 |w_1[j]|^2)
+                z = k w_0 + b_0,  h = act(z)
+      DGD adds  |k|^2_b  (the Hessian of |z|^2 / 2)
+
+  The last layer's term is `|J_1 J_1^T|` exactly, the first's its trace.
+  """
+  model = rule.model
+  if rule.online or model.ttt_norm or model.depth > 2 or rule.loss not in LOSS_CURVATURE:
+    raise ValueError("a normalised step needs a chunk-start rule, depth <= 2, no LayerNorm, and a squared loss")
+  full = model.weights(w, outer)
+  bias = 1.0 if model.bias else 0.0
+  k_sq = jnp.sum(jnp.square(k), axis=-1) + bias
+  kappa = k_sq
+  if model.depth == 2:
+    z = k @ full["w"][0] + bias * lead(full["b"][0], k)
+    h, slope = jax.jvp(model.act, (z,), (jnp.ones_like(z),))
+    rows = jnp.sum(jnp.square(full["w"][1]), axis=1)  # [H]
+    kappa = jnp.sum(jnp.square(h), axis=-1) + bias + k_sq * (jnp.square(slope) @ rows)
+  kappa = LOSS_CURVATURE[rule.loss] * kappa
+  return kappa + k_sq if rule.dgd else kappa
+
+
+def step_size(rule: Rule, outer: Params, anchor: Params, k: jax.Array, lr: jax.Array, chunk: int) -> jax.Array:
+  """Each token's step, `lr` or, for a normalised rule, `lr / (1 + C lr kappa)`; k [..., Dk], lr [...]."""
+  if not rule.normalized:
+    return lr
+  return lr / (1.0 + chunk * lr * curvature(rule, outer, anchor, k))
+
+
 def update(rule: Rule, outer: Params, state: MemState, anchor: Params, k_t, v_t, lr, a, eta, use) -> MemState:
   """One token's write, `(W_{t-1}, m_{t-1}) -> (W_t, m_t)`, with masked rates."""
   tree = jax.tree.map
@@ -234,6 +291,7 @@ def reference(rule: Rule, outer: Params, state: MemState, q, k, v, rates: Rates,
     mem, anchor = carry
     t, q_t, k_t, v_t, lr, a, eta, use = xs
     anchor = jax.lax.cond(t % chunk == 0, lambda: mem.w, lambda: anchor)
+    lr = step_size(rule, outer, anchor, k_t, lr, chunk)
     mem = update(rule, outer, mem, anchor, k_t, v_t, lr, a, eta, use)
     return (mem, anchor), rule.model.apply(mem.w, outer, q_t)
 

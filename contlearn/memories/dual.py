@@ -26,7 +26,8 @@ gradients, so every memory in the chunk is
 which is attention-like matrix products (TTT's dual form, extended to depth,
 retention and momentum). A scan carries (W, m) from chunk to chunk.
 
-The inner loss's extras are taken at `W_0` too: a self-generated target is
+The inner loss's extras are taken at `W_0` too (and a normalised rule's
+curvature, `core.step_size`): a self-generated target is
 `M(W_0; v_i)`, and the DGD term `|x_i^0 w_0 + b_0|^2 / 2` adds the first
 layer's pre-activation to `d_i^0` (`core.Rule`). With an offset `O` (weights
 `O + W`, `core.InnerModel`), gradients are taken at `O + W_0`, each layer's
@@ -38,7 +39,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from contlearn.memories.core import MemState, Rates, Rule, lead, masked_rates
+from contlearn.memories.core import MemState, Rates, Rule, lead, masked_rates, step_size
 
 
 def _tril(chunk: int, dtype):
@@ -73,6 +74,7 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
   model = rule.model
   w0 = state.w
   depth = model.depth
+  lr = step_size(rule, outer, w0, k, lr, k.shape[0])
   bias = 1.0 if model.bias else 0.0
 
   target = model.apply(w0, outer, v) if rule.self_target else v

@@ -9,7 +9,7 @@
 | ttt_linear      | x + LN(x W + b)       | squared      | none         | chunk-start GD, lr_t    |
 | ttt_mlp         | x + LN(MLP_2(x))      | squared      | none         | chunk-start GD, lr_t    |
 | titans          | x + LN(MLP_L(x))      | squared      | forget gate  | chunk-start GD+momentum |
-| self_modifying  | x + MLP_2(x), offset  | half squared, target M(v), + DGD | alpha_t | chunk-start GD+momentum |
+| self_modifying  | x + MLP_2(x), offset  | half squared, target M(v), + DGD | alpha_t | chunk-start GD+momentum, normalised |
 
 Retention and rates are per-token inputs; which are fixed, per head or
 data-dependent is decided by the layer (`contlearn.models.memory_layer`).
@@ -28,17 +28,23 @@ def titans(depth: int = 2, expansion: int = 4) -> Rule:
 
 
 def self_modifying(
-    expansion: int = 4, dgd: bool = True, momentum: bool = True, self_values: bool = True, decay_to_init: bool = True
+    expansion: int = 4,
+    dgd: bool = True,
+    momentum: bool = True,
+    self_values: bool = True,
+    decay_to_init: bool = True,
+    normalized: bool = True,
 ) -> Rule:
   """A memory of self-modifying Titans: `x + W_b gelu(W_a x)`, half squared loss.
 
   `dgd` adds delta gradient descent on `W_a`; `self_values` makes the target
   the memory's own `M(v)`; `decay_to_init` makes the weights an outer-learned
   offset plus the written state, so retention decays toward the offset
-  (`contlearn.memories.self_modifying`).
+  (`contlearn.memories.self_modifying`); `normalized` divides each step by
+  the memory's curvature bound (`core.step_size`).
   """
   model = InnerModel(depth=2, expansion=expansion, bias=False, residual=True, offset=decay_to_init)
-  return Rule(model, half_squared_loss, momentum=momentum, dgd=dgd, self_target=self_values)
+  return Rule(model, half_squared_loss, momentum=momentum, dgd=dgd, self_target=self_values, normalized=normalized)
 
 
 RULES: dict[str, Rule] = {

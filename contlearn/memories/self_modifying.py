@@ -62,6 +62,14 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     |gelu(k W_a)|^2, about 0.4 H at initialisation (51 at H = 128), so a
     chunk's summed step must stay below about 2 / (0.4 H); with lr_scale 1
     a byte LM's main memory blew up at step 13.
+  * Normalised steps (`rule.normalized`, on by default): the bound above
+    holds at initialisation only. The step on W_a has curvature about
+    |W_b|^2, and the outer loop grows the rate memories' W_b (their mean is
+    the rate's logit), so a Hope LM that had read 196k tokens of plays
+    overflowed on unseen Python docs. Each memory's step is therefore
+    `(eta_t / C) / (1 + eta_t kappa_t)`, kappa its curvature bound at the
+    anchor (`core.curvature`): at most eta_t / C, and a chunk's steps
+    together never overshoot, whatever the weights. Off: `eta_t / C`.
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
@@ -79,7 +87,7 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.memories import dual
-from contlearn.memories.core import MemState, Params, Rates, Rule, masked_rates, update
+from contlearn.memories.core import MemState, Params, Rates, Rule, masked_rates, step_size, update
 from contlearn.memories.rules import self_modifying
 
 RATE_BIAS = {"eta": 0.0, "alpha": -4.0, "momentum": 0.0}
@@ -173,7 +181,10 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
     reads = jax.vmap(lambda o, w: model.apply(w, o, x_t))(_take(outer, first), _take(anchors, first))
     k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
     r = masked_rates(rates, m_t)
-    write = lambda o, s, a, c: update(rule, o, s, a, k, v, r.lr / c, r.retain, r.momentum, m_t.astype(x.dtype))
+    def write(o, s, a, c):
+      lr = step_size(rule, o, a, k, r.lr / c, c)
+      return update(rule, o, s, a, k, v, lr, r.retain, r.momentum, m_t.astype(x.dtype))
+
     mems = jax.vmap(write)(outer, mems, anchors, period.astype(x.dtype))
     return (mems, anchors), model.apply(_take(mems.w, n), _take(outer, n), query(params, x_t))
 
@@ -190,7 +201,7 @@ def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, m
   k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
   per_token = lambda c: rates._replace(lr=rates.lr / c)
   # one dual chunk per projection memory; its reads (here of k) are unused
-  advance = lambda o, s: dual.chunked(rule, o, s, k, k, v, per_token(spec.chunk_proj), mask, x.shape[0])[1]
+  advance = lambda o, s: dual.chunked(rule, o, s, k, k, v, per_token(spec.chunk_proj), mask, spec.chunk_proj)[1]
   proj = jax.vmap(advance)(o_proj, proj)
   y, mem = dual.chunked(rule, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask, spec.chunk_mem)
   return jax.tree.map(lambda p, m: jnp.concatenate([p, m[None]]), proj, mem), y

@@ -78,7 +78,9 @@ def spec(cfg: ModelConfig) -> sm.SelfModifying:
     )
   if cfg.mem_expansion < 1:
     raise ConfigError(f"model.mem_expansion={cfg.mem_expansion} must be >= 1")
-  rule = rules.self_modifying(cfg.mem_expansion, cfg.sm_dgd, cfg.sm_momentum, cfg.sm_self_values, cfg.sm_decay_to_init)
+  rule = rules.self_modifying(
+      cfg.mem_expansion, cfg.sm_dgd, cfg.sm_momentum, cfg.sm_self_values, cfg.sm_decay_to_init, cfg.sm_step_norm
+  )
   hidden = cfg.mem_expansion * (cfg.d_model // cfg.n_heads)
   return sm.SelfModifying(rule, chunk, cfg.sm_chunk_proj, cfg.sm_lr_scale / hidden)
 

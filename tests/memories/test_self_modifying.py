@@ -45,9 +45,9 @@ def test_chunked_equals_reference(chunks):
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
 
-def test_chunked_equals_reference_without_momentum_dgd_self_values_or_offsets():
+def test_chunked_equals_reference_without_momentum_dgd_self_values_offsets_or_normalisation():
   with jax.enable_x64(True):
-    spec = _spec(2, 4, momentum=False, dgd=False, self_values=False, decay_to_init=False)
+    spec = _spec(2, 4, momentum=False, dgd=False, self_values=False, decay_to_init=False, normalized=False)
     args = _inputs(spec, 4)
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
@@ -95,7 +95,8 @@ def _paper_loop(spec, params, state, x, mask):
   k, v, eta, alpha, beta from M_{t-1}; each memory's target vhat = M_{t-1}(v);
   W_a <- (alpha I - eta k k^T) W_a - eta k (dL/dz)^T,  W_b <- alpha W_b - eta dL/dW_b
   (with momentum: m <- beta m - eta g, g including the DGD term; W <- alpha W + m;
-  with offsets O, the weights are O + D and alpha acts on D alone); y = M_mem,t(q).
+  with offsets O, the weights are O + D and alpha acts on D alone; normalised: every
+  eta above is eta / (1 + eta kappa)); y = M_mem,t(q).
   """
   f = lambda a: np.asarray(a, np.float64)
   offset = spec.rule.model.offset
@@ -109,12 +110,21 @@ def _paper_loop(spec, params, state, x, mask):
   apply = lambda w, u: u + _gelu(u @ w["a"]) @ w["b"]
   wq, bias = f(params["wq"]), {g: float(b) for g, b in params["bias"].items()}
   momentum, ys = spec.rule.momentum, []
+
+  def step_size(w, k, eta):  # (core.curvature): kappa = |h|^2 + |k|^2 sum_j gelu'(z_j)^2 |W_b[j]|^2, + |k|^2 (DGD)
+    if not spec.rule.normalized:
+      return eta
+    z = k @ w["a"]
+    kappa = np.sum(_gelu(z) ** 2) + (k @ k) * np.sum(_dgelu(z) ** 2 * np.sum(w["b"] ** 2, axis=1)) + (k @ k)
+    return eta / (1 + eta * kappa)
+
   for x_t, use in zip(f(x), np.asarray(mask)):
     if use:
       k, v = _unit(apply(mem["k"], x_t)), _unit(apply(mem["v"], x_t))
       gate = {g: _sigmoid(np.mean(apply(mem[g], x_t)) + bias[g]) for g in spec.gates}
       eta, alpha = spec.lr_scale * gate["eta"], 1 - gate["alpha"]
       for w in mem.values():
+        lr = step_size(w, k, eta)
         target = apply(w, v) if spec.rule.self_target else v
         z = k @ w["a"]
         r = k + _gelu(z) @ w["b"] - target
@@ -124,18 +134,19 @@ def _paper_loop(spec, params, state, x, mask):
         kept_a = w["oa"] + alpha * (w["a"] - w["oa"])
         kept_b = w["ob"] + alpha * (w["b"] - w["ob"])
         if momentum:
-          w["ma"] = gate["momentum"] * w["ma"] - eta * (g_a + erase)
-          w["mb"] = gate["momentum"] * w["mb"] - eta * g_b
+          w["ma"] = gate["momentum"] * w["ma"] - lr * (g_a + erase)
+          w["mb"] = gate["momentum"] * w["mb"] - lr * g_b
           w["a"], w["b"] = kept_a + w["ma"], kept_b + w["mb"]
         else:
-          w["a"] = kept_a - eta * erase - eta * g_a
-          w["b"] = kept_b - eta * g_b
+          w["a"] = kept_a - lr * erase - lr * g_a
+          w["b"] = kept_b - lr * g_b
     ys.append(apply(mem["mem"], _unit(x_t @ wq)))
   return np.stack(ys), {n: {"a": w["a"] - w["oa"], "b": w["b"] - w["ob"]} for n, w in mem.items()}
 
 
 @pytest.mark.parametrize("flags", [
-    {"momentum": False}, {}, {"momentum": False, "self_values": False}, {"momentum": False, "decay_to_init": False},
+    {"momentum": False}, {}, {"normalized": False}, {"momentum": False, "self_values": False},
+    {"momentum": False, "decay_to_init": False, "normalized": False},
 ])
 def test_chunk_one_is_the_papers_recurrence(flags):
   with jax.enable_x64(True):
