@@ -4,7 +4,13 @@
 
 Same configuration for both: width 256 (one head), chunk 64, a 2-layer MLP
 memory (hidden 4x), batch 4 x 1024 tokens, forward and backward (gradients
-of the summed output with respect to every parameter). titans-pytorch and a
+of the summed output with respect to every parameter). titans-pytorch takes
+one step per chunk, with momentum and decay constant within the chunk, and
+every token reads the memory of a chunk boundary; contlearn's form of that is
+`model.mem_step=chunk`, timed as "contlearn, step per chunk" and giving the
+`ratio`. contlearn's default (`mem_step=token`: per-token momentum and decay,
+each token reads the memory after its own step, more work) is timed beside
+it (`ratio_token_step`). titans-pytorch and a
 pinned CPU torch are benchmark-only dependencies, installed here if missing.
 PyTorch uses as many threads as there are cores. The two are timed in turn
 (median of `--repeats`), so both see the same machine load. Prints a table; the last
@@ -41,10 +47,11 @@ def ensure_peer() -> None:
   subprocess.run([sys.executable, "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
 
 
-def ours():
-  """A call running one forward+backward of contlearn's Titans mixer."""
+def ours(step: str):
+  """A call running one forward+backward of contlearn's Titans mixer, `model.mem_step=step`."""
   cfg = ModelConfig(
-      mixer="titans", d_model=DIM, n_heads=1, n_layers=1, mem_chunk=CHUNK, mem_depth=DEPTH, mem_expansion=EXPANSION
+      mixer="titans", d_model=DIM, n_heads=1, n_layers=1, mem_chunk=CHUNK, mem_depth=DEPTH, mem_expansion=EXPANSION,
+      mem_step=step,
   )
   mixer = build_mixer(cfg)
   params = mixer.init_params(jax.random.PRNGKey(0))
@@ -98,12 +105,10 @@ def main() -> None:
   import torch
 
   tokens = BATCH * SEQ
-  seconds = interleaved({"ours": ours(), "peer": peer()}, args.repeats)
-  t_ours, t_peer = seconds["ours"], seconds["peer"]
-  rows = [
-      {"impl": "contlearn (JAX)", "seconds": t_ours, "tokens_per_s": tokens / t_ours},
-      {"impl": "titans-pytorch", "seconds": t_peer, "tokens_per_s": tokens / t_peer},
-  ]
+  calls = {"contlearn, step per chunk": ours("chunk"), "contlearn, step per token": ours("token"), "titans-pytorch": peer()}
+  seconds = interleaved(calls, args.repeats)
+  t_ours, t_token, t_peer = seconds.values()
+  rows = [{"impl": name, "seconds": t, "tokens_per_s": tokens / t} for name, t in seconds.items()]
   print(f"Titans memory, dim {DIM}, chunk {CHUNK}, {DEPTH}-layer MLP, batch {BATCH} x {SEQ}, forward+backward")
   common.print_table(rows, ["impl", "seconds", "tokens_per_s"])
   common.write_json(
@@ -112,6 +117,8 @@ def main() -> None:
           "tokens_per_s": tokens / t_ours,
           "peer_tokens_per_s": tokens / t_peer,
           "ratio": t_peer / t_ours,
+          "token_step_tokens_per_s": tokens / t_token,
+          "ratio_token_step": t_peer / t_token,
           "config": {"dim": DIM, "chunk": CHUNK, "depth": DEPTH, "expansion": EXPANSION, "batch": BATCH, "seq": SEQ},
           "torch": torch.__version__,
           "torch_threads": torch.get_num_threads(),

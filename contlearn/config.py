@@ -83,6 +83,11 @@ class ModelConfig:
       default, 16 for TTT and self-modifying Titans, 64 otherwise).
     mem_depth: layers of the MLP memory of "titans" (>= 1).
     mem_expansion: hidden width of MLP memories as a multiple of the head width.
+    mem_step: "token" (each token steps the memory, and reads it after its
+      own step) or "chunk" (one step per chunk of `mem_chunk` tokens with
+      the chunk's mean rates; tokens read the chunk-start memory:
+      titans-pytorch's form); "chunk" only for chunk-start memories (TTT,
+      Titans and their hybrids).
     mem_conv: width of the short causal depthwise convolution on q, k, v
       of memory mixers (1 disables it).
     persistent_tokens: learned key/value tokens every query of an attention
@@ -120,6 +125,7 @@ class ModelConfig:
   mem_chunk: int = 0
   mem_depth: int = 2
   mem_expansion: int = 4
+  mem_step: str = "token"
   mem_conv: int = 4
   persistent_tokens: int = 0
   sm_chunk_proj: int = 64

@@ -44,6 +44,19 @@ paper's `M (a I - lr k k^T)` with `M = w_0^T`): DGD is this extra loss term.
 With chunk-start gradients it is evaluated at the anchor, which for C = 1 is
 the paper's recurrent equation (state at t - 1).
 
+One step per chunk (`Rule.chunk_step`, chunk-start rules): Titans' parallel
+training with rates held constant within a chunk (the paper's linear
+time-invariant simplification, the form titans-pytorch computes). The chunk's
+tokens take their gradients at the anchor and add up to one step, taken at
+the chunk's last token with the chunk's mean retention and momentum over its
+real tokens; every token reads the anchor:
+
+    G_n = sum_{t in chunk n} lr_t g_t               (g_t at the anchor W_{n-1})
+    without momentum:  W_n = abar_n W_{n-1} - G_n
+    with momentum:     m_n = etabar_n m_{n-1} - G_n,   W_n = abar_n W_{n-1} + m_n
+    y_t = M(W_{n-1}; q_t)
+    (a chunk of masked tokens only changes nothing)
+
 Normalised step (`Rule.normalized`, chunk-start rules whose model has depth
 <= 2 and no LayerNorm). A gradient step of size s at one token moves the
 read at its key by about `s J J^T e` (J the Jacobian of `M(W; k)` in W, e the
@@ -157,7 +170,8 @@ class Rule(NamedTuple):
   same rule serves fixed, per-head and data-dependent choices. `dgd` adds
   `|first-layer pre-activation of k|^2 / 2` to the inner loss (delta gradient
   descent, module docstring); `normalized` divides each step by the chunk's
-  curvature bound (module docstring); `self_target` makes the target `M(W; v)` at the
+  curvature bound (module docstring); `chunk_step` takes one step per chunk
+  and reads the chunk-start memory (module docstring); `self_target` makes the target `M(W; v)` at the
   state the gradient is taken at (a constant of the inner step, differentiable
   for the outer loop), so the memory generates its own values.
   """
@@ -169,6 +183,7 @@ class Rule(NamedTuple):
   dgd: bool = False
   self_target: bool = False
   normalized: bool = False
+  chunk_step: bool = False
 
 
 class Rates(NamedTuple):
@@ -285,6 +300,8 @@ def reference(rule: Rule, outer: Params, state: MemState, q, k, v, rates: Rates,
   Returns:
     y [T, Dv] and the final state.
   """
+  if rule.chunk_step:
+    return _chunk_step_reference(rule, outer, state, q, k, v, rates, mask, chunk)
   rates = masked_rates(rates, mask)
 
   def step(carry, xs):
@@ -299,4 +316,41 @@ def reference(rule: Rule, outer: Params, state: MemState, q, k, v, rates: Rates,
   use = mask.astype(q.dtype)
   xs = (jnp.arange(n), q, k, v, rates.lr, rates.retain, rates.momentum, use)
   (mem, _), y = jax.lax.scan(step, (state, state.w), xs)
+  return y, mem
+
+
+def _chunk_step_reference(rule: Rule, outer: Params, state: MemState, q, k, v, rates: Rates, mask, chunk: int):
+  """`reference` for a `chunk_step` rule: the token loop with one step per chunk."""
+  if rule.online:
+    raise ValueError("a chunk step needs chunk-start gradients (an online rule steps at every token)")
+  rates = masked_rates(rates, mask)
+  tree, n = jax.tree.map, q.shape[0]
+
+  def step(carry, xs):
+    mem, anchor, grads, sums = carry
+    t, q_t, k_t, v_t, lr, a, eta, use = xs
+    start = t % chunk == 0
+    anchor = jax.lax.cond(start, lambda: mem.w, lambda: anchor)
+    grads, sums = tree(lambda g: jnp.where(start, 0.0, g), (grads, sums))
+    lr = step_size(rule, outer, anchor, k_t, lr, chunk)
+    grads = tree(lambda acc, g: acc + lr * g, grads, inner_grad(rule, outer, anchor, k_t, v_t))
+    sums = (sums[0] + use, sums[1] + use * a, sums[2] + use * eta)  # real tokens, retention, momentum
+
+    def take_step():
+      count = sums[0]
+      a_bar, eta_bar = sums[1] / count, sums[2] / count
+      if rule.momentum:
+        m = tree(lambda mm, g: eta_bar * mm - g, mem.m, grads)
+        return MemState(tree(lambda w, mm: a_bar * w + mm, mem.w, m), m)
+      return MemState(tree(lambda w, g: a_bar * w - g, mem.w, grads), mem.m)
+
+    last = ((t + 1) % chunk == 0) | (t == n - 1)
+    mem = jax.lax.cond(last & (sums[0] > 0), take_step, lambda: mem)
+    return (mem, anchor, grads, sums), rule.model.apply(anchor, outer, q_t)
+
+  use = mask.astype(q.dtype)
+  zeros = tree(jnp.zeros_like, state.w)
+  sums = (jnp.zeros((), q.dtype),) * 3
+  xs = (jnp.arange(n), q, k, v, rates.lr, rates.retain, rates.momentum, use)
+  (mem, *_), y = jax.lax.scan(step, (state, state.w, zeros, sums), xs)
   return y, mem

@@ -17,7 +17,9 @@ gradients, so every memory in the chunk is
     momentum:     E = L1 @ (L2 * lr),  L1[t, s] = (g_t / g_s) use_s,
                   L2[s, i] = eta_{i+1} ... eta_s,  r_t = sum_s L1[t, s] eta_1 ... eta_s
 
-(the closed form of the associative scan over the chunk). The read
+(the closed form of the associative scan over the chunk). A `chunk_step`
+rule (`core`) needs none of this: one step with `sum_i lr_i grad_i` and the
+chunk's mean rates, and the read is `M(W_0; q_t)`. The read
 `M(W_t; q_t)` never builds W_t: layer l sees, for query hidden `h_t`,
 
     h_t w_{l,t} + b_{l,t} = g_t (h_t w_l + b_l) + r_t (h_t m_{w_l} + m_{b_l})
@@ -94,6 +96,8 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
 
   eps = [jnp.zeros((k.shape[0], w.shape[1]), k.dtype) for w in w0["w"]]
   deltas, inputs = jax.grad(keys_loss, has_aux=True)(eps)
+  if rule.chunk_step:
+    return _one_step(rule, state, inputs, deltas, lr, retain, eta, use), model.apply(w0, outer, q)
   g, r, e, m_row, p_end = _coefficients(rule, lr, retain, eta, use)
 
   h = q
@@ -123,6 +127,25 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
       new_m["b"].append(p_end * m_b - bias * jnp.sum(push, axis=0))
   new_m = new_m if rule.momentum else state.m
   return MemState(new_w, new_m), y
+
+
+def _one_step(rule: Rule, state: MemState, inputs, deltas, lr, retain, eta, use) -> MemState:
+  """A `chunk_step` rule's state after the chunk: one step with the summed gradient `G = sum_i lr_i grad_i`."""
+  count = jnp.sum(use)
+  share = use / jnp.maximum(count, 1.0)
+  a_bar, eta_bar = jnp.sum(share * retain), jnp.sum(share * eta)
+  bias = 1.0 if rule.model.bias else 0.0
+  grads = {
+      "w": [x.T @ (lr[:, None] * d) for x, d in zip(inputs, deltas)],
+      "b": [bias * jnp.sum(lr[:, None] * d, axis=0) for d in deltas],
+  }
+  tree = jax.tree.map
+  if rule.momentum:
+    m = tree(lambda mm, g: eta_bar * mm - g, state.m, grads)
+    new = MemState(tree(lambda w, mm: a_bar * w + mm, state.w, m), m)
+  else:
+    new = MemState(tree(lambda w, g: a_bar * w - g, state.w, grads), state.m)
+  return tree(lambda after, before: jnp.where(count > 0, after, before), new, state)
 
 
 def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int):

@@ -76,6 +76,8 @@ def spec(cfg: ModelConfig) -> sm.SelfModifying:
         f"model.sm_chunk_proj={cfg.sm_chunk_proj} must be a positive multiple of the main memory's "
         f"chunk (model.mem_chunk={cfg.mem_chunk}, 0 meaning {DEFAULT_CHUNK})"
     )
+  if cfg.mem_step != "token":
+    raise ConfigError(f"model.mem_step={cfg.mem_step!r}: self_modifying_titans steps its memories at every token")
   if cfg.mem_expansion < 1:
     raise ConfigError(f"model.mem_expansion={cfg.mem_expansion} must be >= 1")
   rule = rules.self_modifying(

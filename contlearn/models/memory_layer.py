@@ -143,6 +143,20 @@ def carried(state: dict, conv_in: jax.Array, mask: jax.Array) -> dict:
   }
 
 
+def block_rule(cfg: ModelConfig, block: MemoryBlock) -> memories.Rule:
+  """`block.rule`, stepping once per chunk if `model.mem_step` is "chunk"."""
+  if cfg.mem_step not in ("token", "chunk"):
+    raise ConfigError(f"model.mem_step={cfg.mem_step!r}: choose token or chunk")
+  if cfg.mem_step == "token":
+    return block.rule
+  if block.rule.online:
+    raise ConfigError(
+        f"model.mem_step='chunk' needs a chunk-start memory (ttt_linear, ttt_mlp, titans and its hybrids); "
+        f"model.mixer={cfg.mixer!r} steps at every token"
+    )
+  return block.rule._replace(chunk_step=True)
+
+
 def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
   """The mixer of `block.rule` at the sizes in `cfg` (see the module docstring)."""
   check_heads(cfg)
@@ -150,7 +164,7 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
   for field, value, choices in (("lr", block.lr, ("one", "gate")), ("retain", block.retain, ("none", "multiscale", "gate"))):
     if value not in choices:
       raise ConfigError(f"memory {field}={value!r}: choose one of {', '.join(choices)}")
-  rule, dh, width = block.rule, d // h, cfg.mem_conv
+  rule, dh, width = block_rule(cfg, block), d // h, cfg.mem_conv
   chunk = cfg.mem_chunk or block.chunk
   learned_w0 = not memories.is_linear(rule)
   gates = [name for name, on in (("lr", block.lr == "gate"), ("retain", block.retain == "gate"), ("momentum", rule.momentum)) if on]

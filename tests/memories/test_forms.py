@@ -10,10 +10,13 @@ from contlearn.memories.core import InnerModel, Rule, squared_loss
 from contlearn.memories.rules import self_modifying
 
 # Beside the named memories: DGD on a residual linear map with a bias and an
-# offset, no momentum; self-modifying memories that decay toward zero.
+# offset, no momentum; self-modifying memories that decay toward zero; one
+# step per chunk (with and without momentum).
 EXTRA = {
     "dgd_bias_offset": Rule(InnerModel(depth=1, bias=True, residual=True, offset=True), squared_loss, dgd=True),
     "self_modifying_to_zero": self_modifying(decay_to_init=False),
+    "titans_chunk_step": memories.RULES["titans"]._replace(chunk_step=True),
+    "ttt_mlp_chunk_step": memories.RULES["ttt_mlp"]._replace(chunk_step=True),
 }
 RULES = {**memories.RULES, **EXTRA}
 NAMES = sorted(RULES)
@@ -69,3 +72,21 @@ def test_masked_tokens_leave_state(name):
     _, s_full = _run(memories.chunked, rule, 4, a)
     _, s_short = _run(memories.chunked, rule, 4, short)
     _close(s_full, s_short, 1e-12)
+
+
+@pytest.mark.parametrize("name", ["titans", "ttt_linear"])
+def test_a_chunk_step_of_one_token_is_the_token_step_read_before_it(name):
+  """At C = 1 a chunk step is the token step: same states; token t reads W_{t-1} instead of W_t."""
+  token = RULES[name]
+  with jax.enable_x64(True):
+    from tests.memories.helpers import inputs
+
+    a = inputs(token, jax.random.PRNGKey(11), t=9)
+    a["mask"] = jnp.ones_like(a["mask"])
+    y_chunk, s_chunk = _run(memories.reference, token._replace(chunk_step=True), 1, a)
+    _, s_token = _run(memories.reference, token, 1, a)
+    _close(s_chunk, s_token, 1e-12)
+    _, s_before = _run(memories.reference, token, 1, {**a, **{n: a[n][:8] for n in ("q", "k", "v", "mask")},
+                                                        "rates": jax.tree.map(lambda x: x[:8], a["rates"])})
+    y_last = token.model.apply(s_before.w, a["outer"], a["q"][8])
+    _close(y_chunk[8], y_last, 1e-12)

@@ -26,14 +26,17 @@ def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("name", NAMES + WITH_SWA)
-def test_state_carries_across_steps(name):
+STEP_PER_CHUNK = [pytest.param(n, {"mem_step": "chunk"}, id=f"{n}-chunk_step") for n in ("ttt_mlp", "titans", "titans_mac")]
+
+
+@pytest.mark.parametrize("name, extra", [(n, {}) for n in NAMES + WITH_SWA] + STEP_PER_CHUNK)
+def test_state_carries_across_steps(name, extra):
   """One call over 32 tokens equals two calls of 16 with the state carried.
 
   In float64, so that the two agree to rounding whatever the state's scale
   (Titans' momentum grows to tens); attention mixers with persistent tokens.
   """
-  mixer = build_mixer(_cfg(name, persistent_tokens=0 if name in NAMES else 2))
+  mixer = build_mixer(_cfg(name, persistent_tokens=0 if name in NAMES else 2, **extra))
   with jax.enable_x64(True):
     f64 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
     params = f64(mixer.init_params(jax.random.PRNGKey(0)))
@@ -77,7 +80,9 @@ def test_byte_lm_accepts_memory(name):
     [("linear_attention", dict(d_model=30, n_heads=4), "d_model"), ("linear_attention", dict(decay="fast"), "decay"),
      ("linear_attention", dict(mem_conv=0), "mem_conv"), ("titans", dict(mem_depth=0), "mem_depth"),
      ("linear_attention", dict(mem_chunk=-1), "mem_chunk"), ("titans", dict(persistent_tokens=2), "persistent_tokens"),
-     ("swa", dict(persistent_tokens=-1), "persistent_tokens"), ("titans_mac", dict(window=8, mem_chunk=3), "mem_chunk")],
+     ("swa", dict(persistent_tokens=-1), "persistent_tokens"), ("titans_mac", dict(window=8, mem_chunk=3), "mem_chunk"),
+     ("titans", dict(mem_step="block"), "mem_step"), ("gated_deltanet", dict(mem_step="chunk"), "mem_step"),
+     ("self_modifying_titans", dict(mem_step="chunk"), "mem_step")],
 )
 def test_bad_config_names_field(name, override, field):
   with pytest.raises(ConfigError, match=field):
