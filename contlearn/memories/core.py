@@ -206,6 +206,18 @@ class MemState(NamedTuple):
   m: Params
 
 
+def log_rate(rate: jax.Array) -> jax.Array:
+  """`log(rate)` of a retention or momentum in [0, 1], finite at 0.
+
+  A gate `1 - sigmoid(z)` is exactly 0 in float32 once z > 17; the chunk forms
+  take ratios of cumulative products in log space, where log 0 would give
+  -inf - (-inf) = NaN. At the smallest normal number instead, a product
+  through that token is still 0 to float precision and a ratio that skips it
+  is exact.
+  """
+  return jnp.log(jnp.maximum(rate, jnp.finfo(rate.dtype).tiny))
+
+
 def masked_rates(rates: Rates, mask: jax.Array) -> Rates:
   """Rates under which a masked token (`mask [T]` False) changes nothing."""
   return Rates(

@@ -41,7 +41,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from contlearn.memories.core import MemState, Rates, Rule, lead, masked_rates, step_size
+from contlearn.memories.core import MemState, Rates, Rule, lead, log_rate, masked_rates, step_size
 
 
 def _tril(chunk: int, dtype):
@@ -58,11 +58,11 @@ def _ratio(log_c: jax.Array) -> jax.Array:
 
 def _coefficients(rule: Rule, lr, retain, eta, use):
   """g [C], r [C], E [C, C], and the momentum's end row `lr * L2[-1]` [C]."""
-  log_g = jnp.cumsum(jnp.log(retain))
+  log_g = jnp.cumsum(log_rate(retain))
   l1 = _ratio(log_g)
   if not rule.momentum:
     return jnp.exp(log_g), jnp.zeros_like(log_g), l1 * lr[None, :], None, None
-  log_p = jnp.cumsum(jnp.log(eta))
+  log_p = jnp.cumsum(log_rate(eta))
   l1 = l1 * use[None, :]
   l2 = _ratio(log_p)
   e = l1 @ (l2 * lr[None, :])

@@ -26,6 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from contlearn.memories.core import log_rate
+
 
 def _pad(x: jax.Array, n: int, value: float = 0.0) -> jax.Array:
   pad = [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
@@ -64,7 +66,7 @@ def chunked(w0, q, k, v, lr, retain, mask, chunk: int, delta: bool):
   t = q.shape[0]
   n = -(-t // chunk)
   lr = jnp.where(mask, lr, 0.0)
-  log_a = jnp.where(mask, jnp.log(retain), 0.0)
+  log_a = jnp.where(mask, log_rate(retain), 0.0)
   q, k, v, lr, log_a = (_pad(x, n * chunk).reshape(n, chunk, *x.shape[1:]) for x in (q, k, v, lr, log_a))
   log_g = jnp.cumsum(log_a, axis=1)  # [N, C]
   diff = log_g[:, :, None] - log_g[:, None, :]

@@ -90,3 +90,23 @@ def test_a_chunk_step_of_one_token_is_the_token_step_read_before_it(name):
                                                         "rates": jax.tree.map(lambda x: x[:8], a["rates"])})
     y_last = token.model.apply(s_before.w, a["outer"], a["q"][8])
     _close(y_chunk[8], y_last, 1e-12)
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet", "titans", "titans_chunk_step", "self_modifying"])
+def test_rates_of_exactly_zero_agree(name):
+  """Retention and momentum of exactly 0 (a gate `1 - sigmoid(z)` is 0 in float32 once z > 17)."""
+  rule = RULES[name]
+  with jax.enable_x64(True):
+    from tests.memories.helpers import inputs
+
+    a = inputs(rule, jax.random.PRNGKey(5), t=20)
+    a["rates"] = a["rates"]._replace(retain=a["rates"].retain.at[jnp.array([3, 9])].set(0.0),
+                                     momentum=a["rates"].momentum.at[jnp.array([4, 9])].set(0.0))
+    _close(_run(memories.reference, rule, 8, a), _run(memories.chunked, rule, 8, a), 1e-9)
+
+    def loss(p):
+      y, s = _run(memories.chunked, rule, 8, {**a, "rates": p})
+      return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in jax.tree.leaves(s))
+
+    grads = jax.grad(loss)(a["rates"])
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
