@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("--tokens", type=int, default=None, help="stop each model after N stream tokens")
   run.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
   run.add_argument("--resume", action="store_true", help="continue from the latest checkpoints in --out")
+  run.add_argument("--only", default=None, metavar="NAMES",
+                   help="run only these models of a multi-model experiment (comma-separated)")
   run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   commands.add_parser("list", help="list the experiments")
   return parser
@@ -49,6 +51,12 @@ def _run(args) -> int:
     raise ContlearnError(f"{name} takes no options after --; use --set key=value")
   if not isinstance(configs, dict):
     configs = {name: configs}
+  if args.only is not None:
+    wanted = [m for m in args.only.split(",") if m]
+    unknown = [m for m in wanted if m not in configs]
+    if unknown or not wanted:
+      raise ContlearnError(f"--only {args.only}: {name} has the models {', '.join(configs)}")
+    configs = {m: configs[m] for m in wanted}
   configs = {k: apply_overrides(c, args.overrides) for k, c in configs.items()}
   if args.tokens is not None and args.tokens < 1:
     raise ContlearnError(f"--tokens {args.tokens}: must be a positive number of tokens")
@@ -64,7 +72,8 @@ def _run(args) -> int:
 def _run_script(module, name: str, args) -> int:
   """An experiment with its own driver (`main()`), given the options after `--`."""
   stream_only = [flag for flag, used in (("--set", args.overrides), ("--tokens", args.tokens is not None),
-                                         ("--out", args.out), ("--resume", args.resume)) if used]
+                                         ("--out", args.out), ("--resume", args.resume),
+                                         ("--only", args.only is not None)) if used]
   if stream_only:
     raise ContlearnError(
         f"{name} has its own options ({' '.join(stream_only)} are for stream experiments); "
@@ -74,8 +83,15 @@ def _run_script(module, name: str, args) -> int:
     raise ContlearnError(f"experiment {name} defines neither a stream Config nor main()")
   saved = sys.argv
   sys.argv = [f"contlearn run {name} --", *args.passthrough]
+  if threading.current_thread() is threading.main_thread():  # no chunk boundary to wait for: stop now
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, _stop_now)
   try:
     module.main()
+  except KeyboardInterrupt:
+    print(f"contlearn: interrupted; {name} keeps only the outputs it had written (its own options say if it resumes)",
+          file=sys.stderr)
+    return 130
   finally:
     sys.argv = saved
   return 0
@@ -96,6 +112,11 @@ def _list() -> int:
       line = f"(cannot load: {e})"
     print(f"{name:<{width}}  {line}")
   return 0
+
+
+def _stop_now(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
 
 
 def _stop_at_chunk_boundary(signum, frame):

@@ -197,3 +197,37 @@ def test_options_go_to_the_right_kind_of_experiment(capsys):
   assert "pass them after --" in _error_line(capsys)
   assert main(["run", "byte_lm", "--", "--full"]) == 2
   assert "takes no options after --" in _error_line(capsys)
+
+
+def test_only_runs_the_named_models(tmp_path, capsys):
+  path = tmp_path / "two_lms.py"
+  path.write_text(EXPERIMENT.format(tokens=512).replace("def get_config():", "def _one():") + textwrap.dedent("""
+      def get_config():
+        return {"first": _one(), "second": _one()}
+  """))
+  assert main(["run", str(path), "--only", "thirds", "--no-progress"]) == 2
+  assert _error_line(capsys) == "contlearn: error: --only thirds: two_lms has the models first, second"
+  assert main(["run", str(path), "--only", "second", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+  assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["second"]
+
+
+def test_sigterm_stops_a_script_experiment(tmp_path):
+  """An experiment with its own main() stops at SIGTERM, with exit code 130 and a message that fits it."""
+  path = tmp_path / "busy.py"
+  path.write_text(textwrap.dedent("""
+      import time
+
+      def get_config():
+        return None
+
+      def main():
+        print("started", flush=True)
+        while True:
+          time.sleep(0.05)
+  """))
+  proc = subprocess.Popen(_cli(str(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+  assert proc.stdout.readline().decode().strip() == "started"
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130
+  assert "interrupted; busy keeps only the outputs it had written" in err.decode()
