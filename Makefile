@@ -16,10 +16,10 @@ run: $(STAMP)
 	$(BIN)/contlearn run $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 $(ARGS)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m '' $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m '' $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(ARGS)

@@ -63,7 +63,7 @@ read at its key by about `s J J^T e` (J the Jacobian of `M(W; k)` in W, e the
 error), which overshoots when `s |J J^T| > 2`; that bound grows with the
 weights (the first layer's curvature is about |w_1|^2), so a fixed rate
 that is stable at initialisation can blow up later. With `kappa_t`
-(`curvature`), an upper bound of the inner loss's Gauss-Newton curvature at
+(`curvature`), an upper bound of the inner loss's curvature at
 the anchor, each token steps
 
     lr_t / (1 + C lr_t kappa_t)          C = tokens per chunk
@@ -206,24 +206,32 @@ class MemState(NamedTuple):
   m: Params
 
 
-def log_rate(rate: jax.Array) -> jax.Array:
-  """`log(rate)` of a retention or momentum in [0, 1], finite at 0.
+RATE_FLOOR = 1e-6
 
-  A gate `1 - sigmoid(z)` is exactly 0 in float32 once z > 17; the chunk forms
-  take ratios of cumulative products in log space, where log 0 would give
-  -inf - (-inf) = NaN. At the smallest normal number instead, a product
-  through that token is still 0 to float precision and a ratio that skips it
-  is exact.
+
+def floor_rate(rate: jax.Array) -> jax.Array:
+  """A retention or momentum in [0, 1], raised to at least `RATE_FLOOR`.
+
+  A gate `1 - sigmoid(z)` is exactly 0 in float32 once z > 17. The chunk forms
+  take ratios of cumulative products in log space, where log 0 gives
+  -inf - (-inf) = NaN, and the gradient of log r is 1 / r, which overflows
+  for r near 0. Both forms therefore read rates below 1e-6 as 1e-6: the
+  memory is still all but erased, and nothing is infinite.
   """
-  return jnp.log(jnp.maximum(rate, jnp.finfo(rate.dtype).tiny))
+  return jnp.maximum(rate, RATE_FLOOR)
+
+
+def log_rate(rate: jax.Array) -> jax.Array:
+  """`log(floor_rate(rate))`."""
+  return jnp.log(floor_rate(rate))
 
 
 def masked_rates(rates: Rates, mask: jax.Array) -> Rates:
-  """Rates under which a masked token (`mask [T]` False) changes nothing."""
+  """Rates under which a masked token (`mask [T]` False) changes nothing (and floored, `floor_rate`)."""
   return Rates(
       lr=jnp.where(mask, rates.lr, 0.0),
-      retain=jnp.where(mask, rates.retain, 1.0),
-      momentum=jnp.where(mask, rates.momentum, 1.0),
+      retain=jnp.where(mask, floor_rate(rates.retain), 1.0),
+      momentum=jnp.where(mask, floor_rate(rates.momentum), 1.0),
   )
 
 
@@ -251,19 +259,33 @@ def inner_grad(rule: Rule, outer: Params, w: Params, k_t: jax.Array, v_t: jax.Ar
 LOSS_CURVATURE = {half_squared_loss: 1.0, squared_loss: 2.0}
 
 
-def curvature(rule: Rule, outer: Params, w: Params, k: jax.Array) -> jax.Array:
-  """`kappa`: an upper bound of one token's inner-loss curvature at `w`, `k [..., Dk] -> [...]`.
+def _largest(x: jax.Array) -> jax.Array:
+  """`max(x, axis=-1)`, differentiated through the position of the maximum.
 
-  With J_l the Jacobian of `M(W; k)` in layer l's weights, c the loss's
-  second derivative (1 half squared, 2 squared) and `|k|^2_b = |k|^2 + 1`
-  with biases, else `|k|^2`:
+  (jnp.max's gradient compares x with its result; under `jax.checkpoint` x
+  is recomputed and may round differently, which loses the gradient.)
+  """
+  return jnp.take_along_axis(x, jnp.argmax(x, axis=-1)[..., None], axis=-1)[..., 0]
 
-      depth 1:  kappa = c |k|^2_b                      (= |J_0 J_0^T|)
-      depth 2:  kappa = c (|h|^2_b + |k|^2_b sum_j act'(z_j)^2 |w_1[j]|^2)
-                z = k w_0 + b_0,  h = act(z)
+
+def curvature(rule: Rule, outer: Params, w: Params, k: jax.Array, v: jax.Array) -> jax.Array:
+  """`kappa`: an upper bound of the curvature of one token's inner loss at `w`; k, v [..., D] -> [...].
+
+  The Hessian of `c/2 |M(W; k) - t|^2` (c = 1 half squared, 2 squared; t the
+  target, v or `M(W; v)`) is `c (J^T J + sum_i e_i d^2 M_i)`, with J the
+  Jacobian of M in W and `e = M(W; k) - t`. With `|k|^2_b = |k|^2 + 1` if the
+  layers have biases, else `|k|^2`, z = k w_0 + b_0, h = act(z):
+
+      depth 1:  kappa = c |k|^2_b                               (exact)
+      depth 2:  kappa = c (|h|^2_b + |k|^2_b sum_j act'(z_j)^2 |w_1[j]|^2     Gauss-Newton
+                           + |k|^2_b max_j |act''(z_j) (w_1[j] . e)|        second order, w_0 w_0
+                           + |k|_b |e| max_j |act'(z_j)|)                   second order, w_0 w_1
       DGD adds  |k|^2_b  (the Hessian of |z|^2 / 2)
 
-  The last layer's term is `|J_1 J_1^T|` exactly, the first's its trace.
+  Each term is the spectral norm of its block (the first layer's Gauss-Newton
+  block: its trace), so kappa bounds the largest eigenvalue of the Hessian.
+  The second-order terms matter when the error is large (an unseen domain):
+  without them a bilinear layer pair can still grow step after step.
   """
   model = rule.model
   if rule.online or model.ttt_norm or model.depth > 2 or rule.loss not in LOSS_CURVATURE:
@@ -273,19 +295,28 @@ def curvature(rule: Rule, outer: Params, w: Params, k: jax.Array) -> jax.Array:
   k_sq = jnp.sum(jnp.square(k), axis=-1) + bias
   kappa = k_sq
   if model.depth == 2:
+    target = model.apply(w, outer, v) if rule.self_target else v
+    err = model.apply(w, outer, k) - target
     z = k @ full["w"][0] + bias * lead(full["b"][0], k)
-    h, slope = jax.jvp(model.act, (z,), (jnp.ones_like(z),))
+    slope_of = jax.grad(model.act)  # act acts elementwise
+    h = model.act(z)
+    slope = jnp.vectorize(slope_of)(z)
+    bend = jnp.vectorize(jax.grad(slope_of))(z)
     rows = jnp.sum(jnp.square(full["w"][1]), axis=1)  # [H]
-    kappa = jnp.sum(jnp.square(h), axis=-1) + bias + k_sq * (jnp.square(slope) @ rows)
+    gauss_newton = jnp.sum(jnp.square(h), axis=-1) + bias + k_sq * (jnp.square(slope) @ rows)
+    # (+ 1e-30: a finite gradient where k or the error is exactly 0, as on padding)
+    k_err = jnp.sqrt(k_sq * jnp.sum(jnp.square(err), axis=-1) + 1e-30)
+    second = k_sq * _largest(jnp.abs(bend * (err @ full["w"][1].T))) + k_err * _largest(jnp.abs(slope))
+    kappa = gauss_newton + second
   kappa = LOSS_CURVATURE[rule.loss] * kappa
   return kappa + k_sq if rule.dgd else kappa
 
 
-def step_size(rule: Rule, outer: Params, anchor: Params, k: jax.Array, lr: jax.Array, chunk: int) -> jax.Array:
-  """Each token's step, `lr` or, for a normalised rule, `lr / (1 + C lr kappa)`; k [..., Dk], lr [...]."""
+def step_size(rule: Rule, outer: Params, anchor: Params, k: jax.Array, v: jax.Array, lr: jax.Array, chunk: int):
+  """Each token's step [...], `lr` or, for a normalised rule, `lr / (1 + C lr kappa)`; k, v [..., D], lr [...]."""
   if not rule.normalized:
     return lr
-  return lr / (1.0 + chunk * lr * curvature(rule, outer, anchor, k))
+  return lr / (1.0 + chunk * lr * curvature(rule, outer, anchor, k, v))
 
 
 def update(rule: Rule, outer: Params, state: MemState, anchor: Params, k_t, v_t, lr, a, eta, use) -> MemState:
@@ -320,7 +351,7 @@ def reference(rule: Rule, outer: Params, state: MemState, q, k, v, rates: Rates,
     mem, anchor = carry
     t, q_t, k_t, v_t, lr, a, eta, use = xs
     anchor = jax.lax.cond(t % chunk == 0, lambda: mem.w, lambda: anchor)
-    lr = step_size(rule, outer, anchor, k_t, lr, chunk)
+    lr = step_size(rule, outer, anchor, k_t, v_t, lr, chunk)
     mem = update(rule, outer, mem, anchor, k_t, v_t, lr, a, eta, use)
     return (mem, anchor), rule.model.apply(mem.w, outer, q_t)
 
@@ -344,7 +375,7 @@ def _chunk_step_reference(rule: Rule, outer: Params, state: MemState, q, k, v, r
     start = t % chunk == 0
     anchor = jax.lax.cond(start, lambda: mem.w, lambda: anchor)
     grads, sums = tree(lambda g: jnp.where(start, 0.0, g), (grads, sums))
-    lr = step_size(rule, outer, anchor, k_t, lr, chunk)
+    lr = step_size(rule, outer, anchor, k_t, v_t, lr, chunk)
     grads = tree(lambda acc, g: acc + lr * g, grads, inner_grad(rule, outer, anchor, k_t, v_t))
     sums = (sums[0] + use, sums[1] + use * a, sums[2] + use * eta)  # real tokens, retention, momentum
 

@@ -76,7 +76,7 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
   model = rule.model
   w0 = state.w
   depth = model.depth
-  lr = step_size(rule, outer, w0, k, lr, k.shape[0])
+  lr = step_size(rule, outer, w0, k, v, lr, k.shape[0])
   bias = 1.0 if model.bias else 0.0
 
   target = model.apply(w0, outer, v) if rule.self_target else v

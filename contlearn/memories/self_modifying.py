@@ -182,7 +182,7 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
     k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
     r = masked_rates(rates, m_t)
     def write(o, s, a, c):
-      lr = step_size(rule, o, a, k, r.lr / c, c)
+      lr = step_size(rule, o, a, k, v, r.lr / c, c)
       return update(rule, o, s, a, k, v, lr, r.retain, r.momentum, m_t.astype(x.dtype))
 
     mems = jax.vmap(write)(outer, mems, anchors, period.astype(x.dtype))

@@ -94,14 +94,14 @@ def test_a_chunk_step_of_one_token_is_the_token_step_read_before_it(name):
 
 @pytest.mark.parametrize("name", ["gated_deltanet", "titans", "titans_chunk_step", "self_modifying"])
 def test_rates_of_exactly_zero_agree(name):
-  """Retention and momentum of exactly 0 (a gate `1 - sigmoid(z)` is 0 in float32 once z > 17)."""
+  """Retention and momentum of exactly 0 or tiny (a gate `1 - sigmoid(z)` is 0 in float32 once z > 17)."""
   rule = RULES[name]
   with jax.enable_x64(True):
     from tests.memories.helpers import inputs
 
     a = inputs(rule, jax.random.PRNGKey(5), t=20)
-    a["rates"] = a["rates"]._replace(retain=a["rates"].retain.at[jnp.array([3, 9])].set(0.0),
-                                     momentum=a["rates"].momentum.at[jnp.array([4, 9])].set(0.0))
+    a["rates"] = a["rates"]._replace(retain=a["rates"].retain.at[jnp.array([3, 9, 12])].set(jnp.array([0.0, 0.0, 1e-300])),
+                                     momentum=a["rates"].momentum.at[jnp.array([4, 9, 13])].set(jnp.array([0.0, 0.0, 1e-300])))
     _close(_run(memories.reference, rule, 8, a), _run(memories.chunked, rule, 8, a), 1e-9)
 
     def loss(p):

@@ -81,6 +81,13 @@ def _dgelu(z):
   return 0.5 * (1 + np.tanh(u)) + 0.5 * z * (1 - np.tanh(u) ** 2) * du
 
 
+def _d2gelu(z):
+  c = np.sqrt(2 / np.pi)
+  u, du, d2u = c * (z + 0.044715 * z**3), c * (1 + 3 * 0.044715 * z**2), c * 6 * 0.044715 * z
+  sech2 = 1 - np.tanh(u) ** 2
+  return sech2 * du + 0.5 * z * sech2 * d2u - z * sech2 * np.tanh(u) * du**2
+
+
 def _unit(x):
   return x / np.sqrt(np.sum(x * x) + 1e-6)
 
@@ -111,12 +118,14 @@ def _paper_loop(spec, params, state, x, mask):
   wq, bias = f(params["wq"]), {g: float(b) for g, b in params["bias"].items()}
   momentum, ys = spec.rule.momentum, []
 
-  def step_size(w, k, eta):  # (core.curvature): kappa = |h|^2 + |k|^2 sum_j gelu'(z_j)^2 |W_b[j]|^2, + |k|^2 (DGD)
+  def step_size(w, k, v, eta):  # (core.curvature) kappa: Gauss-Newton, second order, DGD
     if not spec.rule.normalized:
       return eta
     z = k @ w["a"]
-    kappa = np.sum(_gelu(z) ** 2) + (k @ k) * np.sum(_dgelu(z) ** 2 * np.sum(w["b"] ** 2, axis=1)) + (k @ k)
-    return eta / (1 + eta * kappa)
+    err = apply(w, k) - (apply(w, v) if spec.rule.self_target else v)
+    gauss_newton = np.sum(_gelu(z) ** 2) + (k @ k) * np.sum(_dgelu(z) ** 2 * np.sum(w["b"] ** 2, axis=1))
+    second = (k @ k) * np.max(np.abs(_d2gelu(z) * (w["b"] @ err))) + np.sqrt(k @ k) * np.linalg.norm(err) * np.max(np.abs(_dgelu(z)))
+    return eta / (1 + eta * (gauss_newton + second + k @ k))
 
   for x_t, use in zip(f(x), np.asarray(mask)):
     if use:
@@ -124,7 +133,7 @@ def _paper_loop(spec, params, state, x, mask):
       gate = {g: _sigmoid(np.mean(apply(mem[g], x_t)) + bias[g]) for g in spec.gates}
       eta, alpha = spec.lr_scale * gate["eta"], 1 - gate["alpha"]
       for w in mem.values():
-        lr = step_size(w, k, eta)
+        lr = step_size(w, k, v, eta)
         target = apply(w, v) if spec.rule.self_target else v
         z = k @ w["a"]
         r = k + _gelu(z) @ w["b"] - target
