@@ -186,6 +186,7 @@ def main() -> None:
   parser.add_argument("--max-pairs", type=int, default=0, help="most pairs in training (0: the config's); evaluation keeps n <= it")
   parser.add_argument("--d-model", type=int, default=0, help="model width (0: the config's); states scale as d_model^2")
   parser.add_argument("--out", default=os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"), help="folder for the JSON")
+  parser.add_argument("--resume", action="store_true", help="keep the rows an interrupted run of the same configuration wrote")
   args = parser.parse_args()
   cfg = get_config(args.small)
   changes = {}
@@ -203,28 +204,32 @@ def main() -> None:
   cfg = dataclasses.replace(cfg, **changes)
   only = [s.strip() for s in args.only.split(",") if s.strip()]
   runs = [r for r in cfg.runs if not only or r.mixer in only or r.label in only]
-  start = time.time()
+  # The file is named after the options that change the experiment, so variants sit beside the full run.
+  text = lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v)
+  tags = (["small"] if args.small else []) + [f"{k}{text(v)}" for k, v in changes.items() if k != "eval_pairs"]
+  tags += [r.mixer + (str(window(cfg, r)) if r.mixer == "swa" else "") for r in runs] if only else []
+  path = pathlib.Path(args.out) / ("_".join(["mqar", *tags]) + ".json")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  config = json.loads(json.dumps(dataclasses.asdict(cfg)))
+  done = {}
+  if args.resume and path.exists():
+    saved = json.loads(path.read_text())
+    if saved["config"] != config:
+      parser.error(f"--resume: {path} holds a run of another configuration")
+    done = {r["memory"]: r for r in saved["rows"]}
   rows = []
   for run in runs:
-    rows.append(train_and_eval(cfg, run))
+    rows.append(done.get(run.label) or train_and_eval(cfg, run))
     print(json.dumps({k: v for k, v in rows[-1].items() if k != "lanes"}), flush=True)
+    # Written after every row, so an interrupted run keeps its finished rows (--resume).
+    path.write_text(json.dumps({"config": config, "rows": rows, "seconds": sum(r["seconds"] for r in rows)}, indent=2))
   cols = ["memory", "lr"] + [f"n={n}" for n in cfg.eval_pairs] + ["loss", "seconds"]
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))
   for r in rows:
     cells = [f"{r[c]:g}" if c == "lr" else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
     print("| " + " | ".join(cells) + " |")
-  seconds = time.time() - start
-  print(f"total {seconds:.0f} s")
-  # The file is named after the options that change the experiment, so variants sit beside the full run.
-  text = lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v)
-  tags = (["small"] if args.small else []) + [f"{k}{text(v)}" for k, v in changes.items() if k != "eval_pairs"]
-  tags += [r.mixer + (str(window(cfg, r)) if r.mixer == "swa" else "") for r in runs] if only else []
-  name = "_".join(["mqar", *tags])
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  payload = {"config": dataclasses.asdict(cfg), "rows": rows, "seconds": seconds}
-  (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
+  print(f"total {sum(r['seconds'] for r in rows):.0f} s of training and evaluation; written to {path}")
 
 
 if __name__ == "__main__":
