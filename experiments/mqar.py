@@ -185,6 +185,7 @@ def main() -> None:
   parser.add_argument("--mix", default="", choices=["", *mqar.MIXES], help="pair-count distribution in training")
   parser.add_argument("--max-pairs", type=int, default=0, help="most pairs in training (0: the config's); evaluation keeps n <= it")
   parser.add_argument("--d-model", type=int, default=0, help="model width (0: the config's); states scale as d_model^2")
+  parser.add_argument("--seed", type=int, default=-1, help="initialisation and data seed (-1: the config's)")
   parser.add_argument("--out", default=os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"), help="folder for the JSON")
   parser.add_argument("--resume", action="store_true", help="keep the rows an interrupted run of the same configuration wrote")
   args = parser.parse_args()
@@ -201,6 +202,8 @@ def main() -> None:
     changes["eval_pairs"] = tuple(n for n in cfg.eval_pairs if n <= args.max_pairs)
   if args.d_model:
     changes["d_model"] = args.d_model
+  if args.seed >= 0:
+    changes["seed"] = args.seed
   cfg = dataclasses.replace(cfg, **changes)
   only = [s.strip() for s in args.only.split(",") if s.strip()]
   runs = [r for r in cfg.runs if not only or r.mixer in only or r.label in only]
