@@ -1,6 +1,6 @@
 """MQAR: recall accuracy against the number of key-value pairs, per memory.
 
-    python experiments/mqar.py            # 10 models x 4 learning rates, ~35 min on 2 CPU cores
+    python experiments/mqar.py            # 10 models x 4 learning rates, ~80 min on 2 shared CPU cores
     python experiments/mqar.py --small    # a smoke run of about a minute
 
 Every model is a 2-layer byte LM of width 64. The memories hold the same
