@@ -90,6 +90,11 @@ class ModelConfig:
       Titans and their hybrids).
     mem_conv: width of the short causal depthwise convolution on q, k, v
       of memory mixers (1 disables it).
+    mem_conv_init: the short convolution's initial kernel: "identity" (each
+      channel passes its current token; the outer loop learns any mixing)
+      or "uniform" (each tap uniform in +-1/sqrt(mem_conv), PyTorch's
+      `Conv1d` default as in Mamba's and DeltaNet's reference code, so q, k
+      and v mix the last mem_conv tokens from the start).
     persistent_tokens: learned key/value tokens every query of an attention
       mixer sees ("swa", "titans_mag", "titans_mal", "titans_mac"); 0: none.
     sm_chunk_proj: tokens per chunk of the projection memories (keys,
@@ -127,6 +132,7 @@ class ModelConfig:
   mem_expansion: int = 4
   mem_step: str = "token"
   mem_conv: int = 4
+  mem_conv_init: str = "identity"
   persistent_tokens: int = 0
   sm_chunk_proj: int = 64
   sm_dgd: bool = True

@@ -17,6 +17,11 @@ def test_overrides_parse_each_type():
   assert Config().model.d_model != 64  # the original is untouched (frozen)
 
 
+def test_short_conv_starts_as_the_identity_unless_set():
+  assert Config().model.mem_conv_init == "identity"
+  assert apply_overrides(Config(), ["model.mem_conv_init=uniform"]).model.mem_conv_init == "uniform"
+
+
 @pytest.mark.parametrize(
     "item, message",
     [

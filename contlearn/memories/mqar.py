@@ -10,6 +10,10 @@ Keys are drawn without repetition from [1, 1 + n_keys), values from
 A model reads `tokens[:, :-1]` and is scored on predicting `tokens[:, 1:]`
 where the input token is a repeated key (the `answer` mask): the value must
 come from memory, since it appears only once before.
+
+Training mixes pair counts (`pair_counts`): uniform on 1..max_pairs, or
+log-uniform, which gives each octave of counts the same share, so small
+counts are common, as in Zoology's mixtures (most examples with few pairs).
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ class Batch(NamedTuple):
 
 def vocab_size(n_keys: int, n_values: int) -> int:
   return 1 + n_keys + n_values
+
+
+MIXES = ("uniform", "log_uniform")
+
+
+def pair_counts(key: jax.Array, batch: int, max_pairs: int, mix: str) -> jax.Array:
+  """[B] pair counts in 1..max_pairs: "uniform", or "log_uniform" (P(n) = log(1 + 1/n) / log(1 + max_pairs))."""
+  if mix == "uniform":
+    return jax.random.randint(key, (batch,), 1, max_pairs + 1)
+  if mix == "log_uniform":
+    u = jax.random.uniform(key, (batch,), maxval=jnp.log(max_pairs + 1.0))
+    return jnp.clip(jnp.floor(jnp.exp(u)).astype(jnp.int32), 1, max_pairs)
+  raise ValueError(f"mix={mix!r}: choose one of {', '.join(MIXES)}")
 
 
 def sample(key: jax.Array, batch: int, pairs: jax.Array | int, max_pairs: int, n_keys: int, n_values: int) -> Batch:

@@ -19,7 +19,7 @@ Heads see disjoint slices of the residual (no projection before the memories);
 W_o mixes them, as later layers do.
 
 Config: `mem_chunk` (main memory, 16 by default), `sm_chunk_proj` (projection
-memories, 64), `mem_expansion`, `mem_conv`, `sm_dgd`, `sm_momentum`,
+memories, 64), `mem_expansion`, `mem_conv`, `mem_conv_init`, `sm_dgd`, `sm_momentum`,
 `sm_self_values`, `sm_decay_to_init`, `sm_lr_scale` (divided by the
 memories' hidden width: the largest inner step of a chunk).
 

@@ -53,6 +53,9 @@ class MemoryBlock(NamedTuple):
   chunk: int = 64
 
 
+CONV_INITS = ("identity", "uniform")
+
+
 def head_decays(n_heads: int) -> np.ndarray:
   """RetNet-style fixed decays per head: 1 - 2^-(4..12), spread geometrically."""
   exponents = np.linspace(4.0, 12.0, n_heads) if n_heads > 1 else np.array([8.0])
@@ -87,16 +90,32 @@ def check_heads(cfg: ModelConfig) -> None:
     raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
   if cfg.mem_conv < 1:
     raise ConfigError(f"model.mem_conv={cfg.mem_conv} must be >= 1")
+  if cfg.mem_conv_init not in CONV_INITS:
+    raise ConfigError(f"model.mem_conv_init={cfg.mem_conv_init!r}: choose one of {', '.join(CONV_INITS)}")
   if cfg.mem_chunk < 0:
     raise ConfigError(f"model.mem_chunk={cfg.mem_chunk} must be >= 0 (0: the memory's default)")
 
 
+def conv_init(key: jax.Array, cfg: ModelConfig, channels: int) -> jax.Array:
+  """The depthwise causal kernel [K, C] of `cfg.mem_conv_init` (its last row acts on the current token).
+
+  "identity": the last row ones, the others zero. "uniform": every tap
+  uniform in +-1/sqrt(K) (K = 1 stays the identity).
+  """
+  width = cfg.mem_conv
+  if cfg.mem_conv_init == "identity" or width == 1:
+    return jnp.zeros((width, channels), jnp.float32).at[-1].set(1.0)
+  bound = width**-0.5
+  return jax.random.uniform(key, (width, channels), jnp.float32, -bound, bound)
+
+
 def io_init(k1: jax.Array, k2: jax.Array, cfg: ModelConfig, conv_channels: int) -> dict:
-  """Input norm, conv (identity at init), per-head output norm, output gate (k1) and projection (k2)."""
+  """Input norm, conv (`conv_init`; a uniform one draws from a key folded out of k1), per-head output
+  norm, output gate (k1) and projection (k2)."""
   d, dh = cfg.d_model, cfg.d_model // cfg.n_heads
   return {
       "norm": jnp.ones((d,), jnp.float32),
-      "conv": jnp.zeros((cfg.mem_conv, conv_channels), jnp.float32).at[-1].set(1.0),
+      "conv": conv_init(jax.random.fold_in(k1, 1), cfg, conv_channels),
       "out_norm": jnp.ones((dh,), jnp.float32),
       "wg": layers.dense_init(k1, d, d),
       "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),

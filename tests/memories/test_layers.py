@@ -14,7 +14,7 @@ from contlearn.models import byte_lm, build_mixer
 from tests.tiny import tiny_config, with_fields
 
 NAMES = ["linear_attention", "mamba2", "deltanet", "gated_deltanet", "ttt_linear", "ttt_mlp", "titans", "self_modifying_titans"]
-WITH_SWA = [pytest.param("titans_mag", marks=pytest.mark.slow), "titans_mal", "titans_mac"]
+WITH_SWA = [pytest.param("titans_mag", {}, marks=pytest.mark.slow), ("titans_mal", {}), ("titans_mac", {})]
 
 
 def _cfg(name, **kw):
@@ -29,7 +29,7 @@ def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
 STEP_PER_CHUNK = [pytest.param(n, {"mem_step": "chunk"}, id=f"{n}-chunk_step") for n in ("ttt_mlp", "titans", "titans_mac")]
 
 
-@pytest.mark.parametrize("name, extra", [(n, {}) for n in NAMES + WITH_SWA] + STEP_PER_CHUNK)
+@pytest.mark.parametrize("name, extra", [(n, {}) for n in NAMES] + WITH_SWA + STEP_PER_CHUNK)
 def test_state_carries_across_steps(name, extra):
   """One call over 32 tokens equals two calls of 16 with the state carried.
 
@@ -82,11 +82,38 @@ def test_byte_lm_accepts_memory(name):
      ("linear_attention", dict(mem_chunk=-1), "mem_chunk"), ("titans", dict(persistent_tokens=2), "persistent_tokens"),
      ("swa", dict(persistent_tokens=-1), "persistent_tokens"), ("titans_mac", dict(window=8, mem_chunk=3), "mem_chunk"),
      ("titans", dict(mem_step="block"), "mem_step"), ("gated_deltanet", dict(mem_step="chunk"), "mem_step"),
-     ("self_modifying_titans", dict(mem_step="chunk"), "mem_step")],
+     ("self_modifying_titans", dict(mem_step="chunk"), "mem_step"),
+     ("gated_deltanet", dict(mem_conv_init="normal"), "mem_conv_init")],
 )
 def test_bad_config_names_field(name, override, field):
   with pytest.raises(ConfigError, match=field):
     build_mixer(ModelConfig(mixer=name, **{"d_model": 32, "n_heads": 2, **override}))
+
+
+@pytest.mark.parametrize(
+    "width, init, order_matters",
+    [(4, "identity", False), (4, "uniform", True), (1, "uniform", False)],
+)
+def test_conv_init_decides_whether_the_state_sees_token_order(width, init, order_matters):
+  """Linear attention's state is sum_t k_t v_t^T. With the identity kernel (the
+  default) k_t and v_t see only token t, so a permutation of the tokens leaves
+  the state; with the uniform one (K = 4, taps in +-1/sqrt(K)) they mix the
+  preceding tokens and it does not; K = 1 is the identity either way."""
+  x = jax.random.normal(jax.random.PRNGKey(3), (1, 12, 32))
+  mask = jnp.ones((1, 12), bool)
+  order = jnp.asarray(np.random.default_rng(0).permutation(12))
+  mixer = build_mixer(_cfg("linear_attention", mem_conv=width, mem_conv_init=init, decay="none"))
+  params = mixer.init_params(jax.random.PRNGKey(0))
+  kernel = np.asarray(params["conv"])
+  assert kernel.shape == (width, 96)
+  if order_matters:
+    assert np.all(np.abs(kernel) <= width**-0.5)
+    assert np.std(kernel) > 0.25  # uniform in +-0.5 has std 0.29
+  else:
+    np.testing.assert_array_equal(kernel, np.eye(width)[-1][:, None] * np.ones((1, 96)))
+  w = lambda xs: mixer.apply(params, mixer.init_state(1), xs, mask)[1]["w"]["w"][0]
+  gap = float(jnp.max(jnp.abs(w(x) - w(x[:, order]))))
+  assert (gap > 1e-2) if order_matters else (gap < 1e-5), gap
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from contlearn import memories
+from contlearn.config import ModelConfig
 from contlearn.memories.core import InnerModel, MemState, Rule, squared_loss
+from contlearn.models import build_mixer
 
 
 def _inputs(t=21, d=5, seed=0):
@@ -54,3 +57,45 @@ def test_titans_paper_form_linear_memory():
       y, st = form(rule, {}, state, q, k, v, rates, jnp.ones(21, bool), 4)
       np.testing.assert_allclose(y, np.stack(out), rtol=1e-10, atol=1e-10)
       np.testing.assert_allclose(st.w["w"][0], w, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["deltanet", "gated_deltanet"])
+def test_delta_rule_layer_paper_form(name):
+  """The whole mixer: q, k, v = silu(conv(rms(x) W)), q and k unit per head,
+  beta = sigmoid(rms(x) w_b + b_b) in (0, 1) (and alpha = 1 - sigmoid(.) for the
+  gated form), S_t = S_{t-1} alpha_t (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
+  o_t = S_t q_t, then per-head RMS norm, output gate and projection."""
+  d, h, t = 8, 2, 11
+  dh = d // h
+  cfg = ModelConfig(mixer=name, d_model=d, n_heads=h, n_layers=1, mem_chunk=4)
+  with jax.enable_x64(True):
+    mixer = build_mixer(cfg)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), mixer.init_params(jax.random.PRNGKey(0)))
+    r = np.random.default_rng(3)
+    params["conv"] = jnp.asarray(r.normal(size=params["conv"].shape))  # not the identity of the init
+    params["wr"] = jnp.asarray(r.normal(size=params["wr"].shape))
+    x = r.normal(size=(1, t, d))
+    state = jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, mixer.init_state(1))
+    y, _ = mixer.apply(params, state, jnp.asarray(x), jnp.ones((1, t), bool))
+  p = {key: np.asarray(val) for key, val in params.items()}
+  silu = lambda z: z / (1 + np.exp(-z))
+  sigmoid = lambda z: 1 / (1 + np.exp(-z))
+  rms = lambda z: z / np.sqrt(np.mean(z**2, axis=-1, keepdims=True) + 1e-6)
+  xn = rms(x[0]) * p["norm"]
+  pre = np.concatenate([np.zeros((3, 3 * d)), xn @ p["wqkv"]])
+  qkv = silu(sum(pre[i : i + t] * p["conv"][i] for i in range(4)))
+  q, k, v = (a.reshape(t, h, dh) for a in np.split(qkv, 3, axis=-1))
+  q, k = (a / np.sqrt(np.sum(a**2, axis=-1, keepdims=True) + 1e-6) for a in (q, k))
+  z = xn @ p["wr"] + p["br"]
+  beta = sigmoid(z[:, :h])
+  alpha = 1 - sigmoid(z[:, h:]) if name == "gated_deltanet" else np.ones((t, h))
+  assert np.all((beta > 0) & (beta < 1))
+  out = np.zeros((t, h, dh))
+  for head in range(h):
+    s = np.zeros((dh, dh))  # [Dv, Dk]
+    for i in range(t):
+      kk, bb = k[i, head], beta[i, head]
+      s = s @ (alpha[i, head] * (np.eye(dh) - bb * np.outer(kk, kk))) + bb * np.outer(v[i, head], kk)
+      out[i, head] = s @ q[i, head]
+  o = (rms(out) * p["out_norm"]).reshape(t, d) * silu(xn @ p["wg"])
+  np.testing.assert_allclose(np.asarray(y[0]), o @ p["wo"], rtol=1e-9, atol=1e-9)
