@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/contlearn run $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --durations=10 $(ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m '' $(ARGS)

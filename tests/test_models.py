@@ -88,8 +88,9 @@ def test_no_persistent_tokens_leave_attention_as_before():
 
 
 @pytest.mark.parametrize(
-    "mixer, extra", [("swa", {}), ("linear_attention", {}), ("titans_mac", dict(window=4, persistent_tokens=2)),
-     ("self_modifying_titans", dict(mem_chunk=4, sm_chunk_proj=4, mem_expansion=2))]
+    "mixer, extra", [("swa", {}), ("linear_attention", {}),  # the others' mixers: test_layers' state-carry test
+     pytest.param("titans_mac", dict(window=4, persistent_tokens=2), marks=pytest.mark.slow),
+     pytest.param("self_modifying_titans", dict(mem_chunk=4, sm_chunk_proj=4, mem_expansion=2), marks=pytest.mark.slow)]
 )
 def test_lm_one_long_step_equals_many_short_steps(mixer, extra):
   """Memory carried across steps makes the stream one sequence (MAC: one segment per short step).

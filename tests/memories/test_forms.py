@@ -31,8 +31,13 @@ def _close(x, y, tol):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("chunk", [1, 5, 32])  # T = 23: ragged last chunk for 5 and 32
+STEP_PER_CHUNK = ("titans_chunk_step", "ttt_mlp_chunk_step")
+
+
+@pytest.mark.parametrize(
+    "name, chunk",  # T = 23: ragged last chunk for 5 and 32; chunk steps at 1 and 32 in the slow run
+    [pytest.param(n, c, marks=pytest.mark.slow) if n in STEP_PER_CHUNK and c != 5 else (n, c) for n in NAMES for c in (1, 5, 32)],
+)
 def test_values_agree(name, chunk):
   rule = RULES[name]
   with jax.enable_x64(True):
@@ -92,7 +97,7 @@ def test_a_chunk_step_of_one_token_is_the_token_step_read_before_it(name):
     _close(y_chunk[8], y_last, 1e-12)
 
 
-@pytest.mark.parametrize("name", ["gated_deltanet", "titans", "titans_chunk_step", "self_modifying"])
+@pytest.mark.parametrize("name", ["gated_deltanet", "titans", *(pytest.param(n, marks=pytest.mark.slow) for n in ("titans_chunk_step", "self_modifying"))])
 def test_rates_of_exactly_zero_agree(name):
   """Retention and momentum of exactly 0 or tiny (a gate `1 - sigmoid(z)` is 0 in float32 once z > 17)."""
   rule = RULES[name]

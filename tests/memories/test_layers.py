@@ -26,7 +26,8 @@ def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol)
 
 
-STEP_PER_CHUNK = [pytest.param(n, {"mem_step": "chunk"}, id=f"{n}-chunk_step") for n in ("ttt_mlp", "titans", "titans_mac")]
+STEP_PER_CHUNK = [pytest.param(n, {"mem_step": "chunk"}, id=f"{n}-chunk_step", marks=[pytest.mark.slow] if n == "ttt_mlp" else [])
+                  for n in ("ttt_mlp", "titans", "titans_mac")]
 
 
 @pytest.mark.parametrize("name, extra", [(n, {}) for n in NAMES] + WITH_SWA + STEP_PER_CHUNK)

@@ -47,7 +47,7 @@ def test_curvature_is_the_gauss_newton_bound(depth, bias, residual, loss, dgd):
     np.testing.assert_allclose(float(core.curvature(rule, {}, w, k, v)), expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", [0, *(pytest.param(i, marks=pytest.mark.slow) for i in (1, 2, 3))])
 @pytest.mark.parametrize("bias,self_target,dgd", [(False, False, False), (True, True, True), (False, True, True)])
 def test_curvature_bounds_the_whole_hessian(seed, bias, self_target, dgd):
   """kappa >= the largest eigenvalue of the inner loss's Hessian (jax.hessian), errors large and small."""
