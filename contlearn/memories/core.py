@@ -295,11 +295,11 @@ def curvature(rule: Rule, outer: Params, w: Params, k: jax.Array, v: jax.Array) 
   k_sq = jnp.sum(jnp.square(k), axis=-1) + bias
   kappa = k_sq
   if model.depth == 2:
-    target = model.apply(w, outer, v) if rule.self_target else v
-    err = model.apply(w, outer, k) - target
     z = k @ full["w"][0] + bias * lead(full["b"][0], k)
     slope_of = jax.grad(model.act)  # act acts elementwise
     h = model.act(z)
+    target = model.apply(w, outer, v) if rule.self_target else v
+    err = model.head(h @ full["w"][1] + bias * lead(full["b"][1], h), k, outer) - target  # M(W; k) - target
     slope = jnp.vectorize(slope_of)(z)
     bend = jnp.vectorize(jax.grad(slope_of))(z)
     rows = jnp.sum(jnp.square(full["w"][1]), axis=1)  # [H]
