@@ -95,6 +95,8 @@ class ModelConfig:
       or "uniform" (each tap uniform in +-1/sqrt(mem_conv), PyTorch's
       `Conv1d` default as in Mamba's and DeltaNet's reference code, so q, k
       and v mix the last mem_conv tokens from the start).
+    mem_qk_act: the feature map of a memory mixer's queries and keys before
+      their l2 normalisation: "silu" (DeltaNet's default) or "identity".
     persistent_tokens: learned key/value tokens every query of an attention
       mixer sees ("swa", "titans_mag", "titans_mal", "titans_mac"); 0: none.
     sm_chunk_proj: tokens per chunk of the projection memories (keys,
@@ -133,6 +135,7 @@ class ModelConfig:
   mem_step: str = "token"
   mem_conv: int = 4
   mem_conv_init: str = "identity"
+  mem_qk_act: str = "silu"
   persistent_tokens: int = 0
   sm_chunk_proj: int = 64
   sm_dgd: bool = True

@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from contlearn.config import ModelConfig  # noqa: E402
 from contlearn.memories import mqar  # noqa: E402
 from contlearn.models import byte_lm  # noqa: E402
+from contlearn.models.memory_layer import QK_ACTS  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +80,7 @@ class MqarConfig:
   n_layers: int = 2
   mem_chunk: int = 16
   mem_conv_init: str = "uniform"
+  mem_qk_act: str = "silu"
   max_pairs: int = 16
   mix: str = "log_uniform"
   eval_pairs: tuple[int, ...] = (2, 4, 8, 16)
@@ -112,7 +114,8 @@ def model_config(cfg: MqarConfig, run: Run) -> ModelConfig:
   return ModelConfig(
       mixer=run.mixer, vocab=mqar.vocab_size(cfg.n_keys, cfg.n_values), d_model=cfg.d_model,
       n_layers=cfg.n_layers, n_heads=run.n_heads, decay=run.decay,
-      window=window(cfg, run), mem_chunk=cfg.mem_chunk, mem_conv_init=cfg.mem_conv_init, mem_expansion=1,
+      window=window(cfg, run), mem_chunk=cfg.mem_chunk, mem_conv_init=cfg.mem_conv_init, mem_qk_act=cfg.mem_qk_act,
+      mem_expansion=1,
   )
 
 
@@ -193,6 +196,9 @@ def main() -> None:
   parser.add_argument("--mix", default="", choices=["", *mqar.MIXES], help="pair-count distribution in training")
   parser.add_argument("--max-pairs", type=int, default=0, help="most pairs in training (0: the config's); evaluation at the powers of 2 up to it")
   parser.add_argument("--d-model", type=int, default=0, help="model width (0: the config's); states scale as d_model^2")
+  parser.add_argument("--n-keys", type=int, default=0, help="size of the key vocabulary (0: the config's)")
+  parser.add_argument("--n-values", type=int, default=0, help="size of the value vocabulary (0: the config's)")
+  parser.add_argument("--qk-act", default="", choices=["", *QK_ACTS], help="the memories' query/key feature map (model.mem_qk_act; default: the config's)")
   parser.add_argument("--seed", type=int, default=-1, help="initialisation and data seed (-1: the config's)")
   parser.add_argument("--out", default=os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"), help="folder for the JSON")
   parser.add_argument("--resume", action="store_true", help="keep the rows an interrupted run of the same configuration wrote")
@@ -212,6 +218,12 @@ def main() -> None:
     changes["eval_pairs"] = tuple(2**i for i in range(1, args.max_pairs.bit_length()))
   if args.d_model:
     changes["d_model"] = args.d_model
+  if args.n_keys:
+    changes["n_keys"] = args.n_keys
+  if args.n_values:
+    changes["n_values"] = args.n_values
+  if args.qk_act:
+    changes["mem_qk_act"] = args.qk_act
   if args.seed >= 0:
     changes["seed"] = args.seed
   cfg = dataclasses.replace(cfg, **changes)

@@ -54,6 +54,7 @@ class MemoryBlock(NamedTuple):
 
 
 CONV_INITS = ("identity", "uniform")
+QK_ACTS = {"silu": jax.nn.silu, "identity": lambda a: a}
 
 
 def head_decays(n_heads: int) -> np.ndarray:
@@ -92,6 +93,8 @@ def check_heads(cfg: ModelConfig) -> None:
     raise ConfigError(f"model.mem_conv={cfg.mem_conv} must be >= 1")
   if cfg.mem_conv_init not in CONV_INITS:
     raise ConfigError(f"model.mem_conv_init={cfg.mem_conv_init!r}: choose one of {', '.join(CONV_INITS)}")
+  if cfg.mem_qk_act not in QK_ACTS:
+    raise ConfigError(f"model.mem_qk_act={cfg.mem_qk_act!r}: choose one of {', '.join(QK_ACTS)}")
   if cfg.mem_chunk < 0:
     raise ConfigError(f"model.mem_chunk={cfg.mem_chunk} must be >= 0 (0: the memory's default)")
 
@@ -232,9 +235,10 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
     b, t, _ = x.shape
     xn = normed_input(params, x)
     qkv_in = xn @ params["wqkv"]
-    qkv = jax.nn.silu(causal_conv(params["conv"], state["conv"], qkv_in))
+    qkv = causal_conv(params["conv"], state["conv"], qkv_in)
     q, k, v = (a.reshape(b, t, h, dh).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1))
-    q, k = layers.l2_normalize(q), layers.l2_normalize(k)
+    qk_act = QK_ACTS[cfg.mem_qk_act]
+    q, k, v = layers.l2_normalize(qk_act(q)), layers.l2_normalize(qk_act(k)), jax.nn.silu(v)
     mem = memories.MemState(current_memory(params, state), state["m"])
     outer = params.get("ln", {})
     per_head = lambda o, s, qq, kk, vv, rr, mm: memories.chunked(rule, o, s, qq, kk, vv, rr, mm, chunk)

@@ -84,7 +84,8 @@ def test_byte_lm_accepts_memory(name):
      ("swa", dict(persistent_tokens=-1), "persistent_tokens"), ("titans_mac", dict(window=8, mem_chunk=3), "mem_chunk"),
      ("titans", dict(mem_step="block"), "mem_step"), ("gated_deltanet", dict(mem_step="chunk"), "mem_step"),
      ("self_modifying_titans", dict(mem_step="chunk"), "mem_step"),
-     ("gated_deltanet", dict(mem_conv_init="normal"), "mem_conv_init")],
+     ("gated_deltanet", dict(mem_conv_init="normal"), "mem_conv_init"),
+     ("deltanet", dict(mem_qk_act="relu"), "mem_qk_act")],
 )
 def test_bad_config_names_field(name, override, field):
   with pytest.raises(ConfigError, match=field):

@@ -59,15 +59,16 @@ def test_titans_paper_form_linear_memory():
       np.testing.assert_allclose(st.w["w"][0], w, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["deltanet", "gated_deltanet"])
-def test_delta_rule_layer_paper_form(name):
-  """The whole mixer: q, k, v = silu(conv(rms(x) W)), q and k unit per head,
+@pytest.mark.parametrize("name, qk_act", [("deltanet", "silu"), ("gated_deltanet", "silu"), ("deltanet", "identity")])
+def test_delta_rule_layer_paper_form(name, qk_act):
+  """The whole mixer: q, k, v = phi(conv(rms(x) W)) (phi = silu for v, and
+  silu or the identity for q and k: `mem_qk_act`), q and k unit per head,
   beta = sigmoid(rms(x) w_b + b_b) in (0, 1) (and alpha = 1 - sigmoid(.) for the
   gated form), S_t = S_{t-1} alpha_t (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
   o_t = S_t q_t, then per-head RMS norm, output gate and projection."""
   d, h, t = 8, 2, 11
   dh = d // h
-  cfg = ModelConfig(mixer=name, d_model=d, n_heads=h, n_layers=1, mem_chunk=4)
+  cfg = ModelConfig(mixer=name, d_model=d, n_heads=h, n_layers=1, mem_chunk=4, mem_qk_act=qk_act)
   with jax.enable_x64(True):
     mixer = build_mixer(cfg)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), mixer.init_params(jax.random.PRNGKey(0)))
@@ -83,8 +84,9 @@ def test_delta_rule_layer_paper_form(name):
   rms = lambda z: z / np.sqrt(np.mean(z**2, axis=-1, keepdims=True) + 1e-6)
   xn = rms(x[0]) * p["norm"]
   pre = np.concatenate([np.zeros((3, 3 * d)), xn @ p["wqkv"]])
-  qkv = silu(sum(pre[i : i + t] * p["conv"][i] for i in range(4)))
+  qkv = sum(pre[i : i + t] * p["conv"][i] for i in range(4))
   q, k, v = (a.reshape(t, h, dh) for a in np.split(qkv, 3, axis=-1))
+  q, k, v = (silu(q), silu(k), silu(v)) if qk_act == "silu" else (q, k, silu(v))
   q, k = (a / np.sqrt(np.sum(a**2, axis=-1, keepdims=True) + 1e-6) for a in (q, k))
   z = xn @ p["wr"] + p["br"]
   beta = sigmoid(z[:, :h])
