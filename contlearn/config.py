@@ -95,6 +95,10 @@ class ModelConfig:
       or "uniform" (each tap uniform in +-1/sqrt(mem_conv), PyTorch's
       `Conv1d` default as in Mamba's and DeltaNet's reference code, so q, k
       and v mix the last mem_conv tokens from the start).
+    mem_lr_init: the initial value of a gated inner rate (DeltaNet's and
+      Gated DeltaNet's beta, TTT's and Titans' per-token rate) as a
+      fraction of its largest value: the gate's bias starts at
+      logit(mem_lr_init); in (0, 1), 0.5 (bias 0) by default.
     mem_qk_act: the feature map of a memory mixer's queries and keys before
       their l2 normalisation: "silu" (DeltaNet's default) or "identity".
     persistent_tokens: learned key/value tokens every query of an attention
@@ -135,6 +139,7 @@ class ModelConfig:
   mem_step: str = "token"
   mem_conv: int = 4
   mem_conv_init: str = "identity"
+  mem_lr_init: float = 0.5
   mem_qk_act: str = "silu"
   persistent_tokens: int = 0
   sm_chunk_proj: int = 64

@@ -81,6 +81,7 @@ class MqarConfig:
   mem_chunk: int = 16
   mem_conv_init: str = "uniform"
   mem_qk_act: str = "silu"
+  mem_lr_init: float = 0.5
   max_pairs: int = 16
   mix: str = "log_uniform"
   eval_pairs: tuple[int, ...] = (2, 4, 8, 16)
@@ -115,7 +116,7 @@ def model_config(cfg: MqarConfig, run: Run) -> ModelConfig:
       mixer=run.mixer, vocab=mqar.vocab_size(cfg.n_keys, cfg.n_values), d_model=cfg.d_model,
       n_layers=cfg.n_layers, n_heads=run.n_heads, decay=run.decay,
       window=window(cfg, run), mem_chunk=cfg.mem_chunk, mem_conv_init=cfg.mem_conv_init, mem_qk_act=cfg.mem_qk_act,
-      mem_expansion=1,
+      mem_lr_init=cfg.mem_lr_init, mem_expansion=1,
   )
 
 
@@ -199,6 +200,7 @@ def main() -> None:
   parser.add_argument("--n-keys", type=int, default=0, help="size of the key vocabulary (0: the config's)")
   parser.add_argument("--n-values", type=int, default=0, help="size of the value vocabulary (0: the config's)")
   parser.add_argument("--qk-act", default="", choices=["", *QK_ACTS], help="the memories' query/key feature map (model.mem_qk_act; default: the config's)")
+  parser.add_argument("--lr-init", type=float, default=0.0, help="initial gated inner rate, e.g. DeltaNet's beta (model.mem_lr_init; 0: the config's)")
   parser.add_argument("--seed", type=int, default=-1, help="initialisation and data seed (-1: the config's)")
   parser.add_argument("--out", default=os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"), help="folder for the JSON")
   parser.add_argument("--resume", action="store_true", help="keep the rows an interrupted run of the same configuration wrote")
@@ -224,9 +226,16 @@ def main() -> None:
     changes["n_values"] = args.n_values
   if args.qk_act:
     changes["mem_qk_act"] = args.qk_act
+  if args.lr_init:
+    if not 0.0 < args.lr_init < 1.0:
+      parser.error(f"--lr-init {args.lr_init} must lie in (0, 1)")
+    changes["mem_lr_init"] = args.lr_init
   if args.seed >= 0:
     changes["seed"] = args.seed
   cfg = dataclasses.replace(cfg, **changes)
+  if cfg.n_keys < cfg.max_pairs or cfg.n_values < 1:
+    parser.error(f"--n-keys {cfg.n_keys} --n-values {cfg.n_values}: a sequence of {cfg.max_pairs} pairs needs "
+                 f"at least {cfg.max_pairs} distinct keys and one value")
   only = [s.strip() for s in args.only.split(",") if s.strip()]
   runs = [r for r in cfg.runs if not only or r.mixer in only or r.label in only]
   # The file is named after the options that change the experiment, so variants sit beside the full run.

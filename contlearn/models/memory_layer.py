@@ -39,7 +39,8 @@ class MemoryBlock(NamedTuple):
   """How a memory's rates are made.
 
   rule: the memory (`contlearn.memories.RULES`).
-  lr: "one" (rate 1) or "gate" (`lr_scale * sigmoid(x w + b)` per token).
+  lr: "one" (rate 1) or "gate" (`lr_scale * sigmoid(x w + b)` per token,
+    b starting at logit(`model.mem_lr_init`)).
   lr_scale: the largest inner rate of a "gate" lr.
   retain: "none", "multiscale" (fixed per head, RetNet), or "gate"
     (`1 - sigmoid(x w + b)` per token: Mamba2, Gated DeltaNet, Titans).
@@ -93,6 +94,8 @@ def check_heads(cfg: ModelConfig) -> None:
     raise ConfigError(f"model.mem_conv={cfg.mem_conv} must be >= 1")
   if cfg.mem_conv_init not in CONV_INITS:
     raise ConfigError(f"model.mem_conv_init={cfg.mem_conv_init!r}: choose one of {', '.join(CONV_INITS)}")
+  if not 0.0 < cfg.mem_lr_init < 1.0:
+    raise ConfigError(f"model.mem_lr_init={cfg.mem_lr_init} must lie in (0, 1): a fraction of the largest inner rate")
   if cfg.mem_qk_act not in QK_ACTS:
     raise ConfigError(f"model.mem_qk_act={cfg.mem_qk_act!r}: choose one of {', '.join(QK_ACTS)}")
   if cfg.mem_chunk < 0:
@@ -196,7 +199,7 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
     ks = jax.random.split(key, 5)
     p = {**io_init(ks[1], ks[2], cfg, 3 * d), "wqkv": layers.dense_init(ks[0], d, 3 * d)}
     if gates:
-      bias = {"lr": 0.0, "retain": -4.0, "momentum": 0.0}
+      bias = {"lr": float(np.log(cfg.mem_lr_init / (1.0 - cfg.mem_lr_init))), "retain": -4.0, "momentum": 0.0}
       p["wr"] = 0.1 * layers.dense_init(ks[3], d, len(gates) * h)
       p["br"] = jnp.concatenate([jnp.full((h,), bias[g], jnp.float32) for g in gates])
     if learned_w0:

@@ -85,11 +85,19 @@ def test_byte_lm_accepts_memory(name):
      ("titans", dict(mem_step="block"), "mem_step"), ("gated_deltanet", dict(mem_step="chunk"), "mem_step"),
      ("self_modifying_titans", dict(mem_step="chunk"), "mem_step"),
      ("gated_deltanet", dict(mem_conv_init="normal"), "mem_conv_init"),
-     ("deltanet", dict(mem_qk_act="relu"), "mem_qk_act")],
+     ("deltanet", dict(mem_qk_act="relu"), "mem_qk_act"), ("ttt_linear", dict(mem_lr_init=1.0), "mem_lr_init")],
 )
 def test_bad_config_names_field(name, override, field):
   with pytest.raises(ConfigError, match=field):
     build_mixer(ModelConfig(mixer=name, **{"d_model": 32, "n_heads": 2, **override}))
+
+
+@pytest.mark.parametrize("name, scale", [("deltanet", 1.0), ("gated_deltanet", 1.0), ("ttt_mlp", 0.1)])
+def test_lr_init_is_the_inner_rate_of_a_neutral_input(name, scale):
+  """With the gate's weights zeroed, every token's inner rate is lr_scale * mem_lr_init."""
+  for lr_init in (0.5, 0.05):
+    p = build_mixer(_cfg(name, mem_lr_init=lr_init)).init_params(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(scale * jax.nn.sigmoid(p["br"][:2]), scale * lr_init, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

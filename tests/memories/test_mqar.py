@@ -42,6 +42,14 @@ def test_pair_counts_follow_their_mix():
     mqar.pair_counts(key, 4, 16, "zipf")
 
 
+@pytest.mark.parametrize("args", [["--n-keys", "8", "--max-pairs", "16"], ["--n-values", "-1"], ["--max-pairs", "1"]])
+def test_experiment_refuses_impossible_sequences(args, tmp_path):
+  root = pathlib.Path(__file__).resolve().parents[2]
+  done = subprocess.run([sys.executable, str(root / "experiments" / "mqar.py"), *args, "--out", str(tmp_path)],
+                        capture_output=True, text=True, cwd=root)
+  assert done.returncode == 2 and args[0] in done.stderr and not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_small_experiment_picks_each_models_best_rate(tmp_path):
   """`experiments/mqar.py --small`: every model at every rate, the row is the best validation lane."""
