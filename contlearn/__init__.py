@@ -6,10 +6,11 @@ rules, one compiled `lax.scan` per fixed-shape chunk of an unbounded stream.
 
 from contlearn import models, rules, stream
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides
-from contlearn.driver import build_learner, run_experiment, train
-from contlearn.engine import compile_chunk, data_mesh, scan_chunk
+from contlearn.driver import run_experiment, train
+from contlearn.engine import Learner, data_mesh
 from contlearn.errors import CheckpointError, ConfigError, ContlearnError, DataError
-from contlearn.learner import Learner, LearnerState, StepMetrics, sequence_learner
+from contlearn.learner import StepMetrics, build_learner, sequence_learner
+from contlearn.state import LearnerState, new_state
 from contlearn.rules import levels, periodic
 
 __all__ = [
@@ -26,14 +27,13 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "build_learner",
-    "compile_chunk",
     "data_mesh",
     "levels",
     "models",
+    "new_state",
     "periodic",
     "rules",
     "run_experiment",
-    "scan_chunk",
     "sequence_learner",
     "stream",
     "train",

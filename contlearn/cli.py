@@ -121,12 +121,12 @@ def _stop_now(signum, frame):
 
 def _stop_at_chunk_boundary(signum, frame):
   """SIGTERM or Ctrl-C: finish the chunk, checkpoint, exit. A second Ctrl-C stops at once."""
-  from contlearn import driver
+  from contlearn import loop
 
   del frame
-  if driver.STOP.is_set() and signum == signal.SIGINT:
+  if loop.STOP.is_set() and signum == signal.SIGINT:
     raise KeyboardInterrupt
-  driver.STOP.set()
+  loop.STOP.set()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
   own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
   args = _parser().parse_args(own)
   args.passthrough = passthrough
-  from contlearn import driver
+  from contlearn import loop
 
-  driver.STOP.clear()
+  loop.STOP.clear()
   handled = (signal.SIGTERM, signal.SIGINT)
   on_main_thread = threading.current_thread() is threading.main_thread()
   previous = {s: signal.signal(s, _stop_at_chunk_boundary) for s in handled} if on_main_thread else {}

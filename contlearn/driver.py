@@ -1,14 +1,10 @@
-"""The host loop: feed chunks, log, checkpoint. Nothing per step runs here.
+"""Stream runs: a byte LM learning from its stream, on the engine and the host loop.
 
-    stream --prefetch--> chunk --(one compiled scan, state donated)--> state
-                                     |                                   |
-                               metrics [steps]                 every N chunks
-                                     v                                   v
-                     metrics.jsonl, TensorBoard, progress      orbax checkpoint
-                                                              (state + position)
-
-`train(cfg, out)` runs one model; `run_experiment` runs each model of an
-experiment into its own subfolder and returns their summaries.
+`train(cfg, out)` builds the learner of `cfg`, its stream and the hooks of a
+stream run (token check, token budget, metrics log and progress, orbax
+checkpoints with the stream position) and hands them to `contlearn.loop.run`;
+`run_experiment` trains each model of an experiment into its own subfolder
+and returns their summaries.
 """
 
 from __future__ import annotations
@@ -16,61 +12,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import threading
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 
-from contlearn import rules
+from contlearn import engine, loop
 from contlearn.checkpoint import Checkpoints
 from contlearn.config import Config, to_dict
-from contlearn.engine import (
-    check_batch,
-    compile_chunk,
-    data_mesh,
-    place_chunk,
-    place_state,
-    state_sharding,
-)
-from contlearn.errors import CheckpointError, ConfigError, DataError
-from contlearn.learner import Learner, sequence_learner
-from contlearn.models import Model, byte_lm, cms
-from contlearn.models.lm import is_hidden_matrix
+from contlearn.errors import CheckpointError, DataError
+from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
 from contlearn.run_log import LN2, RunLog, Tally
-from contlearn.stream import Chunk, Prefetcher, build_stream
-
-# Set (by the CLI's signal handlers) to end the run at the next chunk boundary.
-STOP = threading.Event()
+from contlearn.stream import Chunk, build_stream
 
 # Settings that may change between a run and its resumption.
 _RESUMABLE_CHANGES = ("train.tokens", "train.checkpoint_every", "train.keep", "train.log_every", "data.prefetch")
-
-
-def check_step_length(cfg: Config, model: Model) -> None:
-  """Raises ConfigError unless every step holds whole inner mini-batches / segments of the model."""
-  seq, multiple = cfg.data.seq, model.step_multiple
-  if seq % multiple:
-    raise ConfigError(f"data.seq={seq} must be a multiple of {multiple}, {model.step_reason}, which restarts at every step")
-
-
-def build_learner(cfg: Config) -> Learner:
-  """The model of `cfg.model`, trained by the outer optimizer and CMS levels.
-
-  Raises ConfigError for a bad model or a step length the model cannot carry.
-  """
-  model = byte_lm(cfg.model)
-  check_step_length(cfg, model)
-  t = cfg.train
-  level_rules = {"outer": rules.optimizer(t.optimizer, t.lr, t.clip, is_hidden_matrix=is_hidden_matrix)}
-  periods = cfg.model.cms_periods
-  for i, period in enumerate(periods):
-    rule = rules.periodic(rules.optimizer(t.cms_optimizer, t.cms_lr), period)
-    if cfg.model.cms_variant == "nested" and i + 1 < len(periods):
-      rule = rules.reset_every(rule, periods[i + 1])  # wiped when the slower level steps
-    level_rules[cms.level_name(i)] = rule
-  return sequence_learner(model, rules.levels(level_rules, model.level_labels))
 
 
 def check_tokens(chunk: Chunk, vocab: int, chunk_index: int, source: str) -> None:
@@ -101,6 +58,43 @@ def _check_same_run(saved: dict[str, Any], cfg: Config, where: pathlib.Path) -> 
     raise CheckpointError(f"cannot resume {where}: the configuration changed ({detail})")
 
 
+class TokenCheck(loop.Hook):
+  """Refuses a block with a token id outside the vocabulary (`check_tokens`)."""
+
+  def __init__(self, vocab: int, source: str):
+    self.vocab, self.source = vocab, source
+
+  def before_block(self, run: loop.Loop, xs: Chunk) -> None:
+    check_tokens(xs, self.vocab, run.block, self.source)
+
+
+class StreamLog(loop.Hook):
+  """Loss sums, `metrics.jsonl`, TensorBoard and the progress bar of a stream run."""
+
+  def __init__(self, cfg: Config, out: pathlib.Path, progress: bool, name: str):
+    self.tally = Tally(0.0, 0.0, cfg.train.log_every, cfg.data.steps)
+    self.log = RunLog(out, cfg.train.tokens or None, progress, name)
+
+  def start_at(self, block: int, tokens: int) -> None:
+    self.log.truncate_after(block)
+    self.log.start_at(tokens)
+
+  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+    record = self.tally.add(block, units, new_units, metrics)
+    self.log.advance(new_units)
+    if record:
+      self.log.write(record)
+
+  def meta(self) -> dict[str, Any]:
+    return {"nll_total": self.tally.nll_total, "count_total": self.tally.count_total}
+
+  def restore(self, meta: dict[str, Any]) -> None:
+    self.tally.nll_total, self.tally.count_total = float(meta["nll_total"]), float(meta["count_total"])
+
+  def close(self) -> None:
+    self.log.close()
+
+
 def train(
     cfg: Config,
     out: str | pathlib.Path,
@@ -109,6 +103,7 @@ def train(
     devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
     name: str = "",
+    hooks: Sequence[loop.Hook] = (),
 ) -> dict[str, Any]:
   """Trains one model on its stream; returns the run's summary.
 
@@ -119,124 +114,73 @@ def train(
     devices: devices to split the batch over (default: all local devices).
     progress: show a progress bar.
     name: label for the progress bar and the summary.
+    hooks: more hooks, called after the run's own at every point.
 
   Returns:
     The summary written to `out/summary.json`.
   """
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  mesh = data_mesh(devices)
-  check_batch(cfg.data.batch, mesh)
+  mesh = engine.data_mesh(devices)
+  engine.check_batch(cfg.data.batch, mesh)
   learner = build_learner(cfg)
   stream = build_stream(cfg.data)
-  steps_per_chunk = cfg.data.steps
 
-  def init():
-    return learner.init(jax.random.PRNGKey(cfg.train.seed), cfg.data.batch)
+  log = StreamLog(cfg, out, progress, name or out.name)
+  checkpoints = Checkpoints(out / "checkpoints", keep=cfg.train.keep)
+  hooks = [TokenCheck(cfg.model.vocab, stream.describe()), loop.StopAfter(cfg.train.tokens), log, *hooks]
+  saver = loop.Checkpoint(checkpoints, cfg.train.checkpoint_every, hooks, meta={"config": _flat(cfg)})
+  hooks.append(saver)
 
   #### State: fresh, or restored with the stream position ####
-  checkpoints = Checkpoints(out / "checkpoints", keep=cfg.train.keep)
   if resume:
-    abstract = jax.eval_shape(init)
+    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(cfg.train.seed))
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         abstract,
-        state_sharding(abstract, mesh),
+        engine.state_sharding(abstract, mesh),
     )
-    state, meta, chunk_index = checkpoints.restore(abstract)
-    _check_same_run(meta["config"], cfg, out)
-    position, tokens = meta["position"], int(meta["tokens"])
-    nll_total, count_total = float(meta["nll_total"]), float(meta["count_total"])
+    run, _ = loop.restore(checkpoints, abstract, hooks, check=lambda meta: _check_same_run(meta["config"], cfg, out))
   else:
     if checkpoints.latest() is not None:
+      checkpoints.close()
       raise CheckpointError(
           f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue "
           "that run, or choose another --out"
       )
-    state = place_state(jax.jit(init)(), mesh)
-    position, tokens, chunk_index = stream.start(), 0, 0
-    nll_total = count_total = 0.0
+    run = loop.Loop(state=engine.init(learner, jax.random.PRNGKey(cfg.train.seed), mesh=mesh), position=stream.start())
+  log.start_at(run.block, run.units)
+  saver.start_at(run.block)
+  run_block = engine.compile(learner, run.state, mesh=mesh)
+  started_at = run.block
 
-  log = RunLog(out, cfg.train.tokens or None, progress, name or out.name)
-  log.truncate_after(chunk_index)
-  log.start_at(tokens)
-  tally = Tally(nll_total, count_total, cfg.train.log_every, cfg.data.steps)
-  run_chunk = compile_chunk(learner, state, mesh)
-  pending = None  # (chunk, tokens, new tokens, device metrics) not yet read back
+  loop.run(
+      run_block, run, stream, hooks,
+      place=lambda xs: engine.place_xs(Chunk(*xs), mesh),
+      size=lambda xs: int(xs.mask.sum()),
+      prefetch=cfg.data.prefetch,
+  )
+  if run.block == 0 and started_at == 0:
+    raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
 
-  def settle():
-    """Reads back the last chunk's metrics: one host transfer per chunk."""
-    nonlocal pending
-    if pending is not None:
-      record = tally.add(*pending[:3], jax.device_get(pending[3]))
-      log.advance(pending[2])
-      if record:
-        log.write(record)
-      pending = None
-
-  def save():
-    settle()
-    meta = {
-        "position": position,
-        "tokens": tokens,
-        "nll_total": tally.nll_total,
-        "count_total": tally.count_total,
-        "config": _flat(cfg),
-    }
-    checkpoints.save(chunk_index, state, meta)
-
-  #### Loop over chunks: dispatch chunk i, then read chunk i-1's metrics ####
-  prefetch = Prefetcher(stream, position, cfg.data.prefetch)
-  saved_at, seen_any = chunk_index, chunk_index > 0
-  try:
-    for chunk, position_after in prefetch:
-      if cfg.train.tokens and tokens >= cfg.train.tokens:
-        break
-      if STOP.is_set():  # a signal asked to stop: the state is whole here
-        raise KeyboardInterrupt
-      seen_any = True
-      check_tokens(chunk, cfg.model.vocab, chunk_index, stream.describe())
-      n_tokens = int(chunk.mask.sum())
-      state, metrics = run_chunk(state, place_chunk(chunk, mesh))
-      settle()
-      chunk_index, tokens, position = chunk_index + 1, tokens + n_tokens, position_after
-      pending = (chunk_index, tokens, n_tokens, metrics)
-      if chunk_index % cfg.train.checkpoint_every == 0:
-        save()
-        saved_at = chunk_index
-    if not seen_any:
-      raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
-    if saved_at != chunk_index:
-      save()
-    settle()
-  except KeyboardInterrupt:
-    # An interrupt inside a chunk call may find the donated state gone; the
-    # last checkpoint then stands. At a chunk boundary all is saved.
-    if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
-      save()
-    raise
-  finally:
-    prefetch.close()
-    log.close()
-    checkpoints.close()
-
-  records = log.records()
+  records = log.log.records()
   recent = records[-max(1, len(records) // 10) :]
   recent_loss = sum(r["loss"] for r in recent) / max(1, len(recent))
+  tally = log.tally
   loss_all = tally.nll_total / max(tally.count_total, 1.0)
   summary = {
       "name": name or out.name,
       "mixer": cfg.model.mixer,
       "cms_periods": list(cfg.model.cms_periods),
-      "tokens": tokens,
-      "chunks": chunk_index,
+      "tokens": run.units,
+      "chunks": run.block,
       "tokens_per_s": tally.tokens_per_s(),
       "first_chunk_s": tally.first_chunk_s,
       "loss": recent_loss,
       "bits_per_byte": recent_loss / LN2,
       "loss_all": loss_all,
       "bits_per_byte_all": loss_all / LN2,
-      "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
+      "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(run.state.params))),
       "devices": len(mesh.devices.flat),
   }
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -281,4 +225,4 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-__all__ = ["build_learner", "check_step_length", "check_tokens", "run_experiment", "summary_table", "train"]
+__all__ = ["StreamLog", "TokenCheck", "check_tokens", "run_experiment", "summary_table", "train"]

@@ -1,16 +1,51 @@
-"""One chunk, one compiled call: `lax.scan` of the learner's step, sharded.
+"""The engine: the one place that scans, jits, donates, vmaps lanes and shards.
 
-`compile_chunk(learner, mesh)` returns `run(state, chunk) -> (state, metrics)`:
-a jitted scan over the chunk's steps whose carry (the whole learner state) is
-donated, so the device updates it in place. The batch axis of the chunk and
-of the model's memory is split over the mesh's "data" axis; parameters and
-optimizer states are replicated. Metrics (`[steps]` arrays) are the only
-thing that leaves the device, once per chunk.
+A learner is `Learner(init, step)`:
+
+    init(key) -> LearnerState
+    step(state, x, env) -> (state, metrics)
+
+`x` is one step's slice of a fixed-shape block `xs` (leading axis: steps);
+`env` is read-only data broadcast to every step and never carried (a
+continual-learning scenario's arrays, a table of puzzles; None for a stream).
+`compile(learner, state, ...)` returns the compiled block call
+
+    run(state, xs, env=None) -> (state, metrics [steps, ...])
+                             -> (state, (metrics [steps, ...], probes [steps // every, ...]))  with a probe
+
+whose carry, the whole learner state, is donated so the device updates it in
+place. Its options compose:
+
+  probe, every   `probe(state, env)` evaluated after every `every` steps
+                 inside the compiled call (accuracy on every task; a held-out
+                 score), so measuring costs no host round trip;
+  lanes          many learners stacked on a leading axis (seeds x
+                 hyperparameters, learning-rate sweeps) advanced by one
+                 `vmap`ped program on the same `xs` and `env`;
+  mesh           a `jax.sharding.Mesh` with a "data" axis: the batch axis of
+                 `xs` (axis 1) and of the carried memory (axis 0) are split
+                 over it, or, with lanes, the lane axis; everything else is
+                 replicated.
+
+>>> import jax, jax.numpy as jnp
+>>> from contlearn.state import new_state
+>>> def init(key):
+...   return new_state({"w": jnp.zeros(())}, (), key)
+>>> def step(state, x, env):                 # learns the running mean of x
+...   w = state.params["w"] + (x - state.params["w"]) / (state.step + 1)
+...   return state.replace(params={"w": w}, step=state.step + 1), w
+>>> learner = Learner(init, step)
+>>> state = init(jax.random.key(0))
+>>> run = compile(learner, state)
+>>> state, means = run(state, jnp.arange(1.0, 5.0))
+>>> means.tolist()
+[1.0, 1.5, 2.0, 2.5]
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +53,17 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from contlearn.errors import ConfigError
-from contlearn.learner import Learner, LearnerState, StepMetrics
-from contlearn.stream.base import Chunk
+from contlearn.state import LearnerState
 
 DATA = "data"
+PyTree = Any
+
+
+class Learner(NamedTuple):
+  """`init(key) -> LearnerState`; `step(state, x, env) -> (state, metrics)`, pure."""
+
+  init: Callable[[jax.Array], LearnerState]
+  step: Callable[[LearnerState, Any, Any], tuple[LearnerState, Any]]
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -36,49 +78,41 @@ def check_batch(batch: int, mesh: Mesh) -> None:
     raise ConfigError(f"data.batch={batch} must be a multiple of the {n} devices it is split over")
 
 
-def state_sharding(state: LearnerState, mesh: Mesh) -> LearnerState:
-  """Memory split over lanes ("data"); everything else replicated."""
+#### Sharding: which axis of which leaf is split over the mesh ####
+
+
+def _split(mesh: Mesh, shape: tuple[int, ...], axis: int) -> NamedSharding:
+  """Split on `axis` when it divides evenly over the devices, else replicated."""
+  if len(shape) > axis and shape[axis] % mesh.devices.size == 0:
+    return NamedSharding(mesh, P(*([None] * axis), DATA))
+  return NamedSharding(mesh, P())
+
+
+def state_sharding(state: LearnerState, mesh: Mesh, *, lanes: bool = False) -> LearnerState:
+  """With lanes, every leaf split on its lane axis; else memory split on its batch axis."""
+  if lanes:
+    return jax.tree.map(lambda x: _split(mesh, np.shape(x), 0), state)
   replicated = NamedSharding(mesh, P())
-  lanes = NamedSharding(mesh, P(DATA))
-  return LearnerState(
-      params=jax.tree.map(lambda _: replicated, state.params),
-      opt_state=jax.tree.map(lambda _: replicated, state.opt_state),
-      memory=jax.tree.map(lambda _: lanes, state.memory),
-      step=replicated,
-      key=replicated,
+  return state.replace(
+      **{f: jax.tree.map(lambda _: replicated, getattr(state, f))
+         for f in ("params", "opt_state", "strategy", "hparams", "step", "key")},
+      memory=jax.tree.map(lambda _: NamedSharding(mesh, P(DATA)), state.memory),
   )
 
 
-def chunk_sharding(mesh: Mesh) -> Chunk:
-  lanes = NamedSharding(mesh, P(None, DATA))
-  return Chunk(tokens=lanes, mask=lanes)
+def xs_sharding(xs: PyTree, mesh: Mesh, *, lanes: bool = False) -> PyTree:
+  """A block's batch axis (1) split over the mesh; replicated with lanes (they share xs)."""
+  if lanes:
+    return jax.tree.map(lambda _: NamedSharding(mesh, P()), xs)
+  return jax.tree.map(lambda x: _split(mesh, np.shape(x), 1), xs)
 
 
-def scan_chunk(learner: Learner, state: LearnerState, chunk: Chunk):
-  """The un-jitted chunk: `lax.scan` of `learner.step` over the leading axis."""
-  return jax.lax.scan(learner.step, state, chunk)
-
-
-def compile_chunk(
-    learner: Learner, state: LearnerState, mesh: Mesh
-) -> Callable[[LearnerState, Chunk], tuple[LearnerState, StepMetrics]]:
-  """The jitted, donated, sharded chunk call for states shaped like `state`."""
-  s_sharding = state_sharding(state, mesh)
-  replicated = NamedSharding(mesh, P())
-  return jax.jit(
-      lambda s, c: scan_chunk(learner, s, c),
-      in_shardings=(s_sharding, chunk_sharding(mesh)),
-      out_shardings=(s_sharding, StepMetrics(replicated, replicated, replicated)),
-      donate_argnums=0,
-  )
-
-
-def unshare_leaves(tree):
+def unshare_leaves(tree: PyTree) -> PyTree:
   """`tree` with every leaf its own array (a repeated leaf is copied).
 
-  An update rule's `init` may put one array in several places of its state
-  (`zeros` reused for two moments); a donated carry must not hold the same
-  buffer twice.
+  An update rule's or a strategy's `init` may put one array in several places
+  of its state (`zeros` reused for two moments, a teacher equal to the
+  parameters); a donated carry must not hold the same buffer twice.
   """
   seen = set()
 
@@ -91,10 +125,121 @@ def unshare_leaves(tree):
   return jax.tree.map(own, tree)
 
 
-def place_state(state: LearnerState, mesh: Mesh) -> LearnerState:
-  """`state` on the mesh with `state_sharding`, every leaf its own buffer."""
-  return jax.device_put(unshare_leaves(state), state_sharding(state, mesh))
+def place_state(state: LearnerState, mesh: Mesh | None = None, *, lanes: bool = False) -> LearnerState:
+  """`state` on the mesh (or the default device), every leaf its own buffer."""
+  state = unshare_leaves(state)
+  if mesh is None:
+    return jax.device_put(state)
+  return jax.device_put(state, state_sharding(state, mesh, lanes=lanes))
 
 
-def place_chunk(chunk: Chunk, mesh: Mesh) -> Chunk:
-  return jax.device_put(Chunk(*chunk), chunk_sharding(mesh))
+def place_xs(xs: PyTree, mesh: Mesh | None = None, *, lanes: bool = False) -> PyTree:
+  """A block on the mesh, its batch axis split (see `xs_sharding`)."""
+  if mesh is None:
+    return jax.device_put(xs)
+  return jax.device_put(xs, xs_sharding(xs, mesh, lanes=lanes))
+
+
+#### The scan and its compiled forms ####
+
+
+def scan(
+    learner: Learner,
+    state: LearnerState,
+    xs: PyTree,
+    env: PyTree = None,
+    *,
+    probe: Callable[[LearnerState, PyTree], PyTree] | None = None,
+    every: int = 0,
+):
+  """The un-jitted block: `lax.scan` of `learner.step` over the leading axis of `xs`.
+
+  With `probe`, the steps run in groups of `every` and `probe(state, env)` is
+  evaluated after each group; returns `(state, (metrics, probes))`.
+  """
+  body = lambda s, x: learner.step(s, x, env)  # noqa: E731
+  if probe is None:
+    return jax.lax.scan(body, state, xs)
+  steps = jax.tree.leaves(xs)[0].shape[0]
+  if every < 1 or steps % every:
+    raise ConfigError(f"a block of {steps} steps cannot be probed every {every} steps")
+  grouped = jax.tree.map(lambda a: a.reshape(steps // every, every, *a.shape[1:]), xs)
+
+  def group(s, xg):
+    s, metrics = jax.lax.scan(body, s, xg)
+    return s, (metrics, probe(s, env))
+
+  state, (metrics, probes) = jax.lax.scan(group, state, grouped)
+  metrics = jax.tree.map(lambda a: a.reshape(steps, *a.shape[2:]), metrics)
+  return state, (metrics, probes)
+
+
+def _over_lanes(fn: Callable, lanes: bool) -> Callable:
+  """`fn(state, *args)` mapped over the state's leading lane axis; args shared."""
+  if not lanes:
+    return fn
+  return lambda state, *args: jax.vmap(lambda s: fn(s, *args))(state)
+
+
+def compile(
+    learner: Learner,
+    state: LearnerState,
+    *,
+    mesh: Mesh | None = None,
+    lanes: bool = False,
+    probe: Callable[[LearnerState, PyTree], PyTree] | None = None,
+    every: int = 0,
+) -> Callable[..., tuple[LearnerState, Any]]:
+  """The jitted, donated (and sharded) block call for states shaped like `state`.
+
+  Returns `run(state, xs, env=None)`; see the module docstring. Place blocks
+  with `place_xs` (and states with `place_state`) on the same mesh.
+  """
+  fn = _over_lanes(functools.partial(scan, learner, probe=probe, every=every), lanes)
+  if mesh is None:
+    return jax.jit(lambda s, xs, env=None: fn(s, xs, env), donate_argnums=0)
+  s_sharding = state_sharding(state, mesh, lanes=lanes)
+  return jax.jit(
+      lambda s, xs, env=None: fn(s, xs, env),
+      out_shardings=(s_sharding, NamedSharding(mesh, P())),
+      donate_argnums=0,
+  )
+
+
+def compile_call(
+    fn: Callable[..., Any], *, lanes: bool = False, donate: bool = True
+) -> Callable[..., Any]:
+  """A boundary call `fn(state, *args)` (a strategy's end of task, an
+  evaluation) jitted once, mapped over lanes, the state donated if `donate`."""
+  return jax.jit(_over_lanes(fn, lanes), donate_argnums=0 if donate else ())
+
+
+def init(
+    learner: Learner,
+    key: jax.Array,
+    *,
+    mesh: Mesh | None = None,
+    lanes: bool = False,
+    hparams: dict[str, Any] | None = None,
+) -> LearnerState:
+  """A placed learner state, initialised under `jit`.
+
+  With `lanes`, `key` holds one key per lane (`[L]`) and the state gets a
+  leading lane axis. `hparams` (scalars, or `[L]` arrays with lanes) override
+  the learner's own hyperparameters; a name the learner lacks is a ConfigError.
+  """
+  make = jax.vmap(learner.init) if lanes else learner.init
+  state = jax.jit(make)(key)
+  n_lanes = jax.tree.leaves(state.step)[0].shape[0] if lanes else 0
+  state = with_hparams(state, hparams or {}, lanes=n_lanes)
+  return place_state(state, mesh, lanes=lanes)
+
+
+def with_hparams(state: LearnerState, hparams: dict[str, Any], *, lanes: int = 0) -> LearnerState:
+  """`state` with some traced hyperparameters replaced (broadcast over lanes)."""
+  unknown = sorted(set(hparams) - set(state.hparams))
+  if unknown:
+    raise ConfigError(f"unknown hyperparameter(s) {unknown}; the learner has {sorted(state.hparams)}")
+  shape = (lanes,) if lanes else ()
+  new = {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), shape) for k, v in hparams.items()}
+  return state.replace(hparams={**state.hparams, **new})

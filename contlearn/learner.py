@@ -1,39 +1,29 @@
-"""The learner: one pytree of state and a pure step over one batch.
+"""The sequence learner: a model and an update rule on the engine's protocol.
 
-    LearnerState
-    ├── params      the model's parameters (every level's)
-    ├── opt_state   the update rules' states (optimizer moments, level clocks,
-    │               accumulated gradients)
-    ├── memory      what the model carries along the stream (caches, memories)
-    ├── step        [] int32, steps learned so far
-    └── key         PRNG key; step-local randomness is fold_in(key, step)
-
-`Learner.step(state, chunk_slice) -> (state, StepMetrics)` reads one step of
-a chunk (`tokens [B, T+1]`, `mask [B, T]`), scores the next-token loss with
+`sequence_learner(model, rule, batch)` is a `Learner` whose state is a
+`LearnerState` (params, the rule's state, the model's carried memory) and
+whose `step(state, chunk_slice, env) -> (state, StepMetrics)` reads one step
+of a chunk (`tokens [B, T+1]`, `mask [B, T]`), scores the next-token loss with
 the parameters *before* learning from it (so the loss is prequential), then
 applies the update rule. Nothing learnable or stateful lives outside the state.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-from contlearn.models.lm import Model
+from contlearn import rules
+from contlearn.config import Config
+from contlearn.engine import Learner
+from contlearn.errors import ConfigError
+from contlearn.models import byte_lm, cms
+from contlearn.models.lm import Model, is_hidden_matrix
 from contlearn.rules import select_tree
-from contlearn.stream.base import Chunk
-
-
-class LearnerState(flax.struct.PyTreeNode):
-  params: Any
-  opt_state: Any
-  memory: Any
-  step: jax.Array  # [] int32
-  key: jax.Array  # PRNG key
+from contlearn.state import new_state
 
 
 class StepMetrics(NamedTuple):
@@ -50,34 +40,23 @@ class StepMetrics(NamedTuple):
   grad_norm: jax.Array
 
 
-class Learner(NamedTuple):
-  """`init(key, batch) -> LearnerState`; `step(state, batch) -> (state, StepMetrics)`."""
-
-  init: Callable[[jax.Array, int], LearnerState]
-  step: Callable[[LearnerState, Chunk], tuple[LearnerState, StepMetrics]]
-
-
-def sequence_learner(model: Model, rule: optax.GradientTransformation) -> Learner:
+def sequence_learner(model: Model, rule: optax.GradientTransformation, batch: int) -> Learner:
   """A learner that trains `model` on next-token prediction with `rule`.
 
   Args:
     model: pure sequence model (see `contlearn.models.lm.Model`).
     rule: an update rule over the whole params tree (any optax
       transformation; use `contlearn.rules.levels` for several levels).
+    batch: parallel lanes of the stream; the carried memory has one per lane.
   """
 
-  def init(key, batch):
+  def init(key):
     k_params, k_state = jax.random.split(key)
     params = model.init_params(k_params)
-    return LearnerState(
-        params=params,
-        opt_state=rule.init(params),
-        memory=model.init_memory(batch),
-        step=jnp.zeros((), jnp.int32),
-        key=k_state,
-    )
+    return new_state(params, rule.init(params), k_state, memory=model.init_memory(batch))
 
-  def step(state, batch):
+  def step(state, batch, env=None):
+    del env
     inputs, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]
     mask = batch.mask
     weights = mask.astype(jnp.float32)
@@ -93,15 +72,39 @@ def sequence_learner(model: Model, rule: optax.GradientTransformation) -> Learne
         state.params
     )
     updates, opt_state = rule.update(grads, state.opt_state, state.params)
-    learned = LearnerState(
+    learned = state.replace(
         params=optax.apply_updates(state.params, updates),
         opt_state=opt_state,
         memory=jax.lax.stop_gradient(memory),
         step=state.step + 1,
-        key=state.key,
     )
     # A step of pure padding (the end of a finite stream) changes nothing.
     new_state = select_tree(count > 0, learned, state)
     return new_state, StepMetrics(nll_sum, count, optax.tree.norm(grads))
 
   return Learner(init, step)
+
+
+def check_step_length(cfg: Config, model: Model) -> None:
+  """Raises ConfigError unless every step holds whole inner mini-batches / segments of the model."""
+  seq, multiple = cfg.data.seq, model.step_multiple
+  if seq % multiple:
+    raise ConfigError(f"data.seq={seq} must be a multiple of {multiple}, {model.step_reason}, which restarts at every step")
+
+
+def build_learner(cfg: Config) -> Learner:
+  """The byte LM of `cfg.model`, trained by the outer optimizer and CMS levels.
+
+  Raises ConfigError for a bad model or a step length the model cannot carry.
+  """
+  model = byte_lm(cfg.model)
+  check_step_length(cfg, model)
+  t = cfg.train
+  level_rules = {"outer": rules.optimizer(t.optimizer, t.lr, t.clip, is_hidden_matrix=is_hidden_matrix)}
+  periods = cfg.model.cms_periods
+  for i, period in enumerate(periods):
+    rule = rules.periodic(rules.optimizer(t.cms_optimizer, t.cms_lr), period)
+    if cfg.model.cms_variant == "nested" and i + 1 < len(periods):
+      rule = rules.reset_every(rule, periods[i + 1])  # wiped when the slower level steps
+    level_rules[cms.level_name(i)] = rule
+  return sequence_learner(model, rules.levels(level_rules, model.level_labels), cfg.data.batch)

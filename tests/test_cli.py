@@ -15,7 +15,7 @@ import pytest
 
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
-from contlearn.driver import build_learner
+from contlearn.learner import build_learner
 from contlearn.engine import data_mesh, state_sharding
 
 EXPERIMENT = textwrap.dedent('''
@@ -121,7 +121,7 @@ def _restore(out: pathlib.Path):
 
   cfg = load(str(out.parent.parent / "tiny_lm.py")).get_config()
   learner = build_learner(cfg)
-  abstract = jax.eval_shape(lambda: learner.init(jax.random.PRNGKey(cfg.train.seed), cfg.data.batch))
+  abstract = jax.eval_shape(lambda: learner.init(jax.random.PRNGKey(cfg.train.seed)))
   mesh = data_mesh()
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding(abstract, mesh))
   ckpt = Checkpoints(out / "checkpoints")
@@ -157,7 +157,7 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
   a_state, a_meta, a_chunk = _restore(clean / "tiny_lm")
   b_state, b_meta, b_chunk = _restore(killed / "tiny_lm")
   assert a_chunk == b_chunk == chunks
-  assert a_meta["tokens"] == b_meta["tokens"] == chunks * 512
+  assert a_meta["units"] == b_meta["units"] == chunks * 512
   assert a_meta["position"] == b_meta["position"]
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a_state, b_state)
   losses = lambda out: [json.loads(l)["loss"] for l in (out / "tiny_lm" / "metrics.jsonl").read_text().splitlines()]

@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from contlearn import rules
-from contlearn.engine import scan_chunk
-from contlearn.driver import build_learner
+from contlearn.engine import scan
+from contlearn.learner import build_learner
 from contlearn.models import cms, layers
 from contlearn.stream import DocumentLanes, split_bytes
 from tiny import tiny_config, with_fields
@@ -47,7 +47,7 @@ def test_zero_rate_keeps_the_trained_mlp_exactly(variant):
       train=dict(cms_optimizer="sgd", cms_lr=0.0),
   )
   learner = build_learner(cfg)
-  state = learner.init(jax.random.PRNGKey(0), 8)
+  state = learner.init(jax.random.PRNGKey(0))
   d = cfg.model.d_model
   # Independent levels split the trained MLP's hidden units into 3 blocks of 2d.
   mlp = layers.mlp_init(jax.random.PRNGKey(5), d, 2 * d * (3 if variant == "independent" else 1))
@@ -57,7 +57,7 @@ def test_zero_rate_keeps_the_trained_mlp_exactly(variant):
   state = state.replace(params=params)
   stream = DocumentLanes(split_bytes(b"all the world's a stage. " * 100, 8), steps=8, batch=8, seq=16)
   chunk, _ = stream.next(stream.start())
-  after, _ = jax.jit(lambda s, c: scan_chunk(learner, s, c))(state, chunk)
+  after, _ = jax.jit(lambda s, c: scan(learner, s, c))(state, chunk)
   jax.tree.map(np.testing.assert_array_equal, after.params["blocks"][0]["ff"], blocks)
   # ... while the outer level did learn.
   assert not np.array_equal(after.params["head"], state.params["head"])

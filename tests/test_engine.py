@@ -6,8 +6,9 @@ import json
 import jax
 import numpy as np
 
-from contlearn.driver import build_learner, train
-from contlearn.engine import compile_chunk, data_mesh, place_chunk, place_state
+from contlearn.driver import train
+from contlearn.engine import compile, data_mesh, place_state, place_xs
+from contlearn.learner import build_learner
 from contlearn.stream import DocumentLanes, split_bytes
 from tiny import tiny_config, with_fields
 
@@ -32,13 +33,13 @@ def count_compiles():
 def _run_chunks(cfg, steps_per_chunk, n_chunks, corpus):
   mesh = data_mesh()
   learner = build_learner(cfg)
-  state = place_state(learner.init(jax.random.PRNGKey(0), cfg.data.batch), mesh)
-  run = compile_chunk(learner, state, mesh)
+  state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
+  run = compile(learner, state, mesh=mesh)
   stream = DocumentLanes(split_bytes(corpus, cfg.data.batch), steps=steps_per_chunk, batch=cfg.data.batch, seq=cfg.data.seq)
   position, losses = stream.start(), []
   for _ in range(n_chunks):
     chunk, position = stream.next(position)
-    state, metrics = run(state, place_chunk(chunk, mesh))
+    state, metrics = run(state, place_xs(chunk, mesh))
     losses.append(np.asarray(metrics.nll))
   return state, np.concatenate(losses), run
 
@@ -50,15 +51,15 @@ def test_second_chunk_does_not_recompile():
   cfg = tiny_config(mixer="linear_attention", cms_periods=(1, 2))
   mesh = data_mesh()
   learner = build_learner(cfg)
-  state = place_state(learner.init(jax.random.PRNGKey(0), 8), mesh)
-  run = compile_chunk(learner, state, mesh)
+  state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
+  run = compile(learner, state, mesh=mesh)
   stream = DocumentLanes(split_bytes(CORPUS, 8), steps=4, batch=8, seq=16)
   chunk, position = stream.next(stream.start())
-  state, _ = run(state, place_chunk(chunk, mesh))
+  state, _ = run(state, place_xs(chunk, mesh))
   with count_compiles() as compiles:
     for _ in range(3):
       chunk, position = stream.next(position)
-      state, metrics = run(state, place_chunk(chunk, mesh))
+      state, metrics = run(state, place_xs(chunk, mesh))
     jax.block_until_ready(metrics)
   assert compiles == []
 
@@ -116,15 +117,15 @@ def test_a_rule_whose_state_repeats_an_array_still_runs_donated():
 
   repeats = optax.GradientTransformation(init, lambda g, s, p=None: (g, s))
   cfg = tiny_config(mixer="linear_attention")
-  learner = sequence_learner(byte_lm(cfg.model), optax.chain(repeats, optax.adam(1e-3)))
+  learner = sequence_learner(byte_lm(cfg.model), optax.chain(repeats, optax.adam(1e-3)), 8)
   mesh = data_mesh()
-  state = place_state(learner.init(jax.random.PRNGKey(0), 8), mesh)
+  state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
   leaves = jax.tree.leaves(state)
   assert len({id(x) for x in leaves}) == len(leaves)
-  run = compile_chunk(learner, state, mesh)
+  run = compile(learner, state, mesh=mesh)
   stream = DocumentLanes(split_bytes(CORPUS, 8), steps=2, batch=8, seq=16)
   position = stream.start()
   for _ in range(2):
     chunk, position = stream.next(position)
-    state, metrics = run(state, place_chunk(chunk, mesh))
+    state, metrics = run(state, place_xs(chunk, mesh))
   assert np.all(np.isfinite(np.asarray(metrics.nll)))

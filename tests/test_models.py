@@ -136,13 +136,13 @@ def test_hope_presets_are_the_cli_overrides():
 
 def test_hope_byte_lm_learns_random_tokens():
   """Hope (self-modifying Titans + CMS) through the learner: finite loss that falls on a repeated batch."""
-  from contlearn.driver import build_learner
+  from contlearn.learner import build_learner
   from contlearn.stream import Chunk
-  from tiny import tiny_config
+  from tiny import tiny_config, with_fields
 
   cfg = tiny_config(mixer="self_modifying_titans", cms_periods=(1, 2), mem_chunk=4, sm_chunk_proj=8, mem_expansion=2)
-  learner = build_learner(cfg)
-  state = learner.init(jax.random.PRNGKey(0), 4)
+  learner = build_learner(with_fields(cfg, data=dict(batch=4)))
+  state = learner.init(jax.random.PRNGKey(0))
   tokens = jax.random.randint(jax.random.PRNGKey(1), (4, 17), 0, 256)
   step = jax.jit(learner.step)
   losses = []

@@ -183,8 +183,8 @@ OUTER_RATES = {
 
 @pytest.mark.parametrize("name", sorted(OUTER_RATES))
 def test_each_optimizer_trains_the_language_model_as_its_outer_level(name):
-  from contlearn.driver import build_learner
-  from contlearn.engine import scan_chunk
+  from contlearn.engine import scan
+  from contlearn.learner import build_learner
   from contlearn.stream import DocumentLanes, split_bytes
   from tiny import tiny_config, with_fields
 
@@ -193,8 +193,8 @@ def test_each_optimizer_trains_the_language_model_as_its_outer_level(name):
   text = b"to be or not to be, that is the question. " * 200
   stream = DocumentLanes(split_bytes(text, 8), steps=48, batch=8, seq=16)
   chunk, _ = stream.next(stream.start())
-  state = learner.init(jax.random.PRNGKey(0), 8)
-  _, metrics = jax.jit(lambda s, c: scan_chunk(learner, s, c))(state, chunk)
+  state = learner.init(jax.random.PRNGKey(0))
+  _, metrics = jax.jit(lambda s, c: scan(learner, s, c))(state, chunk)
   per_step = np.asarray(metrics.nll / metrics.count)
   assert np.all(np.isfinite(per_step))
   assert per_step[-8:].mean() < per_step[:8].mean() - 0.5

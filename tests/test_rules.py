@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 from contlearn import rules
-from contlearn.engine import scan_chunk
+from contlearn.engine import scan
 from contlearn.learner import sequence_learner
 from contlearn.models import byte_lm
 from contlearn.stream.base import Chunk
@@ -38,16 +38,15 @@ def test_cms_levels_scanned_match_a_python_loop():
   outer_lr, cms_lr = 0.05, 0.2
   level_rules = {"outer": optax.sgd(outer_lr)}
   level_rules |= {f"cms_{i}": rules.periodic(optax.sgd(cms_lr), p) for i, p in enumerate(periods)}
-  learner = sequence_learner(model, rules.levels(level_rules, model.level_labels))
-
   steps, batch, seq = 8, 2, 6
+  learner = sequence_learner(model, rules.levels(level_rules, model.level_labels), batch)
   rng = np.random.default_rng(0)
   chunk = Chunk(
       tokens=jnp.asarray(rng.integers(0, 256, (steps, batch, seq + 1)), jnp.int32),
       mask=jnp.ones((steps, batch, seq), bool),
   )
-  state0 = learner.init(jax.random.PRNGKey(1), batch)
-  scanned, _ = jax.jit(lambda s, c: scan_chunk(learner, s, c))(state0, chunk)
+  state0 = learner.init(jax.random.PRNGKey(1))
+  scanned, _ = jax.jit(lambda s, c: scan(learner, s, c))(state0, chunk)
 
   # Reference: step by step, each level keeps its own sum of gradients.
   params, memory = state0.params, state0.memory

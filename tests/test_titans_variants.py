@@ -14,11 +14,11 @@ import pytest
 
 from contlearn import memories
 from contlearn.config import ModelConfig
-from contlearn.driver import build_learner
+from contlearn.learner import build_learner
 from contlearn.models import build_mixer
 from contlearn.stream.base import Chunk
 from tests.test_models import rope_np, softmax_np
-from tests.tiny import tiny_config
+from tests.tiny import tiny_config, with_fields
 
 VARIANTS = ["titans_mag", "titans_mal", "titans_mac"]
 
@@ -133,8 +133,8 @@ def test_outputs_do_not_see_later_tokens(name):
 def test_variants_learn_in_the_byte_lm(name):
   """A random sequence seen again and again: the loss is finite and falls."""
   cfg = tiny_config(mixer=name, window=8, mem_chunk=8, persistent_tokens=2)
-  learner = build_learner(cfg)
-  state = learner.init(jax.random.PRNGKey(0), 2)
+  learner = build_learner(with_fields(cfg, data=dict(batch=2)))
+  state = learner.init(jax.random.PRNGKey(0))
   tokens = jax.random.randint(jax.random.PRNGKey(1), (2, cfg.data.seq + 1), 0, 256)
   batch = Chunk(tokens=tokens, mask=jnp.ones((2, cfg.data.seq), bool))
   step = jax.jit(learner.step)

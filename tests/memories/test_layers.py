@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from contlearn.config import ModelConfig
-from contlearn.driver import build_learner
+from contlearn.learner import build_learner
 from contlearn.errors import ConfigError
 from contlearn.models import byte_lm, build_mixer
 from tests.tiny import tiny_config, with_fields
