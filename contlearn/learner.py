@@ -40,7 +40,9 @@ class StepMetrics(NamedTuple):
   grad_norm: jax.Array
 
 
-def sequence_learner(model: Model, rule: optax.GradientTransformation, batch: int) -> Learner:
+def sequence_learner(
+    model: Model, rule: optax.GradientTransformation, batch: int, *, carry_memory: bool = True
+) -> Learner:
   """A learner that trains `model` on next-token prediction with `rule`.
 
   Args:
@@ -48,21 +50,26 @@ def sequence_learner(model: Model, rule: optax.GradientTransformation, batch: in
     rule: an update rule over the whole params tree (any optax
       transformation; use `contlearn.rules.levels` for several levels).
     batch: parallel lanes of the stream; the carried memory has one per lane.
+    carry_memory: carry the model's memory from step to step (a stream);
+      False: every step starts from a fresh memory (independent sequences,
+      e.g. recall tasks), and the state's memory is ().
   """
 
   def init(key):
     k_params, k_state = jax.random.split(key)
     params = model.init_params(k_params)
-    return new_state(params, rule.init(params), k_state, memory=model.init_memory(batch))
+    memory = model.init_memory(batch) if carry_memory else ()
+    return new_state(params, rule.init(params), k_state, memory=memory)
 
-  def step(state, batch, env=None):
+  def step(state, x, env=None):
     del env
-    inputs, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]
-    mask = batch.mask
+    start = state.memory if carry_memory else model.init_memory(batch)
+    inputs, targets = x.tokens[:, :-1], x.tokens[:, 1:]
+    mask = x.mask
     weights = mask.astype(jnp.float32)
 
     def loss_fn(params):
-      logits, memory = model.apply(params, state.memory, inputs, mask)
+      logits, memory = model.apply(params, start, inputs, mask)
       nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
       nll_sum = jnp.sum(nll * weights)
       count = jnp.sum(weights)
@@ -75,7 +82,7 @@ def sequence_learner(model: Model, rule: optax.GradientTransformation, batch: in
     learned = state.replace(
         params=optax.apply_updates(state.params, updates),
         opt_state=opt_state,
-        memory=jax.lax.stop_gradient(memory),
+        memory=jax.lax.stop_gradient(memory) if carry_memory else (),
         step=state.step + 1,
     )
     # A step of pure padding (the end of a finite stream) changes nothing.
