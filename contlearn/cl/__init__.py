@@ -1,8 +1,8 @@
-"""Classic continual learning: scenarios, strategies, metrics, compiled per task."""
+"""Classic continual learning: scenarios, strategies, metrics, on the one engine and host loop."""
 
 from contlearn.cl import datasets, metrics, scenarios, schedules, strategies
-from contlearn.cl.learner import Curve, LearnerState, Trainer
+from contlearn.cl.learner import Calls, accuracy_probe, classifier_learner, compile_calls, end_task_fn
 from contlearn.cl.model import Mlp
 
-__all__ = ["Curve", "LearnerState", "Mlp", "Trainer", "datasets", "metrics", "scenarios",
-           "schedules", "strategies"]
+__all__ = ["Calls", "Mlp", "accuracy_probe", "classifier_learner", "compile_calls", "datasets",
+           "end_task_fn", "metrics", "scenarios", "schedules", "strategies"]

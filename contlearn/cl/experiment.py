@@ -1,47 +1,104 @@
-"""Host driver: one continual-learning run over a scenario, seeds as vmapped lanes.
+"""Continual-learning runs on the engine and the host loop, one folder per cell.
 
->>> cfg = RunConfig(strategy="ewc", hparams=(("strength", 1e3),))
->>> result = run(cfg, build_scenario(cfg))
->>> result.summary["acc"]  # mean over seeds of the average accuracy
+A *cell* is one `RunConfig` (a method on a scenario, every seed as a lane of
+one vmapped program). `run_cell` learns it through `contlearn.loop.run`:
+
+    feed   TaskFeed: each task's schedule in blocks of `block_steps` steps
+    env    the Scenario (every task's padded train and test rows)
+    block  engine.compile(classifier_learner, lanes=True, probe=accuracy,
+           every=eval_every): one compiled call per block
+    hooks  TaskEnd (end_task, row t of R), EvalLog (metrics.jsonl,
+           TensorBoard, progress), Checkpoint (every `checkpoint_every`
+           blocks and at every task end)
+
+and writes `summary.json` (matrix, trajectory, metrics). `run_cells` runs
+named cells into subfolders: on resume, a finished cell is read back from its
+`summary.json`, an interrupted one continues from its checkpoint.
+
+>>> cfg = RunConfig(strategy="ewc", hparams=("strength=1000",), seeds=(0, 1, 2))
+>>> result = run_cell(cfg, pathlib.Path("runs/ewc"), resume=False, progress=True)
+>>> result.summary["acc"], result.summary["acc_std"]   # over seeds
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import json
+import pathlib
+import time
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from contlearn import engine, loop, rules
+from contlearn.checkpoint import Checkpoints
 from contlearn.cl import datasets, metrics, scenarios
 from contlearn.cl import strategies as strategies_lib
-from contlearn.cl.learner import Trainer
+from contlearn.cl.feed import TaskFeed
+from contlearn.cl.hooks import EvalLog, TaskEnd
+from contlearn.cl.learner import classifier_learner, compile_calls, schedule
 from contlearn.cl.model import Mlp
-from contlearn import rules
-from contlearn.errors import ConfigError
+from contlearn.errors import CheckpointError, ConfigError
+
+STREAMS = ("split", "permuted", "rotated", "concept_shift")
+# Settings that may change between a run and its resumption.
+_RESUMABLE_CHANGES = ("checkpoint_every", "keep")
+
+
+def parse_pairs(pairs: Sequence[str], where: str) -> dict[str, Any]:
+  """`("capacity=2000", "lr=1e-3", "online=true")` -> {"capacity": 2000, "lr": 0.001, "online": True}.
+
+  Values are ints, floats, booleans (true/false) or else strings.
+  """
+  out = {}
+  for pair in pairs:
+    name, sep, text = pair.partition("=")
+    name, text = name.strip(), text.strip()
+    if not sep or not name or not text:
+      raise ConfigError(f"{where}: {pair!r} is not name=value")
+    value: Any = text
+    for parse in (int, float):
+      try:
+        value = parse(text)
+        break
+      except ValueError:
+        pass
+    if text.lower() in ("true", "false"):
+      value = text.lower() == "true"
+    out[name] = value
+  return out
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-  """One run: data, scenario, model, optimizer, strategy and schedule.
+  """One cell: data, scenario, model, optimizer, strategy, schedule and seeds.
 
   Attributes:
     dataset: a `datasets.load` name ("mnist_5k", "digits", "mnist1d",
-      "tfds:mnist", ...).
+      "tfds:mnist" for full MNIST, ...).
     stream: "split", "permuted", "rotated" or "concept_shift".
-    kind: "task", "domain" or "class".
+    kind: "task", "domain" or "class" (-incremental).
     n_tasks: number of tasks.
-    hidden: hidden layer widths.
+    hidden: hidden layer widths of the MLP.
     optimizer: "sgd" or "adam".
     lr: learning rate.
-    steps_per_task: training steps per task.
+    steps_per_task: training steps per task (a multiple of eval_every).
     batch: batch size.
-    eval_every: steps between evaluations inside each task's scan.
+    eval_every: steps between evaluations on every task's test rows.
     max_test: test rows per task used for evaluation.
     strategy: a `strategies.make` name.
-    strategy_kwargs: (name, value) pairs for the strategy factory.
-    hparams: (name, value) pairs overriding the strategy's hyperparameters.
-    seeds: seeds, run side by side as vmapped lanes.
+    strategy_options: the strategy factory's arguments as "name=value",
+      e.g. ("capacity=2000", "replay_batch=128").
+    hparams: the strategy's traced hyperparameters as "name=value", e.g.
+      ("strength=1000",).
+    seeds: seeds, run side by side as the lanes of one program.
+    block_steps: steps per compiled block (a multiple of eval_every that
+      divides steps_per_task); 0: a whole task per block.
+    checkpoint_every: blocks between checkpoints (there is one at every
+      task end too).
+    keep: checkpoints kept.
   """
 
   dataset: str = "mnist_5k"
@@ -56,31 +113,101 @@ class RunConfig:
   eval_every: int = 100
   max_test: int = 1000
   strategy: str = "naive"
-  strategy_kwargs: tuple[tuple[str, Any], ...] = ()
-  hparams: tuple[tuple[str, float], ...] = ()
+  strategy_options: tuple[str, ...] = ()
+  hparams: tuple[str, ...] = ()
   seeds: tuple[int, ...] = (0,)
+  block_steps: int = 0
+  checkpoint_every: int = 10
+  keep: int = 2
 
   def __post_init__(self):
     if self.optimizer not in rules.optimizer_names():
       raise ConfigError(f"RunConfig.optimizer must be one of {rules.optimizer_names()}, "
                         f"got {self.optimizer!r}")
-    if self.steps_per_task % self.eval_every:
+    if self.stream not in STREAMS:
+      raise ConfigError(f"RunConfig.stream must be one of {STREAMS}, got {self.stream!r}")
+    if self.eval_every < 1 or self.steps_per_task % self.eval_every:
       raise ConfigError(f"RunConfig: steps_per_task={self.steps_per_task} is not a multiple "
                         f"of eval_every={self.eval_every}")
+    if self.block_steps and (self.block_steps % self.eval_every
+                             or self.steps_per_task % self.block_steps):
+      raise ConfigError(f"RunConfig: block_steps={self.block_steps} must be a multiple of "
+                        f"eval_every={self.eval_every} and divide steps_per_task={self.steps_per_task}")
+    if self.strategy not in strategies_lib.REGISTRY:
+      raise ConfigError(f"RunConfig.strategy: unknown strategy {self.strategy!r}; choose one of "
+                        f"{sorted(strategies_lib.REGISTRY)}")
+    if not self.seeds:
+      raise ConfigError("RunConfig.seeds: needs at least one seed")
+    if self.checkpoint_every < 1:
+      raise ConfigError(f"RunConfig.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+    parse_pairs(self.strategy_options, "RunConfig.strategy_options")
+    hp = parse_pairs(self.hparams, "RunConfig.hparams")
+    if any(isinstance(v, (bool, str)) for v in hp.values()):
+      raise ConfigError(f"RunConfig.hparams: values must be numbers, got {self.hparams}")
+
+  @property
+  def steps_per_block(self) -> int:
+    return self.block_steps or self.steps_per_task
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A row of an experiment: a strategy with its settings.
+
+  Attributes:
+    label: the row's name in tables.
+    strategy: a `strategies.make` name.
+    strategy_options: the strategy factory's arguments as "name=value".
+    hparams: the strategy's traced hyperparameters as "name=value".
+  """
+
+  label: str
+  strategy: str = "naive"
+  strategy_options: tuple[str, ...] = ()
+  hparams: tuple[str, ...] = ()
+
+  def cell(self, run: RunConfig) -> RunConfig:
+    """`run` learnt with this method."""
+    return dataclasses.replace(run, strategy=self.strategy, strategy_options=self.strategy_options,
+                               hparams=self.hparams)
+
+
+def selected(cfg: Any, kind: type = Method) -> dict[str, Any]:
+  """The fields of `cfg` named in `cfg.models`, in that order; each must be a `kind`."""
+  choices = [f.name for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), kind)]
+  unknown = [m for m in cfg.models if m not in choices]
+  if unknown or not cfg.models:
+    raise ConfigError(f"models={','.join(cfg.models)}: choose from {', '.join(choices)}")
+  return {m: getattr(cfg, m) for m in cfg.models}
 
 
 @dataclasses.dataclass
 class Result:
-  """Per seed: R [L, T, T], trajectory acc [L, N, T]; `ends` [T]; summary means."""
+  """A finished cell.
+
+  Attributes:
+    config: its configuration.
+    matrix: float32 [L, T, T], R of each lane (seed).
+    trajectory: float32 [L, N, T], accuracy on every task at each evaluation.
+    ends: int [T], per task the evaluations up to its end.
+    summary: ACC, forgetting, BWT, avg-min-ACC, WC-ACC: mean over lanes
+      and `<name>_std`, their spread.
+    extra: what the experiment computed from the final state (`run_cell`'s
+      `extra`), JSON.
+    timing: seconds, first-block seconds, examples per second per lane.
+  """
 
   config: RunConfig
   matrix: np.ndarray
   trajectory: np.ndarray
   ends: np.ndarray
   summary: dict[str, float]
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+  timing: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenarios.Scenario:
+  """The scenario of `cfg` on the device."""
   ds = ds or datasets.load(cfg.dataset)
   if cfg.stream == "split":
     sc = scenarios.split(ds, cfg.n_tasks, cfg.kind, max_test=cfg.max_test)
@@ -89,52 +216,178 @@ def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenar
   elif cfg.stream == "rotated":
     angles = np.linspace(0, 180, cfg.n_tasks, endpoint=False)
     sc = scenarios.rotated(ds, angles, cfg.kind, max_test=cfg.max_test)
-  elif cfg.stream == "concept_shift":
-    sc = scenarios.concept_shift(ds, cfg.n_tasks, max_test=cfg.max_test)
   else:
-    raise ConfigError(f"RunConfig.stream: unknown stream {cfg.stream!r}")
+    sc = scenarios.concept_shift(ds, cfg.n_tasks, max_test=cfg.max_test)
   return jax.device_put(sc)
 
 
-def make_trainer(cfg: RunConfig, sc: scenarios.Scenario) -> Trainer:
+def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategies_lib.Strategy, Any]:
+  """The model, strategy and optax optimizer of `cfg` for the scenario `sc`."""
   model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
   opt = rules.optimizer(cfg.optimizer, cfg.lr)
-  kwargs = dict(cfg.strategy_kwargs)
+  kwargs = parse_pairs(cfg.strategy_options, "RunConfig.strategy_options")
   if cfg.strategy == "gdumb":
     kwargs.setdefault("optimizer", opt)
-  return Trainer(model, strategies_lib.make(cfg.strategy, model, **kwargs), opt, cfg.eval_every)
+  return model, strategies_lib.make(cfg.strategy, model, **kwargs), opt
 
 
-def run(cfg: RunConfig, sc: scenarios.Scenario) -> Result:
-  """Trains on every task in turn (all seeds at once); returns matrices and metrics."""
-  trainer = make_trainer(cfg, sc)
-  keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
-  hp = {k: jnp.full((len(cfg.seeds),), v, jnp.float32) for k, v in cfg.hparams}
-  state = trainer.init_lanes(keys, hp)
-  rows, traj, ends = [], [], []
-  for t in range(sc.n_tasks):
-    sched = jnp.asarray(trainer.schedule(t, sc.n_tasks, cfg.steps_per_task, cfg.batch, seed=t))
-    state, curve = trainer.train_lanes(state, sc, sched)
-    state = trainer.end_task_lanes(state, sc, t)
-    after = jax.vmap(trainer.evaluate, in_axes=(0, None))(state, sc)
-    traj.append(np.asarray(curve.acc))
-    ends.append(sum(len(x[0]) for x in traj))
-    rows.append(np.asarray(after))
-  matrix = np.stack(rows, axis=1)  # [L, T, T]
-  trajectory = np.concatenate(traj, axis=1)  # [L, N, T]
-  per_seed = [{"acc": metrics.average_accuracy(r), "forgetting": metrics.forgetting(r),
+def summarize(matrix: np.ndarray, trajectory: np.ndarray, ends: Sequence[int]) -> dict[str, float]:
+  """Per-lane metrics, then their mean and spread (`_std`) over lanes."""
+  per_lane = [{"acc": metrics.average_accuracy(r), "forgetting": metrics.forgetting(r),
                "bwt": metrics.backward_transfer(r),
                "min_acc": metrics.min_accuracy(a, ends),
                "wc_acc": metrics.worst_case_accuracy(a, ends)}
               for r, a in zip(matrix, trajectory)]
-  summary = {k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]}
-  summary.update({k + "_std": float(np.std([p[k] for p in per_seed])) for k in per_seed[0]})
-  return Result(cfg, matrix, trajectory, np.asarray(ends), summary)
+  summary = {k: float(np.mean([p[k] for p in per_lane])) for k in per_lane[0]}
+  summary.update({k + "_std": float(np.std([p[k] for p in per_lane])) for k in per_lane[0]})
+  return summary
 
 
-def full_data(cfg: RunConfig) -> RunConfig:
-  """The same run on full MNIST through `tfds.data_source` (needs the data or network)."""
-  return dataclasses.replace(cfg, dataset="tfds:mnist")
+def _jsonable(cfg: RunConfig) -> dict[str, Any]:
+  return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _check_same_run(saved: dict[str, Any], cfg: RunConfig, where: pathlib.Path) -> None:
+  now = _jsonable(cfg)
+  changed = [k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+  if changed:
+    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+    raise CheckpointError(f"cannot resume {where}: the configuration changed ({detail})")
+
+
+def load_result(path: pathlib.Path) -> Result:
+  """A cell's `Result` from its `summary.json`."""
+  d = json.loads(pathlib.Path(path).read_text())
+  cfg = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["config"].items()})
+  return Result(cfg, np.asarray(d["matrix"], np.float32), np.asarray(d["trajectory"], np.float32),
+                np.asarray(d["ends"]), d["summary"], d.get("extra", {}), d.get("timing", {}))
+
+
+def _write_result(path: pathlib.Path, name: str, res: Result) -> None:
+  path.write_text(json.dumps({
+      "name": name, "summary": res.summary, "extra": res.extra, "timing": res.timing,
+      "ends": res.ends.tolist(), "matrix": res.matrix.tolist(),
+      "trajectory": res.trajectory.tolist(), "config": _jsonable(res.config)}, indent=1))
+
+
+Extra = Callable[[Any, scenarios.Scenario, Mlp], dict[str, Any]]
+
+
+def run_cell(
+    cfg: RunConfig,
+    out: str | pathlib.Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    name: str = "",
+    scenario: scenarios.Scenario | None = None,
+    extra: Extra | None = None,
+    hooks: Sequence[loop.Hook] = (),
+) -> Result:
+  """Learns every task of one cell in turn (all seeds at once); see the module docstring.
+
+  Args:
+    cfg: the cell.
+    out: its folder (summary.json, metrics.jsonl, tensorboard/, checkpoints/).
+    resume: continue from the latest checkpoint in `out` (a finished cell is
+      read back from its summary.json).
+    progress: show a progress bar.
+    name: label for the progress bar and summary.json.
+    scenario: the scenario of `cfg`, if already built.
+    extra: `extra(final_state, scenario, model) -> dict` (JSON), kept in the
+      result (e.g. dormant units of the final network).
+    hooks: more hooks, after the cell's own.
+
+  Raises:
+    CheckpointError: `out` holds checkpoints and `resume` is False; or the
+      configuration changed since the checkpoint.
+    KeyboardInterrupt: `loop.STOP` was set; the state was checkpointed.
+  """
+  out = pathlib.Path(out)
+  name = name or out.name
+  summary_path = out / "summary.json"
+  if resume and summary_path.exists():
+    done = load_result(summary_path)
+    _check_same_run(_jsonable(done.config), cfg, out)
+    return done
+  out.mkdir(parents=True, exist_ok=True)
+  sc = scenario if scenario is not None else build_scenario(cfg)
+  model, strategy, opt = build_method(cfg, sc)
+  learner = classifier_learner(model, strategy, opt)
+  keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
+  hparams = {k: jnp.full((len(cfg.seeds),), v, jnp.float32)
+             for k, v in parse_pairs(cfg.hparams, "RunConfig.hparams").items()}
+  feed = TaskFeed(lambda t: schedule(strategy, t, sc.n_tasks, cfg.steps_per_task, cfg.batch, seed=t),
+                  sc.n_tasks, cfg.steps_per_task, cfg.steps_per_block)
+
+  checkpoints = Checkpoints(out / "checkpoints", keep=cfg.keep)
+  resuming = resume and checkpoints.latest() is not None  # a cell never started starts now
+  if not resume and checkpoints.latest() is not None:
+    checkpoints.close()
+    raise CheckpointError(f"{out / 'checkpoints'} already holds checkpoints; pass --resume to "
+                          "continue that run, or choose another --out")
+  state = engine.init(learner, keys, lanes=True, hparams=hparams)
+  calls = compile_calls(learner, model, strategy, state, eval_every=cfg.eval_every, lanes=True)
+  task_end = TaskEnd(calls, feed, cfg.eval_every)
+  log = EvalLog(out, feed, cfg.eval_every, cfg.batch, progress, name)
+  hooks = [task_end, log, *hooks]
+  saver = loop.Checkpoint(checkpoints, cfg.checkpoint_every, hooks, meta={"config": _jsonable(cfg)},
+                          also=lambda run: run.position["block"] == 0)
+  hooks.append(saver)
+  if resuming:
+    run, _ = loop.restore(checkpoints, state, hooks,
+                          check=lambda meta: _check_same_run(meta["config"], cfg, out))
+    run.env = sc
+  else:
+    run = loop.Loop(state=state, position=feed.start(), env=sc)
+  log.start_at(run.units)
+  saver.start_at(run.block)
+
+  loop.run(calls.train, run, feed, hooks, place=engine.place_xs, size=lambda xs: int(xs.size))
+
+  matrix = np.stack(task_end.rows, axis=1)  # [L, T, T]
+  trajectory = np.stack(log.trajectory, axis=1)  # [L, N, T]
+  ends = np.asarray(task_end.ends)
+  res = Result(cfg, matrix, trajectory, ends, summarize(matrix, trajectory, ends),
+               extra(run.state, sc, model) if extra else {},
+               {"seconds": time.perf_counter() - log.started, "first_block_s": log.first_block_s or 0.0,
+                "examples_per_s": log.examples_per_s()})
+  _write_result(summary_path, name, res)
+  return res
+
+
+def run_cells(
+    cells: dict[str, RunConfig],
+    out: str | pathlib.Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    table: Callable[[dict[str, Result]], str] | None = None,
+    extra: Extra | None = None,
+) -> dict[str, Result]:
+  """Runs each named cell into `out/<name>`; returns their results by name.
+
+  After each cell, `out/results.json` (every finished cell's summary, extra
+  and configuration) and, with `table`, `out/results.md` are rewritten, so
+  the experiment's table grows as cells finish. Cells that share data
+  settings share one scenario.
+  """
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  shared: dict[tuple, scenarios.Scenario] = {}
+  results: dict[str, Result] = {}
+  for name, cfg in cells.items():
+    data = (cfg.dataset, cfg.stream, cfg.kind, cfg.n_tasks, cfg.max_test)
+    if data not in shared and not (resume and (out / name / "summary.json").exists()):
+      shared[data] = build_scenario(cfg)
+    results[name] = run_cell(cfg, out / name, resume=resume, progress=progress, name=name,
+                             scenario=shared.get(data), extra=extra)
+    records = [{"name": n, **r.summary, "extra": r.extra, "timing": r.timing,
+                "config": _jsonable(r.config)} for n, r in results.items()]
+    (out / "results.json").write_text(json.dumps(records, indent=1))
+    if table is not None:
+      (out / "results.md").write_text(table(results) + "\n")
+  return results
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -1,24 +1,26 @@
-"""The learner as one pytree, and each task's training as one compiled scan.
+"""A classifier learning a continual-learning scenario, as an engine `Learner`.
 
->>> trainer = Trainer(Mlp(784, (400, 400), 10), strategies.make("ewc", model),
-...                   optax.sgd(0.1), eval_every=50)
->>> state = trainer.init(jax.random.key(0), {"strength": 100.0})
->>> sched = schedules.task(0, steps=500, batch=128)
->>> state, curve = trainer.train(state, scenario, sched)   # curve.acc: [10, T]
->>> state = trainer.end_task(state, scenario, 0)
+>>> model = Mlp(784, (400, 400), 10)
+>>> strategy = strategies.make("ewc", model)
+>>> learner = classifier_learner(model, strategy, optax.sgd(0.1))
+>>> state = engine.init(learner, jax.random.key(0), hparams={"strength": 100.0})
+>>> calls = compile_calls(learner, model, strategy, state, eval_every=50)
+>>> block = schedules.task(0, steps=500, batch=128)            # int32 [500, 128]
+>>> state, (ce, acc) = calls.train(state, block, scenario)    # ce [500], acc [10, T]
+>>> state = calls.end_task(state, scenario, jnp.int32(0))     # e.g. EWC's Fisher
+>>> calls.evaluate(state, scenario)                           # accuracy [T]
 
-`train` is jitted once per (schedule shape, scenario shape); the learner
-state is donated. Evaluation on every task's test rows runs inside the scan
-every `eval_every` steps, so a task is a single device program with no host
-round trip. `jax.vmap(trainer.train, in_axes=(0, None, None))` runs many
-seeds or hyperparameters side by side.
+The engine's terms: `x` is one row of the task schedule (int32 [B], the task
+each row of the batch is drawn from), `env` is the `Scenario` (every task's
+padded train and test rows), the probe is the accuracy on every task's test
+rows, evaluated inside the compiled call every `eval_every` steps. The
+strategy's state lives in `LearnerState.strategy`, its hyperparameters in
+`LearnerState.hparams` (traced, so seeds x hyperparameters run as lanes).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,47 +28,15 @@ import numpy as np
 import optax
 from flax import struct
 
+from contlearn import engine
 from contlearn.cl import schedules
 from contlearn.cl.model import Mlp
 from contlearn.cl.scenarios import Scenario
 from contlearn.cl.strategies.base import Batch, Strategy
 from contlearn.errors import ConfigError
+from contlearn.state import LearnerState, new_state
 
 PyTree = Any
-
-
-@struct.dataclass
-class LearnerState:
-  """Everything a continual learner carries.
-
-  Attributes:
-    params: model parameters.
-    opt_state: optax state of the optimizer.
-    sstate: the strategy's state (buffer, importances, teacher, ...).
-    hparams: dict of float32 [] strategy hyperparameters.
-    step: int32 [], steps taken over the whole stream.
-    key: PRNG key; step s uses `fold_in(key, step)`.
-  """
-
-  params: PyTree
-  opt_state: PyTree
-  sstate: PyTree
-  hparams: dict[str, jax.Array]
-  step: jax.Array
-  key: jax.Array
-
-
-class Curve(NamedTuple):
-  """What one `train` call reports, per evaluation.
-
-  Attributes:
-    acc: float32 [S // eval_every, T], accuracy on each task's test rows.
-    loss: float32 [S // eval_every], mean cross-entropy of the training
-      batches since the last evaluation (without penalties or replay terms).
-  """
-
-  acc: jax.Array
-  loss: jax.Array
 
 
 def accuracy(model: Mlp, params: PyTree, scenario: Scenario) -> jax.Array:
@@ -87,118 +57,115 @@ def sample_batch(scenario: Scenario, tasks: jax.Array, key: jax.Array) -> Batch:
                scenario.head[tasks], tasks)
 
 
-@dataclasses.dataclass(frozen=True)
-class Trainer:
-  """Binds a model, a strategy and an optax optimizer into compiled functions.
+def classifier_learner(model: Mlp, strategy: Strategy,
+                       optimizer: optax.GradientTransformation) -> engine.Learner:
+  """The learner of a classifier trained with `strategy` and `optimizer`.
 
-  Attributes:
-    model: the classifier.
-    strategy: from `contlearn.cl.strategies.make`.
-    optimizer: any optax GradientTransformation, used unchanged.
-    eval_every: steps between evaluations inside `train`.
+  `init(key)`: parameters from `split(key, 3)[0]`, the strategy's state from
+  `[1]`, the run's key `[2]`; the strategy's default hyperparameters.
+  `step(state, tasks, scenario)`: one step on a batch drawn from `tasks`
+  (int32 [B]) with the key `fold_in(state.key, state.step)`; its metric is
+  the batch's cross-entropy (float32 [], without penalties or replay terms).
   """
-
-  model: Mlp
-  strategy: Strategy
-  optimizer: optax.GradientTransformation
-  eval_every: int = 100
-
-  def __post_init__(self):
-    if self.eval_every < 1:
-      raise ConfigError(f"Trainer: eval_every must be >= 1, got {self.eval_every}")
-
-  def init(self, key: jax.Array, hparams: dict[str, Any] | None = None) -> LearnerState:
-    """A fresh learner; `hparams` overrides the strategy's defaults (may be traced)."""
-    hp = dict(self.strategy.hparams)
-    for k, v in (hparams or {}).items():
-      if k not in hp:
-        raise ConfigError(f"strategy {self.strategy.name!r} has no hyperparameter {k!r}; "
-                          f"it has {sorted(hp)}")
-      hp[k] = v
-    hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
+  def init(key: jax.Array) -> LearnerState:
     k_params, k_strategy, k_run = jax.random.split(key, 3)
-    params = self.model.init(k_params)
-    state = LearnerState(params, self.optimizer.init(params),
-                         self.strategy.init(params, k_strategy), hp,
-                         jnp.zeros((), jnp.int32), k_run)
-    # Strategies may alias leaves (e.g. a teacher equal to the parameters);
-    # copies keep every leaf a distinct buffer, as donation requires.
-    return jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+    params = model.init(k_params)
+    return new_state(params, optimizer.init(params), k_run,
+                     strategy=strategy.init(params, k_strategy), hparams=strategy.hparams)
 
-  def step(self, state: LearnerState, scenario: Scenario, tasks: jax.Array
+  def step(state: LearnerState, tasks: jax.Array, scenario: Scenario
            ) -> tuple[LearnerState, jax.Array]:
-    """One training step on a batch drawn from `tasks` (int32 [B]); returns the batch CE."""
-    s = self.strategy
+    s = strategy
     k_batch, k_loss, k_grad, k_after = jax.random.split(
         jax.random.fold_in(state.key, state.step), 4)
     batch = sample_batch(scenario, tasks, k_batch)
     grads, aux = jax.grad(s.loss, has_aux=True)(
-        state.params, state.sstate, state.hparams, batch, k_loss)
-    grads = s.transform_grads(grads, state.params, state.sstate, state.hparams, batch, k_grad)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        state.params, state.strategy, state.hparams, batch, k_loss)
+    grads = s.transform_grads(grads, state.params, state.strategy, state.hparams, batch, k_grad)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    params, sstate = s.after_step(state.sstate, state.hparams, state.params, params, grads,
+    params, sstate = s.after_step(state.strategy, state.hparams, state.params, params, grads,
                                   batch, aux, k_after)
-    return state.replace(params=params, opt_state=opt_state, sstate=sstate,
+    return state.replace(params=params, opt_state=opt_state, strategy=sstate,
                          step=state.step + 1), aux["ce"]
 
-  def run(self, state: LearnerState, scenario: Scenario, schedule: jax.Array
-          ) -> tuple[LearnerState, Curve]:
-    """Trains along `schedule` (int32 [S, B], S a multiple of eval_every); not jitted."""
-    steps, batch = schedule.shape
-    if steps % self.eval_every:
-      raise ConfigError(f"Trainer.train: schedule has {steps} steps, not a multiple of "
-                        f"eval_every={self.eval_every}")
-    chunks = schedule.reshape(steps // self.eval_every, self.eval_every, batch)
+  return engine.Learner(init, step)
 
-    def chunk(state, tasks):
-      state, losses = jax.lax.scan(lambda st, t: self.step(st, scenario, t), state, tasks)
-      return state, (accuracy(self.model, state.params, scenario), jnp.mean(losses))
 
-    state, (acc, loss) = jax.lax.scan(chunk, state, chunks)
-    return state, Curve(acc, loss)
+def accuracy_probe(model: Mlp) -> Callable[[LearnerState, Scenario], jax.Array]:
+  """The engine probe: accuracy of the state on every task, float32 [T]."""
+  return lambda state, scenario: accuracy(model, state.params, scenario)
 
-  @functools.cached_property
-  def train(self):
-    """Jitted `run` with the learner state donated."""
-    return jax.jit(self.run, donate_argnums=0)
 
-  def finish_task(self, state: LearnerState, scenario: Scenario, task: jax.Array
-                  ) -> LearnerState:
-    """The strategy's end-of-task update (not jitted); `task` is an int32 []."""
+#### Adapter: the strategies' end_task functions read and write `state.sstate` ####
+# Removed (with `_StrategyView`) when they read and write `state.strategy`:
+# `end_task_fn` then calls `strategy.end_task(state, scenario, task, key)`.
+
+
+class _StrategyView(struct.PyTreeNode):
+  params: PyTree
+  opt_state: PyTree
+  sstate: PyTree
+  hparams: dict[str, jax.Array]
+  step: jax.Array
+  key: jax.Array
+
+
+def _strategy_end_task(strategy: Strategy, state: LearnerState, scenario: Scenario,
+                       task: jax.Array, key: jax.Array) -> LearnerState:
+  view = _StrategyView(state.params, state.opt_state, state.strategy, state.hparams,
+                       state.step, state.key)
+  view = strategy.end_task(view, scenario, task, key)
+  return state.replace(params=view.params, opt_state=view.opt_state, strategy=view.sstate)
+
+
+def end_task_fn(strategy: Strategy) -> Callable[[LearnerState, Scenario, jax.Array], LearnerState]:
+  """`end_task(state, scenario, task)`: the strategy's update between tasks.
+
+  `task` is an int32 [] (traced, so one compile serves every task); the
+  strategy's key is `fold_in(fold_in(state.key, state.step), 2**31 - 1)`.
+  """
+  def end_task(state, scenario, task):
     key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 2**31 - 1)
-    return self.strategy.end_task(state, scenario, jnp.asarray(task, jnp.int32), key)
+    return _strategy_end_task(strategy, state, scenario, jnp.asarray(task, jnp.int32), key)
+  return end_task
 
-  @functools.cached_property
-  def end_task(self):
-    """Jitted `finish_task` with the state donated; `task` is traced (one compile)."""
-    return jax.jit(self.finish_task, donate_argnums=0)
 
-  @functools.cached_property
-  def evaluate(self):
-    """Jitted accuracy of the state on every task: float32 [T]."""
-    return jax.jit(lambda state, scenario: accuracy(self.model, state.params, scenario))
+class Calls(NamedTuple):
+  """The compiled calls of a classifier learner (states shaped like one example).
 
-  def init_lanes(self, keys: jax.Array, hparams: dict[str, Any] | None = None
-                 ) -> LearnerState:
-    """L independent learners stacked on a leading axis: keys [L], hparams {name: [L]}."""
-    return jax.vmap(self.init)(keys, hparams or {})
+  Attributes:
+    train: `(state, schedule int32 [S, B], scenario) -> (state, (ce [S], acc
+      [S // eval_every, T]))`, the state donated; with lanes every output
+      gets a leading lane axis [L].
+    end_task: `(state, scenario, task int32 []) -> state`, the state donated.
+    evaluate: `(state, scenario) -> accuracy [T]` (`[L, T]` with lanes).
+  """
 
-  @functools.cached_property
-  def train_lanes(self):
-    """`train` over learners stacked by `init_lanes`: acc [L, S // eval_every, T]."""
-    return jax.jit(jax.vmap(self.run, in_axes=(0, None, None)), donate_argnums=0)
+  train: Callable[..., tuple[LearnerState, Any]]
+  end_task: Callable[..., LearnerState]
+  evaluate: Callable[..., jax.Array]
 
-  @functools.cached_property
-  def end_task_lanes(self):
-    """`end_task` over stacked learners."""
-    return jax.jit(jax.vmap(self.finish_task, in_axes=(0, None, None)), donate_argnums=0)
 
-  def schedule(self, task: int, n_tasks: int, steps: int, batch: int, seed: int = 0
-               ) -> np.ndarray:
-    """The schedule for learning `task`, following the strategy's data access."""
-    if self.strategy.data == "cumulative":
-      return schedules.cumulative(task, steps, batch, seed)
-    if self.strategy.data == "joint":
-      return schedules.joint(n_tasks, steps, batch, seed)
-    return schedules.task(task, steps, batch)
+def compile_calls(learner: engine.Learner, model: Mlp, strategy: Strategy, state: LearnerState,
+                  *, eval_every: int, lanes: bool = False) -> Calls:
+  """The engine's compiled block call (probed every `eval_every` steps) and boundary calls."""
+  if eval_every < 1:
+    raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
+  probe = accuracy_probe(model)
+  return Calls(
+      train=engine.compile(learner, state, lanes=lanes, probe=probe, every=eval_every),
+      end_task=engine.compile_call(end_task_fn(strategy), lanes=lanes),
+      evaluate=engine.compile_call(probe, lanes=lanes, donate=False),
+  )
+
+
+def schedule(strategy: Strategy, task: int, n_tasks: int, steps: int, batch: int,
+             seed: int = 0) -> np.ndarray:
+  """The schedule for learning `task` (int32 [steps, batch]), following the
+  strategy's data access: the task alone, every task so far, or all tasks."""
+  if strategy.data == "cumulative":
+    return schedules.cumulative(task, steps, batch, seed)
+  if strategy.data == "joint":
+    return schedules.joint(n_tasks, steps, batch, seed)
+  return schedules.task(task, steps, batch)

@@ -1,0 +1,134 @@
+"""The hooks of a continual-learning run on the host loop (`contlearn.loop`).
+
+  TaskEnd   after a task's last block: the strategy's end of task, then the
+            accuracy on every task, row t of the accuracy matrix R;
+  EvalLog   the in-call evaluations (every `eval_every` steps): the accuracy
+            trajectory, `metrics.jsonl` (one record per evaluation, per lane),
+            TensorBoard scalars and the progress bar.
+
+Both put what they gathered into each checkpoint's metadata and take it back
+on resume, so a resumed run ends with the same matrix and trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from contlearn import loop
+from contlearn.cl.feed import TaskFeed, finished_task
+from contlearn.cl.learner import Calls
+from contlearn.tensorboard import ScalarWriter
+
+
+class TaskEnd(loop.Hook):
+  """The boundary between tasks: `end_task`, then the after-task evaluation.
+
+  Attributes:
+    rows: per learned task t, the accuracy on every task after it, [L, T].
+    ends: per learned task, the evaluations taken up to its end (the
+      trajectory index of the first evaluation after it).
+  """
+
+  def __init__(self, calls: Calls, feed: TaskFeed, eval_every: int):
+    self.calls, self.feed, self.eval_every = calls, feed, eval_every
+    self.rows: list[np.ndarray] = []
+    self.ends: list[int] = []
+
+  def after_block(self, run: loop.Loop) -> None:
+    task = finished_task(run.position)
+    if task is None:
+      return
+    run.state = self.calls.end_task(run.state, run.env, jnp.asarray(task, jnp.int32))
+    self.rows.append(np.asarray(self.calls.evaluate(run.state, run.env)))
+    self.ends.append(self.feed.steps_before(run.position) // self.eval_every)
+
+  def meta(self) -> dict[str, Any]:
+    return {"rows": [r.tolist() for r in self.rows], "ends": list(self.ends)}
+
+  def restore(self, meta: dict[str, Any]) -> None:
+    self.rows = [np.asarray(r, np.float32) for r in meta["rows"]]
+    self.ends = [int(e) for e in meta["ends"]]
+
+
+class EvalLog(loop.Hook):
+  """The trajectory of evaluations, `metrics.jsonl`, TensorBoard and progress.
+
+  One `metrics.jsonl` record per evaluation:
+    {"evaluation": 7, "step": 350, "task": 3, "loss": [L], "acc": [L][T]}
+  (`loss`: mean training cross-entropy of each lane since the previous
+  evaluation; `acc`: each lane's accuracy on every task). TensorBoard gets
+  the lane means `loss` and `acc/task_<j>` against the step.
+
+  Attributes:
+    trajectory: per evaluation, the accuracy of each lane on every task [L, T].
+  """
+
+  def __init__(self, out: pathlib.Path, feed: TaskFeed, eval_every: int, batch: int,
+               progress: bool, name: str):
+    self.path = out / "metrics.jsonl"
+    self.feed, self.eval_every = feed, eval_every
+    self.trajectory: list[np.ndarray] = []
+    self.writer = ScalarWriter(out / "tensorboard")
+    total = feed.n_tasks * feed.steps_per_task * batch
+    self.bar = tqdm.tqdm(total=total, unit="ex", unit_scale=True, desc=name, disable=not progress,
+                         file=sys.stderr, dynamic_ncols=True)
+    self.started = time.perf_counter()
+    self.first_block_s: float | None = None
+    self._steady = (self.started, 0)  # (time, examples) after the first block
+
+  def start_at(self, units: int) -> None:
+    """Continues the log of a resumed run: records past the trajectory are dropped."""
+    if self.path.exists():
+      lines = [line for line in self.path.read_text().splitlines() if line]
+      kept = lines[:len(self.trajectory)]
+      self.path.write_text("".join(line + "\n" for line in kept))
+    self.bar.update(units - self.bar.n)
+
+  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+    ce, acc = metrics  # [L, S], [L, S // eval_every, T]
+    lanes, evals = acc.shape[:2]
+    loss = ce.reshape(lanes, evals, self.eval_every).mean(-1)
+    with self.path.open("a") as f:
+      for i in range(evals):
+        self.trajectory.append(acc[:, i])
+        n = len(self.trajectory)
+        step = n * self.eval_every
+        record = {"evaluation": n, "step": step, "task": (step - 1) // self.feed.steps_per_task,
+                  "loss": loss[:, i].tolist(), "acc": acc[:, i].tolist()}
+        f.write(json.dumps(record) + "\n")
+        self.writer.add_scalar("loss", float(loss[:, i].mean()), step)
+        for j, a in enumerate(acc[:, i].mean(0)):
+          self.writer.add_scalar(f"acc/task_{j}", float(a), step)
+    self.writer.flush()
+    now = time.perf_counter()
+    if self.first_block_s is None:
+      self.first_block_s, self._steady = now - self.started, (now, 0)
+    else:
+      self._steady = (self._steady[0], self._steady[1] + new_units)
+    task = record["task"]
+    self.bar.set_postfix(task=task, acc_seen=f"{acc[:, -1, :task + 1].mean():.3f}")
+    self.bar.update(new_units)
+
+  def examples_per_s(self) -> float:
+    """Examples (per lane) learned per second, leaving out the first block (compilation)."""
+    since, examples = self._steady
+    elapsed = time.perf_counter() - since
+    return examples / elapsed if examples and elapsed > 0 else 0.0
+
+  def meta(self) -> dict[str, Any]:
+    return {"trajectory": [a.tolist() for a in self.trajectory]}
+
+  def restore(self, meta: dict[str, Any]) -> None:
+    self.trajectory = [np.asarray(a, np.float32) for a in meta["trajectory"]]
+
+  def close(self) -> None:
+    self.bar.close()
+    self.writer.close()
