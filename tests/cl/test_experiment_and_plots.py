@@ -13,11 +13,11 @@ from contlearn.errors import ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_run_reports_matrix_trajectory_and_metrics_consistently():
+def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
   cfg = ex.RunConfig(dataset="digits", stream="split", kind="task", hidden=(32,), lr=1e-2,
                      steps_per_task=40, batch=16, eval_every=20, seeds=(0, 1),
-                     strategy="er", strategy_kwargs=(("capacity", 50),))
-  res = ex.run(cfg, ex.build_scenario(cfg))
+                     strategy="er", strategy_options=("capacity=50",))
+  res = ex.run_cell(cfg, tmp_path, progress=False)
   assert res.matrix.shape == (2, 5, 5) and res.trajectory.shape == (2, 10, 5)
   np.testing.assert_array_equal(res.ends, [2, 4, 6, 8, 10])
   # The evaluation at the end of each task's scan is the row of R (ER has no end_task).
@@ -29,6 +29,17 @@ def test_run_reports_matrix_trajectory_and_metrics_consistently():
     ex.RunConfig(optimizer="rmsprop")
   with pytest.raises(ConfigError, match="multiple"):
     ex.RunConfig(steps_per_task=150, eval_every=100)
+  with pytest.raises(ConfigError, match="block_steps"):
+    ex.RunConfig(steps_per_task=200, eval_every=50, block_steps=75)
+  with pytest.raises(ConfigError, match="unknown strategy 'ewcc'"):
+    ex.RunConfig(strategy="ewcc")
+  with pytest.raises(ConfigError, match="not name=value"):
+    ex.RunConfig(strategy_options=("capacity",))
+  # summary.json holds the whole result.
+  back = ex.load_result(tmp_path / "summary.json")
+  assert back.config == cfg and back.summary == res.summary
+  np.testing.assert_array_equal(back.matrix, res.matrix)
+  np.testing.assert_array_equal(back.trajectory, res.trajectory)
 
 
 def test_plots_write_png_files(tmp_path):
@@ -50,20 +61,27 @@ def test_experiment_configs_build(name):
   spec.loader.exec_module(mod)
   cfg = mod.get_config()
   assert dataclasses.is_dataclass(cfg)
-  assert "python experiments/" in mod.__doc__
+  assert f"contlearn run {name}" in mod.__doc__
+  assert not hasattr(mod, "main") and callable(mod.run) and callable(mod.report)
+  documented = mod.Config.__doc__.split("Attributes:")[1]
+  for f in dataclasses.fields(cfg):
+    assert f"{f.name}:" in documented, f.name
 
 
 def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
   import jax
   import optax
-  from contlearn.cl import Mlp, Trainer, schedules, strategies
+  from contlearn import engine
+  from contlearn.cl import Mlp, classifier_learner, compile_calls, schedules, strategies
   sc = split_digits_task
   model = Mlp(64, (32,), 2, 5)
-  trainer = Trainer(model, strategies.make("er", model, capacity=100), optax.adam(1e-2),
-                    eval_every=50)
+  strategy = strategies.make("er", model, capacity=100)
+  cl = classifier_learner(model, strategy, optax.adam(1e-2))
+  state = engine.init(cl, jax.random.key(0))
+  calls = compile_calls(cl, model, strategy, state, eval_every=50)
   sched = schedules.blurred(5, 100, 16, blur=40, seed=0)
-  state, curve = trainer.train(trainer.init(jax.random.key(0)), sc, sched)
-  assert curve.acc.shape == (10, 5)
-  acc = np.asarray(curve.acc)
+  state, (ce, acc) = calls.train(state, sched, sc)
+  assert acc.shape == (10, 5) and ce.shape == (500,)
+  acc = np.asarray(acc)
   assert acc[-1].min() > 0.8  # replay keeps every task of the stream
   assert acc[1, 0] > 0.8 and acc[1, 4] < 0.8  # task 4 not reached after 100 steps

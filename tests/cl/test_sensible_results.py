@@ -4,22 +4,24 @@ import jax
 import numpy as np
 import optax
 
-from contlearn.cl import Mlp, Trainer, metrics, scenarios, strategies
+from contlearn import engine
+from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, metrics, scenarios, strategies
 
 
 def _run(sc, name, hparams, **kwargs):
   model = Mlp(64, (64,), 10)
-  trainer = Trainer(model, strategies.make(name, model, **kwargs), optax.sgd(0.1),
-                    eval_every=100)
-  state = trainer.init(jax.random.key(0), hparams)
+  strategy = strategies.make(name, model, **kwargs)
+  cl = classifier_learner(model, strategy, optax.sgd(0.1))
+  state = engine.init(cl, jax.random.key(0), hparams=hparams)
+  calls = compile_calls(cl, model, strategy, state, eval_every=100)
   rows = []
   for t in range(sc.n_tasks):
-    state, curve = trainer.train(state, sc, trainer.schedule(t, sc.n_tasks, 300, 32))
-    state = trainer.end_task(state, sc, t)
-    rows.append(np.asarray(trainer.evaluate(state, sc)))
-    np.testing.assert_allclose(rows[-1], np.asarray(curve.acc[-1]), atol=1e-6)
+    state, (_, acc) = calls.train(state, learner.schedule(strategy, t, sc.n_tasks, 300, 32), sc)
+    state = calls.end_task(state, sc, t)
+    rows.append(np.asarray(calls.evaluate(state, sc)))
+    np.testing.assert_allclose(rows[-1], np.asarray(acc[-1]), atol=1e-6)
   # One compile per configuration: every task reused the same programs.
-  assert trainer.train._cache_size() == 1 and trainer.end_task._cache_size() == 1
+  assert calls.train._cache_size() == 1 and calls.end_task._cache_size() == 1
   return np.stack(rows)
 
 
