@@ -25,7 +25,7 @@ TINY = ex.RunConfig(dataset="digits", stream="permuted", kind="domain", n_tasks=
                     optimizer="sgd", lr=0.05, steps_per_task=40, batch=8, eval_every=5,
                     block_steps=10, max_test=50, strategy="ewc",
                     strategy_options=("n_fisher=32", "chunk=16"), hparams=("strength=10",),
-                    seeds=(0, 1), checkpoint_every=1)
+                    seeds=(0, 1), checkpoint_every=2)
 
 
 class CompilesPerTask(loop.Hook):
@@ -47,10 +47,17 @@ class CompilesPerTask(loop.Hook):
     jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
-def test_log_has_one_record_per_evaluation_and_tasks_after_the_first_compile_nothing(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """TINY learnt without interruption: (its folder, result, compiles per task)."""
+  out = tmp_path_factory.mktemp("tiny")
   compiles = CompilesPerTask()
-  res = ex.run_cell(TINY, tmp_path, progress=False, hooks=[compiles])
-  assert compiles.per_task[0] > 0 and compiles.per_task[1:] == [0, 0]
+  return out, ex.run_cell(TINY, out, progress=False, hooks=[compiles]), compiles.per_task
+
+
+def test_log_has_one_record_per_evaluation_and_tasks_after_the_first_compile_nothing(tiny_run):
+  tmp_path, res, compiles = tiny_run
+  assert compiles[0] > 0 and compiles[1:] == [0, 0]
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   evaluations = TINY.n_tasks * TINY.steps_per_task // TINY.eval_every
   assert [r["evaluation"] for r in records] == list(range(1, evaluations + 1))
@@ -85,24 +92,25 @@ def _same_result(a: ex.Result, b: ex.Result):
   np.testing.assert_array_equal(a.ends, b.ends)
 
 
-def test_a_stopped_multi_cell_run_resumes_to_the_same_results(tmp_path):
-  short = dataclasses.replace(TINY, n_tasks=2, steps_per_task=20)
-  cells = {"ewc": short, "er": ex.Method("ER", "er", ("capacity=40",)).cell(short)}
-  whole = ex.run_cells(cells, tmp_path / "whole", progress=False)
+def test_a_stopped_multi_cell_run_resumes_to_the_same_results(tmp_path, tiny_run):
+  whole, whole_result, _ = tiny_run
+  first = dataclasses.replace(TINY, strategy="naive", strategy_options=(), hparams=(), n_tasks=1,
+                              steps_per_task=20)
+  cells = {"first": first, "second": TINY}
   try:
-    with pytest.raises(KeyboardInterrupt):  # stopped in the 2nd block of cell "er"
-      ex.run_cells(cells, tmp_path / "cut", progress=False, hooks=[StopAfterBlocks(6)])
+    with pytest.raises(KeyboardInterrupt):  # stopped after the 2nd block of cell "second"
+      ex.run_cells(cells, tmp_path, progress=False, hooks=[StopAfterBlocks(2 + 2)])
   finally:
     loop.STOP.clear()
-  done = tmp_path / "cut" / "ewc" / "summary.json"
+  done = tmp_path / "first" / "summary.json"
   written = done.stat().st_mtime_ns
-  assert not (tmp_path / "cut" / "er" / "summary.json").exists()
-  resumed = ex.run_cells(cells, tmp_path / "cut", resume=True, progress=False)
+  assert not (tmp_path / "second" / "summary.json").exists()
+  # The results grow as cells finish: the finished one is already there.
+  assert [r["name"] for r in json.loads((tmp_path / "results.json").read_text())] == ["first"]
+  resumed = ex.run_cells(cells, tmp_path, resume=True, progress=False)
   assert done.stat().st_mtime_ns == written  # the finished cell was read back, not re-run
-  for name in cells:
-    _same_result(whole[name], resumed[name])
-  cut_log = (tmp_path / "cut" / "er" / "metrics.jsonl").read_text()
-  assert cut_log == (tmp_path / "whole" / "er" / "metrics.jsonl").read_text()
+  _same_result(whole_result, resumed["second"])
+  assert (tmp_path / "second" / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
 
 
 SCRIPT = """
@@ -131,8 +139,8 @@ def _checkpoints(out):
   return [p for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
 
 
-def test_a_killed_run_resumes_to_the_same_summary(tmp_path):
-  whole = _cell(tmp_path / "whole", "fresh")
+def test_a_killed_run_resumes_to_the_same_summary(tmp_path, tiny_run):
+  whole, _, _ = tiny_run
   killed = _cell(tmp_path / "killed", "fresh", sleep=1.0)
   deadline = time.time() + 120
   while not _checkpoints(tmp_path / "killed") and time.time() < deadline and killed.poll() is None:
@@ -142,9 +150,6 @@ def test_a_killed_run_resumes_to_the_same_summary(tmp_path):
   killed.wait()
   assert not (tmp_path / "killed" / "summary.json").exists()
   resumed = _cell(tmp_path / "killed", "resume")
-  for p in (whole, resumed):
-    assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
-  a = ex.load_result(tmp_path / "whole" / "summary.json")
-  b = ex.load_result(tmp_path / "killed" / "summary.json")
-  _same_result(a, b)
-  assert (tmp_path / "whole" / "metrics.jsonl").read_text() == (tmp_path / "killed" / "metrics.jsonl").read_text()
+  assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()[-2000:]
+  _same_result(ex.load_result(whole / "summary.json"), ex.load_result(tmp_path / "killed" / "summary.json"))
+  assert (whole / "metrics.jsonl").read_text() == (tmp_path / "killed" / "metrics.jsonl").read_text()
