@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from contlearn.cl import Mlp, Trainer, datasets, scenarios, strategies
+from contlearn import engine
+from contlearn.cl import Mlp, classifier_learner, compile_calls, datasets, learner, scenarios, strategies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,21 +59,22 @@ def ensure_torch():
 def contlearn_runner(cfg: BenchConfig, sc, batch: int):
   """contlearn EWC on task 1 after task 0: (run() -> seconds, snapshot, acc())."""
   model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
-  trainer = Trainer(model, strategies.make("ewc", model, n_fisher=cfg.n_fisher),
-                    optax.sgd(cfg.lr), eval_every=cfg.samples // batch)
-  state = trainer.init(jax.random.key(0), {"strength": cfg.strength})
-  state = trainer.end_task(state, sc, 0)
-  snapshot = jax.tree.map(np.asarray, (state.params, state.sstate.penalty))
-  sched = jnp.asarray(trainer.schedule(1, sc.n_tasks, cfg.samples // batch, batch))
+  strategy = strategies.make("ewc", model, n_fisher=cfg.n_fisher)
+  cl = classifier_learner(model, strategy, optax.sgd(cfg.lr))
+  state = engine.init(cl, jax.random.key(0), hparams={"strength": cfg.strength})
+  calls = compile_calls(cl, model, strategy, state, eval_every=cfg.samples // batch)
+  state = calls.end_task(state, sc, 0)
+  snapshot = jax.tree.map(np.asarray, (state.params, state.strategy.penalty))
+  sched = jnp.asarray(learner.schedule(strategy, 1, sc.n_tasks, cfg.samples // batch, batch))
   box = {"state": state}
 
   def run() -> float:
     t0 = time.perf_counter()
-    box["state"], box["curve"] = trainer.train(box["state"], sc, sched)
-    jax.block_until_ready(box["curve"])
+    box["state"], (_, box["acc"]) = calls.train(box["state"], sched, sc)
+    jax.block_until_ready(box["acc"])
     return time.perf_counter() - t0
   run()  # compile + warm-up
-  return run, snapshot, lambda: float(box["curve"].acc[-1, 1])
+  return run, snapshot, lambda: float(box["acc"][-1, 1])
 
 
 def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
