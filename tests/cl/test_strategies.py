@@ -4,7 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from contlearn.cl import Mlp, Trainer, learner, strategies
+from contlearn import engine
+from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, strategies
 from contlearn.cl.strategies.gdumb import offer as gdumb_offer
 from contlearn.cl.strategies import importance, regularization
 from contlearn.cl.strategies.cbp import lowest
@@ -64,16 +65,17 @@ def test_ewc_end_task_accumulates_each_tasks_fisher(split_digits_task, online):
   chunk = int(np.gcd(n0, n1))
   assert n0 == n1  # a whole task per estimate needs equal sizes here
   strat = strategies.make("online_ewc" if online else "ewc", MODEL, n_fisher=n0, chunk=chunk)
-  trainer = Trainer(MODEL, strat, optax.sgd(0.1), eval_every=5)
-  state = trainer.init(jax.random.key(0), {"decay": 0.5} if online else {})
-  state = trainer.end_task(state, sc, 0)
+  cl = classifier_learner(MODEL, strat, optax.sgd(0.1))
+  state = engine.init(cl, jax.random.key(0), hparams={"decay": 0.5} if online else {})
+  calls = compile_calls(cl, MODEL, strat, state, eval_every=5)
+  state = calls.end_task(state, sc, 0)
   p0 = jax.tree.map(jnp.copy, state.params)  # train donates the state
   f0 = importance.fisher(MODEL, p0, sc.train_x[0, :n0], sc.train_y[0, :n0], sc.head[0], chunk)
-  state, _ = trainer.train(state, sc, trainer.schedule(1, 5, 10, 8))
-  state = trainer.end_task(state, sc, 1)
+  state, _ = calls.train(state, learner.schedule(strat, 1, 5, 10, 8), sc)
+  state = calls.end_task(state, sc, 1)
   p1 = state.params
   f1 = importance.fisher(MODEL, p1, sc.train_x[1, :n1], sc.train_y[1, :n1], sc.head[1], chunk)
-  value = float(regularization.quadratic_value(state.sstate.penalty, MODEL.init(jax.random.key(9))))
+  value = float(regularization.quadratic_value(state.strategy.penalty, MODEL.init(jax.random.key(9))))
   theta = MODEL.init(jax.random.key(9))
   term = lambda f, p: sum(float(jnp.sum(a * (t - b) ** 2)) for a, t, b in
                           zip(jax.tree.leaves(f), jax.tree.leaves(theta), jax.tree.leaves(p)))
@@ -86,10 +88,12 @@ def test_ewc_end_task_accumulates_each_tasks_fisher(split_digits_task, online):
 
 def test_si_path_integral_under_sgd_is_lr_times_squared_gradients(split_digits_task):
   sc, lr = split_digits_task, 0.05
-  trainer = Trainer(MODEL, strategies.make("si", MODEL), optax.sgd(lr), eval_every=4)
-  state = trainer.init(jax.random.key(3), {"xi": 0.1})
+  strat = strategies.make("si", MODEL)
+  cl = classifier_learner(MODEL, strat, optax.sgd(lr))
+  state = engine.init(cl, jax.random.key(3), hparams={"xi": 0.1})
+  calls = compile_calls(cl, MODEL, strat, state, eval_every=4)
   start = jax.tree.map(jnp.copy, state.params)  # train donates the state
-  sched = jnp.asarray(trainer.schedule(0, 5, 4, 8))
+  sched = jnp.asarray(learner.schedule(strat, 0, 5, 4, 8))
   # Reference: replay the four steps in Python with the documented keys.
   params, want = start, jax.tree.map(jnp.zeros_like, start)
   for s in range(4):
@@ -98,13 +102,13 @@ def test_si_path_integral_under_sgd_is_lr_times_squared_gradients(split_digits_t
     g = jax.grad(lambda p: strategies.base.task_loss(MODEL, p, batch)[0])(params)
     want = jax.tree.map(lambda w, gi: w + lr * gi * gi, want, g)
     params = jax.tree.map(lambda p, gi: p - lr * gi, params, g)
-  state, _ = trainer.train(state, sc, sched)
+  state, _ = calls.train(state, sched, sc)
   _tree_close(state.params, params, rtol=1e-4, atol=1e-6)
-  _tree_close(state.sstate.omega, want, rtol=1e-3, atol=1e-9)
-  state = trainer.end_task(state, sc, 0)
+  _tree_close(state.strategy.omega, want, rtol=1e-3, atol=1e-9)
+  state = calls.end_task(state, sc, 0)
   big = jax.tree.map(lambda o, p, p0: o / ((p - p0) ** 2 + 0.1), want, params, start)
-  _tree_close(state.sstate.penalty.w, big, rtol=1e-3, atol=1e-9)
-  _tree_close(jax.tree.map(jnp.abs, state.sstate.omega), jax.tree.map(jnp.zeros_like, want))
+  _tree_close(state.strategy.penalty.w, big, rtol=1e-3, atol=1e-9)
+  _tree_close(jax.tree.map(jnp.abs, state.strategy.omega), jax.tree.map(jnp.zeros_like, want))
 
 
 def test_agem_projection_formula():
@@ -168,33 +172,35 @@ def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task
                                 [False, True, False, False, True])
   model = Mlp(64, (16,), 2, 5)
   strat = strategies.make("cbp", model)
-  trainer = Trainer(model, strat, optax.sgd(0.0), eval_every=3)
-  state = trainer.init(jax.random.key(0), {"rate": 0.5, "maturity": 1.0})
-  state, _ = trainer.train(state, split_digits_task, trainer.schedule(0, 5, 3, 8))
+  cl = classifier_learner(model, strat, optax.sgd(0.0))
+  state = engine.init(cl, jax.random.key(0), hparams={"rate": 0.5, "maturity": 1.0})
+  calls = compile_calls(cl, model, strat, state, eval_every=3)
+  state, _ = calls.train(state, learner.schedule(strat, 0, 5, 3, 8), split_digits_task)
   # lr 0: only replacement changes weights. Step 2: all 16 units are mature
   # (age 2 > 1), 8 are due and replaced (age 0). Step 3: the other 8 are mature
   # (age 3), 4 are due. So 12 units have zero outgoing weights, 4 have age 0.
   out_zero = np.all(np.asarray(state.params[1]["w"]) == 0, axis=1)
   assert int(out_zero.sum()) == 12
-  assert int(np.sum(np.asarray(state.sstate.age[0]) == 0)) == 4
+  assert int(np.sum(np.asarray(state.strategy.age[0]) == 0)) == 4
 
 
-def test_trainer_scan_equals_python_loop_of_steps(split_digits_task):
+def test_compiled_block_equals_python_loop_of_steps(split_digits_task):
   sc = split_digits_task
   model = Mlp(64, (16,), 2, 5)
-  trainer = Trainer(model, strategies.make("derpp", model, capacity=20), optax.adam(1e-2),
-                    eval_every=3)
-  sched = jnp.asarray(trainer.schedule(1, 5, 6, 4))
-  state = trainer.init(jax.random.key(4))
+  strat = strategies.make("derpp", model, capacity=20)
+  cl = classifier_learner(model, strat, optax.adam(1e-2))
+  sched = jnp.asarray(learner.schedule(strat, 1, 5, 6, 4))
+  state = engine.init(cl, jax.random.key(4))
+  calls = compile_calls(cl, model, strat, state, eval_every=3)
   loop = state
-  step = jax.jit(trainer.step)
+  step = jax.jit(cl.step)
   for s in range(6):
-    loop, _ = step(loop, sc, sched[s])
-  state, curve = trainer.train(state, sc, sched)
+    loop, _ = step(loop, sched[s], sc)
+  state, (_, acc) = calls.train(state, sched, sc)
   _tree_close(state.params, loop.params, rtol=1e-5, atol=1e-6)
-  _tree_close(state.sstate, loop.sstate, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(curve.acc[-1]),
-                             np.asarray(trainer.evaluate(loop, sc)), atol=1e-6)
+  _tree_close(state.strategy, loop.strategy, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(acc[-1]),
+                             np.asarray(calls.evaluate(loop, sc)), atol=1e-6)
 
 
 def test_bad_names_and_hyperparameters_fail_clearly():
@@ -202,8 +208,11 @@ def test_bad_names_and_hyperparameters_fail_clearly():
     strategies.make("ewcc", MODEL)
   with pytest.raises(ConfigError, match="strategy 'ewc'"):
     strategies.make("ewc", MODEL, lamda=3.0)
-  trainer = Trainer(MODEL, strategies.make("ewc", MODEL), optax.sgd(0.1))
-  with pytest.raises(ConfigError, match="no hyperparameter 'lamda'"):
-    trainer.init(jax.random.key(0), {"lamda": 1.0})
-  with pytest.raises(ConfigError, match="multiple of eval_every"):
-    trainer.run(trainer.init(jax.random.key(0)), None, jnp.zeros((150, 4), jnp.int32))
+  strat = strategies.make("ewc", MODEL)
+  cl = classifier_learner(MODEL, strat, optax.sgd(0.1))
+  with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['lamda'\]"):
+    engine.init(cl, jax.random.key(0), hparams={"lamda": 1.0})
+  state = engine.init(cl, jax.random.key(0))
+  calls = compile_calls(cl, MODEL, strat, state, eval_every=100)
+  with pytest.raises(ConfigError, match="150 steps cannot be probed every 100"):
+    calls.train(state, jnp.zeros((150, 4), jnp.int32), None)
