@@ -153,3 +153,10 @@ def test_a_killed_run_resumes_to_the_same_summary(tmp_path, tiny_run):
   assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()[-2000:]
   _same_result(ex.load_result(whole / "summary.json"), ex.load_result(tmp_path / "killed" / "summary.json"))
   assert (whole / "metrics.jsonl").read_text() == (tmp_path / "killed" / "metrics.jsonl").read_text()
+
+
+def test_blocks_of_a_task_learn_what_the_whole_task_learns(tmp_path, tiny_run):
+  _, blocks, _ = tiny_run
+  whole = ex.run_cell(dataclasses.replace(TINY, block_steps=0), tmp_path, progress=False)
+  np.testing.assert_array_equal(whole.matrix, blocks.matrix)
+  np.testing.assert_array_equal(whole.trajectory, blocks.trajectory)
