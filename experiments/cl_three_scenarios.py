@@ -84,10 +84,10 @@ def cells(cfg: Config) -> dict[str, ex.RunConfig]:
   out = {}
   for name, method in ex.selected(cfg).items():
     for kind in cfg.kinds:
-      if name in PAPER_STRENGTH and not any(h.startswith("strength=") for h in method.hparams):
-        strength = table[PAPER_STRENGTH[name]][KINDS.index(kind)]
-        method = dataclasses.replace(method, hparams=(*method.hparams, f"strength={strength}"))
-      out[f"{name}_{kind}"] = dataclasses.replace(method.cell(base), kind=kind)
+      hparams = method.hparams
+      if name in PAPER_STRENGTH and not any(h.startswith("strength=") for h in hparams):
+        hparams = (*hparams, f"strength={table[PAPER_STRENGTH[name]][KINDS.index(kind)]}")
+      out[f"{name}_{kind}"] = dataclasses.replace(method.cell(base), kind=kind, hparams=hparams)
   return out
 
 

@@ -126,13 +126,6 @@ class RunConfig:
                         f"got {self.optimizer!r}")
     if self.stream not in STREAMS:
       raise ConfigError(f"RunConfig.stream must be one of {STREAMS}, got {self.stream!r}")
-    if self.eval_every < 1 or self.steps_per_task % self.eval_every:
-      raise ConfigError(f"RunConfig: steps_per_task={self.steps_per_task} is not a multiple "
-                        f"of eval_every={self.eval_every}")
-    if self.block_steps and (self.block_steps % self.eval_every
-                             or self.steps_per_task % self.block_steps):
-      raise ConfigError(f"RunConfig: block_steps={self.block_steps} must be a multiple of "
-                        f"eval_every={self.eval_every} and divide steps_per_task={self.steps_per_task}")
     if self.strategy not in strategies_lib.REGISTRY:
       raise ConfigError(f"RunConfig.strategy: unknown strategy {self.strategy!r}; choose one of "
                         f"{sorted(strategies_lib.REGISTRY)}")
@@ -144,6 +137,17 @@ class RunConfig:
     hp = parse_pairs(self.hparams, "RunConfig.hparams")
     if any(isinstance(v, (bool, str)) for v in hp.values()):
       raise ConfigError(f"RunConfig.hparams: values must be numbers, got {self.hparams}")
+
+  def check(self) -> None:
+    """Raises ConfigError when fields disagree (checked before a run, not while
+    `--set` changes them one at a time)."""
+    if self.eval_every < 1 or self.steps_per_task % self.eval_every:
+      raise ConfigError(f"RunConfig: steps_per_task={self.steps_per_task} is not a multiple "
+                        f"of eval_every={self.eval_every}")
+    if self.block_steps and (self.block_steps % self.eval_every
+                             or self.steps_per_task % self.block_steps):
+      raise ConfigError(f"RunConfig: block_steps={self.block_steps} must be a multiple of "
+                        f"eval_every={self.eval_every} and divide steps_per_task={self.steps_per_task}")
 
   @property
   def steps_per_block(self) -> int:
@@ -303,6 +307,7 @@ def run_cell(
       configuration changed since the checkpoint.
     KeyboardInterrupt: `loop.STOP` was set; the state was checkpointed.
   """
+  cfg.check()
   out = pathlib.Path(out)
   name = name or out.name
   summary_path = out / "summary.json"
@@ -374,6 +379,8 @@ def run_cells(
   settings share one scenario; `extra` and `hooks` serve every cell (see
   `run_cell`).
   """
+  for cfg in cells.values():  # every cell is checked before the first one runs
+    cfg.check()
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   shared: dict[tuple, scenarios.Scenario] = {}

@@ -84,9 +84,9 @@ def classifier_learner(model: Mlp, strategy: Strategy,
     grads = s.transform_grads(grads, state.params, state.strategy, state.hparams, batch, k_grad)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    params, sstate = s.after_step(state.strategy, state.hparams, state.params, params, grads,
+    params, strategy_state = s.after_step(state.strategy, state.hparams, state.params, params, grads,
                                   batch, aux, k_after)
-    return state.replace(params=params, opt_state=opt_state, strategy=sstate,
+    return state.replace(params=params, opt_state=opt_state, strategy=strategy_state,
                          step=state.step + 1), aux["ce"]
 
   return engine.Learner(init, step)

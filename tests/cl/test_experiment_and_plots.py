@@ -8,6 +8,7 @@ import pytest
 
 from contlearn.cl import experiment as ex
 from contlearn.cl import metrics, plots
+from contlearn.config import apply_overrides
 from contlearn.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,9 +29,12 @@ def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
   with pytest.raises(ConfigError, match="optimizer"):
     ex.RunConfig(optimizer="rmsprop")
   with pytest.raises(ConfigError, match="multiple"):
-    ex.RunConfig(steps_per_task=150, eval_every=100)
+    ex.RunConfig(steps_per_task=150, eval_every=100).check()
   with pytest.raises(ConfigError, match="block_steps"):
-    ex.RunConfig(steps_per_task=200, eval_every=50, block_steps=75)
+    ex.RunConfig(steps_per_task=200, eval_every=50, block_steps=75).check()
+  with pytest.raises(ConfigError, match="multiple"):  # refused before anything runs
+    ex.run_cells({"a": cfg, "b": dataclasses.replace(cfg, eval_every=30)}, tmp_path / "two")
+  assert not (tmp_path / "two" / "a").exists()
   with pytest.raises(ConfigError, match="unknown strategy 'ewcc'"):
     ex.RunConfig(strategy="ewcc")
   with pytest.raises(ConfigError, match="not name=value"):
@@ -85,3 +89,23 @@ def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
   acc = np.asarray(acc)
   assert acc[-1].min() > 0.8  # replay keeps every task of the stream
   assert acc[1, 0] > 0.8 and acc[1, 4] < 0.8  # task 4 not reached after 100 steps
+
+
+def test_three_scenarios_cells_take_the_papers_strength_per_scenario():
+  spec = importlib.util.spec_from_file_location("cl_three_scenarios",
+                                                os.path.join(ROOT, "experiments", "cl_three_scenarios.py"))
+  mod = importlib.util.module_from_spec(spec)
+  sys.modules["cl_three_scenarios"] = mod
+  spec.loader.exec_module(mod)
+  cells = mod.cells(mod.get_config())
+  assert len(cells) == 7 * 3
+  for i, kind in enumerate(mod.KINDS):
+    assert cells[f"ewc_{kind}"].hparams == (f"strength={mod.SPLIT_HP['ewc'][i]}",)
+    assert cells[f"online_ewc_{kind}"].hparams == (f"strength={mod.SPLIT_HP['ewc'][i]}",)
+    assert cells[f"si_{kind}"].hparams == (f"strength={mod.SPLIT_HP['si'][i]}",)
+    assert cells[f"er_{kind}"].kind == kind and cells[f"er_{kind}"].hparams == ()
+  cfg = apply_overrides(mod.get_config(), ["bench=permuted", "models=si", "si.hparams=strength=3"])
+  cells = mod.cells(cfg)
+  assert list(cells) == ["si_task", "si_domain", "si_class"]
+  assert {c.hparams for c in cells.values()} == {("strength=3",)}
+  assert {c.stream for c in cells.values()} == {"permuted"}
