@@ -9,6 +9,6 @@ the found packages here, and new subpackages of contlearn need no edit.
 from setuptools import find_packages, setup
 
 setup(
-    packages=[*find_packages(include=["contlearn", "contlearn.*"]), "contlearn.experiments"],
-    package_dir={"contlearn.experiments": "experiments"},
+  packages=[*find_packages(include=["contlearn", "contlearn.*"]), "contlearn.experiments"],
+  package_dir={"contlearn.experiments": "experiments"},
 )

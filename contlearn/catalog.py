@@ -83,7 +83,7 @@ def package() -> ModuleType:
   module = importlib.util.module_from_spec(spec)
   sys.modules[PACKAGE] = module
   spec.loader.exec_module(module)
-  setattr(sys.modules["contlearn"], "experiments", module)
+  sys.modules["contlearn"].experiments = module
   return module
 
 
@@ -108,8 +108,9 @@ def load(experiment: str) -> ModuleType:
     return _load_file(pathlib.Path(experiment))
   found = available()
   if experiment not in found:
-    raise ConfigError(f"unknown experiment {experiment!r}; {did_you_mean(experiment, found)}"
-                      f"available: {', '.join(found) or 'none'}")
+    raise ConfigError(
+      f"unknown experiment {experiment!r}; {did_you_mean(experiment, found)}available: {', '.join(found) or 'none'}"
+    )
   module = importlib.import_module(f"{PACKAGE}.{experiment}")
   _check_protocol(module, found[experiment])
   return module
@@ -217,8 +218,9 @@ def fields(cfg: Any, prefix: str = "") -> list[Field]:
       out += fields(value, f"{prefix}{f.name}.")
       continue
     hint = hints.get(f.name, f.type)
-    out.append(Field(f"{prefix}{f.name}", hint if isinstance(hint, str) else type_name(hint), value,
-                     docs.get(f.name, "")))
+    out.append(
+      Field(f"{prefix}{f.name}", hint if isinstance(hint, str) else type_name(hint), value, docs.get(f.name, ""))
+    )
   return out
 
 
@@ -228,15 +230,18 @@ def describe(name: str, module: ModuleType, cfg: Any) -> str:
   parts = [f"experiment {name}: {doc}"]
   if isinstance(cfg, dict):
     first = next(iter(cfg))
-    parts.append(f"models (--only NAMES): {', '.join(cfg)}")
     per_model = {model: {f.key: f.value for f in fields(c)} for model, c in cfg.items()}
-    parts.append("\n".join([f"config fields (--set KEY=VALUE applies to every model; values of {first}; "
-                            "'per model' where the models differ):",
-                            *(_field_text(f, per_model) for f in fields(cfg[first]))]))
+    heading = (
+      f"config fields (--set KEY=VALUE applies to every model; values of {first}; 'per model' where the models differ):"
+    )
+    rows = [_field_text(f, per_model) for f in fields(cfg[first])]
+    parts.append(f"models (--only NAMES): {', '.join(cfg)}")
   else:
+    heading = "config fields (--set KEY=VALUE):"
+    rows = [_field_text(f) for f in fields(cfg)]
     if _has_models(cfg):
       parts.append(f"models (--only NAMES): {', '.join(cfg.models)}")
-    parts.append("\n".join(["config fields (--set KEY=VALUE):", *(_field_text(f) for f in fields(cfg))]))
+  parts.append("\n".join([heading, *rows]))
   return "\n\n".join(parts)
 
 

@@ -60,23 +60,50 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
   """The top-level parser and its `run` sub-parser (whose help describes an experiment)."""
-  parser = _Parser(prog="contlearn", description=__doc__.splitlines()[0],
-                   epilog="`contlearn run NAME --help` shows an experiment's command, runtime and config fields.")
+  parser = _Parser(
+    prog="contlearn",
+    description=__doc__.splitlines()[0],
+    epilog="`contlearn run NAME --help` shows an experiment's command, runtime and config fields.",
+  )
   parser.add_argument("--version", action="version", version=f"contlearn {version()}")
   commands = parser.add_subparsers(dest="command", required=True, metavar="{run,list}")
-  run = commands.add_parser("run", help=f"run an experiment (default: {catalog.DEFAULT})", add_help=False,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-  run.add_argument("experiment", nargs="?", default=None, metavar="NAME",
-                   help=f"an experiment of `contlearn list` or a .py path (default: {catalog.DEFAULT})")
+  run = commands.add_parser(
+    "run",
+    help=f"run an experiment (default: {catalog.DEFAULT})",
+    add_help=False,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  run.add_argument(
+    "experiment",
+    nargs="?",
+    default=None,
+    metavar="NAME",
+    help=f"an experiment of `contlearn list` or a .py path (default: {catalog.DEFAULT})",
+  )
   run.add_argument("-h", "--help", action="store_true", help="describe the experiment and its config fields; exit")
-  run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set model.d_model=256 (repeatable)")
-  run.add_argument("--tokens", type=int, default=None, metavar="N",
-                   help="stream experiments: stop each model after N tokens (sets train.tokens)")
+  run.add_argument(
+    "--set",
+    dest="overrides",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="override a config field, e.g. --set model.d_model=256 (repeatable)",
+  )
+  run.add_argument(
+    "--tokens",
+    type=int,
+    default=None,
+    metavar="N",
+    help="stream experiments: stop each model after N tokens (sets train.tokens)",
+  )
   run.add_argument("--out", default=None, help="output folder (default: runs/NAME)")
   run.add_argument("--resume", action="store_true", help="continue from the latest checkpoints in --out")
-  run.add_argument("--only", default=None, metavar="NAMES",
-                   help="run only these models (comma-separated) of an experiment with several")
+  run.add_argument(
+    "--only",
+    default=None,
+    metavar="NAMES",
+    help="run only these models (comma-separated) of an experiment with several",
+  )
   run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   commands.add_parser("list", help="list the experiments")
   return parser, run
@@ -108,21 +135,26 @@ def _apply_tokens(cfg: Any, tokens: int, name: str) -> Any:
   if tokens < 1:
     raise ConfigError(f"--tokens {tokens}: must be a positive number of tokens")
   if not catalog.is_stream_config(cfg):
-    raise ConfigError(f"--tokens is for stream experiments; set the length of {name} with --set KEY=VALUE "
-                      f"(its keys: contlearn run {name} --help)")
+    raise ConfigError(
+      f"--tokens is for stream experiments; set the length of {name} with --set KEY=VALUE "
+      f"(its keys: contlearn run {name} --help)"
+    )
   with_tokens = lambda c: dataclasses.replace(c, train=dataclasses.replace(c.train, tokens=tokens))  # noqa: E731
   return {k: with_tokens(c) for k, c in cfg.items()} if isinstance(cfg, dict) else with_tokens(cfg)
 
 
-def configure(module: ModuleType, name: str, *, overrides: list[str], tokens: int | None = None,
-              only: str | None = None) -> Any:
+def configure(
+  module: ModuleType, name: str, *, overrides: list[str], tokens: int | None = None, only: str | None = None
+) -> Any:
   """The experiment's `get_config()` with `--only`, `--set` and `--tokens` applied, in that order."""
   from contlearn.config import apply_overrides
 
   cfg = module.get_config()
   if not (catalog.is_stream_config(cfg) or (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type))):
-    raise ConfigError(f"experiment {name}: get_config() returned a {type(cfg).__name__}; expected a frozen "
-                      "dataclass, a contlearn.config.Config or a dict of them")
+    raise ConfigError(
+      f"experiment {name}: get_config() returned a {type(cfg).__name__}; expected a frozen "
+      "dataclass, a contlearn.config.Config or a dict of them"
+    )
   if only is not None:
     cfg = _select_models(cfg, only, name)
   if isinstance(cfg, dict):
@@ -151,8 +183,10 @@ def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
   runner = getattr(module, "run", None)
   if runner is None:
     if not catalog.is_stream_config(cfg):
-      raise ConfigError(f"experiment {name} returns a {type(cfg).__name__} from get_config() but defines no "
-                        "run(cfg, out, *, resume, progress)")
+      raise ConfigError(
+        f"experiment {name} returns a {type(cfg).__name__} from get_config() but defines no "
+        "run(cfg, out, *, resume, progress)"
+      )
     runner = driver.run_experiment
     cfg = cfg if isinstance(cfg, dict) else {name: cfg}
   out = pathlib.Path(args.out or f"runs/{name}")

@@ -56,8 +56,9 @@ def test_help_of_a_dict_experiment(capsys):
   at = lines.index("  model.d_model: int = 128")
   assert lines[at + 1].strip() == "residual width."
   at = lines.index("  model.mixer: str = 'swa'")  # the first model's value, and every model's where they differ
-  assert lines[at + 2].strip() == ("per model: transformer='swa', linear_attention='linear_attention', "
-                                   "linear_attention_cms='linear_attention'")
+  assert lines[at + 2].strip() == (
+    "per model: transformer='swa', linear_attention='linear_attention', linear_attention_cms='linear_attention'"
+  )
   assert "per model" not in lines[lines.index("  model.n_layers: int = 2") + 2]
   assert "--set KEY=VALUE" in out and "--no-progress" in out  # the options follow
   assert out.index("experiment byte_lm") < out.index("model.d_model") < out.index("hide the progress bar")

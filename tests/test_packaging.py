@@ -42,8 +42,11 @@ def _build_wheel(tmp_path: pathlib.Path) -> pathlib.Path:
       shutil.copy(ROOT / name, src / name)
   # Offline when this environment has the build backend (the dev extra installs it); else pip fetches it.
   isolation = ["--no-build-isolation"] if _new_enough_setuptools() else []
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(tmp_path / "dist"),
-                  str(src)], check=True, capture_output=True)
+  subprocess.run(
+    [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(tmp_path / "dist"), str(src)],
+    check=True,
+    capture_output=True,
+  )
   (wheel,) = (tmp_path / "dist").glob("contlearn-*.whl")
   return wheel
 
@@ -53,12 +56,21 @@ def _venv_with_borrowed_dependencies(tmp_path: pathlib.Path, wheel: pathlib.Path
   venv = tmp_path / "venv"
   subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
   python = venv / "bin" / "python"
-  site = pathlib.Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                     check=True, capture_output=True, text=True).stdout.strip())
+  site = pathlib.Path(
+    subprocess.run(
+      [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+      check=True,
+      capture_output=True,
+      text=True,
+    ).stdout.strip()
+  )
   borrowed = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
   (site / "_borrowed_dependencies.pth").write_text("\n".join(sorted(borrowed)) + "\n")
-  subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-                 check=True, capture_output=True)
+  subprocess.run(
+    [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+    check=True,
+    capture_output=True,
+  )
   return venv
 
 
@@ -74,8 +86,11 @@ def test_the_wheel_runs_experiments_outside_the_repository(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
-  where = run(str(venv / "bin" / "python"), "-c",
-              "import contlearn, contlearn.experiments as e; print(contlearn.__file__); print(e.__file__)")
+  where = run(
+    str(venv / "bin" / "python"),
+    "-c",
+    "import contlearn, contlearn.experiments as e; print(contlearn.__file__); print(e.__file__)",
+  )
   site = str(venv / "lib")
   assert all(line.startswith(site) for line in where.splitlines()), where  # the wheel's copy, not the checkout
   assert (pathlib.Path(where.splitlines()[0]).parent / "py.typed").is_file()
@@ -84,9 +99,24 @@ def test_the_wheel_runs_experiments_outside_the_repository(tmp_path):
   assert listed == {p.stem for p in (ROOT / "experiments").glob("*.py") if not p.name.startswith("_")}
 
   out = tmp_path / "out"
-  run(str(venv / "bin" / "contlearn"), "run", "byte_lm", "--tokens", "4096", "--only", "linear_attention",
-      "--set", "data.steps=4", "--set", "model.d_model=32", "--set", "model.n_layers=1", "--no-progress",
-      "--out", str(out))
+  run(
+    str(venv / "bin" / "contlearn"),
+    "run",
+    "byte_lm",
+    "--tokens",
+    "4096",
+    "--only",
+    "linear_attention",
+    "--set",
+    "data.steps=4",
+    "--set",
+    "model.d_model=32",
+    "--set",
+    "model.n_layers=1",
+    "--no-progress",
+    "--out",
+    str(out),
+  )
   summary = json.loads((out / "linear_attention" / "summary.json").read_text())
   assert summary["tokens"] == 4096 and summary["name"] == "linear_attention"
   assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["linear_attention"]
