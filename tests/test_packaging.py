@@ -14,7 +14,6 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tomllib
 
 import pytest
@@ -51,6 +50,12 @@ def _build_wheel(tmp_path: pathlib.Path) -> pathlib.Path:
   return wheel
 
 
+def _borrowed_paths() -> list[str]:
+  """This interpreter's import path (site-packages and what their .pth files add), less the checkout."""
+  paths = [pathlib.Path(p).resolve() for p in sys.path if p and pathlib.Path(p).is_dir()]
+  return list(dict.fromkeys(str(p) for p in paths if not p.is_relative_to(ROOT)))
+
+
 def _venv_with_borrowed_dependencies(tmp_path: pathlib.Path, wheel: pathlib.Path) -> pathlib.Path:
   """A venv holding only the wheel; this environment's site-packages are appended to its path."""
   venv = tmp_path / "venv"
@@ -64,8 +69,7 @@ def _venv_with_borrowed_dependencies(tmp_path: pathlib.Path, wheel: pathlib.Path
       text=True,
     ).stdout.strip()
   )
-  borrowed = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-  (site / "_borrowed_dependencies.pth").write_text("\n".join(sorted(borrowed)) + "\n")
+  (site / "_borrowed_dependencies.pth").write_text("\n".join(_borrowed_paths()) + "\n")
   subprocess.run(
     [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
     check=True,
