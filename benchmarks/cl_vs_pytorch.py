@@ -53,6 +53,7 @@ def ensure_torch():
   if importlib.util.find_spec("torch") is None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "torch==2.13.0"])
   import torch  # pylint: disable=g-import-not-at-top
+
   return torch
 
 
@@ -73,6 +74,7 @@ def contlearn_runner(cfg: BenchConfig, sc, batch: int):
     box["state"], (_, box["acc"]) = calls.train(box["state"], sched, sc)
     jax.block_until_ready(box["acc"])
     return time.perf_counter() - t0
+
   run()  # compile + warm-up
   return run, snapshot, lambda: float(box["acc"][-1, 1])
 
@@ -100,8 +102,8 @@ def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
         f, a = f.T, a.T
       fisher.append(torch.from_numpy(np.array(f, np.float32)))
       anchor.append(torch.from_numpy(np.array(a, np.float32)))
-  x = torch.from_numpy(np.array(sc.train_x[1, :int(sc.train_n[1])]))
-  y = torch.from_numpy(np.asarray(sc.train_y[1, :int(sc.train_n[1])]).astype(np.int64))
+  x = torch.from_numpy(np.array(sc.train_x[1, : int(sc.train_n[1])]))
+  y = torch.from_numpy(np.asarray(sc.train_y[1, : int(sc.train_n[1])]).astype(np.int64))
   opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
   loss_fn = nn.CrossEntropyLoss()
   gen = torch.Generator().manual_seed(0)
@@ -123,9 +125,10 @@ def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
 
   def acc() -> float:
     with torch.no_grad():
-      xt = torch.from_numpy(np.array(sc.test_x[1, :int(sc.test_n[1])]))
-      yt = torch.from_numpy(np.array(sc.test_y[1, :int(sc.test_n[1])]).astype(np.int64))
+      xt = torch.from_numpy(np.array(sc.test_x[1, : int(sc.test_n[1])]))
+      yt = torch.from_numpy(np.array(sc.test_y[1, : int(sc.test_n[1])]).astype(np.int64))
       return float((net(xt).argmax(-1) == yt).float().mean())
+
   train(200)  # warm-up
   return run, acc
 
@@ -137,10 +140,8 @@ def main() -> dict:
   torch.set_num_threads(threads)
   ds = datasets.mnist_5k()
   sc = jax.device_put(scenarios.permuted(ds, 2, "domain", seed=0))
-  result = {"threads": threads, "model": "784-400-400-10", "optimizer": f"sgd({cfg.lr})",
-            "samples_timed": cfg.samples}
-  print(f"{'batch':>6} {'contlearn samples/s':>20} {'torch samples/s':>16} {'ratio':>7}"
-        f" {'acc task2 (cl / torch)':>24}")
+  result = {"threads": threads, "model": "784-400-400-10", "optimizer": f"sgd({cfg.lr})", "samples_timed": cfg.samples}
+  print(f"{'batch':>6} {'contlearn samples/s':>20} {'torch samples/s':>16} {'ratio':>7} {'acc task2 (cl / torch)':>24}")
   for b in cfg.batches:
     run_ours, snapshot, acc_ours = contlearn_runner(cfg, sc, b)
     run_theirs, acc_theirs = torch_runner(torch, cfg, sc, b, snapshot)
@@ -153,8 +154,7 @@ def main() -> dict:
     result[f"samples_per_s_bs{b}"] = round(ours, 1)
     result[f"torch_samples_per_s_bs{b}"] = round(theirs, 1)
     result[f"ratio_bs{b}"] = round(ours / theirs, 2)
-    print(f"{b:>6} {ours:>20,.0f} {theirs:>16,.0f} {ours / theirs:>7.2f}"
-          f" {acc_ours():>12.3f} / {acc_theirs():.3f}")
+    print(f"{b:>6} {ours:>20,.0f} {theirs:>16,.0f} {ours / theirs:>7.2f} {acc_ours():>12.3f} / {acc_theirs():.3f}")
   os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
   with open(cfg.out, "w") as f:
     json.dump(result, f, indent=1)

@@ -24,13 +24,17 @@ from contlearn.cl import experiment as ex
 
 # The baselines' published average accuracy of each row.
 PUBLISHED = {
-    "pmnist_ewc": "0.83 (Avalanche), paper 0.94",
-    "pmnist_si": "0.83 (Avalanche), paper 0.95",
-    "splitmnist_lwf": "0.23 (Avalanche)",
-    "splitmnist_gdumb": "0.97 (Avalanche)",
+  "pmnist_ewc": "0.83 (Avalanche), paper 0.94",
+  "pmnist_si": "0.83 (Avalanche), paper 0.95",
+  "splitmnist_lwf": "0.23 (Avalanche)",
+  "splitmnist_gdumb": "0.97 (Avalanche)",
 }
-LABELS = {"pmnist_ewc": "PMNIST EWC", "pmnist_si": "PMNIST SI",
-          "splitmnist_lwf": "SplitMNIST LwF", "splitmnist_gdumb": "SplitMNIST GDumb"}
+LABELS = {
+  "pmnist_ewc": "PMNIST EWC",
+  "pmnist_si": "PMNIST SI",
+  "splitmnist_lwf": "SplitMNIST LwF",
+  "splitmnist_gdumb": "SplitMNIST GDumb",
+}
 
 
 def _steps(epochs: int, rows: int, batch: int, every: int) -> int:
@@ -58,21 +62,49 @@ class Config:
   """
 
   pmnist_ewc: ex.RunConfig = ex.RunConfig(
-      **_PM, hidden=(512,), optimizer="sgd", lr=1e-3, batch=256,
-      steps_per_task=_steps(10, 4000, 256, 40), eval_every=40, strategy="ewc",
-      hparams=("strength=1.0",))
+    **_PM,
+    hidden=(512,),
+    optimizer="sgd",
+    lr=1e-3,
+    batch=256,
+    steps_per_task=_steps(10, 4000, 256, 40),
+    eval_every=40,
+    strategy="ewc",
+    hparams=("strength=1.0",),
+  )
   pmnist_si: ex.RunConfig = ex.RunConfig(
-      **_PM, hidden=(1000,), optimizer="adam", lr=1e-3, batch=256,
-      steps_per_task=_steps(10, 4000, 256, 40), eval_every=40, strategy="si",
-      hparams=("strength=10.0", "xi=0.1"))
+    **_PM,
+    hidden=(1000,),
+    optimizer="adam",
+    lr=1e-3,
+    batch=256,
+    steps_per_task=_steps(10, 4000, 256, 40),
+    eval_every=40,
+    strategy="si",
+    hparams=("strength=10.0", "xi=0.1"),
+  )
   splitmnist_lwf: ex.RunConfig = ex.RunConfig(
-      **_SM, hidden=(200,), optimizer="sgd", lr=1e-3, batch=128,
-      steps_per_task=_steps(21, 800, 128, 35), eval_every=35, strategy="lwf",
-      hparams=("alpha=1.0", "temperature=2.0"))
+    **_SM,
+    hidden=(200,),
+    optimizer="sgd",
+    lr=1e-3,
+    batch=128,
+    steps_per_task=_steps(21, 800, 128, 35),
+    eval_every=35,
+    strategy="lwf",
+    hparams=("alpha=1.0", "temperature=2.0"),
+  )
   splitmnist_gdumb: ex.RunConfig = ex.RunConfig(
-      **_SM, hidden=(400, 400), optimizer="sgd", lr=0.1, batch=16,
-      steps_per_task=50, eval_every=50, strategy="gdumb",
-      strategy_options=("capacity=4400", f"steps={_steps(10, 4000, 16, 1)}", "batch=16"))
+    **_SM,
+    hidden=(400, 400),
+    optimizer="sgd",
+    lr=0.1,
+    batch=16,
+    steps_per_task=50,
+    eval_every=50,
+    strategy="gdumb",
+    strategy_options=("capacity=4400", f"steps={_steps(10, 4000, 16, 1)}", "batch=16"),
+  )
   models: tuple[str, ...] = ("pmnist_ewc", "pmnist_si", "splitmnist_lwf", "splitmnist_gdumb")
   dataset: str = ""
 
@@ -82,8 +114,10 @@ def get_config() -> Config:
 
 
 def _table(results: dict[str, ex.Result]) -> str:
-  return ex.markdown_table(["Run", "Published ACC", "contlearn ACC (%)"],
-                           [[LABELS[n], PUBLISHED[n], r.summary["acc"]] for n, r in results.items()])
+  return ex.markdown_table(
+    ["Run", "Published ACC", "contlearn ACC (%)"],
+    [[LABELS[n], PUBLISHED[n], r.summary["acc"]] for n, r in results.items()],
+  )
 
 
 def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:

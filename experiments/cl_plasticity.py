@@ -39,7 +39,8 @@ class Config:
   """The plasticity experiment.
 
   Attributes:
-    run: the settings both methods share (data, model, schedule, seeds).
+    run: the settings both methods share (data, model, schedule, seeds); its
+      strategy fields are replaced by each method's.
     backprop: plain backprop (fine-tuning).
     cbp: continual backprop (replacement rate, maturity, utility decay).
     models: the methods to run, in order (names of the fields above).
@@ -48,11 +49,20 @@ class Config:
   """
 
   run: ex.RunConfig = ex.RunConfig(
-      stream="permuted", kind="domain", n_tasks=60, hidden=(100, 100), optimizer="sgd", lr=0.03,
-      batch=16, steps_per_task=250, eval_every=250, max_test=300, seeds=(0, 1))
+    stream="permuted",
+    kind="domain",
+    n_tasks=60,
+    hidden=(100, 100),
+    optimizer="sgd",
+    lr=0.03,
+    batch=16,
+    steps_per_task=250,
+    eval_every=250,
+    max_test=300,
+    seeds=(0, 1),
+  )
   backprop: ex.Method = ex.Method("Backprop", "naive")
-  cbp: ex.Method = ex.Method("Continual backprop", "cbp",
-                             hparams=("rate=1e-4", "maturity=100.0", "decay=0.99"))
+  cbp: ex.Method = ex.Method("Continual backprop", "cbp", hparams=("rate=1e-4", "maturity=100.0", "decay=0.99"))
   models: tuple[str, ...] = ("backprop", "cbp")
   dormant_below: float = 0.01
 
@@ -69,13 +79,16 @@ def new_task_accuracy(res: ex.Result) -> np.ndarray:
 
 def _hidden_health(cfg: Config):
   """`extra`: dormant units and effective rank of seed 0's final network."""
+
   def extra(state, sc, model) -> dict:
-    x_last = sc.test_x[-1, :int(sc.test_n[-1])]
+    x_last = sc.test_x[-1, : int(sc.test_n[-1])]
     params0 = jax.tree.map(lambda a: a[0], state.params)
     _, hiddens = model.features(params0, x_last)
-    return {"dormant_fraction": metrics.dormant_fraction([np.asarray(h) for h in hiddens],
-                                                         cfg.dormant_below),
-            "effective_rank_last_layer": metrics.effective_rank(np.asarray(hiddens[-1]))}
+    return {
+      "dormant_fraction": metrics.dormant_fraction([np.asarray(h) for h in hiddens], cfg.dormant_below),
+      "effective_rank_last_layer": metrics.effective_rank(np.asarray(hiddens[-1])),
+    }
+
   return extra
 
 
@@ -83,22 +96,41 @@ def _rows(cfg: Config, results: dict[str, ex.Result]) -> list[list]:
   rows = []
   for name, res in results.items():
     acc = new_task_accuracy(res)
-    rows.append([getattr(cfg, name).label, float(acc[:, :10].mean()), float(acc[:, -10:].mean()),
-                 res.extra["dormant_fraction"], f"{res.extra['effective_rank_last_layer']:.1f}"])
+    rows.append(
+      [
+        getattr(cfg, name).label,
+        float(acc[:, :10].mean()),
+        float(acc[:, -10:].mean()),
+        res.extra["dormant_fraction"],
+        f"{res.extra['effective_rank_last_layer']:.1f}",
+      ]
+    )
   return rows
 
 
 def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
-  return ex.markdown_table(["Method", "new-task acc., tasks 1-10", "new-task acc., last 10",
-                            f"dormant units (tau {cfg.dormant_below})", "effective rank, last layer"],
-                           _rows(cfg, results))
+  return ex.markdown_table(
+    [
+      "Method",
+      "new-task acc., tasks 1-10",
+      "new-task acc., last 10",
+      f"dormant units (tau {cfg.dormant_below})",
+      "effective rank, last layer",
+    ],
+    _rows(cfg, results),
+  )
 
 
 def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
   methods = ex.selected(cfg)
-  results = ex.run_cells({m: method.cell(cfg.run) for m, method in methods.items()}, out,
-                         resume=resume, progress=progress, table=lambda r: _table(cfg, r),
-                         extra=_hidden_health(cfg))
+  results = ex.run_cells(
+    {m: method.cell(cfg.run) for m, method in methods.items()},
+    out,
+    resume=resume,
+    progress=progress,
+    table=lambda r: _table(cfg, r),
+    extra=_hidden_health(cfg),
+  )
   fig, ax = plt.subplots(figsize=(7, 3))
   for name, res in results.items():
     acc = new_task_accuracy(res)
@@ -109,8 +141,10 @@ def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict
   fig.tight_layout()
   fig.savefig(pathlib.Path(out) / "plasticity.png", dpi=120)
   plt.close(fig)
-  return {"table": _table(cfg, results),
-          "new_task_acc": {n: new_task_accuracy(r).mean(0).tolist() for n, r in results.items()}}
+  return {
+    "table": _table(cfg, results),
+    "new_task_acc": {n: new_task_accuracy(r).mean(0).tolist() for n, r in results.items()},
+  }
 
 
 def report(result: dict) -> str:

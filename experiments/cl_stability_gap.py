@@ -33,7 +33,8 @@ class Config:
   """The stability-gap experiment.
 
   Attributes:
-    run: the settings every method shares (data, model, schedule, seeds).
+    run: the settings every method shares (data, model, schedule, seeds); its
+      strategy fields are replaced by each method's.
     er: experience replay with a 2,000-row memory.
     naive: fine-tuning.
     models: the methods to run, in order (names of the fields above).
@@ -41,8 +42,18 @@ class Config:
   """
 
   run: ex.RunConfig = ex.RunConfig(
-      stream="split", kind="class", n_tasks=5, hidden=(400,), optimizer="sgd", lr=0.01,
-      batch=128, steps_per_task=100, eval_every=1, max_test=200, seeds=(0, 1, 2))
+    stream="split",
+    kind="class",
+    n_tasks=5,
+    hidden=(400,),
+    optimizer="sgd",
+    lr=0.01,
+    batch=128,
+    steps_per_task=100,
+    eval_every=1,
+    max_test=200,
+    seeds=(0, 1, 2),
+  )
   er: ex.Method = ex.Method("ER (2000)", "er", ("capacity=2000", "replay_batch=128"))
   naive: ex.Method = ex.Method("Fine-tuning", "naive")
   models: tuple[str, ...] = ("er", "naive")
@@ -63,20 +74,28 @@ def _rows(cfg: Config, results: dict[str, ex.Result]) -> list[list]:
 
 
 def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
-  return ex.markdown_table(["Method", "ACC", "avg-min-ACC", "WC-ACC", f"WF^{cfg.window}"],
-                           _rows(cfg, results))
+  return ex.markdown_table(["Method", "ACC", "avg-min-ACC", "WC-ACC", f"WF^{cfg.window}"], _rows(cfg, results))
 
 
 def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
   methods = ex.selected(cfg)
-  results = ex.run_cells({m: method.cell(cfg.run) for m, method in methods.items()}, out,
-                         resume=resume, progress=progress, table=lambda r: _table(cfg, r))
+  results = ex.run_cells(
+    {m: method.cell(cfg.run) for m, method in methods.items()},
+    out,
+    resume=resume,
+    progress=progress,
+    table=lambda r: _table(cfg, r),
+  )
   for name, res in results.items():
     label = methods[name].label
     steps = np.arange(1, res.trajectory.shape[1] + 1) * cfg.run.eval_every
-    plots.accuracy_curves(res.trajectory[0], steps, res.ends[:-1] * cfg.run.eval_every,
-                          str(pathlib.Path(out) / name / "accuracy_curves.png"),
-                          f"{label}, split MNIST class-IL, seed 0")
+    plots.accuracy_curves(
+      res.trajectory[0],
+      steps,
+      res.ends[:-1] * cfg.run.eval_every,
+      str(pathlib.Path(out) / name / "accuracy_curves.png"),
+      f"{label}, split MNIST class-IL, seed 0",
+    )
     plots.accuracy_heatmap(res.matrix[0], str(pathlib.Path(out) / name / "matrix.png"), label)
   return {"table": _table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}}
 

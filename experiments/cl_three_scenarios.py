@@ -39,8 +39,9 @@ class Config:
 
   Attributes:
     bench: "split" (split MNIST, 5 tasks) or "permuted" (permuted MNIST, 10).
-    split: the run settings of split MNIST (kind and method set per cell).
-    permuted: the run settings of permuted MNIST.
+    split: the run settings of split MNIST (its kind and strategy fields are
+      set per cell).
+    permuted: the run settings of permuted MNIST (likewise).
     none: fine-tuning.
     ewc: EWC; its strength is the paper's per scenario unless its hparams set one.
     online_ewc: online EWC (the same strengths as EWC).
@@ -53,10 +54,19 @@ class Config:
   """
 
   bench: str = "split"
-  split: ex.RunConfig = ex.RunConfig(stream="split", n_tasks=5, hidden=(400, 400), lr=1e-3,
-                                     steps_per_task=500, batch=128, eval_every=100)
-  permuted: ex.RunConfig = ex.RunConfig(stream="permuted", n_tasks=10, hidden=(400, 400), lr=1e-3,
-                                        steps_per_task=500, batch=128, eval_every=100, max_test=500)
+  split: ex.RunConfig = ex.RunConfig(
+    stream="split", n_tasks=5, hidden=(400, 400), lr=1e-3, steps_per_task=500, batch=128, eval_every=100
+  )
+  permuted: ex.RunConfig = ex.RunConfig(
+    stream="permuted",
+    n_tasks=10,
+    hidden=(400, 400),
+    lr=1e-3,
+    steps_per_task=500,
+    batch=128,
+    eval_every=100,
+    max_test=500,
+  )
   none: ex.Method = ex.Method("None", "naive")
   ewc: ex.Method = ex.Method("EWC", "ewc")
   online_ewc: ex.Method = ex.Method("Online EWC", "online_ewc")
@@ -95,15 +105,15 @@ def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
   columns = {"task": "Task-IL", "domain": "Domain-IL", "class": "Class-IL"}
   rows = []
   for name in cfg.models:
-    rows.append([getattr(cfg, name).label] + [
-        results[f"{name}_{k}"].summary["acc"] if f"{name}_{k}" in results else "-"
-        for k in cfg.kinds])
+    rows.append(
+      [getattr(cfg, name).label]
+      + [results[f"{name}_{k}"].summary["acc"] if f"{name}_{k}" in results else "-" for k in cfg.kinds]
+    )
   return ex.markdown_table(["Method"] + [columns[k] for k in cfg.kinds], rows)
 
 
 def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  results = ex.run_cells(cells(cfg), out, resume=resume, progress=progress,
-                         table=lambda r: _table(cfg, r))
+  results = ex.run_cells(cells(cfg), out, resume=resume, progress=progress, table=lambda r: _table(cfg, r))
   return {"table": _table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}}
 
 

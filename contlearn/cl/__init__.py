@@ -4,5 +4,16 @@ from contlearn.cl import datasets, metrics, scenarios, schedules, strategies
 from contlearn.cl.learner import Calls, accuracy_probe, classifier_learner, compile_calls, end_task_fn
 from contlearn.cl.model import Mlp
 
-__all__ = ["Calls", "Mlp", "accuracy_probe", "classifier_learner", "compile_calls", "datasets",
-           "end_task_fn", "metrics", "scenarios", "schedules", "strategies"]
+__all__ = [
+  "Calls",
+  "Mlp",
+  "accuracy_probe",
+  "classifier_learner",
+  "compile_calls",
+  "datasets",
+  "end_task_fn",
+  "metrics",
+  "scenarios",
+  "schedules",
+  "strategies",
+]

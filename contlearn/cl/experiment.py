@@ -26,7 +26,8 @@ import dataclasses
 import json
 import pathlib
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -122,13 +123,13 @@ class RunConfig:
 
   def __post_init__(self):
     if self.optimizer not in rules.optimizer_names():
-      raise ConfigError(f"RunConfig.optimizer must be one of {rules.optimizer_names()}, "
-                        f"got {self.optimizer!r}")
+      raise ConfigError(f"RunConfig.optimizer must be one of {rules.optimizer_names()}, got {self.optimizer!r}")
     if self.stream not in STREAMS:
       raise ConfigError(f"RunConfig.stream must be one of {STREAMS}, got {self.stream!r}")
     if self.strategy not in strategies_lib.REGISTRY:
-      raise ConfigError(f"RunConfig.strategy: unknown strategy {self.strategy!r}; choose one of "
-                        f"{sorted(strategies_lib.REGISTRY)}")
+      raise ConfigError(
+        f"RunConfig.strategy: unknown strategy {self.strategy!r}; choose one of {sorted(strategies_lib.REGISTRY)}"
+      )
     if not self.seeds:
       raise ConfigError("RunConfig.seeds: needs at least one seed")
     if self.checkpoint_every < 1:
@@ -142,12 +143,14 @@ class RunConfig:
     """Raises ConfigError when fields disagree (checked before a run, not while
     `--set` changes them one at a time)."""
     if self.eval_every < 1 or self.steps_per_task % self.eval_every:
-      raise ConfigError(f"RunConfig: steps_per_task={self.steps_per_task} is not a multiple "
-                        f"of eval_every={self.eval_every}")
-    if self.block_steps and (self.block_steps % self.eval_every
-                             or self.steps_per_task % self.block_steps):
-      raise ConfigError(f"RunConfig: block_steps={self.block_steps} must be a multiple of "
-                        f"eval_every={self.eval_every} and divide steps_per_task={self.steps_per_task}")
+      raise ConfigError(
+        f"RunConfig: steps_per_task={self.steps_per_task} is not a multiple of eval_every={self.eval_every}"
+      )
+    if self.block_steps and (self.block_steps % self.eval_every or self.steps_per_task % self.block_steps):
+      raise ConfigError(
+        f"RunConfig: block_steps={self.block_steps} must be a multiple of "
+        f"eval_every={self.eval_every} and divide steps_per_task={self.steps_per_task}"
+      )
 
   @property
   def steps_per_block(self) -> int:
@@ -172,8 +175,9 @@ class Method:
 
   def cell(self, run: RunConfig) -> RunConfig:
     """`run` learnt with this method."""
-    return dataclasses.replace(run, strategy=self.strategy, strategy_options=self.strategy_options,
-                               hparams=self.hparams)
+    return dataclasses.replace(
+      run, strategy=self.strategy, strategy_options=self.strategy_options, hparams=self.hparams
+    )
 
 
 def selected(cfg: Any, kind: type = Method) -> dict[str, Any]:
@@ -237,11 +241,16 @@ def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategie
 
 def summarize(matrix: np.ndarray, trajectory: np.ndarray, ends: Sequence[int]) -> dict[str, float]:
   """Per-lane metrics, then their mean and spread (`_std`) over lanes."""
-  per_lane = [{"acc": metrics.average_accuracy(r), "forgetting": metrics.forgetting(r),
-               "bwt": metrics.backward_transfer(r),
-               "min_acc": metrics.min_accuracy(a, ends),
-               "wc_acc": metrics.worst_case_accuracy(a, ends)}
-              for r, a in zip(matrix, trajectory)]
+  per_lane = [
+    {
+      "acc": metrics.average_accuracy(r),
+      "forgetting": metrics.forgetting(r),
+      "bwt": metrics.backward_transfer(r),
+      "min_acc": metrics.min_accuracy(a, ends),
+      "wc_acc": metrics.worst_case_accuracy(a, ends),
+    }
+    for r, a in zip(matrix, trajectory)
+  ]
   summary = {k: float(np.mean([p[k] for p in per_lane])) for k in per_lane[0]}
   summary.update({k + "_std": float(np.std([p[k] for p in per_lane])) for k in per_lane[0]})
   return summary
@@ -263,30 +272,48 @@ def load_result(path: pathlib.Path) -> Result:
   """A cell's `Result` from its `summary.json`."""
   d = json.loads(pathlib.Path(path).read_text())
   cfg = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["config"].items()})
-  return Result(cfg, np.asarray(d["matrix"], np.float32), np.asarray(d["trajectory"], np.float32),
-                np.asarray(d["ends"]), d["summary"], d.get("extra", {}), d.get("timing", {}))
+  return Result(
+    cfg,
+    np.asarray(d["matrix"], np.float32),
+    np.asarray(d["trajectory"], np.float32),
+    np.asarray(d["ends"]),
+    d["summary"],
+    d.get("extra", {}),
+    d.get("timing", {}),
+  )
 
 
 def _write_result(path: pathlib.Path, name: str, res: Result) -> None:
-  path.write_text(json.dumps({
-      "name": name, "summary": res.summary, "extra": res.extra, "timing": res.timing,
-      "ends": res.ends.tolist(), "matrix": res.matrix.tolist(),
-      "trajectory": res.trajectory.tolist(), "config": _jsonable(res.config)}, indent=1))
+  path.write_text(
+    json.dumps(
+      {
+        "name": name,
+        "summary": res.summary,
+        "extra": res.extra,
+        "timing": res.timing,
+        "ends": res.ends.tolist(),
+        "matrix": res.matrix.tolist(),
+        "trajectory": res.trajectory.tolist(),
+        "config": _jsonable(res.config),
+      },
+      indent=1,
+    )
+  )
 
 
 Extra = Callable[[Any, scenarios.Scenario, Mlp], dict[str, Any]]
 
 
 def run_cell(
-    cfg: RunConfig,
-    out: str | pathlib.Path,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    name: str = "",
-    scenario: scenarios.Scenario | None = None,
-    extra: Extra | None = None,
-    hooks: Sequence[loop.Hook] = (),
+  cfg: RunConfig,
+  out: str | pathlib.Path,
+  *,
+  resume: bool = False,
+  progress: bool = True,
+  name: str = "",
+  scenario: scenarios.Scenario | None = None,
+  extra: Extra | None = None,
+  hooks: Sequence[loop.Hook] = (),
 ) -> Result:
   """Learns every task of one cell in turn (all seeds at once); see the module docstring.
 
@@ -316,32 +343,42 @@ def run_cell(
     _check_same_run(_jsonable(done.config), cfg, out)
     return done
   out.mkdir(parents=True, exist_ok=True)
-  sc = scenario if scenario is not None else build_scenario(cfg)
-  model, strategy, opt = build_method(cfg, sc)
-  learner = classifier_learner(model, strategy, opt)
-  keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
-  hparams = {k: jnp.full((len(cfg.seeds),), v, jnp.float32)
-             for k, v in parse_pairs(cfg.hparams, "RunConfig.hparams").items()}
-  feed = TaskFeed(lambda t: schedule(strategy, t, sc.n_tasks, cfg.steps_per_task, cfg.batch, seed=t),
-                  sc.n_tasks, cfg.steps_per_task, cfg.steps_per_block)
-
   checkpoints = Checkpoints(out / "checkpoints", keep=cfg.keep)
   resuming = resume and checkpoints.latest() is not None  # a cell never started starts now
   if not resume and checkpoints.latest() is not None:
     checkpoints.close()
-    raise CheckpointError(f"{out / 'checkpoints'} already holds checkpoints; pass --resume to "
-                          "continue that run, or choose another --out")
+    raise CheckpointError(
+      f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue that run, or choose another --out"
+    )
+  sc = scenario if scenario is not None else build_scenario(cfg)
+  model, strategy, opt = build_method(cfg, sc)
+  learner = classifier_learner(model, strategy, opt)
+  keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
+  hparams = {
+    k: jnp.full((len(cfg.seeds),), v, jnp.float32) for k, v in parse_pairs(cfg.hparams, "RunConfig.hparams").items()
+  }
+  feed = TaskFeed(
+    lambda t: schedule(strategy, t, sc.n_tasks, cfg.steps_per_task, cfg.batch, seed=t),
+    sc.n_tasks,
+    cfg.steps_per_task,
+    cfg.steps_per_block,
+  )
+
   state = engine.init(learner, keys, lanes=True, hparams=hparams)
   calls = compile_calls(learner, model, strategy, state, eval_every=cfg.eval_every, lanes=True)
   task_end = TaskEnd(calls, feed, cfg.eval_every)
   log = EvalLog(out, feed, cfg.eval_every, cfg.batch, progress, name)
   hooks = [task_end, log, *hooks]
-  saver = loop.Checkpoint(checkpoints, cfg.checkpoint_every, hooks, meta={"config": _jsonable(cfg)},
-                          also=lambda run: run.position["block"] == 0)
+  saver = loop.Checkpoint(
+    checkpoints,
+    cfg.checkpoint_every,
+    hooks,
+    meta={"config": _jsonable(cfg)},
+    also=lambda run: run.position["block"] == 0,
+  )
   hooks.append(saver)
   if resuming:
-    run, _ = loop.restore(checkpoints, state, hooks,
-                          check=lambda meta: _check_same_run(meta["config"], cfg, out))
+    run, _ = loop.restore(checkpoints, state, hooks, check=lambda meta: _check_same_run(meta["config"], cfg, out))
     run.env = sc
   else:
     run = loop.Loop(state=state, position=feed.start(), env=sc)
@@ -353,23 +390,32 @@ def run_cell(
   matrix = np.stack(task_end.rows, axis=1)  # [L, T, T]
   trajectory = np.stack(log.trajectory, axis=1)  # [L, N, T]
   ends = np.asarray(task_end.ends)
-  res = Result(cfg, matrix, trajectory, ends, summarize(matrix, trajectory, ends),
-               extra(run.state, sc, model) if extra else {},
-               {"seconds": time.perf_counter() - log.started, "first_block_s": log.first_block_s or 0.0,
-                "examples_per_s": log.examples_per_s()})
+  res = Result(
+    cfg,
+    matrix,
+    trajectory,
+    ends,
+    summarize(matrix, trajectory, ends),
+    extra(run.state, sc, model) if extra else {},
+    {
+      "seconds": time.perf_counter() - log.started,
+      "first_block_s": log.first_block_s or 0.0,
+      "examples_per_s": log.examples_per_s(),
+    },
+  )
   _write_result(summary_path, name, res)
   return res
 
 
 def run_cells(
-    cells: dict[str, RunConfig],
-    out: str | pathlib.Path,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    table: Callable[[dict[str, Result]], str] | None = None,
-    extra: Extra | None = None,
-    hooks: Sequence[loop.Hook] = (),
+  cells: dict[str, RunConfig],
+  out: str | pathlib.Path,
+  *,
+  resume: bool = False,
+  progress: bool = True,
+  table: Callable[[dict[str, Result]], str] | None = None,
+  extra: Extra | None = None,
+  hooks: Sequence[loop.Hook] = (),
 ) -> dict[str, Result]:
   """Runs each named cell into `out/<name>`; returns their results by name.
 
@@ -389,10 +435,13 @@ def run_cells(
     data = (cfg.dataset, cfg.stream, cfg.kind, cfg.n_tasks, cfg.max_test)
     if data not in shared and not (resume and (out / name / "summary.json").exists()):
       shared[data] = build_scenario(cfg)
-    results[name] = run_cell(cfg, out / name, resume=resume, progress=progress, name=name,
-                             scenario=shared.get(data), extra=extra, hooks=hooks)
-    records = [{"name": n, **r.summary, "extra": r.extra, "timing": r.timing,
-                "config": _jsonable(r.config)} for n, r in results.items()]
+    results[name] = run_cell(
+      cfg, out / name, resume=resume, progress=progress, name=name, scenario=shared.get(data), extra=extra, hooks=hooks
+    )
+    records = [
+      {"name": n, **r.summary, "extra": r.extra, "timing": r.timing, "config": _jsonable(r.config)}
+      for n, r in results.items()
+    ]
     (out / "results.json").write_text(json.dumps(records, indent=1))
     if table is not None:
       (out / "results.md").write_text(table(results) + "\n")

@@ -10,7 +10,8 @@ t > 0 says task t - 1 has just been learned (see `finished_task`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,7 @@ class TaskFeed:
     block_steps: steps per block; divides `steps_per_task`.
   """
 
-  def __init__(self, schedule: Callable[[int], np.ndarray], n_tasks: int, steps_per_task: int,
-               block_steps: int):
+  def __init__(self, schedule: Callable[[int], np.ndarray], n_tasks: int, steps_per_task: int, block_steps: int):
     if block_steps < 1 or steps_per_task % block_steps:
       raise ConfigError(f"block_steps={block_steps} must divide steps_per_task={steps_per_task}")
     self.schedule, self.n_tasks = schedule, n_tasks
@@ -46,8 +46,9 @@ class TaskFeed:
     if self._cached is None or self._cached[0] != task:
       sched = np.asarray(self.schedule(task), np.int32)
       if sched.shape[0] != self.steps_per_task:
-        raise ConfigError(f"the schedule of task {task} has {sched.shape[0]} steps, "
-                          f"not steps_per_task={self.steps_per_task}")
+        raise ConfigError(
+          f"the schedule of task {task} has {sched.shape[0]} steps, not steps_per_task={self.steps_per_task}"
+        )
       self._cached = (task, sched)
     return self._cached[1]
 
@@ -55,7 +56,7 @@ class TaskFeed:
     task, block = int(position["task"]), int(position["block"])
     if task >= self.n_tasks:
       return None, position
-    xs = self._task_schedule(task)[block * self.block_steps:(block + 1) * self.block_steps]
+    xs = self._task_schedule(task)[block * self.block_steps : (block + 1) * self.block_steps]
     block += 1
     after = {"task": task + 1, "block": 0} if block == self.blocks_per_task else {"task": task, "block": block}
     return xs, after
@@ -65,8 +66,7 @@ class TaskFeed:
     return int(position["task"]) * self.steps_per_task + int(position["block"]) * self.block_steps
 
   def describe(self) -> str:
-    return (f"{self.n_tasks} tasks x {self.steps_per_task} steps, "
-            f"in blocks of {self.block_steps} steps")
+    return f"{self.n_tasks} tasks x {self.steps_per_task} steps, in blocks of {self.block_steps} steps"
 
 
 def finished_task(position: Any) -> int | None:

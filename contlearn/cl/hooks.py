@@ -71,15 +71,15 @@ class EvalLog(loop.Hook):
     trajectory: per evaluation, the accuracy of each lane on every task [L, T].
   """
 
-  def __init__(self, out: pathlib.Path, feed: TaskFeed, eval_every: int, batch: int,
-               progress: bool, name: str):
+  def __init__(self, out: pathlib.Path, feed: TaskFeed, eval_every: int, batch: int, progress: bool, name: str):
     self.path = out / "metrics.jsonl"
     self.feed, self.eval_every = feed, eval_every
     self.trajectory: list[np.ndarray] = []
     self.writer = ScalarWriter(out / "tensorboard")
     total = feed.n_tasks * feed.steps_per_task * batch
-    self.bar = tqdm.tqdm(total=total, unit="ex", unit_scale=True, desc=name, disable=not progress,
-                         file=sys.stderr, dynamic_ncols=True)
+    self.bar = tqdm.tqdm(
+      total=total, unit="ex", unit_scale=True, desc=name, disable=not progress, file=sys.stderr, dynamic_ncols=True
+    )
     self.started = time.perf_counter()
     self.first_block_s: float | None = None
     self._steady = (self.started, 0)  # (time, examples) after the first block
@@ -88,7 +88,7 @@ class EvalLog(loop.Hook):
     """Continues the log of a resumed run: records past the trajectory are dropped."""
     if self.path.exists():
       lines = [line for line in self.path.read_text().splitlines() if line]
-      kept = lines[:len(self.trajectory)]
+      kept = lines[: len(self.trajectory)]
       self.path.write_text("".join(line + "\n" for line in kept))
     self.bar.update(units - self.bar.n)
 
@@ -101,8 +101,13 @@ class EvalLog(loop.Hook):
         self.trajectory.append(acc[:, i])
         n = len(self.trajectory)
         step = n * self.eval_every
-        record = {"evaluation": n, "step": step, "task": (step - 1) // self.feed.steps_per_task,
-                  "loss": loss[:, i].tolist(), "acc": acc[:, i].tolist()}
+        record = {
+          "evaluation": n,
+          "step": step,
+          "task": (step - 1) // self.feed.steps_per_task,
+          "loss": loss[:, i].tolist(),
+          "acc": acc[:, i].tolist(),
+        }
         f.write(json.dumps(record) + "\n")
         self.writer.add_scalar("loss", float(loss[:, i].mean()), step)
         for j, a in enumerate(acc[:, i].mean(0)):
@@ -114,7 +119,7 @@ class EvalLog(loop.Hook):
     else:
       self._steady = (self._steady[0], self._steady[1] + new_units)
     task = record["task"]
-    self.bar.set_postfix(task=task, acc_seen=f"{acc[:, -1, :task + 1].mean():.3f}")
+    self.bar.set_postfix(task=task, acc_seen=f"{acc[:, -1, : task + 1].mean():.3f}")
     self.bar.update(new_units)
 
   def examples_per_s(self) -> float:

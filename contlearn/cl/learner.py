@@ -20,7 +20,8 @@ strategy's state lives in `LearnerState.strategy`, its hyperparameters in
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +42,12 @@ PyTree = Any
 
 def accuracy(model: Mlp, params: PyTree, scenario: Scenario) -> jax.Array:
   """Accuracy on every task's (valid) test rows: float32 [T]."""
+
   def one(x, y, n, head):
     pred = jnp.argmax(model.logits(params, x, jnp.full(x.shape[:1], head)), axis=-1)
     valid = jnp.arange(x.shape[0]) < n
     return jnp.sum((pred == y) & valid) / jnp.maximum(n, 1)
+
   return jax.vmap(one)(scenario.test_x, scenario.test_y, scenario.test_n, scenario.head)
 
 
@@ -53,12 +56,10 @@ def sample_batch(scenario: Scenario, tasks: jax.Array, key: jax.Array) -> Batch:
   n = scenario.train_n[tasks]
   idx = jnp.floor(jax.random.uniform(key, tasks.shape) * n).astype(jnp.int32)
   idx = jnp.minimum(idx, n - 1)
-  return Batch(scenario.train_x[tasks, idx], scenario.train_y[tasks, idx],
-               scenario.head[tasks], tasks)
+  return Batch(scenario.train_x[tasks, idx], scenario.train_y[tasks, idx], scenario.head[tasks], tasks)
 
 
-def classifier_learner(model: Mlp, strategy: Strategy,
-                       optimizer: optax.GradientTransformation) -> engine.Learner:
+def classifier_learner(model: Mlp, strategy: Strategy, optimizer: optax.GradientTransformation) -> engine.Learner:
   """The learner of a classifier trained with `strategy` and `optimizer`.
 
   `init(key)`: parameters from `split(key, 3)[0]`, the strategy's state from
@@ -67,27 +68,26 @@ def classifier_learner(model: Mlp, strategy: Strategy,
   (int32 [B]) with the key `fold_in(state.key, state.step)`; its metric is
   the batch's cross-entropy (float32 [], without penalties or replay terms).
   """
+
   def init(key: jax.Array) -> LearnerState:
     k_params, k_strategy, k_run = jax.random.split(key, 3)
     params = model.init(k_params)
-    return new_state(params, optimizer.init(params), k_run,
-                     strategy=strategy.init(params, k_strategy), hparams=strategy.hparams)
+    return new_state(
+      params, optimizer.init(params), k_run, strategy=strategy.init(params, k_strategy), hparams=strategy.hparams
+    )
 
-  def step(state: LearnerState, tasks: jax.Array, scenario: Scenario
-           ) -> tuple[LearnerState, jax.Array]:
+  def step(state: LearnerState, tasks: jax.Array, scenario: Scenario) -> tuple[LearnerState, jax.Array]:
     s = strategy
-    k_batch, k_loss, k_grad, k_after = jax.random.split(
-        jax.random.fold_in(state.key, state.step), 4)
+    k_batch, k_loss, k_grad, k_after = jax.random.split(jax.random.fold_in(state.key, state.step), 4)
     batch = sample_batch(scenario, tasks, k_batch)
-    grads, aux = jax.grad(s.loss, has_aux=True)(
-        state.params, state.strategy, state.hparams, batch, k_loss)
+    grads, aux = jax.grad(s.loss, has_aux=True)(state.params, state.strategy, state.hparams, batch, k_loss)
     grads = s.transform_grads(grads, state.params, state.strategy, state.hparams, batch, k_grad)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    params, strategy_state = s.after_step(state.strategy, state.hparams, state.params, params, grads,
-                                  batch, aux, k_after)
-    return state.replace(params=params, opt_state=opt_state, strategy=strategy_state,
-                         step=state.step + 1), aux["ce"]
+    params, strategy_state = s.after_step(
+      state.strategy, state.hparams, state.params, params, grads, batch, aux, k_after
+    )
+    return state.replace(params=params, opt_state=opt_state, strategy=strategy_state, step=state.step + 1), aux["ce"]
 
   return engine.Learner(init, step)
 
@@ -111,10 +111,10 @@ class _StrategyView(struct.PyTreeNode):
   key: jax.Array
 
 
-def _strategy_end_task(strategy: Strategy, state: LearnerState, scenario: Scenario,
-                       task: jax.Array, key: jax.Array) -> LearnerState:
-  view = _StrategyView(state.params, state.opt_state, state.strategy, state.hparams,
-                       state.step, state.key)
+def _strategy_end_task(
+  strategy: Strategy, state: LearnerState, scenario: Scenario, task: jax.Array, key: jax.Array
+) -> LearnerState:
+  view = _StrategyView(state.params, state.opt_state, state.strategy, state.hparams, state.step, state.key)
   view = strategy.end_task(view, scenario, task, key)
   return state.replace(params=view.params, opt_state=view.opt_state, strategy=view.sstate)
 
@@ -125,9 +125,11 @@ def end_task_fn(strategy: Strategy) -> Callable[[LearnerState, Scenario, jax.Arr
   `task` is an int32 [] (traced, so one compile serves every task); the
   strategy's key is `fold_in(fold_in(state.key, state.step), 2**31 - 1)`.
   """
+
   def end_task(state, scenario, task):
     key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 2**31 - 1)
     return _strategy_end_task(strategy, state, scenario, jnp.asarray(task, jnp.int32), key)
+
   return end_task
 
 
@@ -147,21 +149,21 @@ class Calls(NamedTuple):
   evaluate: Callable[..., jax.Array]
 
 
-def compile_calls(learner: engine.Learner, model: Mlp, strategy: Strategy, state: LearnerState,
-                  *, eval_every: int, lanes: bool = False) -> Calls:
+def compile_calls(
+  learner: engine.Learner, model: Mlp, strategy: Strategy, state: LearnerState, *, eval_every: int, lanes: bool = False
+) -> Calls:
   """The engine's compiled block call (probed every `eval_every` steps) and boundary calls."""
   if eval_every < 1:
     raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
   probe = accuracy_probe(model)
   return Calls(
-      train=engine.compile(learner, state, lanes=lanes, probe=probe, every=eval_every),
-      end_task=engine.compile_call(end_task_fn(strategy), lanes=lanes),
-      evaluate=engine.compile_call(probe, lanes=lanes, donate=False),
+    train=engine.compile(learner, state, lanes=lanes, probe=probe, every=eval_every),
+    end_task=engine.compile_call(end_task_fn(strategy), lanes=lanes),
+    evaluate=engine.compile_call(probe, lanes=lanes, donate=False),
   )
 
 
-def schedule(strategy: Strategy, task: int, n_tasks: int, steps: int, batch: int,
-             seed: int = 0) -> np.ndarray:
+def schedule(strategy: Strategy, task: int, n_tasks: int, steps: int, batch: int, seed: int = 0) -> np.ndarray:
   """The schedule for learning `task` (int32 [steps, batch]), following the
   strategy's data access: the task alone, every task so far, or all tasks."""
   if strategy.data == "cumulative":

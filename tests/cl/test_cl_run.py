@@ -21,11 +21,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 # 3 permuted-digits tasks x 4 blocks of 10 steps; EWC so that end_task does work.
-TINY = ex.RunConfig(dataset="digits", stream="permuted", kind="domain", n_tasks=3, hidden=(16,),
-                    optimizer="sgd", lr=0.05, steps_per_task=40, batch=8, eval_every=5,
-                    block_steps=10, max_test=50, strategy="ewc",
-                    strategy_options=("n_fisher=32", "chunk=16"), hparams=("strength=10",),
-                    seeds=(0, 1), checkpoint_every=2)
+TINY = ex.RunConfig(
+  dataset="digits",
+  stream="permuted",
+  kind="domain",
+  n_tasks=3,
+  hidden=(16,),
+  optimizer="sgd",
+  lr=0.05,
+  steps_per_task=40,
+  batch=8,
+  eval_every=5,
+  block_steps=10,
+  max_test=50,
+  strategy="ewc",
+  strategy_options=("n_fisher=32", "chunk=16"),
+  hparams=("strength=10",),
+  seeds=(0, 1),
+  checkpoint_every=2,
+)
 
 
 class CompilesPerTask(loop.Hook):
@@ -63,8 +77,7 @@ def test_log_has_one_record_per_evaluation_and_tasks_after_the_first_compile_not
   assert [r["evaluation"] for r in records] == list(range(1, evaluations + 1))
   assert [r["step"] for r in records] == [5 * n for n in range(1, evaluations + 1)]
   assert [r["task"] for r in records] == [n // 8 for n in range(evaluations)]
-  np.testing.assert_array_equal(np.asarray([r["acc"] for r in records], np.float32),
-                                res.trajectory.transpose(1, 0, 2))
+  np.testing.assert_array_equal(np.asarray([r["acc"] for r in records], np.float32), res.trajectory.transpose(1, 0, 2))
   assert np.asarray(records[0]["loss"]).shape == (2,)
   assert res.matrix.shape == (2, 3, 3) and res.ends.tolist() == [8, 16, 24]
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
@@ -94,8 +107,7 @@ def _same_result(a: ex.Result, b: ex.Result):
 
 def test_a_stopped_multi_cell_run_resumes_to_the_same_results(tmp_path, tiny_run):
   whole, whole_result, _ = tiny_run
-  first = dataclasses.replace(TINY, strategy="naive", strategy_options=(), hparams=(), n_tasks=1,
-                              steps_per_task=20)
+  first = dataclasses.replace(TINY, strategy="naive", strategy_options=(), hparams=(), n_tasks=1, steps_per_task=20)
   cells = {"first": first, "second": TINY}
   try:
     with pytest.raises(KeyboardInterrupt):  # stopped after the 2nd block of cell "second"
@@ -113,25 +125,62 @@ def test_a_stopped_multi_cell_run_resumes_to_the_same_results(tmp_path, tiny_run
   assert (tmp_path / "second" / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
 
 
-SCRIPT = """
-import pathlib, sys, time
+EXPERIMENT = '''"""A tiny CL experiment: TINY of tests/cl/test_cl_run.py, slowed down.
+
+    contlearn run tiny_cl.py --set sleep=1
+"""
+
+import dataclasses
+import time
+
 from contlearn import loop
 from contlearn.cl import experiment as ex
 import test_cl_run
 
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The tiny run.
+
+  Attributes:
+    sleep: seconds to wait after each block (time to kill the run).
+  """
+
+  sleep: float = 0.0
+
+
 class Slow(loop.Hook):
+  def __init__(self, seconds):
+    self.seconds = seconds
+
   def after_block(self, run):
-    time.sleep(float(sys.argv[3]))
-
-ex.run_cell(test_cl_run.TINY, pathlib.Path(sys.argv[1]), resume=sys.argv[2] == "resume",
-            progress=False, hooks=[Slow()])
-"""
+    time.sleep(self.seconds)
 
 
-def _cell(out, mode, sleep=0.0):
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "cl")])}
-  return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), mode, str(sleep)], env=env,
-                          stderr=subprocess.PIPE)
+def get_config():
+  return Config()
+
+
+def run(cfg, out, *, resume, progress):
+  return ex.run_cell(test_cl_run.TINY, out, resume=resume, progress=progress, hooks=[Slow(cfg.sleep)])
+
+
+def report(result):
+  return f"acc {result.summary['acc']:.3f}"
+'''
+
+
+def _cli(tmp_path, *args):
+  """`python -m contlearn run tiny_cl.py ARGS` in a subprocess."""
+  experiment = tmp_path / "tiny_cl.py"
+  experiment.write_text(EXPERIMENT)
+  path = os.pathsep.join([str(ROOT), str(ROOT / "tests" / "cl"), os.environ.get("PYTHONPATH", "")])
+  return subprocess.Popen(
+    [sys.executable, "-m", "contlearn", "run", str(experiment), "--no-progress", *args],
+    env={**os.environ, "PYTHONPATH": path},
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
 
 
 def _checkpoints(out):
@@ -141,7 +190,7 @@ def _checkpoints(out):
 
 def test_a_killed_run_resumes_to_the_same_summary(tmp_path, tiny_run):
   whole, _, _ = tiny_run
-  killed = _cell(tmp_path / "killed", "fresh", sleep=1.0)
+  killed = _cli(tmp_path, "--out", str(tmp_path / "killed"), "--set", "sleep=1")
   deadline = time.time() + 120
   while not _checkpoints(tmp_path / "killed") and time.time() < deadline and killed.poll() is None:
     time.sleep(0.05)
@@ -149,8 +198,12 @@ def test_a_killed_run_resumes_to_the_same_summary(tmp_path, tiny_run):
   killed.send_signal(signal.SIGKILL)
   killed.wait()
   assert not (tmp_path / "killed" / "summary.json").exists()
-  resumed = _cell(tmp_path / "killed", "resume")
+  again = _cli(tmp_path, "--out", str(tmp_path / "killed"))
+  assert again.wait(timeout=120) == 2  # refused: the folder holds checkpoints
+  assert b"already holds checkpoints" in again.stderr.read()
+  resumed = _cli(tmp_path, "--out", str(tmp_path / "killed"), "--resume")
   assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()[-2000:]
+  assert b"acc 0." in resumed.stdout.read()
   _same_result(ex.load_result(whole / "summary.json"), ex.load_result(tmp_path / "killed" / "summary.json"))
   assert (whole / "metrics.jsonl").read_text() == (tmp_path / "killed" / "metrics.jsonl").read_text()
 

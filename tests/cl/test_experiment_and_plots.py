@@ -15,9 +15,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
-  cfg = ex.RunConfig(dataset="digits", stream="split", kind="task", hidden=(32,), lr=1e-2,
-                     steps_per_task=40, batch=16, eval_every=20, seeds=(0, 1),
-                     strategy="er", strategy_options=("capacity=50",))
+  cfg = ex.RunConfig(
+    dataset="digits",
+    stream="split",
+    kind="task",
+    hidden=(32,),
+    lr=1e-2,
+    steps_per_task=40,
+    batch=16,
+    eval_every=20,
+    seeds=(0, 1),
+    strategy="er",
+    strategy_options=("capacity=50",),
+  )
   res = ex.run_cell(cfg, tmp_path, progress=False)
   assert res.matrix.shape == (2, 5, 5) and res.trajectory.shape == (2, 10, 5)
   np.testing.assert_array_equal(res.ends, [2, 4, 6, 8, 10])
@@ -49,15 +59,13 @@ def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
 def test_plots_write_png_files(tmp_path):
   r = np.array([[0.9, 0.1], [0.5, 0.8]])
   a = plots.accuracy_heatmap(r, str(tmp_path / "m.png"), "R")
-  b = plots.accuracy_curves(np.random.default_rng(0).random((20, 2)), np.arange(20), [10],
-                            str(tmp_path / "c.png"))
+  b = plots.accuracy_curves(np.random.default_rng(0).random((20, 2)), np.arange(20), [10], str(tmp_path / "c.png"))
   for path in (a, b):
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", ["cl_three_scenarios", "cl_baselines", "cl_stability_gap",
-                                  "cl_plasticity"])
+@pytest.mark.parametrize("name", ["cl_three_scenarios", "cl_baselines", "cl_stability_gap", "cl_plasticity"])
 def test_experiment_configs_build(name):
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
   mod = importlib.util.module_from_spec(spec)
@@ -75,8 +83,10 @@ def test_experiment_configs_build(name):
 def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
   import jax
   import optax
+
   from contlearn import engine
   from contlearn.cl import Mlp, classifier_learner, compile_calls, schedules, strategies
+
   sc = split_digits_task
   model = Mlp(64, (32,), 2, 5)
   strategy = strategies.make("er", model, capacity=100)
@@ -92,8 +102,9 @@ def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
 
 
 def test_three_scenarios_cells_take_the_papers_strength_per_scenario():
-  spec = importlib.util.spec_from_file_location("cl_three_scenarios",
-                                                os.path.join(ROOT, "experiments", "cl_three_scenarios.py"))
+  spec = importlib.util.spec_from_file_location(
+    "cl_three_scenarios", os.path.join(ROOT, "experiments", "cl_three_scenarios.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   sys.modules["cl_three_scenarios"] = mod
   spec.loader.exec_module(mod)

@@ -6,10 +6,10 @@ import pytest
 
 from contlearn import engine
 from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, strategies
-from contlearn.cl.strategies.gdumb import offer as gdumb_offer
 from contlearn.cl.strategies import importance, regularization
 from contlearn.cl.strategies.cbp import lowest
 from contlearn.cl.strategies.distillation import distillation_loss
+from contlearn.cl.strategies.gdumb import offer as gdumb_offer
 from contlearn.cl.strategies.replay import agem_project
 from contlearn.errors import ConfigError
 
@@ -35,7 +35,7 @@ def test_fisher_and_mas_match_per_sample_loops(split_digits_task):
   f_ref = jax.tree.map(jnp.zeros_like, params)
   m_ref = jax.tree.map(jnp.zeros_like, params)
   for i in range(24):
-    logits = lambda p: MODEL.logits(p, x[i:i + 1], jnp.full((1,), head))
+    logits = lambda p: MODEL.logits(p, x[i : i + 1], jnp.full((1,), head))
     g = jax.grad(lambda p: jax.nn.log_softmax(logits(p))[0, y[i]])(params)
     f_ref = jax.tree.map(lambda a, b: a + b * b / 24, f_ref, g)
     g = jax.grad(lambda p: jnp.sum(logits(p) ** 2))(params)
@@ -47,14 +47,15 @@ def test_fisher_and_mas_match_per_sample_loops(split_digits_task):
 def test_quadratic_moments_equal_the_sum_of_anchored_penalties():
   ks = jax.random.split(jax.random.key(1), 7)
   shape = {"a": (3, 2), "b": (4,)}
-  tree = lambda k: {n: jax.random.normal(jax.random.fold_in(k, i), s)
-                    for i, (n, s) in enumerate(shape.items())}
+  tree = lambda k: {n: jax.random.normal(jax.random.fold_in(k, i), s) for i, (n, s) in enumerate(shape.items())}
   theta, w1, a1, w2, a2 = (tree(k) for k in ks[:5])
   w1, w2 = jax.tree.map(jnp.abs, w1), jax.tree.map(jnp.abs, w2)
-  q = regularization.add_anchor(regularization.add_anchor(
-      regularization.quadratic_init(theta), w1, a1), w2, a2)
-  want = sum(float(jnp.sum(w * (t - a) ** 2)) for wt, at in ((w1, a1), (w2, a2))
-             for w, t, a in zip(jax.tree.leaves(wt), jax.tree.leaves(theta), jax.tree.leaves(at)))
+  q = regularization.add_anchor(regularization.add_anchor(regularization.quadratic_init(theta), w1, a1), w2, a2)
+  want = sum(
+    float(jnp.sum(w * (t - a) ** 2))
+    for wt, at in ((w1, a1), (w2, a2))
+    for w, t, a in zip(jax.tree.leaves(wt), jax.tree.leaves(theta), jax.tree.leaves(at))
+  )
   assert float(regularization.quadratic_value(q, theta)) == pytest.approx(want, rel=1e-5)
 
 
@@ -77,8 +78,9 @@ def test_ewc_end_task_accumulates_each_tasks_fisher(split_digits_task, online):
   f1 = importance.fisher(MODEL, p1, sc.train_x[1, :n1], sc.train_y[1, :n1], sc.head[1], chunk)
   value = float(regularization.quadratic_value(state.strategy.penalty, MODEL.init(jax.random.key(9))))
   theta = MODEL.init(jax.random.key(9))
-  term = lambda f, p: sum(float(jnp.sum(a * (t - b) ** 2)) for a, t, b in
-                          zip(jax.tree.leaves(f), jax.tree.leaves(theta), jax.tree.leaves(p)))
+  term = lambda f, p: sum(
+    float(jnp.sum(a * (t - b) ** 2)) for a, t, b in zip(jax.tree.leaves(f), jax.tree.leaves(theta), jax.tree.leaves(p))
+  )
   if online:
     want = term(jax.tree.map(lambda a, b: 0.5 * a + b, f0, f1), p1)
   else:
@@ -133,9 +135,10 @@ def test_lwf_distillation_by_hand():
     pt = np.exp(t[b, 0, :2] / temp) / np.exp(t[b, 0, :2] / temp).sum()
     ls = s[b, 0, :2] / temp - np.log(np.exp(s[b, 0, :2] / temp).sum())
     want += -(pt * ls).sum() / 3
-  got = distillation_loss(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32),
-                          jnp.asarray(seen), jnp.asarray(temp))
-  assert float(got) == pytest.approx(want * temp ** 2, rel=1e-5)
+  got = distillation_loss(
+    jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32), jnp.asarray(seen), jnp.asarray(temp)
+  )
+  assert float(got) == pytest.approx(want * temp**2, rel=1e-5)
 
 
 def _greedy_reference(units, capacity, choose):
@@ -157,8 +160,7 @@ def test_gdumb_memory_is_class_balanced_like_the_greedy_rule():
   mem = init(None, None)
   offer = jax.jit(gdumb_offer)
   for i, u in enumerate(units):
-    mem = offer(mem, jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(u),
-                jax.random.key(i))
+    mem = offer(mem, jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(u), jax.random.key(i))
   want = _greedy_reference(units.tolist(), 12, lambda m, c: m.index(c))
   np.testing.assert_array_equal(np.asarray(mem.count), want)
   np.testing.assert_array_equal(np.bincount(np.asarray(mem.unit), minlength=10), want)
@@ -168,8 +170,7 @@ def test_gdumb_memory_is_class_balanced_like_the_greedy_rule():
 def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task):
   u = jnp.array([0.5, 0.1, 0.3, 0.0, 0.2])
   eligible = jnp.array([True, True, True, False, True])
-  np.testing.assert_array_equal(np.asarray(lowest(u, eligible, jnp.asarray(2.0))),
-                                [False, True, False, False, True])
+  np.testing.assert_array_equal(np.asarray(lowest(u, eligible, jnp.asarray(2.0))), [False, True, False, False, True])
   model = Mlp(64, (16,), 2, 5)
   strat = strategies.make("cbp", model)
   cl = classifier_learner(model, strat, optax.sgd(0.0))
@@ -199,8 +200,7 @@ def test_compiled_block_equals_python_loop_of_steps(split_digits_task):
   state, (_, acc) = calls.train(state, sched, sc)
   _tree_close(state.params, loop.params, rtol=1e-5, atol=1e-6)
   _tree_close(state.strategy, loop.strategy, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(acc[-1]),
-                             np.asarray(calls.evaluate(loop, sc)), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(acc[-1]), np.asarray(calls.evaluate(loop, sc)), atol=1e-6)
 
 
 def test_bad_names_and_hyperparameters_fail_clearly():
