@@ -102,7 +102,7 @@ def make_trainer(cfg: RunConfig, sc: scenarios.Scenario) -> Trainer:
   kwargs = dict(cfg.strategy_kwargs)
   if cfg.strategy == "gdumb":
     kwargs.setdefault("optimizer", opt)
-  return Trainer(model, strategies_lib.make(cfg.strategy, model, **kwargs), opt, cfg.eval_every)
+  return Trainer(model, strategies_lib.make(cfg.strategy, strategies_lib.classifier(model), **kwargs), opt, cfg.eval_every)
 
 
 def run(cfg: RunConfig, sc: scenarios.Scenario) -> Result:

@@ -1,6 +1,6 @@
 """The learner as one pytree, and each task's training as one compiled scan.
 
->>> trainer = Trainer(Mlp(784, (400, 400), 10), strategies.make("ewc", model),
+>>> trainer = Trainer(Mlp(784, (400, 400), 10), strategies.make("ewc", classifier(model)),
 ...                   optax.sgd(0.1), eval_every=50)
 >>> state = trainer.init(jax.random.key(0), {"strength": 100.0})
 >>> sched = schedules.task(0, steps=500, batch=128)
@@ -29,7 +29,8 @@ from flax import struct
 from contlearn.cl import schedules
 from contlearn.cl.model import Mlp
 from contlearn.cl.scenarios import Scenario
-from contlearn.cl.strategies.base import Batch, Strategy
+from contlearn.cl.strategies.base import Strategy
+from contlearn.cl.strategies.classifier import Batch
 from contlearn.errors import ConfigError
 
 PyTree = Any
@@ -42,7 +43,7 @@ class LearnerState:
   Attributes:
     params: model parameters.
     opt_state: optax state of the optimizer.
-    sstate: the strategy's state (buffer, importances, teacher, ...).
+    strategy: the strategy's state (buffer, importances, teacher, ...).
     hparams: dict of float32 [] strategy hyperparameters.
     step: int32 [], steps taken over the whole stream.
     key: PRNG key; step s uses `fold_in(key, step)`.
@@ -50,7 +51,7 @@ class LearnerState:
 
   params: PyTree
   opt_state: PyTree
-  sstate: PyTree
+  strategy: PyTree
   hparams: dict[str, jax.Array]
   step: jax.Array
   key: jax.Array
@@ -133,13 +134,13 @@ class Trainer:
         jax.random.fold_in(state.key, state.step), 4)
     batch = sample_batch(scenario, tasks, k_batch)
     grads, aux = jax.grad(s.loss, has_aux=True)(
-        state.params, state.sstate, state.hparams, batch, k_loss)
-    grads = s.transform_grads(grads, state.params, state.sstate, state.hparams, batch, k_grad)
+        state.params, state.strategy, state.hparams, batch, k_loss)
+    grads = s.transform_grads(grads, state.params, state.strategy, state.hparams, batch, k_grad)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    params, sstate = s.after_step(state.sstate, state.hparams, state.params, params, grads,
+    params, sstate = s.after_step(state.strategy, state.hparams, state.params, params, grads,
                                   batch, aux, k_after)
-    return state.replace(params=params, opt_state=opt_state, sstate=sstate,
+    return state.replace(params=params, opt_state=opt_state, strategy=sstate,
                          step=state.step + 1), aux["ce"]
 
   def run(self, state: LearnerState, scenario: Scenario, schedule: jax.Array

@@ -59,7 +59,7 @@ def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
   from contlearn.cl import Mlp, Trainer, schedules, strategies
   sc = split_digits_task
   model = Mlp(64, (32,), 2, 5)
-  trainer = Trainer(model, strategies.make("er", model, capacity=100), optax.adam(1e-2),
+  trainer = Trainer(model, strategies.make("er", strategies.classifier(model), capacity=100), optax.adam(1e-2),
                     eval_every=50)
   sched = schedules.blurred(5, 100, 16, blur=40, seed=0)
   state, curve = trainer.train(trainer.init(jax.random.key(0)), sc, sched)

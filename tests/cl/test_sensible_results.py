@@ -9,7 +9,7 @@ from contlearn.cl import Mlp, Trainer, metrics, scenarios, strategies
 
 def _run(sc, name, hparams, **kwargs):
   model = Mlp(64, (64,), 10)
-  trainer = Trainer(model, strategies.make(name, model, **kwargs), optax.sgd(0.1),
+  trainer = Trainer(model, strategies.make(name, strategies.classifier(model), **kwargs), optax.sgd(0.1),
                     eval_every=100)
   state = trainer.init(jax.random.key(0), hparams)
   rows = []

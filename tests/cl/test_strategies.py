@@ -13,6 +13,7 @@ from contlearn.cl.strategies.replay import agem_project
 from contlearn.errors import ConfigError
 
 MODEL = Mlp(64, (16,), 2, 5)  # task-IL split digits: 5 heads of 2
+TM = strategies.classifier(MODEL)
 
 
 def _tree_close(a, b, rtol=1e-5, atol=1e-7):
@@ -24,13 +25,18 @@ def _rows(sc, task, n):
   return sc.train_x[task, :n], sc.train_y[task, :n]
 
 
+def _batch(sc, task, n):
+  x, y = _rows(sc, task, n)
+  return strategies.Batch(x, y, jnp.full((n,), sc.head[task]), jnp.full((n,), task))
+
+
 def test_fisher_and_mas_match_per_sample_loops(split_digits_task):
   sc = split_digits_task
   params = MODEL.init(jax.random.key(0))
   x, y = _rows(sc, 2, 24)
   head = sc.head[2]
-  f = importance.fisher(MODEL, params, x, y, head, chunk=8)
-  m = importance.mas(MODEL, params, x, y, head, chunk=6)
+  f = importance.fisher(TM, params, _batch(sc, 2, 24), chunk=8)
+  m = importance.mas(TM, params, _batch(sc, 2, 24), chunk=6)
   f_ref = jax.tree.map(jnp.zeros_like, params)
   m_ref = jax.tree.map(jnp.zeros_like, params)
   for i in range(24):
@@ -63,17 +69,17 @@ def test_ewc_end_task_accumulates_each_tasks_fisher(split_digits_task, online):
   n0, n1 = int(sc.train_n[0]), int(sc.train_n[1])
   chunk = int(np.gcd(n0, n1))
   assert n0 == n1  # a whole task per estimate needs equal sizes here
-  strat = strategies.make("online_ewc" if online else "ewc", MODEL, n_fisher=n0, chunk=chunk)
+  strat = strategies.make("online_ewc" if online else "ewc", TM, n_fisher=n0, chunk=chunk)
   trainer = Trainer(MODEL, strat, optax.sgd(0.1), eval_every=5)
   state = trainer.init(jax.random.key(0), {"decay": 0.5} if online else {})
   state = trainer.end_task(state, sc, 0)
   p0 = jax.tree.map(jnp.copy, state.params)  # train donates the state
-  f0 = importance.fisher(MODEL, p0, sc.train_x[0, :n0], sc.train_y[0, :n0], sc.head[0], chunk)
+  f0 = importance.fisher(TM, p0, _batch(sc, 0, n0), chunk)
   state, _ = trainer.train(state, sc, trainer.schedule(1, 5, 10, 8))
   state = trainer.end_task(state, sc, 1)
   p1 = state.params
-  f1 = importance.fisher(MODEL, p1, sc.train_x[1, :n1], sc.train_y[1, :n1], sc.head[1], chunk)
-  value = float(regularization.quadratic_value(state.sstate.penalty, MODEL.init(jax.random.key(9))))
+  f1 = importance.fisher(TM, p1, _batch(sc, 1, n1), chunk)
+  value = float(regularization.quadratic_value(state.strategy.penalty, MODEL.init(jax.random.key(9))))
   theta = MODEL.init(jax.random.key(9))
   term = lambda f, p: sum(float(jnp.sum(a * (t - b) ** 2)) for a, t, b in
                           zip(jax.tree.leaves(f), jax.tree.leaves(theta), jax.tree.leaves(p)))
@@ -86,7 +92,7 @@ def test_ewc_end_task_accumulates_each_tasks_fisher(split_digits_task, online):
 
 def test_si_path_integral_under_sgd_is_lr_times_squared_gradients(split_digits_task):
   sc, lr = split_digits_task, 0.05
-  trainer = Trainer(MODEL, strategies.make("si", MODEL), optax.sgd(lr), eval_every=4)
+  trainer = Trainer(MODEL, strategies.make("si", TM), optax.sgd(lr), eval_every=4)
   state = trainer.init(jax.random.key(3), {"xi": 0.1})
   start = jax.tree.map(jnp.copy, state.params)  # train donates the state
   sched = jnp.asarray(trainer.schedule(0, 5, 4, 8))
@@ -95,16 +101,16 @@ def test_si_path_integral_under_sgd_is_lr_times_squared_gradients(split_digits_t
   for s in range(4):
     k_batch = jax.random.split(jax.random.fold_in(state.key, s), 4)[0]
     batch = learner.sample_batch(sc, sched[s], k_batch)
-    g = jax.grad(lambda p: strategies.base.task_loss(MODEL, p, batch)[0])(params)
+    g = jax.grad(lambda p: TM.loss(p, batch)[0])(params)
     want = jax.tree.map(lambda w, gi: w + lr * gi * gi, want, g)
     params = jax.tree.map(lambda p, gi: p - lr * gi, params, g)
   state, _ = trainer.train(state, sc, sched)
   _tree_close(state.params, params, rtol=1e-4, atol=1e-6)
-  _tree_close(state.sstate.omega, want, rtol=1e-3, atol=1e-9)
+  _tree_close(state.strategy.omega, want, rtol=1e-3, atol=1e-9)
   state = trainer.end_task(state, sc, 0)
   big = jax.tree.map(lambda o, p, p0: o / ((p - p0) ** 2 + 0.1), want, params, start)
-  _tree_close(state.sstate.penalty.w, big, rtol=1e-3, atol=1e-9)
-  _tree_close(jax.tree.map(jnp.abs, state.sstate.omega), jax.tree.map(jnp.zeros_like, want))
+  _tree_close(state.strategy.penalty.w, big, rtol=1e-3, atol=1e-9)
+  _tree_close(jax.tree.map(jnp.abs, state.strategy.omega), jax.tree.map(jnp.zeros_like, want))
 
 
 def test_agem_projection_formula():
@@ -149,12 +155,13 @@ def _greedy_reference(units, capacity, choose):
 
 def test_gdumb_memory_is_class_balanced_like_the_greedy_rule():
   units = np.r_[np.zeros(30, int), np.ones(5, int), np.full(20, 2), np.full(8, 3)]
-  init = strategies.make("gdumb", Mlp(1, (2,), 10), optimizer=optax.sgd(0.1), capacity=12).init
+  init = strategies.make("gdumb", strategies.classifier(Mlp(1, (2,), 10)), optimizer=optax.sgd(0.1),
+                         capacity=12).init
   mem = init(None, None)
   offer = jax.jit(gdumb_offer)
   for i, u in enumerate(units):
-    mem = offer(mem, jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(u),
-                jax.random.key(i))
+    row = strategies.Batch(jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(0))
+    mem = offer(mem, row, jnp.asarray(u), jax.random.key(i))
   want = _greedy_reference(units.tolist(), 12, lambda m, c: m.index(c))
   np.testing.assert_array_equal(np.asarray(mem.count), want)
   np.testing.assert_array_equal(np.bincount(np.asarray(mem.unit), minlength=10), want)
@@ -167,7 +174,7 @@ def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task
   np.testing.assert_array_equal(np.asarray(lowest(u, eligible, jnp.asarray(2.0))),
                                 [False, True, False, False, True])
   model = Mlp(64, (16,), 2, 5)
-  strat = strategies.make("cbp", model)
+  strat = strategies.make("cbp", strategies.classifier(model))
   trainer = Trainer(model, strat, optax.sgd(0.0), eval_every=3)
   state = trainer.init(jax.random.key(0), {"rate": 0.5, "maturity": 1.0})
   state, _ = trainer.train(state, split_digits_task, trainer.schedule(0, 5, 3, 8))
@@ -176,13 +183,13 @@ def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task
   # (age 3), 4 are due. So 12 units have zero outgoing weights, 4 have age 0.
   out_zero = np.all(np.asarray(state.params[1]["w"]) == 0, axis=1)
   assert int(out_zero.sum()) == 12
-  assert int(np.sum(np.asarray(state.sstate.age[0]) == 0)) == 4
+  assert int(np.sum(np.asarray(state.strategy.age[0]) == 0)) == 4
 
 
 def test_trainer_scan_equals_python_loop_of_steps(split_digits_task):
   sc = split_digits_task
   model = Mlp(64, (16,), 2, 5)
-  trainer = Trainer(model, strategies.make("derpp", model, capacity=20), optax.adam(1e-2),
+  trainer = Trainer(model, strategies.make("derpp", strategies.classifier(model), capacity=20), optax.adam(1e-2),
                     eval_every=3)
   sched = jnp.asarray(trainer.schedule(1, 5, 6, 4))
   state = trainer.init(jax.random.key(4))
@@ -192,17 +199,17 @@ def test_trainer_scan_equals_python_loop_of_steps(split_digits_task):
     loop, _ = step(loop, sc, sched[s])
   state, curve = trainer.train(state, sc, sched)
   _tree_close(state.params, loop.params, rtol=1e-5, atol=1e-6)
-  _tree_close(state.sstate, loop.sstate, rtol=1e-5, atol=1e-6)
+  _tree_close(state.strategy, loop.strategy, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(curve.acc[-1]),
                              np.asarray(trainer.evaluate(loop, sc)), atol=1e-6)
 
 
 def test_bad_names_and_hyperparameters_fail_clearly():
   with pytest.raises(ConfigError, match="unknown strategy 'ewcc'"):
-    strategies.make("ewcc", MODEL)
+    strategies.make("ewcc", TM)
   with pytest.raises(ConfigError, match="strategy 'ewc'"):
-    strategies.make("ewc", MODEL, lamda=3.0)
-  trainer = Trainer(MODEL, strategies.make("ewc", MODEL), optax.sgd(0.1))
+    strategies.make("ewc", TM, lamda=3.0)
+  trainer = Trainer(MODEL, strategies.make("ewc", TM), optax.sgd(0.1))
   with pytest.raises(ConfigError, match="no hyperparameter 'lamda'"):
     trainer.init(jax.random.key(0), {"lamda": 1.0})
   with pytest.raises(ConfigError, match="multiple of eval_every"):

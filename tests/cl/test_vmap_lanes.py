@@ -10,7 +10,7 @@ from contlearn.cl import Mlp, Trainer, strategies, sweep
 def test_each_lane_equals_the_same_run_alone(split_digits_task):
   sc = split_digits_task
   model = Mlp(64, (16,), 2, 5)
-  trainer = Trainer(model, strategies.make("ewc", model, n_fisher=32, chunk=16),
+  trainer = Trainer(model, strategies.make("ewc", strategies.classifier(model), n_fisher=32, chunk=16),
                     optax.sgd(0.1), eval_every=5)
   keys, hp, lanes = sweep.grid([0, 1, 2], strength=[0.0, 10.0, 100.0])
   assert len(lanes) == 9
