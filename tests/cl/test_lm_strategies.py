@@ -136,3 +136,23 @@ def test_ewc_penalty_on_the_lm_is_zero_at_the_anchor_and_grows_away_from_it():
   want = sum(float(jnp.sum(f * 0.01 ** 2)) for f in jax.tree.leaves(fisher))
   got = float(regularization.quadratic_value(penalty, away))
   assert want > 0 and got == pytest.approx(want, rel=2e-2)
+
+
+def test_the_bring_your_own_model_example_in_the_docs_runs():
+  import pathlib
+  doc = (pathlib.Path(__file__).parents[2] / "docs" / "continual_learning.md").read_text()
+  code = doc.split("### Bring your own model")[1].split("```python")[1].split("```")[0]
+  apply = lambda p, x: x @ p["w"]  # noqa: E731
+  init = lambda key: {"w": jax.random.normal(key, (8, 1))}  # noqa: E731
+  space = {"apply": apply, "init": init}
+  exec(code, space)  # builds `strategy`, DER++ on the user's model
+  strategy, rows = space["strategy"], space["Rows"]
+  batch = rows(jax.random.normal(jax.random.key(2), (16, 8)), jax.random.normal(jax.random.key(3), (16,)))
+  params = init(jax.random.key(0))
+  opt = optax.sgd(0.1)
+  opt_state, sstate = opt.init(params), strategy.init(params, jax.random.key(1))
+  hp = {k: jnp.float32(v) for k, v in strategy.hparams.items()}
+  for i in range(3):
+    params, opt_state, sstate, aux, _ = strategies.strategy_step(
+        strategy, opt, params, opt_state, sstate, hp, batch, jax.random.key(i))
+  assert int(sstate.seen) == 48 and np.isfinite(float(aux["ce"]))
