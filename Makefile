@@ -4,9 +4,11 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 BIN := $(VENV)/bin
 
-.PHONY: run test test-all bench clean
+.PHONY: run lint test test-all bench clean
 
-$(STAMP): pyproject.toml
+LINTED := contlearn experiments tests benchmarks examples setup.py
+
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -15,14 +17,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/contlearn run $(ARGS)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+test: lint
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --durations=10 $(ARGS)
 
-test-all: $(STAMP)
+test-all: lint
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m '' $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs bench_results
+	rm -rf $(VENV) runs bench_results build dist

@@ -27,8 +27,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
-from contlearn.driver import build_learner  # noqa: E402
-from contlearn.engine import compile_chunk, data_mesh, place_chunk, place_state  # noqa: E402
+from contlearn.engine import compile, data_mesh, place_state, place_xs  # noqa: E402
+from contlearn.learner import build_learner  # noqa: E402
 from contlearn.stream import Chunk  # noqa: E402
 
 MODELS = {
@@ -53,7 +53,7 @@ def measure(
   )
   mesh = data_mesh(jax.local_devices()[:1])
   learner = build_learner(cfg)
-  state = place_state(learner.init(jax.random.PRNGKey(0), batch), mesh)
+  state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
   rng = np.random.default_rng(0)
   chunk = Chunk(
       tokens=rng.integers(0, 256, (steps, batch, seq + 1)).astype(np.int32),
@@ -63,8 +63,8 @@ def measure(
   cost = jax.jit(learner.step).lower(state, one_step).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops_per_step = float(cost["flops"])
-  run = compile_chunk(learner, state, mesh)
-  device_chunk = place_chunk(chunk, mesh)
+  run = compile(learner, state, mesh=mesh)
+  device_chunk = place_xs(chunk, mesh)
   holder = {"state": state}
 
   def call():

@@ -6,7 +6,7 @@ rules, one compiled `lax.scan` per fixed-shape chunk of an unbounded stream.
 
 from contlearn import models, rules, stream
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides
-from contlearn.driver import run_experiment, train
+from contlearn.driver import fit, run_experiment, train
 from contlearn.engine import Learner, data_mesh
 from contlearn.errors import CheckpointError, ConfigError, ContlearnError, DataError
 from contlearn.learner import StepMetrics, build_learner, sequence_learner
@@ -28,6 +28,7 @@ __all__ = [
     "apply_overrides",
     "build_learner",
     "data_mesh",
+    "fit",
     "levels",
     "models",
     "new_state",

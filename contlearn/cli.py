@@ -1,9 +1,14 @@
-"""`contlearn run [EXPERIMENT] [--set key=value ...] [--tokens N] [--out DIR] [--resume]`
-and `contlearn list`.
+"""The command line: run, describe and list experiments.
 
-Stream experiments (a `Config` per model) are driven here; experiments with
-their own driver (continual-learning benchmarks, MQAR) take their options
-after `--`: `contlearn run cl_baselines -- --full`.
+    contlearn run [NAME] [--set KEY=VALUE ...] [--tokens N] [--out DIR] [--resume] [--only NAMES] [--no-progress]
+    contlearn run NAME --help     the experiment's command, runtime and every config field
+    contlearn list                the experiments
+    contlearn --version
+
+Every experiment follows one protocol (see `contlearn.catalog`): `--set`
+applies to whatever its `get_config()` returns (to each model of a dict of
+configs), `--only` picks models, and the experiment's `run` (or the stream
+driver) runs the result.
 
 Every user-facing problem (unknown experiment or key, a bad value, tokens
 outside the vocabulary, an empty stream, a missing or corrupt checkpoint)
@@ -13,135 +18,222 @@ ends the program with exit status 2 and one line that names it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.metadata
 import pathlib
 import signal
 import sys
 import threading
+from types import ModuleType
+from typing import Any, NoReturn
 
-from contlearn.errors import ContlearnError
+from contlearn import catalog
+from contlearn.errors import ConfigError, ContlearnError
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="contlearn", description=__doc__.splitlines()[0])
-  commands = parser.add_subparsers(dest="command", required=True)
-  run = commands.add_parser("run", help="run an experiment (default: byte_lm)")
-  run.add_argument("experiment", nargs="?", default=None, help="name in experiments/ or a .py path")
-  run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set model.d_model=256 (repeatable)")
-  run.add_argument("--tokens", type=int, default=None, help="stop each model after N stream tokens")
-  run.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
+def stop_event() -> threading.Event:
+  """The event a run polls between chunks; the first SIGTERM or Ctrl-C sets it."""
+  from contlearn.loop import STOP  # the one place that names the run loop's stop event
+
+  return STOP
+
+
+def version() -> str:
+  """The installed distribution's version, else the package's `__version__`."""
+  try:
+    return importlib.metadata.version("contlearn")
+  except importlib.metadata.PackageNotFoundError:
+    import contlearn
+
+    return getattr(contlearn, "__version__", "unknown")
+
+
+#### Arguments ####
+
+
+class _Parser(argparse.ArgumentParser):
+  """An argument parser whose errors are one line and exit status 2, like every other user error."""
+
+  def error(self, message: str) -> NoReturn:
+    self.exit(2, f"contlearn: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+  """The top-level parser and its `run` sub-parser (whose help describes an experiment)."""
+  parser = _Parser(
+    prog="contlearn",
+    description=__doc__.splitlines()[0],
+    epilog="`contlearn run NAME --help` shows an experiment's command, runtime and config fields.",
+  )
+  parser.add_argument("--version", action="version", version=f"contlearn {version()}")
+  commands = parser.add_subparsers(dest="command", required=True, metavar="{run,list}")
+  run = commands.add_parser(
+    "run",
+    help=f"run an experiment (default: {catalog.DEFAULT})",
+    add_help=False,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  run.add_argument(
+    "experiment",
+    nargs="?",
+    default=None,
+    metavar="NAME",
+    help=f"an experiment of `contlearn list` or a .py path (default: {catalog.DEFAULT})",
+  )
+  run.add_argument("-h", "--help", action="store_true", help="describe the experiment and its config fields; exit")
+  run.add_argument(
+    "--set",
+    dest="overrides",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="override a config field, e.g. --set model.d_model=256 (repeatable)",
+  )
+  run.add_argument(
+    "--tokens",
+    type=int,
+    default=None,
+    metavar="N",
+    help="stream experiments: stop each model after N tokens (sets train.tokens)",
+  )
+  run.add_argument("--out", default=None, help="output folder (default: runs/NAME)")
   run.add_argument("--resume", action="store_true", help="continue from the latest checkpoints in --out")
-  run.add_argument("--only", default=None, metavar="NAMES",
-                   help="run only these models of a multi-model experiment (comma-separated)")
+  run.add_argument(
+    "--only",
+    default=None,
+    metavar="NAMES",
+    help="run only these models (comma-separated) of an experiment with several",
+  )
   run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   commands.add_parser("list", help="list the experiments")
-  return parser
+  return parser, run
 
 
-def _run(args) -> int:
-  from contlearn import driver, experiments
+#### Preparing the configuration ####
+
+
+def _select_models(cfg: Any, only: str, name: str) -> Any:
+  """`--only a,b`: those models of a dict of configs, or the config's `models` field set to them."""
+  wanted = [m.strip() for m in only.split(",") if m.strip()]
+  if isinstance(cfg, dict):
+    choices = list(cfg)
+  elif dataclasses.is_dataclass(cfg) and isinstance(getattr(cfg, "models", None), tuple):
+    choices = list(cfg.models)
+  else:
+    raise ConfigError(f"--only {only}: {name} has no models to choose from")
+  unknown = [m for m in wanted if m not in choices]
+  if unknown or not wanted:
+    hint = catalog.did_you_mean(unknown[0], choices) if unknown else ""
+    raise ConfigError(f"--only {only}: {hint}{name} has the models {', '.join(choices)}")
+  if isinstance(cfg, dict):
+    return {m: cfg[m] for m in wanted}
+  return dataclasses.replace(cfg, models=tuple(wanted))
+
+
+def _apply_tokens(cfg: Any, tokens: int, name: str) -> Any:
+  """`--tokens N`: sets `train.tokens` of each stream config."""
+  if tokens < 1:
+    raise ConfigError(f"--tokens {tokens}: must be a positive number of tokens")
+  if not catalog.is_stream_config(cfg):
+    raise ConfigError(
+      f"--tokens is for stream experiments; set the length of {name} with --set KEY=VALUE "
+      f"(its keys: contlearn run {name} --help)"
+    )
+  with_tokens = lambda c: dataclasses.replace(c, train=dataclasses.replace(c.train, tokens=tokens))  # noqa: E731
+  return {k: with_tokens(c) for k, c in cfg.items()} if isinstance(cfg, dict) else with_tokens(cfg)
+
+
+def configure(
+  module: ModuleType, name: str, *, overrides: list[str], tokens: int | None = None, only: str | None = None
+) -> Any:
+  """The experiment's `get_config()` with `--only`, `--set` and `--tokens` applied, in that order."""
   from contlearn.config import apply_overrides
 
-  module = experiments.load(args.experiment or experiments.DEFAULT)
-  name = pathlib.Path(args.experiment or experiments.DEFAULT).stem
-  configs = module.get_config()
-  if not experiments.is_stream_experiment(configs):
-    return _run_script(module, name, args)
-  if args.passthrough:
-    raise ContlearnError(f"{name} takes no options after --; use --set key=value")
-  if not isinstance(configs, dict):
-    configs = {name: configs}
-  if args.only is not None:
-    wanted = [m for m in args.only.split(",") if m]
-    unknown = [m for m in wanted if m not in configs]
-    if unknown or not wanted:
-      raise ContlearnError(f"--only {args.only}: {name} has the models {', '.join(configs)}")
-    configs = {m: configs[m] for m in wanted}
-  configs = {k: apply_overrides(c, args.overrides) for k, c in configs.items()}
-  if args.tokens is not None and args.tokens < 1:
-    raise ContlearnError(f"--tokens {args.tokens}: must be a positive number of tokens")
-  out = args.out or f"runs/{name}"
-  runner = getattr(module, "run", driver.run_experiment)
-  summaries = runner(configs, out, resume=args.resume, tokens=args.tokens, progress=not args.no_progress)
-  report = getattr(module, "report", driver.summary_table)
-  print(report(summaries))
+  cfg = module.get_config()
+  if not (catalog.is_stream_config(cfg) or (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type))):
+    raise ConfigError(
+      f"experiment {name}: get_config() returned a {type(cfg).__name__}; expected a frozen "
+      "dataclass, a contlearn.config.Config or a dict of them"
+    )
+  if only is not None:
+    cfg = _select_models(cfg, only, name)
+  if isinstance(cfg, dict):
+    cfg = {k: apply_overrides(c, overrides) for k, c in cfg.items()}
+  else:
+    cfg = apply_overrides(cfg, overrides)
+  if tokens is not None:
+    cfg = _apply_tokens(cfg, tokens, name)
+  return cfg
+
+
+#### Commands ####
+
+
+def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
+  from contlearn import driver
+
+  experiment = args.experiment or catalog.DEFAULT
+  name = catalog.name_of(experiment)
+  module = catalog.load(experiment)
+  if args.help:
+    run_parser.description = catalog.describe(name, module, module.get_config())
+    print(run_parser.format_help())
+    return 0
+  cfg = configure(module, name, overrides=args.overrides, tokens=args.tokens, only=args.only)
+  runner = getattr(module, "run", None)
+  if runner is None:
+    if not catalog.is_stream_config(cfg):
+      raise ConfigError(
+        f"experiment {name} returns a {type(cfg).__name__} from get_config() but defines no "
+        "run(cfg, out, *, resume, progress)"
+      )
+    runner = driver.run_experiment
+    cfg = cfg if isinstance(cfg, dict) else {name: cfg}
+  out = pathlib.Path(args.out or f"runs/{name}")
+  result = runner(cfg, out, resume=args.resume, progress=not args.no_progress)
+  if stop_event().is_set():  # the run stopped early at a signal's request and returned
+    raise KeyboardInterrupt
+  report = getattr(module, "report", driver.summary_table if catalog.is_stream_config(cfg) else None)
+  if report is not None:
+    print(report(result))
   print(f"outputs in {out}/")
   return 0
 
 
-def _run_script(module, name: str, args) -> int:
-  """An experiment with its own driver (`main()`), given the options after `--`."""
-  stream_only = [flag for flag, used in (("--set", args.overrides), ("--tokens", args.tokens is not None),
-                                         ("--out", args.out), ("--resume", args.resume),
-                                         ("--only", args.only is not None)) if used]
-  if stream_only:
-    raise ContlearnError(
-        f"{name} has its own options ({' '.join(stream_only)} are for stream experiments); "
-        f"pass them after --, e.g. contlearn run {name} -- --help"
-    )
-  if not hasattr(module, "main"):
-    raise ContlearnError(f"experiment {name} defines neither a stream Config nor main()")
-  saved = sys.argv
-  sys.argv = [f"contlearn run {name} --", *args.passthrough]
-  if threading.current_thread() is threading.main_thread():  # no chunk boundary to wait for: stop now
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, _stop_now)
-  try:
-    module.main()
-  except KeyboardInterrupt:
-    print(f"contlearn: interrupted; {name} keeps only the outputs it had written (its own options say if it resumes)",
-          file=sys.stderr)
-    return 130
-  finally:
-    sys.argv = saved
-  return 0
-
-
 def _list() -> int:
-  from contlearn import experiments
-
-  found = experiments.available()
+  found = catalog.available()
   if not found:
-    print(f"no experiments in {experiments.experiments_dir()}")
+    print("no experiments found")
     return 0
   width = max(len(n) for n in found)
   for name in found:
     try:
-      line = experiments.summary_line(experiments.load(name))
+      line = catalog.summary_line(catalog.load(name))
     except ContlearnError as e:
       line = f"(cannot load: {e})"
     print(f"{name:<{width}}  {line}")
   return 0
 
 
-def _stop_now(signum, frame):
-  del signum, frame
-  raise KeyboardInterrupt
-
-
-def _stop_at_chunk_boundary(signum, frame):
+def _stop_at_chunk_boundary(signum: int, frame: object) -> None:
   """SIGTERM or Ctrl-C: finish the chunk, checkpoint, exit. A second Ctrl-C stops at once."""
-  from contlearn import loop
-
   del frame
-  if loop.STOP.is_set() and signum == signal.SIGINT:
+  stop = stop_event()
+  if stop.is_set() and signum == signal.SIGINT:
     raise KeyboardInterrupt
-  loop.STOP.set()
+  stop.set()
 
 
 def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
-  args = _parser().parse_args(own)
-  args.passthrough = passthrough
-  from contlearn import loop
-
-  loop.STOP.clear()
+  """Runs the command line `argv` (default: `sys.argv[1:]`); returns the exit status."""
+  parser, run_parser = _parser()
+  args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+  stop_event().clear()
   handled = (signal.SIGTERM, signal.SIGINT)
   on_main_thread = threading.current_thread() is threading.main_thread()
   previous = {s: signal.signal(s, _stop_at_chunk_boundary) for s in handled} if on_main_thread else {}
   try:
-    return _run(args) if args.command == "run" else _list()
+    return _run(args, run_parser) if args.command == "run" else _list()
   except ContlearnError as e:
     print(f"contlearn: error: {e}", file=sys.stderr)
     return 2

@@ -14,6 +14,7 @@ field's type:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any
@@ -243,7 +244,9 @@ def set_field(cfg: Any, key: str, text: str, full_key: str | None = None) -> Any
   head, _, rest = key.partition(".")
   fields = {f.name: f for f in dataclasses.fields(cfg)}
   if head not in fields:
-    raise ConfigError(f"{where}: unknown key; valid keys are {', '.join(field_names(cfg))}")
+    close = difflib.get_close_matches(key, field_names(cfg), n=1)
+    hint = f"did you mean {full_key.removesuffix(key)}{close[0]}? " if close else ""
+    raise ConfigError(f"{where}: unknown key; {hint}valid keys are {', '.join(field_names(cfg))}")
   value = getattr(cfg, head)
   if dataclasses.is_dataclass(value):
     if not rest:

@@ -19,12 +19,12 @@ import numpy as np
 
 from contlearn import engine, loop
 from contlearn.checkpoint import Checkpoints
-from contlearn.config import Config, to_dict
+from contlearn.config import Config, TrainConfig, to_dict
 from contlearn.errors import CheckpointError, DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
 from contlearn.run_log import LN2, RunLog, Tally
-from contlearn.stream import Chunk, build_stream
+from contlearn.stream import Chunk, Stream, build_stream
 
 # Settings that may change between a run and its resumption.
 _RESUMABLE_CHANGES = ("train.tokens", "train.checkpoint_every", "train.keep", "train.log_every", "data.prefetch")
@@ -50,8 +50,7 @@ def _flat(cfg: Config) -> dict[str, Any]:
   return out
 
 
-def _check_same_run(saved: dict[str, Any], cfg: Config, where: pathlib.Path) -> None:
-  now = _flat(cfg)
+def _check_same_run(saved: dict[str, Any], now: dict[str, Any], where: pathlib.Path) -> None:
   changed = [k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
   if changed:
     detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
@@ -71,9 +70,9 @@ class TokenCheck(loop.Hook):
 class StreamLog(loop.Hook):
   """Loss sums, `metrics.jsonl`, TensorBoard and the progress bar of a stream run."""
 
-  def __init__(self, cfg: Config, out: pathlib.Path, progress: bool, name: str):
-    self.tally = Tally(0.0, 0.0, cfg.train.log_every, cfg.data.steps)
-    self.log = RunLog(out, cfg.train.tokens or None, progress, name)
+  def __init__(self, out: pathlib.Path, *, tokens: int, log_every: int, steps: int, progress: bool, name: str):
+    self.tally = Tally(0.0, 0.0, log_every, steps)
+    self.log = RunLog(out, tokens or None, progress, name)
 
   def start_at(self, block: int, tokens: int) -> None:
     self.log.truncate_after(block)
@@ -95,26 +94,46 @@ class StreamLog(loop.Hook):
     self.log.close()
 
 
-def train(
-    cfg: Config,
+def fit(
+    learner: engine.Learner,
+    stream: Stream,
     out: str | pathlib.Path,
     *,
+    settings: TrainConfig = TrainConfig(),
+    vocab: int | None = None,
     resume: bool = False,
     devices: Sequence[jax.Device] | None = None,
+    prefetch: int = 2,
     progress: bool = True,
     name: str = "",
     hooks: Sequence[loop.Hook] = (),
+    config: dict[str, Any] | None = None,
+    describe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-  """Trains one model on its stream; returns the run's summary.
+  """Trains any stream learner on any stream, with logs, checkpoints and resume.
+
+  The learner's step takes one step of a `Chunk` and returns `StepMetrics`
+  (as `sequence_learner`'s does); the stream is any resumable source of
+  fixed-shape chunks (`contlearn.stream.Stream`: `start`, `next`, `describe`).
 
   Args:
-    cfg: the run's configuration.
+    learner: the learner (e.g. `sequence_learner(model, rule, batch)` with a
+      model and update rules of your own).
+    stream: the chunks; their batch axis is split over the devices.
     out: output folder (metrics.jsonl, summary.json, tensorboard/, checkpoints/).
+    settings: seed, token budget, checkpoint_every, keep and log_every are
+      read from it (its optimizer fields are the learner's business).
+    vocab: refuse token ids outside [0, vocab) (None: no check).
     resume: continue from the latest checkpoint in `out`.
     devices: devices to split the batch over (default: all local devices).
+    prefetch: chunks prepared ahead on a host thread.
     progress: show a progress bar.
     name: label for the progress bar and the summary.
     hooks: more hooks, called after the run's own at every point.
+    config: a flat description of the run saved with every checkpoint; a
+      resume with another one (beyond the budget and logging settings) is
+      refused, naming the changed keys.
+    describe: more fields for the summary (e.g. the model's mixer).
 
   Returns:
     The summary written to `out/summary.json`.
@@ -122,25 +141,28 @@ def train(
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   mesh = engine.data_mesh(devices)
-  engine.check_batch(cfg.data.batch, mesh)
-  learner = build_learner(cfg)
-  stream = build_stream(cfg.data)
+  steps, batch, _ = stream.shape
+  engine.check_batch(batch, mesh)
+  key = jax.random.PRNGKey(settings.seed)
 
-  log = StreamLog(cfg, out, progress, name or out.name)
-  checkpoints = Checkpoints(out / "checkpoints", keep=cfg.train.keep)
-  hooks = [TokenCheck(cfg.model.vocab, stream.describe()), loop.StopAfter(cfg.train.tokens), log, *hooks]
-  saver = loop.Checkpoint(checkpoints, cfg.train.checkpoint_every, hooks, meta={"config": _flat(cfg)})
+  log = StreamLog(out, tokens=settings.tokens, log_every=settings.log_every, steps=steps,
+                  progress=progress, name=name or out.name)
+  checkpoints = Checkpoints(out / "checkpoints", keep=settings.keep)
+  checks = [TokenCheck(vocab, stream.describe())] if vocab is not None else []
+  hooks = [*checks, loop.StopAfter(settings.tokens), log, *hooks]
+  saver = loop.Checkpoint(checkpoints, settings.checkpoint_every, hooks, meta={"config": config or {}})
   hooks.append(saver)
 
   #### State: fresh, or restored with the stream position ####
   if resume:
-    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(cfg.train.seed))
+    abstract = jax.eval_shape(learner.init, key)
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         abstract,
         engine.state_sharding(abstract, mesh),
     )
-    run, _ = loop.restore(checkpoints, abstract, hooks, check=lambda meta: _check_same_run(meta["config"], cfg, out))
+    run, _ = loop.restore(checkpoints, abstract, hooks,
+                          check=lambda meta: _check_same_run(meta["config"], config or {}, out))
   else:
     if checkpoints.latest() is not None:
       checkpoints.close()
@@ -148,7 +170,7 @@ def train(
           f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue "
           "that run, or choose another --out"
       )
-    run = loop.Loop(state=engine.init(learner, jax.random.PRNGKey(cfg.train.seed), mesh=mesh), position=stream.start())
+    run = loop.Loop(state=engine.init(learner, key, mesh=mesh), position=stream.start())
   log.start_at(run.block, run.units)
   saver.start_at(run.block)
   run_block = engine.compile(learner, run.state, mesh=mesh)
@@ -157,8 +179,8 @@ def train(
   loop.run(
       run_block, run, stream, hooks,
       place=lambda xs: engine.place_xs(Chunk(*xs), mesh),
-      size=lambda xs: int(xs.mask.sum()),
-      prefetch=cfg.data.prefetch,
+      size=lambda xs: int(np.sum(xs.mask)),
+      prefetch=prefetch,
   )
   if run.block == 0 and started_at == 0:
     raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
@@ -170,8 +192,7 @@ def train(
   loss_all = tally.nll_total / max(tally.count_total, 1.0)
   summary = {
       "name": name or out.name,
-      "mixer": cfg.model.mixer,
-      "cms_periods": list(cfg.model.cms_periods),
+      **(describe or {}),
       "tokens": run.units,
       "chunks": run.block,
       "tokens_per_s": tally.tokens_per_s(),
@@ -185,6 +206,25 @@ def train(
   }
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
+
+
+def train(
+    cfg: Config,
+    out: str | pathlib.Path,
+    *,
+    resume: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool = True,
+    name: str = "",
+    hooks: Sequence[loop.Hook] = (),
+) -> dict[str, Any]:
+  """Trains the byte LM of `cfg` on the stream of `cfg.data` (see `fit`); returns the summary."""
+  return fit(
+      build_learner(cfg), build_stream(cfg.data), out,
+      settings=cfg.train, vocab=cfg.model.vocab, resume=resume, devices=devices,
+      prefetch=cfg.data.prefetch, progress=progress, name=name, hooks=hooks, config=_flat(cfg),
+      describe={"mixer": cfg.model.mixer, "cms_periods": list(cfg.model.cms_periods)},
+  )
 
 
 def run_experiment(
@@ -225,4 +265,4 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-__all__ = ["StreamLog", "TokenCheck", "check_tokens", "run_experiment", "summary_table", "train"]
+__all__ = ["StreamLog", "TokenCheck", "fit", "check_tokens", "run_experiment", "summary_table", "train"]

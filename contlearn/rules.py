@@ -11,9 +11,17 @@ learner made of several levels needs:
 * `levels(rules, labels)`: one rule per level, each over the parameters its
   label names (`optax.multi_transform`).
 
->>> import optax
->>> rule = levels({"outer": optax.adam(1e-3), "cms_0": periodic(optax.sgd(1e-2), 16)},
-...               labels)   # labels: the params pytree with a level name per leaf
+>>> import jax.numpy as jnp, optax
+>>> params = {"w": jnp.ones(2), "cms": jnp.ones(2)}
+>>> labels = lambda p: {"w": "outer", "cms": "cms_0"}   # a level name per leaf
+>>> rule = levels({"outer": optax.adam(1e-3), "cms_0": periodic(optax.sgd(1.0), 2)}, labels)
+>>> state = rule.init(params)
+>>> grads = {"w": jnp.ones(2), "cms": jnp.ones(2)}
+>>> for _ in range(2):
+...   updates, state = rule.update(grads, state, params)
+...   print(updates["cms"].tolist())   # the slow level steps on its 2nd step, with the sum
+[0.0, 0.0]
+[-2.0, -2.0]
 """
 
 from __future__ import annotations

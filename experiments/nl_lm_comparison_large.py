@@ -9,9 +9,8 @@ Command:   contlearn run nl_lm_comparison_large [--set data.source=tfds --set da
 Runtime:   not measured (no accelerator); plan hours per model on one GPU.
 """
 
-from contlearn import experiments
+from contlearn.experiments import nl_lm_comparison
 
 
 def get_config():
-  small = experiments.load("nl_lm_comparison")
-  return small.get_config(d_model=512, n_layers=8, n_heads=8, batch=64, seq=512, tokens=100_000_000)
+  return nl_lm_comparison.get_config(d_model=512, n_layers=8, n_heads=8, batch=64, seq=512, tokens=100_000_000)

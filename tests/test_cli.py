@@ -1,4 +1,4 @@
-"""The command line: clear one-line errors, and kill-and-resume exactness."""
+"""The command line: clear one-line errors, one protocol for every experiment, and kill-and-resume exactness."""
 
 import json
 import os
@@ -52,6 +52,8 @@ def test_unknown_experiment(capsys):
     "override, message",
     [
         ("model.widht=3", "--set model.widht=3: unknown key"),
+        ("data.bacth=3", "--set data.bacth=3: unknown key; did you mean data.batch? valid keys are source,"),
+        ("modle.n_layers=3", "--set modle.n_layers=3: unknown key; did you mean model.n_layers?"),
         ("model.d_model=wide", "--set model.d_model=wide: expected an integer"),
         ("model.mixer=transformerx", "model.mixer='transformerx' is not a known mixer"),
         ("model.mixer=titans", "data.seq=16 must be a multiple of 64, the inner mini-batch of model.mixer='titans'"),
@@ -117,7 +119,7 @@ def test_changed_configuration_is_refused_on_resume(tmp_path, capsys):
 
 
 def _restore(out: pathlib.Path):
-  from contlearn.experiments import load
+  from contlearn.catalog import load
 
   cfg = load(str(out.parent.parent / "tiny_lm.py")).get_config()
   learner = build_learner(cfg)
@@ -188,46 +190,141 @@ def test_sigterm_checkpoints_before_exiting(tmp_path):
 def test_list_names_every_experiment(capsys):
   assert main(["list"]) == 0
   listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
-  files = {p.stem for p in (pathlib.Path(__file__).resolve().parent.parent / "experiments").glob("*.py")}
-  assert files <= listed and "byte_lm" in listed
+  folder = pathlib.Path(__file__).resolve().parent.parent / "experiments"
+  files = {p.stem for p in folder.glob("*.py") if not p.name.startswith("_")}
+  assert files == listed and "byte_lm" in listed
 
 
-def test_options_go_to_the_right_kind_of_experiment(capsys):
-  assert main(["run", "cl_baselines", "--tokens", "5"]) == 2
-  assert "pass them after --" in _error_line(capsys)
-  assert main(["run", "byte_lm", "--", "--full"]) == 2
-  assert "takes no options after --" in _error_line(capsys)
+def test_unknown_experiment_gets_a_suggestion(capsys):
+  assert main(["run", "byte_ln"]) == 2
+  assert _error_line(capsys).startswith("contlearn: error: unknown experiment 'byte_ln'; did you mean byte_lm? available: ")
+
+
+def test_tokens_is_for_stream_experiments(tmp_path, capsys):
+  assert main(["run", _counter(tmp_path), "--tokens", "5"]) == 2
+  assert _error_line(capsys) == ("contlearn: error: --tokens is for stream experiments; set the length of counter "
+                                 "with --set KEY=VALUE (its keys: contlearn run counter --help)")
+
+
+def test_no_passthrough_options(capsys):
+  with pytest.raises(SystemExit) as stop:
+    main(["run", "byte_lm", "--", "--full"])
+  assert stop.value.code == 2
+  assert _error_line(capsys) == "contlearn: error: unrecognized arguments: --full (see contlearn --help)"
 
 
 def test_only_runs_the_named_models(tmp_path, capsys):
   path = tmp_path / "two_lms.py"
   path.write_text(EXPERIMENT.format(tokens=512).replace("def get_config():", "def _one():") + textwrap.dedent("""
       def get_config():
-        return {"first": _one(), "second": _one()}
+        return {"first": _one(), "second": _one(), "third": _one()}
   """))
   assert main(["run", str(path), "--only", "thirds", "--no-progress"]) == 2
-  assert _error_line(capsys) == "contlearn: error: --only thirds: two_lms has the models first, second"
-  assert main(["run", str(path), "--only", "second", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
-  assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["second"]
+  assert _error_line(capsys) == "contlearn: error: --only thirds: did you mean third? two_lms has the models first, second, third"
+  assert main(["run", str(path), "--only", "second,first", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+  assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["first", "second"]
 
 
-def test_sigterm_stops_a_script_experiment(tmp_path):
-  """An experiment with its own main() stops at SIGTERM, with exit code 130 and a message that fits it."""
-  path = tmp_path / "busy.py"
-  path.write_text(textwrap.dedent("""
-      import time
+COUNTER = textwrap.dedent('''
+    """A counting experiment for tests: a dataclass config and its own run().
 
-      def get_config():
-        return None
+    Command:   contlearn run counter.py --set steps=5
+    Runtime:   instant.
+    """
+    import dataclasses
+    import json
+    import time
 
-      def main():
-        print("started", flush=True)
-        while True:
-          time.sleep(0.05)
-  """))
-  proc = subprocess.Popen(_cli(str(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    from contlearn import cli
+
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+      """Settings one level down.
+
+      Attributes:
+        rate: how fast it counts, a description that
+          continues on a second line.
+      """
+
+      rate: float = 0.5
+
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+      """The counter.
+
+      Attributes:
+        steps: how many steps to count (0: until a signal stops it).
+        models: which counters run.
+        inner: nested settings.
+      """
+
+      steps: int = 3
+      models: tuple[str, ...] = ("a", "b", "c")
+      inner: Inner = Inner()
+
+
+    def get_config():
+      return Settings()
+
+
+    def run(cfg, out, *, resume, progress):
+      out.mkdir(parents=True, exist_ok=True)
+      print("started", flush=True)
+      while cfg.steps == 0 and not cli.stop_event().is_set():
+        time.sleep(0.01)
+      result = {"steps": cfg.steps, "models": list(cfg.models), "rate": cfg.inner.rate, "resume": resume,
+                "progress": progress, "out": str(out)}
+      (out / "result.json").write_text(json.dumps(result))
+      return result
+
+
+    def report(result):
+      return f"counted {result['steps']} steps with {','.join(result['models'])}"
+''')
+
+
+def _counter(tmp_path):
+  path = tmp_path / "counter.py"
+  path.write_text(COUNTER)
+  return str(path)
+
+
+def test_a_dataclass_experiment_runs_with_its_options(tmp_path, capsys):
+  out = tmp_path / "o"
+  args = ["run", _counter(tmp_path), "--set", "steps=7", "--set", "inner.rate=0.25", "--only", "c,a", "--out", str(out),
+          "--resume", "--no-progress"]
+  assert main(args) == 0
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[-2:] == ["counted 7 steps with c,a", f"outputs in {out}/"]
+  result = json.loads((out / "result.json").read_text())
+  assert result == {"steps": 7, "models": ["c", "a"], "rate": 0.25, "resume": True, "progress": False, "out": str(out)}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--only", "a,d"], "--only a,d: counter has the models a, b, c"),
+        (["--only", "bb"], "--only bb: did you mean b? counter has the models a, b, c"),
+        (["--set", "inner.rtae=1"], "--set inner.rtae=1: unknown key; did you mean inner.rate?"),
+        (["--set", "steps=many"], "--set steps=many: expected an integer"),
+    ],
+)
+def test_a_dataclass_experiment_rejects_bad_options(tmp_path, capsys, args, message):
+  assert main(["run", _counter(tmp_path), *args, "--out", str(tmp_path / "o")]) == 2
+  assert _error_line(capsys).startswith(f"contlearn: error: {message}")
+  assert not (tmp_path / "o").exists()
+
+
+def test_sigterm_stops_a_dataclass_experiment(tmp_path):
+  """SIGTERM sets the stop event; the experiment's run returns at its next check; exit 130 and one line."""
+  out = tmp_path / "o"
+  proc = subprocess.Popen(_cli(_counter(tmp_path), "--set", "steps=0", "--out", str(out)),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
   assert proc.stdout.readline().decode().strip() == "started"
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 130
-  assert "interrupted; busy keeps only the outputs it had written" in err.decode()
+  assert err.decode().strip().splitlines()[-1].startswith("contlearn: interrupted")
+  assert json.loads((out / "result.json").read_text())["steps"] == 0  # it returned at a boundary, not killed

@@ -1,23 +1,33 @@
-"""The documented Python example runs and learns."""
+"""The documented Python example runs, learns, logs and resumes."""
 
+import json
 import pathlib
-import re
 import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHUNK = 32 * 8 * 64  # tokens per chunk of the example's stream
 
 
-def test_quickstart_script_runs_and_learns():
-  out = subprocess.run(
-      [sys.executable, str(ROOT / "examples" / "quickstart.py"), "12"],
+def _quickstart(tokens, out):
+  return subprocess.run(
+      [sys.executable, str(ROOT / "examples" / "quickstart.py"), str(tokens), str(out)],
       check=True, capture_output=True, text=True, cwd=ROOT,
   ).stdout
-  bits = [float(b) for b in re.findall(r"([\d.]+) bits/byte", out)]
-  assert len(bits) == 12
-  assert bits[-1] < bits[0] - 1.0  # from about 8 bits (uniform) down by more than a bit
+
+
+def test_quickstart_script_runs_learns_and_resumes(tmp_path):
+  out = tmp_path / "qs"
+  assert _quickstart(10 * CHUNK, out).startswith(f"{10 * CHUNK:,} tokens")
+  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert [r["chunk"] for r in records] == list(range(1, 11))
+  assert records[-1]["bits_per_byte"] < records[0]["bits_per_byte"] - 1.0  # from about 8 bits down by more than a bit
+  # Run again with a larger budget: it resumes from its checkpoint at chunk 10.
+  assert _quickstart(12 * CHUNK, out).startswith(f"{12 * CHUNK:,} tokens")
+  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert [r["chunk"] for r in records] == list(range(1, 13))
 
 
 def test_quickstart_doc_shows_the_example():
   doc = (ROOT / "docs" / "quickstart.md").read_text()
-  assert "examples/quickstart.py" in doc and "cl.levels(" in doc
+  assert "examples/quickstart.py" in doc and "cl.levels(" in doc and "cl.fit(" in doc

@@ -27,9 +27,9 @@ def test_matched_width_is_the_closest_width():
 
 
 def test_lm_comparison_models_have_equal_size():
-  from contlearn import experiments
+  from contlearn import catalog
 
-  configs = experiments.load("nl_lm_comparison").get_config()
+  configs = catalog.load("nl_lm_comparison").get_config()
   target = param_count(configs["transformer"].model)
   assert {"transformer", "gated_deltanet", "ttt_linear", "titans_lmm", "titans_mac", "titans_mag", "hope"} <= set(configs)
   for name, cfg in configs.items():

@@ -14,7 +14,9 @@ from contlearn.errors import ConfigError
 def grid(seeds: Sequence[int], **values: Sequence[float]) -> tuple[jax.Array, dict, list[dict]]:
   """The product of seeds and hyperparameter values, one lane per combination.
 
-  >>> keys, hp, lanes = grid([0, 1, 2, 3, 4], strength=[1, 10, 100, 1000])  # 20 lanes
+  >>> keys, hp, lanes = grid([0, 1, 2, 3, 4], strength=[1, 10, 100, 1000])
+  >>> len(lanes), hp["strength"].shape, lanes[1]
+  (20, (20,), {'seed': 0, 'strength': 10})
 
   Returns:
     keys [L] (one PRNG key per lane, from its seed), hparams {name: float32 [L]},
