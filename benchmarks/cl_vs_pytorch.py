@@ -58,11 +58,11 @@ def ensure_torch():
 def contlearn_runner(cfg: BenchConfig, sc, batch: int):
   """contlearn EWC on task 1 after task 0: (run() -> seconds, snapshot, acc())."""
   model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
-  trainer = Trainer(model, strategies.make("ewc", model, n_fisher=cfg.n_fisher),
+  trainer = Trainer(model, strategies.make("ewc", strategies.classifier(model), n_fisher=cfg.n_fisher),
                     optax.sgd(cfg.lr), eval_every=cfg.samples // batch)
   state = trainer.init(jax.random.key(0), {"strength": cfg.strength})
   state = trainer.end_task(state, sc, 0)
-  snapshot = jax.tree.map(np.asarray, (state.params, state.sstate.penalty))
+  snapshot = jax.tree.map(np.asarray, (state.params, state.strategy.penalty))
   sched = jnp.asarray(trainer.schedule(1, sc.n_tasks, cfg.samples // batch, batch))
   box = {"state": state}
 
