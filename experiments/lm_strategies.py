@@ -20,8 +20,9 @@ average bits/byte over the domains at the end.
 
 Command:   contlearn run lm_strategies
            contlearn run lm_strategies --set phase_tokens=16384 --set seeds=0,1   (a smoke run)
-Runtime:   about 20 minutes on 2 CPU cores shared with other jobs (see
-           docs/continual_learning.md, "Strategies on the byte LM").
+Runtime:   10.5 minutes on 2 CPU cores shared with other jobs (load 8-14),
+           1.7-3.4 minutes a strategy (docs/continual_learning.md, "Strategies
+           on the byte LM").
 Outputs:   OUT/metrics.jsonl (prequential bits/byte per block and lane),
            OUT/summary.json, OUT/forgetting.md (the tables)
 """
