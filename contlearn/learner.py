@@ -6,6 +6,15 @@ whose `step(state, chunk_slice, env) -> (state, StepMetrics)` reads one step
 of a chunk (`tokens [B, T+1]`, `mask [B, T]`), scores the next-token loss with
 the parameters *before* learning from it (so the loss is prequential), then
 applies the update rule. Nothing learnable or stateful lives outside the state.
+
+With a continual-learning `strategy` (`contlearn.cl.strategies`, built on
+`sequence_task_model`), each step is the strategy's step
+(`strategies.strategy_step`): the current batch is read from the carried
+memory, while rows the strategy replays (ER, DER) or scores at a task end
+(EWC's Fisher, MAS) are read from a fresh memory, each sequence on its own.
+A task ends where the host loop says so: a `contlearn.cl.strategies.TaskEnd`
+hook runs the strategy's end of task between blocks (at a phase change of a
+stream). Without a strategy the step is plain learning.
 """
 
 from __future__ import annotations
@@ -17,8 +26,10 @@ import jax.numpy as jnp
 import optax
 
 from contlearn import rules
+from contlearn.cl import strategies
 from contlearn.config import Config
 from contlearn.engine import Learner
+from contlearn.cl.strategies.task_model import TaskModel, rows_of
 from contlearn.errors import ConfigError
 from contlearn.models import byte_lm, cms
 from contlearn.models.lm import Model, is_hidden_matrix
@@ -40,8 +51,76 @@ class StepMetrics(NamedTuple):
   grad_norm: jax.Array
 
 
+class Sequences(NamedTuple):
+  """A batch of byte sequences as strategies see it (`sequence_task_model`).
+
+  Attributes:
+    tokens: int32 [B, T+1]; inputs are [:, :-1], targets [:, 1:].
+    mask: bool [B, T], False where the target is padding.
+    memory: the model's memory each sequence starts from (leaves [B, ...]),
+      or None: a fresh memory (`model.init_memory(B)`).
+  """
+
+  tokens: jax.Array
+  mask: jax.Array
+  memory: object = None
+
+
+def sequence_task_model(model: Model, seq: int | None = None) -> TaskModel:
+  """The byte LM `model` as a `TaskModel` over `Sequences` of `seq` targets.
+
+  Its loss is the mean next-token cross-entropy over scored tokens (aux
+  "ce"; "memory", the memory after the batch; "nll" and "count", the sums);
+  its outputs are the logits `[B, T, V]`; a row's log-likelihood is the sum
+  over its scored tokens; a buffer keeps tokens and mask without the memory;
+  the rows of a finished task are the `Sequences` the task-end hook passes as
+  `env` (any number N >= 1, drawn without replacement when N >= n); every
+  output unit counts as trained by every task (LwF distils all of them);
+  no classes (no GDumb). `seq` shapes replay buffers and LwF's state; without
+  it only strategies that keep no rows or outputs can be built.
+  """
+
+  def run(params, batch: Sequences):
+    start = model.init_memory(batch.tokens.shape[0]) if batch.memory is None else batch.memory
+    return model.apply(params, start, batch.tokens[:, :-1], batch.mask)
+
+  def nll(params, batch: Sequences):
+    logits, memory = run(params, batch)
+    per_token = optax.softmax_cross_entropy_with_integer_labels(logits, batch.tokens[:, 1:])
+    return per_token * batch.mask.astype(jnp.float32), memory
+
+  def loss(params, batch: Sequences):
+    per_token, memory = nll(params, batch)
+    nll_sum = jnp.sum(per_token)
+    count = jnp.sum(batch.mask.astype(jnp.float32))
+    mean = nll_sum / jnp.maximum(count, 1.0)
+    return mean, {"ce": mean, "memory": memory, "nll": nll_sum, "count": count}
+
+  def empty_batch(n):
+    if seq is None:
+      raise ConfigError("this strategy keeps rows or outputs: build its model with sequence_task_model(model, seq)")
+    return Sequences(jnp.zeros((n, seq + 1), jnp.int32), jnp.zeros((n, seq), bool))
+
+  return TaskModel(
+      loss=loss,
+      outputs=lambda params, batch: run(params, batch)[0],
+      log_likelihood=lambda params, batch: -jnp.sum(nll(params, batch)[0], axis=1),
+      output_mask=lambda batch: batch.mask[:, :, None],
+      stored=lambda batch: Sequences(batch.tokens, batch.mask),
+      task_rows=lambda env, task, n, key: rows_of(Sequences(env.tokens, env.mask), n, key),
+      task_units=lambda env, task: jnp.ones((), bool),
+      init=model.init_params,
+      empty_batch=empty_batch,
+  )
+
+
 def sequence_learner(
-    model: Model, rule: optax.GradientTransformation, batch: int, *, carry_memory: bool = True
+    model: Model,
+    rule: optax.GradientTransformation,
+    batch: int,
+    *,
+    carry_memory: bool = True,
+    strategy: strategies.Strategy | None = None,
 ) -> Learner:
   """A learner that trains `model` on next-token prediction with `rule`.
 
@@ -53,41 +132,36 @@ def sequence_learner(
     carry_memory: carry the model's memory from step to step (a stream);
       False: every step starts from a fresh memory (independent sequences,
       e.g. recall tasks), and the state's memory is ().
+    strategy: a continual-learning strategy built on
+      `sequence_task_model(model, seq)`; its hyperparameters go into the
+      state's `hparams`. None: plain learning.
   """
+  strategy = strategy or strategies.naive(sequence_task_model(model))
 
   def init(key):
     k_params, k_state = jax.random.split(key)
+    k_state, k_strategy = jax.random.split(k_state)
     params = model.init_params(k_params)
     memory = model.init_memory(batch) if carry_memory else ()
-    return new_state(params, rule.init(params), k_state, memory=memory)
+    return new_state(params, rule.init(params), k_state, memory=memory,
+                     strategy=strategy.init(params, k_strategy), hparams=strategy.hparams)
 
   def step(state, x, env=None):
     del env
-    start = state.memory if carry_memory else model.init_memory(batch)
-    inputs, targets = x.tokens[:, :-1], x.tokens[:, 1:]
-    mask = x.mask
-    weights = mask.astype(jnp.float32)
-
-    def loss_fn(params):
-      logits, memory = model.apply(params, start, inputs, mask)
-      nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-      nll_sum = jnp.sum(nll * weights)
-      count = jnp.sum(weights)
-      return nll_sum / jnp.maximum(count, 1.0), (memory, nll_sum, count)
-
-    (_, (memory, nll_sum, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params
-    )
-    updates, opt_state = rule.update(grads, state.opt_state, state.params)
+    batch_ = Sequences(x.tokens, x.mask, state.memory if carry_memory else None)
+    params, opt_state, sstate, aux, grads = strategies.strategy_step(
+        strategy, rule, state.params, state.opt_state, state.strategy, state.hparams, batch_,
+        jax.random.split(jax.random.fold_in(state.key, state.step), 3))
     learned = state.replace(
-        params=optax.apply_updates(state.params, updates),
+        params=params,
         opt_state=opt_state,
-        memory=jax.lax.stop_gradient(memory) if carry_memory else (),
+        memory=jax.lax.stop_gradient(aux["memory"]) if carry_memory else (),
+        strategy=sstate,
         step=state.step + 1,
     )
     # A step of pure padding (the end of a finite stream) changes nothing.
-    new_state = select_tree(count > 0, learned, state)
-    return new_state, StepMetrics(nll_sum, count, optax.tree.norm(grads))
+    new_state = select_tree(aux["count"] > 0, learned, state)
+    return new_state, StepMetrics(aux["nll"], aux["count"], optax.tree.norm(grads))
 
   return Learner(init, step)
 

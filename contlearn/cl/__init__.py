@@ -1,7 +1,7 @@
 """Classic continual learning: scenarios, strategies, metrics, on the one engine and host loop."""
 
 from contlearn.cl import datasets, metrics, scenarios, schedules, strategies
-from contlearn.cl.learner import Calls, accuracy_probe, classifier_learner, compile_calls, end_task_fn
+from contlearn.cl.learner import Calls, accuracy_probe, classifier_learner, compile_calls
 from contlearn.cl.model import Mlp
 
 __all__ = [
@@ -11,7 +11,6 @@ __all__ = [
   "classifier_learner",
   "compile_calls",
   "datasets",
-  "end_task_fn",
   "metrics",
   "scenarios",
   "schedules",

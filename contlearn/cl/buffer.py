@@ -1,50 +1,57 @@
-"""A reservoir replay buffer held as fixed-size arrays (a pytree).
+"""A reservoir replay buffer of rows of any batch pytree, held as fixed-size arrays.
 
 Reservoir sampling (Vitter's algorithm R): the n-th row seen overall is
 stored if n < capacity, else it replaces slot j ~ U{0..n} when j < capacity,
 so every row seen so far is in the buffer with equal probability.
+
+A row is a slice `[i]` of every leaf of a batch pytree: a classifier's
+`Batch(x [B, D], y [B], head [B], task [B])`, a byte LM's
+`Sequences(tokens [B, T+1], mask [B, T])`, or a user's own batch type. The
+task a row came from is part of the row when the batch type has one (the
+classifier's `Batch.task`); a stream's batch does not know its task.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+PyTree = Any
 
 
 class Buffer(NamedTuple):
   """Stored rows; row i is valid when i < min(seen, capacity).
 
   Attributes:
-    x: float32 [K, D].
-    y: int32 [K].
-    head: int32 [K].
-    task: int32 [K].
-    logits: float32 [K, C], the model's output when the row was stored (DER).
+    rows: a batch pytree whose every leaf is `[K, ...]` (K = capacity).
+    outputs: float32 [K, *out], the model's outputs when the row was stored
+      (DER's targets), or () when the strategy keeps none.
     seen: int32 [], rows offered so far.
   """
 
-  x: jax.Array
-  y: jax.Array
-  head: jax.Array
-  task: jax.Array
-  logits: jax.Array
+  rows: PyTree
+  outputs: Any
   seen: jax.Array
 
   @property
   def capacity(self) -> int:
-    return self.x.shape[0]
+    return jax.tree.leaves(self.rows)[0].shape[0]
 
   @property
   def size(self) -> jax.Array:
     return jnp.minimum(self.seen, self.capacity)
 
 
-def empty(capacity: int, in_dim: int, n_logits: int) -> Buffer:
-  return Buffer(jnp.zeros((capacity, in_dim), jnp.float32), jnp.zeros((capacity,), jnp.int32),
-                jnp.zeros((capacity,), jnp.int32), jnp.zeros((capacity,), jnp.int32),
-                jnp.zeros((capacity, n_logits), jnp.float32), jnp.zeros((), jnp.int32))
+def empty(capacity: int, example: PyTree, out_shape: tuple[int, ...] | None = None) -> Buffer:
+  """An empty buffer for rows shaped like those of `example` (a batch of any size).
+
+  `out_shape`: the shape of one row's outputs to keep (DER), or None to keep none.
+  """
+  rows = jax.tree.map(lambda a: jnp.zeros((capacity, *jnp.shape(a)[1:]), jnp.asarray(a).dtype), example)
+  outputs = () if out_shape is None else jnp.zeros((capacity, *out_shape), jnp.float32)
+  return Buffer(rows, outputs, jnp.zeros((), jnp.int32))
 
 
 def reservoir_slots(seen: jax.Array, n: int, capacity: int, key: jax.Array) -> jax.Array:
@@ -55,21 +62,20 @@ def reservoir_slots(seen: jax.Array, n: int, capacity: int, key: jax.Array) -> j
   return jnp.where(pos < capacity, pos, jnp.where(j < capacity, j, capacity))
 
 
-def add(buf: Buffer, x: jax.Array, y: jax.Array, head: jax.Array, task: jax.Array,
-        logits: jax.Array, key: jax.Array) -> Buffer:
-  """Offers a batch of rows ([n, ...] each) to the reservoir, in order.
+def add(buf: Buffer, rows: PyTree, outputs: Any, key: jax.Array) -> Buffer:
+  """Offers a batch of n rows (`rows`, and `outputs [n, ...]` or ()) in order.
 
   Rows of one batch that draw the same slot are written in order (the later
   one wins), as if offered one by one.
   """
-  n = x.shape[0]
+  n = jax.tree.leaves(rows)[0].shape[0]
   slots = reservoir_slots(buf.seen, n, buf.capacity, key)
   # The last writer of each slot wins: drop earlier rows whose slot reappears later.
   later = (slots[:, None] == slots[None, :]) & (jnp.arange(n)[None, :] > jnp.arange(n)[:, None])
   slots = jnp.where(jnp.any(later, axis=1), buf.capacity, slots)
-  put = lambda a, v: a.at[slots].set(v, mode="drop")
-  return Buffer(put(buf.x, x), put(buf.y, y), put(buf.head, head), put(buf.task, task),
-                put(buf.logits, logits), buf.seen + n)
+  put = lambda a, v: a.at[slots].set(v, mode="drop")  # noqa: E731
+  stored, kept = jax.tree.map(put, (buf.rows, buf.outputs), (rows, outputs))
+  return Buffer(stored, kept, buf.seen + n)
 
 
 def sample(buf: Buffer, n: int, key: jax.Array) -> tuple[Buffer, jax.Array]:
@@ -81,6 +87,5 @@ def sample(buf: Buffer, n: int, key: jax.Array) -> tuple[Buffer, jax.Array]:
   """
   idx = jnp.floor(jax.random.uniform(key, (n,)) * jnp.maximum(buf.size, 1)).astype(jnp.int32)
   idx = jnp.minimum(idx, jnp.maximum(buf.size, 1) - 1)
-  rows = Buffer(buf.x[idx], buf.y[idx], buf.head[idx], buf.task[idx], buf.logits[idx],
-                jnp.asarray(n, jnp.int32))
-  return rows, jnp.full((n,), buf.size > 0, jnp.float32)
+  rows, outputs = jax.tree.map(lambda a: a[idx], (buf.rows, buf.outputs))
+  return Buffer(rows, outputs, jnp.asarray(n, jnp.int32)), jnp.full((n,), buf.size > 0, jnp.float32)

@@ -236,7 +236,7 @@ def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategie
   kwargs = parse_pairs(cfg.strategy_options, "RunConfig.strategy_options")
   if cfg.strategy == "gdumb":
     kwargs.setdefault("optimizer", opt)
-  return model, strategies_lib.make(cfg.strategy, model, **kwargs), opt
+  return model, strategies_lib.make(cfg.strategy, strategies_lib.classifier(model), **kwargs), opt
 
 
 def summarize(matrix: np.ndarray, trajectory: np.ndarray, ends: Sequence[int]) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """A classifier learning a continual-learning scenario, as an engine `Learner`.
 
 >>> model = Mlp(784, (400, 400), 10)
->>> strategy = strategies.make("ewc", model)
+>>> strategy = strategies.make("ewc", strategies.classifier(model))
 >>> learner = classifier_learner(model, strategy, optax.sgd(0.1))
 >>> state = engine.init(learner, jax.random.key(0), hparams={"strength": 100.0})
 >>> calls = compile_calls(learner, model, strategy, state, eval_every=50)
@@ -27,13 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 
 from contlearn import engine
 from contlearn.cl import schedules
 from contlearn.cl.model import Mlp
 from contlearn.cl.scenarios import Scenario
-from contlearn.cl.strategies.base import Batch, Strategy
+from contlearn.cl.strategies.base import Strategy, end_of_task, strategy_step
+from contlearn.cl.strategies.classifier import Batch
 from contlearn.errors import ConfigError
 from contlearn.state import LearnerState, new_state
 
@@ -77,15 +77,10 @@ def classifier_learner(model: Mlp, strategy: Strategy, optimizer: optax.Gradient
     )
 
   def step(state: LearnerState, tasks: jax.Array, scenario: Scenario) -> tuple[LearnerState, jax.Array]:
-    s = strategy
-    k_batch, k_loss, k_grad, k_after = jax.random.split(jax.random.fold_in(state.key, state.step), 4)
+    k_batch, *keys = jax.random.split(jax.random.fold_in(state.key, state.step), 4)
     batch = sample_batch(scenario, tasks, k_batch)
-    grads, aux = jax.grad(s.loss, has_aux=True)(state.params, state.strategy, state.hparams, batch, k_loss)
-    grads = s.transform_grads(grads, state.params, state.strategy, state.hparams, batch, k_grad)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    params, strategy_state = s.after_step(
-      state.strategy, state.hparams, state.params, params, grads, batch, aux, k_after
+    params, opt_state, strategy_state, aux, _ = strategy_step(
+      strategy, optimizer, state.params, state.opt_state, state.strategy, state.hparams, batch, keys
     )
     return state.replace(params=params, opt_state=opt_state, strategy=strategy_state, step=state.step + 1), aux["ce"]
 
@@ -95,42 +90,6 @@ def classifier_learner(model: Mlp, strategy: Strategy, optimizer: optax.Gradient
 def accuracy_probe(model: Mlp) -> Callable[[LearnerState, Scenario], jax.Array]:
   """The engine probe: accuracy of the state on every task, float32 [T]."""
   return lambda state, scenario: accuracy(model, state.params, scenario)
-
-
-#### Adapter: the strategies' end_task functions read and write `state.sstate` ####
-# Removed (with `_StrategyView`) when they read and write `state.strategy`:
-# `end_task_fn` then calls `strategy.end_task(state, scenario, task, key)`.
-
-
-class _StrategyView(struct.PyTreeNode):
-  params: PyTree
-  opt_state: PyTree
-  sstate: PyTree
-  hparams: dict[str, jax.Array]
-  step: jax.Array
-  key: jax.Array
-
-
-def _strategy_end_task(
-  strategy: Strategy, state: LearnerState, scenario: Scenario, task: jax.Array, key: jax.Array
-) -> LearnerState:
-  view = _StrategyView(state.params, state.opt_state, state.strategy, state.hparams, state.step, state.key)
-  view = strategy.end_task(view, scenario, task, key)
-  return state.replace(params=view.params, opt_state=view.opt_state, strategy=view.sstate)
-
-
-def end_task_fn(strategy: Strategy) -> Callable[[LearnerState, Scenario, jax.Array], LearnerState]:
-  """`end_task(state, scenario, task)`: the strategy's update between tasks.
-
-  `task` is an int32 [] (traced, so one compile serves every task); the
-  strategy's key is `fold_in(fold_in(state.key, state.step), 2**31 - 1)`.
-  """
-
-  def end_task(state, scenario, task):
-    key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 2**31 - 1)
-    return _strategy_end_task(strategy, state, scenario, jnp.asarray(task, jnp.int32), key)
-
-  return end_task
 
 
 class Calls(NamedTuple):
@@ -158,7 +117,7 @@ def compile_calls(
   probe = accuracy_probe(model)
   return Calls(
     train=engine.compile(learner, state, lanes=lanes, probe=probe, every=eval_every),
-    end_task=engine.compile_call(end_task_fn(strategy), lanes=lanes),
+    end_task=engine.compile_call(end_of_task(strategy), lanes=lanes),
     evaluate=engine.compile_call(probe, lanes=lanes, donate=False),
   )
 

@@ -54,19 +54,10 @@ class Mlp:
   def widths(self) -> tuple[int, ...]:
     return (self.in_dim, *self.hidden, self.out_dim)
 
-  def init_layer(self, key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
-    """One layer, uniform in +-1/sqrt(fan_in) (PyTorch's `nn.Linear` default)."""
-    kw, kb = jax.random.split(key)
-    bound = 1.0 / jnp.sqrt(fan_in)
-    return {
-        "w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
-        "b": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound),
-    }
-
   def init(self, key: jax.Array) -> Params:
     """Returns the parameters: a list with one `{"w": [i, o], "b": [o]}` per layer."""
     keys = jax.random.split(key, len(self.widths) - 1)
-    return [self.init_layer(k, i, o)
+    return [dense_init(k, i, o)
             for k, i, o in zip(keys, self.widths[:-1], self.widths[1:])]
 
   def features(self, params: Params, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
@@ -99,6 +90,17 @@ class Mlp:
     """Logits of each row's head, [B, head_size]."""
     out, _ = self.features(params, x)
     return self.select_head(out, head)
+
+
+def dense_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
+  """One layer, w float32 [fan_in, fan_out] and b [fan_out], uniform in
+  +-1/sqrt(fan_in) (PyTorch's `nn.Linear` default)."""
+  kw, kb = jax.random.split(key)
+  bound = 1.0 / jnp.sqrt(fan_in)
+  return {
+      "w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
+      "b": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound),
+  }
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, mask: Any = None) -> jax.Array:

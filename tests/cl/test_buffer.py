@@ -5,13 +5,17 @@ import numpy as np
 from contlearn.cl import buffer
 
 
+def _rows(start, n):
+  """n rows {"x": [n, 1] float32 (the row's index), "tag": [n, 2] int32}."""
+  x = (start + jnp.arange(n, dtype=jnp.float32))[:, None]
+  return {"x": x, "tag": jnp.broadcast_to(x.astype(jnp.int32), (n, 2))}
+
+
 def _fill(capacity, n_rows, batch, key):
-  buf = buffer.empty(capacity, 1, 1)
+  buf = buffer.empty(capacity, _rows(0, 1))
   add = jax.jit(buffer.add)
   for i, start in enumerate(range(0, n_rows, batch)):
-    x = jnp.arange(start, start + batch, dtype=jnp.float32)[:, None]
-    z = jnp.zeros((batch,), jnp.int32)
-    buf = add(buf, x, z, z, z, jnp.zeros((batch, 1)), jax.random.fold_in(key, i))
+    buf = add(buf, _rows(start, batch), (), jax.random.fold_in(key, i))
   return buf
 
 
@@ -31,36 +35,45 @@ def test_reservoir_keeps_every_row_with_equal_probability():
 
 def _fill_scan(capacity, n_rows, batch, key):
   def body(buf, i):
-    x = (i * batch + jnp.arange(batch, dtype=jnp.float32))[:, None]
-    z = jnp.zeros((batch,), jnp.int32)
-    return buffer.add(buf, x, z, z, z, jnp.zeros((batch, 1)), jax.random.fold_in(key, i)), None
-  buf, _ = jax.lax.scan(body, buffer.empty(capacity, 1, 1), jnp.arange(n_rows // batch))
-  return buf.x[:, 0]
+    return buffer.add(buf, _rows(i * batch, batch), (), jax.random.fold_in(key, i)), None
+  buf, _ = jax.lax.scan(body, buffer.empty(capacity, _rows(0, 1)), jnp.arange(n_rows // batch))
+  return buf.rows["x"][:, 0]
 
 
 def test_reservoir_fills_in_order_then_counts():
   buf = _fill(8, 6, 3, jax.random.key(1))
-  np.testing.assert_array_equal(np.asarray(buf.x[:6, 0]), np.arange(6))
+  np.testing.assert_array_equal(np.asarray(buf.rows["x"][:6, 0]), np.arange(6))
+  np.testing.assert_array_equal(np.asarray(buf.rows["tag"][:6]), np.repeat(np.arange(6)[:, None], 2, 1))
   assert int(buf.seen) == 6 and int(buf.size) == 6
 
 
 def test_batch_add_matches_one_by_one():
   slots = buffer.reservoir_slots(jnp.asarray(20), 6, 4, jax.random.key(3))
   buf = _fill(4, 20, 4, jax.random.key(2))
-  x = jnp.arange(100, 106, dtype=jnp.float32)[:, None]
-  z = jnp.zeros((6,), jnp.int32)
-  got = buffer.add(buf, x, z, z, z, jnp.zeros((6, 1)), jax.random.key(3))
-  want = np.asarray(buf.x[:, 0]).copy()
+  got = buffer.add(buf, _rows(100, 6), (), jax.random.key(3))
+  want = np.asarray(buf.rows["x"][:, 0]).copy()
   for i, s in enumerate(np.asarray(slots)):
     if s < 4:
       want[s] = 100 + i
-  np.testing.assert_array_equal(np.asarray(got.x[:, 0]), want)
+  np.testing.assert_array_equal(np.asarray(got.rows["x"][:, 0]), want)
+  np.testing.assert_array_equal(np.asarray(got.rows["tag"][:, 1]), want.astype(int))
+
+
+def test_stored_outputs_follow_their_rows():
+  buf = buffer.empty(4, _rows(0, 1), out_shape=(3, 2))
+  assert buf.outputs.shape == (4, 3, 2)
+  for i in range(3):
+    rows = _rows(4 * i, 4)
+    outputs = jnp.broadcast_to(rows["x"][:, :, None], (4, 3, 2))
+    buf = buffer.add(buf, rows, outputs, jax.random.key(i))
+  sample, _ = buffer.sample(buf, 16, jax.random.key(9))
+  np.testing.assert_array_equal(np.asarray(sample.outputs[:, 2, 1]), np.asarray(sample.rows["x"][:, 0]))
 
 
 def test_sample_draws_only_valid_rows_and_masks_empty():
   buf = _fill(8, 3, 3, jax.random.key(0))
   rows, mask = buffer.sample(buf, 64, jax.random.key(5))
-  assert set(np.asarray(rows.x[:, 0]).tolist()) <= {0.0, 1.0, 2.0}
+  assert set(np.asarray(rows.rows["x"][:, 0]).tolist()) <= {0.0, 1.0, 2.0}
   assert float(mask.min()) == 1.0
-  _, mask = buffer.sample(buffer.empty(8, 1, 1), 4, jax.random.key(5))
+  _, mask = buffer.sample(buffer.empty(8, _rows(0, 1)), 4, jax.random.key(5))
   assert float(mask.max()) == 0.0

@@ -10,7 +10,7 @@ from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, metric
 
 def _run(sc, name, hparams, **kwargs):
   model = Mlp(64, (64,), 10)
-  strategy = strategies.make(name, model, **kwargs)
+  strategy = strategies.make(name, strategies.classifier(model), **kwargs)
   cl = classifier_learner(model, strategy, optax.sgd(0.1))
   state = engine.init(cl, jax.random.key(0), hparams=hparams)
   calls = compile_calls(cl, model, strategy, state, eval_every=100)

@@ -14,6 +14,7 @@ from contlearn.cl.strategies.replay import agem_project
 from contlearn.errors import ConfigError
 
 MODEL = Mlp(64, (16,), 2, 5)  # task-IL split digits: 5 heads of 2
+TM = strategies.classifier(MODEL)
 
 
 def _tree_close(a, b, rtol=1e-5, atol=1e-7):
@@ -25,13 +26,18 @@ def _rows(sc, task, n):
   return sc.train_x[task, :n], sc.train_y[task, :n]
 
 
+def _batch(sc, task, n):
+  x, y = _rows(sc, task, n)
+  return strategies.Batch(x, y, jnp.full((n,), sc.head[task]), jnp.full((n,), task))
+
+
 def test_fisher_and_mas_match_per_sample_loops(split_digits_task):
   sc = split_digits_task
   params = MODEL.init(jax.random.key(0))
   x, y = _rows(sc, 2, 24)
   head = sc.head[2]
-  f = importance.fisher(MODEL, params, x, y, head, chunk=8)
-  m = importance.mas(MODEL, params, x, y, head, chunk=6)
+  f = importance.fisher(TM, params, _batch(sc, 2, 24), chunk=8)
+  m = importance.mas(TM, params, _batch(sc, 2, 24), chunk=6)
   f_ref = jax.tree.map(jnp.zeros_like, params)
   m_ref = jax.tree.map(jnp.zeros_like, params)
   for i in range(24):
@@ -65,17 +71,17 @@ def test_ewc_end_task_accumulates_each_tasks_fisher(split_digits_task, online):
   n0, n1 = int(sc.train_n[0]), int(sc.train_n[1])
   chunk = int(np.gcd(n0, n1))
   assert n0 == n1  # a whole task per estimate needs equal sizes here
-  strat = strategies.make("online_ewc" if online else "ewc", MODEL, n_fisher=n0, chunk=chunk)
+  strat = strategies.make("online_ewc" if online else "ewc", TM, n_fisher=n0, chunk=chunk)
   cl = classifier_learner(MODEL, strat, optax.sgd(0.1))
   state = engine.init(cl, jax.random.key(0), hparams={"decay": 0.5} if online else {})
   calls = compile_calls(cl, MODEL, strat, state, eval_every=5)
   state = calls.end_task(state, sc, 0)
   p0 = jax.tree.map(jnp.copy, state.params)  # train donates the state
-  f0 = importance.fisher(MODEL, p0, sc.train_x[0, :n0], sc.train_y[0, :n0], sc.head[0], chunk)
+  f0 = importance.fisher(TM, p0, _batch(sc, 0, n0), chunk)
   state, _ = calls.train(state, learner.schedule(strat, 1, 5, 10, 8), sc)
   state = calls.end_task(state, sc, 1)
   p1 = state.params
-  f1 = importance.fisher(MODEL, p1, sc.train_x[1, :n1], sc.train_y[1, :n1], sc.head[1], chunk)
+  f1 = importance.fisher(TM, p1, _batch(sc, 1, n1), chunk)
   value = float(regularization.quadratic_value(state.strategy.penalty, MODEL.init(jax.random.key(9))))
   theta = MODEL.init(jax.random.key(9))
   term = lambda f, p: sum(
@@ -90,7 +96,7 @@ def test_ewc_end_task_accumulates_each_tasks_fisher(split_digits_task, online):
 
 def test_si_path_integral_under_sgd_is_lr_times_squared_gradients(split_digits_task):
   sc, lr = split_digits_task, 0.05
-  strat = strategies.make("si", MODEL)
+  strat = strategies.make("si", TM)
   cl = classifier_learner(MODEL, strat, optax.sgd(lr))
   state = engine.init(cl, jax.random.key(3), hparams={"xi": 0.1})
   calls = compile_calls(cl, MODEL, strat, state, eval_every=4)
@@ -101,7 +107,7 @@ def test_si_path_integral_under_sgd_is_lr_times_squared_gradients(split_digits_t
   for s in range(4):
     k_batch = jax.random.split(jax.random.fold_in(state.key, s), 4)[0]
     batch = learner.sample_batch(sc, sched[s], k_batch)
-    g = jax.grad(lambda p: strategies.base.task_loss(MODEL, p, batch)[0])(params)
+    g = jax.grad(lambda p: TM.loss(p, batch)[0])(params)
     want = jax.tree.map(lambda w, gi: w + lr * gi * gi, want, g)
     params = jax.tree.map(lambda p, gi: p - lr * gi, params, g)
   state, _ = calls.train(state, sched, sc)
@@ -156,11 +162,12 @@ def _greedy_reference(units, capacity, choose):
 
 def test_gdumb_memory_is_class_balanced_like_the_greedy_rule():
   units = np.r_[np.zeros(30, int), np.ones(5, int), np.full(20, 2), np.full(8, 3)]
-  init = strategies.make("gdumb", Mlp(1, (2,), 10), optimizer=optax.sgd(0.1), capacity=12).init
+  init = strategies.make("gdumb", strategies.classifier(Mlp(1, (2,), 10)), optimizer=optax.sgd(0.1), capacity=12).init
   mem = init(None, None)
   offer = jax.jit(gdumb_offer)
   for i, u in enumerate(units):
-    mem = offer(mem, jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(u), jax.random.key(i))
+    row = strategies.Batch(jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(0))
+    mem = offer(mem, row, jnp.asarray(u), jax.random.key(i))
   want = _greedy_reference(units.tolist(), 12, lambda m, c: m.index(c))
   np.testing.assert_array_equal(np.asarray(mem.count), want)
   np.testing.assert_array_equal(np.bincount(np.asarray(mem.unit), minlength=10), want)
@@ -172,7 +179,7 @@ def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task
   eligible = jnp.array([True, True, True, False, True])
   np.testing.assert_array_equal(np.asarray(lowest(u, eligible, jnp.asarray(2.0))), [False, True, False, False, True])
   model = Mlp(64, (16,), 2, 5)
-  strat = strategies.make("cbp", model)
+  strat = strategies.make("cbp", strategies.classifier(model))
   cl = classifier_learner(model, strat, optax.sgd(0.0))
   state = engine.init(cl, jax.random.key(0), hparams={"rate": 0.5, "maturity": 1.0})
   calls = compile_calls(cl, model, strat, state, eval_every=3)
@@ -188,7 +195,7 @@ def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task
 def test_compiled_block_equals_python_loop_of_steps(split_digits_task):
   sc = split_digits_task
   model = Mlp(64, (16,), 2, 5)
-  strat = strategies.make("derpp", model, capacity=20)
+  strat = strategies.make("derpp", strategies.classifier(model), capacity=20)
   cl = classifier_learner(model, strat, optax.adam(1e-2))
   sched = jnp.asarray(learner.schedule(strat, 1, 5, 6, 4))
   state = engine.init(cl, jax.random.key(4))
@@ -205,10 +212,10 @@ def test_compiled_block_equals_python_loop_of_steps(split_digits_task):
 
 def test_bad_names_and_hyperparameters_fail_clearly():
   with pytest.raises(ConfigError, match="unknown strategy 'ewcc'"):
-    strategies.make("ewcc", MODEL)
+    strategies.make("ewcc", TM)
   with pytest.raises(ConfigError, match="strategy 'ewc'"):
-    strategies.make("ewc", MODEL, lamda=3.0)
-  strat = strategies.make("ewc", MODEL)
+    strategies.make("ewc", TM, lamda=3.0)
+  strat = strategies.make("ewc", TM)
   cl = classifier_learner(MODEL, strat, optax.sgd(0.1))
   with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['lamda'\]"):
     engine.init(cl, jax.random.key(0), hparams={"lamda": 1.0})

@@ -11,7 +11,7 @@ from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, strate
 def test_each_lane_equals_the_same_run_alone(split_digits_task):
   sc = split_digits_task
   model = Mlp(64, (16,), 2, 5)
-  strategy = strategies.make("ewc", model, n_fisher=32, chunk=16)
+  strategy = strategies.make("ewc", strategies.classifier(model), n_fisher=32, chunk=16)
   cl = classifier_learner(model, strategy, optax.sgd(0.1))
   keys, hp, lanes = sweep.grid([0, 1, 2], strength=[0.0, 10.0, 100.0])
   assert len(lanes) == 9

@@ -1,16 +1,23 @@
-"""Continual-learning strategies as pure functions; `make(name, model, **kwargs)`."""
+"""Continual-learning strategies as pure functions; `make(name, model, **kwargs)`.
+
+`model` is a `TaskModel` (what strategies need of a model, as functions):
+`classifier(Mlp(...))` for the classic classifier,
+`contlearn.learner.sequence_task_model(...)` for the byte LM, or a user's own.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from contlearn.cl.model import Mlp
-from contlearn.cl.strategies.base import Batch, Strategy, naive
+from contlearn.cl.strategies.base import Strategy, end_of_task, naive, strategy_step
 from contlearn.cl.strategies.cbp import continual_backprop
+from contlearn.cl.strategies.classifier import Batch, classifier
 from contlearn.cl.strategies.distillation import lwf
 from contlearn.cl.strategies.gdumb import gdumb
 from contlearn.cl.strategies.regularization import ewc, l2, mas, si
 from contlearn.cl.strategies.replay import agem, der, er
+from contlearn.cl.strategies.task_end import TaskEnd
+from contlearn.cl.strategies.task_model import TaskModel
 from contlearn.errors import ConfigError
 
 REGISTRY: dict[str, Callable[..., Strategy]] = {
@@ -32,7 +39,7 @@ REGISTRY: dict[str, Callable[..., Strategy]] = {
 }
 
 
-def make(name: str, model: Mlp, **kwargs: Any) -> Strategy:
+def make(name: str, model: TaskModel, **kwargs: Any) -> Strategy:
   """Builds a strategy by name; kwargs are its factory's arguments."""
   if name not in REGISTRY:
     raise ConfigError(f"unknown strategy {name!r}; choose one of {sorted(REGISTRY)}")
@@ -42,4 +49,4 @@ def make(name: str, model: Mlp, **kwargs: Any) -> Strategy:
     raise ConfigError(f"strategy {name!r}: bad arguments {sorted(kwargs)}: {e}") from None
 
 
-__all__ = ["Batch", "Strategy", "make", "REGISTRY"]
+__all__ = ["Batch", "REGISTRY", "Strategy", "TaskEnd", "TaskModel", "classifier", "end_of_task", "make", "strategy_step"]

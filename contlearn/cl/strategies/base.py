@@ -1,22 +1,26 @@
-"""The strategy protocol: pure functions over one learner state.
+"""The strategy protocol: pure functions over one learner state, and the step that applies them.
 
 A strategy adds to plain fine-tuning at up to four points of a step and one
 point between tasks:
 
   * `init(params, key) -> sstate`: its own state (buffers, importances, ...);
   * `loss(params, sstate, hp, batch, key) -> (loss, aux)`: the training loss,
-    e.g. cross-entropy plus a penalty, a replay term or a distillation term;
-    `aux["ce"]` is the batch's cross-entropy, which training curves report;
+    e.g. the model's loss plus a penalty, a replay term or a distillation
+    term; `aux` is the model's (`aux["ce"]` is the batch's cross-entropy);
   * `transform_grads(grads, params, sstate, hp, batch, key) -> grads`, e.g.
     the A-GEM projection;
   * `after_step(sstate, hp, old_params, new_params, grads, batch, aux, key)
     -> (params, sstate)`: buffer updates, path integrals, unit replacement;
-  * `end_task(state, scenario, task, key) -> state`: Fisher information,
-    teacher snapshots, GDumb's retraining.
+  * `end_task(state, env, task, key) -> state`: Fisher information, teacher
+    snapshots, GDumb's retraining; `state` is a `contlearn.state.LearnerState`
+    (the strategy's state is `state.strategy`), `env` the boundary call's data.
 
-Hyperparameters that a sweep may vary live in `hp` (a dict of float32
-scalars in the learner state), never in closures, so one compiled program
-serves a `vmap` over them.
+`strategy_step` is the one training step every learner with a strategy runs
+(the classifier's and the sequence learner's). Strategies reach the model
+only through a `TaskModel` (`contlearn.cl.strategies.task_model`), so each
+works on any model that fills one in. Hyperparameters that a sweep may vary
+live in `hp` (a dict of float32 scalars in the learner state), never in
+closures, so one compiled program serves a `vmap` over them.
 """
 
 from __future__ import annotations
@@ -25,40 +29,15 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from contlearn.cl.model import Mlp, cross_entropy
+from contlearn.cl.strategies.task_model import TaskModel
 from contlearn.errors import ConfigError
 
 PyTree = Any
 DATA_MODES = ("current", "cumulative", "joint")
-
-
-class Batch(NamedTuple):
-  """A training batch.
-
-  Attributes:
-    x: float32 [B, D].
-    y: int32 [B], label within the row's head.
-    head: int32 [B], output head of each row.
-    task: int32 [B], task each row came from.
-  """
-
-  x: jax.Array
-  y: jax.Array
-  head: jax.Array
-  task: jax.Array
-
-
-def task_loss(model: Mlp, params: PyTree, batch: Batch) -> tuple[jax.Array, dict]:
-  """Cross-entropy of the batch on each row's head.
-
-  Returns:
-    `(ce, aux)`; aux holds "ce" (reported in training curves) and "hiddens",
-    the hidden activations.
-  """
-  out, hiddens = model.features(params, batch.x)
-  ce = cross_entropy(model.select_head(out, batch.head), batch.y)
-  return ce, {"ce": ce, "hiddens": hiddens}
+# fold_in tag of the end-of-task key: fold_in(fold_in(key, step), END_OF_TASK).
+END_OF_TASK = 2**31 - 1
 
 
 def keep_grads(grads, params, sstate, hp, batch, key):
@@ -71,8 +50,8 @@ def keep_state(sstate, hp, old_params, new_params, grads, batch, aux, key):
   return new_params, sstate
 
 
-def keep_learner(state, scenario, task, key):
-  del scenario, task, key
+def keep_learner(state, env, task, key):
+  del env, task, key
   return state
 
 
@@ -97,7 +76,49 @@ class Strategy(NamedTuple):
   data: str = "current"
 
 
-def naive(model: Mlp, data: str = "current") -> Strategy:
+def strategy_step(
+    strategy: Strategy,
+    optimizer: optax.GradientTransformation,
+    params: PyTree,
+    opt_state: PyTree,
+    sstate: PyTree,
+    hp: dict[str, jax.Array],
+    batch: PyTree,
+    keys: tuple[jax.Array, jax.Array, jax.Array],
+) -> tuple[PyTree, PyTree, PyTree, dict, PyTree]:
+  """One step of learning `batch` with `strategy`: its loss's gradient, its
+  transform, the optimizer's update, its after-step update.
+
+  `keys` are the loss's, the transform's and the after-step's keys (e.g.
+  `jax.random.split(key, 3)`).
+
+  Returns:
+    `(params, opt_state, sstate, aux, grads)`: `aux` is the strategy loss's
+    (the model's, `aux["ce"]` the batch's cross-entropy), `grads` the
+    gradient the optimizer received.
+  """
+  k_loss, k_grad, k_after = keys
+  grads, aux = jax.grad(strategy.loss, has_aux=True)(params, sstate, hp, batch, k_loss)
+  grads = strategy.transform_grads(grads, params, sstate, hp, batch, k_grad)
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  new_params, sstate = strategy.after_step(sstate, hp, params, new_params, grads, batch, aux, k_after)
+  return new_params, opt_state, sstate, aux, grads
+
+
+def end_of_task(strategy: Strategy) -> Callable[[Any, Any, Any], Any]:
+  """`finish(state, env, task) -> state`: the strategy's end of task with the
+  key `fold_in(fold_in(state.key, state.step), END_OF_TASK)`; pure, for
+  `contlearn.engine.compile_call`."""
+
+  def finish(state, env, task):
+    key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), END_OF_TASK)
+    return strategy.end_task(state, env, jnp.asarray(task, jnp.int32), key)
+
+  return finish
+
+
+def naive(model: TaskModel, data: str = "current") -> Strategy:
   """Plain fine-tuning; with `data="cumulative"` or `"joint"`, the baselines
   Cumulative and Joint (same loss, different sampling of tasks)."""
   if data not in DATA_MODES:
@@ -106,7 +127,7 @@ def naive(model: Mlp, data: str = "current") -> Strategy:
       name={"current": "naive", "cumulative": "cumulative", "joint": "joint"}[data],
       hparams={},
       init=lambda params, key: (),
-      loss=lambda params, sstate, hp, batch, key: task_loss(model, params, batch),
+      loss=lambda params, sstate, hp, batch, key: model.loss(params, batch),
       data=data)
 
 

@@ -7,6 +7,11 @@ age. Each step, `rate * (#units older than maturity)` units per layer are due
 (fractions accumulate); the due units with the lowest utility get fresh
 incoming weights, zero outgoing weights, and zero utility and age.
 The optimizer state of replaced weights is kept (exact for SGD).
+
+CBP is for MLP-shaped models only: the parameters must be a list of
+`{"w": [i, o], "b": [o]}` layers (an `Mlp`'s) and the model's loss must put
+the post-activation hidden layers in `aux["hiddens"]` (as
+`contlearn.cl.strategies.classifier` does); other models have no CBP.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl.model import Mlp
-from contlearn.cl.strategies.base import Strategy, task_loss
+from contlearn.cl.model import dense_init
+from contlearn.cl.strategies.base import Strategy
+from contlearn.cl.strategies.task_model import TaskModel
+from contlearn.errors import ConfigError
 
 
 class CbpState(NamedTuple):
@@ -35,12 +42,14 @@ def lowest(utility: jax.Array, eligible: jax.Array, n: jax.Array) -> jax.Array:
   return (rank < n) & eligible
 
 
-def continual_backprop(model: Mlp, rate: float = 1e-4, decay: float = 0.99,
+def continual_backprop(model: TaskModel, rate: float = 1e-4, decay: float = 0.99,
                        maturity: float = 100.0) -> Strategy:
   """CBP with replacement rate `rate`, utility decay `decay`, maturity threshold."""
   def init(params, key):
     del key
-    widths = model.hidden
+    if not isinstance(params, list):
+      raise ConfigError("cbp is for MLP-shaped models: parameters must be a list of {w, b} layers")
+    widths = [layer["w"].shape[1] for layer in params[:-1]]
     return CbpState([jnp.zeros((w,)) for w in widths], [jnp.zeros((w,), jnp.int32) for w in widths],
                     [jnp.zeros(()) for _ in widths])
 
@@ -48,7 +57,7 @@ def continual_backprop(model: Mlp, rate: float = 1e-4, decay: float = 0.99,
     del old_params, grads, batch
     params = list(new_params)
     util, age, due = [], [], []
-    keys = jax.random.split(key, len(model.hidden))
+    keys = jax.random.split(key, len(params) - 1)
     for l, h in enumerate(aux["hiddens"]):
       contrib = jnp.mean(jnp.abs(h), axis=0) * jnp.sum(jnp.abs(params[l + 1]["w"]), axis=1)
       u = hp["decay"] * sstate.utility[l] + (1 - hp["decay"]) * contrib
@@ -57,7 +66,7 @@ def continual_backprop(model: Mlp, rate: float = 1e-4, decay: float = 0.99,
       d = sstate.due[l] + hp["rate"] * jnp.sum(eligible)
       n = jnp.floor(d)
       replace = lowest(u, eligible, n)
-      fresh = model.init_layer(keys[l], params[l]["w"].shape[0], params[l]["w"].shape[1])
+      fresh = dense_init(keys[l], params[l]["w"].shape[0], params[l]["w"].shape[1])
       params[l] = {"w": jnp.where(replace[None, :], fresh["w"], params[l]["w"]),
                    "b": jnp.where(replace, 0.0, params[l]["b"])}
       params[l + 1] = {"w": jnp.where(replace[:, None], 0.0, params[l + 1]["w"]),
@@ -67,5 +76,5 @@ def continual_backprop(model: Mlp, rate: float = 1e-4, decay: float = 0.99,
       due.append(d - n)
     return params, CbpState(util, age, due)
   return Strategy("cbp", {"rate": rate, "decay": decay, "maturity": maturity}, init,
-                  lambda params, sstate, hp, batch, key: task_loss(model, params, batch),
+                  lambda params, sstate, hp, batch, key: model.loss(params, batch),
                   after_step=after_step)

@@ -1,10 +1,11 @@
 """Learning without Forgetting (Li & Hoiem): distil the previous model's outputs.
 
 At the end of each task the current parameters become the teacher, and the
-output units the task used are marked as seen. While learning later tasks,
-the loss adds `alpha * T^2 * KL`-style cross-entropy between the teacher's
-and the student's temperature-`T` softmax, per head, over seen units only,
-on the current batch's inputs.
+output units the task trained (`model.task_units`) are marked as seen. While
+learning later tasks, the loss adds `alpha * T^2 *` the cross-entropy between
+the teacher's and the student's temperature-`T` softmax over the last axis
+of the outputs (per head of a classifier, per position of a sequence model),
+over seen units only, on the current batch.
 """
 
 from __future__ import annotations
@@ -14,23 +15,24 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl.model import Mlp
-from contlearn.cl.strategies.base import Strategy, task_loss
+from contlearn.cl.strategies.base import Strategy
+from contlearn.cl.strategies.task_model import TaskModel
 
 PyTree = Any
 
 
 class LwfState(NamedTuple):
   teacher: PyTree  # parameters at the end of the last task
-  seen_units: jax.Array  # bool [n_heads, head_size], units of finished tasks
+  seen_units: jax.Array  # bool [*out], output units of finished tasks
 
 
 def distillation_loss(student: jax.Array, teacher: jax.Array, seen: jax.Array,
                       temperature: jax.Array) -> jax.Array:
-  """Soft cross-entropy per head over seen units, averaged over rows and seen heads.
+  """Soft cross-entropy per group over seen units, averaged over rows and seen groups.
 
   Args:
-    student: float32 [B, H, C] outputs.
+    student: float32 [B, H, C] outputs (H groups, e.g. heads or positions,
+      of C units each).
     teacher: float32 [B, H, C].
     seen: bool [H, C].
     temperature: float32 [].
@@ -45,26 +47,25 @@ def distillation_loss(student: jax.Array, teacher: jax.Array, seen: jax.Array,
   return jnp.mean(jnp.sum(per_head * head_seen[None], axis=-1) / n_heads) * temperature ** 2
 
 
-def lwf(model: Mlp, alpha: float = 1.0, temperature: float = 2.0) -> Strategy:
+def lwf(model: TaskModel, alpha: float = 1.0, temperature: float = 2.0) -> Strategy:
   """LwF with distillation weight `alpha` and temperature `temperature`."""
-  shape = (model.n_heads, model.head_size)
+  def as_groups(out):  # [B, *out] -> [B, H, C]
+    return out.reshape(out.shape[0], -1, out.shape[-1])
 
   def loss(params, sstate, hp, batch, key):
     del key
-    ce, aux = task_loss(model, params, batch)
-    out, _ = model.features(params, batch.x)
-    t_out, _ = model.features(sstate.teacher, batch.x)
-    kd = distillation_loss(out.reshape(-1, *shape),
-                           jax.lax.stop_gradient(t_out).reshape(-1, *shape),
-                           sstate.seen_units, hp["temperature"])
-    return ce + hp["alpha"] * kd, aux
+    base, aux = model.loss(params, batch)
+    out = model.outputs(params, batch)
+    t_out = model.outputs(sstate.teacher, batch)
+    seen = sstate.seen_units.reshape(-1, sstate.seen_units.shape[-1])
+    kd = distillation_loss(as_groups(out), jax.lax.stop_gradient(as_groups(t_out)), seen,
+                           hp["temperature"])
+    return base + hp["alpha"] * kd, aux
 
-  def end_task(state, scenario, task, key):
+  def end_task(state, env, task, key):
     del key
-    valid = jnp.arange(scenario.train_y.shape[1]) < scenario.train_n[task]
-    units = scenario.head[task] * model.head_size + scenario.train_y[task]
-    used = jnp.zeros((model.out_dim,), bool).at[units].max(valid).reshape(shape)
-    return state.replace(sstate=LwfState(state.params, state.sstate.seen_units | used))
+    used = model.task_units(env, task)
+    return state.replace(strategy=LwfState(state.params, state.strategy.seen_units | used))
   return Strategy("lwf", {"alpha": alpha, "temperature": temperature},
-                  lambda params, key: LwfState(params, jnp.zeros(shape, bool)), loss,
-                  end_task=end_task)
+                  lambda params, key: LwfState(params, jnp.zeros(model.out_shape(params), bool)),
+                  loss, end_task=end_task)

@@ -1,37 +1,41 @@
 """GDumb (Prabhu et al.): a greedy class-balanced memory, and a model
 retrained from scratch on the memory alone at the end of each task.
 
-The stream itself is not learned from (the step's loss is zero); a class is
-an output unit, `head * head_size + label`.
+The stream itself is not learned from (the step's loss is zero). A class is
+`model.classes(row)` (the classifier's: an output unit, `head * head_size +
+label`); a model without classes (`n_classes == 0`, e.g. a byte LM) has no
+GDumb.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from contlearn.cl.model import Mlp, cross_entropy
 from contlearn.cl.strategies.base import Strategy
+from contlearn.cl.strategies.task_model import TaskModel
+from contlearn.errors import ConfigError
+
+PyTree = Any
+
 
 class GdumbState(NamedTuple):
   """Memory rows (valid below `size`) and the count of each class in it."""
 
-  x: jax.Array  # float32 [K, D]
-  y: jax.Array  # int32 [K]
-  head: jax.Array  # int32 [K]
+  rows: PyTree  # the model's stored rows, every leaf [K, ...]
   unit: jax.Array  # int32 [K], class of each row
-  count: jax.Array  # int32 [n_units]
+  count: jax.Array  # int32 [n_classes]
   size: jax.Array  # int32 []
 
 
-def offer(mem: GdumbState, x: jax.Array, y: jax.Array, head: jax.Array, unit: jax.Array,
-          key: jax.Array) -> GdumbState:
-  """Offers one row: stored if the memory has room, or if its class holds fewer
-  than capacity / (classes seen) rows, replacing a random row of the largest class."""
-  cap = mem.x.shape[0]
+def offer(mem: GdumbState, row: PyTree, unit: jax.Array, key: jax.Array) -> GdumbState:
+  """Offers one row (every leaf without the batch axis) of class `unit`: stored
+  if the memory has room, or if its class holds fewer than capacity / (classes
+  seen) rows, replacing a random row of the largest class."""
+  cap = mem.unit.shape[0]
   seen = jnp.sum((mem.count > 0) | (jnp.arange(mem.count.shape[0]) == unit))
   largest = jnp.argmax(mem.count)
   score = jax.random.uniform(key, (cap,)) + (mem.unit == largest)
@@ -45,19 +49,21 @@ def offer(mem: GdumbState, x: jax.Array, y: jax.Array, head: jax.Array, unit: ja
 
   def put(a, v):
     return a.at[slot].set(jnp.where(store, v, a[slot]))
-  return GdumbState(put(mem.x, x), put(mem.y, y), put(mem.head, head), put(mem.unit, unit),
-                    count, mem.size + (store & has_room).astype(jnp.int32))
+  return GdumbState(jax.tree.map(put, mem.rows, row), put(mem.unit, unit), count,
+                    mem.size + (store & has_room).astype(jnp.int32))
 
 
-def gdumb(model: Mlp, optimizer: optax.GradientTransformation, capacity: int = 500,
+def gdumb(model: TaskModel, optimizer: optax.GradientTransformation, capacity: int = 500,
           steps: int = 500, batch: int = 16) -> Strategy:
   """GDumb with a memory of `capacity` rows, retrained for `steps` steps of `batch`."""
+  if model.classes is None or model.n_classes < 1:
+    raise ConfigError("gdumb needs a model with classes (TaskModel.classes and n_classes)")
+
   def init(params, key):
     del params, key
-    return GdumbState(jnp.zeros((capacity, model.in_dim), jnp.float32),
-                      jnp.zeros((capacity,), jnp.int32), jnp.zeros((capacity,), jnp.int32),
-                      jnp.full((capacity,), -1, jnp.int32),
-                      jnp.zeros((model.out_dim,), jnp.int32), jnp.zeros((), jnp.int32))
+    rows = jax.tree.map(lambda a: jnp.zeros((capacity, *a.shape[1:]), a.dtype), model.empty_batch(1))
+    return GdumbState(rows, jnp.full((capacity,), -1, jnp.int32),
+                      jnp.zeros((model.n_classes,), jnp.int32), jnp.zeros((), jnp.int32))
 
   def loss(params, sstate, hp, batch_, key):
     del sstate, hp, batch_, key
@@ -66,25 +72,26 @@ def gdumb(model: Mlp, optimizer: optax.GradientTransformation, capacity: int = 5
 
   def after_step(sstate, hp, old_params, new_params, grads, b, aux, key):
     del hp, old_params, grads, aux
-    keys = jax.random.split(key, b.x.shape[0])
-    units = b.head * model.head_size + b.y
+    rows = model.stored(b)
+    n = jax.tree.leaves(rows)[0].shape[0]
+    keys = jax.random.split(key, n)
+    units = model.classes(b)
     mem = jax.lax.fori_loop(
-        0, b.x.shape[0],
-        lambda i, m: offer(m, b.x[i], b.y[i], b.head[i], units[i], keys[i]), sstate)
+        0, n, lambda i, m: offer(m, jax.tree.map(lambda a: a[i], rows), units[i], keys[i]), sstate)
     return new_params, mem
 
-  def end_task(state, scenario, task, key):
-    del scenario, task
+  def end_task(state, env, task, key):
+    del env, task
     k_init, k_steps = jax.random.split(key)
-    mem = state.sstate
+    mem = state.strategy
     params = model.init(k_init)
 
     def step(carry, k):
       params, opt_state = carry
       idx = jnp.floor(jax.random.uniform(k, (batch,)) * jnp.maximum(mem.size, 1)).astype(jnp.int32)
       idx = jnp.minimum(idx, jnp.maximum(mem.size, 1) - 1)
-      g = jax.grad(lambda p: cross_entropy(model.logits(p, mem.x[idx], mem.head[idx]),
-                                           mem.y[idx]))(params)
+      rows = jax.tree.map(lambda a: a[idx], mem.rows)
+      g = jax.grad(lambda p: model.loss(p, rows)[0])(params)
       updates, opt_state = optimizer.update(g, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None
 

@@ -1,8 +1,9 @@
-"""Per-sample parameter importances: Fisher information (EWC) and MAS.
+"""Per-row parameter importances: Fisher information (EWC) and MAS.
 
-Both average a per-sample gradient statistic over `n` rows of a task; the
-rows are processed in chunks of `chunk` with `vmap`, so memory stays at
-`chunk` copies of the parameters.
+Both average a per-row gradient statistic over the `n` rows of a batch
+(rows of the task just learned, from `TaskModel.task_rows`); the rows are
+processed in chunks of `chunk` with `vmap`, so memory stays at `chunk`
+copies of the parameters. A row is scored alone, as a batch of one.
 """
 
 from __future__ import annotations
@@ -12,51 +13,39 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl.model import Mlp
-from contlearn.cl.scenarios import Scenario
+from contlearn.cl.strategies.task_model import TaskModel
 
 PyTree = Any
 
 
-def task_rows(scenario: Scenario, task: jax.Array, n: int, key: jax.Array
-              ) -> tuple[jax.Array, jax.Array]:
-  """n rows of a task drawn without replacement when it has >= n rows: x [n, D], y [n]."""
-  count = scenario.train_n[task]
-  order = jnp.argsort(jax.random.uniform(key, scenario.train_y.shape[1:])
-                      + (jnp.arange(scenario.train_y.shape[1]) >= count))
-  idx = order[:n] % jnp.maximum(count, 1)
-  return scenario.train_x[task, idx], scenario.train_y[task, idx]
+def mean_per_row(grad_fn: Callable[[PyTree, PyTree], PyTree], reduce: Callable[[jax.Array], jax.Array],
+                 params: PyTree, rows: PyTree, chunk: int) -> PyTree:
+  """mean_i reduce(grad_fn(params, row_i)) over the rows of `rows` ([n, ...], n % chunk == 0).
 
+  `grad_fn` receives a row as a batch of one (every leaf `[1, ...]`).
+  """
+  n = jax.tree.leaves(rows)[0].shape[0]
+  chunks = jax.tree.map(lambda a: a.reshape(n // chunk, chunk, 1, *a.shape[1:]), rows)
 
-def mean_per_sample(grad_fn: Callable[[PyTree, jax.Array, jax.Array], PyTree],
-                    reduce: Callable[[jax.Array], jax.Array], params: PyTree,
-                    x: jax.Array, y: jax.Array, chunk: int) -> PyTree:
-  """mean_i reduce(grad_fn(params, x_i, y_i)), chunked; x [n, D] with n % chunk == 0."""
-  n = x.shape[0]
-  xs = x.reshape(n // chunk, chunk, *x.shape[1:])
-  ys = y.reshape(n // chunk, chunk)
-
-  def body(acc, xy):
-    g = jax.vmap(grad_fn, in_axes=(None, 0, 0))(params, *xy)
+  def body(acc, rows_chunk):
+    g = jax.vmap(grad_fn, in_axes=(None, 0))(params, rows_chunk)
     return jax.tree.map(lambda a, gi: a + jnp.sum(reduce(gi), axis=0), acc, g), None
 
-  total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), (xs, ys))
+  total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), chunks)
   return jax.tree.map(lambda t: t / n, total)
 
 
-def fisher(model: Mlp, params: PyTree, x: jax.Array, y: jax.Array, head: jax.Array,
-           chunk: int) -> PyTree:
-  """Empirical Fisher diagonal: mean_i (d log p(y_i | x_i) / d theta)^2."""
-  def grad_fn(p, xi, yi):
-    logp = lambda p: jax.nn.log_softmax(model.logits(p, xi[None], head[None]))[0, yi]
-    return jax.grad(logp)(p)
-  return mean_per_sample(grad_fn, jnp.square, params, x, y, chunk)
+def fisher(model: TaskModel, params: PyTree, rows: PyTree, chunk: int) -> PyTree:
+  """Empirical Fisher diagonal: mean_i (d log p(y_i | x_i) / d theta)^2, one
+  term per row (a sequence's log-probability is summed over its tokens)."""
+  def grad_fn(p, row):
+    return jax.grad(lambda p: model.log_likelihood(p, row)[0])(p)
+  return mean_per_row(grad_fn, jnp.square, params, rows, chunk)
 
 
-def mas(model: Mlp, params: PyTree, x: jax.Array, y: jax.Array, head: jax.Array,
-        chunk: int) -> PyTree:
-  """MAS importance: mean_i |d ||f(x_i)||_2^2 / d theta| over the task's head."""
-  def grad_fn(p, xi, yi):
-    del yi
-    return jax.grad(lambda p: jnp.sum(jnp.square(model.logits(p, xi[None], head[None]))))(p)
-  return mean_per_sample(grad_fn, jnp.abs, params, x, y, chunk)
+def mas(model: TaskModel, params: PyTree, rows: PyTree, chunk: int) -> PyTree:
+  """MAS importance: mean_i |d ||f(x_i)||_2^2 / d theta| over the row's judged outputs."""
+  def grad_fn(p, row):
+    mask = model.output_mask(row)
+    return jax.grad(lambda p: jnp.sum(jnp.where(mask, jnp.square(model.outputs(p, row)), 0.0)))(p)
+  return mean_per_row(grad_fn, jnp.abs, params, rows, chunk)

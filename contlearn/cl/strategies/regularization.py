@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl.model import Mlp
 from contlearn.cl.strategies import importance
-from contlearn.cl.strategies.base import Strategy, task_loss
+from contlearn.cl.strategies.base import Strategy
+from contlearn.cl.strategies.task_model import TaskModel
 
 PyTree = Any
 
@@ -52,11 +52,11 @@ def set_anchor(weight: PyTree, anchor: PyTree) -> Quadratic:
   return add_anchor(quadratic_init(anchor), weight, anchor)
 
 
-def _penalized(model: Mlp, scale: float, strength: str):
+def _penalized(model: TaskModel, scale: float, strength: str):
   def loss(params, sstate, hp, batch, key):
     del key
-    ce, aux = task_loss(model, params, batch)
-    return ce + scale * hp[strength] * quadratic_value(sstate.penalty, params), aux
+    base, aux = model.loss(params, batch)
+    return base + scale * hp[strength] * quadratic_value(sstate.penalty, params), aux
   return loss
 
 
@@ -64,18 +64,18 @@ class PenaltyState(NamedTuple):
   penalty: Quadratic
 
 
-def l2(model: Mlp, strength: float = 1.0) -> Strategy:
+def l2(model: TaskModel, strength: float = 1.0) -> Strategy:
   """L2 to the parameters at the end of the last task: strength/2 ||theta - theta*||^2."""
-  def end_task(state, scenario, task, key):
-    del scenario, task, key
+  def end_task(state, env, task, key):
+    del env, task, key
     ones = jax.tree.map(jnp.ones_like, state.params)
-    return state.replace(sstate=PenaltyState(set_anchor(ones, state.params)))
+    return state.replace(strategy=PenaltyState(set_anchor(ones, state.params)))
   return Strategy("l2", {"strength": strength},
                   lambda params, key: PenaltyState(quadratic_init(params)),
                   _penalized(model, 0.5, "strength"), end_task=end_task)
 
 
-def ewc(model: Mlp, strength: float = 1.0, online: bool = False, decay: float = 1.0,
+def ewc(model: TaskModel, strength: float = 1.0, online: bool = False, decay: float = 1.0,
         n_fisher: int = 512, chunk: int = 32) -> Strategy:
   """EWC: strength/2 sum_t F_t (theta - theta_t)^2 with each task's Fisher F_t.
 
@@ -83,30 +83,31 @@ def ewc(model: Mlp, strength: float = 1.0, online: bool = False, decay: float = 
   `F <- decay * F + F_t` anchored at the latest parameters.
 
   Args:
-    model: the classifier.
+    model: the model as strategies see it.
     strength: lambda.
     online: online EWC instead of one anchor per task.
     decay: gamma of online EWC (ignored otherwise).
-    n_fisher: rows of the task used to estimate F_t (a multiple of `chunk`).
+    n_fisher: rows of the task (`model.task_rows`) used to estimate F_t, the
+      empirical Fisher of each row (a multiple of `chunk`).
     chunk: rows per vmapped chunk of per-sample gradients.
   """
-  def end_task(state, scenario, task, key):
-    x, y = importance.task_rows(scenario, task, n_fisher, key)
-    f = importance.fisher(model, state.params, x, y, scenario.head[task], chunk)
-    q = state.sstate.penalty
+  def end_task(state, env, task, key):
+    rows = model.task_rows(env, task, n_fisher, key)
+    f = importance.fisher(model, state.params, rows, chunk)
+    q = state.strategy.penalty
     if online:
       w = jax.tree.map(lambda old, new: state.hparams["decay"] * old + new, q.w, f)
       q = set_anchor(w, state.params)
     else:
       q = add_anchor(q, f, state.params)
-    return state.replace(sstate=PenaltyState(q))
+    return state.replace(strategy=PenaltyState(q))
   hp = {"strength": strength, **({"decay": decay} if online else {})}
   return Strategy("online_ewc" if online else "ewc", hp,
                   lambda params, key: PenaltyState(quadratic_init(params)),
                   _penalized(model, 0.5, "strength"), end_task=end_task)
 
 
-def mas(model: Mlp, strength: float = 1.0, alpha: float = 0.5, n_samples: int = 512,
+def mas(model: TaskModel, strength: float = 1.0, alpha: float = 0.5, n_samples: int = 512,
         chunk: int = 32) -> Strategy:
   """MAS (Aljundi et al.): strength * sum Omega (theta - theta*)^2.
 
@@ -117,12 +118,13 @@ def mas(model: Mlp, strength: float = 1.0, alpha: float = 0.5, n_samples: int = 
     penalty: Quadratic
     seen: jax.Array  # float32 [], tasks consolidated so far
 
-  def end_task(state, scenario, task, key):
-    x, y = importance.task_rows(scenario, task, n_samples, key)
-    om = importance.mas(model, state.params, x, y, scenario.head[task], chunk)
-    a = jnp.where(state.sstate.seen > 0, state.hparams["alpha"], 0.0)
-    w = jax.tree.map(lambda old, new: a * old + (1 - a) * new, state.sstate.penalty.w, om)
-    return state.replace(sstate=MasState(set_anchor(w, state.params), state.sstate.seen + 1))
+  def end_task(state, env, task, key):
+    rows = model.task_rows(env, task, n_samples, key)
+    om = importance.mas(model, state.params, rows, chunk)
+    s = state.strategy
+    a = jnp.where(s.seen > 0, state.hparams["alpha"], 0.0)
+    w = jax.tree.map(lambda old, new: a * old + (1 - a) * new, s.penalty.w, om)
+    return state.replace(strategy=MasState(set_anchor(w, state.params), s.seen + 1))
   return Strategy("mas", {"strength": strength, "alpha": alpha},
                   lambda params, key: MasState(quadratic_init(params), jnp.zeros(())),
                   _penalized(model, 1.0, "strength"), end_task=end_task)
@@ -136,7 +138,7 @@ class SiState(NamedTuple):
   start: PyTree  # parameters at the start of the task
 
 
-def si(model: Mlp, strength: float = 1.0, xi: float = 0.1) -> Strategy:
+def si(model: TaskModel, strength: float = 1.0, xi: float = 0.1) -> Strategy:
   """Synaptic Intelligence (Zenke et al.): c * sum Omega (theta - theta*)^2.
 
   Per step, omega += -grad * delta_theta; at the end of a task
@@ -152,12 +154,12 @@ def si(model: Mlp, strength: float = 1.0, xi: float = 0.1) -> Strategy:
                          old_params, new_params)
     return new_params, sstate._replace(omega=omega)
 
-  def end_task(state, scenario, task, key):
-    del scenario, task, key
-    s = state.sstate
+  def end_task(state, env, task, key):
+    del env, task, key
+    s = state.strategy
     big = jax.tree.map(lambda w, o, p, p0: w + o / (jnp.square(p - p0) + state.hparams["xi"]),
                        s.penalty.w, s.omega, state.params, s.start)
-    return state.replace(sstate=SiState(set_anchor(big, state.params),
+    return state.replace(strategy=SiState(set_anchor(big, state.params),
                                         jax.tree.map(jnp.zeros_like, s.omega), state.params))
   return Strategy("si", {"strength": strength, "xi": xi}, init,
                   _penalized(model, 1.0, "strength"), after_step=after_step,

@@ -1,4 +1,10 @@
-"""Rehearsal strategies over a reservoir buffer: ER, DER, DER++ and A-GEM."""
+"""Rehearsal strategies over a reservoir buffer: ER, DER, DER++ and A-GEM.
+
+The buffer keeps `model.stored(batch)` rows (for the byte LM: tokens and
+mask without the carried memory, so replayed sequences are read from a fresh
+memory) and, for DER, the outputs of the stored rows as the model gave them
+when they entered the buffer.
+"""
 
 from __future__ import annotations
 
@@ -8,60 +14,67 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.cl import buffer as buf_lib
-from contlearn.cl.model import Mlp, cross_entropy
-from contlearn.cl.strategies import importance
-from contlearn.cl.strategies.base import Strategy, task_loss, tree_vdot
+from contlearn.cl.strategies.base import Strategy, tree_vdot
+from contlearn.cl.strategies.task_model import TaskModel
 
 PyTree = Any
 
 
-def _reservoir_after_step(model: Mlp):
+def _reservoir(model: TaskModel, capacity: int, keep_outputs: bool):
+  """(init, after_step) of a buffer that offers every batch's stored rows."""
+  def init(params, key):
+    del key
+    return buf_lib.empty(capacity, model.empty_batch(1), model.out_shape(params) if keep_outputs else None)
+
   def after_step(sstate, hp, old_params, new_params, grads, batch, aux, key):
     del hp, grads, aux
-    out, _ = model.features(old_params, batch.x)
-    return new_params, buf_lib.add(sstate, batch.x, batch.y, batch.head, batch.task,
-                                   jax.lax.stop_gradient(out), key)
-  return after_step
+    rows = model.stored(batch)
+    outputs = jax.lax.stop_gradient(model.outputs(old_params, rows)) if keep_outputs else ()
+    return new_params, buf_lib.add(sstate, rows, outputs, key)
+  return init, after_step
 
 
-def _buffer_ce(model: Mlp, params: PyTree, rows: buf_lib.Buffer, mask: jax.Array) -> jax.Array:
-  return cross_entropy(model.logits(params, rows.x, rows.head), rows.y, mask)
+def _replay_loss(model: TaskModel, params: PyTree, rows: buf_lib.Buffer, mask: jax.Array) -> jax.Array:
+  """The model's loss on replayed rows; 0 while the buffer is empty (`mask` all 0)."""
+  loss, _ = model.loss(params, rows.rows)
+  return jnp.where(jnp.any(mask > 0), loss, 0.0)
 
 
-def er(model: Mlp, capacity: int = 500, replay_batch: int = 32) -> Strategy:
-  """Experience replay: CE on the batch + CE on `replay_batch` reservoir rows."""
+def er(model: TaskModel, capacity: int = 500, replay_batch: int = 32) -> Strategy:
+  """Experience replay: the batch's loss + the loss of `replay_batch` reservoir rows."""
+  init, after_step = _reservoir(model, capacity, keep_outputs=False)
+
   def loss(params, sstate, hp, batch, key):
     del hp
-    ce, aux = task_loss(model, params, batch)
+    base, aux = model.loss(params, batch)
     rows, mask = buf_lib.sample(sstate, replay_batch, key)
-    return ce + _buffer_ce(model, params, rows, mask), aux
-  return Strategy("er", {}, lambda params, key: buf_lib.empty(
-      capacity, model.in_dim, model.out_dim), loss,
-      after_step=_reservoir_after_step(model))
+    return base + _replay_loss(model, params, rows, mask), aux
+  return Strategy("er", {}, init, loss, after_step=after_step)
 
 
-def der(model: Mlp, capacity: int = 500, replay_batch: int = 32, alpha: float = 0.3,
+def der(model: TaskModel, capacity: int = 500, replay_batch: int = 32, alpha: float = 0.3,
         beta: float = 0.5, plus: bool = False) -> Strategy:
-  """Dark Experience Replay (Buzzega et al.): alpha * MSE to stored logits.
+  """Dark Experience Replay (Buzzega et al.): alpha * MSE to stored outputs.
 
-  DER++ (`plus=True`) adds beta * CE on a second, independent replay sample.
-  Logits are of all output units, stored when the row entered the buffer.
+  DER++ (`plus=True`) adds beta * the loss of a second, independent replay
+  sample. Outputs are every output unit (`model.outputs`), stored when the
+  row entered the buffer; the MSE is a mean over a row's outputs.
   """
+  init, after_step = _reservoir(model, capacity, keep_outputs=True)
+
   def loss(params, sstate, hp, batch, key):
     k1, k2 = jax.random.split(key)
-    ce, aux = task_loss(model, params, batch)
+    base, aux = model.loss(params, batch)
     rows, mask = buf_lib.sample(sstate, replay_batch, k1)
-    out, _ = model.features(params, rows.x)
-    mse = jnp.sum(jnp.mean(jnp.square(out - rows.logits), axis=-1) * mask) / replay_batch
-    total = ce + hp["alpha"] * mse
+    sq = jnp.square(model.outputs(params, rows.rows) - rows.outputs)
+    mse = jnp.sum(jnp.mean(sq.reshape(replay_batch, -1), axis=-1) * mask) / replay_batch
+    total = base + hp["alpha"] * mse
     if plus:
       rows2, mask2 = buf_lib.sample(sstate, replay_batch, k2)
-      total = total + hp["beta"] * _buffer_ce(model, params, rows2, mask2)
+      total = total + hp["beta"] * _replay_loss(model, params, rows2, mask2)
     return total, aux
   hp = {"alpha": alpha, **({"beta": beta} if plus else {})}
-  return Strategy("derpp" if plus else "der", hp,
-                  lambda params, key: buf_lib.empty(capacity, model.in_dim, model.out_dim),
-                  loss, after_step=_reservoir_after_step(model))
+  return Strategy("derpp" if plus else "der", hp, init, loss, after_step=after_step)
 
 
 def agem_project(g: PyTree, g_ref: PyTree) -> PyTree:
@@ -72,29 +85,29 @@ def agem_project(g: PyTree, g_ref: PyTree) -> PyTree:
   return jax.tree.map(lambda a, b: a - coef * b, g, g_ref)
 
 
-def agem(model: Mlp, capacity: int = 500, per_task: int = 250, ref_batch: int = 256
+def agem(model: TaskModel, capacity: int = 500, per_task: int = 250, ref_batch: int = 256
          ) -> Strategy:
   """A-GEM (Chaudhry et al.): project the gradient so the loss on a reference
   batch from memory does not increase.
 
-  The memory gets `per_task` random rows of each task at the end of the task
-  (offered to a reservoir of `capacity`, so it stays uniform over tasks).
+  The memory gets `per_task` rows of each task (`model.task_rows`) at the end
+  of the task (offered to a reservoir of `capacity`, so it stays uniform over
+  tasks).
   """
+  def init(params, key):
+    del params, key
+    return buf_lib.empty(capacity, model.empty_batch(1))
+
   def transform_grads(grads, params, sstate, hp, batch, key):
     del hp, batch
     rows, mask = buf_lib.sample(sstate, ref_batch, key)
-    g_ref = jax.grad(lambda p: _buffer_ce(model, p, rows, mask))(params)
+    g_ref = jax.grad(lambda p: _replay_loss(model, p, rows, mask))(params)
     return jax.lax.cond(sstate.size > 0, agem_project, lambda g, r: g, grads, g_ref)
 
-  def end_task(state, scenario, task, key):
+  def end_task(state, env, task, key):
     k_rows, k_add = jax.random.split(key)
-    x, y = importance.task_rows(scenario, task, per_task, k_rows)
-    head = jnp.full((per_task,), scenario.head[task])
-    tasks = jnp.full((per_task,), task)
-    out, _ = model.features(state.params, x)
-    return state.replace(sstate=buf_lib.add(state.sstate, x, y, head, tasks, out, k_add))
-  return Strategy("agem", {}, lambda params, key: buf_lib.empty(
-      capacity, model.in_dim, model.out_dim),
-      lambda params, sstate, hp, batch, key: task_loss(model, params, batch),
-      transform_grads=transform_grads, end_task=end_task)
-
+    rows = model.stored(model.task_rows(env, task, per_task, k_rows))
+    return state.replace(strategy=buf_lib.add(state.strategy, rows, (), k_add))
+  return Strategy("agem", {}, init,
+                  lambda params, sstate, hp, batch, key: model.loss(params, batch),
+                  transform_grads=transform_grads, end_task=end_task)

