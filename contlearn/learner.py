@@ -3,7 +3,9 @@
 `sequence_learner(model, rule, batch)` is a `Learner` whose state is a
 `LearnerState` (params, the rule's state, the model's carried memory) and
 whose `step(state, chunk_slice, env) -> (state, StepMetrics)` reads one step
-of a chunk (`tokens [B, T+1]`, `mask [B, T]`), scores the next-token loss with
+of a chunk (`tokens [B, T+1]`, `mask [B, T]`, and optionally `scored [B, T]`
+bool, the targets the loss counts, e.g. a recall task's answers; default:
+`mask`), scores the next-token loss with
 the parameters *before* learning from it (so the loss is prequential), then
 applies the update rule. Nothing learnable or stateful lives outside the state.
 """
@@ -66,7 +68,7 @@ def sequence_learner(
     start = state.memory if carry_memory else model.init_memory(batch)
     inputs, targets = x.tokens[:, :-1], x.tokens[:, 1:]
     mask = x.mask
-    weights = mask.astype(jnp.float32)
+    weights = getattr(x, "scored", mask).astype(jnp.float32)  # the model reads `mask`; the loss counts `scored`
 
     def loss_fn(params):
       logits, memory = model.apply(params, start, inputs, mask)
