@@ -10,23 +10,21 @@ blocks are made from `(seed, step)` alone, so a resumed run reads exactly
 the batches the uninterrupted run would have. A task whose batches are cheap
 to draw on the device passes step indices as the block and makes each batch
 inside the compiled step (`indexed`); one drawn on the host (text slices)
-passes the batches themselves. `fit` runs a learner through such a feed on
-the engine and the host loop, with checkpoints and resume.
+passes the batches themselves; `contlearn.fit.fit` trains on either.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
-from contlearn import engine, loop
-from contlearn.checkpoint import Checkpoints
+from contlearn import loop
 from contlearn.engine import Learner
-from contlearn.errors import CheckpointError, ConfigError
+from contlearn.errors import ConfigError
 
 
 class Sequences(NamedTuple):
@@ -115,56 +113,3 @@ class LossLog(loop.Hook):
     if self.path.exists():  # records after the checkpoint are read again
       lines = self.path.read_text().splitlines()
       self.path.write_text("".join(l + "\n" for l in lines if json.loads(l)["block"] <= meta["block"]))
-
-
-def fit(
-    learner: Learner,
-    init_state: Callable[[], Any],
-    feed: StepFeed,
-    out: pathlib.Path,
-    *,
-    config: dict[str, Any],
-    hooks: Sequence[loop.Hook] = (),
-    lanes: bool = False,
-    resume: bool = False,
-    checkpoint_every: int = 10,
-) -> loop.Loop:
-  """Trains `learner` on `feed` into `out` (checkpoints/); returns the finished loop.
-
-  Args:
-    learner: the learner; its step reads one entry of the feed's blocks.
-    init_state: the placed initial state (e.g. `engine.init` plus lane settings).
-    feed: the blocks; units counted are steps.
-    out: the run's folder.
-    config: JSON of everything that defines the run; a resume under another
-      configuration is refused.
-    hooks: the run's hooks (their `meta` goes into every checkpoint).
-    lanes: the state has a leading lane axis (`engine.compile(lanes=True)`).
-    resume: continue from the latest checkpoint in `out/checkpoints`.
-    checkpoint_every: blocks between checkpoints.
-
-  Raises:
-    CheckpointError: checkpoints exist but `resume` is False, or they hold
-      another configuration.
-  """
-  out.mkdir(parents=True, exist_ok=True)
-  checkpoints = Checkpoints(out / "checkpoints")
-  hooks = list(hooks)
-  saver = loop.Checkpoint(checkpoints, checkpoint_every, hooks, meta={"config": config})
-  hooks.append(saver)
-
-  def same_config(meta):
-    if meta["config"] != config:
-      raise CheckpointError(f"cannot resume {out}: its checkpoints hold a run of another configuration")
-
-  if resume and checkpoints.latest() is not None:
-    run, _ = loop.restore(checkpoints, jax.eval_shape(init_state), hooks, check=same_config)
-  else:
-    if checkpoints.latest() is not None:
-      checkpoints.close()
-      raise CheckpointError(f"{out / 'checkpoints'} already holds checkpoints; resume that run, or choose another out")
-    run = loop.Loop(state=init_state(), position=feed.start())
-  saver.start_at(run.block)
-  run_block = engine.compile(learner, run.state, lanes=lanes)
-  return loop.run(run_block, run, feed, hooks, place=engine.place_xs,
-                  size=lambda xs: jax.tree.leaves(xs)[0].shape[0])

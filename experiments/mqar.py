@@ -54,6 +54,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
+from contlearn.fit import fit
 from contlearn.config import ModelConfig
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.learner import sequence_learner
@@ -284,7 +285,7 @@ def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: boo
   log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), row.label, cfg.steps, progress)
   config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small")}, "row": name}
   start = time.time()
-  run = synthetic.fit(learner, init_state, feed, out, config=config, hooks=[log], lanes=True, resume=resume,
+  run = fit(learner, init_state, feed, out, config=config, hooks=[log], lanes=True, resume=resume,
                       checkpoint_every=cfg.checkpoint_every)
   accuracy = accuracy_fn(cfg, model)
   pairs = eval_pairs(cfg)

@@ -41,6 +41,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
+from contlearn.fit import fit
 from contlearn.config import ModelConfig
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
@@ -170,7 +171,7 @@ def train_and_eval(cfg: NiahConfig, mcfg: ModelConfig, label: str, out: pathlib.
   log = synthetic.LossLog(out / "metrics.jsonl", 20, label, cfg.steps, progress)
   config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small", "base")}, "model": _json(mcfg)}
   start = time.time()
-  run = synthetic.fit(learner, lambda: engine.init(learner, jax.random.PRNGKey(cfg.seed)), feed, out,
+  run = fit(learner, lambda: engine.init(learner, jax.random.PRNGKey(cfg.seed)), feed, out,
                       config=config, hooks=[log], resume=resume, checkpoint_every=cfg.checkpoint_every)
   train_s = time.time() - start
 

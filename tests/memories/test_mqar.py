@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from contlearn import engine, experiments, loop, synthetic
+from contlearn.fit import fit as fit_run
 from contlearn.config import apply_overrides
 from contlearn.errors import ConfigError
 from contlearn.memories import mqar
@@ -121,7 +122,7 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
 
   def fit(out, resume, *hooks):
     log = synthetic.LossLog(out / "metrics.jsonl", 3, "tiny", cfg.steps, progress=False)
-    done = synthetic.fit(learner, init_state, feed, out, config={"steps": cfg.steps}, hooks=[log, *hooks],
+    done = fit_run(learner, init_state, feed, out, config={"steps": cfg.steps}, hooks=[log, *hooks],
                          lanes=True, resume=resume, checkpoint_every=1)
     return done, log
 
@@ -136,7 +137,7 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
   records = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
   assert [r["block"] for r in records] == [1, 2, 3, 4] and [r["step"] for r in records] == [2, 4, 6, 8]
   with pytest.raises(Exception, match="another configuration"):
-    synthetic.fit(learner, init_state, feed, tmp_path / "cut", config={"steps": 9}, resume=True)
+    fit_run(learner, init_state, feed, tmp_path / "cut", config={"steps": 9}, resume=True)
 
 
 @pytest.mark.slow
