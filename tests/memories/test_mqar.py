@@ -115,6 +115,7 @@ def test_each_rate_lane_learns_as_that_rate_alone_in_the_former_loop():
   assert max(moved) > 1e-3  # the two rates did train apart
 
 
+@pytest.mark.slow  # three compilations and orbax saves: about a minute of CPU
 def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
   cfg = EXP.resolved(TINY)
   _, learner, init_state = EXP.learner_and_state(cfg, EXP.ROWS["linear_attention"])
@@ -123,7 +124,7 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
   def fit(out, resume, *hooks):
     log = synthetic.LossLog(out / "metrics.jsonl", 3, "tiny", cfg.steps, progress=False)
     done = fit_run(learner, init_state, feed, out, config={"steps": cfg.steps}, hooks=[log, *hooks],
-                         lanes=True, resume=resume, checkpoint_every=1)
+                         lanes=True, resume=resume, checkpoint_every=2)
     return done, log
 
   whole, whole_log = fit(tmp_path / "whole", False)
