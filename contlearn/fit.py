@@ -13,7 +13,8 @@ the stream run's richer form of the same composition.
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 from jax.sharding import Mesh
@@ -25,19 +26,19 @@ from contlearn.errors import CheckpointError
 
 
 def fit(
-    learner: Learner,
-    init_state: Callable[[], Any],
-    feed: loop.Feed,
-    out: pathlib.Path,
-    *,
-    config: dict[str, Any],
-    hooks: Sequence[loop.Hook] = (),
-    lanes: bool = False,
-    mesh: Mesh | None = None,
-    size: Callable[[Any], int] = lambda xs: jax.tree.leaves(xs)[0].shape[0],
-    resume: bool = False,
-    checkpoint_every: int = 10,
-    prefetch: int = 2,
+  learner: Learner,
+  init_state: Callable[[], Any],
+  feed: loop.Feed,
+  out: pathlib.Path,
+  *,
+  config: dict[str, Any],
+  hooks: Sequence[loop.Hook] = (),
+  lanes: bool = False,
+  mesh: Mesh | None = None,
+  size: Callable[[Any], int] = lambda xs: jax.tree.leaves(xs)[0].shape[0],
+  resume: bool = False,
+  checkpoint_every: int = 10,
+  prefetch: int = 2,
 ) -> loop.Loop:
   """Trains `learner` on `feed` into `out` (checkpoints/); returns the finished loop.
 
@@ -74,8 +75,11 @@ def fit(
   if resume and checkpoints.latest() is not None:
     abstract = jax.eval_shape(init_state)
     if mesh is not None:
-      abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                              abstract, engine.state_sharding(abstract, mesh, lanes=lanes))
+      abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract,
+        engine.state_sharding(abstract, mesh, lanes=lanes),
+      )
     run, _ = loop.restore(checkpoints, abstract, hooks, check=same_config)
   else:
     if checkpoints.latest() is not None:
@@ -84,5 +88,6 @@ def fit(
     run = loop.Loop(state=init_state(), position=feed.start())
   saver.start_at(run.block)
   run_block = engine.compile(learner, run.state, mesh=mesh, lanes=lanes)
-  return loop.run(run_block, run, feed, hooks, place=lambda xs: engine.place_xs(xs, mesh, lanes=lanes),
-                  size=size, prefetch=prefetch)
+  return loop.run(
+    run_block, run, feed, hooks, place=lambda xs: engine.place_xs(xs, mesh, lanes=lanes), size=size, prefetch=prefetch
+  )

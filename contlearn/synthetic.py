@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
 from contlearn import loop

@@ -54,9 +54,9 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
-from contlearn.fit import fit
 from contlearn.config import ModelConfig
 from contlearn.errors import CheckpointError, ConfigError
+from contlearn.fit import fit
 from contlearn.learner import sequence_learner
 from contlearn.memories import mqar
 from contlearn.models import byte_lm
@@ -85,16 +85,16 @@ class Row:
 
 
 ROWS = {
-    "attention": Row("attention (full)", "swa", window=0),
-    "swa": Row("swa (equal state)", "swa"),
-    "linear_attention": Row("linear attention", "linear_attention"),
-    "retnet": Row("retnet decay", "linear_attention", decay="multiscale"),
-    "mamba2": Row("mamba2 decay", "mamba2"),
-    "deltanet": Row("deltanet", "deltanet"),
-    "gated_deltanet": Row("gated deltanet", "gated_deltanet"),
-    "ttt_linear": Row("ttt-linear", "ttt_linear"),
-    "ttt_mlp": Row("ttt-mlp", "ttt_mlp", n_heads=4),
-    "titans": Row("titans", "titans", n_heads=4),
+  "attention": Row("attention (full)", "swa", window=0),
+  "swa": Row("swa (equal state)", "swa"),
+  "linear_attention": Row("linear attention", "linear_attention"),
+  "retnet": Row("retnet decay", "linear_attention", decay="multiscale"),
+  "mamba2": Row("mamba2 decay", "mamba2"),
+  "deltanet": Row("deltanet", "deltanet"),
+  "gated_deltanet": Row("gated deltanet", "gated_deltanet"),
+  "ttt_linear": Row("ttt-linear", "ttt_linear"),
+  "ttt_mlp": Row("ttt-mlp", "ttt_mlp", n_heads=4),
+  "titans": Row("titans", "titans", n_heads=4),
 }
 
 
@@ -160,8 +160,7 @@ class MqarConfig:
   checkpoint_every: int = 5
 
 
-SMALL = {"models": ("swa", "deltanet"), "steps": 60, "block": 20, "max_pairs": 4, "eval_batch": 64,
-         "lrs": (1e-3, 3e-3)}
+SMALL = {"models": ("swa", "deltanet"), "steps": 60, "block": 20, "max_pairs": 4, "eval_batch": 64, "lrs": (1e-3, 3e-3)}
 
 
 def get_config() -> MqarConfig:
@@ -183,8 +182,10 @@ def resolved(cfg: MqarConfig) -> MqarConfig:
   if cfg.max_pairs < 2:
     raise ConfigError(f"max_pairs={cfg.max_pairs}: evaluation needs at least 2 pairs")
   if cfg.n_keys < cfg.max_pairs or cfg.n_values < 1:
-    raise ConfigError(f"n_keys={cfg.n_keys}, n_values={cfg.n_values}: a sequence of {cfg.max_pairs} pairs needs "
-                      f"at least {cfg.max_pairs} distinct keys and one value")
+    raise ConfigError(
+      f"n_keys={cfg.n_keys}, n_values={cfg.n_values}: a sequence of {cfg.max_pairs} pairs needs "
+      f"at least {cfg.max_pairs} distinct keys and one value"
+    )
   if not 0.0 < cfg.mem_lr_init < 1.0:
     raise ConfigError(f"mem_lr_init={cfg.mem_lr_init} must lie in (0, 1)")
   if cfg.mix not in mqar.MIXES:
@@ -211,10 +212,18 @@ def window(cfg: MqarConfig, row: Row) -> int:
 
 def model_config(cfg: MqarConfig, row: Row) -> ModelConfig:
   return ModelConfig(
-      mixer=row.mixer, vocab=mqar.vocab_size(cfg.n_keys, cfg.n_values), d_model=cfg.d_model,
-      n_layers=cfg.n_layers, n_heads=row.n_heads, decay=row.decay,
-      window=window(cfg, row), mem_chunk=cfg.mem_chunk, mem_conv_init=cfg.mem_conv_init, mem_qk_act=cfg.mem_qk_act,
-      mem_lr_init=cfg.mem_lr_init, mem_expansion=1,
+    mixer=row.mixer,
+    vocab=mqar.vocab_size(cfg.n_keys, cfg.n_values),
+    d_model=cfg.d_model,
+    n_layers=cfg.n_layers,
+    n_heads=row.n_heads,
+    decay=row.decay,
+    window=window(cfg, row),
+    mem_chunk=cfg.mem_chunk,
+    mem_conv_init=cfg.mem_conv_init,
+    mem_qk_act=cfg.mem_qk_act,
+    mem_lr_init=cfg.mem_lr_init,
+    mem_expansion=1,
   )
 
 
@@ -224,9 +233,11 @@ def rule(cfg: MqarConfig) -> optax.GradientTransformation:
 
   def adamw(learning_rate):
     return optax.chain(
-        optax.clip_by_global_norm(cfg.clip), optax.scale_by_adam(),
-        optax.add_decayed_weights(cfg.weight_decay), optax.scale_by_schedule(schedule),
-        optax.scale(-learning_rate),
+      optax.clip_by_global_norm(cfg.clip),
+      optax.scale_by_adam(),
+      optax.add_decayed_weights(cfg.weight_decay),
+      optax.scale_by_schedule(schedule),
+      optax.scale(-learning_rate),
     )
 
   return optax.inject_hyperparams(adamw)(learning_rate=1.0)
@@ -285,8 +296,17 @@ def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: boo
   log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), row.label, cfg.steps, progress)
   config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small")}, "row": name}
   start = time.time()
-  run = fit(learner, init_state, feed, out, config=config, hooks=[log], lanes=True, resume=resume,
-                      checkpoint_every=cfg.checkpoint_every)
+  run = fit(
+    learner,
+    init_state,
+    feed,
+    out,
+    config=config,
+    hooks=[log],
+    lanes=True,
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+  )
   accuracy = accuracy_fn(cfg, model)
   pairs = eval_pairs(cfg)
   val = np.mean([np.asarray(accuracy(run.state, jax.random.PRNGKey(20_000 + n), n)) for n in pairs], axis=0)
@@ -297,8 +317,8 @@ def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: boo
   result.update({f"n={n}": float(acc[best]) for n, acc in test.items()})
   result["loss"] = float(tail[best])
   result["lanes"] = [
-      {"lr": lr, "val": float(val[i]), "loss": float(tail[i]), **{f"n={n}": float(acc[i]) for n, acc in test.items()}}
-      for i, lr in enumerate(cfg.lrs)
+    {"lr": lr, "val": float(val[i]), "loss": float(tail[i]), **{f"n={n}": float(acc[i]) for n, acc in test.items()}}
+    for i, lr in enumerate(cfg.lrs)
   ]
   result["seconds"] = time.time() - start
   return result
@@ -323,8 +343,12 @@ def run(cfg: MqarConfig, out: pathlib.Path, *, resume: bool = False, progress: b
     rows.append(row)
     if progress:
       print(json.dumps({k: v for k, v in row.items() if k != "lanes"}), flush=True)
-    result = {"config": _json(cfg), "eval_pairs": list(eval_pairs(cfg)), "rows": rows,
-              "seconds": sum(r["seconds"] for r in rows)}
+    result = {
+      "config": _json(cfg),
+      "eval_pairs": list(eval_pairs(cfg)),
+      "rows": rows,
+      "seconds": sum(r["seconds"] for r in rows),
+    }
     (out / "mqar.json").write_text(json.dumps(result, indent=2))
   return result
 

@@ -46,9 +46,9 @@ from contlearn import engine, loop
 from contlearn.cl import shift_metrics
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides, to_dict
 from contlearn.errors import ConfigError
+from contlearn.evaluation import score
 from contlearn.fit import fit
 from contlearn.learner import build_learner
-from contlearn.evaluation import score
 from contlearn.models import byte_lm
 from contlearn.models.sizing import param_count
 from contlearn.models.variants import select
@@ -60,9 +60,9 @@ from contlearn.stream import DocumentLanes, corpora, split_holdout
 # reads chunks of 16: with its default of 64 its memory diverged (NaN) on this
 # stream after 110-190k tokens, at outer rates 3e-3 and 1e-3.
 MODELS = {
-    "transformer": {"mixer": "swa", "mlp_ratio": 5},
-    "titans": {"mixer": "titans", "mem_expansion": 2, "mem_chunk": 16},
-    "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1, "mem_expansion": 2},
+  "transformer": {"mixer": "swa", "mlp_ratio": 5},
+  "titans": {"mixer": "titans", "mem_expansion": 2, "mem_chunk": 16},
+  "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1, "mem_expansion": 2},
 }
 
 
@@ -100,14 +100,19 @@ class DomainShiftConfig:
   within: float = 0.05
   checkpoint_every: int = 8
   base: Config = Config(
-      data=DataConfig(batch=8, seq=64, steps=16),
-      model=ModelConfig(d_model=128, n_layers=2, n_heads=4, window=64),
-      train=TrainConfig(optimizer="adam", lr=3e-3),
+    data=DataConfig(batch=8, seq=64, steps=16),
+    model=ModelConfig(d_model=128, n_layers=2, n_heads=4, window=64),
+    train=TrainConfig(optimizer="adam", lr=3e-3),
   )
 
 
-SMALL = {"models": ("transformer", "titans"), "phase_tokens": 8192, "evals_per_phase": 2, "heldout": 256,
-         "base": apply_overrides(DomainShiftConfig.base, ["data.steps=4", "model.d_model=64", "model.n_heads=2"])}
+SMALL = {
+  "models": ("transformer", "titans"),
+  "phase_tokens": 8192,
+  "evals_per_phase": 2,
+  "heldout": 256,
+  "base": apply_overrides(DomainShiftConfig.base, ["data.steps=4", "model.d_model=64", "model.n_heads=2"]),
+}
 
 
 def get_config() -> DomainShiftConfig:
@@ -207,8 +212,15 @@ class ShiftTrace(loop.Hook):
       self.describe(phase, self.prequential[-1], self.matrix[-1])
 
   def meta(self) -> dict:
-    return {"trace": self.trace, "matrix": self.matrix, "prequential": self.prequential, "nll": self.nll,
-            "count": self.count, "phase_start": self.phase_start, "seen": self.seen}
+    return {
+      "trace": self.trace,
+      "matrix": self.matrix,
+      "prequential": self.prequential,
+      "nll": self.nll,
+      "count": self.count,
+      "phase_start": self.phase_start,
+      "seen": self.seen,
+    }
 
   def restore(self, meta: dict) -> None:
     self.trace = [(p, t, list(v)) for p, t, v in meta["trace"]]
@@ -217,13 +229,23 @@ class ShiftTrace(loop.Hook):
     self.phase_start, self.seen = int(meta["phase_start"]), int(meta["seen"])
 
 
-def run_model(cfg: DomainShiftConfig, run_cfg: Config, domains: Domains, mesh, label: str, out: pathlib.Path,
-              *, resume: bool, progress: bool) -> dict:
+def run_model(
+  cfg: DomainShiftConfig,
+  run_cfg: Config,
+  domains: Domains,
+  mesh,
+  label: str,
+  out: pathlib.Path,
+  *,
+  resume: bool,
+  progress: bool,
+) -> dict:
   """Trains one model through the phases into `out`; the held-out trace, matrix and metrics."""
   learner = build_learner(run_cfg)
   model = byte_lm(run_cfg.model)
-  nll_sum = engine.compile_call(lambda state, tokens, mask: score(model, state.params, tokens, mask).nll.sum(),
-                                donate=False)
+  nll_sum = engine.compile_call(
+    lambda state, tokens, mask: score(model, state.params, tokens, mask).nll.sum(), donate=False
+  )
 
   def evaluate(state) -> list[float]:
     return [float(nll_sum(state, c.tokens, c.mask)) / (LN2 * c.mask.sum()) for c in domains.heldout]
@@ -233,16 +255,29 @@ def run_model(cfg: DomainShiftConfig, run_cfg: Config, domains: Domains, mesh, l
 
   def describe(phase, prequential, bpb):
     if progress:
-      print(f"  {label} phase {phase} ({cfg.labels[cfg.order[phase]]}): prequential {prequential:.3f}, held-out "
-            + ", ".join(f"{cfg.labels[i]} {v:.3f}" for i, v in enumerate(bpb)), flush=True)
+      print(
+        f"  {label} phase {phase} ({cfg.labels[cfg.order[phase]]}): prequential {prequential:.3f}, held-out "
+        + ", ".join(f"{cfg.labels[i]} {v:.3f}" for i, v in enumerate(bpb)),
+        flush=True,
+      )
 
   trace = ShiftTrace(evaluate, chunks, max(1, chunks // cfg.evals_per_phase), describe)
   init_state = lambda: engine.init(learner, jax.random.PRNGKey(run_cfg.train.seed), mesh=mesh)  # noqa: E731
   config = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "models": [label], "model": to_dict(run_cfg.model)}
   start = time.time()
-  done = fit(learner, init_state, PhaseFeed(domains.train, cfg.order, chunks), out, config=config, hooks=[trace],
-             mesh=mesh, size=lambda xs: int(xs.mask.sum()), resume=resume, checkpoint_every=cfg.checkpoint_every,
-             prefetch=run_cfg.data.prefetch)
+  done = fit(
+    learner,
+    init_state,
+    PhaseFeed(domains.train, cfg.order, chunks),
+    out,
+    config=config,
+    hooks=[trace],
+    mesh=mesh,
+    size=lambda xs: int(xs.mask.sum()),
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+    prefetch=run_cfg.data.prefetch,
+  )
   seconds = time.time() - start
   seen = trace.seen
   for d, n in enumerate(domains.train_bytes):
@@ -250,17 +285,17 @@ def run_model(cfg: DomainShiftConfig, run_cfg: Config, domains: Domains, mesh, l
       print(f"  note: {cfg.labels[d]} was read more than once ({cfg.order.count(d) * seen:,} tokens of {n:,})")
   matrix = np.array(trace.matrix)
   return {
-      "mixer": run_cfg.model.mixer,
-      "params": param_count(run_cfg.model),
-      "phase_tokens": seen,
-      "matrix": trace.matrix,
-      "prequential": trace.prequential,
-      "forgetting": shift_metrics.forgetting(matrix, cfg.order),
-      "final_change": shift_metrics.final_change(matrix, cfg.order),
-      "recovery": shift_metrics.recovery(matrix, cfg.order, trace.trace, cfg.within),
-      "trace": trace.trace,
-      "seconds": seconds,
-      "tokens_per_s": done.units / seconds,
+    "mixer": run_cfg.model.mixer,
+    "params": param_count(run_cfg.model),
+    "phase_tokens": seen,
+    "matrix": trace.matrix,
+    "prequential": trace.prequential,
+    "forgetting": shift_metrics.forgetting(matrix, cfg.order),
+    "final_change": shift_metrics.final_change(matrix, cfg.order),
+    "recovery": shift_metrics.recovery(matrix, cfg.order, trace.trace, cfg.within),
+    "trace": trace.trace,
+    "seconds": seconds,
+    "tokens_per_s": done.units / seconds,
   }
 
 
@@ -278,8 +313,15 @@ def plot(cfg: DomainShiftConfig, results: dict, path: pathlib.Path) -> None:
       ax.plot(x, [v[i] for _, _, v in r["trace"]], marker=".", label=name)
     for j, d in enumerate(cfg.order):
       ax.axvline(j * r["phase_tokens"] / 1e3, color="gray", ls="--", lw=0.8)
-      ax.text((j + 0.5) * r["phase_tokens"] / 1e3, 1.0, cfg.labels[d], transform=ax.get_xaxis_transform(),
-              ha="center", va="bottom", fontsize=8)
+      ax.text(
+        (j + 0.5) * r["phase_tokens"] / 1e3,
+        1.0,
+        cfg.labels[d],
+        transform=ax.get_xaxis_transform(),
+        ha="center",
+        va="bottom",
+        fontsize=8,
+      )
     ax.set_title(f"{label} ({r['params']:,} params)", pad=14)
     ax.set_xlabel("stream tokens (thousands)")
     ax.grid(alpha=0.3)
@@ -301,23 +343,44 @@ def report(result: dict) -> str:
   cfg, results = types.SimpleNamespace(**result["config"]), result["models"]
   lines = []
   for label, r in results.items():
-    lines += [f"\n{label} ({r['mixer']}, {r['params']:,} params, {r['tokens_per_s']:,.0f} tokens/s): "
-              "held-out bits/byte after each phase", "",
-              "| after phase | prequential | " + " | ".join(cfg.labels) + " |", "|---" * (len(cfg.labels) + 2) + "|"]
+    lines += [
+      f"\n{label} ({r['mixer']}, {r['params']:,} params, {r['tokens_per_s']:,.0f} tokens/s): "
+      "held-out bits/byte after each phase",
+      "",
+      "| after phase | prequential | " + " | ".join(cfg.labels) + " |",
+      "|---" * (len(cfg.labels) + 2) + "|",
+    ]
     for j, d in enumerate(cfg.order):
-      lines.append(f"| {j + 1}: {cfg.labels[d]} | {r['prequential'][j]:.3f} | "
-                   + " | ".join(f"{v:.3f}" for v in r["matrix"][j]) + " |")
-  lines += ["", "Forgetting (max rise after its own phase) / final change, bits/byte", "",
-            "| model | " + " | ".join(cfg.labels) + " |", "|---" * (len(cfg.labels) + 1) + "|"]
+      lines.append(
+        f"| {j + 1}: {cfg.labels[d]} | {r['prequential'][j]:.3f} | "
+        + " | ".join(f"{v:.3f}" for v in r["matrix"][j])
+        + " |"
+      )
+  lines += [
+    "",
+    "Forgetting (max rise after its own phase) / final change, bits/byte",
+    "",
+    "| model | " + " | ".join(cfg.labels) + " |",
+    "|---" * (len(cfg.labels) + 1) + "|",
+  ]
   for label, r in results.items():
-    lines.append(f"| {label} | " + " | ".join(f"{_num(f)} / {_num(c)}" for f, c in zip(r["forgetting"], r["final_change"])) + " |")
-  lines += ["", f"Recovery on return (within {cfg.within} bits/byte)", "",
-            "| model | domain | forgot | fraction undone | tokens to recover |", "|---|---|---|---|---|"]
+    lines.append(
+      f"| {label} | " + " | ".join(f"{_num(f)} / {_num(c)}" for f, c in zip(r["forgetting"], r["final_change"])) + " |"
+    )
+  lines += [
+    "",
+    f"Recovery on return (within {cfg.within} bits/byte)",
+    "",
+    "| model | domain | forgot | fraction undone | tokens to recover |",
+    "|---|---|---|---|---|",
+  ]
   for label, r in results.items():
     for i, rec in enumerate(r["recovery"]):
       if rec:
         tokens = "not within the phase" if rec["tokens"] is None else f"{rec['tokens']:,}"
-        lines.append(f"| {label} | {cfg.labels[i]} | {rec['forgot']:+.3f} | {_num(rec['fraction'], '.2f')} | {tokens} |")
+        lines.append(
+          f"| {label} | {cfg.labels[i]} | {rec['forgot']:+.3f} | {_num(rec['fraction'], '.2f')} | {tokens} |"
+        )
   return "\n".join(lines)
 
 
@@ -334,8 +397,9 @@ def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, prog
   domains = Domains(cfg)
   results = {}
   for label, m in models.items():
-    results[label] = run_model(cfg, dataclasses.replace(cfg.base, model=m), domains, mesh, label, out / label,
-                               resume=resume, progress=progress)
+    results[label] = run_model(
+      cfg, dataclasses.replace(cfg.base, model=m), domains, mesh, label, out / label, resume=resume, progress=progress
+    )
   result = {"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "models": results}
   (out / "domain_shift.json").write_text(json.dumps(result, indent=1))
   plot(cfg, results, out / "domain_shift.png")

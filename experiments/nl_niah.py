@@ -41,10 +41,10 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
-from contlearn.fit import fit
 from contlearn.config import ModelConfig
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
+from contlearn.fit import fit
 from contlearn.learner import sequence_learner
 from contlearn.models import byte_lm
 from contlearn.models.sizing import param_count
@@ -52,10 +52,10 @@ from contlearn.models.variants import select
 from contlearn.stream import corpora, niah
 
 MODELS = {
-    "transformer": {"mixer": "swa"},
-    "gated_deltanet": {"mixer": "gated_deltanet"},
-    "titans": {"mixer": "titans"},
-    "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1},
+  "transformer": {"mixer": "swa"},
+  "gated_deltanet": {"mixer": "gated_deltanet"},
+  "titans": {"mixer": "titans"},
+  "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1},
 }
 
 
@@ -101,8 +101,15 @@ class NiahConfig:
   base: ModelConfig = ModelConfig(d_model=64, n_layers=2, n_heads=4, window=256, mem_expansion=2)
 
 
-SMALL = {"models": ("transformer", "gated_deltanet"), "factors": (1, 2), "steps": 20, "block": 10, "batch": 8,
-         "eval_batch": 16, "base": dataclasses.replace(NiahConfig.base, d_model=32, n_heads=2)}
+SMALL = {
+  "models": ("transformer", "gated_deltanet"),
+  "factors": (1, 2),
+  "steps": 20,
+  "block": 10,
+  "batch": 8,
+  "eval_batch": 16,
+  "base": dataclasses.replace(NiahConfig.base, d_model=32, n_heads=2),
+}
 
 
 def get_config() -> NiahConfig:
@@ -158,33 +165,50 @@ def _json(cfg) -> dict:
   return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def train_and_eval(cfg: NiahConfig, mcfg: ModelConfig, label: str, out: pathlib.Path, *, resume: bool,
-                   progress: bool) -> dict:
+def train_and_eval(
+  cfg: NiahConfig, mcfg: ModelConfig, label: str, out: pathlib.Path, *, resume: bool, progress: bool
+) -> dict:
   """Trains one model at length L into `out`; exact-match and digit accuracy per task and length."""
   model = byte_lm(mcfg)
   train_hay, eval_hay = haystacks()
   rule = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(cfg.lr, weight_decay=0.01))
   per_task = max(1, cfg.batch // len(cfg.task_keys))
   learner = sequence_learner(model, rule, per_task * len(cfg.task_keys), carry_memory=False)
-  feed = synthetic.StepFeed(cfg.steps, cfg.block, lambda first, n: training_block(cfg, train_hay, first, n),
-                            name="needles in the plays")
+  feed = synthetic.StepFeed(
+    cfg.steps, cfg.block, lambda first, n: training_block(cfg, train_hay, first, n), name="needles in the plays"
+  )
   log = synthetic.LossLog(out / "metrics.jsonl", 20, label, cfg.steps, progress)
   config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small", "base")}, "model": _json(mcfg)}
   start = time.time()
-  run = fit(learner, lambda: engine.init(learner, jax.random.PRNGKey(cfg.seed)), feed, out,
-                      config=config, hooks=[log], resume=resume, checkpoint_every=cfg.checkpoint_every)
+  run = fit(
+    learner,
+    lambda: engine.init(learner, jax.random.PRNGKey(cfg.seed)),
+    feed,
+    out,
+    config=config,
+    hooks=[log],
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+  )
   train_s = time.time() - start
 
   def hits(state, steps):
     return score(model, state.params, steps, jnp.ones(steps[:, :, 1:].shape, bool)).hit[-1, :, -cfg.digits :]
 
   hits = engine.compile_call(hits, donate=False)
-  row = {"mixer": mcfg.mixer, "params": param_count(mcfg), "loss": float(log.tail()), "train_s": train_s,
-         "accuracy": {}, "digits": {}}
+  row = {
+    "mixer": mcfg.mixer,
+    "params": param_count(mcfg),
+    "loss": float(log.tail()),
+    "train_s": train_s,
+    "accuracy": {},
+    "digits": {},
+  }
   for t, keys in enumerate(cfg.task_keys):
     for f in cfg.factors:
-      batch = niah.sample(np.random.default_rng(1000 * (t + 1) + f), eval_hay, cfg.eval_batch, f * cfg.length,
-                          keys, cfg.digits)
+      batch = niah.sample(
+        np.random.default_rng(1000 * (t + 1) + f), eval_hay, cfg.eval_batch, f * cfg.length, keys, cfg.digits
+      )
       hit = np.asarray(hits(run.state, segments(batch.tokens, cfg.length)))
       row["accuracy"][f"{task_label(keys)} @{f}L"] = float(hit.all(axis=1).mean())
       row["digits"][f"{task_label(keys)} @{f}L"] = float(hit.mean())
@@ -226,8 +250,13 @@ def report(result: dict) -> str:
   lines = []
   for keys in cfg["task_keys"]:
     task = task_label(keys)
-    lines += ["", f"{task}: exact-match accuracy (digit accuracy) by context length in bytes; trained at {cfg['length']}",
-              "", "| model | params | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    lines += [
+      "",
+      f"{task}: exact-match accuracy (digit accuracy) by context length in bytes; trained at {cfg['length']}",
+      "",
+      "| model | params | " + " | ".join(cols) + " |",
+      "|---" * (len(cols) + 2) + "|",
+    ]
     for label, r in rows.items():
       cells = [f"{r['accuracy'][f'{task} @{f}L']:.2f} ({r['digits'][f'{task} @{f}L']:.2f})" for f in cfg["factors"]]
       lines.append(f"| {label} | {r['params']:,} | " + " | ".join(cells) + " |")

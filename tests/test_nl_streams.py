@@ -1,18 +1,24 @@
 """The domain-shift and needle-in-a-haystack experiments run small versions end to end."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
 
-from contlearn import experiments
+from contlearn import catalog
 from contlearn.cl import shift_metrics
 from contlearn.config import apply_overrides
 from contlearn.errors import ConfigError
 
 
+def _load(name):
+  """The experiment `name` of this checkout, by path (whatever `contlearn.experiments` an install maps)."""
+  return catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"))
+
+
 def _small(name, *settings):
-  module = experiments.load(name)
+  module = _load(name)
   return module, apply_overrides(module.get_config(), ["small=true", *settings])
 
 
@@ -39,7 +45,7 @@ def test_domain_shift_small_run_writes_consistent_results(tmp_path):
 
 
 def test_domain_shift_refuses_labels_that_do_not_match_the_domains():
-  exp = experiments.load("nl_domain_shift")
+  exp = _load("nl_domain_shift")
   with pytest.raises(ConfigError, match="phase order"):
     exp.resolved(apply_overrides(exp.get_config(), ["order=0,3"]))
   with pytest.raises(ConfigError, match="labels"):
@@ -63,7 +69,7 @@ def test_niah_small_run_reports_accuracy_per_task_and_length(tmp_path):
 
 
 def test_niah_batches_depend_on_seed_and_step_only():
-  exp = experiments.load("nl_niah")
+  exp = _load("nl_niah")
   cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true"]))
   hay = exp.haystacks()[0]
   whole = exp.training_block(cfg, hay, 0, 4)

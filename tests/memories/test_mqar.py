@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -9,16 +10,26 @@ import numpy as np
 import optax
 import pytest
 
-from contlearn import engine, experiments, loop, synthetic
-from contlearn.fit import fit as fit_run
+from contlearn import catalog, engine, loop, synthetic
 from contlearn.config import apply_overrides
 from contlearn.errors import ConfigError
+from contlearn.fit import fit as fit_run
 from contlearn.memories import mqar
 
-EXP = experiments.load("mqar")
+# By path, so the checkout under test is loaded whatever `contlearn.experiments` an install maps.
+EXP = catalog.load(str(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "mqar.py"))
 # A small MQAR learner: one linear-attention layer of width 16, up to 4 pairs, batches of 4.
-TINY = dataclasses.replace(EXP.get_config(), d_model=16, n_layers=1, max_pairs=4, batch=4, steps=8, block=2,
-                           lrs=(1e-3, 3e-2), models=("linear_attention",))
+TINY = dataclasses.replace(
+  EXP.get_config(),
+  d_model=16,
+  n_layers=1,
+  max_pairs=4,
+  batch=4,
+  steps=8,
+  block=2,
+  lrs=(1e-3, 3e-2),
+  models=("linear_attention",),
+)
 
 
 def test_answers_are_bound_values():
@@ -50,8 +61,17 @@ def test_pair_counts_follow_their_mix():
     mqar.pair_counts(key, 4, 16, "zipf")
 
 
-@pytest.mark.parametrize("setting", [["n_keys=8", "max_pairs=16"], ["n_values=-1"], ["max_pairs=1"],
-                                     ["mem_lr_init=1.5"], ["steps=50"], ["models=deltanet,lstm"]])
+@pytest.mark.parametrize(
+  "setting",
+  [
+    ["n_keys=8", "max_pairs=16"],
+    ["n_values=-1"],
+    ["max_pairs=1"],
+    ["mem_lr_init=1.5"],
+    ["steps=50"],
+    ["models=deltanet,lstm"],
+  ],
+)
 def test_experiment_refuses_impossible_sequences(setting, tmp_path):
   key = setting[0].split("=")[0]
   cfg = apply_overrides(EXP.get_config(), setting)
@@ -72,8 +92,12 @@ def _reference_lane(cfg, model, params, lr, steps):
   """The experiment's former training loop for one rate: a Python loop of jitted AdamW steps
   on the answer-weighted cross-entropy, every token read, the update scaled by -lr."""
   schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(1, int(cfg.warmup * cfg.steps)), cfg.steps)
-  opt = optax.chain(optax.clip_by_global_norm(cfg.clip), optax.scale_by_adam(),
-                    optax.add_decayed_weights(cfg.weight_decay), optax.scale_by_schedule(schedule))
+  opt = optax.chain(
+    optax.clip_by_global_norm(cfg.clip),
+    optax.scale_by_adam(),
+    optax.add_decayed_weights(cfg.weight_decay),
+    optax.scale_by_schedule(schedule),
+  )
 
   def loss_fn(p, batch):
     x = batch.tokens[:, :-1]
@@ -123,8 +147,17 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
 
   def fit(out, resume, *hooks):
     log = synthetic.LossLog(out / "metrics.jsonl", 3, "tiny", cfg.steps, progress=False)
-    done = fit_run(learner, init_state, feed, out, config={"steps": cfg.steps}, hooks=[log, *hooks],
-                         lanes=True, resume=resume, checkpoint_every=2)
+    done = fit_run(
+      learner,
+      init_state,
+      feed,
+      out,
+      config={"steps": cfg.steps},
+      hooks=[log, *hooks],
+      lanes=True,
+      resume=resume,
+      checkpoint_every=2,
+    )
     return done, log
 
   whole, whole_log = fit(tmp_path / "whole", False)
