@@ -88,8 +88,8 @@ def test_small_sets_only_fields_left_at_their_defaults():
   assert EXP.eval_pairs(cfg) == (2, 4) and EXP.eval_pairs(EXP.get_config()) == (2, 4, 8, 16)
 
 
-def _reference_lane(cfg, model, params, lr, steps):
-  """The experiment's former training loop for one rate: a Python loop of jitted AdamW steps
+def _reference_lanes(cfg, model, params, lrs, steps):
+  """The experiment's former training loop, each rate alone: a Python loop of jitted AdamW steps
   on the answer-weighted cross-entropy, every token read, the update scaled by -lr."""
   schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(1, int(cfg.warmup * cfg.steps)), cfg.steps)
   opt = optax.chain(
@@ -106,7 +106,7 @@ def _reference_lane(cfg, model, params, lr, steps):
     return jnp.sum(ce * batch.answer) / jnp.maximum(jnp.sum(batch.answer), 1)
 
   @jax.jit
-  def step(p, s, k):
+  def step(p, s, k, lr):
     k_n, k_b = jax.random.split(k)
     pairs = mqar.pair_counts(k_n, cfg.batch, cfg.max_pairs, cfg.mix)
     batch = mqar.sample(k_b, cfg.batch, pairs, cfg.max_pairs, cfg.n_keys, cfg.n_values)
@@ -114,11 +114,14 @@ def _reference_lane(cfg, model, params, lr, steps):
     updates, s = opt.update(grads, s, p)
     return optax.apply_updates(p, jax.tree.map(lambda u: -lr * u, updates)), s, loss
 
-  state, losses = opt.init(params), []
-  for i in range(steps):
-    params, state, loss = step(params, state, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), i))
-    losses.append(float(loss))
-  return params, losses
+  trained = []
+  for lr in lrs:  # each rate alone, from the same start
+    p, state, losses = params, opt.init(params), []
+    for i in range(steps):
+      p, state, loss = step(p, state, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), i), jnp.float32(lr))
+      losses.append(float(loss))
+    trained.append((p, losses))
+  return trained
 
 
 def test_each_rate_lane_learns_as_that_rate_alone_in_the_former_loop():
@@ -130,8 +133,7 @@ def test_each_rate_lane_learns_as_that_rate_alone_in_the_former_loop():
   run = engine.compile(learner, state, lanes=True)
   state, metrics = run(state, synthetic.step_indices(0, cfg.steps))
   loss = np.asarray(metrics.nll) / np.asarray(metrics.count)  # [lanes, steps]
-  for lane, lr in enumerate(cfg.lrs):
-    want, want_loss = _reference_lane(cfg, model, start, jnp.float32(lr), cfg.steps)
+  for lane, (want, want_loss) in enumerate(_reference_lanes(cfg, model, start, cfg.lrs, cfg.steps)):
     np.testing.assert_allclose(loss[lane], want_loss, rtol=1e-5)
     for got, ref in zip(jax.tree.leaves(state.params), jax.tree.leaves(want)):
       np.testing.assert_allclose(np.asarray(got)[lane], np.asarray(ref), rtol=1e-4, atol=1e-6)
