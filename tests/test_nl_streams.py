@@ -1,18 +1,32 @@
 """The domain-shift and needle-in-a-haystack experiments run small versions end to end."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
 
+from contlearn import catalog
 from contlearn.cl import shift_metrics
-from contlearn.cli import main
+from contlearn.config import apply_overrides
+from contlearn.errors import ConfigError
+
+
+def _load(name):
+  """The experiment `name` of this checkout, by path (whatever `contlearn.experiments` an install maps)."""
+  return catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"))
+
+
+def _small(name, *settings):
+  module = _load(name)
+  return module, apply_overrides(module.get_config(), ["small=true", *settings])
 
 
 @pytest.mark.slow  # about 15 s of CPU; more on a shared machine
-def test_domain_shift_small_run_writes_consistent_results(tmp_path, capsys):
+def test_domain_shift_small_run_writes_consistent_results(tmp_path):
+  exp, cfg = _small("nl_domain_shift", "models=transformer")
   out = tmp_path / "ds"
-  assert main(["run", "nl_domain_shift", "--", "--small", "--models", "transformer", "--out", str(out)]) == 0
+  result = exp.run(cfg, out, resume=False, progress=False)
   saved = json.loads((out / "domain_shift.json").read_text())
   order = saved["config"]["order"]
   r = saved["models"]["transformer"]
@@ -27,14 +41,41 @@ def test_domain_shift_small_run_writes_consistent_results(tmp_path, capsys):
   assert all([t for t, _ in p] == [2048, 4096, 8192] for p in phases)  # after 1, 2 and 4 chunks of 2,048
   assert [p[-1][1] for p in phases] == r["matrix"]
   assert (out / "domain_shift.png").stat().st_size > 10_000
-  assert "| 4: plays |" in capsys.readouterr().out
+  assert "| 4: plays |" in exp.report(result)
+
+
+def test_domain_shift_refuses_labels_that_do_not_match_the_domains():
+  exp = _load("nl_domain_shift")
+  with pytest.raises(ConfigError, match="phase order"):
+    exp.resolved(apply_overrides(exp.get_config(), ["order=0,3"]))
+  with pytest.raises(ConfigError, match="labels"):
+    exp.resolved(apply_overrides(exp.get_config(), ["labels=a,b"]))
+  cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true", "phase_tokens=4096", "base.model.d_model=32"]))
+  assert cfg.phase_tokens == 4096 and cfg.base.model.d_model == 32 and cfg.evals_per_phase == 2
 
 
 @pytest.mark.slow  # about 15 s of CPU; more on a shared machine
 def test_niah_small_run_reports_accuracy_per_task_and_length(tmp_path):
+  exp, cfg = _small("nl_niah", "models=transformer")
   out = tmp_path / "niah"
-  assert main(["run", "nl_niah", "--", "--small", "--models", "transformer", "--out", str(out)]) == 0
+  result = exp.run(cfg, out, resume=False, progress=False)
   r = json.loads((out / "niah.json").read_text())["models"]["transformer"]
   assert set(r["accuracy"]) == {"single @1L", "single @2L", "multi-key (2) @1L", "multi-key (2) @2L"}
   assert all(0.0 <= r["accuracy"][k] <= r["digits"][k] <= 1.0 for k in r["accuracy"])  # exact match <= digit rate
   assert r["loss"] < 5.0  # the answer loss fell from about ln(256) = 5.5
+  assert "| transformer |" in exp.report(result)
+  records = [json.loads(line) for line in (out / "transformer" / "metrics.jsonl").read_text().splitlines()]
+  assert [rec["step"] for rec in records] == [10, 20]
+
+
+def test_niah_batches_depend_on_seed_and_step_only():
+  exp = _load("nl_niah")
+  cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true"]))
+  hay = exp.haystacks()[0]
+  whole = exp.training_block(cfg, hay, 0, 4)
+  later = exp.training_block(cfg, hay, 2, 2)
+  assert whole.tokens.shape == (4, 8, 257) and whole.scored.shape == (4, 8, 256) and whole.mask.all()
+  np.testing.assert_array_equal(whole.tokens[2:], later.tokens)  # a resumed feed reads the same batches
+  assert (whole.scored.sum(axis=(1, 2)) == 8 * 5).all()  # the answer digits only
+  with pytest.raises(ConfigError, match="batch=1"):
+    exp.resolved(apply_overrides(exp.get_config(), ["batch=1"]))

@@ -1,0 +1,115 @@
+"""Learning from generated tasks: a fresh batch at every step, a pure function of (seed, step).
+
+    StepFeed: position = steps done --next--> block of `block` steps --> engine.compile'd call
+                                                                      |
+                                  LossLog (metrics.jsonl, progress) <-+-> loop.Checkpoint
+
+Recall tasks (MQAR, needle in a haystack) train on independent sequences
+drawn afresh at every step. Their feed's position is the step count and its
+blocks are made from `(seed, step)` alone, so a resumed run reads exactly
+the batches the uninterrupted run would have. A task whose batches are cheap
+to draw on the device passes step indices as the block and makes each batch
+inside the compiled step (`indexed`); one drawn on the host (text slices)
+passes the batches themselves; `contlearn.fit.fit` trains on either.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from contlearn import loop
+from contlearn.engine import Learner
+from contlearn.errors import ConfigError
+
+
+class ScoredChunk(NamedTuple):
+  """One step of independent sequences whose loss counts only some targets.
+
+  Attributes:
+    tokens: [B, T + 1] int32; the model reads `tokens[:, :-1]`.
+    mask: [B, T] bool, real input tokens (all True for full-length sequences).
+    scored: [B, T] bool, the targets `tokens[:, 1:]` the loss counts.
+  """
+
+  tokens: Any
+  mask: Any
+  scored: Any
+
+
+class StepFeed:
+  """A feed of `steps` steps in blocks of `block`; position = steps done (an int).
+
+  `make(first, n)` returns the block of steps `first .. first + n - 1`
+  (leading axis n); it must depend on nothing but its arguments.
+  """
+
+  def __init__(self, steps: int, block: int, make: Callable[[int, int], Any], name: str = "generated"):
+    if block < 1 or steps % block:
+      raise ConfigError(f"steps={steps} must be a positive multiple of the block of {block} steps per compiled call")
+    self.steps, self.block, self.make, self.name = steps, block, make, name
+
+  def start(self) -> int:
+    return 0
+
+  def next(self, position: int) -> tuple[Any, int]:
+    if position >= self.steps:
+      return None, position
+    return self.make(position, self.block), position + self.block
+
+  def describe(self) -> str:
+    return f"{self.name} ({self.steps} steps)"
+
+
+def step_indices(first: int, n: int) -> np.ndarray:
+  """The block of an `indexed` learner: `[n]` int32 step numbers."""
+  return np.arange(first, first + n, dtype=np.int32)
+
+
+def indexed(learner: Learner, batch_at: Callable[[Any], Any]) -> Learner:
+  """`learner` fed `batch_at(i)` at a step whose block entry is the step number `i` ([] int32)."""
+  return Learner(learner.init, lambda state, i, env: learner.step(state, batch_at(i), env))
+
+
+class LossLog(loop.Hook):
+  """Per-step training loss (`nll / count`), logged per block; the last `keep` steps kept.
+
+  Writes `path` (JSON lines: block, step, mean loss of the block; one value
+  per lane with lanes) and, with `progress`, prints the loss of the last
+  `keep` steps about five times per run.
+  """
+
+  def __init__(self, path: pathlib.Path, keep: int, label: str, total_steps: int, progress: bool):
+    self.path, self.keep, self.label, self.total, self.progress = path, keep, label, total_steps, progress
+    self.recent: np.ndarray | None = None  # [..., <= keep] float64
+    self.step = 0
+
+  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+    loss = np.asarray(metrics.nll, np.float64) / np.maximum(np.asarray(metrics.count, np.float64), 1.0)
+    joined = loss if self.recent is None else np.concatenate([self.recent, loss], axis=-1)
+    self.recent = joined[..., -self.keep :]
+    before, self.step = self.step, units
+    with self.path.open("a" if before else "w") as f:  # a fresh run starts the file anew
+      f.write(json.dumps({"block": block, "step": units, "loss": np.mean(loss, axis=-1).tolist()}) + "\n")
+    every = max(1, self.total // 5)
+    if self.progress and before // every != units // every:
+      print(f"  {self.label} step {units}: loss {np.round(self.tail(), 3).tolist()}", flush=True)
+
+  def tail(self) -> np.ndarray:
+    """Mean loss of the last `keep` steps ([] or [lanes])."""
+    return np.mean(self.recent, axis=-1)
+
+  def meta(self) -> dict[str, Any]:
+    return {"recent_loss": None if self.recent is None else self.recent.tolist()}
+
+  def restore(self, meta: dict[str, Any]) -> None:
+    saved = meta["recent_loss"]
+    self.recent = None if saved is None else np.asarray(saved, np.float64)
+    self.step = int(meta["units"])
+    if self.path.exists():  # records after the checkpoint are read again
+      lines = self.path.read_text().splitlines()
+      self.path.write_text("".join(l + "\n" for l in lines if json.loads(l)["block"] <= meta["block"]))
