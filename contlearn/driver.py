@@ -18,7 +18,6 @@ import jax
 import numpy as np
 
 from contlearn import engine, loop
-from contlearn.checkpoint import Checkpoints
 from contlearn.config import Config, TrainConfig, to_dict
 from contlearn.errors import CheckpointError, DataError
 from contlearn.learner import build_learner
@@ -74,9 +73,9 @@ class StreamLog(loop.Hook):
     self.tally = Tally(0.0, 0.0, log_every, steps)
     self.log = RunLog(out, tokens or None, progress, name)
 
-  def start_at(self, block: int, tokens: int) -> None:
-    self.log.truncate_after(block)
-    self.log.start_at(tokens)
+  def on_start(self, run: loop.Loop) -> None:
+    self.log.truncate_after(run.block)
+    self.log.start_at(run.units)
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
     record = self.tally.add(block, units, new_units, metrics)
@@ -139,50 +138,26 @@ def fit(
     The summary written to `out/summary.json`.
   """
   out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
   mesh = engine.data_mesh(devices)
   steps, batch, _ = stream.shape
   engine.check_batch(batch, mesh)
   key = jax.random.PRNGKey(settings.seed)
-
   log = StreamLog(out, tokens=settings.tokens, log_every=settings.log_every, steps=steps,
                   progress=progress, name=name or out.name)
-  checkpoints = Checkpoints(out / "checkpoints", keep=settings.keep)
   checks = [TokenCheck(vocab, stream.describe())] if vocab is not None else []
-  hooks = [*checks, loop.StopAfter(settings.tokens), log, *hooks]
-  saver = loop.Checkpoint(checkpoints, settings.checkpoint_every, hooks, meta={"config": config or {}})
-  hooks.append(saver)
-
-  #### State: fresh, or restored with the stream position ####
-  if resume:
-    abstract = jax.eval_shape(learner.init, key)
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        abstract,
-        engine.state_sharding(abstract, mesh),
-    )
-    run, _ = loop.restore(checkpoints, abstract, hooks,
-                          check=lambda meta: _check_same_run(meta["config"], config or {}, out))
-  else:
-    if checkpoints.latest() is not None:
-      checkpoints.close()
-      raise CheckpointError(
-          f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue "
-          "that run, or choose another --out"
-      )
-    run = loop.Loop(state=engine.init(learner, key, mesh=mesh), position=stream.start())
-  log.start_at(run.block, run.units)
-  saver.start_at(run.block)
-  run_block = engine.compile(learner, run.state, mesh=mesh)
-  started_at = run.block
-
-  loop.run(
-      run_block, run, stream, hooks,
-      place=lambda xs: engine.place_xs(Chunk(*xs), mesh),
+  run = loop.fit(
+      learner, lambda: engine.init(learner, key, mesh=mesh), stream, out,
+      config=config or {},
+      hooks=[*checks, loop.StopAfter(settings.tokens), log, *hooks],
+      mesh=mesh,
       size=lambda xs: int(np.sum(xs.mask)),
+      resume=resume,
+      checkpoint_every=settings.checkpoint_every,
+      keep=settings.keep,
+      same_run=lambda saved: _check_same_run(saved, config or {}, out),
       prefetch=prefetch,
   )
-  if run.block == 0 and started_at == 0:
+  if run.block == 0:
     raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
 
   records = log.log.records()

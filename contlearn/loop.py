@@ -24,11 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
+
+import pathlib
 
 import jax
+from jax.sharding import Mesh
 
+from contlearn import engine
 from contlearn.checkpoint import Checkpoints
+from contlearn.errors import CheckpointError
 from contlearn.stream.prefetch import Prefetcher
 
 # Set (by the CLI's signal handlers) to end the run at the next block boundary.
@@ -74,6 +79,9 @@ class Loop:
 
 class Hook:
   """The points of the loop a hook may act at; every method is optional."""
+
+  def on_start(self, loop: Loop) -> None:
+    """The run starts at `loop.block` (0, or where a checkpoint left it)."""
 
   def before_block(self, loop: Loop, xs: Any) -> None:
     """A host block about to be dispatched (check it; set `loop.stop` to end here)."""
@@ -141,6 +149,8 @@ def run(
         h.on_metrics(loop, block, units, new_units, host)
 
   loop.settle = settle
+  for h in hooks:
+    h.on_start(loop)
   blocks = Prefetcher(feed, loop.position, prefetch)
   try:
     for xs, position_after in blocks:
@@ -190,8 +200,8 @@ class Checkpoint(Hook):
     self.extra, self.also = dict(meta or {}), also
     self.saved_at: int | None = None
 
-  def start_at(self, block: int) -> None:
-    self.saved_at = block
+  def on_start(self, loop: Loop) -> None:
+    self.saved_at = loop.block
 
   def save(self, loop: Loop) -> None:
     loop.settle()
@@ -241,3 +251,93 @@ def restore(checkpoints: Checkpoints, abstract_state: Any, hooks: list[Hook],
   for h in hooks:
     h.restore(meta)
   return Loop(state=state, position=meta["position"], block=block, units=int(meta["units"])), meta
+
+
+def fit(
+    learner: engine.Learner,
+    init_state: Callable[[], Any],
+    feed: Feed,
+    out: str | pathlib.Path,
+    *,
+    config: dict[str, Any],
+    hooks: Sequence[Hook] = (),
+    env: Any = None,
+    lanes: bool = False,
+    mesh: Mesh | None = None,
+    probe: Callable[[Any, Any], Any] | None = None,
+    every: int = 0,
+    size: Callable[[Any], int] = lambda xs: jax.tree.leaves(xs)[0].shape[0],
+    resume: bool = False,
+    checkpoint_every: int = 10,
+    keep: int = 2,
+    also: Callable[[Loop], bool] = lambda loop: False,
+    same_run: Callable[[dict[str, Any]], None] | None = None,
+    prefetch: int = 2,
+) -> Loop:
+  """Trains `learner` on `feed` into `out`, from scratch or from its latest checkpoint.
+
+      fresh:  state = init_state()                 position = feed.start()
+      resume: state, position, hooks' meta <- out/checkpoints
+      then    run(engine.compile(learner, state), ..., hooks + [Checkpoint])
+
+  Every family's run is this call with its own hooks (the stream's log, a
+  classic-CL run's task ends, a recall task's evaluation).
+
+  Args:
+    learner: the learner; its step reads one entry of the feed's blocks.
+    init_state: the placed initial state (e.g. `engine.init(...)`).
+    feed: the blocks.
+    out: the run's folder; checkpoints go to `out/checkpoints`.
+    config: JSON of everything that defines the run, saved in every checkpoint.
+    hooks: the run's hooks (their `meta` goes into every checkpoint).
+    env: read-only data every step sees (e.g. a classic-CL scenario).
+    lanes: the state has a leading lane axis (`engine.compile(lanes=True)`).
+    mesh: the mesh the state and blocks are placed on (None: the default device).
+    probe, every: `probe(state, env)` every `every` steps inside the compiled
+      call (see `engine.compile`); the block's metrics are then `(metrics, probes)`.
+    size: units in a host block (default: its steps).
+    resume: continue from the latest checkpoint (a run without one starts).
+    checkpoint_every: blocks between checkpoints.
+    keep: checkpoints kept.
+    also: an extra checkpoint at the boundaries where it returns True.
+    same_run: `same_run(saved_config)` raises CheckpointError when a resume
+      would continue another run (default: any difference from `config`).
+    prefetch: blocks prepared ahead on a host thread.
+
+  Raises:
+    CheckpointError: checkpoints exist but `resume` is False, or they hold
+      another run.
+  """
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  checkpoints = Checkpoints(out / "checkpoints", keep=keep)
+  if not resume and checkpoints.latest() is not None:
+    checkpoints.close()
+    raise CheckpointError(
+        f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue that run, or choose another --out"
+    )
+
+  def check(meta: dict[str, Any]) -> None:
+    if same_run is not None:
+      same_run(meta["config"])
+    elif meta["config"] != config:
+      raise CheckpointError(f"cannot resume {out}: its checkpoints hold a run of another configuration")
+
+  hooks = list(hooks)
+  hooks.append(Checkpoint(checkpoints, checkpoint_every, hooks, meta={"config": config}, also=also))
+  if resume and checkpoints.latest() is not None:
+    abstract = jax.eval_shape(init_state)
+    if mesh is not None:
+      abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                              abstract, engine.state_sharding(abstract, mesh, lanes=lanes))
+    try:
+      run_, _ = restore(checkpoints, abstract, hooks, check=check)
+    except BaseException:
+      checkpoints.close()
+      raise
+    run_.env = env
+  else:
+    run_ = Loop(state=init_state(), position=feed.start(), env=env)
+  run_block = engine.compile(learner, run_.state, mesh=mesh, lanes=lanes, probe=probe, every=every)
+  return run(run_block, run_, feed, hooks, place=lambda xs: engine.place_xs(xs, mesh, lanes=lanes),
+             size=size, prefetch=prefetch)

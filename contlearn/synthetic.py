@@ -10,7 +10,7 @@ blocks are made from `(seed, step)` alone, so a resumed run reads exactly
 the batches the uninterrupted run would have. A task whose batches are cheap
 to draw on the device passes step indices as the block and makes each batch
 inside the compiled step (`indexed`); one drawn on the host (text slices)
-passes the batches themselves; `contlearn.fit.fit` trains on either.
+passes the batches themselves; `contlearn.loop.fit` trains on either.
 """
 
 from __future__ import annotations

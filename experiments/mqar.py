@@ -56,7 +56,7 @@ import optax
 from contlearn import engine, synthetic
 from contlearn.config import ModelConfig
 from contlearn.errors import CheckpointError, ConfigError
-from contlearn.fit import fit
+from contlearn.loop import fit
 from contlearn.learner import sequence_learner
 from contlearn.memories import mqar
 from contlearn.models import byte_lm

@@ -34,12 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, rules
-from contlearn.checkpoint import Checkpoints
 from contlearn.cl import datasets, metrics, scenarios
 from contlearn.cl import strategies as strategies_lib
 from contlearn.cl.feed import TaskFeed
 from contlearn.cl.hooks import EvalLog, TaskEnd
-from contlearn.cl.learner import classifier_learner, compile_calls, schedule
+from contlearn.cl.learner import accuracy_probe, classifier_learner, compile_calls, schedule
 from contlearn.cl.model import Mlp
 from contlearn.errors import CheckpointError, ConfigError
 
@@ -342,11 +341,7 @@ def run_cell(
     done = load_result(summary_path)
     _check_same_run(_jsonable(done.config), cfg, out)
     return done
-  out.mkdir(parents=True, exist_ok=True)
-  checkpoints = Checkpoints(out / "checkpoints", keep=cfg.keep)
-  resuming = resume and checkpoints.latest() is not None  # a cell never started starts now
-  if not resume and checkpoints.latest() is not None:
-    checkpoints.close()
+  if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
     raise CheckpointError(
       f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue that run, or choose another --out"
     )
@@ -363,29 +358,28 @@ def run_cell(
     cfg.steps_per_task,
     cfg.steps_per_block,
   )
-
   state = engine.init(learner, keys, lanes=True, hparams=hparams)
   calls = compile_calls(learner, model, strategy, state, eval_every=cfg.eval_every, lanes=True)
   task_end = TaskEnd(calls, feed, cfg.eval_every)
   log = EvalLog(out, feed, cfg.eval_every, cfg.batch, progress, name)
-  hooks = [task_end, log, *hooks]
-  saver = loop.Checkpoint(
-    checkpoints,
-    cfg.checkpoint_every,
-    hooks,
-    meta={"config": _jsonable(cfg)},
+  run = loop.fit(
+    learner,
+    lambda: state,
+    feed,
+    out,
+    config=_jsonable(cfg),
+    hooks=[task_end, log, *hooks],
+    env=sc,
+    lanes=True,
+    size=lambda xs: int(xs.size),
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+    keep=cfg.keep,
     also=lambda run: run.position["block"] == 0,
+    same_run=lambda saved: _check_same_run(saved, cfg, out),
+    probe=accuracy_probe(model),
+    every=cfg.eval_every,
   )
-  hooks.append(saver)
-  if resuming:
-    run, _ = loop.restore(checkpoints, state, hooks, check=lambda meta: _check_same_run(meta["config"], cfg, out))
-    run.env = sc
-  else:
-    run = loop.Loop(state=state, position=feed.start(), env=sc)
-  log.start_at(run.units)
-  saver.start_at(run.block)
-
-  loop.run(calls.train, run, feed, hooks, place=engine.place_xs, size=lambda xs: int(xs.size))
 
   matrix = np.stack(task_end.rows, axis=1)  # [L, T, T]
   trajectory = np.stack(log.trajectory, axis=1)  # [L, N, T]

@@ -84,13 +84,13 @@ class EvalLog(loop.Hook):
     self.first_block_s: float | None = None
     self._steady = (self.started, 0)  # (time, examples) after the first block
 
-  def start_at(self, units: int) -> None:
+  def on_start(self, run: loop.Loop) -> None:
     """Continues the log of a resumed run: records past the trajectory are dropped."""
     if self.path.exists():
       lines = [line for line in self.path.read_text().splitlines() if line]
       kept = lines[: len(self.trajectory)]
       self.path.write_text("".join(line + "\n" for line in kept))
-    self.bar.update(units - self.bar.n)
+    self.bar.update(run.units - self.bar.n)
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
     ce, acc = metrics  # [L, S], [L, S // eval_every, T]

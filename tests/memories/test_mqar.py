@@ -13,7 +13,7 @@ import pytest
 from contlearn import catalog, engine, loop, synthetic
 from contlearn.config import apply_overrides
 from contlearn.errors import ConfigError
-from contlearn.fit import fit as fit_run
+from contlearn.loop import fit as fit_run
 from contlearn.memories import mqar
 
 # By path, so the checkout under test is loaded whatever `contlearn.experiments` an install maps.
