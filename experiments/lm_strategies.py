@@ -23,8 +23,9 @@ Command:   contlearn run lm_strategies
 Runtime:   10.5 minutes on 2 CPU cores shared with other jobs (load 8-14),
            1.7-3.4 minutes a strategy (docs/continual_learning.md, "Strategies
            on the byte LM").
-Outputs:   OUT/metrics.jsonl (prequential bits/byte per block and lane),
-           OUT/summary.json, OUT/forgetting.md (the tables)
+Outputs:   OUT/<strategy>/metrics.jsonl (prequential bits/byte per block and
+           lane), OUT/<strategy>/checkpoints, OUT/summary.json,
+           OUT/forgetting.md (the tables); `--resume` continues a stopped run
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class LmStrategiesConfig:
     strategies: strategies compared: "naive", "ewc", "online_ewc", "er",
       "der", "derpp", "lwf", "si", "mas", "l2", "agem".
     seeds: one lane each (initial parameters and the strategies' draws).
+    checkpoint_every: compiled blocks between checkpoints of a strategy's run
+      (each phase's end is checkpointed too).
     phase_tokens: tokens learned in each phase (rounded up to whole blocks).
     heldout: bytes held out from each of `batch` pieces of every domain.
     task_rows: sequences of the finished phase handed to the task end
@@ -102,6 +105,7 @@ class LmStrategiesConfig:
   replay_batch: int = 8
   der_alpha: float = 0.1
   der_beta: float = 0.5
+  checkpoint_every: int = 4
 
 
 def get_config() -> LmStrategiesConfig:
@@ -186,12 +190,24 @@ class Evaluate(loop.Hook):
     if phase_ended(run) is not None:
       self.matrix.append(np.asarray(self.bits(run.state, self.heldout)))
 
+  def meta(self) -> dict[str, Any]:
+    return {"heldout_bits": [m.tolist() for m in self.matrix]}
+
+  def restore(self, meta: dict[str, Any]) -> None:
+    self.matrix = [np.asarray(m) for m in meta["heldout_bits"]]
+
 
 class Prequential(loop.Hook):
   """Prequential bits/byte of each block and lane, appended to `metrics.jsonl`."""
 
   def __init__(self, path: pathlib.Path, strategy: str, chunks: int):
-    self.file, self.strategy, self.chunks = path.open("a"), strategy, chunks
+    self.path, self.strategy, self.chunks = path, strategy, chunks
+
+  def on_start(self, run: loop.Loop) -> None:
+    kept = [line for line in self.path.read_text().splitlines() if line] if self.path.exists() else []
+    kept = [line for line in kept if json.loads(line)["block"] <= run.block]  # a resumed run redoes the rest
+    self.path.write_text("".join(line + "\n" for line in kept))
+    self.file = self.path.open("a")
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
     bpb = metrics.nll.sum(axis=-1) / np.maximum(metrics.count.sum(axis=-1), 1.0) / LN2
@@ -202,8 +218,16 @@ class Prequential(loop.Hook):
     self.file.close()
 
 
-def run_strategy(cfg: LmStrategiesConfig, name: str, domains: Domains, out: pathlib.Path) -> dict[str, Any]:
-  """One strategy through all phases, seeds as lanes; its matrix [phases, lanes, domains] and timing."""
+def run_strategy(cfg: LmStrategiesConfig, name: str, domains: Domains, out: pathlib.Path, resume: bool
+                 ) -> dict[str, Any]:
+  """One strategy through all phases into `out`, seeds as lanes; its matrix [phases, lanes, domains] and timing.
+
+  A finished strategy's result is read back on resume; an interrupted one
+  continues from its latest checkpoint.
+  """
+  done = out / "result.json"
+  if resume and done.exists():
+    return json.loads(done.read_text())
   model = byte_lm(ModelConfig(mixer=cfg.mixer, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads))
   strategy = strategies.make(name, sequence_task_model(model, cfg.seq), **_strategy_kwargs(cfg, name))
   rule = rules.optimizer("adam", cfg.lr, 1.0, is_hidden_matrix=is_hidden_matrix)
@@ -218,26 +242,31 @@ def run_strategy(cfg: LmStrategiesConfig, name: str, domains: Domains, out: path
       lanes=True)
   hooks = [task_end, evaluate, Prequential(out / "metrics.jsonl", name, chunks)]
   start = time.time()
-  run = loop.run(engine.compile(learner, state, lanes=True), loop.Loop(state, feed.start()), feed, hooks,
-                 place=lambda xs: engine.place_xs(Chunk(*xs)), size=lambda xs: int(xs.mask.sum()))
+  config = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "strategy": name}
+  del config["strategies"], config["checkpoint_every"]
+  run = loop.fit(learner, lambda: state, feed, out, config=config, hooks=hooks, lanes=True,
+                 size=lambda xs: int(xs.mask.sum()), resume=resume, checkpoint_every=cfg.checkpoint_every,
+                 also=lambda run: phase_ended(run) is not None)
   seconds = time.time() - start
   matrix = np.stack(evaluate.matrix)  # [phases, lanes, domains]
   order = list(range(len(cfg.domains)))
   per_lane = [shift_metrics.forgetting(matrix[:, lane], order) for lane in range(len(cfg.seeds))]
-  return {
+  result = {
       "matrix": matrix.tolist(),
       "forgetting": [[None if f is None else f for f in lane] for lane in per_lane],
       "final_mean": matrix[-1].mean(axis=-1).tolist(),
       "tokens": run.units,
       "seconds": seconds,
   }
+  done.write_text(json.dumps(result))
+  return result
 
 
 def run(cfg: LmStrategiesConfig, out: pathlib.Path, *, resume: bool, progress: bool) -> dict[str, Any]:
-  """Every strategy in turn; writes metrics.jsonl, summary.json and forgetting.md under `out`."""
+  """Every strategy in turn into `out/<strategy>` (metrics.jsonl, checkpoints); then summary.json
+  and forgetting.md under `out`. With `resume`, finished strategies are read back and an
+  interrupted one continues from its checkpoint."""
   del progress
-  if resume:
-    raise ConfigError("lm_strategies does not resume: each strategy's run is one pass of a few minutes")
   if len(cfg.labels) != len(cfg.domains):
     raise ConfigError(f"labels {cfg.labels} must name each of the domains {cfg.domains}")
   unknown = sorted(set(cfg.strategies) - set(strategies.REGISTRY) | set(cfg.strategies) & {"gdumb", "cbp"})
@@ -246,11 +275,10 @@ def run(cfg: LmStrategiesConfig, out: pathlib.Path, *, resume: bool, progress: b
                       "er, der, derpp, lwf, si, mas, l2, agem")
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "metrics.jsonl").write_text("")
   domains = Domains(cfg)
   results = {}
   for name in cfg.strategies:
-    results[name] = run_strategy(cfg, name, domains, out)
+    results[name] = run_strategy(cfg, name, domains, out / name, resume)
     print(f"  {name}: {results[name]['seconds']:.0f} s, final mean bits/byte "
           + ", ".join(f"{v:.3f}" for v in results[name]["final_mean"]), flush=True)
   result = {"config": dataclasses.asdict(cfg), "strategies": results}

@@ -1,12 +1,15 @@
 """Continual-learning strategies on the byte LM (`sequence_task_model`) through the sequence learner."""
 
+import dataclasses
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from contlearn import engine, loop
+from contlearn import catalog, engine, loop
 from contlearn.cl import strategies
 from contlearn.cl.strategies import importance, regularization
 from contlearn.config import ModelConfig
@@ -156,3 +159,25 @@ def test_the_bring_your_own_model_example_in_the_docs_runs():
     params, opt_state, sstate, aux, _ = strategies.strategy_step(
         strategy, opt, params, opt_state, sstate, hp, batch, jax.random.key(i))
   assert int(sstate.seen) == 48 and np.isfinite(float(aux["ce"]))
+
+
+
+def test_lm_strategies_experiment_stops_and_resumes_to_the_same_table(tmp_path, monkeypatch):
+  """A run stopped (as by SIGTERM) after its first phase resumes to the uninterrupted run's numbers."""
+  module = catalog.load(str(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "lm_strategies.py"))
+  cfg = dataclasses.replace(module.get_config(), strategies=("ewc",), phase_tokens=2048, seeds=(0, 1), task_rows=16,
+                            d_model=32, n_layers=1, n_heads=2, steps=4, checkpoint_every=1)
+  whole = module.run(cfg, tmp_path / "whole", resume=False, progress=False)
+
+  def stop_after_phase_one(self, run):
+    if run.position[:2] == [1, 0]:
+      loop.STOP.set()  # what the CLI's signal handler does
+
+  monkeypatch.setattr(module.Prequential, "after_block", stop_after_phase_one)
+  with pytest.raises(KeyboardInterrupt):
+    module.run(cfg, tmp_path / "cut", resume=False, progress=False)
+  loop.STOP.clear()
+  monkeypatch.undo()
+  resumed = module.run(cfg, tmp_path / "cut", resume=True, progress=False)
+  assert resumed["strategies"]["ewc"]["matrix"] == whole["strategies"]["ewc"]["matrix"]
+  assert resumed["strategies"]["ewc"]["tokens"] == whole["strategies"]["ewc"]["tokens"]
