@@ -42,7 +42,14 @@ STRATEGIES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+# One strategy of each kind in `make test` (penalty, replay with stored outputs,
+# plain); every strategy in `make test-all`.
+FAST = ("derpp", "ewc", "naive")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(STRATEGIES)]
+)
 def test_each_strategy_learns_the_byte_lm_across_a_task_end(name):
   strategy = strategies.make(name, TM, **STRATEGIES[name])
   learner = sequence_learner(MODEL, optax.adam(1e-2), BATCH, strategy=strategy)
@@ -142,7 +149,6 @@ def test_ewc_penalty_on_the_lm_is_zero_at_the_anchor_and_grows_away_from_it():
 
 
 def test_the_bring_your_own_model_example_in_the_docs_runs():
-  import pathlib
   doc = (pathlib.Path(__file__).parents[2] / "docs" / "continual_learning.md").read_text()
   code = doc.split("### Bring your own model")[1].split("```python")[1].split("```")[0]
   apply = lambda p, x: x @ p["w"]  # noqa: E731
@@ -157,11 +163,12 @@ def test_the_bring_your_own_model_example_in_the_docs_runs():
   hp = {k: jnp.float32(v) for k, v in strategy.hparams.items()}
   for i in range(3):
     params, opt_state, sstate, aux, _ = strategies.strategy_step(
-        strategy, opt, params, opt_state, sstate, hp, batch, jax.random.key(i))
+        strategy, opt, params, opt_state, sstate, hp, batch, jax.random.split(jax.random.key(i), 3))
   assert int(sstate.seen) == 48 and np.isfinite(float(aux["ce"]))
 
 
 
+@pytest.mark.slow
 def test_lm_strategies_experiment_stops_and_resumes_to_the_same_table(tmp_path, monkeypatch):
   """A run stopped (as by SIGTERM) after its first phase resumes to the uninterrupted run's numbers."""
   module = catalog.load(str(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "lm_strategies.py"))
