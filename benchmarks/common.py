@@ -11,7 +11,8 @@ import os
 import pathlib
 import platform
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,11 +44,11 @@ def matmul_flops_per_s(n: int = 1024, repeats: int = 5) -> float:
 
 def machine() -> dict[str, Any]:
   return {
-      "backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()],
-      "cpu_count": os.cpu_count(),
-      "processor": platform.processor() or platform.machine(),
-      "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "cpu_count": os.cpu_count(),
+    "processor": platform.processor() or platform.machine(),
+    "jax": jax.__version__,
   }
 
 

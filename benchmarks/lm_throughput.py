@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import pathlib
+import sys
 
 import jax
 import numpy as np
@@ -32,32 +32,32 @@ from contlearn.learner import build_learner  # noqa: E402
 from contlearn.stream import Chunk  # noqa: E402
 
 MODELS = {
-    "transformer": dict(mixer="swa"),
-    "linear_attention": dict(mixer="linear_attention"),
-    "linear_attention_cms": dict(mixer="linear_attention", cms_periods=(1, 16, 256)),
-    "titans": dict(mixer="titans"),
-    "hope": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256)),
-    "hope_attention": dict(mixer="swa", cms_periods=(1, 16, 256)),
+  "transformer": dict(mixer="swa"),
+  "linear_attention": dict(mixer="linear_attention"),
+  "linear_attention_cms": dict(mixer="linear_attention", cms_periods=(1, 16, 256)),
+  "titans": dict(mixer="titans"),
+  "hope": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256)),
+  "hope_attention": dict(mixer="swa", cms_periods=(1, 16, 256)),
 }
 DEFAULT = ("transformer", "linear_attention", "linear_attention_cms")
 
 
 def measure(
-    name: str, model: dict, width: int, batch: int, seq: int, steps: int, chunks: int, optimizer: str = "adam"
+  name: str, model: dict, width: int, batch: int, seq: int, steps: int, chunks: int, optimizer: str = "adam"
 ) -> dict:
   heads = max(1, width // 32)
   cfg = Config(
-      data=DataConfig(batch=batch, seq=seq, steps=steps),
-      model=dataclasses.replace(ModelConfig(d_model=width, n_heads=heads, n_layers=2, window=seq), **model),
-      train=TrainConfig(optimizer=optimizer),
+    data=DataConfig(batch=batch, seq=seq, steps=steps),
+    model=dataclasses.replace(ModelConfig(d_model=width, n_heads=heads, n_layers=2, window=seq), **model),
+    train=TrainConfig(optimizer=optimizer),
   )
   mesh = data_mesh(jax.local_devices()[:1])
   learner = build_learner(cfg)
   state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
   rng = np.random.default_rng(0)
   chunk = Chunk(
-      tokens=rng.integers(0, 256, (steps, batch, seq + 1)).astype(np.int32),
-      mask=np.ones((steps, batch, seq), bool),
+    tokens=rng.integers(0, 256, (steps, batch, seq + 1)).astype(np.int32),
+    mask=np.ones((steps, batch, seq), bool),
   )
   one_step = Chunk(chunk.tokens[0], chunk.mask[0])
   cost = jax.jit(learner.step).lower(state, one_step).compile().cost_analysis()
@@ -74,13 +74,13 @@ def measure(
   seconds = common.time_call(call, repeats=chunks, warmup=1)
   tokens = steps * batch * seq
   return {
-      "model": name,
-      "optimizer": optimizer,
-      "width": width,
-      "params": int(sum(x.size for x in jax.tree.leaves(holder["state"].params))),
-      "tokens_per_s": tokens / seconds,
-      "gflops_per_s": flops_per_step * steps / seconds / 1e9,
-      "flops_per_token": flops_per_step / (batch * seq),
+    "model": name,
+    "optimizer": optimizer,
+    "width": width,
+    "params": int(sum(x.size for x in jax.tree.leaves(holder["state"].params))),
+    "tokens_per_s": tokens / seconds,
+    "gflops_per_s": flops_per_step * steps / seconds / 1e9,
+    "flops_per_token": flops_per_step / (batch * seq),
   }
 
 
@@ -107,7 +107,10 @@ def main() -> None:
         row["matmul_fraction"] = row["gflops_per_s"] * 1e9 / matmul
         rows.append(row)
   print(f"float32 matmul rate (1024x1024, measured): {matmul / 1e9:.1f} GFLOP/s")
-  common.print_table(rows, ["model", "optimizer", "width", "params", "tokens_per_s", "gflops_per_s", "flops_per_token", "matmul_fraction"])
+  common.print_table(
+    rows,
+    ["model", "optimizer", "width", "params", "tokens_per_s", "gflops_per_s", "flops_per_token", "matmul_fraction"],
+  )
   common.write_json("lm_throughput", {"matmul_gflops_per_s": matmul / 1e9, "rows": rows, "settings": vars(args)})
 
 

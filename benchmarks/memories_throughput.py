@@ -65,8 +65,13 @@ def measure(name: str, width: int, batch: int, seq: int, repeats: int) -> dict:
   flops = matmul_flops(jax.make_jaxpr(grad)(params).jaxpr)
   step = jax.jit(grad)
   seconds = common.time_call(lambda: step(params), repeats=repeats)
-  return {"memory": name, "width": width, "tokens_per_s": batch * seq / seconds, "gflop": flops / 1e9,
-          "gflop_per_s": flops / seconds / 1e9}
+  return {
+    "memory": name,
+    "width": width,
+    "tokens_per_s": batch * seq / seconds,
+    "gflop": flops / 1e9,
+    "gflop_per_s": flops / seconds / 1e9,
+  }
 
 
 def main() -> None:
@@ -88,7 +93,9 @@ def main() -> None:
       print(row, flush=True)
   print(f"forward+backward, batch {args.batch} x {args.seq}, heads of 64; matmul rate {rate / 1e9:.1f} GFLOP/s")
   common.print_table(rows, ["memory", "width", "tokens_per_s", "gflop", "gflop_per_s", "util"])
-  common.write_json("memories_throughput", {"matmul_flops_per_s": rate, "batch": args.batch, "seq": args.seq, "rows": rows})
+  common.write_json(
+    "memories_throughput", {"matmul_flops_per_s": rate, "batch": args.batch, "seq": args.seq, "rows": rows}
+  )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Runs every benchmark in this folder in turn (`make bench`).
 
-    python benchmarks/run_all.py [name ...]     # default: all of them
+python benchmarks/run_all.py [name ...]     # default: all of them
 """
 
 import pathlib

@@ -50,8 +50,14 @@ def ensure_peer() -> None:
 def ours(step: str):
   """A call running one forward+backward of contlearn's Titans mixer, `model.mem_step=step`."""
   cfg = ModelConfig(
-      mixer="titans", d_model=DIM, n_heads=1, n_layers=1, mem_chunk=CHUNK, mem_depth=DEPTH, mem_expansion=EXPANSION,
-      mem_step=step,
+    mixer="titans",
+    d_model=DIM,
+    n_heads=1,
+    n_layers=1,
+    mem_chunk=CHUNK,
+    mem_depth=DEPTH,
+    mem_expansion=EXPANSION,
+    mem_step=step,
   )
   mixer = build_mixer(cfg)
   params = mixer.init_params(jax.random.PRNGKey(0))
@@ -73,7 +79,9 @@ def peer():
 
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
-  mem = NeuralMemory(dim=DIM, chunk_size=CHUNK, default_model_kwargs=dict(depth=DEPTH, expansion_factor=float(EXPANSION)))
+  mem = NeuralMemory(
+    dim=DIM, chunk_size=CHUNK, default_model_kwargs=dict(depth=DEPTH, expansion_factor=float(EXPANSION))
+  )
   x = torch.randn(BATCH, SEQ, DIM)
 
   def step():
@@ -105,24 +113,28 @@ def main() -> None:
   import torch
 
   tokens = BATCH * SEQ
-  calls = {"contlearn, step per chunk": ours("chunk"), "contlearn, step per token": ours("token"), "titans-pytorch": peer()}
+  calls = {
+    "contlearn, step per chunk": ours("chunk"),
+    "contlearn, step per token": ours("token"),
+    "titans-pytorch": peer(),
+  }
   seconds = interleaved(calls, args.repeats)
   t_ours, t_token, t_peer = seconds.values()
   rows = [{"impl": name, "seconds": t, "tokens_per_s": tokens / t} for name, t in seconds.items()]
   print(f"Titans memory, dim {DIM}, chunk {CHUNK}, {DEPTH}-layer MLP, batch {BATCH} x {SEQ}, forward+backward")
   common.print_table(rows, ["impl", "seconds", "tokens_per_s"])
   common.write_json(
-      "titans_vs_pytorch",
-      {
-          "tokens_per_s": tokens / t_ours,
-          "peer_tokens_per_s": tokens / t_peer,
-          "ratio": t_peer / t_ours,
-          "token_step_tokens_per_s": tokens / t_token,
-          "ratio_token_step": t_peer / t_token,
-          "config": {"dim": DIM, "chunk": CHUNK, "depth": DEPTH, "expansion": EXPANSION, "batch": BATCH, "seq": SEQ},
-          "torch": torch.__version__,
-          "torch_threads": torch.get_num_threads(),
-      },
+    "titans_vs_pytorch",
+    {
+      "tokens_per_s": tokens / t_ours,
+      "peer_tokens_per_s": tokens / t_peer,
+      "ratio": t_peer / t_ours,
+      "token_step_tokens_per_s": tokens / t_token,
+      "ratio_token_step": t_peer / t_token,
+      "config": {"dim": DIM, "chunk": CHUNK, "depth": DEPTH, "expansion": EXPANSION, "batch": BATCH, "seq": SEQ},
+      "torch": torch.__version__,
+      "torch_threads": torch.get_num_threads(),
+    },
   )
 
 

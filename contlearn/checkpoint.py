@@ -23,9 +23,7 @@ class Checkpoints:
 
   def __init__(self, directory: str | pathlib.Path, keep: int = 2):
     self.directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False
-    )
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest(self) -> int | None:
@@ -34,9 +32,9 @@ class Checkpoints:
   def save(self, chunk: int, state: Any, meta: dict[str, Any]) -> None:
     """Saves `state` and `meta` as checkpoint `chunk` (blocking until durable)."""
     self._manager.save(
-        chunk,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-        force=True,
+      chunk,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      force=True,
     )
     self._manager.wait_until_finished()
 
@@ -51,20 +49,20 @@ class Checkpoints:
     if chunk is None:
       raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
     target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        abstract_state,
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+      abstract_state,
     )
     try:
       restored = self._manager.restore(
-          chunk,
-          args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
+        chunk,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
       )
     except Exception as e:  # orbax raises many types for unreadable data
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise CheckpointError(
-          f"checkpoint {self.directory / str(chunk)} cannot be restored ({first_line}); "
-          "it is corrupt or from another model. Earlier checkpoints are untouched: "
-          "move this folder away to resume from the one before it"
+        f"checkpoint {self.directory / str(chunk)} cannot be restored ({first_line}); "
+        "it is corrupt or from another model. Earlier checkpoints are untouched: "
+        "move this folder away to resume from the one before it"
       ) from e
     return restored["state"], dict(restored["meta"]), chunk
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,8 +37,8 @@ def check_tokens(chunk: Chunk, vocab: int, chunk_index: int, source: str) -> Non
     step, lane, pos = (int(i) for i in np.argwhere(bad)[0])
     value = int(chunk.tokens[step, lane, pos])
     raise DataError(
-        f"token id {value} in {source} (chunk {chunk_index}, step {step}, lane {lane}, "
-        f"position {pos}) is outside the vocabulary [0, {vocab}) set by model.vocab"
+      f"token id {value} in {source} (chunk {chunk_index}, step {step}, lane {lane}, "
+      f"position {pos}) is outside the vocabulary [0, {vocab}) set by model.vocab"
     )
 
 
@@ -94,20 +95,20 @@ class StreamLog(loop.Hook):
 
 
 def fit(
-    learner: engine.Learner,
-    stream: Stream,
-    out: str | pathlib.Path,
-    *,
-    settings: TrainConfig = TrainConfig(),
-    vocab: int | None = None,
-    resume: bool = False,
-    devices: Sequence[jax.Device] | None = None,
-    prefetch: int = 2,
-    progress: bool = True,
-    name: str = "",
-    hooks: Sequence[loop.Hook] = (),
-    config: dict[str, Any] | None = None,
-    describe: dict[str, Any] | None = None,
+  learner: engine.Learner,
+  stream: Stream,
+  out: str | pathlib.Path,
+  *,
+  settings: TrainConfig | None = None,
+  vocab: int | None = None,
+  resume: bool = False,
+  devices: Sequence[jax.Device] | None = None,
+  prefetch: int = 2,
+  progress: bool = True,
+  name: str = "",
+  hooks: Sequence[loop.Hook] = (),
+  config: dict[str, Any] | None = None,
+  describe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Trains any stream learner on any stream, with logs, checkpoints and resume.
 
@@ -121,7 +122,8 @@ def fit(
     stream: the chunks; their batch axis is split over the devices.
     out: output folder (metrics.jsonl, summary.json, tensorboard/, checkpoints/).
     settings: seed, token budget, checkpoint_every, keep and log_every are
-      read from it (its optimizer fields are the learner's business).
+      read from it (its optimizer fields are the learner's business);
+      None: `TrainConfig()`.
     vocab: refuse token ids outside [0, vocab) (None: no check).
     resume: continue from the latest checkpoint in `out`.
     devices: devices to split the batch over (default: all local devices).
@@ -138,24 +140,29 @@ def fit(
     The summary written to `out/summary.json`.
   """
   out = pathlib.Path(out)
+  settings = settings or TrainConfig()
   mesh = engine.data_mesh(devices)
   steps, batch, _ = stream.shape
   engine.check_batch(batch, mesh)
   key = jax.random.PRNGKey(settings.seed)
-  log = StreamLog(out, tokens=settings.tokens, log_every=settings.log_every, steps=steps,
-                  progress=progress, name=name or out.name)
+  log = StreamLog(
+    out, tokens=settings.tokens, log_every=settings.log_every, steps=steps, progress=progress, name=name or out.name
+  )
   checks = [TokenCheck(vocab, stream.describe())] if vocab is not None else []
   run = loop.fit(
-      learner, lambda: engine.init(learner, key, mesh=mesh), stream, out,
-      config=config or {},
-      hooks=[*checks, loop.StopAfter(settings.tokens), log, *hooks],
-      mesh=mesh,
-      size=lambda xs: int(np.sum(xs.mask)),
-      resume=resume,
-      checkpoint_every=settings.checkpoint_every,
-      keep=settings.keep,
-      same_run=lambda saved: _check_same_run(saved, config or {}, out),
-      prefetch=prefetch,
+    learner,
+    lambda: engine.init(learner, key, mesh=mesh),
+    stream,
+    out,
+    config=config or {},
+    hooks=[*checks, loop.StopAfter(settings.tokens), log, *hooks],
+    mesh=mesh,
+    size=lambda xs: int(np.sum(xs.mask)),
+    resume=resume,
+    checkpoint_every=settings.checkpoint_every,
+    keep=settings.keep,
+    same_run=lambda saved: _check_same_run(saved, config or {}, out),
+    prefetch=prefetch,
   )
   if run.block == 0:
     raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
@@ -166,49 +173,58 @@ def fit(
   tally = log.tally
   loss_all = tally.nll_total / max(tally.count_total, 1.0)
   summary = {
-      "name": name or out.name,
-      **(describe or {}),
-      "tokens": run.units,
-      "chunks": run.block,
-      "tokens_per_s": tally.tokens_per_s(),
-      "first_chunk_s": tally.first_chunk_s,
-      "loss": recent_loss,
-      "bits_per_byte": recent_loss / LN2,
-      "loss_all": loss_all,
-      "bits_per_byte_all": loss_all / LN2,
-      "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(run.state.params))),
-      "devices": len(mesh.devices.flat),
+    "name": name or out.name,
+    **(describe or {}),
+    "tokens": run.units,
+    "chunks": run.block,
+    "tokens_per_s": tally.tokens_per_s(),
+    "first_chunk_s": tally.first_chunk_s,
+    "loss": recent_loss,
+    "bits_per_byte": recent_loss / LN2,
+    "loss_all": loss_all,
+    "bits_per_byte_all": loss_all / LN2,
+    "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(run.state.params))),
+    "devices": len(mesh.devices.flat),
   }
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 
 def train(
-    cfg: Config,
-    out: str | pathlib.Path,
-    *,
-    resume: bool = False,
-    devices: Sequence[jax.Device] | None = None,
-    progress: bool = True,
-    name: str = "",
-    hooks: Sequence[loop.Hook] = (),
+  cfg: Config,
+  out: str | pathlib.Path,
+  *,
+  resume: bool = False,
+  devices: Sequence[jax.Device] | None = None,
+  progress: bool = True,
+  name: str = "",
+  hooks: Sequence[loop.Hook] = (),
 ) -> dict[str, Any]:
   """Trains the byte LM of `cfg` on the stream of `cfg.data` (see `fit`); returns the summary."""
   return fit(
-      build_learner(cfg), build_stream(cfg.data), out,
-      settings=cfg.train, vocab=cfg.model.vocab, resume=resume, devices=devices,
-      prefetch=cfg.data.prefetch, progress=progress, name=name, hooks=hooks, config=_flat(cfg),
-      describe={"mixer": cfg.model.mixer, "cms_periods": list(cfg.model.cms_periods)},
+    build_learner(cfg),
+    build_stream(cfg.data),
+    out,
+    settings=cfg.train,
+    vocab=cfg.model.vocab,
+    resume=resume,
+    devices=devices,
+    prefetch=cfg.data.prefetch,
+    progress=progress,
+    name=name,
+    hooks=hooks,
+    config=_flat(cfg),
+    describe={"mixer": cfg.model.mixer, "cms_periods": list(cfg.model.cms_periods)},
   )
 
 
 def run_experiment(
-    configs: dict[str, Config],
-    out: str | pathlib.Path,
-    *,
-    resume: bool = False,
-    tokens: int | None = None,
-    progress: bool = True,
+  configs: dict[str, Config],
+  out: str | pathlib.Path,
+  *,
+  resume: bool = False,
+  tokens: int | None = None,
+  progress: bool = True,
 ) -> list[dict[str, Any]]:
   """Trains each named configuration into `out/<name>`; returns the summaries.
 
@@ -232,11 +248,13 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
   lines = [head, "-" * len(head)]
   for s in summaries:
     lines.append(
-        f"{s['name']:<24} {s['params']:>9,} {s['tokens']:>10,} {s['tokens_per_s']:>10,.0f} "
-        f"{s['loss']:>7.3f} {s['bits_per_byte']:>9.3f} {s['bits_per_byte_all']:>9.3f}"
+      f"{s['name']:<24} {s['params']:>9,} {s['tokens']:>10,} {s['tokens_per_s']:>10,.0f} "
+      f"{s['loss']:>7.3f} {s['bits_per_byte']:>9.3f} {s['bits_per_byte_all']:>9.3f}"
     )
-  lines.append("loss and bits/byte: prequential (each step scored before it is learned from), "
-               "over the last 10% of the run; 'all': over the whole run.")
+  lines.append(
+    "loss and bits/byte: prequential (each step scored before it is learned from), "
+    "over the last 10% of the run; 'all': over the whole run."
+  )
   return "\n".join(lines)
 
 

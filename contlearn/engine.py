@@ -45,12 +45,14 @@ place. Its options compose:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from contlearn.errors import ConfigError
 from contlearn.state import LearnerState
@@ -94,9 +96,11 @@ def state_sharding(state: LearnerState, mesh: Mesh, *, lanes: bool = False) -> L
     return jax.tree.map(lambda x: _split(mesh, np.shape(x), 0), state)
   replicated = NamedSharding(mesh, P())
   return state.replace(
-      **{f: jax.tree.map(lambda _: replicated, getattr(state, f))
-         for f in ("params", "opt_state", "strategy", "hparams", "step", "key")},
-      memory=jax.tree.map(lambda _: NamedSharding(mesh, P(DATA)), state.memory),
+    **{
+      f: jax.tree.map(lambda _: replicated, getattr(state, f))
+      for f in ("params", "opt_state", "strategy", "hparams", "step", "key")
+    },
+    memory=jax.tree.map(lambda _: NamedSharding(mesh, P(DATA)), state.memory),
   )
 
 
@@ -144,13 +148,13 @@ def place_xs(xs: PyTree, mesh: Mesh | None = None, *, lanes: bool = False) -> Py
 
 
 def scan(
-    learner: Learner,
-    state: LearnerState,
-    xs: PyTree,
-    env: PyTree = None,
-    *,
-    probe: Callable[[LearnerState, PyTree], PyTree] | None = None,
-    every: int = 0,
+  learner: Learner,
+  state: LearnerState,
+  xs: PyTree,
+  env: PyTree = None,
+  *,
+  probe: Callable[[LearnerState, PyTree], PyTree] | None = None,
+  every: int = 0,
 ):
   """The un-jitted block: `lax.scan` of `learner.step` over the leading axis of `xs`.
 
@@ -182,13 +186,13 @@ def _over_lanes(fn: Callable, lanes: bool) -> Callable:
 
 
 def compile(
-    learner: Learner,
-    state: LearnerState,
-    *,
-    mesh: Mesh | None = None,
-    lanes: bool = False,
-    probe: Callable[[LearnerState, PyTree], PyTree] | None = None,
-    every: int = 0,
+  learner: Learner,
+  state: LearnerState,
+  *,
+  mesh: Mesh | None = None,
+  lanes: bool = False,
+  probe: Callable[[LearnerState, PyTree], PyTree] | None = None,
+  every: int = 0,
 ) -> Callable[..., tuple[LearnerState, Any]]:
   """The jitted, donated (and sharded) block call for states shaped like `state`.
 
@@ -200,27 +204,25 @@ def compile(
     return jax.jit(lambda s, xs, env=None: fn(s, xs, env), donate_argnums=0)
   s_sharding = state_sharding(state, mesh, lanes=lanes)
   return jax.jit(
-      lambda s, xs, env=None: fn(s, xs, env),
-      out_shardings=(s_sharding, NamedSharding(mesh, P())),
-      donate_argnums=0,
+    lambda s, xs, env=None: fn(s, xs, env),
+    out_shardings=(s_sharding, NamedSharding(mesh, P())),
+    donate_argnums=0,
   )
 
 
-def compile_call(
-    fn: Callable[..., Any], *, lanes: bool = False, donate: bool = True
-) -> Callable[..., Any]:
+def compile_call(fn: Callable[..., Any], *, lanes: bool = False, donate: bool = True) -> Callable[..., Any]:
   """A boundary call `fn(state, *args)` (a strategy's end of task, an
   evaluation) jitted once, mapped over lanes, the state donated if `donate`."""
   return jax.jit(_over_lanes(fn, lanes), donate_argnums=0 if donate else ())
 
 
 def init(
-    learner: Learner,
-    key: jax.Array,
-    *,
-    mesh: Mesh | None = None,
-    lanes: bool = False,
-    hparams: dict[str, Any] | None = None,
+  learner: Learner,
+  key: jax.Array,
+  *,
+  mesh: Mesh | None = None,
+  lanes: bool = False,
+  hparams: dict[str, Any] | None = None,
 ) -> LearnerState:
   """A placed learner state, initialised under `jit`.
 

@@ -29,9 +29,9 @@ import optax
 
 from contlearn import rules
 from contlearn.cl import strategies
+from contlearn.cl.strategies.task_model import TaskModel, rows_of
 from contlearn.config import Config
 from contlearn.engine import Learner
-from contlearn.cl.strategies.task_model import TaskModel, rows_of
 from contlearn.errors import ConfigError
 from contlearn.models import byte_lm, cms
 from contlearn.models.lm import Model, is_hidden_matrix
@@ -112,25 +112,25 @@ def sequence_task_model(model: Model, seq: int | None = None) -> TaskModel:
     return Sequences(jnp.zeros((n, seq + 1), jnp.int32), jnp.zeros((n, seq), bool))
 
   return TaskModel(
-      loss=loss,
-      outputs=lambda params, batch: run(params, batch)[0],
-      log_likelihood=lambda params, batch: -jnp.sum(nll(params, batch)[0], axis=1),
-      output_mask=lambda batch: batch.mask[:, :, None],
-      stored=lambda batch: Sequences(batch.tokens, batch.mask),
-      task_rows=lambda env, task, n, key: rows_of(Sequences(env.tokens, env.mask), n, key),
-      task_units=lambda env, task: jnp.ones((), bool),
-      init=model.init_params,
-      empty_batch=empty_batch,
+    loss=loss,
+    outputs=lambda params, batch: run(params, batch)[0],
+    log_likelihood=lambda params, batch: -jnp.sum(nll(params, batch)[0], axis=1),
+    output_mask=lambda batch: batch.mask[:, :, None],
+    stored=lambda batch: Sequences(batch.tokens, batch.mask),
+    task_rows=lambda env, task, n, key: rows_of(Sequences(env.tokens, env.mask), n, key),
+    task_units=lambda env, task: jnp.ones((), bool),
+    init=model.init_params,
+    empty_batch=empty_batch,
   )
 
 
 def sequence_learner(
-    model: Model,
-    rule: optax.GradientTransformation,
-    batch: int,
-    *,
-    carry_memory: bool = True,
-    strategy: strategies.Strategy | None = None,
+  model: Model,
+  rule: optax.GradientTransformation,
+  batch: int,
+  *,
+  carry_memory: bool = True,
+  strategy: strategies.Strategy | None = None,
 ) -> Learner:
   """A learner that trains `model` on next-token prediction with `rule`.
 
@@ -153,21 +153,34 @@ def sequence_learner(
     k_state, k_strategy = jax.random.split(k_state)
     params = model.init_params(k_params)
     memory = model.init_memory(batch) if carry_memory else ()
-    return new_state(params, rule.init(params), k_state, memory=memory,
-                     strategy=strategy.init(params, k_strategy), hparams=strategy.hparams)
+    return new_state(
+      params,
+      rule.init(params),
+      k_state,
+      memory=memory,
+      strategy=strategy.init(params, k_strategy),
+      hparams=strategy.hparams,
+    )
 
   def step(state, x, env=None):
     del env
     batch_ = Sequences(x.tokens, x.mask, state.memory if carry_memory else None, getattr(x, "scored", None))
     params, opt_state, sstate, aux, grads = strategies.strategy_step(
-        strategy, rule, state.params, state.opt_state, state.strategy, state.hparams, batch_,
-        jax.random.split(jax.random.fold_in(state.key, state.step), 3))
+      strategy,
+      rule,
+      state.params,
+      state.opt_state,
+      state.strategy,
+      state.hparams,
+      batch_,
+      jax.random.split(jax.random.fold_in(state.key, state.step), 3),
+    )
     learned = state.replace(
-        params=params,
-        opt_state=opt_state,
-        memory=jax.lax.stop_gradient(aux["memory"]) if carry_memory else (),
-        strategy=sstate,
-        step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      memory=jax.lax.stop_gradient(aux["memory"]) if carry_memory else (),
+      strategy=sstate,
+      step=state.step + 1,
     )
     # A step of pure padding (the end of a finite stream) changes nothing.
     new_state = select_tree(aux["count"] > 0, learned, state)
@@ -180,7 +193,9 @@ def check_step_length(cfg: Config, model: Model) -> None:
   """Raises ConfigError unless every step holds whole inner mini-batches / segments of the model."""
   seq, multiple = cfg.data.seq, model.step_multiple
   if seq % multiple:
-    raise ConfigError(f"data.seq={seq} must be a multiple of {multiple}, {model.step_reason}, which restarts at every step")
+    raise ConfigError(
+      f"data.seq={seq} must be a multiple of {multiple}, {model.step_reason}, which restarts at every step"
+    )
 
 
 def build_learner(cfg: Config) -> Learner:

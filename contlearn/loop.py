@@ -23,10 +23,10 @@ pending metrics at once (the checkpoint hook calls it before saving).
 from __future__ import annotations
 
 import dataclasses
-import threading
-from typing import Any, Callable, Protocol, Sequence
-
 import pathlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import jax
 from jax.sharding import Mesh
@@ -115,14 +115,14 @@ def state_intact(state: Any) -> bool:
 
 
 def run(
-    run_block: Callable[..., tuple[Any, Any]],
-    loop: Loop,
-    feed: Feed,
-    hooks: list[Hook],
-    *,
-    place: Callable[[Any], Any] = lambda xs: xs,
-    size: Callable[[Any], int] = lambda xs: 0,
-    prefetch: int = 2,
+  run_block: Callable[..., tuple[Any, Any]],
+  loop: Loop,
+  feed: Feed,
+  hooks: list[Hook],
+  *,
+  place: Callable[[Any], Any] = lambda xs: xs,
+  size: Callable[[Any], int] = lambda xs: 0,
+  prefetch: int = 2,
 ) -> Loop:
   """Runs blocks from `loop.position` until the feed ends or a hook stops it.
 
@@ -194,8 +194,14 @@ class Checkpoint(Hook):
   save at a boundary (e.g. every task end).
   """
 
-  def __init__(self, checkpoints: Checkpoints, every: int, hooks: list[Hook],
-               meta: dict[str, Any] | None = None, also: Callable[[Loop], bool] = lambda loop: False):
+  def __init__(
+    self,
+    checkpoints: Checkpoints,
+    every: int,
+    hooks: list[Hook],
+    meta: dict[str, Any] | None = None,
+    also: Callable[[Loop], bool] = lambda loop: False,
+  ):
     self.checkpoints, self.every, self.hooks = checkpoints, every, hooks
     self.extra, self.also = dict(meta or {}), also
     self.saved_at: int | None = None
@@ -240,8 +246,12 @@ class StopAfter(Hook):
       loop.stop = f"{self.units} units reached"
 
 
-def restore(checkpoints: Checkpoints, abstract_state: Any, hooks: list[Hook],
-            check: Callable[[dict[str, Any]], None] = lambda meta: None) -> tuple[Loop, dict[str, Any]]:
+def restore(
+  checkpoints: Checkpoints,
+  abstract_state: Any,
+  hooks: list[Hook],
+  check: Callable[[dict[str, Any]], None] = lambda meta: None,
+) -> tuple[Loop, dict[str, Any]]:
   """The loop where the latest checkpoint left it; each hook takes back its meta.
 
   `check(meta)` runs before any hook restores (e.g. refuse a changed config).
@@ -254,25 +264,25 @@ def restore(checkpoints: Checkpoints, abstract_state: Any, hooks: list[Hook],
 
 
 def fit(
-    learner: engine.Learner,
-    init_state: Callable[[], Any],
-    feed: Feed,
-    out: str | pathlib.Path,
-    *,
-    config: dict[str, Any],
-    hooks: Sequence[Hook] = (),
-    env: Any = None,
-    lanes: bool = False,
-    mesh: Mesh | None = None,
-    probe: Callable[[Any, Any], Any] | None = None,
-    every: int = 0,
-    size: Callable[[Any], int] = lambda xs: jax.tree.leaves(xs)[0].shape[0],
-    resume: bool = False,
-    checkpoint_every: int = 10,
-    keep: int = 2,
-    also: Callable[[Loop], bool] = lambda loop: False,
-    same_run: Callable[[dict[str, Any]], None] | None = None,
-    prefetch: int = 2,
+  learner: engine.Learner,
+  init_state: Callable[[], Any],
+  feed: Feed,
+  out: str | pathlib.Path,
+  *,
+  config: dict[str, Any],
+  hooks: Sequence[Hook] = (),
+  env: Any = None,
+  lanes: bool = False,
+  mesh: Mesh | None = None,
+  probe: Callable[[Any, Any], Any] | None = None,
+  every: int = 0,
+  size: Callable[[Any], int] = lambda xs: jax.tree.leaves(xs)[0].shape[0],
+  resume: bool = False,
+  checkpoint_every: int = 10,
+  keep: int = 2,
+  also: Callable[[Loop], bool] = lambda loop: False,
+  same_run: Callable[[dict[str, Any]], None] | None = None,
+  prefetch: int = 2,
 ) -> Loop:
   """Trains `learner` on `feed` into `out`, from scratch or from its latest checkpoint.
 
@@ -314,7 +324,7 @@ def fit(
   if not resume and checkpoints.latest() is not None:
     checkpoints.close()
     raise CheckpointError(
-        f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue that run, or choose another --out"
+      f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue that run, or choose another --out"
     )
 
   def check(meta: dict[str, Any]) -> None:
@@ -328,8 +338,11 @@ def fit(
   if resume and checkpoints.latest() is not None:
     abstract = jax.eval_shape(init_state)
     if mesh is not None:
-      abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                              abstract, engine.state_sharding(abstract, mesh, lanes=lanes))
+      abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract,
+        engine.state_sharding(abstract, mesh, lanes=lanes),
+      )
     try:
       run_, _ = restore(checkpoints, abstract, hooks, check=check)
     except BaseException:
@@ -339,5 +352,6 @@ def fit(
   else:
     run_ = Loop(state=init_state(), position=feed.start(), env=env)
   run_block = engine.compile(learner, run_.state, mesh=mesh, lanes=lanes, probe=probe, every=every)
-  return run(run_block, run_, feed, hooks, place=lambda xs: engine.place_xs(xs, mesh, lanes=lanes),
-             size=size, prefetch=prefetch)
+  return run(
+    run_block, run_, feed, hooks, place=lambda xs: engine.place_xs(xs, mesh, lanes=lanes), size=size, prefetch=prefetch
+  )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def plot_learning_curves(run_dirs: Sequence[pathlib.Path], path: pathlib.Path, title: str = "") -> pathlib.Path:

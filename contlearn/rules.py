@@ -26,7 +26,8 @@ learner made of several levels needs:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,9 +73,9 @@ def periodic(rule: UpdateRule, period: int, average: bool = False) -> UpdateRule
 
   def init(params):
     return PeriodicState(
-        count=jnp.zeros((), jnp.int32),
-        accumulated=optax.tree.zeros_like(params),
-        inner=rule.init(params),
+      count=jnp.zeros((), jnp.int32),
+      accumulated=optax.tree.zeros_like(params),
+      inner=rule.init(params),
     )
 
   def update(grads, state, params=None):
@@ -154,17 +155,17 @@ def _optimizers() -> dict[str, Callable[[float], UpdateRule]]:
   from contlearn import optim  # the optimizers-as-memories
 
   return {
-      "sgd": optax.sgd,
-      "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
-      "adam": optax.adam,
-      "adamw": optax.adamw,
-      "lion": optax.lion,
-      "momentum_memory": lambda lr: optim.momentum(alpha=0.9, lr=lr),
-      "preconditioned_momentum": lambda lr: optim.preconditioned_momentum(lr=lr),
-      "delta_momentum": lambda lr: optim.delta_momentum(lr=lr),
-      "deep_momentum": lambda lr: optim.deep_momentum(lr=lr),
-      "muon": lambda lr: optim.muon(lr=lr),
-      "m3": lambda lr: optim.m3(lr=lr),
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "lion": optax.lion,
+    "momentum_memory": lambda lr: optim.momentum(alpha=0.9, lr=lr),
+    "preconditioned_momentum": lambda lr: optim.preconditioned_momentum(lr=lr),
+    "delta_momentum": lambda lr: optim.delta_momentum(lr=lr),
+    "deep_momentum": lambda lr: optim.deep_momentum(lr=lr),
+    "muon": lambda lr: optim.muon(lr=lr),
+    "m3": lambda lr: optim.m3(lr=lr),
   }
 
 
@@ -180,12 +181,12 @@ ORTHOGONALISED = ("muon", "m3")
 
 
 def optimizer(
-    name: str,
-    lr: float,
-    clip: float = 0.0,
-    *,
-    is_hidden_matrix: Callable[[Any, jax.Array], bool] | None = None,
-    other_lr: float = 3e-3,
+  name: str,
+  lr: float,
+  clip: float = 0.0,
+  *,
+  is_hidden_matrix: Callable[[Any, jax.Array], bool] | None = None,
+  other_lr: float = 3e-3,
 ) -> UpdateRule:
   """A named optimizer, optionally after global-norm clipping.
 

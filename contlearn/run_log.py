@@ -28,13 +28,13 @@ class RunLog:
     self.path = out / "metrics.jsonl"
     self._writer = ScalarWriter(out / "tensorboard")
     self._bar = tqdm.tqdm(
-        total=total_tokens or None,
-        unit="tok",
-        unit_scale=True,
-        desc=name,
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
+      total=total_tokens or None,
+      unit="tok",
+      unit_scale=True,
+      desc=name,
+      disable=not progress,
+      file=sys.stderr,
+      dynamic_ncols=True,
     )
 
   def truncate_after(self, chunk: int) -> None:
@@ -113,12 +113,12 @@ class Tally:
     self._window = self._empty()
     loss = w["nll"] / w["count"]
     return {
-        "chunk": chunk,
-        "step": chunk * self.steps_per_chunk,
-        "tokens": tokens,
-        "loss": loss,
-        "bits_per_byte": loss / LN2,
-        "grad_norm": w["grad"] / w["steps"],
-        "tokens_per_s": self.tokens_per_s(),
-        "time_s": now - self.start,
+      "chunk": chunk,
+      "step": chunk * self.steps_per_chunk,
+      "tokens": tokens,
+      "loss": loss,
+      "bits_per_byte": loss / LN2,
+      "grad_norm": w["grad"] / w["steps"],
+      "tokens_per_s": self.tokens_per_s(),
+      "time_s": now - self.start,
     }

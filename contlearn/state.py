@@ -38,21 +38,21 @@ class LearnerState(flax.struct.PyTreeNode):
 
 
 def new_state(
-    params: Any,
-    opt_state: Any,
-    key: jax.Array,
-    *,
-    memory: Any = (),
-    strategy: Any = (),
-    hparams: dict[str, Any] | None = None,
+  params: Any,
+  opt_state: Any,
+  key: jax.Array,
+  *,
+  memory: Any = (),
+  strategy: Any = (),
+  hparams: dict[str, Any] | None = None,
 ) -> LearnerState:
   """A learner at step 0; `hparams` values become float32 scalars."""
   return LearnerState(
-      params=params,
-      opt_state=opt_state,
-      memory=memory,
-      strategy=strategy,
-      hparams={k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()},
-      step=jnp.zeros((), jnp.int32),
-      key=key,
+    params=params,
+    opt_state=opt_state,
+    memory=memory,
+    strategy=strategy,
+    hparams={k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()},
+    step=jnp.zeros((), jnp.int32),
+    key=key,
   )

@@ -71,11 +71,7 @@ def scalar_event(tag: str, value: float, step: int, wall_time: float) -> bytes:
   """A serialised `Event` holding one scalar summary."""
   value_msg = _length_delimited(1, tag.encode()) + _field(2, 5) + struct.pack("<f", value)
   summary = _length_delimited(1, value_msg)
-  return (
-      _field(1, 1) + struct.pack("<d", wall_time)
-      + _field(2, 0) + _varint(step)
-      + _length_delimited(5, summary)
-  )
+  return _field(1, 1) + struct.pack("<d", wall_time) + _field(2, 0) + _varint(step) + _length_delimited(5, summary)
 
 
 def version_event(wall_time: float) -> bytes:

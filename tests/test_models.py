@@ -88,9 +88,13 @@ def test_no_persistent_tokens_leave_attention_as_before():
 
 
 @pytest.mark.parametrize(
-    "mixer, extra", [("swa", {}), ("linear_attention", {}),  # the others' mixers: test_layers' state-carry test
-     pytest.param("titans_mac", dict(window=4, persistent_tokens=2), marks=pytest.mark.slow),
-     pytest.param("self_modifying_titans", dict(mem_chunk=4, sm_chunk_proj=4, mem_expansion=2), marks=pytest.mark.slow)]
+  "mixer, extra",
+  [
+    ("swa", {}),
+    ("linear_attention", {}),  # the others' mixers: test_layers' state-carry test
+    pytest.param("titans_mac", dict(window=4, persistent_tokens=2), marks=pytest.mark.slow),
+    pytest.param("self_modifying_titans", dict(mem_chunk=4, sm_chunk_proj=4, mem_expansion=2), marks=pytest.mark.slow),
+  ],
 )
 def test_lm_one_long_step_equals_many_short_steps(mixer, extra):
   """Memory carried across steps makes the stream one sequence (MAC: one segment per short step).
@@ -136,9 +140,10 @@ def test_hope_presets_are_the_cli_overrides():
 
 def test_hope_byte_lm_learns_random_tokens():
   """Hope (self-modifying Titans + CMS) through the learner: finite loss that falls on a repeated batch."""
+  from tiny import tiny_config, with_fields
+
   from contlearn.learner import build_learner
   from contlearn.stream import Chunk
-  from tiny import tiny_config, with_fields
 
   cfg = tiny_config(mixer="self_modifying_titans", cms_periods=(1, 2), mem_chunk=4, sm_chunk_proj=8, mem_expansion=2)
   learner = build_learner(with_fields(cfg, data=dict(batch=4)))
@@ -156,5 +161,9 @@ def test_hope_byte_lm_learns_random_tokens():
 def test_self_modifying_chunks_must_nest():
   from contlearn.errors import ConfigError
 
-  with pytest.raises(ConfigError, match=r"model.sm_chunk_proj=24 must be a positive multiple of the main memory.s chunk \(model.mem_chunk=0, 0 meaning 16\)"):
+  with pytest.raises(
+    ConfigError,
+    match=r"model.sm_chunk_proj=24 must be a positive multiple of the main memory.s chunk "
+    r"\(model.mem_chunk=0, 0 meaning 16\)",
+  ):
     byte_lm(ModelConfig(mixer="self_modifying_titans", sm_chunk_proj=24))

@@ -155,10 +155,10 @@ def test_deep_momentum_matches_hand_derived_loop():
     r = (out - u) / u.size
     dh = r[..., None] * phi["w2"] * (1 - h * h)
     grad = {
-        "a": np.sum(r * u),
-        "w1": np.sum(dh * u[..., None], axis=(0, 1)),
-        "b1": np.sum(dh, axis=(0, 1)),
-        "w2": np.sum(r[..., None] * h, axis=(0, 1)),
+      "a": np.sum(r * u),
+      "w1": np.sum(dh * u[..., None], axis=(0, 1)),
+      "b1": np.sum(dh, axis=(0, 1)),
+      "w2": np.sum(r[..., None] * h, axis=(0, 1)),
     }
     mu = {k: 0.9 * mu[k] - 0.5 * grad[k] for k in phi}
     phi = {k: phi[k] + mu[k] for k in phi}
@@ -172,21 +172,22 @@ def test_deep_momentum_matches_hand_derived_loop():
 # delta-rule momentum erases that sum along the gradient, and muon/m3 steps are
 # orthogonalised (unit spectral norm) before the rate applies.
 OUTER_RATES = {
-    "momentum_memory": 3e-3,
-    "delta_momentum": 3e-2,
-    "preconditioned_momentum": 3e-4,
-    "muon": 3e-2,
-    "m3": 3e-3,
-    "deep_momentum": 3e-2,
+  "momentum_memory": 3e-3,
+  "delta_momentum": 3e-2,
+  "preconditioned_momentum": 3e-4,
+  "muon": 3e-2,
+  "m3": 3e-3,
+  "deep_momentum": 3e-2,
 }
 
 
 @pytest.mark.parametrize("name", sorted(OUTER_RATES))
 def test_each_optimizer_trains_the_language_model_as_its_outer_level(name):
+  from tiny import tiny_config, with_fields
+
   from contlearn.engine import scan
   from contlearn.learner import build_learner
   from contlearn.stream import DocumentLanes, split_bytes
-  from tiny import tiny_config, with_fields
 
   cfg = with_fields(tiny_config(), train=dict(optimizer=name, lr=OUTER_RATES[name]))
   learner = build_learner(cfg)

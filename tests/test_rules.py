@@ -4,13 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tiny import tiny_config
 
 from contlearn import rules
 from contlearn.engine import scan
 from contlearn.learner import sequence_learner
 from contlearn.models import byte_lm
 from contlearn.stream.base import Chunk
-from tiny import tiny_config
 
 
 def test_periodic_fires_every_period_with_the_summed_gradient():
@@ -42,8 +42,8 @@ def test_cms_levels_scanned_match_a_python_loop():
   learner = sequence_learner(model, rules.levels(level_rules, model.level_labels), batch)
   rng = np.random.default_rng(0)
   chunk = Chunk(
-      tokens=jnp.asarray(rng.integers(0, 256, (steps, batch, seq + 1)), jnp.int32),
-      mask=jnp.ones((steps, batch, seq), bool),
+    tokens=jnp.asarray(rng.integers(0, 256, (steps, batch, seq + 1)), jnp.int32),
+    mask=jnp.ones((steps, batch, seq), bool),
   )
   state0 = learner.init(jax.random.PRNGKey(1))
   scanned, _ = jax.jit(lambda s, c: scan(learner, s, c))(state0, chunk)

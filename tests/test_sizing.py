@@ -31,7 +31,9 @@ def test_lm_comparison_models_have_equal_size():
 
   configs = catalog.load("nl_lm_comparison").get_config()
   target = param_count(configs["transformer"].model)
-  assert {"transformer", "gated_deltanet", "ttt_linear", "titans_lmm", "titans_mac", "titans_mag", "hope"} <= set(configs)
+  assert {"transformer", "gated_deltanet", "ttt_linear", "titans_lmm", "titans_mac", "titans_mag", "hope"} <= set(
+    configs
+  )
   for name, cfg in configs.items():
     assert abs(param_count(cfg.model) - target) <= 0.08 * target, name
     assert cfg.data.seq % byte_lm(cfg.model).step_multiple == 0, name

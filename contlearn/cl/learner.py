@@ -1,14 +1,21 @@
 """A classifier learning a continual-learning scenario, as an engine `Learner`.
 
->>> model = Mlp(784, (400, 400), 10)
+>>> import jax, jax.numpy as jnp, optax
+>>> from contlearn import engine
+>>> from contlearn.cl import datasets, scenarios, strategies
+>>> sc = jax.device_put(scenarios.split(datasets.load("digits"), 5, "task"))  # 5 tasks of 2 digits
+>>> model = Mlp(sc.in_dim, (32,), sc.head_size, sc.n_heads)
 >>> strategy = strategies.make("ewc", strategies.classifier(model))
 >>> learner = classifier_learner(model, strategy, optax.sgd(0.1))
 >>> state = engine.init(learner, jax.random.key(0), hparams={"strength": 100.0})
 >>> calls = compile_calls(learner, model, strategy, state, eval_every=50)
->>> block = schedules.task(0, steps=500, batch=128)            # int32 [500, 128]
->>> state, (ce, acc) = calls.train(state, block, scenario)    # ce [500], acc [10, T]
->>> state = calls.end_task(state, scenario, jnp.int32(0))     # e.g. EWC's Fisher
->>> calls.evaluate(state, scenario)                           # accuracy [T]
+>>> block = schedules.task(0, steps=100, batch=32)             # int32 [100, 32]
+>>> state, (ce, acc) = calls.train(state, block, sc)          # ce [100], acc [2, 5]
+>>> ce.shape, acc.shape
+((100,), (2, 5))
+>>> state = calls.end_task(state, sc, jnp.int32(0))           # EWC's Fisher of task 0
+>>> bool(calls.evaluate(state, sc)[0] > 0.9)                  # accuracy on task 0's test rows
+True
 
 The engine's terms: `x` is one row of the task schedule (int32 [B], the task
 each row of the batch is drawn from), `env` is the `Scenario` (every task's

@@ -31,7 +31,7 @@ def forgetting(r: np.ndarray) -> float:
   t = r.shape[0]
   if t < 2:
     return 0.0
-  return float(np.mean([np.max(r[j:t - 1, j]) - r[-1, j] for j in range(t - 1)]))
+  return float(np.mean([np.max(r[j : t - 1, j]) - r[-1, j] for j in range(t - 1)]))
 
 
 def backward_transfer(r: np.ndarray) -> float:
@@ -71,7 +71,7 @@ def min_accuracy(a: np.ndarray, ends) -> float:
   k = len(ends)
   if k < 2:
     return float("nan")
-  return float(np.mean([np.min(a[ends[i]:, i]) for i in range(k - 1)]))
+  return float(np.mean([np.min(a[ends[i] :, i]) for i in range(k - 1)]))
 
 
 def worst_case_accuracy(a: np.ndarray, ends) -> float:
@@ -92,7 +92,7 @@ def windowed_forgetting(a: np.ndarray, ends, window: int) -> float:
     raise ConfigError(f"windowed_forgetting: window must be >= 2, got {window}")
   drops = []
   for i, e in enumerate(ends):
-    x = a[e - 1:, i]
+    x = a[e - 1 :, i]
     if len(x) < 2:
       continue
     best = 0.0
@@ -114,7 +114,7 @@ def learning_curve_area(curves: np.ndarray, beta: int) -> float:
   c = np.asarray(curves, np.float64)
   if c.ndim != 2 or not 0 <= beta < c.shape[1]:
     raise ConfigError(f"learning_curve_area: curves [T, E] with beta < E, got {c.shape}, {beta}")
-  return float(np.mean(c[:, :beta + 1]))
+  return float(np.mean(c[:, : beta + 1]))
 
 
 def dormant_fraction(hiddens, tau: float = 0.0) -> float:

@@ -5,9 +5,12 @@ crosses `jit`, `scan` and `vmap` unchanged. A *head* is a slice of the output
 units: task-incremental learning uses one head per task, domain- and
 class-incremental learning use a single head.
 
->>> model = Mlp(in_dim=784, hidden=(400, 400), head_size=10)
+>>> import jax.numpy as jnp
+>>> model = Mlp(in_dim=784, hidden=(400, 400), head_size=2, n_heads=5)   # task-IL: 5 heads of 2
 >>> params = model.init(jax.random.key(0))
->>> logits = model.logits(params, x, head)   # x: [B, 784], head: [B]
+>>> x, head = jnp.zeros((3, 784)), jnp.array([0, 4, 4])
+>>> model.logits(params, x, head).shape      # each row's own head
+(3, 2)
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ class Mlp:
   def __post_init__(self):
     sizes = (self.in_dim, *self.hidden, self.head_size, self.n_heads)
     if any(int(s) < 1 for s in sizes):
-      raise ConfigError(f"Mlp: every size must be >= 1, got in_dim={self.in_dim}, "
-                        f"hidden={self.hidden}, head_size={self.head_size}, "
-                        f"n_heads={self.n_heads}")
+      raise ConfigError(
+        f"Mlp: every size must be >= 1, got in_dim={self.in_dim}, "
+        f"hidden={self.hidden}, head_size={self.head_size}, "
+        f"n_heads={self.n_heads}"
+      )
 
   @property
   def out_dim(self) -> int:
@@ -57,8 +62,7 @@ class Mlp:
   def init(self, key: jax.Array) -> Params:
     """Returns the parameters: a list with one `{"w": [i, o], "b": [o]}` per layer."""
     keys = jax.random.split(key, len(self.widths) - 1)
-    return [dense_init(k, i, o)
-            for k, i, o in zip(keys, self.widths[:-1], self.widths[1:])]
+    return [dense_init(k, i, o) for k, i, o in zip(keys, self.widths[:-1], self.widths[1:])]
 
   def features(self, params: Params, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
     """Runs the network.
@@ -98,8 +102,8 @@ def dense_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array
   kw, kb = jax.random.split(key)
   bound = 1.0 / jnp.sqrt(fan_in)
   return {
-      "w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
-      "b": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound),
+    "w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
+    "b": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound),
   }
 
 

@@ -16,8 +16,7 @@ def accuracy_heatmap(r: np.ndarray, path: str, title: str = "") -> str:
   im = ax.imshow(r, vmin=0.0, vmax=1.0, cmap="viridis")
   for i in range(r.shape[0]):
     for j in range(r.shape[1]):
-      ax.text(j, i, f"{100 * r[i, j]:.0f}", ha="center", va="center",
-              color="w" if r[i, j] < 0.6 else "k", fontsize=7)
+      ax.text(j, i, f"{100 * r[i, j]:.0f}", ha="center", va="center", color="w" if r[i, j] < 0.6 else "k", fontsize=7)
   ax.set_xlabel("evaluated on task")
   ax.set_ylabel("after training task")
   ax.set_title(title)
@@ -28,8 +27,7 @@ def accuracy_heatmap(r: np.ndarray, path: str, title: str = "") -> str:
   return path
 
 
-def accuracy_curves(acc: np.ndarray, steps: np.ndarray, boundaries, path: str,
-                    title: str = "") -> str:
+def accuracy_curves(acc: np.ndarray, steps: np.ndarray, boundaries, path: str, title: str = "") -> str:
   """Writes each task's accuracy against training steps, with task boundaries.
 
   Args:

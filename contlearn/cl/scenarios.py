@@ -15,7 +15,7 @@ the input transform and label map each task applies to the base dataset.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from flax import struct
@@ -69,13 +69,18 @@ def _pad(rows: Sequence[np.ndarray], dtype) -> tuple[np.ndarray, np.ndarray]:
   n = max(len(r) for r in rows)
   out = np.zeros((len(rows), n, *rows[0].shape[1:]), dtype)
   for t, r in enumerate(rows):
-    out[t, :len(r)] = r
+    out[t, : len(r)] = r
   return out, np.asarray([len(r) for r in rows], np.int32)
 
 
-def stack_tasks(tasks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                kind: str, classes_per_task: int, name: str,
-                label_offsets: Sequence[int], max_test: int | None = None) -> Scenario:
+def stack_tasks(
+  tasks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+  kind: str,
+  classes_per_task: int,
+  name: str,
+  label_offsets: Sequence[int],
+  max_test: int | None = None,
+) -> Scenario:
   """Builds a scenario from per-task `(x_train, y_train, x_test, y_test)`.
 
   Args:
@@ -115,12 +120,12 @@ def stack_tasks(tasks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
   else:
     head, n_heads = np.zeros(n_tasks, np.int32), 1
     head_size = int(max(int(offsets.max()) + classes_per_task, int(train_y.max()) + 1))
-  return Scenario(train_x, train_y, train_n, test_x, test_y, test_n, head,
-                  head_size, n_heads, kind, name)
+  return Scenario(train_x, train_y, train_n, test_x, test_y, test_n, head, head_size, n_heads, kind, name)
 
 
-def split(ds: Dataset, n_tasks: int, kind: str, class_order: Sequence[int] | None = None,
-          max_test: int | None = None) -> Scenario:
+def split(
+  ds: Dataset, n_tasks: int, kind: str, class_order: Sequence[int] | None = None, max_test: int | None = None
+) -> Scenario:
   """Split: task t holds classes `class_order[t*k:(t+1)*k]`, k = n_classes / n_tasks.
 
   Labels within a task are the class's position in its group; class-incremental
@@ -135,35 +140,44 @@ def split(ds: Dataset, n_tasks: int, kind: str, class_order: Sequence[int] | Non
   rank = np.argsort(order)  # class -> position in order
   tasks = []
   for t in range(n_tasks):
-    group = order[t * k:(t + 1) * k]
+    group = order[t * k : (t + 1) * k]
     tr, te = np.isin(ds.y_train, group), np.isin(ds.y_test, group)
-    tasks.append((ds.x_train[tr], rank[ds.y_train[tr]] - t * k,
-                  ds.x_test[te], rank[ds.y_test[te]] - t * k))
-  return stack_tasks(tasks, kind, k, f"split {ds.name}, {n_tasks} tasks, {kind}-IL",
-                     [t * k for t in range(n_tasks)], max_test)
+    tasks.append((ds.x_train[tr], rank[ds.y_train[tr]] - t * k, ds.x_test[te], rank[ds.y_test[te]] - t * k))
+  return stack_tasks(
+    tasks, kind, k, f"split {ds.name}, {n_tasks} tasks, {kind}-IL", [t * k for t in range(n_tasks)], max_test
+  )
 
 
-def transformed(ds: Dataset, transforms: Sequence[Callable[[np.ndarray], np.ndarray]],
-                kind: str, name: str, label_maps: Sequence[np.ndarray] | None = None,
-                max_test: int | None = None) -> Scenario:
+def transformed(
+  ds: Dataset,
+  transforms: Sequence[Callable[[np.ndarray], np.ndarray]],
+  kind: str,
+  name: str,
+  label_maps: Sequence[np.ndarray] | None = None,
+  max_test: int | None = None,
+) -> Scenario:
   """One task per input transform (and optional label map) of the whole dataset."""
   tasks = []
   for t, f in enumerate(transforms):
     lmap = np.arange(ds.n_classes) if label_maps is None else np.asarray(label_maps[t])
     tasks.append((f(ds.x_train), lmap[ds.y_train], f(ds.x_test), lmap[ds.y_test]))
-  return stack_tasks(tasks, kind, ds.n_classes, name,
-                     [t * ds.n_classes for t in range(len(transforms))], max_test)
+  return stack_tasks(tasks, kind, ds.n_classes, name, [t * ds.n_classes for t in range(len(transforms))], max_test)
 
 
-def permuted(ds: Dataset, n_tasks: int, kind: str, seed: int = 0,
-             first_identity: bool = False, max_test: int | None = None) -> Scenario:
+def permuted(
+  ds: Dataset, n_tasks: int, kind: str, seed: int = 0, first_identity: bool = False, max_test: int | None = None
+) -> Scenario:
   """Permuted: task t applies a fixed random permutation of the input features."""
   rng = np.random.default_rng(seed)
   d = ds.x_train.shape[1]
-  perms = [np.arange(d) if (t == 0 and first_identity) else rng.permutation(d)
-           for t in range(n_tasks)]
-  return transformed(ds, [lambda x, p=p: x[:, p] for p in perms], kind,
-                     f"permuted {ds.name}, {n_tasks} tasks, {kind}-IL", max_test=max_test)
+  perms = [np.arange(d) if (t == 0 and first_identity) else rng.permutation(d) for t in range(n_tasks)]
+  return transformed(
+    ds,
+    [lambda x, p=p: x[:, p] for p in perms],
+    kind,
+    f"permuted {ds.name}, {n_tasks} tasks, {kind}-IL",
+    max_test=max_test,
+  )
 
 
 def rotate_images(x: np.ndarray, image_shape: tuple[int, ...], degrees: float) -> np.ndarray:
@@ -181,21 +195,24 @@ def rotate_images(x: np.ndarray, image_shape: tuple[int, ...], degrees: float) -
   return np.where(ok.reshape(-1)[None, :], x[:, src], 0.0).astype(x.dtype)
 
 
-def rotated(ds: Dataset, angles: Sequence[float], kind: str,
-            max_test: int | None = None) -> Scenario:
+def rotated(ds: Dataset, angles: Sequence[float], kind: str, max_test: int | None = None) -> Scenario:
   """Rotated: task t rotates every image by `angles[t]` degrees."""
-  return transformed(ds, [lambda x, a=a: rotate_images(x, ds.image_shape, a) for a in angles],
-                     kind, f"rotated {ds.name}, angles {list(angles)}, {kind}-IL",
-                     max_test=max_test)
+  return transformed(
+    ds,
+    [lambda x, a=a: rotate_images(x, ds.image_shape, a) for a in angles],
+    kind,
+    f"rotated {ds.name}, angles {list(angles)}, {kind}-IL",
+    max_test=max_test,
+  )
 
 
-def concept_shift(ds: Dataset, n_tasks: int, seed: int = 0,
-                  max_test: int | None = None) -> Scenario:
+def concept_shift(ds: Dataset, n_tasks: int, seed: int = 0, max_test: int | None = None) -> Scenario:
   """Concept shift: the same inputs, but task t>0 remaps labels by a random permutation.
 
   Domain-incremental by construction: one head must follow the current mapping.
   """
   rng = np.random.default_rng(seed)
   maps = [np.arange(ds.n_classes)] + [rng.permutation(ds.n_classes) for _ in range(n_tasks - 1)]
-  return transformed(ds, [lambda x: x] * n_tasks, "domain",
-                     f"concept shift {ds.name}, {n_tasks} label maps", maps, max_test)
+  return transformed(
+    ds, [lambda x: x] * n_tasks, "domain", f"concept shift {ds.name}, {n_tasks} label maps", maps, max_test
+  )

@@ -36,8 +36,7 @@ def joint(n_tasks: int, steps: int, batch: int, seed: int = 0) -> np.ndarray:
   return cumulative(n_tasks - 1, steps, batch, seed)
 
 
-def blurred(n_tasks: int, steps_per_task: int, batch: int, blur: int,
-            seed: int = 0) -> np.ndarray:
+def blurred(n_tasks: int, steps_per_task: int, batch: int, blur: int, seed: int = 0) -> np.ndarray:
   """A task-free stream whose boundaries are blurred over `blur` steps.
 
   Around each boundary between task t and t+1, the chance that a sample comes

@@ -19,7 +19,8 @@ the first phase that trains it; it "returns" when a later phase trains it again.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,10 +75,10 @@ def final_change(losses: np.ndarray, order: Sequence[int]) -> list[float | None]
 
 
 def recovery(
-    losses: np.ndarray,
-    order: Sequence[int],
-    trace: Sequence[tuple[int, int, Sequence[float]]],
-    within: float,
+  losses: np.ndarray,
+  order: Sequence[int],
+  trace: Sequence[tuple[int, int, Sequence[float]]],
+  within: float,
 ) -> list[dict[str, Any] | None]:
   """Per domain that returns: how much of its forgetting its return undoes, and how fast.
 
@@ -99,10 +100,12 @@ def recovery(
     reached = [tokens for phase, tokens, values in trace if phase == back and values[i] <= earlier + within]
     if before <= earlier + within:  # never left the margin
       reached = [0]
-    out.append({
+    out.append(
+      {
         "forgot": float(forgot),
         "fraction": float((before - after) / forgot) if forgot > 0 else None,
         "tokens": int(min(reached)) if reached else None,
         "within": within,
-    })
+      }
+    )
   return out

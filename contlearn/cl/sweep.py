@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +28,7 @@ def grid(seeds: Sequence[int], **values: Sequence[float]) -> tuple[jax.Array, di
   for n in names:
     if not values[n]:
       raise ConfigError(f"sweep.grid: no values for {n!r}")
-  lanes = [dict(zip(["seed", *names], combo))
-           for combo in itertools.product(seeds, *(values[n] for n in names))]
+  lanes = [dict(zip(["seed", *names], combo)) for combo in itertools.product(seeds, *(values[n] for n in names))]
   keys = jnp.stack([jax.random.key(int(l["seed"])) for l in lanes])
   hp = {n: jnp.asarray([l[n] for l in lanes], jnp.float32) for n in names}
   return keys, hp, lanes

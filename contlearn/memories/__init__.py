@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from contlearn.memories import dual, linear, self_modifying
 from contlearn.memories.core import (
-    InnerModel,
-    MemState,
-    Rates,
-    Rule,
-    dot_loss,
-    half_squared_loss,
-    reference,
-    squared_loss,
+  InnerModel,
+  MemState,
+  Rates,
+  Rule,
+  dot_loss,
+  half_squared_loss,
+  reference,
+  squared_loss,
 )
 from contlearn.memories.rules import RULES
 
@@ -51,6 +51,16 @@ def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chu
 
 
 __all__ = [
-    "RULES", "InnerModel", "MemState", "Rates", "Rule", "chunked", "dot_loss",
-    "half_squared_loss", "is_linear", "reference", "self_modifying", "squared_loss",
+  "RULES",
+  "InnerModel",
+  "MemState",
+  "Rates",
+  "Rule",
+  "chunked",
+  "dot_loss",
+  "half_squared_loss",
+  "is_linear",
+  "reference",
+  "self_modifying",
+  "squared_loss",
 ]

@@ -75,7 +75,8 @@ for a matrix memory, `lr / (1 + lr |k|^2)` at C = 1, as Longhorn's).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +140,7 @@ class InnerModel(NamedTuple):
     """Inner parameters: normal weights of variance 1 / fan-in, zero biases."""
     dims = self.widths(dk, dv)
     keys = jax.random.split(key, self.depth)
-    w = [jax.random.normal(kk, (a, b), jnp.float32) * (a ** -0.5) for kk, a, b in zip(keys, dims[:-1], dims[1:])]
+    w = [jax.random.normal(kk, (a, b), jnp.float32) * (a**-0.5) for kk, a, b in zip(keys, dims[:-1], dims[1:])]
     return {"w": w, "b": [jnp.zeros((b,), jnp.float32) for b in dims[1:]]}
 
   def head(self, h: jax.Array, x: jax.Array, outer: Params) -> jax.Array:
@@ -229,9 +230,9 @@ def log_rate(rate: jax.Array) -> jax.Array:
 def masked_rates(rates: Rates, mask: jax.Array) -> Rates:
   """Rates under which a masked token (`mask [T]` False) changes nothing (and floored, `floor_rate`)."""
   return Rates(
-      lr=jnp.where(mask, rates.lr, 0.0),
-      retain=jnp.where(mask, floor_rate(rates.retain), 1.0),
-      momentum=jnp.where(mask, floor_rate(rates.momentum), 1.0),
+    lr=jnp.where(mask, rates.lr, 0.0),
+    retain=jnp.where(mask, floor_rate(rates.retain), 1.0),
+    momentum=jnp.where(mask, floor_rate(rates.momentum), 1.0),
   )
 
 

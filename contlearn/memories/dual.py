@@ -136,8 +136,8 @@ def _one_step(rule: Rule, state: MemState, inputs, deltas, lr, retain, eta, use)
   a_bar, eta_bar = jnp.sum(share * retain), jnp.sum(share * eta)
   bias = 1.0 if rule.model.bias else 0.0
   grads = {
-      "w": [x.T @ (lr[:, None] * d) for x, d in zip(inputs, deltas)],
-      "b": [bias * jnp.sum(lr[:, None] * d, axis=0) for d in deltas],
+    "w": [x.T @ (lr[:, None] * d) for x, d in zip(inputs, deltas)],
+    "b": [bias * jnp.sum(lr[:, None] * d, axis=0) for d in deltas],
   }
   tree = jax.tree.map
   if rule.momentum:
@@ -162,8 +162,8 @@ def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chu
   pad_value = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0)
   xs = (q, k, v, rates.lr, rates.retain, rates.momentum, use)
   xs = tuple(
-      jnp.pad(x, [(0, n * chunk - t)] + [(0, 0)] * (x.ndim - 1), constant_values=pv).reshape(n, chunk, *x.shape[1:])
-      for x, pv in zip(xs, pad_value)
+    jnp.pad(x, [(0, n * chunk - t)] + [(0, 0)] * (x.ndim - 1), constant_values=pv).reshape(n, chunk, *x.shape[1:])
+    for x, pv in zip(xs, pad_value)
   )
   # The backward pass recomputes each chunk from its carried state, so only
   # the per-chunk memories are stored, not every intermediate of every chunk.

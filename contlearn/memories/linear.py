@@ -79,7 +79,7 @@ def chunked(w0, q, k, v, lr, retain, mask, chunk: int, delta: bool):
     a = jnp.where(strict, lr[..., None] * gmat * jnp.einsum("nid,njd->nij", k, k), 0.0)
     rhs = jnp.concatenate([u_v, (lr * g)[..., None] * k], axis=-1)
     sol = unit_lower_inverse(a) @ rhs
-    u_v, w_k = sol[..., : v.shape[-1]], sol[..., v.shape[-1]:]
+    u_v, w_k = sol[..., : v.shape[-1]], sol[..., v.shape[-1] :]
   scores = jnp.einsum("ntd,nid->nti", q, k) * gmat
   k_out = k * jnp.exp(log_g[:, -1:] - log_g)[..., None]
   g_end = g[:, -1]

@@ -9,7 +9,9 @@
 | ttt_linear      | x + LN(x W + b)       | squared      | none         | chunk-start GD, lr_t    |
 | ttt_mlp         | x + LN(MLP_2(x))      | squared      | none         | chunk-start GD, lr_t    |
 | titans          | x + LN(MLP_L(x))      | squared      | forget gate  | chunk-start GD+momentum |
-| self_modifying  | x + MLP_2(x), offset  | half squared, target M(v), + DGD | alpha_t | chunk-start GD+momentum, normalised |
+| self_modifying  | x + MLP_2(x), offset  | half squared,| alpha_t      | chunk-start GD+momentum,|
+|                 |                       | target M(v), |              | normalised              |
+|                 |                       | + DGD        |              |                         |
 
 Retention and rates are per-token inputs; which are fixed, per head or
 data-dependent is decided by the layer (`contlearn.models.memory_layer`).
@@ -28,12 +30,12 @@ def titans(depth: int = 2, expansion: int = 4) -> Rule:
 
 
 def self_modifying(
-    expansion: int = 4,
-    dgd: bool = True,
-    momentum: bool = True,
-    self_values: bool = True,
-    decay_to_init: bool = True,
-    normalized: bool = True,
+  expansion: int = 4,
+  dgd: bool = True,
+  momentum: bool = True,
+  self_values: bool = True,
+  decay_to_init: bool = True,
+  normalized: bool = True,
 ) -> Rule:
   """A memory of self-modifying Titans: `x + W_b gelu(W_a x)`, half squared loss.
 
@@ -48,12 +50,12 @@ def self_modifying(
 
 
 RULES: dict[str, Rule] = {
-    "linear_attention": Rule(MATRIX, dot_loss, online=True),
-    "mamba2": Rule(MATRIX, dot_loss, online=True),
-    "deltanet": Rule(MATRIX, half_squared_loss, online=True),
-    "gated_deltanet": Rule(MATRIX, half_squared_loss, online=True),
-    "ttt_linear": Rule(InnerModel(depth=1, bias=True, ttt_norm=True), squared_loss),
-    "ttt_mlp": Rule(InnerModel(depth=2, expansion=4, bias=True, ttt_norm=True), squared_loss),
-    "titans": titans(),
-    "self_modifying": self_modifying(),
+  "linear_attention": Rule(MATRIX, dot_loss, online=True),
+  "mamba2": Rule(MATRIX, dot_loss, online=True),
+  "deltanet": Rule(MATRIX, half_squared_loss, online=True),
+  "gated_deltanet": Rule(MATRIX, half_squared_loss, online=True),
+  "ttt_linear": Rule(InnerModel(depth=1, bias=True, ttt_norm=True), squared_loss),
+  "ttt_mlp": Rule(InnerModel(depth=2, expansion=4, bias=True, ttt_norm=True), squared_loss),
+  "titans": titans(),
+  "self_modifying": self_modifying(),
 }

@@ -129,8 +129,8 @@ def init(spec: SelfModifying, key: jax.Array, dh: int) -> tuple[Params, MemState
   """
   k_q, k_m = jax.random.split(key)
   params = {
-      "wq": jax.random.normal(k_q, (dh, dh), jnp.float32) * dh**-0.5,
-      "bias": {g: jnp.float32(RATE_BIAS[g]) for g in spec.gates},
+    "wq": jax.random.normal(k_q, (dh, dh), jnp.float32) * dh**-0.5,
+    "bias": {g: jnp.float32(RATE_BIAS[g]) for g in spec.gates},
   }
   w = jax.vmap(lambda kk: spec.rule.model.init(kk, dh, dh))(jax.random.split(k_m, len(spec.names)))
   zero = jax.tree.map(jnp.zeros_like, w)
@@ -181,6 +181,7 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
     reads = jax.vmap(lambda o, w: model.apply(w, o, x_t))(_take(outer, first), _take(anchors, first))
     k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
     r = masked_rates(rates, m_t)
+
     def write(o, s, a, c):
       lr = step_size(rule, o, a, k, v, r.lr / c, c)
       return update(rule, o, s, a, k, v, lr, r.retain, r.momentum, m_t.astype(x.dtype))

@@ -47,15 +47,15 @@ def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
   dh = check_heads(cfg)
   k1, k2 = jax.random.split(key)
   params = {
-      "norm": jnp.ones((d,), jnp.float32),
-      "wqkv": layers.dense_init(k1, d, 3 * d),
-      "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
+    "norm": jnp.ones((d,), jnp.float32),
+    "wqkv": layers.dense_init(k1, d, 3 * d),
+    "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
   }
   if n_p:  # unit-variance entries, like the projected keys and values of normed inputs
     k3, k4 = jax.random.split(jax.random.fold_in(key, 1))
     params["persistent"] = {
-        "k": jax.random.normal(k3, (n_p, h, dh), jnp.float32),
-        "v": jax.random.normal(k4, (n_p, h, dh), jnp.float32),
+      "k": jax.random.normal(k3, (n_p, h, dh), jnp.float32),
+      "v": jax.random.normal(k4, (n_p, h, dh), jnp.float32),
     }
   return params
 
@@ -113,9 +113,9 @@ def sliding_window_attention(cfg: ModelConfig) -> Mixer:
 
   def init_state(batch):
     return {
-        "k": jnp.zeros((batch, w, h, dh), jnp.float32),
-        "v": jnp.zeros((batch, w, h, dh), jnp.float32),
-        "valid": jnp.zeros((batch, w), bool),
+      "k": jnp.zeros((batch, w, h, dh), jnp.float32),
+      "v": jnp.zeros((batch, w, h, dh), jnp.float32),
+      "valid": jnp.zeros((batch, w), bool),
     }
 
   def apply(params, state, x, mask):

@@ -27,7 +27,8 @@ a module with a state of its own across steps is written as a `Mixer`
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

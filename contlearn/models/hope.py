@@ -53,8 +53,8 @@ CMS_PERIODS = (1, 16, 256)
 # Named presets as `--set` overrides (`contlearn run byte_lm --set ...`).
 _CMS = "model.cms_periods=" + ",".join(map(str, CMS_PERIODS))
 PRESETS: dict[str, tuple[str, ...]] = {
-    "hope": ("model.mixer=self_modifying_titans", _CMS),
-    "hope_attention": ("model.mixer=swa", _CMS),
+  "hope": ("model.mixer=self_modifying_titans", _CMS),
+  "hope_attention": ("model.mixer=swa", _CMS),
 }
 
 
@@ -73,15 +73,15 @@ def spec(cfg: ModelConfig) -> sm.SelfModifying:
   chunk = cfg.mem_chunk or DEFAULT_CHUNK
   if cfg.sm_chunk_proj < 1 or cfg.sm_chunk_proj % chunk:
     raise ConfigError(
-        f"model.sm_chunk_proj={cfg.sm_chunk_proj} must be a positive multiple of the main memory's "
-        f"chunk (model.mem_chunk={cfg.mem_chunk}, 0 meaning {DEFAULT_CHUNK})"
+      f"model.sm_chunk_proj={cfg.sm_chunk_proj} must be a positive multiple of the main memory's "
+      f"chunk (model.mem_chunk={cfg.mem_chunk}, 0 meaning {DEFAULT_CHUNK})"
     )
   if cfg.mem_step != "token":
     raise ConfigError(f"model.mem_step={cfg.mem_step!r}: self_modifying_titans steps its memories at every token")
   if cfg.mem_expansion < 1:
     raise ConfigError(f"model.mem_expansion={cfg.mem_expansion} must be >= 1")
   rule = rules.self_modifying(
-      cfg.mem_expansion, cfg.sm_dgd, cfg.sm_momentum, cfg.sm_self_values, cfg.sm_decay_to_init, cfg.sm_step_norm
+    cfg.mem_expansion, cfg.sm_dgd, cfg.sm_momentum, cfg.sm_self_values, cfg.sm_decay_to_init, cfg.sm_step_norm
   )
   hidden = cfg.mem_expansion * (cfg.d_model // cfg.n_heads)
   return sm.SelfModifying(rule, chunk, cfg.sm_chunk_proj, cfg.sm_lr_scale / hidden)
@@ -95,8 +95,9 @@ def self_modifying_titans(cfg: ModelConfig) -> Mixer:
   d, h = cfg.d_model, cfg.n_heads
   dh, width = d // h, cfg.mem_conv
   learned_start = not s.rule.model.offset  # else the initial memories are offsets in params["sm"]
-  per_head = jax.vmap(jax.vmap(lambda p, st, x, m: sm.chunked(s, p, st, x, m), in_axes=(0, 0, 0, None)),
-                      in_axes=(None, 0, 0, 0))
+  per_head = jax.vmap(
+    jax.vmap(lambda p, st, x, m: sm.chunked(s, p, st, x, m), in_axes=(0, 0, 0, None)), in_axes=(None, 0, 0, 0)
+  )
 
   def init_params(key):
     k_g, k_o, k_m = jax.random.split(key, 3)
@@ -107,10 +108,10 @@ def self_modifying_titans(cfg: ModelConfig) -> Mixer:
     _, start = jax.eval_shape(lambda: sm.init(s, jax.random.PRNGKey(0), dh))
     w = jax.tree.map(lambda x: jnp.zeros((batch, h, *x.shape), jnp.float32), start.w)
     return {
-        "conv": jnp.zeros((batch, width - 1, d), jnp.float32),
-        "w": w,
-        "m": jax.tree.map(jnp.zeros_like, w),
-        "started": jnp.zeros((batch,), bool),
+      "conv": jnp.zeros((batch, width - 1, d), jnp.float32),
+      "w": w,
+      "m": jax.tree.map(jnp.zeros_like, w),
+      "started": jnp.zeros((batch,), bool),
     }
 
   def apply(params, state, x, mask):
@@ -122,5 +123,7 @@ def self_modifying_titans(cfg: ModelConfig) -> Mixer:
     y, mem = per_head(params["sm"], mem, heads, mask)
     return ml.merge_heads(params, y, xn), {**ml.carried(state, xn, mask), "w": mem.w, "m": mem.m}
 
-  reason = f"the chunk of the projection memories of model.mixer={cfg.mixer!r} (model.sm_chunk_proj={cfg.sm_chunk_proj})"
+  reason = (
+    f"the chunk of the projection memories of model.mixer={cfg.mixer!r} (model.sm_chunk_proj={cfg.sm_chunk_proj})"
+  )
   return Mixer(init_params, init_state, apply, step_multiple=s.chunk_proj, step_reason=reason)

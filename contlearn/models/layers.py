@@ -31,9 +31,9 @@ def mlp_init(key: jax.Array, d: int, hidden: int, out_scale: float = 1.0) -> dic
   """Pre-norm residual MLP `x + W2 gelu(W1 rms(x))`: norm [D], w1 [D, H], w2 [H, D]."""
   k1, k2 = jax.random.split(key)
   return {
-      "norm": jnp.ones((d,), jnp.float32),
-      "w1": dense_init(k1, d, hidden),
-      "w2": dense_init(k2, hidden, d, scale=out_scale),
+    "norm": jnp.ones((d,), jnp.float32),
+    "w1": dense_init(k1, d, hidden),
+    "w2": dense_init(k2, hidden, d, scale=out_scale),
   }
 
 

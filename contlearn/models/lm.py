@@ -11,7 +11,8 @@ one mixer state per layer) is separate from its parameters, and
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,10 +71,10 @@ def byte_lm(cfg: ModelConfig) -> Model:
         ff = layers.mlp_init(k_ff, d, cfg.mlp_ratio * d, out_scale)
       blocks.append({"mixer": mixer.init_params(k_mix), "ff": ff})
     return {
-        "embed": jax.random.normal(k_embed, (cfg.vocab, d), jnp.float32),
-        "blocks": blocks,
-        "final_norm": jnp.ones((d,), jnp.float32),
-        "head": layers.dense_init(k_head, d, cfg.vocab),
+      "embed": jax.random.normal(k_embed, (cfg.vocab, d), jnp.float32),
+      "blocks": blocks,
+      "final_norm": jnp.ones((d,), jnp.float32),
+      "head": layers.dense_init(k_head, d, cfg.vocab),
     }
 
   def init_memory(batch):
@@ -97,10 +98,7 @@ def byte_lm(cfg: ModelConfig) -> Model:
     labels = jax.tree.map(lambda _: OUTER, params)
     if n_cms:
       for block in labels["blocks"]:
-        block["ff"] = [
-            jax.tree.map(lambda _, i=i: cms.level_name(i), blk)
-            for i, blk in enumerate(block["ff"])
-        ]
+        block["ff"] = [jax.tree.map(lambda _, i=i: cms.level_name(i), blk) for i, blk in enumerate(block["ff"])]
     return labels
 
   return Model(init_params, init_memory, apply, level_labels, mixer.step_multiple, mixer.step_reason)

@@ -61,7 +61,7 @@ QK_ACTS = {"silu": jax.nn.silu, "identity": lambda a: a}
 def head_decays(n_heads: int) -> np.ndarray:
   """RetNet-style fixed decays per head: 1 - 2^-(4..12), spread geometrically."""
   exponents = np.linspace(4.0, 12.0, n_heads) if n_heads > 1 else np.array([8.0])
-  return (1.0 - 2.0 ** -exponents).astype(np.float32)
+  return (1.0 - 2.0**-exponents).astype(np.float32)
 
 
 def causal_conv(kernel, cache, x):
@@ -85,8 +85,8 @@ def check_heads(cfg: ModelConfig) -> None:
   d, h = cfg.d_model, cfg.n_heads
   if cfg.persistent_tokens:
     raise ConfigError(
-        f"model.persistent_tokens={cfg.persistent_tokens}: model.mixer={cfg.mixer!r} has no attention "
-        "to hold them (swa, titans_mag, titans_mal and titans_mac have)"
+      f"model.persistent_tokens={cfg.persistent_tokens}: model.mixer={cfg.mixer!r} has no attention "
+      "to hold them (swa, titans_mag, titans_mal and titans_mac have)"
     )
   if h < 1 or d % h:
     raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
@@ -120,11 +120,11 @@ def io_init(k1: jax.Array, k2: jax.Array, cfg: ModelConfig, conv_channels: int) 
   norm, output gate (k1) and projection (k2)."""
   d, dh = cfg.d_model, cfg.d_model // cfg.n_heads
   return {
-      "norm": jnp.ones((d,), jnp.float32),
-      "conv": conv_init(jax.random.fold_in(k1, 1), cfg, conv_channels),
-      "out_norm": jnp.ones((dh,), jnp.float32),
-      "wg": layers.dense_init(k1, d, d),
-      "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
+    "norm": jnp.ones((d,), jnp.float32),
+    "conv": conv_init(jax.random.fold_in(k1, 1), cfg, conv_channels),
+    "out_norm": jnp.ones((dh,), jnp.float32),
+    "wg": layers.dense_init(k1, d, d),
+    "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
   }
 
 
@@ -163,8 +163,8 @@ def read(model: memories.InnerModel, params, state, q: jax.Array) -> jax.Array:
 def carried(state: dict, conv_in: jax.Array, mask: jax.Array) -> dict:
   """The conv inputs and started flags to carry after a step."""
   return {
-      "conv": last_real(state["conv"], conv_in, mask, state["conv"].shape[1]),
-      "started": state["started"] | jnp.any(mask, axis=1),
+    "conv": last_real(state["conv"], conv_in, mask, state["conv"].shape[1]),
+    "started": state["started"] | jnp.any(mask, axis=1),
   }
 
 
@@ -176,8 +176,8 @@ def block_rule(cfg: ModelConfig, block: MemoryBlock) -> memories.Rule:
     return block.rule
   if block.rule.online:
     raise ConfigError(
-        f"model.mem_step='chunk' needs a chunk-start memory (ttt_linear, ttt_mlp, titans and its hybrids); "
-        f"model.mixer={cfg.mixer!r} steps at every token"
+      f"model.mem_step='chunk' needs a chunk-start memory (ttt_linear, ttt_mlp, titans and its hybrids); "
+      f"model.mixer={cfg.mixer!r} steps at every token"
     )
   return block.rule._replace(chunk_step=True)
 
@@ -186,13 +186,20 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
   """The mixer of `block.rule` at the sizes in `cfg` (see the module docstring)."""
   check_heads(cfg)
   d, h = cfg.d_model, cfg.n_heads
-  for field, value, choices in (("lr", block.lr, ("one", "gate")), ("retain", block.retain, ("none", "multiscale", "gate"))):
+  for field, value, choices in (
+    ("lr", block.lr, ("one", "gate")),
+    ("retain", block.retain, ("none", "multiscale", "gate")),
+  ):
     if value not in choices:
       raise ConfigError(f"memory {field}={value!r}: choose one of {', '.join(choices)}")
   rule, dh, width = block_rule(cfg, block), d // h, cfg.mem_conv
   chunk = cfg.mem_chunk or block.chunk
   learned_w0 = not memories.is_linear(rule)
-  gates = [name for name, on in (("lr", block.lr == "gate"), ("retain", block.retain == "gate"), ("momentum", rule.momentum)) if on]
+  gates = [
+    name
+    for name, on in (("lr", block.lr == "gate"), ("retain", block.retain == "gate"), ("momentum", rule.momentum))
+    if on
+  ]
   decays = jnp.asarray(head_decays(h))
 
   def init_params(key):
@@ -212,10 +219,10 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
     w = rule.model.init(jax.random.PRNGKey(0), dh, dh)
     w = jax.tree.map(lambda x: jnp.zeros((batch, h, *x.shape), jnp.float32), w)
     return {
-        "conv": jnp.zeros((batch, width - 1, 3 * d), jnp.float32),
-        "w": w,
-        "m": jax.tree.map(jnp.zeros_like, w),
-        "started": jnp.zeros((batch,), bool),
+      "conv": jnp.zeros((batch, width - 1, 3 * d), jnp.float32),
+      "w": w,
+      "m": jax.tree.map(jnp.zeros_like, w),
+      "started": jnp.zeros((batch,), bool),
     }
 
   def rates(params, xn, b, t):

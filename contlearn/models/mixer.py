@@ -26,7 +26,8 @@ Mixers are built by name from the `ModelConfig`:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -74,8 +75,5 @@ def mixer_names() -> list[str]:
 def build_mixer(cfg: ModelConfig) -> Mixer:
   """The mixer named by `cfg.mixer`, or a ConfigError naming the choices."""
   if cfg.mixer not in _MIXERS:
-    raise ConfigError(
-        f"model.mixer={cfg.mixer!r} is not a known mixer; choose one of "
-        f"{', '.join(mixer_names())}"
-    )
+    raise ConfigError(f"model.mixer={cfg.mixer!r} is not a known mixer; choose one of {', '.join(mixer_names())}")
   return _MIXERS[cfg.mixer](cfg)

@@ -129,7 +129,9 @@ def titans_mac(cfg: ModelConfig):
     raise ConfigError(f"model.window={seg} (the segment of titans_mac) must be >= 1")
   block = titans_block(cfg)._replace(chunk=seg)
   if seg % (cfg.mem_chunk or seg):
-    raise ConfigError(f"model.window={seg} (the segment of titans_mac) must be a multiple of model.mem_chunk={cfg.mem_chunk}")
+    raise ConfigError(
+      f"model.window={seg} (the segment of titans_mac) must be a multiple of model.mem_chunk={cfg.mem_chunk}"
+    )
   mem = _memory(cfg, block)
   model = block.rule.model
 

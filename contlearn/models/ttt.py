@@ -1,10 +1,10 @@
 """TTT layers (Sun et al. 2024) as memory mixers.
 
-    ttt_linear  f(x) = x + LN(x W + b)
-    ttt_mlp     f(x) = x + LN(gelu(x W1 + b1) W2 + b2), hidden `mem_expansion` x
-    loss |f(W; k_t) - v_t|^2, mini-batch GD of 16 tokens (gradients at the
-    mini-batch start), learned W_0, per-token rate base * sigmoid(x w + b)
-    (base 1 for linear, 0.1 for MLP). Equations: `contlearn.memories.core`.
+ttt_linear  f(x) = x + LN(x W + b)
+ttt_mlp     f(x) = x + LN(gelu(x W1 + b1) W2 + b2), hidden `mem_expansion` x
+loss |f(W; k_t) - v_t|^2, mini-batch GD of 16 tokens (gradients at the
+mini-batch start), learned W_0, per-token rate base * sigmoid(x w + b)
+(base 1 for linear, 0.1 for MLP). Equations: `contlearn.memories.core`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ skipped with a printed note, so a table may name a mixer before it exists.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
@@ -18,10 +19,10 @@ from contlearn.models.mixer import mixer_names
 
 
 def select(
-    table: Mapping[str, Mapping[str, Any]],
-    names: Sequence[str],
-    base: ModelConfig,
-    note: Callable[[str], None] = print,
+  table: Mapping[str, Mapping[str, Any]],
+  names: Sequence[str],
+  base: ModelConfig,
+  note: Callable[[str], None] = print,
 ) -> dict[str, ModelConfig]:
   """The ModelConfigs of `names` (labels of `table` or mixer names), known mixers only."""
   known = set(mixer_names())
@@ -32,11 +33,12 @@ def select(
     elif name in known:
       fields = {"mixer": name}
     else:
-      raise ConfigError(f"unknown model {name!r}; choose from {', '.join(table)} or a mixer: {', '.join(sorted(known))}")
+      raise ConfigError(
+        f"unknown model {name!r}; choose from {', '.join(table)} or a mixer: {', '.join(sorted(known))}"
+      )
     cfg = dataclasses.replace(base, **fields)
     if cfg.mixer not in known:
       note(f"skipping {name}: mixer {cfg.mixer!r} is not in this version of contlearn")
       continue
     chosen[name] = cfg
   return chosen
-

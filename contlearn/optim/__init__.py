@@ -12,14 +12,14 @@ from contlearn.optim.momentum import delta_momentum, momentum, preconditioned_mo
 from contlearn.optim.newton_schulz import muon, nonlinear_output, orthogonalize
 
 __all__ = [
-    "deep_momentum",
-    "delta_gradient_descent",
-    "delta_momentum",
-    "dgd_token",
-    "m3",
-    "momentum",
-    "muon",
-    "nonlinear_output",
-    "orthogonalize",
-    "preconditioned_momentum",
+  "deep_momentum",
+  "delta_gradient_descent",
+  "delta_momentum",
+  "dgd_token",
+  "m3",
+  "momentum",
+  "muon",
+  "nonlinear_output",
+  "orthogonalize",
+  "preconditioned_momentum",
 ]

@@ -48,16 +48,16 @@ def memory_loss(phi: dict, u: jax.Array) -> jax.Array:
 
 
 def deep_momentum(
-    lr: float = 1e-2, alpha: float = 0.9, inner_lr: float = 1e-1, hidden: int = 8, seed: int = 0
+  lr: float = 1e-2, alpha: float = 0.9, inner_lr: float = 1e-1, hidden: int = 8, seed: int = 0
 ) -> optax.GradientTransformation:
   """DMGD (module docstring): one memory MLP per parameter leaf."""
 
   def init_phi(key):
     return {
-        "a": jnp.ones((), jnp.float32),
-        "w1": jax.random.normal(key, (hidden,), jnp.float32),
-        "b1": jnp.zeros((hidden,), jnp.float32),
-        "w2": jnp.zeros((hidden,), jnp.float32),
+      "a": jnp.ones((), jnp.float32),
+      "w1": jax.random.normal(key, (hidden,), jnp.float32),
+      "b1": jnp.zeros((hidden,), jnp.float32),
+      "w2": jnp.zeros((hidden,), jnp.float32),
     }
 
   def init(params):

@@ -46,14 +46,14 @@ class M3State(NamedTuple):
 
 
 def m3(
-    lr: float = 1e-3,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    b3: float = 0.9,
-    alpha: float = 1.0,
-    period: int = 8,
-    ns_steps: int = 5,
-    eps: float = 1e-4,
+  lr: float = 1e-3,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  b3: float = 0.9,
+  alpha: float = 1.0,
+  period: int = 8,
+  ns_steps: int = 5,
+  eps: float = 1e-4,
 ) -> optax.GradientTransformation:
   """The M3 optimizer (module docstring).
 
@@ -87,9 +87,7 @@ def m3(
       return state.m2, state.o2, pending, count
 
     m2, o2, pending, count = jax.lax.cond(refresh, slow, keep, None)
-    updates = jax.tree.map(
-        lambda m, o, v: -lr * (ns(m) + alpha * o) / (jnp.sqrt(v) + eps), m1, o2, v
-    )
+    updates = jax.tree.map(lambda m, o, v: -lr * (ns(m) + alpha * o) / (jnp.sqrt(v) + eps), m1, o2, v)
     return updates, M3State(count, m1, v, m2, pending, o2)
 
   return optax.GradientTransformation(init, update)

@@ -71,19 +71,19 @@ def momentum(alpha: float = 0.9, lr: float = 1e-2) -> optax.GradientTransformati
 
 
 def preconditioned_momentum(
-    alpha: float = 0.9, lr: float = 1e-3, preconditioner: str = "rms", b2: float = 0.999, eps: float = 1e-8
+  alpha: float = 0.9, lr: float = 1e-3, preconditioner: str = "rms", b2: float = 0.999, eps: float = 1e-8
 ) -> optax.GradientTransformation:
   """`m' = alpha m - lr P g` with `P` the RMS preconditioner (or the identity)."""
   return _memory_rule(alpha, lr, preconditioner, b2, eps, 0.0)
 
 
 def delta_momentum(
-    alpha: float = 0.9,
-    lr: float = 1e-2,
-    beta: float = 1.0,
-    preconditioner: str = "identity",
-    b2: float = 0.999,
-    eps: float = 1e-8,
+  alpha: float = 0.9,
+  lr: float = 1e-2,
+  beta: float = 1.0,
+  preconditioner: str = "identity",
+  b2: float = 0.999,
+  eps: float = 1e-8,
 ) -> optax.GradientTransformation:
   """Delta-rule momentum: `m' = alpha m - beta k (k . m) - lr P g`, `k = g / ||g||`."""
   if beta < 0:

@@ -14,7 +14,7 @@ With linear momentum and `fn = orthogonalize` this is Muon (`muon`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +60,6 @@ def muon(lr: float, beta: float = 0.95, steps: int = 5) -> optax.GradientTransfo
   from contlearn.optim.momentum import momentum
 
   return optax.chain(
-      nonlinear_output(momentum(alpha=beta, lr=-1.0), lambda m: orthogonalize(m, steps)),
-      optax.scale(-lr),
+    nonlinear_output(momentum(alpha=beta, lr=-1.0), lambda m: orthogonalize(m, steps)),
+    optax.scale(-lr),
   )

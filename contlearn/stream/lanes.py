@@ -15,7 +15,7 @@ lane has ended); it is all a resumed run needs.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,14 +27,14 @@ class DocumentLanes:
   """`Stream` of byte tokens from `docs`, in `batch` lanes (module docstring)."""
 
   def __init__(
-      self,
-      docs: Sequence[bytes],
-      *,
-      steps: int,
-      batch: int,
-      seq: int,
-      repeat: bool = False,
-      name: str = "documents",
+    self,
+    docs: Sequence[bytes],
+    *,
+    steps: int,
+    batch: int,
+    seq: int,
+    repeat: bool = False,
+    name: str = "documents",
   ):
     for key, value in (("steps", steps), ("batch", batch), ("seq", seq)):
       if value < 1:

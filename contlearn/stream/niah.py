@@ -81,7 +81,7 @@ def _example(rng, hay: np.ndarray, length: int, keys: int, digits: int) -> tuple
 
 
 def sample(
-    rng: np.random.Generator, haystack: bytes, batch: int, length: int, keys: int = 0, digits: int = 5
+  rng: np.random.Generator, haystack: bytes, batch: int, length: int, keys: int = 0, digits: int = 5
 ) -> NiahBatch:
   """A batch of `batch` examples of context `length` (see the module docstring).
 

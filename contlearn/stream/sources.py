@@ -13,7 +13,7 @@ read whole and cut like a file.
 from __future__ import annotations
 
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from contlearn.config import DataConfig
 from contlearn.errors import ConfigError, DataError
@@ -52,8 +52,7 @@ class TfdsDocuments(Sequence[bytes]):
     record = self.source[i]
     if self.field not in record:
       raise DataError(
-          f"tfds dataset {self.name!r} has no field {self.field!r} "
-          f"(data.tfds_field); it has {', '.join(sorted(record))}"
+        f"tfds dataset {self.name!r} has no field {self.field!r} (data.tfds_field); it has {', '.join(sorted(record))}"
       )
     value = record[self.field]
     text = value if isinstance(value, bytes) else str(value).encode("utf-8")

@@ -36,6 +36,7 @@ def test_reservoir_keeps_every_row_with_equal_probability():
 def _fill_scan(capacity, n_rows, batch, key):
   def body(buf, i):
     return buffer.add(buf, _rows(i * batch, batch), (), jax.random.fold_in(key, i)), None
+
   buf, _ = jax.lax.scan(body, buffer.empty(capacity, _rows(0, 1)), jnp.arange(n_rows // batch))
   return buf.rows["x"][:, 0]
 

@@ -35,10 +35,17 @@ def _rows(seed, n):
 
 
 STRATEGIES = {
-    "naive": {}, "l2": {}, "ewc": dict(n_fisher=4, chunk=2), "online_ewc": dict(n_fisher=4, chunk=2),
-    "si": {}, "mas": dict(n_samples=4, chunk=2), "lwf": {}, "er": dict(capacity=5, replay_batch=3),
-    "der": dict(capacity=5, replay_batch=3), "derpp": dict(capacity=5, replay_batch=3),
-    "agem": dict(capacity=8, per_task=4, ref_batch=3),
+  "naive": {},
+  "l2": {},
+  "ewc": dict(n_fisher=4, chunk=2),
+  "online_ewc": dict(n_fisher=4, chunk=2),
+  "si": {},
+  "mas": dict(n_samples=4, chunk=2),
+  "lwf": {},
+  "er": dict(capacity=5, replay_batch=3),
+  "der": dict(capacity=5, replay_batch=3),
+  "derpp": dict(capacity=5, replay_batch=3),
+  "agem": dict(capacity=8, per_task=4, ref_batch=3),
 }
 
 
@@ -48,7 +55,7 @@ FAST = ("derpp", "ewc", "naive")
 
 
 @pytest.mark.parametrize(
-    "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(STRATEGIES)]
+  "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(STRATEGIES)]
 )
 def test_each_strategy_learns_the_byte_lm_across_a_task_end(name):
   strategy = strategies.make(name, TM, **STRATEGIES[name])
@@ -143,7 +150,7 @@ def test_ewc_penalty_on_the_lm_is_zero_at_the_anchor_and_grows_away_from_it():
   scale = sum(float(jnp.sum(f * a * a)) for f, a in zip(jax.tree.leaves(fisher), jax.tree.leaves(anchor)))
   assert abs(float(regularization.quadratic_value(penalty, anchor))) < 1e-5 * scale  # 0 up to rounding
   away = jax.tree.map(lambda p: p + 0.01, anchor)
-  want = sum(float(jnp.sum(f * 0.01 ** 2)) for f in jax.tree.leaves(fisher))
+  want = sum(float(jnp.sum(f * 0.01**2)) for f in jax.tree.leaves(fisher))
   got = float(regularization.quadratic_value(penalty, away))
   assert want > 0 and got == pytest.approx(want, rel=2e-2)
 
@@ -163,17 +170,27 @@ def test_the_bring_your_own_model_example_in_the_docs_runs():
   hp = {k: jnp.float32(v) for k, v in strategy.hparams.items()}
   for i in range(3):
     params, opt_state, sstate, aux, _ = strategies.strategy_step(
-        strategy, opt, params, opt_state, sstate, hp, batch, jax.random.split(jax.random.key(i), 3))
+      strategy, opt, params, opt_state, sstate, hp, batch, jax.random.split(jax.random.key(i), 3)
+    )
   assert int(sstate.seen) == 48 and np.isfinite(float(aux["ce"]))
-
 
 
 @pytest.mark.slow
 def test_lm_strategies_experiment_stops_and_resumes_to_the_same_table(tmp_path, monkeypatch):
   """A run stopped (as by SIGTERM) after its first phase resumes to the uninterrupted run's numbers."""
   module = catalog.load(str(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "lm_strategies.py"))
-  cfg = dataclasses.replace(module.get_config(), strategies=("ewc",), phase_tokens=2048, seeds=(0, 1), task_rows=16,
-                            d_model=32, n_layers=1, n_heads=2, steps=4, checkpoint_every=1)
+  cfg = dataclasses.replace(
+    module.get_config(),
+    strategies=("ewc",),
+    phase_tokens=2048,
+    seeds=(0, 1),
+    task_rows=16,
+    d_model=32,
+    n_layers=1,
+    n_heads=2,
+    steps=4,
+    checkpoint_every=1,
+  )
   whole = module.run(cfg, tmp_path / "whole", resume=False, progress=False)
 
   def stop_after_phase_one(self, run):

@@ -5,9 +5,7 @@ from contlearn.cl import metrics
 from contlearn.errors import ConfigError
 
 # R[i, j]: accuracy on task j after training task i.
-R = np.array([[0.9, 0.1, 0.2],
-              [0.6, 0.8, 0.1],
-              [0.5, 0.7, 0.9]])
+R = np.array([[0.9, 0.1, 0.2], [0.6, 0.8, 0.1], [0.5, 0.7, 0.9]])
 
 
 def test_matrix_metrics_by_hand():
@@ -27,12 +25,16 @@ def test_matrix_metrics_reject_bad_shapes():
 
 
 # Trajectory: 6 evaluations, 2 tasks; task 0 trains during evaluations 0-2.
-A = np.array([[0.2, 0.0],
-              [0.8, 0.1],
-              [0.9, 0.1],
-              [0.3, 0.6],   # stability gap on task 0
-              [0.6, 0.8],
-              [0.7, 0.9]])
+A = np.array(
+  [
+    [0.2, 0.0],
+    [0.8, 0.1],
+    [0.9, 0.1],
+    [0.3, 0.6],  # stability gap on task 0
+    [0.6, 0.8],
+    [0.7, 0.9],
+  ]
+)
 
 
 def test_continual_evaluation_metrics_by_hand():

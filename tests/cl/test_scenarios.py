@@ -40,15 +40,14 @@ def test_permuted_and_rotated_transform_every_row(digits):
   sc = scenarios.permuted(digits, 3, "class", seed=1)
   assert sc.head_size == 30
   for t in range(3):
-    x = sc.train_x[t, :int(sc.train_n[t])]
+    x = sc.train_x[t, : int(sc.train_n[t])]
     np.testing.assert_array_equal(np.sort(x, axis=1), np.sort(digits.x_train, axis=1))
-    np.testing.assert_array_equal(sc.train_y[t, :int(sc.train_n[t])], digits.y_train + 10 * t)
+    np.testing.assert_array_equal(sc.train_y[t, : int(sc.train_n[t])], digits.y_train + 10 * t)
   assert not np.array_equal(sc.train_x[0], sc.train_x[1])
   rot = scenarios.rotated(digits, [0, 90], "domain")
   imgs = digits.x_train.reshape(-1, 8, 8)
-  np.testing.assert_array_equal(rot.train_x[0, :len(imgs)], digits.x_train)
-  np.testing.assert_array_equal(rot.train_x[1, :len(imgs)].reshape(-1, 8, 8),
-                                np.rot90(imgs, k=1, axes=(1, 2)))
+  np.testing.assert_array_equal(rot.train_x[0, : len(imgs)], digits.x_train)
+  np.testing.assert_array_equal(rot.train_x[1, : len(imgs)].reshape(-1, 8, 8), np.rot90(imgs, k=1, axes=(1, 2)))
 
 
 def test_concept_shift_remaps_labels_only(digits):
@@ -112,14 +111,16 @@ def test_tfds_data_source_loader_under_mock_data(name, dim, classes):
 
 def test_from_arrays_scales_flattens_and_checks():
   from contlearn.errors import DataError
+
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (40, 4, 4))
   y = np.arange(40) % 4
   d = datasets.from_arrays(x[:30], y[:30], x[30:], y[30:], "mine")
   assert d.x_train.shape == (30, 16) and d.n_classes == 4 and d.image_shape == (4, 4)
   assert d.x_train.min() == 0.0 and d.x_train.max() == 1.0
-  np.testing.assert_allclose(d.x_test, np.clip((x[30:].reshape(10, 16) - x[:30].min())
-                                               / (x[:30].max() - x[:30].min()), 0, 1), rtol=1e-6)
+  np.testing.assert_allclose(
+    d.x_test, np.clip((x[30:].reshape(10, 16) - x[:30].min()) / (x[:30].max() - x[:30].min()), 0, 1), rtol=1e-6
+  )
   sc = scenarios.split(d, 2, "task")
   assert sc.n_tasks == 2 and sc.head_size == 2
   with pytest.raises(DataError, match="equal length"):

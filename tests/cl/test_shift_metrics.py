@@ -7,12 +7,14 @@ from contlearn.cl import shift_metrics as sm
 from contlearn.errors import ConfigError
 
 ORDER = (0, 1, 2, 0)
-LOSSES = np.array([
+LOSSES = np.array(
+  [
     [3.0, 4.0, 5.0],  # after phase 0 (domain 0)
     [3.2, 3.5, 4.9],  # after phase 1 (domain 1)
     [3.4, 3.9, 4.0],  # after phase 2 (domain 2)
     [3.05, 3.7, 4.3],  # after phase 3 (domain 0 again)
-])
+  ]
+)
 TRACE = [(0, 50, [3.0, 4.0, 5.0]), (3, 100, [3.3, 3.8, 4.1]), (3, 200, [3.04, 3.7, 4.2]), (3, 300, [3.05, 3.7, 4.3])]
 
 

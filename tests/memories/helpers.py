@@ -15,9 +15,9 @@ def inputs(rule, key, t=23, dk=6, dv=6, dtype=jnp.float64):
   k = nrm(jax.random.normal(ks[1], (t, dk), dtype))
   v = jax.random.normal(ks[2], (t, dv), dtype)
   rates = memories.Rates(
-      lr=jax.random.uniform(ks[3], (t,), dtype, 0.02, 0.3),
-      retain=jax.random.uniform(ks[4], (t,), dtype, 0.7, 1.0),
-      momentum=jax.random.uniform(ks[5], (t,), dtype, 0.3, 0.95),
+    lr=jax.random.uniform(ks[3], (t,), dtype, 0.02, 0.3),
+    retain=jax.random.uniform(ks[4], (t,), dtype, 0.7, 1.0),
+    momentum=jax.random.uniform(ks[5], (t,), dtype, 0.3, 0.95),
   )
   mask = jnp.arange(t) < t - 3
   w = rule.model.init(ks[6], dk, dv)

@@ -13,10 +13,10 @@ from contlearn.memories.rules import self_modifying
 # offset, no momentum; self-modifying memories that decay toward zero; one
 # step per chunk (with and without momentum).
 EXTRA = {
-    "dgd_bias_offset": Rule(InnerModel(depth=1, bias=True, residual=True, offset=True), squared_loss, dgd=True),
-    "self_modifying_to_zero": self_modifying(decay_to_init=False),
-    "titans_chunk_step": memories.RULES["titans"]._replace(chunk_step=True),
-    "ttt_mlp_chunk_step": memories.RULES["ttt_mlp"]._replace(chunk_step=True),
+  "dgd_bias_offset": Rule(InnerModel(depth=1, bias=True, residual=True, offset=True), squared_loss, dgd=True),
+  "self_modifying_to_zero": self_modifying(decay_to_init=False),
+  "titans_chunk_step": memories.RULES["titans"]._replace(chunk_step=True),
+  "ttt_mlp_chunk_step": memories.RULES["ttt_mlp"]._replace(chunk_step=True),
 }
 RULES = {**memories.RULES, **EXTRA}
 NAMES = sorted(RULES)
@@ -35,8 +35,12 @@ STEP_PER_CHUNK = ("titans_chunk_step", "ttt_mlp_chunk_step")
 
 
 @pytest.mark.parametrize(
-    "name, chunk",  # T = 23: ragged last chunk for 5 and 32; chunk steps at 1 and 32 in the slow run
-    [pytest.param(n, c, marks=pytest.mark.slow) if n in STEP_PER_CHUNK and c != 5 else (n, c) for n in NAMES for c in (1, 5, 32)],
+  "name, chunk",  # T = 23: ragged last chunk for 5 and 32; chunk steps at 1 and 32 in the slow run
+  [
+    pytest.param(n, c, marks=pytest.mark.slow) if n in STEP_PER_CHUNK and c != 5 else (n, c)
+    for n in NAMES
+    for c in (1, 5, 32)
+  ],
 )
 def test_values_agree(name, chunk):
   rule = RULES[name]
@@ -91,13 +95,24 @@ def test_a_chunk_step_of_one_token_is_the_token_step_read_before_it(name):
     y_chunk, s_chunk = _run(memories.reference, token._replace(chunk_step=True), 1, a)
     _, s_token = _run(memories.reference, token, 1, a)
     _close(s_chunk, s_token, 1e-12)
-    _, s_before = _run(memories.reference, token, 1, {**a, **{n: a[n][:8] for n in ("q", "k", "v", "mask")},
-                                                        "rates": jax.tree.map(lambda x: x[:8], a["rates"])})
+    _, s_before = _run(
+      memories.reference,
+      token,
+      1,
+      {**a, **{n: a[n][:8] for n in ("q", "k", "v", "mask")}, "rates": jax.tree.map(lambda x: x[:8], a["rates"])},
+    )
     y_last = token.model.apply(s_before.w, a["outer"], a["q"][8])
     _close(y_chunk[8], y_last, 1e-12)
 
 
-@pytest.mark.parametrize("name", ["gated_deltanet", "titans", *(pytest.param(n, marks=pytest.mark.slow) for n in ("titans_chunk_step", "self_modifying"))])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "gated_deltanet",
+    "titans",
+    *(pytest.param(n, marks=pytest.mark.slow) for n in ("titans_chunk_step", "self_modifying")),
+  ],
+)
 def test_rates_of_exactly_zero_agree(name):
   """Retention and momentum of exactly 0 or tiny (a gate `1 - sigmoid(z)` is 0 in float32 once z > 17)."""
   rule = RULES[name]
@@ -105,8 +120,10 @@ def test_rates_of_exactly_zero_agree(name):
     from tests.memories.helpers import inputs
 
     a = inputs(rule, jax.random.PRNGKey(5), t=20)
-    a["rates"] = a["rates"]._replace(retain=a["rates"].retain.at[jnp.array([3, 9, 12])].set(jnp.array([0.0, 0.0, 1e-300])),
-                                     momentum=a["rates"].momentum.at[jnp.array([4, 9, 13])].set(jnp.array([0.0, 0.0, 1e-300])))
+    a["rates"] = a["rates"]._replace(
+      retain=a["rates"].retain.at[jnp.array([3, 9, 12])].set(jnp.array([0.0, 0.0, 1e-300])),
+      momentum=a["rates"].momentum.at[jnp.array([4, 9, 13])].set(jnp.array([0.0, 0.0, 1e-300])),
+    )
     _close(_run(memories.reference, rule, 8, a), _run(memories.chunked, rule, 8, a), 1e-9)
 
     def loss(p):

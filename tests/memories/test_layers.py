@@ -8,17 +8,28 @@ import numpy as np
 import pytest
 
 from contlearn.config import ModelConfig
-from contlearn.learner import build_learner
 from contlearn.errors import ConfigError
-from contlearn.models import byte_lm, build_mixer
+from contlearn.learner import build_learner
+from contlearn.models import build_mixer, byte_lm
 from tests.tiny import tiny_config, with_fields
 
-NAMES = ["linear_attention", "mamba2", "deltanet", "gated_deltanet", "ttt_linear", "ttt_mlp", "titans", "self_modifying_titans"]
+NAMES = [
+  "linear_attention",
+  "mamba2",
+  "deltanet",
+  "gated_deltanet",
+  "ttt_linear",
+  "ttt_mlp",
+  "titans",
+  "self_modifying_titans",
+]
 WITH_SWA = [pytest.param("titans_mag", {}, marks=pytest.mark.slow), ("titans_mal", {}), ("titans_mac", {})]
 
 
 def _cfg(name, **kw):
-  return ModelConfig(mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=8, sm_chunk_proj=16, mem_expansion=2, **kw)
+  return ModelConfig(
+    mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=8, sm_chunk_proj=16, mem_expansion=2, **kw
+  )
 
 
 def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
@@ -26,8 +37,10 @@ def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol)
 
 
-STEP_PER_CHUNK = [pytest.param(n, {"mem_step": "chunk"}, id=f"{n}-chunk_step", marks=[pytest.mark.slow] if n == "ttt_mlp" else [])
-                  for n in ("ttt_mlp", "titans", "titans_mac")]
+STEP_PER_CHUNK = [
+  pytest.param(n, {"mem_step": "chunk"}, id=f"{n}-chunk_step", marks=[pytest.mark.slow] if n == "ttt_mlp" else [])
+  for n in ("ttt_mlp", "titans", "titans_mac")
+]
 
 
 @pytest.mark.parametrize("name, extra", [(n, {}) for n in NAMES] + WITH_SWA + STEP_PER_CHUNK)
@@ -77,15 +90,23 @@ def test_byte_lm_accepts_memory(name):
 
 
 @pytest.mark.parametrize(
-    "name, override, field",
-    [("linear_attention", dict(d_model=30, n_heads=4), "d_model"), ("linear_attention", dict(decay="fast"), "decay"),
-     ("linear_attention", dict(mem_conv=0), "mem_conv"), ("titans", dict(mem_depth=0), "mem_depth"),
-     ("linear_attention", dict(mem_chunk=-1), "mem_chunk"), ("titans", dict(persistent_tokens=2), "persistent_tokens"),
-     ("swa", dict(persistent_tokens=-1), "persistent_tokens"), ("titans_mac", dict(window=8, mem_chunk=3), "mem_chunk"),
-     ("titans", dict(mem_step="block"), "mem_step"), ("gated_deltanet", dict(mem_step="chunk"), "mem_step"),
-     ("self_modifying_titans", dict(mem_step="chunk"), "mem_step"),
-     ("gated_deltanet", dict(mem_conv_init="normal"), "mem_conv_init"),
-     ("deltanet", dict(mem_qk_act="relu"), "mem_qk_act"), ("ttt_linear", dict(mem_lr_init=1.0), "mem_lr_init")],
+  "name, override, field",
+  [
+    ("linear_attention", dict(d_model=30, n_heads=4), "d_model"),
+    ("linear_attention", dict(decay="fast"), "decay"),
+    ("linear_attention", dict(mem_conv=0), "mem_conv"),
+    ("titans", dict(mem_depth=0), "mem_depth"),
+    ("linear_attention", dict(mem_chunk=-1), "mem_chunk"),
+    ("titans", dict(persistent_tokens=2), "persistent_tokens"),
+    ("swa", dict(persistent_tokens=-1), "persistent_tokens"),
+    ("titans_mac", dict(window=8, mem_chunk=3), "mem_chunk"),
+    ("titans", dict(mem_step="block"), "mem_step"),
+    ("gated_deltanet", dict(mem_step="chunk"), "mem_step"),
+    ("self_modifying_titans", dict(mem_step="chunk"), "mem_step"),
+    ("gated_deltanet", dict(mem_conv_init="normal"), "mem_conv_init"),
+    ("deltanet", dict(mem_qk_act="relu"), "mem_qk_act"),
+    ("ttt_linear", dict(mem_lr_init=1.0), "mem_lr_init"),
+  ],
 )
 def test_bad_config_names_field(name, override, field):
   with pytest.raises(ConfigError, match=field):
@@ -101,8 +122,8 @@ def test_lr_init_is_the_inner_rate_of_a_neutral_input(name, scale):
 
 
 @pytest.mark.parametrize(
-    "width, init, order_matters",
-    [(4, "identity", False), (4, "uniform", True), (1, "uniform", False)],
+  "width, init, order_matters",
+  [(4, "identity", False), (4, "uniform", True), (1, "uniform", False)],
 )
 def test_conv_init_decides_whether_the_state_sees_token_order(width, init, order_matters):
   """Linear attention's state is sum_t k_t v_t^T. With the identity kernel (the
@@ -127,12 +148,12 @@ def test_conv_init_decides_whether_the_state_sees_token_order(width, init, order
 
 
 @pytest.mark.parametrize(
-    "name, override, multiple, message",
-    [
-        ("ttt_linear", {}, 16, "the inner mini-batch of model.mixer='ttt_linear' (model.mem_chunk=0: the default, 16)"),
-        ("titans_mag", dict(mem_chunk=12), 12, "the inner mini-batch of model.mixer='titans_mag' (model.mem_chunk=12)"),
-        ("titans_mac", dict(window=8, mem_chunk=4), 8, "the segment of model.mixer='titans_mac' (model.window=8)"),
-    ],
+  "name, override, multiple, message",
+  [
+    ("ttt_linear", {}, 16, "the inner mini-batch of model.mixer='ttt_linear' (model.mem_chunk=0: the default, 16)"),
+    ("titans_mag", dict(mem_chunk=12), 12, "the inner mini-batch of model.mixer='titans_mag' (model.mem_chunk=12)"),
+    ("titans_mac", dict(window=8, mem_chunk=4), 8, "the segment of model.mixer='titans_mac' (model.window=8)"),
+  ],
 )
 def test_steps_must_hold_whole_mini_batches(name, override, multiple, message):
   """Chunk-start-gradient memories count mini-batches from each step's start: data.seq must keep them whole."""

@@ -15,15 +15,20 @@ def _random_weights(model, dk, seed, scale=1.0):
   key = jax.random.PRNGKey(seed)
   w = model.init(key, dk, dk)
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda a: jnp.asarray(scale * (np.asarray(a) + 0.3 * rng.standard_normal(a.shape)), jnp.float64), w)
+  return jax.tree.map(
+    lambda a: jnp.asarray(scale * (np.asarray(a) + 0.3 * rng.standard_normal(a.shape)), jnp.float64), w
+  )
 
 
-@pytest.mark.parametrize("depth,bias,residual,loss,dgd", [
+@pytest.mark.parametrize(
+  "depth,bias,residual,loss,dgd",
+  [
     (1, False, False, half_squared_loss, False),
     (1, True, True, squared_loss, True),
     (2, False, True, half_squared_loss, True),
     (2, True, False, squared_loss, False),
-])
+  ],
+)
 def test_curvature_is_the_gauss_newton_bound(depth, bias, residual, loss, dgd):
   """With the target met, kappa = c (|J_last J_last^T|_2 + trace(J_first J_first^T)) (+ the DGD Hessian)."""
   with jax.enable_x64(True):
@@ -32,7 +37,9 @@ def test_curvature_is_the_gauss_newton_bound(depth, bias, residual, loss, dgd):
     w = _random_weights(model, 5, depth + 2 * bias, scale=2.0)
     k = jnp.asarray(np.random.default_rng(1).standard_normal(5))
     jac = jax.jacrev(lambda p: model.apply(p, {}, k))(w)  # leaves [Dv, *param shape]
-    flat = lambda layer: np.concatenate([np.asarray(jac[n][layer]).reshape(5, -1) for n in ("w", "b") if bias or n == "w"], 1)
+    flat = lambda layer: np.concatenate(
+      [np.asarray(jac[n][layer]).reshape(5, -1) for n in ("w", "b") if bias or n == "w"], 1
+    )
     last = flat(depth - 1)
     expected = np.linalg.eigvalsh(last @ last.T).max()
     if depth == 2:
@@ -41,7 +48,9 @@ def test_curvature_is_the_gauss_newton_bound(depth, bias, residual, loss, dgd):
     if dgd:
       z = lambda p: core.first_preactivation(model, p, {}, k)
       jz = jax.jacrev(z)(w)
-      jz = np.concatenate([np.asarray(jz[n][0]).reshape(jz["w"][0].shape[0], -1) for n in ("w", "b") if bias or n == "w"], 1)
+      jz = np.concatenate(
+        [np.asarray(jz[n][0]).reshape(jz["w"][0].shape[0], -1) for n in ("w", "b") if bias or n == "w"], 1
+      )
       expected += np.linalg.eigvalsh(jz @ jz.T).max()
     v = model.apply(w, {}, k)  # a target already met: no second-order term
     np.testing.assert_allclose(float(core.curvature(rule, {}, w, k, v)), expected, rtol=1e-10)
@@ -111,4 +120,10 @@ def test_normalised_chunks_stay_finite_where_plain_ones_overflow():
 def test_normalised_step_rejects_what_it_cannot_bound():
   rule = Rule(InnerModel(depth=2, ttt_norm=True), squared_loss, normalized=True)
   with pytest.raises(ValueError, match="normalised step needs"):
-    core.curvature(rule, {"ln_scale": jnp.ones(4), "ln_bias": jnp.zeros(4)}, InnerModel(depth=2).init(jax.random.PRNGKey(0), 4, 4), jnp.ones(4), jnp.ones(4))
+    core.curvature(
+      rule,
+      {"ln_scale": jnp.ones(4), "ln_bias": jnp.zeros(4)},
+      InnerModel(depth=2).init(jax.random.PRNGKey(0), 4, 4),
+      jnp.ones(4),
+      jnp.ones(4),
+    )

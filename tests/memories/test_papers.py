@@ -27,7 +27,9 @@ def test_gated_deltanet_paper_form():
     out.append(s @ q[t])
   with jax.enable_x64(True):
     rule = memories.RULES["gated_deltanet"]
-    state = MemState({"w": [jnp.zeros((5, 5))], "b": [jnp.zeros((5,))]}, {"w": [jnp.zeros((5, 5))], "b": [jnp.zeros((5,))]})
+    state = MemState(
+      {"w": [jnp.zeros((5, 5))], "b": [jnp.zeros((5,))]}, {"w": [jnp.zeros((5, 5))], "b": [jnp.zeros((5,))]}
+    )
     rates = memories.Rates(jnp.asarray(b), jnp.asarray(a), jnp.ones(21))
     y, st = memories.chunked(rule, {}, state, q, k, v, rates, jnp.ones(21, bool), 8)
   np.testing.assert_allclose(y, np.stack(out), rtol=1e-10, atol=1e-10)

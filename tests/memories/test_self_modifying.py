@@ -66,7 +66,13 @@ def test_outer_gradients_agree(chunks):
     p = {"params": params, "state": state}
     g_ref = jax.jit(jax.grad(lambda p: loss(sm.reference, p)))(p)
     g_fast = jax.jit(jax.grad(lambda p: loss(sm.chunked, p)))(p)
-    used = (g_ref["params"]["wq"], g_ref["params"]["bias"], g_ref["params"]["w0"]["w"], g_ref["state"].w["w"], g_ref["state"].m["w"])
+    used = (
+      g_ref["params"]["wq"],
+      g_ref["params"]["bias"],
+      g_ref["params"]["w0"]["w"],
+      g_ref["state"].w["w"],
+      g_ref["state"].m["w"],
+    )
     assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(used))  # (the memories have no biases)
     _close(g_ref, g_fast, 1e-9)
 
@@ -110,9 +116,15 @@ def _paper_loop(spec, params, state, x, mask):
   w, m = state.w["w"], state.m["w"]
   o = params["w0"]["w"] if offset else [np.zeros_like(f(a)) for a in w]
   mem = {
-      n: {"a": f(o[0][i]) + f(w[0][i]), "b": f(o[1][i]) + f(w[1][i]), "oa": f(o[0][i]), "ob": f(o[1][i]),
-          "ma": f(m[0][i]), "mb": f(m[1][i])}
-      for i, n in enumerate(spec.names)
+    n: {
+      "a": f(o[0][i]) + f(w[0][i]),
+      "b": f(o[1][i]) + f(w[1][i]),
+      "oa": f(o[0][i]),
+      "ob": f(o[1][i]),
+      "ma": f(m[0][i]),
+      "mb": f(m[1][i]),
+    }
+    for i, n in enumerate(spec.names)
   }
   apply = lambda w, u: u + _gelu(u @ w["a"]) @ w["b"]
   wq, bias = f(params["wq"]), {g: float(b) for g, b in params["bias"].items()}
@@ -124,7 +136,9 @@ def _paper_loop(spec, params, state, x, mask):
     z = k @ w["a"]
     err = apply(w, k) - (apply(w, v) if spec.rule.self_target else v)
     gauss_newton = np.sum(_gelu(z) ** 2) + (k @ k) * np.sum(_dgelu(z) ** 2 * np.sum(w["b"] ** 2, axis=1))
-    second = (k @ k) * np.max(np.abs(_d2gelu(z) * (w["b"] @ err))) + np.sqrt(k @ k) * np.linalg.norm(err) * np.max(np.abs(_dgelu(z)))
+    second = (k @ k) * np.max(np.abs(_d2gelu(z) * (w["b"] @ err))) + np.sqrt(k @ k) * np.linalg.norm(err) * np.max(
+      np.abs(_dgelu(z))
+    )
     return eta / (1 + eta * (gauss_newton + second + k @ k))
 
   for x_t, use in zip(f(x), np.asarray(mask)):
@@ -153,10 +167,16 @@ def _paper_loop(spec, params, state, x, mask):
   return np.stack(ys), {n: {"a": w["a"] - w["oa"], "b": w["b"] - w["ob"]} for n, w in mem.items()}
 
 
-@pytest.mark.parametrize("flags", [
-    {"momentum": False}, {}, {"normalized": False}, {"momentum": False, "self_values": False},
+@pytest.mark.parametrize(
+  "flags",
+  [
+    {"momentum": False},
+    {},
+    {"normalized": False},
+    {"momentum": False, "self_values": False},
     {"momentum": False, "decay_to_init": False, "normalized": False},
-])
+  ],
+)
 def test_chunk_one_is_the_papers_recurrence(flags):
   with jax.enable_x64(True):
     spec = _spec(1, 1, **flags)
@@ -190,4 +210,3 @@ def test_a_masked_token_changes_nothing():
 def test_chunk_sizes_must_nest():
   with pytest.raises(ValueError, match="chunk_proj=6 must be a positive multiple of chunk_mem=4"):
     sm.chunked(sm.SelfModifying(chunk_mem=4, chunk_proj=6), {}, None, jnp.zeros((8, DH)), jnp.ones((8,), bool))
-

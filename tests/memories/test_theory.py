@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from contlearn import memories
-from contlearn.memories.core import InnerModel, MemState, Rule, squared_loss
+from contlearn.memories.core import InnerModel, Rule, squared_loss
 
 
 def test_ttt_linear_batch_gd_is_linear_attention():
@@ -33,7 +33,7 @@ SLOW = ("linear_attention", "mamba2", "deltanet", "self_modifying")  # their kin
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(memories.RULES)]
+  "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(memories.RULES)]
 )
 def test_gradients_match_finite_differences(name):
   """Directional derivative of the chunked form against central differences."""

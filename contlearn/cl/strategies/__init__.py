@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from contlearn.cl.strategies.base import Strategy, end_of_task, naive, strategy_step
 from contlearn.cl.strategies.cbp import continual_backprop
@@ -21,21 +22,21 @@ from contlearn.cl.strategies.task_model import TaskModel
 from contlearn.errors import ConfigError
 
 REGISTRY: dict[str, Callable[..., Strategy]] = {
-    "naive": naive,
-    "joint": lambda model, **kw: naive(model, data="joint", **kw),
-    "cumulative": lambda model, **kw: naive(model, data="cumulative", **kw),
-    "l2": l2,
-    "ewc": ewc,
-    "online_ewc": lambda model, **kw: ewc(model, online=True, **kw),
-    "si": si,
-    "mas": mas,
-    "lwf": lwf,
-    "er": er,
-    "der": der,
-    "derpp": lambda model, **kw: der(model, plus=True, **{"alpha": 0.1, **kw}),
-    "agem": agem,
-    "gdumb": gdumb,
-    "cbp": continual_backprop,
+  "naive": naive,
+  "joint": lambda model, **kw: naive(model, data="joint", **kw),
+  "cumulative": lambda model, **kw: naive(model, data="cumulative", **kw),
+  "l2": l2,
+  "ewc": ewc,
+  "online_ewc": lambda model, **kw: ewc(model, online=True, **kw),
+  "si": si,
+  "mas": mas,
+  "lwf": lwf,
+  "er": er,
+  "der": der,
+  "derpp": lambda model, **kw: der(model, plus=True, **{"alpha": 0.1, **kw}),
+  "agem": agem,
+  "gdumb": gdumb,
+  "cbp": continual_backprop,
 }
 
 
@@ -49,4 +50,14 @@ def make(name: str, model: TaskModel, **kwargs: Any) -> Strategy:
     raise ConfigError(f"strategy {name!r}: bad arguments {sorted(kwargs)}: {e}") from None
 
 
-__all__ = ["Batch", "REGISTRY", "Strategy", "TaskEnd", "TaskModel", "classifier", "end_of_task", "make", "strategy_step"]
+__all__ = [
+  "Batch",
+  "REGISTRY",
+  "Strategy",
+  "TaskEnd",
+  "TaskModel",
+  "classifier",
+  "end_of_task",
+  "make",
+  "strategy_step",
+]

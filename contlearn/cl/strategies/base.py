@@ -25,7 +25,8 @@ closures, so one compiled program serves a `vmap` over them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -77,14 +78,14 @@ class Strategy(NamedTuple):
 
 
 def strategy_step(
-    strategy: Strategy,
-    optimizer: optax.GradientTransformation,
-    params: PyTree,
-    opt_state: PyTree,
-    sstate: PyTree,
-    hp: dict[str, jax.Array],
-    batch: PyTree,
-    keys: tuple[jax.Array, jax.Array, jax.Array],
+  strategy: Strategy,
+  optimizer: optax.GradientTransformation,
+  params: PyTree,
+  opt_state: PyTree,
+  sstate: PyTree,
+  hp: dict[str, jax.Array],
+  batch: PyTree,
+  keys: tuple[jax.Array, jax.Array, jax.Array],
 ) -> tuple[PyTree, PyTree, PyTree, dict, PyTree]:
   """One step of learning `batch` with `strategy`: its loss's gradient, its
   transform, the optimizer's update, its after-step update.
@@ -124,11 +125,12 @@ def naive(model: TaskModel, data: str = "current") -> Strategy:
   if data not in DATA_MODES:
     raise ConfigError(f"naive: data must be one of {DATA_MODES}, got {data!r}")
   return Strategy(
-      name={"current": "naive", "cumulative": "cumulative", "joint": "joint"}[data],
-      hparams={},
-      init=lambda params, key: (),
-      loss=lambda params, sstate, hp, batch, key: model.loss(params, batch),
-      data=data)
+    name={"current": "naive", "cumulative": "cumulative", "joint": "joint"}[data],
+    hparams={},
+    init=lambda params, key: (),
+    loss=lambda params, sstate, hp, batch, key: model.loss(params, batch),
+    data=data,
+  )
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:

@@ -42,16 +42,17 @@ def lowest(utility: jax.Array, eligible: jax.Array, n: jax.Array) -> jax.Array:
   return (rank < n) & eligible
 
 
-def continual_backprop(model: TaskModel, rate: float = 1e-4, decay: float = 0.99,
-                       maturity: float = 100.0) -> Strategy:
+def continual_backprop(model: TaskModel, rate: float = 1e-4, decay: float = 0.99, maturity: float = 100.0) -> Strategy:
   """CBP with replacement rate `rate`, utility decay `decay`, maturity threshold."""
+
   def init(params, key):
     del key
     if not isinstance(params, list):
       raise ConfigError("cbp is for MLP-shaped models: parameters must be a list of {w, b} layers")
     widths = [layer["w"].shape[1] for layer in params[:-1]]
-    return CbpState([jnp.zeros((w,)) for w in widths], [jnp.zeros((w,), jnp.int32) for w in widths],
-                    [jnp.zeros(()) for _ in widths])
+    return CbpState(
+      [jnp.zeros((w,)) for w in widths], [jnp.zeros((w,), jnp.int32) for w in widths], [jnp.zeros(()) for _ in widths]
+    )
 
   def after_step(sstate, hp, old_params, new_params, grads, batch, aux, key):
     del old_params, grads, batch
@@ -67,14 +68,20 @@ def continual_backprop(model: TaskModel, rate: float = 1e-4, decay: float = 0.99
       n = jnp.floor(d)
       replace = lowest(u, eligible, n)
       fresh = dense_init(keys[l], params[l]["w"].shape[0], params[l]["w"].shape[1])
-      params[l] = {"w": jnp.where(replace[None, :], fresh["w"], params[l]["w"]),
-                   "b": jnp.where(replace, 0.0, params[l]["b"])}
-      params[l + 1] = {"w": jnp.where(replace[:, None], 0.0, params[l + 1]["w"]),
-                       "b": params[l + 1]["b"]}
+      params[l] = {
+        "w": jnp.where(replace[None, :], fresh["w"], params[l]["w"]),
+        "b": jnp.where(replace, 0.0, params[l]["b"]),
+      }
+      params[l + 1] = {"w": jnp.where(replace[:, None], 0.0, params[l + 1]["w"]), "b": params[l + 1]["b"]}
       util.append(jnp.where(replace, 0.0, u))
       age.append(jnp.where(replace, 0, a))
       due.append(d - n)
     return params, CbpState(util, age, due)
-  return Strategy("cbp", {"rate": rate, "decay": decay, "maturity": maturity}, init,
-                  lambda params, sstate, hp, batch, key: model.loss(params, batch),
-                  after_step=after_step)
+
+  return Strategy(
+    "cbp",
+    {"rate": rate, "decay": decay, "maturity": maturity},
+    init,
+    lambda params, sstate, hp, batch, key: model.loss(params, batch),
+    after_step=after_step,
+  )

@@ -1,7 +1,10 @@
 """The classic classifier as a `TaskModel`: an `Mlp` over rows `Batch(x, y, head, task)`.
 
+>>> from contlearn.cl import strategies
 >>> model = Mlp(784, (400, 400), 10)
 >>> strategy = strategies.make("ewc", classifier(model))
+>>> strategy.name, strategy.hparams
+('ewc', {'strength': 1.0})
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ class Batch(NamedTuple):
 def task_rows(scenario: Scenario, task: jax.Array, n: int, key: jax.Array) -> Batch:
   """n train rows of a task, drawn without replacement when it has >= n rows."""
   count = scenario.train_n[task]
-  order = jnp.argsort(jax.random.uniform(key, scenario.train_y.shape[1:])
-                      + (jnp.arange(scenario.train_y.shape[1]) >= count))
-  idx = order[:n] % jnp.maximum(count, 1)
-  return Batch(scenario.train_x[task, idx], scenario.train_y[task, idx],
-               jnp.full((n,), scenario.head[task]), jnp.full((n,), task))
+  order = jnp.argsort(
+    jax.random.uniform(key, scenario.train_y.shape[1:]) + (jnp.arange(scenario.train_y.shape[1]) >= count)
+  )
+  idx = order[jnp.arange(n) % order.shape[0]] % jnp.maximum(count, 1)  # n rows, repeating when fewer
+  return Batch(
+    scenario.train_x[task, idx], scenario.train_y[task, idx], jnp.full((n,), scenario.head[task]), jnp.full((n,), task)
+  )
 
 
 def classifier(model: Mlp) -> TaskModel:
@@ -75,7 +80,15 @@ def classifier(model: Mlp) -> TaskModel:
     return Batch(jnp.zeros((n, model.in_dim), jnp.float32), zeros, zeros, zeros)
 
   return TaskModel(
-      loss=loss, outputs=outputs, log_likelihood=log_likelihood, output_mask=output_mask,
-      stored=lambda batch: batch, task_rows=task_rows, task_units=task_units,
-      init=model.init, empty_batch=empty_batch,
-      classes=lambda batch: batch.head * model.head_size + batch.y, n_classes=model.out_dim)
+    loss=loss,
+    outputs=outputs,
+    log_likelihood=log_likelihood,
+    output_mask=output_mask,
+    stored=lambda batch: batch,
+    task_rows=task_rows,
+    task_units=task_units,
+    init=model.init,
+    empty_batch=empty_batch,
+    classes=lambda batch: batch.head * model.head_size + batch.y,
+    n_classes=model.out_dim,
+  )

@@ -26,8 +26,7 @@ class LwfState(NamedTuple):
   seen_units: jax.Array  # bool [*out], output units of finished tasks
 
 
-def distillation_loss(student: jax.Array, teacher: jax.Array, seen: jax.Array,
-                      temperature: jax.Array) -> jax.Array:
+def distillation_loss(student: jax.Array, teacher: jax.Array, seen: jax.Array, temperature: jax.Array) -> jax.Array:
   """Soft cross-entropy per group over seen units, averaged over rows and seen groups.
 
   Args:
@@ -44,11 +43,12 @@ def distillation_loss(student: jax.Array, teacher: jax.Array, seen: jax.Array,
   per_head = -jnp.sum(jnp.where(seen[None], p_t * logp_s, 0.0), axis=-1)  # [B, H]
   head_seen = jnp.any(seen, axis=-1).astype(jnp.float32)  # [H]
   n_heads = jnp.maximum(jnp.sum(head_seen), 1.0)
-  return jnp.mean(jnp.sum(per_head * head_seen[None], axis=-1) / n_heads) * temperature ** 2
+  return jnp.mean(jnp.sum(per_head * head_seen[None], axis=-1) / n_heads) * temperature**2
 
 
 def lwf(model: TaskModel, alpha: float = 1.0, temperature: float = 2.0) -> Strategy:
   """LwF with distillation weight `alpha` and temperature `temperature`."""
+
   def as_groups(out):  # [B, *out] -> [B, H, C]
     return out.reshape(out.shape[0], -1, out.shape[-1])
 
@@ -58,14 +58,18 @@ def lwf(model: TaskModel, alpha: float = 1.0, temperature: float = 2.0) -> Strat
     out = model.outputs(params, batch)
     t_out = model.outputs(sstate.teacher, batch)
     seen = sstate.seen_units.reshape(-1, sstate.seen_units.shape[-1])
-    kd = distillation_loss(as_groups(out), jax.lax.stop_gradient(as_groups(t_out)), seen,
-                           hp["temperature"])
+    kd = distillation_loss(as_groups(out), jax.lax.stop_gradient(as_groups(t_out)), seen, hp["temperature"])
     return base + hp["alpha"] * kd, aux
 
   def end_task(state, env, task, key):
     del key
     used = model.task_units(env, task)
     return state.replace(strategy=LwfState(state.params, state.strategy.seen_units | used))
-  return Strategy("lwf", {"alpha": alpha, "temperature": temperature},
-                  lambda params, key: LwfState(params, jnp.zeros(model.out_shape(params), bool)),
-                  loss, end_task=end_task)
+
+  return Strategy(
+    "lwf",
+    {"alpha": alpha, "temperature": temperature},
+    lambda params, key: LwfState(params, jnp.zeros(model.out_shape(params), bool)),
+    loss,
+    end_task=end_task,
+  )

@@ -49,12 +49,15 @@ def offer(mem: GdumbState, row: PyTree, unit: jax.Array, key: jax.Array) -> Gdum
 
   def put(a, v):
     return a.at[slot].set(jnp.where(store, v, a[slot]))
-  return GdumbState(jax.tree.map(put, mem.rows, row), put(mem.unit, unit), count,
-                    mem.size + (store & has_room).astype(jnp.int32))
+
+  return GdumbState(
+    jax.tree.map(put, mem.rows, row), put(mem.unit, unit), count, mem.size + (store & has_room).astype(jnp.int32)
+  )
 
 
-def gdumb(model: TaskModel, optimizer: optax.GradientTransformation, capacity: int = 500,
-          steps: int = 500, batch: int = 16) -> Strategy:
+def gdumb(
+  model: TaskModel, optimizer: optax.GradientTransformation, capacity: int = 500, steps: int = 500, batch: int = 16
+) -> Strategy:
   """GDumb with a memory of `capacity` rows, retrained for `steps` steps of `batch`."""
   if model.classes is None or model.n_classes < 1:
     raise ConfigError("gdumb needs a model with classes (TaskModel.classes and n_classes)")
@@ -62,8 +65,9 @@ def gdumb(model: TaskModel, optimizer: optax.GradientTransformation, capacity: i
   def init(params, key):
     del params, key
     rows = jax.tree.map(lambda a: jnp.zeros((capacity, *a.shape[1:]), a.dtype), model.empty_batch(1))
-    return GdumbState(rows, jnp.full((capacity,), -1, jnp.int32),
-                      jnp.zeros((model.n_classes,), jnp.int32), jnp.zeros((), jnp.int32))
+    return GdumbState(
+      rows, jnp.full((capacity,), -1, jnp.int32), jnp.zeros((model.n_classes,), jnp.int32), jnp.zeros((), jnp.int32)
+    )
 
   def loss(params, sstate, hp, batch_, key):
     del sstate, hp, batch_, key
@@ -76,8 +80,7 @@ def gdumb(model: TaskModel, optimizer: optax.GradientTransformation, capacity: i
     n = jax.tree.leaves(rows)[0].shape[0]
     keys = jax.random.split(key, n)
     units = model.classes(b)
-    mem = jax.lax.fori_loop(
-        0, n, lambda i, m: offer(m, jax.tree.map(lambda a: a[i], rows), units[i], keys[i]), sstate)
+    mem = jax.lax.fori_loop(0, n, lambda i, m: offer(m, jax.tree.map(lambda a: a[i], rows), units[i], keys[i]), sstate)
     return new_params, mem
 
   def end_task(state, env, task, key):
@@ -95,7 +98,7 @@ def gdumb(model: TaskModel, optimizer: optax.GradientTransformation, capacity: i
       updates, opt_state = optimizer.update(g, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None
 
-    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)),
-                                  jax.random.split(k_steps, steps))
+    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(k_steps, steps))
     return state.replace(params=params)
+
   return Strategy("gdumb", {}, init, loss, after_step=after_step, end_task=end_task)

@@ -8,7 +8,8 @@ copies of the parameters. A row is scored alone, as a batch of one.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,34 +19,48 @@ from contlearn.cl.strategies.task_model import TaskModel
 PyTree = Any
 
 
-def mean_per_row(grad_fn: Callable[[PyTree, PyTree], PyTree], reduce: Callable[[jax.Array], jax.Array],
-                 params: PyTree, rows: PyTree, chunk: int) -> PyTree:
-  """mean_i reduce(grad_fn(params, row_i)) over the rows of `rows` ([n, ...], n % chunk == 0).
+def mean_per_row(
+  grad_fn: Callable[[PyTree, PyTree], PyTree],
+  reduce: Callable[[jax.Array], jax.Array],
+  params: PyTree,
+  rows: PyTree,
+  chunk: int,
+) -> PyTree:
+  """mean_i reduce(grad_fn(params, row_i)) over the rows of `rows` ([n, ...]), `chunk` rows at a time.
 
-  `grad_fn` receives a row as a batch of one (every leaf `[1, ...]`).
+  `grad_fn` receives a row as a batch of one (every leaf `[1, ...]`). The
+  `n % chunk` rows past the last whole chunk are one more, smaller batch.
   """
   n = jax.tree.leaves(rows)[0].shape[0]
-  chunks = jax.tree.map(lambda a: a.reshape(n // chunk, chunk, 1, *a.shape[1:]), rows)
+  full = n // chunk * chunk
+  per_row = jax.vmap(grad_fn, in_axes=(None, 0))
 
-  def body(acc, rows_chunk):
-    g = jax.vmap(grad_fn, in_axes=(None, 0))(params, rows_chunk)
-    return jax.tree.map(lambda a, gi: a + jnp.sum(reduce(gi), axis=0), acc, g), None
+  def add(acc, batch):
+    g = per_row(params, jax.tree.map(lambda a: a[:, None], batch))
+    return jax.tree.map(lambda a, gi: a + jnp.sum(reduce(gi), axis=0), acc, g)
 
-  total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), chunks)
+  chunks = jax.tree.map(lambda a: a[:full].reshape(full // chunk, chunk, *a.shape[1:]), rows)
+  total, _ = jax.lax.scan(lambda acc, c: (add(acc, c), None), jax.tree.map(jnp.zeros_like, params), chunks)
+  if full < n:
+    total = add(total, jax.tree.map(lambda a: a[full:], rows))
   return jax.tree.map(lambda t: t / n, total)
 
 
 def fisher(model: TaskModel, params: PyTree, rows: PyTree, chunk: int) -> PyTree:
   """Empirical Fisher diagonal: mean_i (d log p(y_i | x_i) / d theta)^2, one
   term per row (a sequence's log-probability is summed over its tokens)."""
+
   def grad_fn(p, row):
     return jax.grad(lambda p: model.log_likelihood(p, row)[0])(p)
+
   return mean_per_row(grad_fn, jnp.square, params, rows, chunk)
 
 
 def mas(model: TaskModel, params: PyTree, rows: PyTree, chunk: int) -> PyTree:
   """MAS importance: mean_i |d ||f(x_i)||_2^2 / d theta| over the row's judged outputs."""
+
   def grad_fn(p, row):
     mask = model.output_mask(row)
     return jax.grad(lambda p: jnp.sum(jnp.where(mask, jnp.square(model.outputs(p, row)), 0.0)))(p)
+
   return mean_per_row(grad_fn, jnp.abs, params, rows, chunk)

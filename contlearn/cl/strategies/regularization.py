@@ -35,16 +35,17 @@ def quadratic_init(params: PyTree) -> Quadratic:
 
 def quadratic_value(q: Quadratic, params: PyTree) -> jax.Array:
   """sum over leaves of W theta^2 - 2 WA theta + WAA (>= 0 up to rounding)."""
-  per_leaf = jax.tree.map(lambda w, wa, waa, p: jnp.sum(w * p * p - 2 * wa * p + waa),
-                          q.w, q.wa, q.waa, params)
+  per_leaf = jax.tree.map(lambda w, wa, waa, p: jnp.sum(w * p * p - 2 * wa * p + waa), q.w, q.wa, q.waa, params)
   return sum(jax.tree.leaves(per_leaf))
 
 
 def add_anchor(q: Quadratic, weight: PyTree, anchor: PyTree) -> Quadratic:
   """Adds `weight (theta - anchor)^2` to the penalty (separate anchors per task)."""
-  return Quadratic(jax.tree.map(jnp.add, q.w, weight),
-                   jax.tree.map(lambda s, w, a: s + w * a, q.wa, weight, anchor),
-                   jax.tree.map(lambda s, w, a: s + w * a * a, q.waa, weight, anchor))
+  return Quadratic(
+    jax.tree.map(jnp.add, q.w, weight),
+    jax.tree.map(lambda s, w, a: s + w * a, q.wa, weight, anchor),
+    jax.tree.map(lambda s, w, a: s + w * a * a, q.waa, weight, anchor),
+  )
 
 
 def set_anchor(weight: PyTree, anchor: PyTree) -> Quadratic:
@@ -57,6 +58,7 @@ def _penalized(model: TaskModel, scale: float, strength: str):
     del key
     base, aux = model.loss(params, batch)
     return base + scale * hp[strength] * quadratic_value(sstate.penalty, params), aux
+
   return loss
 
 
@@ -66,17 +68,29 @@ class PenaltyState(NamedTuple):
 
 def l2(model: TaskModel, strength: float = 1.0) -> Strategy:
   """L2 to the parameters at the end of the last task: strength/2 ||theta - theta*||^2."""
+
   def end_task(state, env, task, key):
     del env, task, key
     ones = jax.tree.map(jnp.ones_like, state.params)
     return state.replace(strategy=PenaltyState(set_anchor(ones, state.params)))
-  return Strategy("l2", {"strength": strength},
-                  lambda params, key: PenaltyState(quadratic_init(params)),
-                  _penalized(model, 0.5, "strength"), end_task=end_task)
+
+  return Strategy(
+    "l2",
+    {"strength": strength},
+    lambda params, key: PenaltyState(quadratic_init(params)),
+    _penalized(model, 0.5, "strength"),
+    end_task=end_task,
+  )
 
 
-def ewc(model: TaskModel, strength: float = 1.0, online: bool = False, decay: float = 1.0,
-        n_fisher: int = 512, chunk: int = 32) -> Strategy:
+def ewc(
+  model: TaskModel,
+  strength: float = 1.0,
+  online: bool = False,
+  decay: float = 1.0,
+  n_fisher: int = 512,
+  chunk: int = 32,
+) -> Strategy:
   """EWC: strength/2 sum_t F_t (theta - theta_t)^2 with each task's Fisher F_t.
 
   With `online=True` (online EWC, Schwarz et al.), one running Fisher
@@ -91,6 +105,7 @@ def ewc(model: TaskModel, strength: float = 1.0, online: bool = False, decay: fl
       empirical Fisher of each row (a multiple of `chunk`).
     chunk: rows per vmapped chunk of per-sample gradients.
   """
+
   def end_task(state, env, task, key):
     rows = model.task_rows(env, task, n_fisher, key)
     f = importance.fisher(model, state.params, rows, chunk)
@@ -101,19 +116,24 @@ def ewc(model: TaskModel, strength: float = 1.0, online: bool = False, decay: fl
     else:
       q = add_anchor(q, f, state.params)
     return state.replace(strategy=PenaltyState(q))
+
   hp = {"strength": strength, **({"decay": decay} if online else {})}
-  return Strategy("online_ewc" if online else "ewc", hp,
-                  lambda params, key: PenaltyState(quadratic_init(params)),
-                  _penalized(model, 0.5, "strength"), end_task=end_task)
+  return Strategy(
+    "online_ewc" if online else "ewc",
+    hp,
+    lambda params, key: PenaltyState(quadratic_init(params)),
+    _penalized(model, 0.5, "strength"),
+    end_task=end_task,
+  )
 
 
-def mas(model: TaskModel, strength: float = 1.0, alpha: float = 0.5, n_samples: int = 512,
-        chunk: int = 32) -> Strategy:
+def mas(model: TaskModel, strength: float = 1.0, alpha: float = 0.5, n_samples: int = 512, chunk: int = 32) -> Strategy:
   """MAS (Aljundi et al.): strength * sum Omega (theta - theta*)^2.
 
   Omega <- alpha * Omega + (1 - alpha) * Omega_t after each task (the first
   task sets Omega = Omega_1), anchored at the latest parameters.
   """
+
   class MasState(NamedTuple):
     penalty: Quadratic
     seen: jax.Array  # float32 [], tasks consolidated so far
@@ -125,9 +145,14 @@ def mas(model: TaskModel, strength: float = 1.0, alpha: float = 0.5, n_samples: 
     a = jnp.where(s.seen > 0, state.hparams["alpha"], 0.0)
     w = jax.tree.map(lambda old, new: a * old + (1 - a) * new, s.penalty.w, om)
     return state.replace(strategy=MasState(set_anchor(w, state.params), s.seen + 1))
-  return Strategy("mas", {"strength": strength, "alpha": alpha},
-                  lambda params, key: MasState(quadratic_init(params), jnp.zeros(())),
-                  _penalized(model, 1.0, "strength"), end_task=end_task)
+
+  return Strategy(
+    "mas",
+    {"strength": strength, "alpha": alpha},
+    lambda params, key: MasState(quadratic_init(params), jnp.zeros(())),
+    _penalized(model, 1.0, "strength"),
+    end_task=end_task,
+  )
 
 
 class SiState(NamedTuple):
@@ -144,23 +169,35 @@ def si(model: TaskModel, strength: float = 1.0, xi: float = 0.1) -> Strategy:
   Per step, omega += -grad * delta_theta; at the end of a task
   Omega += omega / (Delta_task^2 + xi), anchored at the latest parameters.
   """
+
   def init(params, key):
     del key
     return SiState(quadratic_init(params), jax.tree.map(jnp.zeros_like, params), params)
 
   def after_step(sstate, hp, old_params, new_params, grads, batch, aux, key):
     del hp, batch, aux, key
-    omega = jax.tree.map(lambda o, g, a, b: o - g * (b - a), sstate.omega, grads,
-                         old_params, new_params)
+    omega = jax.tree.map(lambda o, g, a, b: o - g * (b - a), sstate.omega, grads, old_params, new_params)
     return new_params, sstate._replace(omega=omega)
 
   def end_task(state, env, task, key):
     del env, task, key
     s = state.strategy
-    big = jax.tree.map(lambda w, o, p, p0: w + o / (jnp.square(p - p0) + state.hparams["xi"]),
-                       s.penalty.w, s.omega, state.params, s.start)
-    return state.replace(strategy=SiState(set_anchor(big, state.params),
-                                        jax.tree.map(jnp.zeros_like, s.omega), state.params))
-  return Strategy("si", {"strength": strength, "xi": xi}, init,
-                  _penalized(model, 1.0, "strength"), after_step=after_step,
-                  end_task=end_task)
+    big = jax.tree.map(
+      lambda w, o, p, p0: w + o / (jnp.square(p - p0) + state.hparams["xi"]),
+      s.penalty.w,
+      s.omega,
+      state.params,
+      s.start,
+    )
+    return state.replace(
+      strategy=SiState(set_anchor(big, state.params), jax.tree.map(jnp.zeros_like, s.omega), state.params)
+    )
+
+  return Strategy(
+    "si",
+    {"strength": strength, "xi": xi},
+    init,
+    _penalized(model, 1.0, "strength"),
+    after_step=after_step,
+    end_task=end_task,
+  )

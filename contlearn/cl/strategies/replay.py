@@ -22,6 +22,7 @@ PyTree = Any
 
 def _reservoir(model: TaskModel, capacity: int, keep_outputs: bool):
   """(init, after_step) of a buffer that offers every batch's stored rows."""
+
   def init(params, key):
     del key
     return buf_lib.empty(capacity, model.empty_batch(1), model.out_shape(params) if keep_outputs else None)
@@ -31,6 +32,7 @@ def _reservoir(model: TaskModel, capacity: int, keep_outputs: bool):
     rows = model.stored(batch)
     outputs = jax.lax.stop_gradient(model.outputs(old_params, rows)) if keep_outputs else ()
     return new_params, buf_lib.add(sstate, rows, outputs, key)
+
   return init, after_step
 
 
@@ -49,11 +51,18 @@ def er(model: TaskModel, capacity: int = 500, replay_batch: int = 32) -> Strateg
     base, aux = model.loss(params, batch)
     rows, mask = buf_lib.sample(sstate, replay_batch, key)
     return base + _replay_loss(model, params, rows, mask), aux
+
   return Strategy("er", {}, init, loss, after_step=after_step)
 
 
-def der(model: TaskModel, capacity: int = 500, replay_batch: int = 32, alpha: float = 0.3,
-        beta: float = 0.5, plus: bool = False) -> Strategy:
+def der(
+  model: TaskModel,
+  capacity: int = 500,
+  replay_batch: int = 32,
+  alpha: float = 0.3,
+  beta: float = 0.5,
+  plus: bool = False,
+) -> Strategy:
   """Dark Experience Replay (Buzzega et al.): alpha * MSE to stored outputs.
 
   DER++ (`plus=True`) adds beta * the loss of a second, independent replay
@@ -73,6 +82,7 @@ def der(model: TaskModel, capacity: int = 500, replay_batch: int = 32, alpha: fl
       rows2, mask2 = buf_lib.sample(sstate, replay_batch, k2)
       total = total + hp["beta"] * _replay_loss(model, params, rows2, mask2)
     return total, aux
+
   hp = {"alpha": alpha, **({"beta": beta} if plus else {})}
   return Strategy("derpp" if plus else "der", hp, init, loss, after_step=after_step)
 
@@ -85,8 +95,7 @@ def agem_project(g: PyTree, g_ref: PyTree) -> PyTree:
   return jax.tree.map(lambda a, b: a - coef * b, g, g_ref)
 
 
-def agem(model: TaskModel, capacity: int = 500, per_task: int = 250, ref_batch: int = 256
-         ) -> Strategy:
+def agem(model: TaskModel, capacity: int = 500, per_task: int = 250, ref_batch: int = 256) -> Strategy:
   """A-GEM (Chaudhry et al.): project the gradient so the loss on a reference
   batch from memory does not increase.
 
@@ -94,6 +103,7 @@ def agem(model: TaskModel, capacity: int = 500, per_task: int = 250, ref_batch: 
   of the task (offered to a reservoir of `capacity`, so it stays uniform over
   tasks).
   """
+
   def init(params, key):
     del params, key
     return buf_lib.empty(capacity, model.empty_batch(1))
@@ -108,6 +118,12 @@ def agem(model: TaskModel, capacity: int = 500, per_task: int = 250, ref_batch: 
     k_rows, k_add = jax.random.split(key)
     rows = model.stored(model.task_rows(env, task, per_task, k_rows))
     return state.replace(strategy=buf_lib.add(state.strategy, rows, (), k_add))
-  return Strategy("agem", {}, init,
-                  lambda params, sstate, hp, batch, key: model.loss(params, batch),
-                  transform_grads=transform_grads, end_task=end_task)
+
+  return Strategy(
+    "agem",
+    {},
+    init,
+    lambda params, sstate, hp, batch, key: model.loss(params, batch),
+    transform_grads=transform_grads,
+    end_task=end_task,
+  )

@@ -10,7 +10,8 @@ the state donated, mapped over lanes), compiled once.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -27,8 +28,7 @@ class TaskEnd(loop.Hook):
     lanes: the state holds lanes (seeds, hyperparameters) on a leading axis.
   """
 
-  def __init__(self, strategy: Strategy, ended: Callable[[loop.Loop], tuple[int, Any] | None], *,
-               lanes: bool = False):
+  def __init__(self, strategy: Strategy, ended: Callable[[loop.Loop], tuple[int, Any] | None], *, lanes: bool = False):
     self.ended = ended
     self.finish = engine.compile_call(end_of_task(strategy), lanes=lanes)
 
