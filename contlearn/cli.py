@@ -169,17 +169,6 @@ def configure(
 #### Commands ####
 
 
-def _has_run(out: pathlib.Path) -> bool:
-  """Whether a run wrote checkpoints or a summary anywhere under `out`.
-
-  With `--resume`, an experiment's models or cells that had not begun start
-  from scratch; an `out` where nothing ran is more likely a mistyped folder.
-  """
-  if not out.is_dir():
-    return False
-  return any(out.rglob("summary.json")) or any(p.is_dir() and any(p.iterdir()) for p in out.rglob("checkpoints"))
-
-
 def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
   from contlearn import driver
 
@@ -201,8 +190,6 @@ def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
     runner = driver.run_experiment
     cfg = cfg if isinstance(cfg, dict) else {name: cfg}
   out = pathlib.Path(args.out or f"runs/{name}")
-  if args.resume and not _has_run(out):
-    raise ContlearnError(f"--resume: no checkpoint to resume from in {out} (no run has written there)")
   result = runner(cfg, out, resume=args.resume, progress=not args.no_progress)
   if stop_event().is_set():  # the run stopped early at a signal's request and returned
     raise KeyboardInterrupt

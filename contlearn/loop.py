@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -306,7 +307,9 @@ def fit(
     probe, every: `probe(state, env)` every `every` steps inside the compiled
       call (see `engine.compile`); the block's metrics are then `(metrics, probes)`.
     size: units in a host block (default: its steps).
-    resume: continue from the latest checkpoint (a run without one starts).
+    resume: continue from the latest checkpoint; without one, say so in a
+      line and start (the models or cells of a resumed experiment that had not
+      begun).
     checkpoint_every: blocks between checkpoints.
     keep: checkpoints kept.
     also: an extra checkpoint at the boundaries where it returns True.
@@ -350,6 +353,11 @@ def fit(
       raise
     run_.env = env
   else:
+    if resume:
+      print(
+        f"contlearn: no checkpoint to resume from in {out / 'checkpoints'}; starting from the beginning",
+        file=sys.stderr,
+      )
     run_ = Loop(state=init_state(), position=feed.start(), env=env)
   run_block = engine.compile(learner, run_.state, mesh=mesh, lanes=lanes, probe=probe, every=every)
   return run(

@@ -112,6 +112,7 @@ def test_own_model_rules_and_stream_train_checkpoint_and_resume_exactly(tmp_path
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_the_slow_level_of_a_users_chain_steps_every_second_step():
   model = from_linen(LinenLM())
   learner = cl.sequence_learner(model, _rule(), 8)

@@ -24,7 +24,7 @@ def test_segments_overlap_by_one_target():
     segments(tokens, 4)
 
 
-@pytest.mark.parametrize("mixer", ["swa", "gated_deltanet"])
+@pytest.mark.parametrize("mixer", ["swa", pytest.param("gated_deltanet", marks=pytest.mark.slow)])
 def test_score_by_steps_equals_one_read_of_the_whole_sequence(mixer):
   cfg = ModelConfig(mixer=mixer, d_model=32, n_layers=2, n_heads=2, window=32, mem_chunk=8)
   model = byte_lm(cfg)

@@ -138,6 +138,7 @@ def test_hope_presets_are_the_cli_overrides():
   assert hope.hope().cms_periods == hope.hope_attention().cms_periods == (1, 16, 256)
 
 
+@pytest.mark.slow
 def test_hope_byte_lm_learns_random_tokens():
   """Hope (self-modifying Titans + CMS) through the learner: finite loss that falls on a repeated batch."""
   from tiny import tiny_config, with_fields

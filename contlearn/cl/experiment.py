@@ -17,7 +17,7 @@ named cells into subfolders: on resume, a finished cell is read back from its
 
 >>> import tempfile
 >>> cfg = RunConfig(dataset="digits", kind="task", strategy="ewc", hparams=("strength=100",),
-...                 hidden=(32,), steps_per_task=40, eval_every=20, batch=32, seeds=(0, 1, 2))
+...                 hidden=(32,), steps_per_task=20, eval_every=10, batch=32, seeds=(0, 1, 2))
 >>> result = run_cell(cfg, pathlib.Path(tempfile.mkdtemp()), progress=False)
 >>> result.matrix.shape                               # [seeds, after task, on task]
 (3, 5, 5)

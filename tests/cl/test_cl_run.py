@@ -105,6 +105,7 @@ def _same_result(a: ex.Result, b: ex.Result):
   np.testing.assert_array_equal(a.ends, b.ends)
 
 
+@pytest.mark.slow
 def test_a_stopped_multi_cell_run_resumes_to_the_same_results(tmp_path, tiny_run):
   whole, whole_result, _ = tiny_run
   first = dataclasses.replace(TINY, strategy="naive", strategy_options=(), hparams=(), n_tasks=1, steps_per_task=20)

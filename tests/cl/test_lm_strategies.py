@@ -49,9 +49,9 @@ STRATEGIES = {
 }
 
 
-# One strategy of each kind in `make test` (penalty, replay with stored outputs,
-# plain); every strategy in `make test-all`.
-FAST = ("derpp", "ewc", "naive")
+# DER++ (replay with stored outputs and a task end) in `make test`, EWC through
+# its Fisher test below; every strategy in `make test-all`.
+FAST = ("derpp",)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +83,7 @@ def test_strategies_that_need_classes_or_an_mlp_refuse_the_lm():
     strategies.make("er", sequence_task_model(MODEL)).init(MODEL.init_params(jax.random.key(0)), None)
 
 
+@pytest.mark.slow
 def test_er_buffer_holds_lm_rows_as_a_reservoir():
   strategy = strategies.make("er", TM, capacity=4, replay_batch=2)
   learner = sequence_learner(MODEL, optax.sgd(0.0), BATCH, strategy=strategy)
@@ -123,6 +124,7 @@ def test_ewc_fisher_on_the_lm_equals_squared_per_sequence_gradients():
   assert sum(float(jnp.sum(f)) for f in jax.tree.leaves(got)) > 0
 
 
+@pytest.mark.slow
 def test_ewc_penalty_on_the_lm_is_zero_at_the_anchor_and_grows_away_from_it():
   strategy = strategies.make("ewc", TM, n_fisher=4, chunk=2)
   learner = sequence_learner(MODEL, optax.adam(1e-2), BATCH, strategy=strategy)

@@ -109,8 +109,7 @@ def test_a_chunk_step_of_one_token_is_the_token_step_read_before_it(name):
   "name",
   [
     "gated_deltanet",
-    "titans",
-    *(pytest.param(n, marks=pytest.mark.slow) for n in ("titans_chunk_step", "self_modifying")),
+    *(pytest.param(n, marks=pytest.mark.slow) for n in ("titans", "titans_chunk_step", "self_modifying")),
   ],
 )
 def test_rates_of_exactly_zero_agree(name):

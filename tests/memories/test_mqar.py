@@ -124,6 +124,7 @@ def _reference_lanes(cfg, model, params, lrs, steps):
   return trained
 
 
+@pytest.mark.slow
 def test_each_rate_lane_learns_as_that_rate_alone_in_the_former_loop():
   """Lane l of the engine's vmapped run equals rate l trained alone by the former loop, from the same start."""
   cfg = EXP.resolved(TINY)

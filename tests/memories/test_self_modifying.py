@@ -52,8 +52,8 @@ def test_chunked_equals_reference_without_momentum_dgd_self_values_offsets_or_no
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
 
-@pytest.mark.parametrize("chunks", [pytest.param((1, 1), marks=pytest.mark.slow), (4, 8)])
-def test_outer_gradients_agree(chunks):
+@pytest.mark.parametrize("chunks", [pytest.param(c, marks=pytest.mark.slow) for c in ((1, 1), (4, 8))])
+def test_outer_gradients_agree(chunks):  # make test: test_forms.py::test_outer_gradients_agree[self_modifying]
   """Gradients w.r.t. W_q, the rate biases, the initial memories (offsets) and the state."""
   with jax.enable_x64(True):
     spec = _spec(*chunks)

@@ -29,7 +29,7 @@ def test_ttt_linear_batch_gd_is_linear_attention():
       np.testing.assert_allclose(s.w["w"][0], s_la.w["w"][0], rtol=1e-12, atol=1e-12)
 
 
-SLOW = ("linear_attention", "mamba2", "deltanet", "self_modifying")  # their kin run by default
+SLOW = ("linear_attention", "mamba2", "deltanet", "self_modifying", "titans")  # their kin run by default
 
 
 @pytest.mark.parametrize(
