@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import optax
+import pytest
 
 from contlearn import engine
 from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, metrics, scenarios, strategies
@@ -25,6 +26,7 @@ def _run(sc, name, hparams, **kwargs):
   return np.stack(rows)
 
 
+@pytest.mark.slow  # make test: the strategies' value tests and the lane test cover their steps
 def test_ewc_and_replay_forget_less_than_naive(digits):
   sc = jax.device_put(scenarios.permuted(digits, 3, "domain", seed=0))
   naive = _run(sc, "naive", {})
