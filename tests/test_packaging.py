@@ -51,9 +51,11 @@ def _build_wheel(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def _borrowed_paths() -> list[str]:
-  """This interpreter's import path (site-packages and what their .pth files add), less the checkout."""
+  """This interpreter's import path (site-packages and what their .pth files add), less the checkout's
+  source (a project venv inside the checkout, as `make` makes it, is kept: it holds the dependencies)."""
   paths = [pathlib.Path(p).resolve() for p in sys.path if p and pathlib.Path(p).is_dir()]
-  return list(dict.fromkeys(str(p) for p in paths if not p.is_relative_to(ROOT)))
+  source = [p for p in paths if p.is_relative_to(ROOT) and "site-packages" not in p.parts]
+  return list(dict.fromkeys(str(p) for p in paths if p not in source))
 
 
 def _venv_with_borrowed_dependencies(tmp_path: pathlib.Path, wheel: pathlib.Path) -> pathlib.Path:
