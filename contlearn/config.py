@@ -268,5 +268,15 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
   return cfg
 
 
+def apply_preset(cfg: Any, preset: dict[str, Any]) -> Any:
+  """`cfg` with the preset's values for the fields still at their class defaults.
+
+  A preset (e.g. an experiment's smoke-run sizes) never overrides what a
+  user set with `--set`.
+  """
+  default = type(cfg)()
+  return dataclasses.replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) == getattr(default, k)})
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
   return dataclasses.asdict(cfg)

@@ -54,7 +54,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
-from contlearn.config import ModelConfig
+from contlearn.config import ModelConfig, apply_preset
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.learner import sequence_learner
 from contlearn.loop import fit
@@ -174,8 +174,7 @@ def resolved(cfg: MqarConfig) -> MqarConfig:
     ConfigError: a setting that cannot make a valid run, named in one line.
   """
   if cfg.small:
-    default = MqarConfig()
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in SMALL.items() if getattr(cfg, k) == getattr(default, k)})
+    cfg = apply_preset(cfg, SMALL)
   unknown = [m for m in cfg.models if m not in ROWS]
   if unknown or not cfg.models:
     raise ConfigError(f"models={','.join(cfg.models)}: choose from {', '.join(ROWS)}")

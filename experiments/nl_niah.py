@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
-from contlearn.config import ModelConfig
+from contlearn.config import ModelConfig, apply_preset
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
 from contlearn.learner import sequence_learner
@@ -123,8 +123,7 @@ def resolved(cfg: NiahConfig) -> NiahConfig:
     ConfigError: a setting that cannot make a valid run, named in one line.
   """
   if cfg.small:
-    default = NiahConfig()
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in SMALL.items() if getattr(cfg, k) == getattr(default, k)})
+    cfg = apply_preset(cfg, SMALL)
   if not cfg.task_keys or min(cfg.task_keys) < 0:
     raise ConfigError(f"task_keys={cfg.task_keys}: give one or more needle counts (0: the single needle)")
   if cfg.batch < len(cfg.task_keys):
