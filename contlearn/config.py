@@ -15,11 +15,68 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any
 
 from contlearn.errors import ConfigError
+
+
+class FieldError(ConfigError):
+  """A config field holds a value outside its allowed range.
+
+  `set_field` prefixes the dotted key the user typed (`--set train.lr=nan: ...`).
+  """
+
+  def __init__(self, owner: str, name: str, value: Any, allowed: str):
+    self.name, self.value, self.allowed = name, value, allowed
+    super().__init__(f"{owner}.{name}={value!r}: must be {allowed}")
+
+
+def require(
+  cfg: Any,
+  *,
+  positive: tuple[str, ...] = (),
+  non_negative: tuple[str, ...] = (),
+  fraction: tuple[str, ...] = (),
+  choices: dict[str, tuple[Any, ...]] | None = None,
+) -> None:
+  """Raises FieldError naming the first field of `cfg` outside its range.
+
+  Called from a config dataclass's `__post_init__`, so a bad value is refused
+  when the config is built or a field is set, before anything compiles.
+  Numbers must be finite; `positive` fields are > 0 (each item of a tuple
+  field), `non_negative` >= 0, `fraction` strictly inside (0, 1); a `choices`
+  field holds one of the listed values.
+
+  >>> @dataclasses.dataclass(frozen=True)
+  ... class Opt:
+  ...   lr: float = 0.1
+  ...   def __post_init__(self):
+  ...     require(self, non_negative=("lr",))
+  >>> Opt(lr=-1.0)
+  Traceback (most recent call last):
+  ...
+  contlearn.config.FieldError: Opt.lr=-1.0: must be a finite number >= 0
+  """
+  owner = type(cfg).__name__
+
+  def check(names, ok, allowed):
+    for name in names:
+      value = getattr(cfg, name)
+      items = value if isinstance(value, tuple) else (value,)
+      number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+      if not all(number(v) and ok(v) for v in items):
+        kind = "integer" if all(isinstance(v, int) for v in items) else "finite number"
+        raise FieldError(owner, name, value, allowed(kind) + (" (each item)" if isinstance(value, tuple) else ""))
+
+  check(positive, lambda v: v > 0, lambda kind: f"an {kind} > 0" if kind == "integer" else f"a {kind} > 0")
+  check(non_negative, lambda v: v >= 0, lambda kind: f"an {kind} >= 0" if kind == "integer" else f"a {kind} >= 0")
+  check(fraction, lambda v: 0 < v < 1, lambda kind: "a number strictly between 0 and 1")
+  for name, allowed in (choices or {}).items():
+    if getattr(cfg, name) not in allowed:
+      raise FieldError(owner, name, getattr(cfg, name), "one of " + ", ".join(map(str, allowed)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +109,9 @@ class DataConfig:
   steps: int = 64
   repeat: bool = False
   prefetch: int = 2
+
+  def __post_init__(self):
+    require(self, positive=("batch", "seq", "steps"), non_negative=("prefetch",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +211,12 @@ class ModelConfig:
   sm_decay_to_init: bool = True
   sm_step_norm: bool = True
 
+  def __post_init__(self):
+    require(
+      self,
+      positive=("vocab", "d_model", "n_layers", "n_heads", "mlp_ratio", "window", "cms_periods", "cms_hidden"),
+    )
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -167,6 +233,10 @@ class TrainConfig:
     checkpoint_every: chunks between checkpoints.
     keep: checkpoints kept.
     log_every: chunks between metric log lines.
+    on_nonfinite: what a non-finite loss or state at a chunk boundary does:
+      "stop" (one line naming the chunk and metric, exit status 3; the last
+      good checkpoint stands) or "skip" (roll back to the state before the
+      chunk, skip it, count and log it).
   """
 
   optimizer: str = "adam"
@@ -179,6 +249,15 @@ class TrainConfig:
   checkpoint_every: int = 20
   keep: int = 2
   log_every: int = 1
+  on_nonfinite: str = "stop"
+
+  def __post_init__(self):
+    require(
+      self,
+      positive=("checkpoint_every", "keep", "log_every"),
+      non_negative=("lr", "cms_lr", "clip", "tokens"),
+      choices={"on_nonfinite": ("stop", "skip")},
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,7 +334,12 @@ def set_field(cfg: Any, key: str, text: str, full_key: str | None = None) -> Any
   if rest:
     raise ConfigError(f"{where}: {head} has no sub-fields")
   hints = typing.get_type_hints(type(cfg))
-  return dataclasses.replace(cfg, **{head: _parse_value(text, hints[head], full_key)})
+  try:
+    return dataclasses.replace(cfg, **{head: _parse_value(text, hints[head], full_key)})
+  except FieldError as e:
+    if e.name != head:  # another field checked against this one
+      raise
+    raise ConfigError(f"{where}: must be {e.allowed}") from None
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
