@@ -1,8 +1,6 @@
 """`python -m contlearn ...`: the same as the `contlearn` command."""
 
-import sys
-
-from contlearn.cli import main
+from contlearn.cli import entry
 
 if __name__ == "__main__":
-  sys.exit(main())
+  entry()

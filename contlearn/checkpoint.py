@@ -1,21 +1,82 @@
-"""Atomic orbax checkpoints of the learner state and the stream position.
+"""Atomic, verified orbax checkpoints of the learner state and the run's position.
 
 Each checkpoint is a folder `checkpoints/<chunk>/` holding the state (`state`,
-arrays) and the run's metadata (`meta`, JSON: stream position, token count,
-configuration). orbax writes into a temporary folder and renames it when
-complete, so a run killed mid-save leaves the earlier checkpoints as they
-were and no half-written one that looks complete.
+arrays) and the run's metadata (`meta`, JSON: feed position, unit count,
+configuration, and a fingerprint of every leaf of the state, computed on the
+device at save; `contlearn.fingerprint`). orbax writes into a temporary
+folder and renames it when complete, so a run killed mid-save leaves the
+earlier checkpoints as they were and no half-written one that looks complete.
+
+On resume the metadata is read first (so a changed configuration is named
+before any array is read), then the state, whose fingerprint is checked.
+`restore_intact` falls back from a checkpoint that cannot be read or fails its
+fingerprint to the newest one that passes, and moves the bad ones (never
+deleting them) to `corrupt_checkpoints/` beside `checkpoints/`, where the run's
+later saves cannot collide with them.
+
+Every failure is one `CheckpointError` (or `OutputError` for a save that
+cannot be written) of under 300 characters naming the path; the checkpoint
+library's own warnings and asynchronous noise are kept from the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
+import logging
 import pathlib
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-from contlearn.errors import CheckpointError
+from contlearn.errors import CheckpointError, OutputError
+from contlearn.fingerprint import fingerprint, first_mismatch
+
+CORRUPT = "corrupt_checkpoints"
+
+
+def _short(e: BaseException, limit: int = 80) -> str:
+  """The first line of an error, cut to `limit` characters."""
+  text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+  return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _os_error(e: BaseException) -> OSError | None:
+  """The OSError behind `e` (orbax wraps them), if any."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, OSError):
+      return e
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+  """Keeps orbax's and absl's warnings, and exceptions raised in its finished
+  asyncio loops' destructors, from reaching the terminal."""
+  loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio", "jax._src.distributed")]
+  levels = [lg.level for lg in loggers]
+  hook = sys.unraisablehook
+  for lg in loggers:
+    lg.setLevel(logging.ERROR + 1)
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  except BaseException:
+    gc.collect()  # a failed read's abandoned tasks report themselves when collected: here, quietly
+    raise
+  finally:
+    for lg, level in zip(loggers, levels, strict=True):
+      lg.setLevel(level)
+    sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -23,48 +84,155 @@ class Checkpoints:
 
   def __init__(self, directory: str | pathlib.Path, keep: int = 2):
     self.directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self.keep = keep
+    self._manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True, enable_async_checkpointing=False)
+    try:
+      with quiet():
+        return ocp.CheckpointManager(self.directory, options=options)
+    except Exception as e:
+      raise OutputError(f"cannot open checkpoints in {self.directory}: {_short(e)}") from None
+
+  def remove_partial(self) -> None:
+    """Removes the temporary folders of saves that never finished (a run killed mid-save)."""
+    for partial in self.directory.glob("*.orbax-checkpoint-tmp*"):
+      shutil.rmtree(partial, ignore_errors=True)
 
   def latest(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, chunk: int, state: Any, meta: dict[str, Any]) -> None:
-    """Saves `state` and `meta` as checkpoint `chunk` (blocking until durable)."""
-    self._manager.save(
-      chunk,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-      force=True,
-    )
-    self._manager.wait_until_finished()
+  def steps(self) -> list[int]:
+    """Every finished checkpoint, newest first."""
+    return sorted(self._manager.all_steps(), reverse=True)
 
-  def restore(self, abstract_state: Any, chunk: int | None = None) -> tuple[Any, dict[str, Any], int]:
-    """Restores the state (shaped and sharded like `abstract_state`) and meta.
+  def save(self, chunk: int, state: Any, meta: dict[str, Any]) -> None:
+    """Saves `state` and `meta` (plus the state's fingerprint) as checkpoint `chunk`, blocking until durable.
 
     Raises:
-      CheckpointError: no checkpoint exists, or the one found cannot be read
-        or does not match the model.
+      OutputError: the checkpoint cannot be written (full disk, read-only
+        folder); the incomplete one is removed, the earlier ones are untouched.
+    """
+    meta = {**meta, "fingerprint": fingerprint(state)}
+    try:
+      with quiet():
+        self._manager.save(
+          chunk,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+          force=True,
+        )
+        self._manager.wait_until_finished()
+    except Exception as e:
+      for partial in self.directory.glob(f"{chunk}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(partial, ignore_errors=True)
+      cause = _os_error(e)
+      reason = cause.strerror if cause is not None and cause.strerror else _short(e)
+      if cause is not None and cause.errno == errno.ENOSPC:
+        reason = "no space left on device"
+      raise OutputError(
+        f"cannot save checkpoint {self.directory / str(chunk)}: {reason}; the earlier checkpoints are untouched"
+      ) from None
+
+  def read_meta(self, chunk: int) -> dict[str, Any]:
+    """The metadata of checkpoint `chunk` alone (no array is read)."""
+    try:
+      with quiet():
+        restored = self._manager.restore(chunk, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      meta = dict(restored["meta"])
+    except Exception as e:
+      raise CheckpointError(
+        f"checkpoint {self.directory / str(chunk)}: its metadata cannot be read ({_short(e)})"
+      ) from None
+    missing = [k for k in ("position", "units", "fingerprint") if k not in meta]
+    if missing:
+      raise CheckpointError(f"checkpoint {self.directory / str(chunk)}: its metadata lacks {', '.join(missing)}")
+    return meta
+
+  def restore(self, abstract_state: Any, chunk: int | None = None) -> tuple[Any, dict[str, Any], int]:
+    """Restores checkpoint `chunk` (default: the latest), verified against its fingerprint.
+
+    `abstract_state` gives the shapes, dtypes and shardings.
+
+    Raises:
+      CheckpointError: no checkpoint exists, or this one cannot be read,
+        does not match the model, or fails its fingerprint.
     """
     chunk = self.latest() if chunk is None else chunk
     if chunk is None:
       raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
+    meta = self.read_meta(chunk)
     target = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
       abstract_state,
     )
+    where = self.directory / str(chunk)
     try:
-      restored = self._manager.restore(
-        chunk,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
-      )
-    except Exception as e:  # orbax raises many types for unreadable data
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise CheckpointError(
-        f"checkpoint {self.directory / str(chunk)} cannot be restored ({first_line}); "
-        "it is corrupt or from another model. Earlier checkpoints are untouched: "
-        "move this folder away to resume from the one before it"
-      ) from e
-    return restored["state"], dict(restored["meta"]), chunk
+      with quiet():
+        restored = self._manager.restore(chunk, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    except Exception as e:
+      raise CheckpointError(f"checkpoint {where} cannot be read ({_short(e)})") from None
+    state = restored["state"]
+    bad = first_mismatch(state, meta["fingerprint"])
+    if bad is not None:
+      raise CheckpointError(f"checkpoint {where} fails its fingerprint at {bad}: its files were changed")
+    return state, meta, chunk
+
+  def restore_intact(
+    self, abstract_state: Any, check: Callable[[dict[str, Any]], None] = lambda meta: None
+  ) -> tuple[Any, dict[str, Any], int]:
+    """The newest checkpoint that restores and verifies.
+
+    `check(meta)` runs on the newest readable metadata before any state is
+    read (a changed configuration is refused there, whatever the arrays).
+    Checkpoints newer than the one restored are moved to `corrupt_checkpoints/`
+    with a line each on stderr. When none restores, nothing is moved.
+
+    Raises:
+      CheckpointError: no checkpoint, a `check` refusal, or none intact.
+    """
+    steps = self.steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
+    failures: list[tuple[int, CheckpointError]] = []
+    checked = False
+    for chunk in steps:
+      try:
+        if not checked:
+          meta = self.read_meta(chunk)
+      except CheckpointError as e:
+        failures.append((chunk, e))
+        continue
+      if not checked:
+        check(meta)  # a refusal, not a corruption: raised as it is
+        checked = True
+      try:
+        state, meta, chunk = self.restore(abstract_state, chunk)
+      except CheckpointError as e:
+        failures.append((chunk, e))
+        continue
+      self._set_aside(chunk, failures)
+      return state, meta, chunk
+    if len(failures) == 1:
+      raise failures[0][1]
+    raise CheckpointError(
+      f"none of the {len(steps)} checkpoints in {self.directory} restores and verifies (their files were "
+      "changed, or the model differs from the one that saved them); they are left as they are"
+    )
+
+  def _set_aside(self, used: int, failures: list[tuple[int, CheckpointError]]) -> None:
+    """Moves the checkpoints that failed (newer than `used`) out of the run's way."""
+    if not failures:
+      return
+    self._manager.close()
+    target = self.directory.parent / CORRUPT
+    target.mkdir(exist_ok=True)
+    for chunk, error in failures:
+      dest = target / f"{chunk}-{time.strftime('%Y%m%dT%H%M%S')}"
+      shutil.move(str(self.directory / str(chunk)), dest)
+      print(f"contlearn: {error}; set aside as {CORRUPT}/{dest.name}, resuming from checkpoint {used}", file=sys.stderr)
+    self._manager = self._open()
 
   def close(self) -> None:
-    self._manager.close()
+    with quiet():
+      self._manager.close()

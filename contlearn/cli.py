@@ -10,16 +10,24 @@ applies to whatever its `get_config()` returns (to each model of a dict of
 configs), `--only` picks models, and the experiment's `run` (or the stream
 driver) runs the result.
 
-Every user-facing problem (unknown experiment or key, a bad value, tokens
-outside the vocabulary, an empty stream, a missing or corrupt checkpoint)
-ends the program with exit status 2 and one line that names it.
+Every user-facing problem ends the program with one line that names it and
+an exit status (`contlearn.errors`): 2 for what was asked (an unknown
+experiment or key, a bad value, tokens outside the vocabulary, an empty or
+unreadable stream, a checkpoint of another run, a folder another process
+writes), 3 for a run that diverged (a non-finite loss or state), 4 for
+outputs that cannot be written (a full disk, a read-only or non-folder
+`--out`), 130 for SIGTERM or Ctrl-C. The first signal ends the run at the
+next chunk boundary with a checkpoint; a second stops at once. Either way the
+last line says which checkpoint `--resume` will continue from.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib.metadata
+import os
 import pathlib
 import signal
 import sys
@@ -28,7 +36,8 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from contlearn import catalog
-from contlearn.errors import ConfigError, ContlearnError
+from contlearn.errors import ConfigError, ContlearnError, OutputError
+from contlearn.lock import OutputLock
 
 
 def stop_event() -> threading.Event:
@@ -190,9 +199,12 @@ def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
     runner = driver.run_experiment
     cfg = cfg if isinstance(cfg, dict) else {name: cfg}
   out = pathlib.Path(args.out or f"runs/{name}")
-  result = runner(cfg, out, resume=args.resume, progress=not args.no_progress)
-  if stop_event().is_set():  # the run stopped early at a signal's request and returned
-    raise KeyboardInterrupt
+  with OutputLock(out):
+    result = runner(cfg, out, resume=args.resume, progress=not args.no_progress)
+  if stop_event().is_set():  # a signal came as the run ended
+    interrupt = KeyboardInterrupt()
+    interrupt.resume_note = f"the run had ended; its outputs in {out} are complete"
+    raise interrupt
   report = getattr(module, "report", driver.summary_table if catalog.is_stream_config(cfg) else None)
   if report is not None:
     print(report(result))
@@ -216,12 +228,18 @@ def _list() -> int:
 
 
 def _stop_at_chunk_boundary(signum: int, frame: object) -> None:
-  """SIGTERM or Ctrl-C: finish the chunk, checkpoint, exit. A second Ctrl-C stops at once."""
-  del frame
+  """SIGTERM or Ctrl-C: finish the chunk, checkpoint, exit. A second signal stops at once."""
+  del signum, frame
   stop = stop_event()
-  if stop.is_set() and signum == signal.SIGINT:
+  if stop.is_set():
     raise KeyboardInterrupt
   stop.set()
+
+
+def _interrupted_line(e: KeyboardInterrupt) -> str:
+  """What an interrupt leaves: which checkpoint `--resume` continues from."""
+  where = getattr(e, "resume_note", None)
+  return f"contlearn: interrupted; {where}" if where else "contlearn: interrupted before any run had started"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,14 +254,30 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args, run_parser) if args.command == "run" else _list()
   except ContlearnError as e:
     print(f"contlearn: error: {e}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print("contlearn: interrupted; the latest state was checkpointed (--resume continues)", file=sys.stderr)
+    return e.exit_code
+  except OSError as e:  # an output the run could not write (a data file it could not read is a DataError)
+    reason = "no space left on device" if e.errno == errno.ENOSPC else e.strerror or str(e)
+    print(f"contlearn: error: cannot write {e.filename or 'an output'}: {reason}", file=sys.stderr)
+    return OutputError.exit_code
+  except KeyboardInterrupt as e:
+    print(_interrupted_line(e), file=sys.stderr)
     return 130
   finally:
     for sig, handler in previous.items():
       signal.signal(sig, handler)
 
 
+def entry() -> None:
+  """The console command: `main`, then exit. After an interrupt the process
+  ends without the interpreter's teardown, which can crash on the checkpoint
+  library's and the prefetcher's threads still winding down."""
+  code = main()
+  if code == 130:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  sys.exit(code)
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  entry()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,11 +24,18 @@ from contlearn.config import Config, TrainConfig, to_dict
 from contlearn.errors import CheckpointError, DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
-from contlearn.run_log import LN2, RunLog, Tally
+from contlearn.run_log import LN2, RunLog, Tally, write_atomic
 from contlearn.stream import Chunk, Stream, build_stream
 
 # Settings that may change between a run and its resumption.
-_RESUMABLE_CHANGES = ("train.tokens", "train.checkpoint_every", "train.keep", "train.log_every", "data.prefetch")
+_RESUMABLE_CHANGES = (
+  "train.tokens",
+  "train.checkpoint_every",
+  "train.keep",
+  "train.log_every",
+  "train.on_nonfinite",
+  "data.prefetch",
+)
 
 
 def check_tokens(chunk: Chunk, vocab: int, chunk_index: int, source: str) -> None:
@@ -75,7 +83,7 @@ class StreamLog(loop.Hook):
     self.log = RunLog(out, tokens or None, progress, name)
 
   def on_start(self, run: loop.Loop) -> None:
-    self.log.truncate_after(run.block)
+    self.log.truncate_after(run.block, run.units)
     self.log.start_at(run.units)
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
@@ -163,6 +171,7 @@ def fit(
     keep=settings.keep,
     same_run=lambda saved: _check_same_run(saved, config or {}, out),
     prefetch=prefetch,
+    on_nonfinite=settings.on_nonfinite,
   )
   if run.block == 0:
     raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
@@ -177,6 +186,7 @@ def fit(
     **(describe or {}),
     "tokens": run.units,
     "chunks": run.block,
+    "skipped_chunks": run.skipped,
     "tokens_per_s": tally.tokens_per_s(),
     "first_chunk_s": tally.first_chunk_s,
     "loss": recent_loss,
@@ -185,8 +195,9 @@ def fit(
     "bits_per_byte_all": loss_all / LN2,
     "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(run.state.params))),
     "devices": len(mesh.devices.flat),
+    "config": config or {},
   }
-  (out / "summary.json").write_text(json.dumps(summary, indent=2))
+  write_atomic(out / "summary.json", json.dumps(summary, indent=2))
   return summary
 
 
@@ -228,7 +239,10 @@ def run_experiment(
 ) -> list[dict[str, Any]]:
   """Trains each named configuration into `out/<name>`; returns the summaries.
 
-  Also writes `out/bits_per_byte.png`, the learning curves of all models.
+  With `resume`, a model whose run finished (its `summary.json` records the
+  same token budget) is skipped, an interrupted one continues from its
+  checkpoints and one not begun starts. Also writes `out/bits_per_byte.png`,
+  the learning curves of all models.
   """
   out = pathlib.Path(out)
   for cfg in configs.values():  # every model's configuration is checked before the first one runs
@@ -237,9 +251,23 @@ def run_experiment(
   for name, cfg in configs.items():
     if tokens is not None:
       cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tokens=tokens))
+    done = _finished(out / name, cfg) if resume else None
+    if done is not None:
+      print(f"contlearn: {out / name} finished earlier; kept", file=sys.stderr)
+      summaries.append(done)
+      continue
     summaries.append(train(cfg, out / name, resume=resume, progress=progress, name=name))
   plot_learning_curves([out / name for name in configs], out / "bits_per_byte.png", title=out.name)
   return summaries
+
+
+def _finished(folder: pathlib.Path, cfg: Config) -> dict[str, Any] | None:
+  """The summary of a run of `cfg` that ended in `folder`, else None."""
+  try:
+    summary = json.loads((folder / "summary.json").read_text())
+  except (OSError, ValueError):
+    return None
+  return summary if summary.get("config") == _flat(cfg) else None
 
 
 def summary_table(summaries: list[dict[str, Any]]) -> str:

@@ -18,6 +18,19 @@ the loop.
 The metrics of block i are read back after block i+1 is dispatched, so the
 host never waits for the device between blocks; `Loop.settle()` reads any
 pending metrics at once (the checkpoint hook calls it before saving).
+
+With them comes one device scalar: is the state after the block finite
+(`contlearn.nonfinite`). A non-finite state or metric stops the run with a
+`NonFiniteError` before any hook sees that block, so no log record and no
+checkpoint of it is written; with `on_nonfinite="skip"` the loop keeps a copy
+of the state before each block (one state's memory more, and one host sync
+per block), rolls back to it and goes on with the next block.
+
+Stopping: `STOP` (set by the CLI's first SIGTERM or Ctrl-C) ends the run at
+the next block boundary with `Interrupted`, after the hooks' `on_interrupt`
+(the checkpoint hook saves the whole state there, unless it just did). Any
+other KeyboardInterrupt (a second Ctrl-C) stops at once: no hook runs but
+`close`, and the last finished checkpoint stands.
 """
 
 from __future__ import annotations
@@ -32,13 +45,18 @@ from typing import Any, Protocol
 import jax
 from jax.sharding import Mesh
 
-from contlearn import engine
+from contlearn import engine, nonfinite
 from contlearn.checkpoint import Checkpoints
-from contlearn.errors import CheckpointError
+from contlearn.errors import CheckpointError, ConfigError, NonFiniteError
+from contlearn.lock import OutputLock
 from contlearn.stream.prefetch import Prefetcher
 
 # Set (by the CLI's signal handlers) to end the run at the next block boundary.
 STOP = threading.Event()
+
+
+class Interrupted(KeyboardInterrupt):
+  """`STOP` ended the run at a block boundary (the hooks' `on_interrupt` ran)."""
 
 
 class Feed(Protocol):
@@ -67,6 +85,7 @@ class Loop:
       classic-CL run), as counted by `run`'s `size`.
     env: the read-only data every step sees (None for a stream).
     stop: set by a hook to end the run after this block (a reason).
+    skipped: blocks rolled back for a non-finite value (policy "skip").
   """
 
   state: Any
@@ -75,6 +94,7 @@ class Loop:
   units: int = 0
   env: Any = None
   stop: str | None = None
+  skipped: int = 0
   settle: Callable[[], None] = lambda: None
 
 
@@ -104,15 +124,10 @@ class Hook:
     """The feed ended or a hook stopped the run."""
 
   def on_interrupt(self, loop: Loop) -> None:
-    """A signal stopped the run (`loop.state` may be gone if it came mid-call)."""
+    """`STOP` ended the run at a block boundary (the state is whole)."""
 
   def close(self) -> None:
     """Releases files and threads, whatever happened."""
-
-
-def state_intact(state: Any) -> bool:
-  """False when an interrupted call had already taken the donated state."""
-  return not any(leaf.is_deleted() for leaf in jax.tree.leaves(state) if hasattr(leaf, "is_deleted"))
 
 
 def run(
@@ -124,6 +139,7 @@ def run(
   place: Callable[[Any], Any] = lambda xs: xs,
   size: Callable[[Any], int] = lambda xs: 0,
   prefetch: int = 2,
+  on_nonfinite: str = "stop",
 ) -> Loop:
   """Runs blocks from `loop.position` until the feed ends or a hook stops it.
 
@@ -135,17 +151,33 @@ def run(
     place: puts a host block on the devices.
     size: units in a host block (e.g. unmasked tokens).
     prefetch: blocks prepared ahead on a host thread.
+    on_nonfinite: "stop" or "skip" (see the module docstring).
 
   Raises:
-    KeyboardInterrupt: `STOP` was set (by a signal) or Ctrl-C; hooks'
-      `on_interrupt` ran first (the checkpoint hook saves a whole state).
+    Interrupted: `STOP` was set (by a signal); the hooks' `on_interrupt` ran.
+    KeyboardInterrupt: any other interrupt, at once.
+    NonFiniteError: a non-finite state or metric, with policy "stop".
   """
-  pending: list[tuple[int, int, int, Any]] = []
+  if on_nonfinite not in nonfinite.POLICIES:
+    raise ConfigError(f"on_nonfinite={on_nonfinite!r}: choose one of {', '.join(nonfinite.POLICIES)}")
+  pending: list[tuple[int, int, int, Any, Any]] = []
+
+  def nonfinite_in(block: int, metrics: Any, finite: Any) -> str | None:
+    where = nonfinite.first_nonfinite(metrics)
+    if where is None and not bool(finite):
+      where = "the state"
+    return None if where is None else f"non-finite value in {where} after block {block} (units up to {loop.units})"
 
   def settle():
     while pending:
-      block, units, new_units, metrics = pending.pop(0)
-      host = jax.device_get(metrics)
+      block, units, new_units, metrics, finite = pending.pop(0)
+      host, finite = jax.device_get((metrics, finite))
+      problem = nonfinite_in(block, host, finite)
+      if problem is not None:
+        raise NonFiniteError(
+          f"{problem}; the run stopped and the last good checkpoint stands "
+          "(lower the learning rate, or set train.on_nonfinite=skip)"
+        )
       for h in hooks:
         h.on_metrics(loop, block, units, new_units, host)
 
@@ -156,16 +188,27 @@ def run(
   try:
     for xs, position_after in blocks:
       if STOP.is_set():  # a signal asked to stop: the state is whole here
-        raise KeyboardInterrupt
+        for h in hooks:
+          h.on_interrupt(loop)
+        raise Interrupted
       for h in hooks:
         h.before_block(loop, xs)
       if loop.stop:
         break
       new_units = size(xs)
+      backup = nonfinite.copy_state(loop.state) if on_nonfinite == "skip" else None
       loop.state, metrics = run_block(loop.state, place(xs), loop.env)
+      finite = nonfinite.state_finite(loop.state)
       settle()
+      if backup is not None:
+        problem = nonfinite_in(loop.block + 1, *jax.device_get((metrics, finite)))
+        if problem is not None:
+          loop.state, loop.block, loop.position = backup, loop.block + 1, position_after
+          loop.skipped += 1
+          print(f"contlearn: {problem}; rolled back and skipped it ({loop.skipped} skipped)", file=sys.stderr)
+          continue
       loop.block, loop.units, loop.position = loop.block + 1, loop.units + new_units, position_after
-      pending.append((loop.block, loop.units, new_units, metrics))
+      pending.append((loop.block, loop.units, new_units, metrics, finite))
       for h in hooks:
         h.after_block(loop)
       if loop.stop:
@@ -173,10 +216,6 @@ def run(
     settle()
     for h in hooks:
       h.on_end(loop)
-  except KeyboardInterrupt:
-    for h in hooks:
-      h.on_interrupt(loop)
-    raise
   finally:
     blocks.close()
     for h in hooks:
@@ -211,8 +250,8 @@ class Checkpoint(Hook):
     self.saved_at = loop.block
 
   def save(self, loop: Loop) -> None:
-    loop.settle()
-    meta = {"position": loop.position, "block": loop.block, "units": loop.units, **self.extra}
+    loop.settle()  # raises on a non-finite block: nothing non-finite is saved
+    meta = {"position": loop.position, "block": loop.block, "units": loop.units, "skipped": loop.skipped, **self.extra}
     for h in self.hooks:
       meta.update(h.meta())
     self.checkpoints.save(loop.block, loop.state, meta)
@@ -227,9 +266,7 @@ class Checkpoint(Hook):
       self.save(loop)
 
   def on_interrupt(self, loop: Loop) -> None:
-    # An interrupt inside a call may find the donated state gone; the last
-    # checkpoint then stands. At a boundary the state is whole: save it once.
-    if self.saved_at != loop.block and state_intact(loop.state):
+    if self.saved_at != loop.block:
       self.save(loop)
 
   def close(self) -> None:
@@ -253,15 +290,18 @@ def restore(
   hooks: list[Hook],
   check: Callable[[dict[str, Any]], None] = lambda meta: None,
 ) -> tuple[Loop, dict[str, Any]]:
-  """The loop where the latest checkpoint left it; each hook takes back its meta.
+  """The loop where the newest intact checkpoint left it; each hook takes back its meta.
 
-  `check(meta)` runs before any hook restores (e.g. refuse a changed config).
+  `check(meta)` runs on the saved metadata before any array is read (e.g.
+  refuse a changed config); a checkpoint that cannot be read or fails its
+  fingerprint is set aside for the one before it (`Checkpoints.restore_intact`).
   """
-  state, meta, block = checkpoints.restore(abstract_state)
-  check(meta)
+  state, meta, block = checkpoints.restore_intact(abstract_state, check)
   for h in hooks:
     h.restore(meta)
-  return Loop(state=state, position=meta["position"], block=block, units=int(meta["units"])), meta
+  loop = Loop(state=state, position=meta["position"], block=block, units=int(meta["units"]))
+  loop.skipped = int(meta.get("skipped", 0))
+  return loop, meta
 
 
 def fit(
@@ -284,11 +324,13 @@ def fit(
   also: Callable[[Loop], bool] = lambda loop: False,
   same_run: Callable[[dict[str, Any]], None] | None = None,
   prefetch: int = 2,
+  on_nonfinite: str = "stop",
 ) -> Loop:
-  """Trains `learner` on `feed` into `out`, from scratch or from its latest checkpoint.
+  """Trains `learner` on `feed` into `out`, from scratch or from its newest intact checkpoint.
 
+      lock:   out/.contlearn.lock (one writer per folder)
       fresh:  state = init_state()                 position = feed.start()
-      resume: state, position, hooks' meta <- out/checkpoints
+      resume: config checked, then state, position, hooks' meta <- out/checkpoints
       then    run(engine.compile(learner, state), ..., hooks + [Checkpoint])
 
   Every family's run is this call with its own hooks (the stream's log, a
@@ -307,59 +349,102 @@ def fit(
     probe, every: `probe(state, env)` every `every` steps inside the compiled
       call (see `engine.compile`); the block's metrics are then `(metrics, probes)`.
     size: units in a host block (default: its steps).
-    resume: continue from the latest checkpoint; without one, say so in a
-      line and start (the models or cells of a resumed experiment that had not
-      begun).
+    resume: continue from the newest intact checkpoint; without one, say so
+      in a line and start (the models or cells of a resumed experiment that
+      had not begun).
     checkpoint_every: blocks between checkpoints.
-    keep: checkpoints kept.
+    keep: checkpoints kept (>= 1).
     also: an extra checkpoint at the boundaries where it returns True.
     same_run: `same_run(saved_config)` raises CheckpointError when a resume
       would continue another run (default: any difference from `config`).
     prefetch: blocks prepared ahead on a host thread.
+    on_nonfinite: "stop" or "skip" a block with a non-finite value (see `run`).
 
   Raises:
     CheckpointError: checkpoints exist but `resume` is False, or they hold
-      another run.
+      another run, or none of them is intact.
+    RunLocked: another live process writes into `out`.
+    OutputError: `out` cannot be written.
   """
+  if keep < 1 or checkpoint_every < 1:
+    raise ConfigError(f"keep={keep} and checkpoint_every={checkpoint_every} must be >= 1")
   out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  checkpoints = Checkpoints(out / "checkpoints", keep=keep)
-  if not resume and checkpoints.latest() is not None:
-    checkpoints.close()
-    raise CheckpointError(
-      f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue that run, or choose another --out"
-    )
+  with OutputLock(out):
+    checkpoints = Checkpoints(out / "checkpoints", keep=keep)
+    hooks = list(hooks)
+    hooks.append(Checkpoint(checkpoints, checkpoint_every, hooks, meta={"config": config}, also=also))
+    try:
+      start = _resumed(checkpoints, init_state, hooks, config, out, mesh, lanes, same_run) if resume else None
+      if start is None and checkpoints.latest() is not None:
+        raise CheckpointError(
+          f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue that run, "
+          "or choose another --out"
+        )
+      if start is None:
+        if resume:
+          print(
+            f"contlearn: no checkpoint to resume from in {out / 'checkpoints'}; starting from the beginning",
+            file=sys.stderr,
+          )
+        start = Loop(state=init_state(), position=feed.start())
+      start.env = env
+      checkpoints.remove_partial()
+      run_block = engine.compile(learner, start.state, mesh=mesh, lanes=lanes, probe=probe, every=every)
+    except BaseException:
+      checkpoints.close()
+      raise
+    try:
+      return run(
+        run_block,
+        start,
+        feed,
+        hooks,
+        place=lambda xs: engine.place_xs(xs, mesh, lanes=lanes),
+        size=size,
+        prefetch=prefetch,
+        on_nonfinite=on_nonfinite,
+      )
+    except KeyboardInterrupt as e:
+      e.resume_note = resume_note(out / "checkpoints")
+      raise
+
+
+def resume_note(directory: pathlib.Path) -> str:
+  """Which checkpoint in `directory` a `--resume` would continue from, in words."""
+  finished = [int(p.name) for p in directory.glob("*") if p.name.isdigit()] if directory.is_dir() else []
+  if finished:
+    return f"--resume continues from checkpoint {max(finished)} in {directory}"
+  return f"no checkpoint was written in {directory}; --resume starts that run from the beginning"
+
+
+def _resumed(
+  checkpoints: Checkpoints,
+  init_state: Callable[[], Any],
+  hooks: list[Hook],
+  config: dict[str, Any],
+  out: pathlib.Path,
+  mesh: Mesh | None,
+  lanes: bool,
+  same_run: Callable[[dict[str, Any]], None] | None,
+) -> Loop | None:
+  """The loop restored from the newest intact checkpoint, or None when there is none."""
+  if checkpoints.latest() is None:
+    return None
 
   def check(meta: dict[str, Any]) -> None:
+    if "config" not in meta:
+      raise CheckpointError(f"cannot resume {out}: its checkpoints hold no configuration")
     if same_run is not None:
       same_run(meta["config"])
     elif meta["config"] != config:
       raise CheckpointError(f"cannot resume {out}: its checkpoints hold a run of another configuration")
 
-  hooks = list(hooks)
-  hooks.append(Checkpoint(checkpoints, checkpoint_every, hooks, meta={"config": config}, also=also))
-  if resume and checkpoints.latest() is not None:
-    abstract = jax.eval_shape(init_state)
-    if mesh is not None:
-      abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        abstract,
-        engine.state_sharding(abstract, mesh, lanes=lanes),
-      )
-    try:
-      run_, _ = restore(checkpoints, abstract, hooks, check=check)
-    except BaseException:
-      checkpoints.close()
-      raise
-    run_.env = env
-  else:
-    if resume:
-      print(
-        f"contlearn: no checkpoint to resume from in {out / 'checkpoints'}; starting from the beginning",
-        file=sys.stderr,
-      )
-    run_ = Loop(state=init_state(), position=feed.start(), env=env)
-  run_block = engine.compile(learner, run_.state, mesh=mesh, lanes=lanes, probe=probe, every=every)
-  return run(
-    run_block, run_, feed, hooks, place=lambda xs: engine.place_xs(xs, mesh, lanes=lanes), size=size, prefetch=prefetch
-  )
+  abstract = jax.eval_shape(init_state)
+  if mesh is not None:
+    abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract,
+      engine.state_sharding(abstract, mesh, lanes=lanes),
+    )
+  loop, _ = restore(checkpoints, abstract, hooks, check=check)
+  return loop

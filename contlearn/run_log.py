@@ -16,9 +16,32 @@ from typing import Any
 
 import tqdm
 
-from contlearn.tensorboard import ScalarWriter
+from contlearn.errors import DataError
+from contlearn.tensorboard import ScalarWriter, truncate_events
 
 LN2 = math.log(2.0)
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+  """The records of a JSON-lines file; a torn last line (a killed writer) is left out."""
+  if not path.exists():
+    return []
+  lines = path.read_text().splitlines()
+  out = []
+  for i, line in enumerate(lines):
+    try:
+      out.append(json.loads(line))
+    except ValueError:
+      if i < len(lines) - 1:
+        raise DataError(f"{path}, line {i + 1}: not a JSON record") from None
+  return out
+
+
+def write_atomic(path: pathlib.Path, text: str) -> None:
+  """Replaces `path` by `text` all at once (a kill leaves the old file or the new one)."""
+  staged = path.with_name(path.name + ".tmp")
+  staged.write_text(text)
+  staged.replace(path)
 
 
 class RunLog:
@@ -26,7 +49,8 @@ class RunLog:
 
   def __init__(self, out: pathlib.Path, total_tokens: int | None, progress: bool, name: str):
     self.path = out / "metrics.jsonl"
-    self._writer = ScalarWriter(out / "tensorboard")
+    self.events = out / "tensorboard"
+    self._writer: ScalarWriter | None = None
     self._bar = tqdm.tqdm(
       total=total_tokens or None,
       unit="tok",
@@ -37,12 +61,14 @@ class RunLog:
       dynamic_ncols=True,
     )
 
-  def truncate_after(self, chunk: int) -> None:
-    """Drops records past `chunk` (a resumed run re-does those chunks)."""
-    if not self.path.exists():
-      return
-    kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["chunk"] <= chunk]
-    self.path.write_text("".join(line + "\n" for line in kept))
+  def truncate_after(self, chunk: int, tokens: int) -> None:
+    """Drops the records past `chunk` and the TensorBoard events past `tokens`
+    (a resumed run redoes them), and a torn last line left by a killed run."""
+    kept = [r for r in self.records() if r["chunk"] <= chunk]
+    if self.path.exists():
+      write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    truncate_events(self.events, tokens)
+    self._writer = ScalarWriter(self.events)
 
   def start_at(self, tokens: int) -> None:
     self._bar.update(tokens - self._bar.n)
@@ -50,6 +76,8 @@ class RunLog:
   def write(self, record: dict[str, Any]) -> None:
     with self.path.open("a") as f:
       f.write(json.dumps(record) + "\n")
+    if self._writer is None:
+      self._writer = ScalarWriter(self.events)
     for key in ("loss", "bits_per_byte", "grad_norm", "tokens_per_s"):
       if key in record:
         self._writer.add_scalar(key, record[key], record["tokens"])
@@ -60,13 +88,12 @@ class RunLog:
     self._bar.update(tokens)
 
   def records(self) -> list[dict[str, Any]]:
-    if not self.path.exists():
-      return []
-    return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+    return read_jsonl(self.path)
 
   def close(self) -> None:
     self._bar.close()
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()
 
 
 class Tally:

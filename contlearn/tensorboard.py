@@ -83,6 +83,64 @@ def tfrecord(data: bytes) -> bytes:
   return length + struct.pack("<I", _masked(crc32c(length))) + data + struct.pack("<I", _masked(crc32c(data)))
 
 
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+  shift = value = 0
+  while True:
+    byte = data[i]
+    value |= (byte & 0x7F) << shift
+    i, shift = i + 1, shift + 7
+    if not byte & 0x80:
+      return value, i
+
+
+def event_step(event: bytes) -> int:
+  """The `step` field of a serialised `Event` (0 when absent)."""
+  i = 0
+  while i < len(event):
+    key, i = _read_varint(event, i)
+    number, wire = key >> 3, key & 7
+    if wire == 0:
+      value, i = _read_varint(event, i)
+      if number == 2:
+        return value
+    elif wire == 1:
+      i += 8
+    elif wire == 5:
+      i += 4
+    elif wire == 2:
+      length, i = _read_varint(event, i)
+      i += length
+    else:
+      raise ValueError(f"unexpected protobuf wire type {wire}")
+  return 0
+
+
+def records(data: bytes) -> list[bytes]:
+  """The payloads of the whole TFRecords in `data` (a torn last record is left out)."""
+  out, i = [], 0
+  while i + 12 <= len(data):
+    (length,) = struct.unpack("<Q", data[i : i + 8])
+    end = i + 12 + length + 4
+    if end > len(data):
+      break
+    out.append(data[i + 12 : i + 12 + length])
+    i = end
+  return out
+
+
+def truncate_events(directory: str | pathlib.Path, max_step: int) -> None:
+  """Drops the events past `max_step` (and torn records) from every event file in `directory`.
+
+  A resumed run redoes the steps after its checkpoint; without this,
+  TensorBoard would show them twice.
+  """
+  for path in pathlib.Path(directory).glob("events.out.tfevents.*"):
+    kept = [r for r in records(path.read_bytes()) if event_step(r) <= max_step]
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_bytes(b"".join(tfrecord(r) for r in kept))
+    staged.replace(path)
+
+
 class ScalarWriter:
   """Appends scalars to a new event file in `directory` (one per writer)."""
 

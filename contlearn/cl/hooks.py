@@ -25,7 +25,8 @@ import tqdm
 from contlearn import loop
 from contlearn.cl.feed import TaskFeed, finished_task
 from contlearn.cl.learner import Calls
-from contlearn.tensorboard import ScalarWriter
+from contlearn.run_log import read_jsonl, write_atomic
+from contlearn.tensorboard import ScalarWriter, truncate_events
 
 
 class TaskEnd(loop.Hook):
@@ -75,7 +76,8 @@ class EvalLog(loop.Hook):
     self.path = out / "metrics.jsonl"
     self.feed, self.eval_every = feed, eval_every
     self.trajectory: list[np.ndarray] = []
-    self.writer = ScalarWriter(out / "tensorboard")
+    self.events = out / "tensorboard"
+    self.writer: ScalarWriter | None = None
     total = feed.n_tasks * feed.steps_per_task * batch
     self.bar = tqdm.tqdm(
       total=total, unit="ex", unit_scale=True, desc=name, disable=not progress, file=sys.stderr, dynamic_ncols=True
@@ -85,11 +87,12 @@ class EvalLog(loop.Hook):
     self._steady = (self.started, 0)  # (time, examples) after the first block
 
   def on_start(self, run: loop.Loop) -> None:
-    """Continues the log of a resumed run: records past the trajectory are dropped."""
+    """Continues the log of a resumed run: records and events past the trajectory are dropped."""
     if self.path.exists():
-      lines = [line for line in self.path.read_text().splitlines() if line]
-      kept = lines[: len(self.trajectory)]
-      self.path.write_text("".join(line + "\n" for line in kept))
+      kept = read_jsonl(self.path)[: len(self.trajectory)]
+      write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    truncate_events(self.events, len(self.trajectory) * self.eval_every)
+    self.writer = ScalarWriter(self.events)
     self.bar.update(run.units - self.bar.n)
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
@@ -136,4 +139,5 @@ class EvalLog(loop.Hook):
 
   def close(self) -> None:
     self.bar.close()
-    self.writer.close()
+    if self.writer is not None:
+      self.writer.close()

@@ -24,12 +24,17 @@ from contlearn.stream.lanes import DocumentLanes, split_bytes
 def file_corpus(path: str) -> bytes:
   """A file's bytes, or every file under a folder (sorted by path) joined by newlines."""
   p = pathlib.Path(path).expanduser()
-  if p.is_file():
-    return p.read_bytes()
-  if p.is_dir():
+  if not p.exists():
+    raise DataError(f"data.path={path!r}: no such file or folder")
+  if not (p.is_file() or p.is_dir()):
+    raise DataError(f"data.path={path!r} is not a regular file or folder (a device, a pipe or a socket)")
+  try:
+    if p.is_file():
+      return p.read_bytes()
     files = sorted(f for f in p.rglob("*") if f.is_file())
     return b"\n".join(f.read_bytes() for f in files)
-  raise DataError(f"data.path={path!r}: no such file or folder")
+  except OSError as e:
+    raise DataError(f"data.path={path!r}: cannot read {e.filename or p}: {e.strerror}") from None
 
 
 class TfdsDocuments(Sequence[bytes]):
