@@ -144,7 +144,7 @@ class Checkpoints:
       raise CheckpointError(
         f"checkpoint {self.directory / str(chunk)}: its metadata cannot be read ({_short(e)})"
       ) from None
-    missing = [k for k in ("position", "units", "fingerprint") if k not in meta]
+    missing = [k for k in ("position", "units") if k not in meta]
     if missing:
       raise CheckpointError(f"checkpoint {self.directory / str(chunk)}: its metadata lacks {', '.join(missing)}")
     return meta
@@ -173,6 +173,12 @@ class Checkpoints:
     except Exception as e:
       raise CheckpointError(f"checkpoint {where} cannot be read ({_short(e)})") from None
     state = restored["state"]
+    if "fingerprint" not in meta:
+      print(
+        f"contlearn: checkpoint {where} has no fingerprint (an earlier contlearn wrote it); not verified",
+        file=sys.stderr,
+      )
+      return state, meta, chunk
     bad = first_mismatch(state, meta["fingerprint"])
     if bad is not None:
       raise CheckpointError(f"checkpoint {where} fails its fingerprint at {bad}: its files were changed")

@@ -51,7 +51,8 @@ class RunLog:
     self.path = out / "metrics.jsonl"
     self.events = out / "tensorboard"
     self._writer: ScalarWriter | None = None
-    self._bar = tqdm.tqdm(
+    # The bar opens when the run starts (not before a refused resume).
+    self._bar_options = dict(
       total=total_tokens or None,
       unit="tok",
       unit_scale=True,
@@ -60,6 +61,7 @@ class RunLog:
       file=sys.stderr,
       dynamic_ncols=True,
     )
+    self._bar = tqdm.tqdm(disable=True)
 
   def truncate_after(self, chunk: int, tokens: int) -> None:
     """Drops the records past `chunk` and the TensorBoard events past `tokens`
@@ -71,7 +73,7 @@ class RunLog:
     self._writer = ScalarWriter(self.events)
 
   def start_at(self, tokens: int) -> None:
-    self._bar.update(tokens - self._bar.n)
+    self._bar = tqdm.tqdm(initial=tokens, **self._bar_options)
 
   def write(self, record: dict[str, Any]) -> None:
     with self.path.open("a") as f:

@@ -109,6 +109,7 @@ def test_existing_checkpoints_and_a_corrupt_one(tmp_path, capsys):
   bad_files = sorted((p.relative_to(latest), p.read_bytes()) for p in latest.rglob("*") if p.is_file())
   assert main(["run", exp, "--resume", "--out", str(out), "--tokens", str(6 * 512), "--no-progress"]) == 0
   lines = capsys.readouterr().err.splitlines()
+  assert all(line.startswith("contlearn: ") for line in lines), lines  # nothing of the checkpoint library's
   moved = [line for line in lines if "/checkpoints/3 cannot be read" in line]
   assert len(moved) == 1 and "resuming from checkpoint 2" in moved[0] and len(moved[0]) < 300 + len(str(ckpts))
   (kept,) = (out / "tiny_lm" / "corrupt_checkpoints").iterdir()  # set aside, byte for byte, not deleted

@@ -146,6 +146,23 @@ def test_a_device_as_data(tmp_path, capsys):
   )
 
 
+def test_a_changed_shape_is_named_before_any_array_is_read_and_empty_metadata_is_one_line(tmp_path, capsys):
+  exp, out = _experiment(tmp_path, 1), tmp_path / "o"
+  assert main(["run", exp, "--only", "first", "--out", str(out), "--no-progress"]) == 0
+  capsys.readouterr()
+  code = main(["run", exp, "--only", "first", "--out", str(out), "--resume", "--set", "model.d_model=64"])
+  assert code == 2
+  assert _one_line(capsys.readouterr().err) == (
+    f"contlearn: error: cannot resume {out / 'first'}: the configuration changed (model.d_model: 32 -> 64)"
+  )
+  (out / "first" / "checkpoints" / "1" / "meta" / "metadata").write_text("{}")
+  code = main(["run", exp, "--only", "first", "--out", str(out), "--resume", "--tokens", str(2 * CHUNK)])
+  assert code == 2
+  assert _one_line(capsys.readouterr().err) == (
+    f"contlearn: error: checkpoint {out.absolute() / 'first' / 'checkpoints' / '1'}: its metadata lacks position, units"
+  )
+
+
 #### The non-finite guard, through the loop's public API ####
 
 

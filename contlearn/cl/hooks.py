@@ -79,9 +79,10 @@ class EvalLog(loop.Hook):
     self.events = out / "tensorboard"
     self.writer: ScalarWriter | None = None
     total = feed.n_tasks * feed.steps_per_task * batch
-    self.bar = tqdm.tqdm(
+    self.bar_options = dict(
       total=total, unit="ex", unit_scale=True, desc=name, disable=not progress, file=sys.stderr, dynamic_ncols=True
     )
+    self.bar = tqdm.tqdm(disable=True)  # opens when the run starts (not before a refused resume)
     self.started = time.perf_counter()
     self.first_block_s: float | None = None
     self._steady = (self.started, 0)  # (time, examples) after the first block
@@ -93,7 +94,7 @@ class EvalLog(loop.Hook):
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     truncate_events(self.events, len(self.trajectory) * self.eval_every)
     self.writer = ScalarWriter(self.events)
-    self.bar.update(run.units - self.bar.n)
+    self.bar = tqdm.tqdm(initial=run.units, **self.bar_options)
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
     ce, acc = metrics  # [L, S], [L, S // eval_every, T]
