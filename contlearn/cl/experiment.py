@@ -7,7 +7,7 @@ one vmapped program). `run_cell` learns it through `contlearn.loop.run`:
     env    the Scenario (every task's padded train and test rows)
     block  engine.compile(classifier_learner, lanes=True, probe=accuracy,
            every=eval_every): one compiled call per block
-    hooks  TaskEnd (end_task, row t of R), EvalLog (metrics.jsonl,
+    hooks  ScenarioTaskEnd (end_task, row t of R), EvalLog (metrics.jsonl,
            TensorBoard, progress), Checkpoint (every `checkpoint_every`
            blocks and at every task end)
 
@@ -42,7 +42,7 @@ from contlearn import engine, loop, rules
 from contlearn.cl import datasets, metrics, scenarios
 from contlearn.cl import strategies as strategies_lib
 from contlearn.cl.feed import TaskFeed
-from contlearn.cl.hooks import EvalLog, TaskEnd
+from contlearn.cl.hooks import EvalLog, ScenarioTaskEnd
 from contlearn.cl.learner import accuracy_probe, classifier_learner, compile_calls, schedule
 from contlearn.cl.model import Mlp
 from contlearn.errors import CheckpointError, ConfigError
@@ -365,7 +365,7 @@ def run_cell(
   )
   state = engine.init(learner, keys, lanes=True, hparams=hparams)
   calls = compile_calls(learner, model, strategy, state, eval_every=cfg.eval_every, lanes=True)
-  task_end = TaskEnd(calls, feed, cfg.eval_every)
+  task_end = ScenarioTaskEnd(strategy, calls.evaluate, feed, cfg.eval_every, lanes=True)
   log = EvalLog(out, feed, cfg.eval_every, cfg.batch, progress, name)
   run = loop.fit(
     learner,

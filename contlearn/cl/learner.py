@@ -39,8 +39,9 @@ from contlearn import engine
 from contlearn.cl import schedules
 from contlearn.cl.model import Mlp
 from contlearn.cl.scenarios import Scenario
-from contlearn.cl.strategies.base import Strategy, end_of_task, strategy_step
+from contlearn.cl.strategies.base import Strategy, strategy_step
 from contlearn.cl.strategies.classifier import Batch
+from contlearn.cl.strategies.task_end import compile_end_of_task
 from contlearn.errors import ConfigError
 from contlearn.state import LearnerState, new_state
 
@@ -124,7 +125,7 @@ def compile_calls(
   probe = accuracy_probe(model)
   return Calls(
     train=engine.compile(learner, state, lanes=lanes, probe=probe, every=eval_every),
-    end_task=engine.compile_call(end_of_task(strategy), lanes=lanes),
+    end_task=compile_end_of_task(strategy, lanes=lanes),
     evaluate=engine.compile_call(probe, lanes=lanes, donate=False),
   )
 

@@ -17,7 +17,7 @@ from contlearn.cl.strategies.distillation import lwf
 from contlearn.cl.strategies.gdumb import gdumb
 from contlearn.cl.strategies.regularization import ewc, l2, mas, si
 from contlearn.cl.strategies.replay import agem, der, er
-from contlearn.cl.strategies.task_end import TaskEnd
+from contlearn.cl.strategies.task_end import TaskEnd, compile_end_of_task
 from contlearn.cl.strategies.task_model import TaskModel
 from contlearn.errors import ConfigError
 
@@ -57,6 +57,7 @@ __all__ = [
   "TaskEnd",
   "TaskModel",
   "classifier",
+  "compile_end_of_task",
   "end_of_task",
   "make",
   "strategy_step",
