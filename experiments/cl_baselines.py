@@ -18,7 +18,6 @@ which grow as rows finish; `--resume` continues a stopped run.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 from contlearn.cl import experiment as ex
 
@@ -113,19 +112,19 @@ def get_config() -> Config:
   return Config()
 
 
-def _table(results: dict[str, ex.Result]) -> str:
+def _cells(cfg: Config) -> dict[str, ex.RunConfig]:
+  cells = ex.selected(cfg, ex.RunConfig)
+  return {n: dataclasses.replace(c, dataset=cfg.dataset) for n, c in cells.items()} if cfg.dataset else cells
+
+
+def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
   return ex.markdown_table(
     ["Run", "Published ACC", "contlearn ACC (%)"],
     [[LABELS[n], PUBLISHED[n], r.summary["acc"]] for n, r in results.items()],
   )
 
 
-def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  cells = ex.selected(cfg, ex.RunConfig)
-  if cfg.dataset:
-    cells = {n: dataclasses.replace(c, dataset=cfg.dataset) for n, c in cells.items()}
-  results = ex.run_cells(cells, out, resume=resume, progress=progress, table=_table)
-  return {"table": _table(results), "summaries": {n: r.summary for n, r in results.items()}}
+run = ex.table_experiment(_cells, _table)
 
 
 def report(result: dict) -> str:

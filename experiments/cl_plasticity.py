@@ -121,30 +121,22 @@ def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
   )
 
 
-def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  methods = ex.selected(cfg)
-  results = ex.run_cells(
-    {m: method.cell(cfg.run) for m, method in methods.items()},
-    out,
-    resume=resume,
-    progress=progress,
-    table=lambda r: _table(cfg, r),
-    extra=_hidden_health(cfg),
-  )
+def _plot(cfg: Config, results: dict[str, ex.Result], out: pathlib.Path) -> dict:
+  """`plasticity.png`, the new-task accuracy curves; returns them (mean over seeds) as "new_task_acc"."""
   fig, ax = plt.subplots(figsize=(7, 3))
   for name, res in results.items():
     acc = new_task_accuracy(res)
-    ax.plot(np.arange(1, acc.shape[1] + 1), acc.mean(0), label=methods[name].label)
+    ax.plot(np.arange(1, acc.shape[1] + 1), acc.mean(0), label=getattr(cfg, name).label)
   ax.set_xlabel("task (permutation)")
   ax.set_ylabel("test acc. after learning it")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(pathlib.Path(out) / "plasticity.png", dpi=120)
+  fig.savefig(out / "plasticity.png", dpi=120)
   plt.close(fig)
-  return {
-    "table": _table(cfg, results),
-    "new_task_acc": {n: new_task_accuracy(r).mean(0).tolist() for n, r in results.items()},
-  }
+  return {"new_task_acc": {n: new_task_accuracy(r).mean(0).tolist() for n, r in results.items()}}
+
+
+run = ex.table_experiment(lambda cfg: ex.method_cells(cfg, cfg.run), _table, extra=_hidden_health, after=_plot)
 
 
 def report(result: dict) -> str:

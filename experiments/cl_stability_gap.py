@@ -77,27 +77,22 @@ def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
   return ex.markdown_table(["Method", "ACC", "avg-min-ACC", "WC-ACC", f"WF^{cfg.window}"], _rows(cfg, results))
 
 
-def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  methods = ex.selected(cfg)
-  results = ex.run_cells(
-    {m: method.cell(cfg.run) for m, method in methods.items()},
-    out,
-    resume=resume,
-    progress=progress,
-    table=lambda r: _table(cfg, r),
-  )
+def _plots(cfg: Config, results: dict[str, ex.Result], out: pathlib.Path) -> None:
+  """Each method's accuracy curves (seed 0) and accuracy matrix, in its folder."""
   for name, res in results.items():
-    label = methods[name].label
+    label = getattr(cfg, name).label
     steps = np.arange(1, res.trajectory.shape[1] + 1) * cfg.run.eval_every
     plots.accuracy_curves(
       res.trajectory[0],
       steps,
       res.ends[:-1] * cfg.run.eval_every,
-      str(pathlib.Path(out) / name / "accuracy_curves.png"),
+      str(out / name / "accuracy_curves.png"),
       f"{label}, split MNIST class-IL, seed 0",
     )
-    plots.accuracy_heatmap(res.matrix[0], str(pathlib.Path(out) / name / "matrix.png"), label)
-  return {"table": _table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}}
+    plots.accuracy_heatmap(res.matrix[0], str(out / name / "matrix.png"), label)
+
+
+run = ex.table_experiment(lambda cfg: ex.method_cells(cfg, cfg.run), _table, after=_plots)
 
 
 def report(result: dict) -> str:

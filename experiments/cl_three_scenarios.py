@@ -21,7 +21,6 @@ which grow as cells finish; `--resume` continues a stopped run.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 from contlearn.cl import experiment as ex
 from contlearn.errors import ConfigError
@@ -112,9 +111,7 @@ def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
   return ex.markdown_table(["Method"] + [columns[k] for k in cfg.kinds], rows)
 
 
-def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  results = ex.run_cells(cells(cfg), out, resume=resume, progress=progress, table=lambda r: _table(cfg, r))
-  return {"table": _table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}}
+run = ex.table_experiment(cells, _table)
 
 
 def report(result: dict) -> str:

@@ -447,6 +447,48 @@ def run_cells(
   return results
 
 
+def method_cells(cfg: Any, base: RunConfig) -> dict[str, RunConfig]:
+  """`base` learnt with each method `cfg.models` selects (see `selected`), by name."""
+  return {name: method.cell(base) for name, method in selected(cfg).items()}
+
+
+def table_experiment(
+  cells: Callable[[Any], dict[str, RunConfig]],
+  table: Callable[[Any, dict[str, Result]], str],
+  *,
+  extra: Callable[[Any], Extra] | None = None,
+  after: Callable[[Any, dict[str, Result], pathlib.Path], dict[str, Any] | None] | None = None,
+) -> Callable[..., dict[str, Any]]:
+  """The `run(cfg, out, *, resume, progress)` of an experiment that is a table of cells.
+
+  `run` learns `cells(cfg)` with `run_cells` (`out/results.md`, the table
+  `table(cfg, results)`, grows as cells finish), then calls `after(cfg,
+  results, out)` (plots; what it returns joins the result), and returns
+  `{"table": ..., "summaries": {cell: summary}, **after's}`.
+
+  Args:
+    cells: `cfg -> {name: RunConfig}`, in table order.
+    table: `(cfg, results) -> str`, a markdown table.
+    extra: `cfg -> extra` for `run_cells` (what each cell computes from its final state).
+    after: `(cfg, results, out) -> dict or None`, run once every cell is done.
+  """
+
+  def run(cfg: Any, out: str | pathlib.Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    out = pathlib.Path(out)
+    results = run_cells(
+      cells(cfg),
+      out,
+      resume=resume,
+      progress=progress,
+      table=lambda r: table(cfg, r),
+      extra=extra(cfg) if extra else None,
+    )
+    more = (after(cfg, results, out) if after else None) or {}
+    return {"table": table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}, **more}
+
+  return run
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
   """A GitHub markdown table; floats in [0, 1] print as percentages."""
   fmt = lambda v: f"{100 * v:.1f}" if isinstance(v, float) else str(v)
