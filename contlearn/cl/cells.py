@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, rules
+from contlearn import strategies as strategies_lib
 from contlearn.cl import datasets, scenarios
-from contlearn.cl import strategies as strategies_lib
 from contlearn.cl.feed import TaskFeed
 from contlearn.cl.hooks import EvalLog, ScenarioTaskEnd
 from contlearn.cl.learner import accuracy_probe, classifier_learner, compile_calls, schedule

@@ -26,8 +26,8 @@ import tqdm
 
 from contlearn import loop
 from contlearn.cl.feed import TaskFeed, finished_task
-from contlearn.cl.strategies.base import Strategy
-from contlearn.cl.strategies.task_end import TaskEnd
+from contlearn.strategies.base import Strategy
+from contlearn.strategies.task_end import TaskEnd
 from contlearn.tensorboard import ScalarWriter
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from contlearn import rules
-from contlearn.cl import strategies as strategies_lib
+from contlearn import strategies as strategies_lib
 from contlearn.errors import ConfigError
 
 STREAMS = ("split", "permuted", "rotated", "concept_shift")

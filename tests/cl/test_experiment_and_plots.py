@@ -86,8 +86,8 @@ def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
   import jax
   import optax
 
-  from contlearn import engine
-  from contlearn.cl import Mlp, classifier_learner, compile_calls, schedules, strategies
+  from contlearn import engine, strategies
+  from contlearn.cl import Mlp, classifier_learner, compile_calls, schedules
 
   sc = split_digits_task
   model = Mlp(64, (32,), 2, 5)

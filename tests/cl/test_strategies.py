@@ -4,14 +4,14 @@ import numpy as np
 import optax
 import pytest
 
-from contlearn import engine
-from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, strategies
-from contlearn.cl.strategies import importance, regularization
-from contlearn.cl.strategies.cbp import lowest
-from contlearn.cl.strategies.distillation import distillation_loss
-from contlearn.cl.strategies.gdumb import offer as gdumb_offer
-from contlearn.cl.strategies.replay import agem_project
+from contlearn import engine, strategies
+from contlearn.cl import Mlp, classifier_learner, compile_calls, learner
 from contlearn.errors import ConfigError
+from contlearn.strategies import importance, regularization
+from contlearn.strategies.cbp import lowest
+from contlearn.strategies.distillation import distillation_loss
+from contlearn.strategies.gdumb import offer as gdumb_offer
+from contlearn.strategies.replay import agem_project
 
 MODEL = Mlp(64, (16,), 2, 5)  # task-IL split digits: 5 heads of 2
 TM = strategies.classifier(MODEL)

@@ -19,7 +19,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from contlearn import engine, loop
-from contlearn.cl.strategies.base import Strategy, end_of_task
+from contlearn.strategies.base import Strategy, end_of_task
 
 
 def compile_end_of_task(strategy: Strategy, *, lanes: bool = False) -> Callable[..., Any]:

@@ -19,10 +19,10 @@ import optax
 
 from contlearn import engine
 from contlearn.cl import buffer
-from contlearn.cl.strategies.base import Strategy
-from contlearn.cl.strategies.task_model import TaskModel
 from contlearn.errors import ConfigError
 from contlearn.state import LearnerState, new_state
+from contlearn.strategies.base import Strategy
+from contlearn.strategies.task_model import TaskModel
 
 PyTree = Any
 
