@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from contlearn import engine
-from contlearn.cl import Mlp, classifier_learner, compile_calls, datasets, learner, scenarios, strategies
+from contlearn import engine, strategies
+from contlearn.cl import Mlp, classifier_learner, compile_calls, datasets, learner, scenarios
 
 
 @dataclasses.dataclass(frozen=True)

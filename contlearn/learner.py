@@ -9,12 +9,12 @@ bool, the targets the loss counts, e.g. a recall task's answers; default:
 the parameters *before* learning from it (so the loss is prequential), then
 applies the update rule. Nothing learnable or stateful lives outside the state.
 
-With a continual-learning `strategy` (`contlearn.cl.strategies`, built on
+With a continual-learning `strategy` (`contlearn.strategies`, built on
 `sequence_task_model`), each step is the strategy's step
 (`strategies.strategy_step`): the current batch is read from the carried
 memory, while rows the strategy replays (ER, DER) or scores at a task end
 (EWC's Fisher, MAS) are read from a fresh memory, each sequence on its own.
-A task ends where the host loop says so: a `contlearn.cl.strategies.TaskEnd`
+A task ends where the host loop says so: a `contlearn.strategies.TaskEnd`
 hook runs the strategy's end of task between blocks (at a phase change of a
 stream). Without a strategy the step is plain learning.
 """
@@ -27,9 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from contlearn import rules
-from contlearn.cl import strategies
-from contlearn.cl.strategies.task_model import TaskModel, rows_of
+from contlearn import rules, strategies
 from contlearn.config import Config
 from contlearn.engine import Learner
 from contlearn.errors import ConfigError
@@ -37,6 +35,7 @@ from contlearn.models import byte_lm, cms
 from contlearn.models.lm import Model, is_hidden_matrix
 from contlearn.rules import select_tree
 from contlearn.state import new_state
+from contlearn.strategies.task_model import TaskModel, rows_of
 
 
 class StepMetrics(NamedTuple):

@@ -18,9 +18,10 @@ which grow as rows finish; `--resume` continues a stopped run.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
-from contlearn.cl import experiment as ex
+from contlearn.cl.cells import table_experiment
+from contlearn.cl.results import Result, markdown_table
+from contlearn.cl.run_config import RunConfig, selected
 
 # The baselines' published average accuracy of each row.
 PUBLISHED = {
@@ -61,7 +62,7 @@ class Config:
       (e.g. tfds:mnist, full MNIST).
   """
 
-  pmnist_ewc: ex.RunConfig = ex.RunConfig(
+  pmnist_ewc: RunConfig = RunConfig(
     **_PM,
     hidden=(512,),
     optimizer="sgd",
@@ -72,7 +73,7 @@ class Config:
     strategy="ewc",
     hparams=("strength=1.0",),
   )
-  pmnist_si: ex.RunConfig = ex.RunConfig(
+  pmnist_si: RunConfig = RunConfig(
     **_PM,
     hidden=(1000,),
     optimizer="adam",
@@ -83,7 +84,7 @@ class Config:
     strategy="si",
     hparams=("strength=10.0", "xi=0.1"),
   )
-  splitmnist_lwf: ex.RunConfig = ex.RunConfig(
+  splitmnist_lwf: RunConfig = RunConfig(
     **_SM,
     hidden=(200,),
     optimizer="sgd",
@@ -94,7 +95,7 @@ class Config:
     strategy="lwf",
     hparams=("alpha=1.0", "temperature=2.0"),
   )
-  splitmnist_gdumb: ex.RunConfig = ex.RunConfig(
+  splitmnist_gdumb: RunConfig = RunConfig(
     **_SM,
     hidden=(400, 400),
     optimizer="sgd",
@@ -113,19 +114,19 @@ def get_config() -> Config:
   return Config()
 
 
-def _table(results: dict[str, ex.Result]) -> str:
-  return ex.markdown_table(
+def _cells(cfg: Config) -> dict[str, RunConfig]:
+  cells = selected(cfg, RunConfig)
+  return {n: dataclasses.replace(c, dataset=cfg.dataset) for n, c in cells.items()} if cfg.dataset else cells
+
+
+def _table(cfg: Config, results: dict[str, Result]) -> str:
+  return markdown_table(
     ["Run", "Published ACC", "contlearn ACC (%)"],
     [[LABELS[n], PUBLISHED[n], r.summary["acc"]] for n, r in results.items()],
   )
 
 
-def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  cells = ex.selected(cfg, ex.RunConfig)
-  if cfg.dataset:
-    cells = {n: dataclasses.replace(c, dataset=cfg.dataset) for n, c in cells.items()}
-  results = ex.run_cells(cells, out, resume=resume, progress=progress, table=_table)
-  return {"table": _table(results), "summaries": {n: r.summary for n, r in results.items()}}
+run = table_experiment(_cells, _table)
 
 
 def report(result: dict) -> str:

@@ -30,8 +30,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from contlearn.cl import experiment as ex  # noqa: E402
 from contlearn.cl import metrics  # noqa: E402
+from contlearn.cl.cells import table_experiment  # noqa: E402
+from contlearn.cl.results import Result, markdown_table  # noqa: E402
+from contlearn.cl.run_config import Method, RunConfig, method_cells  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Config:
       rows is below this.
   """
 
-  run: ex.RunConfig = ex.RunConfig(
+  run: RunConfig = RunConfig(
     stream="permuted",
     kind="domain",
     n_tasks=60,
@@ -61,8 +63,8 @@ class Config:
     max_test=300,
     seeds=(0, 1),
   )
-  backprop: ex.Method = ex.Method("Backprop", "naive")
-  cbp: ex.Method = ex.Method("Continual backprop", "cbp", hparams=("rate=1e-4", "maturity=100.0", "decay=0.99"))
+  backprop: Method = Method("Backprop", "naive")
+  cbp: Method = Method("Continual backprop", "cbp", hparams=("rate=1e-4", "maturity=100.0", "decay=0.99"))
   models: tuple[str, ...] = ("backprop", "cbp")
   dormant_below: float = 0.01
 
@@ -71,7 +73,7 @@ def get_config() -> Config:
   return Config()
 
 
-def new_task_accuracy(res: ex.Result) -> np.ndarray:
+def new_task_accuracy(res: Result) -> np.ndarray:
   """Each lane's accuracy on each task right after learning it: [L, T]."""
   last = res.ends - 1  # the evaluation at the end of each task
   return res.trajectory[:, last, np.arange(len(last))]
@@ -92,7 +94,7 @@ def _hidden_health(cfg: Config):
   return extra
 
 
-def _rows(cfg: Config, results: dict[str, ex.Result]) -> list[list]:
+def _rows(cfg: Config, results: dict[str, Result]) -> list[list]:
   rows = []
   for name, res in results.items():
     acc = new_task_accuracy(res)
@@ -108,8 +110,8 @@ def _rows(cfg: Config, results: dict[str, ex.Result]) -> list[list]:
   return rows
 
 
-def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
-  return ex.markdown_table(
+def _table(cfg: Config, results: dict[str, Result]) -> str:
+  return markdown_table(
     [
       "Method",
       "new-task acc., tasks 1-10",
@@ -121,30 +123,22 @@ def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
   )
 
 
-def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  methods = ex.selected(cfg)
-  results = ex.run_cells(
-    {m: method.cell(cfg.run) for m, method in methods.items()},
-    out,
-    resume=resume,
-    progress=progress,
-    table=lambda r: _table(cfg, r),
-    extra=_hidden_health(cfg),
-  )
+def _plot(cfg: Config, results: dict[str, Result], out: pathlib.Path) -> dict:
+  """`plasticity.png`, the new-task accuracy curves; returns them (mean over seeds) as "new_task_acc"."""
   fig, ax = plt.subplots(figsize=(7, 3))
   for name, res in results.items():
     acc = new_task_accuracy(res)
-    ax.plot(np.arange(1, acc.shape[1] + 1), acc.mean(0), label=methods[name].label)
+    ax.plot(np.arange(1, acc.shape[1] + 1), acc.mean(0), label=getattr(cfg, name).label)
   ax.set_xlabel("task (permutation)")
   ax.set_ylabel("test acc. after learning it")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(pathlib.Path(out) / "plasticity.png", dpi=120)
+  fig.savefig(out / "plasticity.png", dpi=120)
   plt.close(fig)
-  return {
-    "table": _table(cfg, results),
-    "new_task_acc": {n: new_task_accuracy(r).mean(0).tolist() for n, r in results.items()},
-  }
+  return {"new_task_acc": {n: new_task_accuracy(r).mean(0).tolist() for n, r in results.items()}}
+
+
+run = table_experiment(lambda cfg: method_cells(cfg, cfg.run), _table, extra=_hidden_health, after=_plot)
 
 
 def report(result: dict) -> str:

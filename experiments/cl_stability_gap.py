@@ -24,8 +24,10 @@ import pathlib
 
 import numpy as np
 
-from contlearn.cl import experiment as ex
 from contlearn.cl import metrics, plots
+from contlearn.cl.cells import table_experiment
+from contlearn.cl.results import Result, markdown_table
+from contlearn.cl.run_config import Method, RunConfig, method_cells
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Config:
     window: evaluations in the window of WF^w (windowed forgetting).
   """
 
-  run: ex.RunConfig = ex.RunConfig(
+  run: RunConfig = RunConfig(
     stream="split",
     kind="class",
     n_tasks=5,
@@ -54,8 +56,8 @@ class Config:
     max_test=200,
     seeds=(0, 1, 2),
   )
-  er: ex.Method = ex.Method("ER (2000)", "er", ("capacity=2000", "replay_batch=128"))
-  naive: ex.Method = ex.Method("Fine-tuning", "naive")
+  er: Method = Method("ER (2000)", "er", ("capacity=2000", "replay_batch=128"))
+  naive: Method = Method("Fine-tuning", "naive")
   models: tuple[str, ...] = ("er", "naive")
   window: int = 10
 
@@ -64,7 +66,7 @@ def get_config() -> Config:
   return Config()
 
 
-def _rows(cfg: Config, results: dict[str, ex.Result]) -> list[list]:
+def _rows(cfg: Config, results: dict[str, Result]) -> list[list]:
   rows = []
   for name, res in results.items():
     wf = float(np.mean([metrics.windowed_forgetting(a, res.ends, cfg.window) for a in res.trajectory]))
@@ -73,31 +75,26 @@ def _rows(cfg: Config, results: dict[str, ex.Result]) -> list[list]:
   return rows
 
 
-def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
-  return ex.markdown_table(["Method", "ACC", "avg-min-ACC", "WC-ACC", f"WF^{cfg.window}"], _rows(cfg, results))
+def _table(cfg: Config, results: dict[str, Result]) -> str:
+  return markdown_table(["Method", "ACC", "avg-min-ACC", "WC-ACC", f"WF^{cfg.window}"], _rows(cfg, results))
 
 
-def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  methods = ex.selected(cfg)
-  results = ex.run_cells(
-    {m: method.cell(cfg.run) for m, method in methods.items()},
-    out,
-    resume=resume,
-    progress=progress,
-    table=lambda r: _table(cfg, r),
-  )
+def _plots(cfg: Config, results: dict[str, Result], out: pathlib.Path) -> None:
+  """Each method's accuracy curves (seed 0) and accuracy matrix, in its folder."""
   for name, res in results.items():
-    label = methods[name].label
+    label = getattr(cfg, name).label
     steps = np.arange(1, res.trajectory.shape[1] + 1) * cfg.run.eval_every
     plots.accuracy_curves(
       res.trajectory[0],
       steps,
       res.ends[:-1] * cfg.run.eval_every,
-      str(pathlib.Path(out) / name / "accuracy_curves.png"),
+      str(out / name / "accuracy_curves.png"),
       f"{label}, split MNIST class-IL, seed 0",
     )
-    plots.accuracy_heatmap(res.matrix[0], str(pathlib.Path(out) / name / "matrix.png"), label)
-  return {"table": _table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}}
+    plots.accuracy_heatmap(res.matrix[0], str(out / name / "matrix.png"), label)
+
+
+run = table_experiment(lambda cfg: method_cells(cfg, cfg.run), _table, after=_plots)
 
 
 def report(result: dict) -> str:

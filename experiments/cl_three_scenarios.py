@@ -21,9 +21,10 @@ which grow as cells finish; `--resume` continues a stopped run.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
-from contlearn.cl import experiment as ex
+from contlearn.cl.cells import table_experiment
+from contlearn.cl.results import Result, markdown_table
+from contlearn.cl.run_config import Method, RunConfig, selected
 from contlearn.errors import ConfigError
 
 # The paper's strength (lambda of EWC, c of SI) per scenario (task, domain, class).
@@ -54,10 +55,10 @@ class Config:
   """
 
   bench: str = "split"
-  split: ex.RunConfig = ex.RunConfig(
+  split: RunConfig = RunConfig(
     stream="split", n_tasks=5, hidden=(400, 400), lr=1e-3, steps_per_task=500, batch=128, eval_every=100
   )
-  permuted: ex.RunConfig = ex.RunConfig(
+  permuted: RunConfig = RunConfig(
     stream="permuted",
     n_tasks=10,
     hidden=(400, 400),
@@ -67,13 +68,13 @@ class Config:
     eval_every=100,
     max_test=500,
   )
-  none: ex.Method = ex.Method("None", "naive")
-  ewc: ex.Method = ex.Method("EWC", "ewc")
-  online_ewc: ex.Method = ex.Method("Online EWC", "online_ewc")
-  si: ex.Method = ex.Method("SI", "si")
-  lwf: ex.Method = ex.Method("LwF", "lwf")
-  er: ex.Method = ex.Method("ER (1000)", "er", ("capacity=1000", "replay_batch=128"))
-  agem: ex.Method = ex.Method("A-GEM (1000)", "agem", ("capacity=1000", "per_task=200", "ref_batch=128"))
+  none: Method = Method("None", "naive")
+  ewc: Method = Method("EWC", "ewc")
+  online_ewc: Method = Method("Online EWC", "online_ewc")
+  si: Method = Method("SI", "si")
+  lwf: Method = Method("LwF", "lwf")
+  er: Method = Method("ER (1000)", "er", ("capacity=1000", "replay_batch=128"))
+  agem: Method = Method("A-GEM (1000)", "agem", ("capacity=1000", "per_task=200", "ref_batch=128"))
   models: tuple[str, ...] = ("none", "ewc", "online_ewc", "si", "lwf", "er", "agem")
   kinds: tuple[str, ...] = KINDS
 
@@ -82,7 +83,7 @@ def get_config() -> Config:
   return Config()
 
 
-def cells(cfg: Config) -> dict[str, ex.RunConfig]:
+def cells(cfg: Config) -> dict[str, RunConfig]:
   """`<method>_<kind>` -> its run, in table order."""
   if cfg.bench not in ("split", "permuted"):
     raise ConfigError(f"bench={cfg.bench!r}: choose split or permuted")
@@ -92,7 +93,7 @@ def cells(cfg: Config) -> dict[str, ex.RunConfig]:
   base = getattr(cfg, cfg.bench)
   table = SPLIT_HP if cfg.bench == "split" else PERMUTED_HP
   out = {}
-  for name, method in ex.selected(cfg).items():
+  for name, method in selected(cfg).items():
     for kind in cfg.kinds:
       hparams = method.hparams
       if name in PAPER_STRENGTH and not any(h.startswith("strength=") for h in hparams):
@@ -101,7 +102,7 @@ def cells(cfg: Config) -> dict[str, ex.RunConfig]:
   return out
 
 
-def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
+def _table(cfg: Config, results: dict[str, Result]) -> str:
   columns = {"task": "Task-IL", "domain": "Domain-IL", "class": "Class-IL"}
   rows = []
   for name in cfg.models:
@@ -109,12 +110,10 @@ def _table(cfg: Config, results: dict[str, ex.Result]) -> str:
       [getattr(cfg, name).label]
       + [results[f"{name}_{k}"].summary["acc"] if f"{name}_{k}" in results else "-" for k in cfg.kinds]
     )
-  return ex.markdown_table(["Method"] + [columns[k] for k in cfg.kinds], rows)
+  return markdown_table(["Method"] + [columns[k] for k in cfg.kinds], rows)
 
 
-def run(cfg: Config, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  results = ex.run_cells(cells(cfg), out, resume=resume, progress=progress, table=lambda r: _table(cfg, r))
-  return {"table": _table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}}
+run = table_experiment(cells, _table)
 
 
 def report(result: dict) -> str:

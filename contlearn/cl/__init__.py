@@ -1,6 +1,7 @@
-"""Classic continual learning: scenarios, strategies, metrics, on the one engine and host loop."""
+"""Classic continual learning: datasets, scenarios, the classifier learner, metrics,
+on the one engine and host loop; its strategies are `contlearn.strategies`."""
 
-from contlearn.cl import datasets, metrics, scenarios, schedules, strategies
+from contlearn.cl import datasets, metrics, scenarios, schedules
 from contlearn.cl.learner import Calls, accuracy_probe, classifier_learner, compile_calls
 from contlearn.cl.model import Mlp
 
@@ -14,5 +15,4 @@ __all__ = [
   "metrics",
   "scenarios",
   "schedules",
-  "strategies",
 ]

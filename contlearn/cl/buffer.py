@@ -78,6 +78,14 @@ def add(buf: Buffer, rows: PyTree, outputs: Any, key: jax.Array) -> Buffer:
   return Buffer(stored, kept, buf.seen + n)
 
 
+def draw(stored: PyTree, size: jax.Array, n: int, key: jax.Array) -> PyTree:
+  """n rows drawn uniformly with replacement from the first `size` rows of
+  `stored` (every leaf `[K, ...]`; row 0 when `size` is 0)."""
+  idx = jnp.floor(jax.random.uniform(key, (n,)) * jnp.maximum(size, 1)).astype(jnp.int32)
+  idx = jnp.minimum(idx, jnp.maximum(size, 1) - 1)
+  return jax.tree.map(lambda a: a[idx], stored)
+
+
 def sample(buf: Buffer, n: int, key: jax.Array) -> tuple[Buffer, jax.Array]:
   """n rows drawn uniformly with replacement from the valid rows.
 
@@ -85,7 +93,5 @@ def sample(buf: Buffer, n: int, key: jax.Array) -> tuple[Buffer, jax.Array]:
     The rows as a Buffer of capacity n, and a float32 [n] mask that is 0
     when the buffer is still empty.
   """
-  idx = jnp.floor(jax.random.uniform(key, (n,)) * jnp.maximum(buf.size, 1)).astype(jnp.int32)
-  idx = jnp.minimum(idx, jnp.maximum(buf.size, 1) - 1)
-  rows, outputs = jax.tree.map(lambda a: a[idx], (buf.rows, buf.outputs))
+  rows, outputs = draw((buf.rows, buf.outputs), buf.size, n, key)
   return Buffer(rows, outputs, jnp.asarray(n, jnp.int32)), jnp.full((n,), buf.size > 0, jnp.float32)

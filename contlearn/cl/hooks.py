@@ -1,10 +1,12 @@
 """The hooks of a continual-learning run on the host loop (`contlearn.loop`).
 
-  TaskEnd   after a task's last block: the strategy's end of task, then the
-            accuracy on every task, row t of the accuracy matrix R;
-  EvalLog   the in-call evaluations (every `eval_every` steps): the accuracy
-            trajectory, `metrics.jsonl` (one record per evaluation, per lane),
-            TensorBoard scalars and the progress bar.
+  ScenarioTaskEnd  after a task's last block: the strategy's end of task
+                   (a `strategies.TaskEnd`), then the accuracy on every
+                   task, row t of the accuracy matrix R;
+  EvalLog          the in-call evaluations (every `eval_every` steps): the
+                   accuracy trajectory, `metrics.jsonl` (one record per
+                   evaluation, per lane), TensorBoard scalars and the
+                   progress bar.
 
 Both put what they gathered into each checkpoint's metadata and take it back
 on resume, so a resumed run ends with the same matrix and trajectory.
@@ -16,21 +18,30 @@ import json
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 
 from contlearn import loop
 from contlearn.cl.feed import TaskFeed, finished_task
-from contlearn.cl.learner import Calls
 from contlearn.run_log import read_jsonl, write_atomic
+from contlearn.strategies.base import Strategy
+from contlearn.strategies.task_end import TaskEnd
 from contlearn.tensorboard import ScalarWriter, truncate_events
 
 
-class TaskEnd(loop.Hook):
-  """The boundary between tasks: `end_task`, then the after-task evaluation.
+class ScenarioTaskEnd(TaskEnd):
+  """The boundary between a scenario's tasks: the strategy's `end_task` (as
+  every `TaskEnd`), then the after-task evaluation.
+
+  Args:
+    strategy: the learner's strategy.
+    evaluate: `(state, scenario) -> accuracy [L, T]` (`Calls.evaluate`).
+    feed: the run's feed (where each task ends).
+    eval_every: steps between the in-call evaluations.
+    lanes: the state holds lanes on a leading axis.
 
   Attributes:
     rows: per learned task t, the accuracy on every task after it, [L, T].
@@ -38,17 +49,21 @@ class TaskEnd(loop.Hook):
       trajectory index of the first evaluation after it).
   """
 
-  def __init__(self, calls: Calls, feed: TaskFeed, eval_every: int):
-    self.calls, self.feed, self.eval_every = calls, feed, eval_every
+  def __init__(
+    self, strategy: Strategy, evaluate: Callable[..., Any], feed: TaskFeed, eval_every: int, *, lanes: bool = False
+  ):
+    super().__init__(strategy, self._finished, lanes=lanes)
+    self.evaluate, self.feed, self.eval_every = evaluate, feed, eval_every
     self.rows: list[np.ndarray] = []
     self.ends: list[int] = []
 
-  def after_block(self, run: loop.Loop) -> None:
+  @staticmethod
+  def _finished(run: loop.Loop) -> tuple[int, Any] | None:
     task = finished_task(run.position)
-    if task is None:
-      return
-    run.state = self.calls.end_task(run.state, run.env, jnp.asarray(task, jnp.int32))
-    self.rows.append(np.asarray(self.calls.evaluate(run.state, run.env)))
+    return None if task is None else (task, run.env)
+
+  def after_task(self, run: loop.Loop, task: int) -> None:
+    self.rows.append(np.asarray(self.evaluate(run.state, run.env)))
     self.ends.append(self.feed.steps_before(run.position) // self.eval_every)
 
   def meta(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 >>> import jax, jax.numpy as jnp, optax
 >>> from contlearn import engine
->>> from contlearn.cl import datasets, scenarios, strategies
+>>> from contlearn import strategies
+>>> from contlearn.cl import datasets, scenarios
 >>> sc = jax.device_put(scenarios.split(datasets.load("digits"), 5, "task"))  # 5 tasks of 2 digits
 >>> model = Mlp(sc.in_dim, (32,), sc.head_size, sc.n_heads)
 >>> strategy = strategies.make("ewc", strategies.classifier(model))
@@ -39,10 +40,11 @@ from contlearn import engine
 from contlearn.cl import schedules
 from contlearn.cl.model import Mlp
 from contlearn.cl.scenarios import Scenario
-from contlearn.cl.strategies.base import Strategy, end_of_task, strategy_step
-from contlearn.cl.strategies.classifier import Batch
 from contlearn.errors import ConfigError
 from contlearn.state import LearnerState, new_state
+from contlearn.strategies.base import Strategy, strategy_step
+from contlearn.strategies.classifier import Batch
+from contlearn.strategies.task_end import compile_end_of_task
 
 PyTree = Any
 
@@ -124,7 +126,7 @@ def compile_calls(
   probe = accuracy_probe(model)
   return Calls(
     train=engine.compile(learner, state, lanes=lanes, probe=probe, every=eval_every),
-    end_task=engine.compile_call(end_of_task(strategy), lanes=lanes),
+    end_task=compile_end_of_task(strategy, lanes=lanes),
     evaluate=engine.compile_call(probe, lanes=lanes, donate=False),
   )
 

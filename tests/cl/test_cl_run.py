@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 
 from contlearn import loop
-from contlearn.cl import experiment as ex
+from contlearn.cl.cells import run_cell, run_cells
+from contlearn.cl.results import Result, load_result
+from contlearn.cl.run_config import RunConfig
 from contlearn.errors import CheckpointError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 # 3 permuted-digits tasks x 4 blocks of 10 steps; EWC so that end_task does work.
-TINY = ex.RunConfig(
+TINY = RunConfig(
   dataset="digits",
   stream="permuted",
   kind="domain",
@@ -66,7 +68,7 @@ def tiny_run(tmp_path_factory):
   """TINY learnt without interruption: (its folder, result, compiles per task)."""
   out = tmp_path_factory.mktemp("tiny")
   compiles = CompilesPerTask()
-  return out, ex.run_cell(TINY, out, progress=False, hooks=[compiles]), compiles.per_task
+  return out, run_cell(TINY, out, progress=False, hooks=[compiles]), compiles.per_task
 
 
 def test_log_has_one_record_per_evaluation_and_tasks_after_the_first_compile_nothing(tiny_run):
@@ -83,7 +85,7 @@ def test_log_has_one_record_per_evaluation_and_tasks_after_the_first_compile_not
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   # The folder now holds checkpoints: a fresh run there is refused.
   with pytest.raises(CheckpointError, match="already holds checkpoints"):
-    ex.run_cell(TINY, tmp_path, progress=False)
+    run_cell(TINY, tmp_path, progress=False)
 
 
 class StopAfterBlocks(loop.Hook):
@@ -98,7 +100,7 @@ class StopAfterBlocks(loop.Hook):
       loop.STOP.set()
 
 
-def _same_result(a: ex.Result, b: ex.Result):
+def _same_result(a: Result, b: Result):
   assert a.summary == b.summary and a.config == b.config
   np.testing.assert_array_equal(a.matrix, b.matrix)
   np.testing.assert_array_equal(a.trajectory, b.trajectory)
@@ -112,7 +114,7 @@ def test_a_stopped_multi_cell_run_resumes_to_the_same_results(tmp_path, tiny_run
   cells = {"first": first, "second": TINY}
   try:
     with pytest.raises(KeyboardInterrupt):  # stopped after the 2nd block of cell "second"
-      ex.run_cells(cells, tmp_path, progress=False, hooks=[StopAfterBlocks(2 + 2)])
+      run_cells(cells, tmp_path, progress=False, hooks=[StopAfterBlocks(2 + 2)])
   finally:
     loop.STOP.clear()
   done = tmp_path / "first" / "summary.json"
@@ -120,7 +122,7 @@ def test_a_stopped_multi_cell_run_resumes_to_the_same_results(tmp_path, tiny_run
   assert not (tmp_path / "second" / "summary.json").exists()
   # The results grow as cells finish: the finished one is already there.
   assert [r["name"] for r in json.loads((tmp_path / "results.json").read_text())] == ["first"]
-  resumed = ex.run_cells(cells, tmp_path, resume=True, progress=False)
+  resumed = run_cells(cells, tmp_path, resume=True, progress=False)
   assert done.stat().st_mtime_ns == written  # the finished cell was read back, not re-run
   _same_result(whole_result, resumed["second"])
   assert (tmp_path / "second" / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
@@ -135,7 +137,7 @@ import dataclasses
 import time
 
 from contlearn import loop
-from contlearn.cl import experiment as ex
+from contlearn.cl.cells import run_cell
 import test_cl_run
 
 
@@ -163,7 +165,7 @@ def get_config():
 
 
 def run(cfg, out, *, resume, progress):
-  return ex.run_cell(test_cl_run.TINY, out, resume=resume, progress=progress, hooks=[Slow(cfg.sleep)])
+  return run_cell(test_cl_run.TINY, out, resume=resume, progress=progress, hooks=[Slow(cfg.sleep)])
 
 
 def report(result):
@@ -205,12 +207,12 @@ def test_a_killed_run_resumes_to_the_same_summary(tmp_path, tiny_run):
   resumed = _cli(tmp_path, "--out", str(tmp_path / "killed"), "--resume")
   assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()[-2000:]
   assert b"acc 0." in resumed.stdout.read()
-  _same_result(ex.load_result(whole / "summary.json"), ex.load_result(tmp_path / "killed" / "summary.json"))
+  _same_result(load_result(whole / "summary.json"), load_result(tmp_path / "killed" / "summary.json"))
   assert (whole / "metrics.jsonl").read_text() == (tmp_path / "killed" / "metrics.jsonl").read_text()
 
 
 def test_blocks_of_a_task_learn_what_the_whole_task_learns(tmp_path, tiny_run):
   _, blocks, _ = tiny_run
-  whole = ex.run_cell(dataclasses.replace(TINY, block_steps=0), tmp_path, progress=False)
+  whole = run_cell(dataclasses.replace(TINY, block_steps=0), tmp_path, progress=False)
   np.testing.assert_array_equal(whole.matrix, blocks.matrix)
   np.testing.assert_array_equal(whole.trajectory, blocks.trajectory)

@@ -6,8 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from contlearn.cl import experiment as ex
 from contlearn.cl import metrics, plots
+from contlearn.cl.cells import run_cell, run_cells
+from contlearn.cl.results import load_result
+from contlearn.cl.run_config import RunConfig
 from contlearn.config import apply_overrides
 from contlearn.errors import ConfigError
 
@@ -15,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
-  cfg = ex.RunConfig(
+  cfg = RunConfig(
     dataset="digits",
     stream="split",
     kind="task",
@@ -28,7 +30,7 @@ def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
     strategy="er",
     strategy_options=("capacity=50",),
   )
-  res = ex.run_cell(cfg, tmp_path, progress=False)
+  res = run_cell(cfg, tmp_path, progress=False)
   assert res.matrix.shape == (2, 5, 5) and res.trajectory.shape == (2, 10, 5)
   np.testing.assert_array_equal(res.ends, [2, 4, 6, 8, 10])
   # The evaluation at the end of each task's scan is the row of R (ER has no end_task).
@@ -37,20 +39,20 @@ def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
   assert res.summary["acc"] == pytest.approx(want)
   assert res.summary["acc"] > 0.8  # task-IL on digits pairs is easy
   with pytest.raises(ConfigError, match="optimizer"):
-    ex.RunConfig(optimizer="rmsprop")
+    RunConfig(optimizer="rmsprop")
   with pytest.raises(ConfigError, match="multiple"):
-    ex.RunConfig(steps_per_task=150, eval_every=100).check()
+    RunConfig(steps_per_task=150, eval_every=100).check()
   with pytest.raises(ConfigError, match="block_steps"):
-    ex.RunConfig(steps_per_task=200, eval_every=50, block_steps=75).check()
+    RunConfig(steps_per_task=200, eval_every=50, block_steps=75).check()
   with pytest.raises(ConfigError, match="multiple"):  # refused before anything runs
-    ex.run_cells({"a": cfg, "b": dataclasses.replace(cfg, eval_every=30)}, tmp_path / "two")
+    run_cells({"a": cfg, "b": dataclasses.replace(cfg, eval_every=30)}, tmp_path / "two")
   assert not (tmp_path / "two" / "a").exists()
   with pytest.raises(ConfigError, match="unknown strategy 'ewcc'"):
-    ex.RunConfig(strategy="ewcc")
+    RunConfig(strategy="ewcc")
   with pytest.raises(ConfigError, match="not name=value"):
-    ex.RunConfig(strategy_options=("capacity",))
+    RunConfig(strategy_options=("capacity",))
   # summary.json holds the whole result.
-  back = ex.load_result(tmp_path / "summary.json")
+  back = load_result(tmp_path / "summary.json")
   assert back.config == cfg and back.summary == res.summary
   np.testing.assert_array_equal(back.matrix, res.matrix)
   np.testing.assert_array_equal(back.trajectory, res.trajectory)
@@ -84,8 +86,8 @@ def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
   import jax
   import optax
 
-  from contlearn import engine
-  from contlearn.cl import Mlp, classifier_learner, compile_calls, schedules, strategies
+  from contlearn import engine, strategies
+  from contlearn.cl import Mlp, classifier_learner, compile_calls, schedules
 
   sc = split_digits_task
   model = Mlp(64, (32,), 2, 5)

@@ -9,13 +9,12 @@ import numpy as np
 import optax
 import pytest
 
-from contlearn import catalog, engine, loop
-from contlearn.cl import strategies
-from contlearn.cl.strategies import importance, regularization
+from contlearn import catalog, engine, loop, strategies
 from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.learner import Sequences, sequence_learner, sequence_task_model
 from contlearn.models import byte_lm
+from contlearn.strategies import importance, regularization
 from contlearn.stream import Chunk
 
 SEQ, BATCH, STEPS = 8, 2, 3

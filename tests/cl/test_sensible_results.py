@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from contlearn import engine
-from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, metrics, scenarios, strategies
+from contlearn import engine, strategies
+from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, metrics, scenarios
 
 
 def _run(sc, name, hparams, **kwargs):

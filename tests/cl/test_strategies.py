@@ -4,14 +4,14 @@ import numpy as np
 import optax
 import pytest
 
-from contlearn import engine
-from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, strategies
-from contlearn.cl.strategies import importance, regularization
-from contlearn.cl.strategies.cbp import lowest
-from contlearn.cl.strategies.distillation import distillation_loss
-from contlearn.cl.strategies.gdumb import offer as gdumb_offer
-from contlearn.cl.strategies.replay import agem_project
+from contlearn import engine, strategies
+from contlearn.cl import Mlp, classifier_learner, compile_calls, learner
 from contlearn.errors import ConfigError
+from contlearn.strategies import importance, regularization
+from contlearn.strategies.cbp import lowest
+from contlearn.strategies.distillation import distillation_loss
+from contlearn.strategies.gdumb import offer as gdumb_offer
+from contlearn.strategies.replay import agem_project
 
 MODEL = Mlp(64, (16,), 2, 5)  # task-IL split digits: 5 heads of 2
 TM = strategies.classifier(MODEL)
@@ -223,3 +223,33 @@ def test_bad_names_and_hyperparameters_fail_clearly():
   calls = compile_calls(cl, MODEL, strat, state, eval_every=100)
   with pytest.raises(ConfigError, match="150 steps cannot be probed every 100"):
     calls.train(state, jnp.zeros((150, 4), jnp.int32), None)
+
+
+def test_gdumb_retrains_from_scratch_on_its_memory_like_a_python_loop(split_digits_class):
+  sc = split_digits_class
+  model, opt = Mlp(64, (16,), 10), optax.adam(1e-2)
+  tm = strategies.classifier(model)
+  strat = strategies.make("gdumb", tm, optimizer=opt, capacity=24, steps=30, batch=8)
+  cl = classifier_learner(model, strat, opt)
+  state = engine.init(cl, jax.random.key(0))
+  calls = compile_calls(cl, model, strat, state, eval_every=5)
+  for task in range(2):
+    state, _ = calls.train(state, learner.schedule(strat, task, 5, 5, 8), sc)
+  mem = state.strategy
+  np.testing.assert_array_equal(np.asarray(mem.count), [6, 6, 6, 6, 0, 0, 0, 0, 0, 0])
+  key = jax.random.key(7)
+  got = jax.jit(strat.end_task)(state, sc, jnp.int32(1), key).params
+  # The retraining by hand: fresh parameters, then 30 steps of 8 rows drawn from the memory.
+  k_init, k_steps = jax.random.split(key)
+  params = model.init(k_init)
+  opt_state = opt.init(params)
+  for k in jax.random.split(k_steps, 30):
+    idx = np.minimum(np.floor(np.asarray(jax.random.uniform(k, (8,))) * 24).astype(np.int32), 23)
+    rows = jax.tree.map(lambda a: a[idx], mem.rows)
+    grads = jax.grad(lambda p: tm.loss(p, rows)[0])(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+  _tree_close(got, params, rtol=1e-5, atol=1e-6)
+  sums = [(float(jnp.sum(layer["w"])), float(jnp.sum(layer["b"]))) for layer in got]
+  np.testing.assert_allclose(sums, [(17.668388, 0.347355), (-10.034285, -0.763604)], rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(got[1]["b"][:3]), [-2.1810183e-02, 3.6951697e-01, -2.0050118e-02], rtol=1e-5)

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import optax
 
-from contlearn import engine
-from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, strategies, sweep
+from contlearn import engine, strategies
+from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, sweep
 
 
 def test_each_lane_equals_the_same_run_alone(split_digits_task):

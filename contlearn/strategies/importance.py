@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl.strategies.task_model import TaskModel
+from contlearn.strategies.task_model import TaskModel
 
 PyTree = Any
 

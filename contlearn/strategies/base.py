@@ -17,7 +17,7 @@ point between tasks:
 
 `strategy_step` is the one training step every learner with a strategy runs
 (the classifier's and the sequence learner's). Strategies reach the model
-only through a `TaskModel` (`contlearn.cl.strategies.task_model`), so each
+only through a `TaskModel` (`contlearn.strategies.task_model`), so each
 works on any model that fills one in. Hyperparameters that a sweep may vary
 live in `hp` (a dict of float32 scalars in the learner state), never in
 closures, so one compiled program serves a `vmap` over them.
@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from contlearn.cl.strategies.task_model import TaskModel
 from contlearn.errors import ConfigError
+from contlearn.strategies.task_model import TaskModel
 
 PyTree = Any
 DATA_MODES = ("current", "cumulative", "joint")

@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from contlearn.cl.strategies.base import Strategy, end_of_task, naive, strategy_step
-from contlearn.cl.strategies.cbp import continual_backprop
-from contlearn.cl.strategies.classifier import Batch, classifier
-from contlearn.cl.strategies.distillation import lwf
-from contlearn.cl.strategies.gdumb import gdumb
-from contlearn.cl.strategies.regularization import ewc, l2, mas, si
-from contlearn.cl.strategies.replay import agem, der, er
-from contlearn.cl.strategies.task_end import TaskEnd
-from contlearn.cl.strategies.task_model import TaskModel
 from contlearn.errors import ConfigError
+from contlearn.strategies.base import Strategy, end_of_task, naive, strategy_step
+from contlearn.strategies.cbp import continual_backprop
+from contlearn.strategies.classifier import Batch, classifier
+from contlearn.strategies.distillation import lwf
+from contlearn.strategies.gdumb import gdumb
+from contlearn.strategies.regularization import ewc, l2, mas, si
+from contlearn.strategies.replay import agem, der, er
+from contlearn.strategies.task_end import TaskEnd, compile_end_of_task
+from contlearn.strategies.task_model import TaskModel
 
 REGISTRY: dict[str, Callable[..., Strategy]] = {
   "naive": naive,
@@ -57,6 +57,7 @@ __all__ = [
   "TaskEnd",
   "TaskModel",
   "classifier",
+  "compile_end_of_task",
   "end_of_task",
   "make",
   "strategy_step",

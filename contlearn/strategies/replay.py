@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.cl import buffer as buf_lib
-from contlearn.cl.strategies.base import Strategy, tree_vdot
-from contlearn.cl.strategies.task_model import TaskModel
+from contlearn.strategies.base import Strategy, tree_vdot
+from contlearn.strategies.task_model import TaskModel
 
 PyTree = Any
 

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl.strategies.base import Strategy
-from contlearn.cl.strategies.task_model import TaskModel
+from contlearn.strategies.base import Strategy
+from contlearn.strategies.task_model import TaskModel
 
 PyTree = Any
 

@@ -1,6 +1,6 @@
 """The classic classifier as a `TaskModel`: an `Mlp` over rows `Batch(x, y, head, task)`.
 
->>> from contlearn.cl import strategies
+>>> from contlearn import strategies
 >>> model = Mlp(784, (400, 400), 10)
 >>> strategy = strategies.make("ewc", classifier(model))
 >>> strategy.name, strategy.hparams
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from contlearn.cl.model import Mlp, cross_entropy
 from contlearn.cl.scenarios import Scenario
-from contlearn.cl.strategies.task_model import TaskModel
+from contlearn.strategies.task_model import TaskModel
 
 
 class Batch(NamedTuple):

@@ -11,7 +11,7 @@ The optimizer state of replaced weights is kept (exact for SGD).
 CBP is for MLP-shaped models only: the parameters must be a list of
 `{"w": [i, o], "b": [o]}` layers (an `Mlp`'s) and the model's loss must put
 the post-activation hidden layers in `aux["hiddens"]` (as
-`contlearn.cl.strategies.classifier` does); other models have no CBP.
+`contlearn.strategies.classifier` does); other models have no CBP.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.cl.model import dense_init
-from contlearn.cl.strategies.base import Strategy
-from contlearn.cl.strategies.task_model import TaskModel
 from contlearn.errors import ConfigError
+from contlearn.strategies.base import Strategy
+from contlearn.strategies.task_model import TaskModel
 
 
 class CbpState(NamedTuple):

@@ -4,7 +4,9 @@ retrained from scratch on the memory alone at the end of each task.
 The stream itself is not learned from (the step's loss is zero). A class is
 `model.classes(row)` (the classifier's: an output unit, `head * head_size +
 label`); a model without classes (`n_classes == 0`, e.g. a byte LM) has no
-GDumb.
+GDumb. The retraining is itself a learner on the engine
+(`retraining_learner`: fresh parameters, each step a batch drawn from the
+memory, which is its env), advanced by `engine.scan` inside the end of task.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from contlearn.cl.strategies.base import Strategy
-from contlearn.cl.strategies.task_model import TaskModel
+from contlearn import engine
+from contlearn.cl import buffer
 from contlearn.errors import ConfigError
+from contlearn.state import LearnerState, new_state
+from contlearn.strategies.base import Strategy
+from contlearn.strategies.task_model import TaskModel
 
 PyTree = Any
 
@@ -55,6 +60,29 @@ def offer(mem: GdumbState, row: PyTree, unit: jax.Array, key: jax.Array) -> Gdum
   )
 
 
+def retraining_learner(model: TaskModel, optimizer: optax.GradientTransformation, batch: int) -> engine.Learner:
+  """GDumb's retraining as an engine learner: a model learning from the memory alone.
+
+  `init(key)`: fresh parameters `model.init(key)` and the optimizer's state.
+  `step(state, key, memory)`: one optimizer step on `batch` rows drawn with
+  `key` from the memory (a `GdumbState`, the env); its metric is the batch's
+  loss.
+  """
+
+  def init(key: jax.Array) -> LearnerState:
+    params = model.init(key)
+    return new_state(params, optimizer.init(params), key)
+
+  def step(state: LearnerState, key: jax.Array, memory: GdumbState) -> tuple[LearnerState, jax.Array]:
+    rows = buffer.draw(memory.rows, memory.size, batch, key)
+    loss, grads = jax.value_and_grad(lambda p: model.loss(p, rows)[0])(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), loss
+
+  return engine.Learner(init, step)
+
+
 def gdumb(
   model: TaskModel, optimizer: optax.GradientTransformation, capacity: int = 500, steps: int = 500, batch: int = 16
 ) -> Strategy:
@@ -83,22 +111,12 @@ def gdumb(
     mem = jax.lax.fori_loop(0, n, lambda i, m: offer(m, jax.tree.map(lambda a: a[i], rows), units[i], keys[i]), sstate)
     return new_params, mem
 
+  retrain = retraining_learner(model, optimizer, batch)
+
   def end_task(state, env, task, key):
     del env, task
     k_init, k_steps = jax.random.split(key)
-    mem = state.strategy
-    params = model.init(k_init)
-
-    def step(carry, k):
-      params, opt_state = carry
-      idx = jnp.floor(jax.random.uniform(k, (batch,)) * jnp.maximum(mem.size, 1)).astype(jnp.int32)
-      idx = jnp.minimum(idx, jnp.maximum(mem.size, 1) - 1)
-      rows = jax.tree.map(lambda a: a[idx], mem.rows)
-      g = jax.grad(lambda p: model.loss(p, rows)[0])(params)
-      updates, opt_state = optimizer.update(g, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), None
-
-    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(k_steps, steps))
-    return state.replace(params=params)
+    trained, _ = engine.scan(retrain, retrain.init(k_init), jax.random.split(k_steps, steps), env=state.strategy)
+    return state.replace(params=trained.params)
 
   return Strategy("gdumb", {}, init, loss, after_step=after_step, end_task=end_task)

@@ -1,0 +1,270 @@
+"""Running classic continual-learning cells on the engine and the host loop, one folder per cell.
+
+A *cell* is one `RunConfig` (`contlearn.cl.run_config`: a method on a
+scenario, every seed as a lane of one vmapped program). `run_cell` learns it
+through `contlearn.loop.fit`:
+
+    feed   TaskFeed: each task's schedule in blocks of `block_steps` steps
+    env    the Scenario (every task's padded train and test rows)
+    block  engine.compile(classifier_learner, lanes=True, probe=accuracy,
+           every=eval_every): one compiled call per block
+    hooks  ScenarioTaskEnd (end_task, row t of R), EvalLog (metrics.jsonl,
+           TensorBoard, progress), Checkpoint (every `checkpoint_every`
+           blocks and at every task end)
+
+and writes `summary.json` (a `contlearn.cl.results.Result`: matrix,
+trajectory, metrics). `run_cells` runs named cells into subfolders: on
+resume, a finished cell is read back from its `summary.json`, an interrupted
+one continues from its checkpoint. `table_experiment` is the `run` of an
+experiment that is a table of cells.
+
+>>> import tempfile
+>>> from contlearn.cl.run_config import RunConfig
+>>> cfg = RunConfig(dataset="digits", kind="task", strategy="ewc", hparams=("strength=100",),
+...                 hidden=(32,), steps_per_task=20, eval_every=10, batch=32, seeds=(0, 1, 2))
+>>> result = run_cell(cfg, pathlib.Path(tempfile.mkdtemp()), progress=False)
+>>> result.matrix.shape                               # [seeds, after task, on task]
+(3, 5, 5)
+>>> 0.5 < result.summary["acc"] <= 1.0                # mean over seeds (std: "acc_std")
+True
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from contlearn import engine, loop, rules
+from contlearn import strategies as strategies_lib
+from contlearn.cl import datasets, scenarios
+from contlearn.cl.feed import TaskFeed
+from contlearn.cl.hooks import EvalLog, ScenarioTaskEnd
+from contlearn.cl.learner import accuracy_probe, classifier_learner, compile_calls, schedule
+from contlearn.cl.model import Mlp
+from contlearn.cl.results import Result, load_result, summarize, write_result
+from contlearn.cl.run_config import RunConfig, config_json, parse_pairs
+from contlearn.errors import CheckpointError
+
+# Settings that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("checkpoint_every", "keep")
+
+
+def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenarios.Scenario:
+  """The scenario of `cfg` on the device."""
+  ds = ds or datasets.load(cfg.dataset)
+  if cfg.stream == "split":
+    sc = scenarios.split(ds, cfg.n_tasks, cfg.kind, max_test=cfg.max_test)
+  elif cfg.stream == "permuted":
+    sc = scenarios.permuted(ds, cfg.n_tasks, cfg.kind, max_test=cfg.max_test)
+  elif cfg.stream == "rotated":
+    angles = np.linspace(0, 180, cfg.n_tasks, endpoint=False)
+    sc = scenarios.rotated(ds, angles, cfg.kind, max_test=cfg.max_test)
+  else:
+    sc = scenarios.concept_shift(ds, cfg.n_tasks, max_test=cfg.max_test)
+  return jax.device_put(sc)
+
+
+def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategies_lib.Strategy, Any]:
+  """The model, strategy and optax optimizer of `cfg` for the scenario `sc`."""
+  model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
+  opt = rules.optimizer(cfg.optimizer, cfg.lr)
+  kwargs = parse_pairs(cfg.strategy_options, "RunConfig.strategy_options")
+  if cfg.strategy == "gdumb":
+    kwargs.setdefault("optimizer", opt)
+  return model, strategies_lib.make(cfg.strategy, strategies_lib.classifier(model), **kwargs), opt
+
+
+def check_same_run(saved: dict[str, Any], cfg: RunConfig, where: pathlib.Path) -> None:
+  """Raises CheckpointError when `cfg` differs from the saved configuration of the
+  run in `where` in more than `RESUMABLE_CHANGES`."""
+  now = config_json(cfg)
+  changed = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+  if changed:
+    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+    raise CheckpointError(f"cannot resume {where}: the configuration changed ({detail})")
+
+
+Extra = Callable[[Any, scenarios.Scenario, Mlp], dict[str, Any]]
+
+
+def run_cell(
+  cfg: RunConfig,
+  out: str | pathlib.Path,
+  *,
+  resume: bool = False,
+  progress: bool = True,
+  name: str = "",
+  scenario: scenarios.Scenario | None = None,
+  extra: Extra | None = None,
+  hooks: Sequence[loop.Hook] = (),
+) -> Result:
+  """Learns every task of one cell in turn (all seeds at once); see the module docstring.
+
+  Args:
+    cfg: the cell.
+    out: its folder (summary.json, metrics.jsonl, tensorboard/, checkpoints/).
+    resume: continue from the latest checkpoint in `out` (a finished cell is
+      read back from its summary.json).
+    progress: show a progress bar.
+    name: label for the progress bar and summary.json.
+    scenario: the scenario of `cfg`, if already built.
+    extra: `extra(final_state, scenario, model) -> dict` (JSON), kept in the
+      result (e.g. dormant units of the final network).
+    hooks: more hooks, after the cell's own.
+
+  Raises:
+    CheckpointError: `out` holds checkpoints and `resume` is False; or the
+      configuration changed since the checkpoint.
+    KeyboardInterrupt: `loop.STOP` was set; the state was checkpointed.
+  """
+  cfg.check()
+  out = pathlib.Path(out)
+  name = name or out.name
+  summary_path = out / "summary.json"
+  if resume and summary_path.exists():
+    done = load_result(summary_path)
+    check_same_run(config_json(done.config), cfg, out)
+    return done
+  if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+    raise CheckpointError(
+      f"{out / 'checkpoints'} already holds checkpoints; pass --resume to continue that run, or choose another --out"
+    )
+  sc = scenario if scenario is not None else build_scenario(cfg)
+  model, strategy, opt = build_method(cfg, sc)
+  learner = classifier_learner(model, strategy, opt)
+  keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
+  hparams = {
+    k: jnp.full((len(cfg.seeds),), v, jnp.float32) for k, v in parse_pairs(cfg.hparams, "RunConfig.hparams").items()
+  }
+  feed = TaskFeed(
+    lambda t: schedule(strategy, t, sc.n_tasks, cfg.steps_per_task, cfg.batch, seed=t),
+    sc.n_tasks,
+    cfg.steps_per_task,
+    cfg.steps_per_block,
+  )
+  state = engine.init(learner, keys, lanes=True, hparams=hparams)
+  calls = compile_calls(learner, model, strategy, state, eval_every=cfg.eval_every, lanes=True)
+  task_end = ScenarioTaskEnd(strategy, calls.evaluate, feed, cfg.eval_every, lanes=True)
+  log = EvalLog(out, feed, cfg.eval_every, cfg.batch, progress, name)
+  run = loop.fit(
+    learner,
+    lambda: state,
+    feed,
+    out,
+    config=config_json(cfg),
+    hooks=[task_end, log, *hooks],
+    env=sc,
+    lanes=True,
+    size=lambda xs: int(xs.size),
+    resume=resume,
+    checkpoint_every=cfg.checkpoint_every,
+    keep=cfg.keep,
+    also=lambda run: run.position["block"] == 0,
+    same_run=lambda saved: check_same_run(saved, cfg, out),
+    probe=accuracy_probe(model),
+    every=cfg.eval_every,
+  )
+
+  matrix = np.stack(task_end.rows, axis=1)  # [L, T, T]
+  trajectory = np.stack(log.trajectory, axis=1)  # [L, N, T]
+  ends = np.asarray(task_end.ends)
+  res = Result(
+    cfg,
+    matrix,
+    trajectory,
+    ends,
+    summarize(matrix, trajectory, ends),
+    extra(run.state, sc, model) if extra else {},
+    {
+      "seconds": time.perf_counter() - log.started,
+      "first_block_s": log.first_block_s or 0.0,
+      "examples_per_s": log.examples_per_s(),
+    },
+  )
+  write_result(summary_path, name, res)
+  return res
+
+
+def run_cells(
+  cells: dict[str, RunConfig],
+  out: str | pathlib.Path,
+  *,
+  resume: bool = False,
+  progress: bool = True,
+  table: Callable[[dict[str, Result]], str] | None = None,
+  extra: Extra | None = None,
+  hooks: Sequence[loop.Hook] = (),
+) -> dict[str, Result]:
+  """Runs each named cell into `out/<name>`; returns their results by name.
+
+  After each cell, `out/results.json` (every finished cell's summary, extra
+  and configuration) and, with `table`, `out/results.md` are rewritten, so
+  the experiment's table grows as cells finish. Cells that share data
+  settings share one scenario; `extra` and `hooks` serve every cell (see
+  `run_cell`).
+  """
+  for cfg in cells.values():  # every cell is checked before the first one runs
+    cfg.check()
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  shared: dict[tuple, scenarios.Scenario] = {}
+  results: dict[str, Result] = {}
+  for name, cfg in cells.items():
+    data = (cfg.dataset, cfg.stream, cfg.kind, cfg.n_tasks, cfg.max_test)
+    if data not in shared and not (resume and (out / name / "summary.json").exists()):
+      shared[data] = build_scenario(cfg)
+    results[name] = run_cell(
+      cfg, out / name, resume=resume, progress=progress, name=name, scenario=shared.get(data), extra=extra, hooks=hooks
+    )
+    records = [
+      {"name": n, **r.summary, "extra": r.extra, "timing": r.timing, "config": config_json(r.config)}
+      for n, r in results.items()
+    ]
+    (out / "results.json").write_text(json.dumps(records, indent=1))
+    if table is not None:
+      (out / "results.md").write_text(table(results) + "\n")
+  return results
+
+
+def table_experiment(
+  cells: Callable[[Any], dict[str, RunConfig]],
+  table: Callable[[Any, dict[str, Result]], str],
+  *,
+  extra: Callable[[Any], Extra] | None = None,
+  after: Callable[[Any, dict[str, Result], pathlib.Path], dict[str, Any] | None] | None = None,
+) -> Callable[..., dict[str, Any]]:
+  """The `run(cfg, out, *, resume, progress)` of an experiment that is a table of cells.
+
+  `run` learns `cells(cfg)` with `run_cells` (`out/results.md`, the table
+  `table(cfg, results)`, grows as cells finish), then calls `after(cfg,
+  results, out)` (plots; what it returns joins the result), and returns
+  `{"table": ..., "summaries": {cell: summary}, **after's}`.
+
+  Args:
+    cells: `cfg -> {name: RunConfig}`, in table order.
+    table: `(cfg, results) -> str`, a markdown table.
+    extra: `cfg -> extra` for `run_cells` (what each cell computes from its final state).
+    after: `(cfg, results, out) -> dict or None`, run once every cell is done.
+  """
+
+  def run(cfg: Any, out: str | pathlib.Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    out = pathlib.Path(out)
+    results = run_cells(
+      cells(cfg),
+      out,
+      resume=resume,
+      progress=progress,
+      table=lambda r: table(cfg, r),
+      extra=extra(cfg) if extra else None,
+    )
+    more = (after(cfg, results, out) if after else None) or {}
+    return {"table": table(cfg, results), "summaries": {n: r.summary for n, r in results.items()}, **more}
+
+  return run

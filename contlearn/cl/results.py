@@ -1,0 +1,109 @@
+"""What a classic continual-learning cell produces: its `Result`, the metrics that
+summarize it, its `summary.json`, and the markdown tables experiments print.
+
+>>> import numpy as np
+>>> r = np.array([[[0.9, 0.1], [0.7, 0.8]]])             # one lane: R after each of 2 tasks
+>>> a = np.array([[[0.9, 0.1], [0.6, 0.5], [0.7, 0.8]]])  # its trajectory of 3 evaluations
+>>> round(summarize(r, a, [1, 3])["acc"], 2)               # mean accuracy after the last task
+0.75
+>>> print(markdown_table(["Method", "ACC"], [["EWC", 0.75]]))
+| Method | ACC |
+|---|---|
+| EWC | 75.0 |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from contlearn.cl import metrics
+from contlearn.cl.run_config import RunConfig, config_json
+
+
+@dataclasses.dataclass
+class Result:
+  """A finished cell.
+
+  Attributes:
+    config: its configuration.
+    matrix: float32 [L, T, T], R of each lane (seed).
+    trajectory: float32 [L, N, T], accuracy on every task at each evaluation.
+    ends: int [T], per task the evaluations up to its end.
+    summary: ACC, forgetting, BWT, avg-min-ACC, WC-ACC: mean over lanes
+      and `<name>_std`, their spread.
+    extra: what the experiment computed from the final state (`run_cell`'s
+      `extra`), JSON.
+    timing: seconds, first-block seconds, examples per second per lane.
+  """
+
+  config: RunConfig
+  matrix: np.ndarray
+  trajectory: np.ndarray
+  ends: np.ndarray
+  summary: dict[str, float]
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+  timing: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def summarize(matrix: np.ndarray, trajectory: np.ndarray, ends: Sequence[int]) -> dict[str, float]:
+  """Per-lane metrics, then their mean and spread (`_std`) over lanes."""
+  per_lane = [
+    {
+      "acc": metrics.average_accuracy(r),
+      "forgetting": metrics.forgetting(r),
+      "bwt": metrics.backward_transfer(r),
+      "min_acc": metrics.min_accuracy(a, ends),
+      "wc_acc": metrics.worst_case_accuracy(a, ends),
+    }
+    for r, a in zip(matrix, trajectory)
+  ]
+  summary = {k: float(np.mean([p[k] for p in per_lane])) for k in per_lane[0]}
+  summary.update({k + "_std": float(np.std([p[k] for p in per_lane])) for k in per_lane[0]})
+  return summary
+
+
+def load_result(path: pathlib.Path) -> Result:
+  """A cell's `Result` from its `summary.json`."""
+  d = json.loads(pathlib.Path(path).read_text())
+  cfg = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["config"].items()})
+  return Result(
+    cfg,
+    np.asarray(d["matrix"], np.float32),
+    np.asarray(d["trajectory"], np.float32),
+    np.asarray(d["ends"]),
+    d["summary"],
+    d.get("extra", {}),
+    d.get("timing", {}),
+  )
+
+
+def write_result(path: pathlib.Path, name: str, res: Result) -> None:
+  path.write_text(
+    json.dumps(
+      {
+        "name": name,
+        "summary": res.summary,
+        "extra": res.extra,
+        "timing": res.timing,
+        "ends": res.ends.tolist(),
+        "matrix": res.matrix.tolist(),
+        "trajectory": res.trajectory.tolist(),
+        "config": config_json(res.config),
+      },
+      indent=1,
+    )
+  )
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+  """A GitHub markdown table; floats in [0, 1] print as percentages."""
+  fmt = lambda v: f"{100 * v:.1f}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+  return "\n".join(lines)
