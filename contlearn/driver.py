@@ -21,7 +21,7 @@ import numpy as np
 
 from contlearn import engine, loop
 from contlearn.config import Config, TrainConfig, to_dict
-from contlearn.errors import CheckpointError, DataError
+from contlearn.errors import DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
 from contlearn.run_log import LN2, RunLog, Tally, write_atomic
@@ -56,13 +56,6 @@ def _flat(cfg: Config) -> dict[str, Any]:
     for key, value in values.items():
       out[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
   return out
-
-
-def _check_same_run(saved: dict[str, Any], now: dict[str, Any], where: pathlib.Path) -> None:
-  changed = [k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
-  if changed:
-    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-    raise CheckpointError(f"cannot resume {where}: the configuration changed ({detail})")
 
 
 class TokenCheck(loop.Hook):
@@ -169,7 +162,7 @@ def fit(
     resume=resume,
     checkpoint_every=settings.checkpoint_every,
     keep=settings.keep,
-    same_run=lambda saved: _check_same_run(saved, config or {}, out),
+    same_run=lambda saved: loop.check_same_config(saved, config or {}, out, _RESUMABLE_CHANGES),
     prefetch=prefetch,
     on_nonfinite=settings.on_nonfinite,
   )

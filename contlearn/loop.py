@@ -304,6 +304,17 @@ def restore(
   return loop, meta
 
 
+def check_same_config(
+  saved: dict[str, Any], now: dict[str, Any], where: pathlib.Path, resumable: Sequence[str] = ()
+) -> None:
+  """Raises CheckpointError naming every key of the flat config `now` whose
+  saved value differs, beyond the `resumable` keys (those a resume may change)."""
+  changed = [k for k in now if k not in resumable and saved.get(k) != now[k]]
+  if changed:
+    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+    raise CheckpointError(f"cannot resume {where}: the configuration changed ({detail})")
+
+
 def fit(
   learner: engine.Learner,
   init_state: Callable[[], Any],

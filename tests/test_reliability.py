@@ -27,7 +27,7 @@ import pytest
 from contlearn import engine, loop
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
-from contlearn.errors import NonFiniteError, RunLocked
+from contlearn.errors import ConfigError, NonFiniteError, RunLocked
 from contlearn.lock import LOCK, OutputLock
 from contlearn.run_log import read_jsonl
 from contlearn.state import LearnerState, new_state
@@ -228,6 +228,22 @@ def test_a_non_finite_block_is_rolled_back_and_skipped(tmp_path, capsys):
   np.testing.assert_allclose(float(run.state.params), expected, rtol=1e-6)
   meta = Checkpoints(tmp_path / "checkpoints").read_meta(6)
   assert meta["skipped"] == 1
+
+
+def test_a_diverging_classic_cl_run_stops_on_the_first_non_finite_block(tmp_path):
+  from contlearn.cl.cells import run_cell
+  from contlearn.cl.run_config import RunConfig
+
+  cfg = RunConfig(
+    dataset="digits", kind="task", n_tasks=2, hidden=(16,), optimizer="sgd", lr=1e30, steps_per_task=20,
+    batch=8, eval_every=5, block_steps=5, max_test=20, seeds=(0, 1), checkpoint_every=1,
+  )  # fmt: skip
+  with pytest.raises(NonFiniteError, match=r"^chunk \d+: non-finite "):
+    run_cell(cfg, tmp_path, progress=False)
+  for step in _finished(tmp_path):  # what was saved before it is whole
+    assert _meta(tmp_path, step)["units"] == step * 5 * 8
+  with pytest.raises(ConfigError, match=r"RunConfig.lr=nan: must be a finite number >= 0"):
+    RunConfig(lr=float("nan"))
 
 
 #### Lock, logs and events ####

@@ -53,7 +53,7 @@ from contlearn.cl.run_config import RunConfig, config_json, parse_pairs
 from contlearn.errors import CheckpointError
 
 # Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = ("checkpoint_every", "keep")
+RESUMABLE_CHANGES = ("checkpoint_every", "keep", "on_nonfinite")
 
 
 def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenarios.Scenario:
@@ -84,11 +84,7 @@ def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategie
 def check_same_run(saved: dict[str, Any], cfg: RunConfig, where: pathlib.Path) -> None:
   """Raises CheckpointError when `cfg` differs from the saved configuration of the
   run in `where` in more than `RESUMABLE_CHANGES`."""
-  now = config_json(cfg)
-  changed = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-  if changed:
-    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-    raise CheckpointError(f"cannot resume {where}: the configuration changed ({detail})")
+  loop.check_same_config(saved, config_json(cfg), where, RESUMABLE_CHANGES)
 
 
 Extra = Callable[[Any, scenarios.Scenario, Mlp], dict[str, Any]]
@@ -166,6 +162,7 @@ def run_cell(
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
     keep=cfg.keep,
+    on_nonfinite=cfg.on_nonfinite,
     also=lambda run: run.position["block"] == 0,
     same_run=lambda saved: check_same_run(saved, cfg, out),
     probe=accuracy_probe(model),

@@ -23,6 +23,7 @@ from typing import Any
 
 from contlearn import rules
 from contlearn import strategies as strategies_lib
+from contlearn.config import require
 from contlearn.errors import ConfigError
 
 STREAMS = ("split", "permuted", "rotated", "concept_shift")
@@ -80,6 +81,9 @@ class RunConfig:
     checkpoint_every: blocks between checkpoints (there is one at every
       task end too).
     keep: checkpoints kept.
+    on_nonfinite: a block with a non-finite loss, accuracy or state: "stop"
+      the run (exit status 3) or "skip" it (rolled back; see
+      docs/reliability.md).
   """
 
   dataset: str = "mnist_5k"
@@ -100,20 +104,23 @@ class RunConfig:
   block_steps: int = 0
   checkpoint_every: int = 10
   keep: int = 2
+  on_nonfinite: str = "stop"
 
   def __post_init__(self):
-    if self.optimizer not in rules.optimizer_names():
-      raise ConfigError(f"RunConfig.optimizer must be one of {rules.optimizer_names()}, got {self.optimizer!r}")
-    if self.stream not in STREAMS:
-      raise ConfigError(f"RunConfig.stream must be one of {STREAMS}, got {self.stream!r}")
-    if self.strategy not in strategies_lib.REGISTRY:
-      raise ConfigError(
-        f"RunConfig.strategy: unknown strategy {self.strategy!r}; choose one of {sorted(strategies_lib.REGISTRY)}"
-      )
+    require(
+      self,
+      positive=("n_tasks", "hidden", "steps_per_task", "batch", "eval_every", "max_test", "checkpoint_every", "keep"),
+      non_negative=("lr", "block_steps"),
+      choices={
+        "optimizer": tuple(rules.optimizer_names()),
+        "stream": tuple(STREAMS),
+        "kind": ("task", "domain", "class"),
+        "strategy": tuple(sorted(strategies_lib.REGISTRY)),
+        "on_nonfinite": ("stop", "skip"),
+      },
+    )
     if not self.seeds:
       raise ConfigError("RunConfig.seeds: needs at least one seed")
-    if self.checkpoint_every < 1:
-      raise ConfigError(f"RunConfig.checkpoint_every must be >= 1, got {self.checkpoint_every}")
     parse_pairs(self.strategy_options, "RunConfig.strategy_options")
     hp = parse_pairs(self.hparams, "RunConfig.hparams")
     if any(isinstance(v, (bool, str)) for v in hp.values()):
