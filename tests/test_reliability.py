@@ -362,6 +362,35 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
   assert f"taking over the lock of process {first.pid}, which has ended" in took.stderr
 
 
+@pytest.mark.slow
+def test_an_absurd_rate_stops_the_stream_run_in_one_line_without_a_non_finite_record(tmp_path):
+  exp, out = _experiment(tmp_path, 6), tmp_path / "o"
+  done = subprocess.run(_cmd(exp, out, "--only", "first", "--set", "train.lr=1e6"), capture_output=True, text=True)
+  assert done.returncode == 3, done.stderr[-3000:]
+  line = _one_line(done.stderr)
+  assert line.startswith("contlearn: error: chunk ") and "non-finite" in line and "the run stopped" in line
+  assert all(np.isfinite(r["loss"]) for r in read_jsonl(out / "first" / "metrics.jsonl"))
+  assert not (out / "first" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_a_flipped_byte_fails_the_fingerprint_and_the_resume_falls_back(tmp_path):
+  exp, out, clean = _experiment(tmp_path, 6), tmp_path / "o", tmp_path / "clean"
+  subprocess.run(_cmd(exp, out, "--only", "first", "--tokens", str(3 * CHUNK)), check=True, capture_output=True)
+  data = max(
+    (out / "first" / "checkpoints" / "3" / "state").rglob("ocdbt.process_0/d/*"), key=lambda p: p.stat().st_size
+  )
+  raw = bytearray(data.read_bytes())
+  raw[len(raw) // 2] ^= 0x10  # one bit of one stored value
+  data.write_bytes(bytes(raw))
+  done = subprocess.run(_cmd(exp, out, "--only", "first", "--resume"), capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
+  line = _one_line(done.stderr)
+  assert "/checkpoints/3 fails its fingerprint at ." in line and line.endswith("resuming from checkpoint 2"), line
+  subprocess.run(_cmd(exp, clean, "--only", "first"), check=True, capture_output=True)
+  _states_equal(out / "first", clean / "first")
+
+
 def _unshare_available() -> bool:
   if shutil.which("unshare") is None:
     return False
