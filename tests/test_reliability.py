@@ -103,6 +103,24 @@ def _states_equal(a: pathlib.Path, b: pathlib.Path) -> None:
   assert [r["loss"] for r in read_jsonl(a / "metrics.jsonl")] == [r["loss"] for r in read_jsonl(b / "metrics.jsonl")]
 
 
+def _interrupt(exp: str, out: pathlib.Path, *signals: int, after: int = 2) -> tuple[int, str]:
+  """Starts a run, sends `signals` once model "first" has `after` checkpoints; (exit status, stderr)."""
+  proc = _start(exp, out)
+  _wait_for(lambda: len(_finished(out / "first")) >= after, proc)
+  for sig in signals:
+    proc.send_signal(sig)
+  err = proc.communicate(timeout=300)[1]
+  return proc.returncode, err
+
+
+def _same_as_uninterrupted(exp: str, out: pathlib.Path, *args: str, models=("first", "second")) -> None:
+  """Each model in `out` ends as in one uninterrupted run of the same command."""
+  clean = out.parent / f"{out.name}_clean"
+  subprocess.run(_cmd(exp, clean, *args), check=True, capture_output=True)
+  for model in models:
+    _states_equal(out / model, clean / model)
+
+
 #### Bad values: one line, before anything compiles ####
 
 
@@ -302,43 +320,26 @@ def test_sigterm_right_after_a_checkpoint_and_right_after_resume(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_and_says_which_checkpoint_stands(tmp_path):
-  exp = _experiment(tmp_path, 12)
-  out = tmp_path / "o"
-  proc = _start(exp, out)
-  _wait_for(lambda: len(_finished(out / "first")) >= 2, proc)
-  proc.send_signal(signal.SIGINT)
-  proc.send_signal(signal.SIGINT)
-  err = proc.communicate(timeout=300)[1]
-  assert proc.returncode == 130, err
-  line = _one_line(err)
+  exp, out = _experiment(tmp_path, 12), tmp_path / "o"
+  status, err = _interrupt(exp, out, signal.SIGINT, signal.SIGINT)
+  assert status == 130, err
   latest = _finished(out / "first")[-1]
-  assert (
-    line == f"contlearn: interrupted; --resume continues from checkpoint {latest} in {out / 'first' / 'checkpoints'}"
-  )
+  ckpts = out / "first" / "checkpoints"
+  assert _one_line(err) == f"contlearn: interrupted; --resume continues from checkpoint {latest} in {ckpts}"
   subprocess.run(_cmd(exp, out, "--resume"), check=True, capture_output=True)
-  clean = tmp_path / "clean"
-  subprocess.run(_cmd(exp, clean), check=True, capture_output=True)
-  for model in ("first", "second"):
-    _states_equal(out / model, clean / model)
+  _same_as_uninterrupted(exp, out)
 
 
 @pytest.mark.slow
 def test_an_interrupted_multi_model_run_resumes_every_model(tmp_path):
-  exp = _experiment(tmp_path, 6)
-  out = tmp_path / "o"
-  proc = _start(exp, out)
-  _wait_for(lambda: len(_finished(out / "first")) >= 2, proc)
-  proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=300) == 130
+  exp, out = _experiment(tmp_path, 6), tmp_path / "o"
+  assert _interrupt(exp, out, signal.SIGTERM)[0] == 130
   assert not (out / "second").exists()  # interrupted before the second model began
   resumed = subprocess.run(_cmd(exp, out, "--resume"), capture_output=True, text=True)
   assert resumed.returncode == 0, resumed.stderr
   again = subprocess.run(_cmd(exp, out, "--resume"), capture_output=True, text=True)
   assert again.returncode == 0 and again.stderr.count("finished earlier; kept") == 2, again.stderr
-  clean = tmp_path / "clean"
-  subprocess.run(_cmd(exp, clean), check=True, capture_output=True)
-  for model in ("first", "second"):
-    _states_equal(out / model, clean / model)
+  _same_as_uninterrupted(exp, out)
 
 
 @pytest.mark.slow
@@ -375,7 +376,7 @@ def test_an_absurd_rate_stops_the_stream_run_in_one_line_without_a_non_finite_re
 
 @pytest.mark.slow
 def test_a_flipped_byte_fails_the_fingerprint_and_the_resume_falls_back(tmp_path):
-  exp, out, clean = _experiment(tmp_path, 6), tmp_path / "o", tmp_path / "clean"
+  exp, out = _experiment(tmp_path, 6), tmp_path / "o"
   subprocess.run(_cmd(exp, out, "--only", "first", "--tokens", str(3 * CHUNK)), check=True, capture_output=True)
   data = max(
     (out / "first" / "checkpoints" / "3" / "state").rglob("ocdbt.process_0/d/*"), key=lambda p: p.stat().st_size
@@ -387,8 +388,7 @@ def test_a_flipped_byte_fails_the_fingerprint_and_the_resume_falls_back(tmp_path
   assert done.returncode == 0, done.stderr[-3000:]
   line = _one_line(done.stderr)
   assert "/checkpoints/3 fails its fingerprint at ." in line and line.endswith("resuming from checkpoint 2"), line
-  subprocess.run(_cmd(exp, clean, "--only", "first"), check=True, capture_output=True)
-  _states_equal(out / "first", clean / "first")
+  _same_as_uninterrupted(exp, out, "--only", "first", models=("first",))
 
 
 def _unshare_available() -> bool:
@@ -435,9 +435,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_room(tmp_path
   assert [_meta(kept / "first", step)["units"] for step in saved] == [step * CHUNK for step in saved]
   resumed = subprocess.run(_cmd(exp, kept, "--only", "first", "--resume"), capture_output=True, text=True)
   assert resumed.returncode == 0, resumed.stderr
-  clean = tmp_path / "clean"
-  subprocess.run(_cmd(exp, clean, "--only", "first"), check=True, capture_output=True)
-  _states_equal(kept / "first", clean / "first")
+  _same_as_uninterrupted(exp, kept, "--only", "first", models=("first",))
 
 
 @pytest.mark.slow
@@ -477,8 +475,7 @@ def _soak(cmd_fresh: list[str], cmd_resume: list[str], done: pathlib.Path, kills
 
 @pytest.mark.slow
 def test_twenty_random_sigkills_of_a_stream_run_end_bit_identical(tmp_path):
-  exp = _experiment(tmp_path, 200)
-  out, clean = tmp_path / "o", tmp_path / "clean"
+  exp, out = _experiment(tmp_path, 200), tmp_path / "o"
   soak = _soak(
     _cmd(exp, out, "--only", "first"),
     _cmd(exp, out, "--only", "first", "--resume"),
@@ -487,8 +484,7 @@ def test_twenty_random_sigkills_of_a_stream_run_end_bit_identical(tmp_path):
     seed=0,
   )
   assert soak.kills == 20, "the run finished before 20 kills: make it longer"
-  subprocess.run(_cmd(exp, clean, "--only", "first"), check=True, capture_output=True)
-  _states_equal(out / "first", clean / "first")
+  _same_as_uninterrupted(exp, out, "--only", "first", models=("first",))
 
 
 @pytest.mark.slow
