@@ -21,8 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl.model import dense_init
 from contlearn.errors import ConfigError
+from contlearn.models.dense import dense_init
 from contlearn.strategies.base import Strategy
 from contlearn.strategies.task_model import TaskModel
 
