@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, strategies
-from contlearn.cl import Mlp, classifier_learner, compile_calls, datasets, learner, scenarios
+from contlearn.cl import Mlp, classifier, classifier_learner, compile_calls, datasets, learner, scenarios
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ def ensure_torch():
 def contlearn_runner(cfg: BenchConfig, sc, batch: int):
   """contlearn EWC on task 1 after task 0: (run() -> seconds, snapshot, acc())."""
   model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
-  strategy = strategies.make("ewc", strategies.classifier(model), n_fisher=cfg.n_fisher)
+  strategy = strategies.make("ewc", classifier(model), n_fisher=cfg.n_fisher)
   cl = classifier_learner(model, strategy, optax.sgd(cfg.lr))
   state = engine.init(cl, jax.random.key(0), hparams={"strength": cfg.strength})
   calls = compile_calls(cl, model, strategy, state, eval_every=cfg.samples // batch)

@@ -50,6 +50,7 @@ from contlearn.cl.learner import accuracy_probe, classifier_learner, compile_cal
 from contlearn.cl.model import Mlp
 from contlearn.cl.results import Result, load_result, summarize, write_result
 from contlearn.cl.run_config import RunConfig, config_json, parse_pairs
+from contlearn.cl.task_model import classifier
 from contlearn.errors import CheckpointError
 
 # Settings that may change between a run and its resumption.
@@ -78,7 +79,7 @@ def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategie
   kwargs = parse_pairs(cfg.strategy_options, "RunConfig.strategy_options")
   if cfg.strategy == "gdumb":
     kwargs.setdefault("optimizer", opt)
-  return model, strategies_lib.make(cfg.strategy, strategies_lib.classifier(model), **kwargs), opt
+  return model, strategies_lib.make(cfg.strategy, classifier(model), **kwargs), opt
 
 
 def check_same_run(saved: dict[str, Any], cfg: RunConfig, where: pathlib.Path) -> None:

@@ -3,10 +3,10 @@
 >>> import jax, jax.numpy as jnp, optax
 >>> from contlearn import engine
 >>> from contlearn import strategies
->>> from contlearn.cl import datasets, scenarios
+>>> from contlearn.cl import classifier, datasets, scenarios
 >>> sc = jax.device_put(scenarios.split(datasets.load("digits"), 5, "task"))  # 5 tasks of 2 digits
 >>> model = Mlp(sc.in_dim, (32,), sc.head_size, sc.n_heads)
->>> strategy = strategies.make("ewc", strategies.classifier(model))
+>>> strategy = strategies.make("ewc", classifier(model))
 >>> learner = classifier_learner(model, strategy, optax.sgd(0.1))
 >>> state = engine.init(learner, jax.random.key(0), hparams={"strength": 100.0})
 >>> calls = compile_calls(learner, model, strategy, state, eval_every=50)
@@ -40,10 +40,10 @@ from contlearn import engine
 from contlearn.cl import schedules
 from contlearn.cl.model import Mlp
 from contlearn.cl.scenarios import Scenario
+from contlearn.cl.task_model import Batch
 from contlearn.errors import ConfigError
 from contlearn.state import LearnerState, new_state
 from contlearn.strategies.base import Strategy, strategy_step
-from contlearn.strategies.classifier import Batch
 from contlearn.strategies.task_end import compile_end_of_task
 
 PyTree = Any

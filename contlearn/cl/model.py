@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.errors import ConfigError
+from contlearn.models.dense import dense_init
 
 Params = list[dict[str, jax.Array]]
 
@@ -94,17 +95,6 @@ class Mlp:
     """Logits of each row's head, [B, head_size]."""
     out, _ = self.features(params, x)
     return self.select_head(out, head)
-
-
-def dense_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
-  """One layer, w float32 [fan_in, fan_out] and b [fan_out], uniform in
-  +-1/sqrt(fan_in) (PyTorch's `nn.Linear` default)."""
-  kw, kb = jax.random.split(key)
-  bound = 1.0 / jnp.sqrt(fan_in)
-  return {
-    "w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
-    "b": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound),
-  }
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, mask: Any = None) -> jax.Array:

@@ -1,7 +1,7 @@
 """Continual-learning strategies as pure functions; `make(name, model, **kwargs)`.
 
 `model` is a `TaskModel` (what strategies need of a model, as functions):
-`classifier(Mlp(...))` for the classic classifier,
+`contlearn.cl.classifier(Mlp(...))` for the classic classifier,
 `contlearn.learner.sequence_task_model(...)` for the byte LM, or a user's own.
 """
 
@@ -13,7 +13,6 @@ from typing import Any
 from contlearn.errors import ConfigError
 from contlearn.strategies.base import Strategy, end_of_task, naive, strategy_step
 from contlearn.strategies.cbp import continual_backprop
-from contlearn.strategies.classifier import Batch, classifier
 from contlearn.strategies.distillation import lwf
 from contlearn.strategies.gdumb import gdumb
 from contlearn.strategies.regularization import ewc, l2, mas, si
@@ -51,12 +50,10 @@ def make(name: str, model: TaskModel, **kwargs: Any) -> Strategy:
 
 
 __all__ = [
-  "Batch",
   "REGISTRY",
   "Strategy",
   "TaskEnd",
   "TaskModel",
-  "classifier",
   "compile_end_of_task",
   "end_of_task",
   "make",

@@ -11,7 +11,7 @@ The optimizer state of replaced weights is kept (exact for SGD).
 CBP is for MLP-shaped models only: the parameters must be a list of
 `{"w": [i, o], "b": [o]}` layers (an `Mlp`'s) and the model's loss must put
 the post-activation hidden layers in `aux["hiddens"]` (as
-`contlearn.strategies.classifier` does); other models have no CBP.
+`contlearn.cl.classifier` does); other models have no CBP.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl.model import dense_init
 from contlearn.errors import ConfigError
+from contlearn.models.dense import dense_init
 from contlearn.strategies.base import Strategy
 from contlearn.strategies.task_model import TaskModel
 

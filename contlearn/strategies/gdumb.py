@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import optax
 
 from contlearn import engine
-from contlearn.cl import buffer
 from contlearn.errors import ConfigError
 from contlearn.state import LearnerState, new_state
+from contlearn.strategies import buffer
 from contlearn.strategies.base import Strategy
 from contlearn.strategies.task_model import TaskModel
 

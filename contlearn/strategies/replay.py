@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from contlearn.cl import buffer as buf_lib
+from contlearn.strategies import buffer as buf_lib
 from contlearn.strategies.base import Strategy, tree_vdot
 from contlearn.strategies.task_model import TaskModel
 

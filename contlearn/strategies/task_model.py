@@ -2,7 +2,7 @@
 
 A *batch* is any pytree whose leaves lead with the batch axis `[B, ...]`; a
 *row* is one slice `[i]` of every leaf. The classic classifier
-(`contlearn.strategies.classifier`, rows `Batch(x, y, head, task)`) and
+(`contlearn.cl.classifier`, rows `Batch(x, y, head, task)`) and
 the byte LM (`contlearn.learner.sequence_task_model`, rows
 `Sequences(tokens, mask, memory)`) are two instances; a user's model becomes
 strategy-ready by filling in the same fields:

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn.cl import buffer
+from contlearn.strategies import buffer
 
 
 def _rows(start, n):

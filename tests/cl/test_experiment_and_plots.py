@@ -87,11 +87,11 @@ def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
   import optax
 
   from contlearn import engine, strategies
-  from contlearn.cl import Mlp, classifier_learner, compile_calls, schedules
+  from contlearn.cl import Mlp, classifier, classifier_learner, compile_calls, schedules
 
   sc = split_digits_task
   model = Mlp(64, (32,), 2, 5)
-  strategy = strategies.make("er", strategies.classifier(model), capacity=100)
+  strategy = strategies.make("er", classifier(model), capacity=100)
   cl = classifier_learner(model, strategy, optax.adam(1e-2))
   state = engine.init(cl, jax.random.key(0))
   calls = compile_calls(cl, model, strategy, state, eval_every=50)

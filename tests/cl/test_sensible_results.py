@@ -6,12 +6,12 @@ import optax
 import pytest
 
 from contlearn import engine, strategies
-from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, metrics, scenarios
+from contlearn.cl import Mlp, classifier, classifier_learner, compile_calls, learner, metrics, scenarios
 
 
 def _run(sc, name, hparams, **kwargs):
   model = Mlp(64, (64,), 10)
-  strategy = strategies.make(name, strategies.classifier(model), **kwargs)
+  strategy = strategies.make(name, classifier(model), **kwargs)
   cl = classifier_learner(model, strategy, optax.sgd(0.1))
   state = engine.init(cl, jax.random.key(0), hparams=hparams)
   calls = compile_calls(cl, model, strategy, state, eval_every=100)

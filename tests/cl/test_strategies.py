@@ -5,7 +5,7 @@ import optax
 import pytest
 
 from contlearn import engine, strategies
-from contlearn.cl import Mlp, classifier_learner, compile_calls, learner
+from contlearn.cl import Batch, Mlp, classifier, classifier_learner, compile_calls, learner
 from contlearn.errors import ConfigError
 from contlearn.strategies import importance, regularization
 from contlearn.strategies.cbp import lowest
@@ -14,7 +14,7 @@ from contlearn.strategies.gdumb import offer as gdumb_offer
 from contlearn.strategies.replay import agem_project
 
 MODEL = Mlp(64, (16,), 2, 5)  # task-IL split digits: 5 heads of 2
-TM = strategies.classifier(MODEL)
+TM = classifier(MODEL)
 
 
 def _tree_close(a, b, rtol=1e-5, atol=1e-7):
@@ -28,7 +28,7 @@ def _rows(sc, task, n):
 
 def _batch(sc, task, n):
   x, y = _rows(sc, task, n)
-  return strategies.Batch(x, y, jnp.full((n,), sc.head[task]), jnp.full((n,), task))
+  return Batch(x, y, jnp.full((n,), sc.head[task]), jnp.full((n,), task))
 
 
 def test_fisher_and_mas_match_per_sample_loops(split_digits_task):
@@ -162,11 +162,11 @@ def _greedy_reference(units, capacity, choose):
 
 def test_gdumb_memory_is_class_balanced_like_the_greedy_rule():
   units = np.r_[np.zeros(30, int), np.ones(5, int), np.full(20, 2), np.full(8, 3)]
-  init = strategies.make("gdumb", strategies.classifier(Mlp(1, (2,), 10)), optimizer=optax.sgd(0.1), capacity=12).init
+  init = strategies.make("gdumb", classifier(Mlp(1, (2,), 10)), optimizer=optax.sgd(0.1), capacity=12).init
   mem = init(None, None)
   offer = jax.jit(gdumb_offer)
   for i, u in enumerate(units):
-    row = strategies.Batch(jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(0))
+    row = Batch(jnp.zeros(1), jnp.asarray(u), jnp.asarray(0), jnp.asarray(0))
     mem = offer(mem, row, jnp.asarray(u), jax.random.key(i))
   want = _greedy_reference(units.tolist(), 12, lambda m, c: m.index(c))
   np.testing.assert_array_equal(np.asarray(mem.count), want)
@@ -179,7 +179,7 @@ def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task
   eligible = jnp.array([True, True, True, False, True])
   np.testing.assert_array_equal(np.asarray(lowest(u, eligible, jnp.asarray(2.0))), [False, True, False, False, True])
   model = Mlp(64, (16,), 2, 5)
-  strat = strategies.make("cbp", strategies.classifier(model))
+  strat = strategies.make("cbp", classifier(model))
   cl = classifier_learner(model, strat, optax.sgd(0.0))
   state = engine.init(cl, jax.random.key(0), hparams={"rate": 0.5, "maturity": 1.0})
   calls = compile_calls(cl, model, strat, state, eval_every=3)
@@ -195,7 +195,7 @@ def test_cbp_picks_lowest_utility_mature_units_and_resets_them(split_digits_task
 def test_compiled_block_equals_python_loop_of_steps(split_digits_task):
   sc = split_digits_task
   model = Mlp(64, (16,), 2, 5)
-  strat = strategies.make("derpp", strategies.classifier(model), capacity=20)
+  strat = strategies.make("derpp", classifier(model), capacity=20)
   cl = classifier_learner(model, strat, optax.adam(1e-2))
   sched = jnp.asarray(learner.schedule(strat, 1, 5, 6, 4))
   state = engine.init(cl, jax.random.key(4))
@@ -228,7 +228,7 @@ def test_bad_names_and_hyperparameters_fail_clearly():
 def test_gdumb_retrains_from_scratch_on_its_memory_like_a_python_loop(split_digits_class):
   sc = split_digits_class
   model, opt = Mlp(64, (16,), 10), optax.adam(1e-2)
-  tm = strategies.classifier(model)
+  tm = classifier(model)
   strat = strategies.make("gdumb", tm, optimizer=opt, capacity=24, steps=30, batch=8)
   cl = classifier_learner(model, strat, opt)
   state = engine.init(cl, jax.random.key(0))

@@ -5,13 +5,13 @@ import numpy as np
 import optax
 
 from contlearn import engine, strategies
-from contlearn.cl import Mlp, classifier_learner, compile_calls, learner, sweep
+from contlearn.cl import Mlp, classifier, classifier_learner, compile_calls, learner, sweep
 
 
 def test_each_lane_equals_the_same_run_alone(split_digits_task):
   sc = split_digits_task
   model = Mlp(64, (16,), 2, 5)
-  strategy = strategies.make("ewc", strategies.classifier(model), n_fisher=32, chunk=16)
+  strategy = strategies.make("ewc", classifier(model), n_fisher=32, chunk=16)
   cl = classifier_learner(model, strategy, optax.sgd(0.1))
   keys, hp, lanes = sweep.grid([0, 1, 2], strength=[0.0, 10.0, 100.0])
   assert len(lanes) == 9
