@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.errors import ConfigError
-from contlearn.models.dense import dense_init
+from contlearn.models.dense import linear_init
 
 Params = list[dict[str, jax.Array]]
 
@@ -63,7 +63,7 @@ class Mlp:
   def init(self, key: jax.Array) -> Params:
     """Returns the parameters: a list with one `{"w": [i, o], "b": [o]}` per layer."""
     keys = jax.random.split(key, len(self.widths) - 1)
-    return [dense_init(k, i, o) for k, i, o in zip(keys, self.widths[:-1], self.widths[1:])]
+    return [linear_init(k, i, o) for k, i, o in zip(keys, self.widths[:-1], self.widths[1:])]
 
   def features(self, params: Params, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
     """Runs the network.

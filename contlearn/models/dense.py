@@ -4,7 +4,7 @@ The layer of `contlearn.cl.Mlp`, and the units continual backprop draws afresh
 (`contlearn.strategies.cbp`). Not `layers.dense_init`, the sequence models'
 weight without a bias.
 
->>> layer = dense_init(jax.random.key(0), 784, 400)
+>>> layer = linear_init(jax.random.key(0), 784, 400)
 >>> layer["w"].shape, layer["b"].shape, layer["w"].dtype
 ((784, 400), (400,), dtype('float32'))
 """
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 
-def dense_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
+def linear_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
   """One layer, w float32 [fan_in, fan_out] and b [fan_out], uniform in
   +-1/sqrt(fan_in) (PyTorch's `nn.Linear` default)."""
   kw, kb = jax.random.split(key)

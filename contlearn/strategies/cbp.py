@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.errors import ConfigError
-from contlearn.models.dense import dense_init
+from contlearn.models.dense import linear_init
 from contlearn.strategies.base import Strategy
 from contlearn.strategies.task_model import TaskModel
 
@@ -67,7 +67,7 @@ def continual_backprop(model: TaskModel, rate: float = 1e-4, decay: float = 0.99
       d = sstate.due[l] + hp["rate"] * jnp.sum(eligible)
       n = jnp.floor(d)
       replace = lowest(u, eligible, n)
-      fresh = dense_init(keys[l], params[l]["w"].shape[0], params[l]["w"].shape[1])
+      fresh = linear_init(keys[l], params[l]["w"].shape[0], params[l]["w"].shape[1])
       params[l] = {
         "w": jnp.where(replace[None, :], fresh["w"], params[l]["w"]),
         "b": jnp.where(replace, 0.0, params[l]["b"]),
