@@ -15,5 +15,18 @@ from contlearn.reasoning.adam_atan2 import adam_atan2
 from contlearn.reasoning.ema import ema_params, with_ema
 from contlearn.reasoning.sign_sgd import sign_sgd
 from contlearn.reasoning.stablemax import log_stablemax, stablemax, stablemax_cross_entropy
+from contlearn.reasoning.trm import TRMConfig, single_pass, solve, trm_learner
 
-__all__ = ["adam_atan2", "ema_params", "log_stablemax", "sign_sgd", "stablemax", "stablemax_cross_entropy", "with_ema"]
+__all__ = [
+  "TRMConfig",
+  "adam_atan2",
+  "ema_params",
+  "log_stablemax",
+  "sign_sgd",
+  "single_pass",
+  "solve",
+  "stablemax",
+  "stablemax_cross_entropy",
+  "trm_learner",
+  "with_ema",
+]
