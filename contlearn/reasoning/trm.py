@@ -34,6 +34,7 @@ one latent update and one answer update, one segment per puzzle.
 >>> import jax
 >>> from contlearn import engine
 >>> from contlearn.puzzles import PuzzleConfig, PuzzleFeed, puzzle_kind, splits
+>>> from contlearn.reasoning import ema_params
 >>> train, _ = splits(PuzzleConfig(kind="sudoku", size=4, train=8, test=0, min_clues=6))
 >>> kind = puzzle_kind(train.config)
 >>> cfg = TRMConfig(vocab=kind.vocab, length=kind.length, puzzles=8, width=16, max_segments=4)
@@ -43,6 +44,9 @@ one latent update and one answer update, one segment per puzzle.
 >>> state, metrics = engine.compile(learner, state)(state, engine.place_xs(block))
 >>> metrics.loss.shape, state.memory.y.shape
 ((3,), (4, 17, 16))
+>>> answers = solve(ema_params(state.opt_state), cfg, train.inputs[:2], train.ids[:2])  # every segment's answer
+>>> answers.shape
+(4, 2, 16)
 """
 
 from __future__ import annotations

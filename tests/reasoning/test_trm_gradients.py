@@ -14,6 +14,7 @@ CFG = trm.TRMConfig(vocab=5, length=6, puzzles=4, width=8, layers=1, expansion=2
 B = 3
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2))
 def _carry(cfg, key, halted=(False, False, False)):
   """A carry of random puzzles, latents and step counts."""
   ky, kz, ki, kl = jax.random.split(key, 4)
@@ -29,6 +30,7 @@ def _carry(cfg, key, halted=(False, False, False)):
   )
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _trained_params(cfg):
   """Parameters with a non-zero halting head, so every term of the loss has a gradient."""
   params = trm.init_params(jax.random.key(1), cfg)
