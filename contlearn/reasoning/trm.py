@@ -1,0 +1,381 @@
+"""The Tiny Recursive Model (TRM, Jolicoeur-Martineau 2025) as a learner on the engine.
+
+One tiny network `f` (a stack of post-norm MLP-mixer blocks over the token
+sequence, TRM's "mlp_t" Sudoku variant) refines a latent `z` and an answer
+`y`, both `[B, P + L, D]`, given the embedded puzzle `x` (P puzzle-embedding
+tokens, then the L input tokens):
+
+    x = sqrt(D) [puzzle_emb(id) ; E[input]]
+    latent_recursion(x, y, z):  n times  z <- f(x + y + z)
+                                then     y <- f(y + z)
+    deep_recursion(x, y, z):    T - 1 rounds of latent_recursion under stop_gradient,
+                                then one round with full backpropagation
+    logits = y[:, P:] W_O            q_halt = y[:, 0] w_q + b_q   (w_q = 0, b_q = -5 at init)
+    loss   = mean_rows(mean_tokens(stablemax_CE(logits, label))) + halt_weight mean_rows(BCE(q_halt, exact))
+
+with `exact` = the row's whole answer is right. One engine step is one
+supervision segment. The state's `memory` is the ACT carry of every batch
+row, `Carry(y, z, steps, halted, inputs, labels, ids)`, carried detached
+(`stop_gradient`) from one step to the next. At the start of a step, a row
+whose `halted` flag is set takes the candidate puzzle the block offers it at
+this step (`PuzzleBlock` slice: `inputs`, `labels [B, L]`, `ids [B]`), and
+its `y`, `z` return to the fixed initial vectors and its `steps` to 0; the
+other rows keep their puzzle and carry. After the segment, a row halts when
+it has run `max_segments` segments or when `q_halt > 0` (with probability
+`explore`, not before a minimum number of segments drawn from {2..max}),
+as TRM does without a Q-continue head.
+
+The update rule is `with_ema(levels(...))`: AdamATan2 on the network,
+sign-SGD with decoupled weight decay on the puzzle-embedding table, nothing
+on the fixed initial vectors; the weights' average is `ema_params(state.opt_state)`.
+`single_pass(cfg)` is the baseline of the same parameters: one round of
+one latent update and one answer update, one segment per puzzle.
+
+>>> import jax
+>>> from contlearn import engine
+>>> from contlearn.puzzles import PuzzleConfig, PuzzleFeed, puzzle_kind, splits
+>>> from contlearn.reasoning import ema_params
+>>> train, _ = splits(PuzzleConfig(kind="sudoku", size=4, train=8, test=0, min_clues=6))
+>>> kind = puzzle_kind(train.config)
+>>> cfg = TRMConfig(vocab=kind.vocab, length=kind.length, puzzles=8, width=16, max_segments=4)
+>>> learner = trm_learner(cfg, batch=4)
+>>> state = engine.init(learner, jax.random.key(0))
+>>> block, _ = PuzzleFeed(train, steps=3, batch=4).next(0)
+>>> state, metrics = engine.compile(learner, state)(state, engine.place_xs(block))
+>>> metrics.loss.shape, state.memory.y.shape
+((3,), (4, 17, 16))
+>>> answers = solve(ema_params(state.opt_state), cfg, train.inputs[:2], train.ids[:2])  # every segment's answer
+>>> answers.shape
+(4, 2, 16)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from contlearn import rules
+from contlearn.config import FieldError, require
+from contlearn.engine import Learner
+from contlearn.models.layers import dense_init, rms_norm
+from contlearn.puzzles.feed import PuzzleBlock
+from contlearn.reasoning.adam_atan2 import adam_atan2
+from contlearn.reasoning.ema import with_ema
+from contlearn.reasoning.sign_sgd import sign_sgd
+from contlearn.reasoning.stablemax import stablemax_cross_entropy
+from contlearn.state import new_state
+
+Q_INIT_BIAS = -5.0  # q_halt starts far below 0: rows run their segments until the head learns
+
+
+@dataclasses.dataclass(frozen=True)
+class TRMConfig:
+  """A TRM model and its training.
+
+  Attributes:
+    vocab: V, input and answer tokens `0..V-1`.
+    length: L, tokens of a puzzle.
+    puzzles: rows of the puzzle-embedding table (puzzle ids `0..puzzles-1`).
+    width: D, the model width.
+    layers: mixer blocks of the network f.
+    expansion: hidden width of the channel MLP, as a multiple of D.
+    puzzle_tokens: P, the puzzle embedding's tokens before the input.
+    cycles: T, rounds of latent recursion per segment (the last one with gradient).
+    latent_steps: n, latent updates per round.
+    max_segments: N_sup, segments a puzzle runs at most.
+    explore: probability that a row may halt only after a drawn minimum of segments.
+    halt_weight: weight of the halting BCE in the loss.
+    lr, b1, b2, weight_decay: AdamATan2 on the network.
+    puzzle_lr, puzzle_weight_decay: sign-SGD on the puzzle-embedding table.
+    ema_rate: rate of the weights' moving average.
+  """
+
+  vocab: int
+  length: int
+  puzzles: int
+  width: int = 64
+  layers: int = 2
+  expansion: int = 4
+  puzzle_tokens: int = 1
+  cycles: int = 2
+  latent_steps: int = 3
+  max_segments: int = 8
+  explore: float = 0.1
+  halt_weight: float = 0.5
+  lr: float = 1e-3
+  b1: float = 0.9
+  b2: float = 0.95
+  weight_decay: float = 0.1
+  puzzle_lr: float = 1e-2
+  puzzle_weight_decay: float = 0.1
+  ema_rate: float = 0.999
+
+  def __post_init__(self):
+    require(
+      self,
+      positive=(
+        *("vocab", "length", "puzzles", "width", "layers", "expansion", "puzzle_tokens"),
+        *("cycles", "latent_steps", "max_segments", "lr", "puzzle_lr"),
+      ),
+      non_negative=("explore", "halt_weight", "weight_decay", "puzzle_weight_decay"),
+      fraction=("b1", "b2", "ema_rate"),
+    )
+    if self.explore >= 1:
+      raise FieldError(type(self).__name__, "explore", self.explore, "a probability below 1")
+
+  @property
+  def tokens(self) -> int:
+    """S = P + L, the sequence the network sees."""
+    return self.puzzle_tokens + self.length
+
+
+def single_pass(cfg: TRMConfig) -> TRMConfig:
+  """The baseline of the same parameters: z <- f(x + y + z), y <- f(y + z) once, one segment per puzzle."""
+  return dataclasses.replace(cfg, cycles=1, latent_steps=1, max_segments=1)
+
+
+#### The network f: post-norm MLP-mixer blocks over [B, S, D] ####
+
+
+def _swiglu_init(key: jax.Array, d: int, hidden: int) -> dict:
+  k1, k2 = jax.random.split(key)
+  return {"gate_up": dense_init(k1, d, 2 * hidden), "down": dense_init(k2, hidden, d)}
+
+
+def _swiglu(params: dict, x: jax.Array) -> jax.Array:
+  """`[..., d] -> [..., d]`: `(silu(x W_gate) * x W_up) W_down`."""
+  gate, up = jnp.split(x @ params["gate_up"], 2, axis=-1)
+  return (jax.nn.silu(gate) * up) @ params["down"]
+
+
+def init_network(key: jax.Array, cfg: TRMConfig) -> list[dict]:
+  """`layers` blocks, each a token-mixing SwiGLU over the S positions and a channel SwiGLU over D."""
+  keys = jax.random.split(key, 2 * cfg.layers)
+  s, d = cfg.tokens, cfg.width
+  return [
+    {
+      "tokens": _swiglu_init(keys[2 * i], s, cfg.expansion * s),
+      "channels": _swiglu_init(keys[2 * i + 1], d, cfg.expansion * d),
+    }
+    for i in range(cfg.layers)
+  ]
+
+
+def network(blocks: list[dict], h: jax.Array) -> jax.Array:
+  """f: `h [B, S, D] -> [B, S, D]`; each block `h <- rms(h + mix_S(h)); h <- rms(h + mlp_D(h))`."""
+  for block in blocks:
+    h = rms_norm(h + jnp.swapaxes(_swiglu(block["tokens"], jnp.swapaxes(h, -1, -2)), -1, -2))
+    h = rms_norm(h + _swiglu(block["channels"], h))
+  return h
+
+
+#### The recursion ####
+
+
+def latent_recursion(blocks: list[dict], x: jax.Array, y: jax.Array, z: jax.Array, n: int):
+  """n updates `z <- f(x + y + z)`, then `y <- f(y + z)`; all `[B, S, D]`."""
+  for _ in range(n):
+    z = network(blocks, x + y + z)
+  return network(blocks, y + z), z
+
+
+def deep_recursion(blocks: list[dict], x: jax.Array, y: jax.Array, z: jax.Array, cycles: int, n: int):
+  """`cycles - 1` rounds of `latent_recursion` under stop_gradient, then one with gradient; returns `(y, z)`."""
+  for _ in range(cycles - 1):
+    y, z = latent_recursion(blocks, x, y, z, n)
+  y, z = jax.lax.stop_gradient((y, z))
+  return latent_recursion(blocks, x, y, z, n)
+
+
+#### Parameters, the carry, one segment ####
+
+
+def init_params(key: jax.Array, cfg: TRMConfig) -> dict:
+  """{embed [V, D], puzzle_emb [puzzles, P D] (zeros), net, head [D, V], q_head {w [D] (zeros), b []},
+  init {y, z} [D] (fixed)}."""
+  k_embed, k_net, k_head, k_y, k_z = jax.random.split(key, 5)
+  d = cfg.width
+  return {
+    "embed": jax.random.normal(k_embed, (cfg.vocab, d), jnp.float32) / math.sqrt(d),
+    "puzzle_emb": jnp.zeros((cfg.puzzles, cfg.puzzle_tokens * d), jnp.float32),
+    "net": init_network(k_net, cfg),
+    "head": dense_init(k_head, d, cfg.vocab),
+    "q_head": {"w": jnp.zeros((d,), jnp.float32), "b": jnp.asarray(Q_INIT_BIAS, jnp.float32)},
+    "init": {
+      "y": jax.random.truncated_normal(k_y, -2.0, 2.0, (d,), jnp.float32),
+      "z": jax.random.truncated_normal(k_z, -2.0, 2.0, (d,), jnp.float32),
+    },
+  }
+
+
+def level_labels(params: dict) -> dict:
+  """The level of every leaf: "puzzle" (the embedding table), "fixed" (the initial y, z), "net" (the rest)."""
+  level = {"puzzle_emb": "puzzle", "init": "fixed"}
+  return {k: jax.tree.map(lambda _, k=k: level.get(k, "net"), v) for k, v in params.items()}
+
+
+def update_rule(cfg: TRMConfig) -> optax.GradientTransformation:
+  """`with_ema(levels(...))`: AdamATan2 on the network, sign-SGD on the puzzle table, nothing on `init`."""
+  levels = rules.levels(
+    {
+      "net": adam_atan2(cfg.lr, cfg.b1, cfg.b2, cfg.weight_decay),
+      "puzzle": sign_sgd(cfg.puzzle_lr, cfg.puzzle_weight_decay),
+      "fixed": optax.set_to_zero(),
+    },
+    level_labels,
+  )
+  return with_ema(levels, cfg.ema_rate)
+
+
+class Carry(NamedTuple):
+  """The ACT carry of B rows, the learner state's `memory`.
+
+  Attributes:
+    y, z: float32 `[B, S, D]`, the answer and the latent, detached.
+    steps: int32 `[B]`, segments the row's puzzle has run.
+    halted: bool `[B]`, the row takes the block's candidate puzzle at the next step.
+    inputs, labels: int32 `[B, L]`, the row's current puzzle and its answer.
+    ids: int32 `[B]`, the row's puzzle id.
+  """
+
+  y: jax.Array
+  z: jax.Array
+  steps: jax.Array
+  halted: jax.Array
+  inputs: jax.Array
+  labels: jax.Array
+  ids: jax.Array
+
+
+def init_carry(cfg: TRMConfig, batch: int) -> Carry:
+  """Every row halted, so the first step fills all of them."""
+  hidden = jnp.zeros((batch, cfg.tokens, cfg.width), jnp.float32)
+  tokens = jnp.zeros((batch, cfg.length), jnp.int32)
+  return Carry(hidden, hidden, jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), bool), tokens, tokens, tokens[:, 0])
+
+
+def refill(carry: Carry, candidates, init: dict) -> Carry:
+  """Halted rows take the candidate puzzle (`inputs`, `labels [B, L]`, `ids [B]`), `y, z = init`, `steps = 0`."""
+  h = carry.halted
+
+  def pick(new, old):
+    return jnp.where(h.reshape(-1, *([1] * (old.ndim - 1))), new, old)
+
+  return Carry(
+    y=pick(jnp.broadcast_to(init["y"], carry.y.shape), carry.y),
+    z=pick(jnp.broadcast_to(init["z"], carry.z.shape), carry.z),
+    steps=pick(0, carry.steps),
+    halted=carry.halted,
+    inputs=pick(candidates.inputs, carry.inputs),
+    labels=pick(candidates.labels, carry.labels),
+    ids=pick(candidates.ids, carry.ids),
+  )
+
+
+def embed(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
+  """x = sqrt(D) [puzzle_emb(id) ; E[input]]: `[B, S, D]` from `inputs [B, L]`, `ids [B]`."""
+  prefix = params["puzzle_emb"][ids].reshape(ids.shape[0], cfg.puzzle_tokens, cfg.width)
+  return math.sqrt(cfg.width) * jnp.concatenate([prefix, params["embed"][inputs]], axis=1)
+
+
+def segment(params: dict, cfg: TRMConfig, carry: Carry):
+  """One supervision segment from the (detached) carry: `(y, z, logits [B, L, V], q_halt [B])`."""
+  y, z = jax.lax.stop_gradient((carry.y, carry.z))
+  x = embed(params, cfg, carry.inputs, carry.ids)
+  y, z = deep_recursion(params["net"], x, y, z, cfg.cycles, cfg.latent_steps)
+  logits = y[:, cfg.puzzle_tokens :] @ params["head"]
+  q_halt = y[:, 0] @ params["q_head"]["w"] + params["q_head"]["b"]
+  return y, z, logits, q_halt
+
+
+def segment_loss(params: dict, cfg: TRMConfig, carry: Carry):
+  """`(loss, aux)`: the stablemax CE of the answer plus `halt_weight` BCE of q_halt on "exactly right"."""
+  y, z, logits, q_halt = segment(params, cfg, carry)
+  correct = jnp.argmax(logits, axis=-1) == carry.labels
+  exact = jnp.all(correct, axis=-1)
+  lm_loss = jnp.mean(stablemax_cross_entropy(logits, carry.labels))
+  halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_halt, exact.astype(jnp.float32)))
+  aux = {"y": y, "z": z, "q_halt": q_halt, "exact": exact, "correct": correct, "lm": lm_loss, "halt": halt_loss}
+  return lm_loss + cfg.halt_weight * halt_loss, aux
+
+
+def halts(cfg: TRMConfig, steps: jax.Array, q_halt: jax.Array, key: jax.Array) -> jax.Array:
+  """bool `[B]`: `steps >= max_segments`, or `q_halt > 0` once past a minimum drawn with probability `explore`."""
+  k_explore, k_min = jax.random.split(key)
+  explore = jax.random.uniform(k_explore, steps.shape) < cfg.explore
+  min_steps = jnp.where(explore, jax.random.randint(k_min, steps.shape, 2, cfg.max_segments + 1), 0)
+  return (steps >= cfg.max_segments) | ((q_halt > 0) & (steps >= min_steps))
+
+
+class TRMMetrics(NamedTuple):
+  """Per step, stacked to `[steps]` by the scan; all float32 `[]`.
+
+  Attributes:
+    loss, lm_loss, halt_loss: the segment's loss and its two terms.
+    accuracy: fraction of answer tokens right.
+    exact: fraction of rows whose whole answer is right.
+    halted: fraction of rows that halt after this segment.
+    segments: mean segments run by the rows that halt (0 when none does).
+  """
+
+  loss: jax.Array
+  lm_loss: jax.Array
+  halt_loss: jax.Array
+  accuracy: jax.Array
+  exact: jax.Array
+  halted: jax.Array
+  segments: jax.Array
+
+
+def trm_learner(cfg: TRMConfig, batch: int) -> Learner:
+  """A TRM learner of `batch` rows whose step reads a `PuzzleBlock` slice (module docstring)."""
+  rule = update_rule(cfg)
+
+  def init(key):
+    k_params, k_state = jax.random.split(key)
+    params = init_params(k_params, cfg)
+    return new_state(params, rule.init(params), k_state, memory=init_carry(cfg, batch))
+
+  def step(state, x, env=None):
+    del env
+    carry = refill(state.memory, x, state.params["init"])
+    (loss, aux), grads = jax.value_and_grad(segment_loss, has_aux=True)(state.params, cfg, carry)
+    updates, opt_state = rule.update(grads, state.opt_state, state.params)
+    steps = carry.steps + 1
+    halted = halts(cfg, steps, aux["q_halt"], jax.random.fold_in(state.key, state.step))
+    memory = carry._replace(y=aux["y"], z=aux["z"], steps=steps, halted=halted)
+    n_halted = jnp.sum(halted)
+    metrics = TRMMetrics(
+      loss=loss,
+      lm_loss=aux["lm"],
+      halt_loss=aux["halt"],
+      accuracy=jnp.mean(aux["correct"]),
+      exact=jnp.mean(aux["exact"]),
+      halted=n_halted / batch,
+      segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
+    )
+    new = state.replace(
+      params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state,
+      memory=jax.lax.stop_gradient(memory),
+      step=state.step + 1,
+    )
+    return new, metrics
+
+  return Learner(init, step)
+
+
+def solve(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
+  """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting)."""
+  carry = refill(init_carry(cfg, inputs.shape[0]), PuzzleBlock(inputs, inputs, ids), params["init"])  # labels unused
+
+  def one(carry, _):
+    y, z, logits, _ = segment(params, cfg, carry)
+    return carry._replace(y=y, z=z), jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+  return jax.lax.scan(one, carry, length=cfg.max_segments)[1]
