@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from contlearn import engine
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, puzzle_kind, splits
@@ -12,6 +13,9 @@ def _leaves(tree):
   return [
     jax.random.key_data(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a for a in jax.tree.leaves(tree)
   ]
+
+
+pytestmark = pytest.mark.slow  # lanes vs single runs: make test-all
 
 
 def test_each_lane_equals_the_same_run_alone():

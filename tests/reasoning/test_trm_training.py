@@ -12,17 +12,7 @@ from contlearn.reasoning import trm
 
 STEPS, BATCH, BLOCKS = 4, 8, 6
 
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-  """The three runs compile the same programs: a persistent cache compiles them once."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-  saved = [getattr(jax.config, name) for name in names]
-  jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update(names[1], 0.0)
-  yield
-  for name, value in zip(names, saved):
-    jax.config.update(name, value)
+pytestmark = pytest.mark.slow  # three compiled runs: make test-all
 
 
 @pytest.fixture(scope="module")
