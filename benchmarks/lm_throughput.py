@@ -16,7 +16,6 @@ FLOPs per step come from XLA's cost analysis of one compiled training step
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pathlib
 import sys
 
@@ -26,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, with_known_fields  # noqa: E402
 from contlearn.engine import compile, data_mesh, place_state, place_xs  # noqa: E402
 from contlearn.learner import build_learner  # noqa: E402
 from contlearn.stream import Chunk  # noqa: E402
@@ -46,9 +45,10 @@ def measure(
   name: str, model: dict, width: int, batch: int, seq: int, steps: int, chunks: int, optimizer: str = "adam"
 ) -> dict:
   heads = max(1, width // 32)
+  mixer = with_known_fields(model["mixer"], window=seq)  # attention sees the whole step
   cfg = Config(
     data=DataConfig(batch=batch, seq=seq, steps=steps),
-    model=dataclasses.replace(ModelConfig(d_model=width, n_heads=heads, n_layers=2, window=seq), **model),
+    model=ModelConfig(**{**model, "mixer": mixer}, d_model=width, n_heads=heads, n_layers=2),
     train=TrainConfig(optimizer=optimizer),
   )
   mesh = data_mesh(jax.local_devices()[:1])

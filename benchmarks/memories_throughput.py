@@ -23,7 +23,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
-from contlearn.config import ModelConfig  # noqa: E402
+from contlearn.config import ModelConfig, with_known_fields  # noqa: E402
 from contlearn.models import build_mixer  # noqa: E402
 
 MEMORIES = ["linear_attention", "mamba2", "deltanet", "gated_deltanet", "ttt_linear", "ttt_mlp", "titans", "swa"]
@@ -55,7 +55,7 @@ def _subjaxprs(eqn):
 
 
 def measure(name: str, width: int, batch: int, seq: int, repeats: int) -> dict:
-  cfg = ModelConfig(mixer=name, d_model=width, n_heads=width // 64, n_layers=1, window=128)
+  cfg = ModelConfig(mixer=with_known_fields(name, window=128), d_model=width, n_heads=width // 64, n_layers=1)
   mixer = build_mixer(cfg)
   params = mixer.init_params(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (batch, seq, width), jnp.float32)

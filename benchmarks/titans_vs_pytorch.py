@@ -7,8 +7,8 @@ memory (hidden 4x), batch 4 x 1024 tokens, forward and backward (gradients
 of the summed output with respect to every parameter). titans-pytorch takes
 one step per chunk, with momentum and decay constant within the chunk, and
 every token reads the memory of a chunk boundary; contlearn's form of that is
-`model.mem_step=chunk`, timed as "contlearn, step per chunk" and giving the
-`ratio`. contlearn's default (`mem_step=token`: per-token momentum and decay,
+`model.mixer.step=chunk`, timed as "contlearn, step per chunk" and giving the
+`ratio`. contlearn's default (`step=token`: per-token momentum and decay,
 each token reads the memory after its own step, more work) is timed beside
 it (`ratio_token_step`). titans-pytorch and a
 pinned CPU torch are benchmark-only dependencies, installed here if missing.
@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
 from contlearn.config import ModelConfig  # noqa: E402
 from contlearn.models import build_mixer  # noqa: E402
+from contlearn.models.titans import TitansConfig  # noqa: E402
 
 DIM, CHUNK, DEPTH, EXPANSION, BATCH, SEQ = 256, 64, 2, 4, 4, 1024
 PEER_PACKAGES = ["torch==2.13.0", "titans-pytorch"]
@@ -48,16 +49,12 @@ def ensure_peer() -> None:
 
 
 def ours(step: str):
-  """A call running one forward+backward of contlearn's Titans mixer, `model.mem_step=step`."""
+  """A call running one forward+backward of contlearn's Titans mixer, `model.mixer.step=step`."""
   cfg = ModelConfig(
-    mixer="titans",
+    mixer=TitansConfig(chunk=CHUNK, depth=DEPTH, expansion=EXPANSION, step=step),
     d_model=DIM,
     n_heads=1,
     n_layers=1,
-    mem_chunk=CHUNK,
-    mem_depth=DEPTH,
-    mem_expansion=EXPANSION,
-    mem_step=step,
   )
   mixer = build_mixer(cfg)
   params = mixer.init_params(jax.random.PRNGKey(0))

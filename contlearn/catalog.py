@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
+from contlearn.config import Config, MixerConfig
 from contlearn.errors import ConfigError
 
 DEFAULT = "byte_lm"
@@ -140,8 +141,6 @@ def summary_line(module: ModuleType) -> str:
 
 def is_stream_config(cfg: Any) -> bool:
   """Whether `get_config()` returned a stream `Config` or a non-empty dict of them."""
-  from contlearn.config import Config
-
   if isinstance(cfg, dict):
     return bool(cfg) and all(isinstance(c, Config) for c in cfg.values())
   return isinstance(cfg, Config)
@@ -169,8 +168,19 @@ class Field:
 
 
 def attribute_docs(cls: type) -> dict[str, str]:
-  """The `Attributes:` section of a class's Google-style docstring: name -> one-line text."""
-  lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+  """The `Attributes:` sections of the docstrings of a class and its bases: name -> one-line text.
+
+  A class's own entry for a name wins over its bases'.
+  """
+  docs: dict[str, str] = {}
+  for klass in reversed(cls.__mro__):
+    docs.update(_own_attribute_docs(klass))
+  return docs
+
+
+def _own_attribute_docs(cls: type) -> dict[str, str]:
+  """The `Attributes:` section of a class's own Google-style docstring: name -> one-line text."""
+  lines = inspect.cleandoc(cls.__dict__.get("__doc__") or "").splitlines()
   starts = [i for i, line in enumerate(lines) if line.strip() == "Attributes:"]
   if not starts:
     return {}
@@ -214,6 +224,8 @@ def fields(cfg: Any, prefix: str = "") -> list[Field]:
   out = []
   for f in dataclasses.fields(cfg):
     value = getattr(cfg, f.name)
+    if isinstance(value, MixerConfig):
+      out.append(Field(f"{prefix}{f.name}", "str", value.name, _mixer_text(docs.get(f.name, ""), f"{prefix}{f.name}")))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
       out += fields(value, f"{prefix}{f.name}.")
       continue
@@ -224,6 +236,32 @@ def fields(cfg: Any, prefix: str = "") -> list[Field]:
   return out
 
 
+def _mixer_text(doc: str, key: str) -> str:
+  """The description of a mixer's key: its field's, the mixers, and how to see another mixer's fields."""
+  from contlearn.models import mixer_names
+
+  return f"{doc} Mixers: {', '.join(mixer_names())}; another mixer's fields: --set {key}=NAME --help.".strip()
+
+
+def _merged_fields(configs: Iterable[Any]) -> list[Field]:
+  """The fields of every config, each key once: the first config's in order, another's after its preceding key."""
+  merged: list[Field] = []
+  for cfg in configs:
+    own = fields(cfg)
+    keys = {f.key for f in own}
+    at = -1
+    for f in own:
+      known = [m.key for m in merged]
+      if f.key in known:
+        at = known.index(f.key)
+        continue
+      at += 1
+      while at < len(merged) and merged[at].key not in keys:  # past the other configs' own keys
+        at += 1
+      merged.insert(at, f)
+  return merged
+
+
 def describe(name: str, module: ModuleType, cfg: Any) -> str:
   """The help text of an experiment: its docstring, its models, and every config field."""
   doc = inspect.cleandoc(module.__doc__ or "(no docstring)")
@@ -232,9 +270,11 @@ def describe(name: str, module: ModuleType, cfg: Any) -> str:
     first = next(iter(cfg))
     per_model = {model: {f.key: f.value for f in fields(c)} for model, c in cfg.items()}
     heading = (
-      f"config fields (--set KEY=VALUE applies to every model; values of {first}; 'per model' where the models differ):"
+      f"config fields (--set KEY=VALUE applies to every model, a mixer's field to the models whose mixer has it; "
+      f"values of {first}, or of the first model that has the field; 'per model' where the models differ, "
+      "'-' where a model has no such field):"
     )
-    rows = [_field_text(f, per_model) for f in fields(cfg[first])]
+    rows = [_field_text(f, per_model) for f in _merged_fields(cfg.values())]
     parts.append(f"models (--only NAMES): {', '.join(cfg)}")
   else:
     heading = "config fields (--set KEY=VALUE):"
@@ -250,14 +290,18 @@ def _has_models(cfg: Any) -> bool:
   return isinstance(models, tuple) and all(isinstance(m, str) for m in models)
 
 
+_NO_FIELD = object()  # a model without the field (another mixer's)
+
+
 def _field_text(field: Field, per_model: dict[str, dict[str, Any]] | None = None) -> str:
   lines = [f"  {field.key}: {field.type} = {_short(field.value)}"]
   if field.description:
     lines.append(f"      {field.description}")
   if per_model:
-    values = {model: v.get(field.key) for model, v in per_model.items()}
+    values = {model: v.get(field.key, _NO_FIELD) for model, v in per_model.items()}
     if len({repr(v) for v in values.values()}) > 1:
-      lines.append("      per model: " + ", ".join(f"{m}={_short(v)}" for m, v in values.items()))
+      shown = {m: "-" if v is _NO_FIELD else _short(v) for m, v in values.items()}
+      lines.append("      per model: " + ", ".join(f"{m}={v}" for m, v in shown.items()))
   return "\n".join(lines)
 
 

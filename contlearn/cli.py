@@ -1,13 +1,14 @@
 """The command line: run, describe and list experiments.
 
     contlearn run [NAME] [--set KEY=VALUE ...] [--tokens N] [--out DIR] [--resume] [--only NAMES] [--no-progress]
-    contlearn run NAME --help     the experiment's command, runtime and every config field
+    contlearn run NAME --help     the experiment's command, runtime and every config field (after any --set)
     contlearn list                the experiments
     contlearn --version
 
 Every experiment follows one protocol (see `contlearn.catalog`): `--set`
 applies to whatever its `get_config()` returns (to each model of a dict of
-configs), `--only` picks models, and the experiment's `run` (or the stream
+configs; a mixer's field `model.mixer.FIELD` to each model whose mixer has
+it), `--only` picks models, and the experiment's `run` (or the stream
 driver) runs the result.
 
 Every user-facing problem ends the program with one line that names it and
@@ -156,7 +157,7 @@ def configure(
   module: ModuleType, name: str, *, overrides: list[str], tokens: int | None = None, only: str | None = None
 ) -> Any:
   """The experiment's `get_config()` with `--only`, `--set` and `--tokens` applied, in that order."""
-  from contlearn.config import apply_overrides
+  from contlearn.config import apply_overrides, apply_overrides_to_models
 
   cfg = module.get_config()
   if not (catalog.is_stream_config(cfg) or (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type))):
@@ -167,7 +168,7 @@ def configure(
   if only is not None:
     cfg = _select_models(cfg, only, name)
   if isinstance(cfg, dict):
-    cfg = {k: apply_overrides(c, overrides) for k, c in cfg.items()}
+    cfg = apply_overrides_to_models(cfg, overrides)
   else:
     cfg = apply_overrides(cfg, overrides)
   if tokens is not None:
@@ -184,8 +185,9 @@ def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
   experiment = args.experiment or catalog.DEFAULT
   name = catalog.name_of(experiment)
   module = catalog.load(experiment)
-  if args.help:
-    run_parser.description = catalog.describe(name, module, module.get_config())
+  if args.help:  # the configuration as --only and --set leave it
+    cfg = configure(module, name, overrides=args.overrides, only=args.only)
+    run_parser.description = catalog.describe(name, module, cfg)
     print(run_parser.format_help())
     return 0
   cfg = configure(module, name, overrides=args.overrides, tokens=args.tokens, only=args.only)

@@ -9,10 +9,31 @@ field's type:
 >>> cfg = apply_overrides(cfg, ["model.d_model=64", "train.lr=1e-3"])
 >>> cfg.model.d_model, cfg.train.lr
 (64, 0.001)
+
+Mixer settings. `ModelConfig` holds the fields every model shares (vocab,
+widths, layers, heads, CMS); the sequence mixer's own settings are its own
+frozen dataclass, a `MixerConfig` subclass defined next to the mixer (e.g.
+`contlearn.models.titans.TitansConfig`) and registered with it
+(`contlearn.models.mixer.register_mixer(name, config_class)`).
+`ModelConfig.mixer` holds that instance; a mixer's name given in its place
+becomes that mixer's default config, and on the command line a mixer is
+chosen first, then its fields are set:
+
+>>> cfg = apply_overrides(Config(), ["model.mixer=titans", "model.mixer.chunk=16"])
+>>> cfg.model.mixer.name, cfg.model.mixer.chunk, cfg.model.mixer.depth
+('titans', 16, 2)
+>>> ModelConfig(mixer="swa").mixer
+SlidingWindowConfig(window=64, persistent_tokens=0)
+
+The registry of mixers lives with the mixers (`contlearn.models.mixer`),
+which import this module; this module reaches it only inside functions
+(`_mixers`), when a name is looked up, so neither module imports the other
+at load time and a user's mixer registers its settings like a built-in one.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -21,6 +42,17 @@ import typing
 from typing import Any
 
 from contlearn.errors import ConfigError
+
+
+def _mixers() -> types.ModuleType:
+  """The mixer registry (`contlearn.models.mixer`) with the built-in mixers registered.
+
+  Imported when first needed: the mixers' modules import this one.
+  """
+  import contlearn.models  # noqa: F401  (registers the built-in mixers)
+  from contlearn.models import mixer
+
+  return mixer
 
 
 class FieldError(ConfigError):
@@ -115,107 +147,99 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MixerConfig:
+  """The settings of one sequence mixer: the base class of each mixer's config.
+
+  A mixer defines a frozen dataclass of the fields it reads, subclassing this
+  one (or a shared base such as `contlearn.models.memory_layer.MemoryConfig`),
+  documents them in an `Attributes:` section, checks them in `__post_init__`
+  (with `require`, after `super().__post_init__()`) and registers it with its
+  factory. Its name is the name it was registered under.
+  """
+
+  def __post_init__(self):
+    """Subclasses check their own fields here, after `super().__post_init__()`."""
+
+  @property
+  def name(self) -> str:
+    """The name this config's class is registered under (`register_mixer`)."""
+    return _mixers().name_of(self)
+
+
+class MissingMixerField(ConfigError):
+  """`--set model.mixer.FIELD=...` where the current mixer has no FIELD."""
+
+
+def mixer_config(name: str, **fields: Any) -> MixerConfig:
+  """The config of the mixer `name` at its defaults, with `fields` set (each one the mixer must have).
+
+  >>> mixer_config("titans", chunk=16).chunk
+  16
+  """
+  cfg = _mixers().registered(name).config()
+  for field in fields:
+    _check_mixer_field(cfg, field, f"mixer_config({name!r}, {field}=...)", "")
+  return dataclasses.replace(cfg, **fields)
+
+
+def with_known_fields(mixer: MixerConfig | str, **fields: Any) -> MixerConfig:
+  """`mixer` (a config, or a name for its defaults) with those of `fields` it has; the others are dropped.
+
+  For settings shared by mixers of different kinds, e.g. an experiment's
+  attention window and memory chunk:
+
+  >>> with_known_fields("swa", window=16, chunk=8)
+  SlidingWindowConfig(window=16, persistent_tokens=0)
+  """
+  cfg = _mixers().registered(mixer).config() if isinstance(mixer, str) else mixer
+  own = {f.name for f in dataclasses.fields(cfg)}
+  return dataclasses.replace(cfg, **{k: v for k, v in fields.items() if k in own})
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """A byte-level language model: embedding, blocks, output head.
 
-  Each block is a sequence mixer (looked up by name in the mixer registry)
+  Each block is a sequence mixer (registered by name, with its own settings)
   and an MLP, optionally followed by a Continuum Memory System: a chain of
   MLP blocks, block i updated every `cms_periods[i]` steps.
 
   Attributes:
-    mixer: name of the sequence block, e.g. "swa" or "linear_attention".
+    mixer: the sequence block, e.g. "swa" or "linear_attention", with its
+      own settings (`model.mixer.FIELD`): its config, or its name for its
+      default config. Set the mixer first (`--set model.mixer=NAME`, which
+      restores NAME's defaults), then its fields.
     vocab: token ids must lie in [0, vocab).
     d_model: residual width.
     n_layers: number of blocks.
     n_heads: heads of the sequence mixer.
     mlp_ratio: hidden width of the MLP as a multiple of d_model.
-    window: attention window of "swa", "titans_mag" and "titans_mal", in
-      tokens (keys kept across steps); the segment of "titans_mac".
-    decay: per-head memory decay of "linear_attention": "none" (plain sum)
-      or "multiscale" (half-lives spread geometrically over heads).
     cms_periods: update period, in steps, of each CMS block; () for none.
     cms_hidden: hidden width of each CMS block as a multiple of d_model.
     cms_variant: how the CMS blocks combine (`contlearn.models.cms`):
       "sequential" (a chain), "independent" (parallel, summed) or "nested"
       (one MLP whose weights are the sum of the levels' parts, each faster
       part reset to zero whenever the next slower level updates).
-    mem_chunk: tokens per chunk of a memory's fast form; for TTT and Titans
-      also the inner mini-batch of chunk-start gradients (0: the memory's
-      default, 16 for TTT and self-modifying Titans, 64 otherwise).
-    mem_depth: layers of the MLP memory of "titans" (>= 1).
-    mem_expansion: hidden width of MLP memories as a multiple of the head width.
-    mem_step: "token" (each token steps the memory, and reads it after its
-      own step) or "chunk" (one step per chunk of `mem_chunk` tokens with
-      the chunk's mean rates; tokens read the chunk-start memory:
-      titans-pytorch's form); "chunk" only for chunk-start memories (TTT,
-      Titans and their hybrids).
-    mem_conv: width of the short causal depthwise convolution on q, k, v
-      of memory mixers (1 disables it).
-    mem_conv_init: the short convolution's initial kernel: "identity" (each
-      channel passes its current token; the outer loop learns any mixing)
-      or "uniform" (each tap uniform in +-1/sqrt(mem_conv), PyTorch's
-      `Conv1d` default as in Mamba's and DeltaNet's reference code, so q, k
-      and v mix the last mem_conv tokens from the start).
-    mem_lr_init: the initial value of a gated inner rate (DeltaNet's and
-      Gated DeltaNet's beta, TTT's and Titans' per-token rate) as a
-      fraction of its largest value: the gate's bias starts at
-      logit(mem_lr_init); in (0, 1), 0.5 (bias 0) by default.
-    mem_qk_act: the feature map of a memory mixer's queries and keys before
-      their l2 normalisation: "silu" (DeltaNet's default) or "identity".
-    persistent_tokens: learned key/value tokens every query of an attention
-      mixer sees ("swa", "titans_mag", "titans_mal", "titans_mac"); 0: none.
-    sm_chunk_proj: tokens per chunk of the projection memories (keys,
-      values, rates) of "self_modifying_titans"; a multiple of its main
-      memory's chunk (`mem_chunk`, 16 by default).
-    sm_dgd: self-modifying Titans' memories learn by delta gradient descent
-      (false: plain gradient steps).
-    sm_momentum: self-modifying Titans' memories learn with momentum, its
-      rate read from a sixth memory.
-    sm_self_values: each self-modifying memory makes its own target `M(v)`
-      (false: every target is `v`).
-    sm_lr_scale: the largest inner step of self-modifying Titans' memories in
-      one chunk, times their hidden width H (a memory with chunks of C
-      tokens steps at most sm_lr_scale / (H C) per token).
-    sm_decay_to_init: retention decays each self-modifying memory toward its
-      learned initial memory (false: toward zero, as the paper's equation).
-    sm_step_norm: each self-modifying memory's step is divided by its
-      curvature bound, `(eta / C) / (1 + eta kappa)`, so no chunk overshoots
-      however large its weights grow (false: `eta / C`).
   """
 
-  mixer: str = "linear_attention"
+  mixer: MixerConfig | str = "linear_attention"
   vocab: int = 256
   d_model: int = 128
   n_layers: int = 2
   n_heads: int = 4
   mlp_ratio: int = 4
-  window: int = 64
-  decay: str = "multiscale"
   cms_periods: tuple[int, ...] = ()
   cms_hidden: int = 2
   cms_variant: str = "sequential"
-  mem_chunk: int = 0
-  mem_depth: int = 2
-  mem_expansion: int = 4
-  mem_step: str = "token"
-  mem_conv: int = 4
-  mem_conv_init: str = "identity"
-  mem_lr_init: float = 0.5
-  mem_qk_act: str = "silu"
-  persistent_tokens: int = 0
-  sm_chunk_proj: int = 64
-  sm_dgd: bool = True
-  sm_momentum: bool = True
-  sm_self_values: bool = True
-  sm_lr_scale: float = 2.0
-  sm_decay_to_init: bool = True
-  sm_step_norm: bool = True
 
   def __post_init__(self):
-    require(
-      self,
-      positive=("vocab", "d_model", "n_layers", "n_heads", "mlp_ratio", "window", "cms_periods", "cms_hidden"),
-    )
+    if isinstance(self.mixer, str):
+      object.__setattr__(self, "mixer", _mixers().registered(self.mixer).config())
+    elif isinstance(self.mixer, MixerConfig):
+      self.mixer.name  # noqa: B018  (refuses a class that no mixer registered)
+    else:
+      raise ConfigError(f"model.mixer={self.mixer!r}: give a mixer's name or its config (a MixerConfig)")
+    require(self, positive=("vocab", "d_model", "n_layers", "n_heads", "mlp_ratio", "cms_periods", "cms_hidden"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,9 +286,9 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  data: DataConfig = DataConfig()
-  model: ModelConfig = ModelConfig()
-  train: TrainConfig = TrainConfig()
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
 def _parse_value(text: str, annotation: Any, key: str) -> Any:
@@ -305,10 +329,12 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
 
 
 def field_names(cfg: Any, prefix: str = "") -> list[str]:
-  """All settable dotted keys of a (nested) config dataclass."""
+  """All settable dotted keys of a (nested) config dataclass (a mixer: its name's key and its fields)."""
   names = []
   for f in dataclasses.fields(cfg):
     value = getattr(cfg, f.name)
+    if isinstance(value, MixerConfig):
+      names.append(f"{prefix}{f.name}")
     if dataclasses.is_dataclass(value):
       names += field_names(value, f"{prefix}{f.name}.")
     else:
@@ -316,8 +342,35 @@ def field_names(cfg: Any, prefix: str = "") -> list[str]:
   return names
 
 
+def _check_mixer_field(mixer: MixerConfig, field: str, where: str, prefix: str) -> None:
+  """Raises MissingMixerField, in one line, unless `mixer` has `field`.
+
+  The line names the mixer, its fields and the mixers that have `field`
+  (which must be chosen first); `prefix` is the mixer's dotted key with a
+  trailing dot ("model.mixer."), or "" outside `--set`.
+  """
+  fields = [f.name for f in dataclasses.fields(mixer)]
+  if field in fields:
+    return
+  having = _mixers().mixers_with(field)
+  if having:
+    example = f" (--set {prefix[:-1]}={having[0]} before --set {prefix}{field}=...)" if prefix else ""
+    hint = f"{field} is a field of {', '.join(having)}; set the mixer first{example}"
+  else:
+    close = difflib.get_close_matches(field, fields, n=1)
+    hint = f"did you mean {prefix}{close[0]}? " if close else ""
+    hint += f"no mixer has a field {field}"
+  raise MissingMixerField(
+    f"{where}: mixer {mixer.name!r} has no field {field} (its fields: {', '.join(fields) or 'none'}); {hint}"
+  )
+
+
 def set_field(cfg: Any, key: str, text: str, full_key: str | None = None) -> Any:
-  """Returns a copy of `cfg` with dotted `key` set from the string `text`."""
+  """Returns a copy of `cfg` with dotted `key` set from the string `text`.
+
+  A mixer's key (`model.mixer=NAME`) takes a mixer's name, which restores
+  that mixer's defaults; its fields are keys below it (`model.mixer.chunk`).
+  """
   full_key = full_key or key
   where = f"--set {full_key}={text}"
   head, _, rest = key.partition(".")
@@ -327,6 +380,10 @@ def set_field(cfg: Any, key: str, text: str, full_key: str | None = None) -> Any
     hint = f"did you mean {full_key.removesuffix(key)}{close[0]}? " if close else ""
     raise ConfigError(f"{where}: unknown key; {hint}valid keys are {', '.join(field_names(cfg))}")
   value = getattr(cfg, head)
+  if isinstance(value, MixerConfig):
+    if not rest:
+      return dataclasses.replace(cfg, **{head: text})  # the new mixer's defaults (`ModelConfig.__post_init__`)
+    _check_mixer_field(value, rest.partition(".")[0], where, full_key.removesuffix(rest))
   if dataclasses.is_dataclass(value):
     if not rest:
       raise ConfigError(f"{where}: name a field, e.g. {full_key}.{field_names(value)[0]}")
@@ -342,14 +399,53 @@ def set_field(cfg: Any, key: str, text: str, full_key: str | None = None) -> Any
     raise ConfigError(f"{where}: must be {e.allowed}") from None
 
 
-def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-  """Applies `key=value` strings in order; raises ConfigError on bad input."""
+def _parsed(overrides: list[str]) -> list[tuple[str, str]]:
+  """The (key, value text) of each `key=value` string, checked for form and order.
+
+  A key set after a key below it (`model.mixer=titans` after
+  `model.mixer.chunk=16`) would discard that setting: refused, in one line.
+  """
+  pairs = []
   for item in overrides:
     key, sep, text = item.partition("=")
+    key = key.strip()
     if not sep or not key:
       raise ConfigError(f"--set {item}: expected key=value")
-    cfg = set_field(cfg, key.strip(), text)
+    earlier = [f"{k}={t}" for k, t in pairs if k.startswith(key + ".")]
+    if earlier:
+      raise ConfigError(
+        f"--set {item} after --set {earlier[0]} would restore the defaults of {key} and lose that setting; "
+        f"set {key} first"
+      )
+    pairs.append((key, text))
+  return pairs
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+  """Applies `key=value` strings in order; raises ConfigError on bad input."""
+  for key, text in _parsed(overrides):
+    cfg = set_field(cfg, key, text)
   return cfg
+
+
+def apply_overrides_to_models(cfgs: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+  """`apply_overrides` on every config of `cfgs` (an experiment's models).
+
+  A mixer's field (`model.mixer.FIELD=VALUE`) is set in the models whose
+  mixer has FIELD; it is refused only when no model's mixer has it.
+  """
+  for key, text in _parsed(overrides):
+    updated, missing = {}, []
+    for name, cfg in cfgs.items():
+      try:
+        updated[name] = set_field(cfg, key, text)
+      except MissingMixerField as e:
+        updated[name] = cfg
+        missing.append(e)
+    if len(missing) == len(cfgs) and missing:
+      raise missing[0]
+    cfgs = updated
+  return cfgs
 
 
 def apply_preset(cfg: Any, preset: dict[str, Any]) -> Any:
@@ -363,4 +459,34 @@ def apply_preset(cfg: Any, preset: dict[str, Any]) -> Any:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-  return dataclasses.asdict(cfg)
+  """A (nested) config dataclass as nested dicts, as `dataclasses.asdict`; a mixer's dict starts with its name.
+
+  >>> to_dict(ModelConfig(mixer="swa"))["mixer"]
+  {'name': 'swa', 'window': 64, 'persistent_tokens': 0}
+  """
+
+  def plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+      named = {"name": value.name} if isinstance(value, MixerConfig) else {}
+      return {**named, **{f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+      return type(value)(*map(plain, value))
+    if isinstance(value, (list, tuple)):
+      return type(value)(map(plain, value))
+    if isinstance(value, dict):
+      return type(value)((plain(k), plain(v)) for k, v in value.items())
+    return copy.deepcopy(value)
+
+  return plain(cfg)
+
+
+def to_flat_dict(cfg: Any) -> dict[str, Any]:
+  """`to_dict` with nested keys joined by dots, e.g. {"model.mixer.name": "titans", "model.mixer.chunk": 16, ...}."""
+
+  def flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+      out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+  return flat(to_dict(cfg), "")

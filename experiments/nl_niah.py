@@ -41,21 +41,24 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
-from contlearn.config import ModelConfig, apply_preset
+from contlearn.config import ModelConfig, apply_preset, to_dict
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
 from contlearn.learner import sequence_learner
 from contlearn.loop import fit
 from contlearn.models import byte_lm
+from contlearn.models.attention import SlidingWindowConfig
+from contlearn.models.hope import SelfModifyingTitansConfig
 from contlearn.models.sizing import param_count
+from contlearn.models.titans import TitansConfig
 from contlearn.models.variants import select
 from contlearn.stream import corpora, niah
 
 MODELS = {
-  "transformer": {"mixer": "swa"},
+  "transformer": {"mixer": SlidingWindowConfig(window=256)},
   "gated_deltanet": {"mixer": "gated_deltanet"},
-  "titans": {"mixer": "titans"},
-  "hope": {"mixer": "self_modifying_titans", "cms_periods": (1, 4, 16), "cms_hidden": 1},
+  "titans": {"mixer": TitansConfig(expansion=2)},
+  "hope": {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1},
 }
 
 
@@ -98,7 +101,7 @@ class NiahConfig:
   seed: int = 0
   block: int = 20
   checkpoint_every: int = 5
-  base: ModelConfig = ModelConfig(d_model=64, n_layers=2, n_heads=4, window=256, mem_expansion=2)
+  base: ModelConfig = ModelConfig(d_model=64, n_layers=2, n_heads=4)
 
 
 SMALL = {
@@ -161,7 +164,7 @@ def training_block(cfg: NiahConfig, hay: bytes, first: int, n: int) -> synthetic
 
 
 def _json(cfg) -> dict:
-  return json.loads(json.dumps(dataclasses.asdict(cfg)))
+  return json.loads(json.dumps(to_dict(cfg)))
 
 
 def train_and_eval(
@@ -196,7 +199,7 @@ def train_and_eval(
 
   hits = engine.compile_call(hits, donate=False)
   row = {
-    "mixer": mcfg.mixer,
+    "mixer": mcfg.mixer.name,
     "params": param_count(mcfg),
     "loss": float(log.tail()),
     "train_s": train_s,
@@ -224,7 +227,7 @@ def run(cfg: NiahConfig, out: pathlib.Path, *, resume: bool = False, progress: b
   rows = {}
   for label, mcfg in models.items():
     if progress:
-      print(f"{label}: mixer {mcfg.mixer}, {param_count(mcfg):,} parameters", flush=True)
+      print(f"{label}: mixer {mcfg.mixer.name}, {param_count(mcfg):,} parameters", flush=True)
     done, config = out / label / "row.json", {"config": _json(dataclasses.replace(cfg, models=(label,)))}
     if resume and done.exists():
       saved = json.loads(done.read_text())

@@ -1,5 +1,6 @@
 """A user's own model (flax linen and nnx), update rules and stream, through the one loop."""
 
+import dataclasses
 import json
 
 import flax.linen as nn
@@ -13,6 +14,7 @@ from tiny import tiny_config
 
 import contlearn as cl
 from contlearn.checkpoint import Checkpoints
+from contlearn.config import MixerConfig, require
 from contlearn.driver import fit
 from contlearn.engine import data_mesh, state_sharding
 from contlearn.models.flax_models import from_linen, from_nnx, mixer_from_linen
@@ -138,12 +140,30 @@ class DoubleTokenMix(nn.Module):
     return nn.Dense(self.d)(shifted)
 
 
-@register_mixer("test_linen_shift")
-def _shift_mixer(cfg):
-  return mixer_from_linen(DoubleTokenMix(cfg.d_model), cfg.d_model)
+@dataclasses.dataclass(frozen=True)
+class ShiftConfig(MixerConfig):
+  """A user's mixer's own settings.
+
+  Attributes:
+    features: output features of the dense layer (the model's width if 0).
+  """
+
+  features: int = 0
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, non_negative=("features",))
+
+
+@register_mixer("test_linen_shift", ShiftConfig)
+def _shift_mixer(cfg: ShiftConfig, model: cl.ModelConfig):
+  return mixer_from_linen(DoubleTokenMix(cfg.features or model.d_model), model.d_model)
 
 
 def test_a_registered_linen_mixer_runs_in_the_byte_lm_by_name(tmp_path):
-  cfg = tiny_config(mixer="test_linen_shift")
+  cfg = cl.apply_overrides(tiny_config(), ["model.mixer=test_linen_shift", "model.mixer.features=32"])
+  assert cfg.model.mixer == ShiftConfig(features=32)
+  with pytest.raises(cl.ConfigError, match=r"--set model.mixer.features=-1: must be an integer >= 0"):
+    cl.apply_overrides(cfg, ["model.mixer.features=-1"])
   summary = cl.train(cl.apply_overrides(cfg, ["train.tokens=1024"]), tmp_path, progress=False)
   assert summary["mixer"] == "test_linen_shift" and np.isfinite(summary["loss"])

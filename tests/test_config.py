@@ -18,8 +18,8 @@ def test_overrides_parse_each_type():
 
 
 def test_short_conv_starts_as_the_identity_unless_set():
-  assert Config().model.mem_conv_init == "identity"
-  assert apply_overrides(Config(), ["model.mem_conv_init=uniform"]).model.mem_conv_init == "uniform"
+  assert Config().model.mixer.conv_init == "identity"
+  assert apply_overrides(Config(), ["model.mixer.conv_init=uniform"]).model.mixer.conv_init == "uniform"
 
 
 @pytest.mark.parametrize(

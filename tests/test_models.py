@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contlearn.config import ModelConfig
+from contlearn.config import ModelConfig, mixer_config
 from contlearn.models import attention, build_mixer, byte_lm, layers
 
 
@@ -31,7 +31,7 @@ def test_sliding_window_cache_matches_attention_over_the_whole_stream(n_p):
 
   With N_p persistent tokens every query also sees them, without position.
   """
-  cfg = ModelConfig(mixer="swa", d_model=16, n_heads=2, window=5, persistent_tokens=n_p)
+  cfg = ModelConfig(mixer=mixer_config("swa", window=5, persistent_tokens=n_p), d_model=16, n_heads=2)
   mixer = build_mixer(cfg)
   params = mixer.init_params(jax.random.PRNGKey(0))
   b, t, steps = 2, 4, 3
@@ -51,7 +51,7 @@ def test_sliding_window_cache_matches_attention_over_the_whole_stream(n_p):
     for p in range(t * steps):
       heads = []
       for h in range(2):
-        keys = range(max(0, p - cfg.window + 1), p + 1)
+        keys = range(max(0, p - cfg.mixer.window + 1), p + 1)
         qp = rope_np(q[bi, p, h], p)
         logits = [q[bi, p, h] @ p_k[i, h] for i in range(n_p)] + [qp @ rope_np(k[bi, j, h], j) for j in keys]
         values = np.concatenate([p_v[:, h], v[bi, list(keys), h]])
@@ -62,7 +62,7 @@ def test_sliding_window_cache_matches_attention_over_the_whole_stream(n_p):
 
 def test_no_persistent_tokens_leave_attention_as_before():
   """N_p = 0: no new parameters and, bit for bit, the softmax over the window alone."""
-  cfg = ModelConfig(mixer="swa", d_model=16, n_heads=2, window=5)
+  cfg = ModelConfig(mixer=mixer_config("swa", window=5), d_model=16, n_heads=2)
   mixer = build_mixer(cfg)
   params = mixer.init_params(jax.random.PRNGKey(0))
   assert sorted(params) == ["norm", "wo", "wqkv"]
@@ -72,7 +72,7 @@ def test_no_persistent_tokens_leave_attention_as_before():
 
   # The attention as it was before persistent tokens, op for op.
   q, k, v = attention.project(params, x, 2)
-  w = cfg.window
+  w = cfg.mixer.window
   k = jnp.concatenate([jnp.zeros((2, w, 2, 8)), k], axis=1)
   v = jnp.concatenate([jnp.zeros((2, w, 2, 8)), v], axis=1)
   valid = jnp.concatenate([jnp.zeros((2, w), bool), mask], axis=1)
@@ -90,10 +90,10 @@ def test_no_persistent_tokens_leave_attention_as_before():
 @pytest.mark.parametrize(
   "mixer, extra",
   [
-    ("swa", {}),
+    ("swa", dict(window=16)),
     ("linear_attention", {}),  # the others' mixers: test_layers' state-carry test
     pytest.param("titans_mac", dict(window=4, persistent_tokens=2), marks=pytest.mark.slow),
-    pytest.param("self_modifying_titans", dict(mem_chunk=4, sm_chunk_proj=4, mem_expansion=2), marks=pytest.mark.slow),
+    pytest.param("self_modifying_titans", dict(chunk=4, chunk_proj=4, expansion=2), marks=pytest.mark.slow),
   ],
 )
 def test_lm_one_long_step_equals_many_short_steps(mixer, extra):
@@ -101,7 +101,7 @@ def test_lm_one_long_step_equals_many_short_steps(mixer, extra):
 
   In float64, so that both agree to rounding.
   """
-  cfg = ModelConfig(**{**dict(mixer=mixer, d_model=32, n_layers=2, n_heads=2, window=16, cms_periods=(1, 4)), **extra})
+  cfg = ModelConfig(mixer=mixer_config(mixer, **extra), d_model=32, n_layers=2, n_heads=2, cms_periods=(1, 4))
   model = byte_lm(cfg)
   with jax.enable_x64(True):
     f64 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
@@ -134,7 +134,7 @@ def test_hope_presets_are_the_cli_overrides():
 
   for name, make in (("hope", hope.hope), ("hope_attention", hope.hope_attention)):
     assert apply_overrides(Config(), list(hope.PRESETS[name])).model == make()
-  assert hope.hope().mixer == "self_modifying_titans" and hope.hope_attention().mixer == "swa"
+  assert hope.hope().mixer.name == "self_modifying_titans" and hope.hope_attention().mixer.name == "swa"
   assert hope.hope().cms_periods == hope.hope_attention().cms_periods == (1, 16, 256)
 
 
@@ -146,7 +146,7 @@ def test_hope_byte_lm_learns_random_tokens():
   from contlearn.learner import build_learner
   from contlearn.stream import Chunk
 
-  cfg = tiny_config(mixer="self_modifying_titans", cms_periods=(1, 2), mem_chunk=4, sm_chunk_proj=8, mem_expansion=2)
+  cfg = tiny_config(mixer_config("self_modifying_titans", chunk=4, chunk_proj=8, expansion=2), cms_periods=(1, 2))
   learner = build_learner(with_fields(cfg, data=dict(batch=4)))
   state = learner.init(jax.random.PRNGKey(0))
   tokens = jax.random.randint(jax.random.PRNGKey(1), (4, 17), 0, 256)
@@ -164,7 +164,7 @@ def test_self_modifying_chunks_must_nest():
 
   with pytest.raises(
     ConfigError,
-    match=r"model.sm_chunk_proj=24 must be a positive multiple of the main memory.s chunk "
-    r"\(model.mem_chunk=0, 0 meaning 16\)",
+    match=r"model.mixer.chunk_proj=24 must be a positive multiple of the main memory.s chunk "
+    r"\(model.mixer.chunk=0, 0 meaning 16\)",
   ):
-    byte_lm(ModelConfig(mixer="self_modifying_titans", sm_chunk_proj=24))
+    byte_lm(ModelConfig(mixer=mixer_config("self_modifying_titans", chunk_proj=24)))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from contlearn import memories
-from contlearn.config import ModelConfig
+from contlearn.config import ModelConfig, mixer_config, with_known_fields
 from contlearn.learner import build_learner
 from contlearn.models import build_mixer
 from contlearn.stream.base import Chunk
@@ -23,11 +23,9 @@ from tests.tiny import tiny_config, with_fields
 VARIANTS = ["titans_mag", "titans_mal", "titans_mac"]
 
 
-def _cfg(name, **kw):
-  base = dict(
-    mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=4, mem_expansion=2, persistent_tokens=3
-  )
-  return ModelConfig(**{**base, **kw})
+def _cfg(name):
+  mixer = mixer_config(name, window=8, chunk=4, expansion=2, persistent_tokens=3)
+  return ModelConfig(mixer=mixer, d_model=32, n_heads=2, n_layers=1)
 
 
 def _f64(tree):
@@ -39,12 +37,13 @@ def _mac_reference(cfg, params, x, mask):
 
   Returns the outputs [B, T, D] and the memory state after the last segment.
   """
-  mem = build_mixer(dataclasses.replace(cfg, mixer="titans", persistent_tokens=0))  # the same memory, alone
-  model = memories.rules.titans(cfg.mem_depth, cfg.mem_expansion).model
+  alone = with_known_fields("titans", **dataclasses.asdict(cfg.mixer))  # the same memory, alone
+  mem = build_mixer(dataclasses.replace(cfg, mixer=alone))
+  model = memories.rules.titans(cfg.mixer.depth, cfg.mixer.expansion).model
   p = jax.tree.map(np.asarray, params)
   pa, ln = p["attn"], p["mem"]["ln"]
   b, t, d = x.shape
-  h, seg, n_p = cfg.n_heads, cfg.window, cfg.persistent_tokens
+  h, seg, n_p = cfg.n_heads, cfg.mixer.window, cfg.mixer.persistent_tokens
   dh = d // h
   x = np.asarray(x)
   rms = lambda z: z / np.sqrt(np.mean(z**2, axis=-1, keepdims=True) + 1e-6)
@@ -144,7 +143,7 @@ def test_outputs_do_not_see_later_tokens(name):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_variants_learn_in_the_byte_lm(name):
   """A random sequence seen again and again: the loss is finite and falls."""
-  cfg = tiny_config(mixer=name, window=8, mem_chunk=8, persistent_tokens=2)
+  cfg = tiny_config(mixer_config(name, window=8, chunk=8, persistent_tokens=2))
   learner = build_learner(with_fields(cfg, data=dict(batch=2)))
   state = learner.init(jax.random.PRNGKey(0))
   tokens = jax.random.randint(jax.random.PRNGKey(1), (2, cfg.data.seq + 1), 0, 256)

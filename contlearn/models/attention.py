@@ -7,7 +7,7 @@ model sees the stream as one sequence. RoPE is applied at use time with
 positions relative to the start of the cache, so positions stay small however
 long the stream is.
 
-Persistent tokens (`model.persistent_tokens` = N_p, Titans' persistent
+Persistent tokens (`model.mixer.persistent_tokens` = N_p, Titans' persistent
 memory): N_p learned keys and values per head that every query sees, in front
 of the window and never evicted, like an attention sink. They carry no
 position: their logit is the un-rotated `q . k_p / sqrt(Dh)`, the same for a
@@ -20,36 +20,45 @@ State (leading axis B, the lane):
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
-from contlearn.config import ModelConfig
-from contlearn.errors import ConfigError
+from contlearn.config import MixerConfig, ModelConfig, require
 from contlearn.models import layers
-from contlearn.models.mixer import Mixer, register_mixer
+from contlearn.models.mixer import Mixer, head_width, register_mixer
 
 _NEG = -1e30
 
 
-def check_heads(cfg: ModelConfig) -> int:
-  """The head width `d_model / n_heads`, or a ConfigError."""
-  d, h = cfg.d_model, cfg.n_heads
-  if h < 1 or d % h:
-    raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
-  if cfg.persistent_tokens < 0:
-    raise ConfigError(f"model.persistent_tokens={cfg.persistent_tokens} must be >= 0")
-  return d // h
+@dataclasses.dataclass(frozen=True)
+class SlidingWindowConfig(MixerConfig):
+  """Sliding-window attention ("swa"), and the attention of Titans' hybrids.
+
+  Attributes:
+    window: keys each query sees, in tokens (kept across steps).
+    persistent_tokens: learned key/value tokens every query sees (Titans'
+      persistent memory); 0: none.
+  """
+
+  window: int = 64
+  persistent_tokens: int = 0
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, positive=("window",), non_negative=("persistent_tokens",))
 
 
-def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
+def init_params(key: jax.Array, cfg: SlidingWindowConfig, model: ModelConfig) -> dict:
   """norm [D], wqkv [D, 3D], wo [D, D], and `persistent` {k, v: [N_p, H, Dh]} if N_p > 0."""
-  d, h, n_p = cfg.d_model, cfg.n_heads, cfg.persistent_tokens
-  dh = check_heads(cfg)
+  d, h, n_p = model.d_model, model.n_heads, cfg.persistent_tokens
+  dh = head_width(model)
   k1, k2 = jax.random.split(key)
   params = {
     "norm": jnp.ones((d,), jnp.float32),
     "wqkv": layers.dense_init(k1, d, 3 * d),
-    "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
+    "wo": layers.dense_init(k2, d, d, scale=1.0 / model.n_layers),
   }
   if n_p:  # unit-variance entries, like the projected keys and values of normed inputs
     k3, k4 = jax.random.split(jax.random.fold_in(key, 1))
@@ -105,11 +114,11 @@ def attend(q, k, v, q_pos, k_pos, k_valid, window: int, persistent_kv=None) -> j
   return jnp.einsum("bhtp,phd->bthd", weights[..., :n_p], p_v) + jnp.einsum("bhts,bshd->bthd", weights[..., n_p:], v)
 
 
-@register_mixer("swa")
-def sliding_window_attention(cfg: ModelConfig) -> Mixer:
+@register_mixer("swa", SlidingWindowConfig)
+def sliding_window_attention(cfg: SlidingWindowConfig, model: ModelConfig) -> Mixer:
   """Multi-head causal attention over a window of `cfg.window` tokens."""
-  d, h, w = cfg.d_model, cfg.n_heads, cfg.window
-  dh = check_heads(cfg)
+  d, h, w = model.d_model, model.n_heads, cfg.window
+  dh = head_width(model)
 
   def init_state(batch):
     return {
@@ -130,4 +139,4 @@ def sliding_window_attention(cfg: ModelConfig) -> Mixer:
     new_state = {"k": keys[:, t:], "v": values[:, t:], "valid": valid[:, t:]}
     return out, new_state
 
-  return Mixer(lambda key: init_params(key, cfg), init_state, apply)
+  return Mixer(lambda key: init_params(key, cfg, model), init_state, apply)

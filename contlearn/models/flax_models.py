@@ -7,7 +7,7 @@ any built-in model (all its parameters belong to the "outer" level).
 
     model = from_linen(MyLM(vocab=256))                # tokens [B, T] -> logits [B, T, V]
     model = from_nnx(lambda rngs: MyLM(256, rngs=rngs))
-    mixer = mixer_from_linen(lambda cfg: MyMixer(cfg.d_model), d_model=...)
+    mixer = mixer_from_linen(MyMixer(d_model), d_model)    # x [B, T, D] -> y [B, T, D]
 
 A wrapped model carries no memory between steps (`init_memory` gives ()):
 a module with a state of its own across steps is written as a `Mixer`
@@ -84,11 +84,16 @@ def from_nnx(make: Callable[[nnx.Rngs], nnx.Module]) -> Model:
 def mixer_from_linen(module: linen.Module, d_model: int) -> Mixer:
   """A linen module `x [B, T, D] -> y [B, T, D]` as a stateless `Mixer`.
 
-  Register it to use it by name (`--set model.mixer=NAME`):
+  Register it, with the class of its settings, to use it by name
+  (`--set model.mixer=my_mixer --set model.mixer.width=8`):
 
-      @register_mixer("my_mixer")
-      def my_mixer(cfg):
-        return mixer_from_linen(MyMixer(cfg.d_model), cfg.d_model)
+      @dataclasses.dataclass(frozen=True)
+      class MyMixerConfig(MixerConfig):
+        width: int = 4
+
+      @register_mixer("my_mixer", MyMixerConfig)
+      def my_mixer(cfg: MyMixerConfig, model: ModelConfig):
+        return mixer_from_linen(MyMixer(model.d_model, cfg.width), model.d_model)
   """
 
   def init_params(key):

@@ -11,17 +11,18 @@ memory is read at every token. The outer loop learns the norm, conv, W_q, the
 rates' biases, W_g, W_o and every head's initial memories. The state carries
 each head's memories and momenta and the last K - 1 conv inputs across steps,
 so it is part of the LM's memory and of its checkpoints. With
-`sm_decay_to_init` (default) the state is each memory's deviation from its
+`decay_to_init` (default) the state is each memory's deviation from its
 learned initial memory, starting at zero; without it, the state is the
 memory itself (`started [B]`: False until a lane's first step, when the
 memories start from the learned ones).
 Heads see disjoint slices of the residual (no projection before the memories);
 W_o mixes them, as later layers do.
 
-Config: `mem_chunk` (main memory, 16 by default), `sm_chunk_proj` (projection
-memories, 64), `mem_expansion`, `mem_conv`, `mem_conv_init`, `sm_dgd`, `sm_momentum`,
-`sm_self_values`, `sm_decay_to_init`, `sm_lr_scale` (divided by the
-memories' hidden width: the largest inner step of a chunk).
+Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
+memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
+`conv`, `conv_init`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
+`step_norm`, `lr_scale` (divided by the memories' hidden width: the largest
+inner step of a chunk).
 
 Blocks of the language model (`byte_lm`: mixer, then the CMS chain):
 
@@ -40,14 +41,14 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from contlearn.config import ModelConfig
+from contlearn.config import ModelConfig, require
 from contlearn.errors import ConfigError
 from contlearn.memories import MemState, rules
 from contlearn.memories import self_modifying as sm
 from contlearn.models import memory_layer as ml
-from contlearn.models.mixer import Mixer, register_mixer
+from contlearn.models.mixer import Mixer, head_width, register_mixer
 
-DEFAULT_CHUNK = 16  # the main memory's chunk when `mem_chunk` is 0
+DEFAULT_CHUNK = 16  # the main memory's chunk when `chunk` is 0
 CMS_PERIODS = (1, 16, 256)
 
 # Named presets as `--set` overrides (`contlearn run byte_lm --set ...`).
@@ -56,6 +57,42 @@ PRESETS: dict[str, tuple[str, ...]] = {
   "hope": ("model.mixer=self_modifying_titans", _CMS),
   "hope_attention": ("model.mixer=swa", _CMS),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig):
+  """Self-modifying Titans (module docstring); `chunk` is the main memory's (0: 16).
+
+  Attributes:
+    chunk_proj: tokens per chunk of the projection memories (keys, values,
+      rates); a multiple of the main memory's chunk.
+    dgd: the memories learn by delta gradient descent (false: plain
+      gradient steps).
+    momentum: the memories learn with momentum, its rate read from a sixth
+      memory.
+    self_values: each memory makes its own target `M(v)` (false: every
+      target is `v`).
+    lr_scale: the largest inner step of the memories in one chunk, times
+      their hidden width H (a memory with chunks of C tokens steps at most
+      lr_scale / (H C) per token).
+    decay_to_init: retention decays each memory toward its learned initial
+      memory (false: toward zero, as the paper's equation).
+    step_norm: each memory's step is divided by its curvature bound,
+      `(eta / C) / (1 + eta kappa)`, so no chunk overshoots however large
+      its weights grow (false: `eta / C`).
+  """
+
+  chunk_proj: int = 64
+  dgd: bool = True
+  momentum: bool = True
+  self_values: bool = True
+  lr_scale: float = 2.0
+  decay_to_init: bool = True
+  step_norm: bool = True
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, positive=("chunk_proj", "lr_scale"))
 
 
 def hope(**fields) -> ModelConfig:
@@ -68,32 +105,25 @@ def hope_attention(**fields) -> ModelConfig:
   return dataclasses.replace(ModelConfig(mixer="swa", cms_periods=CMS_PERIODS), **fields)
 
 
-def spec(cfg: ModelConfig) -> sm.SelfModifying:
-  """The per-head self-modifying Titans of `cfg`."""
-  chunk = cfg.mem_chunk or DEFAULT_CHUNK
-  if cfg.sm_chunk_proj < 1 or cfg.sm_chunk_proj % chunk:
+def spec(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> sm.SelfModifying:
+  """The per-head self-modifying Titans of `cfg` at the sizes of `model`."""
+  chunk = cfg.chunk or DEFAULT_CHUNK
+  if cfg.chunk_proj % chunk:
     raise ConfigError(
-      f"model.sm_chunk_proj={cfg.sm_chunk_proj} must be a positive multiple of the main memory's "
-      f"chunk (model.mem_chunk={cfg.mem_chunk}, 0 meaning {DEFAULT_CHUNK})"
+      f"model.mixer.chunk_proj={cfg.chunk_proj} must be a positive multiple of the main memory's "
+      f"chunk (model.mixer.chunk={cfg.chunk}, 0 meaning {DEFAULT_CHUNK})"
     )
-  if cfg.mem_step != "token":
-    raise ConfigError(f"model.mem_step={cfg.mem_step!r}: self_modifying_titans steps its memories at every token")
-  if cfg.mem_expansion < 1:
-    raise ConfigError(f"model.mem_expansion={cfg.mem_expansion} must be >= 1")
-  rule = rules.self_modifying(
-    cfg.mem_expansion, cfg.sm_dgd, cfg.sm_momentum, cfg.sm_self_values, cfg.sm_decay_to_init, cfg.sm_step_norm
-  )
-  hidden = cfg.mem_expansion * (cfg.d_model // cfg.n_heads)
-  return sm.SelfModifying(rule, chunk, cfg.sm_chunk_proj, cfg.sm_lr_scale / hidden)
+  rule = rules.self_modifying(cfg.expansion, cfg.dgd, cfg.momentum, cfg.self_values, cfg.decay_to_init, cfg.step_norm)
+  hidden = cfg.expansion * head_width(model)
+  return sm.SelfModifying(rule, chunk, cfg.chunk_proj, cfg.lr_scale / hidden)
 
 
-@register_mixer("self_modifying_titans")
-def self_modifying_titans(cfg: ModelConfig) -> Mixer:
+@register_mixer("self_modifying_titans", SelfModifyingTitansConfig)
+def self_modifying_titans(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> Mixer:
   """Self-modifying Titans per head (module docstring)."""
-  ml.check_heads(cfg)
-  s = spec(cfg)
-  d, h = cfg.d_model, cfg.n_heads
-  dh, width = d // h, cfg.mem_conv
+  s = spec(cfg, model)
+  d, h = model.d_model, model.n_heads
+  dh, width = head_width(model), cfg.conv
   learned_start = not s.rule.model.offset  # else the initial memories are offsets in params["sm"]
   per_head = jax.vmap(
     jax.vmap(lambda p, st, x, m: sm.chunked(s, p, st, x, m), in_axes=(0, 0, 0, None)), in_axes=(None, 0, 0, 0)
@@ -102,7 +132,7 @@ def self_modifying_titans(cfg: ModelConfig) -> Mixer:
   def init_params(key):
     k_g, k_o, k_m = jax.random.split(key, 3)
     inner, start = jax.vmap(lambda kk: sm.init(s, kk, dh))(jax.random.split(k_m, h))
-    return {**ml.io_init(k_g, k_o, cfg, d), "sm": inner, **({"w0": start.w} if learned_start else {})}
+    return {**ml.io_init(k_g, k_o, cfg, model, d), "sm": inner, **({"w0": start.w} if learned_start else {})}
 
   def init_state(batch):
     _, start = jax.eval_shape(lambda: sm.init(s, jax.random.PRNGKey(0), dh))
@@ -123,7 +153,5 @@ def self_modifying_titans(cfg: ModelConfig) -> Mixer:
     y, mem = per_head(params["sm"], mem, heads, mask)
     return ml.merge_heads(params, y, xn), {**ml.carried(state, xn, mask), "w": mem.w, "m": mem.m}
 
-  reason = (
-    f"the chunk of the projection memories of model.mixer={cfg.mixer!r} (model.sm_chunk_proj={cfg.sm_chunk_proj})"
-  )
+  reason = f"the chunk of the projection memories of model.mixer={cfg.name!r} (model.mixer.chunk_proj={cfg.chunk_proj})"
   return Mixer(init_params, init_state, apply, step_multiple=s.chunk_proj, step_reason=reason)

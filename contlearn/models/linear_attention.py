@@ -6,38 +6,68 @@
     deltanet          W_t = (I - b_t k k^T) W_{t-1} + b_t k v^T
     gated_deltanet    W_t = a_t (I - b_t k k^T) W_{t-1} + b_t k v^T
 
-Each is `memory_layer.memory_mixer` with a rule and how its rates are made.
+Each is `memory_layer.memory_mixer` with a rule and how its rates are made;
+its settings are `memory_layer`'s (b_t is a gated rate: `lr_init`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from contlearn import memories
-from contlearn.config import ModelConfig
-from contlearn.errors import ConfigError
-from contlearn.models.memory_layer import MemoryBlock, memory_mixer
+from contlearn.config import ModelConfig, require
+from contlearn.models.memory_layer import GatedRateConfig, MemoryBlock, MemoryMixerConfig, memory_mixer
 from contlearn.models.mixer import register_mixer
 
 R = memories.RULES
 
 
-@register_mixer("linear_attention")
-def linear_attention(cfg: ModelConfig):
-  if cfg.decay not in ("none", "multiscale"):
-    raise ConfigError(f"model.decay={cfg.decay!r}: choose 'none' or 'multiscale'")
-  retain = "none" if cfg.decay == "none" else "multiscale"
-  return memory_mixer(cfg, MemoryBlock(R["linear_attention"], retain=retain))
+@dataclasses.dataclass(frozen=True)
+class LinearAttentionConfig(MemoryMixerConfig):
+  """Linear attention.
+
+  Attributes:
+    decay: the memory's decay per head: "none" (a plain sum) or
+      "multiscale" (half-lives spread geometrically over heads, RetNet).
+  """
+
+  decay: str = "multiscale"
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, choices={"decay": ("none", "multiscale")})
 
 
-@register_mixer("mamba2")
-def mamba2(cfg: ModelConfig):
-  return memory_mixer(cfg, MemoryBlock(R["mamba2"], retain="gate"))
+@dataclasses.dataclass(frozen=True)
+class Mamba2Config(MemoryMixerConfig):
+  """Mamba2's data-dependent decay: `memory_layer`'s settings."""
 
 
-@register_mixer("deltanet")
-def deltanet(cfg: ModelConfig):
-  return memory_mixer(cfg, MemoryBlock(R["deltanet"], lr="gate"))
+@dataclasses.dataclass(frozen=True)
+class DeltaNetConfig(GatedRateConfig):
+  """DeltaNet: `memory_layer`'s settings with its gated rate beta."""
 
 
-@register_mixer("gated_deltanet")
-def gated_deltanet(cfg: ModelConfig):
-  return memory_mixer(cfg, MemoryBlock(R["gated_deltanet"], lr="gate", retain="gate"))
+@dataclasses.dataclass(frozen=True)
+class GatedDeltaNetConfig(GatedRateConfig):
+  """Gated DeltaNet: `memory_layer`'s settings with its gated rate beta."""
+
+
+@register_mixer("linear_attention", LinearAttentionConfig)
+def linear_attention(cfg: LinearAttentionConfig, model: ModelConfig):
+  return memory_mixer(cfg, model, MemoryBlock(R["linear_attention"], retain=cfg.decay))
+
+
+@register_mixer("mamba2", Mamba2Config)
+def mamba2(cfg: Mamba2Config, model: ModelConfig):
+  return memory_mixer(cfg, model, MemoryBlock(R["mamba2"], retain="gate"))
+
+
+@register_mixer("deltanet", DeltaNetConfig)
+def deltanet(cfg: DeltaNetConfig, model: ModelConfig):
+  return memory_mixer(cfg, model, MemoryBlock(R["deltanet"], lr="gate"))
+
+
+@register_mixer("gated_deltanet", GatedDeltaNetConfig)
+def gated_deltanet(cfg: GatedDeltaNetConfig, model: ModelConfig):
+  return memory_mixer(cfg, model, MemoryBlock(R["gated_deltanet"], lr="gate", retain="gate"))

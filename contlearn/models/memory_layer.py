@@ -18,10 +18,20 @@ the memory starts from the learned `W_0`).
 
 Chunks are counted from the start of each call, so a chunk-start-gradient
 memory (TTT, Titans) asks for steps of whole chunks (`Mixer.step_multiple`).
+
+Settings (`model.mixer.FIELD`), shared by the memory mixers through these
+bases, each registered mixer's class taking only those it reads:
+
+    MemoryConfig          chunk, conv, conv_init     every memory mixer
+    MemoryMixerConfig     + qk_act                   `memory_mixer`'s (q, k, v projected)
+    GatedRateConfig       + lr_init                  a gated inner rate (DeltaNet, TTT, Titans)
+    ChunkStartConfig      + step                     chunk-start gradients (TTT, Titans)
+    MlpMemoryConfig       expansion                  MLP memories (TTT-MLP, Titans, self-modifying)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -29,10 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn import memories
-from contlearn.config import ModelConfig
+from contlearn.config import MixerConfig, ModelConfig, require
 from contlearn.errors import ConfigError
 from contlearn.models import layers
-from contlearn.models.mixer import Mixer
+from contlearn.models.mixer import Mixer, head_width
 
 
 class MemoryBlock(NamedTuple):
@@ -40,7 +50,7 @@ class MemoryBlock(NamedTuple):
 
   rule: the memory (`contlearn.memories.RULES`).
   lr: "one" (rate 1) or "gate" (`lr_scale * sigmoid(x w + b)` per token,
-    b starting at logit(`model.mem_lr_init`)).
+    b starting at logit(`GatedRateConfig.lr_init`)).
   lr_scale: the largest inner rate of a "gate" lr.
   retain: "none", "multiscale" (fixed per head, RetNet), or "gate"
     (`1 - sigmoid(x w + b)` per token: Mamba2, Gated DeltaNet, Titans).
@@ -56,6 +66,101 @@ class MemoryBlock(NamedTuple):
 
 CONV_INITS = ("identity", "uniform")
 QK_ACTS = {"silu": jax.nn.silu, "identity": lambda a: a}
+STEPS = ("token", "chunk")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryConfig(MixerConfig):
+  """What every memory mixer reads: its chunks and its short convolution.
+
+  Attributes:
+    chunk: tokens per chunk of the memory's fast form; for TTT and Titans
+      also the inner mini-batch of chunk-start gradients (0: the memory's
+      default, 16 for TTT and self-modifying Titans, the segment for
+      titans_mac, 64 otherwise).
+    conv: width of the short causal depthwise convolution on the memory's
+      inputs (1 disables it).
+    conv_init: the short convolution's initial kernel: "identity" (each
+      channel passes its current token; the outer loop learns any mixing)
+      or "uniform" (each tap uniform in +-1/sqrt(conv), PyTorch's `Conv1d`
+      default as in Mamba's and DeltaNet's reference code, so the inputs mix
+      the last `conv` tokens from the start).
+  """
+
+  chunk: int = 0
+  conv: int = 4
+  conv_init: str = "identity"
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, positive=("conv",), non_negative=("chunk",), choices={"conv_init": CONV_INITS})
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryMixerConfig(MemoryConfig):
+  """A memory read at queries and written with keys and values projected from the input (`memory_mixer`).
+
+  Attributes:
+    qk_act: the feature map of the queries and keys before their l2
+      normalisation: "silu" (DeltaNet's default) or "identity".
+  """
+
+  qk_act: str = "silu"
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, choices={"qk_act": tuple(QK_ACTS)})
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedRateConfig(MemoryMixerConfig):
+  """A memory whose inner rate is a gate of the input (`MemoryBlock.lr == "gate"`).
+
+  Attributes:
+    lr_init: the gate's initial value (DeltaNet's and Gated DeltaNet's
+      beta, TTT's and Titans' per-token rate) as a fraction of its largest
+      value: its bias starts at logit(lr_init); in (0, 1), 0.5 (bias 0) by
+      default.
+  """
+
+  lr_init: float = 0.5
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, fraction=("lr_init",))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkStartConfig(GatedRateConfig):
+  """A memory stepped with gradients at the start of each chunk (TTT, Titans).
+
+  Attributes:
+    step: "token" (each token steps the memory, and reads it after its own
+      step) or "chunk" (one step per chunk of `chunk` tokens with the
+      chunk's mean rates; tokens read the chunk-start memory:
+      titans-pytorch's form).
+  """
+
+  step: str = "token"
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, choices={"step": STEPS})
+
+
+@dataclasses.dataclass(frozen=True)
+class MlpMemoryConfig(MixerConfig):
+  """A memory that is an MLP per head.
+
+  Attributes:
+    expansion: the MLP's hidden width as a multiple of the head width.
+  """
+
+  expansion: int = 4
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, positive=("expansion",))
 
 
 def head_decays(n_heads: int) -> np.ndarray:
@@ -80,51 +185,29 @@ def last_real(cache, x, mask, keep: int):
   return jnp.take_along_axis(full, idx[:, :, None], axis=1)
 
 
-def check_heads(cfg: ModelConfig) -> None:
-  """The sizes every memory mixer shares: heads, conv width, chunk."""
-  d, h = cfg.d_model, cfg.n_heads
-  if cfg.persistent_tokens:
-    raise ConfigError(
-      f"model.persistent_tokens={cfg.persistent_tokens}: model.mixer={cfg.mixer!r} has no attention "
-      "to hold them (swa, titans_mag, titans_mal and titans_mac have)"
-    )
-  if h < 1 or d % h:
-    raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
-  if cfg.mem_conv < 1:
-    raise ConfigError(f"model.mem_conv={cfg.mem_conv} must be >= 1")
-  if cfg.mem_conv_init not in CONV_INITS:
-    raise ConfigError(f"model.mem_conv_init={cfg.mem_conv_init!r}: choose one of {', '.join(CONV_INITS)}")
-  if not 0.0 < cfg.mem_lr_init < 1.0:
-    raise ConfigError(f"model.mem_lr_init={cfg.mem_lr_init} must lie in (0, 1): a fraction of the largest inner rate")
-  if cfg.mem_qk_act not in QK_ACTS:
-    raise ConfigError(f"model.mem_qk_act={cfg.mem_qk_act!r}: choose one of {', '.join(QK_ACTS)}")
-  if cfg.mem_chunk < 0:
-    raise ConfigError(f"model.mem_chunk={cfg.mem_chunk} must be >= 0 (0: the memory's default)")
-
-
-def conv_init(key: jax.Array, cfg: ModelConfig, channels: int) -> jax.Array:
-  """The depthwise causal kernel [K, C] of `cfg.mem_conv_init` (its last row acts on the current token).
+def conv_init(key: jax.Array, cfg: MemoryConfig, channels: int) -> jax.Array:
+  """The depthwise causal kernel [K, C] of `cfg.conv_init` (its last row acts on the current token).
 
   "identity": the last row ones, the others zero. "uniform": every tap
   uniform in +-1/sqrt(K) (K = 1 stays the identity).
   """
-  width = cfg.mem_conv
-  if cfg.mem_conv_init == "identity" or width == 1:
+  width = cfg.conv
+  if cfg.conv_init == "identity" or width == 1:
     return jnp.zeros((width, channels), jnp.float32).at[-1].set(1.0)
   bound = width**-0.5
   return jax.random.uniform(key, (width, channels), jnp.float32, -bound, bound)
 
 
-def io_init(k1: jax.Array, k2: jax.Array, cfg: ModelConfig, conv_channels: int) -> dict:
+def io_init(k1: jax.Array, k2: jax.Array, cfg: MemoryConfig, model: ModelConfig, conv_channels: int) -> dict:
   """Input norm, conv (`conv_init`; a uniform one draws from a key folded out of k1), per-head output
   norm, output gate (k1) and projection (k2)."""
-  d, dh = cfg.d_model, cfg.d_model // cfg.n_heads
+  d, dh = model.d_model, model.d_model // model.n_heads
   return {
     "norm": jnp.ones((d,), jnp.float32),
     "conv": conv_init(jax.random.fold_in(k1, 1), cfg, conv_channels),
     "out_norm": jnp.ones((dh,), jnp.float32),
     "wg": layers.dense_init(k1, d, d),
-    "wo": layers.dense_init(k2, d, d, scale=1.0 / cfg.n_layers),
+    "wo": layers.dense_init(k2, d, d, scale=1.0 / model.n_layers),
   }
 
 
@@ -168,32 +251,28 @@ def carried(state: dict, conv_in: jax.Array, mask: jax.Array) -> dict:
   }
 
 
-def block_rule(cfg: ModelConfig, block: MemoryBlock) -> memories.Rule:
-  """`block.rule`, stepping once per chunk if `model.mem_step` is "chunk"."""
-  if cfg.mem_step not in ("token", "chunk"):
-    raise ConfigError(f"model.mem_step={cfg.mem_step!r}: choose token or chunk")
-  if cfg.mem_step == "token":
+def block_rule(cfg: MemoryMixerConfig, block: MemoryBlock) -> memories.Rule:
+  """`block.rule`; a chunk-start memory (its config a `ChunkStartConfig`) steps once per chunk if `step` is "chunk"."""
+  if block.rule.online or cfg.step == "token":
     return block.rule
-  if block.rule.online:
-    raise ConfigError(
-      f"model.mem_step='chunk' needs a chunk-start memory (ttt_linear, ttt_mlp, titans and its hybrids); "
-      f"model.mixer={cfg.mixer!r} steps at every token"
-    )
   return block.rule._replace(chunk_step=True)
 
 
-def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
-  """The mixer of `block.rule` at the sizes in `cfg` (see the module docstring)."""
-  check_heads(cfg)
-  d, h = cfg.d_model, cfg.n_heads
+def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock) -> Mixer:
+  """The mixer of `block.rule` with the settings `cfg` at the sizes of `model` (see the module docstring).
+
+  A gated rate (`block.lr == "gate"`) reads `lr_init` (`GatedRateConfig`).
+  """
+  d, h = model.d_model, model.n_heads
+  dh = head_width(model)
   for field, value, choices in (
     ("lr", block.lr, ("one", "gate")),
     ("retain", block.retain, ("none", "multiscale", "gate")),
   ):
     if value not in choices:
       raise ConfigError(f"memory {field}={value!r}: choose one of {', '.join(choices)}")
-  rule, dh, width = block_rule(cfg, block), d // h, cfg.mem_conv
-  chunk = cfg.mem_chunk or block.chunk
+  rule, width = block_rule(cfg, block), cfg.conv
+  chunk = cfg.chunk or block.chunk
   learned_w0 = not memories.is_linear(rule)
   gates = [
     name
@@ -204,9 +283,11 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
 
   def init_params(key):
     ks = jax.random.split(key, 5)
-    p = {**io_init(ks[1], ks[2], cfg, 3 * d), "wqkv": layers.dense_init(ks[0], d, 3 * d)}
+    p = {**io_init(ks[1], ks[2], cfg, model, 3 * d), "wqkv": layers.dense_init(ks[0], d, 3 * d)}
     if gates:
-      bias = {"lr": float(np.log(cfg.mem_lr_init / (1.0 - cfg.mem_lr_init))), "retain": -4.0, "momentum": 0.0}
+      bias = {"retain": -4.0, "momentum": 0.0}
+      if "lr" in gates:
+        bias["lr"] = float(np.log(cfg.lr_init / (1.0 - cfg.lr_init)))
       p["wr"] = 0.1 * layers.dense_init(ks[3], d, len(gates) * h)
       p["br"] = jnp.concatenate([jnp.full((h,), bias[g], jnp.float32) for g in gates])
     if learned_w0:
@@ -247,7 +328,7 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
     qkv_in = xn @ params["wqkv"]
     qkv = causal_conv(params["conv"], state["conv"], qkv_in)
     q, k, v = (a.reshape(b, t, h, dh).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1))
-    qk_act = QK_ACTS[cfg.mem_qk_act]
+    qk_act = QK_ACTS[cfg.qk_act]
     q, k, v = layers.l2_normalize(qk_act(q)), layers.l2_normalize(qk_act(k)), jax.nn.silu(v)
     mem = memories.MemState(current_memory(params, state), state["m"])
     outer = params.get("ln", {})
@@ -258,6 +339,6 @@ def memory_mixer(cfg: ModelConfig, block: MemoryBlock) -> Mixer:
 
   if memories.is_linear(rule):  # online: any split of the stream gives the same map
     return Mixer(init_params, init_state, apply)
-  setting = f"model.mem_chunk={cfg.mem_chunk}" if cfg.mem_chunk else f"model.mem_chunk=0: the default, {chunk}"
-  reason = f"the inner mini-batch of model.mixer={cfg.mixer!r} ({setting})"
+  setting = f"model.mixer.chunk={cfg.chunk}" if cfg.chunk else f"model.mixer.chunk=0: the default, {chunk}"
+  reason = f"the inner mini-batch of model.mixer={cfg.name!r} ({setting})"
   return Mixer(init_params, init_state, apply, step_multiple=chunk, step_reason=reason)

@@ -18,20 +18,40 @@ blocks of tokens (TTT's and Titans' inner mini-batches, MAC's segments, which
 are counted from the start of each call) says so in `step_multiple`; the
 driver refuses a `data.seq` that is not a multiple of it.
 
-Mixers are built by name from the `ModelConfig`:
+Each mixer registers, with its name, the frozen dataclass of its own settings
+(a `MixerConfig`); `ModelConfig.mixer` holds an instance, and the factory
+gets it with the model's shared sizes:
 
-    @register_mixer("my_mixer")
-    def my_mixer(cfg: ModelConfig) -> Mixer: ...
+    @dataclasses.dataclass(frozen=True)
+    class MyMixerConfig(MixerConfig):
+      '''My mixer.
+
+      Attributes:
+        width: tokens each position mixes (>= 1).
+      '''
+
+      width: int = 4
+
+      def __post_init__(self):
+        super().__post_init__()
+        require(self, positive=("width",))
+
+    @register_mixer("my_mixer", MyMixerConfig)
+    def my_mixer(cfg: MyMixerConfig, model: ModelConfig) -> Mixer: ...
+
+Then `--set model.mixer=my_mixer --set model.mixer.width=8` builds it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 
-from contlearn.config import ModelConfig
+from contlearn.config import MixerConfig, ModelConfig
 from contlearn.errors import ConfigError
 
 Params = Any
@@ -53,16 +73,36 @@ class Mixer(NamedTuple):
   step_reason: str = ""
 
 
-_MIXERS: dict[str, Callable[[ModelConfig], Mixer]] = {}
+class Registered(NamedTuple):
+  """A registered mixer: `factory(cfg, model) -> Mixer` and the class of its settings."""
+
+  factory: Callable[[Any, ModelConfig], Mixer]
+  config: type[MixerConfig]
 
 
-def register_mixer(name: str):
-  """Decorator: registers `factory(cfg: ModelConfig) -> Mixer` under `name`."""
+_MIXERS: dict[str, Registered] = {}
+
+
+def register_mixer(name: str, config: type[MixerConfig]):
+  """Decorator: registers `factory(cfg: config, model: ModelConfig) -> Mixer` under `name`.
+
+  `config` is the frozen dataclass of the mixer's own settings, a
+  `MixerConfig` subclass no other mixer registered (a subclass with no new
+  fields gives a mixer the fields of another); the factory reads its
+  settings from `cfg` and the model's sizes (d_model, n_heads, n_layers)
+  from `model`.
+  """
+  if not (isinstance(config, type) and issubclass(config, MixerConfig) and dataclasses.is_dataclass(config)):
+    raise TypeError(f"register_mixer({name!r}, ...): the config must be a MixerConfig dataclass, not {config!r}")
+  if "name" in {f.name for f in dataclasses.fields(config)}:
+    raise ValueError(f"{config.__name__}: a mixer's config has no field 'name' (it is the registered name)")
 
   def wrap(factory):
     if name in _MIXERS:
       raise ValueError(f"mixer {name!r} is registered twice")
-    _MIXERS[name] = factory
+    if config in {r.config for r in _MIXERS.values()}:
+      raise ValueError(f"{config.__name__} is the config of mixer {name_of(config())!r}; give {name!r} its own class")
+    _MIXERS[name] = Registered(factory, config)
     return factory
 
   return wrap
@@ -72,8 +112,36 @@ def mixer_names() -> list[str]:
   return sorted(_MIXERS)
 
 
-def build_mixer(cfg: ModelConfig) -> Mixer:
-  """The mixer named by `cfg.mixer`, or a ConfigError naming the choices."""
-  if cfg.mixer not in _MIXERS:
-    raise ConfigError(f"model.mixer={cfg.mixer!r} is not a known mixer; choose one of {', '.join(mixer_names())}")
-  return _MIXERS[cfg.mixer](cfg)
+def registered(name: str) -> Registered:
+  """The mixer registered as `name`, or a ConfigError naming the choices."""
+  if name not in _MIXERS:
+    close = difflib.get_close_matches(name, _MIXERS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(f"model.mixer={name!r} is not a known mixer; {hint}choose one of {', '.join(mixer_names())}")
+  return _MIXERS[name]
+
+
+def name_of(cfg: MixerConfig) -> str:
+  """The name the class of `cfg` is registered under, or a ConfigError."""
+  for name, registered in _MIXERS.items():
+    if type(cfg) is registered.config:
+      return name
+  raise ConfigError(f"model.mixer: {type(cfg).__name__} is no mixer's config; register it: register_mixer(name, cls)")
+
+
+def mixers_with(field: str) -> list[str]:
+  """The mixers whose config has `field`, sorted."""
+  return [n for n in mixer_names() if field in {f.name for f in dataclasses.fields(_MIXERS[n].config)}]
+
+
+def head_width(model: ModelConfig) -> int:
+  """The head width `d_model / n_heads`, or a ConfigError."""
+  d, h = model.d_model, model.n_heads
+  if d % h:
+    raise ConfigError(f"model.d_model={d} must be divisible by model.n_heads={h}")
+  return d // h
+
+
+def build_mixer(model: ModelConfig) -> Mixer:
+  """The mixer of `model.mixer`, at the model's sizes."""
+  return registered(model.mixer.name).factory(model.mixer, model)

@@ -1,10 +1,18 @@
 """Named model variants for comparisons, chosen by name on the command line.
 
 An experiment keeps a table `{label: {ModelConfig field: value}}` on top of
-a base `ModelConfig`. `select(table, names, base)` returns `{label:
-ModelConfig}` for the names asked; a name is a label of the table or any
-registered mixer. A variant whose mixer is not registered in this version is
-skipped with a printed note, so a table may name a mixer before it exists.
+a base `ModelConfig`, a variant's mixer settings as its mixer's config:
+
+    MODELS = {
+      "transformer": {"mixer": SlidingWindowConfig(window=256), "mlp_ratio": 5},
+      "titans": {"mixer": TitansConfig(expansion=2, chunk=16)},
+    }
+
+`select(table, names, base)` returns `{label: ModelConfig}` for the names
+asked; a name is a label of the table or any registered mixer (at its
+defaults). A variant whose mixer is named by a string that is not
+registered in this version is skipped with a printed note, so a table may
+name a mixer before it exists.
 """
 
 from __future__ import annotations
@@ -36,9 +44,8 @@ def select(
       raise ConfigError(
         f"unknown model {name!r}; choose from {', '.join(table)} or a mixer: {', '.join(sorted(known))}"
       )
-    cfg = dataclasses.replace(base, **fields)
-    if cfg.mixer not in known:
-      note(f"skipping {name}: mixer {cfg.mixer!r} is not in this version of contlearn")
+    if isinstance(fields.get("mixer"), str) and fields["mixer"] not in known:
+      note(f"skipping {name}: mixer {fields['mixer']!r} is not in this version of contlearn")
       continue
-    chosen[name] = cfg
+    chosen[name] = dataclasses.replace(base, **fields)
   return chosen

@@ -1,5 +1,6 @@
 """Memory mixers: shapes, state carried across steps, masks, the LM, errors."""
 
+import dataclasses
 import re
 
 import jax
@@ -7,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contlearn.config import ModelConfig
+from contlearn.config import ModelConfig, mixer_config, with_known_fields
 from contlearn.errors import ConfigError
 from contlearn.learner import build_learner
 from contlearn.models import build_mixer, byte_lm
@@ -27,9 +28,9 @@ WITH_SWA = [pytest.param("titans_mag", {}, marks=pytest.mark.slow), ("titans_mal
 
 
 def _cfg(name, **kw):
-  return ModelConfig(
-    mixer=name, d_model=32, n_heads=2, n_layers=1, window=8, mem_chunk=8, sm_chunk_proj=16, mem_expansion=2, **kw
-  )
+  """`name` at small sizes; `kw` are fields of its mixer."""
+  mixer = with_known_fields(name, window=8, chunk=8, chunk_proj=16, expansion=2)
+  return ModelConfig(mixer=dataclasses.replace(mixer, **kw), d_model=32, n_heads=2, n_layers=1)
 
 
 def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
@@ -38,7 +39,7 @@ def _close(x, y, tol=1e-4):  # float32 (the forms are checked in float64)
 
 
 STEP_PER_CHUNK = [
-  pytest.param(n, {"mem_step": "chunk"}, id=f"{n}-chunk_step", marks=[pytest.mark.slow] if n == "ttt_mlp" else [])
+  pytest.param(n, {"step": "chunk"}, id=f"{n}-chunk_step", marks=[pytest.mark.slow] if n == "ttt_mlp" else [])
   for n in ("ttt_mlp", "titans", "titans_mac")
 ]
 
@@ -60,7 +61,7 @@ def test_state_carries_across_steps(name, extra):
   In float64, so that the two agree to rounding whatever the state's scale
   (Titans' momentum grows to tens); attention mixers with persistent tokens.
   """
-  mixer = build_mixer(_cfg(name, persistent_tokens=0 if name in NAMES else 2, **extra))
+  mixer = build_mixer(_cfg(name, **({} if name in NAMES else {"persistent_tokens": 2}), **extra))
   with jax.enable_x64(True):
     f64 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
     params = f64(mixer.init_params(jax.random.PRNGKey(0)))
@@ -106,30 +107,33 @@ def test_byte_lm_accepts_memory(name):
   [
     ("linear_attention", dict(d_model=30, n_heads=4), "d_model"),
     ("linear_attention", dict(decay="fast"), "decay"),
-    ("linear_attention", dict(mem_conv=0), "mem_conv"),
-    ("titans", dict(mem_depth=0), "mem_depth"),
-    ("linear_attention", dict(mem_chunk=-1), "mem_chunk"),
-    ("titans", dict(persistent_tokens=2), "persistent_tokens"),
+    ("linear_attention", dict(conv=0), "conv"),
+    ("titans", dict(depth=0), "depth"),
+    ("linear_attention", dict(chunk=-1), "chunk"),
+    ("titans", dict(persistent_tokens=2), "persistent_tokens"),  # a field titans does not have
     ("swa", dict(persistent_tokens=-1), "persistent_tokens"),
-    ("titans_mac", dict(window=8, mem_chunk=3), "mem_chunk"),
-    ("titans", dict(mem_step="block"), "mem_step"),
-    ("gated_deltanet", dict(mem_step="chunk"), "mem_step"),
-    ("self_modifying_titans", dict(mem_step="chunk"), "mem_step"),
-    ("gated_deltanet", dict(mem_conv_init="normal"), "mem_conv_init"),
-    ("deltanet", dict(mem_qk_act="relu"), "mem_qk_act"),
-    ("ttt_linear", dict(mem_lr_init=1.0), "mem_lr_init"),
+    ("titans_mac", dict(window=8, chunk=3), "chunk"),
+    ("titans", dict(step="block"), "step"),
+    ("gated_deltanet", dict(step="chunk"), "step"),
+    ("self_modifying_titans", dict(step="chunk"), "step"),
+    ("gated_deltanet", dict(conv_init="normal"), "conv_init"),
+    ("deltanet", dict(qk_act="relu"), "qk_act"),
+    ("ttt_linear", dict(lr_init=1.0), "lr_init"),
   ],
 )
 def test_bad_config_names_field(name, override, field):
+  """`override`: fields of the model (d_model, n_heads) and of its mixer."""
+  sizes = {"d_model": 32, "n_heads": 2, **{k: v for k, v in override.items() if k in ("d_model", "n_heads")}}
   with pytest.raises(ConfigError, match=field):
-    build_mixer(ModelConfig(mixer=name, **{"d_model": 32, "n_heads": 2, **override}))
+    mixer = mixer_config(name, **{k: v for k, v in override.items() if k not in sizes})
+    build_mixer(ModelConfig(mixer=mixer, **sizes))
 
 
 @pytest.mark.parametrize("name, scale", [("deltanet", 1.0), ("gated_deltanet", 1.0), ("ttt_mlp", 0.1)])
 def test_lr_init_is_the_inner_rate_of_a_neutral_input(name, scale):
-  """With the gate's weights zeroed, every token's inner rate is lr_scale * mem_lr_init."""
+  """With the gate's weights zeroed, every token's inner rate is lr_scale * lr_init."""
   for lr_init in (0.5, 0.05):
-    p = build_mixer(_cfg(name, mem_lr_init=lr_init)).init_params(jax.random.PRNGKey(0))
+    p = build_mixer(_cfg(name, lr_init=lr_init)).init_params(jax.random.PRNGKey(0))
     np.testing.assert_allclose(scale * jax.nn.sigmoid(p["br"][:2]), scale * lr_init, rtol=1e-6)
 
 
@@ -145,7 +149,7 @@ def test_conv_init_decides_whether_the_state_sees_token_order(width, init, order
   x = jax.random.normal(jax.random.PRNGKey(3), (1, 12, 32))
   mask = jnp.ones((1, 12), bool)
   order = jnp.asarray(np.random.default_rng(0).permutation(12))
-  mixer = build_mixer(_cfg("linear_attention", mem_conv=width, mem_conv_init=init, decay="none"))
+  mixer = build_mixer(_cfg("linear_attention", conv=width, conv_init=init, decay="none"))
   params = mixer.init_params(jax.random.PRNGKey(0))
   kernel = np.asarray(params["conv"])
   assert kernel.shape == (width, 96)
@@ -162,14 +166,14 @@ def test_conv_init_decides_whether_the_state_sees_token_order(width, init, order
 @pytest.mark.parametrize(
   "name, override, multiple, message",
   [
-    ("ttt_linear", {}, 16, "the inner mini-batch of model.mixer='ttt_linear' (model.mem_chunk=0: the default, 16)"),
-    ("titans_mag", dict(mem_chunk=12), 12, "the inner mini-batch of model.mixer='titans_mag' (model.mem_chunk=12)"),
-    ("titans_mac", dict(window=8, mem_chunk=4), 8, "the segment of model.mixer='titans_mac' (model.window=8)"),
+    ("ttt_linear", {}, 16, "the inner mini-batch of model.mixer='ttt_linear' (model.mixer.chunk=0: the default, 16)"),
+    ("titans_mag", dict(chunk=12), 12, "the inner mini-batch of model.mixer='titans_mag' (model.mixer.chunk=12)"),
+    ("titans_mac", dict(window=8, chunk=4), 8, "the segment of model.mixer='titans_mac' (model.mixer.window=8)"),
   ],
 )
 def test_steps_must_hold_whole_mini_batches(name, override, multiple, message):
   """Chunk-start-gradient memories count mini-batches from each step's start: data.seq must keep them whole."""
-  cfg = tiny_config(mixer=name, **override)
+  cfg = tiny_config(dataclasses.replace(with_known_fields(name, window=16), **override))
   seq = multiple + multiple // 2
   with pytest.raises(ConfigError, match=re.escape(f"data.seq={seq} must be a multiple of {multiple}, {message}")):
     build_learner(with_fields(cfg, data=dict(seq=seq)))
@@ -177,4 +181,4 @@ def test_steps_must_hold_whole_mini_batches(name, override, multiple, message):
 
 
 def test_online_memories_take_any_step_length():
-  build_learner(with_fields(tiny_config(mixer="gated_deltanet", mem_chunk=12), data=dict(seq=16)))
+  build_learner(with_fields(tiny_config(mixer_config("gated_deltanet", chunk=12)), data=dict(seq=16)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from contlearn import memories
-from contlearn.config import ModelConfig
+from contlearn.config import ModelConfig, mixer_config
 from contlearn.memories.core import InnerModel, MemState, Rule, squared_loss
 from contlearn.models import build_mixer
 
@@ -64,13 +64,13 @@ def test_titans_paper_form_linear_memory():
 @pytest.mark.parametrize("name, qk_act", [("deltanet", "silu"), ("gated_deltanet", "silu"), ("deltanet", "identity")])
 def test_delta_rule_layer_paper_form(name, qk_act):
   """The whole mixer: q, k, v = phi(conv(rms(x) W)) (phi = silu for v, and
-  silu or the identity for q and k: `mem_qk_act`), q and k unit per head,
+  silu or the identity for q and k: `qk_act`), q and k unit per head,
   beta = sigmoid(rms(x) w_b + b_b) in (0, 1) (and alpha = 1 - sigmoid(.) for the
   gated form), S_t = S_{t-1} alpha_t (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
   o_t = S_t q_t, then per-head RMS norm, output gate and projection."""
   d, h, t = 8, 2, 11
   dh = d // h
-  cfg = ModelConfig(mixer=name, d_model=d, n_heads=h, n_layers=1, mem_chunk=4, mem_qk_act=qk_act)
+  cfg = ModelConfig(mixer=mixer_config(name, chunk=4, qk_act=qk_act), d_model=d, n_heads=h, n_layers=1)
   with jax.enable_x64(True):
     mixer = build_mixer(cfg)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), mixer.init_params(jax.random.PRNGKey(0)))
