@@ -6,6 +6,7 @@
 | `adam_atan2` | AdamATan2, Adam with `atan2(m, b sqrt(v))`, as an optax rule |
 | `sign_sgd` | sign-SGD with decoupled weight decay on the rows a step touched (puzzle embeddings) |
 | `ema` | `with_ema(rule, rate)`: an average of the weights kept in the rule's state |
+| `segments` | one segment per engine step: the carry of the rows, its refill, halting, `segment_learner` |
 | `trm` | the Tiny Recursive Model: `TRMConfig`, `trm_learner`, `solve`, `single_pass` |
 | `hrm` | the Hierarchical Reasoning Model: `HRMConfig`, `hrm_learner`, its `solve` as `hrm.solve` |
 

@@ -24,12 +24,12 @@ read by a no-gradient extra forward from this segment's new latents:
 A row halts after `max_segments` segments or when `q_halt > q_continue`
 (with probability `explore`, not before a minimum drawn from {2..max}).
 
-Everything around the recursion is TRM's, imported: the carry in the learner
-state's `memory` (TRM's `Carry` with `y = z_H`, the state the heads read, and
-`z = z_L`, the reading of the TRM paper), the refill of halted rows with the
-fixed initial vectors, the embedding, the exploration of `halts`, and the
-update rule (`with_ema` of AdamATan2 on both modules and the heads, sign-SGD on
-the puzzle table).
+Everything around the recursion is shared with TRM: the carry in the learner
+state's `memory`, its refill with the fixed initial vectors and the learner's
+step (`contlearn.reasoning.segments`, with `y = z_H`, the state the heads
+read, and `z = z_L`, the reading of the TRM paper), and from `trm` the
+embedding, the network type and the update rule (`with_ema` of AdamATan2 on
+both modules and the heads, sign-SGD on the puzzle table).
 
 >>> import jax
 >>> from contlearn import engine
@@ -61,20 +61,9 @@ import optax
 from contlearn.config import FieldError, require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init
-from contlearn.puzzles.feed import PuzzleBlock
+from contlearn.reasoning.segments import Carry, answers_per_segment, segment_learner
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
-from contlearn.reasoning.trm import (
-  Q_INIT_BIAS,
-  Carry,
-  embed,
-  halts,
-  init_carry,
-  init_network,
-  network,
-  refill,
-  update_rule,
-)
-from contlearn.state import new_state
+from contlearn.reasoning.trm import Q_INIT_BIAS, embed, init_network, network, update_rule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +213,7 @@ def segment_loss(params: dict, cfg: HRMConfig, carry: Carry):
   halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_halt, exact.astype(jnp.float32)))
   continue_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_continue, target))
   aux = {
-    **{"z_high": z_high, "z_low": z_low, "q_halt": q_halt, "q_continue": q_continue, "target": target},
+    **{"y": z_high, "z": z_low, "halt_logit": q_halt - q_continue, "target": target},
     **{"exact": exact, "correct": correct, "lm": lm_loss, "halt": halt_loss, "continue": continue_loss},
   }
   return lm_loss + cfg.halt_weight * (halt_loss + continue_loss), aux
@@ -251,52 +240,26 @@ class HRMMetrics(NamedTuple):
   segments: jax.Array
 
 
+def _metrics(loss, aux, halted, steps) -> HRMMetrics:
+  n_halted = jnp.sum(halted)
+  return HRMMetrics(
+    loss=loss,
+    lm_loss=aux["lm"],
+    halt_loss=aux["halt"],
+    continue_loss=aux["continue"],
+    accuracy=jnp.mean(aux["correct"]),
+    exact=jnp.mean(aux["exact"]),
+    halted=n_halted / halted.shape[0],
+    segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
+  )
+
+
 def hrm_learner(cfg: HRMConfig, batch: int) -> Learner:
-  """An HRM learner of `batch` rows whose step reads a `PuzzleBlock` slice (module docstring)."""
-  rule = update_rule(cfg)
-
-  def init(key):
-    k_params, k_state = jax.random.split(key)
-    params = init_params(k_params, cfg)
-    return new_state(params, rule.init(params), k_state, memory=init_carry(cfg, batch))
-
-  def step(state, x, env=None):
-    del env
-    carry = refill(state.memory, x, state.params["init"])
-    (loss, aux), grads = jax.value_and_grad(segment_loss, has_aux=True)(state.params, cfg, carry)
-    updates, opt_state = rule.update(grads, state.opt_state, state.params)
-    steps = carry.steps + 1
-    key = jax.random.fold_in(state.key, state.step)
-    halted = halts(cfg, steps, aux["q_halt"] - aux["q_continue"], key)  # q_halt > q_continue
-    memory = carry._replace(y=aux["z_high"], z=aux["z_low"], steps=steps, halted=halted)
-    n_halted = jnp.sum(halted)
-    metrics = HRMMetrics(
-      loss=loss,
-      lm_loss=aux["lm"],
-      halt_loss=aux["halt"],
-      continue_loss=aux["continue"],
-      accuracy=jnp.mean(aux["correct"]),
-      exact=jnp.mean(aux["exact"]),
-      halted=n_halted / batch,
-      segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
-    )
-    new = state.replace(
-      params=optax.apply_updates(state.params, updates),
-      opt_state=opt_state,
-      memory=jax.lax.stop_gradient(memory),
-      step=state.step + 1,
-    )
-    return new, metrics
-
-  return Learner(init, step)
+  """An HRM learner of `batch` rows whose step reads a `PuzzleBlock` slice (module docstring); a row halts
+  when `q_halt > q_continue`."""
+  return segment_learner(cfg, batch, init_params, update_rule(cfg), segment_loss, _metrics)
 
 
 def solve(params: dict, cfg: HRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
   """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting)."""
-  carry = refill(init_carry(cfg, inputs.shape[0]), PuzzleBlock(inputs, inputs, ids), params["init"])  # labels unused
-
-  def one(carry, _):
-    z_high, z_low, logits, _, _ = segment(params, cfg, carry)
-    return carry._replace(y=z_high, z=z_low), jnp.argmax(logits, axis=-1).astype(jnp.int32)
-
-  return jax.lax.scan(one, carry, length=cfg.max_segments)[1]
+  return answers_per_segment(segment, params, cfg, inputs, ids)

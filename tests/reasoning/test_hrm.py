@@ -12,6 +12,7 @@ from contlearn import engine
 from contlearn.config import FieldError
 from contlearn.puzzles.feed import PuzzleBlock
 from contlearn.reasoning import hrm
+from contlearn.reasoning.segments import Carry, refill
 
 CFG = hrm.HRMConfig(vocab=5, length=6, puzzles=4, width=8, layers=1, expansion=2, high_cycles=2, low_steps=3)
 B = 3
@@ -22,7 +23,7 @@ def _carry(cfg, key, halted=(False, False, False)):
   """A carry of random puzzles, latents (y = z_H, z = z_L) and step counts."""
   kh, kl, ki, ka = jax.random.split(key, 4)
   shape = (B, cfg.tokens, cfg.width)
-  return hrm.Carry(
+  return Carry(
     y=jax.random.normal(kh, shape),
     z=jax.random.normal(kl, shape),
     steps=jnp.array([1, 2, 3], jnp.int32),
@@ -39,13 +40,13 @@ def test_halted_rows_are_reset_to_the_initial_latents_and_refilled_the_others_un
     inputs=jnp.full((B, CFG.length), 4, jnp.int32), labels=jnp.full((B, CFG.length), 2, jnp.int32), ids=jnp.full(B, 2)
   )
   init = jax.jit(hrm.init_params, static_argnums=1)(jax.random.key(1), CFG)["init"]
-  new = hrm.refill(carry, candidates, init)
+  new = refill(carry, candidates, init)
   for row in (0, 2):
     assert (np.asarray(new.y[row]) == np.asarray(init["y"])).all()  # z_H
     assert (np.asarray(new.z[row]) == np.asarray(init["z"])).all()  # z_L
     assert int(new.steps[row]) == 0 and int(new.ids[row]) == 2
     assert (np.asarray(new.inputs[row]) == 4).all() and (np.asarray(new.labels[row]) == 2).all()
-  for field in hrm.Carry._fields:  # row 1 bit-equal
+  for field in Carry._fields:  # row 1 bit-equal
     assert np.array_equal(np.asarray(getattr(new, field)[1]), np.asarray(getattr(carry, field)[1])), field
 
 
@@ -87,7 +88,7 @@ def test_the_target_is_read_from_an_extra_segment_on_the_new_latents():
   params["q_head"]["w"] = jax.random.normal(jax.random.key(2), (CFG.width, 2))
   carry = _carry(CFG, jax.random.key(3))._replace(steps=jnp.array([0, 3, 7], jnp.int32))  # row 2: its last segment
   _, aux = jax.jit(hrm.segment_loss, static_argnums=1)(params, CFG, carry)
-  following = carry._replace(y=aux["z_high"], z=aux["z_low"])
+  following = carry._replace(y=aux["y"], z=aux["z"])
   _, _, _, next_halt, next_continue = jax.jit(hrm.segment, static_argnums=1)(params, CFG, following)
   next_halt, next_continue = np.asarray(next_halt), np.asarray(next_continue)
   best = np.where([False, False, True], next_halt, np.maximum(next_halt, next_continue))

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from contlearn.reasoning import hrm
+from contlearn.reasoning.segments import Carry
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
 from contlearn.reasoning.trm import network
 
@@ -22,7 +23,7 @@ def _carry(cfg, key):
   """A carry of random puzzles, latents (y = z_H, z = z_L) and step counts."""
   kh, kl, ki, ka = jax.random.split(key, 4)
   shape = (B, cfg.tokens, cfg.width)
-  return hrm.Carry(
+  return Carry(
     y=jax.random.normal(kh, shape),
     z=jax.random.normal(kl, shape),
     steps=jnp.array([1, 2, 3], jnp.int32),
