@@ -63,12 +63,12 @@ from contlearn import rules
 from contlearn.config import FieldError, require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init, rms_norm
-from contlearn.puzzles.feed import PuzzleBlock
 from contlearn.reasoning.adam_atan2 import adam_atan2
 from contlearn.reasoning.ema import with_ema
+from contlearn.reasoning.segments import Carry, answers_per_segment, segment_learner
+from contlearn.reasoning.segments import refill as refill  # re-exported: TRM's refill of halted rows
 from contlearn.reasoning.sign_sgd import sign_sgd
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
-from contlearn.state import new_state
 
 Q_INIT_BIAS = -5.0  # q_halt starts far below 0: rows run their segments until the head learns
 
@@ -232,51 +232,6 @@ def update_rule(cfg: TRMConfig) -> optax.GradientTransformation:
   return with_ema(levels, cfg.ema_rate)
 
 
-class Carry(NamedTuple):
-  """The ACT carry of B rows, the learner state's `memory`.
-
-  Attributes:
-    y, z: float32 `[B, S, D]`, the answer and the latent, detached.
-    steps: int32 `[B]`, segments the row's puzzle has run.
-    halted: bool `[B]`, the row takes the block's candidate puzzle at the next step.
-    inputs, labels: int32 `[B, L]`, the row's current puzzle and its answer.
-    ids: int32 `[B]`, the row's puzzle id.
-  """
-
-  y: jax.Array
-  z: jax.Array
-  steps: jax.Array
-  halted: jax.Array
-  inputs: jax.Array
-  labels: jax.Array
-  ids: jax.Array
-
-
-def init_carry(cfg: TRMConfig, batch: int) -> Carry:
-  """Every row halted, so the first step fills all of them."""
-  hidden = jnp.zeros((batch, cfg.tokens, cfg.width), jnp.float32)
-  tokens = jnp.zeros((batch, cfg.length), jnp.int32)
-  return Carry(hidden, hidden, jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), bool), tokens, tokens, tokens[:, 0])
-
-
-def refill(carry: Carry, candidates, init: dict) -> Carry:
-  """Halted rows take the candidate puzzle (`inputs`, `labels [B, L]`, `ids [B]`), `y, z = init`, `steps = 0`."""
-  h = carry.halted
-
-  def pick(new, old):
-    return jnp.where(h.reshape(-1, *([1] * (old.ndim - 1))), new, old)
-
-  return Carry(
-    y=pick(jnp.broadcast_to(init["y"], carry.y.shape), carry.y),
-    z=pick(jnp.broadcast_to(init["z"], carry.z.shape), carry.z),
-    steps=pick(0, carry.steps),
-    halted=carry.halted,
-    inputs=pick(candidates.inputs, carry.inputs),
-    labels=pick(candidates.labels, carry.labels),
-    ids=pick(candidates.ids, carry.ids),
-  )
-
-
 def embed(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
   """x = sqrt(D) [puzzle_emb(id) ; E[input]]: `[B, S, D]` from `inputs [B, L]`, `ids [B]`."""
   prefix = params["puzzle_emb"][ids].reshape(ids.shape[0], cfg.puzzle_tokens, cfg.width)
@@ -300,16 +255,8 @@ def segment_loss(params: dict, cfg: TRMConfig, carry: Carry):
   exact = jnp.all(correct, axis=-1)
   lm_loss = jnp.mean(stablemax_cross_entropy(logits, carry.labels))
   halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_halt, exact.astype(jnp.float32)))
-  aux = {"y": y, "z": z, "q_halt": q_halt, "exact": exact, "correct": correct, "lm": lm_loss, "halt": halt_loss}
+  aux = {"y": y, "z": z, "halt_logit": q_halt, "exact": exact, "correct": correct, "lm": lm_loss, "halt": halt_loss}
   return lm_loss + cfg.halt_weight * halt_loss, aux
-
-
-def halts(cfg: TRMConfig, steps: jax.Array, q_halt: jax.Array, key: jax.Array) -> jax.Array:
-  """bool `[B]`: `steps >= max_segments`, or `q_halt > 0` once past a minimum drawn with probability `explore`."""
-  k_explore, k_min = jax.random.split(key)
-  explore = jax.random.uniform(k_explore, steps.shape) < cfg.explore
-  min_steps = jnp.where(explore, jax.random.randint(k_min, steps.shape, 2, cfg.max_segments + 1), 0)
-  return (steps >= cfg.max_segments) | ((q_halt > 0) & (steps >= min_steps))
 
 
 class TRMMetrics(NamedTuple):
@@ -332,50 +279,24 @@ class TRMMetrics(NamedTuple):
   segments: jax.Array
 
 
+def _metrics(loss, aux, halted, steps) -> TRMMetrics:
+  n_halted = jnp.sum(halted)
+  return TRMMetrics(
+    loss=loss,
+    lm_loss=aux["lm"],
+    halt_loss=aux["halt"],
+    accuracy=jnp.mean(aux["correct"]),
+    exact=jnp.mean(aux["exact"]),
+    halted=n_halted / halted.shape[0],
+    segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
+  )
+
+
 def trm_learner(cfg: TRMConfig, batch: int) -> Learner:
   """A TRM learner of `batch` rows whose step reads a `PuzzleBlock` slice (module docstring)."""
-  rule = update_rule(cfg)
-
-  def init(key):
-    k_params, k_state = jax.random.split(key)
-    params = init_params(k_params, cfg)
-    return new_state(params, rule.init(params), k_state, memory=init_carry(cfg, batch))
-
-  def step(state, x, env=None):
-    del env
-    carry = refill(state.memory, x, state.params["init"])
-    (loss, aux), grads = jax.value_and_grad(segment_loss, has_aux=True)(state.params, cfg, carry)
-    updates, opt_state = rule.update(grads, state.opt_state, state.params)
-    steps = carry.steps + 1
-    halted = halts(cfg, steps, aux["q_halt"], jax.random.fold_in(state.key, state.step))
-    memory = carry._replace(y=aux["y"], z=aux["z"], steps=steps, halted=halted)
-    n_halted = jnp.sum(halted)
-    metrics = TRMMetrics(
-      loss=loss,
-      lm_loss=aux["lm"],
-      halt_loss=aux["halt"],
-      accuracy=jnp.mean(aux["correct"]),
-      exact=jnp.mean(aux["exact"]),
-      halted=n_halted / batch,
-      segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
-    )
-    new = state.replace(
-      params=optax.apply_updates(state.params, updates),
-      opt_state=opt_state,
-      memory=jax.lax.stop_gradient(memory),
-      step=state.step + 1,
-    )
-    return new, metrics
-
-  return Learner(init, step)
+  return segment_learner(cfg, batch, init_params, update_rule(cfg), segment_loss, _metrics)
 
 
 def solve(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
   """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting)."""
-  carry = refill(init_carry(cfg, inputs.shape[0]), PuzzleBlock(inputs, inputs, ids), params["init"])  # labels unused
-
-  def one(carry, _):
-    y, z, logits, _ = segment(params, cfg, carry)
-    return carry._replace(y=y, z=z), jnp.argmax(logits, axis=-1).astype(jnp.int32)
-
-  return jax.lax.scan(one, carry, length=cfg.max_segments)[1]
+  return answers_per_segment(segment, params, cfg, inputs, ids)

@@ -1,0 +1,265 @@
+"""The Hierarchical Reasoning Model (HRM, Wang et al. 2025) as a learner on the engine.
+
+Two recurrent modules of TRM's network type (post-norm MLP-mixer blocks over
+the `[B, S, D]` sequence, input injected by addition), a low, fast one `f_L`
+and a high, slow one `f_H`, refine two latents `z_H`, `z_L` given the
+embedded puzzle `x` (TRM's `embed`). One segment runs N high cycles of T low
+steps each:
+
+    f_L(z_L, z_H + x) = net_L(z_L + z_H + x)        f_H(z_H, z_L) = net_H(z_H + z_L)
+    for i in 1..N:  T times  z_L <- f_L(z_L, z_H + x)
+                    then     z_H <- f_H(z_H, z_L)
+    all calls but the last f_L and the last f_H under stop_gradient (the one-step gradient)
+    logits = z_H[:, P:] W_O        (q_halt, q_continue) = z_H[:, 0] W_Q + b_Q   (W_Q = 0, b_Q = -5 at init)
+
+Halting is learned by Q-learning: `q_halt` is trained towards "the row's whole
+answer is exactly right", `q_continue` towards the value of the next segment,
+read by a no-gradient extra forward from this segment's new latents:
+
+    target = sigmoid(q'_halt)                     if the row has run max_segments segments
+             sigmoid(max(q'_halt, q'_continue))   otherwise
+    loss   = mean_rows(mean_tokens(stablemax_CE(logits, label)))
+             + halt_weight (mean_rows(BCE(q_halt, exact)) + mean_rows(BCE(q_continue, target)))
+
+A row halts after `max_segments` segments or when `q_halt > q_continue`
+(with probability `explore`, not before a minimum drawn from {2..max}).
+
+Everything around the recursion is shared with TRM: the carry in the learner
+state's `memory`, its refill with the fixed initial vectors and the learner's
+step (`contlearn.reasoning.segments`, with `y = z_H`, the state the heads
+read, and `z = z_L`, the reading of the TRM paper), and from `trm` the
+embedding, the network type and the update rule (`with_ema` of AdamATan2 on
+both modules and the heads, sign-SGD on the puzzle table).
+
+>>> import jax
+>>> from contlearn import engine
+>>> from contlearn.puzzles import PuzzleConfig, PuzzleFeed, puzzle_kind, splits
+>>> from contlearn.reasoning import ema_params
+>>> train, _ = splits(PuzzleConfig(kind="sudoku", size=4, train=8, test=0, min_clues=6))
+>>> kind = puzzle_kind(train.config)
+>>> cfg = HRMConfig(vocab=kind.vocab, length=kind.length, puzzles=8, width=16, layers=1, max_segments=4)
+>>> learner = hrm_learner(cfg, batch=4)
+>>> state = engine.init(learner, jax.random.key(0))
+>>> block, _ = PuzzleFeed(train, steps=3, batch=4).next(0)
+>>> state, metrics = engine.compile(learner, state)(state, engine.place_xs(block))
+>>> metrics.continue_loss.shape, state.memory.y.shape
+((3,), (4, 17, 16))
+>>> solve(ema_params(state.opt_state), cfg, train.inputs[:2], train.ids[:2]).shape  # every segment's answer
+(4, 2, 16)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from contlearn.config import FieldError, require
+from contlearn.engine import Learner
+from contlearn.models.layers import dense_init
+from contlearn.reasoning.segments import Carry, answers_per_segment, segment_learner
+from contlearn.reasoning.stablemax import stablemax_cross_entropy
+from contlearn.reasoning.trm import Q_INIT_BIAS, embed, init_network, network, update_rule
+
+
+@dataclasses.dataclass(frozen=True)
+class HRMConfig:
+  """An HRM model and its training.
+
+  Attributes:
+    vocab: V, input and answer tokens `0..V-1`.
+    length: L, tokens of a puzzle.
+    puzzles: rows of the puzzle-embedding table (puzzle ids `0..puzzles-1`).
+    width: D, the model width.
+    layers: mixer blocks of each module, f_L and f_H.
+    expansion: hidden width of the channel MLP, as a multiple of D.
+    puzzle_tokens: P, the puzzle embedding's tokens before the input.
+    high_cycles: N, updates of z_H per segment.
+    low_steps: T, updates of z_L per high cycle.
+    max_segments: segments a puzzle runs at most.
+    explore: probability that a row may halt only after a drawn minimum of segments.
+    halt_weight: weight of the two Q-learning BCE terms in the loss.
+    lr, b1, b2, weight_decay: AdamATan2 on the network.
+    puzzle_lr, puzzle_weight_decay: sign-SGD on the puzzle-embedding table.
+    ema_rate: rate of the weights' moving average.
+  """
+
+  vocab: int
+  length: int
+  puzzles: int
+  width: int = 64
+  layers: int = 2
+  expansion: int = 4
+  puzzle_tokens: int = 1
+  high_cycles: int = 2
+  low_steps: int = 2
+  max_segments: int = 8
+  explore: float = 0.1
+  halt_weight: float = 0.5
+  lr: float = 1e-3
+  b1: float = 0.9
+  b2: float = 0.95
+  weight_decay: float = 0.1
+  puzzle_lr: float = 1e-2
+  puzzle_weight_decay: float = 0.1
+  ema_rate: float = 0.999
+
+  def __post_init__(self):
+    require(
+      self,
+      positive=(
+        *("vocab", "length", "puzzles", "width", "layers", "expansion", "puzzle_tokens"),
+        *("high_cycles", "low_steps", "max_segments", "lr", "puzzle_lr"),
+      ),
+      non_negative=("explore", "halt_weight", "weight_decay", "puzzle_weight_decay"),
+      fraction=("b1", "b2", "ema_rate"),
+    )
+    if self.explore >= 1:
+      raise FieldError(type(self).__name__, "explore", self.explore, "a probability below 1")
+
+  @property
+  def tokens(self) -> int:
+    """S = P + L, the sequence the network sees."""
+    return self.puzzle_tokens + self.length
+
+
+#### The hierarchical recursion ####
+
+
+def low_update(blocks: list[dict], z_low: jax.Array, injection: jax.Array) -> jax.Array:
+  """f_L(z_L, z_H + x) = net_L(z_L + z_H + x), `injection = z_H + x`; all `[B, S, D]`."""
+  return network(blocks, z_low + injection)
+
+
+def high_update(blocks: list[dict], z_high: jax.Array, z_low: jax.Array) -> jax.Array:
+  """f_H(z_H, z_L) = net_H(z_H + z_L); all `[B, S, D]`."""
+  return network(blocks, z_high + z_low)
+
+
+def cycles_without_gradient(
+  net: dict, x: jax.Array, z_high: jax.Array, z_low: jax.Array, high_cycles: int, low_steps: int
+):
+  """The N T - 1 first low updates and the N - 1 first high updates of a segment; returns `(z_high, z_low)`."""
+  for cycle in range(high_cycles):
+    last = cycle == high_cycles - 1
+    for _ in range(low_steps - 1 if last else low_steps):
+      z_low = low_update(net["low"], z_low, z_high + x)
+    if not last:
+      z_high = high_update(net["high"], z_high, z_low)
+  return z_high, z_low
+
+
+def hierarchical_recursion(
+  net: dict, x: jax.Array, z_high: jax.Array, z_low: jax.Array, high_cycles: int, low_steps: int
+):
+  """One segment's updates: `cycles_without_gradient` under stop_gradient, then the last f_L and f_H with it."""
+  z_high, z_low = jax.lax.stop_gradient(cycles_without_gradient(net, x, z_high, z_low, high_cycles, low_steps))
+  z_low = low_update(net["low"], z_low, z_high + x)
+  return high_update(net["high"], z_high, z_low), z_low
+
+
+#### Parameters, one segment, the loss ####
+
+
+def init_params(key: jax.Array, cfg: HRMConfig) -> dict:
+  """{embed [V, D], puzzle_emb [puzzles, P D] (zeros), net {low, high}, head [D, V],
+  q_head {w [D, 2] (zeros), b [2] (-5)}, init {y (z_H), z (z_L)} [D] (fixed)}."""
+  k_embed, k_low, k_high, k_head, k_y, k_z = jax.random.split(key, 6)
+  d = cfg.width
+  return {
+    "embed": jax.random.normal(k_embed, (cfg.vocab, d), jnp.float32) / math.sqrt(d),
+    "puzzle_emb": jnp.zeros((cfg.puzzles, cfg.puzzle_tokens * d), jnp.float32),
+    "net": {"low": init_network(k_low, cfg), "high": init_network(k_high, cfg)},
+    "head": dense_init(k_head, d, cfg.vocab),
+    "q_head": {"w": jnp.zeros((d, 2), jnp.float32), "b": jnp.full((2,), Q_INIT_BIAS, jnp.float32)},
+    "init": {
+      "y": jax.random.truncated_normal(k_y, -2.0, 2.0, (d,), jnp.float32),
+      "z": jax.random.truncated_normal(k_z, -2.0, 2.0, (d,), jnp.float32),
+    },
+  }
+
+
+def segment(params: dict, cfg: HRMConfig, carry: Carry):
+  """One segment from the (detached) carry: `(z_high, z_low, logits [B, L, V], q_halt [B], q_continue [B])`."""
+  z_high, z_low = jax.lax.stop_gradient((carry.y, carry.z))
+  x = embed(params, cfg, carry.inputs, carry.ids)
+  z_high, z_low = hierarchical_recursion(params["net"], x, z_high, z_low, cfg.high_cycles, cfg.low_steps)
+  logits = z_high[:, cfg.puzzle_tokens :] @ params["head"]
+  q = z_high[:, 0] @ params["q_head"]["w"] + params["q_head"]["b"][None, :]
+  return z_high, z_low, logits, q[:, 0], q[:, 1]
+
+
+def q_target(next_q_halt: jax.Array, next_q_continue: jax.Array, last: jax.Array) -> jax.Array:
+  """float32 `[B]`, the target of q_continue: `sigmoid(q'_halt)` on a row's last segment, else
+  `sigmoid(max(q'_halt, q'_continue))`, from the next segment's logits `[B]`; `last` bool `[B]`."""
+  return jax.nn.sigmoid(jnp.where(last, next_q_halt, jnp.maximum(next_q_halt, next_q_continue)))
+
+
+def segment_loss(params: dict, cfg: HRMConfig, carry: Carry):
+  """`(loss, aux)`: stablemax CE of the answer, plus `halt_weight` times the BCE of q_halt on "exactly right"
+  and the BCE of q_continue on `q_target` of a no-gradient extra segment from the new latents."""
+  z_high, z_low, logits, q_halt, q_continue = segment(params, cfg, carry)
+  correct = jnp.argmax(logits, axis=-1) == carry.labels
+  exact = jnp.all(correct, axis=-1)
+  steps = carry.steps + 1
+  following = carry._replace(y=z_high, z=z_low, steps=steps)
+  _, _, _, next_halt, next_continue = segment(jax.lax.stop_gradient(params), cfg, jax.lax.stop_gradient(following))
+  target = jax.lax.stop_gradient(q_target(next_halt, next_continue, steps >= cfg.max_segments))
+  lm_loss = jnp.mean(stablemax_cross_entropy(logits, carry.labels))
+  halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_halt, exact.astype(jnp.float32)))
+  continue_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_continue, target))
+  aux = {
+    **{"y": z_high, "z": z_low, "halt_logit": q_halt - q_continue, "target": target},
+    **{"exact": exact, "correct": correct, "lm": lm_loss, "halt": halt_loss, "continue": continue_loss},
+  }
+  return lm_loss + cfg.halt_weight * (halt_loss + continue_loss), aux
+
+
+class HRMMetrics(NamedTuple):
+  """Per step, stacked to `[steps]` by the scan; all float32 `[]`.
+
+  Attributes:
+    loss, lm_loss, halt_loss, continue_loss: the segment's loss and its three terms.
+    accuracy: fraction of answer tokens right.
+    exact: fraction of rows whose whole answer is right.
+    halted: fraction of rows that halt after this segment.
+    segments: mean segments run by the rows that halt (0 when none does).
+  """
+
+  loss: jax.Array
+  lm_loss: jax.Array
+  halt_loss: jax.Array
+  continue_loss: jax.Array
+  accuracy: jax.Array
+  exact: jax.Array
+  halted: jax.Array
+  segments: jax.Array
+
+
+def _metrics(loss, aux, halted, steps) -> HRMMetrics:
+  n_halted = jnp.sum(halted)
+  return HRMMetrics(
+    loss=loss,
+    lm_loss=aux["lm"],
+    halt_loss=aux["halt"],
+    continue_loss=aux["continue"],
+    accuracy=jnp.mean(aux["correct"]),
+    exact=jnp.mean(aux["exact"]),
+    halted=n_halted / halted.shape[0],
+    segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
+  )
+
+
+def hrm_learner(cfg: HRMConfig, batch: int) -> Learner:
+  """An HRM learner of `batch` rows whose step reads a `PuzzleBlock` slice (module docstring); a row halts
+  when `q_halt > q_continue`."""
+  return segment_learner(cfg, batch, init_params, update_rule(cfg), segment_loss, _metrics)
+
+
+def solve(params: dict, cfg: HRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
+  """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting)."""
+  return answers_per_segment(segment, params, cfg, inputs, ids)

@@ -1,0 +1,134 @@
+"""One supervision segment per engine step: the ACT carry of a recursive model, its refill, halting, the learner.
+
+TRM and HRM share everything around their recursion. The learner state's
+`memory` is the carry of B rows, `Carry(y, z, steps, halted, inputs, labels,
+ids)`, with `y` the state the heads read (TRM's answer, HRM's `z_H`) and `z`
+the other latent (TRM's `z`, HRM's `z_L`). A step refills the halted rows
+with the block's candidate puzzles and the fixed initial `y`, `z`, runs one
+segment of the model's `segment_loss`, updates the parameters, and decides
+which rows halt. `cfg` is the model's config: `tokens`, `width`, `length`,
+`max_segments`, `explore` are read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from contlearn.engine import Learner
+from contlearn.puzzles.feed import PuzzleBlock
+from contlearn.state import new_state
+
+
+class Carry(NamedTuple):
+  """The ACT carry of B rows, the learner state's `memory`.
+
+  Attributes:
+    y, z: float32 `[B, S, D]`, the two latents (TRM's answer and latent, HRM's z_H and z_L), detached.
+    steps: int32 `[B]`, segments the row's puzzle has run.
+    halted: bool `[B]`, the row takes the block's candidate puzzle at the next step.
+    inputs, labels: int32 `[B, L]`, the row's current puzzle and its answer.
+    ids: int32 `[B]`, the row's puzzle id.
+  """
+
+  y: jax.Array
+  z: jax.Array
+  steps: jax.Array
+  halted: jax.Array
+  inputs: jax.Array
+  labels: jax.Array
+  ids: jax.Array
+
+
+def init_carry(cfg, batch: int) -> Carry:
+  """Every row halted, so the first step fills all of them."""
+  hidden = jnp.zeros((batch, cfg.tokens, cfg.width), jnp.float32)
+  tokens = jnp.zeros((batch, cfg.length), jnp.int32)
+  return Carry(hidden, hidden, jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), bool), tokens, tokens, tokens[:, 0])
+
+
+def refill(carry: Carry, candidates, init: dict) -> Carry:
+  """Halted rows take the candidate puzzle (`inputs`, `labels [B, L]`, `ids [B]`), `y, z = init`, `steps = 0`."""
+  h = carry.halted
+
+  def pick(new, old):
+    return jnp.where(h.reshape(-1, *([1] * (old.ndim - 1))), new, old)
+
+  return Carry(
+    y=pick(jnp.broadcast_to(init["y"], carry.y.shape), carry.y),
+    z=pick(jnp.broadcast_to(init["z"], carry.z.shape), carry.z),
+    steps=pick(0, carry.steps),
+    halted=carry.halted,
+    inputs=pick(candidates.inputs, carry.inputs),
+    labels=pick(candidates.labels, carry.labels),
+    ids=pick(candidates.ids, carry.ids),
+  )
+
+
+def halts(cfg, steps: jax.Array, halt_logit: jax.Array, key: jax.Array) -> jax.Array:
+  """bool `[B]`: `steps >= max_segments`, or `halt_logit > 0` once past a minimum drawn with probability `explore`."""
+  k_explore, k_min = jax.random.split(key)
+  explore = jax.random.uniform(k_explore, steps.shape) < cfg.explore
+  min_steps = jnp.where(explore, jax.random.randint(k_min, steps.shape, 2, cfg.max_segments + 1), 0)
+  return (steps >= cfg.max_segments) | ((halt_logit > 0) & (steps >= min_steps))
+
+
+def segment_learner(
+  cfg,
+  batch: int,
+  init_params: Callable,
+  rule: optax.GradientTransformation,
+  segment_loss: Callable,
+  metrics: Callable,
+) -> Learner:
+  """A learner of `batch` rows whose step is one segment, reading a `PuzzleBlock` slice.
+
+  Args:
+    cfg: the model's config.
+    batch: B, the rows of the carry.
+    init_params: `(key, cfg) -> params`, with `params["init"] = {"y", "z"}` the rows' initial latents `[D]`.
+    rule: the update rule.
+    segment_loss: `(params, cfg, carry) -> (loss, aux)`; `aux` holds the new latents `y`, `z` and
+      `halt_logit [B]` (the row halts when it is > 0).
+    metrics: `(loss, aux, halted [B], steps [B]) -> metrics`, after the segment.
+  """
+
+  def init(key):
+    k_params, k_state = jax.random.split(key)
+    params = init_params(k_params, cfg)
+    return new_state(params, rule.init(params), k_state, memory=init_carry(cfg, batch))
+
+  def step(state, x, env=None):
+    del env
+    carry = refill(state.memory, x, state.params["init"])
+    (loss, aux), grads = jax.value_and_grad(segment_loss, has_aux=True)(state.params, cfg, carry)
+    updates, opt_state = rule.update(grads, state.opt_state, state.params)
+    steps = carry.steps + 1
+    halted = halts(cfg, steps, aux["halt_logit"], jax.random.fold_in(state.key, state.step))
+    memory = carry._replace(y=aux["y"], z=aux["z"], steps=steps, halted=halted)
+    new = state.replace(
+      params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state,
+      memory=jax.lax.stop_gradient(memory),
+      step=state.step + 1,
+    )
+    return new, metrics(loss, aux, halted, steps)
+
+  return Learner(init, step)
+
+
+def answers_per_segment(segment: Callable, params: dict, cfg, inputs: jax.Array, ids: jax.Array) -> jax.Array:
+  """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting).
+
+  `segment(params, cfg, carry)` returns `(y, z, logits [B, L, V], ...)`; `inputs [B, L]`, `ids [B]`."""
+  carry = refill(init_carry(cfg, inputs.shape[0]), PuzzleBlock(inputs, inputs, ids), params["init"])  # labels unused
+
+  def one(carry, _):
+    y, z, logits = segment(params, cfg, carry)[:3]
+    return carry._replace(y=y, z=z), jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+  return jax.lax.scan(one, carry, length=cfg.max_segments)[1]
