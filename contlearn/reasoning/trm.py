@@ -370,12 +370,17 @@ def trm_learner(cfg: TRMConfig, batch: int) -> Learner:
   return Learner(init, step)
 
 
-def solve(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
-  """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting)."""
+def rollout(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """All `max_segments` segments, no halting: the answers, int32 `[N, B, L]`, and q_halt, float32 `[N, B]`."""
   carry = refill(init_carry(cfg, inputs.shape[0]), PuzzleBlock(inputs, inputs, ids), params["init"])  # labels unused
 
   def one(carry, _):
-    y, z, logits, _ = segment(params, cfg, carry)
-    return carry._replace(y=y, z=z), jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    y, z, logits, q_halt = segment(params, cfg, carry)
+    return carry._replace(y=y, z=z), (jnp.argmax(logits, axis=-1).astype(jnp.int32), q_halt)
 
   return jax.lax.scan(one, carry, length=cfg.max_segments)[1]
+
+
+def solve(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
+  """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting)."""
+  return rollout(params, cfg, inputs, ids)[0]
