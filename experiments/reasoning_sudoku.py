@@ -214,8 +214,8 @@ def evaluate_fn(model: trm.TRMConfig):
   """`evaluate(state, inputs [P, L], labels [P, L]) -> dict of per-lane arrays` on the EMA weights.
 
   exact, blanks: float32 `[N]`, whole-puzzle accuracy and accuracy on the
-  blank cells after 1..N segments; halt_segments, halt_exact, halt_decision: float32 `[]`, the
-  halting statistics of the module docstring.
+  blank cells after 1..N segments; halt_segments, halt_exact,
+  halt_decision: float32 `[]`, the halting statistics of the module docstring.
   """
 
   def evaluate(state, inputs, labels):
@@ -249,7 +249,7 @@ def train_and_eval(cfg: Config, name: str, data, out: pathlib.Path, *, resume: b
     lambda: engine.init(learner, keys, lanes=True),
     feed,
     out,
-    config={"experiment": _json(cfg), "model": name, "trm": dataclasses.asdict(model)},
+    config={"experiment": _json(dataclasses.replace(cfg, models=(name,))), "trm": dataclasses.asdict(model)},
     hooks=[log],
     lanes=True,
     resume=resume,
