@@ -3,9 +3,9 @@
 Command:   contlearn run reasoning_sudoku                         # 2 models, 3 seeds, 1000 + 1000 puzzles
            contlearn run reasoning_sudoku --set smoke=true        (a smoke run, about a minute)
            contlearn run reasoning_sudoku --set train=200 --set test=200 --set steps=300
-Runtime:   about 25 minutes on 2 shared CPU cores (estimated from measured runs: per step of the
-           3 seeds as lanes, TRM about 1.1 s and single pass about 0.3 s, plus compilation and
-           generating 2000 puzzles); the smoke run about 40 s.
+Runtime:   about 25 minutes on 2 shared CPU cores (scaled from a measured run of 400 steps, 3 seeds
+           as lanes, load average 5-7: TRM 723 s, single pass 239 s, compilation included; plus
+           generating 2000 puzzles), less on idle cores; the smoke run about 40 s.
 Outputs:   OUT/results.json, OUT/results.md; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one from its last checkpoint.
 
@@ -102,7 +102,7 @@ class Config:
   puzzle_lr: float = 1e-2
   weight_decay: float = 0.1
   ema_rate: float = 0.99
-  steps: int = 1000
+  steps: int = 600
   batch: int = 64
   block: int = 50
   checkpoint_every: int = 2
