@@ -7,7 +7,7 @@
 | `sign_sgd` | sign-SGD with decoupled weight decay on the rows a step touched (puzzle embeddings) |
 | `ema` | `with_ema(rule, rate)`: an average of the weights kept in the rule's state |
 | `segments` | one segment per engine step: the carry of the rows, its refill, halting, `segment_learner` |
-| `trm` | the Tiny Recursive Model: `TRMConfig`, `trm_learner`, `solve`, `single_pass` |
+| `trm` | the Tiny Recursive Model: `TRMConfig`, `trm_learner`, `solve`, `rollout`, `single_pass` |
 | `hrm` | the Hierarchical Reasoning Model: `HRMConfig`, `hrm_learner`, its `solve` as `hrm.solve` |
 
 See docs/reasoning.md, "Recursive models".
@@ -18,7 +18,7 @@ from contlearn.reasoning.ema import ema_params, with_ema
 from contlearn.reasoning.hrm import HRMConfig, hrm_learner
 from contlearn.reasoning.sign_sgd import sign_sgd
 from contlearn.reasoning.stablemax import log_stablemax, stablemax, stablemax_cross_entropy
-from contlearn.reasoning.trm import TRMConfig, single_pass, solve, trm_learner
+from contlearn.reasoning.trm import TRMConfig, rollout, single_pass, solve, trm_learner
 
 __all__ = [
   "HRMConfig",
@@ -27,6 +27,7 @@ __all__ = [
   "ema_params",
   "hrm_learner",
   "log_stablemax",
+  "rollout",
   "sign_sgd",
   "single_pass",
   "solve",

@@ -61,7 +61,7 @@ import optax
 from contlearn.config import FieldError, require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init
-from contlearn.reasoning.segments import Carry, answers_per_segment, segment_learner
+from contlearn.reasoning.segments import Carry, rollout, segment_learner
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
 from contlearn.reasoning.trm import Q_INIT_BIAS, embed, init_network, network, update_rule
 
@@ -262,4 +262,4 @@ def hrm_learner(cfg: HRMConfig, batch: int) -> Learner:
 
 def solve(params: dict, cfg: HRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
   """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting)."""
-  return answers_per_segment(segment, params, cfg, inputs, ids)
+  return rollout(segment, params, cfg, inputs, ids)[0]

@@ -121,14 +121,14 @@ def segment_learner(
   return Learner(init, step)
 
 
-def answers_per_segment(segment: Callable, params: dict, cfg, inputs: jax.Array, ids: jax.Array) -> jax.Array:
-  """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting).
+def rollout(segment: Callable, params: dict, cfg, inputs: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """All `max_segments` segments, no halting: the answer after each, int32 `[N, B, L]`, and q_halt, float32 `[N, B]`.
 
-  `segment(params, cfg, carry)` returns `(y, z, logits [B, L, V], ...)`; `inputs [B, L]`, `ids [B]`."""
+  `segment(params, cfg, carry)` returns `(y, z, logits [B, L, V], q_halt [B], ...)`; `inputs [B, L]`, `ids [B]`."""
   carry = refill(init_carry(cfg, inputs.shape[0]), PuzzleBlock(inputs, inputs, ids), params["init"])  # labels unused
 
   def one(carry, _):
-    y, z, logits = segment(params, cfg, carry)[:3]
-    return carry._replace(y=y, z=z), jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    y, z, logits, q_halt = segment(params, cfg, carry)[:4]
+    return carry._replace(y=y, z=z), (jnp.argmax(logits, axis=-1).astype(jnp.int32), q_halt)
 
   return jax.lax.scan(one, carry, length=cfg.max_segments)[1]

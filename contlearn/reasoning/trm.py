@@ -65,8 +65,9 @@ from contlearn.engine import Learner
 from contlearn.models.layers import dense_init, rms_norm
 from contlearn.reasoning.adam_atan2 import adam_atan2
 from contlearn.reasoning.ema import with_ema
-from contlearn.reasoning.segments import Carry, answers_per_segment, segment_learner
+from contlearn.reasoning.segments import Carry, segment_learner
 from contlearn.reasoning.segments import refill as refill  # re-exported: TRM's refill of halted rows
+from contlearn.reasoning.segments import rollout as segments_rollout
 from contlearn.reasoning.sign_sgd import sign_sgd
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
 
@@ -297,6 +298,11 @@ def trm_learner(cfg: TRMConfig, batch: int) -> Learner:
   return segment_learner(cfg, batch, init_params, update_rule(cfg), segment_loss, _metrics)
 
 
+def rollout(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """All `max_segments` segments, no halting: the answers, int32 `[N, B, L]`, and q_halt, float32 `[N, B]`."""
+  return segments_rollout(segment, params, cfg, inputs, ids)
+
+
 def solve(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:
   """int32 `[max_segments, B, L]`: the answer after each segment, running all of them (no halting)."""
-  return answers_per_segment(segment, params, cfg, inputs, ids)
+  return rollout(params, cfg, inputs, ids)[0]
