@@ -156,6 +156,7 @@ def _cli(*args):
   return [sys.executable, "-m", "contlearn.cli", "run", *args, "--no-progress"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_for_bit(tmp_path):
   chunks = 16
   exp = _experiment(tmp_path, tokens=chunks * 512)
@@ -188,6 +189,7 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
   assert losses(clean) == losses(killed)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_before_exiting(tmp_path):
   exp = _experiment(tmp_path, tokens=10**9)
   out = tmp_path / "o"

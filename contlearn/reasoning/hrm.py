@@ -52,79 +52,34 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from contlearn.config import FieldError, require
+from contlearn.config import require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init
-from contlearn.reasoning.segments import Carry, rollout, segment_learner
+from contlearn.reasoning.segments import Carry, SegmentConfig, rollout, segment_learner
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
 from contlearn.reasoning.trm import Q_INIT_BIAS, embed, init_network, network, update_rule
 
 
 @dataclasses.dataclass(frozen=True)
-class HRMConfig:
-  """An HRM model and its training.
+class HRMConfig(SegmentConfig):
+  """An HRM model and its training (the shared fields: `SegmentConfig`).
 
   Attributes:
-    vocab: V, input and answer tokens `0..V-1`.
-    length: L, tokens of a puzzle.
-    puzzles: rows of the puzzle-embedding table (puzzle ids `0..puzzles-1`).
-    width: D, the model width.
-    layers: mixer blocks of each module, f_L and f_H.
-    expansion: hidden width of the channel MLP, as a multiple of D.
-    puzzle_tokens: P, the puzzle embedding's tokens before the input.
     high_cycles: N, updates of z_H per segment.
     low_steps: T, updates of z_L per high cycle.
-    max_segments: segments a puzzle runs at most.
-    explore: probability that a row may halt only after a drawn minimum of segments.
-    halt_weight: weight of the two Q-learning BCE terms in the loss.
-    lr, b1, b2, weight_decay: AdamATan2 on the network.
-    puzzle_lr, puzzle_weight_decay: sign-SGD on the puzzle-embedding table.
-    ema_rate: rate of the weights' moving average.
   """
 
-  vocab: int
-  length: int
-  puzzles: int
-  width: int = 64
-  layers: int = 2
-  expansion: int = 4
-  puzzle_tokens: int = 1
   high_cycles: int = 2
   low_steps: int = 2
-  max_segments: int = 8
-  explore: float = 0.1
-  halt_weight: float = 0.5
-  lr: float = 1e-3
-  b1: float = 0.9
-  b2: float = 0.95
-  weight_decay: float = 0.1
-  puzzle_lr: float = 1e-2
-  puzzle_weight_decay: float = 0.1
-  ema_rate: float = 0.999
 
   def __post_init__(self):
-    require(
-      self,
-      positive=(
-        *("vocab", "length", "puzzles", "width", "layers", "expansion", "puzzle_tokens"),
-        *("high_cycles", "low_steps", "max_segments", "lr", "puzzle_lr"),
-      ),
-      non_negative=("explore", "halt_weight", "weight_decay", "puzzle_weight_decay"),
-      fraction=("b1", "b2", "ema_rate"),
-    )
-    if self.explore >= 1:
-      raise FieldError(type(self).__name__, "explore", self.explore, "a probability below 1")
-
-  @property
-  def tokens(self) -> int:
-    """S = P + L, the sequence the network sees."""
-    return self.puzzle_tokens + self.length
+    super().__post_init__()
+    require(self, positive=("high_cycles", "low_steps"))
 
 
 #### The hierarchical recursion ####
@@ -219,45 +174,10 @@ def segment_loss(params: dict, cfg: HRMConfig, carry: Carry):
   return lm_loss + cfg.halt_weight * (halt_loss + continue_loss), aux
 
 
-class HRMMetrics(NamedTuple):
-  """Per step, stacked to `[steps]` by the scan; all float32 `[]`.
-
-  Attributes:
-    loss, lm_loss, halt_loss, continue_loss: the segment's loss and its three terms.
-    accuracy: fraction of answer tokens right.
-    exact: fraction of rows whose whole answer is right.
-    halted: fraction of rows that halt after this segment.
-    segments: mean segments run by the rows that halt (0 when none does).
-  """
-
-  loss: jax.Array
-  lm_loss: jax.Array
-  halt_loss: jax.Array
-  continue_loss: jax.Array
-  accuracy: jax.Array
-  exact: jax.Array
-  halted: jax.Array
-  segments: jax.Array
-
-
-def _metrics(loss, aux, halted, steps) -> HRMMetrics:
-  n_halted = jnp.sum(halted)
-  return HRMMetrics(
-    loss=loss,
-    lm_loss=aux["lm"],
-    halt_loss=aux["halt"],
-    continue_loss=aux["continue"],
-    accuracy=jnp.mean(aux["correct"]),
-    exact=jnp.mean(aux["exact"]),
-    halted=n_halted / halted.shape[0],
-    segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
-  )
-
-
 def hrm_learner(cfg: HRMConfig, batch: int) -> Learner:
   """An HRM learner of `batch` rows whose step reads a `PuzzleBlock` slice (module docstring); a row halts
   when `q_halt > q_continue`."""
-  return segment_learner(cfg, batch, init_params, update_rule(cfg), segment_loss, _metrics)
+  return segment_learner(cfg, batch, init_params, update_rule(cfg), segment_loss)
 
 
 def solve(params: dict, cfg: HRMConfig, inputs: jax.Array, ids: jax.Array) -> jax.Array:

@@ -12,6 +12,7 @@ which rows halt. `cfg` is the model's config: `tokens`, `width`, `length`,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -19,9 +20,67 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from contlearn.config import FieldError, require
 from contlearn.engine import Learner
 from contlearn.puzzles.feed import PuzzleBlock
 from contlearn.state import new_state
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentConfig:
+  """What every model trained by segments shares: sizes, halting and the update rule.
+
+  Attributes:
+    vocab: V, input and answer tokens `0..V-1`.
+    length: L, tokens of a puzzle.
+    puzzles: rows of the puzzle-embedding table (puzzle ids `0..puzzles-1`).
+    width: D, the model width.
+    layers: mixer blocks of the network (of each module, for HRM).
+    expansion: hidden width of the channel MLP, as a multiple of D.
+    puzzle_tokens: P, the puzzle embedding's tokens before the input.
+    max_segments: N_sup, segments a puzzle runs at most.
+    explore: probability that a row may halt only after a drawn minimum of segments.
+    halt_weight: weight of the halting loss terms.
+    lr, b1, b2, weight_decay: AdamATan2 on the network.
+    puzzle_lr, puzzle_weight_decay: sign-SGD on the puzzle-embedding table.
+    ema_rate: rate of the weights' moving average.
+  """
+
+  vocab: int
+  length: int
+  puzzles: int
+  width: int = 64
+  layers: int = 2
+  expansion: int = 4
+  puzzle_tokens: int = 1
+  max_segments: int = 8
+  explore: float = 0.1
+  halt_weight: float = 0.5
+  lr: float = 1e-3
+  b1: float = 0.9
+  b2: float = 0.95
+  weight_decay: float = 0.1
+  puzzle_lr: float = 1e-2
+  puzzle_weight_decay: float = 0.1
+  ema_rate: float = 0.999
+
+  def __post_init__(self):
+    require(
+      self,
+      positive=(
+        *("vocab", "length", "puzzles", "width", "layers", "expansion", "puzzle_tokens"),
+        *("max_segments", "lr", "puzzle_lr"),
+      ),
+      non_negative=("explore", "halt_weight", "weight_decay", "puzzle_weight_decay"),
+      fraction=("b1", "b2", "ema_rate"),
+    )
+    if self.explore >= 1:
+      raise FieldError(type(self).__name__, "explore", self.explore, "a probability below 1")
+
+  @property
+  def tokens(self) -> int:
+    """S = P + L, the sequence the network sees."""
+    return self.puzzle_tokens + self.length
 
 
 class Carry(NamedTuple):
@@ -77,13 +136,49 @@ def halts(cfg, steps: jax.Array, halt_logit: jax.Array, key: jax.Array) -> jax.A
   return (steps >= cfg.max_segments) | ((halt_logit > 0) & (steps >= min_steps))
 
 
+class SegmentMetrics(NamedTuple):
+  """Per step, stacked to `[steps]` by the scan; all float32 `[]`.
+
+  Attributes:
+    loss, lm_loss, halt_loss: the segment's loss, its answer term and its halting term.
+    continue_loss: HRM's Q-learning term for q_continue (0 for TRM).
+    accuracy: fraction of answer tokens right.
+    exact: fraction of rows whose whole answer is right.
+    halted: fraction of rows that halt after this segment.
+    segments: mean segments run by the rows that halt (0 when none does).
+  """
+
+  loss: jax.Array
+  lm_loss: jax.Array
+  halt_loss: jax.Array
+  continue_loss: jax.Array
+  accuracy: jax.Array
+  exact: jax.Array
+  halted: jax.Array
+  segments: jax.Array
+
+
+def segment_metrics(loss: jax.Array, aux: dict, halted: jax.Array, steps: jax.Array) -> SegmentMetrics:
+  """The metrics of a segment from its loss, the loss's `aux` and the rows' halted flags and steps `[B]`."""
+  n_halted = jnp.sum(halted)
+  return SegmentMetrics(
+    loss=loss,
+    lm_loss=aux["lm"],
+    halt_loss=aux["halt"],
+    continue_loss=aux.get("continue", jnp.zeros(())),
+    accuracy=jnp.mean(aux["correct"]),
+    exact=jnp.mean(aux["exact"]),
+    halted=n_halted / halted.shape[0],
+    segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
+  )
+
+
 def segment_learner(
   cfg,
   batch: int,
   init_params: Callable,
   rule: optax.GradientTransformation,
   segment_loss: Callable,
-  metrics: Callable,
 ) -> Learner:
   """A learner of `batch` rows whose step is one segment, reading a `PuzzleBlock` slice.
 
@@ -92,9 +187,8 @@ def segment_learner(
     batch: B, the rows of the carry.
     init_params: `(key, cfg) -> params`, with `params["init"] = {"y", "z"}` the rows' initial latents `[D]`.
     rule: the update rule.
-    segment_loss: `(params, cfg, carry) -> (loss, aux)`; `aux` holds the new latents `y`, `z` and
-      `halt_logit [B]` (the row halts when it is > 0).
-    metrics: `(loss, aux, halted [B], steps [B]) -> metrics`, after the segment.
+    segment_loss: `(params, cfg, carry) -> (loss, aux)`; `aux` holds the new latents `y`, `z`,
+      `halt_logit [B]` (the row halts when it is > 0) and what `segment_metrics` reads.
   """
 
   def init(key):
@@ -116,7 +210,7 @@ def segment_learner(
       memory=jax.lax.stop_gradient(memory),
       step=state.step + 1,
     )
-    return new, metrics(loss, aux, halted, steps)
+    return new, segment_metrics(loss, aux, halted, steps)
 
   return Learner(init, step)
 

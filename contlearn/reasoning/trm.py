@@ -53,19 +53,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from contlearn import rules
-from contlearn.config import FieldError, require
+from contlearn.config import require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init, rms_norm
 from contlearn.reasoning.adam_atan2 import adam_atan2
 from contlearn.reasoning.ema import with_ema
-from contlearn.reasoning.segments import Carry, segment_learner
+from contlearn.reasoning.segments import Carry, SegmentConfig, segment_learner
 from contlearn.reasoning.segments import refill as refill  # re-exported: TRM's refill of halted rows
 from contlearn.reasoning.segments import rollout as segments_rollout
 from contlearn.reasoning.sign_sgd import sign_sgd
@@ -75,64 +74,20 @@ Q_INIT_BIAS = -5.0  # q_halt starts far below 0: rows run their segments until t
 
 
 @dataclasses.dataclass(frozen=True)
-class TRMConfig:
-  """A TRM model and its training.
+class TRMConfig(SegmentConfig):
+  """A TRM model and its training (the shared fields: `SegmentConfig`).
 
   Attributes:
-    vocab: V, input and answer tokens `0..V-1`.
-    length: L, tokens of a puzzle.
-    puzzles: rows of the puzzle-embedding table (puzzle ids `0..puzzles-1`).
-    width: D, the model width.
-    layers: mixer blocks of the network f.
-    expansion: hidden width of the channel MLP, as a multiple of D.
-    puzzle_tokens: P, the puzzle embedding's tokens before the input.
     cycles: T, rounds of latent recursion per segment (the last one with gradient).
     latent_steps: n, latent updates per round.
-    max_segments: N_sup, segments a puzzle runs at most.
-    explore: probability that a row may halt only after a drawn minimum of segments.
-    halt_weight: weight of the halting BCE in the loss.
-    lr, b1, b2, weight_decay: AdamATan2 on the network.
-    puzzle_lr, puzzle_weight_decay: sign-SGD on the puzzle-embedding table.
-    ema_rate: rate of the weights' moving average.
   """
 
-  vocab: int
-  length: int
-  puzzles: int
-  width: int = 64
-  layers: int = 2
-  expansion: int = 4
-  puzzle_tokens: int = 1
   cycles: int = 2
   latent_steps: int = 3
-  max_segments: int = 8
-  explore: float = 0.1
-  halt_weight: float = 0.5
-  lr: float = 1e-3
-  b1: float = 0.9
-  b2: float = 0.95
-  weight_decay: float = 0.1
-  puzzle_lr: float = 1e-2
-  puzzle_weight_decay: float = 0.1
-  ema_rate: float = 0.999
 
   def __post_init__(self):
-    require(
-      self,
-      positive=(
-        *("vocab", "length", "puzzles", "width", "layers", "expansion", "puzzle_tokens"),
-        *("cycles", "latent_steps", "max_segments", "lr", "puzzle_lr"),
-      ),
-      non_negative=("explore", "halt_weight", "weight_decay", "puzzle_weight_decay"),
-      fraction=("b1", "b2", "ema_rate"),
-    )
-    if self.explore >= 1:
-      raise FieldError(type(self).__name__, "explore", self.explore, "a probability below 1")
-
-  @property
-  def tokens(self) -> int:
-    """S = P + L, the sequence the network sees."""
-    return self.puzzle_tokens + self.length
+    super().__post_init__()
+    require(self, positive=("cycles", "latent_steps"))
 
 
 def single_pass(cfg: TRMConfig) -> TRMConfig:
@@ -260,42 +215,9 @@ def segment_loss(params: dict, cfg: TRMConfig, carry: Carry):
   return lm_loss + cfg.halt_weight * halt_loss, aux
 
 
-class TRMMetrics(NamedTuple):
-  """Per step, stacked to `[steps]` by the scan; all float32 `[]`.
-
-  Attributes:
-    loss, lm_loss, halt_loss: the segment's loss and its two terms.
-    accuracy: fraction of answer tokens right.
-    exact: fraction of rows whose whole answer is right.
-    halted: fraction of rows that halt after this segment.
-    segments: mean segments run by the rows that halt (0 when none does).
-  """
-
-  loss: jax.Array
-  lm_loss: jax.Array
-  halt_loss: jax.Array
-  accuracy: jax.Array
-  exact: jax.Array
-  halted: jax.Array
-  segments: jax.Array
-
-
-def _metrics(loss, aux, halted, steps) -> TRMMetrics:
-  n_halted = jnp.sum(halted)
-  return TRMMetrics(
-    loss=loss,
-    lm_loss=aux["lm"],
-    halt_loss=aux["halt"],
-    accuracy=jnp.mean(aux["correct"]),
-    exact=jnp.mean(aux["exact"]),
-    halted=n_halted / halted.shape[0],
-    segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),
-  )
-
-
 def trm_learner(cfg: TRMConfig, batch: int) -> Learner:
   """A TRM learner of `batch` rows whose step reads a `PuzzleBlock` slice (module docstring)."""
-  return segment_learner(cfg, batch, init_params, update_rule(cfg), segment_loss, _metrics)
+  return segment_learner(cfg, batch, init_params, update_rule(cfg), segment_loss)
 
 
 def rollout(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -191,6 +191,7 @@ def _checkpoints(out):
   return [p for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_summary(tmp_path, tiny_run):
   whole, _, _ = tiny_run
   killed = _cli(tmp_path, "--out", str(tmp_path / "killed"), "--set", "sleep=1")

@@ -110,6 +110,7 @@ def _row_log_prob(params, tokens):
   return sum(logp[t, tokens[t + 1]] for t in range(SEQ))
 
 
+@pytest.mark.slow
 def test_ewc_fisher_on_the_lm_equals_squared_per_sequence_gradients():
   params = MODEL.init_params(jax.random.key(3))
   rows = _rows(4, 4)

@@ -1,12 +1,12 @@
 """HRM's carry: halted rows reset and refilled, the others untouched; the Q-learning target; its config."""
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reasoning_fixtures import B, random_carry
 
 from contlearn import engine
 from contlearn.config import FieldError
@@ -15,27 +15,10 @@ from contlearn.reasoning import hrm
 from contlearn.reasoning.segments import Carry, refill
 
 CFG = hrm.HRMConfig(vocab=5, length=6, puzzles=4, width=8, layers=1, expansion=2, high_cycles=2, low_steps=3)
-B = 3
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _carry(cfg, key, halted=(False, False, False)):
-  """A carry of random puzzles, latents (y = z_H, z = z_L) and step counts."""
-  kh, kl, ki, ka = jax.random.split(key, 4)
-  shape = (B, cfg.tokens, cfg.width)
-  return Carry(
-    y=jax.random.normal(kh, shape),
-    z=jax.random.normal(kl, shape),
-    steps=jnp.array([1, 2, 3], jnp.int32),
-    halted=jnp.array(halted),
-    inputs=jax.random.randint(ki, (B, cfg.length), 0, cfg.vocab),
-    labels=jax.random.randint(ka, (B, cfg.length), 1, cfg.vocab),
-    ids=jnp.array([0, 3, 1], jnp.int32),
-  )
 
 
 def test_halted_rows_are_reset_to_the_initial_latents_and_refilled_the_others_untouched():
-  carry = _carry(CFG, jax.random.key(5), halted=(True, False, True))
+  carry = random_carry(CFG, jax.random.key(5), halted=(True, False, True))
   candidates = PuzzleBlock(
     inputs=jnp.full((B, CFG.length), 4, jnp.int32), labels=jnp.full((B, CFG.length), 2, jnp.int32), ids=jnp.full(B, 2)
   )
@@ -50,6 +33,7 @@ def test_halted_rows_are_reset_to_the_initial_latents_and_refilled_the_others_un
     assert np.array_equal(np.asarray(getattr(new, field)[1]), np.asarray(getattr(carry, field)[1])), field
 
 
+@pytest.mark.slow
 def test_a_row_keeps_its_puzzle_until_it_halts_then_takes_the_step_s_candidate():
   cfg = dataclasses.replace(CFG, high_cycles=1, low_steps=1, max_segments=2, explore=0.0)
   learner = hrm.hrm_learner(cfg, batch=B)
@@ -83,10 +67,13 @@ def test_the_q_continue_target_on_a_hand_made_example():
   np.testing.assert_allclose(np.asarray(hrm.q_target(next_halt, next_continue, last)), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_target_is_read_from_an_extra_segment_on_the_new_latents():
   params = jax.jit(hrm.init_params, static_argnums=1)(jax.random.key(1), CFG)
   params["q_head"]["w"] = jax.random.normal(jax.random.key(2), (CFG.width, 2))
-  carry = _carry(CFG, jax.random.key(3))._replace(steps=jnp.array([0, 3, 7], jnp.int32))  # row 2: its last segment
+  carry = random_carry(CFG, jax.random.key(3))._replace(
+    steps=jnp.array([0, 3, 7], jnp.int32)
+  )  # row 2: its last segment
   _, aux = jax.jit(hrm.segment_loss, static_argnums=1)(params, CFG, carry)
   following = carry._replace(y=aux["y"], z=aux["z"])
   _, _, _, next_halt, next_continue = jax.jit(hrm.segment, static_argnums=1)(params, CFG, following)
@@ -97,7 +84,7 @@ def test_the_target_is_read_from_an_extra_segment_on_the_new_latents():
 
 def test_solve_returns_an_answer_per_segment():
   params = jax.jit(hrm.init_params, static_argnums=1)(jax.random.key(1), CFG)
-  carry = _carry(CFG, jax.random.key(7))
+  carry = random_carry(CFG, jax.random.key(7))
   answers = hrm.solve(params, CFG, carry.inputs, carry.ids)
   assert answers.shape == (CFG.max_segments, B, CFG.length) and answers.dtype == jnp.int32
 

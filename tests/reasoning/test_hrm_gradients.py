@@ -8,30 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from reasoning_fixtures import random_carry
 
 from contlearn.reasoning import hrm
-from contlearn.reasoning.segments import Carry
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
 from contlearn.reasoning.trm import network
 
 CFG = hrm.HRMConfig(vocab=5, length=6, puzzles=4, width=8, layers=1, expansion=2, high_cycles=2, low_steps=3)
-B = 3
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _carry(cfg, key):
-  """A carry of random puzzles, latents (y = z_H, z = z_L) and step counts."""
-  kh, kl, ki, ka = jax.random.split(key, 4)
-  shape = (B, cfg.tokens, cfg.width)
-  return Carry(
-    y=jax.random.normal(kh, shape),
-    z=jax.random.normal(kl, shape),
-    steps=jnp.array([1, 2, 3], jnp.int32),
-    halted=jnp.zeros((B,), bool),
-    inputs=jax.random.randint(ki, (B, cfg.length), 0, cfg.vocab),
-    labels=jax.random.randint(ka, (B, cfg.length), 1, cfg.vocab),
-    ids=jnp.array([0, 3, 1], jnp.int32),
-  )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -72,7 +55,7 @@ def _carry_grads(params, cfg, carry):
 
 
 def test_the_one_step_gradient_is_the_gradient_of_the_last_two_calls():
-  params, carry = _trained_params(CFG), _carry(CFG, jax.random.key(0))
+  params, carry = _trained_params(CFG), random_carry(CFG, jax.random.key(0))
   x = hrm.embed(params, CFG, carry.inputs, carry.ids)
   cycles = jax.jit(hrm.cycles_without_gradient, static_argnums=(4, 5))
   z_high, z_low = (np.asarray(a) for a in cycles(params["net"], x, carry.y, carry.z, CFG.high_cycles, CFG.low_steps))
@@ -89,14 +72,14 @@ def test_the_one_step_gradient_is_the_gradient_of_the_last_two_calls():
 
 
 def test_the_initial_latents_get_exactly_zero_gradient():
-  grads = _grads(_trained_params(CFG), CFG, _carry(CFG, jax.random.key(2)))
+  grads = _grads(_trained_params(CFG), CFG, random_carry(CFG, jax.random.key(2)))
   assert not np.asarray(grads["init"]["y"]).any() and not np.asarray(grads["init"]["z"]).any()
 
 
 @pytest.mark.parametrize("high_cycles, low_steps", [(1, 1), (2, 3)])
 def test_no_gradient_reaches_the_carry(high_cycles, low_steps):
   cfg = dataclasses.replace(CFG, high_cycles=high_cycles, low_steps=low_steps)
-  params, carry = _trained_params(cfg), _carry(cfg, jax.random.key(4))
+  params, carry = _trained_params(cfg), random_carry(cfg, jax.random.key(4))
   dz_high, dz_low = _carry_grads(params, cfg, carry)
   assert not np.asarray(dz_high).any() and not np.asarray(dz_low).any()
   assert np.asarray(_grads(params, cfg, carry)["net"]["low"][0]["channels"]["down"]).any()  # the network gets one

@@ -7,47 +7,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reasoning_fixtures import TRM_CFG, B, random_carry, trm_params_with_heads
 
 from contlearn import engine
 from contlearn.config import FieldError
 from contlearn.puzzles.feed import PuzzleBlock
 from contlearn.reasoning import trm
 
-CFG = trm.TRMConfig(vocab=5, length=6, puzzles=4, width=8, layers=1, expansion=2, cycles=3, latent_steps=2)
-B = 3
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _carry(cfg, key, halted=(False, False, False)):
-  """A carry of random puzzles, latents and step counts."""
-  ky, kz, ki, kl = jax.random.split(key, 4)
-  shape = (B, cfg.tokens, cfg.width)
-  return trm.Carry(
-    y=jax.random.normal(ky, shape),
-    z=jax.random.normal(kz, shape),
-    steps=jnp.array([1, 2, 3], jnp.int32),
-    halted=jnp.array(halted),
-    inputs=jax.random.randint(ki, (B, cfg.length), 0, cfg.vocab),
-    labels=jax.random.randint(kl, (B, cfg.length), 1, cfg.vocab),
-    ids=jnp.array([0, 3, 1], jnp.int32),
-  )
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _trained_params(cfg):
-  """Parameters with a non-zero halting head, so every term of the loss has a gradient."""
-  params = trm.init_params(jax.random.key(1), cfg)
-  params["q_head"]["w"] = jax.random.normal(jax.random.key(2), (cfg.width,))
-  params["puzzle_emb"] = jax.random.normal(jax.random.key(3), params["puzzle_emb"].shape)
-  return params
+CFG = TRM_CFG
 
 
 def test_halted_rows_are_reset_and_refilled_the_others_untouched():
-  carry = _carry(CFG, jax.random.key(5), halted=(True, False, True))
+  carry = random_carry(CFG, jax.random.key(5), halted=(True, False, True))
   candidates = PuzzleBlock(
     inputs=jnp.full((B, CFG.length), 4, jnp.int32), labels=jnp.full((B, CFG.length), 2, jnp.int32), ids=jnp.full(B, 2)
   )
-  init = _trained_params(CFG)["init"]
+  init = trm_params_with_heads(CFG)["init"]
   new = trm.refill(carry, candidates, init)
   for row in (0, 2):
     assert (np.asarray(new.y[row]) == np.asarray(init["y"])).all() and (
@@ -59,6 +34,7 @@ def test_halted_rows_are_reset_and_refilled_the_others_untouched():
     assert np.array_equal(np.asarray(getattr(new, field)[1]), np.asarray(getattr(carry, field)[1])), field
 
 
+@pytest.mark.slow
 def test_a_row_keeps_its_puzzle_until_it_halts_then_takes_the_step_s_candidate():
   cfg = dataclasses.replace(CFG, cycles=1, latent_steps=1, max_segments=2, explore=0.0)
   learner = trm.trm_learner(cfg, batch=B)
@@ -88,8 +64,8 @@ def test_single_pass_is_one_round_of_one_update_and_one_segment():
 
 
 def test_solve_returns_an_answer_per_segment():
-  params = _trained_params(CFG)
-  carry = _carry(CFG, jax.random.key(7))
+  params = trm_params_with_heads(CFG)
+  carry = random_carry(CFG, jax.random.key(7))
   answers = trm.solve(params, CFG, carry.inputs, carry.ids)
   assert answers.shape == (CFG.max_segments, B, CFG.length) and answers.dtype == jnp.int32
 

@@ -7,36 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reasoning_fixtures import TRM_CFG, random_carry, trm_params_with_heads
 
 from contlearn.reasoning import trm
 
-CFG = trm.TRMConfig(vocab=5, length=6, puzzles=4, width=8, layers=1, expansion=2, cycles=3, latent_steps=2)
-B = 3
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _carry(cfg, key, halted=(False, False, False)):
-  """A carry of random puzzles, latents and step counts."""
-  ky, kz, ki, kl = jax.random.split(key, 4)
-  shape = (B, cfg.tokens, cfg.width)
-  return trm.Carry(
-    y=jax.random.normal(ky, shape),
-    z=jax.random.normal(kz, shape),
-    steps=jnp.array([1, 2, 3], jnp.int32),
-    halted=jnp.array(halted),
-    inputs=jax.random.randint(ki, (B, cfg.length), 0, cfg.vocab),
-    labels=jax.random.randint(kl, (B, cfg.length), 1, cfg.vocab),
-    ids=jnp.array([0, 3, 1], jnp.int32),
-  )
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _trained_params(cfg):
-  """Parameters with a non-zero halting head, so every term of the loss has a gradient."""
-  params = trm.init_params(jax.random.key(1), cfg)
-  params["q_head"]["w"] = jax.random.normal(jax.random.key(2), (cfg.width,))
-  params["puzzle_emb"] = jax.random.normal(jax.random.key(3), params["puzzle_emb"].shape)
-  return params
+CFG = TRM_CFG
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -51,7 +26,7 @@ def _carry_grads(params, cfg, carry):
 
 
 def test_the_first_rounds_add_exactly_zero_gradient():
-  params, carry = _trained_params(CFG), _carry(CFG, jax.random.key(0))
+  params, carry = trm_params_with_heads(CFG), random_carry(CFG, jax.random.key(0))
   # The same segment with the T - 1 first rounds replaced by their outputs, given as constants.
   first_rounds = jax.jit(trm.deep_recursion, static_argnums=(4, 5))
   x = trm.embed(params, CFG, carry.inputs, carry.ids)
@@ -70,7 +45,7 @@ def test_the_first_rounds_add_exactly_zero_gradient():
 @pytest.mark.parametrize("cycles", [1, 2])
 def test_no_gradient_reaches_the_carry(cycles):
   cfg = dataclasses.replace(CFG, cycles=cycles)
-  params, carry = _trained_params(cfg), _carry(cfg, jax.random.key(4))
+  params, carry = trm_params_with_heads(cfg), random_carry(cfg, jax.random.key(4))
   dy, dz = _carry_grads(params, cfg, carry)
   assert not np.asarray(dy).any() and not np.asarray(dz).any()
   assert np.asarray(jax.tree.leaves(_grads(params, cfg, carry))[0]).any()  # while the parameters do get one

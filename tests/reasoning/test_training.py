@@ -1,4 +1,4 @@
-"""HRM through `loop.fit` on 4x4 Sudoku: it learns, and a run stopped and resumed equals an uninterrupted one."""
+"""TRM and HRM through `loop.fit` on 4x4 Sudoku: they learn, and a stopped and resumed run equals a whole one."""
 
 import dataclasses
 
@@ -8,21 +8,25 @@ import pytest
 
 from contlearn import engine, loop
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, puzzle_kind, splits
-from contlearn.reasoning import hrm
+from contlearn.reasoning import hrm, trm
 
 STEPS, BATCH, BLOCKS = 4, 8, 6
 
 pytestmark = pytest.mark.slow  # three compiled runs: make test-all
 
 
-@pytest.fixture(scope="module")
-def sudoku():
+MODELS = {"trm": (trm.TRMConfig, trm.trm_learner), "hrm": (hrm.HRMConfig, hrm.hrm_learner)}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def sudoku(request):
   train, _ = splits(PuzzleConfig(kind="sudoku", size=4, train=16, test=0, min_clues=4))
   kind = puzzle_kind(train.config)
-  cfg = hrm.HRMConfig(
+  config_class, make_learner = MODELS[request.param]
+  cfg = config_class(
     vocab=kind.vocab, length=kind.length, puzzles=16, width=16, layers=1, max_segments=4, lr=3e-3, weight_decay=0.0
   )
-  return train, cfg
+  return train, cfg, make_learner
 
 
 class Losses(loop.Hook):
@@ -33,25 +37,25 @@ class Losses(loop.Hook):
     self.blocks.append(np.asarray(metrics.loss))
 
 
-def _fit(out, train, cfg, *hooks, resume=False):
-  learner = hrm.hrm_learner(cfg, BATCH)
+def _fit(out, sudoku, *hooks, resume=False):
+  train, cfg, make_learner = sudoku
+  learner = make_learner(cfg, BATCH)
   feed = PuzzleFeed(train, steps=STEPS, batch=BATCH, seed=0, blocks=BLOCKS)
   init = lambda: engine.init(learner, jax.random.key(0))  # noqa: E731
-  config = {"hrm": dataclasses.asdict(cfg), "batch": BATCH}
+  config = {"model": dataclasses.asdict(cfg), "batch": BATCH}
   return loop.fit(learner, init, feed, out, config=config, hooks=hooks, resume=resume, checkpoint_every=1, keep=10)
 
 
 def test_training_lowers_the_loss_and_a_resumed_run_is_the_uninterrupted_one(tmp_path, sudoku):
-  train, cfg = sudoku
   losses = Losses()
-  whole = _fit(tmp_path / "whole", train, cfg, losses)
+  whole = _fit(tmp_path / "whole", sudoku, losses)
   assert whole.block == BLOCKS and len(losses.blocks) == BLOCKS
   first, last = losses.blocks[0].mean(), losses.blocks[-1].mean()
   assert np.isfinite(first) and last < first - 0.05, (first, last)
 
-  stopped = _fit(tmp_path / "split", train, cfg, loop.StopAfter(2 * STEPS))
+  stopped = _fit(tmp_path / "split", sudoku, loop.StopAfter(2 * STEPS))
   assert stopped.block == 2
-  resumed = _fit(tmp_path / "split", train, cfg, resume=True)
+  resumed = _fit(tmp_path / "split", sudoku, resume=True)
   assert resumed.block == BLOCKS
   for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state)):
     if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
