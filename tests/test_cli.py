@@ -89,6 +89,7 @@ def test_resume_without_a_checkpoint_says_so_and_starts(tmp_path, capsys):
   assert json.loads((tmp_path / "o" / "tiny_lm" / "summary.json").read_text())["tokens"] == 2 * 512
 
 
+@pytest.mark.slow
 def test_existing_checkpoints_and_a_corrupt_one(tmp_path, capsys):
   out = tmp_path / "o"
   exp = _experiment(tmp_path, tokens=3 * 512)

@@ -5,6 +5,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 from tiny import tiny_config, with_fields
 
 from contlearn.driver import train
@@ -80,6 +81,7 @@ def _losses(out):
   return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_run_twice_as_long_compiles_nothing_more(tmp_path):
   cfg = tiny_config()
   chunk_tokens = cfg.data.steps * cfg.data.batch * cfg.data.seq

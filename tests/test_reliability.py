@@ -249,6 +249,7 @@ def test_a_non_finite_block_is_rolled_back_and_skipped(tmp_path, capsys):
   assert meta["skipped"] == 1
 
 
+@pytest.mark.slow
 def test_a_diverging_classic_cl_run_stops_on_the_first_non_finite_block(tmp_path):
   from contlearn.cl.cells import run_cell
   from contlearn.cl.run_config import RunConfig

@@ -189,6 +189,7 @@ def test_chunk_one_is_the_papers_recurrence(flags):
       np.testing.assert_allclose(np.asarray(state.w["w"][1][i]), mem_np[name]["b"], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_a_masked_token_changes_nothing():
   """Chunk 1: a masked token in the middle is as if absent; chunk (4, 8): a masked tail."""
   with jax.enable_x64(True):

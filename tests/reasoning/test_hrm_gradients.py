@@ -76,6 +76,7 @@ def test_the_initial_latents_get_exactly_zero_gradient():
   assert not np.asarray(grads["init"]["y"]).any() and not np.asarray(grads["init"]["z"]).any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("high_cycles, low_steps", [(1, 1), (2, 3)])
 def test_no_gradient_reaches_the_carry(high_cycles, low_steps):
   cfg = dataclasses.replace(CFG, high_cycles=high_cycles, low_steps=low_steps)

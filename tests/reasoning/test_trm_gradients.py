@@ -42,6 +42,7 @@ def test_the_first_rounds_add_exactly_zero_gradient():
   assert not np.allclose(np.asarray(dropped["embed"]), np.asarray(full["embed"]), **close)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cycles", [1, 2])
 def test_no_gradient_reaches_the_carry(cycles):
   cfg = dataclasses.replace(CFG, cycles=cycles)
