@@ -60,7 +60,7 @@ import optax
 from contlearn.config import require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init
-from contlearn.reasoning.segments import Carry, SegmentConfig, rollout, segment_learner
+from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, rollout, segment_learner
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
 from contlearn.reasoning.trm import Q_INIT_BIAS, embed, init_network, network, update_rule
 
@@ -138,14 +138,14 @@ def init_params(key: jax.Array, cfg: HRMConfig) -> dict:
   }
 
 
-def segment(params: dict, cfg: HRMConfig, carry: Carry):
-  """One segment from the (detached) carry: `(z_high, z_low, logits [B, L, V], q_halt [B], q_continue [B])`."""
+def segment(params: dict, cfg: HRMConfig, carry: Carry) -> SegmentOutput:
+  """One segment from the (detached) carry: the new z_H (`y`), z_L (`z`), the logits, q_halt and q_continue."""
   z_high, z_low = jax.lax.stop_gradient((carry.y, carry.z))
   x = embed(params, cfg, carry.inputs, carry.ids)
   z_high, z_low = hierarchical_recursion(params["net"], x, z_high, z_low, cfg.high_cycles, cfg.low_steps)
   logits = z_high[:, cfg.puzzle_tokens :] @ params["head"]
   q = z_high[:, 0] @ params["q_head"]["w"] + params["q_head"]["b"][None, :]
-  return z_high, z_low, logits, q[:, 0], q[:, 1]
+  return SegmentOutput(z_high, z_low, logits, q[:, 0], q[:, 1])
 
 
 def q_target(next_q_halt: jax.Array, next_q_continue: jax.Array, last: jax.Array) -> jax.Array:

@@ -43,6 +43,7 @@ class SegmentConfig:
     halt_weight: weight of the halting loss terms.
     lr, b1, b2, weight_decay: AdamATan2 on the network.
     puzzle_lr, puzzle_weight_decay: sign-SGD on the puzzle-embedding table.
+    warmup: steps over which both rates rise linearly from `1 / warmup` of their value to all of it (0: none).
     ema_rate: rate of the weights' moving average.
   """
 
@@ -62,6 +63,7 @@ class SegmentConfig:
   weight_decay: float = 0.1
   puzzle_lr: float = 1e-2
   puzzle_weight_decay: float = 0.1
+  warmup: int = 0
   ema_rate: float = 0.999
 
   def __post_init__(self):
@@ -71,7 +73,7 @@ class SegmentConfig:
         *("vocab", "length", "puzzles", "width", "layers", "expansion", "puzzle_tokens"),
         *("max_segments", "lr", "puzzle_lr"),
       ),
-      non_negative=("explore", "halt_weight", "weight_decay", "puzzle_weight_decay"),
+      non_negative=("explore", "halt_weight", "weight_decay", "puzzle_weight_decay", "warmup"),
       fraction=("b1", "b2", "ema_rate"),
     )
     if self.explore >= 1:
@@ -134,6 +136,28 @@ def halts(cfg, steps: jax.Array, halt_logit: jax.Array, key: jax.Array) -> jax.A
   explore = jax.random.uniform(k_explore, steps.shape) < cfg.explore
   min_steps = jnp.where(explore, jax.random.randint(k_min, steps.shape, 2, cfg.max_segments + 1), 0)
   return (steps >= cfg.max_segments) | ((halt_logit > 0) & (steps >= min_steps))
+
+
+class SegmentOutput(NamedTuple):
+  """What a model's segment returns.
+
+  Attributes:
+    y, z: float32 `[B, S, D]`, the new latents (TRM's answer and latent, HRM's z_H and z_L).
+    logits: float32 `[B, L, V]`, the answer's logits.
+    q_halt: float32 `[B]`, the halting head.
+    q_continue: float32 `[B]`, HRM's continue head; None for TRM.
+  """
+
+  y: jax.Array
+  z: jax.Array
+  logits: jax.Array
+  q_halt: jax.Array
+  q_continue: jax.Array | None = None
+
+  @property
+  def halt_logit(self) -> jax.Array:
+    """float32 `[B]`: the row halts when this is > 0 (`q_halt`, or `q_halt - q_continue`)."""
+    return self.q_halt if self.q_continue is None else self.q_halt - self.q_continue
 
 
 class SegmentMetrics(NamedTuple):
@@ -216,13 +240,14 @@ def segment_learner(
 
 
 def rollout(segment: Callable, params: dict, cfg, inputs: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """All `max_segments` segments, no halting: the answer after each, int32 `[N, B, L]`, and q_halt, float32 `[N, B]`.
+  """All `max_segments` segments, no halting: the answer after each, int32 `[N, B, L]`, and the halt logit
+  (`SegmentOutput.halt_logit`), float32 `[N, B]`.
 
-  `segment(params, cfg, carry)` returns `(y, z, logits [B, L, V], q_halt [B], ...)`; `inputs [B, L]`, `ids [B]`."""
+  `segment(params, cfg, carry) -> SegmentOutput`; `inputs [B, L]`, `ids [B]`."""
   carry = refill(init_carry(cfg, inputs.shape[0]), PuzzleBlock(inputs, inputs, ids), params["init"])  # labels unused
 
   def one(carry, _):
-    y, z, logits, q_halt = segment(params, cfg, carry)[:4]
-    return carry._replace(y=y, z=z), (jnp.argmax(logits, axis=-1).astype(jnp.int32), q_halt)
+    out = segment(params, cfg, carry)
+    return carry._replace(y=out.y, z=out.z), (jnp.argmax(out.logits, axis=-1).astype(jnp.int32), out.halt_logit)
 
   return jax.lax.scan(one, carry, length=cfg.max_segments)[1]

@@ -64,7 +64,7 @@ from contlearn.engine import Learner
 from contlearn.models.layers import dense_init, rms_norm
 from contlearn.reasoning.adam_atan2 import adam_atan2
 from contlearn.reasoning.ema import with_ema
-from contlearn.reasoning.segments import Carry, SegmentConfig, segment_learner
+from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, segment_learner
 from contlearn.reasoning.segments import refill as refill  # re-exported: TRM's refill of halted rows
 from contlearn.reasoning.segments import rollout as segments_rollout
 from contlearn.reasoning.sign_sgd import sign_sgd
@@ -176,7 +176,9 @@ def level_labels(params: dict) -> dict:
 
 
 def update_rule(cfg: TRMConfig) -> optax.GradientTransformation:
-  """`with_ema(levels(...))`: AdamATan2 on the network, sign-SGD on the puzzle table, nothing on `init`."""
+  """`with_ema(levels(...))`: AdamATan2 on the network, sign-SGD on the puzzle table, nothing on `init`;
+  with `cfg.warmup`, every update scaled by `min(1, t / warmup)` at step t = 1, 2, ... (the official linear
+  warm-up of both rates)."""
   levels = rules.levels(
     {
       "net": adam_atan2(cfg.lr, cfg.b1, cfg.b2, cfg.weight_decay),
@@ -185,6 +187,8 @@ def update_rule(cfg: TRMConfig) -> optax.GradientTransformation:
     },
     level_labels,
   )
+  if cfg.warmup:
+    levels = optax.chain(levels, optax.scale_by_schedule(lambda count: jnp.minimum(1.0, (count + 1) / cfg.warmup)))
   return with_ema(levels, cfg.ema_rate)
 
 
@@ -194,19 +198,19 @@ def embed(params: dict, cfg: TRMConfig, inputs: jax.Array, ids: jax.Array) -> ja
   return math.sqrt(cfg.width) * jnp.concatenate([prefix, params["embed"][inputs]], axis=1)
 
 
-def segment(params: dict, cfg: TRMConfig, carry: Carry):
-  """One supervision segment from the (detached) carry: `(y, z, logits [B, L, V], q_halt [B])`."""
+def segment(params: dict, cfg: TRMConfig, carry: Carry) -> SegmentOutput:
+  """One supervision segment from the (detached) carry: the new `y`, `z`, the logits and q_halt."""
   y, z = jax.lax.stop_gradient((carry.y, carry.z))
   x = embed(params, cfg, carry.inputs, carry.ids)
   y, z = deep_recursion(params["net"], x, y, z, cfg.cycles, cfg.latent_steps)
   logits = y[:, cfg.puzzle_tokens :] @ params["head"]
   q_halt = y[:, 0] @ params["q_head"]["w"] + params["q_head"]["b"]
-  return y, z, logits, q_halt
+  return SegmentOutput(y, z, logits, q_halt)
 
 
 def segment_loss(params: dict, cfg: TRMConfig, carry: Carry):
   """`(loss, aux)`: the stablemax CE of the answer plus `halt_weight` BCE of q_halt on "exactly right"."""
-  y, z, logits, q_halt = segment(params, cfg, carry)
+  y, z, logits, q_halt, _ = segment(params, cfg, carry)
   correct = jnp.argmax(logits, axis=-1) == carry.labels
   exact = jnp.all(correct, axis=-1)
   lm_loss = jnp.mean(stablemax_cross_entropy(logits, carry.labels))
