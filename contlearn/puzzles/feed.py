@@ -11,6 +11,12 @@ function of (set, seed, position): the position is the number of blocks
 read (an int, JSON), saved with each checkpoint, and a resumed run reads
 exactly the blocks an uninterrupted one would.
 
+ARC sets refuse `augment`: their augmentations are baked into the set, each
+(task, augmentation) with its own id and puzzle embedding, and a test
+puzzle's prediction is mapped back by its own augmentation (`arc_sets`,
+`arc_vote`). A symmetry drawn here would bypass both, so an ARC feed is
+made with `augment=False`.
+
 >>> from contlearn.puzzles.dataset import PuzzleConfig, splits
 >>> train, _ = splits(PuzzleConfig(kind="maze", size=2, train=4, test=0))
 >>> feed = PuzzleFeed(train, steps=3, batch=2, seed=0, blocks=2)
@@ -51,7 +57,7 @@ class PuzzleFeed:
     puzzles: the set to read.
     steps, batch: the shape of a block, `[steps, batch, L]`.
     seed: the order and the augmentations.
-    augment: draw a symmetry for every puzzle of every block.
+    augment: draw a symmetry for every puzzle of every block (refused for ARC: module docstring).
     blocks: blocks before the feed ends; None: no end.
   """
 
@@ -62,6 +68,10 @@ class PuzzleFeed:
       raise ConfigError(
         f"a puzzle feed needs steps, batch >= 1 ({steps}, {batch}), puzzles ({len(puzzles)}), "
         f"seed >= 0 ({seed}) and blocks >= 0 or None ({blocks})"
+      )
+    if augment and puzzles.config.kind == "arc":
+      raise ConfigError(
+        "an ARC feed needs augment=False: ARC augmentations are baked into the set and its ids (arc_sets)"
       )
     self.puzzles, self.steps, self.batch, self.seed = puzzles, steps, batch, seed
     self.augment, self.blocks = augment, blocks

@@ -108,3 +108,28 @@ def test_asking_for_more_puzzles_than_exist_says_so():
   """A 2x2-cell maze has one shape and a few start/goal placements up to symmetry."""
   with pytest.raises(ConfigError, match="only .* puzzles distinct up to symmetry in 300 draws, 20 asked"):
     splits(PuzzleConfig(kind="maze", size=2, train=15, test=5))
+
+
+def test_a_difficulty_filter_keeps_only_hard_sudoku():
+  easy = splits(PuzzleConfig(kind="sudoku", size=6, train=10, test=0, seed=4)).train
+  assert (easy.meta["difficulty"] < 40).any()  # without the filter, easier puzzles come: the check below can fail
+  train, test = splits(PuzzleConfig(kind="sudoku", size=6, train=5, test=3, seed=4, min_difficulty=40))
+  for puzzles in (train, test):
+    assert (puzzles.meta["difficulty"] >= 40).all()
+    for x, y in zip(puzzles.inputs, puzzles.labels):
+      count, solution = count_solutions(x, 6)
+      assert count == 1 and (solution == y).all()
+
+
+def test_the_difficulty_filter_is_for_sudoku_only_and_says_when_it_finds_too_few():
+  with pytest.raises(FieldError, match="min_difficulty=-1: must be an integer >= 0"):
+    PuzzleConfig(min_difficulty=-1)
+  with pytest.raises(FieldError, match="min_difficulty=50: must be 0 for maze puzzles \\(sudoku only\\)"):
+    PuzzleConfig(kind="maze", size=3, min_difficulty=50)
+  with pytest.raises(FieldError, match="min_difficulty=50: must be 0 for arc puzzles \\(sudoku only\\)"):
+    PuzzleConfig(kind="arc", size=30, min_difficulty=50)
+  with pytest.raises(FieldError, match="min_clues=3: must be 0 for maze puzzles \\(sudoku only\\)"):
+    PuzzleConfig(kind="maze", size=3, min_clues=3)
+  message = "only 0 puzzles distinct up to symmetry with difficulty >= 1000 in 200 draws, 1 asked; .* lower min_diff"
+  with pytest.raises(ConfigError, match=message):
+    splits(PuzzleConfig(kind="sudoku", size=4, train=1, test=0, min_difficulty=1000))
