@@ -44,7 +44,7 @@ PRESETS = {
     **{"width": 16, "layers": 2, "max_segments": 2, "steps": 40, "batch": 16, "block": 10, "ema_rate": 0.9},
   },
   "gpu": {
-    "puzzles": PuzzleConfig(kind="sudoku", size=9, train=1000, test=1000, seed=0),  # min_difficulty=200
+    "puzzles": PuzzleConfig(kind="sudoku", size=9, train=1000, test=1000, seed=0, min_difficulty=200),
     **{"width": 512, "cycles": 3, "latent_steps": 6, "max_segments": 16, "batch": 768, "steps": 50_000},
     **{"block": 500, "checkpoint_every": 10, "lr": 1e-4, "puzzle_lr": 1e-4, "warmup": 2000, "weight_decay": 1.0},
     **{"ema_rate": 0.999, "eval_batch": 500},
