@@ -67,6 +67,8 @@ class ComparisonConfig:
     seeds: initialisation seeds, trained at once as lanes.
     width: D, the model width.
     layers: blocks of TRM's network (HRM: `layers // 2` in each of its two modules).
+    mixer: how a block mixes positions: "mlp" (TRM's MLP-mixer) or "attention".
+    heads: attention heads (mixer="attention").
     cycles: T, rounds of latent recursion per segment (TRM).
     latent_steps: n, latent updates per round (TRM).
     high_cycles: N, z_H updates per segment (HRM).
@@ -90,6 +92,8 @@ class ComparisonConfig:
   seeds: tuple[int, ...] = (0, 1, 2)
   width: int = 64
   layers: int = 2
+  mixer: str = "mlp"
+  heads: int = 2
   cycles: int = 2
   latent_steps: int = 3
   high_cycles: int = 2
@@ -110,12 +114,12 @@ class ComparisonConfig:
     require(
       self,
       positive=(
-        *("width", "layers", "cycles", "latent_steps", "high_cycles", "low_steps", "max_segments"),
+        *("width", "layers", "heads", "cycles", "latent_steps", "high_cycles", "low_steps", "max_segments"),
         *("lr", "puzzle_lr", "steps", "batch", "block", "checkpoint_every", "eval_batch"),
       ),
       non_negative=("seeds", "weight_decay", "warmup"),
       fraction=("ema_rate",),
-      choices={"scale": SCALES},
+      choices={"scale": SCALES, "mixer": ("mlp", "attention")},
     )
     owner = type(self).__name__
     if not self.models or any(m not in MODELS for m in self.models):
@@ -144,6 +148,8 @@ def model_config(cfg: ComparisonConfig, name: str) -> SegmentConfig:
     length=kind.length,
     puzzles=1,
     width=cfg.width,
+    mixer=cfg.mixer,
+    heads=cfg.heads,
     max_segments=cfg.max_segments,
     lr=cfg.lr,
     warmup=cfg.warmup,

@@ -1,7 +1,9 @@
 """The Hierarchical Reasoning Model (HRM, Wang et al. 2025) as a learner on the engine.
 
-Two recurrent modules of TRM's network type (post-norm MLP-mixer blocks over
-the `[B, S, D]` sequence, input injected by addition), a low, fast one `f_L`
+Two recurrent modules of TRM's network type (`contlearn.reasoning.network`:
+post-norm blocks over the `[B, S, D]` sequence, mixing positions by an MLP or,
+as in the official HRM, by attention, `cfg.mixer`; input injected by
+addition), a low, fast one `f_L`
 and a high, slow one `f_H`, refine two latents `z_H`, `z_L` given the
 embedded puzzle `x` (TRM's `embed`). One segment runs N high cycles of T low
 steps each:
@@ -27,8 +29,8 @@ A row halts after `max_segments` segments or when `q_halt > q_continue`
 Everything around the recursion is shared with TRM: the carry in the learner
 state's `memory`, its refill with the fixed initial vectors and the learner's
 step (`contlearn.reasoning.segments`, with `y = z_H`, the state the heads
-read, and `z = z_L`, the reading of the TRM paper), and from `trm` the
-embedding, the network type and the update rule (`with_ema` of AdamATan2 on
+read, and `z = z_L`, the reading of the TRM paper), the network, and from
+`trm` the embedding and the update rule (`with_ema` of AdamATan2 on
 both modules and the heads, sign-SGD on the puzzle table).
 
 >>> import jax
@@ -60,9 +62,10 @@ import optax
 from contlearn.config import require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init
+from contlearn.reasoning.network import init_network, network
 from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, rollout, segment_learner
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
-from contlearn.reasoning.trm import Q_INIT_BIAS, embed, init_network, network, update_rule
+from contlearn.reasoning.trm import Q_INIT_BIAS, embed, update_rule
 
 
 @dataclasses.dataclass(frozen=True)

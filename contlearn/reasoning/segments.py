@@ -35,8 +35,11 @@ class SegmentConfig:
     length: L, tokens of a puzzle.
     puzzles: rows of the puzzle-embedding table (puzzle ids `0..puzzles-1`).
     width: D, the model width.
-    layers: mixer blocks of the network (of each module, for HRM).
-    expansion: hidden width of the channel MLP, as a multiple of D.
+    layers: blocks of the network (of each module, for HRM).
+    expansion: hidden width of the network's SwiGLUs, as a multiple of their input width (D, or S across positions).
+    mixer: how a block mixes the S positions: "mlp" (a SwiGLU across them, TRM's "mlp_t") or "attention"
+      (non-causal multi-head self-attention with RoPE); see `contlearn.reasoning.network`.
+    heads: attention heads, of width D / heads (an even number, for RoPE); read when mixer="attention".
     puzzle_tokens: P, the puzzle embedding's tokens before the input.
     max_segments: N_sup, segments a puzzle runs at most.
     explore: probability that a row may halt only after a drawn minimum of segments.
@@ -53,6 +56,8 @@ class SegmentConfig:
   width: int = 64
   layers: int = 2
   expansion: int = 4
+  mixer: str = "mlp"
+  heads: int = 2
   puzzle_tokens: int = 1
   max_segments: int = 8
   explore: float = 0.1
@@ -70,12 +75,17 @@ class SegmentConfig:
     require(
       self,
       positive=(
-        *("vocab", "length", "puzzles", "width", "layers", "expansion", "puzzle_tokens"),
+        *("vocab", "length", "puzzles", "width", "layers", "expansion", "heads", "puzzle_tokens"),
         *("max_segments", "lr", "puzzle_lr"),
       ),
       non_negative=("explore", "halt_weight", "weight_decay", "puzzle_weight_decay", "warmup"),
       fraction=("b1", "b2", "ema_rate"),
+      choices={"mixer": ("mlp", "attention")},
     )
+    if self.mixer == "attention" and self.width % (2 * self.heads):
+      raise FieldError(
+        type(self).__name__, "heads", self.heads, f"a divisor of width={self.width} into even head widths"
+      )
     if self.explore >= 1:
       raise FieldError(type(self).__name__, "explore", self.explore, "a probability below 1")
 

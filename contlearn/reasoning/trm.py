@@ -1,9 +1,10 @@
 """The Tiny Recursive Model (TRM, Jolicoeur-Martineau 2025) as a learner on the engine.
 
-One tiny network `f` (a stack of post-norm MLP-mixer blocks over the token
-sequence, TRM's "mlp_t" Sudoku variant) refines a latent `z` and an answer
-`y`, both `[B, P + L, D]`, given the embedded puzzle `x` (P puzzle-embedding
-tokens, then the L input tokens):
+One tiny network `f` (`contlearn.reasoning.network`: post-norm blocks over
+the token sequence, mixing positions by an MLP, TRM's "mlp_t" Sudoku variant,
+or by attention, TRM-Att, as `cfg.mixer` says) refines a latent `z` and an
+answer `y`, both `[B, P + L, D]`, given the embedded puzzle `x` (P
+puzzle-embedding tokens, then the L input tokens):
 
     x = sqrt(D) [puzzle_emb(id) ; E[input]]
     latent_recursion(x, y, z):  n times  z <- f(x + y + z)
@@ -61,9 +62,10 @@ import optax
 from contlearn import rules
 from contlearn.config import require
 from contlearn.engine import Learner
-from contlearn.models.layers import dense_init, rms_norm
+from contlearn.models.layers import dense_init
 from contlearn.reasoning.adam_atan2 import adam_atan2
 from contlearn.reasoning.ema import with_ema
+from contlearn.reasoning.network import init_network, network
 from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, segment_learner
 from contlearn.reasoning.segments import refill as refill  # re-exported: TRM's refill of halted rows
 from contlearn.reasoning.segments import rollout as segments_rollout
@@ -93,41 +95,6 @@ class TRMConfig(SegmentConfig):
 def single_pass(cfg: TRMConfig) -> TRMConfig:
   """The baseline of the same parameters: z <- f(x + y + z), y <- f(y + z) once, one segment per puzzle."""
   return dataclasses.replace(cfg, cycles=1, latent_steps=1, max_segments=1)
-
-
-#### The network f: post-norm MLP-mixer blocks over [B, S, D] ####
-
-
-def _swiglu_init(key: jax.Array, d: int, hidden: int) -> dict:
-  k1, k2 = jax.random.split(key)
-  return {"gate_up": dense_init(k1, d, 2 * hidden), "down": dense_init(k2, hidden, d)}
-
-
-def _swiglu(params: dict, x: jax.Array) -> jax.Array:
-  """`[..., d] -> [..., d]`: `(silu(x W_gate) * x W_up) W_down`."""
-  gate, up = jnp.split(x @ params["gate_up"], 2, axis=-1)
-  return (jax.nn.silu(gate) * up) @ params["down"]
-
-
-def init_network(key: jax.Array, cfg: TRMConfig) -> list[dict]:
-  """`layers` blocks, each a token-mixing SwiGLU over the S positions and a channel SwiGLU over D."""
-  keys = jax.random.split(key, 2 * cfg.layers)
-  s, d = cfg.tokens, cfg.width
-  return [
-    {
-      "tokens": _swiglu_init(keys[2 * i], s, cfg.expansion * s),
-      "channels": _swiglu_init(keys[2 * i + 1], d, cfg.expansion * d),
-    }
-    for i in range(cfg.layers)
-  ]
-
-
-def network(blocks: list[dict], h: jax.Array) -> jax.Array:
-  """f: `h [B, S, D] -> [B, S, D]`; each block `h <- rms(h + mix_S(h)); h <- rms(h + mlp_D(h))`."""
-  for block in blocks:
-    h = rms_norm(h + jnp.swapaxes(_swiglu(block["tokens"], jnp.swapaxes(h, -1, -2)), -1, -2))
-    h = rms_norm(h + _swiglu(block["channels"], h))
-  return h
 
 
 #### The recursion ####
