@@ -12,6 +12,10 @@ steps each:
     for i in 1..N:  T times  z_L <- f_L(z_L, z_H + x)
                     then     z_H <- f_H(z_H, z_L)
     all calls but the last f_L and the last f_H under stop_gradient (the one-step gradient)
+
+These are two latent levels on one clock (`contlearn.clocks`): z_L of period
+1 and z_H of period T, N T ticks per segment, the gradient through the last
+tick only.
     logits = z_H[:, P:] W_O        (q_halt, q_continue) = z_H[:, 0] W_Q + b_Q   (W_Q = 0, b_Q = -5 at init)
 
 Halting is learned by Q-learning: `q_halt` is trained towards "the row's whole
@@ -59,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from contlearn import clocks
 from contlearn.config import require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init
@@ -98,26 +103,22 @@ def high_update(blocks: list[dict], z_high: jax.Array, z_low: jax.Array) -> jax.
   return network(blocks, z_high + z_low)
 
 
-def cycles_without_gradient(
-  net: dict, x: jax.Array, z_high: jax.Array, z_low: jax.Array, high_cycles: int, low_steps: int
-):
-  """The N T - 1 first low updates and the N - 1 first high updates of a segment; returns `(z_high, z_low)`."""
-  for cycle in range(high_cycles):
-    last = cycle == high_cycles - 1
-    for _ in range(low_steps - 1 if last else low_steps):
-      z_low = low_update(net["low"], z_low, z_high + x)
-    if not last:
-      z_high = high_update(net["high"], z_high, z_low)
-  return z_high, z_low
+def levels(net: dict, x: jax.Array, low_steps: int) -> tuple[clocks.Level, clocks.Level]:
+  """HRM's two latent levels, latents `(z_L, z_H)`: z_L every tick, `f_L(z_L, z_H + x)`; z_H every `low_steps`
+  ticks, `f_H(z_H, z_L)` (after z_L's update of the same tick)."""
+  return (
+    clocks.Level(1, lambda z: low_update(net["low"], z[0], z[1] + x)),
+    clocks.Level(low_steps, lambda z: high_update(net["high"], z[1], z[0])),
+  )
 
 
 def hierarchical_recursion(
   net: dict, x: jax.Array, z_high: jax.Array, z_low: jax.Array, high_cycles: int, low_steps: int
 ):
-  """One segment's updates: `cycles_without_gradient` under stop_gradient, then the last f_L and f_H with it."""
-  z_high, z_low = jax.lax.stop_gradient(cycles_without_gradient(net, x, z_high, z_low, high_cycles, low_steps))
-  z_low = low_update(net["low"], z_low, z_high + x)
-  return high_update(net["high"], z_high, z_low), z_low
+  """One segment's N T ticks of `levels` (`clocks.run`), all but the last tick under stop_gradient: the gradient
+  flows through the last f_L and f_H calls only. Returns `(z_high, z_low)`."""
+  z_low, z_high = clocks.run(levels(net, x, low_steps), (z_low, z_high), ticks=high_cycles * low_steps)
+  return z_high, z_low
 
 
 #### Parameters, one segment, the loss ####
