@@ -14,15 +14,20 @@ scores the test split with the weights' moving average (`ema_params`):
   > 0, else at N): `halt_segments` (mean segments used), `halt_exact`
   (exact accuracy at the halt) and `halt_decision` (accuracy of "halt"
   against "the answer is exactly right", over every segment of every test
-  puzzle), each `[seeds]`.
+  puzzle), each `[seeds]`;
+- on ARC, `pass@1`, `pass@2` `[seeds]`: the official score, a vote over
+  the augmentations of each test input of the answers after N segments
+  (`contlearn.puzzles.arc_vote`); ARC's canvas padding counts nowhere.
 
 The models (`MODELS`): `trm` (TRM: T rounds of n latent updates per segment,
 up to N segments, halting), `hrm` (HRM: two modules of `layers // 2` blocks
 each, so about TRM's parameters, N high cycles of T low steps, Q-learning
 halting) and `single_pass` (TRM's parameters run once: one latent and one
-answer update, one segment per puzzle). Every puzzle has id 0: one shared
-puzzle embedding, as in the official Sudoku and maze data, so test puzzles
-are read exactly as training ones.
+answer update, one segment per puzzle). Every Sudoku and maze has id 0: one
+shared puzzle embedding, as in the official Sudoku and maze data, so test
+puzzles are read exactly as training ones. ARC puzzles keep their ids, one
+per (task, augmentation), and are not augmented by the feed (their sets hold
+the augmentations).
 
 OUT/results.json holds every seed's numbers, OUT/results.md the table (mean
 ± standard deviation over seeds), OUT/segments.png exact accuracy against
@@ -45,7 +50,7 @@ import numpy as np
 from contlearn import engine, loop
 from contlearn.config import FieldError, apply_preset, require
 from contlearn.errors import CheckpointError, ConfigError
-from contlearn.puzzles import PuzzleConfig, PuzzleFeed, PuzzleSet, puzzle_kind, splits
+from contlearn.puzzles import PuzzleConfig, PuzzleFeed, PuzzleSet, arc_canvas, arc_vote, puzzle_kind, splits
 from contlearn.reasoning import hrm, trm
 from contlearn.reasoning.ema import ema_params
 from contlearn.reasoning.segments import SegmentConfig, rollout
@@ -69,6 +74,7 @@ class ComparisonConfig:
     layers: blocks of TRM's network (HRM: `layers // 2` in each of its two modules).
     mixer: how a block mixes positions: "mlp" (TRM's MLP-mixer) or "attention".
     heads: attention heads (mixer="attention").
+    puzzle_tokens: P, puzzle-embedding tokens before the input (the official code uses 16).
     cycles: T, rounds of latent recursion per segment (TRM).
     latent_steps: n, latent updates per round (TRM).
     high_cycles: N, z_H updates per segment (HRM).
@@ -94,17 +100,18 @@ class ComparisonConfig:
   layers: int = 2
   mixer: str = "mlp"
   heads: int = 2
+  puzzle_tokens: int = 1
   cycles: int = 2
   latent_steps: int = 3
   high_cycles: int = 2
   low_steps: int = 2
   max_segments: int = 8
-  lr: float = 1e-3
+  lr: float = 3e-3
   warmup: int = 0
   puzzle_lr: float = 1e-2
   weight_decay: float = 0.1
   ema_rate: float = 0.99
-  steps: int = 600
+  steps: int = 800
   batch: int = 64
   block: int = 50
   checkpoint_every: int = 2
@@ -114,7 +121,8 @@ class ComparisonConfig:
     require(
       self,
       positive=(
-        *("width", "layers", "heads", "cycles", "latent_steps", "high_cycles", "low_steps", "max_segments"),
+        *("width", "layers", "heads", "puzzle_tokens", "cycles", "latent_steps", "high_cycles", "low_steps"),
+        *("max_segments",),
         *("lr", "puzzle_lr", "steps", "batch", "block", "checkpoint_every", "eval_batch"),
       ),
       non_negative=("seeds", "weight_decay", "warmup"),
@@ -140,13 +148,15 @@ def resolved(cfg: ComparisonConfig, presets: dict[str, dict[str, Any]]) -> Compa
   return cfg
 
 
-def model_config(cfg: ComparisonConfig, name: str) -> SegmentConfig:
-  """The `TRMConfig` or `HRMConfig` of model `name` on `cfg.puzzles`."""
+def model_config(cfg: ComparisonConfig, name: str, ids: int = 1) -> SegmentConfig:
+  """The `TRMConfig` or `HRMConfig` of model `name` on `cfg.puzzles`, with `ids` puzzle embeddings."""
   kind = puzzle_kind(cfg.puzzles)
   shared = dict(
     vocab=kind.vocab,
     length=kind.length,
-    puzzles=1,
+    puzzles=ids,
+    puzzle_tokens=cfg.puzzle_tokens,
+    ignore_label=arc_canvas.PAD if cfg.puzzles.kind == "arc" else -1,
     width=cfg.width,
     mixer=cfg.mixer,
     heads=cfg.heads,
@@ -218,22 +228,30 @@ def answers_fn(model: SegmentConfig) -> Callable:
   return engine.compile_call(answers, lanes=True, donate=False)
 
 
-def scores(answers: np.ndarray, halt_logits: np.ndarray, test: PuzzleSet) -> dict[str, np.ndarray]:
-  """The test scores of the module docstring from `answers [S, N, P, L]` and `halt_logits [S, N, P]` of S seeds."""
+def scores(answers: np.ndarray, halt_logits: np.ndarray, test: PuzzleSet, ignore_label: int = -1) -> dict:
+  """The test scores of the module docstring from `answers [S, N, P, L]` and `halt_logits [S, N, P]` of S seeds;
+  tokens labelled `ignore_label` do not count. ARC test splits add `pass@1` and `pass@2` `[S]`: the vote over
+  augmentations (`arc_vote`) of the answers after the last segment, ties broken by sigmoid(halt logit)."""
   labels, inputs = test.labels[None, None], test.inputs[None, None]
-  correct = answers == labels  # [S, N, P, L]
-  exact = np.all(correct, axis=-1)  # [S, N, P]
-  changed = labels != inputs
+  counted = labels != ignore_label
+  correct = (answers == labels) & counted  # [S, N, P, L]
+  exact = np.all(correct | ~counted, axis=-1)  # [S, N, P]
+  changed = (labels != inputs) & counted
   halt = halt_logits > 0
   n = answers.shape[1]
   first = np.where(np.any(halt, axis=1), np.argmax(halt, axis=1), n - 1)  # [S, P]
-  return {
+  result = {
     "exact": exact.mean(axis=2),
-    "filled": np.sum(correct & changed, axis=(2, 3)) / np.sum(changed),
+    "filled": np.sum(correct & changed, axis=(2, 3)) / max(np.sum(changed), 1),
     "halt_segments": np.mean(first + 1.0, axis=1),
     "halt_exact": np.take_along_axis(exact, first[:, None], axis=1)[:, 0].mean(axis=1),
     "halt_decision": np.mean(halt == exact, axis=(1, 2)),
   }
+  if test.config.kind == "arc":
+    confidence = 1 / (1 + np.exp(-halt_logits[:, -1]))  # [S, P]
+    votes = [arc_vote.vote(test, answers[s, -1], confidence[s]) for s in range(answers.shape[0])]
+    result |= {f"pass@{k}": np.array([arc_vote.pass_at(v, k) for v in votes]) for k in (1, 2)}
+  return result
 
 
 def evaluate(model: SegmentConfig, state, test: PuzzleSet, eval_batch: int) -> dict[str, np.ndarray]:
@@ -247,16 +265,18 @@ def evaluate(model: SegmentConfig, state, test: PuzzleSet, eval_batch: int) -> d
     inputs, ids = np.pad(inputs, ((0, pad), (0, 0))), np.pad(ids, (0, pad))
     a, h = jax.device_get(answers(state, jnp.asarray(inputs), jnp.asarray(ids)))
     parts.append((a[:, :, : eval_batch - pad], h[:, :, : eval_batch - pad]))
-  return scores(np.concatenate([a for a, _ in parts], axis=2), np.concatenate([h for _, h in parts], axis=2), test)
+  answers, halt_logits = (np.concatenate([part[i] for part in parts], axis=2) for i in (0, 1))
+  return scores(answers, halt_logits, test, model.ignore_label)
 
 
 def train_and_eval(cfg: ComparisonConfig, name: str, data, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
   """Trains model `name` for every seed (lanes) into `out`; its scores on the test split, per seed."""
   train, test = data
-  model = model_config(cfg, name)
+  model = model_config(cfg, name, ids=int(max(train.ids.max(), test.ids.max(initial=0))) + 1)
   learner = _module(model)[0](model, cfg.batch)
-  seed = cfg.puzzles.seed
-  feed = PuzzleFeed(train, steps=cfg.block, batch=cfg.batch, seed=seed, blocks=cfg.steps // cfg.block)
+  blocks = cfg.steps // cfg.block
+  arc = cfg.puzzles.kind == "arc"  # ARC sets hold their augmentations; Sudoku and mazes are augmented by the feed
+  feed = PuzzleFeed(train, steps=cfg.block, batch=cfg.batch, seed=cfg.puzzles.seed, augment=not arc, blocks=blocks)
   log = TrainLog(out / "metrics.jsonl", MODELS[name], cfg.steps, progress)
   keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
   start = time.time()
@@ -304,7 +324,9 @@ def run_comparison(
   cfg = resolved(cfg, presets)
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  data = tuple(one_identifier(s) for s in splits(cfg.puzzles))
+  data = splits(cfg.puzzles)
+  if cfg.puzzles.kind != "arc":  # one shared puzzle embedding; ARC has one per (task, augmentation)
+    data = tuple(one_identifier(s) for s in data)
   rows = []
   for name in cfg.models:
     done = out / name / "row.json"
@@ -319,6 +341,7 @@ def run_comparison(
       done.write_text(json.dumps({"config": saved_config, "row": row}, indent=2))
     rows.append(row)
     result = {"config": _json(cfg), "rows": rows, "seconds": sum(r["seconds"] for r in rows)}
+    result["puzzles"] = {"train": len(data[0]), "test": len(data[1])}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "results.md").write_text(report(result) + "\n")
     plot_segments(result, out / "segments.png")
@@ -336,17 +359,20 @@ def report(result: dict) -> str:
   n = max(r["segments"] for r in result["rows"])
   cols = ["model", "parameters"] + [f"exact@{k}" for k in range(1, n + 1)]
   cols += ["filled@N", "halt: segments", "halt: exact", "halt: decision"]
+  votes = [k for k in ("pass@1", "pass@2") if all(k in r for r in result["rows"])]  # ARC
+  cols += [f"ARC {k}" for k in votes]
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for r in result["rows"]:
     exact = np.asarray(r["exact"])  # [seeds, segments]
     cells = [r["label"], f"{r['parameters']:,}"] + [_cell(exact[:, k]) if k < r["segments"] else "-" for k in range(n)]
     halting = np.asarray(r["halt_segments"])
     cells += [_cell(np.asarray(r["filled"])[:, -1]), f"{halting.mean():.2f} ± {halting.std():.2f}"]
-    cells += [_cell(r["halt_exact"]), _cell(r["halt_decision"])]
+    cells += [_cell(r["halt_exact"]), _cell(r["halt_decision"])] + [_cell(r[k]) for k in votes]
     lines.append("| " + " | ".join(cells) + " |")
   c, p = result["config"], result["config"]["puzzles"]
+  n_train, n_test = result["puzzles"]["train"], result["puzzles"]["test"]
   lines.append(
-    f"{p['kind']} of size {p['size']}, {p['train']} training and {p['test']} test puzzles, {c['steps']} steps of "
+    f"{p['kind']} of size {p['size']}, {n_train} training and {n_test} test puzzles, {c['steps']} steps of "
     f"batch {c['batch']}, seeds {c['seeds']}; % on the test split, mean ± std over seeds; "
     f"total {result['seconds']:.0f} s"
   )

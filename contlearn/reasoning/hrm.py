@@ -24,7 +24,7 @@ read by a no-gradient extra forward from this segment's new latents:
 
     target = sigmoid(q'_halt)                     if the row has run max_segments segments
              sigmoid(max(q'_halt, q'_continue))   otherwise
-    loss   = mean_rows(mean_tokens(stablemax_CE(logits, label)))
+    loss   = mean_rows(mean_counted_tokens(stablemax_CE(logits, label)))
              + halt_weight (mean_rows(BCE(q_halt, exact)) + mean_rows(BCE(q_continue, target)))
 
 A row halts after `max_segments` segments or when `q_halt > q_continue`
@@ -68,8 +68,7 @@ from contlearn.config import require
 from contlearn.engine import Learner
 from contlearn.models.layers import dense_init
 from contlearn.reasoning.network import init_network, network
-from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, rollout, segment_learner
-from contlearn.reasoning.stablemax import stablemax_cross_entropy
+from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, answer_terms, rollout, segment_learner
 from contlearn.reasoning.trm import Q_INIT_BIAS, embed, update_rule
 
 
@@ -162,20 +161,19 @@ def segment_loss(params: dict, cfg: HRMConfig, carry: Carry):
   """`(loss, aux)`: stablemax CE of the answer, plus `halt_weight` times the BCE of q_halt on "exactly right"
   and the BCE of q_continue on `q_target` of a no-gradient extra segment from the new latents."""
   z_high, z_low, logits, q_halt, q_continue = segment(params, cfg, carry)
-  correct = jnp.argmax(logits, axis=-1) == carry.labels
-  exact = jnp.all(correct, axis=-1)
+  answer = answer_terms(logits, carry.labels, cfg.ignore_label)
   steps = carry.steps + 1
   following = carry._replace(y=z_high, z=z_low, steps=steps)
   _, _, _, next_halt, next_continue = segment(jax.lax.stop_gradient(params), cfg, jax.lax.stop_gradient(following))
   target = jax.lax.stop_gradient(q_target(next_halt, next_continue, steps >= cfg.max_segments))
-  lm_loss = jnp.mean(stablemax_cross_entropy(logits, carry.labels))
-  halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_halt, exact.astype(jnp.float32)))
+  halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_halt, answer.exact.astype(jnp.float32)))
   continue_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_continue, target))
   aux = {
     **{"y": z_high, "z": z_low, "halt_logit": q_halt - q_continue, "target": target},
-    **{"exact": exact, "correct": correct, "lm": lm_loss, "halt": halt_loss, "continue": continue_loss},
+    **{"exact": answer.exact, "correct": answer.correct, "counted": answer.counted, "lm": answer.loss},
+    **{"halt": halt_loss, "continue": continue_loss},
   }
-  return lm_loss + cfg.halt_weight * (halt_loss + continue_loss), aux
+  return answer.loss + cfg.halt_weight * (halt_loss + continue_loss), aux
 
 
 def hrm_learner(cfg: HRMConfig, batch: int) -> Learner:

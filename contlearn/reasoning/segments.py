@@ -23,6 +23,7 @@ import optax
 from contlearn.config import FieldError, require
 from contlearn.engine import Learner
 from contlearn.puzzles.feed import PuzzleBlock
+from contlearn.reasoning.stablemax import stablemax_cross_entropy
 from contlearn.state import new_state
 
 
@@ -46,6 +47,8 @@ class SegmentConfig:
     halt_weight: weight of the halting loss terms.
     lr, b1, b2, weight_decay: AdamATan2 on the network.
     puzzle_lr, puzzle_weight_decay: sign-SGD on the puzzle-embedding table.
+    ignore_label: a label token left out of the answer loss, the accuracy and
+      exactness (ARC's canvas padding, 0); -1: none.
     warmup: steps over which both rates rise linearly from `1 / warmup` of their value to all of it (0: none).
     ema_rate: rate of the weights' moving average.
   """
@@ -68,6 +71,7 @@ class SegmentConfig:
   weight_decay: float = 0.1
   puzzle_lr: float = 1e-2
   puzzle_weight_decay: float = 0.1
+  ignore_label: int = -1
   warmup: int = 0
   ema_rate: float = 0.999
 
@@ -148,6 +152,33 @@ def halts(cfg, steps: jax.Array, halt_logit: jax.Array, key: jax.Array) -> jax.A
   return (steps >= cfg.max_segments) | ((halt_logit > 0) & (steps >= min_steps))
 
 
+class AnswerTerms(NamedTuple):
+  """The answer's loss and correctness (`answer_terms`).
+
+  Attributes:
+    loss: float32 `[]`, stablemax cross-entropy, a mean over each row's counted tokens, then over rows.
+    correct: bool `[B, L]`, counted tokens predicted right (False on ignored ones).
+    counted: bool `[B, L]`, tokens whose label is not `ignore_label`.
+    exact: bool `[B]`, every counted token of the row right.
+  """
+
+  loss: jax.Array
+  correct: jax.Array
+  counted: jax.Array
+  exact: jax.Array
+
+
+def answer_terms(logits: jax.Array, labels: jax.Array, ignore_label: int) -> AnswerTerms:
+  """`AnswerTerms` of logits `[B, L, V]` against int labels `[B, L]`, tokens labelled `ignore_label` left out."""
+  ce = stablemax_cross_entropy(logits, labels)
+  right = jnp.argmax(logits, axis=-1) == labels
+  if ignore_label < 0:  # every token counts: the plain means
+    return AnswerTerms(jnp.mean(ce), right, jnp.ones_like(right), jnp.all(right, axis=-1))
+  counted = labels != ignore_label
+  per_row = jnp.sum(jnp.where(counted, ce, 0.0), axis=-1) / jnp.maximum(jnp.sum(counted, axis=-1), 1)
+  return AnswerTerms(jnp.mean(per_row), right & counted, counted, jnp.all(right | ~counted, axis=-1))
+
+
 class SegmentOutput(NamedTuple):
   """What a model's segment returns.
 
@@ -200,7 +231,7 @@ def segment_metrics(loss: jax.Array, aux: dict, halted: jax.Array, steps: jax.Ar
     lm_loss=aux["lm"],
     halt_loss=aux["halt"],
     continue_loss=aux.get("continue", jnp.zeros(())),
-    accuracy=jnp.mean(aux["correct"]),
+    accuracy=jnp.sum(aux["correct"]) / jnp.maximum(jnp.sum(aux["counted"]), 1),
     exact=jnp.mean(aux["exact"]),
     halted=n_halted / halted.shape[0],
     segments=jnp.sum(jnp.where(halted, steps, 0)) / jnp.maximum(n_halted, 1),

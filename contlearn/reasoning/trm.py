@@ -12,9 +12,10 @@ puzzle-embedding tokens, then the L input tokens):
     deep_recursion(x, y, z):    T - 1 rounds of latent_recursion under stop_gradient,
                                 then one round with full backpropagation
     logits = y[:, P:] W_O            q_halt = y[:, 0] w_q + b_q   (w_q = 0, b_q = -5 at init)
-    loss   = mean_rows(mean_tokens(stablemax_CE(logits, label))) + halt_weight mean_rows(BCE(q_halt, exact))
+    loss   = mean_rows(mean_counted_tokens(stablemax_CE(logits, label))) + halt_weight mean_rows(BCE(q_halt, exact))
 
-with `exact` = the row's whole answer is right. One engine step is one
+with `exact` = the row's whole answer is right; a token counts unless its label
+is `ignore_label` (ARC's canvas padding; `segments.answer_terms`). One engine step is one
 supervision segment. The state's `memory` is the ACT carry of every batch
 row, `Carry(y, z, steps, halted, inputs, labels, ids)`, carried detached
 (`stop_gradient`) from one step to the next. At the start of a step, a row
@@ -66,11 +67,10 @@ from contlearn.models.layers import dense_init
 from contlearn.reasoning.adam_atan2 import adam_atan2
 from contlearn.reasoning.ema import with_ema
 from contlearn.reasoning.network import init_network, network
-from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, segment_learner
+from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, answer_terms, segment_learner
 from contlearn.reasoning.segments import refill as refill  # re-exported: TRM's refill of halted rows
 from contlearn.reasoning.segments import rollout as segments_rollout
 from contlearn.reasoning.sign_sgd import sign_sgd
-from contlearn.reasoning.stablemax import stablemax_cross_entropy
 
 Q_INIT_BIAS = -5.0  # q_halt starts far below 0: rows run their segments until the head learns
 
@@ -178,12 +178,11 @@ def segment(params: dict, cfg: TRMConfig, carry: Carry) -> SegmentOutput:
 def segment_loss(params: dict, cfg: TRMConfig, carry: Carry):
   """`(loss, aux)`: the stablemax CE of the answer plus `halt_weight` BCE of q_halt on "exactly right"."""
   y, z, logits, q_halt, _ = segment(params, cfg, carry)
-  correct = jnp.argmax(logits, axis=-1) == carry.labels
-  exact = jnp.all(correct, axis=-1)
-  lm_loss = jnp.mean(stablemax_cross_entropy(logits, carry.labels))
-  halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_halt, exact.astype(jnp.float32)))
-  aux = {"y": y, "z": z, "halt_logit": q_halt, "exact": exact, "correct": correct, "lm": lm_loss, "halt": halt_loss}
-  return lm_loss + cfg.halt_weight * halt_loss, aux
+  answer = answer_terms(logits, carry.labels, cfg.ignore_label)
+  halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(q_halt, answer.exact.astype(jnp.float32)))
+  aux = {"y": y, "z": z, "halt_logit": q_halt, "exact": answer.exact, "correct": answer.correct}
+  aux |= {"counted": answer.counted, "lm": answer.loss, "halt": halt_loss}
+  return answer.loss + cfg.halt_weight * halt_loss, aux
 
 
 def trm_learner(cfg: TRMConfig, batch: int) -> Learner:

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from contlearn.reasoning import adam_atan2, ema_params, sign_sgd, stablemax_cross_entropy, with_ema
+from contlearn.reasoning.segments import answer_terms
 
 
 def _stablemax_ce(logits, label):
@@ -100,3 +101,22 @@ def test_ema_follows_the_parameters_as_a_numpy_loop():
   np.testing.assert_allclose(np.asarray(params), p, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(ema_params(state)), ema, rtol=1e-5)
   assert not np.allclose(ema, p)  # the average lags the parameters
+
+
+def test_answer_terms_leave_the_ignored_label_out_of_the_loss_and_of_exactness():
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 3)), jnp.float32)
+  predicted = np.argmax(np.asarray(logits), axis=-1)
+  labels = predicted.copy()
+  labels[0, :2] = 0  # row 0: two padding tokens (label 0), wherever the prediction is
+  labels[1, 3] = (predicted[1, 3] + 1) % 3  # row 1: one counted token wrong
+  labels[0, 2:] = np.where(predicted[0, 2:] == 0, 1, predicted[0, 2:])  # row 0's counted tokens: never 0
+  logits = logits.at[0, 2:].set(jax.nn.one_hot(labels[0, 2:], 3) * 5)  # and predicted right
+  terms = answer_terms(logits, jnp.asarray(labels), ignore_label=0)
+  assert np.asarray(terms.exact).tolist() == [True, False]
+  assert np.asarray(terms.counted).sum() == 6 and not np.asarray(terms.correct)[0, :2].any()
+  ce = np.asarray(stablemax_cross_entropy(logits, jnp.asarray(labels)), np.float64)
+  by_hand = (ce[0, 2:].mean() + ce[1].mean()) / 2  # each row's counted tokens, then rows
+  np.testing.assert_allclose(float(terms.loss), by_hand, rtol=1e-6)
+  everything = answer_terms(logits, jnp.asarray(labels), ignore_label=-1)
+  np.testing.assert_allclose(float(everything.loss), ce.mean(), rtol=1e-6)
+  assert np.asarray(everything.exact).tolist() == [bool((predicted[0] == labels[0]).all()), False]

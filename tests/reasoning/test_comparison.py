@@ -8,13 +8,18 @@ import pytest
 
 from contlearn import catalog
 from contlearn.cli import main
-from contlearn.puzzles import PuzzleConfig, PuzzleSet
+from contlearn.puzzles import PuzzleConfig, PuzzleSet, arc, arc_canvas, arc_sets
 from contlearn.reasoning import comparison
 
 TINY = [
-  *("scale=smoke", "puzzles.train=16", "puzzles.test=8", "steps=4", "block=2", "batch=4", "max_segments=3"),
+  *("scale=smoke", "steps=4", "block=2", "batch=4", "max_segments=3"),
   *("seeds=0,1", "cycles=1", "latent_steps=1", "high_cycles=1", "low_steps=1", "width=8", "eval_batch=5"),
 ]
+TINY_PUZZLES = {
+  "reasoning_sudoku": ("puzzles.train=16", "puzzles.test=8"),
+  "reasoning_maze": ("puzzles.train=16", "puzzles.test=8"),
+  "reasoning_arc": ("puzzles.tasks=1", "puzzles.augmentations=2"),
+}
 
 
 def test_scores_count_exact_answers_filled_tokens_and_the_halting_decision():
@@ -34,6 +39,23 @@ def test_scores_count_exact_answers_filled_tokens_and_the_halting_decision():
   np.testing.assert_allclose(s["halt_decision"], [1.0])  # halt exactly where right, continue where wrong
 
 
+def test_arc_scores_vote_over_augmentations_and_leave_the_padding_out():
+  grid = np.array([[1, 2], [0, 1]])
+  task = arc.ArcTask("t", ((grid, grid.T),), ((grid.T, grid), (grid, grid.T)))
+  _, test = arc_sets.build(PuzzleConfig(kind="arc", size=4, augmentations=3), [], [task])  # 2 inputs x 3 augs
+  right = np.broadcast_to(test.labels, (2, 1, *test.labels.shape)).copy()  # [seeds 2, segments 1, P, L]
+  first = np.flatnonzero(test.meta["example"] == 0)  # input 0 under its 3 augmentations, the identity first
+  right[1, 0, first[0]] = arc_canvas.PAD  # seed 1: the identity's answer to input 0 blank, its two others right
+  padding = test.labels == arc_canvas.PAD
+  right[:, :, padding] = 5  # whatever is predicted on the padding does not count
+  s = comparison.scores(right, np.zeros((2, 1, len(test))), test, ignore_label=arc_canvas.PAD)
+  np.testing.assert_allclose(s["exact"], [[1.0], [5 / 6]])
+  np.testing.assert_allclose(s["pass@1"], [1.0, 1.0])  # the two augmentations still outvote the blank
+  right[1, 0, first] = arc_canvas.PAD  # seed 1: every answer to input 0 blank
+  s = comparison.scores(right, np.zeros((2, 1, len(test))), test, ignore_label=arc_canvas.PAD)
+  np.testing.assert_allclose(s["pass@2"], [1.0, 0.5])  # one test input of two passes
+
+
 def test_models_have_equal_parameters_and_the_single_pass_one_segment():
   cfg = catalog.load("reasoning_sudoku").get_config()
   trm, hrm, single = (comparison.model_config(cfg, m) for m in ("trm", "hrm", "single_pass"))
@@ -44,17 +66,17 @@ def test_models_have_equal_parameters_and_the_single_pass_one_segment():
 
 def _run(name, out, *extra):
   args = ["run", name, "--out", str(out), "--no-progress"]
-  for setting in TINY:
+  for setting in TINY + list(TINY_PUZZLES[name]):
     args += ["--set", setting]
   return main(args + list(extra))
 
 
 @pytest.mark.slow  # three models compiled and evaluated, twice: make test-all
-@pytest.mark.parametrize("name", ["reasoning_sudoku", "reasoning_maze"])
+@pytest.mark.parametrize("name", list(TINY_PUZZLES))
 def test_a_tiny_run_writes_results_and_a_resume_keeps_them(tmp_path, name):
   assert _run(name, tmp_path) == 0
   result = json.loads((tmp_path / "results.json").read_text())
-  assert result["config"]["seeds"] == [0, 1] and result["config"]["puzzles"]["train"] == 16
+  assert result["config"]["seeds"] == [0, 1] and result["puzzles"]["train"] > 0
   rows = {r["model"]: r for r in result["rows"]}
   assert list(rows) == ["trm", "hrm", "single_pass"]
   assert rows["trm"]["segments"] == rows["hrm"]["segments"] == 3 and rows["single_pass"]["segments"] == 1
@@ -79,7 +101,10 @@ def test_a_tiny_run_writes_results_and_a_resume_keeps_them(tmp_path, name):
   assert _run(name, tmp_path) != 0  # without --resume, existing checkpoints are refused
 
 
-@pytest.mark.parametrize("name, first_line", [("reasoning_sudoku", "on 6x6 Sudoku"), ("reasoning_maze", "on small")])
+@pytest.mark.parametrize(
+  "name, first_line",
+  [("reasoning_sudoku", "on 6x6 Sudoku"), ("reasoning_maze", "on small"), ("reasoning_arc", "on ARC-AGI")],
+)
 def test_help_lists_the_fields(capsys, name, first_line):
   assert main(["run", name, "--help"]) == 0
   out = capsys.readouterr().out
