@@ -15,6 +15,8 @@ by the feed with the eight symmetries of the square; every maze has id 0
 training and scores: `contlearn.reasoning.comparison`, as in
 reasoning_sudoku: equal parameters, equal optimizer steps, seeds as lanes,
 exact accuracy after 1..N segments, accuracy on the path tokens, halting.
+The network attends across positions (`mixer="attention"`, TRM-Att, the
+paper's choice for mazes), 600 steps.
 
 `scale=gpu` is the accelerator-scale configuration: mazes of 15x15 cells
 (31x31 = 961 tokens, the size of Maze-Hard's 30x30 grids), width 512, T=3
@@ -42,7 +44,8 @@ PRESETS = {
   },
   "gpu": {
     "puzzles": PuzzleConfig(kind="maze", size=15, train=1000, test=1000, seed=0),
-    **{"width": 512, "cycles": 3, "latent_steps": 4, "max_segments": 16, "batch": 768, "steps": 50_000},
+    **{"width": 512, "heads": 8, "puzzle_tokens": 16, "cycles": 3, "latent_steps": 4, "max_segments": 16},
+    **{"batch": 768, "steps": 50_000},
     **{"block": 500, "checkpoint_every": 10, "lr": 1e-4, "puzzle_lr": 1e-4, "warmup": 2000, "weight_decay": 1.0},
     **{"ema_rate": 0.999, "eval_batch": 100},
   },
@@ -54,6 +57,8 @@ class Config(ComparisonConfig):
   __doc__ = ComparisonConfig.__doc__
 
   puzzles: PuzzleConfig = PUZZLES
+  mixer: str = "attention"
+  steps: int = 600
 
 
 def get_config() -> Config:

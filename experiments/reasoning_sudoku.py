@@ -19,7 +19,7 @@ average: exact accuracy after 1..N segments, accuracy on the blanks, and
 the halting statistics.
 
 `scale=gpu` is the accelerator-scale configuration: 9x9 puzzles of at
-least 200 solver nodes (a difficulty filter in the spirit of
+least 2000 solver nodes (about the hardest tenth of minimal puzzles) (a difficulty filter in the spirit of
 Sudoku-Extreme's backtrack count), width 512, T=3 rounds of n=6 latent
 updates, up to 16 segments, batch 768, 50,000 steps with 2,000 of warm-up,
 the official rates (1e-4 both) and weight decay (1.0). Its expected cost is
@@ -44,8 +44,9 @@ PRESETS = {
     **{"width": 16, "layers": 2, "max_segments": 2, "steps": 40, "batch": 16, "block": 10, "ema_rate": 0.9},
   },
   "gpu": {
-    "puzzles": PuzzleConfig(kind="sudoku", size=9, train=1000, test=1000, seed=0, min_difficulty=200),
-    **{"width": 512, "cycles": 3, "latent_steps": 6, "max_segments": 16, "batch": 768, "steps": 50_000},
+    "puzzles": PuzzleConfig(kind="sudoku", size=9, train=1000, test=1000, seed=0, min_difficulty=2000),
+    **{"width": 512, "puzzle_tokens": 16, "cycles": 3, "latent_steps": 6, "max_segments": 16},
+    **{"batch": 768, "steps": 50_000},
     **{"block": 500, "checkpoint_every": 10, "lr": 1e-4, "puzzle_lr": 1e-4, "warmup": 2000, "weight_decay": 1.0},
     **{"ema_rate": 0.999, "eval_batch": 500},
   },
