@@ -25,7 +25,6 @@ raises KeyboardInterrupt, as `contlearn.driver.train` does.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import importlib.util
 import inspect
@@ -38,6 +37,7 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
+from contlearn import config
 from contlearn.config import Config, MixerConfig
 from contlearn.errors import ConfigError
 
@@ -46,9 +46,9 @@ PACKAGE = "contlearn.experiments"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-  """`"did you mean X? "` for the choice closest to `word`, or `""` when none is close."""
-  close = difflib.get_close_matches(word, list(choices), n=1)
-  return f"did you mean {close[0]}? " if close else ""
+  """`"did you mean X? "` (to start a sentence) for the choice closest to `word`, or `""` when none is close."""
+  hint = config.did_you_mean(word, choices)
+  return f"{hint} " if hint else ""
 
 
 #### Finding and loading ####

@@ -39,6 +39,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from contlearn.errors import ConfigError
@@ -107,8 +108,16 @@ def require(
   check(non_negative, lambda v: v >= 0, lambda kind: f"an {kind} >= 0" if kind == "integer" else f"a {kind} >= 0")
   check(fraction, lambda v: 0 < v < 1, lambda kind: "a number strictly between 0 and 1")
   for name, allowed in (choices or {}).items():
-    if getattr(cfg, name) not in allowed:
-      raise FieldError(owner, name, getattr(cfg, name), "one of " + ", ".join(map(str, allowed)))
+    value = getattr(cfg, name)
+    if value not in allowed:
+      hint = did_you_mean(value, map(str, allowed)) if isinstance(value, str) else ""
+      raise FieldError(owner, name, value, "one of " + ", ".join(map(str, allowed)) + (f" ({hint})" if hint else ""))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+  """`"did you mean X?"` for the choice closest to `word`, or `""` when none is close."""
+  close = difflib.get_close_matches(word, list(choices), n=1)
+  return f"did you mean {close[0]}?" if close else ""
 
 
 @dataclasses.dataclass(frozen=True)

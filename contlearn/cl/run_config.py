@@ -116,12 +116,9 @@ class RunConfig:
         "stream": tuple(STREAMS),
         "kind": ("task", "domain", "class"),
         "on_nonfinite": ("stop", "skip"),
+        "strategy": tuple(sorted(strategies_lib.REGISTRY)),
       },
     )
-    if self.strategy not in strategies_lib.REGISTRY:
-      raise ConfigError(
-        f"RunConfig.strategy: unknown strategy {self.strategy!r}; choose one of {sorted(strategies_lib.REGISTRY)}"
-      )
     if not self.seeds:
       raise ConfigError("RunConfig.seeds: needs at least one seed")
     parse_pairs(self.strategy_options, "RunConfig.strategy_options")

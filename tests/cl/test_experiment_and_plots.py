@@ -47,7 +47,7 @@ def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
   with pytest.raises(ConfigError, match="multiple"):  # refused before anything runs
     run_cells({"a": cfg, "b": dataclasses.replace(cfg, eval_every=30)}, tmp_path / "two")
   assert not (tmp_path / "two" / "a").exists()
-  with pytest.raises(ConfigError, match="unknown strategy 'ewcc'"):
+  with pytest.raises(ConfigError, match=r"RunConfig.strategy='ewcc': must be one of .*\(did you mean ewc\?\)"):
     RunConfig(strategy="ewcc")
   with pytest.raises(ConfigError, match="not name=value"):
     RunConfig(strategy_options=("capacity",))
