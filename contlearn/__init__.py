@@ -5,11 +5,12 @@ rules, one compiled `lax.scan` per fixed-shape chunk of an unbounded stream.
 """
 
 from contlearn import models, rules, stream
-from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
 from contlearn.driver import fit, run_experiment, train
 from contlearn.engine import Learner, data_mesh
 from contlearn.errors import CheckpointError, ConfigError, ContlearnError, DataError
 from contlearn.learner import StepMetrics, build_learner, sequence_learner
+from contlearn.overrides import apply_overrides
 from contlearn.rules import levels, periodic
 from contlearn.state import LearnerState, new_state
 

@@ -157,7 +157,7 @@ def configure(
   module: ModuleType, name: str, *, overrides: list[str], tokens: int | None = None, only: str | None = None
 ) -> Any:
   """The experiment's `get_config()` with `--only`, `--set` and `--tokens` applied, in that order."""
-  from contlearn.config import apply_overrides, apply_overrides_to_models
+  from contlearn.overrides import apply_overrides, apply_overrides_to_models
 
   cfg = module.get_config()
   if not (catalog.is_stream_config(cfg) or (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type))):

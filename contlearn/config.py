@@ -1,14 +1,14 @@
-"""Typed, frozen run configuration and `--set key=value` overrides.
+"""Typed, frozen run configuration.
 
 A run is described by one `Config`: what to read (`DataConfig`), what model
 to build (`ModelConfig`), and how to learn (`TrainConfig`). Every field is
-typed, so an override from the command line is parsed and checked against the
-field's type:
+typed and checked when the config is built (`require`), so a bad value is
+refused before anything compiles; `contlearn.overrides` sets fields from
+`--set key=value` strings:
 
->>> cfg = Config()
->>> cfg = apply_overrides(cfg, ["model.d_model=64", "train.lr=1e-3"])
+>>> cfg = Config(train=TrainConfig(lr=1e-3))
 >>> cfg.model.d_model, cfg.train.lr
-(64, 0.001)
+(128, 0.001)
 
 Mixer settings. `ModelConfig` holds the fields every model shares (vocab,
 widths, layers, heads, CMS); the sequence mixer's own settings are its own
@@ -17,18 +17,17 @@ frozen dataclass, a `MixerConfig` subclass defined next to the mixer (e.g.
 (`contlearn.models.mixer.register_mixer(name, config_class)`).
 `ModelConfig.mixer` holds that instance; a mixer's name given in its place
 becomes that mixer's default config, and on the command line a mixer is
-chosen first, then its fields are set:
+chosen first, then its fields are set (`contlearn.overrides`):
 
->>> cfg = apply_overrides(Config(), ["model.mixer=titans", "model.mixer.chunk=16"])
->>> cfg.model.mixer.name, cfg.model.mixer.chunk, cfg.model.mixer.depth
-('titans', 16, 2)
+>>> ModelConfig(mixer=mixer_config("titans", chunk=16)).mixer.chunk
+16
 >>> ModelConfig(mixer="swa").mixer
 SlidingWindowConfig(window=64, persistent_tokens=0)
 
-The registry of mixers lives with the mixers (`contlearn.models.mixer`),
-which import this module; this module reaches it only inside functions
-(`_mixers`), when a name is looked up, so neither module imports the other
-at load time and a user's mixer registers its settings like a built-in one.
+The names and settings classes of the mixers are registered here
+(`register_mixer_config`, called by `contlearn.models.mixer.register_mixer`,
+which keeps the factories), so this module imports no model code and a
+user's mixer registers its settings like a built-in one.
 """
 
 from __future__ import annotations
@@ -37,23 +36,10 @@ import copy
 import dataclasses
 import difflib
 import math
-import types
-import typing
 from collections.abc import Iterable
 from typing import Any
 
 from contlearn.errors import ConfigError
-
-
-def _mixers() -> types.ModuleType:
-  """The mixer registry (`contlearn.models.mixer`) with the built-in mixers registered.
-
-  Imported when first needed: the mixers' modules import this one.
-  """
-  import contlearn.models  # noqa: F401  (registers the built-in mixers)
-  from contlearn.models import mixer
-
-  return mixer
 
 
 class FieldError(ConfigError):
@@ -172,11 +158,60 @@ class MixerConfig:
   @property
   def name(self) -> str:
     """The name this config's class is registered under (`register_mixer`)."""
-    return _mixers().name_of(self)
+    return mixer_name(self)
 
 
 class MissingMixerField(ConfigError):
   """`--set model.mixer.FIELD=...` where the current mixer has no FIELD."""
+
+
+_MIXER_CONFIGS: dict[str, type[MixerConfig]] = {}
+
+
+def register_mixer_config(name: str, config: type[MixerConfig]) -> None:
+  """Registers `config` as the settings class of the mixer `name` (`models.mixer.register_mixer` calls this).
+
+  Raises:
+    TypeError: `config` is not a `MixerConfig` dataclass.
+    ValueError: it has a field `name`, the name is taken, or the class is another mixer's.
+  """
+  if not (isinstance(config, type) and issubclass(config, MixerConfig) and dataclasses.is_dataclass(config)):
+    raise TypeError(f"register_mixer({name!r}, ...): the config must be a MixerConfig dataclass, not {config!r}")
+  if "name" in {f.name for f in dataclasses.fields(config)}:
+    raise ValueError(f"{config.__name__}: a mixer's config has no field 'name' (it is the registered name)")
+  if name in _MIXER_CONFIGS:
+    raise ValueError(f"mixer {name!r} is registered twice")
+  if config in _MIXER_CONFIGS.values():
+    raise ValueError(f"{config.__name__} is the config of mixer {mixer_name(config())!r}; give {name!r} its own class")
+  _MIXER_CONFIGS[name] = config
+
+
+def mixer_names() -> list[str]:
+  """The registered mixers, sorted."""
+  return sorted(_MIXER_CONFIGS)
+
+
+def mixer_config_class(name: str) -> type[MixerConfig]:
+  """The settings class of the mixer `name`, or a ConfigError naming the choices."""
+  if name not in _MIXER_CONFIGS:
+    hint = did_you_mean(name, _MIXER_CONFIGS)
+    raise ConfigError(
+      f"model.mixer={name!r} is not a known mixer; {hint + ' ' if hint else ''}choose one of {', '.join(mixer_names())}"
+    )
+  return _MIXER_CONFIGS[name]
+
+
+def mixer_name(cfg: MixerConfig) -> str:
+  """The name the class of `cfg` is registered under, or a ConfigError."""
+  for name, config in _MIXER_CONFIGS.items():
+    if type(cfg) is config:
+      return name
+  raise ConfigError(f"model.mixer: {type(cfg).__name__} is no mixer's config; register it: register_mixer(name, cls)")
+
+
+def mixers_with(field: str) -> list[str]:
+  """The mixers whose config has `field`, sorted."""
+  return [n for n in mixer_names() if field in {f.name for f in dataclasses.fields(_MIXER_CONFIGS[n])}]
 
 
 def mixer_config(name: str, **fields: Any) -> MixerConfig:
@@ -185,9 +220,9 @@ def mixer_config(name: str, **fields: Any) -> MixerConfig:
   >>> mixer_config("titans", chunk=16).chunk
   16
   """
-  cfg = _mixers().registered(name).config()
+  cfg = mixer_config_class(name)()
   for field in fields:
-    _check_mixer_field(cfg, field, f"mixer_config({name!r}, {field}=...)", "")
+    check_mixer_field(cfg, field, f"mixer_config({name!r}, {field}=...)", "")
   return dataclasses.replace(cfg, **fields)
 
 
@@ -200,7 +235,7 @@ def with_known_fields(mixer: MixerConfig | str, **fields: Any) -> MixerConfig:
   >>> with_known_fields("swa", window=16, chunk=8)
   SlidingWindowConfig(window=16, persistent_tokens=0)
   """
-  cfg = _mixers().registered(mixer).config() if isinstance(mixer, str) else mixer
+  cfg = mixer_config_class(mixer)() if isinstance(mixer, str) else mixer
   own = {f.name for f in dataclasses.fields(cfg)}
   return dataclasses.replace(cfg, **{k: v for k, v in fields.items() if k in own})
 
@@ -243,7 +278,7 @@ class ModelConfig:
 
   def __post_init__(self):
     if isinstance(self.mixer, str):
-      object.__setattr__(self, "mixer", _mixers().registered(self.mixer).config())
+      object.__setattr__(self, "mixer", mixer_config_class(self.mixer)())
     elif isinstance(self.mixer, MixerConfig):
       self.mixer.name  # noqa: B018  (refuses a class that no mixer registered)
     else:
@@ -300,58 +335,7 @@ class Config:
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
-def _parse_value(text: str, annotation: Any, key: str) -> Any:
-  """Parses `text` as a value of type `annotation`, or raises ConfigError."""
-  origin = typing.get_origin(annotation)
-  if annotation is bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-      return True
-    if low in ("0", "false", "no", "off"):
-      return False
-    raise ConfigError(f"--set {key}={text}: expected a boolean (true/false)")
-  if annotation is int:
-    try:
-      return int(text)
-    except ValueError:
-      raise ConfigError(f"--set {key}={text}: expected an integer") from None
-  if annotation is float:
-    try:
-      return float(text)
-    except ValueError:
-      raise ConfigError(f"--set {key}={text}: expected a number") from None
-  if annotation is str:
-    return text
-  if origin is tuple:
-    (item, *_rest) = typing.get_args(annotation)
-    parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
-    return tuple(_parse_value(p.strip(), item, key) for p in parts)
-  if origin in (typing.Union, types.UnionType):
-    errors = []
-    for option in typing.get_args(annotation):
-      try:
-        return _parse_value(text, option, key)
-      except ConfigError as e:
-        errors.append(str(e))
-    raise ConfigError("; ".join(errors))
-  raise ConfigError(f"--set {key}: fields of type {annotation} cannot be set")
-
-
-def field_names(cfg: Any, prefix: str = "") -> list[str]:
-  """All settable dotted keys of a (nested) config dataclass (a mixer: its name's key and its fields)."""
-  names = []
-  for f in dataclasses.fields(cfg):
-    value = getattr(cfg, f.name)
-    if isinstance(value, MixerConfig):
-      names.append(f"{prefix}{f.name}")
-    if dataclasses.is_dataclass(value):
-      names += field_names(value, f"{prefix}{f.name}.")
-    else:
-      names.append(f"{prefix}{f.name}")
-  return names
-
-
-def _check_mixer_field(mixer: MixerConfig, field: str, where: str, prefix: str) -> None:
+def check_mixer_field(mixer: MixerConfig, field: str, where: str, prefix: str) -> None:
   """Raises MissingMixerField, in one line, unless `mixer` has `field`.
 
   The line names the mixer, its fields and the mixers that have `field`
@@ -361,7 +345,7 @@ def _check_mixer_field(mixer: MixerConfig, field: str, where: str, prefix: str) 
   fields = [f.name for f in dataclasses.fields(mixer)]
   if field in fields:
     return
-  having = _mixers().mixers_with(field)
+  having = mixers_with(field)
   if having:
     example = f" (--set {prefix[:-1]}={having[0]} before --set {prefix}{field}=...)" if prefix else ""
     hint = f"{field} is a field of {', '.join(having)}; set the mixer first{example}"
@@ -372,99 +356,6 @@ def _check_mixer_field(mixer: MixerConfig, field: str, where: str, prefix: str) 
   raise MissingMixerField(
     f"{where}: mixer {mixer.name!r} has no field {field} (its fields: {', '.join(fields) or 'none'}); {hint}"
   )
-
-
-def set_field(cfg: Any, key: str, text: str, full_key: str | None = None) -> Any:
-  """Returns a copy of `cfg` with dotted `key` set from the string `text`.
-
-  A mixer's key (`model.mixer=NAME`) takes a mixer's name, which restores
-  that mixer's defaults; its fields are keys below it (`model.mixer.chunk`).
-  """
-  full_key = full_key or key
-  where = f"--set {full_key}={text}"
-  head, _, rest = key.partition(".")
-  fields = {f.name: f for f in dataclasses.fields(cfg)}
-  if head not in fields:
-    close = difflib.get_close_matches(key, field_names(cfg), n=1)
-    hint = f"did you mean {full_key.removesuffix(key)}{close[0]}? " if close else ""
-    raise ConfigError(f"{where}: unknown key; {hint}valid keys are {', '.join(field_names(cfg))}")
-  value = getattr(cfg, head)
-  if isinstance(value, MixerConfig):
-    if not rest:
-      return dataclasses.replace(cfg, **{head: text})  # the new mixer's defaults (`ModelConfig.__post_init__`)
-    _check_mixer_field(value, rest.partition(".")[0], where, full_key.removesuffix(rest))
-  if dataclasses.is_dataclass(value):
-    if not rest:
-      raise ConfigError(f"{where}: name a field, e.g. {full_key}.{field_names(value)[0]}")
-    return dataclasses.replace(cfg, **{head: set_field(value, rest, text, full_key)})
-  if rest:
-    raise ConfigError(f"{where}: {head} has no sub-fields")
-  hints = typing.get_type_hints(type(cfg))
-  try:
-    return dataclasses.replace(cfg, **{head: _parse_value(text, hints[head], full_key)})
-  except FieldError as e:
-    if e.name != head:  # another field checked against this one
-      raise
-    raise ConfigError(f"{where}: must be {e.allowed}") from None
-
-
-def _parsed(overrides: list[str]) -> list[tuple[str, str]]:
-  """The (key, value text) of each `key=value` string, checked for form and order.
-
-  A key set after a key below it (`model.mixer=titans` after
-  `model.mixer.chunk=16`) would discard that setting: refused, in one line.
-  """
-  pairs = []
-  for item in overrides:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-      raise ConfigError(f"--set {item}: expected key=value")
-    earlier = [f"{k}={t}" for k, t in pairs if k.startswith(key + ".")]
-    if earlier:
-      raise ConfigError(
-        f"--set {item} after --set {earlier[0]} would restore the defaults of {key} and lose that setting; "
-        f"set {key} first"
-      )
-    pairs.append((key, text))
-  return pairs
-
-
-def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-  """Applies `key=value` strings in order; raises ConfigError on bad input."""
-  for key, text in _parsed(overrides):
-    cfg = set_field(cfg, key, text)
-  return cfg
-
-
-def apply_overrides_to_models(cfgs: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-  """`apply_overrides` on every config of `cfgs` (an experiment's models).
-
-  A mixer's field (`model.mixer.FIELD=VALUE`) is set in the models whose
-  mixer has FIELD; it is refused only when no model's mixer has it.
-  """
-  for key, text in _parsed(overrides):
-    updated, missing = {}, []
-    for name, cfg in cfgs.items():
-      try:
-        updated[name] = set_field(cfg, key, text)
-      except MissingMixerField as e:
-        updated[name] = cfg
-        missing.append(e)
-    if len(missing) == len(cfgs) and missing:
-      raise missing[0]
-    cfgs = updated
-  return cfgs
-
-
-def apply_preset(cfg: Any, preset: dict[str, Any]) -> Any:
-  """`cfg` with the preset's values for the fields still at their class defaults.
-
-  A preset (e.g. an experiment's smoke-run sizes) never overrides what a
-  user set with `--set`.
-  """
-  default = type(cfg)()
-  return dataclasses.replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) == getattr(default, k)})
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

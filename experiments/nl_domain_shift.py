@@ -44,7 +44,7 @@ import numpy as np
 
 from contlearn import engine, loop
 from contlearn.cl import shift_metrics
-from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides, to_dict
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, to_dict
 from contlearn.errors import ConfigError
 from contlearn.evaluation import score
 from contlearn.learner import build_learner
@@ -54,6 +54,7 @@ from contlearn.models.hope import SelfModifyingTitansConfig
 from contlearn.models.sizing import param_count
 from contlearn.models.titans import TitansConfig
 from contlearn.models.variants import select
+from contlearn.overrides import apply_overrides
 from contlearn.run_log import LN2
 from contlearn.stream.phases import Domains, PhaseFeed
 

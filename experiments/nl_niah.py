@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
-from contlearn.config import ModelConfig, apply_preset, to_dict
+from contlearn.config import ModelConfig, to_dict
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
 from contlearn.learner import sequence_learner
@@ -52,6 +52,7 @@ from contlearn.models.hope import SelfModifyingTitansConfig
 from contlearn.models.sizing import param_count
 from contlearn.models.titans import TitansConfig
 from contlearn.models.variants import select
+from contlearn.overrides import apply_preset
 from contlearn.stream import corpora, niah
 
 MODELS = {

@@ -1,7 +1,8 @@
 import pytest
 
-from contlearn.config import Config, apply_overrides
+from contlearn.config import Config
 from contlearn.errors import ConfigError
+from contlearn.overrides import apply_overrides
 
 
 def test_overrides_parse_each_type():

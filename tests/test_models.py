@@ -129,8 +129,9 @@ def test_unknown_mixer_and_bad_widths_are_named():
 
 
 def test_hope_presets_are_the_cli_overrides():
-  from contlearn.config import Config, apply_overrides
+  from contlearn.config import Config
   from contlearn.models import hope
+  from contlearn.overrides import apply_overrides
 
   for name, make in (("hope", hope.hope), ("hope_attention", hope.hope_attention)):
     assert apply_overrides(Config(), list(hope.PRESETS[name])).model == make()

@@ -8,8 +8,8 @@ import pytest
 
 from contlearn import catalog
 from contlearn.cl import shift_metrics
-from contlearn.config import apply_overrides
 from contlearn.errors import ConfigError
+from contlearn.overrides import apply_overrides
 
 
 def _load(name):

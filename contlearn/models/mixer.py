@@ -44,14 +44,12 @@ Then `--set model.mixer=my_mixer --set model.mixer.width=8` builds it.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 
-from contlearn.config import MixerConfig, ModelConfig
+from contlearn.config import MixerConfig, ModelConfig, mixer_config_class, register_mixer_config
 from contlearn.errors import ConfigError
 
 Params = Any
@@ -80,7 +78,7 @@ class Registered(NamedTuple):
   config: type[MixerConfig]
 
 
-_MIXERS: dict[str, Registered] = {}
+_FACTORIES: dict[str, Callable[[Any, ModelConfig], Mixer]] = {}
 
 
 def register_mixer(name: str, config: type[MixerConfig]):
@@ -88,50 +86,25 @@ def register_mixer(name: str, config: type[MixerConfig]):
 
   `config` is the frozen dataclass of the mixer's own settings, a
   `MixerConfig` subclass no other mixer registered (a subclass with no new
-  fields gives a mixer the fields of another); the factory reads its
-  settings from `cfg` and the model's sizes (d_model, n_heads, n_layers)
-  from `model`.
+  fields gives a mixer the fields of another), registered with
+  `contlearn.config.register_mixer_config`; the factory reads its settings
+  from `cfg` and the model's sizes (d_model, n_heads, n_layers) from `model`.
   """
-  if not (isinstance(config, type) and issubclass(config, MixerConfig) and dataclasses.is_dataclass(config)):
-    raise TypeError(f"register_mixer({name!r}, ...): the config must be a MixerConfig dataclass, not {config!r}")
-  if "name" in {f.name for f in dataclasses.fields(config)}:
-    raise ValueError(f"{config.__name__}: a mixer's config has no field 'name' (it is the registered name)")
+  register_mixer_config(name, config)
 
   def wrap(factory):
-    if name in _MIXERS:
-      raise ValueError(f"mixer {name!r} is registered twice")
-    if config in {r.config for r in _MIXERS.values()}:
-      raise ValueError(f"{config.__name__} is the config of mixer {name_of(config())!r}; give {name!r} its own class")
-    _MIXERS[name] = Registered(factory, config)
+    _FACTORIES[name] = factory
     return factory
 
   return wrap
 
 
-def mixer_names() -> list[str]:
-  return sorted(_MIXERS)
-
-
 def registered(name: str) -> Registered:
   """The mixer registered as `name`, or a ConfigError naming the choices."""
-  if name not in _MIXERS:
-    close = difflib.get_close_matches(name, _MIXERS, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    raise ConfigError(f"model.mixer={name!r} is not a known mixer; {hint}choose one of {', '.join(mixer_names())}")
-  return _MIXERS[name]
-
-
-def name_of(cfg: MixerConfig) -> str:
-  """The name the class of `cfg` is registered under, or a ConfigError."""
-  for name, registered in _MIXERS.items():
-    if type(cfg) is registered.config:
-      return name
-  raise ConfigError(f"model.mixer: {type(cfg).__name__} is no mixer's config; register it: register_mixer(name, cls)")
-
-
-def mixers_with(field: str) -> list[str]:
-  """The mixers whose config has `field`, sorted."""
-  return [n for n in mixer_names() if field in {f.name for f in dataclasses.fields(_MIXERS[n].config)}]
+  config = mixer_config_class(name)
+  if name not in _FACTORIES:
+    raise ConfigError(f"model.mixer={name!r}: its settings are registered but not its factory")
+  return Registered(_FACTORIES[name], config)
 
 
 def head_width(model: ModelConfig) -> int:

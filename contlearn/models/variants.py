@@ -21,9 +21,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from contlearn.config import ModelConfig
+from contlearn.config import ModelConfig, mixer_names
 from contlearn.errors import ConfigError
-from contlearn.models.mixer import mixer_names
 
 
 def select(

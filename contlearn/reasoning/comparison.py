@@ -48,8 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop
-from contlearn.config import FieldError, apply_preset, require
+from contlearn.config import FieldError, require
 from contlearn.errors import CheckpointError, ConfigError
+from contlearn.overrides import apply_preset
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, PuzzleSet, arc_canvas, arc_vote, puzzle_kind, splits
 from contlearn.reasoning import hrm, trm
 from contlearn.reasoning.ema import ema_params

@@ -10,8 +10,8 @@ from contlearn.cl import metrics, plots
 from contlearn.cl.cells import run_cell, run_cells
 from contlearn.cl.results import load_result
 from contlearn.cl.run_config import RunConfig
-from contlearn.config import apply_overrides
 from contlearn.errors import ConfigError
+from contlearn.overrides import apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
