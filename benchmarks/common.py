@@ -33,6 +33,20 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float
   return times[len(times) // 2]
 
 
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+  """Median wall seconds of each call (which must block until its work is done), timed in turn so all see
+  the same machine load; one untimed warm-up call each first."""
+  for call in calls.values():
+    call()
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - start)
+  return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
 def matmul_flops_per_s(n: int = 1024, repeats: int = 5) -> float:
   """Measured float32 matmul rate of the default device, in FLOP/s."""
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)

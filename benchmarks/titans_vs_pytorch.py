@@ -25,7 +25,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -89,19 +88,6 @@ def peer():
   return step
 
 
-def interleaved(calls: dict, repeats: int) -> dict:
-  """Median seconds of each call, timed in turn so all see the same load."""
-  for call in calls.values():
-    call()
-  times = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      call()
-      times[name].append(time.perf_counter() - start)
-  return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=5)
@@ -115,7 +101,7 @@ def main() -> None:
     "contlearn, step per token": ours("token"),
     "titans-pytorch": peer(),
   }
-  seconds = interleaved(calls, args.repeats)
+  seconds = common.interleaved(calls, args.repeats)
   t_ours, t_token, t_peer = seconds.values()
   rows = [{"impl": name, "seconds": t, "tokens_per_s": tokens / t} for name, t in seconds.items()]
   print(f"Titans memory, dim {DIM}, chunk {CHUNK}, {DEPTH}-layer MLP, batch {BATCH} x {SEQ}, forward+backward")

@@ -7,6 +7,7 @@
 | `sign_sgd` | sign-SGD with decoupled weight decay on the rows a step touched (puzzle embeddings) |
 | `ema` | `with_ema(rule, rate)`: an average of the weights kept in the rule's state |
 | `segments` | one segment per engine step: the carry of the rows, its refill, halting, `segment_learner` |
+| `network` | the network f: post-norm blocks mixing positions by an MLP or by attention with RoPE, then channels |
 | `trm` | the Tiny Recursive Model: `TRMConfig`, `trm_learner`, `solve`, `rollout`, `single_pass` |
 | `hrm` | the Hierarchical Reasoning Model: `HRMConfig`, `hrm_learner`, its `solve` as `hrm.solve` |
 
