@@ -2,8 +2,10 @@
 
 Each checkpoint is a folder `checkpoints/<chunk>/` holding the state (`state`,
 arrays) and the run's metadata (`meta`, JSON: feed position, unit count,
-configuration, and a fingerprint of every leaf of the state, computed on the
-device at save; `contlearn.fingerprint`). orbax writes into a temporary
+configuration, the checkpoint `format`, and a fingerprint of every leaf of
+the state, computed on the device at save; `contlearn.fingerprint`). A
+checkpoint of another format (a state or feed position whose form changed)
+is refused by name rather than misread. orbax writes into a temporary
 folder and renames it when complete, so a run killed mid-save leaves the
 earlier checkpoints as they were and no half-written one that looks complete.
 
@@ -39,6 +41,7 @@ from contlearn.errors import CheckpointError, OutputError
 from contlearn.fingerprint import fingerprint, first_mismatch
 
 CORRUPT = "corrupt_checkpoints"
+FORMAT = 1  # the checkpoint layout this contlearn writes and reads: raise it when a state or position changes form
 
 
 def _short(e: BaseException, limit: int = 80) -> str:
@@ -114,7 +117,7 @@ class Checkpoints:
       OutputError: the checkpoint cannot be written (full disk, read-only
         folder); the incomplete one is removed, the earlier ones are untouched.
     """
-    meta = {**meta, "fingerprint": fingerprint(state)}
+    meta = {**meta, "format": FORMAT, "fingerprint": fingerprint(state)}
     try:
       with quiet():
         self._manager.save(
@@ -147,6 +150,11 @@ class Checkpoints:
     missing = [k for k in ("position", "units") if k not in meta]
     if missing:
       raise CheckpointError(f"checkpoint {self.directory / str(chunk)}: its metadata lacks {', '.join(missing)}")
+    if meta.get("format", FORMAT) != FORMAT:  # checkpoints from before the format was recorded read as this one
+      raise CheckpointError(
+        f"checkpoint {self.directory / str(chunk)} has format {meta['format']}; this contlearn reads format "
+        f"{FORMAT}: resume it with the contlearn that wrote it"
+      )
     return meta
 
   def restore(self, abstract_state: Any, chunk: int | None = None) -> tuple[Any, dict[str, Any], int]:

@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contlearn import engine, loop
+from contlearn import checkpoint, engine, loop
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
-from contlearn.errors import ConfigError, NonFiniteError, RunLocked
+from contlearn.errors import CheckpointError, ConfigError, NonFiniteError, RunLocked
 from contlearn.lock import LOCK, OutputLock
 from contlearn.run_log import read_jsonl
 from contlearn.state import LearnerState, new_state
@@ -247,6 +247,19 @@ def test_a_non_finite_block_is_rolled_back_and_skipped(tmp_path, capsys):
   np.testing.assert_allclose(float(run.state.params), expected, rtol=1e-6)
   meta = Checkpoints(tmp_path / "checkpoints").read_meta(6)
   assert meta["skipped"] == 1
+
+
+def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path, monkeypatch):
+  ckpts = Checkpoints(tmp_path / "checkpoints")
+  state = {"w": jnp.ones(3)}
+  ours = checkpoint.FORMAT
+  ckpts.save(1, state, {"position": 0, "units": 1})
+  monkeypatch.setattr(checkpoint, "FORMAT", ours + 1)  # a later contlearn writes checkpoint 2
+  ckpts.save(2, state, {"position": 0, "units": 2})
+  monkeypatch.setattr(checkpoint, "FORMAT", ours)
+  assert ckpts.read_meta(1)["format"] == ours
+  with pytest.raises(CheckpointError, match=rf"has format {ours + 1}; this contlearn reads format {ours}"):
+    ckpts.read_meta(2)
 
 
 @pytest.mark.slow
