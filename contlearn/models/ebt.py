@@ -188,7 +188,7 @@ def init_params(cfg: EBTConfig, key: jax.Array) -> dict:
 
 
 def level_labels(params: dict) -> dict:
-  """ "alpha" for the step size, "outer" for every other parameter."""
+  """The level of each parameter: "alpha" for the step size, "outer" for the rest."""
   labels = jax.tree.map(lambda _: OUTER, params)
   labels[ALPHA] = ALPHA
   return labels
@@ -239,7 +239,11 @@ def descend(energy_fn: Callable[[PyTree], jax.Array], y: PyTree, alpha: jax.Arra
   """
   if noise_std > 0:
     y = jax.tree.map(lambda a, eps: a + noise_std * eps, y, optax.tree.random_like(key, y, jax.random.normal))
-  total = lambda z: (lambda e: (jnp.sum(e), e))(energy_fn(z))  # noqa: E731
+
+  def total(z):
+    energies = energy_fn(z)
+    return jnp.sum(energies), energies
+
   (_, energies), grads = jax.value_and_grad(total, has_aux=True)(y)
   rule = optax.sgd(alpha)
   updates, _ = rule.update(grads, rule.init(y))
