@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from contlearn import ring
+from contlearn import evaluation, ring
 from contlearn.config import FieldError
 from contlearn.models import ebt
 from contlearn.stream.base import Chunk
@@ -175,3 +175,22 @@ def test_one_compiled_training_step_runs_and_its_loss_is_finite():
   assert float(metrics.grad_norm) > 0
   assert float(new.params["alpha"]) != float(state.params["alpha"])
   np.testing.assert_array_equal(new.memory.replay.count, [1, 1])
+
+
+@pytest.mark.slow
+def test_held_out_scoring_thinks_longer_from_several_starts():
+  """The inference model scores text like any byte LM (`evaluation.score`), advancing only its keys."""
+  cfg = dataclasses.replace(TINY, infer_steps=4, infer_starts=3, replay_size=2)
+  model = ebt.ebt_lm(cfg, inference=True)
+  params = init_params(TINY, jax.random.PRNGKey(0))
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 2, cfg.seq + 1), 0, cfg.vocab)
+  mask = jnp.ones((2, 2, cfg.seq), bool)
+  scores = jax.jit(lambda p: evaluation.score(model, p, tokens, mask))(params)
+  assert scores.nll.shape == (2, 2, cfg.seq) and bool(jnp.all(jnp.isfinite(scores.nll)))
+  memory = model.init_memory(2)
+  logits, after = model.apply(params, memory, tokens[0, :, :-1], mask[0])
+  np.testing.assert_array_equal(after.replay.count, [0, 0])
+  assert not np.array_equal(after.key, memory.key)
+  keys = ebt.split_lanes(memory.key, 2)[1]
+  expected, _ = ebt.infer(cfg, params, tokens[0, :, :-1], keys, 4, 3)
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)

@@ -320,7 +320,7 @@ def infer(
   return best_of(*jax.vmap(start)(start_keys))
 
 
-def _split_lanes(keys: jax.Array, n: int) -> tuple[jax.Array, ...]:
+def split_lanes(keys: jax.Array, n: int) -> tuple[jax.Array, ...]:
   """n keys per lane from lane keys [B, 2]: a tuple of n arrays [B, 2]."""
   return tuple(jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(keys), 0, 1))
 
@@ -338,7 +338,7 @@ def init_memory(cfg: EBTConfig, batch: int) -> EBTMemory:
 def train_thought(cfg: EBTConfig, params: dict, memory: EBTMemory, tokens: jax.Array) -> tuple[Thought, EBTMemory]:
   """The training inner loop on `tokens [B, T]`: K steps from noise or replay; the memory after it."""
   b, t = tokens.shape
-  keys, k_init, k_replay, k_think = _split_lanes(memory.key, 4)
+  keys, k_init, k_replay, k_think = split_lanes(memory.key, 4)
   y0 = jax.vmap(lambda k: initial_logits(cfg, k, t, params["v2e"].dtype))(k_init)
   if cfg.replay_size:
     n_replay = round(cfg.replay_fraction * b)
@@ -365,7 +365,7 @@ def ebt_lm(cfg: EBTConfig, inference: bool = False) -> Model:
     if not inference:
       thought, memory = train_thought(cfg, params, memory, tokens)
       return thought.logits[-1], memory
-    keys, k_infer = _split_lanes(memory.key, 2)
+    keys, k_infer = split_lanes(memory.key, 2)
     logits, _ = infer(cfg, params, tokens, k_infer, cfg.infer_steps or cfg.steps, cfg.infer_starts)
     return logits, memory._replace(key=keys)
 
