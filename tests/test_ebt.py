@@ -51,10 +51,22 @@ def test_one_step_of_the_model_descends_the_summed_energy_by_alpha():
   assert float(jnp.max(jnp.abs(grad))) > 0
 
 
+def test_descending_on_probabilities_steps_from_the_softmax():
+  """`descend_probs`: y1 = p0 - alpha dE/dp at p0 = softmax(y0) (the official normalize_initial_condition)."""
+  cfg = dataclasses.replace(TINY, descend_probs=True)
+  params, tokens, y0, keys = tiny_inputs(cfg)
+  thought = think(cfg, params, tokens, y0, keys, cfg.steps, True)
+  p0 = jax.nn.softmax(y0, axis=-1)
+  grad = jax.jit(jax.grad(lambda p: jnp.sum(ebt.energy_of_probs(cfg, params, tokens, p, jnp.asarray(0)))))(p0)
+  np.testing.assert_allclose(thought.logits[0], p0 - cfg.alpha * grad, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(thought.energies[0], energy(TINY, params, tokens, y0, jnp.asarray(0)), rtol=1e-5)
+
+
 @pytest.mark.slow
-def test_outer_gradient_through_the_inner_steps_matches_finite_differences_in_float64():
+@pytest.mark.parametrize("descend_probs", [False, True])
+def test_outer_gradient_through_the_inner_steps_matches_finite_differences_in_float64(descend_probs):
   """No detach: the gradient includes the second-order term d(dE/dy)/dtheta."""
-  cfg = dataclasses.replace(TINY, detach=False, langevin_std=0.3, alpha_jitter=2.0)
+  cfg = dataclasses.replace(TINY, detach=False, langevin_std=0.3, alpha_jitter=2.0, descend_probs=descend_probs)
   with jax.enable_x64(True):
     params, tokens, y0, keys = tiny_inputs(cfg)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), params)

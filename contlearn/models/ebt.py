@@ -24,8 +24,12 @@ Inner loop (training, K = `steps`):
     for k = 0..K-1:
       y <- stop_grad(y)                      if `detach`
       y <- y + langevin_std * eps_k          eps_k ~ N(0, 1)  (Langevin noise)
-      y <- y + sgd(a_k).update(dE/dy)        = y - a_k dE/dy
-    a_k = max(alpha, 1e-4), times u ~ U[1/s, s] with s = `alpha_jitter` > 1
+      y <- y + sgd(a).update(dE/dy)          = y - a dE/dy
+    a = max(alpha, 1e-4), times u ~ U[1/s, s] per position with s = `alpha_jitter` > 1
+
+With `descend_probs` (the official code's `normalize_initial_condition`) the
+step descends on the distribution instead: p = softmax(y + noise),
+y <- p - a dE/dp, and the next step and the loss read y as logits again.
     loss = mean_k CE(y_{k+1}, x_next)        (`loss_on="all"`) or CE(y_K) (`"last"`)
 
 `alpha` is a parameter of its own level ("alpha"), so `rules.levels` gives it
@@ -82,6 +86,9 @@ class EBTConfig:
     detach: stop the gradient between inner steps.
     loss_on: "all" (mean CE over the K steps' predictions) or "last".
     time_embed: a learned embedding of the step index on the prediction half.
+    descend_probs: descend on p = softmax(y + noise) instead of the logits y,
+      y <- p - a dE/dp, the next step reading y as logits again (the official
+      code with `normalize_initial_condition`, its pretraining scripts' setting).
     replay_size: ring-buffer capacity per lane (0: no replay).
     replay_fraction: fraction of the lanes (the first ones) that start from
       the buffer once it holds a prediction.
@@ -102,6 +109,7 @@ class EBTConfig:
   detach: bool = True
   loss_on: str = "all"
   time_embed: bool = True
+  descend_probs: bool = False
   replay_size: int = 0
   replay_fraction: float = 0.5
   infer_steps: int = 0
@@ -113,7 +121,7 @@ class EBTConfig:
       positive=("vocab", "d_model", "n_layers", "n_heads", "mlp_ratio", "seq", "steps", "alpha", "infer_starts"),
       non_negative=("langevin_std", "replay_size", "infer_steps"),
       fraction=("replay_fraction",),
-      choices={"loss_on": ("all", "last"), "detach": (True, False), "time_embed": (True, False)},
+      choices={"loss_on": ("all", "last"), **{f: (True, False) for f in ("detach", "time_embed", "descend_probs")}},
     )
     if not self.alpha_jitter >= 1:
       raise FieldError(type(self).__name__, "alpha_jitter", self.alpha_jitter, "a finite number >= 1")
@@ -209,8 +217,13 @@ def _attend(block: dict, h: jax.Array, mask: jax.Array, positions: jax.Array, he
 
 def energy(cfg: EBTConfig, params: dict, tokens: jax.Array, logits: jax.Array, step: jax.Array) -> jax.Array:
   """Energies [B, T] of candidate `logits [B, T, V]` after real `tokens [B, T]` int32, at inner step `step` []."""
+  return energy_of_probs(cfg, params, tokens, jax.nn.softmax(logits, axis=-1), step)
+
+
+def energy_of_probs(cfg: EBTConfig, params: dict, tokens: jax.Array, probs: jax.Array, step: jax.Array) -> jax.Array:
+  """`energy` of the candidate distributions `probs [B, T, V]` (softmax of the logits)."""
   t = tokens.shape[1]
-  pred = jax.nn.softmax(logits, axis=-1) @ params["v2e"]
+  pred = probs @ params["v2e"]
   if cfg.time_embed:
     pred = pred + params["time"][jnp.minimum(step, cfg.steps - 1)][None, None]
   h = jnp.concatenate([params["embed"][tokens].astype(pred.dtype), pred], axis=1)
@@ -222,23 +235,32 @@ def energy(cfg: EBTConfig, params: dict, tokens: jax.Array, logits: jax.Array, s
   return (layers.rms_norm(h[:, t:], params["final_norm"]) @ params["head"])[..., 0]
 
 
-def descend(energy_fn: Callable[[PyTree], jax.Array], y: PyTree, alpha: jax.Array, noise_std: float, key: jax.Array):
+def descend(
+  energy_fn: Callable[[PyTree], jax.Array],
+  y: PyTree,
+  alpha: jax.Array,
+  noise_std: float,
+  key: jax.Array,
+  project: Callable[[PyTree], PyTree] = lambda y: y,
+):
   """One inner step on the prediction pytree `y`: Langevin noise, then `optax.sgd(alpha)`.
 
-    y' = y + noise_std * eps,   y'' = y' + sgd(alpha).update(d sum(energy_fn(y')) / dy')
+    y' = project(y + noise_std * eps),   y'' = y' + sgd(alpha).update(d sum(energy_fn(y')) / dy')
 
   Args:
     energy_fn: y -> energies (any shape; their sum is descended).
     y: the prediction, any pytree of float arrays.
-    alpha: [] the step size.
+    alpha: the step size, [] or broadcastable to the leaves.
     noise_std: std of the Langevin noise (0: none, `key` unused).
     key: PRNG key of the noise.
+    project: applied after the noise (`descend_probs`: the softmax).
 
   Returns:
     (y'', energy_fn(y')).
   """
   if noise_std > 0:
     y = jax.tree.map(lambda a, eps: a + noise_std * eps, y, optax.tree.random_like(key, y, jax.random.normal))
+  y = project(y)
 
   def total(z):
     energies = energy_fn(z)
@@ -255,18 +277,22 @@ def think(
 ) -> Thought:
   """`steps` inner steps from candidate logits `y0 [B, T, V]` after `tokens [B, T]`.
 
-  `keys` uint32 [B, 2]: each lane's key for its noise and step-size jitter.
+  `keys` uint32 [B, 2]: each lane's key for its noise and step-size jitter
+  (one size per position, drawn once for all the steps, as the official code does).
   """
   alpha = jnp.maximum(params[ALPHA], ALPHA_MIN)
   s = cfg.alpha_jitter
+  scored, project = (energy_of_probs, jax.nn.softmax) if cfg.descend_probs else (energy, lambda y: y)
 
   def lane(tokens, y0, key):
+    k_jitter, key = jax.random.split(key)
+    a = alpha * jax.random.uniform(k_jitter, (tokens.shape[0], 1), alpha.dtype, 1.0 / s, s) if s > 1 else alpha
+
     def step(y, k):
-      k_noise, k_jitter = jax.random.split(jax.random.fold_in(key, k))
       if detach:
         y = jax.lax.stop_gradient(y)
-      a = alpha * jax.random.uniform(k_jitter, (), alpha.dtype, 1.0 / s, s) if s > 1 else alpha
-      y, e = descend(lambda z: energy(cfg, params, tokens[None], z[None], k)[0], y, a, cfg.langevin_std, k_noise)
+      energy_fn = lambda z: scored(cfg, params, tokens[None], z[None], k)[0]  # noqa: E731
+      y, e = descend(energy_fn, y, a, cfg.langevin_std, jax.random.fold_in(key, k), project)
       return y, (y, e)
 
     _, trajectory = jax.lax.scan(step, y0, jnp.arange(steps))
