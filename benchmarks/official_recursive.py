@@ -40,13 +40,15 @@ WIDTH, BATCH, PUZZLE_TOKENS, HEADS, EXPANSION, LAYERS = 64, 64, 16, 2, 4, 2
 MAX_SEGMENTS, STEPS, THREADS = 8, 8, 2
 LR, PUZZLE_LR, WEIGHT_DECAY, EMA_RATE = 1e-4, 1e-2, 0.1, 0.999
 PEER_PACKAGES = ["torch==2.13.0", "einops", "pydantic"]
+# The official code (TinyRecursiveModels at e7b68717), checked out beside the repository unless --peer says where.
+DEFAULT_PEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "peers", "TRM")
 
 
 def arguments(description: str) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--mixer", choices=("attention", "mlp"), nargs="+", default=["attention"])
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--peer", default=os.environ.get("CONTLEARN_TRM_PEER", "/work/shared/peers/TRM"))
+  parser.add_argument("--peer", default=os.environ.get("CONTLEARN_TRM_PEER", DEFAULT_PEER))
   return parser.parse_args()
 
 

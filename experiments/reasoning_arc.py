@@ -1,9 +1,10 @@
 """Reasoning on ARC-AGI tasks: TRM and HRM against one pass, trained on the tasks' demonstrations, scored by vote.
 
 Command:   contlearn run reasoning_arc                            # a few small ARC-AGI-1 tasks on a 10x10 canvas
-           contlearn run reasoning_arc --set scale=smoke          (a smoke run, about a minute)
+           contlearn run reasoning_arc --set scale=smoke          (a smoke run, a few minutes)
            contlearn run reasoning_arc --set scale=gpu            (ARC-AGI-1 on the 30x30 canvas, 1000 augmentations)
-Runtime:   see docs/reasoning.md; the smoke run about a minute on 2 CPU cores.
+Runtime:   not measured at the default (by its sizes, about as long as reasoning_maze's 42 minutes on
+           2 CPU cores); the smoke run about 3 minutes.
 Outputs:   OUT/results.json, OUT/results.md, OUT/segments.png; OUT/<model>/ (metrics.jsonl, checkpoints/,
            row.json); `--resume` keeps finished models and continues an interrupted one.
 
