@@ -76,7 +76,11 @@ def _rule():
   )
 
 
-@pytest.mark.parametrize("make", [lambda: from_linen(LinenLM()), lambda: from_nnx(NnxLM)], ids=["linen", "nnx"])
+@pytest.mark.parametrize(
+  "make",  # linen in `make test-all`: the two wrappers share everything after the conversion
+  [pytest.param(lambda: from_linen(LinenLM()), marks=pytest.mark.slow), lambda: from_nnx(NnxLM)],
+  ids=["linen", "nnx"],
+)
 def test_own_model_rules_and_stream_train_checkpoint_and_resume_exactly(tmp_path, make):
   learner = cl.sequence_learner(make(), _rule(), 8)
   settings = cl.TrainConfig(checkpoint_every=1, keep=5)

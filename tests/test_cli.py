@@ -82,6 +82,7 @@ def test_empty_stream(tmp_path, capsys):
   assert "is empty" in _error_line(capsys)
 
 
+@pytest.mark.slow  # a whole CLI run; resume refusals run in tests/test_reliability.py
 def test_resume_without_a_checkpoint_says_so_and_starts(tmp_path, capsys):
   code = main(["run", _experiment(tmp_path, tokens=2 * 512), "--resume", "--out", str(tmp_path / "o"), "--no-progress"])
   assert code == 0

@@ -128,6 +128,7 @@ def test_langevin_noise_is_deterministic_under_a_key_and_differs_across_keys():
   assert float(jnp.max(jnp.abs(run(keys) - run(other)))) > 1e-3
 
 
+@pytest.mark.slow  # the ring's semantics run in tests/test_ring.py
 def test_replay_starts_the_first_lanes_from_the_ring_once_it_holds_a_prediction():
   cfg = dataclasses.replace(TINY, replay_size=2, replay_fraction=0.5)
   params, tokens, y0, _ = tiny_inputs(cfg, b=2)
@@ -153,6 +154,7 @@ def test_best_of_n_keeps_the_lowest_energy_at_every_position():
   np.testing.assert_array_equal(best[..., 0], winners)
 
 
+@pytest.mark.slow  # best-of-N's choice runs in test_best_of_n_keeps_the_lowest_energy_at_every_position
 def test_inference_returns_its_winners_final_energy():
   params, tokens, _, keys = tiny_inputs(TINY)
   logits, energies = jax.jit(ebt.infer, static_argnums=(0, 4, 5))(TINY, params, tokens, keys, 3, 4)

@@ -92,6 +92,7 @@ def _mac_reference(cfg, params, x, mask):
   return out, state
 
 
+@pytest.mark.slow  # 30 s; MAC's carry and forms run in `make test` (tests/memories)
 def test_mac_matches_its_equations():
   """Three segments of 8 (two memory chunks each), 3 persistent tokens, a masked tail in one lane."""
   cfg = _cfg("titans_mac")

@@ -51,7 +51,9 @@ def test_values_agree(name, chunk):
     _close(_run(memories.reference, rule, chunk, a), _run(memories.chunked, rule, chunk, a), 1e-9)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(  # self_modifying's gradients also run in its own tests: `make test-all` here
+  "name", [pytest.param(n, marks=pytest.mark.slow) if n == "self_modifying" else n for n in NAMES]
+)
 def test_outer_gradients_agree(name):
   """Gradients w.r.t. everything the outer loop learns: q, k, v, rates, W_0, LN."""
   rule = RULES[name]

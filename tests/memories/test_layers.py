@@ -24,7 +24,7 @@ NAMES = [
   "titans",
   "self_modifying_titans",
 ]
-WITH_SWA = [pytest.param("titans_mag", {}, marks=pytest.mark.slow), ("titans_mal", {}), ("titans_mac", {})]
+WITH_SWA = [pytest.param(n, {}, marks=pytest.mark.slow) for n in ("titans_mag", "titans_mal")] + [("titans_mac", {})]
 
 
 def _cfg(name, **kw):

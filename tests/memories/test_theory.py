@@ -29,7 +29,8 @@ def test_ttt_linear_batch_gd_is_linear_attention():
       np.testing.assert_allclose(s.w["w"][0], s_la.w["w"][0], rtol=1e-12, atol=1e-12)
 
 
-SLOW = ("linear_attention", "mamba2", "deltanet", "self_modifying", "titans")  # their kin run by default
+# In `make test-all`: TTT's two rules run by default; the delta rules' and the others' gradients there only.
+SLOW = ("linear_attention", "mamba2", "deltanet", "gated_deltanet", "self_modifying", "titans")
 
 
 @pytest.mark.parametrize(
