@@ -31,8 +31,8 @@ from contlearn import rules, strategies
 from contlearn.config import Config
 from contlearn.engine import Learner
 from contlearn.errors import ConfigError
-from contlearn.models import byte_lm, cms
-from contlearn.models.lm import Model, is_hidden_matrix
+from contlearn.models import byte_lm, cms, ebt
+from contlearn.models.lm import OUTER, Model, is_hidden_matrix
 from contlearn.rules import select_tree
 from contlearn.state import new_state
 from contlearn.strategies.task_model import TaskModel, rows_of
@@ -213,3 +213,39 @@ def build_learner(cfg: Config) -> Learner:
       rule = rules.reset_every(rule, periods[i + 1])  # wiped when the slower level steps
     level_rules[cms.level_name(i)] = rule
   return sequence_learner(model, rules.levels(level_rules, model.level_labels), cfg.data.batch)
+
+
+def ebt_learner(
+  cfg: ebt.EBTConfig,
+  batch: int,
+  *,
+  lr: float = 1e-3,
+  alpha_lr: float = 1e-2,
+  clip: float = 1.0,
+  optimizer: str = "adamw",
+) -> Learner:
+  """`sequence_learner` for the EBT: the loss is the inner loop's (mean CE over
+  the K steps, or the last), the prequential NLL that of the final prediction.
+
+  The levels: "outer" (`optimizer` at `lr`, clipped at `clip`) and "alpha"
+  (Adam at `alpha_lr`, no weight decay).
+  """
+  model = ebt.ebt_lm(cfg)
+  base = sequence_task_model(model)
+
+  def loss(params, batch_):
+    start = model.init_memory(batch_.tokens.shape[0]) if batch_.memory is None else batch_.memory
+    thought, memory = ebt.train_thought(cfg, params, start, batch_.tokens[:, :-1])
+    weights = (batch_.mask if batch_.scored is None else batch_.scored).astype(jnp.float32)
+    targets = jnp.broadcast_to(batch_.tokens[None, :, 1:], thought.logits.shape[:-1])
+    per_token = optax.softmax_cross_entropy_with_integer_labels(thought.logits, targets) * weights[None]
+    count = jnp.sum(weights)
+    per_step = jnp.sum(per_token, axis=(1, 2)) / jnp.maximum(count, 1.0)  # [K]
+    objective = jnp.mean(per_step) if cfg.loss_on == "all" else per_step[-1]
+    return objective, {"ce": per_step[-1], "memory": memory, "nll": jnp.sum(per_token[-1]), "count": count}
+
+  rule = rules.levels(
+    {OUTER: rules.optimizer(optimizer, lr, clip), ebt.ALPHA: optax.adam(alpha_lr)},
+    ebt.level_labels,
+  )
+  return sequence_learner(model, rule, batch, strategy=strategies.naive(base._replace(loss=loss)))

@@ -10,6 +10,7 @@ import pytest
 
 from contlearn import evaluation, ring
 from contlearn.config import FieldError
+from contlearn.learner import ebt_learner
 from contlearn.models import ebt
 from contlearn.stream.base import Chunk
 
@@ -181,7 +182,7 @@ def test_alpha_is_a_level_of_its_own():
 @pytest.mark.slow
 def test_one_compiled_training_step_runs_and_its_loss_is_finite():
   cfg = dataclasses.replace(TINY, replay_size=2, langevin_std=0.1, alpha_jitter=2.0, detach=False, loss_on="last")
-  learner = ebt.ebt_learner(cfg, batch=2, alpha_lr=0.1)
+  learner = ebt_learner(cfg, batch=2, alpha_lr=0.1)
   state = learner.init(jax.random.PRNGKey(0))
   tokens = jax.random.randint(jax.random.PRNGKey(1), (2, cfg.seq + 1), 0, cfg.vocab)
   new, metrics = jax.jit(learner.step)(state, Chunk(tokens, jnp.ones((2, cfg.seq), bool)))

@@ -44,7 +44,7 @@ embedding of step k >= K is that of step K-1, the final landscape), from
 the lowest final energy is kept (best-of-N, self-verification).
 
 The model is a `contlearn.models.lm.Model` whose `apply` returns the final
-logits; `ebt_learner(cfg, batch)` trains it with `sequence_learner` and a
+logits; `contlearn.learner.ebt_learner(cfg, batch)` trains it with `sequence_learner` and a
 task model whose loss is the inner loop's.
 """
 
@@ -58,10 +58,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from contlearn import ring, rules, strategies
+from contlearn import ring
 from contlearn.config import FieldError, require
-from contlearn.engine import Learner
-from contlearn.learner import sequence_learner, sequence_task_model
 from contlearn.models import layers
 from contlearn.models.lm import OUTER, Model
 
@@ -396,33 +394,3 @@ def ebt_lm(cfg: EBTConfig, inference: bool = False) -> Model:
     return logits, memory._replace(key=keys)
 
   return Model(lambda key: init_params(cfg, key), lambda batch: init_memory(cfg, batch), apply, level_labels)
-
-
-def ebt_learner(
-  cfg: EBTConfig, batch: int, *, lr: float = 1e-3, alpha_lr: float = 1e-2, clip: float = 1.0, optimizer: str = "adamw"
-) -> Learner:
-  """`sequence_learner` for the EBT: the loss is the inner loop's (mean CE over
-  the K steps, or the last), the prequential NLL that of the final prediction.
-
-  The levels: "outer" (`optimizer` at `lr`, clipped at `clip`) and "alpha"
-  (Adam at `alpha_lr`, no weight decay).
-  """
-  model = ebt_lm(cfg)
-  base = sequence_task_model(model)
-
-  def loss(params, batch_):
-    start = model.init_memory(batch_.tokens.shape[0]) if batch_.memory is None else batch_.memory
-    thought, memory = train_thought(cfg, params, start, batch_.tokens[:, :-1])
-    weights = (batch_.mask if batch_.scored is None else batch_.scored).astype(jnp.float32)
-    targets = jnp.broadcast_to(batch_.tokens[None, :, 1:], thought.logits.shape[:-1])
-    per_token = optax.softmax_cross_entropy_with_integer_labels(thought.logits, targets) * weights[None]
-    count = jnp.sum(weights)
-    per_step = jnp.sum(per_token, axis=(1, 2)) / jnp.maximum(count, 1.0)  # [K]
-    objective = jnp.mean(per_step) if cfg.loss_on == "all" else per_step[-1]
-    return objective, {"ce": per_step[-1], "memory": memory, "nll": jnp.sum(per_token[-1]), "count": count}
-
-  rule = rules.levels(
-    {OUTER: rules.optimizer(optimizer, lr, clip), ALPHA: optax.adam(alpha_lr)},
-    level_labels,
-  )
-  return sequence_learner(model, rule, batch, strategy=strategies.naive(base._replace(loss=loss)))

@@ -11,14 +11,16 @@
 | `arc_vote` | votes over a test input's augmentations, mapped back; pass@k |
 | `dihedral` | the eight symmetries of a square grid (HRM/TRM numbering) and their inverses |
 | `transforms` | a batch of symmetries as cell permutations and token maps, applied by two gathers |
-| `dataset` | `PuzzleConfig`, `PuzzleSet`, `splits`: train and test with no puzzle a symmetry of another |
+| `puzzle_set` | `PuzzleConfig`, `PuzzleSet`, `Splits`: the types every kind shares |
+| `dataset` | `puzzle_kind`, `splits`: train and test with no puzzle a symmetry of another |
 | `feed` | `PuzzleFeed`: fixed-shape blocks `[steps, batch, L]`, position = blocks read |
 
 See docs/reasoning.md.
 """
 
-from contlearn.puzzles.dataset import PuzzleConfig, PuzzleKind, PuzzleSet, Splits, puzzle_kind, splits
+from contlearn.puzzles.dataset import PuzzleKind, puzzle_kind, splits
 from contlearn.puzzles.feed import PuzzleBlock, PuzzleFeed
+from contlearn.puzzles.puzzle_set import PuzzleConfig, PuzzleSet, Splits
 from contlearn.puzzles.transforms import Transforms, apply
 
 __all__ = [

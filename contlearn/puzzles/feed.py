@@ -36,7 +36,8 @@ from typing import NamedTuple
 import numpy as np
 
 from contlearn.errors import ConfigError
-from contlearn.puzzles.dataset import PuzzleSet, puzzle_kind
+from contlearn.puzzles.dataset import puzzle_kind
+from contlearn.puzzles.puzzle_set import PuzzleSet
 from contlearn.puzzles.transforms import apply
 
 ORDER, AUGMENT = 0, 1  # the streams of randomness under the feed's seed
