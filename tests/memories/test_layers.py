@@ -24,7 +24,8 @@ NAMES = [
   "titans",
   "self_modifying_titans",
 ]
-WITH_SWA = [pytest.param(n, {}, marks=pytest.mark.slow) for n in ("titans_mag", "titans_mal")] + [("titans_mac", {})]
+# In `make test-all`: MAC's carry also runs by default with step=chunk (STEP_PER_CHUNK).
+WITH_SWA = [pytest.param(n, {}, marks=pytest.mark.slow) for n in ("titans_mag", "titans_mal", "titans_mac")]
 
 
 def _cfg(name, **kw):
@@ -92,7 +93,9 @@ def test_masked_tail_leaves_state(name):
   _close(jax.tree.map(lambda a: a[:1], s_full), s_short)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(  # self_modifying_titans in `make test-all`: titans, its base, runs by default
+  "name", [pytest.param(n, marks=pytest.mark.slow) if n == "self_modifying_titans" else n for n in NAMES]
+)
 def test_byte_lm_accepts_memory(name):
   model = byte_lm(_cfg(name))
   tokens = jnp.zeros((2, 16), jnp.int32)

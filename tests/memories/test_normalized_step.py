@@ -57,7 +57,10 @@ def test_curvature_is_the_gauss_newton_bound(depth, bias, residual, loss, dgd):
 
 
 @pytest.mark.parametrize("seed", [0, *(pytest.param(i, marks=pytest.mark.slow) for i in (1, 2, 3))])
-@pytest.mark.parametrize("bias,self_target,dgd", [(False, False, False), (True, True, True), (False, True, True)])
+@pytest.mark.parametrize(  # the plain case in `make test-all`: the two with a bias and a self target run by default
+  "bias,self_target,dgd",
+  [pytest.param(False, False, False, marks=pytest.mark.slow), (True, True, True), (False, True, True)],
+)
 def test_curvature_bounds_the_whole_hessian(seed, bias, self_target, dgd):
   """kappa >= the largest eigenvalue of the inner loss's Hessian (jax.hessian), errors large and small."""
   with jax.enable_x64(True):
