@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from contlearn import engine
+
 
 def _words(x: jax.Array) -> jax.Array:
   """The leaf's bits as a flat uint32 array."""
@@ -57,9 +59,11 @@ def _leaf(x: jax.Array) -> jax.Array:
   return jnp.stack([jnp.sum(w * (2 * i + 1), dtype=jnp.uint32), jnp.sum(_mix(w + i), dtype=jnp.uint32)])
 
 
-@jax.jit
-def _all(tree: Any) -> list[jax.Array]:
+def _leaves(tree: Any) -> list[jax.Array]:
   return [_leaf(x) for x in jax.tree.leaves(tree)]
+
+
+_all = engine.compile_call(_leaves, donate=False)  # a boundary reduction over the state, compiled by the engine
 
 
 def fingerprint(tree: Any) -> list[list[int]]:

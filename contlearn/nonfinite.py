@@ -23,14 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from contlearn import engine
+
 POLICIES = ("stop", "skip")
 
 
-@jax.jit
-def state_finite(state: Any) -> jax.Array:
-  """True when every floating-point leaf of `state` is finite; bool []."""
+def _finite(state: Any) -> jax.Array:
   floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats])) if floats else jnp.bool_(True)
+
+
+state_finite = engine.compile_call(_finite, donate=False)
+"""`state_finite(state)`: True when every floating-point leaf of `state` is finite; bool [] (a boundary call)."""
 
 
 def first_nonfinite(metrics: Any) -> str | None:
