@@ -22,6 +22,8 @@ place. Its options compose:
   lanes          many learners stacked on a leading axis (seeds x
                  hyperparameters, learning-rate sweeps) advanced by one
                  `vmap`ped program on the same `xs` and `env`;
+  lane_env       with lanes, `env` also has a leading lane axis: each lane
+                 reads its own read-only data (a puzzle per lane);
   mesh           a `jax.sharding.Mesh` with a "data" axis: the batch axis of
                  `xs` (axis 1) and of the carried memory (axis 0) are split
                  over it, or, with lanes, the lane axis; everything else is
@@ -178,11 +180,18 @@ def scan(
   return state, (metrics, probes)
 
 
-def _over_lanes(fn: Callable, lanes: bool) -> Callable:
-  """`fn(state, *args)` mapped over the state's leading lane axis; args shared."""
+def _over_lanes(fn: Callable, lanes: bool, per_lane: tuple[int, ...] = ()) -> Callable:
+  """`fn(state, *args)` mapped over the state's leading lane axis; the args
+  whose positions are in `per_lane` are mapped over their leading axis too,
+  the others shared."""
   if not lanes:
     return fn
-  return lambda state, *args: jax.vmap(lambda s: fn(s, *args))(state)
+
+  def mapped(state, *args):
+    axes = tuple(0 if i in per_lane else None for i in range(len(args)))
+    return jax.vmap(fn, in_axes=(0, *axes))(state, *args)
+
+  return mapped
 
 
 def compile(
@@ -193,13 +202,18 @@ def compile(
   lanes: bool = False,
   probe: Callable[[LearnerState, PyTree], PyTree] | None = None,
   every: int = 0,
+  lane_env: bool = False,
 ) -> Callable[..., tuple[LearnerState, Any]]:
   """The jitted, donated (and sharded) block call for states shaped like `state`.
 
   Returns `run(state, xs, env=None)`; see the module docstring. Place blocks
-  with `place_xs` (and states with `place_state`) on the same mesh.
+  with `place_xs` (and states with `place_state`) on the same mesh. With
+  `lanes` and `lane_env`, `env` has a leading lane axis too: each lane reads
+  its own data (one ARC puzzle per lane) while `xs` stays shared.
   """
-  fn = _over_lanes(functools.partial(scan, learner, probe=probe, every=every), lanes)
+  if lane_env and not lanes:
+    raise ConfigError("lane_env needs lanes: an env with a lane axis belongs to a state with one")
+  fn = _over_lanes(functools.partial(scan, learner, probe=probe, every=every), lanes, (1,) if lane_env else ())
   if mesh is None:
     return jax.jit(lambda s, xs, env=None: fn(s, xs, env), donate_argnums=0)
   s_sharding = state_sharding(state, mesh, lanes=lanes)

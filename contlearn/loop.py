@@ -325,6 +325,7 @@ def fit(
   hooks: Sequence[Hook] = (),
   env: Any = None,
   lanes: bool = False,
+  lane_env: bool = False,
   mesh: Mesh | None = None,
   probe: Callable[[Any, Any], Any] | None = None,
   every: int = 0,
@@ -356,6 +357,7 @@ def fit(
     hooks: the run's hooks (their `meta` goes into every checkpoint).
     env: read-only data every step sees (e.g. a classic-CL scenario).
     lanes: the state has a leading lane axis (`engine.compile(lanes=True)`).
+    lane_env: `env` has a leading lane axis too, one entry per lane.
     mesh: the mesh the state and blocks are placed on (None: the default device).
     probe, every: `probe(state, env)` every `every` steps inside the compiled
       call (see `engine.compile`); the block's metrics are then `(metrics, probes)`.
@@ -400,7 +402,9 @@ def fit(
         start = Loop(state=init_state(), position=feed.start())
       start.env = env
       checkpoints.remove_partial()
-      run_block = engine.compile(learner, start.state, mesh=mesh, lanes=lanes, probe=probe, every=every)
+      run_block = engine.compile(
+        learner, start.state, mesh=mesh, lanes=lanes, probe=probe, every=every, lane_env=lane_env
+      )
     except BaseException:
       checkpoints.close()
       raise

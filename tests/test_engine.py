@@ -4,13 +4,17 @@ import contextlib
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from tiny import tiny_config, with_fields
 
 from contlearn.driver import train
-from contlearn.engine import compile, data_mesh, place_state, place_xs
+from contlearn.engine import Learner, compile, data_mesh, place_state, place_xs
+from contlearn.engine import init as engine_init
+from contlearn.errors import ConfigError
 from contlearn.learner import build_learner
+from contlearn.state import new_state
 from contlearn.stream import DocumentLanes, split_bytes
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -135,3 +139,29 @@ def test_a_rule_whose_state_repeats_an_array_still_runs_donated():
     chunk, position = stream.next(position)
     state, metrics = run(state, place_xs(chunk, mesh))
   assert np.all(np.isfinite(np.asarray(metrics.nll)))
+
+
+def test_lanes_read_their_own_env_and_equal_separate_runs():
+  """With `lane_env`, lane i reads env[i] (its own data) and ends where a run of that lane alone ends."""
+
+  def init(key):
+    return new_state({"w": jax.random.normal(key, ())}, (), key)
+
+  def step(state, x, env):  # a gradient step towards the lane's own target, scaled by the shared x
+    w = state.params["w"] - 0.1 * x * (state.params["w"] - env["target"])
+    return state.replace(params={"w": w}, step=state.step + 1), w
+
+  learner = Learner(init, step)
+  keys = jnp.stack([jax.random.key(i) for i in range(3)])
+  targets = {"target": jnp.array([1.0, -2.0, 5.0])}
+  xs = jnp.linspace(0.5, 1.5, 6)
+  run = compile(learner, engine_init(learner, keys, lanes=True), lanes=True, lane_env=True)
+  state, ws = run(engine_init(learner, keys, lanes=True), xs, targets)
+  assert ws.shape == (3, 6)
+  for i in range(3):
+    alone = compile(learner, init(keys[i]))
+    s, w = alone(init(keys[i]), xs, {"target": targets["target"][i]})
+    np.testing.assert_allclose(ws[i], w, rtol=1e-6)
+    np.testing.assert_allclose(state.params["w"][i], s.params["w"], rtol=1e-6)
+  with pytest.raises(ConfigError, match="lane_env needs lanes"):
+    compile(learner, init(keys[0]), lane_env=True)
