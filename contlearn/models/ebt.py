@@ -74,8 +74,10 @@ class EBTConfig:
 
   Attributes:
     vocab: V, the byte vocabulary.
-    d_model, n_layers, n_heads, mlp_ratio: the transformer (D, blocks, heads,
-      MLP width / D).
+    d_model: D, the transformer's width (a multiple of 2 n_heads).
+    n_layers: transformer blocks.
+    n_heads: attention heads.
+    mlp_ratio: MLP width / D.
     seq: T, tokens per step (shapes the replay buffer).
     steps: K, inner steps in training.
     alpha: the step size's initial value (learned, clamped to >= 1e-4).
