@@ -143,3 +143,39 @@ def test_two_lanes_under_jit_and_vmap_equal_separate_calls_and_have_finite_gradi
 
 def test_description_length_weights_the_reconstruction_ten_times():
   assert float(loss.description_length(jnp.float32(2.5), jnp.float32(0.25))) == 5.0
+
+
+@pytest.mark.slow
+def test_reconstruction_equals_the_official_take_step():
+  from compress_arc_official import IDS, challenges, modules
+
+  torch, preprocessing, train, _ = modules()
+  problems = challenges("training")
+
+  class Fixed:  # the official model's interface, giving fixed outputs (black's logit is added by take_step)
+    def __init__(self, logits, x_mask, y_mask):
+      self.outputs = [torch.tensor(a, requires_grad=True) for a in (logits[:, 1:], x_mask, y_mask)]
+
+    def forward(self):
+      return *self.outputs, [torch.zeros(())], ["none"]
+
+  class NoUpdate:
+    def zero_grad(self):
+      pass
+
+    def step(self):
+      pass
+
+  class Last:  # keeps the reconstruction term take_step logs
+    def log(self, step, logits, x_mask, y_mask, kls, names, total_kl, recon, total):
+      self.recon = float(recon.detach())
+
+  for index, task_id in enumerate(IDS):
+    official = preprocessing.Task(task_id, problems[task_id], None)
+    p = task.puzzle(task_id, problems[task_id], None)
+    outputs = decoder_outputs(p, seed=100 + index)
+    for step in (0, 50, 200):
+      last = Last()
+      train.take_step(official, Fixed(*outputs), NoUpdate(), step, last)
+      got = reconstruction(p.signature, p.arrays, *outputs, jnp.int32(step))
+      np.testing.assert_allclose(float(got), last.recon, rtol=1e-5, err_msg=f"{task_id} step {step}")
