@@ -88,22 +88,19 @@ def crop_cross_entropy(logits: jax.Array, target: jax.Array, inside: jax.Array) 
   ->      float32 [G, X, Y]   out[g, a, b] = -sum_{p,q} inside[g,p,q] log_softmax(logits[g, :, a+p, b+q])[target[g,p,q]]
                               (cells past the canvas count 0: only offsets where the grid fits are meaningful)
 
-  A cross-correlation of the grid's one-hot colours with the log-softmax, one
-  group of C channels per grid.
+  A cross-correlation of the grid's one-hot colours with the log-softmax,
+  written as one contraction (grid row p against canvas row r, over colours
+  and grid columns) and a skewed sum over p of canvas rows r = a + p.
   """
-  g, c, x, y = logits.shape
+  _, c, x, y = logits.shape
   logp = jax.nn.log_softmax(logits, axis=1)
-  canvas = jnp.pad(logp, ((0, 0), (0, 0), (0, x - 1), (0, y - 1))).reshape(1, g * c, 2 * x - 1, 2 * y - 1)
-  kernel = jax.nn.one_hot(target, c, axis=1, dtype=logits.dtype) * inside[:, None]  # [G, C, X, Y]
-  out = jax.lax.conv_general_dilated(
-    canvas,
-    kernel,
-    window_strides=(1, 1),
-    padding="VALID",
-    feature_group_count=g,
-    precision=jax.lax.Precision.HIGHEST,
-  )
-  return -out[0]
+  columns = np.arange(y)[:, None] + np.arange(y)[None, :]  # [b, q]: canvas column b + q
+  shifted = jnp.pad(logp, ((0, 0), (0, 0), (0, 0), (0, y - 1)))[..., columns]  # [G, C, X(r), Y(b), Y(q)]
+  one_hot = jax.nn.one_hot(target, c, axis=1, dtype=logits.dtype) * inside[:, None]  # [G, C, X(p), Y(q)]
+  rows = jnp.einsum("gcpq,gcrbq->gprb", one_hot, shifted, precision=jax.lax.Precision.HIGHEST)
+  canvas_rows = np.arange(x)[:, None] + np.arange(x)[None, :]  # [p, a]: canvas row a + p
+  aligned = rows[:, np.arange(x)[:, None], np.minimum(canvas_rows, x - 1)]  # [G, X(p), X(a), Y(b)]
+  return -jnp.sum(jnp.where((canvas_rows < x)[None, :, :, None], aligned, 0.0), axis=1)
 
 
 def _offset_logprobs(mask: jax.Array, length: jax.Array, known: bool) -> tuple[jax.Array, jax.Array]:
