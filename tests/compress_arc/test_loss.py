@@ -146,11 +146,9 @@ def test_description_length_weights_the_reconstruction_ten_times():
 
 
 @pytest.mark.slow
-def test_reconstruction_equals_the_official_take_step():
-  from compress_arc_official import IDS, challenges, modules
-
-  torch, preprocessing, train, _ = modules()
-  problems = challenges("training")
+def test_reconstruction_equals_the_official_take_step(official):
+  torch = official.torch
+  problems = official.challenges("training")
 
   class Fixed:  # the official model's interface, giving fixed outputs (black's logit is added by take_step)
     def __init__(self, logits, x_mask, y_mask):
@@ -170,12 +168,12 @@ def test_reconstruction_equals_the_official_take_step():
     def log(self, step, logits, x_mask, y_mask, kls, names, total_kl, recon, total):
       self.recon = float(recon.detach())
 
-  for index, task_id in enumerate(IDS):
-    official = preprocessing.Task(task_id, problems[task_id], None)
+  for index, task_id in enumerate(official.ids):
+    reference = official.preprocessing.Task(task_id, problems[task_id], None)
     p = task.puzzle(task_id, problems[task_id], None)
     outputs = decoder_outputs(p, seed=100 + index)
     for step in (0, 50, 200):
       last = Last()
-      train.take_step(official, Fixed(*outputs), NoUpdate(), step, last)
+      official.train.take_step(reference, Fixed(*outputs), NoUpdate(), step, last)
       got = reconstruction(p.signature, p.arrays, *outputs, jnp.int32(step))
       np.testing.assert_allclose(float(got), last.recon, rtol=1e-5, err_msg=f"{task_id} step {step}")

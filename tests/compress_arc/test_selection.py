@@ -202,15 +202,12 @@ def test_passes_count_each_test_example():
 
 
 @pytest.mark.slow
-def test_track_and_ballot_equal_the_official_logger():
-  from compress_arc_official import IDS, challenges, modules
-
-  torch, preprocessing, _, solution_selection = modules()
-  problems = challenges("training")
-  for index, task_id in enumerate(IDS):
-    official = preprocessing.Task(task_id, problems[task_id], None)
-    logger = solution_selection.Logger(official)
-    placeholder = tuple(((0, 0), (0, 0)) for _ in range(official.n_test))
+def test_track_and_ballot_equal_the_official_logger(official):
+  problems = official.challenges("training")
+  for index, task_id in enumerate(official.ids):
+    reference = official.preprocessing.Task(task_id, problems[task_id], None)
+    logger = official.solution_selection.Logger(reference)
+    placeholder = tuple(((0, 0), (0, 0)) for _ in range(reference.n_test))
     logger.solution_most_frequent = logger.solution_second_most_frequent = placeholder
     p = task.puzzle(task_id, problems[task_id], None)
     sig = p.signature
@@ -226,7 +223,7 @@ def test_track_and_ballot_equal_the_official_logger():
       logits[:, 0] = 0.0
       x_mask = (x_base + rng.normal(size=x_base.shape)).astype(np.float32)
       y_mask = (y_base + rng.normal(size=y_base.shape)).astype(np.float32)
-      logger._track_solution(step, *(torch.tensor(a) for a in (logits, x_mask, y_mask)))
+      logger._track_solution(step, *(official.torch.tensor(a) for a in (logits, x_mask, y_mask)))
       average, candidates = track(sig, p.arrays, average, *selection.predictions(sig, logits, x_mask, y_mask), step)
       ballot.add(jax.tree.map(np.asarray, candidates))
     assert ballot.attempts == (logger.solution_most_frequent, logger.solution_second_most_frequent), task_id

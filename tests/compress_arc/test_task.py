@@ -103,27 +103,24 @@ def test_grouping_keeps_order_and_stacking_needs_one_signature():
 
 
 @pytest.mark.slow
-def test_puzzles_equal_the_official_preprocessing():
-  from compress_arc_official import IDS, challenges, modules
-
-  _, preprocessing, _, _ = modules()
-  for split, ids in (("training", list(IDS) + ["007bbfb7"]), ("evaluation", ["00576224", "0a1d4ef5"])):
-    problems = challenges(split)
+def test_puzzles_equal_the_official_preprocessing(official):
+  for split, ids in (("training", [*official.ids, "007bbfb7"]), ("evaluation", ["00576224", "0a1d4ef5"])):
+    problems = official.challenges(split)
     for task_id in ids:
-      official = preprocessing.Task(task_id, problems[task_id], None)
+      reference = official.preprocessing.Task(task_id, problems[task_id], None)
       p = task.puzzle(task_id, problems[task_id], None)
       sig = p.signature
       assert sig == Signature(
-        official.n_train,
-        official.n_test,
-        official.n_colors,
-        official.n_x,
-        official.n_y,
-        official.in_out_same_size,
-        official.all_in_same_size,
-        official.all_out_same_size,
+        reference.n_train,
+        reference.n_test,
+        reference.n_colors,
+        reference.n_x,
+        reference.n_y,
+        reference.in_out_same_size,
+        reference.all_in_same_size,
+        reference.all_out_same_size,
       ), task_id
-      assert p.colors == tuple(official.colors)
-      assert p.arrays.shapes.tolist() == official.shapes, task_id
-      np.testing.assert_array_equal(p.arrays.problem, official.problem.numpy())
-      np.testing.assert_array_equal(p.arrays.masks, official.masks.numpy())
+      assert p.colors == tuple(reference.colors)
+      assert p.arrays.shapes.tolist() == reference.shapes, task_id
+      np.testing.assert_array_equal(p.arrays.problem, reference.problem.numpy())
+      np.testing.assert_array_equal(p.arrays.masks, reference.masks.numpy())
