@@ -24,7 +24,7 @@ IDS = {
 @pytest.fixture(scope="session")
 def official():
   """A namespace: torch, the official modules preprocessing, train and solution_selection, `ids` (IDS) and
-  `challenges(split)` (task id -> challenge, from the official dataset files)."""
+  `dataset(split, kind)` (the official "challenges" or "solutions" file of a split: task id -> its entry)."""
   torch = pytest.importorskip("torch")
   pytest.importorskip("matplotlib")
   peers = os.environ.get("CONTLEARN_PEERS")
@@ -42,8 +42,8 @@ def official():
   torch.set_default_device("cpu")  # importing it made CUDA the default
   torch.set_default_dtype(torch.float32)
 
-  def challenges(split):
-    with open(root / "dataset" / f"arc-agi_{split}_challenges.json") as f:
+  def dataset(split, kind="challenges"):
+    with open(root / "dataset" / f"arc-agi_{split}_{kind}.json") as f:
       return json.load(f)
 
   return types.SimpleNamespace(
@@ -52,5 +52,5 @@ def official():
     train=train,
     solution_selection=solution_selection,
     ids=tuple(IDS),
-    challenges=challenges,
+    dataset=dataset,
   )

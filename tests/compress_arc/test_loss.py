@@ -148,7 +148,7 @@ def test_description_length_weights_the_reconstruction_ten_times():
 @pytest.mark.slow
 def test_reconstruction_equals_the_official_take_step(official):
   torch = official.torch
-  problems = official.challenges("training")
+  problems = official.dataset("training")
 
   class Fixed:  # the official model's interface, giving fixed outputs (black's logit is added by take_step)
     def __init__(self, logits, x_mask, y_mask):

