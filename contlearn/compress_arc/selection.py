@@ -169,8 +169,8 @@ class Ballot:
   """The host-side tally of one puzzle's candidates (the module docstring's rule).
 
   `add` takes a puzzle's `Candidates` as numpy arrays, one step or many
-  (leading axes, in step order); `attempts` are the two answers; `passes`
-  scores them.
+  (leading axes, in step order; from lanes, take the puzzle's lane first);
+  `attempts` are the two answers; `passes` scores them.
   """
 
   def __init__(self, puzzle: task.Puzzle):

