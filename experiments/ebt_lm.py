@@ -347,6 +347,7 @@ def plot_thinking(result: dict, path: pathlib.Path) -> pathlib.Path:
         ax.errorbar(c["think_steps"], v.mean(axis=0), yerr=v.std(axis=0), marker="o", capsize=3, label="EBT")
     ax.set(xscale="log", xlabel="EBT inference steps", ylabel="bits/byte", title=LABELS[d])
     ax.set_xticks(c["think_steps"], [str(k) for k in c["think_steps"]])
+    ax.minorticks_off()
   axes[0].legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
