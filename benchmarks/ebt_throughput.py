@@ -48,7 +48,7 @@ def main() -> None:
   )
   held = Chunk(rng.integers(0, 256, (1, WINDOWS, seq + 1)).astype(np.int32), np.ones((1, WINDOWS, seq), bool))
 
-  calls, tokens, rows = {}, {}, {}
+  calls, tokens, params = {}, {}, {}
   for name in ("transformer", "ebt"):
     learner = ebt_lm.learner(cfg, name)
     run = engine.compile(learner, learner.init(jax.random.PRNGKey(0)))
@@ -59,21 +59,19 @@ def main() -> None:
       return jax.block_until_ready(metrics)
 
     calls[f"{name} training"], tokens[f"{name} training"] = train, block * batch * seq
-    rows[name] = holder
+    params[name] = learner.init(jax.random.PRNGKey(1)).params  # not the donated training state's
 
   def inference(model, params):
     forward = jax.jit(lambda p: score(model, p, held.tokens, held.mask).nll.sum())
     return lambda: jax.block_until_ready(forward(params))
 
-  transformer_params = rows["transformer"]["state"].params
-  calls["transformer inference"] = inference(byte_lm(ebt_lm.transformer_config(cfg)), transformer_params)
-  ebt_params = rows["ebt"]["state"].params
+  calls["transformer inference"] = inference(byte_lm(ebt_lm.transformer_config(cfg)), params["transformer"])
   think = [int(k) for k in args.steps.split(",")]
   for k in think:
     model = ebt_model(dataclasses.replace(cfg.ebt, infer_steps=k, infer_starts=1), inference=True)
-    calls[f"ebt inference, {k} steps"] = inference(model, ebt_params)
+    calls[f"ebt inference, {k} steps"] = inference(model, params["ebt"])
   model = ebt_model(dataclasses.replace(cfg.ebt, infer_steps=cfg.ebt.steps, infer_starts=4), inference=True)
-  calls[f"ebt inference, {cfg.ebt.steps} steps, N=4"] = inference(model, ebt_params)
+  calls[f"ebt inference, {cfg.ebt.steps} steps, N=4"] = inference(model, params["ebt"])
   for name in calls:
     tokens.setdefault(name, WINDOWS * seq)
 
