@@ -1,0 +1,310 @@
+"""The CompressARC decoder: weights for one puzzle and the forward pass.
+
+The network (equations in `layers`) is
+
+    x = decode_latents(latents)                                       (18 tensors, KL per tensor)
+    repeat n_layers times, each with its own weights:
+      x = share_up(x); x = softmax(x); x = cummax(x); x = shift(x)
+      x = direction_share(x); x = nonlinear(x); x = share_down(x); x = norm(x)
+    logits = [0, x["ecxy"] W_h + 100 b_h]  over colours (black's logit is the constant 0)
+    x_mask, y_mask = postprocess_mask(x["ex"] W_m + b_m, x["ey"] W_m + b_m)
+
+Params (a pytree of float32 arrays with string keys; the blocks are stacked
+over layers on a leading [L] axis and run under `lax.scan`):
+
+    latents[name]        mean [*axes, Z] ~ 0.01 N(0, 1), capacity_adjustment [*axes, Z] = 0, target_capacity [Z] = 0
+    decode[name]         w [Z, K], b [K]
+    blocks/<layer>[name] down [L, K, k], up [L, k', K]   (share_up, softmax, cummax, shift, nonlinear, share_down)
+    blocks/direction_share[name]   [L, R, K, K]   the R distinct maps W[d, d'] of a directional tensor
+    head                 w [16, 2] (its two columns equal at init), b [2]
+    mask_head            w [16, 2], b [2]
+
+Every linear map [n_in, n_out] and its bias start as N(0, 1) / sqrt(n_in).
+Unused biases of the reference (its residual projections and direction maps
+run without bias) are not created.
+
+Weight ties. x-y: a tensor with y but not x has no weights of its own; it uses
+those of its x twin ("ey" uses "ex"), so swapping the x and y axes of the
+input swaps the roles of the tensors with the same weights. Directions: in
+direction_share the 64 maps W[d, d'] of a tensor are tied along the orbits of
+the symmetries the tensor has: for tensors with both or neither of x and y,
+the dihedral group of the square (rotations by 90 degrees and reflections,
+10 distinct maps); a tensor with one of x and y shares its x twin's maps,
+with directions turned by 90 degrees for the y tensor, tied under the
+reflections d -> -d and d -> 4 - d. `DIRECTION_TIES` gives, per tensor and
+(d, d'), the row of the stored [R, K, K] array it uses, built with the
+reference's tying procedure (including its assignment order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from contlearn.compress_arc import layers
+from contlearn.compress_arc.multitensor import (
+  ALL_DIMS,
+  N_DIRECTIONS,
+  Dims,
+  Multitensor,
+  channels,
+  from_name,
+  shape,
+  xy_representative,
+)
+from contlearn.compress_arc.puzzle import PuzzleArrays, Signature
+from contlearn.config import FieldError, require
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """Sizes and constants of the decoder; the defaults are the reference's.
+
+  Attributes:
+    n_layers: blocks of the residual stack.
+    share_up_dim, share_down_dim, softmax_dim, cummax_dim, shift_dim, nonlinear_dim: the inner
+      widths of those layers' residual projections (cummax_dim and shift_dim are even: half the
+      channels run each way).
+    decoding_dim: latent channels Z per tensor.
+    channels, direction_channels: residual-stream channels K of a tensor without / with a direction axis.
+    posterior_init_scale: standard deviation of the initial posterior means.
+    min_capacity, init_capacity: a tensor's desired capacity is e^(T) init_capacity + min_capacity nats.
+    capacity_log_scale: T = capacity_log_scale * target_capacity (a reparameterisation).
+    head_bias_scale: the colour head's bias is multiplied by this.
+    mask_fill: the logit added to mask positions beyond a grid's extent.
+  """
+
+  n_layers: int = 4
+  share_up_dim: int = 16
+  share_down_dim: int = 8
+  decoding_dim: int = 4
+  softmax_dim: int = 2
+  cummax_dim: int = 4
+  shift_dim: int = 4
+  nonlinear_dim: int = 16
+  channels: int = 16
+  direction_channels: int = 8
+  posterior_init_scale: float = 0.01
+  min_capacity: float = 0.5
+  init_capacity: float = 1e4
+  capacity_log_scale: float = 10.0
+  head_bias_scale: float = 100.0
+  mask_fill: float = -1000.0
+
+  def __post_init__(self):
+    sizes = ("n_layers", "share_up_dim", "share_down_dim", "decoding_dim", "softmax_dim", "cummax_dim", "shift_dim")
+    require(
+      self,
+      positive=(*sizes, "nonlinear_dim", "channels", "direction_channels", "posterior_init_scale", "init_capacity"),
+      non_negative=("min_capacity", "capacity_log_scale", "head_bias_scale"),
+    )
+    for name in ("cummax_dim", "shift_dim"):
+      if getattr(self, name) % 2:
+        raise FieldError(type(self).__name__, name, getattr(self, name), "an even integer > 0")
+    if not self.mask_fill < 0:
+      raise FieldError(type(self).__name__, "mask_fill", self.mask_fill, "a finite number < 0")
+
+  def channels_of(self, dims: Dims) -> int:
+    return channels(dims, self.channels, self.direction_channels)
+
+
+class DecoderOutput(NamedTuple):
+  """What one forward pass gives.
+
+  logits    float32 [E, n_colors + 1, X, Y, 2]  colour logits, black's constant 0 at colour index 0
+  x_mask    float32 [E, X, 2]                   mask logits along x (post-processed)
+  y_mask    float32 [E, Y, 2]                   mask logits along y (post-processed)
+  kl        float32 []                          the summed KL of every latent
+  kl_terms  {name: float32 []}                  each tensor's summed KL
+  """
+
+  logits: jax.Array
+  x_mask: jax.Array
+  y_mask: jax.Array
+  kl: jax.Array
+  kl_terms: dict[str, jax.Array]
+
+
+RESIDUAL_LAYERS = ("share_up", "softmax", "cummax", "shift", "nonlinear", "share_down")
+
+
+def _canonical_direction_pair(dims: Dims, d1: int, d2: int) -> tuple[Dims, int, int]:
+  """The (tensor, d, d') slot whose map the reference assigns to (dims, d1, d2)."""
+  if dims.x + dims.y == 1:
+    if dims.y:
+      d1, d2 = (d1 + 2) % 8, (d2 + 2) % 8
+    if d1 > 4 or (d1 in (0, 4) and d2 > 4):
+      d1, d2 = (8 - d1) % 8, (8 - d2) % 8
+    if 2 < d1 < 6 or (d1 in (2, 6) and 2 < d2 < 6):
+      d1, d2 = (4 - d1) % 8, (4 - d2) % 8
+    return xy_representative(dims), d1, d2
+  turn = (d1 // 2) * 2
+  d1, d2 = (d1 - turn) % 8, (d2 - turn) % 8
+  if (d2 - d1) % 8 > 4:
+    d2 = (2 * d1 - d2) % 8
+  return dims, d1, d2
+
+
+def _direction_ties() -> tuple[dict[str, np.ndarray], dict[str, int]]:
+  # The reference overwrites slots in place in this order, so a slot takes whatever its source slot
+  # holds at that moment; following the same order gives the same sharing.
+  holder: dict[tuple[str, int, int], tuple[str, int, int]] = {}
+  for dims in ALL_DIMS:
+    if dims.direction:
+      for d1 in range(N_DIRECTIONS):
+        for d2 in range(N_DIRECTIONS):
+          source_dims, s1, s2 = _canonical_direction_pair(dims, d1, d2)
+          source = (source_dims.name, s1, s2)
+          holder[(dims.name, d1, d2)] = holder.get(source, source)
+  rows: dict[str, list[tuple[int, int]]] = {}
+  for origin, s1, s2 in sorted(set(holder.values())):
+    rows.setdefault(origin, []).append((s1, s2))
+  ties = {}
+  for dims in ALL_DIMS:
+    if dims.direction:
+      table = np.zeros((N_DIRECTIONS, N_DIRECTIONS), np.int32)
+      for d1 in range(N_DIRECTIONS):
+        for d2 in range(N_DIRECTIONS):
+          origin, s1, s2 = holder[(dims.name, d1, d2)]
+          assert origin == xy_representative(dims).name
+          table[d1, d2] = rows[origin].index((s1, s2))
+      ties[dims.name] = table
+  return ties, {origin: len(slots) for origin, slots in rows.items()}
+
+
+DIRECTION_TIES, DIRECTION_MAP_COUNTS = _direction_ties()
+"""DIRECTION_TIES[name][d, d'] is the row of blocks/direction_share[xy twin of name] that W[d, d'] is;
+DIRECTION_MAP_COUNTS[name] is R, the number of distinct maps stored for a tensor that owns its weights."""
+
+
+def _linear(key: jax.Array, n_in: int, n_out: int, leading: tuple[int, ...] = ()) -> jax.Array:
+  return jax.random.normal(key, (*leading, n_in, n_out), jnp.float32) / np.sqrt(n_in)
+
+
+def _bias(key: jax.Array, n_in: int, n_out: int) -> jax.Array:
+  return jax.random.normal(key, (n_out,), jnp.float32) / np.sqrt(n_in)
+
+
+def _inner_widths(config: DecoderConfig, layer: str, dims: Dims) -> tuple[int, int] | None:
+  """(k, k') of a residual layer's projections for a weight-owning tensor, or None when it has no weights."""
+  if layer == "softmax":
+    subsets = 2 ** (dims.n_axes - dims.example) - 1
+    return config.softmax_dim, config.softmax_dim * subsets
+  if layer in ("cummax", "shift"):
+    width = config.cummax_dim if layer == "cummax" else config.shift_dim
+    return (width, width) if dims.name in layers.DIRECTIONAL_TENSORS else None
+  width = {"share_up": config.share_up_dim, "share_down": config.share_down_dim, "nonlinear": config.nonlinear_dim}
+  return width[layer], width[layer]
+
+
+def init_params(sig: Signature, key: jax.Array, config: DecoderConfig = DecoderConfig()) -> dict:
+  """Fresh weights for a puzzle of signature `sig` (see the module docstring for the tree)."""
+  owners = [dims for dims in ALL_DIMS if xy_representative(dims) == dims]
+  keys = iter(jax.random.split(key, 1024))
+  z, n_layers = config.decoding_dim, config.n_layers
+  latents = {
+    dims.name: {
+      "mean": config.posterior_init_scale * jax.random.normal(next(keys), (*shape(dims, sig), z), jnp.float32),
+      "capacity_adjustment": jnp.zeros((*shape(dims, sig), z), jnp.float32),
+      "target_capacity": jnp.zeros((z,), jnp.float32),
+    }
+    for dims in ALL_DIMS
+  }
+  decode = {
+    dims.name: {
+      "w": _linear(next(keys), z, config.channels_of(dims)),
+      "b": _bias(next(keys), z, config.channels_of(dims)),
+    }
+    for dims in owners
+  }
+  blocks: dict = {}
+  for layer in RESIDUAL_LAYERS:
+    blocks[layer] = {}
+    for dims in owners:
+      widths = _inner_widths(config, layer, dims)
+      if widths is not None:
+        k = config.channels_of(dims)
+        blocks[layer][dims.name] = {
+          "down": _linear(next(keys), k, widths[0], (n_layers,)),
+          "up": _linear(next(keys), widths[1], k, (n_layers,)),
+        }
+  blocks["direction_share"] = {
+    name: _linear(next(keys), config.direction_channels, config.direction_channels, (n_layers, count))
+    for name, count in DIRECTION_MAP_COUNTS.items()
+  }
+  head_column = jax.random.normal(next(keys), (config.channels, 1), jnp.float32) / np.sqrt(config.channels)
+  return {
+    "latents": latents,
+    "decode": decode,
+    "blocks": blocks,
+    "head": {
+      "w": jnp.concatenate([head_column, head_column], axis=1),
+      "b": _bias(next(keys), config.channels, 2),
+    },
+    "mask_head": {
+      "w": _linear(next(keys), config.channels, 2),
+      "b": _bias(next(keys), config.channels, 2),
+    },
+  }
+
+
+def sample_noise(sig: Signature, key: jax.Array, config: DecoderConfig = DecoderConfig()) -> Multitensor:
+  """Standard normal noise for every latent: {name: float32 [*axes, Z]} (one draw, cut into tensors)."""
+  shapes = [(*shape(dims, sig), config.decoding_dim) for dims in ALL_DIMS]
+  sizes = [int(np.prod(s)) for s in shapes]
+  flat = jax.random.normal(key, (sum(sizes),), jnp.float32)
+  pieces = jnp.split(flat, np.cumsum(sizes)[:-1])
+  return {dims.name: piece.reshape(s) for dims, piece, s in zip(ALL_DIMS, pieces, shapes)}
+
+
+def direction_maps(stored: dict[str, jax.Array]) -> Multitensor:
+  """Every directional tensor's [8, 8, K, K] maps W[d, d'] from the stored distinct ones ([R, K, K] each)."""
+  return {
+    name: stored[xy_representative(from_name(name)).name][jnp.asarray(table)] for name, table in DIRECTION_TIES.items()
+  }
+
+
+def _block(sig: Signature, masks: jax.Array, x: Multitensor, weights: dict) -> Multitensor:
+  x = layers.share_up(x, weights["share_up"])
+  x = layers.softmax(x, weights["softmax"])
+  x = layers.cummax(x, weights["cummax"], masks)
+  x = layers.shift(x, weights["shift"], masks)
+  x = layers.direction_share(x, direction_maps(weights["direction_share"]))
+  x = layers.nonlinear(x, weights["nonlinear"])
+  x = layers.share_down(sig, x, weights["share_down"], masks)
+  return layers.normalize_all(x)
+
+
+def decode(
+  sig: Signature,
+  params: dict,
+  arrays: PuzzleArrays,
+  key: jax.Array,
+  *,
+  noise: bool = True,
+  config: DecoderConfig = DecoderConfig(),
+) -> DecoderOutput:
+  """One forward pass of the decoder for a puzzle of signature `sig` (static).
+
+  params: from `init_params(sig, ...)`; arrays: the puzzle's (traced) arrays; key: the latent noise's
+  key (unused when `noise` is False, which decodes the posterior means).
+  """
+  eps = sample_noise(sig, key, config) if noise else None
+  capacity = dict(
+    min_capacity=config.min_capacity, init_capacity=config.init_capacity, capacity_log_scale=config.capacity_log_scale
+  )
+  x, kl = layers.decode_latents(params["latents"], params["decode"], eps, **capacity)
+
+  def block(x, weights):
+    return _block(sig, arrays.masks, x, weights), None
+
+  x, _ = jax.lax.scan(block, x, params["blocks"])
+  colors, x_mask, y_mask = layers.heads(x, params["head"], params["mask_head"], head_bias_scale=config.head_bias_scale)
+  x_mask, y_mask = layers.postprocess_mask(arrays.shapes, x_mask, y_mask, fill=config.mask_fill)
+  logits = jnp.concatenate([jnp.zeros_like(colors[:, :1]), colors], axis=1)
+  kl_terms = {name: jnp.sum(value) for name, value in kl.items()}
+  return DecoderOutput(logits, x_mask, y_mask, sum(kl_terms.values()), kl_terms)
