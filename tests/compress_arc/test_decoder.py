@@ -15,6 +15,7 @@ import pytest
 from contlearn.compress_arc import decoder, layers, multitensor
 from contlearn.compress_arc.multitensor import ALL_DIMS, xy_representative
 from contlearn.compress_arc.puzzle import PuzzleArrays, Signature
+from contlearn.config import FieldError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -211,6 +212,19 @@ def test_vmapped_noise_equals_separate_draws():
   assert not np.allclose(together["ecxy"][0], together["ecxy"][1])
 
 
+def test_config_refuses_bad_sizes():
+  assert decoder.DecoderConfig().n_layers == 4
+  for bad in (
+    dict(n_layers=0),
+    dict(cummax_dim=3),
+    dict(shift_dim=0),
+    dict(posterior_init_scale=-1.0),
+    dict(mask_fill=1.0),
+  ):
+    with pytest.raises(FieldError):
+      decoder.DecoderConfig(**bad)
+
+
 def test_init_params_ties_and_scales():
   sig = SIG._replace(n_colors=1, n_x=2, n_y=2)
   params = decoder.init_params(sig, jax.random.key(0))
@@ -343,6 +357,25 @@ def reference_forward(torch, model, noise: dict | None):
   logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
   kl = {name: float(torch.sum(amount)) for name, amount in zip(kl_names, kl_amounts)}
   return logits.numpy(), x_mask.numpy(), y_mask.numpy(), kl
+
+
+def test_direction_ties_match_the_reference(reference):
+  """Each stored direction map is exactly one of the reference's shared direction maps, and vice versa."""
+  torch, preprocessing, arc_compressor = reference
+  problems = json.loads((peer_folder() / "dataset" / "arc-agi_training_challenges.json").read_text())
+  model = arc_compressor.ARCCompressor(preprocessing.Task("aedd82e4", problems["aedd82e4"], None))
+  for layer in model.direction_share_weights:
+    rows_of_object: dict[int, set] = {}
+    for dims in ALL_DIMS:
+      if dims.direction:
+        owner = xy_representative(dims).name
+        for d1 in range(8):
+          for d2 in range(8):
+            row = (owner, int(decoder.DIRECTION_TIES[dims.name][d1, d2]))
+            rows_of_object.setdefault(id(layer[[int(f) for f in dims]][d1][d2][0]), set()).add(row)
+    rows = [row for group in rows_of_object.values() for row in group]
+    assert all(len(group) == 1 for group in rows_of_object.values()) and len(rows) == len(set(rows))
+    assert len(rows) == sum(decoder.DIRECTION_MAP_COUNTS.values())
 
 
 @pytest.mark.slow
