@@ -39,6 +39,8 @@ reference's tying procedure (including its assignment order).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -181,12 +183,20 @@ DIRECTION_TIES, DIRECTION_MAP_COUNTS = _direction_ties()
 DIRECTION_MAP_COUNTS[name] is R, the number of distinct maps stored for a tensor that owns its weights."""
 
 
-def _linear(key: jax.Array, n_in: int, n_out: int, leading: tuple[int, ...] = ()) -> jax.Array:
-  return jax.random.normal(key, (*leading, n_in, n_out), jnp.float32) / np.sqrt(n_in)
+class _Normal(NamedTuple):
+  """An initial weight: `scale` times a standard normal array of `shape` (a zero array when scale is 0)."""
+
+  shape: tuple[int, ...]
+  scale: float
 
 
-def _bias(key: jax.Array, n_in: int, n_out: int) -> jax.Array:
-  return jax.random.normal(key, (n_out,), jnp.float32) / np.sqrt(n_in)
+def _linear(n_in: int, n_out: int, leading: tuple[int, ...] = ()) -> dict[str, _Normal]:
+  """A linear map's weight [*leading, n_in, n_out] and bias [n_out], both N(0, 1) / sqrt(n_in)."""
+  return {"w": _Normal((*leading, n_in, n_out), n_in**-0.5), "b": _Normal((n_out,), n_in**-0.5)}
+
+
+def _projections(n_in: int, inner: int, inner_out: int, n_layers: int) -> dict[str, _Normal]:
+  return {"down": _linear(n_in, inner, (n_layers,))["w"], "up": _linear(inner_out, n_in, (n_layers,))["w"]}
 
 
 def _inner_widths(config: DecoderConfig, layer: str, dims: Dims) -> tuple[int, int] | None:
@@ -201,55 +211,57 @@ def _inner_widths(config: DecoderConfig, layer: str, dims: Dims) -> tuple[int, i
   return width[layer], width[layer]
 
 
-def init_params(sig: Signature, key: jax.Array, config: DecoderConfig = DecoderConfig()) -> dict:
-  """Fresh weights for a puzzle of signature `sig` (see the module docstring for the tree)."""
+def _initial_weights(sig: Signature, config: DecoderConfig) -> dict:
+  """The parameter tree with a `_Normal` at every leaf."""
   owners = [dims for dims in ALL_DIMS if xy_representative(dims) == dims]
-  keys = iter(jax.random.split(key, 1024))
   z, n_layers = config.decoding_dim, config.n_layers
   latents = {
     dims.name: {
-      "mean": config.posterior_init_scale * jax.random.normal(next(keys), (*shape(dims, sig), z), jnp.float32),
-      "capacity_adjustment": jnp.zeros((*shape(dims, sig), z), jnp.float32),
-      "target_capacity": jnp.zeros((z,), jnp.float32),
+      "mean": _Normal((*shape(dims, sig), z), config.posterior_init_scale),
+      "capacity_adjustment": _Normal((*shape(dims, sig), z), 0.0),
+      "target_capacity": _Normal((z,), 0.0),
     }
     for dims in ALL_DIMS
   }
-  decode = {
-    dims.name: {
-      "w": _linear(next(keys), z, config.channels_of(dims)),
-      "b": _bias(next(keys), z, config.channels_of(dims)),
+  blocks = {
+    layer: {
+      dims.name: _projections(config.channels_of(dims), *widths, n_layers)
+      for dims in owners
+      if (widths := _inner_widths(config, layer, dims)) is not None
     }
-    for dims in owners
+    for layer in RESIDUAL_LAYERS
   }
-  blocks: dict = {}
-  for layer in RESIDUAL_LAYERS:
-    blocks[layer] = {}
-    for dims in owners:
-      widths = _inner_widths(config, layer, dims)
-      if widths is not None:
-        k = config.channels_of(dims)
-        blocks[layer][dims.name] = {
-          "down": _linear(next(keys), k, widths[0], (n_layers,)),
-          "up": _linear(next(keys), widths[1], k, (n_layers,)),
-        }
+  k = config.direction_channels
   blocks["direction_share"] = {
-    name: _linear(next(keys), config.direction_channels, config.direction_channels, (n_layers, count))
-    for name, count in DIRECTION_MAP_COUNTS.items()
+    name: _linear(k, k, (n_layers, count))["w"] for name, count in DIRECTION_MAP_COUNTS.items()
   }
-  head_column = jax.random.normal(next(keys), (config.channels, 1), jnp.float32) / np.sqrt(config.channels)
+  head = _linear(config.channels, 1)  # one column, copied for the input and the output grids below
   return {
     "latents": latents,
-    "decode": decode,
+    "decode": {dims.name: _linear(z, config.channels_of(dims)) for dims in owners},
     "blocks": blocks,
-    "head": {
-      "w": jnp.concatenate([head_column, head_column], axis=1),
-      "b": _bias(next(keys), config.channels, 2),
-    },
-    "mask_head": {
-      "w": _linear(next(keys), config.channels, 2),
-      "b": _bias(next(keys), config.channels, 2),
-    },
+    "head": {"w": head["w"], "b": _Normal((2,), head["b"].scale)},
+    "mask_head": _linear(config.channels, 2),
   }
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def init_params(sig: Signature, key: jax.Array, config: DecoderConfig = DecoderConfig()) -> dict:
+  """Fresh weights for a puzzle of signature `sig` (see the module docstring for the tree).
+
+  All the random weights are cut from one normal draw (one random-bit generation, a small program).
+  """
+  leaves, tree = jax.tree.flatten(_initial_weights(sig, config), is_leaf=lambda leaf: isinstance(leaf, _Normal))
+  sizes = [math.prod(leaf.shape) for leaf in leaves]
+  pieces = jnp.split(jax.random.normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
+  params = tree.unflatten(
+    [
+      leaf.scale * piece.reshape(leaf.shape) if leaf.scale else jnp.zeros(leaf.shape)
+      for leaf, piece in zip(leaves, pieces)
+    ]
+  )
+  params["head"]["w"] = jnp.concatenate([params["head"]["w"]] * 2, axis=1)
+  return params
 
 
 def sample_noise(sig: Signature, key: jax.Array, config: DecoderConfig = DecoderConfig()) -> Multitensor:

@@ -17,7 +17,7 @@ Directions are numbered counter-clockwise in the (x, y) plane:
 
 >>> sig = Signature(2, 1, 3, 5, 4, True, False, False)
 >>> [d.name for d in ALL_DIMS][:5]
-['c', 'd', 'cd', 'ec', 'ed']
+['c', 'ec', 'd', 'ed', 'cd']
 >>> shape(from_name("ecdxy"), sig), channels(from_name("ecdxy")), len(ALL_DIMS)
 ((3, 3, 8, 5, 4), 8, 18)
 """
