@@ -38,8 +38,8 @@ averaged out (y first, then x, d, c, e); when `in_out_same_size` or
 sum(h m) / (sum(m) + 1e-4).
 
 softmax: for every non-empty subset S of a tensor's non-example axes, a
-softmax over S jointly; the 2 |subsets| results are concatenated on the
-channel axis (subsets by size, then in axis order).
+softmax over S jointly; the results (k channels each) are concatenated on
+the channel axis, subsets by size, then in axis order.
 
 Directional layers (cummax, shift), only on "edxy" and "ecdxy": the input is
 masked by m; for direction d the even channels run along d and the odd ones
@@ -61,6 +61,16 @@ nonlinear: residual around SiLU. Heads: colour logits from "ecxy",
 x "ecxy" W_h + 100 b_h [E, C, X, Y, 2]; mask logits from "ex" and "ey" with
 one shared affine map [E, X, 2], [E, Y, 2]; `postprocess_mask` adds -1000
 beyond each example's largest grid extent.
+
+Equivariance. Every weight is shared along the example and colour axes and
+every reduction over them is a mean or a sum, so permuting the examples (with
+their masks and shapes) or the colours of the latents permutes the outputs
+the same way. Transposing a puzzle (x <-> y, directions d -> 2 - d) maps
+each layer onto itself under the x-y weight ties, except `softmax` on the
+tensors with both x and y: its blocks for the subsets S and S with x and y
+exchanged ({x} and {y}, {c, x} and {c, y}, ...) are read by different rows of
+the up-projection, which the reference's ties leave independent. With those
+rows equal the decoder is exactly transposition-equivariant (tested).
 """
 
 from __future__ import annotations
