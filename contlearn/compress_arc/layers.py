@@ -224,13 +224,6 @@ def nonlinear(x: Multitensor, weights: Weights) -> Multitensor:
 # --- cross-tensor communication ------------------------------------------------------------------------
 
 
-def _broadcast_to(value: jax.Array, lower: Dims, dims: Dims) -> jax.Array:
-  for index, (low, high) in enumerate(zip(lower, dims)):
-    if high and not low:
-      value = jnp.expand_dims(value, sum(dims[:index]))
-  return value
-
-
 def _average_out(value: jax.Array, dims: Dims, index: int, grid: jax.Array | None) -> jax.Array:
   """Averages axis `index` (present in `dims`) out of `value`; x and y weighted by `grid` [E, X, Y] when given."""
   axis = sum(dims[:index])
@@ -251,15 +244,25 @@ def _share(x: Multitensor, weights: Weights, gather: Callable[[Multitensor], Mul
   return map_dims(lambda dims, value, s: value + s @ weights_of(weights, dims)["up"], x, shared)
 
 
+def _without(dims: Dims, index: int) -> Dims:
+  return Dims(*(flag and i != index for i, flag in enumerate(dims)))
+
+
 def share_up(x: Multitensor, weights: Weights) -> Multitensor:
-  """Each tensor gathers the (projected) tensors whose axes it contains, broadcast; a residual update."""
+  """Each tensor gathers the (projected) tensors whose axes it contains, broadcast; a residual update.
+
+  The sums over subsets are accumulated one axis at a time, the example axis first (so no tensor ever
+  reads a subset that has x or y without the example axis), which is the same sum with fewer terms.
+  """
 
   def gather(down):
-    def collect(dims, _):
-      lower = [from_name(name) for name in down if dims.contains(from_name(name))]
-      return sum(_broadcast_to(down[low.name], low, dims) for low in lower)
-
-    return map_dims(collect, down)
+    sums = {from_name(name): value for name, value in down.items()}
+    for index in range(5):
+      for dims in sums:
+        lower = _without(dims, index)
+        if dims[index] and lower.valid:
+          sums[dims] = sums[dims] + jnp.expand_dims(sums[lower], sum(dims[:index]))
+    return {dims.name: value for dims, value in sums.items()}
 
   return _share(x, weights, gather)
 
@@ -277,7 +280,7 @@ def share_down(sig: Signature, x: Multitensor, weights: Weights, masks: jax.Arra
     sums = {from_name(name): value for name, value in down.items()}
     for index in reversed(range(5)):
       for dims, value in list(sums.items()):
-        lower = Dims(*(flag and i != index for i, flag in enumerate(dims)))
+        lower = _without(dims, index)
         if dims[index] and lower.valid:
           reduced = _average_out(value, dims, index, grid)
           sums[lower] = sums[lower] + reduced if lower in sums else reduced
