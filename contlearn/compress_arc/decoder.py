@@ -20,26 +20,30 @@ over layers on a leading [L] axis and run under `lax.scan`):
     mask_head            w [16, 2], b [2]
 
 Every linear map [n_in, n_out] and its bias start as N(0, 1) / sqrt(n_in).
-Unused biases of the reference (its residual projections and direction maps
-run without bias) are not created.
+Weights the reference creates but never reads are not created: the biases of
+the residual projections and direction maps (they run without bias), the
+weights of y tensors (tied to their x twins), and the cummax and shift
+weights of tensors other than "edxy" and "ecdxy" (the only ones those layers
+act on).
 
 Weight ties. x-y: a tensor with y but not x has no weights of its own; it uses
 those of its x twin ("ey" uses "ex"), so swapping the x and y axes of the
 input swaps the roles of the tensors with the same weights. Directions: in
-direction_share the 64 maps W[d, d'] of a tensor are tied along the orbits of
-the symmetries the tensor has: for tensors with both or neither of x and y,
-the dihedral group of the square (rotations by 90 degrees and reflections,
-10 distinct maps); a tensor with one of x and y shares its x twin's maps,
-with directions turned by 90 degrees for the y tensor, tied under the
-reflections d -> -d and d -> 4 - d. `DIRECTION_TIES` gives, per tensor and
-(d, d'), the row of the stored [R, K, K] array it uses, built with the
-reference's tying procedure (including its assignment order).
+direction_share the 64 maps W[d, d'] of a tensor are tied along the orbits
+of (d, d') under the symmetries the tensor has: for tensors with both or
+neither of x and y, the dihedral group of the square acting on both
+directions at once (10 orbits); for an x tensor, the reflections of x and of
+y and the half turn (18 orbits); a y tensor uses its x twin's maps with its
+directions turned a quarter (d -> d + 2). `DIRECTION_TIES` gives, per tensor
+and (d, d'), the row of the stored [R, K, K] array it uses; the partition is
+the reference's (tested against it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from typing import NamedTuple
 
@@ -134,48 +138,39 @@ class DecoderOutput(NamedTuple):
 RESIDUAL_LAYERS = ("share_up", "softmax", "cummax", "shift", "nonlinear", "share_down")
 
 
-def _canonical_direction_pair(dims: Dims, d1: int, d2: int) -> tuple[Dims, int, int]:
-  """The (tensor, d, d') slot whose map the reference assigns to (dims, d1, d2)."""
-  if dims.x + dims.y == 1:
-    if dims.y:
-      d1, d2 = (d1 + 2) % 8, (d2 + 2) % 8
-    if d1 > 4 or (d1 in (0, 4) and d2 > 4):
-      d1, d2 = (8 - d1) % 8, (8 - d2) % 8
-    if 2 < d1 < 6 or (d1 in (2, 6) and 2 < d2 < 6):
-      d1, d2 = (4 - d1) % 8, (4 - d2) % 8
-    return xy_representative(dims), d1, d2
-  turn = (d1 // 2) * 2
-  d1, d2 = (d1 - turn) % 8, (d2 - turn) % 8
-  if (d2 - d1) % 8 > 4:
-    d2 = (2 * d1 - d2) % 8
-  return dims, d1, d2
+def _direction_symmetries(dims: Dims) -> tuple[tuple[int, int], ...]:
+  """The maps d -> (s d + r) mod 8, as (s, r), under which a weight-owning tensor's direction maps are tied.
+
+  With one of x and y (an x tensor): the reflections of x and of y and the half turn. With both or neither:
+  the dihedral group of the square (quarter turns and the four reflections).
+  """
+  if dims.x != dims.y:
+    return ((1, 0), (-1, 0), (-1, 4), (1, 4))
+  return tuple((s, r) for s in (1, -1) for r in (0, 2, 4, 6))
 
 
 def _direction_ties() -> tuple[dict[str, np.ndarray], dict[str, int]]:
-  # The reference overwrites slots in place in this order, so a slot takes whatever its source slot
-  # holds at that moment; following the same order gives the same sharing.
-  holder: dict[tuple[str, int, int], tuple[str, int, int]] = {}
+  orbits: dict[str, dict[tuple[int, int], int]] = {}  # owner -> (d, d') -> its orbit's row
   for dims in ALL_DIMS:
-    if dims.direction:
-      for d1 in range(N_DIRECTIONS):
-        for d2 in range(N_DIRECTIONS):
-          source_dims, s1, s2 = _canonical_direction_pair(dims, d1, d2)
-          source = (source_dims.name, s1, s2)
-          holder[(dims.name, d1, d2)] = holder.get(source, source)
-  rows: dict[str, list[tuple[int, int]]] = {}
-  for origin, s1, s2 in sorted(set(holder.values())):
-    rows.setdefault(origin, []).append((s1, s2))
+    if dims.direction and xy_representative(dims) == dims:
+      rows = orbits[dims.name] = {}
+      for pair in itertools.product(range(N_DIRECTIONS), repeat=2):
+        if pair not in rows:
+          row = len(set(rows.values()))
+          rows.update({tuple((s * d + r) % N_DIRECTIONS for d in pair): row for s, r in _direction_symmetries(dims)})
   ties = {}
   for dims in ALL_DIMS:
     if dims.direction:
-      table = np.zeros((N_DIRECTIONS, N_DIRECTIONS), np.int32)
-      for d1 in range(N_DIRECTIONS):
-        for d2 in range(N_DIRECTIONS):
-          origin, s1, s2 = holder[(dims.name, d1, d2)]
-          assert origin == xy_representative(dims).name
-          table[d1, d2] = rows[origin].index((s1, s2))
-      ties[dims.name] = table
-  return ties, {origin: len(slots) for origin, slots in rows.items()}
+      turn = 2 if dims.y and not dims.x else 0  # a y tensor is its x twin turned a quarter
+      rows = orbits[xy_representative(dims).name]
+      ties[dims.name] = np.array(
+        [
+          [rows[(d1 + turn) % N_DIRECTIONS, (d2 + turn) % N_DIRECTIONS] for d2 in range(N_DIRECTIONS)]
+          for d1 in range(N_DIRECTIONS)
+        ],
+        np.int32,
+      )
+  return ties, {owner: len(set(rows.values())) for owner, rows in orbits.items()}
 
 
 DIRECTION_TIES, DIRECTION_MAP_COUNTS = _direction_ties()

@@ -38,8 +38,8 @@ averaged out (y first, then x, d, c, e); when `in_out_same_size` or
 sum(h m) / (sum(m) + 1e-4).
 
 softmax: for every non-empty subset S of a tensor's non-example axes, a
-softmax over S jointly; the 2 |subsets| results are concatenated on the
-channel axis (subsets by size, then in axis order).
+softmax over S jointly; the results (k channels each) are concatenated on
+the channel axis, subsets by size, then in axis order.
 
 Directional layers (cummax, shift), only on "edxy" and "ecdxy": the input is
 masked by m; for direction d the even channels run along d and the odd ones
@@ -61,6 +61,16 @@ nonlinear: residual around SiLU. Heads: colour logits from "ecxy",
 x "ecxy" W_h + 100 b_h [E, C, X, Y, 2]; mask logits from "ex" and "ey" with
 one shared affine map [E, X, 2], [E, Y, 2]; `postprocess_mask` adds -1000
 beyond each example's largest grid extent.
+
+Equivariance. Every weight is shared along the example and colour axes and
+every reduction over them is a mean or a sum, so permuting the examples (with
+their masks and shapes) or the colours of the latents permutes the outputs
+the same way. Transposing a puzzle (x <-> y, directions d -> 2 - d) maps
+each layer onto itself under the x-y weight ties, except `softmax` on the
+tensors with both x and y: its blocks for the subsets S and S with x and y
+exchanged ({x} and {y}, {c, x} and {c, y}, ...) are read by different rows of
+the up-projection, which the reference's ties leave independent. With those
+rows equal the decoder is exactly transposition-equivariant (tested).
 """
 
 from __future__ import annotations
@@ -214,13 +224,6 @@ def nonlinear(x: Multitensor, weights: Weights) -> Multitensor:
 # --- cross-tensor communication ------------------------------------------------------------------------
 
 
-def _broadcast_to(value: jax.Array, lower: Dims, dims: Dims) -> jax.Array:
-  for index, (low, high) in enumerate(zip(lower, dims)):
-    if high and not low:
-      value = jnp.expand_dims(value, sum(dims[:index]))
-  return value
-
-
 def _average_out(value: jax.Array, dims: Dims, index: int, grid: jax.Array | None) -> jax.Array:
   """Averages axis `index` (present in `dims`) out of `value`; x and y weighted by `grid` [E, X, Y] when given."""
   axis = sum(dims[:index])
@@ -241,15 +244,25 @@ def _share(x: Multitensor, weights: Weights, gather: Callable[[Multitensor], Mul
   return map_dims(lambda dims, value, s: value + s @ weights_of(weights, dims)["up"], x, shared)
 
 
+def _without(dims: Dims, index: int) -> Dims:
+  return Dims(*(flag and i != index for i, flag in enumerate(dims)))
+
+
 def share_up(x: Multitensor, weights: Weights) -> Multitensor:
-  """Each tensor gathers the (projected) tensors whose axes it contains, broadcast; a residual update."""
+  """Each tensor gathers the (projected) tensors whose axes it contains, broadcast; a residual update.
+
+  The sums over subsets are accumulated one axis at a time, the example axis first (so no tensor ever
+  reads a subset that has x or y without the example axis), which is the same sum with fewer terms.
+  """
 
   def gather(down):
-    def collect(dims, _):
-      lower = [from_name(name) for name in down if dims.contains(from_name(name))]
-      return sum(_broadcast_to(down[low.name], low, dims) for low in lower)
-
-    return map_dims(collect, down)
+    sums = {from_name(name): value for name, value in down.items()}
+    for index in range(5):
+      for dims in sums:
+        lower = _without(dims, index)
+        if dims[index] and lower.valid:
+          sums[dims] = sums[dims] + jnp.expand_dims(sums[lower], sum(dims[:index]))
+    return {dims.name: value for dims, value in sums.items()}
 
   return _share(x, weights, gather)
 
@@ -267,7 +280,7 @@ def share_down(sig: Signature, x: Multitensor, weights: Weights, masks: jax.Arra
     sums = {from_name(name): value for name, value in down.items()}
     for index in reversed(range(5)):
       for dims, value in list(sums.items()):
-        lower = Dims(*(flag and i != index for i, flag in enumerate(dims)))
+        lower = _without(dims, index)
         if dims[index] and lower.valid:
           reduced = _average_out(value, dims, index, grid)
           sums[lower] = sums[lower] + reduced if lower in sums else reduced

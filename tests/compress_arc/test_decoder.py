@@ -88,6 +88,26 @@ def test_latent_kl_and_sample_equal_their_closed_form():
   assert np.all(np.asarray(kl) > 0)
 
 
+def test_postprocess_mask_closes_each_example_beyond_its_largest_grid():
+  shapes = jnp.array([[[2, 3], [1, 4]], [[3, 1], [3, 1]]], jnp.int32)  # [E, in/out, x/y]
+  x_mask, y_mask = layers.postprocess_mask(shapes, jnp.zeros((2, 3, 2)), jnp.ones((2, 4, 2)))
+  np.testing.assert_array_equal(x_mask[:, :, 0], [[0, 0, -1000], [0, 0, 0]])
+  np.testing.assert_array_equal(y_mask[:, :, 1], [[1, 1, 1, 1], [1, -999, -999, -999]])
+  np.testing.assert_array_equal(x_mask[..., 0], x_mask[..., 1])
+
+
+def test_directional_shift_moves_even_channels_along_the_direction_and_odd_ones_against_it():
+  dims = multitensor.from_name("edxy")
+  z = np.zeros((1, 8, 4, 4, 2), np.float32)
+  z[0, :, 1, 2, :] = 1.0  # one cell lit in every direction and both channels
+  out = np.asarray(
+    layers._directional(dims, jnp.asarray(z), jnp.ones((1, 4, 4)), layers._shift_line, layers._shift_diagonal_line)
+  )
+  for d, (vx, vy) in enumerate([(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)]):
+    assert out[0, d, 1 + vx, 2 + vy, 0] == 1.0 and out[0, d, :, :, 0].sum() == 1.0
+    assert out[0, d, 1 - vx, 2 - vy, 1] == 1.0 and out[0, d, :, :, 1].sum() == 1.0
+
+
 # --- equivariances ---------------------------------------------------------------------------------
 
 
