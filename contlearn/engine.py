@@ -224,6 +224,18 @@ def compile(
   )
 
 
+def compile_ahead(learner: Learner, state: PyTree, xs: PyTree, env: PyTree = None, **options) -> Callable[..., Any]:
+  """`compile(learner, state, **options)` compiled now for blocks shaped like `xs` and `env`.
+
+  `state`, `xs` and `env` may be abstract (`jax.ShapeDtypeStruct` leaves,
+  e.g. from `jax.eval_shape`), so a program can be compiled on a worker
+  thread while another one runs (XLA's compiler releases the interpreter
+  lock): the next signature group of ARC puzzles compiles while this one
+  trains. Returns the compiled `run(state, xs, env)` (donating the state).
+  """
+  return compile(learner, state, **options).lower(state, xs, env).compile()
+
+
 def compile_call(fn: Callable[..., Any], *, lanes: bool = False, donate: bool = True) -> Callable[..., Any]:
   """A boundary call `fn(state, *args)` (a strategy's end of task, an
   evaluation) jitted once, mapped over lanes, the state donated if `donate`."""

@@ -337,6 +337,7 @@ def fit(
   same_run: Callable[[dict[str, Any]], None] | None = None,
   prefetch: int = 2,
   on_nonfinite: str = "stop",
+  compiled: Callable[..., Any] | None = None,
 ) -> Loop:
   """Trains `learner` on `feed` into `out`, from scratch or from its newest intact checkpoint.
 
@@ -372,6 +373,8 @@ def fit(
       would continue another run (default: any difference from `config`).
     prefetch: blocks prepared ahead on a host thread.
     on_nonfinite: "stop" or "skip" a block with a non-finite value (see `run`).
+    compiled: the block call already compiled for this run's shapes
+      (`engine.compile_ahead`); None: compiled here.
 
   Raises:
     CheckpointError: checkpoints exist but `resume` is False, or they hold
@@ -402,7 +405,7 @@ def fit(
         start = Loop(state=init_state(), position=feed.start())
       start.env = env
       checkpoints.remove_partial()
-      run_block = engine.compile(
+      run_block = compiled or engine.compile(
         learner, start.state, mesh=mesh, lanes=lanes, probe=probe, every=every, lane_env=lane_env
       )
     except BaseException:

@@ -123,6 +123,21 @@ def load(split: Literal["training", "evaluation"], ids: Iterable[str]) -> list[P
   return puzzles
 
 
+def smallest(split: Literal["training", "evaluation"], count: int) -> list[str]:
+  """The ids of the `count` puzzles of `split` with the smallest canvas: the fewest cells `n_x * n_y` over all
+  their grids (test outputs included), ties broken by id."""
+  from contlearn.puzzles import arc
+
+  if split not in SPLITS:
+    raise ConfigError(f"split={split!r}: must be one of {sorted(SPLITS)}")
+
+  def cells(t) -> int:
+    shapes = [np.shape(g) for pair in (*t.train, *t.test) for g in pair]
+    return max(s[0] for s in shapes) * max(s[1] for s in shapes)
+
+  return [t.id for t in sorted(arc.load("arc-agi-1", SPLITS[split]), key=lambda t: (cells(t), t.id))[:count]]
+
+
 def by_signature(puzzles: Iterable[Puzzle]) -> dict[Signature, list[Puzzle]]:
   """The puzzles grouped by signature (groups in order of first appearance, puzzles in their order)."""
   groups: dict[Signature, list[Puzzle]] = {}
