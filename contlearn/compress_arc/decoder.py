@@ -270,9 +270,12 @@ def sample_noise(sig: Signature, key: jax.Array, config: DecoderConfig = Decoder
 
 def direction_maps(stored: dict[str, jax.Array]) -> Multitensor:
   """Every directional tensor's [8, 8, K, K] maps W[d, d'] from the stored distinct ones ([R, K, K] each)."""
-  return {
-    name: stored[xy_representative(from_name(name)).name][jnp.asarray(table)] for name, table in DIRECTION_TIES.items()
-  }
+
+  def tied(maps: jax.Array, table: np.ndarray) -> jax.Array:  # static rows: slices, whose gradient is no scatter
+    rows = [maps[r] for r in table.reshape(-1)]
+    return jnp.stack(rows).reshape(*table.shape, *maps.shape[1:])
+
+  return {name: tied(stored[xy_representative(from_name(name)).name], table) for name, table in DIRECTION_TIES.items()}
 
 
 def _block(sig: Signature, masks: jax.Array, x: Multitensor, weights: dict) -> Multitensor:

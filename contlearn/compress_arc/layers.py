@@ -365,7 +365,9 @@ def _directional(
       kinds["diagonal" if vx and vy else "x" if vx else "y"].append((parity, d, flips))
   results = {}
   for kind, items in kinds.items():
-    lines = jnp.stack([jnp.flip(jnp.take(channel_halves[p], d, axis=d_axis), flips) for p, d, flips in items])
+    lines = jnp.stack(
+      [jnp.flip(jax.lax.index_in_dim(channel_halves[p], d, d_axis, keepdims=False), flips) for p, d, flips in items]
+    )
     line_masks = jnp.stack([jnp.flip(mask, flips) for _, _, flips in items])
     if kind == "diagonal":
       out = along_diagonal(lines, d_axis + 1, line_masks)
