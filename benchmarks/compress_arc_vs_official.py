@@ -7,7 +7,8 @@ grouped by signature, each group vmapped lanes of one compiled scan, the
 next group compiling while one trains; the Adam steps, the answer selection
 and every compilation are in the time, with a cold compilation cache).
 The official code (github.com/iliao2345/CompressARC, MIT, benchmark-only;
-`--peer` points at its folder) trains the same puzzles one at a time with
+`--peer` points at its folder) trains the same puzzles (first, so that a
+missing peer fails early) one at a time with
 its own `train.take_step` (forward, loss, backward, Adam, its answer
 logger) on the CPU, 2 torch threads. The official step takes seconds
 here, so it is timed over `--peer-steps` steps per puzzle after one warm-up
@@ -30,8 +31,10 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 
-from benchmarks import common
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 # The official code (CompressARC at 83a22218), checked out beside the repository unless --peer says where.
 DEFAULT_PEER = os.path.join(
@@ -58,6 +61,8 @@ def ensure_peer(peer: str):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
   os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep rather than spin
   sys.path.insert(0, os.path.abspath(peer))
+  # train.py imports its plotting module, which the benchmark never calls (and a trimmed copy may lack).
+  sys.modules.setdefault("visualization", types.ModuleType("visualization"))
   import arc_compressor  # noqa: F401  (sets the default device to CUDA when imported)
   import preprocessing  # noqa: F401
   import solution_selection  # noqa: F401
@@ -114,15 +119,15 @@ def main() -> None:
   puzzles = task.load("training", task.smallest("training", args.puzzles))
   groups = task.by_signature(puzzles)
 
+  challenges = peer_challenges(args.peer, [p.task_id for p in puzzles])
+  peer = peer_seconds(args.peer, challenges, args.peer_steps)  # first: a missing peer fails before the long part
+  peer_total = sum(v["setup_s"] + v["step_s"] * args.steps for v in peer.values())
+  theirs = len(puzzles) / peer_total * 3600
+
   start = time.perf_counter()
   solved = solve.solve(puzzles, steps=args.steps, progress=False)
   seconds = time.perf_counter() - start
   ours = len(puzzles) / seconds * 3600
-
-  challenges = peer_challenges(args.peer, [p.task_id for p in puzzles])
-  peer = peer_seconds(args.peer, challenges, args.peer_steps)
-  peer_total = sum(v["setup_s"] + v["step_s"] * args.steps for v in peer.values())
-  theirs = len(puzzles) / peer_total * 3600
 
   columns = ["code", "puzzles", f"seconds ({args.steps} steps each)", "puzzles per hour"]
   common.print_table(

@@ -12,11 +12,12 @@ import math
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import tqdm
 
-from contlearn.errors import DataError
+from contlearn.errors import CheckpointError, DataError
 from contlearn.tensorboard import ScalarWriter, truncate_events
 
 LN2 = math.log(2.0)
@@ -42,6 +43,26 @@ def write_atomic(path: pathlib.Path, text: str) -> None:
   staged = path.with_name(path.name + ".tmp")
   staged.write_text(text)
   staged.replace(path)
+
+
+def model_row(
+  path: pathlib.Path, config: dict[str, Any], resume: bool, train: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+  """A finished model's result row: read back from `path` when resuming a run of the same `config`, else
+  `train()`'s, written to `path` with its config (an experiment that runs several models in turn keeps
+  the finished ones when it resumes).
+
+  Raises:
+    CheckpointError: `path` holds a row of another configuration.
+  """
+  if resume and path.exists():
+    saved = json.loads(path.read_text())
+    if saved["config"] != config:
+      raise CheckpointError(f"cannot resume {path}: it holds a run of another configuration")
+    return saved["row"]
+  row = train()
+  write_atomic(path, json.dumps({"config": config, "row": row}, indent=2))
+  return row
 
 
 class RunLog:

@@ -29,6 +29,7 @@ Outputs:   OUT/results.json, OUT/results.md, OUT/thinking.png; OUT/<model>/ (che
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -41,7 +42,6 @@ import numpy as np
 
 from contlearn import engine, loop, rules
 from contlearn.config import FieldError, ModelConfig, require, to_dict
-from contlearn.errors import CheckpointError
 from contlearn.evaluation import score
 from contlearn.learner import ebt_learner, sequence_learner
 from contlearn.models import byte_lm
@@ -49,7 +49,7 @@ from contlearn.models.attention import SlidingWindowConfig
 from contlearn.models.ebt import EBTConfig, ebt_lm
 from contlearn.models.sizing import matched_width
 from contlearn.overrides import apply_preset
-from contlearn.run_log import LN2
+from contlearn.run_log import LN2, model_row
 from contlearn.stream.base import Chunk
 from contlearn.stream.phases import Domains, PhaseFeed
 
@@ -267,16 +267,9 @@ def run(cfg: Config, out: pathlib.Path, *, resume: bool = False, progress: bool 
   domains = Domains(DOMAINS, steps=cfg.steps, batch=cfg.batch, seq=cfg.ebt.seq, heldout=cfg.heldout)
   rows = []
   for name in cfg.models:
-    done = out / name / "row.json"
     saved_config = _json(dataclasses.replace(cfg, models=(name,)))
-    if resume and done.exists():
-      saved = json.loads(done.read_text())
-      if saved["config"] != saved_config:
-        raise CheckpointError(f"cannot resume {done}: it holds a run of another configuration")
-      row = saved["row"]
-    else:
-      row = train_and_eval(cfg, name, domains, out / name, resume=resume, progress=progress)
-      done.write_text(json.dumps({"config": saved_config, "row": row}, indent=2))
+    train = functools.partial(train_and_eval, cfg, name, domains, out / name, resume=resume, progress=progress)
+    row = model_row(out / name / "row.json", saved_config, resume, train)
     rows.append(row)
     result = {"config": _json(cfg), "rows": rows, "seconds": sum(r["seconds"] for r in rows)}
     (out / "results.json").write_text(json.dumps(result, indent=2))

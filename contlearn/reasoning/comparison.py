@@ -37,6 +37,7 @@ the segments used.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -49,12 +50,13 @@ import numpy as np
 
 from contlearn import engine, loop
 from contlearn.config import FieldError, require
-from contlearn.errors import CheckpointError, ConfigError
+from contlearn.errors import ConfigError
 from contlearn.overrides import apply_preset
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, PuzzleSet, arc_canvas, arc_vote, puzzle_kind, splits
 from contlearn.reasoning import hrm, trm
 from contlearn.reasoning.ema import ema_params
 from contlearn.reasoning.segments import SegmentConfig, rollout
+from contlearn.run_log import model_row
 
 MODELS = {"trm": "TRM (recursive)", "hrm": "HRM (hierarchical)", "single_pass": "single pass"}
 SCALES = ("smoke", "cpu", "gpu")
@@ -330,16 +332,9 @@ def run_comparison(
     data = tuple(one_identifier(s) for s in data)
   rows = []
   for name in cfg.models:
-    done = out / name / "row.json"
     saved_config = _json(dataclasses.replace(cfg, models=(name,)))
-    if resume and done.exists():
-      saved = json.loads(done.read_text())
-      if saved["config"] != saved_config:
-        raise CheckpointError(f"cannot resume {done}: it holds a run of another configuration")
-      row = saved["row"]
-    else:
-      row = train_and_eval(cfg, name, data, out / name, resume=resume, progress=progress)
-      done.write_text(json.dumps({"config": saved_config, "row": row}, indent=2))
+    train = functools.partial(train_and_eval, cfg, name, data, out / name, resume=resume, progress=progress)
+    row = model_row(out / name / "row.json", saved_config, resume, train)
     rows.append(row)
     result = {"config": _json(cfg), "rows": rows, "seconds": sum(r["seconds"] for r in rows)}
     result["puzzles"] = {"train": len(data[0]), "test": len(data[1])}
