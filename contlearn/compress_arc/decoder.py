@@ -72,13 +72,18 @@ class DecoderConfig:
 
   Attributes:
     n_layers: blocks of the residual stack.
-    share_up_dim, share_down_dim, softmax_dim, cummax_dim, shift_dim, nonlinear_dim: the inner
-      widths of those layers' residual projections (cummax_dim and shift_dim are even: half the
-      channels run each way).
+    share_up_dim: inner width of share_up's residual projections.
+    share_down_dim: inner width of share_down's.
+    softmax_dim: inner width of the softmax layer's.
+    cummax_dim: inner width of the cummax layer's (even: half the channels run each way).
+    shift_dim: inner width of the shift layer's (even).
+    nonlinear_dim: inner width of the nonlinear layer's.
     decoding_dim: latent channels Z per tensor.
-    channels, direction_channels: residual-stream channels K of a tensor without / with a direction axis.
+    channels: residual-stream channels K of a tensor without a direction axis.
+    direction_channels: K of a tensor with a direction axis.
     posterior_init_scale: standard deviation of the initial posterior means.
-    min_capacity, init_capacity: a tensor's desired capacity is e^(T) init_capacity + min_capacity nats.
+    min_capacity: a tensor's desired capacity is e^(T) init_capacity + min_capacity nats.
+    init_capacity: see min_capacity.
     capacity_log_scale: T = capacity_log_scale * target_capacity (a reparameterisation).
     head_bias_scale: the colour head's bias is multiplied by this.
     mask_fill: the logit added to mask positions beyond a grid's extent.

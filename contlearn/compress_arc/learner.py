@@ -46,7 +46,9 @@ class SolverConfig:
   """The per-puzzle training rule and network.
 
   Attributes:
-    lr, b1, b2: Adam's rate and moment decays (the official 0.01, 0.5, 0.9).
+    lr: Adam's rate (the official 0.01).
+    b1: its first-moment decay (0.5).
+    b2: its second-moment decay (0.9).
     decoder: the network's sizes and constants (`decoder.DecoderConfig`).
   """
 
