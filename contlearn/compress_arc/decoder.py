@@ -42,7 +42,6 @@ the reference's (tested against it).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
 from typing import NamedTuple
@@ -245,7 +244,6 @@ def _initial_weights(sig: Signature, config: DecoderConfig) -> dict:
   }
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
 def init_params(sig: Signature, key: jax.Array, config: DecoderConfig = DecoderConfig()) -> dict:
   """Fresh weights for a puzzle of signature `sig` (see the module docstring for the tree).
 
