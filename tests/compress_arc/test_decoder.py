@@ -56,7 +56,7 @@ def decode_lanes(*lanes: tuple[dict, PuzzleArrays]) -> list[decoder.DecoderOutpu
 
 def random_params(sig: Signature, seed: int) -> dict:
   """Weights of the initial tree's shapes, all drawn at random (capacities too, so every term matters)."""
-  template = jax.eval_shape(decoder.init_params, sig, jax.random.key(0))
+  template = jax.eval_shape(functools.partial(decoder.init_params, sig), jax.random.key(0))
   leaves, tree = jax.tree.flatten(template)
   rng = np.random.default_rng(seed)
   return tree.unflatten([jnp.asarray(0.3 * rng.normal(size=leaf.shape), jnp.float32) for leaf in leaves])
@@ -302,7 +302,7 @@ def params_of(model, sig: Signature) -> dict:
   """The reference model's weights in this package's parameter tree."""
   as_jax = lambda t: jnp.asarray(t.detach().cpu().numpy())  # noqa: E731
   flags = lambda dims: [int(f) for f in dims]  # noqa: E731
-  template = jax.eval_shape(decoder.init_params, sig, jax.random.key(0))
+  template = jax.eval_shape(functools.partial(decoder.init_params, sig), jax.random.key(0))
   latents = {
     dims.name: {
       "mean": as_jax(model.multiposteriors[flags(dims)][0]),
