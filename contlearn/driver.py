@@ -123,7 +123,7 @@ def fit(
       None: `TrainConfig()`.
     vocab: refuse token ids outside [0, vocab) (None: no check).
     resume: continue from the latest checkpoint in `out`.
-    devices: devices to split the batch over (default: all local devices).
+    devices: devices to split the batch over (default: every device of every process).
     prefetch: chunks prepared ahead on a host thread.
     progress: show a progress bar.
     name: label for the progress bar and the summary.

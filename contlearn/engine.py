@@ -71,8 +71,8 @@ class Learner(NamedTuple):
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A one-axis mesh ("data") over `devices` (default: all local devices)."""
-  devices = list(devices) if devices is not None else jax.local_devices()
+  """A one-axis mesh ("data") over `devices` (default: every device of every process of the run)."""
+  devices = list(devices) if devices is not None else jax.devices()
   return Mesh(np.array(devices), (DATA,))
 
 

@@ -39,15 +39,15 @@ import dataclasses
 import pathlib
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import jax
 from jax.sharding import Mesh
 
-from contlearn import engine, nonfinite
+from contlearn import engine, nonfinite, processes
 from contlearn.checkpoint import Checkpoints
-from contlearn.errors import CheckpointError, ConfigError, NonFiniteError
+from contlearn.errors import CheckpointError, ConfigError, ContlearnError, NonFiniteError
 from contlearn.lock import OutputLock
 from contlearn.stream.prefetch import Prefetcher
 
@@ -186,15 +186,7 @@ def run(
     h.on_start(loop)
   blocks = Prefetcher(feed, loop.position, prefetch)
   try:
-    for xs, position_after in blocks:
-      if STOP.is_set():  # a signal asked to stop: the state is whole here
-        for h in hooks:
-          h.on_interrupt(loop)
-        raise Interrupted
-      for h in hooks:
-        h.before_block(loop, xs)
-      if loop.stop:
-        break
+    for xs, position_after in _agreed(blocks, loop, hooks):
       new_units = size(xs)
       backup = nonfinite.copy_state(loop.state) if on_nonfinite == "skip" else None
       loop.state, metrics = run_block(loop.state, place(xs), loop.env)
@@ -211,8 +203,6 @@ def run(
       pending.append((loop.block, loop.units, new_units, metrics, finite))
       for h in hooks:
         h.after_block(loop)
-      if loop.stop:
-        break
     settle()
     for h in hooks:
       h.on_end(loop)
@@ -221,6 +211,38 @@ def run(
     for h in hooks:
       h.close()
   return loop
+
+
+def _agreed(blocks: Prefetcher, loop: Loop, hooks: list[Hook]) -> Iterator[tuple[Any, Any]]:
+  """The blocks to dispatch, each after the hooks' `before_block` and one
+  decision every process shares (`processes.agree`): a signal to stop, the end
+  of the feed, a hook's stop or an error on any process ends every process at
+  the same block. Raises `Interrupted` after the hooks' `on_interrupt`."""
+  items = iter(blocks)
+  while True:
+    interrupt, stopped, item, error = STOP.is_set(), loop.stop is not None, None, None
+    try:
+      if not stopped:  # an `after_block` hook ended the run
+        item = next(items, None)
+        if item is not None and not interrupt:
+          for h in hooks:
+            h.before_block(loop, item[0])
+    except ContlearnError as e:
+      error = e
+    end = not stopped and item is None
+    mine = processes.Flags(interrupt and not (stopped or end), end, loop.stop is not None, error)
+    agreed = processes.agree(mine)
+    if agreed.error is not None:
+      raise error or agreed.error
+    if agreed.end or agreed.stop:
+      loop.stop = loop.stop or ("another process stopped" if agreed.stop else None)
+      return
+    if agreed.interrupt:  # a signal asked to stop: the state is whole here
+      STOP.set()
+      for h in hooks:
+        h.on_interrupt(loop)
+      raise Interrupted
+    yield item
 
 
 #### Hooks every family uses ####
