@@ -12,7 +12,8 @@ every process and one mesh spans them.
              checkpoint save and restore, as orbax requires.
   agreement  before each chunk the processes exchange a few numbers
              (`agree`): a stop asked by a signal, the end of the stream, a
-             hook's stop, an error and its one-line message. Each process
+             hook's stop, the units (tokens) of the block, an error and its
+             one-line message. Each process
              then takes the same decision at the same chunk, so one process
              never leaves the loop while the others wait for it in a collective.
   failure    a process that dies stops sending heartbeats; after
@@ -21,8 +22,8 @@ every process and one mesh spans them.
 
 With one process every function here is immediate (no collective).
 
->>> is_writer(), agree(Flags(interrupt=False, end=True, stop=False, error=None))
-(True, Flags(interrupt=False, end=True, stop=False, error=None))
+>>> is_writer(), agree(Flags(interrupt=False, end=False, stop=False, units=512, error=None))
+(True, Flags(interrupt=False, end=False, stop=False, units=512, error=None))
 """
 
 from __future__ import annotations
@@ -168,38 +169,54 @@ def is_writer() -> bool:
 class Flags(NamedTuple):
   """One process's view of a chunk boundary, or the agreed one.
 
-  interrupt: a signal asked to stop; end: the stream ended; stop: a hook
-  ended the run; error: a problem that ends it (raised by every process).
+  interrupt: a signal asked to stop (agreed: in any process); end: the
+  feed ended (agreed: in every process); stop: a hook ended the run (any);
+  units: units in the process's block (agreed: their sum); error: a problem
+  that ends the run (agreed: the lowest process's, raised by every process).
   """
 
   interrupt: bool
   end: bool
   stop: bool
+  units: int
   error: ContlearnError | None
 
 
-_BY_EXIT_CODE = {DataError.exit_code: DataError, NonFiniteError.exit_code: NonFiniteError, 4: OutputError}
+_BY_EXIT_CODE = {
+  DataError.exit_code: DataError,
+  NonFiniteError.exit_code: NonFiniteError,
+  OutputError.exit_code: OutputError,
+}
+
+
+_HEAD = 7  # interrupt, end, stop, units // 2**31, units % 2**31, exit code (0: no error), message length
 
 
 def _encode(flags: Flags) -> np.ndarray:
-  """`flags` as int32: interrupt, end, stop, exit code (0: no error), message length, message bytes."""
+  """`flags` as one int32 row: `_HEAD`, then the error's message, one UTF-8 byte per entry."""
   message = str(flags.error).encode()[:MESSAGE_BYTES] if flags.error is not None else b""
-  row = np.zeros(5 + MESSAGE_BYTES, np.int32)
-  row[:5] = flags.interrupt, flags.end, flags.stop, flags.error.exit_code if flags.error else 0, len(message)
-  row[5 : 5 + len(message)] = np.frombuffer(message, np.uint8)
+  row = np.zeros(_HEAD + MESSAGE_BYTES, np.int32)
+  code = flags.error.exit_code if flags.error is not None else 0
+  row[:_HEAD] = flags.interrupt, flags.end, flags.stop, flags.units >> 31, flags.units & (2**31 - 1), code, len(message)
+  row[_HEAD : _HEAD + len(message)] = np.frombuffer(message, np.uint8)
   return row
 
 
 def _decide(rows: np.ndarray, mine: Flags) -> Flags:
-  """The agreed flags of every process's `rows` [processes, ...]: any process's
-  interrupt, end or stop; the error of the lowest process that has one."""
+  """The agreed flags of every process's row (`rows` [processes, ...]; see `Flags`).
+
+  >>> ok, failed = Flags(False, True, False, 0, None), Flags(False, False, False, 9, DataError("bad token"))
+  >>> _decide(np.stack([_encode(ok), _encode(failed)]), ok)
+  Flags(interrupt=False, end=False, stop=False, units=9, error=DataError('bad token'))
+  """
   error = mine.error
-  failed = np.flatnonzero(rows[:, 3])
+  failed = np.flatnonzero(rows[:, 5])
   if failed.size and error is None:
     row = rows[failed[0]]
-    message = bytes(row[5 : 5 + row[4]].astype(np.uint8)).decode(errors="replace")
-    error = _BY_EXIT_CODE.get(int(row[3]), ContlearnError)(message)
-  return Flags(bool(rows[:, 0].any()), bool(rows[:, 1].any()), bool(rows[:, 2].any()), error)
+    message = bytes(row[_HEAD : _HEAD + row[6]].astype(np.uint8)).decode(errors="replace")
+    error = _BY_EXIT_CODE.get(int(row[5]), ContlearnError)(message)
+  units = int(sum((int(high) << 31) + int(low) for high, low in rows[:, 3:5]))
+  return Flags(bool(rows[:, 0].any()), bool(rows[:, 1].all()), bool(rows[:, 2].any()), units, error)
 
 
 def agree(flags: Flags) -> Flags:

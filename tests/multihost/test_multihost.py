@@ -68,3 +68,58 @@ def test_two_processes_learn_as_one_with_one_writer(tmp_path, launch):
   assert summary["tokens"] == 3 * CHUNK and summary["devices"] == 4
   assert "outputs in" in ranks[0].stdout and "outputs in" not in ranks[1].stdout  # one report
   assert sorted(p.name for p in (two / run / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "3"]
+
+
+def _checkpoints(run: pathlib.Path) -> list[int]:
+  folder = run / "checkpoints"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def _when_training(run: pathlib.Path, procs, timeout: float = 240) -> None:
+  """Waits for the run's first checkpoint (every process is past its compilation)."""
+  deadline = time.monotonic() + timeout
+  while not _checkpoints(run):
+    assert time.monotonic() < deadline, "no checkpoint was written"
+    assert all(p.poll() is None for p in procs), "a process ended before the first checkpoint"
+    time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_others(tmp_path, launch):
+  out = tmp_path / "out"
+  procs = launch.start(2, 2, _run_args(_experiment(tmp_path, 10_000), out))
+  _when_training(out / "tiny_lm", procs)
+  procs[1].send_signal(signal.SIGKILL)
+  killed_at = time.monotonic()
+  survivor = launch.wait(procs, timeout=HEARTBEAT_S * 6)[0]
+  assert survivor.code not in (0, None), survivor.stderr[-2000:]  # ended by JAX's coordination service
+  assert time.monotonic() - killed_at < HEARTBEAT_S * 6
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_every_process_at_the_same_chunk(tmp_path, launch):
+  out = tmp_path / "out"
+  experiment = _experiment(tmp_path, 10_000)
+  procs = launch.start(2, 2, _run_args(experiment, out))
+  _when_training(out / "tiny_lm", procs)
+  procs[1].send_signal(signal.SIGTERM)
+  ranks = launch.wait(procs, timeout=120)
+  assert [r.code for r in ranks] == [130, 130], [r.stderr[-1500:] for r in ranks]
+  notes = [r.stderr.strip().splitlines()[-1] for r in ranks]
+  assert notes[0] == notes[1] and notes[0].startswith("contlearn: interrupted; --resume continues from checkpoint")
+  saved = _checkpoints(out / "tiny_lm")[-1]
+  assert notes[0].split("checkpoint ")[1].split()[0] == str(saved)
+  records = read_jsonl(out / "tiny_lm" / "metrics.jsonl")
+  assert [r["chunk"] for r in records] == list(range(1, saved + 1))  # one writer, up to the stop
+
+
+@pytest.mark.slow
+def test_resume_on_the_same_processes_is_exact(tmp_path, launch):
+  experiment = _experiment(tmp_path, 4)
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  _ok(launch(2, 2, _run_args(experiment, straight), timeout=240))
+  _ok(launch(2, 2, _run_args(experiment, resumed, "--tokens", str(2 * CHUNK)), timeout=240))
+  _ok(launch(2, 2, _run_args(experiment, resumed, "--resume"), timeout=240))
+  run = "tiny_lm"
+  losses = [[r["loss"] for r in read_jsonl(folder / run / "metrics.jsonl")] for folder in (straight, resumed)]
+  assert losses[0] == losses[1] and len(losses[0]) == 4
