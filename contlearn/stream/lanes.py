@@ -71,8 +71,9 @@ class DocumentLanes:
     return empty_chunk(steps, len(self.lanes), seq)
 
   def gather(self, position: list[list[int]]) -> list[list[int]]:
-    """The position of every lane: each lane's entry from the process that reads it
-    (a collective of every process; `position` itself when this share is every lane)."""
+    """The position of every lane: each lane's entry from the process that reads it, a lane
+    no process reads as it is in `position` (a collective of every process; `position`
+    itself when this share is every lane)."""
     if len(self.lanes) == self.shape[1]:
       return position
     from jax.experimental import multihost_utils
@@ -83,8 +84,11 @@ class DocumentLanes:
       rows[lane] = 1, doc, offset >> 31, offset & (2**31 - 1)
     every = np.asarray(multihost_utils.process_allgather(rows))  # [processes, lanes, 4]
     owner = np.argmax(every[:, :, 0], axis=0)
-    mine = every[owner, np.arange(self.shape[1])]
-    return [[int(doc), (int(high) << 31) + int(low)] for _, doc, high, low in mine]
+    rows = every[owner, np.arange(self.shape[1])]
+    return [
+      [int(doc), (int(high) << 31) + int(low)] if read else list(position[lane])
+      for lane, (read, doc, high, low) in enumerate(rows)
+    ]
 
   def describe(self) -> str:
     return self.name

@@ -123,3 +123,71 @@ def test_resume_on_the_same_processes_is_exact(tmp_path, launch):
   run = "tiny_lm"
   losses = [[r["loss"] for r in read_jsonl(folder / run / "metrics.jsonl")] for folder in (straight, resumed)]
   assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+# Lanes 0-3 (process 0 of 2) hold 40 bytes each, lanes 4-7 (process 1) 300: process 0's share ends
+# in the first chunk, process 1's in the fifth.
+UNEVEN = textwrap.dedent('''
+    """A tiny byte LM on documents of uneven lengths."""
+    from contlearn import driver
+    from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
+    from contlearn.learner import build_learner
+    from contlearn.stream import DocumentLanes
+
+    def get_config():
+      return Config(
+          data=DataConfig(batch=8, seq=16, steps=4),
+          model=ModelConfig(mixer="linear_attention", d_model=16, n_layers=1, n_heads=2),
+          train=TrainConfig(checkpoint_every=1, keep=2, log_every=1),
+      )
+
+    def run(cfg, out, *, resume=False, progress=True):
+      docs = [bytes(range(97, 97 + 26)) * 12 if i >= 4 else b"short lane, ends soon. " * 2 for i in range(8)]
+      stream = DocumentLanes([d[:300] if i >= 4 else d[:40] for i, d in enumerate(docs)], steps=4, batch=8, seq=16)
+      return driver.fit(build_learner(cfg), stream, out, settings=cfg.train, resume=resume, progress=progress)
+
+    def report(summary):
+      return f"tokens {summary['tokens']}"
+''')
+
+
+@pytest.mark.slow
+def test_shares_that_end_at_different_chunks_do_not_hang(tmp_path, launch):
+  experiment = tmp_path / "uneven.py"
+  experiment.write_text(UNEVEN)
+  one, two = tmp_path / "one", tmp_path / "two"
+  _ok(launch(1, 4, _run_args(str(experiment), one), timeout=240))
+  _ok(launch(2, 2, _run_args(str(experiment), two), timeout=240))
+  single, several = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+  assert [r["chunk"] for r in several] == [1, 2, 3, 4, 5] == [r["chunk"] for r in single]
+  assert [r["tokens"] for r in several] == [r["tokens"] for r in single]
+  assert several[-1]["tokens"] == 4 * 39 + 4 * 299  # every byte but each lane's first is a target
+  np.testing.assert_allclose([r["loss"] for r in several], [r["loss"] for r in single], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_bad_token_in_one_share_stops_every_process_with_one_line(tmp_path, launch):
+  data = tmp_path / "data.txt"
+  data.write_bytes(b"plain ascii text. " * 60 + b"\xff" * 100)  # the last lanes: process 1's share
+  ranks = launch(
+    2,
+    2,
+    _run_args(_experiment(tmp_path, 3), tmp_path / "out", "--set", f"data.path={data}", "--set", "model.vocab=128"),
+    240,
+  )
+  lines = [r.stderr.strip().splitlines()[-1] for r in ranks]
+  assert [r.code for r in ranks] == [2, 2], lines
+  assert lines[0] == lines[1]
+  assert lines[0].startswith("contlearn: error: token id 255 in file") and "lane 7," in lines[0]
+
+
+@pytest.mark.slow
+def test_resume_on_one_process_continues_a_run_of_two(tmp_path, launch):
+  experiment = _experiment(tmp_path, 4)
+  straight, moved = tmp_path / "straight", tmp_path / "moved"
+  _ok(launch(1, 4, _run_args(experiment, straight), timeout=240))
+  _ok(launch(2, 2, _run_args(experiment, moved, "--tokens", str(2 * CHUNK)), timeout=240))
+  _ok(launch(1, 4, _run_args(experiment, moved, "--resume"), timeout=240))
+  losses = [[r["loss"] for r in read_jsonl(folder / "tiny_lm" / "metrics.jsonl")] for folder in (straight, moved)]
+  assert len(losses[1]) == 4
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
