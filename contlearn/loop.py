@@ -31,6 +31,12 @@ the next block boundary with `Interrupted`, after the hooks' `on_interrupt`
 (the checkpoint hook saves the whole state there, unless it just did). Any
 other KeyboardInterrupt (a second Ctrl-C) stops at once: no hook runs but
 `close`, and the last finished checkpoint stands.
+
+Several processes (`contlearn.processes`) run this loop in step: before each
+block they agree on a stop asked by a signal, the end of the feed, a hook's
+stop and a `ContlearnError` of the feed or a hook's `before_block`, so every
+process leaves at the same block with the same error. With `shares`, each
+process's feed yields only its lanes of each block (`fit`).
 """
 
 from __future__ import annotations

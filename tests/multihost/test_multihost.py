@@ -55,8 +55,9 @@ def test_two_processes_learn_as_one_with_one_writer(tmp_path, launch):
   experiment = _experiment(tmp_path, 3)
   one = tmp_path / "one"
   two = tmp_path / "two"
-  _ok(launch(1, 4, _run_args(experiment, one), timeout=240))
-  ranks = launch(2, 2, _run_args(experiment, two), timeout=240)
+  started = launch.start(1, 4, _run_args(experiment, one)), launch.start(2, 2, _run_args(experiment, two))
+  _ok(launch.wait(started[0], timeout=240))
+  ranks = launch.wait(started[1], timeout=240)
   _ok(ranks)
   run = "tiny_lm"
   single, several = read_jsonl(one / run / "metrics.jsonl"), read_jsonl(two / run / "metrics.jsonl")
