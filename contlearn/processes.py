@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -125,12 +127,18 @@ def initialize(cluster: Cluster) -> None:
 
   Nothing happens for one process without `detect`.
 
+  A process other than 0 first waits up to `init_timeout` seconds for the
+  coordinator to accept connections: JAX's own client would end the process
+  with a stack trace instead of a line.
+
   Raises:
     ConfigError: the processes cannot join (no coordinator there, a timeout,
       no cluster to detect), in one line.
   """
   if not cluster.several:
     return
+  if cluster.coordinator and cluster.process_id > 0:
+    _wait_for(cluster.coordinator, cluster.init_timeout)
   import jax
 
   where = (
@@ -150,6 +158,23 @@ def initialize(cluster: Cluster) -> None:
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     how = "the detected cluster" if cluster.detect else f"{cluster.coordinator} as process {cluster.process_id}"
     raise ConfigError(f"cannot join the run's processes through {how}: {reason}") from None
+
+
+def _wait_for(coordinator: str, timeout: float) -> None:
+  """Returns once `coordinator` ("HOST:PORT") accepts a connection; ConfigError after `timeout` seconds."""
+  host, _, port = coordinator.rpartition(":")
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      socket.create_connection((host, int(port)), timeout=1.0).close()
+      return
+    except OSError as e:
+      if time.monotonic() > deadline:
+        raise ConfigError(
+          f"--coordinator {coordinator}: nothing answers there after {timeout:g} s ({e.strerror or e}); "
+          "start process 0 there, or give its address"
+        ) from None
+      time.sleep(0.25)
 
 
 def count() -> int:

@@ -69,6 +69,9 @@ def test_two_processes_learn_as_one_with_one_writer(tmp_path, launch):
   assert summary["tokens"] == 3 * CHUNK and summary["devices"] == 4
   assert "outputs in" in ranks[0].stdout and "outputs in" not in ranks[1].stdout  # one report
   assert sorted(p.name for p in (two / run / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "3"]
+  # each process read its own lanes; the checkpoint holds every lane's position, as one process's does
+  metas = [json.loads((folder / run / "checkpoints" / "3" / "meta" / "metadata").read_text()) for folder in (one, two)]
+  assert metas[1]["position"] == metas[0]["position"] and metas[1]["units"] == 3 * CHUNK
 
 
 def _checkpoints(run: pathlib.Path) -> list[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 
@@ -36,6 +38,17 @@ def test_bad_launch_values_are_one_line_and_status_2(flags, message, capsys, mon
   assert main(["run", "byte_lm", "--no-progress", *flags]) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith(f"contlearn: error: {message}") and len(err.splitlines()) == 1, err
+
+
+def test_a_process_that_finds_no_coordinator_says_so_in_one_line(capsys):
+  with socket.socket() as s:  # a port nothing listens on
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1", "--init-timeout", "1"]
+  assert main(["run", "byte_lm", "--no-progress", *flags]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f"contlearn: error: --coordinator 127.0.0.1:{port}: nothing answers there after 1 s")
+  assert len(err.splitlines()) == 1
 
 
 def test_the_environment_fills_what_the_flags_leave_out():
