@@ -186,6 +186,16 @@ def test_a_bad_token_in_one_share_stops_every_process_with_one_line(tmp_path, la
 
 
 @pytest.mark.slow
+def test_a_diverging_run_stops_every_process_with_status_3(tmp_path, launch):
+  out = tmp_path / "out"
+  ranks = launch(2, 2, _run_args(_experiment(tmp_path, 6), out, "--set", "train.lr=1e30"), 240)
+  lines = [r.stderr.strip().splitlines()[-1] for r in ranks]
+  assert [r.code for r in ranks] == [3, 3], lines
+  assert lines[0] == lines[1] and lines[0].startswith("contlearn: error: chunk ") and "non-finite" in lines[0]
+  assert all(np.isfinite(r["loss"]) for r in read_jsonl(out / "tiny_lm" / "metrics.jsonl"))
+
+
+@pytest.mark.slow
 def test_resume_on_one_process_continues_a_run_of_two(tmp_path, launch):
   experiment = _experiment(tmp_path, 4)
   straight, moved = tmp_path / "straight", tmp_path / "moved"
