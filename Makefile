@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 BIN := $(VENV)/bin
 
-.PHONY: run lint test test-all bench clean
+.PHONY: run lint test test-all test-multihost bench clean
 
 LINTED := contlearn experiments tests benchmarks examples setup.py
 
@@ -26,6 +26,10 @@ test: lint
 
 test-all: lint
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m '' $(ARGS)
+
+# Every test starts 2-3 processes: run them one at a time, not under xdist.
+test-multihost: lint
+	$(BIN)/python -m pytest -q -p no:xdist -m multihost tests/multihost $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(ARGS)

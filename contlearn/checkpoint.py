@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 
 from contlearn.errors import CheckpointError, OutputError
 from contlearn.fingerprint import fingerprint, first_mismatch
+from contlearn.processes import is_writer
 
 CORRUPT = "corrupt_checkpoints"
 FORMAT = 1  # the checkpoint layout this contlearn writes and reads: raise it when a state or position changes form
@@ -99,7 +100,10 @@ class Checkpoints:
       raise OutputError(f"cannot open checkpoints in {self.directory}: {_short(e)}") from None
 
   def remove_partial(self) -> None:
-    """Removes the temporary folders of saves that never finished (a run killed mid-save)."""
+    """Removes the temporary folders of saves that never finished (a run killed mid-save); the writing
+    process does, the others leave the shared folder to it."""
+    if not is_writer():
+      return
     for partial in self.directory.glob("*.orbax-checkpoint-tmp*"):
       shutil.rmtree(partial, ignore_errors=True)
 

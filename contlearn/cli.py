@@ -20,6 +20,14 @@ outputs that cannot be written (a full disk, a read-only or non-folder
 `--out`), 130 for SIGTERM or Ctrl-C. The first signal ends the run at the
 next chunk boundary with a checkpoint; a second stops at once. Either way the
 last line says which checkpoint `--resume` will continue from.
+
+Several processes (`--coordinator HOST:PORT --num-processes N --process-id I`,
+or `--distributed` on a cluster JAX detects; `contlearn.processes`) join
+before anything else runs. The signal handlers are installed after that, so
+they, not JAX's preemption notifier, receive SIGTERM; a signal to any process
+stops every process at the same chunk boundary, because the processes agree
+on every stop before each chunk. A process that dies ends the others after
+`--heartbeat-timeout` seconds with a non-zero status; `--resume` continues.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import threading
 from types import ModuleType
 from typing import Any, NoReturn
 
-from contlearn import catalog
+from contlearn import catalog, processes
 from contlearn.errors import ConfigError, ContlearnError, OutputError
 from contlearn.lock import OutputLock
 
@@ -115,6 +123,35 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     help="run only these models (comma-separated) of an experiment with several",
   )
   run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  several = run.add_argument_group(
+    "several processes",
+    "every process runs the same command with its own --process-id (or the CONTLEARN_* environment variables); "
+    "process 0 writes the logs, every process writes its checkpoint shards into the same --out",
+  )
+  several.add_argument(
+    "--coordinator", default=None, metavar="HOST:PORT", help=f"process 0's address (env {processes.ENV['coordinator']})"
+  )
+  several.add_argument(
+    "--num-processes", type=int, default=None, metavar="N", help=f"processes (env {processes.ENV['num_processes']})"
+  )
+  several.add_argument(
+    "--process-id", type=int, default=None, metavar="I", help=f"this process (env {processes.ENV['process_id']})"
+  )
+  several.add_argument(
+    "--distributed",
+    action="store_true",
+    help="let JAX detect the cluster (a TPU pod slice, SLURM, Open MPI)",
+  )
+  several.add_argument(
+    "--heartbeat-timeout",
+    type=int,
+    default=60,
+    metavar="S",
+    help="the others end this many seconds after a process stops answering (default 60)",
+  )
+  several.add_argument(
+    "--init-timeout", type=int, default=300, metavar="S", help="seconds to wait for every process (default 300)"
+  )
   commands.add_parser("list", help="list the experiments")
   return parser, run
 
@@ -207,6 +244,8 @@ def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
     interrupt = KeyboardInterrupt()
     interrupt.resume_note = f"the run had ended; its outputs in {out} are complete"
     raise interrupt
+  if not processes.is_writer():
+    return 0
   report = getattr(module, "report", driver.summary_table if catalog.is_stream_config(cfg) else None)
   if report is not None:
     print(report(result))
@@ -244,10 +283,28 @@ def _interrupted_line(e: KeyboardInterrupt) -> str:
   return f"contlearn: interrupted; {where}" if where else "contlearn: interrupted before any run had started"
 
 
+def _cluster(args: argparse.Namespace) -> processes.Cluster:
+  """The processes of the run, from the flags and the environment."""
+  return processes.cluster_from(
+    args.coordinator,
+    args.num_processes,
+    args.process_id,
+    detect=args.distributed,
+    heartbeat_timeout=args.heartbeat_timeout,
+    init_timeout=args.init_timeout,
+  )
+
+
 def main(argv: list[str] | None = None) -> int:
   """Runs the command line `argv` (default: `sys.argv[1:]`); returns the exit status."""
   parser, run_parser = _parser()
   args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+  if args.command == "run":  # before any other JAX call, and before the signal handlers (module docstring)
+    try:
+      processes.initialize(_cluster(args))
+    except ContlearnError as e:
+      print(f"contlearn: error: {e}", file=sys.stderr)
+      return e.exit_code
   stop_event().clear()
   handled = (signal.SIGTERM, signal.SIGINT)
   on_main_thread = threading.current_thread() is threading.main_thread()

@@ -25,7 +25,7 @@ from contlearn.errors import DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
 from contlearn.run_log import LN2, RunLog, Tally, write_atomic
-from contlearn.stream import Chunk, Stream, build_stream
+from contlearn.stream import Chunk, Stream, build_stream, share_of
 
 # Settings that may change between a run and its resumption.
 _RESUMABLE_CHANGES = (
@@ -38,14 +38,14 @@ _RESUMABLE_CHANGES = (
 )
 
 
-def check_tokens(chunk: Chunk, vocab: int, chunk_index: int, source: str) -> None:
-  """Raises DataError naming the first token id outside [0, vocab)."""
+def check_tokens(chunk: Chunk, vocab: int, chunk_index: int, source: str, first_lane: int = 0) -> None:
+  """Raises DataError naming the first token id outside [0, vocab) (lanes counted from `first_lane`)."""
   bad = (chunk.tokens < 0) | (chunk.tokens >= vocab)
   if bad.any():
     step, lane, pos = (int(i) for i in np.argwhere(bad)[0])
     value = int(chunk.tokens[step, lane, pos])
     raise DataError(
-      f"token id {value} in {source} (chunk {chunk_index}, step {step}, lane {lane}, "
+      f"token id {value} in {source} (chunk {chunk_index}, step {step}, lane {first_lane + lane}, "
       f"position {pos}) is outside the vocabulary [0, {vocab}) set by model.vocab"
     )
 
@@ -55,13 +55,14 @@ def _flat(cfg: Config) -> dict[str, Any]:
 
 
 class TokenCheck(loop.Hook):
-  """Refuses a block with a token id outside the vocabulary (`check_tokens`)."""
+  """Refuses a block with a token id outside the vocabulary (`check_tokens`); the block holds
+  the lanes from `first_lane` on (a process's share)."""
 
-  def __init__(self, vocab: int, source: str):
-    self.vocab, self.source = vocab, source
+  def __init__(self, vocab: int, source: str, first_lane: int = 0):
+    self.vocab, self.source, self.first_lane = vocab, source, first_lane
 
   def before_block(self, run: loop.Loop, xs: Chunk) -> None:
-    check_tokens(xs, self.vocab, run.block, self.source)
+    check_tokens(xs, self.vocab, run.block, self.source, self.first_lane)
 
 
 class StreamLog(loop.Hook):
@@ -123,7 +124,7 @@ def fit(
       None: `TrainConfig()`.
     vocab: refuse token ids outside [0, vocab) (None: no check).
     resume: continue from the latest checkpoint in `out`.
-    devices: devices to split the batch over (default: all local devices).
+    devices: devices to split the batch over (default: every device of every process).
     prefetch: chunks prepared ahead on a host thread.
     progress: show a progress bar.
     name: label for the progress bar and the summary.
@@ -141,11 +142,13 @@ def fit(
   mesh = engine.data_mesh(devices)
   steps, batch, _ = stream.shape
   engine.check_batch(batch, mesh)
+  lanes = engine.local_lanes(batch, mesh)
+  stream = share_of(stream, lanes)
   key = jax.random.PRNGKey(settings.seed)
   log = StreamLog(
     out, tokens=settings.tokens, log_every=settings.log_every, steps=steps, progress=progress, name=name or out.name
   )
-  checks = [TokenCheck(vocab, stream.describe())] if vocab is not None else []
+  checks = [TokenCheck(vocab, stream.describe(), lanes.start)] if vocab is not None else []
   run = loop.fit(
     learner,
     lambda: engine.init(learner, key, mesh=mesh),
@@ -161,6 +164,7 @@ def fit(
     same_run=lambda saved: loop.check_same_config(saved, config or {}, out, _RESUMABLE_CHANGES),
     prefetch=prefetch,
     on_nonfinite=settings.on_nonfinite,
+    shares=True,
   )
   if run.block == 0:
     raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")

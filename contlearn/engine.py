@@ -71,8 +71,8 @@ class Learner(NamedTuple):
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A one-axis mesh ("data") over `devices` (default: all local devices)."""
-  devices = list(devices) if devices is not None else jax.local_devices()
+  """A one-axis mesh ("data") over `devices` (default: every device of every process of the run)."""
+  devices = list(devices) if devices is not None else jax.devices()
   return Mesh(np.array(devices), (DATA,))
 
 
@@ -80,6 +80,21 @@ def check_batch(batch: int, mesh: Mesh) -> None:
   n = mesh.devices.size
   if batch % n:
     raise ConfigError(f"data.batch={batch} must be a multiple of the {n} devices it is split over")
+
+
+def local_lanes(batch: int, mesh: Mesh) -> range:
+  """The lanes (batch entries) of a block whose devices are this process's: a contiguous range.
+
+  >>> local_lanes(8, data_mesh())
+  range(0, 8)
+  """
+  sharding = NamedSharding(mesh, P(DATA))
+  starts = sorted({i[0].start or 0 for i in sharding.addressable_devices_indices_map((batch,)).values()})
+  width = batch // mesh.devices.size
+  lanes = range(starts[0], starts[-1] + width)
+  if len(lanes) != width * len(starts):
+    raise ConfigError(f"this process's devices hold lanes {starts} of {batch}, not a contiguous range")
+  return lanes
 
 
 #### Sharding: which axis of which leaf is split over the mesh ####
@@ -144,6 +159,13 @@ def place_xs(xs: PyTree, mesh: Mesh | None = None, *, lanes: bool = False) -> Py
   if mesh is None:
     return jax.device_put(xs)
   return jax.device_put(xs, xs_sharding(xs, mesh, lanes=lanes))
+
+
+def place_local_xs(xs: PyTree, mesh: Mesh) -> PyTree:
+  """A block of which this process holds only its lanes (`local_lanes`) on the mesh, the
+  whole block's batch axis split: each process passes its own share."""
+  split = NamedSharding(mesh, P(None, DATA))
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(split, np.asarray(x)), xs)
 
 
 #### The scan and its compiled forms ####

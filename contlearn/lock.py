@@ -4,7 +4,8 @@
 finished file)
 with `host pid` in it. A second process is refused with one line naming the
 holder; a lock left by a process that no longer runs on this host is taken
-over, with a line that says so. The same process may take the lock again
+over, with a line that says so. Of a run's several processes only the
+writing one (`contlearn.processes.is_writer`) holds the lock. The same process may take the lock again
 (an experiment's run and the runs of its models nest); it is released when
 the outermost holder leaves.
 
@@ -27,6 +28,7 @@ import sys
 from typing import ClassVar
 
 from contlearn.errors import OutputError, RunLocked
+from contlearn.processes import is_writer
 
 LOCK = ".contlearn.lock"
 
@@ -68,6 +70,9 @@ class OutputLock:
       self._held[self.folder] += 1
       return self
     prepare_folder(self.folder)
+    if not is_writer():  # the run's other processes write only their checkpoint shards
+      self._held[self.folder] = 1
+      return self
     staged = self.folder / f"{LOCK}.{os.getpid()}"
     try:
       staged.write_text(self.me + "\n")
@@ -104,4 +109,5 @@ class OutputLock:
     self._held[self.folder] -= 1
     if not self._held[self.folder]:
       del self._held[self.folder]
-      self.path.unlink(missing_ok=True)
+      if is_writer():
+        self.path.unlink(missing_ok=True)

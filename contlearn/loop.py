@@ -31,6 +31,12 @@ the next block boundary with `Interrupted`, after the hooks' `on_interrupt`
 (the checkpoint hook saves the whole state there, unless it just did). Any
 other KeyboardInterrupt (a second Ctrl-C) stops at once: no hook runs but
 `close`, and the last finished checkpoint stands.
+
+Several processes (`contlearn.processes`) run this loop in step: before each
+block they agree on a stop asked by a signal, the end of the feed, a hook's
+stop and a `ContlearnError` of the feed or a hook's `before_block`, so every
+process leaves at the same block with the same error. With `shares`, each
+process's feed yields only its lanes of each block (`fit`).
 """
 
 from __future__ import annotations
@@ -39,15 +45,15 @@ import dataclasses
 import pathlib
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import jax
 from jax.sharding import Mesh
 
-from contlearn import engine, nonfinite
+from contlearn import engine, nonfinite, processes
 from contlearn.checkpoint import Checkpoints
-from contlearn.errors import CheckpointError, ConfigError, NonFiniteError
+from contlearn.errors import CheckpointError, ConfigError, ContlearnError, NonFiniteError
 from contlearn.lock import OutputLock
 from contlearn.stream.prefetch import Prefetcher
 
@@ -140,6 +146,7 @@ def run(
   size: Callable[[Any], int] = lambda xs: 0,
   prefetch: int = 2,
   on_nonfinite: str = "stop",
+  shares: bool = False,
 ) -> Loop:
   """Runs blocks from `loop.position` until the feed ends or a hook stops it.
 
@@ -152,6 +159,9 @@ def run(
     size: units in a host block (e.g. unmasked tokens).
     prefetch: blocks prepared ahead on a host thread.
     on_nonfinite: "stop" or "skip" (see the module docstring).
+    shares: each process's feed yields only its share of every block (see
+      `fit`); the units are summed over the processes, and a process whose
+      share has ended feeds `feed.idle()` blocks until every share has.
 
   Raises:
     Interrupted: `STOP` was set (by a signal); the hooks' `on_interrupt` ran.
@@ -186,16 +196,7 @@ def run(
     h.on_start(loop)
   blocks = Prefetcher(feed, loop.position, prefetch)
   try:
-    for xs, position_after in blocks:
-      if STOP.is_set():  # a signal asked to stop: the state is whole here
-        for h in hooks:
-          h.on_interrupt(loop)
-        raise Interrupted
-      for h in hooks:
-        h.before_block(loop, xs)
-      if loop.stop:
-        break
-      new_units = size(xs)
+    for xs, position_after, new_units in _agreed(blocks, loop, hooks, feed, size, shares):
       backup = nonfinite.copy_state(loop.state) if on_nonfinite == "skip" else None
       loop.state, metrics = run_block(loop.state, place(xs), loop.env)
       finite = nonfinite.state_finite(loop.state)
@@ -211,8 +212,6 @@ def run(
       pending.append((loop.block, loop.units, new_units, metrics, finite))
       for h in hooks:
         h.after_block(loop)
-      if loop.stop:
-        break
     settle()
     for h in hooks:
       h.on_end(loop)
@@ -223,6 +222,44 @@ def run(
   return loop
 
 
+def _agreed(
+  blocks: Prefetcher, loop: Loop, hooks: list[Hook], feed: Feed, size: Callable[[Any], int], shares: bool
+) -> Iterator[tuple[Any, Any, int]]:
+  """`(block, position after it, its units)` to dispatch, each after the hooks'
+  `before_block` and one decision every process shares (`processes.agree`): a
+  signal to stop, a hook's stop or an error in any process, or the end of the
+  feed in every process, ends every process at the same block. Raises
+  `Interrupted` after the hooks' `on_interrupt`."""
+  items = iter(blocks)
+  while True:
+    interrupt, stopped, item, error = STOP.is_set(), loop.stop is not None, None, None
+    try:
+      if not stopped:  # an `after_block` hook ended the run
+        item = next(items, None)
+        if item is not None and not interrupt:
+          for h in hooks:
+            h.before_block(loop, item[0])
+    except ContlearnError as e:
+      error = e
+    end = not stopped and item is None
+    units = size(item[0]) if item is not None else 0
+    mine = processes.Flags(interrupt and not (stopped or end), end, loop.stop is not None, units, error)
+    agreed = processes.agree(mine)
+    if agreed.error is not None:
+      raise error or agreed.error
+    if agreed.end or agreed.stop:
+      loop.stop = loop.stop or ("another process stopped" if agreed.stop else None)
+      return
+    if agreed.interrupt:  # a signal asked to stop: the state is whole here
+      STOP.set()
+      for h in hooks:
+        h.on_interrupt(loop)
+      raise Interrupted
+    if item is None:  # this process's share has ended, another's has not
+      item = feed.idle(), loop.position
+    yield (*item, agreed.units if shares else units)
+
+
 #### Hooks every family uses ####
 
 
@@ -231,7 +268,8 @@ class Checkpoint(Hook):
 
   Each checkpoint holds the state and, as JSON, the feed position, the block
   and unit counts and every hook's `meta()`. `also(loop)` asks for an extra
-  save at a boundary (e.g. every task end).
+  save at a boundary (e.g. every task end). `gather(position)` is the position
+  saved (default: the loop's own; with `shares`, every process's lanes).
   """
 
   def __init__(
@@ -241,9 +279,10 @@ class Checkpoint(Hook):
     hooks: list[Hook],
     meta: dict[str, Any] | None = None,
     also: Callable[[Loop], bool] = lambda loop: False,
+    gather: Callable[[Any], Any] = lambda position: position,
   ):
     self.checkpoints, self.every, self.hooks = checkpoints, every, hooks
-    self.extra, self.also = dict(meta or {}), also
+    self.extra, self.also, self.gather = dict(meta or {}), also, gather
     self.saved_at: int | None = None
 
   def on_start(self, loop: Loop) -> None:
@@ -251,7 +290,13 @@ class Checkpoint(Hook):
 
   def save(self, loop: Loop) -> None:
     loop.settle()  # raises on a non-finite block: nothing non-finite is saved
-    meta = {"position": loop.position, "block": loop.block, "units": loop.units, "skipped": loop.skipped, **self.extra}
+    meta = {
+      "position": self.gather(loop.position),
+      "block": loop.block,
+      "units": loop.units,
+      "skipped": loop.skipped,
+      **self.extra,
+    }
     for h in self.hooks:
       meta.update(h.meta())
     self.checkpoints.save(loop.block, loop.state, meta)
@@ -338,6 +383,7 @@ def fit(
   prefetch: int = 2,
   on_nonfinite: str = "stop",
   compiled: Callable[..., Any] | None = None,
+  shares: bool = False,
 ) -> Loop:
   """Trains `learner` on `feed` into `out`, from scratch or from its newest intact checkpoint.
 
@@ -375,6 +421,10 @@ def fit(
     on_nonfinite: "stop" or "skip" a block with a non-finite value (see `run`).
     compiled: the block call already compiled for this run's shapes
       (`engine.compile_ahead`); None: compiled here.
+    shares: each process's feed yields only its lanes of every block (a
+      `contlearn.stream.share_of` stream: `idle()`, `gather(position)`), placed
+      with `engine.place_local_xs`; its position is gathered into each
+      checkpoint, so a resume on another number of processes finds every lane.
 
   Raises:
     CheckpointError: checkpoints exist but `resume` is False, or they hold
@@ -388,7 +438,8 @@ def fit(
   with OutputLock(out):
     checkpoints = Checkpoints(out / "checkpoints", keep=keep)
     hooks = list(hooks)
-    hooks.append(Checkpoint(checkpoints, checkpoint_every, hooks, meta={"config": config}, also=also))
+    gather = feed.gather if shares else lambda position: position
+    hooks.append(Checkpoint(checkpoints, checkpoint_every, hooks, meta={"config": config}, also=also, gather=gather))
     try:
       start = _resumed(checkpoints, init_state, hooks, config, out, mesh, lanes, same_run) if resume else None
       if start is None and checkpoints.latest() is not None:
@@ -417,10 +468,13 @@ def fit(
         start,
         feed,
         hooks,
-        place=lambda xs: engine.place_xs(xs, mesh, lanes=lanes),
+        place=(lambda xs: engine.place_local_xs(xs, mesh))
+        if shares
+        else lambda xs: engine.place_xs(xs, mesh, lanes=lanes),
         size=size,
         prefetch=prefetch,
         on_nonfinite=on_nonfinite,
+        shares=shares,
       )
     except KeyboardInterrupt as e:
       e.resume_note = resume_note(out / "checkpoints")

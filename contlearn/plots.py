@@ -6,9 +6,14 @@ import json
 import pathlib
 from collections.abc import Sequence
 
+from contlearn.processes import is_writer
+
 
 def plot_learning_curves(run_dirs: Sequence[pathlib.Path], path: pathlib.Path, title: str = "") -> pathlib.Path:
-  """One line per run (its folder name), prequential bits/byte vs tokens; writes a PNG."""
+  """One line per run (its folder name), prequential bits/byte vs tokens; writes a PNG
+  (in the writing process only, `contlearn.processes.is_writer`)."""
+  if not is_writer():
+    return path
   import matplotlib
 
   matplotlib.use("Agg")

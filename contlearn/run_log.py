@@ -18,6 +18,7 @@ from typing import Any
 import tqdm
 
 from contlearn.errors import CheckpointError, DataError
+from contlearn.processes import is_writer
 from contlearn.tensorboard import ScalarWriter, truncate_events
 
 LN2 = math.log(2.0)
@@ -39,7 +40,10 @@ def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
-  """Replaces `path` by `text` all at once (a kill leaves the old file or the new one)."""
+  """Replaces `path` by `text` all at once (a kill leaves the old file or the new one);
+  only the writing process writes (`contlearn.processes.is_writer`)."""
+  if not is_writer():
+    return
   staged = path.with_name(path.name + ".tmp")
   staged.write_text(text)
   staged.replace(path)
@@ -66,9 +70,12 @@ def model_row(
 
 
 class RunLog:
-  """Appends metric records to `out/metrics.jsonl` and `out/tensorboard/`."""
+  """Appends metric records to `out/metrics.jsonl` and `out/tensorboard/` and
+  shows the progress bar; in the writing process only (`is_writer`), the
+  others keep nothing but the bar's state."""
 
   def __init__(self, out: pathlib.Path, total_tokens: int | None, progress: bool, name: str):
+    self.writes = is_writer()
     self.path = out / "metrics.jsonl"
     self.events = out / "tensorboard"
     self._writer: ScalarWriter | None = None
@@ -78,7 +85,7 @@ class RunLog:
       unit="tok",
       unit_scale=True,
       desc=name,
-      disable=not progress,
+      disable=not (progress and self.writes),
       file=sys.stderr,
       dynamic_ncols=True,
     )
@@ -87,6 +94,8 @@ class RunLog:
   def truncate_after(self, chunk: int, tokens: int) -> None:
     """Drops the records past `chunk` and the TensorBoard events past `tokens`
     (a resumed run redoes them), and a torn last line left by a killed run."""
+    if not self.writes:
+      return
     kept = [r for r in self.records() if r["chunk"] <= chunk]
     if self.path.exists():
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
@@ -97,6 +106,8 @@ class RunLog:
     self._bar = tqdm.tqdm(initial=tokens, **self._bar_options)
 
   def write(self, record: dict[str, Any]) -> None:
+    if not self.writes:
+      return
     with self.path.open("a") as f:
       f.write(json.dumps(record) + "\n")
     if self._writer is None:

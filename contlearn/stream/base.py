@@ -44,3 +44,43 @@ def empty_chunk(steps: int, batch: int, seq: int) -> Chunk:
     tokens=np.zeros((steps, batch, seq + 1), np.int32),
     mask=np.zeros((steps, batch, seq), bool),
   )
+
+
+class LaneShare:
+  """Any stream as one process of several reads it: the whole stream is read
+  (its position stays the whole stream's, the same in every process) and only
+  the range `lanes` of each chunk kept. `DocumentLanes.share` reads only its lanes."""
+
+  def __init__(self, stream: Stream, lanes: range):
+    self.stream, self.lanes, self.shape = stream, lanes, stream.shape
+
+  def start(self) -> Any:
+    return self.stream.start()
+
+  def next(self, position: Any) -> tuple[Chunk | None, Any]:
+    chunk, position = self.stream.next(position)
+    if chunk is None:
+      return None, position
+    return Chunk(*(np.asarray(a)[:, self.lanes.start : self.lanes.stop] for a in chunk)), position
+
+  def describe(self) -> str:
+    return self.stream.describe()
+
+  def idle(self) -> Chunk:
+    """A chunk of this share with no tokens."""
+    steps, _, seq = self.shape
+    return empty_chunk(steps, len(self.lanes), seq)
+
+  def gather(self, position: Any) -> Any:
+    """The whole stream's position (every process holds it)."""
+    return position
+
+
+def share_of(stream: Stream, lanes: range) -> Stream:
+  """The part of `stream` one process reads: its lanes `lanes` (`stream.share(lanes)` where it has one).
+
+  The result also has `idle()` (a chunk of its lanes without tokens) and
+  `gather(position)` (the whole stream's position, a collective).
+  """
+  share = getattr(stream, "share", None)
+  return share(lanes) if share is not None else LaneShare(stream, lanes)

@@ -10,10 +10,18 @@ around the documents forever, an unbounded stream.
 
 The position is `[[doc, offset], ...]`, one pair per lane (doc = -1 once the
 lane has ended); it is all a resumed run needs.
+
+`share(lanes)` is the same stream read by one process of several: it reads
+only the lanes of the range `lanes` (its chunks have `len(lanes)` lanes) and
+advances only their entries of the position, which stays a pair per lane of
+the whole stream; `gather(position)` collects every process's entries into
+one position (saved with each checkpoint, so a resume on another number of
+processes finds every lane).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Sequence
 
@@ -46,7 +54,41 @@ class DocumentLanes:
     self.shape = (steps, batch, seq)
     self.repeat = repeat
     self.name = name
+    self.lanes = range(batch)
     self._doc = functools.lru_cache(maxsize=4 * batch + 8)(lambda i: bytes(docs[i]))
+
+  def share(self, lanes: range) -> DocumentLanes:
+    """This stream reading only `lanes` (a contiguous range of its lanes)."""
+    if lanes.step != 1 or not 0 <= lanes.start < lanes.stop <= self.shape[1]:
+      raise DataError(f"lanes {lanes.start}..{lanes.stop - 1} are not a range of the {self.shape[1]} lanes")
+    shared = copy.copy(self)
+    shared.lanes = lanes
+    return shared
+
+  def idle(self) -> Chunk:
+    """A chunk of this share with no tokens (its lanes have ended while another process's have not)."""
+    steps, _, seq = self.shape
+    return empty_chunk(steps, len(self.lanes), seq)
+
+  def gather(self, position: list[list[int]]) -> list[list[int]]:
+    """The position of every lane: each lane's entry from the process that reads it, a lane
+    no process reads as it is in `position` (a collective of every process; `position`
+    itself when this share is every lane)."""
+    if len(self.lanes) == self.shape[1]:
+      return position
+    from jax.experimental import multihost_utils
+
+    rows = np.zeros((self.shape[1], 4), np.int32)  # read here, doc, offset // 2**31, offset % 2**31
+    for lane in self.lanes:
+      doc, offset = position[lane]
+      rows[lane] = 1, doc, offset >> 31, offset & (2**31 - 1)
+    every = np.asarray(multihost_utils.process_allgather(rows))  # [processes, lanes, 4]
+    owner = np.argmax(every[:, :, 0], axis=0)
+    rows = every[owner, np.arange(self.shape[1])]
+    return [
+      [int(doc), (int(high) << 31) + int(low)] if read else list(position[lane])
+      for lane, (read, doc, high, low) in enumerate(rows)
+    ]
 
   def describe(self) -> str:
     return self.name
@@ -84,20 +126,21 @@ class DocumentLanes:
     return b"".join(parts), doc, offset
 
   def next(self, position):
-    steps, batch, seq = self.shape
-    chunk = empty_chunk(steps, batch, seq)
+    chunk = self.idle()
+    steps, _, seq = self.shape
     position = [list(p) for p in position]
     produced = False
     for s in range(steps):
-      for lane in range(batch):
+      for lane in self.lanes:
         doc, offset = position[lane]
         if doc < 0:
           continue
         window, _, _ = self._take(lane, doc, offset, seq + 1)
         _, doc, offset = self._take(lane, doc, offset, seq)
         if len(window) >= 2:
-          chunk.tokens[s, lane, : len(window)] = np.frombuffer(window, np.uint8)
-          chunk.mask[s, lane, : len(window) - 1] = True
+          i = lane - self.lanes.start
+          chunk.tokens[s, i, : len(window)] = np.frombuffer(window, np.uint8)
+          chunk.mask[s, i, : len(window) - 1] = True
           produced = True
         if len(window) <= seq:  # fewer than seq + 1 bytes: the lane has ended
           doc, offset = -1, 0
