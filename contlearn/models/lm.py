@@ -7,6 +7,13 @@
 The model is a `Model` of pure functions; its state across steps (`memory`,
 one mixer state per layer) is separate from its parameters, and
 `level_labels` says which level of the learner owns each parameter.
+
+Precision, rematerialisation and layer scan follow `ModelConfig`:
+`param_dtype` is the dtype `init_params` stores, `compute_dtype` the one
+`apply` casts the weights to (the logits are float32 whatever it is, and
+each layer's memory keeps the dtypes of `init_memory`); `remat` wraps each
+block in `jax.checkpoint`; `scan_layers` stacks the blocks' parameters
+(`stack_blocks`) and runs them with `lax.scan`.
 """
 
 from __future__ import annotations
@@ -52,6 +59,24 @@ def is_hidden_matrix(path, leaf) -> bool:
   return top == "blocks" and getattr(leaf, "ndim", 0) == 2
 
 
+def stack_blocks(params: Any) -> Any:
+  """Params with `"blocks"` a list of L blocks -> one block whose leaves lead with [L] (`scan_layers`'s layout)."""
+  return {**params, "blocks": jax.tree.map(lambda *layer: jnp.stack(layer), *params["blocks"])}
+
+
+def unstack_blocks(params: Any) -> Any:
+  """The inverse of `stack_blocks`: `"blocks"` as a list of L blocks."""
+  n_layers = jax.tree.leaves(params["blocks"])[0].shape[0]
+  return {**params, "blocks": [jax.tree.map(lambda a, i=i: a[i], params["blocks"]) for i in range(n_layers)]}
+
+
+def checkpointed(fn: Callable, remat: str) -> Callable:
+  """`fn` as `ModelConfig.remat` says: itself ("none"), `jax.checkpoint` ("block") or with the named policy."""
+  if remat == "none":
+    return fn
+  return jax.checkpoint(fn, policy=None if remat == "block" else getattr(jax.checkpoint_policies, remat))
+
+
 def byte_lm(cfg: ModelConfig) -> Model:
   """The language model described by `cfg` (see the module docstring)."""
   mixer = build_mixer(cfg)
@@ -59,6 +84,7 @@ def byte_lm(cfg: ModelConfig) -> Model:
   d = cfg.d_model
   out_scale = 1.0 / cfg.n_layers
   n_cms = len(cfg.cms_periods)
+  compute = jnp.dtype(cfg.compute_dtype)
 
   def init_params(key):
     k_embed, k_head, *k_layers = jax.random.split(key, 2 + cfg.n_layers)
@@ -70,34 +96,49 @@ def byte_lm(cfg: ModelConfig) -> Model:
       else:
         ff = layers.mlp_init(k_ff, d, cfg.mlp_ratio * d, out_scale)
       blocks.append({"mixer": mixer.init_params(k_mix), "ff": ff})
-    return {
+    params = {
       "embed": jax.random.normal(k_embed, (cfg.vocab, d), jnp.float32),
       "blocks": blocks,
       "final_norm": jnp.ones((d,), jnp.float32),
       "head": layers.dense_init(k_head, d, cfg.vocab),
     }
+    return layers.cast_floats(stack_blocks(params) if cfg.scan_layers else params, jnp.dtype(cfg.param_dtype))
 
   def init_memory(batch):
     return [mixer.init_state(batch) for _ in range(cfg.n_layers)]
 
+  def block_apply(block, state, h, mask):
+    """One block: `h [B, T, D]` and the layer's memory -> the next `h` and memory (in the dtypes of `state`)."""
+    y, new_state = mixer.apply(block["mixer"], state, h, mask)
+    new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_state, state)
+    h = h + y.astype(h.dtype)
+    if n_cms:
+      return cms.cms_apply(block["ff"], h, cfg.cms_variant), new_state
+    return h + layers.mlp_apply(block["ff"], h), new_state
+
+  block_apply = checkpointed(block_apply, cfg.remat)
+
   def apply(params, memory, tokens, mask):
+    params = layers.cast_floats(params, compute)
     h = params["embed"][tokens]
-    new_memory = []
-    for block, state in zip(params["blocks"], memory):
-      y, state = mixer.apply(block["mixer"], state, h, mask)
-      h = h + y
-      if n_cms:
-        h = cms.cms_apply(block["ff"], h, cfg.cms_variant)
-      else:
-        h = h + layers.mlp_apply(block["ff"], h)
-      new_memory.append(state)
-    logits = layers.rms_norm(h, params["final_norm"]) @ params["head"]
+    if cfg.scan_layers:
+      layer_step = lambda h, layer: block_apply(*layer, h, mask)  # (block, state) -> (h, state)
+      stacked = jax.tree.map(lambda *layer: jnp.stack(layer), *memory)
+      h, stacked = jax.lax.scan(layer_step, h, (params["blocks"], stacked))
+      new_memory = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(cfg.n_layers)]
+    else:
+      new_memory = []
+      for block, state in zip(params["blocks"], memory):
+        h, state = block_apply(block, state, h, mask)
+        new_memory.append(state)
+    normed = layers.rms_norm(h, params["final_norm"])
+    logits = jnp.matmul(normed, params["head"], preferred_element_type=jnp.float32)
     return logits, new_memory
 
   def level_labels(params):
     labels = jax.tree.map(lambda _: OUTER, params)
     if n_cms:
-      for block in labels["blocks"]:
+      for block in [labels["blocks"]] if cfg.scan_layers else labels["blocks"]:
         block["ff"] = [jax.tree.map(lambda _, i=i: cms.level_name(i), blk) for i, blk in enumerate(block["ff"])]
     return labels
 
