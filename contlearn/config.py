@@ -272,7 +272,8 @@ class ModelConfig:
     param_dtype: dtype of the stored (master) weights, "float32" (default;
       the optimizer's moments follow it) or "bfloat16".
     compute_dtype: dtype of activations and matmuls: "float32" (default) or
-      "bfloat16" (the weights are cast to it inside `apply`). Whatever it
+      "bfloat16" (the weights are cast to it inside `apply`; "float32" keeps
+      float64 weights, under jax's x64, in float64). Whatever it
       is, the output logits (and so softmax and loss) are float32, and the
       streaming memories that integrate over the whole stream (linear
       attention sums, delta-rule, TTT, Titans and Hope memories) stay

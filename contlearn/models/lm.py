@@ -86,6 +86,12 @@ def byte_lm(cfg: ModelConfig) -> Model:
   n_cms = len(cfg.cms_periods)
   compute = jnp.dtype(cfg.compute_dtype)
 
+  def in_compute_dtype(a):
+    """A weight in the compute dtype; "float32" means at least float32 (float64 weights, under x64, stay)."""
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+      return a
+    return a.astype(layers.wide(a.dtype) if compute == jnp.float32 else compute)
+
   def init_params(key):
     k_embed, k_head, *k_layers = jax.random.split(key, 2 + cfg.n_layers)
     blocks = []
@@ -119,7 +125,7 @@ def byte_lm(cfg: ModelConfig) -> Model:
   block_apply = checkpointed(block_apply, cfg.remat)
 
   def apply(params, memory, tokens, mask):
-    params = layers.cast_floats(params, compute)
+    params = jax.tree.map(in_compute_dtype, params)
     h = params["embed"][tokens]
     if cfg.scan_layers:
       layer_step = lambda h, layer: block_apply(*layer, h, mask)  # (block, state) -> (h, state)
@@ -132,7 +138,7 @@ def byte_lm(cfg: ModelConfig) -> Model:
         h, state = block_apply(block, state, h, mask)
         new_memory.append(state)
     normed = layers.rms_norm(h, params["final_norm"])
-    logits = jnp.matmul(normed, params["head"], preferred_element_type=jnp.float32)
+    logits = jnp.matmul(normed, params["head"], preferred_element_type=layers.wide(normed.dtype))
     return logits, new_memory
 
   def level_labels(params):
