@@ -143,8 +143,8 @@ FAST_REMATS = ("block", "dots_with_no_batch_dims_saveable")
 def test_remat_gives_the_same_gradients(model, remat):
   cfg, params, loss, grads = _reference(model)
   loss_r, grads_r = _loss_and_grads(dataclasses.replace(cfg, remat=remat), params)
-  np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_r, grads)
+  np.testing.assert_allclose(loss_r, loss, rtol=1e-6)  # exact on the CPU but for everything_saveable (fused apart)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), grads_r, grads)
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -158,8 +158,8 @@ def test_scan_layers_gives_the_same_loss_and_gradients_on_the_restacked_params(m
   assert jax.tree.leaves(stacked["blocks"])[0].shape[0] == 3
   loss, grads = _loss_and_grads(cfg, params)
   loss_s, grads_s = _loss_and_grads(scanned, stacked)
-  np.testing.assert_allclose(loss_s, loss, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), unstack_blocks(grads_s), grads)
+  np.testing.assert_allclose(loss_s, loss, rtol=1e-6)  # a scan may fuse differently: equal to float rounding
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), unstack_blocks(grads_s), grads)
   labels = byte_lm(scanned).level_labels(stacked)
   assert jax.tree.structure(labels) == jax.tree.structure(stacked)
   assert byte_lm(cfg).level_labels(params)["blocks"] == [labels["blocks"]] * 3
