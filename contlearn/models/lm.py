@@ -54,7 +54,10 @@ class Model(NamedTuple):
 
 
 def is_hidden_matrix(path, leaf) -> bool:
-  """True for the weight matrices inside the blocks (not embedding, head or norms)."""
+  """True for the weight matrices inside the blocks (not embedding, head or norms).
+
+  Blocks stacked by `model.scan_layers` hold [L, ...] leaves, none of them 2-D: an
+  orthogonalising optimizer is refused then (`learner.build_learner`)."""
   top = getattr(path[0], "key", None) if path else None
   return top == "blocks" and getattr(leaf, "ndim", 0) == 2
 
@@ -70,11 +73,14 @@ def unstack_blocks(params: Any) -> Any:
   return {**params, "blocks": [jax.tree.map(lambda a, i=i: a[i], params["blocks"]) for i in range(n_layers)]}
 
 
-def checkpointed(fn: Callable, remat: str) -> Callable:
-  """`fn` as `ModelConfig.remat` says: itself ("none"), `jax.checkpoint` ("block") or with the named policy."""
+def checkpointed(fn: Callable, remat: str, in_scan: bool = False) -> Callable:
+  """`fn` as `ModelConfig.remat` says: itself ("none"), `jax.checkpoint` ("block") or with the named policy.
+
+  `in_scan`: `fn` is a `lax.scan` body, which needs no protection from common-subexpression elimination."""
   if remat == "none":
     return fn
-  return jax.checkpoint(fn, policy=None if remat == "block" else getattr(jax.checkpoint_policies, remat))
+  policy = None if remat == "block" else getattr(jax.checkpoint_policies, remat)
+  return jax.checkpoint(fn, policy=policy, prevent_cse=not in_scan)
 
 
 def byte_lm(cfg: ModelConfig) -> Model:
@@ -122,7 +128,7 @@ def byte_lm(cfg: ModelConfig) -> Model:
       return cms.cms_apply(block["ff"], h, cfg.cms_variant), new_state
     return h + layers.mlp_apply(block["ff"], h), new_state
 
-  block_apply = checkpointed(block_apply, cfg.remat)
+  block_apply = checkpointed(block_apply, cfg.remat, in_scan=cfg.scan_layers)
 
   def apply(params, memory, tokens, mask):
     params = jax.tree.map(in_compute_dtype, params)
