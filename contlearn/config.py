@@ -240,6 +240,11 @@ def with_known_fields(mixer: MixerConfig | str, **fields: Any) -> MixerConfig:
   return dataclasses.replace(cfg, **{k: v for k, v in fields.items() if k in own})
 
 
+DTYPES = ("float32", "bfloat16")
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable")
+"""The `jax.checkpoint_policies` that `ModelConfig.remat` may name (those that take no arguments)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """A byte-level language model: embedding, blocks, output head.
@@ -264,6 +269,26 @@ class ModelConfig:
       "sequential" (a chain), "independent" (parallel, summed) or "nested"
       (one MLP whose weights are the sum of the levels' parts, each faster
       part reset to zero whenever the next slower level updates).
+    param_dtype: dtype of the stored (master) weights, "float32" (default;
+      the optimizer's moments follow it) or "bfloat16".
+    compute_dtype: dtype of activations and matmuls: "float32" (default) or
+      "bfloat16" (the weights are cast to it inside `apply`; "float32" keeps
+      float64 weights, under jax's x64, in float64). Whatever it
+      is, the output logits (and so softmax and loss) are float32, and the
+      streaming memories that integrate over the whole stream (linear
+      attention sums, delta-rule, TTT, Titans and Hope memories) stay
+      float32; an attention KV cache holds the compute dtype.
+    remat: rematerialisation of each block in the backward pass: "none"
+      (keep all activations), "block" (`jax.checkpoint` of each block: keep
+      only its inputs) or a `jax.checkpoint_policies` policy name
+      (`REMAT_POLICIES`), e.g. "dots_with_no_batch_dims_saveable". Saves
+      memory, costs compute; the gradients are the same.
+    scan_layers: stack the blocks' parameters (each leaf gains a leading
+      [n_layers] axis; `params["blocks"]` is one block, not a list) and run
+      the blocks with `lax.scan`, which compiles one block instead of
+      n_layers. This changes the params layout and therefore the checkpoint
+      format: a run's checkpoints restore only with the same setting. The
+      memory (one state per layer) keeps its layout.
   """
 
   mixer: MixerConfig | str = "linear_attention"
@@ -275,6 +300,10 @@ class ModelConfig:
   cms_periods: tuple[int, ...] = ()
   cms_hidden: int = 2
   cms_variant: str = "sequential"
+  param_dtype: str = "float32"
+  compute_dtype: str = "float32"
+  remat: str = "none"
+  scan_layers: bool = False
 
   def __post_init__(self):
     if isinstance(self.mixer, str):
@@ -283,7 +312,11 @@ class ModelConfig:
       self.mixer.name  # noqa: B018  (refuses a class that no mixer registered)
     else:
       raise ConfigError(f"model.mixer={self.mixer!r}: give a mixer's name or its config (a MixerConfig)")
-    require(self, positive=("vocab", "d_model", "n_layers", "n_heads", "mlp_ratio", "cms_periods", "cms_hidden"))
+    require(
+      self,
+      positive=("vocab", "d_model", "n_layers", "n_heads", "mlp_ratio", "cms_periods", "cms_hidden"),
+      choices={"param_dtype": DTYPES, "compute_dtype": DTYPES, "remat": ("none", "block", *REMAT_POLICIES)},
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -94,8 +94,8 @@ def sequence_task_model(model: Model, seq: int | None = None) -> TaskModel:
     return model.apply(params, start, batch.tokens[:, :-1], batch.mask)
 
   def nll(params, batch: Sequences):
-    logits, memory = run(params, batch)
-    per_token = optax.softmax_cross_entropy_with_integer_labels(logits, batch.tokens[:, 1:])
+    logits, memory = run(params, batch)  # the loss is float32 whatever the model computes in
+    per_token = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch.tokens[:, 1:])
     return per_token * _weights(batch), memory
 
   def loss(params, batch: Sequences):
@@ -200,11 +200,17 @@ def check_step_length(cfg: Config, model: Model) -> None:
 def build_learner(cfg: Config) -> Learner:
   """The byte LM of `cfg.model`, trained by the outer optimizer and CMS levels.
 
-  Raises ConfigError for a bad model or a step length the model cannot carry.
+  Raises ConfigError for a bad model, a step length the model cannot carry,
+  or an orthogonalising optimizer over stacked blocks (`model.scan_layers`).
   """
   model = byte_lm(cfg.model)
   check_step_length(cfg, model)
   t = cfg.train
+  if cfg.model.scan_layers and t.optimizer in rules.ORTHOGONALISED:
+    raise ConfigError(
+      f"train.optimizer={t.optimizer!r} orthogonalises each block's weight matrices, which model.scan_layers=true "
+      "stacks across layers; use model.scan_layers=false or another optimizer"
+    )
   level_rules = {"outer": rules.optimizer(t.optimizer, t.lr, t.clip, is_hidden_matrix=is_hidden_matrix)}
   periods = cfg.model.cms_periods
   for i, period in enumerate(periods):

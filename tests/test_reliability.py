@@ -141,6 +141,19 @@ def _same_as_uninterrupted(exp: str, out: pathlib.Path, *args: str, models=("fir
     ("model.d_model=-8", "--set model.d_model=-8: must be an integer > 0"),
     ("model.n_layers=0", "--set model.n_layers=0: must be an integer > 0"),
     ("model.cms_periods=4,0", "--set model.cms_periods=4,0: must be an integer > 0 (each item)"),
+    (
+      "model.compute_dtype=float8",
+      "--set model.compute_dtype=float8: must be one of float32, bfloat16 (did you mean float32?)",
+    ),
+    (
+      "model.param_dtype=float16",
+      "--set model.param_dtype=float16: must be one of float32, bfloat16 (did you mean bfloat16?)",
+    ),
+    (
+      "model.remat=dots_saveble",
+      "--set model.remat=dots_saveble: must be one of none, block, nothing_saveable, dots_saveable, "
+      "dots_with_no_batch_dims_saveable, everything_saveable (did you mean dots_saveable?)",
+    ),
   ],
 )
 def test_a_bad_value_is_one_line_naming_the_field(tmp_path, capsys, override, message):

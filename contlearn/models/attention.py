@@ -14,7 +14,7 @@ position: their logit is the un-rotated `q . k_p / sqrt(Dh)`, the same for a
 query wherever it sits. With N_p = 0 there are none and nothing changes.
 
 State (leading axis B, the lane):
-  k, v:   [B, W, H, Dh]  the last W keys and values (un-rotated)
+  k, v:   [B, W, H, Dh]  the last W keys and values (un-rotated), in `model.compute_dtype`
   valid:  [B, W]         whether a cache slot holds a real token
 """
 
@@ -95,22 +95,22 @@ def attend(q, k, v, q_pos, k_pos, k_valid, window: int, persistent_kv=None) -> j
       without position.
 
   Returns:
-    [B, T, H, Dh]
+    [B, T, H, Dh] in v's dtype; the logits and softmax are in float32 (or wider).
   """
-  dh = q.shape[-1]
+  dh, acc = q.shape[-1], layers.wide(q.dtype)
   q_rot = layers.rope(q.swapaxes(1, 2), q_pos)  # [B, H, T, Dh]
   k = layers.rope(k.swapaxes(1, 2), k_pos)  # [B, H, S, Dh]
-  logits = jnp.einsum("bhtd,bhsd->bhts", q_rot, k) / jnp.sqrt(jnp.float32(dh))
+  logits = jnp.einsum("bhtd,bhsd->bhts", q_rot, k, preferred_element_type=acc) / jnp.sqrt(jnp.float32(dh))
   rel = q_pos[:, None] - k_pos[None, :]
   allowed = ((rel >= 0) & (rel < window))[None, None] & k_valid[:, None, None, :]
   logits = jnp.where(allowed, logits, _NEG)
   if persistent_kv is None:
-    weights = jax.nn.softmax(logits, axis=-1)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     return jnp.einsum("bhts,bshd->bthd", weights, v)
   p_k, p_v = persistent_kv
   n_p = p_k.shape[0]
-  p_logits = jnp.einsum("bthd,phd->bhtp", q, p_k) / jnp.sqrt(jnp.float32(dh))
-  weights = jax.nn.softmax(jnp.concatenate([p_logits, logits], axis=-1), axis=-1)
+  p_logits = jnp.einsum("bthd,phd->bhtp", q, p_k, preferred_element_type=acc) / jnp.sqrt(jnp.float32(dh))
+  weights = jax.nn.softmax(jnp.concatenate([p_logits, logits], axis=-1), axis=-1).astype(v.dtype)
   return jnp.einsum("bhtp,phd->bthd", weights[..., :n_p], p_v) + jnp.einsum("bhts,bshd->bthd", weights[..., n_p:], v)
 
 
@@ -119,11 +119,12 @@ def sliding_window_attention(cfg: SlidingWindowConfig, model: ModelConfig) -> Mi
   """Multi-head causal attention over a window of `cfg.window` tokens."""
   d, h, w = model.d_model, model.n_heads, cfg.window
   dh = head_width(model)
+  cache = jnp.dtype(model.compute_dtype)  # a window of keys, not an integral over the stream
 
   def init_state(batch):
     return {
-      "k": jnp.zeros((batch, w, h, dh), jnp.float32),
-      "v": jnp.zeros((batch, w, h, dh), jnp.float32),
+      "k": jnp.zeros((batch, w, h, dh), cache),
+      "v": jnp.zeros((batch, w, h, dh), cache),
       "valid": jnp.zeros((batch, w), bool),
     }
 

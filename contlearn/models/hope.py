@@ -45,6 +45,7 @@ from contlearn.config import ModelConfig, require
 from contlearn.errors import ConfigError
 from contlearn.memories import MemState, rules
 from contlearn.memories import self_modifying as sm
+from contlearn.models import layers
 from contlearn.models import memory_layer as ml
 from contlearn.models.mixer import Mixer, head_width, register_mixer
 
@@ -150,8 +151,9 @@ def self_modifying_titans(cfg: SelfModifyingTitansConfig, model: ModelConfig) ->
     heads = ml.causal_conv(params["conv"], state["conv"], xn).reshape(b, t, h, dh).transpose(0, 2, 1, 3)
     w = ml.from_start(state["started"], state["w"], params["w0"]) if learned_start else state["w"]
     mem = MemState(w, state["m"])
-    y, mem = per_head(params["sm"], mem, heads, mask)
-    return ml.merge_heads(params, y, xn), {**ml.carried(state, xn, mask), "w": mem.w, "m": mem.m}
+    dtype = jax.tree.leaves(w)[0].dtype  # the memories run in their state's dtype (float32), whatever the compute dtype
+    y, mem = per_head(layers.cast_floats(params["sm"], dtype), mem, heads.astype(dtype), mask)
+    return ml.merge_heads(params, y.astype(x.dtype), xn), {**ml.carried(state, xn, mask), "w": mem.w, "m": mem.m}
 
   reason = f"the chunk of the projection memories of model.mixer={cfg.name!r} (model.mixer.chunk_proj={cfg.chunk_proj})"
   return Mixer(init_params, init_state, apply, step_multiple=s.chunk_proj, step_reason=reason)

@@ -2,12 +2,28 @@
 
 Parameters are plain dicts of arrays; every function is `init(key, ...)` or
 `apply(params, x)`. Shapes: `D` model width, `H` hidden width.
+
+Activations may be bfloat16: norms and rotary angles are then computed in
+float32 (`wide`) and returned in the input's dtype.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+
+
+def wide(dtype: Any) -> jnp.dtype:
+  """The dtype to accumulate `dtype` values in: at least float32 (float32 for bfloat16, float64 stays)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def cast_floats(tree: Any, dtype: Any) -> Any:
+  """`tree` with its floating-point leaves cast to `dtype` (leaves already of `dtype` untouched)."""
+  cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != dtype else a
+  return jax.tree.map(cast, tree)
 
 
 def dense_init(key: jax.Array, d_in: int, d_out: int, scale: float = 1.0) -> jax.Array:
@@ -17,8 +33,9 @@ def dense_init(key: jax.Array, d_in: int, d_out: int, scale: float = 1.0) -> jax
 
 
 def rms_norm(x: jax.Array, scale: jax.Array | None = None, eps: float = 1e-6) -> jax.Array:
-  """Normalises the last axis of `x` to unit root-mean-square, then scales."""
-  y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+  """Normalises the last axis of `x` to unit root-mean-square (in `wide` precision, as x's dtype), then scales."""
+  xw = x.astype(wide(x.dtype))
+  y = (xw * jax.lax.rsqrt(jnp.mean(jnp.square(xw), axis=-1, keepdims=True) + eps)).astype(x.dtype)
   return y if scale is None else y * jnp.broadcast_to(scale, y.shape)
 
 
@@ -44,10 +61,11 @@ def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
 
 
 def rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:
-  """Rotary position embedding of `x [..., T, Dh]` at integer `positions [T]`."""
+  """Rotary position embedding of `x [..., T, Dh]` at integer `positions [T]` (angles in `wide` precision)."""
   half = x.shape[-1] // 2
-  freqs = base ** (-jnp.arange(half, dtype=x.dtype) / half)
-  angles = positions.astype(x.dtype)[:, None] * freqs[None, :]  # [T, Dh/2], in x's precision
+  angle_dtype = wide(x.dtype)
+  freqs = base ** (-jnp.arange(half, dtype=angle_dtype) / half)
+  angles = positions.astype(angle_dtype)[:, None] * freqs[None, :]  # [T, Dh/2]
   x1, x2 = x[..., :half], x[..., half:]
-  cos, sin = (jnp.broadcast_to(f(angles), x1.shape) for f in (jnp.cos, jnp.sin))
+  cos, sin = (jnp.broadcast_to(f(angles).astype(x.dtype), x1.shape) for f in (jnp.cos, jnp.sin))
   return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)

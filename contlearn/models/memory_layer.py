@@ -237,10 +237,14 @@ def current_memory(params, state):
 
 
 def read(model: memories.InnerModel, params, state, q: jax.Array) -> jax.Array:
-  """`M*(q)`: every head's memory read at `q [B, H, T, Dh]`, without a write; [B, H, T, Dh]."""
+  """`M*(q)`: every head's memory read at `q [B, H, T, Dh]`, without a write; [B, H, T, Dh] in q's dtype.
+
+  The memory is read in its own dtype (float32)."""
   per_head = lambda outer, w, qq: model.apply(w, outer, qq)
   run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0)), in_axes=(None, 0, 0))
-  return run(params.get("ln", {}), current_memory(params, state), q)
+  w = current_memory(params, state)
+  dtype = jax.tree.leaves(w)[0].dtype
+  return run(layers.cast_floats(params.get("ln", {}), dtype), w, q.astype(dtype)).astype(q.dtype)
 
 
 def carried(state: dict, conv_in: jax.Array, mask: jax.Array) -> dict:
@@ -331,11 +335,14 @@ def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock)
     qk_act = QK_ACTS[cfg.qk_act]
     q, k, v = layers.l2_normalize(qk_act(q)), layers.l2_normalize(qk_act(k)), jax.nn.silu(v)
     mem = memories.MemState(current_memory(params, state), state["m"])
-    outer = params.get("ln", {})
+    # the memory integrates over the stream: it runs in its state's dtype (float32) whatever the compute dtype
+    dtype = jax.tree.leaves(mem.w)[0].dtype
+    outer = layers.cast_floats(params.get("ln", {}), dtype)
     per_head = lambda o, s, qq, kk, vv, rr, mm: memories.chunked(rule, o, s, qq, kk, vv, rr, mm, chunk)
     run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0, 0, 0, 0, None)), in_axes=(None, 0, 0, 0, 0, 0, 0))
-    y, mem = run(outer, mem, q, k, v, rates(params, xn, b, t), mask)
-    return merge_heads(params, y, xn), {**carried(state, qkv_in, mask), "w": mem.w, "m": mem.m}
+    inputs = layers.cast_floats((q, k, v, rates(params, xn, b, t)), dtype)
+    y, mem = run(outer, mem, *inputs, mask)
+    return merge_heads(params, y.astype(x.dtype), xn), {**carried(state, qkv_in, mask), "w": mem.w, "m": mem.m}
 
   if memories.is_linear(rule):  # online: any split of the stream gives the same map
     return Mixer(init_params, init_state, apply)
