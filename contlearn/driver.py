@@ -35,7 +35,16 @@ _RESUMABLE_CHANGES = (
   "train.log_every",
   "train.on_nonfinite",
   "data.prefetch",
+  "model.remat",
 )
+
+# Settings added after runs were saved, with the value that behaves as before them.
+_ADDED_SETTINGS = {
+  "model.param_dtype": "float32",
+  "model.compute_dtype": "float32",
+  "model.remat": "none",
+  "model.scan_layers": False,
+}
 
 
 def check_tokens(chunk: Chunk, vocab: int, chunk_index: int, source: str, first_lane: int = 0) -> None:
@@ -161,7 +170,7 @@ def fit(
     resume=resume,
     checkpoint_every=settings.checkpoint_every,
     keep=settings.keep,
-    same_run=lambda saved: loop.check_same_config(saved, config or {}, out, _RESUMABLE_CHANGES),
+    same_run=lambda saved: loop.check_same_config(saved, config or {}, out, _RESUMABLE_CHANGES, _ADDED_SETTINGS),
     prefetch=prefetch,
     on_nonfinite=settings.on_nonfinite,
     shares=True,

@@ -350,10 +350,20 @@ def restore(
 
 
 def check_same_config(
-  saved: dict[str, Any], now: dict[str, Any], where: pathlib.Path, resumable: Sequence[str] = ()
+  saved: dict[str, Any],
+  now: dict[str, Any],
+  where: pathlib.Path,
+  resumable: Sequence[str] = (),
+  added: dict[str, Any] | None = None,
 ) -> None:
   """Raises CheckpointError naming every key of the flat config `now` whose
-  saved value differs, beyond the `resumable` keys (those a resume may change)."""
+  saved value differs, beyond the `resumable` keys (those a resume may change).
+
+  `added` maps settings introduced after a run may have been saved to the
+  value that behaves as the code did before them: a saved config without such
+  a key reads as having that value.
+  """
+  saved = {**(added or {}), **saved}
   changed = [k for k in now if k not in resumable and saved.get(k) != now[k]]
   if changed:
     detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
