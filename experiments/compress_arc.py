@@ -8,8 +8,8 @@ reconstruction of the observed grids; `contlearn.compress_arc`), Adam(0.01,
 b1 0.5, b2 0.9) for `steps` steps; the test outputs are read off the
 decoder by the official answer selection (two candidates per step scored
 by uncertainty, identical answers' scores accumulated, the top two
-submitted). Puzzles of one signature train as lanes of one compiled scan
-(`contlearn.compress_arc.solve`).
+submitted). Puzzles of one signature train as lanes of one compiled scan,
+`workers` signature groups at once (`contlearn.compress_arc.solve`).
 
 Reports pass@1 and pass@2 (ARC scoring: a puzzle scores the fraction of its
 test outputs whose first, or either, attempt is exact) per split after
@@ -63,6 +63,7 @@ class Config:
     solver: Adam's rate and moments and the decoder's sizes (the official defaults).
     seed: the seed every puzzle's key is drawn from (with its id).
     checkpoint_every: compiled calls between checkpoints.
+    workers: signature groups compiled and trained at once, each on a thread (2 suits 2 cores).
   """
 
   scale: str = "cpu"
@@ -74,11 +75,12 @@ class Config:
   solver: SolverConfig = SolverConfig()
   seed: int = 0
   checkpoint_every: int = 5
+  workers: int = 2
 
   def __post_init__(self):
     require(
       self,
-      positive=("per_split", "steps", "block", "checkpoint_every"),
+      positive=("per_split", "steps", "block", "checkpoint_every", "workers"),
       non_negative=("seed", "report_at"),
       choices={"scale": SCALES},
     )
@@ -119,6 +121,7 @@ def run(cfg: Config, out: pathlib.Path, *, resume: bool = False, progress: bool 
       resume=resume,
       checkpoint_every=cfg.checkpoint_every,
       progress=progress,
+      workers=cfg.workers,
     )
     splits[split] = summary
     result = {"config": json.loads(json.dumps(to_dict(cfg))), "splits": splits, "seconds": time.time() - start}

@@ -42,7 +42,9 @@ FLOAT32_LOSSES = {
 }
 
 
-@pytest.mark.parametrize("mixer", ["swa", "linear_attention", pytest.param("gated_deltanet", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+  "mixer", ["swa", *(pytest.param(m, marks=pytest.mark.slow) for m in ("linear_attention", "gated_deltanet"))]
+)
 def test_the_float32_default_is_bit_identical_to_before(mixer):
   cms = (1, 2) if mixer == "linear_attention" else ()
   cfg = with_fields(tiny_config(mixer, n_layers=2, cms_periods=cms), data=dict(batch=2))
@@ -56,7 +58,7 @@ def test_the_float32_default_is_bit_identical_to_before(mixer):
   assert tuple(losses) == FLOAT32_LOSSES[mixer]
 
 
-@pytest.mark.parametrize("mixer", ["swa", "gated_deltanet"])
+@pytest.mark.parametrize("mixer", ["swa", pytest.param("gated_deltanet", marks=pytest.mark.slow)])
 def test_bfloat16_compute_learns_with_float32_master_weights_and_memories(mixer):
   cfg = tiny_config(mixer, n_layers=2, compute_dtype="bfloat16")
   cfg = with_fields(cfg, data=dict(batch=2, seq=16), train=dict(lr=1e-2))
@@ -133,13 +135,14 @@ def _reference(model: str):
   return cfg, params, *_loss_and_grads(cfg, params)
 
 
-FAST_REMATS = ("block", "dots_with_no_batch_dims_saveable")
+FAST_REMATS = ("block",)
+FAST_MODELS = ("swa",)  # the rest run in make test-all
 
 
 @pytest.mark.parametrize(
   "remat", [*FAST_REMATS, *(pytest.param(p, marks=pytest.mark.slow) for p in REMAT_POLICIES if p not in FAST_REMATS)]
 )
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", [m if m in FAST_MODELS else pytest.param(m, marks=pytest.mark.slow) for m in MODELS])
 def test_remat_gives_the_same_gradients(model, remat):
   cfg, params, loss, grads = _reference(model)
   loss_r, grads_r = _loss_and_grads(dataclasses.replace(cfg, remat=remat), params)
@@ -147,7 +150,7 @@ def test_remat_gives_the_same_gradients(model, remat):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), grads_r, grads)
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", [m if m in FAST_MODELS else pytest.param(m, marks=pytest.mark.slow) for m in MODELS])
 def test_scan_layers_gives_the_same_loss_and_gradients_on_the_restacked_params(model):
   cfg = ModelConfig(d_model=32, n_layers=3, n_heads=2, **MODELS[model])
   scanned = dataclasses.replace(cfg, scan_layers=True, remat="dots_with_no_batch_dims_saveable")
@@ -165,6 +168,7 @@ def test_scan_layers_gives_the_same_loss_and_gradients_on_the_restacked_params(m
   assert byte_lm(cfg).level_labels(params)["blocks"] == [labels["blocks"]] * 3
 
 
+@pytest.mark.slow
 def test_scan_layers_learns_with_cms_levels():
   cfg = tiny_config("gated_deltanet", n_layers=2, cms_periods=(1, 2), scan_layers=True, remat="block")
   cfg = with_fields(cfg, data=dict(batch=2))

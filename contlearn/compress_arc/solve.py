@@ -174,6 +174,7 @@ def solve(
   checkpoint_every: int = 5,
   progress: bool = True,
   hooks: Sequence[loop.Hook] = (),
+  workers: int = 2,
 ) -> dict[str, Any]:
   """Trains every puzzle for `steps` steps, its signature's group as lanes of one program.
 
@@ -182,14 +183,21 @@ def solve(
   "pass@2": {step: mean}, "seconds"}` for every step of `report_at` and `steps`;
   pass@k is ARC's scoring (each test example counts on its own, a puzzle
   scores the fraction it gets right) and needs the puzzles' solutions.
-  While a group trains, the next one's program compiles on a worker thread
-  (XLA compiles with the interpreter lock released), so on two or more cores
-  the compilation of every group but the first is hidden behind training.
+  `workers` groups are compiled and trained at once, each on its own thread
+  (XLA compiles and runs with the interpreter lock released). One group's
+  small programs keep about 1.6 of 2 cores busy, so two at once train about
+  1.6 times as fast as one after the other on a 2-core machine
+  (docs/benchmarks.md), and one group compiles while another trains. Each
+  group's result is the same whatever `workers` is.
   Each group's checkpoints go to `out/<group name>/` (a temporary folder when
   `out` is None); a group whose `result.json` exists is read back under `resume`.
-  `hooks` join every group's run; when one stops a group early, its puzzles
-  are listed under "unfinished" and the scores leave them out.
+  `hooks` join every group's run (several at once when `workers` > 1, so a
+  hook must keep no per-run state); when one stops a group early, its puzzles
+  are listed under "unfinished" and the scores leave them out, as are the
+  groups not started when a signal stops the run (`loop.STOP`).
   """
+  if workers < 1:
+    raise ValueError(f"workers must be an integer >= 1, got {workers}")
   if out is None:
     with tempfile.TemporaryDirectory(prefix="compress_arc_") as tmp:
       return solve(
@@ -203,6 +211,7 @@ def solve(
         checkpoint_every=checkpoint_every,
         progress=progress,
         hooks=hooks,
+        workers=workers,
       )
   out, cfg = pathlib.Path(out), cfg or SolverConfig()
   report_at = sorted({s for s in report_at if 0 < s < steps})
@@ -215,33 +224,35 @@ def solve(
     done = out / group_name(sig) / "result.json"
     if resume and done.exists():
       results[sig] = json.loads(done.read_text())
-  todo = [(sig, group) for sig, group in groups if sig not in results]
-  compiler = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-  try:
-    ahead = [compiler.submit(compile_group, sig, group, block, cfg) for sig, group in todo[:1]]
-    for i, (sig, group) in enumerate(todo):
-      if i + 1 < len(todo):  # the next group compiles while this one trains
-        ahead.append(compiler.submit(compile_group, *todo[i + 1], block, cfg))
-      result = solve_group(
-        sig,
-        group,
-        out / group_name(sig),
-        steps=steps,
-        block=block,
-        report_at=report_at,
-        cfg=cfg,
-        seed=seed,
-        resume=resume,
-        checkpoint_every=checkpoint_every,
-        progress=progress,
-        hooks=hooks,
-        compiled=ahead[i].result(),
-      )
+
+  def compile_and_train(sig: Signature, group: list[task.Puzzle]) -> dict[str, Any] | None:
+    if loop.STOP.is_set():  # a signal stopped the run: groups not yet started stay unfinished
+      return None
+    result = solve_group(
+      sig,
+      group,
+      out / group_name(sig),
+      steps=steps,
+      block=block,
+      report_at=report_at,
+      cfg=cfg,
+      seed=seed,
+      resume=resume,
+      checkpoint_every=checkpoint_every,
+      progress=progress,
+      hooks=hooks,
+      compiled=compile_group(sig, group, block, cfg),
+    )
+    if result is not None:
+      (out / group_name(sig) / "result.json").write_text(json.dumps(result))
+    return result
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compress_arc") as pool:
+    running = {sig: pool.submit(compile_and_train, sig, group) for sig, group in groups if sig not in results}
+    for sig, future in running.items():
+      result = future.result()
       if result is not None:
-        (out / group_name(sig) / "result.json").write_text(json.dumps(result))
         results[sig] = result
-  finally:  # an interrupted run does not wait for the next group's compilation
-    compiler.shutdown(wait=False, cancel_futures=True)
   for sig, group in groups:
     if sig not in results:
       unfinished += [p.task_id for p in group]
