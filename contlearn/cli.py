@@ -1,6 +1,7 @@
 """The command line: run, describe and list experiments.
 
     contlearn run [NAME] [--set KEY=VALUE ...] [--tokens N] [--out DIR] [--resume] [--only NAMES] [--no-progress]
+                  [--compile-cache DIR|off]
     contlearn run NAME --help     the experiment's command, runtime and every config field (after any --set)
     contlearn list                the experiments
     contlearn --version
@@ -44,7 +45,7 @@ import threading
 from types import ModuleType
 from typing import Any, NoReturn
 
-from contlearn import catalog, processes
+from contlearn import catalog, compile_cache, processes
 from contlearn.errors import ConfigError, ContlearnError, OutputError
 from contlearn.lock import OutputLock
 
@@ -123,6 +124,12 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     help="run only these models (comma-separated) of an experiment with several",
   )
   run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  run.add_argument(
+    "--compile-cache",
+    default=None,
+    metavar="DIR|off",
+    help=f"compiled programs kept for the next run (default: ${compile_cache.ENV}, else ~/.cache/contlearn/jax)",
+  )
   several = run.add_argument_group(
     "several processes",
     "every process runs the same command with its own --process-id (or the CONTLEARN_* environment variables); "
@@ -305,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     except ContlearnError as e:
       print(f"contlearn: error: {e}", file=sys.stderr)
       return e.exit_code
+    compile_cache.enable(compile_cache.folder(args.compile_cache))
   stop_event().clear()
   handled = (signal.SIGTERM, signal.SIGINT)
   on_main_thread = threading.current_thread() is threading.main_thread()
