@@ -99,6 +99,7 @@ def test_a_run_twice_as_long_compiles_nothing_more(tmp_path):
   assert counts[1] == counts[2]
 
 
+@pytest.mark.slow  # make test compares 1 x 4 devices with 2 processes x 2 (tests/multihost)
 def test_one_and_eight_devices_give_the_same_losses(tmp_path):
   assert len(jax.devices()) == 8
   cfg = with_fields(

@@ -90,6 +90,7 @@ def _dot_dtypes(cfg):
   return model.apply, params, memory, dots
 
 
+@pytest.mark.slow
 def test_bfloat16_runs_the_block_matmuls_in_bfloat16_and_returns_float32_logits():
   cfg = ModelConfig(mixer="swa", d_model=32, n_layers=1, n_heads=2, compute_dtype="bfloat16")
   apply, params, memory, dots = _dot_dtypes(cfg)

@@ -207,6 +207,7 @@ def test_transposing_the_puzzle_transposes_the_outputs_once_the_softmax_subsets_
 # --- lanes -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # (make test-all) the permutation tests run lanes too
 def test_vmapped_lanes_equal_separate_calls():
   shapes_b = np.array([[[2, 3], [2, 3]], [[3, 2], [3, 2]], [[1, 1], [1, 1]]], np.int32)
   lanes = [
