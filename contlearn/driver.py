@@ -2,7 +2,7 @@
 
 `train(cfg, out)` builds the learner of `cfg`, its stream and the hooks of a
 stream run (token check, token budget, metrics log and progress, orbax
-checkpoints with the stream position) and hands them to `contlearn.loop.run`;
+checkpoints with the stream position) and hands them to `contlearn.run_folder.fit`;
 `run_experiment` trains each model of an experiment into its own subfolder
 and returns their summaries.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from contlearn import engine, loop
+from contlearn import engine, loop, run_folder
 from contlearn.config import Config, TrainConfig, to_flat_dict
 from contlearn.errors import DataError
 from contlearn.learner import build_learner
@@ -158,7 +158,7 @@ def fit(
     out, tokens=settings.tokens, log_every=settings.log_every, steps=steps, progress=progress, name=name or out.name
   )
   checks = [TokenCheck(vocab, stream.describe(), lanes.start)] if vocab is not None else []
-  run = loop.fit(
+  run = run_folder.fit(
     learner,
     lambda: engine.init(learner, key, mesh=mesh),
     stream,
@@ -170,7 +170,7 @@ def fit(
     resume=resume,
     checkpoint_every=settings.checkpoint_every,
     keep=settings.keep,
-    same_run=lambda saved: loop.check_same_config(saved, config or {}, out, _RESUMABLE_CHANGES, _ADDED_SETTINGS),
+    same_run=lambda saved: run_folder.check_same_config(saved, config or {}, out, _RESUMABLE_CHANGES, _ADDED_SETTINGS),
     prefetch=prefetch,
     on_nonfinite=settings.on_nonfinite,
     shares=True,

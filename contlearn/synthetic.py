@@ -2,7 +2,7 @@
 
     StepFeed: position = steps done --next--> block of `block` steps --> engine.compile'd call
                                                                       |
-                                  LossLog (metrics.jsonl, progress) <-+-> loop.Checkpoint
+                                  LossLog (metrics.jsonl, progress) <-+-> run_folder.Checkpoint
 
 Recall tasks (MQAR, needle in a haystack) train on independent sequences
 drawn afresh at every step. Their feed's position is the step count and its
@@ -10,7 +10,7 @@ blocks are made from `(seed, step)` alone, so a resumed run reads exactly
 the batches the uninterrupted run would have. A task whose batches are cheap
 to draw on the device passes step indices as the block and makes each batch
 inside the compiled step (`indexed`); one drawn on the host (text slices)
-passes the batches themselves; `contlearn.loop.fit` trains on either.
+passes the batches themselves; `contlearn.run_folder.fit` trains on either.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, rules
+from contlearn import engine, loop, rules, run_folder
 from contlearn.config import FieldError, ModelConfig, require, to_dict
 from contlearn.evaluation import score
 from contlearn.learner import ebt_learner, sequence_learner
@@ -227,7 +227,7 @@ def train_and_eval(
   trace = StreamTrace(out / "metrics.jsonl", name, chunks * chunk_tokens, progress)
   keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
   start = time.time()
-  run = loop.fit(
+  run = run_folder.fit(
     learn,
     lambda: engine.init(learn, keys, lanes=True),
     PhaseFeed(domains.train, (0,), chunks),

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, rules, strategies
+from contlearn import engine, loop, rules, run_folder, strategies
 from contlearn.cl import shift_metrics
 from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
@@ -223,7 +223,7 @@ def run_strategy(
   start = time.time()
   config = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "strategy": name}
   del config["strategies"], config["checkpoint_every"]
-  run = loop.fit(
+  run = run_folder.fit(
     learner,
     lambda: state,
     feed,

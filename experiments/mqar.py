@@ -58,11 +58,11 @@ from contlearn import engine, synthetic
 from contlearn.config import ModelConfig, with_known_fields
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.learner import sequence_learner
-from contlearn.loop import fit
 from contlearn.memories import mqar
 from contlearn.models import byte_lm
 from contlearn.models.memory_layer import QK_ACTS
 from contlearn.overrides import apply_preset
+from contlearn.run_folder import fit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,13 +48,13 @@ from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, to_di
 from contlearn.errors import ConfigError
 from contlearn.evaluation import score
 from contlearn.learner import build_learner
-from contlearn.loop import fit
 from contlearn.models import byte_lm
 from contlearn.models.hope import SelfModifyingTitansConfig
 from contlearn.models.sizing import param_count
 from contlearn.models.titans import TitansConfig
 from contlearn.models.variants import select
 from contlearn.overrides import apply_overrides
+from contlearn.run_folder import fit
 from contlearn.run_log import LN2
 from contlearn.stream.phases import Domains, PhaseFeed
 

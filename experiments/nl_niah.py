@@ -45,7 +45,6 @@ from contlearn.config import ModelConfig, to_dict
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
 from contlearn.learner import sequence_learner
-from contlearn.loop import fit
 from contlearn.models import byte_lm
 from contlearn.models.attention import SlidingWindowConfig
 from contlearn.models.hope import SelfModifyingTitansConfig
@@ -53,6 +52,7 @@ from contlearn.models.sizing import param_count
 from contlearn.models.titans import TitansConfig
 from contlearn.models.variants import select
 from contlearn.overrides import apply_preset
+from contlearn.run_folder import fit
 from contlearn.stream import corpora, niah
 
 MODELS = {

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from contlearn import run_folder
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
 from contlearn.engine import data_mesh, state_sharding
@@ -387,12 +388,13 @@ def test_sigterm_stops_a_dataclass_experiment(tmp_path):
 
 
 def test_a_setting_added_after_a_run_was_saved_reads_as_the_former_behaviour(tmp_path):
-  from contlearn import loop
   from contlearn.errors import CheckpointError
 
   saved, now = {"train.lr": 0.003}, {"train.lr": 0.003, "model.scan_layers": False}
-  loop.check_same_config(saved, now, tmp_path, added={"model.scan_layers": False})
+  run_folder.check_same_config(saved, now, tmp_path, added={"model.scan_layers": False})
   with pytest.raises(CheckpointError, match=r"\(model.scan_layers: None -> False\)"):
-    loop.check_same_config(saved, now, tmp_path)
+    run_folder.check_same_config(saved, now, tmp_path)
   with pytest.raises(CheckpointError, match=r"\(model.scan_layers: False -> True\)"):
-    loop.check_same_config(saved, {**now, "model.scan_layers": True}, tmp_path, added={"model.scan_layers": False})
+    run_folder.check_same_config(
+      saved, {**now, "model.scan_layers": True}, tmp_path, added={"model.scan_layers": False}
+    )

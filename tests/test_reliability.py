@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contlearn import checkpoint, engine, loop
+from contlearn import checkpoint, engine, run_folder
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
 from contlearn.errors import CheckpointError, ConfigError, NonFiniteError, RunLocked
@@ -235,7 +235,7 @@ def _mean_learner() -> engine.Learner:
 def _fit(out, feed, **kw):
   learner = _mean_learner()
   init = lambda: engine.init(learner, jax.random.PRNGKey(0))  # noqa: E731
-  return loop.fit(learner, init, feed, out, config={"run": 1}, checkpoint_every=1, keep=10, **kw)
+  return run_folder.fit(learner, init, feed, out, config={"run": 1}, checkpoint_every=1, keep=10, **kw)
 
 
 def test_a_non_finite_block_stops_the_run_and_no_checkpoint_holds_it(tmp_path):

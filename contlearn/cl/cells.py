@@ -2,7 +2,7 @@
 
 A *cell* is one `RunConfig` (`contlearn.cl.run_config`: a method on a
 scenario, every seed as a lane of one vmapped program). `run_cell` learns it
-through `contlearn.loop.fit`:
+through `contlearn.run_folder.fit`:
 
     feed   TaskFeed: each task's schedule in blocks of `block_steps` steps
     env    the Scenario (every task's padded train and test rows)
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, rules
+from contlearn import engine, loop, rules, run_folder
 from contlearn import strategies as strategies_lib
 from contlearn.cl import datasets, scenarios
 from contlearn.cl.feed import TaskFeed
@@ -85,7 +85,7 @@ def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategie
 def check_same_run(saved: dict[str, Any], cfg: RunConfig, where: pathlib.Path) -> None:
   """Raises CheckpointError when `cfg` differs from the saved configuration of the
   run in `where` in more than `RESUMABLE_CHANGES`."""
-  loop.check_same_config(saved, config_json(cfg), where, RESUMABLE_CHANGES)
+  run_folder.check_same_config(saved, config_json(cfg), where, RESUMABLE_CHANGES)
 
 
 Extra = Callable[[Any, scenarios.Scenario, Mlp], dict[str, Any]]
@@ -150,7 +150,7 @@ def run_cell(
   calls = compile_calls(learner, model, strategy, state, eval_every=cfg.eval_every, lanes=True)
   task_end = ScenarioTaskEnd(strategy, calls.evaluate, feed, cfg.eval_every, lanes=True)
   log = EvalLog(out, feed, cfg.eval_every, cfg.batch, progress, name)
-  run = loop.fit(
+  run = run_folder.fit(
     learner,
     lambda: state,
     feed,

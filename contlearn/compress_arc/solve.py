@@ -2,7 +2,7 @@
 
 `solve(puzzles, steps=...)` groups the puzzles by `Signature`
 (`task.by_signature`), and trains each group with the host loop
-(`loop.fit`): the group's learners (`learner.learner`) are lanes of one
+(`run_folder.fit`): the group's learners (`learner.learner`) are lanes of one
 vmapped program, each reading its own puzzle (`lane_env`), advanced in
 compiled blocks of `block` steps, checkpointed every `checkpoint_every`
 blocks (`--resume` continues a group exactly, its ballots included). After
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop
+from contlearn import engine, loop, run_folder
 from contlearn.compress_arc import selection, task
 from contlearn.compress_arc.learner import SolverConfig, learner, puzzle_key
 from contlearn.compress_arc.puzzle import Signature
@@ -124,7 +124,7 @@ def solve_group(
   keys = jnp.stack([puzzle_key(seed, p.task_id) for p in puzzles])
   tally = Tally(puzzles, report_at, group_name(sig) if progress else None)
   start = time.time()
-  run = loop.fit(
+  run = run_folder.fit(
     solver,
     lambda: engine.init(solver, keys, lanes=True),
     StepFeed(steps, block, step_indices, name=f"{len(puzzles)} ARC puzzles"),

@@ -3,7 +3,7 @@
 `run_comparison(cfg, presets, out)` trains every model of `cfg.models` in
 turn on the training split of `cfg.puzzles`, each for `cfg.steps` optimizer steps (one
 step = one supervision segment of every batch row), its seeds as lanes of
-one vmapped `loop.fit` run into `OUT/<model>/` (metrics.jsonl, checkpoints;
+one vmapped `run_folder.fit` run into `OUT/<model>/` (metrics.jsonl, checkpoints;
 `resume` continues an interrupted model and keeps finished ones), then
 scores the test split with the weights' moving average (`ema_params`):
 
@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop
+from contlearn import engine, loop, run_folder
 from contlearn.config import FieldError, require
 from contlearn.errors import ConfigError
 from contlearn.overrides import apply_preset
@@ -283,7 +283,7 @@ def train_and_eval(cfg: ComparisonConfig, name: str, data, out: pathlib.Path, *,
   log = TrainLog(out / "metrics.jsonl", MODELS[name], cfg.steps, progress)
   keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
   start = time.time()
-  run = loop.fit(
+  run = run_folder.fit(
     learner,
     lambda: engine.init(learner, keys, lanes=True),
     feed,

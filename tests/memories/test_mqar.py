@@ -12,9 +12,9 @@ import pytest
 
 from contlearn import catalog, engine, loop, synthetic
 from contlearn.errors import ConfigError
-from contlearn.loop import fit as fit_run
 from contlearn.memories import mqar
 from contlearn.overrides import apply_overrides
+from contlearn.run_folder import fit as fit_run
 
 # By path, so the checkout under test is loaded whatever `contlearn.experiments` an install maps.
 EXP = catalog.load(str(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "mqar.py"))

@@ -1,4 +1,4 @@
-"""TRM and HRM through `loop.fit` on 4x4 Sudoku: they learn, and a stopped and resumed run equals a whole one."""
+"""TRM and HRM through `run_folder.fit` on 4x4 Sudoku: they learn, and a stopped and resumed run equals a whole one."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from contlearn import engine, loop
+from contlearn import engine, loop, run_folder
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, puzzle_kind, splits
 from contlearn.reasoning import hrm, trm
 
@@ -43,7 +43,9 @@ def _fit(out, sudoku, *hooks, resume=False):
   feed = PuzzleFeed(train, steps=STEPS, batch=BATCH, seed=0, blocks=BLOCKS)
   init = lambda: engine.init(learner, jax.random.key(0))  # noqa: E731
   config = {"model": dataclasses.asdict(cfg), "batch": BATCH}
-  return loop.fit(learner, init, feed, out, config=config, hooks=hooks, resume=resume, checkpoint_every=1, keep=10)
+  return run_folder.fit(
+    learner, init, feed, out, config=config, hooks=hooks, resume=resume, checkpoint_every=1, keep=10
+  )
 
 
 def test_training_lowers_the_loss_and_a_resumed_run_is_the_uninterrupted_one(tmp_path, sudoku):
