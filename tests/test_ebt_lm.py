@@ -54,29 +54,6 @@ def test_report_puts_thinking_steps_starts_and_the_gain_beside_the_transformer()
   assert "| Transformer | 101 | one pass | 3.100 ± 0.100 | 4.100 ± 0.100 | 5.100 ± 0.100 |" in table
 
 
-def test_help_lists_every_field_documented(capsys):
-  assert main(["run", "ebt_lm", "--help"]) == 0
-  out = capsys.readouterr().out
-  assert "models (--only NAMES): ebt, transformer" in out
-  for f in catalog.fields(_module().get_config()):
-    assert f.description, f.key
-    assert f"  {f.key}: " in out
-
-
-@pytest.mark.parametrize(
-  "setting, message",
-  [
-    ("models=ebt,lstm", "--set models=ebt,lstm: must be one or more of ebt, transformer"),
-    ("seeds=1,1", "--set seeds=1,1: must be one or more distinct seeds"),
-    ("scale=huge", "--set scale=huge: must be one of cpu, smoke"),
-    ("ebt.alpha=0", "--set ebt.alpha=0: must be"),
-  ],
-)
-def test_bad_settings_are_refused_in_one_line(tmp_path, capsys, setting, message):
-  assert main(["run", "ebt_lm", "--set", setting, "--out", str(tmp_path), "--no-progress"]) == 2
-  assert message in capsys.readouterr().err.strip().splitlines()[-1]
-
-
 @pytest.mark.slow
 def test_a_tiny_run_writes_its_table_and_resumes(tmp_path):
   args = ["run", "ebt_lm", *[a for s in TINY for a in ("--set", s)], "--out", str(tmp_path), "--no-progress"]

@@ -102,3 +102,38 @@ def test_top_level_help_and_version(capsys):
 def test_python_dash_m_contlearn():
   done = subprocess.run([sys.executable, "-m", "contlearn", "--version"], capture_output=True, text=True, check=True)
   assert done.stdout.strip() == f"contlearn {version()}"
+
+
+# Experiments with a `run` of their own: their help names every field, and a bad setting is one line.
+HELP_LINE = {
+  "compress_arc": "experiment compress_arc: ARC-AGI without pretraining",
+  "ebt_lm": "models (--only NAMES): ebt, transformer",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HELP_LINE))
+def test_help_lists_every_field_documented(name, capsys):
+  assert main(["run", name, "--help"]) == 0
+  out = capsys.readouterr().out
+  assert HELP_LINE[name] in out
+  for f in catalog.fields(catalog.load(name).get_config()):
+    assert f.description, f.key
+    assert f"  {f.key}: " in out
+
+
+@pytest.mark.parametrize(
+  "name, setting, message",
+  [
+    ("compress_arc", "block=300", "--set block=300: must be a divisor of steps=2000 and of report_at"),
+    ("compress_arc", "splits=training,test", "--set splits=training,test: must be one or more of training, evaluation"),
+    ("compress_arc", "solver.b1=1.5", "--set solver.b1=1.5: must be"),
+    ("compress_arc", "scale=huge", "--set scale=huge: must be one of cpu, smoke"),
+    ("ebt_lm", "models=ebt,lstm", "--set models=ebt,lstm: must be one or more of ebt, transformer"),
+    ("ebt_lm", "seeds=1,1", "--set seeds=1,1: must be one or more distinct seeds"),
+    ("ebt_lm", "scale=huge", "--set scale=huge: must be one of cpu, smoke"),
+    ("ebt_lm", "ebt.alpha=0", "--set ebt.alpha=0: must be"),
+  ],
+)
+def test_bad_settings_are_refused_in_one_line(name, setting, message, tmp_path, capsys):
+  assert main(["run", name, "--set", setting, "--out", str(tmp_path), "--no-progress"]) == 2
+  assert message in capsys.readouterr().err.strip().splitlines()[-1]
