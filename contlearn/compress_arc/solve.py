@@ -184,11 +184,12 @@ def solve(
   pass@k is ARC's scoring (each test example counts on its own, a puzzle
   scores the fraction it gets right) and needs the puzzles' solutions.
   `workers` groups are compiled and trained at once, each on its own thread
-  (XLA compiles and runs with the interpreter lock released). One group's
-  small programs keep about 1.6 of 2 cores busy, so two at once train about
-  1.6 times as fast as one after the other on a 2-core machine
-  (docs/benchmarks.md), and one group compiles while another trains. Each
-  group's result is the same whatever `workers` is.
+  (XLA compiles and runs with the interpreter lock released). Groups of
+  different signatures cannot be lanes of one program; on threads, two of
+  them train at once (about 1.35 times the throughput of one after the other
+  on 2 cores, as much as two lanes of one program gain:
+  `benchmarks/compress_arc_step.py`), and one group compiles while another
+  trains. Each group's result is the same whatever `workers` is.
   Each group's checkpoints go to `out/<group name>/` (a temporary folder when
   `out` is None); a group whose `result.json` exists is read back under `resume`.
   `hooks` join every group's run (several at once when `workers` > 1, so a
