@@ -26,8 +26,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, with_known_fields  # noqa: E402
-from contlearn.engine import compile, data_mesh, place_state, place_xs  # noqa: E402
+from contlearn.engine import compile, place_state, place_xs  # noqa: E402
 from contlearn.learner import build_learner  # noqa: E402
+from contlearn.sharding import make_mesh  # noqa: E402
 from contlearn.stream import Chunk  # noqa: E402
 
 MODELS = {
@@ -51,7 +52,7 @@ def measure(
     model=ModelConfig(**{**model, "mixer": mixer}, d_model=width, n_heads=heads, n_layers=2),
     train=TrainConfig(optimizer=optimizer),
   )
-  mesh = data_mesh(jax.local_devices()[:1])
+  mesh = make_mesh(devices=jax.local_devices()[:1])
   learner = build_learner(cfg)
   state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
   rng = np.random.default_rng(0)

@@ -5,13 +5,14 @@ rules, one compiled `lax.scan` per fixed-shape chunk of an unbounded stream.
 """
 
 from contlearn import models, rules, stream
-from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
+from contlearn.config import Config, DataConfig, MeshConfig, ModelConfig, TrainConfig
 from contlearn.driver import fit, run_experiment, train
-from contlearn.engine import Learner, data_mesh
+from contlearn.engine import Learner
 from contlearn.errors import CheckpointError, ConfigError, ContlearnError, DataError
 from contlearn.learner import StepMetrics, build_learner, sequence_learner
 from contlearn.overrides import apply_overrides
 from contlearn.rules import levels, periodic
+from contlearn.sharding import make_mesh
 from contlearn.state import LearnerState, new_state
 
 __all__ = [
@@ -23,14 +24,15 @@ __all__ = [
   "DataError",
   "Learner",
   "LearnerState",
+  "MeshConfig",
   "ModelConfig",
   "StepMetrics",
   "TrainConfig",
   "apply_overrides",
   "build_learner",
-  "data_mesh",
   "fit",
   "levels",
+  "make_mesh",
   "models",
   "new_state",
   "periodic",

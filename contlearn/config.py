@@ -1,7 +1,8 @@
 """Typed, frozen run configuration.
 
 A run is described by one `Config`: what to read (`DataConfig`), what model
-to build (`ModelConfig`), and how to learn (`TrainConfig`). Every field is
+to build (`ModelConfig`), how to learn (`TrainConfig`) and over which device
+mesh (`MeshConfig`). Every field is
 typed and checked when the config is built (`require`), so a bad value is
 refused before anything compiles; `contlearn.overrides` sets fields from
 `--set key=value` strings:
@@ -362,10 +363,57 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """The device mesh: sizes of its named axes (`contlearn.sharding`), -1 for the devices left.
+
+  Attributes:
+    data: pure data parallelism: the batch (stream lanes) is split over it,
+      everything else is replicated along it.
+    fsdp: fully sharded data parallelism: the batch is split over it too, and
+      each parameter (and each optimizer or strategy leaf shaped like one) is
+      split on its largest dimension that it divides.
+    tensor: tensor parallelism: the attention and MLP matrices are split by
+      name (`sharding.TENSOR_RULES`); the batch is replicated over it.
+
+  The product must equal the number of devices (of every process); at most
+  one size is -1.
+
+  >>> MeshConfig(fsdp=2).sizes(8)
+  (4, 2, 1)
+  """
+
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+
+  def __post_init__(self):
+    for name in ("data", "fsdp", "tensor"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or (value < 1 and value != -1):
+        raise FieldError(type(self).__name__, name, value, "an integer >= 1, or -1 for the devices left")
+    if [self.data, self.fsdp, self.tensor].count(-1) > 1:
+      raise ConfigError(f"mesh data={self.data}, fsdp={self.fsdp}, tensor={self.tensor}: at most one size may be -1")
+
+  def sizes(self, devices: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) on `devices` devices, -1 resolved; ConfigError when they do not fit."""
+    sizes = [self.data, self.fsdp, self.tensor]
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes and devices % known == 0:
+      sizes[sizes.index(-1)] = devices // known
+    if math.prod(sizes) != devices:
+      raise ConfigError(
+        f"mesh data={self.data} x fsdp={self.fsdp} x tensor={self.tensor} does not fit the {devices} devices "
+        "(the product must equal the device count; -1 takes the devices left)"
+      )
+    return tuple(sizes)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
 
 def check_mixer_field(mixer: MixerConfig, field: str, where: str, prefix: str) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from contlearn import engine, loop, run_folder
-from contlearn.config import Config, TrainConfig, to_flat_dict
+from contlearn import engine, loop, run_folder, sharding
+from contlearn.config import Config, MeshConfig, TrainConfig, to_flat_dict
 from contlearn.errors import DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
@@ -36,6 +36,9 @@ _RESUMABLE_CHANGES = (
   "train.on_nonfinite",
   "data.prefetch",
   "model.remat",
+  "mesh.data",
+  "mesh.fsdp",
+  "mesh.tensor",
 )
 
 # Settings added after runs were saved, with the value that behaves as before them.
@@ -44,6 +47,9 @@ _ADDED_SETTINGS = {
   "model.compute_dtype": "float32",
   "model.remat": "none",
   "model.scan_layers": False,
+  "mesh.data": -1,
+  "mesh.fsdp": 1,
+  "mesh.tensor": 1,
 }
 
 
@@ -110,6 +116,7 @@ def fit(
   vocab: int | None = None,
   resume: bool = False,
   devices: Sequence[jax.Device] | None = None,
+  mesh: MeshConfig | None = None,
   prefetch: int = 2,
   progress: bool = True,
   name: str = "",
@@ -133,7 +140,9 @@ def fit(
       None: `TrainConfig()`.
     vocab: refuse token ids outside [0, vocab) (None: no check).
     resume: continue from the latest checkpoint in `out`.
-    devices: devices to split the batch over (default: every device of every process).
+    devices: the devices of the mesh (default: every device of every process).
+    mesh: the sizes of the mesh's data, fsdp and tensor axes (default: all
+      data); a resume may use another mesh (the state is resharded).
     prefetch: chunks prepared ahead on a host thread.
     progress: show a progress bar.
     name: label for the progress bar and the summary.
@@ -148,10 +157,10 @@ def fit(
   """
   out = pathlib.Path(out)
   settings = settings or TrainConfig()
-  mesh = engine.data_mesh(devices)
+  mesh = sharding.make_mesh(mesh, devices)
   steps, batch, _ = stream.shape
-  engine.check_batch(batch, mesh)
-  lanes = engine.local_lanes(batch, mesh)
+  sharding.check_batch(batch, mesh)
+  lanes = sharding.local_lanes(batch, mesh)
   stream = share_of(stream, lanes)
   key = jax.random.PRNGKey(settings.seed)
   log = StreamLog(
@@ -197,6 +206,7 @@ def fit(
     "bits_per_byte_all": loss_all / LN2,
     "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(run.state.params))),
     "devices": len(mesh.devices.flat),
+    "mesh": dict(mesh.shape),
     "config": config or {},
   }
   write_atomic(out / "summary.json", json.dumps(summary, indent=2))
@@ -222,6 +232,7 @@ def train(
     vocab=cfg.model.vocab,
     resume=resume,
     devices=devices,
+    mesh=cfg.mesh,
     prefetch=cfg.data.prefetch,
     progress=progress,
     name=name,

@@ -24,10 +24,12 @@ place. Its options compose:
                  `vmap`ped program on the same `xs` and `env`;
   lane_env       with lanes, `env` also has a leading lane axis: each lane
                  reads its own read-only data (a puzzle per lane);
-  mesh           a `jax.sharding.Mesh` with a "data" axis: the batch axis of
-                 `xs` (axis 1) and of the carried memory (axis 0) are split
-                 over it, or, with lanes, the lane axis; everything else is
-                 replicated.
+  mesh           a `jax.sharding.Mesh` with axes "data", "fsdp" and "tensor"
+                 (`sharding.make_mesh`): the batch axis of `xs` (axis 1) and
+                 of the carried memory (axis 0) are split over data and fsdp,
+                 or, with lanes, the lane axis over data; parameters and the
+                 optimizer and strategy leaves that mirror them are split by
+                 `sharding`'s fsdp and tensor rules; the rest is replicated.
 
 >>> import jax, jax.numpy as jnp
 >>> from contlearn.state import new_state
@@ -47,7 +49,7 @@ place. Its options compose:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -56,10 +58,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from contlearn import sharding
 from contlearn.errors import ConfigError
 from contlearn.state import LearnerState
 
-DATA = "data"
 PyTree = Any
 
 
@@ -68,64 +70,6 @@ class Learner(NamedTuple):
 
   init: Callable[[jax.Array], LearnerState]
   step: Callable[[LearnerState, Any, Any], tuple[LearnerState, Any]]
-
-
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A one-axis mesh ("data") over `devices` (default: every device of every process of the run)."""
-  devices = list(devices) if devices is not None else jax.devices()
-  return Mesh(np.array(devices), (DATA,))
-
-
-def check_batch(batch: int, mesh: Mesh) -> None:
-  n = mesh.devices.size
-  if batch % n:
-    raise ConfigError(f"data.batch={batch} must be a multiple of the {n} devices it is split over")
-
-
-def local_lanes(batch: int, mesh: Mesh) -> range:
-  """The lanes (batch entries) of a block whose devices are this process's: a contiguous range.
-
-  >>> local_lanes(8, data_mesh())
-  range(0, 8)
-  """
-  sharding = NamedSharding(mesh, P(DATA))
-  starts = sorted({i[0].start or 0 for i in sharding.addressable_devices_indices_map((batch,)).values()})
-  width = batch // mesh.devices.size
-  lanes = range(starts[0], starts[-1] + width)
-  if len(lanes) != width * len(starts):
-    raise ConfigError(f"this process's devices hold lanes {starts} of {batch}, not a contiguous range")
-  return lanes
-
-
-#### Sharding: which axis of which leaf is split over the mesh ####
-
-
-def _split(mesh: Mesh, shape: tuple[int, ...], axis: int) -> NamedSharding:
-  """Split on `axis` when it divides evenly over the devices, else replicated."""
-  if len(shape) > axis and shape[axis] % mesh.devices.size == 0:
-    return NamedSharding(mesh, P(*([None] * axis), DATA))
-  return NamedSharding(mesh, P())
-
-
-def state_sharding(state: LearnerState, mesh: Mesh, *, lanes: bool = False) -> LearnerState:
-  """With lanes, every leaf split on its lane axis; else memory split on its batch axis."""
-  if lanes:
-    return jax.tree.map(lambda x: _split(mesh, np.shape(x), 0), state)
-  replicated = NamedSharding(mesh, P())
-  return state.replace(
-    **{
-      f: jax.tree.map(lambda _: replicated, getattr(state, f))
-      for f in ("params", "opt_state", "strategy", "hparams", "step", "key")
-    },
-    memory=jax.tree.map(lambda _: NamedSharding(mesh, P(DATA)), state.memory),
-  )
-
-
-def xs_sharding(xs: PyTree, mesh: Mesh, *, lanes: bool = False) -> PyTree:
-  """A block's batch axis (1) split over the mesh; replicated with lanes (they share xs)."""
-  if lanes:
-    return jax.tree.map(lambda _: NamedSharding(mesh, P()), xs)
-  return jax.tree.map(lambda x: _split(mesh, np.shape(x), 1), xs)
 
 
 def unshare_leaves(tree: PyTree) -> PyTree:
@@ -151,20 +95,20 @@ def place_state(state: LearnerState, mesh: Mesh | None = None, *, lanes: bool = 
   state = unshare_leaves(state)
   if mesh is None:
     return jax.device_put(state)
-  return jax.device_put(state, state_sharding(state, mesh, lanes=lanes))
+  return jax.device_put(state, sharding.state_sharding(state, mesh, lanes=lanes))
 
 
 def place_xs(xs: PyTree, mesh: Mesh | None = None, *, lanes: bool = False) -> PyTree:
-  """A block on the mesh, its batch axis split (see `xs_sharding`)."""
+  """A block on the mesh, its batch axis split (see `sharding.xs_sharding`)."""
   if mesh is None:
     return jax.device_put(xs)
-  return jax.device_put(xs, xs_sharding(xs, mesh, lanes=lanes))
+  return jax.device_put(xs, sharding.xs_sharding(xs, mesh, lanes=lanes))
 
 
 def place_local_xs(xs: PyTree, mesh: Mesh) -> PyTree:
-  """A block of which this process holds only its lanes (`local_lanes`) on the mesh, the
-  whole block's batch axis split: each process passes its own share."""
-  split = NamedSharding(mesh, P(None, DATA))
+  """A block of which this process holds only its lanes (`sharding.local_lanes`) on the
+  mesh, the whole block's batch axis split: each process passes its own share."""
+  split = sharding.local_xs_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(split, np.asarray(x)), xs)
 
 
@@ -238,7 +182,7 @@ def compile(
   fn = _over_lanes(functools.partial(scan, learner, probe=probe, every=every), lanes, (1,) if lane_env else ())
   if mesh is None:
     return jax.jit(lambda s, xs, env=None: fn(s, xs, env), donate_argnums=0)
-  s_sharding = state_sharding(state, mesh, lanes=lanes)
+  s_sharding = sharding.state_sharding(state, mesh, lanes=lanes)
   return jax.jit(
     lambda s, xs, env=None: fn(s, xs, env),
     out_shardings=(s_sharding, NamedSharding(mesh, P())),
@@ -274,12 +218,20 @@ def init(
 ) -> LearnerState:
   """A placed learner state, initialised under `jit`.
 
-  With `lanes`, `key` holds one key per lane (`[L]`) and the state gets a
-  leading lane axis. `hparams` (scalars, or `[L]` arrays with lanes) override
-  the learner's own hyperparameters; a name the learner lacks is a ConfigError.
+  With a mesh, the state is made by one program whose outputs have the state's
+  shardings (`sharding.state_sharding`): each device computes its own part
+  and no device ever holds the whole of a split leaf. With `lanes`, `key`
+  holds one key per lane (`[L]`) and the state gets a leading lane axis.
+  `hparams` (scalars, or `[L]` arrays with lanes) override the learner's own
+  hyperparameters; a name the learner lacks is a ConfigError.
   """
   make = jax.vmap(learner.init) if lanes else learner.init
-  state = jax.jit(make)(key)
+  if mesh is None:
+    state = jax.jit(make)(key)
+  else:
+    key = jax.device_put(key, NamedSharding(mesh, P()))
+    shardings = sharding.state_sharding(jax.eval_shape(make, key), mesh, lanes=lanes)
+    state = jax.jit(make, out_shardings=shardings)(key)
   n_lanes = jax.tree.leaves(state.step)[0].shape[0] if lanes else 0
   state = with_hparams(state, hparams or {}, lanes=n_lanes)
   return place_state(state, mesh, lanes=lanes)

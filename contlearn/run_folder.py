@@ -23,11 +23,12 @@ from typing import Any
 import jax
 from jax.sharding import Mesh
 
-from contlearn import engine
+from contlearn import engine, sharding
 from contlearn.checkpoint import Checkpoints
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.lock import OutputLock
 from contlearn.loop import Feed, Hook, Loop, run
+from contlearn.processes import is_writer
 
 
 class Checkpoint(Hook):
@@ -205,7 +206,8 @@ def fit(
     checkpoints = Checkpoints(out / "checkpoints", keep=keep)
     hooks = list(hooks)
     gather = feed.gather if shares else lambda position: position
-    hooks.append(Checkpoint(checkpoints, checkpoint_every, hooks, meta={"config": config}, also=also, gather=gather))
+    meta = {"config": config, "topology": topology(mesh)}
+    hooks.append(Checkpoint(checkpoints, checkpoint_every, hooks, meta=meta, also=also, gather=gather))
     try:
       start = _resumed(checkpoints, init_state, hooks, config, out, mesh, lanes, same_run) if resume else None
       if start is None and checkpoints.latest() is not None:
@@ -247,6 +249,17 @@ def fit(
       raise
 
 
+def topology(mesh: Mesh | None) -> dict[str, Any]:
+  """The processes, devices and mesh a run's state lives on (saved with each checkpoint)."""
+  devices = mesh.devices.size if mesh is not None else 1
+  return {"processes": jax.process_count(), "devices": devices, "mesh": dict(mesh.shape) if mesh is not None else {}}
+
+
+def _words(topology: dict[str, Any]) -> str:
+  mesh = " x ".join(f"{axis}={size}" for axis, size in topology["mesh"].items()) or "no mesh"
+  return f"{topology['processes']} process(es) with {topology['devices']} device(s) ({mesh})"
+
+
 def resume_note(directory: pathlib.Path) -> str:
   """Which checkpoint in `directory` a `--resume` would continue from, in words."""
   finished = [int(p.name) for p in directory.glob("*") if p.name.isdigit()] if directory.is_dir() else []
@@ -276,13 +289,20 @@ def _resumed(
       same_run(meta["config"])
     elif meta["config"] != config:
       raise CheckpointError(f"cannot resume {out}: its checkpoints hold a run of another configuration")
+    saved, now = meta.get("topology"), topology(mesh)
+    if saved is not None and saved != now and is_writer():
+      print(
+        f"contlearn: resuming a run saved on {_words(saved)} on {_words(now)}: the state is resharded, "
+        "so it continues equal to the uninterrupted run within float tolerance, not bit for bit",
+        file=sys.stderr,
+      )
 
   abstract = jax.eval_shape(init_state)
   if mesh is not None:
     abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract,
-      engine.state_sharding(abstract, mesh, lanes=lanes),
+      sharding.state_sharding(abstract, mesh, lanes=lanes),
     )
   loop, _ = restore(checkpoints, abstract, hooks, check=check)
   return loop

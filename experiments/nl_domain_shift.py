@@ -42,7 +42,7 @@ import types
 import jax
 import numpy as np
 
-from contlearn import engine, loop
+from contlearn import engine, loop, sharding
 from contlearn.cl import shift_metrics
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, to_dict
 from contlearn.errors import ConfigError
@@ -347,8 +347,8 @@ def report(result: dict) -> str:
 def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, progress: bool = True) -> dict:
   """Every model through the phases; writes OUT/domain_shift.json and .png and returns the results."""
   cfg = resolved(cfg)
-  mesh = engine.data_mesh()
-  engine.check_batch(cfg.base.data.batch, mesh)
+  mesh = sharding.make_mesh()
+  sharding.check_batch(cfg.base.data.batch, mesh)
   models = select(MODELS, cfg.models, cfg.base.model)
   if progress:
     for label, m in models.items():

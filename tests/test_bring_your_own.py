@@ -16,9 +16,9 @@ import contlearn as cl
 from contlearn.checkpoint import Checkpoints
 from contlearn.config import MixerConfig, require
 from contlearn.driver import fit
-from contlearn.engine import data_mesh, state_sharding
 from contlearn.models.flax_models import from_linen, from_nnx, mixer_from_linen
 from contlearn.models.mixer import register_mixer
+from contlearn.sharding import make_mesh, state_sharding
 from contlearn.stream import Chunk
 
 
@@ -104,7 +104,7 @@ def test_own_model_rules_and_stream_train_checkpoint_and_resume_exactly(tmp_path
 
   def restored(folder):
     abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
-    mesh = data_mesh()
+    mesh = make_mesh()
     abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding(abstract, mesh)
     )

@@ -16,8 +16,8 @@ import pytest
 from contlearn import run_folder
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
-from contlearn.engine import data_mesh, state_sharding
 from contlearn.learner import build_learner
+from contlearn.sharding import make_mesh, state_sharding
 
 EXPERIMENT = textwrap.dedent('''
     """A tiny byte LM for tests."""
@@ -145,7 +145,7 @@ def _restore(out: pathlib.Path):
   cfg = load(str(out.parent.parent / "tiny_lm.py")).get_config()
   learner = build_learner(cfg)
   abstract = jax.eval_shape(lambda: learner.init(jax.random.PRNGKey(cfg.train.seed)))
-  mesh = data_mesh()
+  mesh = make_mesh()
   abstract = jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding(abstract, mesh)
   )

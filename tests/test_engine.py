@@ -10,10 +10,11 @@ import pytest
 from tiny import tiny_config, with_fields
 
 from contlearn.driver import train
-from contlearn.engine import Learner, compile, data_mesh, place_state, place_xs
+from contlearn.engine import Learner, compile, place_state, place_xs
 from contlearn.engine import init as engine_init
 from contlearn.errors import ConfigError
 from contlearn.learner import build_learner
+from contlearn.sharding import make_mesh
 from contlearn.state import new_state
 from contlearn.stream import DocumentLanes, split_bytes
 
@@ -36,7 +37,7 @@ def count_compiles():
 
 
 def _run_chunks(cfg, steps_per_chunk, n_chunks, corpus):
-  mesh = data_mesh()
+  mesh = make_mesh()
   learner = build_learner(cfg)
   state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
   run = compile(learner, state, mesh=mesh)
@@ -56,7 +57,7 @@ CORPUS = b"".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n".en
 
 def test_second_chunk_does_not_recompile():
   cfg = tiny_config(mixer="linear_attention", cms_periods=(1, 2))
-  mesh = data_mesh()
+  mesh = make_mesh()
   learner = build_learner(cfg)
   state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
   run = compile(learner, state, mesh=mesh)
@@ -129,7 +130,7 @@ def test_a_rule_whose_state_repeats_an_array_still_runs_donated():
   repeats = optax.GradientTransformation(init, lambda g, s, p=None: (g, s))
   cfg = tiny_config(mixer="linear_attention")
   learner = sequence_learner(byte_lm(cfg.model), optax.chain(repeats, optax.adam(1e-3)), 8)
-  mesh = data_mesh()
+  mesh = make_mesh()
   state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
   leaves = jax.tree.leaves(state)
   assert len({id(x) for x in leaves}) == len(leaves)

@@ -205,3 +205,18 @@ def test_resume_on_one_process_continues_a_run_of_two(tmp_path, launch):
   losses = [[r["loss"] for r in read_jsonl(folder / "tiny_lm" / "metrics.jsonl")] for folder in (straight, moved)]
   assert len(losses[1]) == 4
   np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_sharded_parameters_across_processes_learn_as_one_and_resume_on_another_mesh(tmp_path, launch):
+  experiment = _experiment(tmp_path, 4)
+  straight, sharded = tmp_path / "straight", tmp_path / "sharded"
+  mesh = ["--set", "mesh.data=1", "--set", "mesh.fsdp=2", "--set", "mesh.tensor=2"]
+  _ok(launch(1, 4, _run_args(experiment, straight), timeout=240))
+  _ok(launch(2, 2, _run_args(experiment, sharded, "--tokens", str(2 * CHUNK), *mesh), timeout=240))
+  ranks = launch(1, 4, _run_args(experiment, sharded, "--resume", "--set", "mesh.fsdp=4"), timeout=240)
+  _ok(ranks)
+  assert "saved on 2 process(es) with 4 device(s) (data=1 x fsdp=2 x tensor=2)" in ranks[0].stderr
+  losses = [[r["loss"] for r in read_jsonl(folder / "tiny_lm" / "metrics.jsonl")] for folder in (straight, sharded)]
+  assert len(losses[1]) == 4
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)

@@ -7,7 +7,7 @@ import socket
 import numpy as np
 import pytest
 
-from contlearn import engine, processes
+from contlearn import processes, sharding
 from contlearn.cli import main
 from contlearn.errors import DataError, NonFiniteError
 from contlearn.processes import Flags, _decide, _encode
@@ -99,4 +99,4 @@ def test_lane_shares_read_their_lanes_of_the_whole_stream():
 
 
 def test_one_process_holds_every_lane():
-  assert engine.local_lanes(16, engine.data_mesh()) == range(16)
+  assert sharding.local_lanes(16, sharding.make_mesh()) == range(16)
