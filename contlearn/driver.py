@@ -280,7 +280,9 @@ def _finished(folder: pathlib.Path, cfg: Config) -> dict[str, Any] | None:
     summary = json.loads((folder / "summary.json").read_text())
   except (OSError, ValueError):
     return None
-  return summary if summary.get("config") == _flat(cfg) else None
+  saved = {**_ADDED_SETTINGS, **summary.get("config", {})}
+  same = all(saved.get(k) == v for k, v in _flat(cfg).items() if not k.startswith("mesh."))  # any mesh will do
+  return summary if same else None
 
 
 def summary_table(summaries: list[dict[str, Any]]) -> str:
