@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 RESULTS = pathlib.Path(os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"))
 
@@ -47,10 +46,10 @@ def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
   return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
-def matmul_flops_per_s(n: int = 1024, repeats: int = 5) -> float:
-  """Measured float32 matmul rate of the default device, in FLOP/s."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+def matmul_flops_per_s(n: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
+  """Measured `dtype` matmul rate of the default device, in FLOP/s."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
   f = jax.jit(lambda x, y: x @ y)
   seconds = time_call(lambda: f(a, b), repeats=repeats)
   return 2.0 * n**3 / seconds

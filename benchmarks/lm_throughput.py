@@ -1,11 +1,14 @@
 """Training throughput of the default byte LMs, and the share of this machine's
-float32 matmul rate that their training step reaches.
+matmul rate that their training step reaches.
 
     python benchmarks/lm_throughput.py [--widths 128,256] [--chunks 5]
     python benchmarks/lm_throughput.py --models transformer --optimizers adam,muon,m3
+    python benchmarks/lm_throughput.py --widths 1024 --dtype bfloat16   (an accelerator)
 
 `--models` picks rows of `MODELS`; `--optimizers` trains each model with each
 named outer optimizer (`contlearn.rules.optimizer_names()`; default adam).
+`--dtype` is the models' compute dtype (`model.compute_dtype`; the weights
+stay float32) and the dtype of the matmul whose rate the step is compared with.
 
 FLOPs per step come from XLA's cost analysis of one compiled training step
 (forward, backward and update); the matmul rate is measured in the same run
@@ -35,6 +38,7 @@ MODELS = {
   "transformer": dict(mixer="swa"),
   "linear_attention": dict(mixer="linear_attention"),
   "linear_attention_cms": dict(mixer="linear_attention", cms_periods=(1, 16, 256)),
+  "gated_deltanet": dict(mixer="gated_deltanet"),
   "titans": dict(mixer="titans"),
   "hope": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256)),
   "hope_attention": dict(mixer="swa", cms_periods=(1, 16, 256)),
@@ -43,13 +47,21 @@ DEFAULT = ("transformer", "linear_attention", "linear_attention_cms")
 
 
 def measure(
-  name: str, model: dict, width: int, batch: int, seq: int, steps: int, chunks: int, optimizer: str = "adam"
+  name: str,
+  model: dict,
+  width: int,
+  batch: int,
+  seq: int,
+  steps: int,
+  chunks: int,
+  optimizer: str = "adam",
+  dtype: str = "float32",
 ) -> dict:
   heads = max(1, width // 32)
   mixer = with_known_fields(model["mixer"], window=seq)  # attention sees the whole step
   cfg = Config(
     data=DataConfig(batch=batch, seq=seq, steps=steps),
-    model=ModelConfig(**{**model, "mixer": mixer}, d_model=width, n_heads=heads, n_layers=2),
+    model=ModelConfig(**{**model, "mixer": mixer}, d_model=width, n_heads=heads, n_layers=2, compute_dtype=dtype),
     train=TrainConfig(optimizer=optimizer),
   )
   mesh = make_mesh(devices=jax.local_devices()[:1])
@@ -77,6 +89,7 @@ def measure(
   return {
     "model": name,
     "optimizer": optimizer,
+    "dtype": dtype,
     "width": width,
     "params": int(sum(x.size for x in jax.tree.leaves(holder["state"].params))),
     "tokens_per_s": tokens / seconds,
@@ -94,23 +107,36 @@ def main() -> None:
   parser.add_argument("--chunks", type=int, default=5)
   parser.add_argument("--models", default=",".join(DEFAULT), help=f"comma-separated, from {', '.join(MODELS)}")
   parser.add_argument("--optimizers", default="adam", help="comma-separated outer optimizer names")
+  parser.add_argument("--matmul-size", type=int, default=1024, help="n of the n x n matmul that sets the rate")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model.compute_dtype")
   args = parser.parse_args()
   names = args.models.split(",")
   unknown = sorted(set(names) - set(MODELS))
   if unknown:
     parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-  matmul = common.matmul_flops_per_s()
+  matmul = common.matmul_flops_per_s(args.matmul_size, dtype=args.dtype)
   rows = []
   for width in (int(w) for w in args.widths.split(",")):
     for name in names:
       for optimizer in args.optimizers.split(","):
-        row = measure(name, MODELS[name], width, args.batch, args.seq, args.steps, args.chunks, optimizer)
+        row = measure(name, MODELS[name], width, args.batch, args.seq, args.steps, args.chunks, optimizer, args.dtype)
         row["matmul_fraction"] = row["gflops_per_s"] * 1e9 / matmul
         rows.append(row)
-  print(f"float32 matmul rate (1024x1024, measured): {matmul / 1e9:.1f} GFLOP/s")
+  n = args.matmul_size
+  print(f"{args.dtype} matmul rate ({n}x{n}, measured): {matmul / 1e9:.1f} GFLOP/s")
   common.print_table(
     rows,
-    ["model", "optimizer", "width", "params", "tokens_per_s", "gflops_per_s", "flops_per_token", "matmul_fraction"],
+    [
+      "model",
+      "optimizer",
+      "dtype",
+      "width",
+      "params",
+      "tokens_per_s",
+      "gflops_per_s",
+      "flops_per_token",
+      "matmul_fraction",
+    ],
   )
   common.write_json("lm_throughput", {"matmul_gflops_per_s": matmul / 1e9, "rows": rows, "settings": vars(args)})
 

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The prepared accelerator check: one script for a machine with an NVIDIA GPU.
+#
+#   bash benchmarks/accelerator_check.sh            # writes bench_results/accelerator_check.json
+#
+# 1. sets up the project (.venv, as `make test` does) and installs the CUDA
+#    build of the jax version the project resolved (`jax[cuda12]==VERSION`);
+# 2. runs the device-independent core of the test suite on the GPU (every
+#    memory's fast forms against its token-by-token reference, the update
+#    rules and the optimizers): tests that need 8 devices or compare with
+#    numbers stored on a CPU are not in it;
+# 3. measures tokens/s and the fraction of the GPU's bfloat16 matmul rate
+#    (an 8192 x 8192 product, measured in the same run) for the Transformer,
+#    Gated DeltaNet, Titans and Hope byte LMs at width 1024 in bfloat16
+#    (`benchmarks/lm_throughput.py`);
+# 4. writes one JSON file with the tests' outcome, the rows and the machine.
+#
+# Every stage has a time limit, and none runs past one deadline (BUDGET, 570 s
+# from the start), so the whole check ends within 10 minutes; a model whose
+# compilation and timing do not fit is recorded as missing, not waited for.
+# Settings (environment): PLATFORM (cuda; "cpu" checks the script itself on a
+# machine without a GPU, skipping the install), WIDTH (1024), MODELS,
+# BATCH (16), SEQ (256), STEPS (8), MATMUL (8192).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PLATFORM=${PLATFORM:-cuda}
+WIDTH=${WIDTH:-1024}
+MODELS=${MODELS:-transformer,gated_deltanet,titans,hope}
+BATCH=${BATCH:-16}
+SEQ=${SEQ:-256}
+STEPS=${STEPS:-8}
+MATMUL=${MATMUL:-8192}
+BUDGET=${BUDGET:-570}
+RESULTS=${CONTLEARN_BENCH_DIR:-bench_results}
+mkdir -p "$RESULTS"
+LOG="$RESULTS/accelerator_check.log"
+: >"$LOG"
+rm -rf "$RESULTS"/lm_*
+say() { echo "accelerator_check: $*" | tee -a "$LOG" >&2; }
+# `limit S`: S seconds, or what is left before the deadline if that is less (at least 1).
+limit() { local left=$((BUDGET - SECONDS)); echo $((left < $1 ? (left > 1 ? left : 1) : $1)); }
+
+say "setting up the project"
+timeout "$(limit 240)" make -s .venv/.installed-stamp >>"$LOG" 2>&1 || { say "set-up failed; see $LOG"; exit 1; }
+PY=.venv/bin/python
+if [ "$PLATFORM" = cuda ]; then
+  version=$($PY -c "import jax; print(jax.__version__)")
+  say "installing jax[cuda12]==$version"
+  if ! timeout "$(limit 240)" $PY -m pip install --quiet "jax[cuda12]==$version" >>"$LOG" 2>&1; then
+    say "could not install the CUDA build of jax (no package index?); see $LOG"
+    exit 1
+  fi
+fi
+export JAX_PLATFORMS=$PLATFORM CONTLEARN_COMPILATION_CACHE=off
+backend=$($PY -c "import jax; print(jax.default_backend(), jax.devices()[0].device_kind)") || {
+  say "jax sees no $PLATFORM device"
+  exit 1
+}
+say "backend: $backend"
+
+say "core tests on $PLATFORM"
+CORE=(tests/memories/test_forms.py tests/test_rules.py tests/test_optim.py)
+timeout "$(limit 150)" $PY -m pytest -q -p no:xdist -p no:cacheprovider "${CORE[@]}" >"$RESULTS/accelerator_tests.log" 2>&1
+tests_status=$?
+tail -3 "$RESULTS/accelerator_tests.log" | tee -a "$LOG" >&2
+
+say "throughput of $MODELS at width $WIDTH in bfloat16"
+bench_status=0
+for model in ${MODELS//,/ }; do
+  CONTLEARN_BENCH_DIR=$RESULTS/lm_$model timeout "$(limit 120)" $PY benchmarks/lm_throughput.py --widths "$WIDTH" \
+    --models "$model" --dtype bfloat16 --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --chunks 3 \
+    --matmul-size "$MATMUL" >>"$LOG" 2>&1 || { say "$model: no measurement (status $?)"; bench_status=1; }
+done
+
+$PY - "$RESULTS" "$tests_status" "$bench_status" <<'EOF'
+import json, pathlib, sys
+
+results, tests_status, bench_status = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+tests_log = (results / "accelerator_tests.log").read_text().strip().splitlines()
+measured = [json.loads(p.read_text()) for p in sorted(results.glob("lm_*/lm_throughput.json"))]
+report = {
+  "tests": {"exit_status": tests_status, "summary": tests_log[-1] if tests_log else ""},
+  "matmul_gflops_per_s": measured[0]["matmul_gflops_per_s"] if measured else None,
+  "rows": [row for m in measured for row in m["rows"]],
+  "settings": measured[0]["settings"] if measured else None,
+  "machine": measured[0]["machine"] if measured else None,
+  "all_measured": bench_status == 0,
+}
+(results / "accelerator_check.json").write_text(json.dumps(report, indent=2))
+print(json.dumps(report))
+EOF
+say "wrote $RESULTS/accelerator_check.json"
+[ "$tests_status" = 0 ] && [ "$bench_status" = 0 ]
