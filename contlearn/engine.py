@@ -98,6 +98,14 @@ def place_state(state: LearnerState, mesh: Mesh | None = None, *, lanes: bool = 
   return jax.device_put(state, sharding.state_sharding(state, mesh, lanes=lanes))
 
 
+def replicated(x: jax.Array, mesh: Mesh) -> jax.Array:
+  """`x` (the same value in every process) as one array replicated over the whole mesh; a typed PRNG
+  key array too."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(replicated(jax.random.key_data(x), mesh), impl=jax.random.key_impl(x))
+  return jax.device_put(np.asarray(x), NamedSharding(mesh, P()))
+
+
 def place_xs(xs: PyTree, mesh: Mesh | None = None, *, lanes: bool = False) -> PyTree:
   """A block on the mesh, its batch axis split (see `sharding.xs_sharding`)."""
   if mesh is None:
@@ -229,7 +237,7 @@ def init(
   if mesh is None:
     state = jax.jit(make)(key)
   else:
-    key = jax.device_put(key, NamedSharding(mesh, P()))
+    key = replicated(key, mesh)
     shardings = sharding.state_sharding(jax.eval_shape(make, key), mesh, lanes=lanes)
     state = jax.jit(make, out_shardings=shardings)(key)
   n_lanes = jax.tree.leaves(state.step)[0].shape[0] if lanes else 0

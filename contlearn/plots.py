@@ -9,6 +9,15 @@ from collections.abc import Sequence
 from contlearn.processes import is_writer
 
 
+def save_figure(fig, path: str | pathlib.Path, **options) -> None:
+  """`fig.savefig(path, **options)` in the writing process only (`is_writer`), then closes `fig`."""
+  import matplotlib.pyplot as plt
+
+  if is_writer():
+    fig.savefig(path, **options)
+  plt.close(fig)
+
+
 def plot_learning_curves(run_dirs: Sequence[pathlib.Path], path: pathlib.Path, title: str = "") -> pathlib.Path:
   """One line per run (its folder name), prequential bits/byte vs tokens; writes a PNG
   (in the writing process only, `contlearn.processes.is_writer`)."""
@@ -32,6 +41,5 @@ def plot_learning_curves(run_dirs: Sequence[pathlib.Path], path: pathlib.Path, t
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  save_figure(fig, path)
   return path

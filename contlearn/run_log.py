@@ -49,6 +49,21 @@ def write_atomic(path: pathlib.Path, text: str) -> None:
   staged.replace(path)
 
 
+def append_jsonl(path: pathlib.Path, record: dict[str, Any], *, fresh: bool = False) -> None:
+  """Appends `record` as one JSON line to `path` (`fresh`: starts the file anew); writing process only."""
+  if not is_writer():
+    return
+  with path.open("w" if fresh else "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def keep_jsonl(path: pathlib.Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+  """Drops the records of `path` for which `keep` is False (a resumed run writes them again) and a
+  torn last line; writing process only."""
+  if is_writer() and path.exists():
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if keep(r)))
+
+
 def model_row(
   path: pathlib.Path, config: dict[str, Any], resume: bool, train: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
@@ -96,9 +111,7 @@ class RunLog:
     (a resumed run redoes them), and a torn last line left by a killed run."""
     if not self.writes:
       return
-    kept = [r for r in self.records() if r["chunk"] <= chunk]
-    if self.path.exists():
-      write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    keep_jsonl(self.path, lambda r: r["chunk"] <= chunk)
     truncate_events(self.events, tokens)
     self._writer = ScalarWriter(self.events)
 
@@ -108,8 +121,7 @@ class RunLog:
   def write(self, record: dict[str, Any]) -> None:
     if not self.writes:
       return
-    with self.path.open("a") as f:
-      f.write(json.dumps(record) + "\n")
+    append_jsonl(self.path, record)
     if self._writer is None:
       self._writer = ScalarWriter(self.events)
     for key in ("loss", "bits_per_byte", "grad_norm", "tokens_per_s"):

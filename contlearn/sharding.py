@@ -109,6 +109,19 @@ def local_lanes(batch: int, mesh: Mesh) -> range:
   return lanes
 
 
+def process_mesh() -> Mesh:
+  """A data mesh of one device per process (the first of each): for learners small enough that
+  each process holds every lane, as global arrays that every process checkpoints together.
+
+  >>> process_mesh().devices.size == jax.process_count()
+  True
+  """
+  first = {}
+  for device in jax.devices():
+    first.setdefault(device.process_index, device)
+  return make_mesh(MeshConfig(), [first[p] for p in sorted(first)])
+
+
 #### The rules ####
 
 
@@ -261,6 +274,7 @@ __all__ = [
   "make_mesh",
   "param_spec",
   "path_name",
+  "process_mesh",
   "state_sharding",
   "xs_sharding",
 ]

@@ -15,7 +15,6 @@ passes the batches themselves; `contlearn.run_folder.fit` trains on either.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -25,6 +24,7 @@ import numpy as np
 from contlearn import loop
 from contlearn.engine import Learner
 from contlearn.errors import ConfigError
+from contlearn.run_log import append_jsonl, keep_jsonl
 
 
 class ScoredChunk(NamedTuple):
@@ -93,8 +93,7 @@ class LossLog(loop.Hook):
     joined = loss if self.recent is None else np.concatenate([self.recent, loss], axis=-1)
     self.recent = joined[..., -self.keep :]
     before, self.step = self.step, units
-    with self.path.open("a" if before else "w") as f:  # a fresh run starts the file anew
-      f.write(json.dumps({"block": block, "step": units, "loss": np.mean(loss, axis=-1).tolist()}) + "\n")
+    append_jsonl(self.path, {"block": block, "step": units, "loss": np.mean(loss, axis=-1).tolist()}, fresh=not before)
     every = max(1, self.total // 5)
     if self.progress and before // every != units // every:
       print(f"  {self.label} step {units}: loss {np.round(self.tail(), 3).tolist()}", flush=True)
@@ -110,6 +109,4 @@ class LossLog(loop.Hook):
     saved = meta["recent_loss"]
     self.recent = None if saved is None else np.asarray(saved, np.float64)
     self.step = int(meta["units"])
-    if self.path.exists():  # records after the checkpoint are read again
-      lines = self.path.read_text().splitlines()
-      self.path.write_text("".join(l + "\n" for l in lines if json.loads(l)["block"] <= meta["block"]))
+    keep_jsonl(self.path, lambda r: r["block"] <= meta["block"])

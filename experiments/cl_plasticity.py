@@ -34,6 +34,7 @@ from contlearn.cl import metrics  # noqa: E402
 from contlearn.cl.cells import table_experiment  # noqa: E402
 from contlearn.cl.results import Result, markdown_table  # noqa: E402
 from contlearn.cl.run_config import Method, RunConfig, method_cells  # noqa: E402
+from contlearn.plots import save_figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +134,7 @@ def _plot(cfg: Config, results: dict[str, Result], out: pathlib.Path) -> dict:
   ax.set_ylabel("test acc. after learning it")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(out / "plasticity.png", dpi=120)
-  plt.close(fig)
+  save_figure(fig, out / "plasticity.png", dpi=120)
   return {"new_task_acc": {n: new_task_accuracy(r).mean(0).tolist() for n, r in results.items()}}
 
 

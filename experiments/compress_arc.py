@@ -36,6 +36,7 @@ from contlearn.compress_arc import solve, task
 from contlearn.compress_arc.learner import SolverConfig
 from contlearn.config import FieldError, require, to_dict
 from contlearn.overrides import apply_preset
+from contlearn.run_log import write_atomic
 
 SPLITS = ("training", "evaluation")
 SCALES = ("cpu", "smoke")
@@ -125,8 +126,8 @@ def run(cfg: Config, out: pathlib.Path, *, resume: bool = False, progress: bool 
     )
     splits[split] = summary
     result = {"config": json.loads(json.dumps(to_dict(cfg))), "splits": splits, "seconds": time.time() - start}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    (out / "results.md").write_text(report(result) + "\n")
+    write_atomic(out / "results.json", json.dumps(result, indent=2))
+    write_atomic(out / "results.md", report(result) + "\n")
   return result
 
 

@@ -49,7 +49,8 @@ from contlearn.models.attention import SlidingWindowConfig
 from contlearn.models.ebt import EBTConfig, ebt_lm
 from contlearn.models.sizing import matched_width
 from contlearn.overrides import apply_preset
-from contlearn.run_log import LN2, model_row
+from contlearn.plots import save_figure
+from contlearn.run_log import LN2, append_jsonl, keep_jsonl, model_row, write_atomic
 from contlearn.stream.base import Chunk
 from contlearn.stream.phases import Domains, PhaseFeed
 
@@ -166,8 +167,7 @@ class StreamTrace(loop.Hook):
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
     nll, count = np.asarray(metrics.nll, np.float64), np.asarray(metrics.count, np.float64)  # [lanes, steps]
     self.last = (nll.sum(axis=1) / np.maximum(count.sum(axis=1), 1) / LN2).tolist()
-    with self.path.open("a" if units > new_units else "w") as f:  # a fresh run starts the file anew
-      f.write(json.dumps({"block": block, "tokens": units, "bits_per_byte": self.last}) + "\n")
+    append_jsonl(self.path, {"block": block, "tokens": units, "bits_per_byte": self.last}, fresh=units == new_units)
     every = max(1, self.total // 5)
     if self.progress and (units - new_units) // every != units // every:
       print(f"  {self.label} {units:,} tokens: prequential bits/byte {np.round(self.last, 3).tolist()}", flush=True)
@@ -177,9 +177,7 @@ class StreamTrace(loop.Hook):
 
   def restore(self, meta: dict) -> None:
     self.last = meta["last"]
-    if self.path.exists():  # records after the checkpoint are written again
-      lines = self.path.read_text().splitlines()
-      self.path.write_text("".join(line + "\n" for line in lines if json.loads(line)["block"] <= meta["block"]))
+    keep_jsonl(self.path, lambda r: r["block"] <= meta["block"])  # records after the checkpoint come again
 
 
 def learner(cfg: Config, name: str) -> engine.Learner:
@@ -272,8 +270,8 @@ def run(cfg: Config, out: pathlib.Path, *, resume: bool = False, progress: bool 
     row = model_row(out / name / "row.json", saved_config, resume, train)
     rows.append(row)
     result = {"config": _json(cfg), "rows": rows, "seconds": sum(r["seconds"] for r in rows)}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    (out / "results.md").write_text(report(result) + "\n")
+    write_atomic(out / "results.json", json.dumps(result, indent=2))
+    write_atomic(out / "results.md", report(result) + "\n")
     plot_thinking(result, out / "thinking.png")
   return result
 
@@ -343,6 +341,5 @@ def plot_thinking(result: dict, path: pathlib.Path) -> pathlib.Path:
     ax.minorticks_off()
   axes[0].legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  save_figure(fig, path, dpi=100)
   return path

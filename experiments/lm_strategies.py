@@ -49,7 +49,7 @@ from contlearn.evaluation import score
 from contlearn.learner import Sequences, sequence_learner, sequence_task_model
 from contlearn.models import byte_lm
 from contlearn.models.lm import is_hidden_matrix
-from contlearn.run_log import LN2
+from contlearn.run_log import LN2, append_jsonl, keep_jsonl, write_atomic
 from contlearn.stream import Chunk
 from contlearn.stream.phases import Domains, PhaseFeed, phase_ended
 
@@ -169,28 +169,18 @@ class Prequential(loop.Hook):
     self.path, self.strategy, self.chunks = path, strategy, chunks
 
   def on_start(self, run: loop.Loop) -> None:
-    kept = [line for line in self.path.read_text().splitlines() if line] if self.path.exists() else []
-    kept = [line for line in kept if json.loads(line)["block"] <= run.block]  # a resumed run redoes the rest
-    self.path.write_text("".join(line + "\n" for line in kept))
-    self.file = self.path.open("a")
+    keep_jsonl(self.path, lambda r: r["block"] <= run.block)  # a resumed run redoes the rest
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
     bpb = metrics.nll.sum(axis=-1) / np.maximum(metrics.count.sum(axis=-1), 1.0) / LN2
-    self.file.write(
-      json.dumps(
-        {
-          "strategy": self.strategy,
-          "block": block,
-          "phase": (block - 1) // self.chunks,
-          "tokens": units,
-          "bits_per_byte": [float(v) for v in bpb],
-        }
-      )
-      + "\n"
-    )
-
-  def close(self) -> None:
-    self.file.close()
+    record = {
+      "strategy": self.strategy,
+      "block": block,
+      "phase": (block - 1) // self.chunks,
+      "tokens": units,
+      "bits_per_byte": [float(v) for v in bpb],
+    }
+    append_jsonl(self.path, record)
 
 
 def run_strategy(
@@ -247,7 +237,7 @@ def run_strategy(
     "tokens": run.units,
     "seconds": seconds,
   }
-  done.write_text(json.dumps(result))
+  write_atomic(done, json.dumps(result))
   return result
 
 
@@ -277,8 +267,8 @@ def run(cfg: LmStrategiesConfig, out: pathlib.Path, *, resume: bool, progress: b
       flush=True,
     )
   result = {"config": dataclasses.asdict(cfg), "strategies": results}
-  (out / "summary.json").write_text(json.dumps(result, indent=1))
-  (out / "forgetting.md").write_text(report(result) + "\n")
+  write_atomic(out / "summary.json", json.dumps(result, indent=1))
+  write_atomic(out / "forgetting.md", report(result) + "\n")
   return result
 
 

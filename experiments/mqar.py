@@ -63,6 +63,7 @@ from contlearn.models import byte_lm
 from contlearn.models.memory_layer import QK_ACTS
 from contlearn.overrides import apply_preset
 from contlearn.run_folder import fit
+from contlearn.run_log import write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,7 +346,7 @@ def run(cfg: MqarConfig, out: pathlib.Path, *, resume: bool = False, progress: b
       row = saved["row"]
     else:
       row = train_and_eval(cfg, name, out / name, resume=resume, progress=progress)
-      done.write_text(json.dumps({"config": _json(dataclasses.replace(cfg, models=(name,))), "row": row}, indent=2))
+      write_atomic(done, json.dumps({"config": _json(dataclasses.replace(cfg, models=(name,))), "row": row}, indent=2))
     rows.append(row)
     if progress:
       print(json.dumps({k: v for k, v in row.items() if k != "lanes"}), flush=True)
@@ -355,7 +356,7 @@ def run(cfg: MqarConfig, out: pathlib.Path, *, resume: bool = False, progress: b
       "rows": rows,
       "seconds": sum(r["seconds"] for r in rows),
     }
-    (out / "mqar.json").write_text(json.dumps(result, indent=2))
+    write_atomic(out / "mqar.json", json.dumps(result, indent=2))
   return result
 
 

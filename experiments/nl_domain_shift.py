@@ -54,8 +54,9 @@ from contlearn.models.sizing import param_count
 from contlearn.models.titans import TitansConfig
 from contlearn.models.variants import select
 from contlearn.overrides import apply_overrides
+from contlearn.plots import save_figure
 from contlearn.run_folder import fit
-from contlearn.run_log import LN2
+from contlearn.run_log import LN2, write_atomic
 from contlearn.stream.phases import Domains, PhaseFeed
 
 # Sizes set for about equal parameter counts (printed at the start of a run: 525k,
@@ -290,8 +291,7 @@ def plot(cfg: DomainShiftConfig, results: dict, path: pathlib.Path) -> None:
   axes[0][0].set_ylabel("held-out bits per byte")
   axes[0][0].legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def _num(x, fmt="+.3f") -> str:
@@ -362,6 +362,6 @@ def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, prog
       cfg, dataclasses.replace(cfg.base, model=m), domains, mesh, label, out / label, resume=resume, progress=progress
     )
   result = {"config": json.loads(json.dumps(to_dict(cfg))), "models": results}
-  (out / "domain_shift.json").write_text(json.dumps(result, indent=1))
+  write_atomic(out / "domain_shift.json", json.dumps(result, indent=1))
   plot(cfg, results, out / "domain_shift.png")
   return result

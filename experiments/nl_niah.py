@@ -53,6 +53,7 @@ from contlearn.models.titans import TitansConfig
 from contlearn.models.variants import select
 from contlearn.overrides import apply_preset
 from contlearn.run_folder import fit
+from contlearn.run_log import write_atomic
 from contlearn.stream import corpora, niah
 
 MODELS = {
@@ -237,11 +238,11 @@ def run(cfg: NiahConfig, out: pathlib.Path, *, resume: bool = False, progress: b
       rows[label] = saved["row"]
     else:
       rows[label] = train_and_eval(cfg, mcfg, label, out / label, resume=resume, progress=progress)
-      done.write_text(json.dumps({**config, "row": rows[label]}, indent=1))
+      write_atomic(done, json.dumps({**config, "row": rows[label]}, indent=1))
     if progress:
       print(f"  {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[label]["accuracy"].items()), flush=True)
     result = {"config": _json(cfg), "models": rows}
-    (out / "niah.json").write_text(json.dumps(result, indent=1))
+    write_atomic(out / "niah.json", json.dumps(result, indent=1))
   return result
 
 

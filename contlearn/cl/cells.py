@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, rules, run_folder
+from contlearn import engine, loop, rules, run_folder, sharding
 from contlearn import strategies as strategies_lib
 from contlearn.cl import datasets, scenarios
 from contlearn.cl.feed import TaskFeed
@@ -52,6 +52,7 @@ from contlearn.cl.results import Result, load_result, summarize, write_result
 from contlearn.cl.run_config import RunConfig, config_json, parse_pairs
 from contlearn.cl.task_model import classifier
 from contlearn.errors import CheckpointError
+from contlearn.run_log import write_atomic
 
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("checkpoint_every", "keep", "on_nonfinite")
@@ -146,7 +147,8 @@ def run_cell(
     cfg.steps_per_task,
     cfg.steps_per_block,
   )
-  state = engine.init(learner, keys, lanes=True, hparams=hparams)
+  mesh = sharding.process_mesh()
+  state = engine.init(learner, keys, mesh=mesh, lanes=True, hparams=hparams)
   calls = compile_calls(learner, model, strategy, state, eval_every=cfg.eval_every, lanes=True)
   task_end = ScenarioTaskEnd(strategy, calls.evaluate, feed, cfg.eval_every, lanes=True)
   log = EvalLog(out, feed, cfg.eval_every, cfg.batch, progress, name)
@@ -159,6 +161,7 @@ def run_cell(
     hooks=[task_end, log, *hooks],
     env=sc,
     lanes=True,
+    mesh=mesh,
     size=lambda xs: int(xs.size),
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
@@ -225,9 +228,9 @@ def run_cells(
       {"name": n, **r.summary, "extra": r.extra, "timing": r.timing, "config": config_json(r.config)}
       for n, r in results.items()
     ]
-    (out / "results.json").write_text(json.dumps(records, indent=1))
+    write_atomic(out / "results.json", json.dumps(records, indent=1))
     if table is not None:
-      (out / "results.md").write_text(table(results) + "\n")
+      write_atomic(out / "results.md", table(results) + "\n")
   return results
 
 

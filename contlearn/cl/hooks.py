@@ -26,7 +26,8 @@ import tqdm
 
 from contlearn import loop
 from contlearn.cl.feed import TaskFeed, finished_task
-from contlearn.run_log import read_jsonl, write_atomic
+from contlearn.processes import is_writer
+from contlearn.run_log import append_jsonl, read_jsonl, write_atomic
 from contlearn.strategies.base import Strategy
 from contlearn.strategies.task_end import TaskEnd
 from contlearn.tensorboard import ScalarWriter, truncate_events
@@ -95,7 +96,13 @@ class EvalLog(loop.Hook):
     self.writer: ScalarWriter | None = None
     total = feed.n_tasks * feed.steps_per_task * batch
     self.bar_options = dict(
-      total=total, unit="ex", unit_scale=True, desc=name, disable=not progress, file=sys.stderr, dynamic_ncols=True
+      total=total,
+      unit="ex",
+      unit_scale=True,
+      desc=name,
+      disable=not (progress and is_writer()),
+      file=sys.stderr,
+      dynamic_ncols=True,
     )
     self.bar = tqdm.tqdm(disable=True)  # opens when the run starts (not before a refused resume)
     self.started = time.perf_counter()
@@ -104,34 +111,36 @@ class EvalLog(loop.Hook):
 
   def on_start(self, run: loop.Loop) -> None:
     """Continues the log of a resumed run: records and events past the trajectory are dropped."""
-    if self.path.exists():
-      kept = read_jsonl(self.path)[: len(self.trajectory)]
-      write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-    truncate_events(self.events, len(self.trajectory) * self.eval_every)
-    self.writer = ScalarWriter(self.events)
+    if is_writer():  # the other processes of a run write nothing
+      if self.path.exists():
+        kept = read_jsonl(self.path)[: len(self.trajectory)]
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+      truncate_events(self.events, len(self.trajectory) * self.eval_every)
+      self.writer = ScalarWriter(self.events)
     self.bar = tqdm.tqdm(initial=run.units, **self.bar_options)
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
     ce, acc = metrics  # [L, S], [L, S // eval_every, T]
     lanes, evals = acc.shape[:2]
     loss = ce.reshape(lanes, evals, self.eval_every).mean(-1)
-    with self.path.open("a") as f:
-      for i in range(evals):
-        self.trajectory.append(acc[:, i])
-        n = len(self.trajectory)
-        step = n * self.eval_every
-        record = {
-          "evaluation": n,
-          "step": step,
-          "task": (step - 1) // self.feed.steps_per_task,
-          "loss": loss[:, i].tolist(),
-          "acc": acc[:, i].tolist(),
-        }
-        f.write(json.dumps(record) + "\n")
+    for i in range(evals):
+      self.trajectory.append(acc[:, i])
+      n = len(self.trajectory)
+      step = n * self.eval_every
+      record = {
+        "evaluation": n,
+        "step": step,
+        "task": (step - 1) // self.feed.steps_per_task,
+        "loss": loss[:, i].tolist(),
+        "acc": acc[:, i].tolist(),
+      }
+      append_jsonl(self.path, record)
+      if self.writer is not None:
         self.writer.add_scalar("loss", float(loss[:, i].mean()), step)
         for j, a in enumerate(acc[:, i].mean(0)):
           self.writer.add_scalar(f"acc/task_{j}", float(a), step)
-    self.writer.flush()
+    if self.writer is not None:
+      self.writer.flush()
     now = time.perf_counter()
     if self.first_block_s is None:
       self.first_block_s, self._steady = now - self.started, (now, 0)

@@ -8,6 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
 
+from contlearn.plots import save_figure  # noqa: E402
+
 
 def accuracy_heatmap(r: np.ndarray, path: str, title: str = "") -> str:
   """Writes R[i, j] (accuracy on task j after task i) as an annotated heatmap."""
@@ -22,8 +24,7 @@ def accuracy_heatmap(r: np.ndarray, path: str, title: str = "") -> str:
   ax.set_title(title)
   fig.colorbar(im, ax=ax)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
   return path
 
 
@@ -49,6 +50,5 @@ def accuracy_curves(acc: np.ndarray, steps: np.ndarray, boundaries, path: str, t
   ax.set_title(title)
   ax.legend(fontsize=7, ncol=min(acc.shape[1], 5))
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
   return path

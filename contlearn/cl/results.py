@@ -24,6 +24,7 @@ import numpy as np
 
 from contlearn.cl import metrics
 from contlearn.cl.run_config import RunConfig, config_json
+from contlearn.run_log import write_atomic
 
 
 @dataclasses.dataclass
@@ -84,7 +85,8 @@ def load_result(path: pathlib.Path) -> Result:
 
 
 def write_result(path: pathlib.Path, name: str, res: Result) -> None:
-  path.write_text(
+  write_atomic(
+    path,
     json.dumps(
       {
         "name": name,
@@ -97,7 +99,7 @@ def write_result(path: pathlib.Path, name: str, res: Result) -> None:
         "config": config_json(res.config),
       },
       indent=1,
-    )
+    ),
   )
 
 

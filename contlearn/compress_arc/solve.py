@@ -38,6 +38,7 @@ from contlearn.compress_arc import selection, task
 from contlearn.compress_arc.learner import SolverConfig, learner, puzzle_key
 from contlearn.compress_arc.puzzle import Signature
 from contlearn.config import to_dict
+from contlearn.run_log import write_atomic
 from contlearn.synthetic import StepFeed, step_indices
 
 
@@ -245,7 +246,7 @@ def solve(
       compiled=compile_group(sig, group, block, cfg),
     )
     if result is not None:
-      (out / group_name(sig) / "result.json").write_text(json.dumps(result))
+      write_atomic(out / group_name(sig) / "result.json", json.dumps(result))
     return result
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compress_arc") as pool:

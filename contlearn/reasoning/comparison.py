@@ -52,11 +52,12 @@ from contlearn import engine, loop, run_folder
 from contlearn.config import FieldError, require
 from contlearn.errors import ConfigError
 from contlearn.overrides import apply_preset
+from contlearn.plots import save_figure
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, PuzzleSet, arc_canvas, arc_vote, puzzle_kind, splits
 from contlearn.reasoning import hrm, trm
 from contlearn.reasoning.ema import ema_params
 from contlearn.reasoning.segments import SegmentConfig, rollout
-from contlearn.run_log import model_row
+from contlearn.run_log import append_jsonl, keep_jsonl, model_row, write_atomic
 
 MODELS = {"trm": "TRM (recursive)", "hrm": "HRM (hierarchical)", "single_pass": "single pass"}
 SCALES = ("smoke", "cpu", "gpu")
@@ -204,8 +205,7 @@ class TrainLog(loop.Hook):
     record = {name: np.mean(np.asarray(getattr(metrics, name)), axis=-1).tolist() for name in ("loss", "accuracy")}
     record["exact"] = np.mean(np.asarray(metrics.exact), axis=-1).tolist()
     self.last = record["loss"]
-    with self.path.open("a" if units > new_units else "w") as f:  # a fresh run starts the file anew
-      f.write(json.dumps({"block": block, "step": units, **record}) + "\n")
+    append_jsonl(self.path, {"block": block, "step": units, **record}, fresh=units == new_units)
     every = max(1, self.total // 5)
     if self.progress and (units - new_units) // every != units // every:
       print(f"  {self.label} step {units}: loss {np.round(record['loss'], 3).tolist()}", flush=True)
@@ -215,9 +215,7 @@ class TrainLog(loop.Hook):
 
   def restore(self, meta: dict) -> None:
     self.last = meta["last_loss"]
-    if self.path.exists():  # records after the checkpoint are written again
-      lines = self.path.read_text().splitlines()
-      self.path.write_text("".join(line + "\n" for line in lines if json.loads(line)["block"] <= meta["block"]))
+    keep_jsonl(self.path, lambda r: r["block"] <= meta["block"])
 
 
 def answers_fn(model: SegmentConfig) -> Callable:
@@ -338,8 +336,8 @@ def run_comparison(
     rows.append(row)
     result = {"config": _json(cfg), "rows": rows, "seconds": sum(r["seconds"] for r in rows)}
     result["puzzles"] = {"train": len(data[0]), "test": len(data[1])}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    (out / "results.md").write_text(report(result) + "\n")
+    write_atomic(out / "results.json", json.dumps(result, indent=2))
+    write_atomic(out / "results.md", report(result) + "\n")
     plot_segments(result, out / "segments.png")
   return result
 
@@ -391,6 +389,5 @@ def plot_segments(result: dict, path: pathlib.Path) -> pathlib.Path:
     ax.set(xlabel="segments at test time", ylabel="% of the test split", title=title)
   axes[0].legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  save_figure(fig, path, dpi=100)
   return path

@@ -220,3 +220,46 @@ def test_sharded_parameters_across_processes_learn_as_one_and_resume_on_another_
   losses = [[r["loss"] for r in read_jsonl(folder / "tiny_lm" / "metrics.jsonl")] for folder in (straight, sharded)]
   assert len(losses[1]) == 4
   np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+# A tiny classic-CL run (EWC on permuted digits, three seeds as lanes).
+CL_EXPERIMENT = textwrap.dedent('''
+    """A tiny classic-CL run for the multi-process tests."""
+    import dataclasses
+
+    from contlearn.cl.cells import run_cell
+    from contlearn.cl.run_config import RunConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+      seeds: int = 3
+
+    def get_config():
+      return Config()
+
+    def run(cfg, out, *, resume, progress):
+      run_cfg = RunConfig(
+          dataset="digits", stream="permuted", kind="domain", n_tasks=2, hidden=(16,), optimizer="sgd", lr=0.05,
+          steps_per_task=20, batch=8, eval_every=5, block_steps=10, max_test=50, seeds=tuple(range(cfg.seeds)),
+          strategy="ewc",
+      )
+      return run_cell(run_cfg, out, resume=resume, progress=progress)
+
+    def report(result):
+      return f"acc {result.summary['acc']:.3f}"
+''')
+
+
+@pytest.mark.slow
+def test_a_classic_cl_run_on_two_processes_equals_one_with_one_writer(tmp_path, launch):
+  experiment = tmp_path / "tiny_cl.py"
+  experiment.write_text(CL_EXPERIMENT)
+  one, two = tmp_path / "one", tmp_path / "two"
+  _ok(launch(1, 4, _run_args(str(experiment), one), timeout=240))
+  ranks = launch(2, 2, _run_args(str(experiment), two), timeout=240)
+  _ok(ranks)
+  single, several = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+  assert [r["evaluation"] for r in several] == [r["evaluation"] for r in single] == list(range(1, 9))
+  np.testing.assert_allclose([r["acc"] for r in several], [r["acc"] for r in single], rtol=1e-5)
+  assert len(list((two / "tensorboard").glob("events.out.tfevents.*"))) == 1
+  assert "acc " in ranks[0].stdout and "acc " not in ranks[1].stdout  # one report
