@@ -122,6 +122,9 @@ def _read_source(source) -> tuple[np.ndarray, np.ndarray]:
 def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
   """Reads a whole image-classification dataset with `tfds.data_source`.
 
+  The data must be prepared already in `data_dir` in the array_record format
+  (reading needs no TensorFlow); preparing it needs TensorFlow.
+
   Args:
     name: one of `TFDS_NAMES`.
     data_dir: tfds data directory (None: the tfds default).
