@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from contlearn import memories
-from contlearn.config import ModelConfig, with_known_fields
+from contlearn.config import FieldError, ModelConfig, with_known_fields
 from contlearn.errors import ConfigError
 from contlearn.memories.core import InnerModel
 from contlearn.models import build_mixer, ttt
@@ -131,5 +131,5 @@ def test_the_official_step_needs_token_steps():
   mixer_cfg = dataclasses.replace(with_known_fields("ttt_mlp"), inner_step="official", step="chunk")
   with pytest.raises(ConfigError, match="inner_step=official: needs model.mixer.step=token, got chunk"):
     build_mixer(ModelConfig(mixer=mixer_cfg, d_model=16, n_heads=2, n_layers=1))
-  with pytest.raises(Exception, match="inner_step"):
+  with pytest.raises(FieldError, match="inner_step='mean': must be one of paper, official"):
     ttt.TTTLinearConfig(inner_step="mean")
