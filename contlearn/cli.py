@@ -45,7 +45,7 @@ import threading
 from types import ModuleType
 from typing import Any, NoReturn
 
-from contlearn import catalog, compile_cache, processes
+from contlearn import catalog, compile_cache, processes, provenance
 from contlearn.errors import ConfigError, ContlearnError, OutputError
 from contlearn.lock import OutputLock
 
@@ -246,6 +246,7 @@ def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
     cfg = cfg if isinstance(cfg, dict) else {name: cfg}
   out = pathlib.Path(args.out or f"runs/{name}")
   with OutputLock(out):
+    provenance.record(out, name, args.argv)
     result = runner(cfg, out, resume=args.resume, progress=not args.no_progress)
   if stop_event().is_set():  # a signal came as the run ended
     interrupt = KeyboardInterrupt()
@@ -305,7 +306,9 @@ def _cluster(args: argparse.Namespace) -> processes.Cluster:
 def main(argv: list[str] | None = None) -> int:
   """Runs the command line `argv` (default: `sys.argv[1:]`); returns the exit status."""
   parser, run_parser = _parser()
-  args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = parser.parse_args(argv)
+  args.argv = argv
   if args.command == "run":  # before any other JAX call, and before the signal handlers (module docstring)
     try:
       processes.initialize(_cluster(args))

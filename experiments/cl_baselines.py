@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from contlearn.cl.cells import table_experiment
-from contlearn.cl.results import Result, markdown_table
+from contlearn.cl.results import Result, markdown_table, with_spread
 from contlearn.cl.run_config import RunConfig, selected
 
 # The baselines' published average accuracy of each row.
@@ -122,7 +122,7 @@ def _cells(cfg: Config) -> dict[str, RunConfig]:
 def _table(cfg: Config, results: dict[str, Result]) -> str:
   return markdown_table(
     ["Run", "Published ACC", "contlearn ACC (%)"],
-    [[LABELS[n], PUBLISHED[n], r.summary["acc"]] for n, r in results.items()],
+    [[LABELS[n], PUBLISHED[n], with_spread(r, "acc")] for n, r in results.items()],
   )
 
 

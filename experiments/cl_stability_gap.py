@@ -20,13 +20,14 @@ right after each boundary is the gap) and `matrix.png`; `results.md` and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 
 import numpy as np
 
 from contlearn.cl import metrics, plots
 from contlearn.cl.cells import table_experiment
-from contlearn.cl.results import Result, markdown_table
+from contlearn.cl.results import Result, markdown_table, with_spread
 from contlearn.cl.run_config import Method, RunConfig, method_cells
 
 
@@ -70,13 +71,24 @@ def _rows(cfg: Config, results: dict[str, Result]) -> list[list]:
   rows = []
   for name, res in results.items():
     wf = float(np.mean([metrics.windowed_forgetting(a, res.ends, cfg.window) for a in res.trajectory]))
-    s = res.summary
-    rows.append([getattr(cfg, name).label, s["acc"], s["min_acc"], s["wc_acc"], wf])
+    spread = functools.partial(with_spread, res)
+    rows.append(
+      [
+        getattr(cfg, name).label,
+        spread("acc"),
+        spread("old_acc"),
+        spread("min_acc"),
+        spread("stability_gap"),
+        spread("wc_acc"),
+        wf,
+      ]
+    )
   return rows
 
 
 def _table(cfg: Config, results: dict[str, Result]) -> str:
-  return markdown_table(["Method", "ACC", "avg-min-ACC", "WC-ACC", f"WF^{cfg.window}"], _rows(cfg, results))
+  header = ["Method", "ACC", "old-task ACC", "avg-min-ACC", "stability gap", "WC-ACC", f"WF^{cfg.window}"]
+  return markdown_table(header, _rows(cfg, results))
 
 
 def _plots(cfg: Config, results: dict[str, Result], out: pathlib.Path) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 from contlearn.cl.cells import table_experiment
-from contlearn.cl.results import Result, markdown_table
+from contlearn.cl.results import Result, markdown_table, with_spread
 from contlearn.cl.run_config import Method, RunConfig, selected
 from contlearn.errors import ConfigError
 
@@ -109,7 +109,7 @@ def _table(cfg: Config, results: dict[str, Result]) -> str:
   for name in cfg.models:
     rows.append(
       [getattr(cfg, name).label]
-      + [results[f"{name}_{k}"].summary["acc"] if f"{name}_{k}" in results else "-" for k in cfg.kinds]
+      + [with_spread(results[f"{name}_{k}"], "acc") if f"{name}_{k}" in results else "-" for k in cfg.kinds]
     )
   return markdown_table(["Method"] + [columns[k] for k in cfg.kinds], rows)
 
@@ -118,4 +118,4 @@ run = table_experiment(cells, _table)
 
 
 def report(result: dict) -> str:
-  return result["table"] + "\nAverage accuracy after the last task (%), mean over seeds."
+  return result["table"] + "\nAverage accuracy after the last task (%), mean ± standard deviation over seeds."

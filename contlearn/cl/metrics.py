@@ -74,6 +74,25 @@ def min_accuracy(a: np.ndarray, ends) -> float:
   return float(np.mean([np.min(a[ends[i] :, i]) for i in range(k - 1)]))
 
 
+def final_old_accuracy(a: np.ndarray, ends) -> float:
+  """Mean accuracy at the last evaluation on the tasks trained before the last one."""
+  a, ends = _trajectory(a, ends)
+  k = len(ends)
+  return float(np.mean(a[-1, : k - 1])) if k >= 2 else float("nan")
+
+
+def stability_gap(a: np.ndarray, ends) -> float:
+  """The transient dip of the old tasks that training on later ones recovers: final old-task
+  accuracy minus avg-min-ACC (>= 0). Permanent forgetting is not in it: a task whose accuracy
+  falls and stays down has no gap.
+
+  >>> a = np.array([[0.9, 0.1], [0.5, 0.8], [0.8, 0.9]])  # task 0 dips to 0.5, recovers to 0.8
+  >>> round(stability_gap(a, [1, 3]), 3)
+  0.3
+  """
+  return final_old_accuracy(a, ends) - min_accuracy(a, ends)
+
+
 def worst_case_accuracy(a: np.ndarray, ends) -> float:
   """WC-ACC = (1/k) A[last, k-1] + (1 - 1/k) avg-min-ACC, k = len(ends) tasks seen."""
   a, ends = _trajectory(a, ends)

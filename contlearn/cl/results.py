@@ -36,8 +36,9 @@ class Result:
     matrix: float32 [L, T, T], R of each lane (seed).
     trajectory: float32 [L, N, T], accuracy on every task at each evaluation.
     ends: int [T], per task the evaluations up to its end.
-    summary: ACC, forgetting, BWT, avg-min-ACC, WC-ACC: mean over lanes
-      and `<name>_std`, their spread.
+    summary: ACC, forgetting, BWT, avg-min-ACC, WC-ACC, final old-task
+      accuracy and the stability gap: mean over lanes and `<name>_std`,
+      their spread.
     extra: what the experiment computed from the final state (`run_cell`'s
       `extra`), JSON.
     timing: seconds, first-block seconds, examples per second per lane.
@@ -61,6 +62,8 @@ def summarize(matrix: np.ndarray, trajectory: np.ndarray, ends: Sequence[int]) -
       "bwt": metrics.backward_transfer(r),
       "min_acc": metrics.min_accuracy(a, ends),
       "wc_acc": metrics.worst_case_accuracy(a, ends),
+      "old_acc": metrics.final_old_accuracy(a, ends),
+      "stability_gap": metrics.stability_gap(a, ends),
     }
     for r, a in zip(matrix, trajectory)
   ]
@@ -103,9 +106,19 @@ def write_result(path: pathlib.Path, name: str, res: Result) -> None:
   )
 
 
+def with_spread(res: Result, key: str) -> float | tuple[float, float]:
+  """The mean of summary `key` over lanes, and its standard deviation when there are several lanes."""
+  return (res.summary[key], res.summary[key + "_std"]) if len(res.matrix) > 1 else res.summary[key]
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-  """A GitHub markdown table; floats in [0, 1] print as percentages."""
-  fmt = lambda v: f"{100 * v:.1f}" if isinstance(v, float) else str(v)
+  """A GitHub markdown table; floats in [0, 1] print as percentages, (mean, std) pairs as "m ± s"."""
+
+  def fmt(v: Any) -> str:
+    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, float) for x in v):
+      return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
+    return f"{100 * v:.1f}" if isinstance(v, float) else str(v)
+
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
   return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Which code made a run's results: `out/run.json`, one entry per invocation.
+
+`contlearn run` records, in the output folder, the experiment, the command
+line, the code version (the git commit of the contlearn checkout, marked
+"+modified" when its files differ from it; the installed version otherwise),
+the jax version, the processes and devices and the time, and appends one
+entry each time the run is resumed. A run whose entries name two code
+versions mixes results of both: `record` says so in one line, so a table is
+never silently built from two versions.
+
+>>> import tempfile, pathlib
+>>> out = pathlib.Path(tempfile.mkdtemp())
+>>> record(out, "byte_lm", ["run", "byte_lm"])["experiment"]
+'byte_lm'
+>>> len(json.loads((out / "run.json").read_text())["invocations"])
+1
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import importlib.metadata
+import json
+import pathlib
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from contlearn.processes import is_writer
+from contlearn.run_log import write_atomic
+
+PACKAGE = pathlib.Path(__file__).resolve().parent
+
+
+@functools.cache
+def code_version() -> str:
+  """The git commit of the checkout contlearn is imported from ("<sha>+modified" when its tracked
+  files differ from it), or "contlearn <version>" for an installed copy outside git."""
+
+  def git(*args: str) -> str:
+    return subprocess.run(
+      ["git", "-C", str(PACKAGE), *args], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+  try:
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+  except (OSError, subprocess.SubprocessError):
+    try:
+      return f"contlearn {importlib.metadata.version('contlearn')}"
+    except importlib.metadata.PackageNotFoundError:
+      return "contlearn (unknown version)"
+  return commit + ("+modified" if changed else "")
+
+
+def record(out: pathlib.Path, experiment: str, argv: Sequence[str]) -> dict[str, Any]:
+  """Appends this invocation to `out/run.json` (the writing process only) and returns its entry;
+  warns on stderr when an earlier invocation of the run used another code version."""
+  entry = {
+    "experiment": experiment,
+    "command": " ".join(["contlearn", *argv]),
+    "code": code_version(),
+    "jax": jax.__version__,
+    "processes": jax.process_count(),
+    "devices": jax.device_count(),
+    "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+  }
+  if not is_writer():
+    return entry
+  path = out / "run.json"
+  try:
+    earlier = json.loads(path.read_text())["invocations"]
+  except (OSError, ValueError, KeyError, TypeError):
+    earlier = []
+  versions = sorted({e.get("code") for e in earlier} - {entry["code"]})
+  if versions:
+    print(
+      f"contlearn: {out} holds results of code {', '.join(map(str, versions))}; this invocation runs "
+      f"{entry['code']}: its outputs mix code versions (see {path})",
+      file=sys.stderr,
+    )
+  out.mkdir(parents=True, exist_ok=True)
+  write_atomic(path, json.dumps({"invocations": [*earlier, entry]}, indent=1))
+  return entry
+
+
+__all__ = ["code_version", "record"]

@@ -1,0 +1,23 @@
+"""Every run folder says which code made it, and a resume with other code says so."""
+
+import json
+import re
+
+from contlearn import provenance
+
+
+def test_the_code_version_is_this_checkouts_commit():
+  assert re.fullmatch(r"[0-9a-f]{40}(\+modified)?", provenance.code_version())
+
+
+def test_each_invocation_is_recorded_and_a_change_of_code_is_said(tmp_path, capsys, monkeypatch):
+  first = provenance.record(tmp_path, "tiny", ["run", "tiny", "--out", str(tmp_path)])
+  assert first["command"] == f"contlearn run tiny --out {tmp_path}" and first["code"] == provenance.code_version()
+  assert capsys.readouterr().err == ""
+  monkeypatch.setattr(provenance, "code_version", lambda: "0" * 40)
+  provenance.record(tmp_path, "tiny", ["run", "tiny", "--resume"])
+  err = capsys.readouterr().err
+  assert err.startswith(f"contlearn: {tmp_path} holds results of code {first['code']}; this invocation runs 000")
+  invocations = json.loads((tmp_path / "run.json").read_text())["invocations"]
+  assert [i["command"].split()[-1] for i in invocations] == [str(tmp_path), "--resume"]
+  assert [i["code"] for i in invocations] == [first["code"], "0" * 40]
