@@ -17,6 +17,7 @@ from contlearn.learner import build_learner
 from contlearn.overrides import apply_overrides
 from contlearn.sharding import make_mesh, param_spec, path_name, state_sharding
 from contlearn.state import new_state
+from contlearn.stream import DocumentLanes, split_bytes
 
 
 def _specs(tree):
@@ -119,3 +120,24 @@ def test_optax_state_of_a_user_rule_follows_the_parameters():
   opt = _specs(specs.opt_state)
   assert opt["0/mu/dense/kernel"] == P("fsdp", None) == _specs(specs.params)["dense/kernel"]
   assert opt["0/nu/bias"] == P(None)
+
+
+@pytest.mark.slow
+def test_seeds_as_lanes_on_an_fsdp_mesh_equal_lanes_on_one_device():
+  cfg = tiny_config("linear_attention")
+  learner = build_learner(cfg)
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  stream = DocumentLanes(
+    split_bytes(b"the quick brown fox jumps over the lazy dog. " * 40, 8), steps=4, batch=8, seq=16
+  )
+  chunk, _ = stream.next(stream.start())
+  losses = []
+  for mesh in (None, make_mesh(MeshConfig(data=2, fsdp=4))):
+    state = engine.init(learner, keys, mesh=mesh, lanes=True)
+    if mesh is not None:
+      assert state.params["embed"].sharding.spec == P("data", "fsdp", None)
+    state, metrics = engine.compile(learner, state, mesh=mesh, lanes=True)(
+      state, engine.place_xs(chunk, mesh, lanes=True)
+    )
+    losses.append(np.asarray(metrics.nll))
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)

@@ -155,13 +155,21 @@ UNEVEN = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.slow
-def test_shares_that_end_at_different_chunks_do_not_hang(tmp_path, launch):
-  experiment = tmp_path / "uneven.py"
-  experiment.write_text(UNEVEN)
+def _one_and_two(tmp_path: pathlib.Path, launch, source: str):
+  """Runs the experiment `source` on 1 process x 4 devices and on 2 x 2; returns both
+  output folders and the two processes' results."""
+  experiment = tmp_path / "experiment.py"
+  experiment.write_text(source)
   one, two = tmp_path / "one", tmp_path / "two"
   _ok(launch(1, 4, _run_args(str(experiment), one), timeout=240))
-  _ok(launch(2, 2, _run_args(str(experiment), two), timeout=240))
+  ranks = launch(2, 2, _run_args(str(experiment), two), timeout=240)
+  _ok(ranks)
+  return one, two, ranks
+
+
+@pytest.mark.slow
+def test_shares_that_end_at_different_chunks_do_not_hang(tmp_path, launch):
+  one, two, _ = _one_and_two(tmp_path, launch, UNEVEN)
   single, several = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
   assert [r["chunk"] for r in several] == [1, 2, 3, 4, 5] == [r["chunk"] for r in single]
   assert [r["tokens"] for r in several] == [r["tokens"] for r in single]
@@ -252,12 +260,7 @@ CL_EXPERIMENT = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_a_classic_cl_run_on_two_processes_equals_one_with_one_writer(tmp_path, launch):
-  experiment = tmp_path / "tiny_cl.py"
-  experiment.write_text(CL_EXPERIMENT)
-  one, two = tmp_path / "one", tmp_path / "two"
-  _ok(launch(1, 4, _run_args(str(experiment), one), timeout=240))
-  ranks = launch(2, 2, _run_args(str(experiment), two), timeout=240)
-  _ok(ranks)
+  one, two, ranks = _one_and_two(tmp_path, launch, CL_EXPERIMENT)
   single, several = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
   assert [r["evaluation"] for r in several] == [r["evaluation"] for r in single] == list(range(1, 9))
   np.testing.assert_allclose([r["acc"] for r in several], [r["acc"] for r in single], rtol=1e-5)
