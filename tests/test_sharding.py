@@ -87,7 +87,7 @@ def test_lanes_split_over_data_and_the_rules_apply_within_a_lane():
 
 
 def test_init_under_jit_places_each_leaf_with_its_sharding_and_the_same_values():
-  cfg = tiny_config("swa", cms_periods=(1, 2))
+  cfg = tiny_config("swa")
   learner = build_learner(cfg)
   mesh = make_mesh(MeshConfig(data=1, fsdp=4, tensor=2))
   state = engine.init(learner, jax.random.PRNGKey(3), mesh=mesh)

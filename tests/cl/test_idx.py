@@ -118,6 +118,7 @@ def test_a_cut_gzip_stream_is_one_line_naming_the_file(tmp_path):
     idx.read_folder(str(folder))
 
 
+@pytest.mark.slow
 def test_three_scenarios_runs_on_an_idx_folder(tmp_path, capsys):
   folder = write_folder(tmp_path / "data", tiny_arrays())
   out = tmp_path / "run"

@@ -60,8 +60,16 @@ def _inputs(inner, seed=0):
   return outer, w, q, k, v, gate
 
 
-@pytest.mark.parametrize("kind", ["linear", pytest.param("mlp", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("inner_step", ["paper", "official"])
+# The paper's step is also checked against a token loop in test_forms.py: its cases here run in `make test-all`.
+@pytest.mark.parametrize(
+  ("kind", "inner_step"),
+  [
+    ("linear", "official"),
+    pytest.param("linear", "paper", marks=pytest.mark.slow),
+    pytest.param("mlp", "official", marks=pytest.mark.slow),
+    pytest.param("mlp", "paper", marks=pytest.mark.slow),
+  ],
+)
 def test_fast_form_equals_the_token_loop(kind, inner_step):
   """In float64, outputs, final memory and gradients, over 17 real tokens and 3 of padding."""
   inner, base = _inner(kind)
@@ -112,7 +120,7 @@ BEFORE = {
 }
 
 
-@pytest.mark.parametrize("name", ["ttt_linear", "ttt_mlp"])
+@pytest.mark.parametrize("name", ["ttt_linear", pytest.param("ttt_mlp", marks=pytest.mark.slow)])
 def test_the_default_paper_step_is_bit_identical_to_before(name):
   mixer_cfg = with_known_fields(name, chunk=8, expansion=2)
   assert mixer_cfg.inner_step == "paper"
