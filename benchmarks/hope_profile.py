@@ -133,6 +133,7 @@ def op_counts(fn, args) -> dict:
       opcodes.update(o for o in re.findall(r"=\s*\S+\s+([a-z][\w-]*)\(", body) if o not in PLUMBING)
   counts = {cls: sum(opcodes[o] for o in ops) for cls, ops in OP_CLASSES.items()}
   counts["other"] = sum(opcodes.values()) - sum(counts.values())
+  counts["loop"] = len(re.findall(r"\swhile\(", text))
   counts["loop_trips"] = [int(n) for n in re.findall(r'known_trip_count[^0-9]*"n":"(\d+)"', text)]
   return counts
 
