@@ -8,9 +8,9 @@ self-modifying memories of every lane and head (`self_modifying.chunked`)
 and their parts, each forward and backward alone (gradient of the sum of its
 outputs with respect to every float input):
 
-    reads        the projection memories read x; k, v, rates and q made
-    proj_writes  the projection memories' writes over the block (one chunk)
-    main_memory  the main memory over the block (a scan over chunks)
+    reads        the projection memories read x (`stacked_apply`); k, v, rates and q made
+    proj_writes  the projection memories' writes over the block (`advance`, one chunk)
+    main_memory  the main memory over the block (`main_memory`, a scan over chunks)
 
 Per row: GFLOP of one call (XLA's cost analysis, as `lm_throughput.py`; it
 counts a loop's body once), the GFLOP of its matrix products alone with every
@@ -40,8 +40,8 @@ import common  # noqa: E402
 
 from contlearn.config import Config, DataConfig  # noqa: E402
 from contlearn.learner import build_learner  # noqa: E402
-from contlearn.memories import dual  # noqa: E402
 from contlearn.memories import self_modifying as sm  # noqa: E402
+from contlearn.memories.core import masked_rates  # noqa: E402
 from contlearn.models import hope  # noqa: E402
 from contlearn.stream import Chunk  # noqa: E402
 
@@ -78,17 +78,16 @@ def memory_parts(spec: sm.SelfModifying, batch: int, heads: int, dh: int, seq: i
   per_token = lambda rates, c: rates._replace(lr=rates.lr / c)
 
   def reads(p, s, x):
-    r = jax.vmap(lambda o, w: rule.model.apply(w, o, x))({"offset": p["w0"]}, s.w)
+    r = sm.stacked_apply(rule, *sm.stacked_layers(rule, rule.model.weights(s.w, {"offset": p["w0"]})), x)
     return sm.generate(spec, p, dict(zip(spec.projections, r))), sm.query(p, x)
 
   def proj_writes(p, s, k, v, rates, mask):
-    def write(o, ss):
-      return dual.chunked(rule, o, ss, k, k, v, per_token(rates, spec.chunk_proj), mask, spec.chunk_proj)[1]
-
-    return jax.vmap(write)({"offset": p["w0"]}, s)
+    weights = rule.model.weights(s.w, {"offset": p["w0"]})
+    rates = masked_rates(per_token(rates, spec.chunk_proj), mask)
+    return sm.advance(rule, s, weights, k, v, rates, mask.astype(k.dtype), spec.chunk_proj)
 
   def main_memory(o, s, q, k, v, rates, mask):
-    return dual.chunked(rule, o, s, q, k, v, per_token(rates, spec.chunk_mem), mask, spec.chunk_mem)
+    return sm.main_memory(spec, o, s, q, k, v, per_token(rates, spec.chunk_mem), mask)
 
   (k, v, rates), q = jax.jit(jax.vmap(jax.vmap(reads), in_axes=(None, 0, 0)))(p_proj, s_proj, x)
   memories = lambda p, s, x, mask: sm.chunked(spec, p, s, x, mask)

@@ -73,8 +73,14 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
-the projection memories with one dual chunk (`dual.chunked`) and running the
-main memory over the block in chunks of `chunk_mem`. A masked token changes
+the projection memories by one chunk (`advance`) and running the main memory
+over the block in chunks of `chunk_mem` (`main_memory`), both `dual`'s
+chunk-start-gradient form written out for these memories. The projection
+memories are one stack [P]: their reads of x, their gradients at k and v
+(shared) and their writes are each one product over the stack
+(`stacked_apply`; `x [L, Dh] @ W_a [P, Dh, H]` is one matrix product), and
+only their state at the block's end is computed. The main memory's scan
+carries its state; every product in it is over a whole chunk. A masked token changes
 nothing. Shapes: `x [T, Dh]`, `mask [T]`; the state is one `MemState` whose
 leaves lead with the memory, in the order of `SelfModifying.names`.
 """
@@ -204,7 +210,7 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
   return y, state
 
 
-def _stacked(rule: Rule, weights: Params) -> tuple[jax.Array, jax.Array]:
+def stacked_layers(rule: Rule, weights: Params) -> tuple[jax.Array, jax.Array]:
   """The layers `W_a [S, Dh, H]`, `W_b [S, H, Dh]` of memories stacked on [S] (a depth-2 residual stack
   without biases, as `rules.self_modifying`)."""
   model = rule.model
@@ -213,7 +219,7 @@ def _stacked(rule: Rule, weights: Params) -> tuple[jax.Array, jax.Array]:
   return weights["w"][0], weights["w"][1]
 
 
-def _apply(rule: Rule, w_a: jax.Array, w_b: jax.Array, x: jax.Array) -> jax.Array:
+def stacked_apply(rule: Rule, w_a: jax.Array, w_b: jax.Array, x: jax.Array) -> jax.Array:
   """`M_s(x) [S, L, Dh]` of stacked memories at one input `x [L, Dh]`: one product over the stack."""
   return x[None] + jnp.einsum("sth,shd->std", rule.model.act(jnp.einsum("td,sdh->sth", x, w_a)), w_b)
 
@@ -228,7 +234,7 @@ def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, 
   act, c = rule.model.act, LOSS_CURVATURE[rule.loss]
   z = jnp.einsum("td,sdh->sth", k, w_a)
   h = act(z)
-  target = _apply(rule, w_a, w_b, v) if rule.self_target else v[None]
+  target = stacked_apply(rule, w_a, w_b, v) if rule.self_target else v[None]
   err = k[None] + jnp.einsum("sth,shd->std", h, w_b) - target  # M(W; k) - target
   back = jnp.einsum("std,shd->sth", err, w_b)
   slope_of = jax.grad(act)  # act acts elementwise
@@ -247,12 +253,9 @@ def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, 
   return jnp.broadcast_to(lr, z.shape[:2]), h, d_a, c * err
 
 
-def _advance(rule: Rule, state: MemState, weights: Params, k, v, rates: Rates, use, chunk: int) -> MemState:
-  """Stacked memories (leaves leading [S]) after one chunk of `L <= chunk` tokens whose gradients are all
-  taken at the chunk start (`dual`'s end-of-chunk state, without its reads); `weights` are the memories'
-  full weights (offset + state), `rates` masked and per token, `use [L]` the mask."""
-  w_a, w_b = _stacked(rule, weights)
-  lr, h, d_a, d_b = _gradients(rule, w_a, w_b, k, v, rates.lr, chunk)
+def _end_state(rule: Rule, state: MemState, k, h, d_a, d_b, lr, rates: Rates, use) -> MemState:
+  """Stacked memories (leaves leading [S]) at the end of a chunk whose gradients (`_gradients`: h, d_a, d_b,
+  the steps lr [S, L]) were all taken at its start: `dual`'s end-of-chunk state; `rates` masked, `use [L]`."""
   log_g = jnp.cumsum(log_rate(rates.retain))
   g_end = jnp.exp(log_g[-1])
   decay = jnp.exp(log_g[-1] - log_g)  # retention from each token to the chunk's end
@@ -278,6 +281,55 @@ def _advance(rule: Rule, state: MemState, weights: Params, k, v, rates: Rates, u
   return MemState(tree(lambda w, s: g_end * w - s, state.w, steps[0]), state.m)
 
 
+def advance(rule: Rule, state: MemState, weights: Params, k, v, rates: Rates, use, chunk: int) -> MemState:
+  """Stacked memories after one chunk of `L <= chunk` tokens, gradients at the chunk start, without reads;
+  `weights` are their full weights (offset + state), `rates` masked and per token, `use [L]` the mask."""
+  lr, h, d_a, d_b = _gradients(rule, *stacked_layers(rule, weights), k, v, rates.lr, chunk)
+  return _end_state(rule, state, k, h, d_a, d_b, lr, rates, use)
+
+
+def _main_chunk(rule: Rule, outer: Params, state: MemState, xs):
+  """One chunk of the main memory: y [C, Dh] (read at every token, `dual`'s form) and the state after it."""
+  q, k, v, rates, use = xs
+  chunk = q.shape[0]
+  state, outer = jax.tree.map(lambda a: a[None], (state, outer))  # a stack of one
+  lr, h, d_a, d_b = _gradients(rule, *stacked_layers(rule, rule.model.weights(state.w, outer)), k, v, rates.lr, chunk)
+  g, r, e, _, _ = dual.coefficients(rule, lr[0], rates.retain, rates.momentum, use)
+  w_a, w_b = stacked_layers(rule, state.w)
+  m_a, m_b = stacked_layers(rule, state.m)
+
+  o_a, o_b = stacked_layers(rule, outer["offset"]) if rule.model.offset else (None, None)
+
+  def layer(x, inputs, d, w, m, o):  # x [C, d_in] through one layer of W_t, t the reading token (`dual`)
+    z = g[:, None] * (x @ w[0]) - (e * (x @ inputs.T)) @ d[0]
+    z = z + r[:, None] * (x @ m[0]) if rule.momentum else z
+    return z + x @ o[0] if rule.model.offset else z
+
+  hq = rule.model.act(layer(q, k, d_a, w_a, m_a, o_a))
+  y = q + layer(hq, h[0], d_b, w_b, m_b, o_b)
+  return _take(_end_state(rule, state, k, h, d_a, d_b, lr, rates, use), 0), y
+
+
+def main_memory(spec: SelfModifying, outer: Params, state: MemState, q, k, v, rates: Rates, mask):
+  """The main memory over `L` tokens in chunks of `chunk_mem` (the last padded with masked tokens): y [L, Dh]
+  and its state after them; `rates` per token (`lr` divided by the chunk)."""
+  chunk, t = spec.chunk_mem, q.shape[0]
+  n = -(-t // chunk)
+  rates = masked_rates(rates, mask)
+  xs = (q, k, v, rates, mask.astype(q.dtype))
+  pad = (0.0, 0.0, 0.0, Rates(0.0, 1.0, 1.0), 0.0)  # a masked token's
+  xs = jax.tree.map(
+    lambda x, p: jnp.pad(x, [(0, n * chunk - t)] + [(0, 0)] * (x.ndim - 1), constant_values=p).reshape(
+      n, chunk, *x.shape[1:]
+    ),
+    xs,
+    pad,
+  )
+  # The backward pass recomputes each chunk from its carried state (`dual.chunked`).
+  state, y = jax.lax.scan(jax.checkpoint(lambda s, x: _main_chunk(spec.rule, outer, s, x)), state, xs)
+  return y.reshape(n * chunk, -1)[:t], state
+
+
 def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array):
   """Up to `chunk_proj` tokens: y [L, Dh] and the state after them.
 
@@ -287,13 +339,13 @@ def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, m
   rule, n, outer = spec.rule, len(spec.projections), _outer(spec, params)
   proj, mem, o_mem = _take(state, slice(0, n)), _take(state, n), _take(outer, n)
   weights = rule.model.weights(proj.w, _take(outer, slice(0, n)))
-  reads = _apply(rule, *_stacked(rule, weights), x)  # [P, L, Dh]
+  reads = stacked_apply(rule, *stacked_layers(rule, weights), x)  # [P, L, Dh]
   k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
   per_token = lambda c: rates._replace(lr=rates.lr / c)
-  proj = _advance(
+  proj = advance(
     rule, proj, weights, k, v, masked_rates(per_token(spec.chunk_proj), mask), mask.astype(x.dtype), spec.chunk_proj
   )
-  y, mem = dual.chunked(rule, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask, spec.chunk_mem)
+  y, mem = main_memory(spec, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask)
   return jax.tree.map(lambda p, m: jnp.concatenate([p, m[None]]), proj, mem), y
 
 
