@@ -80,9 +80,10 @@ memories are one stack [P]: their reads of x, their gradients at k and v
 (shared) and their writes are each one product over the stack
 (`stacked_apply`; `x [L, Dh] @ W_a [P, Dh, H]` is one matrix product), and
 only their state at the block's end is computed. The main memory's scan
-carries its state; every product in it is over a whole chunk. A masked token changes
-nothing. Shapes: `x [T, Dh]`, `mask [T]`; the state is one `MemState` whose
-leaves lead with the memory, in the order of `SelfModifying.names`.
+carries its state; every product in it is over a whole chunk. A masked token
+changes nothing. Shapes: `x [T, Dh]`, `mask [T]`; the state is one
+`MemState` whose leaves lead with the memory, in the order of
+`SelfModifying.names`.
 """
 
 from __future__ import annotations
@@ -266,9 +267,8 @@ def _end_state(rule: Rule, state: MemState, k, h, d_a, d_b, lr, rates: Rates, us
     push = jnp.where(later, jnp.exp(jnp.where(later, log_p[:, None] - log_p[None, :], 0.0)), 0.0)
     through = (decay * use) @ push  # E[end, i] / lr_i
     r_end = (decay * use) @ jnp.exp(log_p)
-    coef = jnp.stack(
-      [through[None] * lr, jnp.exp(log_p[-1] - log_p)[None] * lr]
-    )  # [2, S, L]: the state's, the momentum's
+    # [2, S, L]: each token's share of the state's step and of the momentum's
+    coef = jnp.stack([through[None] * lr, jnp.exp(log_p[-1] - log_p)[None] * lr])
   else:
     coef = (decay[None] * lr)[None]
   step_a = jnp.einsum("td,jst,sth->jsdh", k, coef, d_a)
@@ -297,7 +297,6 @@ def _main_chunk(rule: Rule, outer: Params, state: MemState, xs):
   g, r, e, _, _ = dual.coefficients(rule, lr[0], rates.retain, rates.momentum, use)
   w_a, w_b = stacked_layers(rule, state.w)
   m_a, m_b = stacked_layers(rule, state.m)
-
   o_a, o_b = stacked_layers(rule, outer["offset"]) if rule.model.offset else (None, None)
 
   def layer(x, inputs, d, w, m, o):  # x [C, d_in] through one layer of W_t, t the reading token (`dual`)
