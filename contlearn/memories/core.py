@@ -260,7 +260,7 @@ def inner_grad(rule: Rule, outer: Params, w: Params, k_t: jax.Array, v_t: jax.Ar
 LOSS_CURVATURE = {half_squared_loss: 1.0, squared_loss: 2.0}
 
 
-def _largest(x: jax.Array) -> jax.Array:
+def largest(x: jax.Array) -> jax.Array:
   """`max(x, axis=-1)`, differentiated through the position of the maximum.
 
   (jnp.max's gradient compares x with its result; under `jax.checkpoint` x
@@ -307,7 +307,7 @@ def curvature(rule: Rule, outer: Params, w: Params, k: jax.Array, v: jax.Array) 
     gauss_newton = jnp.sum(jnp.square(h), axis=-1) + bias + k_sq * (jnp.square(slope) @ rows)
     # (+ 1e-30: a finite gradient where k or the error is exactly 0, as on padding)
     k_err = jnp.sqrt(k_sq * jnp.sum(jnp.square(err), axis=-1) + 1e-30)
-    second = k_sq * _largest(jnp.abs(bend * (err @ full["w"][1].T))) + k_err * _largest(jnp.abs(slope))
+    second = k_sq * largest(jnp.abs(bend * (err @ full["w"][1].T))) + k_err * largest(jnp.abs(slope))
     kappa = gauss_newton + second
   kappa = LOSS_CURVATURE[rule.loss] * kappa
   return kappa + k_sq if rule.dgd else kappa

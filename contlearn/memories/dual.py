@@ -56,7 +56,7 @@ def _ratio(log_c: jax.Array) -> jax.Array:
   return jnp.where(low, jnp.exp(diff), 0.0)
 
 
-def _coefficients(rule: Rule, lr, retain, eta, use):
+def coefficients(rule: Rule, lr, retain, eta, use):
   """g [C], r [C], E [C, C], and the momentum's end row `lr * L2[-1]` [C]."""
   log_g = jnp.cumsum(log_rate(retain))
   l1 = _ratio(log_g)
@@ -98,7 +98,7 @@ def _chunk(rule: Rule, outer, state: MemState, xs):
   deltas, inputs = jax.grad(keys_loss, has_aux=True)(eps)
   if rule.chunk_step:
     return _one_step(rule, state, inputs, deltas, lr, retain, eta, use), model.apply(w0, outer, q)
-  g, r, e, m_row, p_end = _coefficients(rule, lr, retain, eta, use)
+  g, r, e, m_row, p_end = coefficients(rule, lr, retain, eta, use)
 
   h = q
   for i in range(depth):

@@ -73,10 +73,17 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
-the projection memories with one dual chunk (`dual.chunked`) and running the
-main memory over the block in chunks of `chunk_mem`. A masked token changes
-nothing. Shapes: `x [T, Dh]`, `mask [T]`; the state is one `MemState` whose
-leaves lead with the memory, in the order of `SelfModifying.names`.
+the projection memories by one chunk (`advance`) and running the main memory
+over the block in chunks of `chunk_mem` (`main_memory`), both `dual`'s
+chunk-start-gradient form written out for these memories. The projection
+memories are one stack [P]: their reads of x, their gradients at k and v
+(shared) and their writes are each one product over the stack
+(`stacked_apply`; `x [L, Dh] @ W_a [P, Dh, H]` is one matrix product), and
+only their state at the block's end is computed. The main memory's scan
+carries its state; every product in it is over a whole chunk. A masked token
+changes nothing. Shapes: `x [T, Dh]`, `mask [T]`; the state is one
+`MemState` whose leaves lead with the memory, in the order of
+`SelfModifying.names`.
 """
 
 from __future__ import annotations
@@ -87,7 +94,18 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.memories import dual
-from contlearn.memories.core import MemState, Params, Rates, Rule, masked_rates, step_size, update
+from contlearn.memories.core import (
+  LOSS_CURVATURE,
+  MemState,
+  Params,
+  Rates,
+  Rule,
+  largest,
+  log_rate,
+  masked_rates,
+  step_size,
+  update,
+)
 from contlearn.memories.rules import self_modifying
 
 RATE_BIAS = {"eta": 0.0, "alpha": -4.0, "momentum": 0.0}
@@ -193,18 +211,140 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
   return y, state
 
 
+def stacked_layers(rule: Rule, weights: Params) -> tuple[jax.Array, jax.Array]:
+  """The layers `W_a [S, Dh, H]`, `W_b [S, H, Dh]` of memories stacked on [S] (a depth-2 residual stack
+  without biases, as `rules.self_modifying`)."""
+  model = rule.model
+  if model.depth != 2 or model.bias or model.ttt_norm or not model.residual or rule.loss not in LOSS_CURVATURE:
+    raise ValueError("the batched form needs memories x + act(x W_a) W_b without biases and a squared loss")
+  return weights["w"][0], weights["w"][1]
+
+
+def stacked_apply(rule: Rule, w_a: jax.Array, w_b: jax.Array, x: jax.Array) -> jax.Array:
+  """`M_s(x) [S, L, Dh]` of stacked memories at one input `x [L, Dh]`: one product over the stack."""
+  return x[None] + jnp.einsum("sth,shd->std", rule.model.act(jnp.einsum("td,sdh->sth", x, w_a)), w_b)
+
+
+def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, chunk: int):
+  """Stacked memories' gradients at `W_a, W_b` of the inner loss of every token of `k, v [L, Dh]` (shared).
+
+  Returns each token's step `lr / (1 + C lr kappa)` [S, L] (`core.step_size`; `lr` [L] if not normalised),
+  the hidden `h = act(k W_a)` [S, L, H] and the loss gradients at the two layers' outputs, `d_a [S, L, H]`
+  (with DGD's `k W_a`) and `d_b [S, L, Dh]`: token i's gradient is `k_i d_a,i^T` for W_a, `h_i d_b,i^T` for W_b.
+  """
+  act, c = rule.model.act, LOSS_CURVATURE[rule.loss]
+  z = jnp.einsum("td,sdh->sth", k, w_a)
+  h = act(z)
+  target = stacked_apply(rule, w_a, w_b, v) if rule.self_target else v[None]
+  err = k[None] + jnp.einsum("sth,shd->std", h, w_b) - target  # M(W; k) - target
+  back = jnp.einsum("std,shd->sth", err, w_b)
+  slope_of = jax.grad(act)  # act acts elementwise
+  slope = jnp.vectorize(slope_of)(z)
+  d_a = c * back * slope + (z if rule.dgd else 0.0)
+  if rule.normalized:  # core.curvature, depth 2
+    k_sq = jnp.sum(jnp.square(k), axis=-1)[None]
+    bend = jnp.vectorize(jax.grad(slope_of))(z)
+    gauss_newton = jnp.sum(jnp.square(h), axis=-1) + k_sq * jnp.einsum(
+      "sth,sh->st", jnp.square(slope), jnp.sum(jnp.square(w_b), axis=2)
+    )
+    k_err = jnp.sqrt(k_sq * jnp.sum(jnp.square(err), axis=-1) + 1e-30)
+    second = k_sq * largest(jnp.abs(bend * back)) + k_err * largest(jnp.abs(slope))
+    kappa = c * (gauss_newton + second) + (k_sq if rule.dgd else 0.0)
+    lr = lr[None] / (1.0 + chunk * lr[None] * kappa)
+  return jnp.broadcast_to(lr, z.shape[:2]), h, d_a, c * err
+
+
+def _end_state(rule: Rule, state: MemState, k, h, d_a, d_b, lr, rates: Rates, use) -> MemState:
+  """Stacked memories (leaves leading [S]) at the end of a chunk whose gradients (`_gradients`: h, d_a, d_b,
+  the steps lr [S, L]) were all taken at its start: `dual`'s end-of-chunk state; `rates` masked, `use [L]`."""
+  log_g = jnp.cumsum(log_rate(rates.retain))
+  g_end = jnp.exp(log_g[-1])
+  decay = jnp.exp(log_g[-1] - log_g)  # retention from each token to the chunk's end
+  if rule.momentum:
+    log_p = jnp.cumsum(log_rate(rates.momentum))
+    p_end = jnp.exp(log_p[-1])
+    later = jnp.tril(jnp.ones((k.shape[0], k.shape[0]), bool))  # [s, i]: i <= s
+    push = jnp.where(later, jnp.exp(jnp.where(later, log_p[:, None] - log_p[None, :], 0.0)), 0.0)
+    through = (decay * use) @ push  # E[end, i] / lr_i
+    r_end = (decay * use) @ jnp.exp(log_p)
+    # [2, S, L]: each token's share of the state's step and of the momentum's
+    coef = jnp.stack([through[None] * lr, jnp.exp(log_p[-1] - log_p)[None] * lr])
+  else:
+    coef = (decay[None] * lr)[None]
+  step_a = jnp.einsum("td,jst,sth->jsdh", k, coef, d_a)
+  step_b = jnp.einsum("sth,jst,std->jshd", h, coef, d_b)
+  steps = [{"w": [a, b], "b": [jnp.zeros_like(x) for x in state.w["b"]]} for a, b in zip(step_a, step_b)]
+  tree = jax.tree.map
+  if rule.momentum:
+    w = tree(lambda w, m, s: g_end * w + r_end * m - s, state.w, state.m, steps[0])
+    return MemState(w, tree(lambda m, s: p_end * m - s, state.m, steps[1]))
+  return MemState(tree(lambda w, s: g_end * w - s, state.w, steps[0]), state.m)
+
+
+def advance(rule: Rule, state: MemState, weights: Params, k, v, rates: Rates, use, chunk: int) -> MemState:
+  """Stacked memories after one chunk of `L <= chunk` tokens, gradients at the chunk start, without reads;
+  `weights` are their full weights (offset + state), `rates` masked and per token, `use [L]` the mask."""
+  lr, h, d_a, d_b = _gradients(rule, *stacked_layers(rule, weights), k, v, rates.lr, chunk)
+  return _end_state(rule, state, k, h, d_a, d_b, lr, rates, use)
+
+
+def _main_chunk(rule: Rule, outer: Params, state: MemState, xs):
+  """One chunk of the main memory: y [C, Dh] (read at every token, `dual`'s form) and the state after it."""
+  q, k, v, rates, use = xs
+  chunk = q.shape[0]
+  state, outer = jax.tree.map(lambda a: a[None], (state, outer))  # a stack of one
+  lr, h, d_a, d_b = _gradients(rule, *stacked_layers(rule, rule.model.weights(state.w, outer)), k, v, rates.lr, chunk)
+  g, r, e, _, _ = dual.coefficients(rule, lr[0], rates.retain, rates.momentum, use)
+  w_a, w_b = stacked_layers(rule, state.w)
+  m_a, m_b = stacked_layers(rule, state.m)
+  o_a, o_b = stacked_layers(rule, outer["offset"]) if rule.model.offset else (None, None)
+
+  def layer(x, inputs, d, w, m, o):  # x [C, d_in] through one layer of W_t, t the reading token (`dual`)
+    z = g[:, None] * (x @ w[0]) - (e * (x @ inputs.T)) @ d[0]
+    z = z + r[:, None] * (x @ m[0]) if rule.momentum else z
+    return z + x @ o[0] if rule.model.offset else z
+
+  hq = rule.model.act(layer(q, k, d_a, w_a, m_a, o_a))
+  y = q + layer(hq, h[0], d_b, w_b, m_b, o_b)
+  return _take(_end_state(rule, state, k, h, d_a, d_b, lr, rates, use), 0), y
+
+
+def main_memory(spec: SelfModifying, outer: Params, state: MemState, q, k, v, rates: Rates, mask):
+  """The main memory over `L` tokens in chunks of `chunk_mem` (the last padded with masked tokens): y [L, Dh]
+  and its state after them; `rates` per token (`lr` divided by the chunk)."""
+  chunk, t = spec.chunk_mem, q.shape[0]
+  n = -(-t // chunk)
+  rates = masked_rates(rates, mask)
+  xs = (q, k, v, rates, mask.astype(q.dtype))
+  pad = (0.0, 0.0, 0.0, Rates(0.0, 1.0, 1.0), 0.0)  # a masked token's
+  xs = jax.tree.map(
+    lambda x, p: jnp.pad(x, [(0, n * chunk - t)] + [(0, 0)] * (x.ndim - 1), constant_values=p).reshape(
+      n, chunk, *x.shape[1:]
+    ),
+    xs,
+    pad,
+  )
+  # The backward pass recomputes each chunk from its carried state (`dual.chunked`).
+  state, y = jax.lax.scan(jax.checkpoint(lambda s, x: _main_chunk(spec.rule, outer, s, x)), state, xs)
+  return y.reshape(n * chunk, -1)[:t], state
+
+
 def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array):
-  """Up to `chunk_proj` tokens: y [L, Dh] and the state after them."""
+  """Up to `chunk_proj` tokens: y [L, Dh] and the state after them.
+
+  The projection memories are one stack: their reads of x, their gradients and their writes are each one
+  product over [memories] (batched on the lanes and heads the caller maps over).
+  """
   rule, n, outer = spec.rule, len(spec.projections), _outer(spec, params)
-  proj, mem = _take(state, slice(0, n)), _take(state, n)
-  o_proj, o_mem = _take(outer, slice(0, n)), _take(outer, n)
-  reads = jax.vmap(lambda o, w: rule.model.apply(w, o, x))(o_proj, proj.w)  # [P, L, Dh]
+  proj, mem, o_mem = _take(state, slice(0, n)), _take(state, n), _take(outer, n)
+  weights = rule.model.weights(proj.w, _take(outer, slice(0, n)))
+  reads = stacked_apply(rule, *stacked_layers(rule, weights), x)  # [P, L, Dh]
   k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
   per_token = lambda c: rates._replace(lr=rates.lr / c)
-  # one dual chunk per projection memory; its reads (here of k) are unused
-  advance = lambda o, s: dual.chunked(rule, o, s, k, k, v, per_token(spec.chunk_proj), mask, spec.chunk_proj)[1]
-  proj = jax.vmap(advance)(o_proj, proj)
-  y, mem = dual.chunked(rule, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask, spec.chunk_mem)
+  proj = advance(
+    rule, proj, weights, k, v, masked_rates(per_token(spec.chunk_proj), mask), mask.astype(x.dtype), spec.chunk_proj
+  )
+  y, mem = main_memory(spec, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask)
   return jax.tree.map(lambda p, m: jnp.concatenate([p, m[None]]), proj, mem), y
 
 
