@@ -39,7 +39,9 @@ def test_levels_from_a_trained_mlp_compute_that_mlp(variant):
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("variant", cms.VARIANTS)
+@pytest.mark.parametrize(  # one variant in `make test`, every variant in `make test-all`
+  "variant", [v if v == "sequential" else pytest.param(v, marks=pytest.mark.slow) for v in cms.VARIANTS]
+)
 def test_zero_rate_keeps_the_trained_mlp_exactly(variant):
   """The LM's CMS levels, initialised from a trained MLP, learning at rate 0."""
   cfg = with_fields(

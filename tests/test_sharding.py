@@ -94,7 +94,7 @@ def test_init_under_jit_places_each_leaf_with_its_sharding_and_the_same_values()
   expected = state_sharding(state, mesh)
   for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
     assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
-  w1 = state.params["blocks"][0]["ff"][0]["w1"]
+  w1 = state.params["blocks"][0]["ff"]["w1"]
   assert {s.data.shape for s in w1.addressable_shards} == {(32 // 4, 64 // 2)}  # each device holds 1/8
   plain = learner.init(jax.random.PRNGKey(3))
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(plain), strict=True):

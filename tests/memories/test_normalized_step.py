@@ -57,9 +57,13 @@ def test_curvature_is_the_gauss_newton_bound(depth, bias, residual, loss, dgd):
 
 
 @pytest.mark.parametrize("seed", [0, *(pytest.param(i, marks=pytest.mark.slow) for i in (1, 2, 3))])
-@pytest.mark.parametrize(  # the plain case in `make test-all`: the two with a bias and a self target run by default
+@pytest.mark.parametrize(  # the case with a bias, a self target and DGD by default; the others in `make test-all`
   "bias,self_target,dgd",
-  [pytest.param(False, False, False, marks=pytest.mark.slow), (True, True, True), (False, True, True)],
+  [
+    pytest.param(False, False, False, marks=pytest.mark.slow),
+    (True, True, True),
+    pytest.param(False, True, True, marks=pytest.mark.slow),
+  ],
 )
 def test_curvature_bounds_the_whole_hessian(seed, bias, self_target, dgd):
   """kappa >= the largest eigenvalue of the inner loss's Hessian (jax.hessian), errors large and small."""

@@ -30,7 +30,7 @@ def test_ttt_linear_batch_gd_is_linear_attention():
 
 
 # In `make test-all`: TTT's two rules run by default; the delta rules' and the others' gradients there only.
-SLOW = ("linear_attention", "mamba2", "deltanet", "gated_deltanet", "self_modifying", "titans")
+SLOW = ("linear_attention", "mamba2", "deltanet", "gated_deltanet", "self_modifying", "titans", "ttt_mlp")
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,7 @@ BEFORE = {
 }
 
 
-@pytest.mark.parametrize("name", ["ttt_linear", pytest.param("ttt_mlp", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in ("ttt_linear", "ttt_mlp")])
 def test_the_default_paper_step_is_bit_identical_to_before(name):
   mixer_cfg = with_known_fields(name, chunk=8, expansion=2)
   assert mixer_cfg.inner_step == "paper"
