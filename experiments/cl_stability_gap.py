@@ -1,9 +1,9 @@
 """The stability gap (De Lange, van de Ven & Tuytelaars, ICLR 2023): ER on
 split MNIST (class-IL) evaluated after every training step.
 
-    contlearn run cl_stability_gap                                # ~10 min on 2 CPU cores
+    contlearn run cl_stability_gap                                # ~8 min on 2 CPU cores
     contlearn run cl_stability_gap --set run.dataset=tfds:mnist   # full MNIST (tfds.data_source)
-    contlearn run cl_stability_gap --only er --set er.strategy_options=capacity=500,replay_batch=256
+    contlearn run cl_stability_gap --only er --set run.steps_per_task=470   # the paper's steps per task
 
 The setting of the paper's `reproduce/configs/splitmnist_ER.yaml`
 (Mattdl/ContinualEvaluation), row by row:
