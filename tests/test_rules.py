@@ -80,3 +80,19 @@ def test_cms_levels_scanned_match_a_python_loop():
   jax.tree.map(chex_close, scanned.params, params)
   # The slow level really was held: after 8 steps with period 4 it moved twice, not eight times.
   assert int(scanned.opt_state.inner_states["cms_2"].inner_state.count) == 0
+
+
+def test_momentum_is_sgd_with_heavy_ball_momentum_0_9():
+  """ "momentum" (the stability-gap runs' optimizer, PyTorch's SGD(momentum=0.9)):
+  v <- 0.9 v + g, update -lr v."""
+  rule = rules.optimizer("momentum", 0.01)
+  params = {"w": jnp.zeros(2)}
+  state = rule.init(params)
+  out = []
+  for g in ([1.0, -2.0], [3.0, 0.5], [0.0, 0.0]):
+    updates, state = rule.update({"w": jnp.array(g)}, state, params)
+    out.append(np.asarray(updates["w"]))
+  np.testing.assert_allclose(out[0], [-0.01, 0.02], rtol=1e-6)
+  np.testing.assert_allclose(out[1], [-0.01 * (0.9 + 3.0), -0.01 * (-1.8 + 0.5)], rtol=1e-6)
+  np.testing.assert_allclose(out[2], 0.9 * out[1], rtol=1e-6)
+  assert "momentum" in rules.optimizer_names()

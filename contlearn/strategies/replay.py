@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from contlearn.errors import ConfigError
 from contlearn.strategies import buffer as buf_lib
 from contlearn.strategies.base import Strategy, tree_vdot
 from contlearn.strategies.task_model import TaskModel
@@ -42,15 +43,25 @@ def _replay_loss(model: TaskModel, params: PyTree, rows: buf_lib.Buffer, mask: j
   return jnp.where(jnp.any(mask > 0), loss, 0.0)
 
 
-def er(model: TaskModel, capacity: int = 500, replay_batch: int = 32) -> Strategy:
-  """Experience replay: the batch's loss + the loss of `replay_batch` reservoir rows."""
+def er(
+  model: TaskModel, capacity: int = 500, replay_batch: int = 32, new_weight: float = 1.0, replay_weight: float = 1.0
+) -> Strategy:
+  """Experience replay: `new_weight` x the batch's loss + `replay_weight` x the loss of
+  `replay_batch` reservoir rows (the replay term is 0 while the buffer is empty).
+
+  The default is the plain sum; De Lange et al.'s stability-gap runs weigh
+  the new batch 0.3 and the memory batch 0.7 (`new_weight=0.3,
+  replay_weight=0.7`; their `Lw_new`), the first task included.
+  """
+  if new_weight < 0 or replay_weight < 0:
+    raise ConfigError(f"er: new_weight and replay_weight must be >= 0, got {new_weight} and {replay_weight}")
   init, after_step = _reservoir(model, capacity, keep_outputs=False)
 
   def loss(params, sstate, hp, batch, key):
     del hp
     base, aux = model.loss(params, batch)
     rows, mask = buf_lib.sample(sstate, replay_batch, key)
-    return base + _replay_loss(model, params, rows, mask), aux
+    return new_weight * base + replay_weight * _replay_loss(model, params, rows, mask), aux
 
   return Strategy("er", {}, init, loss, after_step=after_step)
 

@@ -67,12 +67,17 @@ def test_plots_write_png_files(tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", ["cl_three_scenarios", "cl_baselines", "cl_stability_gap", "cl_plasticity"])
-def test_experiment_configs_build(name):
+def _experiment(name):
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
   mod = importlib.util.module_from_spec(spec)
   sys.modules[name] = mod  # dataclasses look their module up there
   spec.loader.exec_module(mod)
+  return mod
+
+
+@pytest.mark.parametrize("name", ["cl_three_scenarios", "cl_baselines", "cl_stability_gap", "cl_plasticity"])
+def test_experiment_configs_build(name):
+  mod = _experiment(name)
   cfg = mod.get_config()
   assert dataclasses.is_dataclass(cfg)
   assert f"contlearn run {name}" in mod.__doc__
@@ -80,6 +85,45 @@ def test_experiment_configs_build(name):
   documented = mod.Config.__doc__.split("Attributes:")[1]
   for f in dataclasses.fields(cfg):
     assert f"{f.name}:" in documented, f.name
+
+
+def test_baselines_gdumb_memory_fills_and_balances_over_the_rows_stream():
+  """The GDumb row's memory is smaller than its stream, so it fills and class balancing evicts:
+  after the stream (5 tasks of 2 classes, the row's steps and batch) every class holds capacity / 10."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from contlearn import strategies
+  from contlearn.cl import Batch, Mlp, classifier
+  from contlearn.cl.run_config import parse_pairs
+
+  cell = _experiment("cl_baselines").get_config().splitmnist_gdumb
+  opts = parse_pairs(cell.strategy_options, "gdumb")
+  assert opts["capacity"] < cell.n_tasks * cell.steps_per_task * cell.batch
+  strat = strategies.make("gdumb", classifier(Mlp(1, (2,), 10)), optimizer=optax.sgd(0.1), **opts)
+  mem = strat.init(None, None)
+  offer = jax.jit(lambda m, b, k: strat.after_step(m, {}, None, None, None, b, None, k)[1])
+  rng = np.random.default_rng(0)
+  full_at = None
+  for task in range(cell.n_tasks):
+    for step in range(cell.steps_per_task):
+      y = jnp.asarray(2 * task + rng.integers(0, 2, cell.batch), jnp.int32)
+      zero = jnp.zeros(cell.batch, jnp.int32)
+      mem = offer(mem, Batch(jnp.zeros((cell.batch, 1)), y, zero, zero + task), jax.random.key(step))
+      full_at = full_at or (int(mem.size) == opts["capacity"] and task)
+  assert full_at == 2  # full in task 3 (of 5)
+  np.testing.assert_array_equal(np.asarray(mem.count), [opts["capacity"] // 10] * 10)
+  np.testing.assert_array_equal(np.bincount(np.asarray(mem.unit), minlength=10), np.asarray(mem.count))
+
+
+def test_baselines_ewc_and_lwf_train_as_many_steps_as_the_baselines():
+  cfg = _experiment("cl_baselines").get_config()
+  # 10 epochs of full MNIST's 60,000 rows at batch 256 (2,344 steps), rounded up to a multiple of eval_every.
+  assert cfg.pmnist_ewc.steps_per_task == 2360 and cfg.pmnist_ewc.batch == 256
+  # 21 epochs of a split-MNIST task's 12,000 rows at batch 128 (1,969 steps), likewise rounded up.
+  assert cfg.splitmnist_lwf.steps_per_task == 1995 and cfg.splitmnist_lwf.batch == 128
+  assert all(getattr(cfg, n).seeds == (0, 1, 2) for n in cfg.models)
 
 
 def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):

@@ -147,6 +147,28 @@ def test_lwf_distillation_by_hand():
   assert float(got) == pytest.approx(want * temp**2, rel=1e-5)
 
 
+@pytest.mark.parametrize("weights", [{}, {"new_weight": 0.3, "replay_weight": 0.7}])
+def test_er_loss_weighs_the_new_batch_and_the_memory_batch(split_digits_task, weights):
+  sc = split_digits_task
+  strat = strategies.make("er", TM, capacity=4, replay_batch=4, **weights)
+  w_new, w_mem = weights.get("new_weight", 1.0), weights.get("replay_weight", 1.0)
+  params = MODEL.init(jax.random.key(0))
+  new = _batch(sc, 1, 8)
+  new_loss = float(TM.loss(params, new)[0])
+  empty = strat.init(params, jax.random.key(1))
+  got, _ = strat.loss(params, empty, {}, new, jax.random.key(2))
+  assert float(got) == pytest.approx(w_new * new_loss, rel=1e-6)  # nothing to replay yet
+  # A memory of four copies of one task-0 row: every replayed batch is that row.
+  old = jax.tree.map(lambda a: jnp.repeat(a[:1], 4, axis=0), _batch(sc, 0, 1))
+  _, full = strat.after_step(empty, {}, params, params, None, old, None, jax.random.key(3))
+  old_loss = float(TM.loss(params, old)[0])
+  got, _ = strat.loss(params, full, {}, new, jax.random.key(4))
+  assert float(got) == pytest.approx(w_new * new_loss + w_mem * old_loss, rel=1e-6)
+  assert new_loss > 0.1 and old_loss > 0.1 and abs(new_loss - old_loss) > 1e-3
+  with pytest.raises(ConfigError, match="new_weight and replay_weight must be >= 0"):
+    strategies.make("er", TM, new_weight=-0.3)
+
+
 def _greedy_reference(units, capacity, choose):
   """GDumb's greedy class-balanced memory, one row at a time (returns counts)."""
   mem = []
