@@ -62,6 +62,19 @@ def _os_error(e: BaseException) -> OSError | None:
   return None
 
 
+def _says_disk_full(e: BaseException) -> bool:
+  """Whether an error in `e`'s chain is a full disk in words (tensorstore reports ENOSPC as text:
+  'RESOURCE_EXHAUSTED: Error writing ... [OS error 28: No space left on device]')."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    text = str(e).lower()
+    if "no space left on device" in text or ("resource_exhausted" in text and "error writing" in text):
+      return True
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return False
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
   """Keeps orbax's and absl's warnings, and exceptions raised in its finished
@@ -135,7 +148,7 @@ class Checkpoints:
         shutil.rmtree(partial, ignore_errors=True)
       cause = _os_error(e)
       reason = cause.strerror if cause is not None and cause.strerror else _short(e)
-      if cause is not None and cause.errno == errno.ENOSPC:
+      if (cause is not None and cause.errno == errno.ENOSPC) or _says_disk_full(e):
         reason = "no space left on device"
       raise OutputError(
         f"cannot save checkpoint {self.directory / str(chunk)}: {reason}; the earlier checkpoints are untouched"
