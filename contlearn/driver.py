@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, run_folder, sharding
@@ -50,6 +51,7 @@ _ADDED_SETTINGS = {
   "mesh.data": -1,
   "mesh.fsdp": 1,
   "mesh.tensor": 1,
+  "train.seeds": [],
 }
 
 
@@ -80,11 +82,18 @@ class TokenCheck(loop.Hook):
     check_tokens(xs, self.vocab, run.block, self.source, self.first_lane)
 
 
+def _plain(sums: Any) -> float | list[float]:
+  """Loss sums as JSON: a float, or one per lane."""
+  return [float(v) for v in sums] if isinstance(sums, np.ndarray) else sums
+
+
 class StreamLog(loop.Hook):
   """Loss sums, `metrics.jsonl`, TensorBoard and the progress bar of a stream run."""
 
-  def __init__(self, out: pathlib.Path, *, tokens: int, log_every: int, steps: int, progress: bool, name: str):
-    self.tally = Tally(0.0, 0.0, log_every, steps)
+  def __init__(
+    self, out: pathlib.Path, *, tokens: int, log_every: int, steps: int, progress: bool, name: str, lanes: int = 0
+  ):
+    self.tally = Tally(np.zeros(lanes), np.zeros(lanes), log_every, steps, lanes)
     self.log = RunLog(out, tokens or None, progress, name)
 
   def on_start(self, run: loop.Loop) -> None:
@@ -98,10 +107,11 @@ class StreamLog(loop.Hook):
       self.log.write(record)
 
   def meta(self) -> dict[str, Any]:
-    return {"nll_total": self.tally.nll_total, "count_total": self.tally.count_total}
+    return {"nll_total": _plain(self.tally.nll_total), "count_total": _plain(self.tally.count_total)}
 
   def restore(self, meta: dict[str, Any]) -> None:
-    self.tally.nll_total, self.tally.count_total = float(meta["nll_total"]), float(meta["count_total"])
+    sums = self.tally.lane_sums
+    self.tally.nll_total, self.tally.count_total = sums(meta["nll_total"]), sums(meta["count_total"])
 
   def close(self) -> None:
     self.log.close()
@@ -159,22 +169,34 @@ def fit(
   settings = settings or TrainConfig()
   mesh = sharding.make_mesh(mesh, devices)
   steps, batch, _ = stream.shape
-  sharding.check_batch(batch, mesh)
-  lanes = sharding.local_lanes(batch, mesh)
-  stream = share_of(stream, lanes)
-  key = jax.random.PRNGKey(settings.seed)
+  seeds = tuple(settings.seeds)
+  if seeds:  # the seeds are lanes of one program: every process reads the whole stream they share
+    key = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+    lanes = range(batch)
+  else:
+    key = jax.random.PRNGKey(settings.seed)
+    sharding.check_batch(batch, mesh)
+    lanes = sharding.local_lanes(batch, mesh)
+    stream = share_of(stream, lanes)
   log = StreamLog(
-    out, tokens=settings.tokens, log_every=settings.log_every, steps=steps, progress=progress, name=name or out.name
+    out,
+    tokens=settings.tokens,
+    log_every=settings.log_every,
+    steps=steps,
+    progress=progress,
+    name=name or out.name,
+    lanes=len(seeds),
   )
   checks = [TokenCheck(vocab, stream.describe(), lanes.start)] if vocab is not None else []
   run = run_folder.fit(
     learner,
-    lambda: engine.init(learner, key, mesh=mesh),
+    lambda: engine.init(learner, key, mesh=mesh, lanes=bool(seeds)),
     stream,
     out,
     config=config or {},
     hooks=[*checks, loop.StopAfter(settings.tokens), log, *hooks],
     mesh=mesh,
+    lanes=bool(seeds),
     size=lambda xs: int(np.sum(xs.mask)),
     resume=resume,
     checkpoint_every=settings.checkpoint_every,
@@ -182,35 +204,52 @@ def fit(
     same_run=lambda saved: run_folder.check_same_config(saved, config or {}, out, _RESUMABLE_CHANGES, _ADDED_SETTINGS),
     prefetch=prefetch,
     on_nonfinite=settings.on_nonfinite,
-    shares=True,
+    shares=not seeds,
   )
   if run.block == 0:
     raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
 
-  records = log.log.records()
-  recent = records[-max(1, len(records) // 10) :]
-  recent_loss = sum(r["loss"] for r in recent) / max(1, len(recent))
-  tally = log.tally
-  loss_all = tally.nll_total / max(tally.count_total, 1.0)
   summary = {
     "name": name or out.name,
     **(describe or {}),
     "tokens": run.units,
     "chunks": run.block,
     "skipped_chunks": run.skipped,
-    "tokens_per_s": tally.tokens_per_s(),
-    "first_chunk_s": tally.first_chunk_s,
-    "loss": recent_loss,
-    "bits_per_byte": recent_loss / LN2,
-    "loss_all": loss_all,
-    "bits_per_byte_all": loss_all / LN2,
-    "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(run.state.params))),
+    "tokens_per_s": log.tally.tokens_per_s(),
+    "first_chunk_s": log.tally.first_chunk_s,
+    **_losses(log, seeds),
+    "params": int(sum(np.prod(x.shape[1 if seeds else 0 :]) for x in jax.tree.leaves(run.state.params))),
     "devices": len(mesh.devices.flat),
     "mesh": dict(mesh.shape),
     "config": config or {},
   }
   write_atomic(out / "summary.json", json.dumps(summary, indent=2))
   return summary
+
+
+def _losses(log: StreamLog, seeds: tuple[int, ...]) -> dict[str, Any]:
+  """The summary's losses: over the last 10% of the logged records and over the whole run; with
+  `seeds`, the mean over seeds, their standard deviation and each seed's."""
+  records = log.log.records()
+  recent = records[-max(1, len(records) // 10) :]
+  tally = log.tally
+  if not seeds:
+    loss = sum(r["loss"] for r in recent) / max(1, len(recent))
+    loss_all = tally.nll_total / max(tally.count_total, 1.0)
+    return {"loss": loss, "bits_per_byte": loss / LN2, "loss_all": loss_all, "bits_per_byte_all": loss_all / LN2}
+  loss = np.mean([r["loss_lanes"] for r in recent], axis=0) if recent else np.full(len(seeds), np.nan)
+  loss_all = tally.nll_total / np.maximum(tally.count_total, 1.0)
+  out: dict[str, Any] = {"seeds": list(seeds)}
+  for name, per_seed in (("", loss), ("_all", loss_all)):
+    out.update(
+      {
+        f"loss{name}": float(np.mean(per_seed)),
+        f"bits_per_byte{name}": float(np.mean(per_seed)) / LN2,
+        f"bits_per_byte{name}_std": float(np.std(per_seed, ddof=1)) / LN2 if len(seeds) > 1 else 0.0,
+        f"bits_per_byte{name}_seeds": [float(v) / LN2 for v in per_seed],
+      }
+    )
+  return out
 
 
 def train(
@@ -289,11 +328,15 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
   """A text table of tokens, tokens/s, loss and bits per byte for each model."""
   head = f"{'model':<24} {'params':>9} {'tokens':>10} {'tokens/s':>10} {'loss':>7} {'bits/byte':>9} {'bpb (all)':>9}"
   lines = [head, "-" * len(head)]
+  spread = lambda s, key: f" ± {s[key + '_std']:.3f}" if s.get("seeds") else ""  # noqa: E731
   for s in summaries:
     lines.append(
       f"{s['name']:<24} {s['params']:>9,} {s['tokens']:>10,} {s['tokens_per_s']:>10,.0f} "
-      f"{s['loss']:>7.3f} {s['bits_per_byte']:>9.3f} {s['bits_per_byte_all']:>9.3f}"
+      f"{s['loss']:>7.3f} {s['bits_per_byte']:>9.3f}{spread(s, 'bits_per_byte')} "
+      f"{s['bits_per_byte_all']:>9.3f}{spread(s, 'bits_per_byte_all')}"
     )
+  if any(s.get("seeds") for s in summaries):
+    lines.append("with seeds: the mean over seeds ± their standard deviation (loss: the mean).")
   lines.append(
     "loss and bits/byte: prequential (each step scored before it is learned from), "
     "over the last 10% of the run; 'all': over the whole run."

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tqdm
 
 from contlearn.errors import CheckpointError, DataError
@@ -145,12 +146,24 @@ class RunLog:
 class Tally:
   """Loss sums and throughput of a run, fed the metrics of each chunk.
 
-  `tokens_per_s` leaves out the first chunk, whose time is mostly compilation
+  With `lanes` > 0 the metrics have a leading lane axis (seeds trained at
+  once): the loss sums are kept per lane (`nll_total`, `count_total` float64
+  [lanes]) and each record gives the lanes' mean loss and every lane's
+  (`loss_lanes`). `tokens_per_s` counts stream tokens (every lane reads
+  them) and leaves out the first chunk, whose time is mostly compilation
   (reported as `first_chunk_s`).
+
+  >>> from types import SimpleNamespace
+  >>> tally = Tally(np.zeros(2), np.zeros(2), log_every=1, steps_per_chunk=1, lanes=2)
+  >>> metrics = SimpleNamespace(nll=np.array([[2.0], [4.0]]), count=np.array([[2.0], [2.0]]), grad_norm=np.ones((2, 1)))
+  >>> record = tally.add(1, 4, 4, metrics)
+  >>> record["loss"], record["loss_lanes"]
+  (1.5, [1.0, 2.0])
   """
 
-  def __init__(self, nll_total: float, count_total: float, log_every: int, steps_per_chunk: int):
-    self.nll_total, self.count_total = nll_total, count_total
+  def __init__(self, nll_total: Any, count_total: Any, log_every: int, steps_per_chunk: int, lanes: int = 0):
+    self.lanes = lanes
+    self.nll_total, self.count_total = self.lane_sums(nll_total), self.lane_sums(count_total)
     self.log_every, self.steps_per_chunk = log_every, steps_per_chunk
     self.start = time.perf_counter()
     self.first_chunk_s: float | None = None
@@ -158,40 +171,49 @@ class Tally:
     self._steady_tokens = 0
     self._window = self._empty()
 
-  @staticmethod
-  def _empty() -> dict[str, float]:
-    return {"nll": 0.0, "count": 0.0, "grad": 0.0, "steps": 0}
+  def lane_sums(self, values: Any) -> Any:
+    """`values` summed over every axis but the lane axis: float, or float64 [lanes] with lanes."""
+    a = np.asarray(values)
+    return a.reshape(self.lanes, -1).sum(axis=1).astype(np.float64) if self.lanes else float(a.sum())
+
+  def _empty(self) -> dict[str, Any]:
+    zero = self.lane_sums(np.zeros(self.lanes))
+    return {"nll": zero, "count": zero, "grad": 0.0, "steps": 0}
 
   def tokens_per_s(self) -> float:
     elapsed = time.perf_counter() - self._steady_start
     return self._steady_tokens / elapsed if self._steady_tokens and elapsed > 0 else 0.0
 
   def add(self, chunk: int, tokens: int, new_tokens: int, metrics: Any) -> dict[str, Any] | None:
-    """Counts one chunk's `[steps]` metrics; returns a log record when one is due."""
+    """Counts one chunk's `[steps]` (or `[lanes, steps]`) metrics; returns a log record when one is due."""
     now = time.perf_counter()
     if self.first_chunk_s is None:
       self.first_chunk_s, self._steady_start = now - self.start, now
     else:
       self._steady_tokens += new_tokens
-    nll, count = float(metrics.nll.sum()), float(metrics.count.sum())
-    self.nll_total += nll
-    self.count_total += count
+    nll, count = self.lane_sums(metrics.nll), self.lane_sums(metrics.count)
+    self.nll_total = self.nll_total + nll
+    self.count_total = self.count_total + count
     w = self._window
-    w["nll"] += nll
-    w["count"] += count
-    w["grad"] += float(metrics.grad_norm.sum())
-    w["steps"] += len(metrics.nll)
-    if chunk % self.log_every or w["count"] == 0:
+    w["nll"] = w["nll"] + nll
+    w["count"] = w["count"] + count
+    steps = np.shape(metrics.nll)[-1]
+    w["grad"] += float(np.sum(metrics.grad_norm)) / max(self.lanes, 1)
+    w["steps"] += steps
+    if chunk % self.log_every or np.all(w["count"] == 0):
       return None
     self._window = self._empty()
     loss = w["nll"] / w["count"]
-    return {
+    record = {
       "chunk": chunk,
       "step": chunk * self.steps_per_chunk,
       "tokens": tokens,
-      "loss": loss,
-      "bits_per_byte": loss / LN2,
+      "loss": float(np.mean(loss)),
+      "bits_per_byte": float(np.mean(loss)) / LN2,
       "grad_norm": w["grad"] / w["steps"],
       "tokens_per_s": self.tokens_per_s(),
       "time_s": now - self.start,
     }
+    if self.lanes:
+      record["loss_lanes"] = [float(v) for v in loss]
+    return record

@@ -1,0 +1,53 @@
+"""Seeds as lanes of a stream run (`train.seeds`): each lane is the run of its seed, resumable, summarised with spread."""
+
+import json
+
+import numpy as np
+import pytest
+from tiny import tiny_config, with_fields
+
+from contlearn.config import ConfigError, TrainConfig
+from contlearn.driver import summary_table, train
+
+CHUNK_TOKENS = 4 * 8 * 16  # tiny_config: steps x batch x seq
+
+
+def _lane_losses(folder):
+  return np.array([json.loads(line)["loss_lanes"] for line in (folder / "metrics.jsonl").read_text().splitlines()])
+
+
+def _losses(folder):
+  return np.array([json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()])
+
+
+def test_each_lane_is_the_run_of_its_seed(tmp_path):
+  cfg = with_fields(tiny_config(), train=dict(tokens=3 * CHUNK_TOKENS, checkpoint_every=100))
+  lanes = train(with_fields(cfg, train=dict(seeds=(0, 1))), tmp_path / "lanes", progress=False)
+  alone = train(with_fields(cfg, train=dict(seed=1)), tmp_path / "seed1", progress=False)
+  per_lane = _lane_losses(tmp_path / "lanes")  # [chunks, seeds]
+  assert per_lane.shape == (3, 2)
+  np.testing.assert_allclose(per_lane[:, 1], _losses(tmp_path / "seed1"), rtol=1e-5)
+  assert not np.allclose(per_lane[:, 0], per_lane[:, 1])  # the seeds differ
+  assert lanes["params"] == alone["params"]  # one model's count, not the lanes'
+  np.testing.assert_allclose(lanes["bits_per_byte_all_seeds"][1], alone["bits_per_byte_all"], rtol=1e-5)
+  seeds = np.array(lanes["bits_per_byte_all_seeds"])
+  np.testing.assert_allclose(lanes["bits_per_byte_all"], seeds.mean(), rtol=1e-12)
+  np.testing.assert_allclose(lanes["bits_per_byte_all_std"], seeds.std(ddof=1), rtol=1e-12)
+  assert f"{lanes['bits_per_byte_all']:.3f} ± {lanes['bits_per_byte_all_std']:.3f}" in summary_table([lanes])
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_of_seeds_resumes_exactly(tmp_path):
+  cfg = with_fields(tiny_config(), train=dict(seeds=(3, 4, 5), checkpoint_every=1))
+  whole = train(with_fields(cfg, train=dict(tokens=4 * CHUNK_TOKENS)), tmp_path / "whole", progress=False)
+  train(with_fields(cfg, train=dict(tokens=2 * CHUNK_TOKENS)), tmp_path / "split", progress=False)
+  resumed = train(with_fields(cfg, train=dict(tokens=4 * CHUNK_TOKENS)), tmp_path / "split", resume=True, progress=False)
+  np.testing.assert_array_equal(_lane_losses(tmp_path / "split"), _lane_losses(tmp_path / "whole"))
+  assert resumed["bits_per_byte_all_seeds"] == whole["bits_per_byte_all_seeds"]
+
+
+def test_repeated_seeds_are_refused_by_name():
+  with pytest.raises(ConfigError, match=r"TrainConfig.seeds=\(1, 1\): must be distinct seeds"):
+    TrainConfig(seeds=(1, 1))
+  with pytest.raises(ConfigError, match="seeds"):
+    TrainConfig(seeds=(-1,))
