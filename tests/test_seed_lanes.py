@@ -1,4 +1,4 @@
-"""Seeds as lanes of a stream run (`train.seeds`): each lane is the run of its seed, resumable, summarised with spread."""
+"""Seeds as lanes of a stream run (`train.seeds`): each lane is its seed's run, resumable, summarised with spread."""
 
 import json
 
@@ -41,7 +41,8 @@ def test_an_interrupted_run_of_seeds_resumes_exactly(tmp_path):
   cfg = with_fields(tiny_config(), train=dict(seeds=(3, 4, 5), checkpoint_every=1))
   whole = train(with_fields(cfg, train=dict(tokens=4 * CHUNK_TOKENS)), tmp_path / "whole", progress=False)
   train(with_fields(cfg, train=dict(tokens=2 * CHUNK_TOKENS)), tmp_path / "split", progress=False)
-  resumed = train(with_fields(cfg, train=dict(tokens=4 * CHUNK_TOKENS)), tmp_path / "split", resume=True, progress=False)
+  longer = with_fields(cfg, train=dict(tokens=4 * CHUNK_TOKENS))
+  resumed = train(longer, tmp_path / "split", resume=True, progress=False)
   np.testing.assert_array_equal(_lane_losses(tmp_path / "split"), _lane_losses(tmp_path / "whole"))
   assert resumed["bits_per_byte_all_seeds"] == whole["bits_per_byte_all_seeds"]
 

@@ -4,6 +4,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 
 from contlearn.config import ModelConfig
 from contlearn.models import byte_lm
@@ -26,14 +27,19 @@ def test_matched_width_is_the_closest_width():
   assert matched_width(ModelConfig(mixer="swa", n_heads=2), target).d_model == 64
 
 
-def test_lm_comparison_models_have_equal_size():
+@pytest.mark.parametrize("experiment", ["nl_lm_comparison", "ttt_ladder", "titans_ablations"])
+def test_lm_comparison_models_have_equal_size(experiment):
   from contlearn import catalog
 
-  configs = catalog.load("nl_lm_comparison").get_config()
-  target = param_count(configs["transformer"].model)
-  assert {"transformer", "gated_deltanet", "ttt_linear", "titans_lmm", "titans_mac", "titans_mag", "hope"} <= set(
-    configs
-  )
+  configs = catalog.load(experiment).get_config()
+  target = param_count(dataclasses.replace(next(iter(configs.values())).model, mixer="swa", d_model=128))
+  expected = {
+    "nl_lm_comparison": {"transformer", "gated_deltanet", "ttt_linear", "titans_lmm", "titans_mag", "hope"},
+    "ttt_ladder": {"transformer", "linear_attention", "mamba2", "deltanet", "ttt_linear", "ttt_mlp"},
+    "titans_ablations": {"titans_lmm", "titans_linear", "titans_no_momentum", "titans_no_decay", "titans_no_conv"},
+  }[experiment]
+  assert expected <= set(configs)
   for name, cfg in configs.items():
     assert abs(param_count(cfg.model) - target) <= 0.08 * target, name
     assert cfg.data.seq % byte_lm(cfg.model).step_multiple == 0, name
+    assert len(cfg.train.seeds) == (0 if experiment == "nl_lm_comparison" else 3), name

@@ -24,9 +24,9 @@ from contlearn.memories.core import InnerModel, Rule, dot_loss, half_squared_los
 MATRIX = InnerModel(depth=1, bias=False)
 
 
-def titans(depth: int = 2, expansion: int = 4) -> Rule:
-  """Titans' neural memory: a GELU MLP of `depth` layers, `x + LN(MLP(x))`, with momentum."""
-  return Rule(InnerModel(depth=depth, expansion=expansion, bias=False, ttt_norm=True), squared_loss, momentum=True)
+def titans(depth: int = 2, expansion: int = 4, momentum: bool = True) -> Rule:
+  """Titans' neural memory: a GELU MLP of `depth` layers, `x + LN(MLP(x))`, with momentum unless `momentum` is False."""
+  return Rule(InnerModel(depth=depth, expansion=expansion, bias=False, ttt_norm=True), squared_loss, momentum=momentum)
 
 
 def self_modifying(

@@ -60,10 +60,17 @@ class TitansConfig(MlpMemoryConfig, ChunkStartConfig):
   """Titans' neural memory: `memory_layer`'s settings of a chunk-start MLP memory.
 
   Attributes:
-    depth: layers of the MLP memory (>= 1).
+    depth: layers of the MLP memory (>= 1; 1: the paper's linear-memory
+      ablation, `x + LN(x W)`).
+    momentum: carry the surprise S across tokens (eta_t); False: S_t is the
+      step's own gradient term (the paper's "w/o momentum").
+    decay: the forget gate alpha_t; False: M_t = M_{t-1} + S_t (the
+      paper's "w/o weight decay").
   """
 
   depth: int = 2
+  momentum: bool = True
+  decay: bool = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -96,8 +103,8 @@ class TitansMACConfig(TitansAttentionConfig):
 
 
 def titans_block(cfg: TitansConfig) -> MemoryBlock:
-  rule = memories.rules.titans(cfg.depth, cfg.expansion)
-  return MemoryBlock(rule, lr="gate", retain="gate")
+  rule = memories.rules.titans(cfg.depth, cfg.expansion, momentum=cfg.momentum)
+  return MemoryBlock(rule, lr="gate", retain="gate" if cfg.decay else "none")
 
 
 @register_mixer("titans", TitansConfig)

@@ -7,16 +7,19 @@ import pytest
 
 from contlearn import memories
 from contlearn.memories.core import InnerModel, Rule, squared_loss
-from contlearn.memories.rules import self_modifying
+from contlearn.memories.rules import self_modifying, titans
 
 # Beside the named memories: DGD on a residual linear map with a bias and an
 # offset, no momentum; self-modifying memories that decay toward zero; one
-# step per chunk (with and without momentum).
+# step per chunk (with and without momentum); Titans' ablations (a linear
+# memory, no momentum).
 EXTRA = {
   "dgd_bias_offset": Rule(InnerModel(depth=1, bias=True, residual=True, offset=True), squared_loss, dgd=True),
   "self_modifying_to_zero": self_modifying(decay_to_init=False),
   "titans_chunk_step": memories.RULES["titans"]._replace(chunk_step=True),
   "ttt_mlp_chunk_step": memories.RULES["ttt_mlp"]._replace(chunk_step=True),
+  "titans_linear": titans(depth=1),
+  "titans_no_momentum": titans(momentum=False),
 }
 RULES = {**memories.RULES, **EXTRA}
 NAMES = sorted(RULES)

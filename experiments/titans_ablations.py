@@ -1,0 +1,49 @@
+"""Titans' ablations at byte-LM scale: the memory alone and without each part, and beside attention.
+
+The rows of the Titans paper's Table 5 that contlearn can run, each a
+2-layer byte LM learning online from the same Shakespeare stream
+(prequential), at the width whose parameter count is closest to the
+Transformer's at width 128 (`nl_lm_comparison.equal_size`), 3 seeds as the
+lanes of one program per model:
+
+  titans_lmm          the neural memory alone: a 2-layer MLP memory, momentum, forget gate, conv 4
+  titans_linear       the memory a linear map (depth 1)
+  titans_no_momentum  no surprise momentum (eta = 0)
+  titans_no_decay     no forget gate (alpha = 0)
+  titans_no_conv      no short convolution on the memory's inputs
+  titans_mac          memory as context (segments of 64, 4 persistent tokens)
+  titans_mag          memory as a gate beside sliding-window attention (4 persistent tokens)
+
+Command:   contlearn run titans_ablations
+           contlearn run titans_ablations --only titans_lmm,titans_no_decay --set train.seeds=0,1,2,3,4
+Runtime:   see docs/memories.md (the measured run and its machine).
+Outputs:   OUT/<model>/ (metrics.jsonl with each seed's loss, summary.json with each seed's bits per byte
+           and their mean and standard deviation, checkpoints/), OUT/bits_per_byte.png.
+"""
+
+import dataclasses
+
+from contlearn.config import Config, ModelConfig
+from contlearn.experiments.nl_lm_comparison import equal_size
+from contlearn.models.titans import TitansConfig, TitansMACConfig, TitansMAGConfig
+
+SEEDS = (0, 1, 2)
+
+
+def models(base: ModelConfig) -> dict[str, ModelConfig]:
+  """The ablations as `ModelConfig`s (widths not yet matched)."""
+  m = lambda mixer: dataclasses.replace(base, mixer=mixer)  # noqa: E731
+  return {
+    "titans_lmm": m(TitansConfig()),
+    "titans_linear": m(TitansConfig(depth=1)),
+    "titans_no_momentum": m(TitansConfig(momentum=False)),
+    "titans_no_decay": m(TitansConfig(decay=False)),
+    "titans_no_conv": m(TitansConfig(conv=1)),
+    "titans_mac": m(TitansMACConfig(persistent_tokens=4)),
+    "titans_mag": m(TitansMAGConfig(persistent_tokens=4)),
+  }
+
+
+def get_config(tokens: int = 131_072) -> dict[str, Config]:
+  base = ModelConfig(d_model=128, n_layers=2, n_heads=4)
+  return equal_size(models(base), base, batch=8, seq=64, tokens=tokens, seeds=SEEDS)

@@ -1,0 +1,49 @@
+"""The TTT ladder at byte-LM scale: linear attention, Mamba2-style decay, DeltaNet, TTT-Linear, TTT-MLP, a Transformer.
+
+The rungs of the TTT paper's Table 1 that contlearn has as mixers, each a
+2-layer byte LM learning online from the same Shakespeare stream
+(prequential), at the width whose parameter count is closest to the
+Transformer's at width 128 (`nl_lm_comparison.equal_size`), 3 seeds as the
+lanes of one program per model:
+
+  transformer          sliding-window attention (window 64, cache carried)
+  linear_attention     M_t = M_{t-1} + v k^T
+  mamba2               M_t = a_t M_{t-1} + v k^T, a_t a gate of the input
+  deltanet             the delta rule, M_t = M_{t-1}(I - b_t k k^T) + b_t v k^T
+  ttt_linear           TTT-Linear, mini-batches of 16, the paper's summed gradient
+  ttt_linear_official  TTT-Linear with the official code's inner step (1/t-weighted, rate / head width)
+  ttt_mlp              TTT-MLP (4x GELU MLP memory), mini-batches of 16
+
+Command:   contlearn run ttt_ladder
+           contlearn run ttt_ladder --set train.seeds=0,1,2,3,4 --tokens 500000
+Runtime:   see docs/memories.md (the measured run and its machine).
+Outputs:   OUT/<model>/ (metrics.jsonl with each seed's loss, summary.json with each seed's bits per byte
+           and their mean and standard deviation, checkpoints/), OUT/bits_per_byte.png.
+"""
+
+import dataclasses
+
+from contlearn.config import Config, ModelConfig
+from contlearn.experiments.nl_lm_comparison import equal_size
+from contlearn.models.ttt import TTTLinearConfig
+
+SEEDS = (0, 1, 2)
+
+
+def models(base: ModelConfig) -> dict[str, ModelConfig]:
+  """The rungs as `ModelConfig`s (widths not yet matched)."""
+  m = lambda mixer: dataclasses.replace(base, mixer=mixer)  # noqa: E731
+  return {
+    "transformer": m("swa"),
+    "linear_attention": m("linear_attention"),
+    "mamba2": m("mamba2"),
+    "deltanet": m("deltanet"),
+    "ttt_linear": m("ttt_linear"),
+    "ttt_linear_official": m(TTTLinearConfig(inner_step="official")),
+    "ttt_mlp": m("ttt_mlp"),
+  }
+
+
+def get_config(tokens: int = 131_072) -> dict[str, Config]:
+  base = ModelConfig(d_model=128, n_layers=2, n_heads=4)
+  return equal_size(models(base), base, batch=8, seq=64, tokens=tokens, seeds=SEEDS)
