@@ -156,11 +156,18 @@ def test_three_scenarios_cells_take_the_papers_strength_per_scenario():
   spec.loader.exec_module(mod)
   cells = mod.cells(mod.get_config())
   assert len(cells) == 7 * 3
-  for i, kind in enumerate(mod.KINDS):
-    assert cells[f"ewc_{kind}"].hparams == (f"strength={mod.SPLIT_HP['ewc'][i]}",)
-    assert cells[f"online_ewc_{kind}"].hparams == (f"strength={mod.SPLIT_HP['ewc'][i]}",)
-    assert cells[f"si_{kind}"].hparams == (f"strength={mod.SPLIT_HP['si'][i]}",)
+  online = ((1e8, 0.8), (1e8, 0.7), (1e9, 0.8))  # online EWC's own lambda and gamma
+  for kind, ewc, (lam, gamma), si in zip(mod.KINDS, (1e7, 1e6, 1e8), online, (50.0, 500.0, 0.5)):
+    assert cells[f"ewc_{kind}"].hparams == (f"strength={ewc}",)
+    assert cells[f"online_ewc_{kind}"].hparams == (f"strength={lam}", f"decay={gamma}")
+    assert cells[f"si_{kind}"].hparams == (f"strength={si}",)
     assert cells[f"er_{kind}"].kind == kind and cells[f"er_{kind}"].hparams == ()
+  permuted = mod.cells(apply_overrides(mod.get_config(), ["bench=permuted", "models=online_ewc"]))
+  assert [c.hparams for c in permuted.values()] == [
+    ("strength=500.0", "decay=0.8"),
+    ("strength=1000.0", "decay=0.9"),
+    ("strength=5.0", "decay=1.0"),
+  ]
   cfg = apply_overrides(mod.get_config(), ["bench=permuted", "models=si", "si.hparams=strength=3"])
   cells = mod.cells(cfg)
   assert list(cells) == ["si_task", "si_domain", "si_class"]
