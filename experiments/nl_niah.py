@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
-from contlearn.config import ModelConfig, to_dict
+from contlearn.config import ModelConfig, to_dict, with_known_fields
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
 from contlearn.learner import sequence_learner
@@ -57,7 +57,7 @@ from contlearn.run_log import write_atomic
 from contlearn.stream import corpora, niah
 
 MODELS = {
-  "transformer": {"mixer": SlidingWindowConfig(window=256)},
+  "transformer": {"mixer": SlidingWindowConfig()},  # its window: the training length
   "gated_deltanet": {"mixer": "gated_deltanet"},
   "titans": {"mixer": TitansConfig(expansion=2)},
   "hope": {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1},
@@ -223,7 +223,10 @@ def train_and_eval(
 def run(cfg: NiahConfig, out: pathlib.Path, *, resume: bool = False, progress: bool = True) -> dict:
   """Every model of `cfg.models` in turn; writes OUT/niah.json after each and returns its content."""
   cfg = resolved(cfg)
-  models = select(MODELS, cfg.models, cfg.base)
+  models = {  # attention's window is the training length
+    label: dataclasses.replace(mcfg, mixer=with_known_fields(mcfg.mixer, window=cfg.length))
+    for label, mcfg in select(MODELS, cfg.models, cfg.base).items()
+  }
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   rows = {}

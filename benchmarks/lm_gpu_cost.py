@@ -1,0 +1,109 @@
+"""The expected cost of the accelerator-scale stream and continual-learning configurations on one GPU.
+
+    python benchmarks/lm_gpu_cost.py [--rate 200e12] [--step-us 30]
+
+For every model of nl_lm_comparison_large, ttt_ladder_large and
+nl_niah_long, one training step of the model is lowered from shapes alone
+(nothing runs, no state is allocated) for a step of one memory chunk per
+lane, and XLA's cost analysis gives its FLOPs per token; times the
+configuration's training tokens, that is its training FLOPs, and the hours
+are at `--rate` FLOP/s sustained (default 200e12, an assumption: about half
+an H100's dense bf16 rate; the memories' chunked forms run well below the
+rate of large matmuls, so read their hours as a lower bound). XLA counts a
+loop's body once: where a form loops over tokens or sub-chunks inside one
+chunk, its count is a lower bound too. cl_plasticity_paper is 48M
+sequential steps of one image: its FLOPs are negligible and its time is the
+number of steps times `--step-us`, an assumed time per step of a compiled
+scan on a GPU (default 30 us). Nothing is timed, so the machine this runs on
+does not matter. Prints a table; the last line is a JSON object, also
+written to `bench_results/lm_gpu_cost.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+from contlearn import catalog  # noqa: E402
+from contlearn.config import Config, DataConfig, ModelConfig, with_known_fields  # noqa: E402
+from contlearn.learner import build_learner  # noqa: E402
+from contlearn.models import byte_lm  # noqa: E402
+from contlearn.models.sizing import param_count  # noqa: E402
+from contlearn.models.variants import select  # noqa: E402
+from contlearn.stream import Chunk  # noqa: E402
+
+STREAMS = ("nl_lm_comparison_large", "ttt_ladder_large")
+
+
+def chunk_tokens(model: ModelConfig) -> int:
+  """Tokens per lane of one step holding one chunk of the model's memory (a whole number of its steps)."""
+  chunk = getattr(model.mixer, "chunk", 0) or (16 if model.mixer.name.startswith(("ttt", "self_modifying")) else 64)
+  multiple = byte_lm(model).step_multiple
+  return chunk * multiple // math.gcd(chunk, multiple)
+
+
+def flops_per_token(model: ModelConfig, batch: int) -> float:
+  """XLA's FLOP count of one training step of `model` (Adam) over `batch` lanes of one chunk, per token."""
+  seq = chunk_tokens(model)
+  learner = build_learner(Config(data=DataConfig(batch=batch, seq=seq, steps=1), model=model))
+  state = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+  step = Chunk(jax.ShapeDtypeStruct((batch, seq + 1), jnp.int32), jax.ShapeDtypeStruct((batch, seq), jnp.bool_))
+  cost = jax.jit(learner.step).lower(state, step).cost_analysis()
+  return float((cost[0] if isinstance(cost, list) else cost)["flops"]) / (batch * seq)
+
+
+def row(experiment: str, name: str, model: ModelConfig, batch: int, tokens: int, rate: float) -> dict:
+  per_token = flops_per_token(model, batch)
+  return {
+    "experiment": experiment,
+    "model": name,
+    "params_m": param_count(model) / 1e6,
+    "tokens_b": tokens / 1e9,
+    "gflop_per_token": per_token / 1e9,
+    "train_pflop": per_token * tokens / 1e15,
+    "gpu_hours": per_token * tokens / rate / 3600,
+  }
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rate", type=float, default=200e12, help="sustained FLOP/s assumed")
+  parser.add_argument("--step-us", type=float, default=30.0, help="assumed microseconds per batch-1 CL step")
+  args = parser.parse_args()
+  rows = []
+  for experiment in STREAMS:
+    for name, cfg in catalog.load(experiment).get_config().items():
+      lanes = max(1, len(cfg.train.seeds))
+      rows.append(row(experiment, name, cfg.model, cfg.data.batch, lanes * cfg.train.tokens, args.rate))
+  niah = catalog.load("nl_niah_long")
+  ncfg = niah.get_config()
+  for name, model in select(niah.MODELS, ncfg.models, ncfg.base).items():
+    model = dataclasses.replace(model, mixer=with_known_fields(model.mixer, window=ncfg.length))
+    rows.append(row("nl_niah_long", name, model, ncfg.batch, ncfg.steps * ncfg.batch * ncfg.length, args.rate))
+  plasticity = catalog.load("cl_plasticity_paper").get_config().run
+  steps = plasticity.n_tasks * plasticity.steps_per_task
+  rows.append(
+    {
+      "experiment": "cl_plasticity_paper",
+      "model": f"MLP {plasticity.hidden}, {len(plasticity.seeds)} seeds as lanes",
+      "steps_m": steps / 1e6,
+      "gpu_hours": 2 * steps * args.step_us * 1e-6 / 3600,  # two methods, one after the other
+    }
+  )
+  columns = ["experiment", "model", "params_m", "tokens_b", "steps_m", "gflop_per_token", "train_pflop", "gpu_hours"]
+  common.print_table(rows, columns)
+  common.write_json("lm_gpu_cost", {"rate_flops_per_s": args.rate, "step_us": args.step_us, "rows": rows})
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

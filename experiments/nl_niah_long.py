@@ -1,0 +1,31 @@
+"""Needle in a haystack at the Titans paper's lengths (S-NIAH to 16K), for a GPU or TPU.
+
+nl_niah's task and models at training length 4,096 bytes, evaluated at 4K,
+8K and 16K with the memory carried across segments of 4,096: 4-layer byte
+LMs at width 256, 4,000 steps of 32 sequences (about 0.5B tokens), one
+seed. Not run by the project on its CPU machine; the same code path as
+nl_niah, which the tests exercise. Its expected cost: `python
+benchmarks/lm_gpu_cost.py` (docs/benchmarks.md).
+
+Command:   contlearn run nl_niah_long
+Runtime:   not measured (no accelerator); see the cost estimate.
+"""
+
+import dataclasses
+
+from contlearn.config import ModelConfig
+from contlearn.experiments.nl_niah import NiahConfig, report, run  # noqa: F401  (the experiment's run and report)
+
+
+def get_config() -> NiahConfig:
+  return dataclasses.replace(
+    NiahConfig(),
+    models=("transformer", "gated_deltanet", "titans"),
+    length=4096,
+    factors=(1, 2, 4),
+    steps=4000,
+    batch=32,
+    block=100,
+    checkpoint_every=2,
+    base=ModelConfig(d_model=256, n_layers=4, n_heads=4),
+  )

@@ -1,0 +1,29 @@
+"""The TTT ladder of ttt_ladder at the TTT paper's smallest scale, for a GPU or TPU.
+
+The same rungs (`ttt_ladder.models`) as 12-layer byte LMs at width 768 with
+12 heads (about 85M parameters; the paper's 125M counts a 50k-token
+vocabulary's embeddings, which bytes do not have), attention over the whole
+context of 2,048 bytes, 256 lanes of 2,048 bytes per step (0.5M tokens) for
+2.4B tokens (4,800 steps, the paper's 125M recipe in steps and tokens), one
+seed (`--set train.seeds=0,1,2` for three, at three times the cost). Not run
+by the project on its CPU machine; the same code path as ttt_ladder, which
+the tests exercise. Its expected cost: `python benchmarks/lm_gpu_cost.py`
+(docs/benchmarks.md).
+
+Command:   contlearn run ttt_ladder_large [--set data.source=tfds --set data.tfds_name=...]
+Runtime:   not measured (no accelerator); see the cost estimate.
+"""
+
+import dataclasses
+
+from contlearn.config import Config, ModelConfig
+from contlearn.experiments.nl_lm_comparison import equal_size
+from contlearn.experiments.ttt_ladder import models
+from contlearn.models.attention import SlidingWindowConfig
+
+
+def get_config() -> dict[str, Config]:
+  base = ModelConfig(d_model=768, n_layers=12, n_heads=12, mixer=SlidingWindowConfig(window=2048))
+  rungs = models(base)
+  rungs["transformer"] = dataclasses.replace(rungs["transformer"], mixer=SlidingWindowConfig(window=2048))
+  return equal_size(rungs, base, batch=256, seq=2048, tokens=2_400_000_000)
