@@ -299,6 +299,10 @@ def test_a_classic_cl_run_on_two_processes_equals_one_with_one_writer(tmp_path, 
   for rank, rows in zip(ranks, ("0-3", "4-7"), strict=True):  # each process fed its half of every batch, per cell
     share = f"of 2 feeds rows {rows} of every batch of 8 (blocks int32 [10, 4])"
     assert rank.stderr.count(share) == len(CL_CELLS), rank.stderr[-2000:]
+  # the checkpoint holds the whole run's position and examples, as one process's does
+  metas = [json.loads((f / "der" / "checkpoints" / "4" / "meta" / "metadata").read_text()) for f in (one, two)]
+  assert metas[1]["position"] == metas[0]["position"] == {"task": 2, "block": 0}
+  assert metas[1]["units"] == metas[0]["units"] == 2 * 20 * 8
 
 
 @pytest.mark.slow
