@@ -189,7 +189,8 @@ def fit(
     compiled: the block call already compiled for this run's shapes
       (`engine.compile_ahead`); None: compiled here.
     shares: each process's feed yields only its lanes of every block (a
-      `contlearn.stream.share_of` stream: `idle()`, `gather(position)`), placed
+      `contlearn.stream.share_of` stream: `idle()`, `gather(position)`; or a
+      classic-CL `TaskFeed` with `rows`, whose shares all end together), placed
       with `engine.place_local_xs`; its position is gathered into each
       checkpoint, so a resume on another number of processes finds every lane.
 

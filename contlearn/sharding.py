@@ -110,8 +110,9 @@ def local_lanes(batch: int, mesh: Mesh) -> range:
 
 
 def process_mesh() -> Mesh:
-  """A data mesh of one device per process (the first of each): for learners small enough that
-  each process holds every lane, as global arrays that every process checkpoints together.
+  """A data mesh of one device per process (the first of each): for learners small enough for one
+  device (classic CL), as global arrays that every process checkpoints together; a block's batch
+  and, when their number divides, the lanes are split over the processes.
 
   >>> process_mesh().devices.size == jax.process_count()
   True

@@ -4,7 +4,8 @@ A *cell* is one `RunConfig` (`contlearn.cl.run_config`: a method on a
 scenario, every seed as a lane of one vmapped program). `run_cell` learns it
 through `contlearn.run_folder.fit`:
 
-    feed   TaskFeed: each task's schedule in blocks of `block_steps` steps
+    feed   TaskFeed: each task's schedule in blocks of `block_steps` steps, this
+           process's rows of every batch (the global block: `engine.place_local_xs`)
     env    the Scenario (every task's padded train and test rows)
     block  engine.compile(classifier_learner, lanes=True, probe=accuracy,
            every=eval_every): one compiled call per block
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,7 +47,7 @@ from contlearn import engine, loop, rules, run_folder, sharding
 from contlearn import strategies as strategies_lib
 from contlearn.cl import datasets, scenarios
 from contlearn.cl.feed import TaskFeed
-from contlearn.cl.hooks import EvalLog, ScenarioTaskEnd
+from contlearn.cl.hooks import EvalLog, ScenarioTaskEnd, Settle
 from contlearn.cl.learner import accuracy_probe, classifier_learner, compile_calls, schedule
 from contlearn.cl.model import Mlp
 from contlearn.cl.results import Result, load_result, summarize, write_result
@@ -141,13 +143,16 @@ def run_cell(
   hparams = {
     k: jnp.full((len(cfg.seeds),), v, jnp.float32) for k, v in parse_pairs(cfg.hparams, "RunConfig.hparams").items()
   }
+  mesh = sharding.process_mesh()
   feed = TaskFeed(
     lambda t: schedule(strategy, t, sc.n_tasks, cfg.steps_per_task, cfg.batch, seed=t),
     sc.n_tasks,
     cfg.steps_per_task,
     cfg.steps_per_block,
+    rows=sharding.local_lanes(cfg.batch, mesh),
   )
-  mesh = sharding.process_mesh()
+  if jax.process_count() > 1:
+    say_share(feed, cfg.batch)
   state = engine.init(learner, keys, mesh=mesh, lanes=True, hparams=hparams)
   calls = compile_calls(learner, model, strategy, state, eval_every=cfg.eval_every, lanes=True)
   task_end = ScenarioTaskEnd(strategy, calls.evaluate, feed, cfg.eval_every, lanes=True)
@@ -158,10 +163,11 @@ def run_cell(
     feed,
     out,
     config=config_json(cfg),
-    hooks=[task_end, log, *hooks],
+    hooks=[*([Settle()] if jax.process_count() > 1 else []), task_end, log, *hooks],
     env=sc,
     lanes=True,
     mesh=mesh,
+    shares=True,
     size=lambda xs: int(xs.size),
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
@@ -191,6 +197,16 @@ def run_cell(
   )
   write_result(summary_path, name, res)
   return res
+
+
+def say_share(feed: TaskFeed, batch: int) -> None:
+  """One line on stderr: the rows of every batch this process feeds, and the shape of its blocks."""
+  xs, _ = feed.next(feed.start())
+  print(
+    f"contlearn: process {jax.process_index()} of {jax.process_count()} feeds rows "
+    f"{feed.rows.start}-{feed.rows.stop - 1} of every batch of {batch} (blocks {xs.dtype} {list(xs.shape)})",
+    file=sys.stderr,
+  )
 
 
 def run_cells(

@@ -6,6 +6,19 @@ shape, so one compiled call serves every block of every task. A position is
 the JSON-able `{"task": t, "block": b}`: the next block to learn is block b of
 task t; `{"task": T, "block": 0}` is the end. A position at block 0 of a task
 t > 0 says task t - 1 has just been learned (see `finished_task`).
+
+Across processes each process feeds only its `rows` of every step's batch
+(`sharding.local_lanes`; it draws the whole schedule, a few task ids from a
+fixed seed, and keeps its columns), and the global block is assembled with
+`engine.place_local_xs`; the position is the same in every process, so every
+share ends at the same block and a checkpoint's position resumes on any
+number of processes.
+
+>>> from contlearn.cl import schedules
+>>> feed = TaskFeed(lambda t: schedules.task(t, 4, 8), n_tasks=2, steps_per_task=4, block_steps=2, rows=range(4, 8))
+>>> xs, after = feed.next(feed.start())
+>>> xs.shape, after                                  # steps x this process's rows
+((2, 4), {'task': 0, 'block': 1})
 """
 
 from __future__ import annotations
@@ -29,12 +42,21 @@ class TaskFeed:
     n_tasks: tasks in the run.
     steps_per_task: steps of each task.
     block_steps: steps per block; divides `steps_per_task`.
+    rows: the rows of every step's batch this process feeds, a contiguous
+      range (default: all of them).
   """
 
-  def __init__(self, schedule: Callable[[int], np.ndarray], n_tasks: int, steps_per_task: int, block_steps: int):
+  def __init__(
+    self,
+    schedule: Callable[[int], np.ndarray],
+    n_tasks: int,
+    steps_per_task: int,
+    block_steps: int,
+    rows: range | None = None,
+  ):
     if block_steps < 1 or steps_per_task % block_steps:
       raise ConfigError(f"block_steps={block_steps} must divide steps_per_task={steps_per_task}")
-    self.schedule, self.n_tasks = schedule, n_tasks
+    self.schedule, self.n_tasks, self.rows = schedule, n_tasks, rows
     self.steps_per_task, self.block_steps = steps_per_task, block_steps
     self.blocks_per_task = steps_per_task // block_steps
     self._cached: tuple[int, np.ndarray] | None = None
@@ -57,6 +79,8 @@ class TaskFeed:
     if task >= self.n_tasks:
       return None, position
     xs = self._task_schedule(task)[block * self.block_steps : (block + 1) * self.block_steps]
+    if self.rows is not None:
+      xs = xs[:, self.rows.start : self.rows.stop]
     block += 1
     after = {"task": task + 1, "block": 0} if block == self.blocks_per_task else {"task": task, "block": block}
     return xs, after
@@ -64,6 +88,10 @@ class TaskFeed:
   def steps_before(self, position: Position) -> int:
     """Steps learned before `position`."""
     return int(position["task"]) * self.steps_per_task + int(position["block"]) * self.block_steps
+
+  def gather(self, position: Position) -> Position:
+    """The position every process holds (each process's rows end together)."""
+    return position
 
   def describe(self) -> str:
     return f"{self.n_tasks} tasks x {self.steps_per_task} steps, in blocks of {self.block_steps} steps"

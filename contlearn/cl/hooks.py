@@ -2,7 +2,10 @@
 
   ScenarioTaskEnd  after a task's last block: the strategy's end of task
                    (a `strategies.TaskEnd`), then the accuracy on every
-                   task, row t of the accuracy matrix R;
+                   task, row t of the accuracy matrix R (every lane's,
+                   gathered where lanes are split over processes);
+  Settle           across processes, waits for each block before the next
+                   block's agreement;
   EvalLog          the in-call evaluations (every `eval_every` steps): the
                    accuracy trajectory, `metrics.jsonl` (one record per
                    evaluation, per lane), TensorBoard scalars and the
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 
 from contlearn import loop
 from contlearn.cl.feed import TaskFeed, finished_task
@@ -64,7 +68,8 @@ class ScenarioTaskEnd(TaskEnd):
     return None if task is None else (task, run.env)
 
   def after_task(self, run: loop.Loop, task: int) -> None:
-    self.rows.append(np.asarray(self.evaluate(run.state, run.env)))
+    # every lane's row, also where the lanes are split over processes
+    self.rows.append(np.asarray(multihost_utils.process_allgather(self.evaluate(run.state, run.env), tiled=True)))
     self.ends.append(self.feed.steps_before(run.position) // self.eval_every)
 
   def meta(self) -> dict[str, Any]:
@@ -73,6 +78,19 @@ class ScenarioTaskEnd(TaskEnd):
   def restore(self, meta: dict[str, Any]) -> None:
     self.rows = [np.asarray(r, np.float32) for r in meta["rows"]]
     self.ends = [int(e) for e in meta["ends"]]
+
+
+class Settle(loop.Hook):
+  """Waits for each block (its metrics and finiteness check) before the next block's agreement.
+
+  Across processes the agreement (`processes.agree`) is a collective, as are
+  a split block's own; XLA's CPU runtime runs a program as soon as its inputs
+  are ready, so without this wait the agreement of one process may pair with
+  a block's collective in another. Placed first among a multi-process run's hooks.
+  """
+
+  def after_block(self, run: loop.Loop) -> None:
+    run.settle()
 
 
 class EvalLog(loop.Hook):

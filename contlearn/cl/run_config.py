@@ -21,6 +21,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+
 from contlearn import rules
 from contlearn import strategies as strategies_lib
 from contlearn.config import require
@@ -68,7 +70,8 @@ class RunConfig:
     optimizer: "sgd" or "adam".
     lr: learning rate.
     steps_per_task: training steps per task (a multiple of eval_every).
-    batch: batch size.
+    batch: batch size; across processes a multiple of their number (each
+      process feeds an equal share of every batch).
     eval_every: steps between evaluations on every task's test rows.
     max_test: test rows per task used for evaluation.
     strategy: a `strategies.make` name.
@@ -128,8 +131,14 @@ class RunConfig:
       raise ConfigError(f"RunConfig.hparams: values must be numbers, got {self.hparams}")
 
   def check(self) -> None:
-    """Raises ConfigError when fields disagree (checked before a run, not while
-    `--set` changes them one at a time)."""
+    """Raises ConfigError when fields disagree, or the batch does not split over
+    the processes (checked before a run, not while `--set` changes them one at a time)."""
+    processes = jax.process_count()
+    if self.batch % processes:
+      raise ConfigError(
+        f"RunConfig: batch={self.batch} does not split over {processes} processes "
+        f"(each feeds an equal share of every batch); choose a multiple of {processes}"
+      )
     if self.eval_every < 1 or self.steps_per_task % self.eval_every:
       raise ConfigError(
         f"RunConfig: steps_per_task={self.steps_per_task} is not a multiple of eval_every={self.eval_every}"

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from contlearn import loop
+from contlearn.cl import schedules
 from contlearn.cl.cells import run_cell, run_cells
+from contlearn.cl.feed import TaskFeed
 from contlearn.cl.results import Result, load_result
 from contlearn.cl.run_config import RunConfig
-from contlearn.errors import CheckpointError
+from contlearn.errors import CheckpointError, ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -217,3 +219,22 @@ def test_blocks_of_a_task_learn_what_the_whole_task_learns(tmp_path, tiny_run):
   whole = run_cell(dataclasses.replace(TINY, block_steps=0), tmp_path, progress=False)
   np.testing.assert_array_equal(whole.matrix, blocks.matrix)
   np.testing.assert_array_equal(whole.trajectory, blocks.trajectory)
+
+
+def test_each_process_feeds_its_rows_of_every_batch_and_the_batch_must_split_over_the_processes(monkeypatch):
+  def feed(rows=None):
+    return TaskFeed(lambda t: schedules.cumulative(t, 4, 8, seed=t), 2, steps_per_task=4, block_steps=2, rows=rows)
+
+  whole, shares = feed(), [feed(range(0, 4)), feed(range(4, 8))]
+  position = whole.start()
+  while position["task"] < 2:
+    xs, after = whole.next(position)
+    parts = [share.next(position) for share in shares]
+    assert [p[1] for p in parts] == [after, after] and [p[0].shape for p in parts] == [(2, 4), (2, 4)]
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts], axis=1), xs)
+    position = after
+  assert shares[1].gather(position) == position == {"task": 2, "block": 0}
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  with pytest.raises(ConfigError, match="RunConfig: batch=8 does not split over 3 processes"):
+    dataclasses.replace(TINY, batch=8).check()
+  dataclasses.replace(TINY, batch=9).check()

@@ -230,39 +230,91 @@ def test_sharded_parameters_across_processes_learn_as_one_and_resume_on_another_
   np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
 
 
-# A tiny classic-CL run (EWC on permuted digits, three seeds as lanes).
+# Two tiny classic-CL cells on permuted digits with a batch of 8: DER (a replay buffer of examples and
+# logits) on two seeds, lanes split over 2 processes, and EWC (a Fisher at each task end) on three seeds,
+# every lane in every process. `stop_at_block` stops the first cell there as a signal would.
 CL_EXPERIMENT = textwrap.dedent('''
-    """A tiny classic-CL run for the multi-process tests."""
+    """Tiny classic-CL cells for the multi-process tests."""
     import dataclasses
 
-    from contlearn.cl.cells import run_cell
+    from contlearn import loop
+    from contlearn.cl.cells import run_cells
     from contlearn.cl.run_config import RunConfig
 
     @dataclasses.dataclass(frozen=True)
     class Config:
-      seeds: int = 3
+      stop_at_block: int = 0
+
+    class StopAt(loop.Hook):
+      def __init__(self, block):
+        self.block = block
+
+      def after_block(self, run):
+        if run.block == self.block:
+          loop.STOP.set()
 
     def get_config():
       return Config()
 
     def run(cfg, out, *, resume, progress):
-      run_cfg = RunConfig(
+      base = RunConfig(
           dataset="digits", stream="permuted", kind="domain", n_tasks=2, hidden=(16,), optimizer="sgd", lr=0.05,
-          steps_per_task=20, batch=8, eval_every=5, block_steps=10, max_test=50, seeds=tuple(range(cfg.seeds)),
-          strategy="ewc",
+          steps_per_task=20, batch=8, eval_every=5, block_steps=10, max_test=50,
       )
-      return run_cell(run_cfg, out, resume=resume, progress=progress)
+      cells = {
+          "der": dataclasses.replace(base, strategy="der", strategy_options=("capacity=24",), seeds=(0, 1)),
+          "ewc": dataclasses.replace(base, strategy="ewc", seeds=(0, 1, 2)),
+      }
+      hooks = [StopAt(cfg.stop_at_block)] if cfg.stop_at_block else []
+      results = run_cells(cells, out, resume=resume, progress=progress, hooks=hooks)
+      return {name: r.summary for name, r in results.items()}
 
     def report(result):
-      return f"acc {result.summary['acc']:.3f}"
+      return " ".join(f"{name} acc {summary['acc']:.3f}" for name, summary in result.items())
 ''')
+CL_CELLS = ("der", "ewc")
+
+
+def _cl_records(folder: pathlib.Path) -> dict[str, tuple[list, list]]:
+  """Each cell's per-lane losses and accuracies, evaluation by evaluation; asserts eight evaluations."""
+  records = {cell: read_jsonl(folder / cell / "metrics.jsonl") for cell in CL_CELLS}
+  for cell, rows in records.items():
+    assert [r["evaluation"] for r in rows] == list(range(1, 9)), cell
+  return {cell: ([r["loss"] for r in rows], [r["acc"] for r in rows]) for cell, rows in records.items()}
+
+
+def _assert_cl_close(got: dict, want: dict) -> None:
+  for cell in CL_CELLS:
+    for i, what in enumerate(("loss", "acc")):
+      np.testing.assert_allclose(got[cell][i], want[cell][i], rtol=1e-5, err_msg=f"{cell} {what}")
 
 
 @pytest.mark.slow
 def test_a_classic_cl_run_on_two_processes_equals_one_with_one_writer(tmp_path, launch):
   one, two, ranks = _one_and_two(tmp_path, launch, CL_EXPERIMENT)
-  single, several = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
-  assert [r["evaluation"] for r in several] == [r["evaluation"] for r in single] == list(range(1, 9))
-  np.testing.assert_allclose([r["acc"] for r in several], [r["acc"] for r in single], rtol=1e-5)
-  assert len(list((two / "tensorboard").glob("events.out.tfevents.*"))) == 1
-  assert "acc " in ranks[0].stdout and "acc " not in ranks[1].stdout  # one report
+  _assert_cl_close(_cl_records(two), _cl_records(one))
+  for cell in CL_CELLS:
+    assert len(list((two / cell / "tensorboard").glob("events.out.tfevents.*"))) == 1
+  assert "der acc " in ranks[0].stdout and "acc " not in ranks[1].stdout  # one report
+  for rank, rows in zip(ranks, ("0-3", "4-7"), strict=True):  # each process fed its half of every batch, per cell
+    share = f"of 2 feeds rows {rows} of every batch of 8 (blocks int32 [10, 4])"
+    assert rank.stderr.count(share) == len(CL_CELLS), rank.stderr[-2000:]
+  # the checkpoint holds the whole run's position and examples, as one process's does
+  metas = [json.loads((f / "der" / "checkpoints" / "4" / "meta" / "metadata").read_text()) for f in (one, two)]
+  assert metas[1]["position"] == metas[0]["position"] == {"task": 2, "block": 0}
+  assert metas[1]["units"] == metas[0]["units"] == 2 * 20 * 8
+
+
+@pytest.mark.slow
+def test_a_classic_cl_run_stopped_on_two_processes_resumes_on_one(tmp_path, launch):
+  experiment = tmp_path / "experiment.py"
+  experiment.write_text(CL_EXPERIMENT)
+  straight, moved = tmp_path / "straight", tmp_path / "moved"
+  _ok(launch(1, 4, _run_args(str(experiment), straight), timeout=240))
+  stopped = launch(2, 2, _run_args(str(experiment), moved, "--set", "stop_at_block=3"), timeout=240)
+  assert [r.code for r in stopped] == [130, 130], [r.stderr[-1500:] for r in stopped]
+  assert _checkpoints(moved / "der") == [2, 3] and not (moved / "ewc").exists()  # mid-task 1 of the first cell
+  ranks = launch(1, 4, _run_args(str(experiment), moved, "--resume"), timeout=240)
+  _ok(ranks)
+  assert "saved on 2 process(es) with 2 device(s)" in ranks[0].stderr
+  _assert_cl_close(_cl_records(moved), _cl_records(straight))
