@@ -8,12 +8,17 @@
 # 2. runs the device-independent core of the test suite on the GPU (every
 #    memory's fast forms against its token-by-token reference, the update
 #    rules and the optimizers): tests that need 8 devices or compare with
-#    numbers stored on a CPU are not in it;
+#    numbers stored on a CPU are not in it; then, apart, the Pallas kernel of
+#    the linear memories compiled for the GPU against the reference
+#    (tests/test_pallas_linear.py);
 # 3. measures tokens/s and the fraction of the GPU's bfloat16 matmul rate
 #    (an 8192 x 8192 product, measured in the same run) for the Transformer,
-#    Gated DeltaNet, Titans and Hope byte LMs at width 1024 in bfloat16
-#    (`benchmarks/lm_throughput.py`);
-# 4. writes one JSON file with the tests' outcome, the rows and the machine.
+#    Gated DeltaNet, Titans and Hope byte LMs at width 1024 in bfloat16, then
+#    Gated DeltaNet with its chunks chained by the Pallas kernel
+#    (`model.mixer.kernel=pallas`, model `gated_deltanet_pallas`), last so
+#    that it takes only time left by the others (`benchmarks/lm_throughput.py`);
+# 4. writes one JSON file with the outcome of both test stages, the rows and
+#    the machine.
 #
 # Every stage has a time limit, and none runs past one deadline (BUDGET, 570 s
 # from the start), so the whole check ends within 10 minutes; a model whose
@@ -26,7 +31,7 @@ cd "$(dirname "$0")/.."
 
 PLATFORM=${PLATFORM:-cuda}
 WIDTH=${WIDTH:-1024}
-MODELS=${MODELS:-transformer,gated_deltanet,titans,hope}
+MODELS=${MODELS:-transformer,gated_deltanet,titans,hope,gated_deltanet_pallas}
 BATCH=${BATCH:-16}
 SEQ=${SEQ:-256}
 STEPS=${STEPS:-8}
@@ -65,6 +70,12 @@ timeout "$(limit 150)" $PY -m pytest -q -p no:xdist -p no:cacheprovider "${CORE[
 tests_status=$?
 tail -3 "$RESULTS/accelerator_tests.log" | tee -a "$LOG" >&2
 
+say "Pallas kernel tests on $PLATFORM"
+timeout "$(limit 90)" $PY -m pytest -q -p no:xdist -p no:cacheprovider tests/test_pallas_linear.py \
+  >"$RESULTS/accelerator_kernel_tests.log" 2>&1
+kernel_status=$?
+tail -3 "$RESULTS/accelerator_kernel_tests.log" | tee -a "$LOG" >&2
+
 say "throughput of $MODELS at width $WIDTH in bfloat16"
 bench_status=0
 for model in ${MODELS//,/ }; do
@@ -73,14 +84,16 @@ for model in ${MODELS//,/ }; do
     --matmul-size "$MATMUL" >>"$LOG" 2>&1 || { say "$model: no measurement (status $?)"; bench_status=1; }
 done
 
-$PY - "$RESULTS" "$tests_status" "$bench_status" <<'EOF'
+$PY - "$RESULTS" "$tests_status" "$kernel_status" "$bench_status" <<'EOF'
 import json, pathlib, sys
 
-results, tests_status, bench_status = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-tests_log = (results / "accelerator_tests.log").read_text().strip().splitlines()
+results = pathlib.Path(sys.argv[1])
+tests_status, kernel_status, bench_status = (int(a) for a in sys.argv[2:])
+last_line = lambda name: ((results / name).read_text().strip().splitlines() or [""])[-1]
 measured = [json.loads(p.read_text()) for p in sorted(results.glob("lm_*/lm_throughput.json"))]
 report = {
-  "tests": {"exit_status": tests_status, "summary": tests_log[-1] if tests_log else ""},
+  "tests": {"exit_status": tests_status, "summary": last_line("accelerator_tests.log")},
+  "kernel_tests": {"exit_status": kernel_status, "summary": last_line("accelerator_kernel_tests.log")},
   "matmul_gflops_per_s": measured[0]["matmul_gflops_per_s"] if measured else None,
   "rows": [row for m in measured for row in m["rows"]],
   "settings": measured[0]["settings"] if measured else None,
@@ -91,4 +104,4 @@ report = {
 print(json.dumps(report))
 EOF
 say "wrote $RESULTS/accelerator_check.json"
-[ "$tests_status" = 0 ] && [ "$bench_status" = 0 ]
+[ "$tests_status" = 0 ] && [ "$kernel_status" = 0 ] && [ "$bench_status" = 0 ]

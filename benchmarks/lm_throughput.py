@@ -5,7 +5,8 @@ matmul rate that their training step reaches.
     python benchmarks/lm_throughput.py --models transformer --optimizers adam,muon,m3
     python benchmarks/lm_throughput.py --widths 1024 --dtype bfloat16   (an accelerator)
 
-`--models` picks rows of `MODELS`; `--optimizers` trains each model with each
+`--models` picks rows of `MODELS` (`mixer_fields`: the mixer's settings
+besides its defaults, e.g. the Pallas kernel of Gated DeltaNet); `--optimizers` trains each model with each
 named outer optimizer (`contlearn.rules.optimizer_names()`; default adam).
 `--dtype` is the models' compute dtype (`model.compute_dtype`; the weights
 stay float32) and the dtype of the matmul whose rate the step is compared with.
@@ -19,6 +20,7 @@ FLOPs per step come from XLA's cost analysis of one compiled training step
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 
@@ -39,6 +41,7 @@ MODELS = {
   "linear_attention": dict(mixer="linear_attention"),
   "linear_attention_cms": dict(mixer="linear_attention", cms_periods=(1, 16, 256)),
   "gated_deltanet": dict(mixer="gated_deltanet"),
+  "gated_deltanet_pallas": dict(mixer="gated_deltanet", mixer_fields=dict(kernel="pallas")),
   "titans": dict(mixer="titans"),
   "hope": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256)),
   "hope_attention": dict(mixer="swa", cms_periods=(1, 16, 256)),
@@ -58,7 +61,9 @@ def measure(
   dtype: str = "float32",
 ) -> dict:
   heads = max(1, width // 32)
+  model = dict(model)
   mixer = with_known_fields(model["mixer"], window=seq)  # attention sees the whole step
+  mixer = dataclasses.replace(mixer, **model.pop("mixer_fields", {}))
   cfg = Config(
     data=DataConfig(batch=batch, seq=seq, steps=steps),
     model=ModelConfig(**{**model, "mixer": mixer}, d_model=width, n_heads=heads, n_layers=2, compute_dtype=dtype),

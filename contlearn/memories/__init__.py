@@ -39,11 +39,16 @@ def is_linear(rule: Rule) -> bool:
   return rule.online and matrix and plain and rule.loss in (dot_loss, half_squared_loss)
 
 
-def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int):
-  """The fast form of `reference`: same arguments, same result."""
+def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int, across=linear.scan_chunks):
+  """The fast form of `reference`: same arguments, same result.
+
+  `across` chains a linear memory's chunks (`linear.chunked`): `linear.scan_chunks`
+  or the Pallas kernel `pallas_linear.across_chunks`; other memories ignore it.
+  """
   if is_linear(rule):
     w = state.w["w"][0]
-    y, w = linear.chunked(w, q, k, v, rates.lr, rates.retain, mask, chunk, rule.loss is half_squared_loss)
+    delta = rule.loss is half_squared_loss
+    y, w = linear.chunked(w, q, k, v, rates.lr, rates.retain, mask, chunk, delta, across)
     return y, MemState({"w": [w], "b": state.w["b"]}, state.m)
   if rule.online:
     raise ValueError("an online rule needs a matrix memory with the dot or half squared loss")

@@ -23,6 +23,9 @@ matrix products remain in the scan over chunks:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -51,18 +54,26 @@ def unit_lower_inverse(a: jax.Array) -> jax.Array:
   return s
 
 
-def chunked(w0, q, k, v, lr, retain, mask, chunk: int, delta: bool):
-  """The linear online rule over T tokens, in chunks of `chunk` tokens.
+class ChunkTerms(NamedTuple):
+  """What the scan over chunks reads, per chunk: each `[N, C, ...]` (N chunks of C tokens).
 
-  Args:
-    w0: [Dk, Dv] memory before the first token.
-    q, k: [T, Dk]; v: [T, Dv]; lr, retain: [T]; mask: [T] bool.
-    chunk: tokens per chunk (any size; the last chunk may be ragged).
-    delta: the delta rule (half squared loss) rather than the dot loss.
-
-  Returns:
-    y [T, Dv] and the final memory [Dk, Dv].
+  q: [N, C, Dk] queries. scores: [N, C, C] `(Q K^T) * G`. u: [N, C, Dv] `U_v`.
+  w_k: [N, C, Dk] `W_k`, with `U = U_v - W_k W_0` (delta rule), or None
+  (dot loss: `U = U_v`). k_out: [N, C, Dk] `K * g_C / g`. g: [N, C] `g_t`.
+  g_end: [N] `g_C`.
   """
+
+  q: jax.Array
+  scores: jax.Array
+  u: jax.Array
+  w_k: jax.Array | None
+  k_out: jax.Array
+  g: jax.Array
+  g_end: jax.Array
+
+
+def chunk_terms(q, k, v, lr, retain, mask, chunk: int, delta: bool) -> ChunkTerms:
+  """The intra-chunk terms of `chunked` (its arguments; T padded to whole chunks)."""
   t = q.shape[0]
   n = -(-t // chunk)
   lr = jnp.where(mask, lr, 0.0)
@@ -73,7 +84,7 @@ def chunked(w0, q, k, v, lr, retain, mask, chunk: int, delta: bool):
   causal = jnp.tril(jnp.ones((chunk, chunk), bool))[None]
   gmat = jnp.where(causal, jnp.exp(jnp.where(causal, diff, 0.0)), 0.0)  # [N, C, C]
   g = jnp.exp(log_g)
-  u_v = lr[..., None] * v
+  u_v, w_k = lr[..., None] * v, None
   if delta:
     strict = jnp.tril(jnp.ones((chunk, chunk), bool), -1)[None]
     a = jnp.where(strict, lr[..., None] * gmat * jnp.einsum("nid,njd->nij", k, k), 0.0)
@@ -82,17 +93,41 @@ def chunked(w0, q, k, v, lr, retain, mask, chunk: int, delta: bool):
     u_v, w_k = sol[..., : v.shape[-1]], sol[..., v.shape[-1] :]
   scores = jnp.einsum("ntd,nid->nti", q, k) * gmat
   k_out = k * jnp.exp(log_g[:, -1:] - log_g)[..., None]
-  g_end = g[:, -1]
+  return ChunkTerms(q, scores, u_v, w_k, k_out, g, g[:, -1])
 
-  def step(w, xs):
-    if delta:
-      q_c, s_c, u_c, wk_c, kout_c, g_c, ge_c = xs
-      u_c = u_c - wk_c @ w
-    else:
-      q_c, s_c, u_c, kout_c, g_c, ge_c = xs
-    y = g_c[:, None] * (q_c @ w) + s_c @ u_c
-    return ge_c * w + kout_c.T @ u_c, y
 
-  xs = (q, scores, u_v) + ((w_k,) if delta else ()) + (k_out, g, g_end)
-  w, y = jax.lax.scan(step, w0, xs)
-  return y.reshape(n * chunk, -1)[:t], w
+def scan_chunks(w0: jax.Array, terms: ChunkTerms) -> tuple[jax.Array, jax.Array]:
+  """The chunks in sequence (`lax.scan`): w0 [Dk, Dv] -> y [N, C, Dv] and the final memory [Dk, Dv].
+
+  Per chunk: `U = U_v - W_k W`, `Y = g * (Q W) + S U`, `W <- g_C W + K_out^T U`.
+  """
+
+  def step(w, xs: ChunkTerms):
+    u = xs.u if xs.w_k is None else xs.u - xs.w_k @ w
+    y = xs.g[:, None] * (xs.q @ w) + xs.scores @ u
+    return xs.g_end * w + xs.k_out.T @ u, y
+
+  w, y = jax.lax.scan(step, w0, terms)
+  return y, w
+
+
+Across = Callable[[jax.Array, ChunkTerms], tuple[jax.Array, jax.Array]]
+
+
+def chunked(w0, q, k, v, lr, retain, mask, chunk: int, delta: bool, across: Across = scan_chunks):
+  """The linear online rule over T tokens, in chunks of `chunk` tokens.
+
+  Args:
+    w0: [Dk, Dv] memory before the first token.
+    q, k: [T, Dk]; v: [T, Dv]; lr, retain: [T]; mask: [T] bool.
+    chunk: tokens per chunk (any size; the last chunk may be ragged).
+    delta: the delta rule (half squared loss) rather than the dot loss.
+    across: how the chunks are chained, `scan_chunks`'s signature
+      (`scan_chunks`, or the Pallas kernel `pallas_linear.across_chunks`).
+
+  Returns:
+    y [T, Dv] and the final memory [Dk, Dv].
+  """
+  t = q.shape[0]
+  y, w = across(w0, chunk_terms(q, k, v, lr, retain, mask, chunk, delta))
+  return y.reshape(-1, y.shape[-1])[:t], w

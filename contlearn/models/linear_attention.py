@@ -7,7 +7,8 @@
     gated_deltanet    W_t = a_t (I - b_t k k^T) W_{t-1} + b_t k v^T
 
 Each is `memory_layer.memory_mixer` with a rule and how its rates are made;
-its settings are `memory_layer`'s (b_t is a gated rate: `lr_init`).
+its settings are `memory_layer`'s (`LinearMemoryConfig`, with `kernel`; b_t
+is a gated rate: `lr_init`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import dataclasses
 
 from contlearn import memories
 from contlearn.config import ModelConfig, require
-from contlearn.models.memory_layer import GatedRateConfig, MemoryBlock, MemoryMixerConfig, memory_mixer
+from contlearn.models.memory_layer import GatedRateConfig, LinearMemoryConfig, MemoryBlock, memory_mixer
 from contlearn.models.mixer import register_mixer
 
 R = memories.RULES
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearAttentionConfig(MemoryMixerConfig):
+class LinearAttentionConfig(LinearMemoryConfig):
   """Linear attention.
 
   Attributes:
@@ -39,17 +40,17 @@ class LinearAttentionConfig(MemoryMixerConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class Mamba2Config(MemoryMixerConfig):
+class Mamba2Config(LinearMemoryConfig):
   """Mamba2's data-dependent decay: `memory_layer`'s settings."""
 
 
 @dataclasses.dataclass(frozen=True)
-class DeltaNetConfig(GatedRateConfig):
+class DeltaNetConfig(LinearMemoryConfig, GatedRateConfig):
   """DeltaNet: `memory_layer`'s settings with its gated rate beta."""
 
 
 @dataclasses.dataclass(frozen=True)
-class GatedDeltaNetConfig(GatedRateConfig):
+class GatedDeltaNetConfig(LinearMemoryConfig, GatedRateConfig):
   """Gated DeltaNet: `memory_layer`'s settings with its gated rate beta."""
 
 

@@ -24,6 +24,7 @@ bases, each registered mixer's class taking only those it reads:
 
     MemoryConfig          chunk, conv, conv_init     every memory mixer
     MemoryMixerConfig     + qk_act                   `memory_mixer`'s (q, k, v projected)
+    LinearMemoryConfig    + kernel                   the linear memories (linear attention, DeltaNet)
     GatedRateConfig       + lr_init                  a gated inner rate (DeltaNet, TTT, Titans)
     ChunkStartConfig      + step                     chunk-start gradients (TTT, Titans)
     MlpMemoryConfig       expansion                  MLP memories (TTT-MLP, Titans, self-modifying)
@@ -32,6 +33,7 @@ bases, each registered mixer's class taking only those it reads:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -42,6 +44,7 @@ import numpy as np
 from contlearn import memories
 from contlearn.config import MixerConfig, ModelConfig, require
 from contlearn.errors import ConfigError
+from contlearn.memories import pallas_linear
 from contlearn.models import layers
 from contlearn.models.mixer import Mixer, head_width
 
@@ -72,6 +75,7 @@ class MemoryBlock(NamedTuple):
 CONV_INITS = ("identity", "uniform")
 QK_ACTS = {"silu": jax.nn.silu, "identity": lambda a: a}
 STEPS = ("token", "chunk")
+KERNELS = ("xla", "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +119,24 @@ class MemoryMixerConfig(MemoryConfig):
   def __post_init__(self):
     super().__post_init__()
     require(self, choices={"qk_act": tuple(QK_ACTS)})
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearMemoryConfig(MemoryMixerConfig):
+  """A matrix memory with the online rule, run in its chunked WY form (`memories.linear`).
+
+  Attributes:
+    kernel: how the chunks are chained, one after the other: "xla" (a
+      `lax.scan`) or "pallas" (one Pallas kernel per head,
+      `memories.pallas_linear`; interpreted on a CPU, where it is only a
+      test of the kernel; not yet measured on a GPU).
+  """
+
+  kernel: str = "xla"
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(self, choices={"kernel": KERNELS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +289,18 @@ def block_rule(cfg: MemoryMixerConfig, block: MemoryBlock) -> memories.Rule:
   return block.rule._replace(chunk_step=True)
 
 
+def block_form(cfg: MemoryMixerConfig, block: MemoryBlock):
+  """The per-head fast form: `block.form`, else `memories.chunked`, chaining chunks with Pallas if `kernel="pallas"`.
+
+  A config without `kernel` (not a `LinearMemoryConfig`) runs the XLA form.
+  """
+  if block.form is not None:
+    return block.form
+  if getattr(cfg, "kernel", "xla") == "pallas":
+    return functools.partial(memories.chunked, across=pallas_linear.across_chunks)
+  return memories.chunked
+
+
 def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock) -> Mixer:
   """The mixer of `block.rule` with the settings `cfg` at the sizes of `model` (see the module docstring).
 
@@ -343,7 +377,7 @@ def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock)
     # the memory integrates over the stream: it runs in its state's dtype (float32) whatever the compute dtype
     dtype = jax.tree.leaves(mem.w)[0].dtype
     outer = layers.cast_floats(params.get("ln", {}), dtype)
-    form = block.form or memories.chunked
+    form = block_form(cfg, block)
     per_head = lambda o, s, qq, kk, vv, rr, mm: form(rule, o, s, qq, kk, vv, rr, mm, chunk)
     run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0, 0, 0, 0, None)), in_axes=(None, 0, 0, 0, 0, 0, 0))
     inputs = layers.cast_floats((q, k, v, rates(params, xn, b, t)), dtype)

@@ -1,0 +1,111 @@
+"""The Pallas kernel of the linear memories' chunk chain against the token-by-token reference.
+
+In float64, so that both agree to rounding. On a CPU the kernel runs in
+Pallas's interpreter; the accelerator check runs this file on a GPU, where it
+is compiled with Triton, which wants chunk and head widths that are powers of
+two and at least 16 (the chunks of 1 and 5 tokens run on a CPU only).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from contlearn import memories
+from contlearn.config import Config, ModelConfig, mixer_config
+from contlearn.errors import ConfigError
+from contlearn.memories import pallas_linear
+from contlearn.models import byte_lm
+from contlearn.overrides import apply_overrides
+from tests.memories.helpers import inputs
+
+# a dot-loss memory with fixed decay, and the delta rule with a data-dependent gate
+NAMES = ("linear_attention", "gated_deltanet")
+T, D = 40, 16
+cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="Triton wants chunks of 2^n >= 16 tokens")
+pallas_form = functools.partial(memories.chunked, across=pallas_linear.across_chunks)
+
+
+def _run(form, rule, chunk, a):
+  return form(rule, a["outer"], a["state"], a["q"], a["k"], a["v"], a["rates"], a["mask"], chunk)
+
+
+def _close(x, y, tol):
+  for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("chunk", [pytest.param(1, marks=cpu_only), pytest.param(5, marks=cpu_only), 16, 32])
+def test_kernel_equals_the_reference(name, chunk):
+  """T = 40: a ragged last chunk for 16 and 32 (padding inside, and 3 masked tokens at the end)."""
+  rule = memories.RULES[name]
+  with jax.enable_x64(True):
+    a = inputs(rule, jax.random.PRNGKey(chunk), t=T, dk=D, dv=D)
+    y, state = _run(pallas_form, rule, chunk, a)
+    assert y.dtype == jnp.float64 and y.shape == (T, D)
+    _close(_run(memories.reference, rule, chunk, a), (y, state), 1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_kernel_under_vmap_gives_each_head_its_own_result(name):
+  """The mixers vmap the form over lanes and heads, which become the kernel's grid."""
+  rule = memories.RULES[name]
+  with jax.enable_x64(True):
+    heads = [inputs(rule, jax.random.PRNGKey(i), t=T, dk=D, dv=D) for i in range(3)]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *heads)
+    got = jax.vmap(lambda a: _run(pallas_form, rule, 16, a))(stacked)
+    for i, a in enumerate(heads):
+      _close(_run(memories.reference, rule, 16, a), jax.tree.map(lambda x: x[i], got), 1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_equal_the_reference(name):
+  """The kernel's custom_vjp (the pullback of `linear.scan_chunks`) against the reference's gradients."""
+  rule = memories.RULES[name]
+  with jax.enable_x64(True):
+    a = inputs(rule, jax.random.PRNGKey(7), t=T, dk=D, dv=D)
+    diff = ("state", "q", "k", "v", "rates")
+
+    def loss(form, p):
+      y, s = _run(form, rule, 16, {**a, **p})
+      return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in jax.tree.leaves(s))
+
+    p = {n: a[n] for n in diff}
+    want = jax.grad(lambda p: loss(memories.reference, p))(p)
+    _close(want, jax.grad(lambda p: loss(pallas_form, p))(p), 1e-9)
+
+
+def test_a_byte_lm_step_with_the_kernel_equals_the_default():
+  """The loss, its gradient and the carried memory of a byte LM (float32, matmuls at full precision on any device).
+
+  One lane ends in padding; two chunks of 16 tokens, the second ragged.
+  """
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 25), 0, 256)
+  mask = jnp.ones((2, 24), bool).at[0, 21:].set(False)
+  got = {}
+  for kernel in ("xla", "pallas"):
+    mixer = mixer_config("gated_deltanet", chunk=16, kernel=kernel)
+    model = byte_lm(ModelConfig(mixer=mixer, d_model=32, n_layers=1, n_heads=2, mlp_ratio=2))  # heads of 16
+
+    def nll(params):
+      logits, memory = model.apply(params, model.init_memory(2), tokens[:, :-1], mask)
+      picked = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], axis=-1)[..., 0]
+      return -jnp.sum(jnp.where(mask, picked, 0.0)), memory
+
+    params = model.init_params(jax.random.PRNGKey(0))
+    with jax.default_matmul_precision("highest"):
+      got[kernel] = jax.jit(jax.value_and_grad(nll, has_aux=True))(params)
+  (loss, _), _ = got["xla"]
+  assert np.isfinite(float(loss)) and float(loss) > 0
+  _close(got["xla"], got["pallas"], 1e-5)
+
+
+def test_the_kernel_setting_is_checked():
+  assert apply_overrides(Config(), ["model.mixer=deltanet", "model.mixer.kernel=pallas"]).model.mixer.kernel == "pallas"
+  with pytest.raises(ConfigError, match=r"^--set model.mixer.kernel=cuda: must be one of xla, pallas$"):
+    apply_overrides(Config(), ["model.mixer=gated_deltanet", "model.mixer.kernel=cuda"])
+  with pytest.raises(ConfigError, match="has no field kernel"):
+    apply_overrides(Config(), ["model.mixer=titans", "model.mixer.kernel=pallas"])
