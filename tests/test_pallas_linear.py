@@ -38,7 +38,15 @@ def _close(x, y, tol):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("chunk", [pytest.param(1, marks=cpu_only), pytest.param(5, marks=cpu_only), 16, 32])
+@pytest.mark.parametrize(  # make test: chunks of 5 and 16; every chunk in make test-all
+  "chunk",
+  [
+    pytest.param(1, marks=[cpu_only, pytest.mark.slow]),
+    pytest.param(5, marks=cpu_only),
+    16,
+    pytest.param(32, marks=pytest.mark.slow),
+  ],
+)
 def test_kernel_equals_the_reference(name, chunk):
   """T = 40: a ragged last chunk for 16 and 32 (padding inside, and 3 masked tokens at the end)."""
   rule = memories.RULES[name]
@@ -49,6 +57,7 @@ def test_kernel_equals_the_reference(name, chunk):
     _close(_run(memories.reference, rule, chunk, a), (y, state), 1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_kernel_under_vmap_gives_each_head_its_own_result(name):
   """The mixers vmap the form over lanes and heads, which become the kernel's grid."""
@@ -78,6 +87,7 @@ def test_gradients_equal_the_reference(name):
     _close(want, jax.grad(lambda p: loss(pallas_form, p))(p), 1e-9)
 
 
+@pytest.mark.slow  # the kernel's own forms run in make test; the model-level check in make test-all
 def test_a_byte_lm_step_with_the_kernel_equals_the_default():
   """The loss, its gradient and the carried memory of a byte LM (float32, matmuls at full precision on any device).
 
