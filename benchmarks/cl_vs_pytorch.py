@@ -159,6 +159,7 @@ def main() -> dict:
     result[f"ratio_bs{b}"] = round(ours / theirs, 2)
     print(f"{b:>6} {ours:>20,.0f} {theirs:>16,.0f} {ours / theirs:>7.2f} {acc_ours():>12.3f} / {acc_theirs():.3f}")
   result["goals"] = GOALS
+  result["load_average"] = os.getloadavg()  # 1, 5, 15 min; the run itself adds about 2
   os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
   with open(cfg.out, "w") as f:
     json.dump(result, f, indent=1)

@@ -120,6 +120,7 @@ def main() -> None:
       "torch": torch.__version__,
       "torch_threads": torch.get_num_threads(),
       "goals": GOALS,
+      "load_average": os.getloadavg(),  # 1, 5, 15 min; the run itself adds about 2
     },
   )
 
