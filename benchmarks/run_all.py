@@ -10,6 +10,7 @@ benchmark, ratio, value, goal, and whether it is met (value >= goal).
 """
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def goal_table(rows: list[dict]) -> str:
 def run(script: pathlib.Path) -> tuple[int, dict | None]:
   """Runs one benchmark, echoing its output: (exit status, its last JSON line)."""
   lines = []
-  with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True) as proc:
+  env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its lines as they come, not at its end
+  with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env) as proc:
     for line in proc.stdout:
       print(line, end="", flush=True)
       lines.append(line)
