@@ -42,6 +42,8 @@ DEFAULT_PEER = os.path.join(
 )
 PEER_PACKAGES = ["torch==2.13.0", "tqdm", "matplotlib"]
 THREADS = 2
+# the ratio to reach, in puzzles per hour (`run_all.py` prints it against its goal)
+GOALS = {"ratio": 10.0}
 
 
 def arguments() -> argparse.Namespace:
@@ -159,6 +161,7 @@ def main() -> None:
       "puzzles_per_hour": ours,
       "peer_puzzles_per_hour": theirs,
       "ratio": ours / theirs,
+      "goals": GOALS,
     },
   )
 

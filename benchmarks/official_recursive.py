@@ -41,6 +41,8 @@ MAX_SEGMENTS, STEPS, THREADS = 8, 8, 2
 LR, PUZZLE_LR, WEIGHT_DECAY, EMA_RATE = 1e-4, 1e-2, 0.1, 0.999
 PEER_PACKAGES = ["torch==2.13.0", "einops", "pydantic"]
 # The official code (TinyRecursiveModels at e7b68717), checked out beside the repository unless --peer says where.
+# the ratio to reach, contlearn's step against the official one (`run_all.py` prints it against its goal)
+GOALS = {"ratio": 1.5}
 DEFAULT_PEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "peers", "TRM")
 
 
@@ -249,5 +251,6 @@ def report(name: str, title: str, results: dict[str, dict], config: dict, torch)
       "torch": torch.__version__,
       "torch_threads": torch.get_num_threads(),
       "load_average": os.getloadavg(),
+      "goals": GOALS,
     },
   )

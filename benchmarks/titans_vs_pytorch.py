@@ -38,6 +38,8 @@ from contlearn.models.titans import TitansConfig  # noqa: E402
 
 DIM, CHUNK, DEPTH, EXPANSION, BATCH, SEQ = 256, 64, 2, 4, 4, 1024
 PEER_PACKAGES = ["torch==2.13.0", "titans-pytorch"]
+# the ratios to reach (`run_all.py` prints each against its goal)
+GOALS = {"ratio": 5.0, "ratio_token_step": 3.0}
 
 
 def ensure_peer() -> None:
@@ -117,6 +119,8 @@ def main() -> None:
       "config": {"dim": DIM, "chunk": CHUNK, "depth": DEPTH, "expansion": EXPANSION, "batch": BATCH, "seq": SEQ},
       "torch": torch.__version__,
       "torch_threads": torch.get_num_threads(),
+      "goals": GOALS,
+      "load_average": os.getloadavg(),  # 1, 5, 15 min; the run itself adds about 2
     },
   )
 
