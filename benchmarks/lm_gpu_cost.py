@@ -63,6 +63,7 @@ def flops_per_token(model: ModelConfig, batch: int) -> float:
 
 def row(experiment: str, name: str, model: ModelConfig, batch: int, tokens: int, rate: float) -> dict:
   per_token = flops_per_token(model, batch)
+  print(f"{experiment} {name}: {per_token / 1e9:.3g} GFLOP per token", flush=True)
   return {
     "experiment": experiment,
     "model": name,
@@ -84,9 +85,8 @@ def main() -> int:
     for name, cfg in catalog.load(experiment).get_config().items():
       lanes = max(1, len(cfg.train.seeds))
       rows.append(row(experiment, name, cfg.model, cfg.data.batch, lanes * cfg.train.tokens, args.rate))
-  niah = catalog.load("nl_niah_long")
-  ncfg = niah.get_config()
-  for name, model in select(niah.MODELS, ncfg.models, ncfg.base).items():
+  ncfg = catalog.load("nl_niah_long").get_config()
+  for name, model in select(catalog.load("nl_niah").MODELS, ncfg.models, ncfg.base).items():
     model = dataclasses.replace(model, mixer=with_known_fields(model.mixer, window=ncfg.length))
     rows.append(row("nl_niah_long", name, model, ncfg.batch, ncfg.steps * ncfg.batch * ncfg.length, args.rate))
   plasticity = catalog.load("cl_plasticity_paper").get_config().run
