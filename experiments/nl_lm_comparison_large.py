@@ -6,7 +6,7 @@ Not run by the project on its CPU machine; the same code path as the small
 configuration, which the tests exercise.
 
 Command:   contlearn run nl_lm_comparison_large [--set data.source=tfds --set data.tfds_name=...]
-Runtime:   not measured (no accelerator); plan hours per model on one GPU.
+Runtime:   not measured (no accelerator); expected cost: `python benchmarks/lm_gpu_cost.py` (docs/benchmarks.md).
 """
 
 from contlearn.experiments import nl_lm_comparison
