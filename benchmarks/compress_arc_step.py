@@ -2,7 +2,9 @@
 
 For the smallest ARC-AGI-1 training puzzle's signature group (one puzzle),
 measures the seconds to trace, lower and compile its training block
-(`solve.compile_group`), the milliseconds per step of that block alone, the milliseconds per step
+(`solve.compile_group`; each stage's wall and process CPU seconds apart: the
+CPU seconds are steadier on a shared machine), the milliseconds per step of
+that block alone, the milliseconds per step
 of each of two copies run at once on two threads (what `solve(workers=2)`
 does with two groups), and the milliseconds per step of one program holding
 the puzzle twice as vmapped lanes. Ends with one JSON line.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import threading
 import time
@@ -23,6 +26,12 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
+
+def cpu_seconds() -> float:
+  """This process's user and system CPU seconds so far (every thread)."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -38,11 +47,22 @@ def main() -> None:
   cfg = SolverConfig()
 
   def program(lanes: int):
-    """(seconds to trace, lower and compile, the compiled block call, a fresh state maker, env) for `lanes` copies."""
+    """({stage: (wall s, CPU s)} for trace, lower, compile; the compiled block call, a fresh state maker, env)
+    for `lanes` copies, staged as `solve.compile_group` does it."""
     group = [puzzle] * lanes
-    start = time.perf_counter()
-    compiled = solve.compile_group(puzzle.signature, group, args.block, cfg)
-    seconds = time.perf_counter() - start
+    seconds, clock = {}, (time.perf_counter(), cpu_seconds())
+
+    def lap(stage: str) -> None:
+      nonlocal clock
+      now = (time.perf_counter(), cpu_seconds())
+      seconds[stage], clock = (now[0] - clock[0], now[1] - clock[1]), now
+
+    traced = solve.trace_group(puzzle.signature, group, args.block, cfg)
+    lap("trace")
+    lowered = traced.lower()
+    lap("lower")
+    compiled = lowered.compile()
+    lap("compile")
     solver = learner(puzzle.signature, cfg)
     fresh = lambda: engine.init(solver, jnp.stack([puzzle_key(0, puzzle.task_id)] * lanes), lanes=True)  # noqa: E731
     return seconds, compiled, fresh, jax.tree.map(jnp.asarray, task.stack(group))
@@ -57,7 +77,8 @@ def main() -> None:
     jax.block_until_ready(metrics)
     out[i] = (time.perf_counter() - start) / (args.blocks * args.block) * 1000
 
-  compile_s, run, fresh, env = program(1)
+  stages, run, fresh, env = program(1)
+  compile_s = sum(wall for wall, _ in stages.values())
   alone = [0.0]
   train(run, fresh(), env, alone, 0)
   both = [0.0, 0.0]
@@ -76,7 +97,8 @@ def main() -> None:
     {"form": "one program, two lanes", "ms per step": lanes[0], "puzzle-steps per second": 2000 / lanes[0]},
   ]
   common.print_table(rows, ["form", "ms per step", "puzzle-steps per second"])
-  print(f"signature {tuple(puzzle.signature)}: tracing, lowering and compiling one group took {compile_s:.1f} s")
+  split = ", ".join(f"{stage} {wall:.1f} s ({cpu:.1f} CPU s)" for stage, (wall, cpu) in stages.items())
+  print(f"signature {tuple(puzzle.signature)}: tracing, lowering and compiling one group: {compile_s:.1f} s ({split})")
   common.write_json(
     "compress_arc_step",
     {
@@ -84,6 +106,8 @@ def main() -> None:
       "puzzle": puzzle.task_id,
       "block": args.block,
       "compile_s": compile_s,
+      **{f"{stage}_s": wall for stage, (wall, _) in stages.items()},
+      **{f"{stage}_cpu_s": cpu for stage, (_, cpu) in stages.items()},
       "alone_ms_per_step": alone[0],
       "two_threads_ms_per_step": both,
       "two_lanes_ms_per_step": lanes[0],

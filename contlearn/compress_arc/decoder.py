@@ -272,11 +272,16 @@ def sample_noise(sig: Signature, key: jax.Array, config: DecoderConfig = Decoder
 
 
 def direction_maps(stored: dict[str, jax.Array]) -> Multitensor:
-  """Every directional tensor's [8, 8, K, K] maps W[d, d'] from the stored distinct ones ([R, K, K] each)."""
+  """Every directional tensor's [8, 8, K, K] maps W[d, d'] from the stored distinct ones ([R, K, K] each).
 
-  def tied(maps: jax.Array, table: np.ndarray) -> jax.Array:  # static rows: slices, whose gradient is no scatter
-    rows = [maps[r] for r in table.reshape(-1)]
-    return jnp.stack(rows).reshape(*table.shape, *maps.shape[1:])
+  W = onehot(DIRECTION_TIES) . stored, one product per tensor: each W[d, d'] is one stored row times 1 plus
+  zeros, so exactly that row, and its gradient is one product too (64 slices and a stack per tensor, and
+  their 64 pads and sums in the gradient, made thousands of small operations to compile).
+  """
+
+  def tied(maps: jax.Array, table: np.ndarray) -> jax.Array:
+    selector = np.eye(maps.shape[0], dtype=np.float32)[table]  # [8, 8, R]
+    return jnp.einsum("der,rkl->dekl", selector, maps, precision=jax.lax.Precision.HIGHEST)
 
   return {name: tied(stored[xy_representative(from_name(name)).name], table) for name, table in DIRECTION_TIES.items()}
 

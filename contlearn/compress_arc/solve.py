@@ -152,14 +152,19 @@ def solve_group(
   return {"reports": reports, "seconds": time.time() - start, "losses": tally.losses}
 
 
-def compile_group(sig: Signature, puzzles: Sequence[task.Puzzle], block: int, cfg: SolverConfig) -> Callable:
-  """The block call of a signature group, compiled now from shapes alone (`engine.compile_ahead`)."""
+def trace_group(sig: Signature, puzzles: Sequence[task.Puzzle], block: int, cfg: SolverConfig) -> jax.stages.Traced:
+  """The block call of a signature group (`engine.compile`), traced from shapes alone."""
   solver = learner(sig, cfg)
   keys = jax.ShapeDtypeStruct((len(puzzles),), jax.random.key(0).dtype)
   state = jax.eval_shape(jax.vmap(solver.init), keys)
   env = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.asarray(a).dtype), task.stack(puzzles))
   steps = jax.ShapeDtypeStruct((block,), jnp.int32)
-  return engine.compile_ahead(solver, state, steps, env, lanes=True, lane_env=True)
+  return engine.compile(solver, state, lanes=True, lane_env=True).trace(state, steps, env)
+
+
+def compile_group(sig: Signature, puzzles: Sequence[task.Puzzle], block: int, cfg: SolverConfig) -> Callable:
+  """The block call of a signature group, compiled now from shapes alone (as `engine.compile_ahead` does)."""
+  return trace_group(sig, puzzles, block, cfg).lower().compile()
 
 
 def solve(
