@@ -82,7 +82,9 @@ class NiahConfig:
     digits: digits of each needle's number.
     steps: training steps.
     batch: sequences per step, split evenly over the tasks.
-    lr: AdamW's learning rate (clip 1, weight decay 0.01).
+    lr: AdamW's peak learning rate (clip 1, weight decay 0.01).
+    warmup: fraction of the steps of linear warm-up from 0 to `lr`, before
+      cosine decay to 0.
     eval_batch: evaluation sequences per task and length.
     seeds: initialisation seeds, trained at once as lanes on the same
       batches; the report gives each cell's mean and standard deviation
@@ -98,10 +100,11 @@ class NiahConfig:
   task_keys: tuple[int, ...] = (0, 2)
   length: int = 256
   factors: tuple[int, ...] = (1, 2, 4, 8)
-  digits: int = 5
-  steps: int = 300
+  digits: int = 3
+  steps: int = 1200
   batch: int = 16
   lr: float = 3e-3
+  warmup: float = 0.1
   eval_batch: int = 64
   seeds: tuple[int, ...] = (0, 1, 2)
   seed: int = 0
@@ -138,6 +141,8 @@ def resolved(cfg: NiahConfig) -> NiahConfig:
     raise ConfigError(f"task_keys={cfg.task_keys}: give one or more needle counts (0: the single needle)")
   if cfg.batch < len(cfg.task_keys):
     raise ConfigError(f"batch={cfg.batch} must hold at least one sequence of each of the {len(cfg.task_keys)} tasks")
+  if not 0.0 <= cfg.warmup < 1.0:
+    raise ConfigError(f"warmup={cfg.warmup} must be a fraction of the steps in [0, 1)")
   if not cfg.seeds or len(set(cfg.seeds)) < len(cfg.seeds):
     raise ConfigError(f"seeds={cfg.seeds}: give one or more distinct initialisation seeds")
   if not cfg.factors or min(cfg.factors) < 1:
@@ -185,7 +190,8 @@ def train_and_eval(
   """
   model = byte_lm(mcfg)
   train_hay, eval_hay = haystacks()
-  rule = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(cfg.lr, weight_decay=0.01))
+  rate = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(1, int(cfg.warmup * cfg.steps)), cfg.steps)
+  rule = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(rate, weight_decay=0.01))
   per_task = max(1, cfg.batch // len(cfg.task_keys))
   learner = sequence_learner(model, rule, per_task * len(cfg.task_keys), carry_memory=False)
   feed = synthetic.StepFeed(
