@@ -1,25 +1,27 @@
 """Needle in a haystack: retrieval accuracy against context length, up to 8x the training length.
 
-Each model (a byte LM) is trained briefly on S-NIAH-style sequences of the
+Each model (a byte LM) is trained on S-NIAH-style sequences of the
 training length L (`contlearn.stream.niah`: a single needle "The special magic
-number is 48213." and, in the other half of every batch, 2 key -> number
+number is 482." and, in the other half of every batch, 2 key -> number
 needles of which one is asked; the question is followed by an answer prefix
 that repeats the needle's wording, as in RULER), with the loss on the answer
-digits only. Training is the engine's `sequence_learner` with a fresh memory
-per sequence; step i's batch is drawn from numpy's generator seeded with
-(seed, i), so a resumed run reads the same batches. The haystacks are
+digits only: 1,200 AdamW steps, warm-up then cosine decay. Training is the
+engine's `sequence_learner` with a fresh memory per sequence, one lane per
+initialisation seed; step i's batch is drawn from numpy's generator seeded
+with (seed, i), so a resumed run reads the same batches. The haystacks are
 Shakespeare's plays (the first 90% for training, the last 10% for
 evaluation). Then fresh sequences of length L, 2L, 4L and 8L are read in
 segments of L with the memory carried across segments, and each answer digit
 is predicted by teacher-forced argmax (the previous digits given). A sequence
 counts as retrieved when all its digits are right (exact match); the digit
-rate is reported beside it.
+rate is reported beside it, each as mean ± standard deviation over the seeds.
 
 Attention ("transformer", window L) sees only the last L bytes, so beyond L
 it can find only needles that happen to fall inside its window.
 
 Command:   contlearn run nl_niah
-           contlearn run nl_niah --only transformer,titans,hope --set steps=600
+           contlearn run nl_niah --only transformer,titans,hope --set steps=2400
+           contlearn run nl_niah --only transformer --set seeds=0,1,2,3
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
 Runtime:   39 minutes on 2 CPU cores shared with other jobs (load ~9; 7 minutes of CPU),
