@@ -24,8 +24,9 @@ Command:   contlearn run nl_niah
            contlearn run nl_niah --only transformer --set seeds=0,1,2,3
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
-Runtime:   39 minutes on 2 CPU cores shared with other jobs (load ~9; 7 minutes of CPU),
-           3 models of 300 steps; hope adds its own share.
+Runtime:   not yet measured in full: the transformer's 3 seeds (lanes) take about 2.3 s a step on
+           2 CPU cores shared with other jobs (about 46 minutes for 1,200 steps); each further model
+           adds its own share, hope about 10 times the others'.
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
