@@ -26,7 +26,7 @@ Command:   contlearn run nl_niah
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
 Runtime:   not yet measured in full: the transformer's 3 seeds (lanes) take about 2.3 s a step on
            2 CPU cores shared with other jobs (about 46 minutes for 1,200 steps); each further model
-           adds its own share, hope about 10 times the others'.
+           adds its own share.
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
