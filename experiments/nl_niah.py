@@ -1,29 +1,32 @@
 """Needle in a haystack: retrieval accuracy against context length, up to 8x the training length.
 
-Each model (a byte LM) is trained briefly on S-NIAH-style sequences of the
+Each model (a byte LM) is trained on S-NIAH-style sequences of the
 training length L (`contlearn.stream.niah`: a single needle "The special magic
-number is 48213." and, in the other half of every batch, 2 key -> number
+number is 482." and, in the other half of every batch, 2 key -> number
 needles of which one is asked; the question is followed by an answer prefix
 that repeats the needle's wording, as in RULER), with the loss on the answer
-digits only. Training is the engine's `sequence_learner` with a fresh memory
-per sequence; step i's batch is drawn from numpy's generator seeded with
-(seed, i), so a resumed run reads the same batches. The haystacks are
+digits only: 1,200 AdamW steps, warm-up then cosine decay. Training is the
+engine's `sequence_learner` with a fresh memory per sequence, one lane per
+initialisation seed; step i's batch is drawn from numpy's generator seeded
+with (seed, i), so a resumed run reads the same batches. The haystacks are
 Shakespeare's plays (the first 90% for training, the last 10% for
 evaluation). Then fresh sequences of length L, 2L, 4L and 8L are read in
 segments of L with the memory carried across segments, and each answer digit
 is predicted by teacher-forced argmax (the previous digits given). A sequence
 counts as retrieved when all its digits are right (exact match); the digit
-rate is reported beside it.
+rate is reported beside it, each as mean ± standard deviation over the seeds.
 
 Attention ("transformer", window L) sees only the last L bytes, so beyond L
 it can find only needles that happen to fall inside its window.
 
 Command:   contlearn run nl_niah
-           contlearn run nl_niah --only transformer,titans,hope --set steps=600
+           contlearn run nl_niah --only transformer,titans,hope --set steps=2400
+           contlearn run nl_niah --only transformer --set seeds=0,1,2,3
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
-Runtime:   39 minutes on 2 CPU cores shared with other jobs (load ~9; 7 minutes of CPU),
-           3 models of 300 steps; hope adds its own share.
+Runtime:   not yet measured in full: the transformer's 3 seeds (lanes) take about 2.3 s a step on
+           2 CPU cores shared with other jobs (about 46 minutes for 1,200 steps); each further model
+           adds its own share.
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
@@ -82,9 +85,14 @@ class NiahConfig:
     digits: digits of each needle's number.
     steps: training steps.
     batch: sequences per step, split evenly over the tasks.
-    lr: AdamW's learning rate (clip 1, weight decay 0.01).
+    lr: AdamW's peak learning rate (clip 1, weight decay 0.01).
+    warmup: fraction of the steps of linear warm-up from 0 to `lr`, before
+      cosine decay to 0.
     eval_batch: evaluation sequences per task and length.
-    seed: initialisation and data seed.
+    seeds: initialisation seeds, trained at once as lanes on the same
+      batches; the report gives each cell's mean and standard deviation
+      over them.
+    seed: the data seed (step i's batch is drawn from default_rng((seed, i))).
     block: steps per compiled call (steps must be a multiple).
     checkpoint_every: blocks between checkpoints.
     base: every model's ModelConfig before its `MODELS` entry.
@@ -95,11 +103,13 @@ class NiahConfig:
   task_keys: tuple[int, ...] = (0, 2)
   length: int = 256
   factors: tuple[int, ...] = (1, 2, 4, 8)
-  digits: int = 5
-  steps: int = 300
+  digits: int = 3
+  steps: int = 1200
   batch: int = 16
   lr: float = 3e-3
+  warmup: float = 0.1
   eval_batch: int = 64
+  seeds: tuple[int, ...] = (0, 1, 2)
   seed: int = 0
   block: int = 20
   checkpoint_every: int = 5
@@ -113,6 +123,7 @@ SMALL = {
   "block": 10,
   "batch": 8,
   "eval_batch": 16,
+  "seeds": (0, 1),
   "base": dataclasses.replace(NiahConfig.base, d_model=32, n_heads=2),
 }
 
@@ -133,6 +144,10 @@ def resolved(cfg: NiahConfig) -> NiahConfig:
     raise ConfigError(f"task_keys={cfg.task_keys}: give one or more needle counts (0: the single needle)")
   if cfg.batch < len(cfg.task_keys):
     raise ConfigError(f"batch={cfg.batch} must hold at least one sequence of each of the {len(cfg.task_keys)} tasks")
+  if not 0.0 <= cfg.warmup < 1.0:
+    raise ConfigError(f"warmup={cfg.warmup} must be a fraction of the steps in [0, 1)")
+  if not cfg.seeds or len(set(cfg.seeds)) < len(cfg.seeds):
+    raise ConfigError(f"seeds={cfg.seeds}: give one or more distinct initialisation seeds")
   if not cfg.factors or min(cfg.factors) < 1:
     raise ConfigError(f"factors={cfg.factors}: evaluation lengths are positive multiples of length")
   if cfg.block < 1 or cfg.steps < 1 or cfg.steps % cfg.block:
@@ -172,10 +187,14 @@ def _json(cfg) -> dict:
 def train_and_eval(
   cfg: NiahConfig, mcfg: ModelConfig, label: str, out: pathlib.Path, *, resume: bool, progress: bool
 ) -> dict:
-  """Trains one model at length L into `out`; exact-match and digit accuracy per task and length."""
+  """Trains one model at length L into `out`, one lane per seed; exact-match and digit accuracy per task and length.
+
+  The row's loss, accuracy and digit rate are lists with one value per seed.
+  """
   model = byte_lm(mcfg)
   train_hay, eval_hay = haystacks()
-  rule = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(cfg.lr, weight_decay=0.01))
+  rate = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(1, int(cfg.warmup * cfg.steps)), cfg.steps)
+  rule = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(rate, weight_decay=0.01))
   per_task = max(1, cfg.batch // len(cfg.task_keys))
   learner = sequence_learner(model, rule, per_task * len(cfg.task_keys), carry_memory=False)
   feed = synthetic.StepFeed(
@@ -183,27 +202,30 @@ def train_and_eval(
   )
   log = synthetic.LossLog(out / "metrics.jsonl", 20, label, cfg.steps, progress)
   config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small", "base")}, "model": _json(mcfg)}
+  keys = jnp.stack([jax.random.PRNGKey(s) for s in cfg.seeds])  # [lanes, 2]
   start = time.time()
   run = fit(
     learner,
-    lambda: engine.init(learner, jax.random.PRNGKey(cfg.seed)),
+    lambda: engine.init(learner, keys, lanes=True),
     feed,
     out,
     config=config,
     hooks=[log],
+    lanes=True,
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
   )
   train_s = time.time() - start
 
-  def hits(state, steps):
+  def hits(state, steps):  # [B, digits] bool for one lane
     return score(model, state.params, steps, jnp.ones(steps[:, :, 1:].shape, bool)).hit[-1, :, -cfg.digits :]
 
-  hits = engine.compile_call(hits, donate=False)
+  hits = engine.compile_call(hits, lanes=True, donate=False)
   row = {
     "mixer": mcfg.mixer.name,
     "params": param_count(mcfg),
-    "loss": float(log.tail()),
+    "seeds": list(cfg.seeds),
+    "loss": log.tail().tolist(),
     "train_s": train_s,
     "accuracy": {},
     "digits": {},
@@ -213,9 +235,9 @@ def train_and_eval(
       batch = niah.sample(
         np.random.default_rng(1000 * (t + 1) + f), eval_hay, cfg.eval_batch, f * cfg.length, keys, cfg.digits
       )
-      hit = np.asarray(hits(run.state, segments(batch.tokens, cfg.length)))
-      row["accuracy"][f"{task_label(keys)} @{f}L"] = float(hit.all(axis=1).mean())
-      row["digits"][f"{task_label(keys)} @{f}L"] = float(hit.mean())
+      hit = np.asarray(hits(run.state, segments(batch.tokens, cfg.length)))  # [lanes, B, digits]
+      row["accuracy"][f"{task_label(keys)} @{f}L"] = hit.all(axis=2).mean(axis=1).tolist()
+      row["digits"][f"{task_label(keys)} @{f}L"] = hit.mean(axis=(1, 2)).tolist()
   row["seconds"] = time.time() - start
   return row
 
@@ -243,18 +265,25 @@ def run(cfg: NiahConfig, out: pathlib.Path, *, resume: bool = False, progress: b
       rows[label] = train_and_eval(cfg, mcfg, label, out / label, resume=resume, progress=progress)
       write_atomic(done, json.dumps({**config, "row": rows[label]}, indent=1))
     if progress:
-      print(f"  {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[label]["accuracy"].items()), flush=True)
+      print(f"  {label}: " + ", ".join(f"{k} {spread(v)}" for k, v in rows[label]["accuracy"].items()), flush=True)
     result = {"config": _json(cfg), "models": rows}
     write_atomic(out / "niah.json", json.dumps(result, indent=1))
   return result
 
 
+def spread(values: list[float], digits: int = 2) -> str:
+  """Mean ± sample standard deviation over seeds ("0.42 ± 0.05"); the value alone for one seed."""
+  if len(values) == 1:
+    return f"{values[0]:.{digits}f}"
+  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
 def report(result: dict) -> str:
-  """Per task, exact-match (digit) accuracy by context length; then losses and times."""
+  """Per task, exact-match (digit) accuracy by context length, mean ± std over seeds; then losses and times."""
   cfg = result["config"]
   cols = [f"{f * cfg['length']}" for f in cfg["factors"]]
   rows = result["models"]
-  lines = []
+  lines = [f"seeds {', '.join(map(str, cfg['seeds']))}: mean ± standard deviation over them"]
   for keys in cfg["task_keys"]:
     task = task_label(keys)
     lines += [
@@ -265,9 +294,11 @@ def report(result: dict) -> str:
       "|---" * (len(cols) + 2) + "|",
     ]
     for label, r in rows.items():
-      cells = [f"{r['accuracy'][f'{task} @{f}L']:.2f} ({r['digits'][f'{task} @{f}L']:.2f})" for f in cfg["factors"]]
+      cells = [
+        f"{spread(r['accuracy'][f'{task} @{f}L'])} ({spread(r['digits'][f'{task} @{f}L'])})" for f in cfg["factors"]
+      ]
       lines.append(f"| {label} | {r['params']:,} | " + " | ".join(cells) + " |")
   lines += ["", "| model | answer loss (last 20 steps) | training s | total s |", "|---|---|---|---|"]
   for label, r in rows.items():
-    lines.append(f"| {label} | {r['loss']:.3f} | {r['train_s']:.0f} | {r['seconds']:.0f} |")
+    lines.append(f"| {label} | {spread(r['loss'], 3)} | {r['train_s']:.0f} | {r['seconds']:.0f} |")
   return "\n".join(lines)

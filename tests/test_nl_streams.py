@@ -61,11 +61,14 @@ def test_niah_small_run_reports_accuracy_per_task_and_length(tmp_path):
   result = exp.run(cfg, out, resume=False, progress=False)
   r = json.loads((out / "niah.json").read_text())["models"]["transformer"]
   assert set(r["accuracy"]) == {"single @1L", "single @2L", "multi-key (2) @1L", "multi-key (2) @2L"}
-  assert all(0.0 <= r["accuracy"][k] <= r["digits"][k] <= 1.0 for k in r["accuracy"])  # exact match <= digit rate
-  assert r["loss"] < 5.0  # the answer loss fell from about ln(256) = 5.5
-  assert "| transformer |" in exp.report(result)
+  assert r["seeds"] == [0, 1] and all(len(r[k][c]) == 2 for k in ("accuracy", "digits") for c in r["accuracy"])
+  for c in r["accuracy"]:  # exact match <= digit rate, per seed
+    assert all(0.0 <= hit <= digit <= 1.0 for hit, digit in zip(r["accuracy"][c], r["digits"][c]))
+  assert len(r["loss"]) == 2 and max(r["loss"]) < 5.0  # each seed's answer loss fell from about ln(256) = 5.5
+  assert r["loss"][0] != r["loss"][1]  # the seeds are distinct initialisations
+  assert "| transformer |" in exp.report(result) and " ± " in exp.report(result)
   records = [json.loads(line) for line in (out / "transformer" / "metrics.jsonl").read_text().splitlines()]
-  assert [rec["step"] for rec in records] == [10, 20]
+  assert [rec["step"] for rec in records] == [10, 20] and all(len(rec["loss"]) == 2 for rec in records)
 
 
 def test_niah_batches_depend_on_seed_and_step_only():
@@ -76,6 +79,16 @@ def test_niah_batches_depend_on_seed_and_step_only():
   later = exp.training_block(cfg, hay, 2, 2)
   assert whole.tokens.shape == (4, 8, 257) and whole.scored.shape == (4, 8, 256) and whole.mask.all()
   np.testing.assert_array_equal(whole.tokens[2:], later.tokens)  # a resumed feed reads the same batches
-  assert (whole.scored.sum(axis=(1, 2)) == 8 * 5).all()  # the answer digits only
+  assert cfg.digits == 3 and (whole.scored.sum(axis=(1, 2)) == 8 * 3).all()  # the answer digits only
   with pytest.raises(ConfigError, match="batch=1"):
     exp.resolved(apply_overrides(exp.get_config(), ["batch=1"]))
+  with pytest.raises(ConfigError, match="distinct initialisation seeds"):
+    exp.resolved(apply_overrides(exp.get_config(), ["seeds=1,1"]))
+  with pytest.raises(ConfigError, match="warmup=1.0"):
+    exp.resolved(apply_overrides(exp.get_config(), ["warmup=1.0"]))
+
+
+def test_niah_spread_is_mean_and_sample_std():
+  exp = _load("nl_niah")
+  assert exp.spread([0.25]) == "0.25"
+  assert exp.spread([0.1, 0.3, 0.5]) == "0.30 ± 0.20"
