@@ -25,7 +25,7 @@ Runtime:   see docs/nested_learning.md (14 models, 200k tokens each by default).
 
 import dataclasses
 
-from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
+from contlearn.config import Config, DataConfig, MixerConfig, ModelConfig, TrainConfig
 from contlearn.models import hope as hope_blocks
 from contlearn.models.sizing import matched_width, param_count
 from contlearn.models.titans import TitansMACConfig, TitansMAGConfig
@@ -74,6 +74,14 @@ def equal_size(
     name: Config(data=data, model=matched_width(model, target, hi=4 * base.d_model), train=train)
     for name, model in models.items()
   }
+
+
+def mixer_comparison(mixers: dict[str, MixerConfig | str], tokens: int) -> dict[str, Config]:
+  """One 2-layer byte LM per mixer at the size of the width-128 Transformer, seeds 0, 1, 2 as lanes, Adam 1e-3
+  (ttt_ladder, titans_ablations: at this comparison's 3e-3 some memories diverged for some seeds)."""
+  base = ModelConfig(d_model=128, n_layers=2, n_heads=4)
+  models = {name: dataclasses.replace(base, mixer=mixer) for name, mixer in mixers.items()}
+  return equal_size(models, base, batch=8, seq=64, tokens=tokens, seeds=(0, 1, 2), lr=1e-3)
 
 
 def get_config(

@@ -22,29 +22,20 @@ Outputs:   OUT/<model>/ (metrics.jsonl with each seed's loss, summary.json with 
            and their mean and standard deviation, checkpoints/), OUT/bits_per_byte.png.
 """
 
-import dataclasses
-
-from contlearn.config import Config, ModelConfig
-from contlearn.experiments.nl_lm_comparison import equal_size
+from contlearn.config import Config
+from contlearn.experiments.nl_lm_comparison import mixer_comparison
 from contlearn.models.titans import TitansConfig, TitansMACConfig, TitansMAGConfig
 
-SEEDS = (0, 1, 2)
-
-
-def models(base: ModelConfig) -> dict[str, ModelConfig]:
-  """The ablations as `ModelConfig`s (widths not yet matched)."""
-  m = lambda mixer: dataclasses.replace(base, mixer=mixer)  # noqa: E731
-  return {
-    "titans_lmm": m(TitansConfig()),
-    "titans_linear": m(TitansConfig(depth=1)),
-    "titans_no_momentum": m(TitansConfig(momentum=False)),
-    "titans_no_decay": m(TitansConfig(decay=False)),
-    "titans_no_conv": m(TitansConfig(conv=1)),
-    "titans_mac": m(TitansMACConfig(persistent_tokens=4)),
-    "titans_mag": m(TitansMAGConfig(persistent_tokens=4)),
-  }
+MIXERS = {
+  "titans_lmm": TitansConfig(),
+  "titans_linear": TitansConfig(depth=1),
+  "titans_no_momentum": TitansConfig(momentum=False),
+  "titans_no_decay": TitansConfig(decay=False),
+  "titans_no_conv": TitansConfig(conv=1),
+  "titans_mac": TitansMACConfig(persistent_tokens=4),
+  "titans_mag": TitansMAGConfig(persistent_tokens=4),
+}
 
 
 def get_config(tokens: int = 131_072) -> dict[str, Config]:
-  base = ModelConfig(d_model=128, n_layers=2, n_heads=4)
-  return equal_size(models(base), base, batch=8, seq=64, tokens=tokens, seeds=SEEDS, lr=1e-3)
+  return mixer_comparison(MIXERS, tokens)

@@ -22,29 +22,20 @@ Outputs:   OUT/<model>/ (metrics.jsonl with each seed's loss, summary.json with 
            and their mean and standard deviation, checkpoints/), OUT/bits_per_byte.png.
 """
 
-import dataclasses
-
-from contlearn.config import Config, ModelConfig
-from contlearn.experiments.nl_lm_comparison import equal_size
+from contlearn.config import Config
+from contlearn.experiments.nl_lm_comparison import mixer_comparison
 from contlearn.models.ttt import TTTLinearConfig
 
-SEEDS = (0, 1, 2)
-
-
-def models(base: ModelConfig) -> dict[str, ModelConfig]:
-  """The rungs as `ModelConfig`s (widths not yet matched)."""
-  m = lambda mixer: dataclasses.replace(base, mixer=mixer)  # noqa: E731
-  return {
-    "transformer": m("swa"),
-    "linear_attention": m("linear_attention"),
-    "mamba2": m("mamba2"),
-    "deltanet": m("deltanet"),
-    "ttt_linear": m("ttt_linear"),
-    "ttt_linear_official": m(TTTLinearConfig(inner_step="official")),
-    "ttt_mlp": m("ttt_mlp"),
-  }
+MIXERS = {
+  "transformer": "swa",
+  "linear_attention": "linear_attention",
+  "mamba2": "mamba2",
+  "deltanet": "deltanet",
+  "ttt_linear": "ttt_linear",
+  "ttt_linear_official": TTTLinearConfig(inner_step="official"),
+  "ttt_mlp": "ttt_mlp",
+}
 
 
 def get_config(tokens: int = 131_072) -> dict[str, Config]:
-  base = ModelConfig(d_model=128, n_layers=2, n_heads=4)
-  return equal_size(models(base), base, batch=8, seq=64, tokens=tokens, seeds=SEEDS, lr=1e-3)
+  return mixer_comparison(MIXERS, tokens)

@@ -1,6 +1,6 @@
 """The TTT ladder of ttt_ladder at the TTT paper's smallest scale, for a GPU or TPU.
 
-The same rungs (`ttt_ladder.models`) as 12-layer byte LMs at width 768 with
+The same rungs (`ttt_ladder.MIXERS`) as 12-layer byte LMs at width 768 with
 12 heads (about 85M parameters; the paper's 125M counts a 50k-token
 vocabulary's embeddings, which bytes do not have), attention over the whole
 context of 2,048 bytes, 256 lanes of 2,048 bytes per step (0.5M tokens) for
@@ -18,12 +18,12 @@ import dataclasses
 
 from contlearn.config import Config, ModelConfig
 from contlearn.experiments.nl_lm_comparison import equal_size
-from contlearn.experiments.ttt_ladder import models
+from contlearn.experiments.ttt_ladder import MIXERS
 from contlearn.models.attention import SlidingWindowConfig
 
 
 def get_config() -> dict[str, Config]:
-  base = ModelConfig(d_model=768, n_layers=12, n_heads=12, mixer=SlidingWindowConfig(window=2048))
-  rungs = models(base)
-  rungs["transformer"] = dataclasses.replace(rungs["transformer"], mixer=SlidingWindowConfig(window=2048))
+  full = SlidingWindowConfig(window=2048)  # attention over the whole context
+  base = ModelConfig(d_model=768, n_layers=12, n_heads=12, mixer=full)
+  rungs = {name: dataclasses.replace(base, mixer=full if mixer == "swa" else mixer) for name, mixer in MIXERS.items()}
   return equal_size(rungs, base, batch=256, seq=2048, tokens=2_400_000_000)
