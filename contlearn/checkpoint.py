@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from contlearn.errors import CheckpointError, OutputError
@@ -96,6 +98,24 @@ def quiet() -> Iterator[None]:
     sys.unraisablehook = hook
 
 
+def _without_empty(tree: Any) -> Any:
+  """`tree` with its zero-size leaves (e.g. the carried inputs of a width-1 convolution) as None: orbax
+  refuses to save an array of size zero, and such a leaf holds nothing to save."""
+  return jax.tree.map(lambda x: None if x.size == 0 else x, tree)
+
+
+def _with_empty(abstract: Any, restored: Any) -> Any:
+  """`restored` (from `_without_empty`) with each None back as the zero-size array `abstract` describes."""
+
+  def fill(a, r):
+    if r is not None:
+      return r
+    empty = np.zeros(a.shape, a.dtype)
+    return jax.device_put(empty, a.sharding) if getattr(a, "sharding", None) is not None else jnp.asarray(empty)
+
+  return jax.tree.map(fill, abstract, restored)
+
+
 class Checkpoints:
   """The checkpoints of one run, under `directory`."""
 
@@ -139,7 +159,7 @@ class Checkpoints:
       with quiet():
         self._manager.save(
           chunk,
-          args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+          args=ocp.args.Composite(state=ocp.args.StandardSave(_without_empty(state)), meta=ocp.args.JsonSave(meta)),
           force=True,
         )
         self._manager.wait_until_finished()
@@ -194,10 +214,12 @@ class Checkpoints:
     where = self.directory / str(chunk)
     try:
       with quiet():
-        restored = self._manager.restore(chunk, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        restored = self._manager.restore(
+          chunk, args=ocp.args.Composite(state=ocp.args.StandardRestore(_without_empty(target)))
+        )
     except Exception as e:
       raise CheckpointError(f"checkpoint {where} cannot be read ({_short(e)})") from None
-    state = restored["state"]
+    state = _with_empty(target, restored["state"])
     if "fingerprint" not in meta:
       print(
         f"contlearn: checkpoint {where} has no fingerprint (an earlier contlearn wrote it); not verified",

@@ -402,6 +402,17 @@ def test_an_absurd_rate_stops_the_stream_run_in_one_line_without_a_non_finite_re
   assert not (out / "first" / "summary.json").exists()
 
 
+def test_a_state_with_a_zero_size_leaf_saves_and_restores(tmp_path):
+  """A width-1 convolution carries [B, 0, C] inputs: orbax refuses zero-size arrays, the checkpoint keeps them."""
+  state = {"conv": jnp.zeros((2, 0, 3)), "w": jnp.arange(6.0).reshape(2, 3), "step": jnp.int32(4)}
+  ckpts = Checkpoints(tmp_path / "checkpoints")
+  ckpts.save(1, state, {"position": 0, "units": 0})
+  restored, _, chunk = ckpts.restore(jax.eval_shape(lambda: state))
+  assert chunk == 1 and restored["conv"].shape == (2, 0, 3) and restored["conv"].dtype == jnp.float32
+  np.testing.assert_array_equal(restored["w"], state["w"])
+  assert int(restored["step"]) == 4
+
+
 @pytest.mark.slow
 def test_a_flipped_byte_fails_the_fingerprint_and_the_resume_falls_back(tmp_path):
   exp, out = _experiment(tmp_path, 6), tmp_path / "o"
