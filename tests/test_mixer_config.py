@@ -144,7 +144,9 @@ def test_help_lists_the_fields_of_the_chosen_mixer(capsys):
   at = lines.index("  model.mixer: str = 'titans'")
   assert "Mixers: deltanet, gated_deltanet, linear_attention," in lines[at + 1]
   assert "another mixer's fields: --set model.mixer=NAME --help." in lines[at + 1]
-  assert lines[lines.index("  model.mixer.depth: int = 2") + 1].strip() == "layers of the MLP memory (>= 1)."
+  depth = "layers of the MLP memory (>= 1; 1: the paper's linear-memory ablation, `x + LN(x W)`)."
+  assert lines[lines.index("  model.mixer.depth: int = 2") + 1].strip() == depth
+  assert "  model.mixer.momentum: bool = True" in lines and "  model.mixer.decay: bool = True" in lines
   assert "  model.mixer.chunk: int = 16" in lines and "  model.mixer.step: str = 'token'" in lines
   assert not any(line.startswith("  model.mixer.window") for line in lines)  # titans has no attention
 
