@@ -1,5 +1,7 @@
 """Continuum Memory System variants: from a trained MLP, and nested levels."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import optax
 import pytest
 from tiny import tiny_config, with_fields
 
-from contlearn import rules
+from contlearn import catalog, rules
 from contlearn.engine import scan
 from contlearn.learner import build_learner
 from contlearn.models import cms, layers
@@ -109,3 +111,14 @@ def test_unknown_variant_is_named():
 
   with pytest.raises(ConfigError, match="model.cms_variant='stacked'"):
     build_learner(tiny_config(cms_periods=(1, 2), cms_variant="stacked"))
+
+
+def test_the_cms_experiment_updates_every_slowest_level_at_least_20_times():
+  """Every CMS run of nl_cms_variants is long enough for its slowest level to learn (not a structural null)."""
+  module = catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "nl_cms_variants.py"))
+  runs = module.get_config()
+  updates = {name: module.slowest_level_updates(cfg) for name, cfg in runs.items()}
+  assert updates["mlp"] == 0
+  assert updates["sequential_1_10_100"] == 20 and updates["nested_1_8_64"] == 32
+  assert min(u for name, u in updates.items() if name != "mlp") >= 20
+  assert all(cfg.train.seeds == (0, 1, 2) for cfg in runs.values())
