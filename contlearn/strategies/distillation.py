@@ -6,6 +6,13 @@ learning later tasks, the loss adds `alpha * T^2 *` the cross-entropy between
 the teacher's and the student's temperature-`T` softmax over the last axis
 of the outputs (per head of a classifier, per position of a sequence model),
 over seen units only, on the current batch.
+
+`weighting` says how the new task's loss and the distillation share the
+total. "fixed" (the default): `loss + alpha * kd`. "relative", as in van de
+Ven et al.'s code for the three scenarios: in the t-th task (t = 1, 2, ...)
+the new task weighs 1/t and the distillation (1 - 1/t), times `alpha`:
+`loss / t + (1 - 1/t) * alpha * kd`, so the older tasks together weigh as
+much as their number.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from contlearn.errors import ConfigError
 from contlearn.strategies.base import Strategy
 from contlearn.strategies.task_model import TaskModel
 
@@ -24,6 +32,7 @@ PyTree = Any
 class LwfState(NamedTuple):
   teacher: PyTree  # parameters at the end of the last task
   seen_units: jax.Array  # bool [*out], output units of finished tasks
+  finished: jax.Array | None = None  # int32 [], tasks finished; None unless weighting="relative"
 
 
 def distillation_loss(student: jax.Array, teacher: jax.Array, seen: jax.Array, temperature: jax.Array) -> jax.Array:
@@ -46,8 +55,14 @@ def distillation_loss(student: jax.Array, teacher: jax.Array, seen: jax.Array, t
   return jnp.mean(jnp.sum(per_head * head_seen[None], axis=-1) / n_heads) * temperature**2
 
 
-def lwf(model: TaskModel, alpha: float = 1.0, temperature: float = 2.0) -> Strategy:
-  """LwF with distillation weight `alpha` and temperature `temperature`."""
+WEIGHTINGS = ("fixed", "relative")
+
+
+def lwf(model: TaskModel, alpha: float = 1.0, temperature: float = 2.0, weighting: str = "fixed") -> Strategy:
+  """LwF with distillation weight `alpha`, temperature `temperature` and `weighting` (module docstring)."""
+  if weighting not in WEIGHTINGS:
+    raise ConfigError(f"lwf weighting={weighting!r}: choose one of {', '.join(WEIGHTINGS)}")
+  relative = weighting == "relative"
 
   def as_groups(out):  # [B, *out] -> [B, H, C]
     return out.reshape(out.shape[0], -1, out.shape[-1])
@@ -59,17 +74,23 @@ def lwf(model: TaskModel, alpha: float = 1.0, temperature: float = 2.0) -> Strat
     t_out = model.outputs(sstate.teacher, batch)
     seen = sstate.seen_units.reshape(-1, sstate.seen_units.shape[-1])
     kd = distillation_loss(as_groups(out), jax.lax.stop_gradient(as_groups(t_out)), seen, hp["temperature"])
+    if relative:
+      new_share = 1.0 / (sstate.finished + 1).astype(jnp.float32)
+      return new_share * base + (1.0 - new_share) * hp["alpha"] * kd, aux
     return base + hp["alpha"] * kd, aux
 
   def end_task(state, env, task, key):
     del key
     used = model.task_units(env, task)
-    return state.replace(strategy=LwfState(state.params, state.strategy.seen_units | used))
+    finished = state.strategy.finished + 1 if relative else None
+    return state.replace(strategy=LwfState(state.params, state.strategy.seen_units | used, finished))
 
   return Strategy(
     "lwf",
     {"alpha": alpha, "temperature": temperature},
-    lambda params, key: LwfState(params, jnp.zeros(model.out_shape(params), bool)),
+    lambda params, key: LwfState(
+      params, jnp.zeros(model.out_shape(params), bool), jnp.zeros((), jnp.int32) if relative else None
+    ),
     loss,
     end_task=end_task,
   )

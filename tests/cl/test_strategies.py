@@ -9,7 +9,7 @@ from contlearn.cl import Batch, Mlp, classifier, classifier_learner, compile_cal
 from contlearn.errors import ConfigError
 from contlearn.strategies import importance, regularization
 from contlearn.strategies.cbp import lowest
-from contlearn.strategies.distillation import distillation_loss
+from contlearn.strategies.distillation import LwfState, distillation_loss
 from contlearn.strategies.gdumb import offer as gdumb_offer
 from contlearn.strategies.replay import agem_project
 
@@ -145,6 +145,38 @@ def test_lwf_distillation_by_hand():
     jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32), jnp.asarray(seen), jnp.asarray(temp)
   )
   assert float(got) == pytest.approx(want * temp**2, rel=1e-5)
+
+
+def test_lwf_relative_weighting_shares_the_loss_as_one_over_the_task_count(split_digits_task):
+  """In task t, "relative" weighs the new task 1/t and the distillation 1 - 1/t; "fixed" adds them."""
+  sc = split_digits_task
+  params, teacher = MODEL.init(jax.random.key(0)), MODEL.init(jax.random.key(1))
+  batch = _batch(sc, 2, 8)
+  hp = {"alpha": 1.5, "temperature": 2.0}
+  base = float(TM.loss(params, batch)[0])
+  seen = jnp.zeros(TM.out_shape(params), bool).at[:2].set(True)  # the first two tasks' heads
+  kd = float(
+    distillation_loss(
+      TM.outputs(params, batch).reshape(8, -1, 2), TM.outputs(teacher, batch).reshape(8, -1, 2), seen, 2.0
+    )
+  )
+  assert kd > 1e-3 and base > 0.1
+  fixed = strategies.make("lwf", TM)
+  got, _ = fixed.loss(params, LwfState(teacher, seen), hp, batch, None)
+  assert float(got) == pytest.approx(base + 1.5 * kd, rel=1e-5)
+  relative = strategies.make("lwf", TM, weighting="relative")
+  got, _ = relative.loss(params, LwfState(teacher, seen, jnp.int32(2)), hp, batch, None)  # the third task
+  assert float(got) == pytest.approx(base / 3 + (2 / 3) * 1.5 * kd, rel=1e-5)
+  assert fixed.init(params, jax.random.key(2)).finished is None
+  cl = classifier_learner(MODEL, relative, optax.sgd(0.1))
+  state = engine.init(cl, jax.random.key(0), hparams=hp)
+  calls = compile_calls(cl, MODEL, relative, state, eval_every=5)
+  assert int(state.strategy.finished) == 0
+  for task in (0, 1):
+    state = calls.end_task(state, sc, task)
+    assert int(state.strategy.finished) == task + 1
+  with pytest.raises(ConfigError, match="lwf weighting='equal': choose one of fixed, relative"):
+    strategies.make("lwf", TM, weighting="equal")
 
 
 @pytest.mark.parametrize("weights", [{}, {"new_weight": 0.3, "replay_weight": 0.7}])
