@@ -1,10 +1,12 @@
 """MQAR: recall accuracy against the number of key-value pairs, per memory.
 
-Command:   contlearn run mqar                                   # 10 models x 2 learning rates
-           contlearn run mqar --only linear_attention,deltanet --set seed=1
-           contlearn run mqar --set n_keys=512 --set n_values=512 --set mem_lr_init=0.05
-           contlearn run mqar --set small=true                  (a smoke run, about a minute)
-Runtime:   about 75 minutes on 2 idle CPU cores (10 models of 3000 steps, 2 rates each).
+Command:   contlearn run mqar                          # 10 models x 3 seeds x 2 learning rates
+           contlearn run mqar --only linear_attention,deltanet,gated_deltanet --set seeds=0,1,2,3,4
+           contlearn run mqar --set small=true         (a smoke run, about a minute)
+Runtime:   an estimate from 20 timed steps, not a full run: a row's 6 lanes took 1.0 s a step
+           (linear attention), 1.2 s (DeltaNet) and 1.7 s (Titans) on 2 CPU cores shared with
+           other jobs (load average 7-8), so 50-90 minutes a row of 3000 steps and about 11
+           hours for the 10 rows under that load; less on idle cores (not measured).
 Outputs:   OUT/mqar.json (every row, every lane), OUT/<model>/ (metrics.jsonl,
            checkpoints/, row.json); `--resume` keeps finished rows and continues
            an interrupted one from its last checkpoint.
@@ -26,25 +28,34 @@ sequence) is the reference without a state limit.
 Each model is a `sequence_learner` with a fresh memory per sequence, trained
 by the engine on sequences of 1..`max_pairs` pairs (`contlearn.memories.mqar`,
 pair counts log-uniform by default), the loss on the recalled values only. It
-trains at every learning rate of `lrs` at once: the rates are lanes of one
-vmapped program, fed the same batches, each lane's rate an injected
-hyperparameter of its AdamW (warm-up, then cosine decay). The batch of step i
-is drawn from fold_in(PRNGKey(seed), i) inside the compiled step. The rate
-with the best mean accuracy on validation sequences is chosen per model, as
-in Zoology's protocol, and scored on fresh test sequences of exactly n pairs,
-n = 2, 4, ... up to `max_pairs`.
+trains every seed of `seeds` at every learning rate of `lrs` at once: lane
+(s, r) of one vmapped program starts from PRNGKey(s), learns at rate r (an
+injected hyperparameter of its AdamW: warm-up, then cosine decay) and reads
+step i's batch from fold_in(PRNGKey(s), i), drawn inside the compiled step;
+a lane of seed s is therefore the run of `--set seeds=s` alone. Per seed, the
+rate with the best mean accuracy on validation sequences is chosen, as in
+Zoology's protocol, and scored on fresh test sequences of exactly n pairs,
+n = 2, 4, ... up to `max_pairs` (the same sequences for every lane). The
+report gives each cell's mean and sample standard deviation over the seeds.
 
-Keys come from 64 tokens by default, as many as the two heads' key
-dimensions together, so stored pairs barely interfere. `--set n_keys=512
---set n_values=512` makes keys outnumber them, as in Zoology's MQAR (8192
-tokens); that is where the delta rule's correction pays, once its write
-strength starts small (`--set mem_lr_init=0.05`: DeltaNet's beta from 0.05,
-not 0.5; docs/memories.md has the runs).
+The defaults are the setting where docs/memories.md found the delta rule
+ahead of linear attention at equal state (its runs C and E): keys and values
+from 512 tokens each, so keys outnumber the two heads' 64 key dimensions and
+stored pairs interfere, as in Zoology's MQAR (8192 tokens); linear query/key
+features (`mem_qk_act="identity"`); the gated write strength starting at 0.05
+(`mem_lr_init`, DeltaNet's beta; the library's 0.5 made the delta rule train
+slower and end behind); rates 1e-3 and 3e-3 (only 3e-3 learned in those
+runs, 1e-2 stayed on the plateau at 512 keys). With keys from 64 tokens
+(`--set n_keys=64 --set n_values=64`) stored pairs barely interfere and the
+memories sit near the ceiling; the former default table (docs/memories.md)
+is `--set n_keys=64 --set n_values=64 --set mem_qk_act=silu --set
+mem_lr_init=0.5 --set lrs=0.003,0.01 --set seeds=0`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import pathlib
 import time
@@ -55,6 +66,7 @@ import numpy as np
 import optax
 
 from contlearn import engine, synthetic
+from contlearn.cl.results import markdown_table
 from contlearn.config import ModelConfig, with_known_fields
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.learner import sequence_learner
@@ -111,7 +123,8 @@ class MqarConfig:
       retnet, mamba2, deltanet, gated_deltanet, ttt_linear, ttt_mlp, titans.
     small: a smoke run of about a minute: each field of `SMALL` still at its
       default takes its smoke value (swa and deltanet, 60 steps in blocks of
-      20, up to 4 pairs, 64 evaluation sequences, rates 1e-3 and 3e-3).
+      20, up to 4 pairs, keys and values from 64 tokens each, 64 evaluation
+      sequences).
     d_model: model width; the memories' states scale as d_model^2.
     n_layers: blocks of the byte LM.
     mem_chunk: tokens per chunk of the memories' fast form (their
@@ -119,9 +132,10 @@ class MqarConfig:
     mem_conv_init: the memories' short convolution start, "uniform" or
       "identity" (their model.mixer.conv_init).
     mem_qk_act: the memories' query/key feature map, "silu" or "identity"
-      (their model.mixer.qk_act).
+      (their model.mixer.qk_act; the library's default is silu).
     mem_lr_init: initial gated inner rate in (0, 1), e.g. DeltaNet's beta
-      (model.mixer.lr_init of the memories with a gated rate).
+      (model.mixer.lr_init of the memories with a gated rate; the library's
+      default is 0.5).
     max_pairs: most pairs in a training sequence (>= 2); sequences are
       4 * max_pairs tokens and evaluation is at 2, 4, ... up to max_pairs.
     mix: pair-count distribution in training, "uniform" or "log_uniform".
@@ -130,12 +144,15 @@ class MqarConfig:
     steps: training steps.
     batch: sequences per step.
     lrs: learning rates, trained at once as lanes; the best on validation
-      sequences is kept per model.
+      sequences is kept per model and seed.
     warmup: fraction of the steps of linear warm-up, before cosine decay.
     weight_decay: AdamW's decoupled weight decay.
     clip: global gradient-norm clip.
     eval_batch: validation and test sequences per pair count.
-    seed: initialisation and data seed.
+    seeds: initialisation and data seeds, trained at once as lanes (seeds x
+      lrs): lane (s, r) starts from PRNGKey(s) and reads step i's batch from
+      fold_in(PRNGKey(s), i); the report gives each cell's mean and sample
+      standard deviation over the seeds.
     block: steps per compiled call (steps must be a multiple).
     checkpoint_every: blocks between checkpoints.
   """
@@ -146,25 +163,33 @@ class MqarConfig:
   n_layers: int = 2
   mem_chunk: int = 16
   mem_conv_init: str = "uniform"
-  mem_qk_act: str = "silu"
-  mem_lr_init: float = 0.5
+  mem_qk_act: str = "identity"
+  mem_lr_init: float = 0.05
   max_pairs: int = 16
   mix: str = "log_uniform"
-  n_keys: int = 64
-  n_values: int = 64
+  n_keys: int = 512
+  n_values: int = 512
   steps: int = 3000
   batch: int = 32
-  lrs: tuple[float, ...] = (3e-3, 1e-2)
+  lrs: tuple[float, ...] = (1e-3, 3e-3)
   warmup: float = 0.1
   weight_decay: float = 0.1
   clip: float = 1.0
   eval_batch: int = 256
-  seed: int = 0
+  seeds: tuple[int, ...] = (0, 1, 2)
   block: int = 100
   checkpoint_every: int = 5
 
 
-SMALL = {"models": ("swa", "deltanet"), "steps": 60, "block": 20, "max_pairs": 4, "eval_batch": 64, "lrs": (1e-3, 3e-3)}
+SMALL = {
+  "models": ("swa", "deltanet"),
+  "steps": 60,
+  "block": 20,
+  "max_pairs": 4,
+  "n_keys": 64,
+  "n_values": 64,
+  "eval_batch": 64,
+}
 
 
 def get_config() -> MqarConfig:
@@ -197,6 +222,8 @@ def resolved(cfg: MqarConfig) -> MqarConfig:
     raise ConfigError(f"mem_qk_act={cfg.mem_qk_act!r}: choose one of {', '.join(QK_ACTS)}")
   if not cfg.lrs or min(cfg.lrs) <= 0:
     raise ConfigError(f"lrs={cfg.lrs}: give one or more positive learning rates")
+  if not cfg.seeds or len(set(cfg.seeds)) < len(cfg.seeds):
+    raise ConfigError(f"seeds={cfg.seeds}: give one or more distinct seeds")
   if cfg.block < 1 or cfg.steps < 1 or cfg.steps % cfg.block:
     raise ConfigError(f"steps={cfg.steps} must be a positive multiple of block={cfg.block}")
   return cfg
@@ -250,36 +277,52 @@ def rule(cfg: MqarConfig) -> optax.GradientTransformation:
   return optax.inject_hyperparams(adamw)(learning_rate=1.0)
 
 
+def lane_keys(cfg: MqarConfig) -> jax.Array:
+  """[seeds x lrs, 2] uint32: lane (s, r), at s * len(lrs) + r, holds PRNGKey(seeds[s]), its start and data key."""
+  return jnp.repeat(jnp.stack([jax.random.PRNGKey(s) for s in cfg.seeds]), len(cfg.lrs), axis=0)
+
+
+def lane_rates(cfg: MqarConfig) -> jax.Array:
+  """[seeds x lrs] float32: lane (s, r) learns at lrs[r]."""
+  return jnp.tile(jnp.asarray(cfg.lrs, jnp.float32), len(cfg.seeds))
+
+
 def with_rates(state, rates: jax.Array):
   """A lane-stacked state whose lane l learns at `rates[l]` ([L] float32)."""
   opt = state.opt_state
   return state.replace(opt_state=opt._replace(hyperparams={**opt.hyperparams, "learning_rate": rates}))
 
 
-def training_batch(cfg: MqarConfig, i: jax.Array) -> synthetic.ScoredChunk:
-  """Step i's batch, from fold_in(PRNGKey(seed), i): every token read, the recalled values scored."""
-  k_n, k_b = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), i))
+def training_batch(cfg: MqarConfig, key: jax.Array, i: jax.Array) -> synthetic.ScoredChunk:
+  """Step i's batch, from fold_in(key, i) with the lane's key PRNGKey(seed): every token read, recalls scored."""
+  k_n, k_b = jax.random.split(jax.random.fold_in(key, i))
   pairs = mqar.pair_counts(k_n, cfg.batch, cfg.max_pairs, cfg.mix)
   b = mqar.sample(k_b, cfg.batch, pairs, cfg.max_pairs, cfg.n_keys, cfg.n_values)
   return synthetic.ScoredChunk(b.tokens, jnp.ones(b.answer.shape, bool), b.answer)
 
 
 def learner_and_state(cfg: MqarConfig, row: Row):
-  """The MQAR learner of `row` and a function making its lane-stacked initial state (one lane per rate)."""
+  """The MQAR learner of `row` and a function making its lane-stacked initial state (seeds x lrs lanes).
+
+  The learner's block entries are step numbers and its env, one entry per
+  lane (`lane_env`), is the lane's `lane_keys` entry, from which it draws
+  its batches.
+  """
   model = byte_lm(model_config(cfg, row))
   inner = sequence_learner(model, rule(cfg), cfg.batch, carry_memory=False)
-  learner = synthetic.indexed(inner, lambda i: training_batch(cfg, i))
+  learner = engine.Learner(inner.init, lambda state, i, key: inner.step(state, training_batch(cfg, key, i), None))
 
   def init_state():
-    key = jax.random.PRNGKey(cfg.seed)
-    keys = jnp.stack([key] * len(cfg.lrs))  # the same start in every lane
-    return with_rates(engine.init(learner, keys, lanes=True), jnp.asarray(cfg.lrs, jnp.float32))
+    return with_rates(engine.init(learner, lane_keys(cfg), lanes=True), lane_rates(cfg))
 
   return model, learner, init_state
 
 
 def accuracy_fn(cfg: MqarConfig, model):
-  """`accuracy(state, key, pairs) -> [lanes]`: recall accuracy on `eval_batch` fresh sequences, no update."""
+  """`accuracy(state, key, pairs) -> [lanes]`: recall accuracy on `eval_batch` fresh sequences, no update.
+
+  Every lane reads the same sequences, drawn from `key`.
+  """
 
   def accuracy(state, key, pairs):
     batch = mqar.sample(key, cfg.eval_batch, pairs, cfg.max_pairs, cfg.n_keys, cfg.n_values)
@@ -295,11 +338,52 @@ def _json(cfg: MqarConfig) -> dict:
   return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def _mean_std(values: np.ndarray) -> tuple[float, float | None]:
+  """The mean of per-seed values and their sample standard deviation (None for one seed)."""
+  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def row_result(cfg: MqarConfig, label: str, val: np.ndarray, test: dict[int, np.ndarray], loss: np.ndarray) -> dict:
+  """The row of one model from its lanes' scores, each [seeds x lrs] float (lane (s, r) at s * len(lrs) + r).
+
+  Per seed, the rate with the best validation accuracy `val` is kept and its
+  test accuracy at each pair count n (`test[n]`) and training loss reported:
+  "lr", "n=<n>" and "loss" are lists over the seeds, "mean" and "std" their
+  mean and sample standard deviation per key (std None for one seed), and
+  "lanes" every lane.
+  """
+  shape = (len(cfg.seeds), len(cfg.lrs))
+  best = np.argmax(np.reshape(val, shape), axis=1)  # [seeds]: the kept rate's index
+  kept = lambda a: np.reshape(a, shape)[np.arange(len(best)), best]  # noqa: E731
+  scores = {**{f"n={n}": kept(acc) for n, acc in test.items()}, "loss": kept(loss)}
+  spread = {k: _mean_std(v) for k, v in scores.items()}
+  lanes = [
+    {
+      "seed": s,
+      "lr": lr,
+      "val": float(val[i]),
+      "loss": float(loss[i]),
+      **{f"n={n}": float(a[i]) for n, a in test.items()},
+    }
+    for i, (s, lr) in enumerate(itertools.product(cfg.seeds, cfg.lrs))
+  ]
+  return {
+    "memory": label,
+    "seeds": list(cfg.seeds),
+    "lr": [cfg.lrs[b] for b in best],
+    **{k: v.tolist() for k, v in scores.items()},
+    "mean": {k: m for k, (m, _) in spread.items()},
+    "std": {k: sd for k, (_, sd) in spread.items()},
+    "lanes": lanes,
+  }
+
+
 def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  """Trains row `name` at every rate of `cfg.lrs` into `out`; accuracy at each of `eval_pairs`."""
+  """Trains row `name` at every seed and rate of `cfg` into `out`; the row (`row_result`) and its seconds."""
   row = ROWS[name]
   model, learner, init_state = learner_and_state(cfg, row)
-  feed = synthetic.StepFeed(cfg.steps, cfg.block, synthetic.step_indices, name=f"MQAR seed {cfg.seed}")
+  seeds = ", ".join(map(str, cfg.seeds))
+  feed = synthetic.StepFeed(cfg.steps, cfg.block, synthetic.step_indices, name=f"MQAR seeds {seeds}")
   log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), row.label, cfg.steps, progress)
   config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small")}, "row": name}
   start = time.time()
@@ -310,23 +394,17 @@ def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: boo
     out,
     config=config,
     hooks=[log],
+    env=lane_keys(cfg),
     lanes=True,
+    lane_env=True,
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
   )
   accuracy = accuracy_fn(cfg, model)
   pairs = eval_pairs(cfg)
   val = np.mean([np.asarray(accuracy(run.state, jax.random.PRNGKey(20_000 + n), n)) for n in pairs], axis=0)
-  best = int(np.argmax(val))
   test = {n: np.asarray(accuracy(run.state, jax.random.PRNGKey(10_000 + n), n)) for n in pairs}
-  tail = log.tail()  # [lanes]
-  result = {"memory": row.label, "lr": cfg.lrs[best]}
-  result.update({f"n={n}": float(acc[best]) for n, acc in test.items()})
-  result["loss"] = float(tail[best])
-  result["lanes"] = [
-    {"lr": lr, "val": float(val[i]), "loss": float(tail[i]), **{f"n={n}": float(acc[i]) for n, acc in test.items()}}
-    for i, lr in enumerate(cfg.lrs)
-  ]
+  result = row_result(cfg, row.label, val, test, log.tail())
   result["seconds"] = time.time() - start
   return result
 
@@ -361,11 +439,24 @@ def run(cfg: MqarConfig, out: pathlib.Path, *, resume: bool = False, progress: b
 
 
 def report(result: dict) -> str:
-  """The table: per model, the kept rate, test accuracy per pair count, training loss and seconds."""
-  cols = ["memory", "lr"] + [f"n={n}" for n in result["eval_pairs"]] + ["loss", "seconds"]
-  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-  for r in result["rows"]:
-    cells = [f"{r[c]:g}" if c == "lr" else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
-    lines.append("| " + " | ".join(cells) + " |")
-  lines.append(f"total {result['seconds']:.0f} s of training and evaluation")
-  return "\n".join(lines)
+  """The table: per model, the rate kept per seed, then test accuracy per pair count and training loss
+  as mean ± sample standard deviation over the seeds (the mean alone for one seed), and seconds."""
+  keys = [f"n={n}" for n in result["eval_pairs"]] + ["loss"]
+  header = ["memory", "kept lr per seed"] + keys + ["s"]
+
+  def cell(r, k):
+    return r["mean"][k] if r["std"][k] is None else (r["mean"][k], r["std"][k])
+
+  rows = [
+    [r["memory"], ", ".join(f"{lr:g}" for lr in r["lr"])] + [cell(r, k) for k in keys] + [f"{r['seconds']:.0f}"]
+    for r in result["rows"]
+  ]
+  seeds = ", ".join(map(str, result["config"]["seeds"]))
+  return "\n".join(
+    [
+      f"seeds {seeds}: mean ± sample standard deviation over them; each seed keeps its best rate on validation",
+      "",
+      markdown_table(header, rows, percent=False),
+      f"total {result['seconds']:.0f} s of training and evaluation",
+    ]
+  )

@@ -111,13 +111,24 @@ def with_spread(res: Result, key: str) -> float | tuple[float, float]:
   return (res.summary[key], res.summary[key + "_std"]) if len(res.matrix) > 1 else res.summary[key]
 
 
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-  """A GitHub markdown table; floats in [0, 1] print as percentages, (mean, std) pairs as "m ± s"."""
+def markdown_table(header: list[str], rows: list[list[Any]], *, percent: bool = True) -> str:
+  """A GitHub markdown table; floats print as percentages with one decimal (`percent`, for
+  accuracies in [0, 1]) or as they are with three, (mean, std) pairs as "m ± s" the same way.
+
+  >>> print(markdown_table(["Memory", "n=16", "loss"], [["DeltaNet", (0.7724, 0.0514), 0.321]], percent=False))
+  | Memory | n=16 | loss |
+  |---|---|---|
+  | DeltaNet | 0.772 ± 0.051 | 0.321 |
+  """
+  scale, digits = (100, 1) if percent else (1, 3)
+
+  def number(x: float) -> str:
+    return f"{scale * x:.{digits}f}"
 
   def fmt(v: Any) -> str:
     if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, float) for x in v):
-      return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
-    return f"{100 * v:.1f}" if isinstance(v, float) else str(v)
+      return f"{number(v[0])} ± {number(v[1])}"
+    return number(v) if isinstance(v, float) else str(v)
 
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
