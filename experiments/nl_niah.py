@@ -24,9 +24,9 @@ Command:   contlearn run nl_niah
            contlearn run nl_niah --only transformer --set seeds=0,1,2,3
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
-Runtime:   not yet measured in full: the transformer's 3 seeds (lanes) take about 2.3 s a step on
-           2 CPU cores shared with other jobs (about 46 minutes for 1,200 steps); each further model
-           adds its own share.
+Runtime:   the transformer's 3 seeds (lanes): about 2.3 s a step on 2 CPU cores shared with other
+           jobs, 46 minutes for 1,200 steps (docs/nested_learning.md has the run); each further
+           model adds its own share.
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
