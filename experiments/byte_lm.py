@@ -15,7 +15,7 @@ learned from, so the loss is prequential:
 
 Command:   contlearn run byte_lm            (or `make run`)
            contlearn run byte_lm --tokens 2000000 --set model.d_model=256
-Runtime:   about 70 s on 2 idle CPU cores (409,600 tokens per model), after set-up.
+Runtime:   about 70 s on 2 idle CPU cores (409,600 tokens per model), after set-up (at 63396bb).
 """
 
 import dataclasses

