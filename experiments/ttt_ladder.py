@@ -5,7 +5,9 @@ The rungs of the TTT paper's Table 1 that contlearn has as mixers, each a
 (prequential), at the width whose parameter count is closest to the
 Transformer's at width 128 (`nl_lm_comparison.equal_size`), 3 seeds as the
 lanes of one program per model, Adam 1e-3 for every model (at
-nl_lm_comparison's 3e-3, DeltaNet's third seed diverged within 200 steps; docs/memories.md):
+nl_lm_comparison's 3e-3, DeltaNet's third seed diverged within 200 steps,
+and at 1e-3 too: a float32 fault of the delta rule's chunk form, fixed
+since, docs/memories.md):
 
   transformer          sliding-window attention (window 64, cache carried)
   linear_attention     M_t = M_{t-1} + v k^T

@@ -14,8 +14,8 @@ C tokens, with `g_t = a_1 ... a_t` counted from the chunk start and
 
 The delta case is the lower-triangular system `(I + A) U = b (V - g K W_0)`,
 `A[i, j] = b_i (g_i/g_j) k_i.k_j` for j < i (the WY / UT transform), solved
-once per chunk for both right-hand sides (by a doubling series), so `U = U_v - W_k W_0` and only
-matrix products remain in the scan over chunks:
+once per chunk for both right-hand sides (by block inversion, `unit_lower_inverse`), so
+`U = U_v - W_k W_0` and only matrix products remain in the scan over chunks:
 
     Y   = g * (Q W_0) + ((Q K^T) * G) U          G[t, i] = g_t/g_i, i <= t
     W_C = g_C W_0 + (K * g_C/g)^T U
@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from contlearn.memories.core import log_rate
 
@@ -37,19 +38,39 @@ def _pad(x: jax.Array, n: int, value: float = 0.0) -> jax.Array:
   return jnp.pad(x, pad, constant_values=value)
 
 
-def unit_lower_inverse(a: jax.Array) -> jax.Array:
-  """`(I + A)^-1` for strictly lower-triangular `a [..., C, C]`.
+def _coupling(c: int, span: int) -> np.ndarray:
+  """Where, in a [C, C] matrix, the lower-left block of each diagonal block of size 2 span lies; bool [C, C].
 
-  A is nilpotent, so the inverse is the finite series sum_{j<C} (-A)^j,
-  summed by doubling: S <- S (I + N^m), N^m <- N^2m, in log2(C) matmul pairs.
+  The diagonal blocks are rows and columns `[2 span j, 2 span (j + 1))` (the last one ragged);
+  within each, the lower-left block is its second half of rows by its first half of columns.
+  """
+  i = np.arange(c)
+  same = i[:, None] // (2 * span) == i[None, :] // (2 * span)
+  return same & (i[:, None] // span % 2 == 1) & (i[None, :] // span % 2 == 0)
+
+
+def unit_lower_inverse(a: jax.Array) -> jax.Array:
+  """`(I + A)^-1` for strictly lower-triangular `a [..., C, C]`, by block inversion.
+
+  Blocks of size 1, 2, 4, ... along the diagonal are inverted in turn: with
+  `S` the inverse of the diagonal blocks of size s, each block of size 2s,
+  `[[L11, 0], [L21, L22]]`, has the inverse `[[X11, 0], [-X22 L21 X11, X22]]`,
+  i.e. `S <- S - S E S` with `E` the blocks `L21` of `a` (`_coupling`): two
+  matmuls per doubling, log2(C) doublings. Every intermediate is a block of
+  the inverse or its product with a block of `a`: no powers of `a`. (The series
+  `sum_j (-A)^j`, summed by doubling, costs as much but is unstable: when
+  keys are alike its terms grow like binomial coefficients, entries up to
+  C(62, 31) ~ 5e17 in `(-A)^32` for C = 64, all keys equal and rate 1, and
+  cancel to an inverse whose entries are at most 1; in float32 it was wrong
+  by up to 2e9 there, and a DeltaNet's memory grew step after step until it
+  overflowed, docs/memories.md.)
   """
   c = a.shape[-1]
-  n = -a
-  s = jnp.broadcast_to(jnp.eye(c, dtype=a.dtype), a.shape) + n
+  eye = jnp.broadcast_to(jnp.eye(c, dtype=a.dtype), a.shape)
+  s = eye - jnp.where(_coupling(c, 1), a, 0.0)  # the blocks of size 2 (at size 1, S = I)
   span = 2
   while span < c:
-    n = n @ n
-    s = s + s @ n
+    s = s - s @ (jnp.where(_coupling(c, span), a, 0.0) @ s)
     span *= 2
   return s
 

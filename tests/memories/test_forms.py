@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from contlearn import memories
+from contlearn.memories import linear
 from contlearn.memories.core import InnerModel, Rule, squared_loss
 from contlearn.memories.rules import self_modifying, titans
 
@@ -136,3 +137,38 @@ def test_rates_of_exactly_zero_agree(name):
 
     grads = jax.grad(loss)(a["rates"])
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("c, dtype, tol", [(64, np.float32, 1e-6), (23, np.float64, 1e-12)])
+def test_unit_lower_inverse_is_the_inverse(c, dtype, tol):
+  """All keys equal and rate 0.9 (the inverse's entries are at most 1; its series' terms reach 1e17), and a
+  random matrix of a size that is not a power of two."""
+  alike = 0.9 * np.tril(np.ones((c, c)), -1)
+  rand = np.tril(np.random.default_rng(0).normal(size=(c, c)), -1) * 0.3
+  a = np.stack([alike, rand])
+  with jax.enable_x64(True):
+    inverse = np.asarray(linear.unit_lower_inverse(jnp.asarray(a, dtype)))
+  np.testing.assert_allclose(inverse, np.linalg.inv(np.eye(c) + a), rtol=0, atol=tol * np.abs(inverse).max())
+
+
+def test_the_delta_rule_in_float32_matches_the_reference_when_keys_are_alike():
+  """The WY form in float32, chunks of 64, keys of mean cosine 0.5 with the next and rates 0.5-1 (as in a
+  DeltaNet layer whose memory overflowed at byte-LM scale, docs/memories.md), against the float64 token loop."""
+  rule, t, d = RULES["deltanet"], 256, 16
+  with jax.enable_x64(True):
+    ks = jax.random.split(jax.random.PRNGKey(0), 4)
+    unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    k = unit(1.0 + jax.random.normal(ks[0], (t, d)))
+    q = unit(jax.random.normal(ks[1], (t, d)))
+    v = jax.random.normal(ks[2], (t, d))
+    lr = jax.random.uniform(ks[3], (t,), minval=0.5, maxval=1.0)
+
+    def run(form, dtype):
+      w = {"w": [jnp.zeros((d, d), dtype)], "b": [jnp.zeros((d,), dtype)]}
+      rates = memories.Rates(lr.astype(dtype), jnp.ones((t,), dtype), jnp.ones((t,), dtype))
+      cast = (x.astype(dtype) for x in (q, k, v))
+      return form(rule, {}, memories.MemState(w, w), *cast, rates, jnp.ones((t,), bool), 64)
+
+    y, state = run(memories.chunked, jnp.float32)
+    y_ref, state_ref = run(memories.reference, jnp.float64)
+  _close((y, state.w), (y_ref, state_ref.w), 1e-4)
