@@ -1,7 +1,7 @@
 """Loss of plasticity (Dohare et al., Nature 2024): online permuted MNIST,
 backprop against continual backprop (CBP).
 
-    contlearn run cl_plasticity                                # ~4 min on 2 CPU cores
+    contlearn run cl_plasticity                                # ~7 min on 2 shared CPU cores
     contlearn run cl_plasticity --set run.dataset=tfds:mnist   # full MNIST (tfds.data_source)
     contlearn run cl_plasticity --set run.n_tasks=200 --set run.seeds=0,1,2
 
