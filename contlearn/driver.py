@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, run_folder, sharding
+from contlearn import engine, loop, run_folder, sharding, spread
 from contlearn.config import Config, MeshConfig, TrainConfig, to_flat_dict
 from contlearn.errors import DataError
 from contlearn.learner import build_learner
@@ -241,11 +241,12 @@ def _losses(log: StreamLog, seeds: tuple[int, ...]) -> dict[str, Any]:
   loss_all = tally.nll_total / np.maximum(tally.count_total, 1.0)
   out: dict[str, Any] = {"seeds": list(seeds)}
   for name, per_seed in (("", loss), ("_all", loss_all)):
+    mean, std = spread.mean_std(per_seed)
     out.update(
       {
-        f"loss{name}": float(np.mean(per_seed)),
-        f"bits_per_byte{name}": float(np.mean(per_seed)) / LN2,
-        f"bits_per_byte{name}_std": float(np.std(per_seed, ddof=1)) / LN2 if len(seeds) > 1 else 0.0,
+        f"loss{name}": mean,
+        f"bits_per_byte{name}": mean / LN2,
+        f"bits_per_byte{name}_std": (std or 0.0) / LN2,
         f"bits_per_byte{name}_seeds": [float(v) / LN2 for v in per_seed],
       }
     )
@@ -328,12 +329,12 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
   """A text table of tokens, tokens/s, loss and bits per byte for each model."""
   head = f"{'model':<24} {'params':>9} {'tokens':>10} {'tokens/s':>10} {'loss':>7} {'bits/byte':>9} {'bpb (all)':>9}"
   lines = [head, "-" * len(head)]
-  spread = lambda s, key: f" ± {s[key + '_std']:.3f}" if s.get("seeds") else ""  # noqa: E731
+  plus_minus = lambda s, key: f" ± {s[key + '_std']:.3f}" if s.get("seeds") else ""  # noqa: E731
   for s in summaries:
     lines.append(
       f"{s['name']:<24} {s['params']:>9,} {s['tokens']:>10,} {s['tokens_per_s']:>10,.0f} "
-      f"{s['loss']:>7.3f} {s['bits_per_byte']:>9.3f}{spread(s, 'bits_per_byte')} "
-      f"{s['bits_per_byte_all']:>9.3f}{spread(s, 'bits_per_byte_all')}"
+      f"{s['loss']:>7.3f} {s['bits_per_byte']:>9.3f}{plus_minus(s, 'bits_per_byte')} "
+      f"{s['bits_per_byte_all']:>9.3f}{plus_minus(s, 'bits_per_byte_all')}"
     )
   if any(s.get("seeds") for s in summaries):
     lines.append("with seeds: the mean over seeds ± their standard deviation (loss: the mean).")

@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from contlearn import spread  # noqa: E402
 from contlearn.cl import metrics  # noqa: E402
 from contlearn.cl.cells import table_experiment  # noqa: E402
 from contlearn.cl.results import Result, markdown_table  # noqa: E402
@@ -98,9 +99,9 @@ def _hidden_health(cfg: Config):
 
 
 def over_seeds(values) -> float | tuple[float, float]:
-  """Mean and standard deviation over seeds (the value alone for one seed), for `markdown_table`."""
-  values = np.asarray(values, float)
-  return (float(values.mean()), float(values.std())) if len(values) > 1 else float(values[0])
+  """Mean and population standard deviation over seeds (the value alone for one seed), for `markdown_table`."""
+  mean, std = spread.mean_std(values, ddof=0)  # the classic-CL convention (`contlearn.spread`)
+  return mean if std is None else (mean, std)
 
 
 def _rows(cfg: Config, results: dict[str, Result]) -> list[list]:

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, rules, run_folder, strategies
+from contlearn import engine, loop, rules, run_folder, spread, strategies
 from contlearn.cl import shift_metrics
 from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
@@ -272,11 +272,6 @@ def run(cfg: LmStrategiesConfig, out: pathlib.Path, *, resume: bool, progress: b
   return result
 
 
-def _ms(values) -> str:
-  values = np.asarray([v for v in values if v is not None], float)
-  return "-" if values.size == 0 else f"{values.mean():.3f} ± {values.std(ddof=1) if values.size > 1 else 0.0:.3f}"
-
-
 def report(result: dict[str, Any]) -> str:
   """Markdown tables: forgetting and final bits/byte per strategy, then each strategy's matrix."""
   cfg, res = result["config"], result["strategies"]
@@ -289,8 +284,10 @@ def report(result: dict[str, Any]) -> str:
     "|---" * (len(labels) + 2) + "|",
   ]
   for name, r in res.items():
-    forgetting = [_ms([lane[i] for lane in r["forgetting"]]) for i in range(len(labels) - 1)]
-    lines.append(f"| {name} | " + " | ".join(forgetting) + f" | {_ms(r['final_mean'])} | {r['seconds'] / 60:.1f} |")
+    forgetting = [spread.text([lane[i] for lane in r["forgetting"]]) for i in range(len(labels) - 1)]
+    lines.append(
+      f"| {name} | " + " | ".join(forgetting) + f" | {spread.text(r['final_mean'])} | {r['seconds'] / 60:.1f} |"
+    )
   for name, r in res.items():
     m = np.asarray(r["matrix"])  # [phases, lanes, domains]
     lines += [
@@ -301,5 +298,5 @@ def report(result: dict[str, Any]) -> str:
       "|---" * (len(labels) + 1) + "|",
     ]
     for j, label in enumerate(labels):
-      lines.append(f"| {j + 1}: {label} | " + " | ".join(_ms(m[j, :, i]) for i in range(len(labels))) + " |")
+      lines.append(f"| {j + 1}: {label} | " + " | ".join(spread.text(m[j, :, i]) for i in range(len(labels))) + " |")
   return "\n".join(lines)

@@ -65,7 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from contlearn import engine, synthetic
+from contlearn import engine, spread, synthetic
 from contlearn.cl.results import markdown_table
 from contlearn.config import ModelConfig, with_known_fields
 from contlearn.errors import CheckpointError, ConfigError
@@ -338,11 +338,6 @@ def _json(cfg: MqarConfig) -> dict:
   return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _mean_std(values: np.ndarray) -> tuple[float, float | None]:
-  """The mean of per-seed values and their sample standard deviation (None for one seed)."""
-  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
-
-
 def row_result(cfg: MqarConfig, label: str, val: np.ndarray, test: dict[int, np.ndarray], loss: np.ndarray) -> dict:
   """The row of one model from its lanes' scores, each [seeds x lrs] float (lane (s, r) at s * len(lrs) + r).
 
@@ -356,7 +351,7 @@ def row_result(cfg: MqarConfig, label: str, val: np.ndarray, test: dict[int, np.
   best = np.argmax(np.reshape(val, shape), axis=1)  # [seeds]: the kept rate's index
   kept = lambda a: np.reshape(a, shape)[np.arange(len(best)), best]  # noqa: E731
   scores = {**{f"n={n}": kept(acc) for n, acc in test.items()}, "loss": kept(loss)}
-  spread = {k: _mean_std(v) for k, v in scores.items()}
+  stats = {k: spread.mean_std(v) for k, v in scores.items()}
   lanes = [
     {
       "seed": s,
@@ -372,8 +367,8 @@ def row_result(cfg: MqarConfig, label: str, val: np.ndarray, test: dict[int, np.
     "seeds": list(cfg.seeds),
     "lr": [cfg.lrs[b] for b in best],
     **{k: v.tolist() for k, v in scores.items()},
-    "mean": {k: m for k, (m, _) in spread.items()},
-    "std": {k: sd for k, (_, sd) in spread.items()},
+    "mean": {k: m for k, (m, _) in stats.items()},
+    "std": {k: sd for k, (_, sd) in stats.items()},
     "lanes": lanes,
   }
 

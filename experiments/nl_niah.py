@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from contlearn import engine, synthetic
+from contlearn import engine, spread, synthetic
 from contlearn.config import ModelConfig, to_dict, with_known_fields
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
@@ -265,17 +265,12 @@ def run(cfg: NiahConfig, out: pathlib.Path, *, resume: bool = False, progress: b
       rows[label] = train_and_eval(cfg, mcfg, label, out / label, resume=resume, progress=progress)
       write_atomic(done, json.dumps({**config, "row": rows[label]}, indent=1))
     if progress:
-      print(f"  {label}: " + ", ".join(f"{k} {spread(v)}" for k, v in rows[label]["accuracy"].items()), flush=True)
+      print(
+        f"  {label}: " + ", ".join(f"{k} {spread.text(v, 2)}" for k, v in rows[label]["accuracy"].items()), flush=True
+      )
     result = {"config": _json(cfg), "models": rows}
     write_atomic(out / "niah.json", json.dumps(result, indent=1))
   return result
-
-
-def spread(values: list[float], digits: int = 2) -> str:
-  """Mean ± sample standard deviation over seeds ("0.42 ± 0.05"); the value alone for one seed."""
-  if len(values) == 1:
-    return f"{values[0]:.{digits}f}"
-  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def report(result: dict) -> str:
@@ -295,10 +290,11 @@ def report(result: dict) -> str:
     ]
     for label, r in rows.items():
       cells = [
-        f"{spread(r['accuracy'][f'{task} @{f}L'])} ({spread(r['digits'][f'{task} @{f}L'])})" for f in cfg["factors"]
+        f"{spread.text(r['accuracy'][f'{task} @{f}L'], 2)} ({spread.text(r['digits'][f'{task} @{f}L'], 2)})"
+        for f in cfg["factors"]
       ]
       lines.append(f"| {label} | {r['params']:,} | " + " | ".join(cells) + " |")
   lines += ["", "| model | answer loss (last 20 steps) | training s | total s |", "|---|---|---|---|"]
   for label, r in rows.items():
-    lines.append(f"| {label} | {spread(r['loss'], 3)} | {r['train_s']:.0f} | {r['seconds']:.0f} |")
+    lines.append(f"| {label} | {spread.text(r['loss'])} | {r['train_s']:.0f} | {r['seconds']:.0f} |")
   return "\n".join(lines)

@@ -90,5 +90,5 @@ def test_niah_batches_depend_on_seed_and_step_only():
 
 def test_niah_spread_is_mean_and_sample_std():
   exp = _load("nl_niah")
-  assert exp.spread([0.25]) == "0.25"
-  assert exp.spread([0.1, 0.3, 0.5]) == "0.30 ± 0.20"
+  assert exp.spread.text([0.25], 2) == "0.25"
+  assert exp.spread.text([0.1, 0.3, 0.5], 2) == "0.30 ± 0.20"
