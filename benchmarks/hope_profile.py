@@ -1,6 +1,6 @@
 """Where Hope's training step spends its time: the self-modifying memories by part.
 
-    python benchmarks/hope_profile.py [--widths 256,512] [--repeats 5]
+    python benchmarks/hope_profile.py [--widths 256,512] [--repeats 5] [--op-time]
 
 At each width, the byte LM of `lm_throughput.py` (2 layers, heads of 32, CMS
 1/16/256, 8 lanes x 64 tokens) and, at the shapes of one of its layers, the
@@ -19,17 +19,28 @@ rows timed in turn, so all see the same load), GFLOP/s, the fractions of the
 matmul rate measured in the same run (of both counts), and the share of the
 step's time (`memories` and its parts run once per layer: times 2 for the
 step).
+One more row, `products`: the projection writes' three kinds of matrix
+product alone at their shapes (`k W_a`, `h W_b`, `k^T u`, batched over
+lanes, heads and memories), forward only, no elementwise work: the rate XLA's
+batched products reach at these shapes, an upper bound for any form of the
+memories that does its work as such products on this machine.
 Below the table, the opcodes of the memories' compiled program (forward and
-backward): how many dots, fusions, loops, copies and transposes it runs.
+backward): how many dots, fusions, loops, copies and transposes it runs, and
+with `--op-time` the time of its kernels by class, from a profiler trace
+(kernel time summed over both cores, so it exceeds the wall time when two
+kernels run at once), forward and backward apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gzip
+import json
 import pathlib
 import re
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -99,6 +110,26 @@ def memory_parts(spec: sm.SelfModifying, batch: int, heads: int, dh: int, seq: i
   }
 
 
+def products(spec: sm.SelfModifying, batch: int, heads: int, dh: int, seq: int):
+  """The projection writes' matrix products alone, forward, at one layer's shapes (`products` row)."""
+  n, hidden = len(spec.projections), spec.rule.model.expansion * dh
+  keys = jax.random.split(jax.random.PRNGKey(2), 4)
+  b = batch * heads  # every product batched over lanes, heads and the stack (its most favourable form)
+  k = jax.random.normal(keys[0], (b, n, seq, dh))
+  w_a = jax.random.normal(keys[1], (b, n, dh, hidden))
+  w_b = jax.random.normal(keys[2], (b, n, hidden, dh))
+  u = jax.random.normal(keys[3], (b, n, seq, hidden))
+
+  @jax.jit
+  def call(k, w_a, w_b, u):
+    z = jnp.einsum("bstd,bsdh->bsth", k, w_a)  # the stack's first layer at the keys
+    y = jnp.einsum("bsth,bshd->bstd", u, w_b)  # its second layer
+    step = jnp.einsum("bstd,bsth->bsdh", k, u)  # a write: keys times the first layer's output gradients
+    return z, y, step
+
+  return call, (k, w_a, w_b, u)
+
+
 def train_step(width: int, batch: int, seq: int):
   """The byte LM's jitted training step and its arguments."""
   cfg = Config(
@@ -118,6 +149,53 @@ def flops(fn, args) -> float:
 
 
 PLUMBING = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
+TRACE_CLASSES = {  # words of kernel names in a CPU profiler trace, by class (the first class with a word wins)
+  "dot": ("dot", "ynn", "xnn"),
+  "copy/transpose": ("copy", "transpose"),
+  "reduce": ("reduce",),
+  "slice/broadcast/pad": ("slice", "broadcast", "concatenate", "pad", "dynamic"),
+  "loop": ("while",),
+}
+RUNTIME_EVENTS = (  # trace events of the runtime and Python, not kernels
+  "ThunkExecutor",
+  "$",
+  "PjitFunction",
+  "end:",
+  "Threadpool",
+  "Slinky",
+  "Batched",
+  "Common",
+  "Execute",
+  "Parse",
+  "shard",
+  "Wait",
+)
+
+
+def op_time(fn, args, repeats: int = 3) -> dict:
+  """Milliseconds per call of the compiled program's kernels by class (`TRACE_CLASSES`, else elementwise),
+  forward and backward apart (a kernel is backward when its op name is under a transpose), from a profiler
+  trace of `repeats` calls; `wall_ms` the executor's wall time per call."""
+  names = re.findall(r"%([\w.-]+) = [^\n]*?op_name=\"([^\"]*)\"", fn.lower(*args).compile().as_text())
+  backward = {name for name, op in names if "transpose(" in op}
+  jax.block_until_ready(fn(*args))
+  with tempfile.TemporaryDirectory() as folder:
+    jax.profiler.start_trace(folder, create_perfetto_trace=True)
+    for _ in range(repeats):
+      jax.block_until_ready(fn(*args))
+    jax.profiler.stop_trace()
+    (trace,) = pathlib.Path(folder).rglob("*.trace.json.gz")
+    events = [e for e in json.load(gzip.open(trace))["traceEvents"] if e.get("ph") == "X"]
+  out = collections.Counter()
+  for e in events:
+    name, ms = e["name"], e["dur"] / 1e3 / repeats
+    if name == "ThunkExecutor::Execute (wait for completion)":
+      out["wall_ms"] += ms
+    elif not name.startswith(RUNTIME_EVENTS):
+      words = set(re.split(r"[_.]", name))
+      cls = next((c for c, of in TRACE_CLASSES.items() if words.intersection(of)), "elementwise")
+      out[f"{'backward' if name in backward else 'forward'} {cls}"] += ms
+  return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
 def op_counts(fn, args) -> dict:
@@ -156,11 +234,15 @@ def dot_flops(fn, args) -> float:
   return count(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
-def profile(width: int, batch: int, seq: int, repeats: int, matmul: float) -> tuple[list[dict], dict]:
+def profile(width: int, batch: int, seq: int, repeats: int, matmul: float, timed_ops: bool) -> tuple[list[dict], dict]:
   heads, dh = width // 32, 32
   model = hope.hope(d_model=width, n_heads=heads, n_layers=LAYERS)
   spec = hope.spec(model.mixer, model)
-  calls = {"train_step": train_step(width, batch, seq), **memory_parts(spec, batch, heads, dh, seq)}
+  calls = {
+    "train_step": train_step(width, batch, seq),
+    **memory_parts(spec, batch, heads, dh, seq),
+    "products": products(spec, batch, heads, dh, seq),
+  }
   seconds = common.interleaved(
     {name: lambda f=f, a=a: jax.block_until_ready(f(*a)) for name, (f, a) in calls.items()}, repeats
   )
@@ -178,10 +260,13 @@ def profile(width: int, batch: int, seq: int, repeats: int, matmul: float) -> tu
         "gflops_per_s": gflop / seconds[name],
         "matmul_fraction": gflop * 1e9 / seconds[name] / matmul,
         "dot_fraction": dot_gflop * 1e9 / seconds[name] / matmul,
-        "share_of_step": (1 if name == "train_step" else LAYERS) * seconds[name] / step,
+        "share_of_step": (1 if name == "train_step" else LAYERS) * seconds[name] / step,  # products: of no step
       }
     )
-  return rows, op_counts(*calls["memories"])
+  ops = op_counts(*calls["memories"])
+  if timed_ops:
+    ops["op_ms"] = {name: op_time(*calls[name]) for name in ("train_step", "memories")}
+  return rows, ops
 
 
 def main() -> None:
@@ -190,11 +275,12 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--seq", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--op-time", action="store_true", help="kernel time by class, from a profiler trace")
   args = parser.parse_args()
   matmul = common.matmul_flops_per_s()
   rows, ops = [], {}
   for width in (int(w) for w in args.widths.split(",")):
-    part_rows, ops[width] = profile(width, args.batch, args.seq, args.repeats, matmul)
+    part_rows, ops[width] = profile(width, args.batch, args.seq, args.repeats, matmul, args.op_time)
     rows += part_rows
   print(f"float32 matmul rate (1024x1024, measured): {matmul / 1e9:.1f} GFLOP/s")
   common.print_table(
@@ -202,9 +288,14 @@ def main() -> None:
     ["width", "part", "gflop", "dot_gflop", "ms", "gflops_per_s", "matmul_fraction", "dot_fraction", "share_of_step"],
   )
   for width, counts in ops.items():
+    timed = counts.pop("op_ms", {})
     print(
       f"width {width}, memories forward+backward, compiled ops: " + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
+    for name, classes in timed.items():
+      print(f"width {width}, {name}, kernel ms by class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
+    if timed:
+      counts["op_ms"] = timed
   common.write_json(
     "hope_profile", {"matmul_gflops_per_s": matmul / 1e9, "rows": rows, "ops": ops, "settings": vars(args)}
   )
