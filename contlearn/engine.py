@@ -100,7 +100,10 @@ def place_state(state: LearnerState, mesh: Mesh | None = None, *, lanes: bool = 
 
 def replicated(x: jax.Array, mesh: Mesh) -> jax.Array:
   """`x` (the same value in every process) as one array replicated over the whole mesh; a typed PRNG
-  key array too."""
+  key array too. Under a trace (`jax.eval_shape` of an initialiser, as a resume does) `x` is already a
+  value of the traced program and is returned as it is."""
+  if isinstance(x, jax.core.Tracer):
+    return x
   if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
     return jax.random.wrap_key_data(replicated(jax.random.key_data(x), mesh), impl=jax.random.key_impl(x))
   return jax.device_put(np.asarray(x), NamedSharding(mesh, P()))

@@ -15,6 +15,7 @@ configuration changed.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
@@ -203,6 +204,7 @@ def fit(
   if keep < 1 or checkpoint_every < 1:
     raise ConfigError(f"keep={keep} and checkpoint_every={checkpoint_every} must be >= 1")
   out = pathlib.Path(out)
+  config = json.loads(json.dumps(config))  # as the checkpoints hold it (tuples as lists): a resume compares alike
   with OutputLock(out):
     checkpoints = Checkpoints(out / "checkpoints", keep=keep)
     hooks = list(hooks)

@@ -167,3 +167,14 @@ def test_lanes_read_their_own_env_and_equal_separate_runs():
     np.testing.assert_allclose(state.params["w"][i], s.params["w"], rtol=1e-6)
   with pytest.raises(ConfigError, match="lane_env needs lanes"):
     compile(learner, init(keys[0]), lane_env=True)
+
+
+def test_init_with_a_mesh_traces_with_a_key_made_inside():
+  # A resume takes the state's shapes from `jax.eval_shape(init_state)`; a key made inside the
+  # initialiser is then traced, and placing it on the mesh must not read its value.
+  learner = build_learner(tiny_config())
+  mesh = make_mesh()
+  make = lambda: engine_init(learner, jax.random.PRNGKey(3), mesh=mesh)  # noqa: E731
+  shapes = jax.eval_shape(make)
+  state = make()
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), shapes) == jax.tree.map(lambda a: (a.shape, a.dtype), state)

@@ -42,6 +42,9 @@ def test_domain_shift_small_run_writes_consistent_results(tmp_path):
   assert [p[-1][1] for p in phases] == r["matrix"]
   assert (out / "domain_shift.png").stat().st_size > 10_000
   assert "| 4: plays |" in exp.report(result)
+  again = exp.run(cfg, out, resume=True, progress=False)  # a resume of the finished run: same results
+  assert again["models"]["transformer"]["matrix"] == r["matrix"]
+  assert again["models"]["transformer"]["trace"] == result["models"]["transformer"]["trace"]
 
 
 def test_domain_shift_refuses_labels_that_do_not_match_the_domains():
