@@ -239,6 +239,7 @@ def run_model(
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
     prefetch=run_cfg.data.prefetch,
+    on_nonfinite=run_cfg.train.on_nonfinite,
   )
   seconds = time.time() - start
   seen = trace.seen
@@ -258,6 +259,7 @@ def run_model(
     "trace": trace.trace,
     "seconds": seconds,
     "tokens_per_s": done.units / seconds,
+    "skipped_chunks": done.skipped,  # non-finite chunks skipped (base.train.on_nonfinite=skip)
   }
 
 
@@ -304,8 +306,9 @@ def report(result: dict) -> str:
   cfg, results = types.SimpleNamespace(**result["config"]), result["models"]
   lines = []
   for label, r in results.items():
+    skipped = f", {r['skipped_chunks']} non-finite chunks skipped" if r.get("skipped_chunks") else ""
     lines += [
-      f"\n{label} ({r['mixer']}, {r['params']:,} params, {r['tokens_per_s']:,.0f} tokens/s): "
+      f"\n{label} ({r['mixer']}, {r['params']:,} params, {r['tokens_per_s']:,.0f} tokens/s{skipped}): "
       "held-out bits/byte after each phase",
       "",
       "| after phase | prequential | " + " | ".join(cfg.labels) + " |",

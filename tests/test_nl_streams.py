@@ -41,7 +41,7 @@ def test_domain_shift_small_run_writes_consistent_results(tmp_path):
   assert all([t for t, _ in p] == [2048, 4096, 8192] for p in phases)  # after 1, 2 and 4 chunks of 2,048
   assert [p[-1][1] for p in phases] == r["matrix"]
   assert (out / "domain_shift.png").stat().st_size > 10_000
-  assert "| 4: plays |" in exp.report(result)
+  assert "| 4: plays |" in exp.report(result) and r["skipped_chunks"] == 0
   again = exp.run(cfg, out, resume=True, progress=False)  # a resume of the finished run: same results
   assert again["models"]["transformer"]["matrix"] == r["matrix"]
   assert again["models"]["transformer"]["trace"] == result["models"]["transformer"]["trace"]
