@@ -116,7 +116,7 @@ class Hook:
     """Block `block`'s metrics on the host (`units` learned from up to its end)."""
 
   def after_block(self, loop: Loop) -> None:
-    """A block boundary: the state is whole here."""
+    """A block boundary: the state is whole here (after a skipped block, the state from before it)."""
 
   def meta(self) -> dict[str, Any]:
     """What this hook adds to each checkpoint's metadata (JSON)."""
@@ -200,16 +200,15 @@ def run(
       loop.state, metrics = run_block(loop.state, place(xs), loop.env)
       finite = nonfinite.state_finite(loop.state)
       settle()
-      if backup is not None:
-        problem = nonfinite_in(loop.block + 1, *jax.device_get((metrics, finite)))
-        if problem is not None:
-          loop.state, loop.block, loop.position = backup, loop.block + 1, position_after
-          loop.skipped += 1
-          print(f"contlearn: {problem}; rolled back and skipped it ({loop.skipped} skipped)", file=sys.stderr)
-          continue
-      loop.block, loop.units, loop.position = loop.block + 1, loop.units + new_units, position_after
-      pending.append((loop.block, loop.units, new_units, metrics, finite))
-      for h in hooks:
+      problem = None if backup is None else nonfinite_in(loop.block + 1, *jax.device_get((metrics, finite)))
+      if problem is not None:
+        loop.state, loop.block, loop.position = backup, loop.block + 1, position_after
+        loop.skipped += 1
+        print(f"contlearn: {problem}; rolled back and skipped it ({loop.skipped} skipped)", file=sys.stderr)
+      else:
+        loop.block, loop.units, loop.position = loop.block + 1, loop.units + new_units, position_after
+        pending.append((loop.block, loop.units, new_units, metrics, finite))
+      for h in hooks:  # a skipped block's boundary too: a task or phase that ends there still ends
         h.after_block(loop)
     settle()
     for h in hooks:

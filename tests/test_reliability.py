@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contlearn import checkpoint, engine, run_folder
+from contlearn import checkpoint, engine, loop, run_folder
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
 from contlearn.errors import CheckpointError, ConfigError, NonFiniteError, RunLocked
@@ -248,9 +248,23 @@ def test_a_non_finite_block_stops_the_run_and_no_checkpoint_holds_it(tmp_path):
   assert float(resumed.state.params) == float(clean.state.params)
 
 
+class Boundaries(loop.Hook):
+  def __init__(self):
+    self.seen = []
+
+  def after_block(self, run):
+    self.seen.append((run.block, run.skipped, float(run.state.params)))
+
+
 def test_a_non_finite_block_is_rolled_back_and_skipped(tmp_path, capsys):
-  run = _fit(tmp_path, Poisoned(bad=4), on_nonfinite="skip")
+  boundaries = Boundaries()
+  run = _fit(tmp_path, Poisoned(bad=4), on_nonfinite="skip", hooks=[boundaries])
   assert run.block == 6 and run.skipped == 1
+  # The skipped block's boundary reaches the hooks too (a task or phase ending there still ends), with the
+  # state from before it; its checkpoint holds that state.
+  assert [(b, k) for b, k, _ in boundaries.seen] == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 1), (6, 1)]
+  assert boundaries.seen[3][2] == boundaries.seen[2][2]
+  assert 4 in _finished(tmp_path)
   assert "chunk 4: non-finite ['sq_err'][2]; rolled back and skipped it (1 skipped)" in capsys.readouterr().err
   # The same as a run that never saw block 4.
   expected = 0.0
