@@ -22,6 +22,7 @@ are one feed over the three corpora, the held-out evaluations a hook, and
 the run is checkpointed (`--resume` continues an interrupted model).
 
 Command:   contlearn run nl_domain_shift
+           contlearn run nl_domain_shift --set seeds=0,1,2          (mean ± std over 3 seeds)
            contlearn run nl_domain_shift --only transformer,titans,hope --set phase_tokens=200000
            contlearn run nl_domain_shift --set base.model.d_model=64
            contlearn run nl_domain_shift --set small=true          (a smoke run, ~1 minute)
@@ -43,7 +44,7 @@ import types
 import jax
 import numpy as np
 
-from contlearn import engine, loop, sharding
+from contlearn import engine, loop, sharding, spread
 from contlearn.cl import shift_metrics
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, to_dict
 from contlearn.errors import ConfigError
@@ -90,6 +91,9 @@ class DomainShiftConfig:
       those after 1, 2, 4, 8, ... chunks).
     heldout: bytes held out from each of a corpus' pieces.
     within: the margin, in bits/byte, that counts as recovered.
+    seeds: seeds run one after another, each model into OUT/<model>/seed<S>
+      (`base.train.seed` set to S), reported as mean ± sample standard
+      deviation (`contlearn.spread`); empty: `base.train.seed` alone.
     checkpoint_every: chunks between checkpoints.
     base: the run's Config (data, model, train) before each model's `MODELS` entry.
   """
@@ -103,6 +107,7 @@ class DomainShiftConfig:
   evals_per_phase: int = 8
   heldout: int = 1024
   within: float = 0.05
+  seeds: tuple[int, ...] = ()
   checkpoint_every: int = 8
   base: Config = Config(
     data=DataConfig(batch=8, seq=64, steps=16),
@@ -135,6 +140,8 @@ def resolved(cfg: DomainShiftConfig) -> DomainShiftConfig:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in SMALL.items() if getattr(cfg, k) == getattr(default, k)})
   if len(cfg.labels) != len(cfg.domains) or not cfg.order or not set(cfg.order) <= set(range(len(cfg.domains))):
     raise ConfigError(f"labels {cfg.labels} and phase order {cfg.order} must match the domains {cfg.domains}")
+  if len(set(cfg.seeds)) != len(cfg.seeds):
+    raise ConfigError(f"seeds {cfg.seeds} must be distinct")
   return cfg
 
 
@@ -263,6 +270,30 @@ def run_model(
   }
 
 
+def over_seeds(per_seed: list[dict], seeds: tuple[int, ...]) -> dict:
+  """One model's results over seeds: each seed's (`per_seed`, as `run_model` returns them) and the mean
+  matrix, prequential losses and held-out trace (the plot's); the tables take mean ± std from `per_seed`."""
+  first = per_seed[0]
+
+  def mean(values) -> list:
+    return np.mean(values, axis=0).tolist()
+
+  trace = [
+    (phase, tokens, mean([r["trace"][i][2] for r in per_seed])) for i, (phase, tokens, _) in enumerate(first["trace"])
+  ]
+  return {
+    **{k: first[k] for k in ("mixer", "params", "phase_tokens")},
+    "seeds": list(seeds),
+    "per_seed": per_seed,
+    "matrix": mean([r["matrix"] for r in per_seed]),
+    "prequential": mean([r["prequential"] for r in per_seed]),
+    "trace": trace,
+    "seconds": sum(r["seconds"] for r in per_seed),
+    "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in per_seed])),
+    "skipped_chunks": sum(r["skipped_chunks"] for r in per_seed),
+  }
+
+
 def plot(cfg: DomainShiftConfig, results: dict, path: pathlib.Path) -> None:
   """Held-out bpb of each domain over the stream, one panel per model, phase boundaries dashed."""
   import matplotlib
@@ -301,25 +332,31 @@ def _num(x, fmt="+.3f") -> str:
   return "-" if x is None else format(x, fmt)
 
 
+def _cell(r: dict, get, fmt: str = "+.3f") -> str:
+  """A table cell of model result `r`: `get(result)` of its one run, or mean ± std over its seeds."""
+  if "per_seed" in r:
+    return spread.text([get(p) for p in r["per_seed"]], 3 if fmt.endswith("3f") else 2)
+  return _num(get(r), fmt)
+
+
 def report(result: dict) -> str:
-  """Markdown tables: the bpb matrix of each model, forgetting, recovery."""
+  """Markdown tables: the bpb matrix of each model, forgetting, recovery (mean ± std with seeds)."""
   cfg, results = types.SimpleNamespace(**result["config"]), result["models"]
   lines = []
   for label, r in results.items():
     skipped = f", {r['skipped_chunks']} non-finite chunks skipped" if r.get("skipped_chunks") else ""
+    seeds = f", seeds {', '.join(map(str, r['seeds']))}: mean ± std" if "seeds" in r else ""
     lines += [
-      f"\n{label} ({r['mixer']}, {r['params']:,} params, {r['tokens_per_s']:,.0f} tokens/s{skipped}): "
+      f"\n{label} ({r['mixer']}, {r['params']:,} params, {r['tokens_per_s']:,.0f} tokens/s{skipped}{seeds}): "
       "held-out bits/byte after each phase",
       "",
       "| after phase | prequential | " + " | ".join(cfg.labels) + " |",
       "|---" * (len(cfg.labels) + 2) + "|",
     ]
     for j, d in enumerate(cfg.order):
-      lines.append(
-        f"| {j + 1}: {cfg.labels[d]} | {r['prequential'][j]:.3f} | "
-        + " | ".join(f"{v:.3f}" for v in r["matrix"][j])
-        + " |"
-      )
+      cells = [_cell(r, lambda x, j=j: x["prequential"][j], ".3f")]
+      cells += [_cell(r, lambda x, i=i, j=j: x["matrix"][j][i], ".3f") for i in range(len(cfg.labels))]
+      lines.append(f"| {j + 1}: {cfg.labels[d]} | " + " | ".join(cells) + " |")
   lines += [
     "",
     "Forgetting (max rise after its own phase) / final change, bits/byte",
@@ -328,9 +365,11 @@ def report(result: dict) -> str:
     "|---" * (len(cfg.labels) + 1) + "|",
   ]
   for label, r in results.items():
-    lines.append(
-      f"| {label} | " + " | ".join(f"{_num(f)} / {_num(c)}" for f, c in zip(r["forgetting"], r["final_change"])) + " |"
-    )
+    cells = [
+      f"{_cell(r, lambda x, i=i: x['forgetting'][i])} / {_cell(r, lambda x, i=i: x['final_change'][i])}"
+      for i in range(len(cfg.labels))
+    ]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
   lines += [
     "",
     f"Recovery on return (within {cfg.within} bits/byte)",
@@ -339,12 +378,16 @@ def report(result: dict) -> str:
     "|---|---|---|---|---|",
   ]
   for label, r in results.items():
-    for i, rec in enumerate(r["recovery"]):
+    runs = r.get("per_seed", [r])
+    for i, rec in enumerate(runs[0]["recovery"]):
       if rec:
-        tokens = "not within the phase" if rec["tokens"] is None else f"{rec['tokens']:,}"
-        lines.append(
-          f"| {label} | {cfg.labels[i]} | {rec['forgot']:+.3f} | {_num(rec['fraction'], '.2f')} | {tokens} |"
+        tokens = " / ".join(
+          "not within the phase" if x["recovery"][i]["tokens"] is None else f"{x['recovery'][i]['tokens']:,}"
+          for x in runs
         )
+        forgot = _cell(r, lambda x, i=i: x["recovery"][i]["forgot"])
+        fraction = _cell(r, lambda x, i=i: x["recovery"][i]["fraction"], ".2f")
+        lines.append(f"| {label} | {cfg.labels[i]} | {forgot} | {fraction} | {tokens} |")
   return "\n".join(lines)
 
 
@@ -362,9 +405,18 @@ def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, prog
   domains = Domains(cfg.domains, steps=data.steps, batch=data.batch, seq=data.seq, heldout=cfg.heldout)
   results = {}
   for label, m in models.items():
-    results[label] = run_model(
-      cfg, dataclasses.replace(cfg.base, model=m), domains, mesh, label, out / label, resume=resume, progress=progress
-    )
+    run_cfg = dataclasses.replace(cfg.base, model=m)
+    if not cfg.seeds:
+      results[label] = run_model(cfg, run_cfg, domains, mesh, label, out / label, resume=resume, progress=progress)
+      continue
+    per_seed = []
+    for seed in cfg.seeds:
+      seeded = dataclasses.replace(run_cfg, train=dataclasses.replace(run_cfg.train, seed=seed))
+      where = out / label / f"seed{seed}"
+      per_seed.append(
+        run_model(cfg, seeded, domains, mesh, f"{label} seed {seed}", where, resume=resume, progress=progress)
+      )
+    results[label] = over_seeds(per_seed, cfg.seeds)
   result = {"config": json.loads(json.dumps(to_dict(cfg))), "models": results}
   write_atomic(out / "domain_shift.json", json.dumps(result, indent=1))
   plot(cfg, results, out / "domain_shift.png")

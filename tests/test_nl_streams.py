@@ -47,12 +47,32 @@ def test_domain_shift_small_run_writes_consistent_results(tmp_path):
   assert again["models"]["transformer"]["trace"] == result["models"]["transformer"]["trace"]
 
 
+@pytest.mark.slow  # three small runs, about 45 s of CPU
+def test_domain_shift_seeds_are_each_the_run_of_that_seed(tmp_path):
+  exp, cfg = _small("nl_domain_shift", "models=transformer", "seeds=0,1")
+  result = exp.run(cfg, tmp_path / "seeds", resume=False, progress=False)
+  r = result["models"]["transformer"]
+  seed1 = apply_overrides(exp.resolved(cfg), ["seeds=", "base.train.seed=1"])  # the small sizes, then the seed
+  alone = exp.run(seed1, tmp_path / "one", progress=False)
+  one = alone["models"]["transformer"]
+  assert r["seeds"] == [0, 1] and len(r["per_seed"]) == 2
+  assert r["per_seed"][1]["matrix"] == one["matrix"] and r["per_seed"][1]["trace"] == one["trace"]
+  assert r["per_seed"][0]["matrix"] != one["matrix"]  # the seeds differ
+  np.testing.assert_allclose(r["matrix"], np.mean([p["matrix"] for p in r["per_seed"]], axis=0))
+  assert (tmp_path / "seeds" / "transformer" / "seed1" / "checkpoints").is_dir()
+  table = exp.report(result)
+  first = [line for line in table.splitlines() if line.startswith("| 1: plays |")][0]
+  assert first.count(" ± ") == 4  # prequential and three domains, each mean ± std
+
+
 def test_domain_shift_refuses_labels_that_do_not_match_the_domains():
   exp = _load("nl_domain_shift")
   with pytest.raises(ConfigError, match="phase order"):
     exp.resolved(apply_overrides(exp.get_config(), ["order=0,3"]))
   with pytest.raises(ConfigError, match="labels"):
     exp.resolved(apply_overrides(exp.get_config(), ["labels=a,b"]))
+  with pytest.raises(ConfigError, match="distinct"):
+    exp.resolved(apply_overrides(exp.get_config(), ["seeds=1,1"]))
   cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true", "phase_tokens=4096", "base.model.d_model=32"]))
   assert cfg.phase_tokens == 4096 and cfg.base.model.d_model == 32 and cfg.evals_per_phase == 2
 

@@ -123,6 +123,7 @@ def permute_latents(params: dict, letter: str, perm: np.ndarray) -> dict:
   return {**params, "latents": latents}
 
 
+@pytest.mark.slow  # (make test-all) 36 s on 2 cores; the colour and transpose symmetries stay in make test
 def test_permuting_examples_permutes_the_outputs():
   params, arrays = random_params(SIG, 1), make_arrays(SHAPES, SIG.n_x, SIG.n_y)
   perm = np.array([2, 0, 1])
