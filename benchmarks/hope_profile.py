@@ -288,14 +288,10 @@ def main() -> None:
     ["width", "part", "gflop", "dot_gflop", "ms", "gflops_per_s", "matmul_fraction", "dot_fraction", "share_of_step"],
   )
   for width, counts in ops.items():
-    timed = counts.pop("op_ms", {})
-    print(
-      f"width {width}, memories forward+backward, compiled ops: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-    )
-    for name, classes in timed.items():
+    compiled = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "op_ms")
+    print(f"width {width}, memories forward+backward, compiled ops: {compiled}")
+    for name, classes in counts.get("op_ms", {}).items():
       print(f"width {width}, {name}, kernel ms by class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
-    if timed:
-      counts["op_ms"] = timed
   common.write_json(
     "hope_profile", {"matmul_gflops_per_s": matmul / 1e9, "rows": rows, "ops": ops, "settings": vars(args)}
   )

@@ -332,11 +332,12 @@ def _num(x, fmt="+.3f") -> str:
   return "-" if x is None else format(x, fmt)
 
 
-def _cell(r: dict, get, fmt: str = "+.3f") -> str:
-  """A table cell of model result `r`: `get(result)` of its one run, or mean ± std over its seeds."""
+def _cell(r: dict, get, digits: int = 3, sign: str = "+") -> str:
+  """A table cell of model result `r`: `get(result)` of its one run (`sign` "+" or ""), or mean ± std over
+  its seeds."""
   if "per_seed" in r:
-    return spread.text([get(p) for p in r["per_seed"]], 3 if fmt.endswith("3f") else 2)
-  return _num(get(r), fmt)
+    return spread.text([get(p) for p in r["per_seed"]], digits)
+  return _num(get(r), f"{sign}.{digits}f")
 
 
 def report(result: dict) -> str:
@@ -354,8 +355,8 @@ def report(result: dict) -> str:
       "|---" * (len(cfg.labels) + 2) + "|",
     ]
     for j, d in enumerate(cfg.order):
-      cells = [_cell(r, lambda x, j=j: x["prequential"][j], ".3f")]
-      cells += [_cell(r, lambda x, i=i, j=j: x["matrix"][j][i], ".3f") for i in range(len(cfg.labels))]
+      cells = [_cell(r, lambda x, j=j: x["prequential"][j], sign="")]
+      cells += [_cell(r, lambda x, i=i, j=j: x["matrix"][j][i], sign="") for i in range(len(cfg.labels))]
       lines.append(f"| {j + 1}: {cfg.labels[d]} | " + " | ".join(cells) + " |")
   lines += [
     "",
@@ -386,7 +387,7 @@ def report(result: dict) -> str:
           for x in runs
         )
         forgot = _cell(r, lambda x, i=i: x["recovery"][i]["forgot"])
-        fraction = _cell(r, lambda x, i=i: x["recovery"][i]["fraction"], ".2f")
+        fraction = _cell(r, lambda x, i=i: x["recovery"][i]["fraction"], digits=2, sign="")
         lines.append(f"| {label} | {cfg.labels[i]} | {forgot} | {fraction} | {tokens} |")
   return "\n".join(lines)
 
