@@ -79,14 +79,16 @@ def _says_disk_full(e: BaseException) -> bool:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-  """Keeps orbax's and absl's warnings, and exceptions raised in its finished
-  asyncio loops' destructors, from reaching the terminal."""
+  """Keeps orbax's and absl's warnings, exceptions raised in its finished
+  asyncio loops' destructors, and late callbacks into its closed loops
+  (`_drop_closed_loop_callbacks`) from reaching the terminal."""
   loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio", "jax._src.distributed")]
   levels = [lg.level for lg in loggers]
   hook = sys.unraisablehook
   for lg in loggers:
     lg.setLevel(logging.ERROR + 1)
   sys.unraisablehook = lambda unraisable: None
+  _drop_closed_loop_callbacks()
   try:
     yield
   except BaseException:
@@ -96,6 +98,28 @@ def quiet() -> Iterator[None]:
     for lg, level in zip(loggers, levels, strict=True):
       lg.setLevel(level)
     sys.unraisablehook = hook
+
+
+def _drop_closed_loop_callbacks() -> None:
+  """Keeps "RuntimeError: Event loop is closed" from the terminal, for the rest of the process.
+
+  When a save fails (a full disk), orbax closes its asyncio loop while
+  tensorstore's other writes still run; as they finish, tensorstore's threads
+  call back into the closed loop and print that error through
+  `sys.excepthook`, at any moment up to the process's exit, often before the
+  failed save has reached contlearn. The hook, installed at the first
+  checkpoint call, drops exactly that error and passes every other one on.
+  """
+  previous = sys.excepthook
+  if getattr(previous, "drops_closed_loop", False):
+    return
+
+  def hook(kind, value, traceback):
+    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+      previous(kind, value, traceback)
+
+  hook.drops_closed_loop = True
+  sys.excepthook = hook
 
 
 def _without_empty(tree: Any) -> Any:

@@ -427,6 +427,20 @@ def test_a_state_with_a_zero_size_leaf_saves_and_restores(tmp_path):
   assert int(restored["step"]) == 4
 
 
+def test_after_a_checkpoint_call_late_callbacks_into_a_closed_loop_print_nothing_and_other_errors_do(
+  tmp_path, capsys, monkeypatch
+):
+  """A failed save's late tensorstore callbacks print "Event loop is closed" through sys.excepthook."""
+  monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+  Checkpoints(tmp_path / "checkpoints").steps()
+  closed = RuntimeError("Event loop is closed")
+  sys.excepthook(RuntimeError, closed, closed.__traceback__)
+  assert capsys.readouterr().err == ""
+  other = RuntimeError("something else")
+  sys.excepthook(RuntimeError, other, other.__traceback__)
+  assert "RuntimeError: something else" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_flipped_byte_fails_the_fingerprint_and_the_resume_falls_back(tmp_path):
   exp, out = _experiment(tmp_path, 6), tmp_path / "o"
