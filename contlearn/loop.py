@@ -24,7 +24,14 @@ With them comes one device scalar: is the state after the block finite
 `NonFiniteError` before any hook sees that block, so no log record and no
 checkpoint of it is written; with `on_nonfinite="skip"` the loop keeps a copy
 of the state before each block (one state's memory more, and one host sync
-per block), rolls back to it and goes on with the next block.
+per block), rolls back to it and goes on with the next block. With
+`on_nonfinite="retire"` and a state of lanes (seeds x rates, one process),
+only the lanes that went non-finite are rolled back; they stay at that state
+to the end (`Loop.retired`: lane -> the block that retired it, saved in every
+checkpoint), their metrics are NaN, and the other lanes go on; when every lane
+has gone, the run stops as with "stop". A hook that changes the state at a
+boundary (a strategy's end of task) changes retired lanes too: "retire" is
+for runs whose boundaries leave the state alone.
 
 Stopping: `STOP` (set by the CLI's first SIGTERM or Ctrl-C) ends the run at
 the next block boundary with `Interrupted`, after the hooks' `on_interrupt`
@@ -51,6 +58,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import jax
+import numpy as np
 
 from contlearn import nonfinite, processes
 from contlearn.errors import ConfigError, ContlearnError, NonFiniteError
@@ -91,6 +99,8 @@ class Loop:
     env: the read-only data every step sees (None for a stream).
     stop: set by a hook to end the run after this block (a reason).
     skipped: blocks rolled back for a non-finite value (policy "skip").
+    retired: lanes rolled back for a non-finite value and kept there (policy
+      "retire"): lane -> the block that retired it.
   """
 
   state: Any
@@ -100,6 +110,7 @@ class Loop:
   env: Any = None
   stop: str | None = None
   skipped: int = 0
+  retired: dict[int, int] = dataclasses.field(default_factory=dict)
   settle: Callable[[], None] = lambda: None
 
 
@@ -146,6 +157,7 @@ def run(
   prefetch: int = 2,
   on_nonfinite: str = "stop",
   shares: bool = False,
+  lanes: bool = False,
 ) -> Loop:
   """Runs blocks from `loop.position` until the feed ends or a hook stops it.
 
@@ -161,6 +173,8 @@ def run(
     shares: each process's feed yields only its share of every block (see
       `fit`); the units are summed over the processes, and a process whose
       share has ended feeds `feed.idle()` blocks until every share has.
+    lanes: the state and the metrics have a leading lane axis (needed by
+      `on_nonfinite="retire"`).
 
   Raises:
     Interrupted: `STOP` was set (by a signal); the hooks' `on_interrupt` ran.
@@ -169,9 +183,16 @@ def run(
   """
   if on_nonfinite not in nonfinite.POLICIES:
     raise ConfigError(f"on_nonfinite={on_nonfinite!r}: choose one of {', '.join(nonfinite.POLICIES)}")
+  if on_nonfinite == "retire" and not (lanes and jax.process_count() == 1):
+    raise ConfigError(
+      "on_nonfinite='retire' retires lanes: it needs a run of lanes (seeds or rates) in one process; "
+      "use 'stop' or 'skip'"
+    )
   pending: list[tuple[int, int, int, Any, Any]] = []
 
   def nonfinite_in(block: int, metrics: Any, finite: Any) -> str | None:
+    if finite is None:  # checked when the block ended ("skip", "retire")
+      return None
     where = nonfinite.first_nonfinite(metrics)
     if where is None and not bool(finite):
       where = "the learner state"
@@ -196,18 +217,22 @@ def run(
   blocks = Prefetcher(feed, loop.position, prefetch)
   try:
     for xs, position_after, new_units in _agreed(blocks, loop, hooks, feed, size, shares):
-      backup = nonfinite.copy_state(loop.state) if on_nonfinite == "skip" else None
+      backup = None if on_nonfinite == "stop" else nonfinite.copy_state(loop.state)
       loop.state, metrics = run_block(loop.state, place(xs), loop.env)
-      finite = nonfinite.state_finite(loop.state)
+      finite = (nonfinite.lanes_finite if on_nonfinite == "retire" else nonfinite.state_finite)(loop.state)
       settle()
-      problem = None if backup is None else nonfinite_in(loop.block + 1, *jax.device_get((metrics, finite)))
+      if backup is not None:  # checked now: one host sync per block
+        metrics, finite = jax.device_get((metrics, finite))
+      problem = nonfinite_in(loop.block + 1, metrics, finite) if on_nonfinite == "skip" else None
+      if on_nonfinite == "retire":
+        metrics = _retire(loop, backup, metrics, finite)
       if problem is not None:
         loop.state, loop.block, loop.position = backup, loop.block + 1, position_after
         loop.skipped += 1
         print(f"contlearn: {problem}; rolled back and skipped it ({loop.skipped} skipped)", file=sys.stderr)
       else:
         loop.block, loop.units, loop.position = loop.block + 1, loop.units + new_units, position_after
-        pending.append((loop.block, loop.units, new_units, metrics, finite))
+        pending.append((loop.block, loop.units, new_units, metrics, None if backup is not None else finite))
       for h in hooks:  # a skipped block's boundary too: a task or phase that ends there still ends
         h.after_block(loop)
     settle()
@@ -218,6 +243,33 @@ def run(
     for h in hooks:
       h.close()
   return loop
+
+
+def _retire(loop: Loop, before: Any, metrics: Any, finite: Any) -> Any:
+  """Policy "retire" after a block: lanes newly non-finite join `loop.retired`; every retired lane's state
+  goes back to `before` and its host `metrics` to NaN. Returns the metrics."""
+  block = loop.block + 1
+  new = [lane for lane in nonfinite.bad_lanes(metrics, finite) if lane not in loop.retired]
+  n_lanes = len(finite)
+  if len(loop.retired) + len(new) == n_lanes:
+    raise NonFiniteError(
+      f"chunk {block}: every lane is non-finite; the run stopped, its last good checkpoint stands "
+      "(lower the learning rate)"
+    )
+  for lane in new:
+    loop.retired[lane] = block
+  if new:
+    print(
+      f"contlearn: chunk {block}: non-finite lane(s) {', '.join(map(str, new))}; rolled back and retired "
+      f"({len(loop.retired)} of {n_lanes} lanes retired, the others go on)",
+      file=sys.stderr,
+    )
+  if not loop.retired:
+    return metrics
+  kept = np.zeros(n_lanes, bool)
+  kept[list(loop.retired)] = True
+  loop.state = nonfinite.keep_lanes(loop.state, before, kept)
+  return nonfinite.blank_lanes(metrics, list(loop.retired))
 
 
 def _agreed(

@@ -64,6 +64,7 @@ class Checkpoint(Hook):
       "block": loop.block,
       "units": loop.units,
       "skipped": loop.skipped,
+      "retired": [[lane, block] for lane, block in sorted(loop.retired.items())],
       **self.extra,
     }
     for h in self.hooks:
@@ -104,6 +105,7 @@ def restore(
     h.restore(meta)
   loop = Loop(state=state, position=meta["position"], block=block, units=int(meta["units"]))
   loop.skipped = int(meta.get("skipped", 0))
+  loop.retired = {int(lane): int(at) for lane, at in meta.get("retired", [])}
   return loop, meta
 
 
@@ -186,7 +188,8 @@ def fit(
     same_run: `same_run(saved_config)` raises CheckpointError when a resume
       would continue another run (default: any difference from `config`).
     prefetch: blocks prepared ahead on a host thread.
-    on_nonfinite: "stop" or "skip" a block with a non-finite value (see `run`).
+    on_nonfinite: "stop", "skip" a block with a non-finite value, or (lanes)
+      "retire" its non-finite lanes (see `run`).
     compiled: the block call already compiled for this run's shapes
       (`engine.compile_ahead`); None: compiled here.
     shares: each process's feed yields only its lanes of every block (a
@@ -246,6 +249,7 @@ def fit(
         prefetch=prefetch,
         on_nonfinite=on_nonfinite,
         shares=shares,
+        lanes=lanes,
       )
     except KeyboardInterrupt as e:
       e.resume_note = resume_note(out / "checkpoints")

@@ -37,6 +37,9 @@ rate with the best mean accuracy on validation sequences is chosen, as in
 Zoology's protocol, and scored on fresh test sequences of exactly n pairs,
 n = 2, 4, ... up to `max_pairs` (the same sequences for every lane). The
 report gives each cell's mean and sample standard deviation over the seeds.
+A lane whose loss or state turns non-finite (a rate too high) is retired, not
+the whole row stopped (`on_nonfinite`, docs/reliability.md): its rate is
+never kept, and the report names it as diverged.
 
 The defaults are the setting where docs/memories.md found the delta rule
 ahead of linear attention at equal state (its runs C and E): keys and values
@@ -155,6 +158,11 @@ class MqarConfig:
       standard deviation over the seeds.
     block: steps per compiled call (steps must be a multiple).
     checkpoint_every: blocks between checkpoints.
+    on_nonfinite: a lane (seed, rate) whose loss or state turns non-finite:
+      "retire" keeps it at its state before that block, reports it as
+      diverged (never the rate kept; a seed whose every rate diverged scores
+      NaN) and trains the other lanes on; "stop" ends the row's run. A
+      resume may change it.
   """
 
   models: tuple[str, ...] = tuple(ROWS)
@@ -179,6 +187,7 @@ class MqarConfig:
   seeds: tuple[int, ...] = (0, 1, 2)
   block: int = 100
   checkpoint_every: int = 5
+  on_nonfinite: str = "retire"
 
 
 SMALL = {
@@ -224,6 +233,8 @@ def resolved(cfg: MqarConfig) -> MqarConfig:
     raise ConfigError(f"lrs={cfg.lrs}: give one or more positive learning rates")
   if not cfg.seeds or len(set(cfg.seeds)) < len(cfg.seeds):
     raise ConfigError(f"seeds={cfg.seeds}: give one or more distinct seeds")
+  if cfg.on_nonfinite not in ("retire", "stop"):
+    raise ConfigError(f"on_nonfinite={cfg.on_nonfinite!r}: choose retire or stop")
   if cfg.block < 1 or cfg.steps < 1 or cfg.steps % cfg.block:
     raise ConfigError(f"steps={cfg.steps} must be a positive multiple of block={cfg.block}")
   return cfg
@@ -338,18 +349,38 @@ def _json(cfg: MqarConfig) -> dict:
   return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def row_result(cfg: MqarConfig, label: str, val: np.ndarray, test: dict[int, np.ndarray], loss: np.ndarray) -> dict:
+def _defining(cfg: MqarConfig) -> dict:
+  """The settings a resumed row must share with its saved run (all but the non-finite policy)."""
+  return {k: v for k, v in _json(cfg).items() if k != "on_nonfinite"}
+
+
+def row_result(
+  cfg: MqarConfig,
+  label: str,
+  val: np.ndarray,
+  test: dict[int, np.ndarray],
+  loss: np.ndarray,
+  retired: dict[int, int] | None = None,
+) -> dict:
   """The row of one model from its lanes' scores, each [seeds x lrs] float (lane (s, r) at s * len(lrs) + r).
 
-  Per seed, the rate with the best validation accuracy `val` is kept and its
-  test accuracy at each pair count n (`test[n]`) and training loss reported:
-  "lr", "n=<n>" and "loss" are lists over the seeds, "mean" and "std" their
-  mean and sample standard deviation per key (std None for one seed), and
-  "lanes" every lane.
+  Per seed, the rate with the best validation accuracy `val` among the lanes
+  that did not diverge (`retired`: lane -> the block that retired it) is kept
+  and its test accuracy at each pair count n (`test[n]`) and training loss
+  reported: "lr", "n=<n>" and "loss" are lists over the seeds (NaN for a seed
+  whose every rate diverged), "mean" and "std" their mean and sample standard
+  deviation per key (std None for one seed), and "lanes" every lane, with the
+  block that retired it ("diverged_at", None when it did not).
   """
+  retired = retired or {}
   shape = (len(cfg.seeds), len(cfg.lrs))
-  best = np.argmax(np.reshape(val, shape), axis=1)  # [seeds]: the kept rate's index
-  kept = lambda a: np.reshape(a, shape)[np.arange(len(best)), best]  # noqa: E731
+  gone = np.isin(np.arange(len(val)), list(retired)).reshape(shape)
+  best = np.argmax(np.where(gone, -np.inf, np.reshape(val, shape)), axis=1)  # [seeds]: the kept rate's index
+  lost = gone[np.arange(len(best)), best]  # [seeds]: every rate diverged
+
+  def kept(a):
+    return np.where(lost, np.nan, np.reshape(a, shape)[np.arange(len(best)), best])
+
   scores = {**{f"n={n}": kept(acc) for n, acc in test.items()}, "loss": kept(loss)}
   stats = {k: spread.mean_std(v) for k, v in scores.items()}
   lanes = [
@@ -359,13 +390,14 @@ def row_result(cfg: MqarConfig, label: str, val: np.ndarray, test: dict[int, np.
       "val": float(val[i]),
       "loss": float(loss[i]),
       **{f"n={n}": float(a[i]) for n, a in test.items()},
+      "diverged_at": retired.get(i),
     }
     for i, (s, lr) in enumerate(itertools.product(cfg.seeds, cfg.lrs))
   ]
   return {
     "memory": label,
     "seeds": list(cfg.seeds),
-    "lr": [cfg.lrs[b] for b in best],
+    "lr": [None if x else cfg.lrs[b] for b, x in zip(best, lost, strict=True)],
     **{k: v.tolist() for k, v in scores.items()},
     "mean": {k: m for k, (m, _) in stats.items()},
     "std": {k: sd for k, (_, sd) in stats.items()},
@@ -380,7 +412,7 @@ def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: boo
   seeds = ", ".join(map(str, cfg.seeds))
   feed = synthetic.StepFeed(cfg.steps, cfg.block, synthetic.step_indices, name=f"MQAR seeds {seeds}")
   log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), row.label, cfg.steps, progress)
-  config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small")}, "row": name}
+  config = {**{k: v for k, v in _defining(cfg).items() if k not in ("models", "small")}, "row": name}
   start = time.time()
   run = fit(
     learner,
@@ -394,12 +426,13 @@ def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: boo
     lane_env=True,
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
+    on_nonfinite=cfg.on_nonfinite,
   )
   accuracy = accuracy_fn(cfg, model)
   pairs = eval_pairs(cfg)
   val = np.mean([np.asarray(accuracy(run.state, jax.random.PRNGKey(20_000 + n), n)) for n in pairs], axis=0)
   test = {n: np.asarray(accuracy(run.state, jax.random.PRNGKey(10_000 + n), n)) for n in pairs}
-  result = row_result(cfg, row.label, val, test, log.tail())
+  result = row_result(cfg, row.label, val, test, log.tail(), run.retired)
   result["seconds"] = time.time() - start
   return result
 
@@ -414,7 +447,8 @@ def run(cfg: MqarConfig, out: pathlib.Path, *, resume: bool = False, progress: b
     done = out / name / "row.json"
     if resume and done.exists():
       saved = json.loads(done.read_text())
-      if saved["config"] != _json(dataclasses.replace(cfg, models=(name,))):
+      saved_cfg = {k: v for k, v in saved["config"].items() if k != "on_nonfinite"}
+      if saved_cfg != _defining(dataclasses.replace(cfg, models=(name,))):
         raise CheckpointError(f"cannot resume {done}: it holds a run of another configuration")
       row = saved["row"]
     else:
@@ -442,9 +476,15 @@ def report(result: dict) -> str:
   def cell(r, k):
     return r["mean"][k] if r["std"][k] is None else (r["mean"][k], r["std"][k])
 
-  rows = [
-    [r["memory"], ", ".join(f"{lr:g}" for lr in r["lr"])] + [cell(r, k) for k in keys] + [f"{r['seconds']:.0f}"]
+  def rates(r):
+    return ", ".join("diverged" if lr is None else f"{lr:g}" for lr in r["lr"])
+
+  rows = [[r["memory"], rates(r)] + [cell(r, k) for k in keys] + [f"{r['seconds']:.0f}"] for r in result["rows"]]
+  diverged = [
+    f"{r['memory']}: seed {lane['seed']} at rate {lane['lr']:g} diverged in block {lane['diverged_at']}"
     for r in result["rows"]
+    for lane in r.get("lanes", ())
+    if lane.get("diverged_at") is not None
   ]
   seeds = ", ".join(map(str, result["config"]["seeds"]))
   return "\n".join(
@@ -452,6 +492,7 @@ def report(result: dict) -> str:
       f"seeds {seeds}: mean ± sample standard deviation over them; each seed keeps its best rate on validation",
       "",
       markdown_table(header, rows, percent=False),
+      *diverged,
       f"total {result['seconds']:.0f} s of training and evaluation",
     ]
   )

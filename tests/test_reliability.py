@@ -276,6 +276,75 @@ def test_a_non_finite_block_is_rolled_back_and_skipped(tmp_path, capsys):
   assert meta["skipped"] == 1
 
 
+class Rising:
+  """A feed of `n` blocks of 4 steps; block i (1-based) holds i - 0.5."""
+
+  def __init__(self, n: int = 6):
+    self.n = n
+
+  def start(self):
+    return 0
+
+  def next(self, position):
+    if position == self.n:
+      return None, position
+    return np.full((4,), 0.5 + position, np.float32), position + 1
+
+  def describe(self):
+    return "a rising feed"
+
+
+class Metrics(loop.Hook):
+  def __init__(self):
+    self.seen = {}
+
+  def on_metrics(self, run, block, units, new_units, metrics):
+    self.seen[block] = metrics["err"]
+
+
+def _fit_lanes(out, scales, feed, **kw):
+  """Three lanes of the running mean of x * scale (the lane's env): a scale of 1e38 overflows at block 4."""
+
+  def step(state: LearnerState, x, scale):
+    err = x * scale - state.params
+    return state.replace(params=state.params + 0.1 * err, step=state.step + 1), {"err": err}
+
+  learner = engine.Learner(lambda key: new_state(jnp.zeros(()), (), key), step)
+  init = lambda: engine.init(learner, jax.random.split(jax.random.PRNGKey(0), len(scales)), lanes=True)  # noqa: E731
+  env = jnp.asarray(scales, jnp.float32)
+  return run_folder.fit(
+    learner, init, feed, out, config={"run": 1}, env=env, lanes=True, lane_env=True, checkpoint_every=1, keep=10, **kw
+  )
+
+
+def test_a_non_finite_lane_is_retired_and_the_others_go_on(tmp_path, capsys):
+  metrics = Metrics()
+  run = _fit_lanes(tmp_path / "o", (1.0, 1e38, 2.0), Rising(), on_nonfinite="retire", hooks=[metrics])
+  assert run.block == 6 and run.retired == {1: 4}
+  assert "chunk 4: non-finite lane(s) 1; rolled back and retired (1 of 3 lanes retired" in capsys.readouterr().err
+  alone = _fit_lanes(tmp_path / "alone", (1.0, 2.0), Rising())
+  np.testing.assert_array_equal(np.asarray(run.state.params)[[0, 2]], np.asarray(alone.state.params))
+  until_3 = _fit_lanes(tmp_path / "until_3", (1e38,), Rising(3))
+  assert float(run.state.params[1]) == float(until_3.state.params[0])  # kept at its state before block 4
+  assert all(np.isfinite(metrics.seen[b][1]).all() for b in (1, 2, 3))
+  assert all(np.isnan(metrics.seen[b][1]).all() for b in (4, 5, 6))
+  assert np.isfinite(metrics.seen[6][[0, 2]]).all()
+  assert Checkpoints(tmp_path / "o" / "checkpoints").read_meta(6)["retired"] == [[1, 4]]
+  # A resume takes the retired lanes back and ends where the uninterrupted run did.
+  _fit_lanes(tmp_path / "r", (1.0, 1e38, 2.0), Rising(5), on_nonfinite="retire")
+  resumed = _fit_lanes(tmp_path / "r", (1.0, 1e38, 2.0), Rising(), on_nonfinite="retire", resume=True)
+  assert resumed.retired == {1: 4}
+  np.testing.assert_array_equal(np.asarray(resumed.state.params), np.asarray(run.state.params))
+
+
+def test_when_every_lane_is_non_finite_the_run_stops_and_retire_needs_lanes(tmp_path):
+  with pytest.raises(NonFiniteError, match=r"^chunk 4: every lane is non-finite; the run stopped"):
+    _fit_lanes(tmp_path / "o", (1e38, 1e38), Rising(), on_nonfinite="retire")
+  assert _finished(tmp_path / "o") == [1, 2, 3]
+  with pytest.raises(ConfigError, match="needs a run of lanes"):
+    _fit(tmp_path / "one", Poisoned(bad=0), on_nonfinite="retire")
+
+
 def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path, monkeypatch):
   ckpts = Checkpoints(tmp_path / "checkpoints")
   state = {"w": jnp.ones(3)}

@@ -150,6 +150,22 @@ def test_each_seed_keeps_its_best_rate_on_validation():
   assert alone["lr"] == [1e-3] and alone["n=2"] == [0.85] and alone["std"] == {"n=2": None, "n=4": None, "loss": None}
 
 
+def test_a_diverged_lane_is_never_kept_and_a_seed_without_a_finite_rate_scores_nan():
+  """Lane (3, 3e-3) diverged: seed 3 keeps 1e-3 though its validation score is lower; seed 4 lost both."""
+  cfg = dataclasses.replace(TINY, seeds=(3, 4), lrs=(1e-3, 3e-3))
+  val = np.array([0.5, 0.9, 0.8, 0.7])
+  test = {2: np.array([0.1, 0.95, 0.85, 0.2])}
+  loss = np.array([3.0, np.nan, np.nan, np.nan])
+  row = EXP.row_result(cfg, "tiny", val, test, loss, retired={1: 7, 2: 3, 3: 5})
+  assert row["lr"] == [1e-3, None]
+  assert row["n=2"][0] == 0.1 and np.isnan(row["n=2"][1]) and np.isnan(row["mean"]["n=2"])
+  assert [lane["diverged_at"] for lane in row["lanes"]] == [None, 7, 3, 5]
+  row["seconds"] = 1.0
+  lines = EXP.report({"config": {"seeds": [3, 4]}, "eval_pairs": [2], "rows": [row], "seconds": 1.0}).splitlines()
+  assert "| tiny | 0.001, diverged | nan ± nan | nan ± nan | 1 |" in lines
+  assert "tiny: seed 3 at rate 0.003 diverged in block 7" in lines
+
+
 def test_report_gives_mean_and_sample_std_over_seeds():
   row = {"memory": "deltanet", "lr": [0.003, 0.001], "seconds": 12.4}
   row["mean"] = {"n=2": 0.9, "n=4": 0.65, "loss": 0.5}
