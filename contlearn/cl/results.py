@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from contlearn import spread
 from contlearn.cl import metrics
 from contlearn.cl.run_config import RunConfig, config_json
 from contlearn.run_log import write_atomic
@@ -67,9 +68,9 @@ def summarize(matrix: np.ndarray, trajectory: np.ndarray, ends: Sequence[int]) -
     }
     for r, a in zip(matrix, trajectory)
   ]
-  summary = {k: float(np.mean([p[k] for p in per_lane])) for k in per_lane[0]}
-  summary.update({k + "_std": float(np.std([p[k] for p in per_lane])) for k in per_lane[0]})
-  return summary
+  # the population std, as Avalanche and Mammoth report it (0 for one lane)
+  stats = {k: spread.mean_std([p[k] for p in per_lane], ddof=0) for k in per_lane[0]}
+  return {**{k: mean for k, (mean, _) in stats.items()}, **{k + "_std": std or 0.0 for k, (_, std) in stats.items()}}
 
 
 def load_result(path: pathlib.Path) -> Result:
