@@ -30,6 +30,7 @@ import logging
 import pathlib
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -108,14 +109,16 @@ def _drop_closed_loop_callbacks() -> None:
   call back into the closed loop and print that error through
   `sys.excepthook`, at any moment up to the process's exit, often before the
   failed save has reached contlearn. The hook, installed at the first
-  checkpoint call, drops exactly that error and passes every other one on.
+  checkpoint call, drops exactly that error raised outside the main thread
+  and passes every other one on.
   """
   previous = sys.excepthook
   if getattr(previous, "drops_closed_loop", False):
     return
 
   def hook(kind, value, traceback):
-    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+    late = threading.current_thread() is not threading.main_thread()
+    if not (late and kind is RuntimeError and str(value) == "Event loop is closed"):
       previous(kind, value, traceback)
 
   hook.drops_closed_loop = True

@@ -28,8 +28,9 @@ per block), rolls back to it and goes on with the next block. With
 `on_nonfinite="retire"` and a state of lanes (seeds x rates, one process),
 only the lanes that went non-finite are rolled back; they stay at that state
 to the end (`Loop.retired`: lane -> the block that retired it, saved in every
-checkpoint), their metrics are NaN, and the other lanes go on; when every lane
-has gone, the run stops as with "stop". A hook that changes the state at a
+checkpoint), their metrics are NaN, and the other lanes go on (the same cost
+as "skip": a copy of the state and one host sync per block); when every lane
+has gone, the run stops as with "stop", and a resume must keep "retire". A hook that changes the state at a
 boundary (a strategy's end of task) changes retired lanes too: "retire" is
 for runs whose boundaries leave the state alone.
 
@@ -169,7 +170,7 @@ def run(
     place: puts a host block on the devices.
     size: units in a host block (e.g. unmasked tokens).
     prefetch: blocks prepared ahead on a host thread.
-    on_nonfinite: "stop" or "skip" (see the module docstring).
+    on_nonfinite: "stop", "skip" or "retire" (see the module docstring).
     shares: each process's feed yields only its share of every block (see
       `fit`); the units are summed over the processes, and a process whose
       share has ended feeds `feed.idle()` blocks until every share has.
@@ -179,7 +180,10 @@ def run(
   Raises:
     Interrupted: `STOP` was set (by a signal); the hooks' `on_interrupt` ran.
     KeyboardInterrupt: any other interrupt, at once.
-    NonFiniteError: a non-finite state or metric, with policy "stop".
+    NonFiniteError: a non-finite state or metric, with policy "stop"; every
+      lane non-finite, with policy "retire".
+    ConfigError: an unknown policy; "retire" without lanes, in several
+      processes, or not chosen again when resuming a run that retired lanes.
   """
   if on_nonfinite not in nonfinite.POLICIES:
     raise ConfigError(f"on_nonfinite={on_nonfinite!r}: choose one of {', '.join(nonfinite.POLICIES)}")
@@ -187,6 +191,11 @@ def run(
     raise ConfigError(
       "on_nonfinite='retire' retires lanes: it needs a run of lanes (seeds or rates) in one process; "
       "use 'stop' or 'skip'"
+    )
+  if loop.retired and on_nonfinite != "retire":
+    raise ConfigError(
+      f"this run retired lane(s) {', '.join(map(str, sorted(loop.retired)))} for a non-finite value: "
+      f"resume it with on_nonfinite='retire', not {on_nonfinite!r}"
     )
   pending: list[tuple[int, int, int, Any, Any]] = []
 
@@ -206,7 +215,7 @@ def run(
       if problem is not None:
         raise NonFiniteError(
           f"{problem}; the run stopped, its last good checkpoint stands "
-          "(lower the learning rate, or set train.on_nonfinite=skip)"
+          "(lower the learning rate, or choose another on_nonfinite policy)"
         )
       for h in hooks:
         h.on_metrics(loop, block, units, new_units, host)

@@ -367,10 +367,12 @@ def row_result(
   Per seed, the rate with the best validation accuracy `val` among the lanes
   that did not diverge (`retired`: lane -> the block that retired it) is kept
   and its test accuracy at each pair count n (`test[n]`) and training loss
-  reported: "lr", "n=<n>" and "loss" are lists over the seeds (NaN for a seed
-  whose every rate diverged), "mean" and "std" their mean and sample standard
-  deviation per key (std None for one seed), and "lanes" every lane, with the
-  block that retired it ("diverged_at", None when it did not).
+  reported: "lr", "n=<n>" and "loss" are lists over the seeds (None for a
+  seed whose every rate diverged), "mean" and "std" their mean and sample
+  standard deviation per key over the seeds that did not (std None for one,
+  both None for none), "trained" how many those are, and "lanes" every lane,
+  with the chunk that retired it ("diverged_at", None when it did not; its
+  loss None).
   """
   retired = retired or {}
   shape = (len(cfg.seeds), len(cfg.lrs))
@@ -379,16 +381,20 @@ def row_result(
   lost = gone[np.arange(len(best)), best]  # [seeds]: every rate diverged
 
   def kept(a):
-    return np.where(lost, np.nan, np.reshape(a, shape)[np.arange(len(best)), best])
+    return [None if x else float(v) for x, v in zip(lost, np.reshape(a, shape)[np.arange(len(best)), best])]
+
+  def finite(v):
+    return float(v) if np.isfinite(v) else None
 
   scores = {**{f"n={n}": kept(acc) for n, acc in test.items()}, "loss": kept(loss)}
-  stats = {k: spread.mean_std(v) for k, v in scores.items()}
+  trained = int(np.sum(~lost))
+  stats = {k: spread.mean_std([x for x in v if x is not None]) if trained else (None, None) for k, v in scores.items()}
   lanes = [
     {
       "seed": s,
       "lr": lr,
       "val": float(val[i]),
-      "loss": float(loss[i]),
+      "loss": finite(loss[i]),
       **{f"n={n}": float(a[i]) for n, a in test.items()},
       "diverged_at": retired.get(i),
     }
@@ -398,7 +404,8 @@ def row_result(
     "memory": label,
     "seeds": list(cfg.seeds),
     "lr": [None if x else cfg.lrs[b] for b, x in zip(best, lost, strict=True)],
-    **{k: v.tolist() for k, v in scores.items()},
+    **scores,
+    "trained": trained,
     "mean": {k: m for k, (m, _) in stats.items()},
     "std": {k: sd for k, (_, sd) in stats.items()},
     "lanes": lanes,
@@ -474,6 +481,8 @@ def report(result: dict) -> str:
   header = ["memory", "kept lr per seed"] + keys + ["s"]
 
   def cell(r, k):
+    if r["mean"][k] is None:
+      return "diverged"
     return r["mean"][k] if r["std"][k] is None else (r["mean"][k], r["std"][k])
 
   def rates(r):
@@ -481,10 +490,15 @@ def report(result: dict) -> str:
 
   rows = [[r["memory"], rates(r)] + [cell(r, k) for k in keys] + [f"{r['seconds']:.0f}"] for r in result["rows"]]
   diverged = [
-    f"{r['memory']}: seed {lane['seed']} at rate {lane['lr']:g} diverged in block {lane['diverged_at']}"
+    f"{r['memory']}: seed {lane['seed']} at rate {lane['lr']:g} diverged in chunk {lane['diverged_at']}"
     for r in result["rows"]
     for lane in r.get("lanes", ())
     if lane.get("diverged_at") is not None
+  ]
+  diverged += [
+    f"{r['memory']}: cells over {r['trained']} of {len(r['lr'])} seeds (the others diverged at every rate)"
+    for r in result["rows"]
+    if r.get("trained", len(r["lr"])) < len(r["lr"])
   ]
   seeds = ", ".join(map(str, result["config"]["seeds"]))
   return "\n".join(

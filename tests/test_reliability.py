@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import NamedTuple
 
@@ -335,6 +336,8 @@ def test_a_non_finite_lane_is_retired_and_the_others_go_on(tmp_path, capsys):
   resumed = _fit_lanes(tmp_path / "r", (1.0, 1e38, 2.0), Rising(), on_nonfinite="retire", resume=True)
   assert resumed.retired == {1: 4}
   np.testing.assert_array_equal(np.asarray(resumed.state.params), np.asarray(run.state.params))
+  with pytest.raises(ConfigError, match=r"retired lane\(s\) 1 for a non-finite value: resume it with on_nonfinite="):
+    _fit_lanes(tmp_path / "r", (1.0, 1e38, 2.0), Rising(), on_nonfinite="stop", resume=True)
 
 
 def test_when_every_lane_is_non_finite_the_run_stops_and_retire_needs_lanes(tmp_path):
@@ -499,15 +502,23 @@ def test_a_state_with_a_zero_size_leaf_saves_and_restores(tmp_path):
 def test_after_a_checkpoint_call_late_callbacks_into_a_closed_loop_print_nothing_and_other_errors_do(
   tmp_path, capsys, monkeypatch
 ):
-  """A failed save's late tensorstore callbacks print "Event loop is closed" through sys.excepthook."""
+  """A failed save's late tensorstore callbacks print "Event loop is closed" through sys.excepthook from
+  tensorstore's threads; the same error in the main thread, or another error anywhere, still prints."""
   monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
   Checkpoints(tmp_path / "checkpoints").steps()
-  closed = RuntimeError("Event loop is closed")
-  sys.excepthook(RuntimeError, closed, closed.__traceback__)
-  assert capsys.readouterr().err == ""
-  other = RuntimeError("something else")
-  sys.excepthook(RuntimeError, other, other.__traceback__)
-  assert "RuntimeError: something else" in capsys.readouterr().err
+
+  def report(error, thread):
+    if thread:
+      t = threading.Thread(target=sys.excepthook, args=(RuntimeError, error, None))
+      t.start()
+      t.join()
+    else:
+      sys.excepthook(RuntimeError, error, None)
+    return capsys.readouterr().err
+
+  assert report(RuntimeError("Event loop is closed"), thread=True) == ""
+  assert "RuntimeError: Event loop is closed" in report(RuntimeError("Event loop is closed"), thread=False)
+  assert "RuntimeError: something else" in report(RuntimeError("something else"), thread=True)
 
 
 @pytest.mark.slow

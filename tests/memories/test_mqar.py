@@ -150,20 +150,39 @@ def test_each_seed_keeps_its_best_rate_on_validation():
   assert alone["lr"] == [1e-3] and alone["n=2"] == [0.85] and alone["std"] == {"n=2": None, "n=4": None, "loss": None}
 
 
-def test_a_diverged_lane_is_never_kept_and_a_seed_without_a_finite_rate_scores_nan():
+def test_a_diverged_lane_is_never_kept_and_a_seed_without_a_finite_rate_is_left_out():
   """Lane (3, 3e-3) diverged: seed 3 keeps 1e-3 though its validation score is lower; seed 4 lost both."""
   cfg = dataclasses.replace(TINY, seeds=(3, 4), lrs=(1e-3, 3e-3))
   val = np.array([0.5, 0.9, 0.8, 0.7])
   test = {2: np.array([0.1, 0.95, 0.85, 0.2])}
   loss = np.array([3.0, np.nan, np.nan, np.nan])
   row = EXP.row_result(cfg, "tiny", val, test, loss, retired={1: 7, 2: 3, 3: 5})
-  assert row["lr"] == [1e-3, None]
-  assert row["n=2"][0] == 0.1 and np.isnan(row["n=2"][1]) and np.isnan(row["mean"]["n=2"])
-  assert [lane["diverged_at"] for lane in row["lanes"]] == [None, 7, 3, 5]
+  assert row["lr"] == [1e-3, None] and row["n=2"] == [0.1, None] and row["loss"] == [3.0, None]
+  assert row["trained"] == 1 and row["mean"] == {"n=2": 0.1, "loss": 3.0} and row["std"] == {"n=2": None, "loss": None}
+  assert [(lane["diverged_at"], lane["loss"]) for lane in row["lanes"]] == [
+    (None, 3.0),
+    (7, None),
+    (3, None),
+    (5, None),
+  ]
+  json.dumps(row, allow_nan=False)  # standard JSON: no NaN
   row["seconds"] = 1.0
   lines = EXP.report({"config": {"seeds": [3, 4]}, "eval_pairs": [2], "rows": [row], "seconds": 1.0}).splitlines()
-  assert "| tiny | 0.001, diverged | nan ± nan | nan ± nan | 1 |" in lines
-  assert "tiny: seed 3 at rate 0.003 diverged in block 7" in lines
+  assert "| tiny | 0.001, diverged | 0.100 | 3.000 | 1 |" in lines
+  assert "tiny: seed 3 at rate 0.003 diverged in chunk 7" in lines
+  assert "tiny: cells over 1 of 2 seeds (the others diverged at every rate)" in lines
+  lost = EXP.row_result(dataclasses.replace(cfg, seeds=(4,)), "tiny", val[2:], {2: test[2][2:]}, loss[2:], {0: 3, 1: 5})
+  assert lost["trained"] == 0 and lost["mean"] == {"n=2": None, "loss": None}
+
+
+@pytest.mark.slow  # two small runs: about 20 s of CPU
+def test_a_rate_that_diverges_is_retired_and_the_row_keeps_the_other(tmp_path):
+  cfg = dataclasses.replace(TINY, seeds=(0,), lrs=(3e-2, 1e30))
+  row = EXP.run(cfg, tmp_path, progress=False)["rows"][0]
+  assert row["lr"] == [3e-2] and row["trained"] == 1
+  assert row["lanes"][0]["diverged_at"] is None and row["lanes"][1]["diverged_at"] is not None
+  alone = EXP.run(dataclasses.replace(cfg, lrs=(3e-2,)), tmp_path / "alone", progress=False)["rows"][0]
+  assert row["n=4"] == alone["n=4"] and row["loss"] == pytest.approx(alone["loss"], rel=1e-6)
 
 
 def test_report_gives_mean_and_sample_std_over_seeds():
