@@ -338,11 +338,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-  """The console command: `main`, then exit. After an interrupt the process
-  ends without the interpreter's teardown, which can crash on the checkpoint
-  library's and the prefetcher's threads still winding down."""
+  """The console command: `main`, then exit. After an interrupt or an output
+  that could not be written (a full disk) the process ends without the
+  interpreter's teardown, which can crash on, or print the late errors of, the
+  checkpoint library's and the prefetcher's threads still winding down (a
+  failed save's unfinished writes); the run's hooks have closed their files."""
   code = main()
-  if code == 130:
+  if code in (130, OutputError.exit_code):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
