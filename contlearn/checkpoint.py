@@ -30,7 +30,6 @@ import logging
 import pathlib
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -81,48 +80,49 @@ def _says_disk_full(e: BaseException) -> bool:
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
   """Keeps orbax's and absl's warnings, exceptions raised in its finished
-  asyncio loops' destructors, and late callbacks into its closed loops
-  (`_drop_closed_loop_callbacks`) from reaching the terminal."""
+  asyncio loops' destructors, and callbacks into its closed loops
+  (`_dropping_closed_loop`: during the call, and for the rest of the process
+  once a call has failed) from reaching the terminal."""
   loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio", "jax._src.distributed")]
   levels = [lg.level for lg in loggers]
-  hook = sys.unraisablehook
+  hook, excepthook = sys.unraisablehook, sys.excepthook
   for lg in loggers:
     lg.setLevel(logging.ERROR + 1)
   sys.unraisablehook = lambda unraisable: None
-  _drop_closed_loop_callbacks()
+  sys.excepthook = _dropping_closed_loop(excepthook)
+  failed = False
   try:
     yield
   except BaseException:
+    failed = True
     gc.collect()  # a failed read's abandoned tasks report themselves when collected: here, quietly
     raise
   finally:
     for lg, level in zip(loggers, levels, strict=True):
       lg.setLevel(level)
     sys.unraisablehook = hook
+    if not failed:  # after a failure, late callbacks into the closed loop may come until the process exits
+      sys.excepthook = excepthook
 
 
-def _drop_closed_loop_callbacks() -> None:
-  """Keeps "RuntimeError: Event loop is closed" from the terminal, for the rest of the process.
+def _dropping_closed_loop(hook: Callable[..., Any]) -> Callable[..., Any]:
+  """`hook` (a `sys.excepthook`) that drops "RuntimeError: Event loop is closed" and passes the rest on.
 
   When a save fails (a full disk), orbax closes its asyncio loop while
-  tensorstore's other writes still run; as they finish, tensorstore's threads
-  call back into the closed loop and print that error through
-  `sys.excepthook`, at any moment up to the process's exit, often before the
-  failed save has reached contlearn. The hook, installed at the first
-  checkpoint call, drops exactly that error raised outside the main thread
-  and passes every other one on.
+  tensorstore's other writes still run; as they finish (or are dropped),
+  tensorstore calls back into the closed loop and prints that error through
+  `sys.excepthook`, from its own threads or the main one, at any moment up
+  to the process's exit, often before the failed save has reached contlearn.
   """
-  previous = sys.excepthook
-  if getattr(previous, "drops_closed_loop", False):
-    return
+  if getattr(hook, "drops_closed_loop", False):
+    return hook
 
-  def hook(kind, value, traceback):
-    late = threading.current_thread() is not threading.main_thread()
-    if not (late and kind is RuntimeError and str(value) == "Event loop is closed"):
-      previous(kind, value, traceback)
+  def dropping(kind, value, traceback):
+    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+      hook(kind, value, traceback)
 
-  hook.drops_closed_loop = True
-  sys.excepthook = hook
+  dropping.drops_closed_loop = True
+  return dropping
 
 
 def _without_empty(tree: Any) -> Any:

@@ -3,10 +3,9 @@
 Command:   contlearn run mqar                          # 10 models x 3 seeds x 2 learning rates
            contlearn run mqar --only linear_attention,deltanet,gated_deltanet --set seeds=0,1,2,3,4
            contlearn run mqar --set small=true         (a smoke run, about a minute)
-Runtime:   an estimate from 20 timed steps, not a full run: a row's 6 lanes took 1.0 s a step
-           (linear attention), 1.2 s (DeltaNet) and 1.7 s (Titans) on 2 CPU cores shared with
-           other jobs (load average 7-8), so 50-90 minutes a row of 3000 steps and about 11
-           hours for the 10 rows under that load; less on idle cores (not measured).
+Runtime:   measured at 888b760 with one rate (`--set lrs=0.003`, 3 lanes a row): 1,298 s
+           (linear attention) to 2,790 s (Titans) a row of 3000 steps on 2 CPU cores shared
+           by two such runs (docs/memories.md); the default two rates double the lanes.
 Outputs:   OUT/mqar.json (every row, every lane), OUT/<model>/ (metrics.jsonl,
            checkpoints/, row.json); `--resume` keeps finished rows and continues
            an interrupted one from its last checkpoint.

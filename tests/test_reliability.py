@@ -499,13 +499,13 @@ def test_a_state_with_a_zero_size_leaf_saves_and_restores(tmp_path):
   assert int(restored["step"]) == 4
 
 
-def test_after_a_checkpoint_call_late_callbacks_into_a_closed_loop_print_nothing_and_other_errors_do(
+def test_after_a_failed_checkpoint_call_late_callbacks_into_a_closed_loop_print_nothing_and_other_errors_do(
   tmp_path, capsys, monkeypatch
 ):
-  """A failed save's late tensorstore callbacks print "Event loop is closed" through sys.excepthook from
-  tensorstore's threads; the same error in the main thread, or another error anywhere, still prints."""
+  """A failed save's late tensorstore callbacks print "Event loop is closed" through sys.excepthook, from
+  its threads or the main one; until a checkpoint call fails, that error prints like any other."""
   monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
-  Checkpoints(tmp_path / "checkpoints").steps()
+  ckpts = Checkpoints(tmp_path / "checkpoints")
 
   def report(error, thread):
     if thread:
@@ -516,8 +516,11 @@ def test_after_a_checkpoint_call_late_callbacks_into_a_closed_loop_print_nothing
       sys.excepthook(RuntimeError, error, None)
     return capsys.readouterr().err
 
-  assert report(RuntimeError("Event loop is closed"), thread=True) == ""
   assert "RuntimeError: Event loop is closed" in report(RuntimeError("Event loop is closed"), thread=False)
+  with pytest.raises(CheckpointError):
+    ckpts.read_meta(5)  # no such checkpoint: the call fails inside orbax
+  assert report(RuntimeError("Event loop is closed"), thread=True) == ""
+  assert report(RuntimeError("Event loop is closed"), thread=False) == ""
   assert "RuntimeError: something else" in report(RuntimeError("something else"), thread=True)
 
 
