@@ -79,17 +79,16 @@ def _says_disk_full(e: BaseException) -> bool:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-  """Keeps orbax's and absl's warnings, exceptions raised in its finished
-  asyncio loops' destructors, and callbacks into its closed loops
-  (`_dropping_closed_loop`: during the call, and for the rest of the process
-  once a call has failed) from reaching the terminal."""
+  """Keeps orbax's and absl's warnings and the unraisable exceptions of its
+  asyncio loops (destructors; callbacks into a closed loop, which after a
+  failed call may come until the process exits: `_dropping_closed_loop`)
+  from reaching the terminal."""
   loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio", "jax._src.distributed")]
   levels = [lg.level for lg in loggers]
-  hook, excepthook = sys.unraisablehook, sys.excepthook
+  hook = sys.unraisablehook
   for lg in loggers:
     lg.setLevel(logging.ERROR + 1)
   sys.unraisablehook = lambda unraisable: None
-  sys.excepthook = _dropping_closed_loop(excepthook)
   failed = False
   try:
     yield
@@ -100,26 +99,25 @@ def quiet() -> Iterator[None]:
   finally:
     for lg, level in zip(loggers, levels, strict=True):
       lg.setLevel(level)
-    sys.unraisablehook = hook
-    if not failed:  # after a failure, late callbacks into the closed loop may come until the process exits
-      sys.excepthook = excepthook
+    # after a failure, callbacks into the closed loop may come until the process exits
+    sys.unraisablehook = _dropping_closed_loop(hook) if failed else hook
 
 
-def _dropping_closed_loop(hook: Callable[..., Any]) -> Callable[..., Any]:
-  """`hook` (a `sys.excepthook`) that drops "RuntimeError: Event loop is closed" and passes the rest on.
+def _dropping_closed_loop(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+  """`hook` (a `sys.unraisablehook`) that drops "RuntimeError: Event loop is closed" and passes the rest on.
 
   When a save fails (a full disk), orbax closes its asyncio loop while
-  tensorstore's other writes still run; as they finish (or are dropped),
-  tensorstore calls back into the closed loop and prints that error through
-  `sys.excepthook`, from its own threads or the main one, at any moment up
-  to the process's exit, often before the failed save has reached contlearn.
+  tensorstore's other writes still run; as they finish, tensorstore calls
+  back into the closed loop and reports that error as unraisable (a bare
+  traceback on stderr), at any moment up to the process's exit.
   """
   if getattr(hook, "drops_closed_loop", False):
     return hook
 
-  def dropping(kind, value, traceback):
-    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
-      hook(kind, value, traceback)
+  def dropping(unraisable):
+    value = unraisable.exc_value
+    if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+      hook(unraisable)
 
   dropping.drops_closed_loop = True
   return dropping
