@@ -66,7 +66,7 @@ def _keep_lanes(state: Any, before: Any, kept: jax.Array) -> Any:
   return jax.tree.map(pick, state, before)
 
 
-keep_lanes = jax.jit(_keep_lanes, donate_argnums=0)
+keep_lanes = engine.compile_call(_keep_lanes)
 """`keep_lanes(state, before, kept)`: `state` (donated) with the lanes where `kept` (bool [L]) is True
 taken from `before`."""
 
