@@ -1,10 +1,24 @@
-"""Test set-up: 8 fake CPU devices and strict numerics, before jax is imported."""
+"""Test set-up: 8 fake CPU devices, strict numerics, fast compiles and one compilation cache for the session,
+before jax is imported."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Runs made through the command line compile afresh (tests/test_compile_cache.py turns the cache on).
+# The tests build many identical small programs in different processes: jax's persistent cache, in a folder of
+# this session's own (made by the first process, inherited by the xdist workers and the processes tests start,
+# removed by the process that made it), builds each one once. Counting programs: tests/compiles.py.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="contlearn-tests-jax-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Most of the suite's time is XLA compiling tiny programs: it compiles them without LLVM's optimisations (half the
+# time; results to the last bits of float rounding). JAX_DISABLE_MOST_OPTIMIZATIONS=0 tests the optimised code.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# `contlearn run` in a test does not point the cache elsewhere (tests/test_compile_cache.py tests that flag).
 os.environ["CONTLEARN_COMPILATION_CACHE"] = "off"
 
 import jax  # noqa: E402

@@ -1,12 +1,12 @@
 """The compiled chunk: no recompiles, chunking-invariant, device-count-invariant."""
 
-import contextlib
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiles import count_programs
 from tiny import tiny_config, with_fields
 
 from contlearn.driver import train
@@ -17,23 +17,6 @@ from contlearn.learner import build_learner
 from contlearn.sharding import make_mesh
 from contlearn.state import new_state
 from contlearn.stream import DocumentLanes, split_bytes
-
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-
-
-@contextlib.contextmanager
-def count_compiles():
-  events = []
-
-  def listener(event, duration, **kwargs):
-    if event == COMPILE_EVENT:
-      events.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield events
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _run_chunks(cfg, steps_per_chunk, n_chunks, corpus):
@@ -64,12 +47,12 @@ def test_second_chunk_does_not_recompile():
   stream = DocumentLanes(split_bytes(CORPUS, 8), steps=4, batch=8, seq=16)
   chunk, position = stream.next(stream.start())
   state, _ = run(state, place_xs(chunk, mesh))
-  with count_compiles() as compiles:
+  with count_programs() as programs:
     for _ in range(3):
       chunk, position = stream.next(position)
       state, metrics = run(state, place_xs(chunk, mesh))
     jax.block_until_ready(metrics)
-  assert compiles == []
+  assert programs.count == 0
 
 
 def test_one_long_chunk_equals_many_short_chunks():
@@ -93,10 +76,10 @@ def test_a_run_twice_as_long_compiles_nothing_more(tmp_path):
   counts = []
   for n_chunks in (1, 2, 4):  # the first run also compiles helpers every run shares
     run_cfg = with_fields(cfg, train=dict(tokens=n_chunks * chunk_tokens, checkpoint_every=100))
-    with count_compiles() as compiles:
+    with count_programs() as programs:
       summary = train(run_cfg, tmp_path / f"run{n_chunks}", progress=False)
     assert summary["chunks"] == n_chunks
-    counts.append(len(compiles))
+    counts.append(programs.count)
   assert counts[1] == counts[2]
 
 

@@ -12,6 +12,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from compiles import Programs
 
 from contlearn import loop
 from contlearn.cl import schedules
@@ -22,7 +23,6 @@ from contlearn.cl.run_config import RunConfig
 from contlearn.errors import CheckpointError, ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 # 3 permuted-digits tasks x 4 blocks of 10 steps; EWC so that end_task does work.
 TINY = RunConfig(
@@ -47,22 +47,17 @@ TINY = RunConfig(
 
 
 class CompilesPerTask(loop.Hook):
-  """Counts compilations, split at each task end (after the task's end_task ran)."""
+  """Counts the programs built (compiled or read from the cache), split at each task end (after its end_task)."""
 
   def __init__(self):
-    self.events, self.per_task = [], []
-    jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-  def _listen(self, event, duration, **kwargs):
-    if event == COMPILE_EVENT:
-      self.events.append(event)
+    self.programs, self.per_task = Programs(), []
 
   def after_block(self, run):
     if run.position["block"] == 0:
-      self.per_task.append(len(self.events) - sum(self.per_task))
+      self.per_task.append(self.programs.count - sum(self.per_task))
 
   def close(self):
-    jax.monitoring.unregister_event_duration_listener(self._listen)
+    self.programs.close()
 
 
 @pytest.fixture(scope="module")
