@@ -4,6 +4,8 @@ A learner is one pytree of arrays (`LearnerState`) advanced by pure update
 rules, one compiled `lax.scan` per fixed-shape chunk of an unbounded stream.
 """
 
+# First: it sets XLA_FLAGS, which must happen before any computation.
+from contlearn import xla_flags  # noqa: I001, F401
 from contlearn import models, rules, stream
 from contlearn.config import Config, DataConfig, MeshConfig, ModelConfig, TrainConfig
 from contlearn.driver import fit, run_experiment, train

@@ -349,9 +349,10 @@ def _json(cfg: MqarConfig) -> dict:
   return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _defining(cfg: MqarConfig) -> dict:
-  """The settings a resumed row must share with its saved run (all but the non-finite policy)."""
-  return {k: v for k, v in _json(cfg).items() if k != "on_nonfinite"}
+def _defining(config: dict) -> dict:
+  """Of a config as JSON (`_json`), the settings a resumed row must share with its saved run: all but the
+  non-finite policy."""
+  return {k: v for k, v in config.items() if k != "on_nonfinite"}
 
 
 def row_result(
@@ -419,7 +420,7 @@ def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: boo
   seeds = ", ".join(map(str, cfg.seeds))
   feed = synthetic.StepFeed(cfg.steps, cfg.block, synthetic.step_indices, name=f"MQAR seeds {seeds}")
   log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), row.label, cfg.steps, progress)
-  config = {**{k: v for k, v in _defining(cfg).items() if k not in ("models", "small")}, "row": name}
+  config = {**{k: v for k, v in _defining(_json(cfg)).items() if k not in ("models", "small")}, "row": name}
   start = time.time()
   run = fit(
     learner,
@@ -454,8 +455,7 @@ def run(cfg: MqarConfig, out: pathlib.Path, *, resume: bool = False, progress: b
     done = out / name / "row.json"
     if resume and done.exists():
       saved = json.loads(done.read_text())
-      saved_cfg = {k: v for k, v in saved["config"].items() if k != "on_nonfinite"}
-      if saved_cfg != _defining(dataclasses.replace(cfg, models=(name,))):
+      if _defining(saved["config"]) != _defining(_json(dataclasses.replace(cfg, models=(name,)))):
         raise CheckpointError(f"cannot resume {done}: it holds a run of another configuration")
       row = saved["row"]
     else:
