@@ -645,7 +645,7 @@ def test_twenty_random_sigkills_of_a_classic_cl_run_end_bit_identical(tmp_path):
 
   experiment = tmp_path / "tiny_cl.py"
   experiment.write_text(test_cl_run.EXPERIMENT)
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "cl")])}
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cl")])}
   out, clean = tmp_path / "o", tmp_path / "clean"
 
   def cmd(folder, *args):

@@ -174,7 +174,7 @@ def _cli(tmp_path, *args):
   """`python -m contlearn run tiny_cl.py ARGS` in a subprocess."""
   experiment = tmp_path / "tiny_cl.py"
   experiment.write_text(EXPERIMENT)
-  path = os.pathsep.join([str(ROOT), str(ROOT / "tests" / "cl"), os.environ.get("PYTHONPATH", "")])
+  path = os.pathsep.join([str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cl"), os.environ.get("PYTHONPATH", "")])
   return subprocess.Popen(
     [sys.executable, "-m", "contlearn", "run", str(experiment), "--no-progress", *args],
     env={**os.environ, "PYTHONPATH": path},
