@@ -105,7 +105,9 @@ def test_fast_form_equals_the_token_loop(kind, inner_step):
     assert not np.allclose(y_slow, other, rtol=1e-3, atol=1e-3)  # the two steps differ
 
 
-# A mixer's outputs on fixed inputs, recorded before `inner_step` existed (float32, CPU).
+# A mixer's outputs on fixed inputs, recorded before `inner_step` existed (float32, CPU). Another CPU's XLA code
+# rounds them differently in the last few units (seen: up to 1e-7, about one unit at the outputs' scale); a change of
+# the step moves them by far more.
 BEFORE = {
   "ttt_linear": (
     [-0.2444014549255371, -0.02514643967151642, 0.026639703661203384]
@@ -121,7 +123,7 @@ BEFORE = {
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in ("ttt_linear", "ttt_mlp")])
-def test_the_default_paper_step_is_bit_identical_to_before(name):
+def test_the_default_paper_step_gives_the_outputs_recorded_before(name):
   mixer_cfg = with_known_fields(name, chunk=8, expansion=2)
   assert mixer_cfg.inner_step == "paper"
   mixer = build_mixer(ModelConfig(mixer=mixer_cfg, d_model=16, n_heads=2, n_layers=1))
@@ -131,8 +133,8 @@ def test_the_default_paper_step_is_bit_identical_to_before(name):
   y, _ = jax.jit(mixer.apply)(params, mixer.init_state(2), x, mask)
   y = np.asarray(y)
   values, total = BEFORE[name]
-  assert [float(a) for a in y[:, [0, 7, 11], 3].ravel()] == values
-  assert float(np.abs(y).sum(dtype=np.float64)) == total
+  np.testing.assert_allclose(y[:, [0, 7, 11], 3].ravel(), values, rtol=1e-6, atol=3e-7)
+  np.testing.assert_allclose(np.abs(y).sum(dtype=np.float64), total, rtol=1e-6)
 
 
 def test_the_official_step_needs_token_steps():
