@@ -4,8 +4,9 @@ first computation: importing contlearn after a computation has run leaves them o
 jaxlib 0.10.2's CPU backend hands some reductions to YNNPACK by default; on CompressARC's decoder one of those
 fusions crashes the process in YNNPACK's transpose (a segmentation fault inside `ynn_invoke_runtime`, on the
 CPU's compute threads; `tests/compress_arc/test_learner.py` runs into it). contlearn takes that one fusion
-type out of the defaults, `--xla_cpu_experimental_ynn_fusion_type=-reduce`, for jaxlib 0.10.2 and later (earlier
-versions do not know the flag, and XLA refuses an unknown one), unless `XLA_FLAGS` already sets the fusion types.
+type out of the defaults, `--xla_cpu_experimental_ynn_fusion_type=-reduce`, for jaxlib 0.10.2 and later (the
+version it was checked on; XLA refuses a flag it does not know, so earlier versions, which may lack it, get
+nothing), unless `XLA_FLAGS` already sets the fusion types.
 
 >>> env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 >>> add_to(env, jaxlib=(0, 10, 2))
