@@ -16,11 +16,16 @@ its width chosen so that its parameter count is closest to the Transformer's
   hope_no_cms / _no_dgd / _no_momentum / _no_self_values   Hope ablations
   hope_cms_1_4_16, hope_cms_1_64_1024                       CMS period sweep
 
-Outer level Adam 3e-3 for all; CMS levels SGD 1e-2 (as byte_lm).
+Seeds 0, 1 and 2 as the lanes of one program per model, 131,072 tokens,
+outer level Adam 1e-3 for all (the rate and budget of ttt_ladder and
+titans_ablations, whose memories diverged for some seeds at 3e-3); CMS levels
+SGD 1e-2 (as byte_lm).
 
 Command:   contlearn run nl_lm_comparison
            contlearn run nl_lm_comparison_large     (the scaled configuration)
-Runtime:   see docs/nested_learning.md (14 models, 200k tokens each by default).
+Runtime:   see docs/nested_learning.md (14 models; the measured run and its machine).
+Outputs:   OUT/<model>/ (metrics.jsonl with each seed's loss, summary.json with each seed's bits per byte
+           and their mean and standard deviation, checkpoints/), OUT/bits_per_byte.png.
 """
 
 import dataclasses
@@ -85,7 +90,14 @@ def mixer_comparison(mixers: dict[str, MixerConfig | str], tokens: int) -> dict[
 
 
 def get_config(
-  d_model: int = 128, n_layers: int = 2, n_heads: int = 4, batch: int = 8, seq: int = 64, tokens: int = 200_000
+  d_model: int = 128,
+  n_layers: int = 2,
+  n_heads: int = 4,
+  batch: int = 8,
+  seq: int = 64,
+  tokens: int = 131_072,
+  seeds: tuple[int, ...] = (0, 1, 2),
+  lr: float = 1e-3,
 ) -> dict[str, Config]:
   base = ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads)  # attention's window: 64, the default
-  return equal_size(models(base), base, batch=batch, seq=seq, tokens=tokens)
+  return equal_size(models(base), base, batch=batch, seq=seq, tokens=tokens, seeds=seeds, lr=lr)
