@@ -147,6 +147,47 @@ def test_lwf_distillation_by_hand():
   assert float(got) == pytest.approx(want * temp**2, rel=1e-5)
 
 
+def test_lwf_distillation_over_the_units_so_far_by_hand():
+  """ "so_far" (van de Ven et al.'s class-IL code): the student's softmax also spans the current task's units, where
+  the teacher's probability is zero; a shift common to the old units then changes the loss, as it does not with
+  "finished"."""
+  rng = np.random.default_rng(1)
+  s, t = rng.normal(size=(3, 1, 6)), rng.normal(size=(3, 1, 6))
+  seen = np.array([[True, True, False, False, False, False]])  # a finished task's units
+  so_far = np.array([[True, True, True, True, False, False]])  # ... and the current task's
+  temp = 2.0
+  want = 0.0
+  for b in range(3):
+    pt = np.exp(t[b, 0, :2] / temp) / np.exp(t[b, 0, :2] / temp).sum()
+    ls = s[b, 0, :2] / temp - np.log(np.exp(s[b, 0, :4] / temp).sum())
+    want += -(pt * ls).sum() / 3
+  args = lambda st: (jnp.asarray(st, jnp.float32), jnp.asarray(t, jnp.float32), jnp.asarray(seen), jnp.asarray(temp))
+  got = distillation_loss(*args(s), jnp.asarray(so_far))
+  assert float(got) == pytest.approx(want * temp**2, rel=1e-5)
+  shifted = s - 3.0 * seen  # every old unit down by 3
+  assert float(distillation_loss(*args(shifted))) == pytest.approx(float(distillation_loss(*args(s))), rel=1e-5)
+  assert float(distillation_loss(*args(shifted), jnp.asarray(so_far))) > float(got) + 0.5
+
+
+def test_lwf_so_far_marks_the_next_tasks_units_at_each_task_end(split_digits_class):
+  sc = split_digits_class
+  model = Mlp(64, (16,), 10, 1)  # class-IL: one head of 10 units, 2 per task
+  tm = classifier(model)
+  lwf = strategies.make("lwf", tm, distill_over="so_far")
+  cl = classifier_learner(model, lwf, optax.sgd(0.1))
+  state = engine.init(cl, jax.random.key(0), hparams={"alpha": 1.0, "temperature": 2.0})
+  calls = compile_calls(cl, model, lwf, state, eval_every=5)
+  units = lambda task: np.asarray(tm.task_units(sc, task))[0]
+  for task in (0, 1):
+    state = calls.end_task(state, sc, task)
+    np.testing.assert_array_equal(np.asarray(state.strategy.seen_units)[0], units(0) | units(task))
+    np.testing.assert_array_equal(np.asarray(state.strategy.current_units)[0], units(task + 1))
+    assert int(units(task + 1).sum()) == 2 and not (units(task + 1) & units(task)).any()
+  assert strategies.make("lwf", tm).init(model.init(jax.random.key(1)), None).current_units is None
+  with pytest.raises(ConfigError, match="lwf distill_over='all': choose one of finished, so_far"):
+    strategies.make("lwf", tm, distill_over="all")
+
+
 def test_lwf_relative_weighting_shares_the_loss_as_one_over_the_task_count(split_digits_task):
   """In task t, "relative" weighs the new task 1/t and the distillation 1 - 1/t; "fixed" adds them."""
   sc = split_digits_task
