@@ -13,7 +13,8 @@ test). Shortened against the paper: split MNIST trains 500 iterations per
 task (paper: 2,000); permuted MNIST uses a 2x400 MLP (paper: 2x1000), Adam
 1e-3 (paper: 1e-4) and 500 iterations per task (paper: 5,000), batch 128
 (paper: 256). lambda and c are the paper's per scenario, online EWC with
-its own lambda and gamma. One seed unless
+its own lambda and gamma; LwF's distillation spans the units of every task
+so far, as in the paper's code. One seed unless
 `--set <bench>.seeds=...`. In `--out` (default `runs/cl_three_scenarios`):
 one folder per method and scenario (`<method>_<kind>`: summary.json,
 metrics.jsonl, tensorboard/, checkpoints), `results.md` and `results.json`,
@@ -61,7 +62,9 @@ class Config:
     online_ewc: online EWC; its own strength and gamma (`decay`) are the
       paper's per scenario unless its hparams set them.
     si: SI; its c is the paper's per scenario unless its hparams set one.
-    lwf: learning without forgetting.
+    lwf: learning without forgetting, distilled over the units of every task
+      so far as in the paper's code (`distill_over=so_far`; the same as the
+      library's default in task- and domain-IL, not in class-IL).
     er: experience replay, 1,000 rows.
     agem: A-GEM, 1,000 rows.
     models: the methods to run, in order (names of the fields above).
@@ -86,7 +89,7 @@ class Config:
   ewc: Method = Method("EWC", "ewc")
   online_ewc: Method = Method("Online EWC", "online_ewc")
   si: Method = Method("SI", "si")
-  lwf: Method = Method("LwF", "lwf")
+  lwf: Method = Method("LwF", "lwf", ("distill_over=so_far",))
   er: Method = Method("ER (1000)", "er", ("capacity=1000", "replay_batch=128"))
   agem: Method = Method("A-GEM (1000)", "agem", ("capacity=1000", "per_task=200", "ref_batch=128"))
   models: tuple[str, ...] = ("none", "ewc", "online_ewc", "si", "lwf", "er", "agem")

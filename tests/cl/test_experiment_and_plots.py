@@ -163,6 +163,7 @@ def test_three_scenarios_cells_take_the_papers_strength_per_scenario():
     assert cells[f"online_ewc_{kind}"].hparams == (f"strength={lam}", f"decay={gamma}")
     assert cells[f"si_{kind}"].hparams == (f"strength={si}",)
     assert cells[f"er_{kind}"].kind == kind and cells[f"er_{kind}"].hparams == ()
+    assert cells[f"lwf_{kind}"].strategy_options == ("distill_over=so_far",)  # as the paper's code distils
   permuted = mod.cells(apply_overrides(mod.get_config(), ["bench=permuted", "models=online_ewc"]))
   assert [c.hparams for c in permuted.values()] == [
     ("strength=500.0", "decay=0.8"),
