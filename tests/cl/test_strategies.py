@@ -148,9 +148,9 @@ def test_lwf_distillation_by_hand():
 
 
 def test_lwf_distillation_over_the_units_so_far_by_hand():
-  """ "so_far" (van de Ven et al.'s class-IL code): the student's softmax also spans the current task's units, where
-  the teacher's probability is zero; a shift common to the old units then changes the loss, as it does not with
-  "finished"."""
+  """With "so_far" (van de Ven et al.'s class-IL code) the student's softmax also spans the current task's units,
+  where the teacher's probability is zero; a shift common to the old units then changes the loss, as it does not
+  with "finished"."""
   rng = np.random.default_rng(1)
   s, t = rng.normal(size=(3, 1, 6)), rng.normal(size=(3, 1, 6))
   seen = np.array([[True, True, False, False, False, False]])  # a finished task's units
