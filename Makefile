@@ -24,10 +24,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --durations=10 $(ARGS)
 
+# The multihost tests (slow ones included) run after the rest, one at a time (see test-multihost).
 test-all: lint
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m '' $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m 'not multihost' $(ARGS)
+	$(BIN)/python -m pytest -q -p no:xdist -m multihost tests/multihost $(ARGS)
 
-# Every test starts 2-3 processes: run them one at a time, not under xdist.
+# Every test starts 2-3 processes: run them one at a time, not under xdist (beside other tests on a
+# loaded machine, the processes can miss JAX's 30-second rendezvous).
 test-multihost: lint
 	$(BIN)/python -m pytest -q -p no:xdist -m multihost tests/multihost $(ARGS)
 
