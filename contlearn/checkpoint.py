@@ -30,6 +30,7 @@ import logging
 import pathlib
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -83,7 +84,7 @@ def quiet() -> Iterator[None]:
   asyncio loops (destructors; callbacks into a closed loop, which after a
   failed call may come until the process exits: `_dropping_closed_loop`)
   from reaching the terminal."""
-  loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio", "jax._src.distributed")]
+  loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
   levels = [lg.level for lg in loggers]
   hook = sys.unraisablehook
   for lg in loggers:
@@ -99,8 +100,28 @@ def quiet() -> Iterator[None]:
   finally:
     for lg, level in zip(loggers, levels, strict=True):
       lg.setLevel(level)
-    # after a failure, callbacks into the closed loop may come until the process exits
+    # after a failure, callbacks into the closed loop, and orbax's threads' reports, may come until the process exits
     sys.unraisablehook = _dropping_closed_loop(hook) if failed else hook
+    if failed:
+      for lg in loggers:
+        if not any(isinstance(f, _MainThreadOnly) for f in lg.filters):
+          lg.addFilter(_MainThreadOnly())
+
+
+QUIET_LOGGERS = ("absl", "orbax", "asyncio", "jax._src.distributed")
+
+
+class _MainThreadOnly(logging.Filter):
+  """Passes the records logged from the main thread only.
+
+  Put on `QUIET_LOGGERS` once a checkpoint call has failed: orbax's background
+  threads (e.g. its array handler's signalling thread) may log that failure
+  again, with a traceback, after the call has raised and been reported in
+  one line.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.thread == threading.main_thread().ident
 
 
 def _dropping_closed_loop(hook: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -8,6 +8,7 @@ soak) run in `make test-all`.
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import random
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import NamedTuple
 
@@ -523,6 +525,30 @@ def test_after_a_failed_checkpoint_call_late_callbacks_into_a_closed_loop_print_
     ckpts.read_meta(5)  # no such checkpoint: the call fails inside orbax
   assert report("Event loop is closed") == ""
   assert "RuntimeError: something else" in report("something else")
+
+
+def test_after_a_failed_checkpoint_call_background_threads_logs_print_nothing_and_the_main_threads_do(tmp_path, caplog):
+  """orbax's threads may log a failed save again (with a traceback) after the one line; the main thread's
+  records still pass."""
+  absl = logging.getLogger("absl")
+  filters = list(absl.filters)
+  absl.filters[:] = []  # as before any failed call (an earlier test's may have set the filter)
+
+  def logged_from_a_thread(message):
+    thread = threading.Thread(target=lambda: absl.error(message))
+    thread.start()
+    thread.join()
+
+  try:
+    with caplog.at_level(logging.ERROR, logger="absl"):
+      logged_from_a_thread("before")
+      with pytest.raises(CheckpointError):
+        Checkpoints(tmp_path / "checkpoints").read_meta(5)  # no such checkpoint: the call fails inside orbax
+      logged_from_a_thread("after, from a thread")
+      absl.error("after, from the main thread")
+    assert [r.getMessage() for r in caplog.records] == ["before", "after, from the main thread"]
+  finally:
+    absl.filters[:] = filters
 
 
 @pytest.mark.slow
