@@ -78,6 +78,9 @@ def _says_disk_full(e: BaseException) -> bool:
   return False
 
 
+QUIET_LOGGERS = ("absl", "orbax", "asyncio", "jax._src.distributed")
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
   """Keeps orbax's and absl's warnings and the unraisable exceptions of its
@@ -106,9 +109,6 @@ def quiet() -> Iterator[None]:
       for lg in loggers:
         if not any(isinstance(f, _MainThreadOnly) for f in lg.filters):
           lg.addFilter(_MainThreadOnly())
-
-
-QUIET_LOGGERS = ("absl", "orbax", "asyncio", "jax._src.distributed")
 
 
 class _MainThreadOnly(logging.Filter):
