@@ -341,8 +341,11 @@ class TrainConfig:
     log_every: chunks between metric log lines.
     on_nonfinite: what a non-finite loss or state at a chunk boundary does:
       "stop" (one line naming the chunk and metric, exit status 3; the last
-      good checkpoint stands) or "skip" (roll back to the state before the
-      chunk, skip it, count and log it).
+      good checkpoint stands), "skip" (roll back to the state before the
+      chunk, skip it, count and log it) or, with `seeds`, "retire" (roll
+      back only the seeds that went non-finite and keep them there to the
+      end, the others training on; the summary names them and leaves them
+      out of the mean; every seed non-finite stops the run as "stop" does).
   """
 
   optimizer: str = "adam"
@@ -363,7 +366,7 @@ class TrainConfig:
       self,
       positive=("checkpoint_every", "keep", "log_every"),
       non_negative=("lr", "cms_lr", "clip", "tokens", "seeds"),
-      choices={"on_nonfinite": ("stop", "skip")},
+      choices={"on_nonfinite": ("stop", "skip", "retire")},
     )
     if len(set(self.seeds)) != len(self.seeds):
       raise FieldError(type(self).__name__, "seeds", self.seeds, "distinct seeds")

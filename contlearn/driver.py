@@ -217,7 +217,7 @@ def fit(
     "skipped_chunks": run.skipped,
     "tokens_per_s": log.tally.tokens_per_s(),
     "first_chunk_s": log.tally.first_chunk_s,
-    **_losses(log, seeds),
+    **_losses(log, seeds, run.retired),
     "params": int(sum(np.prod(x.shape[1 if seeds else 0 :]) for x in jax.tree.leaves(run.state.params))),
     "devices": len(mesh.devices.flat),
     "mesh": dict(mesh.shape),
@@ -227,9 +227,14 @@ def fit(
   return summary
 
 
-def _losses(log: StreamLog, seeds: tuple[int, ...]) -> dict[str, Any]:
+def _losses(log: StreamLog, seeds: tuple[int, ...], retired: dict[int, int]) -> dict[str, Any]:
   """The summary's losses: over the last 10% of the logged records and over the whole run; with
-  `seeds`, the mean over seeds, their standard deviation and each seed's."""
+  `seeds`, the mean over seeds, their standard deviation and each seed's.
+
+  A seed whose lane the loop retired (`retired`: lane -> chunk, policy
+  "retire") has None as its own values and is left out of the mean and
+  standard deviation; "retired" maps it to the chunk that retired it.
+  """
   records = log.log.records()
   recent = records[-max(1, len(records) // 10) :]
   tally = log.tally
@@ -237,17 +242,19 @@ def _losses(log: StreamLog, seeds: tuple[int, ...]) -> dict[str, Any]:
     loss = sum(r["loss"] for r in recent) / max(1, len(recent))
     loss_all = tally.nll_total / max(tally.count_total, 1.0)
     return {"loss": loss, "bits_per_byte": loss / LN2, "loss_all": loss_all, "bits_per_byte_all": loss_all / LN2}
-  loss = np.mean([r["loss_lanes"] for r in recent], axis=0) if recent else np.full(len(seeds), np.nan)
+  kept = [lane for lane in range(len(seeds)) if lane not in retired]
+  lanes = np.array([[np.nan if v is None else v for v in r["loss_lanes"]] for r in recent]).reshape(-1, len(seeds))
+  loss = np.mean(lanes, axis=0) if recent else np.full(len(seeds), np.nan)
   loss_all = tally.nll_total / np.maximum(tally.count_total, 1.0)
-  out: dict[str, Any] = {"seeds": list(seeds)}
+  out: dict[str, Any] = {"seeds": list(seeds), "retired": {str(seeds[lane]): chunk for lane, chunk in retired.items()}}
   for name, per_seed in (("", loss), ("_all", loss_all)):
-    mean, std = spread.mean_std(per_seed)
+    mean, std = spread.mean_std(per_seed[kept])
     out.update(
       {
         f"loss{name}": mean,
         f"bits_per_byte{name}": mean / LN2,
         f"bits_per_byte{name}_std": (std or 0.0) / LN2,
-        f"bits_per_byte{name}_seeds": [float(v) / LN2 for v in per_seed],
+        f"bits_per_byte{name}_seeds": [None if lane in retired else float(v) / LN2 for lane, v in enumerate(per_seed)],
       }
     )
   return out
@@ -338,6 +345,9 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
     )
   if any(s.get("seeds") for s in summaries):
     lines.append("with seeds: the mean over seeds ± their standard deviation (loss: the mean).")
+  for s in summaries:
+    for seed, chunk in s.get("retired", {}).items():
+      lines.append(f"{s['name']}: seed {seed} went non-finite in chunk {chunk} and was retired; left out of its mean.")
   lines.append(
     "loss and bits/byte: prequential (each step scored before it is learned from), "
     "over the last 10% of the run; 'all': over the whole run."

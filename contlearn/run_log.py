@@ -149,9 +149,12 @@ class Tally:
   With `lanes` > 0 the metrics have a leading lane axis (seeds trained at
   once): the loss sums are kept per lane (`nll_total`, `count_total` float64
   [lanes]) and each record gives the lanes' mean loss and every lane's
-  (`loss_lanes`). `tokens_per_s` counts stream tokens (every lane reads
-  them) and leaves out the first chunk, whose time is mostly compilation
-  (reported as `first_chunk_s`).
+  (`loss_lanes`). A lane whose metrics are NaN (retired by the loop's
+  `on_nonfinite="retire"`) adds nothing from then on: its sums stay where
+  they were, its `loss_lanes` entry is None and the record's loss and
+  gradient norm are the other lanes' mean. `tokens_per_s` counts stream
+  tokens (every lane reads them) and leaves out the first chunk, whose time
+  is mostly compilation (reported as `first_chunk_s`).
 
   >>> from types import SimpleNamespace
   >>> tally = Tally(np.zeros(2), np.zeros(2), log_every=1, steps_per_chunk=1, lanes=2)
@@ -192,28 +195,35 @@ class Tally:
     else:
       self._steady_tokens += new_tokens
     nll, count = self.lane_sums(metrics.nll), self.lane_sums(metrics.count)
+    live = np.isfinite(nll)  # False only for a retired lane, whose metrics the loop blanked
+    nll, count = np.where(live, nll, 0.0), np.where(live, count, 0.0)
+    if not self.lanes:
+      nll, count = float(nll), float(count)
     self.nll_total = self.nll_total + nll
     self.count_total = self.count_total + count
     w = self._window
     w["nll"] = w["nll"] + nll
     w["count"] = w["count"] + count
     steps = np.shape(metrics.nll)[-1]
-    w["grad"] += float(np.sum(metrics.grad_norm)) / max(self.lanes, 1)
+    grad = self.lane_sums(metrics.grad_norm)
+    w["grad"] += float(np.sum(np.where(live, grad, 0.0))) / max(int(np.sum(live)), 1)
     w["steps"] += steps
     if chunk % self.log_every or np.all(w["count"] == 0):
       return None
     self._window = self._empty()
-    loss = w["nll"] / w["count"]
+    counted = np.asarray(w["count"]) > 0
+    loss = np.where(counted, w["nll"], np.nan) / np.where(counted, w["count"], 1.0)
+    mean = float(np.mean(loss[counted])) if self.lanes else float(loss)
     record = {
       "chunk": chunk,
       "step": chunk * self.steps_per_chunk,
       "tokens": tokens,
-      "loss": float(np.mean(loss)),
-      "bits_per_byte": float(np.mean(loss)) / LN2,
+      "loss": mean,
+      "bits_per_byte": mean / LN2,
       "grad_norm": w["grad"] / w["steps"],
       "tokens_per_s": self.tokens_per_s(),
       "time_s": now - self.start,
     }
     if self.lanes:
-      record["loss_lanes"] = [float(v) for v in loss]
+      record["loss_lanes"] = [float(v) if c else None for v, c in zip(loss, counted, strict=True)]
     return record

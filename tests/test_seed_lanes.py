@@ -2,12 +2,17 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from tiny import tiny_config, with_fields
 
 from contlearn.config import ConfigError, TrainConfig
-from contlearn.driver import summary_table, train
+from contlearn.driver import fit, summary_table, train
+from contlearn.engine import Learner
+from contlearn.learner import build_learner
+from contlearn.stream import build_stream
 
 CHUNK_TOKENS = 4 * 8 * 16  # tiny_config: steps x batch x seq
 
@@ -52,3 +57,35 @@ def test_repeated_seeds_are_refused_by_name():
     TrainConfig(seeds=(1, 1))
   with pytest.raises(ConfigError, match="seeds"):
     TrainConfig(seeds=(-1,))
+
+
+def test_a_seed_that_goes_non_finite_is_retired_and_the_others_train_on(tmp_path, capsys):
+  cfg = with_fields(tiny_config(), train=dict(seeds=(0, 1, 2), tokens=4 * CHUNK_TOKENS, on_nonfinite="retire"))
+  learner = build_learner(cfg)
+  seed_1 = learner.init(jax.random.PRNGKey(1)).key  # the state key of seed 1's lane
+
+  def step(state, x, env=None):  # seed 1's lane turns non-finite at its step 8, in chunk 3
+    new, metrics = learner.step(state, x, env)
+    bad = (state.step >= 8) & jnp.all(state.key == seed_1)
+    params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new.params)
+    return new.replace(params=params), metrics._replace(nll=jnp.where(bad, jnp.nan, metrics.nll))
+
+  summary = fit(Learner(learner.init, step), build_stream(cfg.data), tmp_path / "o", settings=cfg.train, progress=False)
+  line = "contlearn: chunk 3: non-finite lane(s) 1; rolled back and retired (1 of 3 lanes retired"
+  assert line in capsys.readouterr().err
+  assert summary["chunks"] == 4 and summary["retired"] == {"1": 3}
+  per_seed = summary["bits_per_byte_all_seeds"]
+  assert per_seed[1] is None and all(np.isfinite(per_seed[i]) for i in (0, 2))
+  np.testing.assert_allclose(summary["bits_per_byte_all"], (per_seed[0] + per_seed[2]) / 2, rtol=1e-12)
+  np.testing.assert_allclose(summary["bits_per_byte_all_std"], np.std([per_seed[0], per_seed[2]], ddof=1), rtol=1e-12)
+  records = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["loss_lanes"][1] is None for r in records] == [False, False, True, True]
+  for r in records:  # the mean over the lanes still training
+    np.testing.assert_allclose(r["loss"], np.mean([v for v in r["loss_lanes"] if v is not None]), rtol=1e-12)
+  assert "seed 1 went non-finite in chunk 3 and was retired" in summary_table([summary])
+
+
+def test_retire_needs_seeds(tmp_path):
+  cfg = with_fields(tiny_config(), train=dict(tokens=CHUNK_TOKENS, on_nonfinite="retire"))
+  with pytest.raises(ConfigError, match="needs a run of lanes"):
+    train(cfg, tmp_path / "o", progress=False)
