@@ -22,6 +22,7 @@ it can find only needles that happen to fall inside its window.
 Command:   contlearn run nl_niah
            contlearn run nl_niah --only transformer,titans,hope --set steps=2400
            contlearn run nl_niah --only transformer --set seeds=0,1,2,3
+           contlearn run nl_niah --only transformer --set curriculum=0.5   (haystacks grow over half the steps)
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
 Runtime:   the transformer's 3 seeds (lanes): about 2.3 s a step on 2 CPU cores shared with other
@@ -83,6 +84,11 @@ class NiahConfig:
     length: the training length L in bytes (attention's window).
     factors: evaluation lengths as multiples of L.
     digits: digits of each needle's number.
+    curriculum: the fraction of the steps over which the training haystacks
+      grow linearly from none (the needles, the question and the answer
+      alone, left-padded to L and the padding masked) to filling the L
+      bytes (`niah.sample`'s `fill` = step / (curriculum x steps)); 0: every
+      step at full length. Evaluation is always at full length.
     steps: training steps.
     batch: sequences per step, split evenly over the tasks.
     lr: AdamW's peak learning rate (clip 1, weight decay 0.01).
@@ -104,6 +110,7 @@ class NiahConfig:
   length: int = 256
   factors: tuple[int, ...] = (1, 2, 4, 8)
   digits: int = 3
+  curriculum: float = 0.0
   steps: int = 1200
   batch: int = 16
   lr: float = 3e-3
@@ -144,6 +151,8 @@ def resolved(cfg: NiahConfig) -> NiahConfig:
     raise ConfigError(f"task_keys={cfg.task_keys}: give one or more needle counts (0: the single needle)")
   if cfg.batch < len(cfg.task_keys):
     raise ConfigError(f"batch={cfg.batch} must hold at least one sequence of each of the {len(cfg.task_keys)} tasks")
+  if not 0.0 <= cfg.curriculum <= 1.0:
+    raise ConfigError(f"curriculum={cfg.curriculum} must be a fraction of the steps in [0, 1]")
   if not 0.0 <= cfg.warmup < 1.0:
     raise ConfigError(f"warmup={cfg.warmup} must be a fraction of the steps in [0, 1)")
   if not cfg.seeds or len(set(cfg.seeds)) < len(cfg.seeds):
@@ -166,18 +175,21 @@ def haystacks() -> tuple[bytes, bytes]:
   return plays[:cut], plays[cut:]
 
 
+def fill(cfg: NiahConfig, i: int) -> float:
+  """The share of the full haystack in step i's examples (`curriculum`)."""
+  return min(1.0, i / (cfg.curriculum * cfg.steps)) if cfg.curriculum else 1.0
+
+
 def training_block(cfg: NiahConfig, hay: bytes, first: int, n: int) -> synthetic.ScoredChunk:
   """Steps first..first+n-1 ([n, batch, ...]); step i drawn from default_rng((seed, i)), each task a share."""
   per_task = max(1, cfg.batch // len(cfg.task_keys))
   steps = []
   for i in range(first, first + n):
     rng = np.random.default_rng((cfg.seed, i))
-    parts = [niah.sample(rng, hay, per_task, cfg.length, keys, cfg.digits) for keys in cfg.task_keys]
-    tokens = np.concatenate([p.tokens for p in parts])
-    steps.append((tokens, np.concatenate([p.answer for p in parts])))
-  tokens = np.stack([t for t, _ in steps])
-  answer = np.stack([a for _, a in steps])
-  return synthetic.ScoredChunk(tokens, np.ones(answer.shape, bool), answer)
+    parts = [niah.sample(rng, hay, per_task, cfg.length, keys, cfg.digits, fill(cfg, i)) for keys in cfg.task_keys]
+    steps.append([np.concatenate(field) for field in zip(*((p.tokens, p.real, p.answer) for p in parts))])
+  tokens, real, answer = (np.stack(field) for field in zip(*steps))
+  return synthetic.ScoredChunk(tokens, real, answer)
 
 
 def _json(cfg) -> dict:

@@ -68,3 +68,27 @@ def test_depths_spread_over_the_haystack():
 def test_too_short_a_context_is_named():
   with pytest.raises(ConfigError, match="3 key\\(s\\) needs more than length=160"):
     niah.sample(np.random.default_rng(0), HAY, 1, 160, keys=3)
+
+
+@pytest.mark.parametrize("keys", [0, 2])
+def test_a_shorter_haystack_keeps_the_needles_and_the_answer_and_ends_in_padding(keys):
+  full = niah.sample(np.random.default_rng(3), HAY, 6, 256, keys=keys)
+  short = niah.sample(np.random.default_rng(3), HAY, 6, 256, keys=keys, fill=0.25)
+  assert full.real.all() and short.tokens.shape == full.tokens.shape
+  for row, real, answer in zip(short.tokens, short.real, short.answer):
+    n = int(np.sum(real)) + 1  # the example's bytes, then padding
+    assert real[: n - 1].all() and (row[n:] == 0).all() and row[n - 1] != 0
+    text, body, asked = _parts(row[:n])
+    needles = list(NEEDLE.finditer(body))
+    assert len(needles) == max(keys, 1)
+    value = dict((m.group(1) or b"", m.group(2)) for m in needles)[asked[5:10] if keys else b""]
+    assert text.endswith(value) and bytes(row[1:][answer].astype(np.uint8)) == value
+    assert answer.sum() == 5 and answer[n - 6 : n - 1].all()  # the last targets before the padding
+    hay = NEEDLE.sub(b"", body)
+    room = 257 - sum(len(m.group(0)) for m in needles) - (len(text) - len(body))  # the haystack at fill=1
+    assert len(hay) == round(0.25 * room) and hay in HAY
+
+
+def test_fill_outside_zero_one_is_named():
+  with pytest.raises(ConfigError, match="fill=1.5 must lie in"):
+    niah.sample(np.random.default_rng(0), HAY, 1, 256, fill=1.5)
