@@ -22,7 +22,7 @@ import numpy as np
 
 from contlearn import engine, loop, run_folder, sharding, spread
 from contlearn.config import Config, MeshConfig, TrainConfig, to_flat_dict
-from contlearn.errors import DataError
+from contlearn.errors import ConfigError, DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
 from contlearn.run_log import LN2, RunLog, Tally, write_atomic
@@ -170,6 +170,8 @@ def fit(
   mesh = sharding.make_mesh(mesh, devices)
   steps, batch, _ = stream.shape
   seeds = tuple(settings.seeds)
+  if settings.on_nonfinite == "retire" and not seeds:
+    raise ConfigError("train.on_nonfinite=retire retires seeds: it needs train.seeds (e.g. 0,1,2); use stop or skip")
   if seeds:  # the seeds are lanes of one program: every process reads the whole stream they share
     key = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
     lanes = range(batch)
@@ -223,7 +225,7 @@ def fit(
     "mesh": dict(mesh.shape),
     "config": config or {},
   }
-  write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+  write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
   return summary
 
 
@@ -239,25 +241,32 @@ def _losses(log: StreamLog, seeds: tuple[int, ...], retired: dict[int, int]) -> 
   recent = records[-max(1, len(records) // 10) :]
   tally = log.tally
   if not seeds:
-    loss = sum(r["loss"] for r in recent) / max(1, len(recent))
+    loss = sum(r["loss"] for r in recent) / len(recent) if recent else None
     loss_all = tally.nll_total / max(tally.count_total, 1.0)
-    return {"loss": loss, "bits_per_byte": loss / LN2, "loss_all": loss_all, "bits_per_byte_all": loss_all / LN2}
+    return {"loss": loss, "bits_per_byte": _bits(loss), "loss_all": loss_all, "bits_per_byte_all": loss_all / LN2}
   kept = [lane for lane in range(len(seeds)) if lane not in retired]
   lanes = np.array([[np.nan if v is None else v for v in r["loss_lanes"]] for r in recent]).reshape(-1, len(seeds))
-  loss = np.mean(lanes, axis=0) if recent else np.full(len(seeds), np.nan)
+  loss = np.mean(lanes, axis=0) if recent else None
   loss_all = tally.nll_total / np.maximum(tally.count_total, 1.0)
   out: dict[str, Any] = {"seeds": list(seeds), "retired": {str(seeds[lane]): chunk for lane, chunk in retired.items()}}
   for name, per_seed in (("", loss), ("_all", loss_all)):
-    mean, std = spread.mean_std(per_seed[kept])
+    mean, std = spread.mean_std(per_seed[kept]) if per_seed is not None else (None, None)
     out.update(
       {
         f"loss{name}": mean,
-        f"bits_per_byte{name}": mean / LN2,
-        f"bits_per_byte{name}_std": (std or 0.0) / LN2,
-        f"bits_per_byte{name}_seeds": [None if lane in retired else float(v) / LN2 for lane, v in enumerate(per_seed)],
+        f"bits_per_byte{name}": _bits(mean),
+        f"bits_per_byte{name}_std": _bits(std),
+        f"bits_per_byte{name}_seeds": [
+          None if per_seed is None or lane in retired else float(per_seed[lane]) / LN2 for lane in range(len(seeds))
+        ],
       }
     )
   return out
+
+
+def _bits(loss: float | None) -> float | None:
+  """A loss in nats as bits per byte; None (no value: no log record, or one seed's spread) stays None."""
+  return None if loss is None else loss / LN2
 
 
 def train(
@@ -336,12 +345,13 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
   """A text table of tokens, tokens/s, loss and bits per byte for each model."""
   head = f"{'model':<24} {'params':>9} {'tokens':>10} {'tokens/s':>10} {'loss':>7} {'bits/byte':>9} {'bpb (all)':>9}"
   lines = [head, "-" * len(head)]
-  plus_minus = lambda s, key: f" ± {s[key + '_std']:.3f}" if s.get("seeds") else ""  # noqa: E731
+  number = lambda v, width: f"{'-':>{width}}" if v is None else f"{v:>{width}.3f}"  # noqa: E731
+  plus_minus = lambda s, key: f" ± {s[key + '_std']:.3f}" if s.get(key + "_std") is not None else ""  # noqa: E731
   for s in summaries:
     lines.append(
       f"{s['name']:<24} {s['params']:>9,} {s['tokens']:>10,} {s['tokens_per_s']:>10,.0f} "
-      f"{s['loss']:>7.3f} {s['bits_per_byte']:>9.3f}{plus_minus(s, 'bits_per_byte')} "
-      f"{s['bits_per_byte_all']:>9.3f}{plus_minus(s, 'bits_per_byte_all')}"
+      f"{number(s['loss'], 7)} {number(s['bits_per_byte'], 9)}{plus_minus(s, 'bits_per_byte')} "
+      f"{number(s['bits_per_byte_all'], 9)}{plus_minus(s, 'bits_per_byte_all')}"
     )
   if any(s.get("seeds") for s in summaries):
     lines.append("with seeds: the mean over seeds ± their standard deviation (loss: the mean).")

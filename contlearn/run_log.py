@@ -151,8 +151,9 @@ class Tally:
   [lanes]) and each record gives the lanes' mean loss and every lane's
   (`loss_lanes`). A lane whose metrics are NaN (retired by the loop's
   `on_nonfinite="retire"`) adds nothing from then on: its sums stay where
-  they were, its `loss_lanes` entry is None and the record's loss and
-  gradient norm are the other lanes' mean. `tokens_per_s` counts stream
+  they were, its `loss_lanes` entry is None once a record's window holds
+  none of its earlier chunks, and the record's loss and gradient norm are
+  the mean over the lanes it holds. `tokens_per_s` counts stream
   tokens (every lane reads them) and leaves out the first chunk, whose time
   is mostly compilation (reported as `first_chunk_s`).
 

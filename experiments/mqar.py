@@ -28,7 +28,8 @@ Each model is a `sequence_learner` with a fresh memory per sequence, trained
 by the engine on sequences of 1..`max_pairs` pairs (`contlearn.memories.mqar`,
 pair counts log-uniform by default), the loss on the recalled values only. It
 trains every seed of `seeds` at every learning rate of `lrs` at once: lane
-(s, r) of one vmapped program starts from PRNGKey(s), learns at rate r (an
+(s, r) of one vmapped program is initialised from PRNGKey(s) (the learner draws
+its parameters from the first key of split(PRNGKey(s))), learns at rate r (an
 injected hyperparameter of its AdamW: warm-up, then cosine decay) and reads
 step i's batch from fold_in(PRNGKey(s), i), drawn inside the compiled step;
 a lane of seed s is therefore the run of `--set seeds=s` alone. Per seed, the
@@ -153,7 +154,7 @@ class MqarConfig:
     clip: global gradient-norm clip.
     eval_batch: validation and test sequences per pair count.
     seeds: initialisation and data seeds, trained at once as lanes (seeds x
-      lrs): lane (s, r) starts from PRNGKey(s) and reads step i's batch from
+      lrs): lane (s, r) is initialised from PRNGKey(s) and reads step i's batch from
       fold_in(PRNGKey(s), i); the report gives each cell's mean and sample
       standard deviation over the seeds.
     block: steps per compiled call (steps must be a multiple).

@@ -86,7 +86,7 @@ class NiahConfig:
     digits: digits of each needle's number.
     curriculum: the fraction of the steps over which the training haystacks
       grow linearly from none (the needles, the question and the answer
-      alone, left-padded to L and the padding masked) to filling the L
+      alone, padded at the end to L and the padding masked) to filling the L
       bytes (`niah.sample`'s `fill` = step / (curriculum x steps)); 0: every
       step at full length. Evaluation is always at full length.
     steps: training steps.
@@ -193,7 +193,11 @@ def training_block(cfg: NiahConfig, hay: bytes, first: int, n: int) -> synthetic
 
 
 def _json(cfg) -> dict:
-  return json.loads(json.dumps(to_dict(cfg)))
+  """`cfg` as JSON; `curriculum` left out at 0, as runs saved before it existed have it, so they resume."""
+  config = json.loads(json.dumps(to_dict(cfg)))
+  if config.get("curriculum") == 0:
+    del config["curriculum"]
+  return config
 
 
 def train_and_eval(

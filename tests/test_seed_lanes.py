@@ -71,11 +71,20 @@ def test_each_lane_is_the_run_of_its_seed_and_a_seed_gone_non_finite_is_retired(
   assert list(np.isnan(per_lane[:, 1])) == [False, False, True, True]  # null from its chunk on
   np.testing.assert_allclose([r["loss"] for r in records], np.nanmean(per_lane, axis=1), rtol=1e-12)
   assert lanes["params"] == alone["params"]  # one model's count, not the lanes'
+
+  def refuse(constant):
+    raise ValueError(f"summary.json holds {constant}")
+
+  assert json.loads((tmp_path / "lanes" / "summary.json").read_text(), parse_constant=refuse) == lanes
   per_seed = lanes["bits_per_byte_all_seeds"]
   assert per_seed[1] is None
   np.testing.assert_allclose(per_seed[2], alone["bits_per_byte_all"], rtol=1e-5)
-  np.testing.assert_allclose(lanes["bits_per_byte_all"], (per_seed[0] + per_seed[2]) / 2, rtol=1e-12)
-  np.testing.assert_allclose(lanes["bits_per_byte_all_std"], np.std([per_seed[0], per_seed[2]], ddof=1), rtol=1e-12)
+  for key in ("bits_per_byte_all", "bits_per_byte"):  # the whole run, and its last 10%: over seeds 0 and 2
+    kept = [lanes[key + "_seeds"][i] for i in (0, 2)]
+    assert lanes[key + "_seeds"][1] is None
+    np.testing.assert_allclose(lanes[key], np.mean(kept), rtol=1e-12)
+    np.testing.assert_allclose(lanes[key + "_std"], np.std(kept, ddof=1), rtol=1e-12)
+  np.testing.assert_allclose(lanes["bits_per_byte_seeds"][2], per_lane[-1, 2] / np.log(2), rtol=1e-12)
   table = summary_table([lanes])
   assert f"{lanes['bits_per_byte_all']:.3f} ± {lanes['bits_per_byte_all_std']:.3f}" in table
   assert "lanes: seed 1 went non-finite in chunk 3 and was retired; left out of its mean." in table
@@ -83,5 +92,5 @@ def test_each_lane_is_the_run_of_its_seed_and_a_seed_gone_non_finite_is_retired(
 
 def test_retire_needs_seeds(tmp_path):
   cfg = with_fields(tiny_config(), train=dict(tokens=CHUNK_TOKENS, on_nonfinite="retire"))
-  with pytest.raises(ConfigError, match="needs a run of lanes"):
+  with pytest.raises(ConfigError, match="retire retires seeds: it needs train.seeds"):
     train(cfg, tmp_path / "o", progress=False)

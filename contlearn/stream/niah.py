@@ -20,9 +20,10 @@ generator's state.
 A curriculum shortens the haystack: with `fill` < 1 an example holds that
 fraction of the haystack text it would hold at `fill=1` (the needles, the
 question and the answer are whole) and is padded at the end with zero bytes
-to `length + 1`, the library's convention for a short sequence; `real` marks
-the input bytes before the padding, and `answer` moves with the example's
-end. `fill=1` gives the full-length examples.
+to `length + 1`, the library's convention for a short sequence; `real` is
+True where the target `tokens[:, 1:]` is a byte of the example (the mask
+of a padded batch), and `answer` moves with the example's end. `fill=1`
+gives the full-length examples.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class NiahBatch(NamedTuple):
   tokens: np.ndarray  # [B, length + 1] int32 bytes
   answer: np.ndarray  # [B, length] bool, True at the targets tokens[:, 1:] that are answer digits
   depth: np.ndarray  # [B] float, where the asked needle starts, as a fraction of the text before the question
-  real: np.ndarray  # [B, length] bool, True at the input bytes tokens[:, :-1] before the padding
+  real: np.ndarray  # [B, length] bool, True where the target tokens[:, 1:] is a byte of the example, not padding
 
 
 def needle(value: bytes, key: bytes | None) -> bytes:
