@@ -137,7 +137,10 @@ def _same_as_uninterrupted(exp: str, out: pathlib.Path, *args: str, models=("fir
     ("train.keep=-1", "--set train.keep=-1: must be an integer > 0"),
     ("train.checkpoint_every=0", "--set train.checkpoint_every=0: must be an integer > 0"),
     ("train.log_every=0", "--set train.log_every=0: must be an integer > 0"),
-    ("train.on_nonfinite=retry", "--set train.on_nonfinite=retry: must be one of stop, skip"),
+    (
+      "train.on_nonfinite=retry",
+      "--set train.on_nonfinite=retry: must be one of stop, skip, retire (did you mean retire?)",
+    ),
     ("data.batch=0", "--set data.batch=0: must be an integer > 0"),
     ("model.d_model=0", "--set model.d_model=0: must be an integer > 0"),
     ("model.d_model=-8", "--set model.d_model=-8: must be an integer > 0"),
