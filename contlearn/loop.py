@@ -147,6 +147,20 @@ class Hook:
     """Releases files and threads, whatever happened."""
 
 
+def check_policy(on_nonfinite: str, lanes: bool) -> None:
+  """Raises ConfigError for an unknown non-finite policy, or "retire" without lanes or in several processes.
+
+  `run` checks it; a caller that builds a state first (`run_folder.fit`) checks it before.
+  """
+  if on_nonfinite not in nonfinite.POLICIES:
+    raise ConfigError(f"on_nonfinite={on_nonfinite!r}: choose one of {', '.join(nonfinite.POLICIES)}")
+  if on_nonfinite == "retire" and not (lanes and jax.process_count() == 1):
+    raise ConfigError(
+      "on_nonfinite='retire' retires lanes: it needs a run of lanes (seeds or rates) in one process; "
+      "use 'stop' or 'skip'"
+    )
+
+
 def run(
   run_block: Callable[..., tuple[Any, Any]],
   loop: Loop,
@@ -185,13 +199,7 @@ def run(
     ConfigError: an unknown policy; "retire" without lanes, in several
       processes, or not chosen again when resuming a run that retired lanes.
   """
-  if on_nonfinite not in nonfinite.POLICIES:
-    raise ConfigError(f"on_nonfinite={on_nonfinite!r}: choose one of {', '.join(nonfinite.POLICIES)}")
-  if on_nonfinite == "retire" and not (lanes and jax.process_count() == 1):
-    raise ConfigError(
-      "on_nonfinite='retire' retires lanes: it needs a run of lanes (seeds or rates) in one process; "
-      "use 'stop' or 'skip'"
-    )
+  check_policy(on_nonfinite, lanes)
   if loop.retired and on_nonfinite != "retire":
     raise ConfigError(
       f"this run retired lane(s) {', '.join(map(str, sorted(loop.retired)))} for a non-finite value: "

@@ -28,7 +28,7 @@ from contlearn import engine, sharding
 from contlearn.checkpoint import Checkpoints
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.lock import OutputLock
-from contlearn.loop import Feed, Hook, Loop, run
+from contlearn.loop import Feed, Hook, Loop, check_policy, run
 from contlearn.processes import is_writer
 
 
@@ -206,6 +206,7 @@ def fit(
   """
   if keep < 1 or checkpoint_every < 1:
     raise ConfigError(f"keep={keep} and checkpoint_every={checkpoint_every} must be >= 1")
+  check_policy(on_nonfinite, lanes)  # before any state is built or compiled
   out = pathlib.Path(out)
   config = json.loads(json.dumps(config))  # as the checkpoints hold it (tuples as lists): a resume compares alike
   with OutputLock(out):
