@@ -113,6 +113,36 @@ def test_tfds_text_source_under_mock_data():
   assert lanes == expected and all(lanes)
 
 
+class _Network(BaseException):  # not an Exception: no reader may catch it and carry on
+  pass
+
+
+def _no_network(monkeypatch):
+  import socket
+
+  def refuse(*args, **kwargs):
+    raise _Network("a download was attempted")
+
+  monkeypatch.setattr(socket.socket, "connect", refuse)
+  monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_tfds_text_source_not_prepared_stops_in_one_line_without_a_download(tmp_path, monkeypatch):
+  from tensorflow_datasets.core import constants
+
+  _no_network(monkeypatch)
+  monkeypatch.setattr(constants, "DATA_DIR", str(tmp_path))  # tfds' default folder, here empty
+  with pytest.raises(DataError) as err:
+    build_stream(DataConfig(source="tfds", tfds_name="tiny_shakespeare", batch=2, seq=8, steps=2))
+  line = str(err.value)
+  assert "\n" not in line
+  assert line.startswith(
+    f"tfds dataset 'tiny_shakespeare' split 'train' is not readable in {tmp_path}/tiny_shakespeare/"
+  )
+  assert "never downloads" in line and "download_and_prepare(file_format='array_record')" in line
+  assert not any(tmp_path.iterdir())  # nothing written either
+
+
 def test_tfds_split_with_fewer_records_than_lanes_is_cut_into_lanes():
   import tensorflow_datasets as tfds
 

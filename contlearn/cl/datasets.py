@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from contlearn import prepared_tfds
 from contlearn.cl import idx
 from contlearn.errors import ConfigError, DataError
 
@@ -123,7 +124,8 @@ def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
   """Reads a whole image-classification dataset with `tfds.data_source`.
 
   The data must be prepared already in `data_dir` in the array_record format
-  (reading needs no TensorFlow); preparing it needs TensorFlow.
+  (reading needs no TensorFlow); preparing it needs TensorFlow, and nothing
+  is downloaded (`contlearn.prepared_tfds`).
 
   Args:
     name: one of `TFDS_NAMES`.
@@ -131,13 +133,15 @@ def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
 
   Returns:
     The dataset with images flattened to [N, H*W*C].
+
+  Raises:
+    ConfigError: `name` is not one of `TFDS_NAMES`.
+    DataError: the data is not prepared in `data_dir` (one line).
   """
   if name not in TFDS_NAMES:
     raise ConfigError(f"from_tfds: unknown dataset {name!r}; choose one of {TFDS_NAMES}")
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  train = tfds.data_source(name, split="train", data_dir=data_dir)
-  test = tfds.data_source(name, split="test", data_dir=data_dir)
+  train = prepared_tfds.data_source(name, "train", data_dir)
+  test = prepared_tfds.data_source(name, "test", data_dir)
   xtr, ytr = _read_source(train)
   xte, yte = _read_source(test)
   shape = xtr.shape[1:]

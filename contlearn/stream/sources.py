@@ -5,7 +5,8 @@ a tensorflow-datasets text set.
 `build_stream(DataConfig)` returns a `DocumentLanes` stream over the chosen
 source. Files and offline corpora are read whole and cut into one document
 per lane; a tfds split keeps one document per record, read lazily
-through `tfds.data_source` (random access, no TensorFlow needed), unless it
+through `tfds.data_source` (random access, no TensorFlow needed, never a
+download: `contlearn.prepared_tfds`), unless it
 has fewer records than lanes (tiny_shakespeare has one per split): then it is
 read whole and cut like a file.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 
+from contlearn import prepared_tfds
 from contlearn.config import DataConfig
 from contlearn.errors import ConfigError, DataError
 from contlearn.stream import corpora
@@ -41,12 +43,7 @@ class TfdsDocuments(Sequence[bytes]):
   """The records of a tfds split as documents: `field` encoded as UTF-8, plus a newline."""
 
   def __init__(self, name: str, split: str, field: str):
-    import tensorflow_datasets as tfds  # imported here: slow, and only tfds needs it
-
-    try:
-      self.source = tfds.data_source(name, split=split)
-    except Exception as e:  # tfds raises many types; name the dataset either way
-      raise DataError(f"tfds dataset {name!r} split {split!r} cannot be opened: {e}") from e
+    self.source = prepared_tfds.data_source(name, split)
     self.field = field
     self.name = name
 

@@ -109,6 +109,16 @@ def test_tfds_data_source_loader_under_mock_data(name, dim, classes):
     datasets.from_tfds("svhn")
 
 
+def test_tfds_loader_refuses_data_not_prepared_in_one_line(tmp_path):
+  from contlearn.errors import DataError
+
+  with pytest.raises(
+    DataError, match=rf"^tfds dataset 'mnist' split 'train' is not readable in {tmp_path}/mnist/"
+  ) as err:
+    datasets.from_tfds("mnist", data_dir=str(tmp_path))
+  assert "\n" not in str(err.value) and "never downloads" in str(err.value)
+
+
 def test_from_arrays_scales_flattens_and_checks():
   from contlearn.errors import DataError
 
