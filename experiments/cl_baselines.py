@@ -2,7 +2,7 @@
 (domain-IL, 10 tasks), LwF and GDumb on split MNIST (class-IL, 5 tasks).
 
     contlearn run cl_baselines                            # ~17 min on 2 CPU cores
-    contlearn run cl_baselines --set dataset=tfds:mnist   # full MNIST (tfds.data_source)
+    contlearn run cl_baselines --set dataset=idx:<folder>   # full MNIST from its four IDX files
     contlearn run cl_baselines --only pmnist_ewc --set pmnist_ewc.hparams=strength=10
 
 Measured rows: docs/continual_learning.md (run at 32567a5).
@@ -84,7 +84,7 @@ class Config:
       the stream offers, retrained 10 epochs of a full memory, 1,250 steps).
     models: the rows to run, in order (names of the fields above).
     dataset: if not empty, every row learns this dataset instead of its own
-      (e.g. tfds:mnist, full MNIST).
+      (e.g. idx:<folder> of full MNIST, or tfds:mnist if tfds has prepared it).
   """
 
   pmnist_ewc: RunConfig = RunConfig(

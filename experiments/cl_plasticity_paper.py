@@ -4,8 +4,11 @@ cl_plasticity's methods (backprop, continual backprop) on full MNIST: 800
 permutations of the 60,000 training images, one image per SGD step (48M
 steps), a 784-2000-2000-2000-10 MLP, rate 0.01, accuracy on 2,000 test rows
 of each task at its end, 3 seeds as lanes. Full MNIST through
-tensorflow-datasets (`tfds:mnist`, prepared once) or IDX files (`--set
-run.dataset=idx:<folder>`). Not run by the project on its CPU machine; the
+tensorflow-datasets (`tfds:mnist`, which tfds must have prepared: with
+TensorFlow installed, `tfds.builder("mnist").download_and_prepare(
+file_format="array_record")`; without it the run stops at once, in one
+line) or IDX files (`--set run.dataset=idx:<folder>`, the four files of
+MNIST from any mirror). Not run by the project on its CPU machine; the
 same code path as cl_plasticity, which the tests exercise. Its expected
 cost: `python benchmarks/lm_gpu_cost.py` (docs/benchmarks.md).
 

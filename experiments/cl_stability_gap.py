@@ -2,7 +2,7 @@
 split MNIST (class-IL) evaluated after every training step.
 
     contlearn run cl_stability_gap                                # ~8 min on 2 CPU cores
-    contlearn run cl_stability_gap --set run.dataset=tfds:mnist   # full MNIST (tfds.data_source)
+    contlearn run cl_stability_gap --set run.dataset=idx:<folder>   # full MNIST from its four IDX files
     contlearn run cl_stability_gap --only er --set run.steps_per_task=470   # the paper's steps per task
 
 Measured rows: docs/continual_learning.md (run at 92604af).

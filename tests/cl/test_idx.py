@@ -130,5 +130,5 @@ def test_three_scenarios_runs_on_an_idx_folder(tmp_path, capsys):
   summary = json.loads((out / "none_task" / "summary.json").read_text())
   assert summary["config"]["dataset"] == f"idx:{folder}"
   assert 0.0 <= summary["summary"]["acc"] <= 1.0
-  assert np.asarray(summary["matrix"]).shape == (1, 5, 5)  # one seed, 5 tasks of 2 of the 10 labels
+  assert np.asarray(summary["matrix"]).shape == (3, 5, 5)  # the default 3 seeds, 5 tasks of 2 of the 10 labels
   assert "Task-IL" in capsys.readouterr().out
