@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -37,3 +38,18 @@ def test_quickstart_script_runs_learns_and_resumes(tmp_path):
 def test_quickstart_doc_shows_the_example():
   doc = (ROOT / "docs" / "quickstart.md").read_text()
   assert "examples/quickstart.py" in doc and "cl.levels(" in doc and "cl.fit(" in doc
+
+
+@pytest.mark.slow
+def test_ewc_fisher_example_reads_the_penalty_after_each_task(tmp_path):
+  tiny = ["split.steps_per_task=4", "split.eval_every=2", "split.hidden=8", "split.batch=4", "split.max_test=4"]
+  argv = [sys.executable, str(ROOT / "examples" / "ewc_fisher.py"), "--out", str(tmp_path / "f")]
+  for item in tiny:
+    argv += ["--set", item]
+  stdout = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+  assert stdout.startswith("ewc_task: ewc strength=10000000.0, seeds 0, 1, 2")
+  saved = json.loads((tmp_path / "f" / "fisher.json").read_text())
+  sums = np.asarray([row["sum"] for row in saved["fisher"]])  # [tasks, seeds]
+  assert sums.shape == (5, 3) and (sums > 0).all()
+  assert (np.diff(sums, axis=0) >= 0).all()  # EWC adds each task's Fisher (a sum of squares) to the last
+  assert np.asarray(saved["task0"]).shape == (3, 5)
