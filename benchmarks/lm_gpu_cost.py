@@ -7,8 +7,11 @@ nl_niah_long, one training step of the model is lowered from shapes alone
 (nothing runs, no state is allocated) for a step of one memory chunk per
 lane, and XLA's cost analysis gives its FLOPs per token; times the
 configuration's training tokens, that is its training FLOPs, and the hours
-are at `--rate` FLOP/s sustained (default 200e12, an assumption: about half
-an H100's dense bf16 rate; the memories' chunked forms run well below the
+are at `--rate` FLOP/s sustained (default 200e12, an assumption: about 40%
+of an H100's dense TF32 rate, which JAX's default precision gives float32
+matrix products on recent NVIDIA GPUs, the configurations' float32 included;
+`--set model.compute_dtype=bfloat16` would allow about twice that; the
+memories' chunked forms run well below the
 rate of large matmuls, so read their hours as a lower bound). XLA counts a
 loop's body once: where a form loops over tokens or sub-chunks inside one
 chunk, its count is a lower bound too. cl_plasticity_paper is 48M
@@ -88,7 +91,8 @@ def main() -> int:
   ncfg = catalog.load("nl_niah_long").get_config()
   for name, model in select(catalog.load("nl_niah").MODELS, ncfg.models, ncfg.base).items():
     model = dataclasses.replace(model, mixer=with_known_fields(model.mixer, window=ncfg.length))
-    rows.append(row("nl_niah_long", name, model, ncfg.batch, ncfg.steps * ncfg.batch * ncfg.length, args.rate))
+    tokens = len(ncfg.seeds) * ncfg.steps * ncfg.batch * ncfg.length  # every seed is a lane of the same steps
+    rows.append(row("nl_niah_long", name, model, ncfg.batch, tokens, args.rate))
   plasticity = catalog.load("cl_plasticity_paper").get_config().run
   steps = plasticity.n_tasks * plasticity.steps_per_task
   rows.append(

@@ -53,7 +53,7 @@ from contlearn.models import byte_lm
 from contlearn.models.attention import SlidingWindowConfig
 from contlearn.models.hope import SelfModifyingTitansConfig
 from contlearn.models.sizing import param_count
-from contlearn.models.titans import TitansConfig
+from contlearn.models.titans import TitansConfig, TitansMACConfig
 from contlearn.models.variants import select
 from contlearn.overrides import apply_preset
 from contlearn.run_folder import fit
@@ -65,6 +65,10 @@ MODELS = {
   "gated_deltanet": {"mixer": "gated_deltanet"},
   "titans": {"mixer": TitansConfig(expansion=2)},
   "hope": {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1},
+  # the models behind the papers' S-NIAH numbers (nl_niah_long runs them): Titans' memory as context,
+  # segments of the training length; Hope-Attention, attention then the CMS
+  "titans_mac": {"mixer": TitansMACConfig(expansion=2, persistent_tokens=4)},
+  "hope_attention": {"mixer": SlidingWindowConfig(), "cms_periods": (1, 4, 16), "cms_hidden": 1},
 }
 
 
@@ -73,8 +77,8 @@ class NiahConfig:
   """The needle-in-a-haystack experiment.
 
   Attributes:
-    models: labels of `MODELS` (transformer, gated_deltanet, titans, hope)
-      or mixer names; a mixer this version lacks is skipped with a note.
+    models: labels of `MODELS` (transformer, gated_deltanet, titans, hope,
+      titans_mac, hope_attention) or mixer names; a mixer this version lacks is skipped with a note.
     small: a smoke run of about a minute: each field of `SMALL` still at its
       default takes its smoke value (transformer and gated_deltanet, lengths
       L and 2L, 20 steps of 8 sequences, 16 evaluation sequences, width 32

@@ -1,0 +1,43 @@
+"""The accelerator-scale configurations build, and their settings can show what they are for (no compile)."""
+
+import pathlib
+
+import pytest
+
+from contlearn import catalog
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _load(name):
+  return catalog.load(str(EXPERIMENTS / f"{name}.py"))
+
+
+@pytest.mark.slow  # matching 14 widths to a parameter count takes half a minute
+def test_the_large_lm_comparison_runs_3_seeds_and_updates_every_slowest_cms_level_20_times():
+  runs = _load("nl_lm_comparison_large").get_config()
+  assert len(runs) == 14 and all(cfg.train.seeds == (0, 1, 2) for cfg in runs.values())
+  updates = {}
+  for name, cfg in runs.items():
+    steps = cfg.train.tokens // (cfg.data.batch * cfg.data.seq)
+    if cfg.model.cms_periods:
+      updates[name] = steps // max(cfg.model.cms_periods)
+  assert updates["hope_cms_1_64_1024"] == 20 and updates["hope"] == 83
+  assert min(updates.values()) >= 20
+
+
+def test_the_long_needle_run_has_the_papers_models_3_seeds_and_the_curriculum():
+  cfg = _load("nl_niah_long").get_config()
+  assert {"titans_mac", "hope_attention", "transformer", "titans"} <= set(cfg.models)
+  assert cfg.seeds == (0, 1, 2) and cfg.curriculum == 0.5
+  assert cfg.length * max(cfg.factors) == 16_384  # scored up to the Titans paper's 16K
+  models = _load("nl_niah").MODELS
+  assert all(name in models for name in cfg.models)
+
+
+@pytest.mark.slow
+def test_the_paper_scale_plasticity_run_and_the_ttt_ladder_build():
+  plasticity = _load("cl_plasticity_paper").get_config().run
+  assert plasticity.n_tasks * plasticity.steps_per_task == 48_000_000 and plasticity.batch == 1
+  ladder = _load("ttt_ladder_large").get_config()
+  assert {cfg.model.d_model for cfg in ladder.values()} >= {768}
