@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, run_folder, sharding, spread
+from contlearn import engine, loop, provenance, run_folder, sharding, spread
 from contlearn.config import Config, MeshConfig, TrainConfig, to_flat_dict
 from contlearn.errors import ConfigError, DataError
 from contlearn.learner import build_learner
@@ -224,6 +224,7 @@ def fit(
     "devices": len(mesh.devices.flat),
     "mesh": dict(mesh.shape),
     "config": config or {},
+    "code": provenance.code_version(),  # the code that finished the run (run.json lists every invocation's)
   }
   write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
   return summary

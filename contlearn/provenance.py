@@ -6,7 +6,9 @@ line, the code version (the git commit of the contlearn checkout, marked
 the jax version, the processes and devices and the time, and appends one
 entry each time the run is resumed. A run whose entries name two code
 versions mixes results of both: `record` says so in one line, so a table is
-never silently built from two versions.
+never silently built from two versions. Each result's `summary.json` (a
+stream run's, a continual-learning cell's) also names the code that
+finished it (`code_version`).
 
 >>> import tempfile, pathlib
 >>> out = pathlib.Path(tempfile.mkdtemp())

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from contlearn import run_folder
+from contlearn import provenance, run_folder
 from contlearn.checkpoint import Checkpoints
 from contlearn.cli import main
 from contlearn.learner import build_learner
@@ -99,6 +99,7 @@ def test_existing_checkpoints_and_a_corrupt_one(tmp_path, capsys):
   assert (out / "bits_per_byte.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   summary = json.loads((out / "tiny_lm" / "summary.json").read_text())
   assert summary["tokens"] == 3 * 512 and 0 < summary["bits_per_byte"] < 9
+  assert summary["code"] == provenance.code_version()  # the code that made it, as run.json records
   capsys.readouterr()
   # Starting afresh over an earlier run is refused, not silently overwritten.
   assert main(["run", exp, "--out", str(out), "--no-progress"]) == 2

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from contlearn import spread
+from contlearn import provenance, spread
 from contlearn.cl import metrics
 from contlearn.cl.run_config import RunConfig, config_json
 from contlearn.run_log import write_atomic
@@ -101,6 +101,7 @@ def write_result(path: pathlib.Path, name: str, res: Result) -> None:
         "matrix": res.matrix.tolist(),
         "trajectory": res.trajectory.tolist(),
         "config": config_json(res.config),
+        "code": provenance.code_version(),  # the code that finished the cell (run.json: every invocation's)
       },
       indent=1,
     ),

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from contlearn import provenance
 from contlearn.cl import metrics, plots
 from contlearn.cl.cells import run_cell, run_cells
 from contlearn.cl.results import load_result
@@ -57,6 +58,7 @@ def test_run_reports_matrix_trajectory_and_metrics_consistently(tmp_path):
   assert back.config == cfg and back.summary == res.summary
   np.testing.assert_array_equal(back.matrix, res.matrix)
   np.testing.assert_array_equal(back.trajectory, res.trajectory)
+  assert json.loads((tmp_path / "summary.json").read_text())["code"] == provenance.code_version()
 
 
 def test_plots_write_png_files(tmp_path):
