@@ -152,4 +152,4 @@ run = table_experiment(lambda cfg: method_cells(cfg, cfg.run), _table, extra=_hi
 
 
 def report(result: dict) -> str:
-  return result["table"] + "\nMean ± standard deviation over seeds."
+  return result["table"] + "\nMean ± population standard deviation over seeds."

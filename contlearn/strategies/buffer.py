@@ -78,6 +78,34 @@ def add(buf: Buffer, rows: PyTree, outputs: Any, key: jax.Array) -> Buffer:
   return Buffer(stored, kept, buf.seen + n)
 
 
+def rebalanced(buf: Buffer, task: jax.Array, new_rows: PyTree) -> Buffer:
+  """The memory after task `task` ends, shared evenly by the tasks so far (no outputs kept).
+
+  With K = capacity and s = K // (task + 1), task j < `task` keeps the first s
+  of its rows and task `task` gets the first s of `new_rows` (every leaf
+  `[K, ...]`): task j's rows sit in slots `[j s, (j + 1) s)`, so they were the
+  first of its slots before too, and the last K mod (task + 1) slots stay
+  empty. The memory then holds finished tasks only, each an equal share.
+
+  Args:
+    buf: the memory, laid out so by the earlier calls (empty before task 0's end).
+    task: int32 [], the task that ended (0-based).
+    new_rows: K rows of that task, in the order they should be kept.
+  """
+  k = buf.capacity
+  share = k // (task + 1)
+  before = k // jnp.maximum(task, 1)  # each earlier task's share until now
+  slot = jnp.arange(k)
+  owner, rank = slot // share, slot % share
+  new = owner == task
+  source = jnp.where(new, rank, jnp.minimum(owner * before + rank, k - 1))
+
+  def pick(old, fresh):
+    return jnp.where(new.reshape(-1, *[1] * (old.ndim - 1)), fresh[source], old[source])
+
+  return Buffer(jax.tree.map(pick, buf.rows, new_rows), buf.outputs, share * (task + 1))
+
+
 def draw(stored: PyTree, size: jax.Array, n: int, key: jax.Array) -> PyTree:
   """n rows drawn uniformly with replacement from the first `size` rows of
   `stored` (every leaf `[K, ...]`; row 0 when `size` is 0)."""

@@ -43,19 +43,49 @@ def _replay_loss(model: TaskModel, params: PyTree, rows: buf_lib.Buffer, mask: j
   return jnp.where(jnp.any(mask > 0), loss, 0.0)
 
 
+FILLS = ("reservoir", "task_end")
+
+
+def _balanced_at_task_end(model: TaskModel, capacity: int):
+  """(init, end_task) of a memory filled when a task ends, shared evenly by the tasks so far."""
+
+  def init(params, key):
+    del params, key
+    return buf_lib.empty(capacity, model.empty_batch(1))
+
+  def end_task(state, env, task, key):
+    rows = model.stored(model.task_rows(env, task, capacity, key))
+    return state.replace(strategy=buf_lib.rebalanced(state.strategy, task, rows))
+
+  return init, end_task
+
+
 def er(
-  model: TaskModel, capacity: int = 500, replay_batch: int = 32, new_weight: float = 1.0, replay_weight: float = 1.0
+  model: TaskModel,
+  capacity: int = 500,
+  replay_batch: int = 32,
+  new_weight: float = 1.0,
+  replay_weight: float = 1.0,
+  fill: str = "reservoir",
 ) -> Strategy:
   """Experience replay: `new_weight` x the batch's loss + `replay_weight` x the loss of
-  `replay_batch` reservoir rows (the replay term is 0 while the buffer is empty).
+  `replay_batch` memory rows (the replay term is 0 while the memory is empty).
 
   The default is the plain sum; De Lange et al.'s stability-gap runs weigh
   the new batch 0.3 and the memory batch 0.7 (`new_weight=0.3,
   replay_weight=0.7`; their `Lw_new`), the first task included.
+
+  `fill`: "reservoir" offers every batch's rows to a reservoir (the memory
+  holds rows of the task being learnt too); "task_end" fills the memory when
+  a task ends, with `model.task_rows` of that task, each finished task an
+  equal share (`buffer.rebalanced`), as De Lange et al.'s ER does with
+  classes: during task t it holds tasks 0..t-1 only, and nothing during
+  task 0.
   """
   if new_weight < 0 or replay_weight < 0:
     raise ConfigError(f"er: new_weight and replay_weight must be >= 0, got {new_weight} and {replay_weight}")
-  init, after_step = _reservoir(model, capacity, keep_outputs=False)
+  if fill not in FILLS:
+    raise ConfigError(f"er: fill={fill!r} must be one of {', '.join(FILLS)}")
 
   def loss(params, sstate, hp, batch, key):
     del hp
@@ -63,6 +93,10 @@ def er(
     rows, mask = buf_lib.sample(sstate, replay_batch, key)
     return new_weight * base + replay_weight * _replay_loss(model, params, rows, mask), aux
 
+  if fill == "task_end":
+    init, end_task = _balanced_at_task_end(model, capacity)
+    return Strategy("er", {}, init, loss, end_task=end_task)
+  init, after_step = _reservoir(model, capacity, keep_outputs=False)
   return Strategy("er", {}, init, loss, after_step=after_step)
 
 

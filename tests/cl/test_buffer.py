@@ -78,3 +78,30 @@ def test_sample_draws_only_valid_rows_and_masks_empty():
   assert float(mask.min()) == 1.0
   _, mask = buffer.sample(buffer.empty(8, _rows(0, 1)), 4, jax.random.key(5))
   assert float(mask.max()) == 0.0
+
+
+def _reference_rebalance(memory, task, new, capacity):
+  """The memory as a Python list of per-task lists: each task keeps its first capacity // (task + 1)."""
+  share = capacity // (task + 1)
+  return [rows[:share] for rows in memory] + [new[:share]]
+
+
+def test_rebalanced_memory_shares_capacity_evenly_over_finished_tasks():
+  capacity = 11
+  buf = buffer.empty(capacity, _rows(0, 1))
+  step = jax.jit(buffer.rebalanced)
+  memory = []
+  for task in range(4):
+    new = _rows(100 * task, capacity)  # task t's rows: 100 t, 100 t + 1, ...
+    buf = step(buf, jnp.asarray(task, jnp.int32), new)
+    memory = _reference_rebalance(memory, task, [100 * task + i for i in range(capacity)], capacity)
+    want = [x for rows in memory for x in rows]
+    size = int(buf.size)
+    assert size == len(want) == (capacity // (task + 1)) * (task + 1)
+    np.testing.assert_array_equal(np.asarray(buf.rows["x"][:size, 0]), want)
+    np.testing.assert_array_equal(np.asarray(buf.rows["tag"][:size, 1]), want)
+  # after 4 tasks: 2 rows of each (11 // 4), the first two each task was given
+  assert np.asarray(buf.rows["x"][:8, 0]).tolist() == [0, 1, 100, 101, 200, 201, 300, 301]
+  rows, mask = buffer.sample(buf, 256, jax.random.key(0))
+  assert set(np.asarray(rows.rows["x"][:, 0]).tolist()) == {0, 1, 100, 101, 200, 201, 300, 301}
+  assert float(mask.min()) == 1.0

@@ -193,3 +193,36 @@ def test_plasticity_health_columns_cover_every_seed(tmp_path):
   assert f"{100 * np.mean(dormant):.1f} ± {100 * np.std(dormant):.1f}" in row
   assert f"{np.mean(rank):.1f} ± {np.std(rank):.1f}" in row
   assert mod.over_seeds([0.25]) == 0.25
+
+
+def test_er_filled_at_task_end_replays_finished_tasks_only(split_digits_task):
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from contlearn import engine, strategies
+  from contlearn.cl import Mlp, classifier, classifier_learner
+  from contlearn.strategies.base import keep_state
+
+  sc = split_digits_task
+  model = Mlp(64, (16,), 2, 5)
+  strategy = strategies.make("er", classifier(model), capacity=40, replay_batch=8, fill="task_end")
+  assert strategy.after_step is keep_state  # nothing is offered while a task is learnt
+  state = engine.init(classifier_learner(model, strategy, optax.sgd(0.1)), jax.random.key(0))
+  assert int(state.strategy.size) == 0
+  for task in range(3):
+    state = strategy.end_task(state, sc, jnp.asarray(task, jnp.int32), jax.random.key(task))
+    mem = state.strategy
+    share = 40 // (task + 1)
+    assert int(mem.size) == share * (task + 1)
+    tasks = np.asarray(mem.rows.task[: int(mem.size)])
+    np.testing.assert_array_equal(tasks, np.repeat(np.arange(task + 1), share))  # each finished task a share
+  with pytest.raises(ConfigError, match="fill='ring' must be one of reservoir, task_end"):
+    strategies.make("er", classifier(model), fill="ring")
+
+
+def test_stability_gap_runs_the_papers_memory_and_steps():
+  cfg = _experiment("cl_stability_gap").get_config()
+  assert "fill=task_end" in cfg.er.strategy_options and "fill=reservoir" in cfg.er_reservoir.strategy_options
+  assert cfg.run.steps_per_task == 470 and cfg.run.batch == 256 and cfg.run.eval_every == 1
+  assert cfg.models == ("er", "naive") and len(cfg.run.seeds) == 5
