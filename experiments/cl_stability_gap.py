@@ -118,9 +118,22 @@ def _rows(cfg: Config, results: dict[str, Result]) -> list[list]:
   return rows
 
 
+def _dips(cfg: Config, results: dict[str, Result]) -> list[str]:
+  """One line per method: where the old tasks' minima fall and how soon they recover (`metrics.dip_timing`)."""
+  lines = []
+  for name, res in results.items():
+    t = np.concatenate([metrics.dip_timing(a, res.ends) for a in res.trajectory])  # [seeds x old tasks, 2]
+    lines.append(
+      f"{getattr(cfg, name).label}: the {len(t)} old-task minima (tasks x seeds) fall {t[:, 0].min()}-{t[:, 0].max()}"
+      f" evaluations after a task boundary and are back within 3 points of their final accuracy"
+      f" {t[:, 1].min()}-{t[:, 1].max()} evaluations later"
+    )
+  return lines
+
+
 def _table(cfg: Config, results: dict[str, Result]) -> str:
   header = ["Method", "ACC", "old-task ACC", "avg-min-ACC", "stability gap", "WC-ACC", f"WF^{cfg.window}"]
-  return markdown_table(header, _rows(cfg, results))
+  return "\n".join([markdown_table(header, _rows(cfg, results)), "", *_dips(cfg, results)])
 
 
 def _plots(cfg: Config, results: dict[str, Result], out: pathlib.Path) -> None:

@@ -93,6 +93,29 @@ def stability_gap(a: np.ndarray, ends) -> float:
   return final_old_accuracy(a, ends) - min_accuracy(a, ends)
 
 
+def dip_timing(a: np.ndarray, ends, tol: float = 0.03) -> np.ndarray:
+  """When each old task's dip falls and how soon it recovers: int [k - 1, 2].
+
+  For task i < k - 1 (k = len(ends) tasks seen): column 0, the evaluations from
+  the task boundary before its minimum (the one after its own training, or a
+  later one) to the minimum, the one `min_accuracy` takes; column 1, the
+  evaluations from the minimum until it is back within `tol` of its final
+  accuracy (0 if the minimum already is).
+
+  >>> a = np.array([[0.9, 0.1], [0.5, 0.8], [0.7, 0.8], [0.8, 0.9]])  # task 0 dips right after the boundary
+  >>> dip_timing(a, [1, 4]).tolist()
+  [[1, 2]]
+  """
+  a, ends = _trajectory(a, ends)
+  rows = []
+  for i in range(len(ends) - 1):
+    low = ends[i] + int(np.argmin(a[ends[i] :, i]))  # index of the minimum
+    boundary = ends[ends <= low].max()  # evaluations up to the last boundary before it
+    back = int(np.argmax(a[low:, i] >= a[-1, i] - tol))
+    rows.append([low + 1 - boundary, back])
+  return np.asarray(rows, int).reshape(-1, 2)
+
+
 def worst_case_accuracy(a: np.ndarray, ends) -> float:
   """WC-ACC = (1/k) A[last, k-1] + (1 - 1/k) avg-min-ACC, k = len(ends) tasks seen."""
   a, ends = _trajectory(a, ends)

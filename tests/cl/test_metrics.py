@@ -62,3 +62,20 @@ def test_plasticity_measures_by_hand():
   assert metrics.dormant_fraction([h], tau=0.1) == pytest.approx(0.5)
   assert metrics.effective_rank(np.eye(4)) == pytest.approx(4.0)
   assert metrics.effective_rank(np.outer(np.arange(1, 6), np.ones(3))) == pytest.approx(1.0)
+
+
+def test_dip_timing_finds_each_minimum_after_the_boundary_before_it():
+  # 3 tasks ending at evaluations 2, 4, 6; task 0 dips after the second boundary, task 1 after the third
+  a = np.array(
+    [
+      [0.5, 0.0, 0.0],
+      [0.9, 0.0, 0.0],  # task 0 learnt
+      [0.8, 0.6, 0.0],
+      [0.85, 0.9, 0.0],  # task 1 learnt
+      [0.4, 0.5, 0.7],  # both dip right after the boundary
+      [0.88, 0.3, 0.9],  # task 1's minimum is one evaluation later
+      [0.9, 0.89, 0.95],
+    ]
+  )
+  np.testing.assert_array_equal(metrics.dip_timing(a, [2, 4, 6]), [[1, 1], [2, 1]])
+  np.testing.assert_array_equal(metrics.dip_timing(a, [2, 4, 6], tol=0.0), [[1, 2], [2, 1]])
