@@ -89,7 +89,8 @@ def rebalanced(buf: Buffer, task: jax.Array, new_rows: PyTree) -> Buffer:
 
   Args:
     buf: the memory, laid out so by the earlier calls (empty before task 0's end).
-    task: int32 [], the task that ended (0-based).
+    task: int32 [], the task that ended (0-based, below K: each task needs
+      a slot).
     new_rows: K rows of that task, in the order they should be kept.
   """
   k = buf.capacity
