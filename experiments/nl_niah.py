@@ -67,7 +67,7 @@ MODELS = {
   "hope": {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1},
   # the models behind the papers' S-NIAH numbers (nl_niah_long runs them): Titans' memory as context,
   # segments of the training length; Hope-Attention, attention then the CMS
-  "titans_mac": {"mixer": TitansMACConfig(expansion=2, persistent_tokens=4)},
+  "titans_mac": {"mixer": TitansMACConfig(expansion=2, persistent_tokens=4, chunk=64)},
   "hope_attention": {"mixer": SlidingWindowConfig(), "cms_periods": (1, 4, 16), "cms_hidden": 1},
 }
 
