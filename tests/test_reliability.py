@@ -680,7 +680,8 @@ def test_twenty_random_sigkills_of_a_classic_cl_run_end_bit_identical(tmp_path):
   def cmd(folder, *args):
     return ["env", f"PYTHONPATH={env['PYTHONPATH']}", *_cmd(str(experiment), folder, *args)]
 
-  soak = _soak(cmd(out, "--set", "sleep=1"), cmd(out, "--set", "sleep=1", "--resume"), out / "summary.json", 20, 1)
+  # 2 s a block: with the tests' warm compilation cache a restart is quick, and at 1 s the run could end before 20 kills
+  soak = _soak(cmd(out, "--set", "sleep=2"), cmd(out, "--set", "sleep=2", "--resume"), out / "summary.json", 20, 1)
   assert soak.kills == 20, "the run finished before 20 kills: make it longer"
   subprocess.run(cmd(clean), check=True, capture_output=True)
   from contlearn.cl.results import load_result
