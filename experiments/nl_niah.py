@@ -5,7 +5,10 @@ training length L (`contlearn.stream.niah`: a single needle "The special magic
 number is 482." and, in the other half of every batch, 2 key -> number
 needles of which one is asked; the question is followed by an answer prefix
 that repeats the needle's wording, as in RULER), with the loss on the answer
-digits only: 1,200 AdamW steps, warm-up then cosine decay. Training is the
+digits only: 2,400 AdamW steps, warm-up then cosine decay, the training
+haystacks growing from none to full length over the first half of the steps
+(`curriculum` 0.5; attention retrieved at most a third of single needles
+with half the steps, curriculum or not). Training is the
 engine's `sequence_learner` with a fresh memory per sequence, one lane per
 initialisation seed; step i's batch is drawn from numpy's generator seeded
 with (seed, i), so a resumed run reads the same batches. The haystacks are
@@ -20,14 +23,13 @@ Attention ("transformer", window L) sees only the last L bytes, so beyond L
 it can find only needles that happen to fall inside its window.
 
 Command:   contlearn run nl_niah
-           contlearn run nl_niah --only transformer,titans,hope --set steps=2400
            contlearn run nl_niah --only transformer --set seeds=0,1,2,3
-           contlearn run nl_niah --only transformer --set curriculum=0.5   (haystacks grow over half the steps)
+           contlearn run nl_niah --only transformer --set steps=1200 --set curriculum=0   (the former protocol)
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
-Runtime:   the transformer's 3 seeds (lanes): about 2.3 s a step on 2 CPU cores shared with other
-           jobs, 46 minutes for 1,200 steps (docs/nested_learning.md has the run); each further
-           model adds its own share.
+Runtime:   the transformer's 3 seeds (lanes): about 1.1-2.3 s a step on 2 CPU cores (2.3 s shared
+           with other jobs), 45-90 minutes for 2,400 steps (docs/nested_learning.md has the runs);
+           each further model adds its own share.
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
@@ -114,8 +116,8 @@ class NiahConfig:
   length: int = 256
   factors: tuple[int, ...] = (1, 2, 4, 8)
   digits: int = 3
-  curriculum: float = 0.0
-  steps: int = 1200
+  curriculum: float = 0.5
+  steps: int = 2400
   batch: int = 16
   lr: float = 3e-3
   warmup: float = 0.1
