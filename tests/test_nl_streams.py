@@ -96,7 +96,7 @@ def test_niah_small_run_reports_accuracy_per_task_and_length(tmp_path):
 
 def test_niah_batches_depend_on_seed_and_step_only():
   exp = _load("nl_niah")
-  cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true"]))
+  cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true", "curriculum=0"]))  # every step full length
   hay = exp.haystacks()[0]
   whole = exp.training_block(cfg, hay, 0, 4)
   later = exp.training_block(cfg, hay, 2, 2)
@@ -113,13 +113,14 @@ def test_niah_batches_depend_on_seed_and_step_only():
 
 def test_niah_curriculum_grows_the_haystack_over_its_share_of_the_steps():
   exp = _load("nl_niah")
-  cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true", "curriculum=0.5"]))  # 20 steps: 10 to grow
+  cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true"]))  # curriculum 0.5 by default; 20 steps: 10 to grow
+  assert cfg.curriculum == 0.5
   assert [exp.fill(cfg, i) for i in (0, 5, 10, 19)] == [0.0, 0.5, 1.0, 1.0]
   block = exp.training_block(cfg, exp.haystacks()[0], 0, 20)
   padded = (~block.mask).sum(axis=2)  # [steps, batch] padding bytes at the end
   assert (padded[0] > 80).all() and (padded[10:] == 0).all() and (np.diff(padded.mean(axis=1)[:11]) < 0).all()
   assert (block.scored.sum(axis=2) == 3).all() and not (block.scored & ~block.mask).any()
-  plain = exp.resolved(apply_overrides(exp.get_config(), ["small=true"]))
+  plain = exp.resolved(apply_overrides(exp.get_config(), ["small=true", "curriculum=0"]))
   np.testing.assert_array_equal(block.tokens[10:], exp.training_block(plain, exp.haystacks()[0], 10, 10).tokens)
   with pytest.raises(ConfigError, match="curriculum=1.5"):
     exp.resolved(apply_overrides(exp.get_config(), ["curriculum=1.5"]))
