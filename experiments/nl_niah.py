@@ -27,9 +27,9 @@ Command:   contlearn run nl_niah
            contlearn run nl_niah --only transformer --set steps=1200 --set curriculum=0   (the former protocol)
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
-Runtime:   the transformer's 3 seeds (lanes): about 1.1-2.3 s a step on 2 CPU cores (2.3 s shared
-           with other jobs), 45-90 minutes for 2,400 steps (docs/nested_learning.md has the runs);
-           each further model adds its own share.
+Runtime:   3 seeds as lanes on 2 CPU cores: the transformer about 1.0 s a step (40 minutes for
+           2,400 steps; docs/nested_learning.md has the run), Gated DeltaNet about 2 s a step
+           (80 minutes); Titans and Hope take longer.
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
