@@ -113,8 +113,8 @@ def test_niah_batches_depend_on_seed_and_step_only():
 
 def test_niah_curriculum_grows_the_haystack_over_its_share_of_the_steps():
   exp = _load("nl_niah")
-  cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true"]))  # curriculum 0.5 by default; 20 steps: 10 to grow
-  assert cfg.curriculum == 0.5
+  cfg = exp.resolved(apply_overrides(exp.get_config(), ["small=true"]))  # 20 steps: 10 to grow
+  assert cfg.curriculum == 0.5  # the default
   assert [exp.fill(cfg, i) for i in (0, 5, 10, 19)] == [0.0, 0.5, 1.0, 1.0]
   block = exp.training_block(cfg, exp.haystacks()[0], 0, 20)
   padded = (~block.mask).sum(axis=2)  # [steps, batch] padding bytes at the end
