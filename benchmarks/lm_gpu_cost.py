@@ -37,8 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 from contlearn import catalog  # noqa: E402
-from contlearn.config import Config, DataConfig, ModelConfig, with_known_fields  # noqa: E402
+from contlearn.config import Config, DataConfig, ModelConfig  # noqa: E402
 from contlearn.learner import build_learner  # noqa: E402
+from contlearn.mixer_configs import with_known_fields  # noqa: E402
 from contlearn.models import byte_lm  # noqa: E402
 from contlearn.models.sizing import param_count  # noqa: E402
 from contlearn.models.variants import select  # noqa: E402

@@ -30,9 +30,10 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, with_known_fields  # noqa: E402
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from contlearn.engine import compile, place_state, place_xs  # noqa: E402
 from contlearn.learner import build_learner  # noqa: E402
+from contlearn.mixer_configs import with_known_fields  # noqa: E402
 from contlearn.sharding import make_mesh  # noqa: E402
 from contlearn.stream import Chunk  # noqa: E402
 

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
-from contlearn.config import ModelConfig, with_known_fields  # noqa: E402
+from contlearn.config import ModelConfig  # noqa: E402
+from contlearn.mixer_configs import with_known_fields  # noqa: E402
 from contlearn.models import build_mixer  # noqa: E402
 
 MEMORIES = ["linear_attention", "mamba2", "deltanet", "gated_deltanet", "ttt_linear", "ttt_mlp", "titans", "swa"]

@@ -37,9 +37,10 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
-from contlearn import config
-from contlearn.config import Config, MixerConfig
+from contlearn import field_checks
+from contlearn.config import Config
 from contlearn.errors import ConfigError
+from contlearn.mixer_configs import MixerConfig
 
 DEFAULT = "byte_lm"
 PACKAGE = "contlearn.experiments"
@@ -47,7 +48,7 @@ PACKAGE = "contlearn.experiments"
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
   """`"did you mean X? "` (to start a sentence) for the choice closest to `word`, or `""` when none is close."""
-  hint = config.did_you_mean(word, choices)
+  hint = field_checks.did_you_mean(word, choices)
   return f"{hint} " if hint else ""
 
 

@@ -2,7 +2,7 @@
 
 Every field of a config dataclass is typed, so an override from the command
 line is parsed and checked against the field's type, and the config's own
-checks (`__post_init__`, `contlearn.config.require`) run on the new value:
+checks (`__post_init__`, `contlearn.field_checks.require`) run on the new value:
 
 >>> from contlearn.config import Config
 >>> cfg = apply_overrides(Config(), ["model.d_model=64", "train.lr=1e-3"])
@@ -24,8 +24,9 @@ import types
 import typing
 from typing import Any
 
-from contlearn.config import FieldError, MissingMixerField, MixerConfig, check_mixer_field
 from contlearn.errors import ConfigError
+from contlearn.field_checks import FieldError
+from contlearn.mixer_configs import MissingMixerField, MixerConfig, check_mixer_field
 
 
 def _parse_value(text: str, annotation: Any, key: str) -> Any:

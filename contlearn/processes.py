@@ -36,8 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from contlearn.config import FieldError, require
 from contlearn.errors import ConfigError, ContlearnError, DataError, NonFiniteError, OutputError
+from contlearn.field_checks import FieldError, require
 
 ENV = {
   "coordinator": "CONTLEARN_COORDINATOR",

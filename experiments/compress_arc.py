@@ -34,7 +34,8 @@ from typing import Any
 
 from contlearn.compress_arc import solve, task
 from contlearn.compress_arc.learner import SolverConfig
-from contlearn.config import FieldError, require, to_dict
+from contlearn.config import to_dict
+from contlearn.field_checks import FieldError, require
 from contlearn.overrides import apply_preset
 from contlearn.run_log import write_atomic
 

@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, rules, run_folder
-from contlearn.config import FieldError, ModelConfig, require, to_dict
+from contlearn.config import ModelConfig, to_dict
 from contlearn.evaluation import score
+from contlearn.field_checks import FieldError, require
 from contlearn.learner import ebt_learner, sequence_learner
 from contlearn.models import byte_lm
 from contlearn.models.attention import SlidingWindowConfig

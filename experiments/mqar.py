@@ -72,10 +72,11 @@ import optax
 
 from contlearn import engine, spread, synthetic
 from contlearn.cl.results import markdown_table
-from contlearn.config import ModelConfig, with_known_fields
+from contlearn.config import ModelConfig
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.learner import sequence_learner
 from contlearn.memories import mqar
+from contlearn.mixer_configs import with_known_fields
 from contlearn.models import byte_lm
 from contlearn.models.memory_layer import QK_ACTS
 from contlearn.overrides import apply_preset

@@ -30,7 +30,8 @@ Outputs:   OUT/<model>/ (metrics.jsonl with each seed's loss, summary.json with 
 
 import dataclasses
 
-from contlearn.config import Config, DataConfig, MixerConfig, ModelConfig, TrainConfig
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
+from contlearn.mixer_configs import MixerConfig
 from contlearn.models import hope as hope_blocks
 from contlearn.models.sizing import matched_width, param_count
 from contlearn.models.titans import TitansMACConfig, TitansMAGConfig

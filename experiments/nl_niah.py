@@ -47,10 +47,11 @@ import numpy as np
 import optax
 
 from contlearn import engine, spread, synthetic
-from contlearn.config import ModelConfig, to_dict, with_known_fields
+from contlearn.config import ModelConfig, to_dict
 from contlearn.errors import CheckpointError, ConfigError
 from contlearn.evaluation import score, segments
 from contlearn.learner import sequence_learner
+from contlearn.mixer_configs import with_known_fields
 from contlearn.models import byte_lm
 from contlearn.models.attention import SlidingWindowConfig
 from contlearn.models.hope import SelfModifyingTitansConfig

@@ -14,8 +14,9 @@ from tiny import tiny_config
 
 import contlearn as cl
 from contlearn.checkpoint import Checkpoints
-from contlearn.config import MixerConfig, require
 from contlearn.driver import fit
+from contlearn.field_checks import require
+from contlearn.mixer_configs import MixerConfig
 from contlearn.models.flax_models import from_linen, from_nnx, mixer_from_linen
 from contlearn.models.mixer import register_mixer
 from contlearn.sharding import make_mesh, state_sharding

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from contlearn import evaluation, ring
-from contlearn.config import FieldError
+from contlearn.field_checks import FieldError
 from contlearn.learner import ebt_learner
 from contlearn.models import ebt
 from contlearn.stream.base import Chunk

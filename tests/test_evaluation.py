@@ -6,9 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-from contlearn.config import ModelConfig, with_known_fields
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.evaluation import score, segments
+from contlearn.mixer_configs import with_known_fields
 from contlearn.models import byte_lm
 from contlearn.models.sizing import param_count
 from contlearn.models.variants import select

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from contlearn import config
 from contlearn.cli import main
-from contlearn.config import Config, ModelConfig, mixer_config, to_dict, to_flat_dict
+from contlearn.config import Config, ModelConfig, to_dict, to_flat_dict
 from contlearn.errors import ConfigError
+from contlearn.mixer_configs import mixer_config, mixer_names
 from contlearn.models import mixer as registry
 from contlearn.models.attention import SlidingWindowConfig
 from contlearn.models.linear_attention import LinearAttentionConfig
@@ -104,7 +104,7 @@ class Recorder:
     return getattr(self._cfg, name)
 
 
-@pytest.mark.parametrize("name", config.mixer_names())
+@pytest.mark.parametrize("name", mixer_names())
 def test_each_mixer_reads_every_field_of_its_config(name):
   """Building, initialising and applying a mixer (shapes only) reads each field of its config, and no other."""
   model = ModelConfig(mixer=name, d_model=16, n_heads=2, n_layers=1)
@@ -158,4 +158,4 @@ def test_a_mixer_registers_its_own_config_class():
     registry.register_mixer("titans_again", TitansConfig)(lambda cfg, model: None)
   with pytest.raises(TypeError, match="the config must be a MixerConfig dataclass"):
     registry.register_mixer("plain", dict)
-  assert "titans_again" not in config.mixer_names()
+  assert "titans_again" not in mixer_names()

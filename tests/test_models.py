@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contlearn.config import ModelConfig, mixer_config
+from contlearn.config import ModelConfig
+from contlearn.mixer_configs import mixer_config
 from contlearn.models import attention, build_mixer, byte_lm, layers
 
 

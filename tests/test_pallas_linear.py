@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from contlearn import memories
-from contlearn.config import Config, ModelConfig, mixer_config
+from contlearn.config import Config, ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.memories import pallas_linear
+from contlearn.mixer_configs import mixer_config
 from contlearn.models import byte_lm
 from contlearn.overrides import apply_overrides
 from tests.memories.helpers import inputs

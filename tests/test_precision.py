@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from tiny import tiny_config, with_fields
 
-from contlearn.config import REMAT_POLICIES, ModelConfig, mixer_config
+from contlearn.config import REMAT_POLICIES, ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.learner import build_learner
+from contlearn.mixer_configs import mixer_config
 from contlearn.models import byte_lm
 from contlearn.models.lm import stack_blocks, unstack_blocks
 from contlearn.stream import Chunk

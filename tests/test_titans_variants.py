@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from contlearn import memories
-from contlearn.config import ModelConfig, mixer_config, with_known_fields
+from contlearn.config import ModelConfig
 from contlearn.learner import build_learner
+from contlearn.mixer_configs import mixer_config, with_known_fields
 from contlearn.models import build_mixer
 from contlearn.stream.base import Chunk
 from tests.test_models import rope_np, softmax_np

@@ -2,7 +2,8 @@
 
 import dataclasses
 
-from contlearn.config import Config, DataConfig, MixerConfig, ModelConfig, TrainConfig, with_known_fields
+from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig
+from contlearn.mixer_configs import MixerConfig, with_known_fields
 
 
 def tiny_config(mixer: MixerConfig | str = "linear_attention", **model) -> Config:

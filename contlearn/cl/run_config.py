@@ -25,8 +25,8 @@ import jax
 
 from contlearn import rules
 from contlearn import strategies as strategies_lib
-from contlearn.config import require
 from contlearn.errors import ConfigError
+from contlearn.field_checks import require
 
 STREAMS = ("split", "permuted", "rotated", "concept_shift")
 

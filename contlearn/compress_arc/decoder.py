@@ -62,7 +62,7 @@ from contlearn.compress_arc.multitensor import (
   xy_representative,
 )
 from contlearn.compress_arc.puzzle import PuzzleArrays, Signature
-from contlearn.config import FieldError, require
+from contlearn.field_checks import FieldError, require
 
 
 @dataclasses.dataclass(frozen=True)

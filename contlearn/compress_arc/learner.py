@@ -37,8 +37,8 @@ import optax
 
 from contlearn.compress_arc import decoder, loss, selection
 from contlearn.compress_arc.puzzle import PuzzleArrays, Signature
-from contlearn.config import require
 from contlearn.engine import Learner
+from contlearn.field_checks import require
 from contlearn.state import LearnerState, new_state
 
 

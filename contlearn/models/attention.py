@@ -25,7 +25,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from contlearn.config import MixerConfig, ModelConfig, require
+from contlearn.config import ModelConfig
+from contlearn.field_checks import require
+from contlearn.mixer_configs import MixerConfig
 from contlearn.models import layers
 from contlearn.models.mixer import Mixer, head_width, register_mixer
 

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import optax
 
 from contlearn import ring
-from contlearn.config import FieldError, require
+from contlearn.field_checks import FieldError, require
 from contlearn.models import layers
 from contlearn.models.lm import OUTER, Model
 

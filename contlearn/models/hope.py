@@ -41,8 +41,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from contlearn.config import ModelConfig, require
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
+from contlearn.field_checks import require
 from contlearn.memories import MemState, rules
 from contlearn.memories import self_modifying as sm
 from contlearn.models import layers

@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 
 from contlearn import memories
-from contlearn.config import ModelConfig, require
+from contlearn.config import ModelConfig
+from contlearn.field_checks import require
 from contlearn.models.memory_layer import GatedRateConfig, LinearMemoryConfig, MemoryBlock, memory_mixer
 from contlearn.models.mixer import register_mixer
 

@@ -42,9 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn import memories
-from contlearn.config import MixerConfig, ModelConfig, require
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
+from contlearn.field_checks import require
 from contlearn.memories import pallas_linear
+from contlearn.mixer_configs import MixerConfig
 from contlearn.models import layers
 from contlearn.models.mixer import Mixer, head_width
 

@@ -49,8 +49,9 @@ from typing import Any, NamedTuple
 
 import jax
 
-from contlearn.config import MixerConfig, ModelConfig, mixer_config_class, register_mixer_config
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
+from contlearn.mixer_configs import MixerConfig, mixer_config_class, register_mixer_config
 
 Params = Any
 State = Any
@@ -87,7 +88,7 @@ def register_mixer(name: str, config: type[MixerConfig]):
   `config` is the frozen dataclass of the mixer's own settings, a
   `MixerConfig` subclass no other mixer registered (a subclass with no new
   fields gives a mixer the fields of another), registered with
-  `contlearn.config.register_mixer_config`; the factory reads its settings
+  `contlearn.mixer_configs.register_mixer_config`; the factory reads its settings
   from `cfg` and the model's sizes (d_model, n_heads, n_layers) from `model`.
   """
   register_mixer_config(name, config)

@@ -48,8 +48,9 @@ import jax
 import jax.numpy as jnp
 
 from contlearn import memories
-from contlearn.config import ModelConfig, require
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
+from contlearn.field_checks import require
 from contlearn.models import attention, layers
 from contlearn.models.memory_layer import ChunkStartConfig, MemoryBlock, MlpMemoryConfig, memory_mixer, read
 from contlearn.models.mixer import Mixer, head_width, register_mixer

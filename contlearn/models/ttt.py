@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from contlearn.config import ModelConfig, require
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
+from contlearn.field_checks import require
 from contlearn.memories.core import InnerModel, Rule, half_squared_loss, squared_loss
 from contlearn.models import ttt_official
 from contlearn.models.memory_layer import ChunkStartConfig, MemoryBlock, MlpMemoryConfig, memory_mixer

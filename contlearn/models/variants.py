@@ -21,8 +21,9 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from contlearn.config import ModelConfig, mixer_names
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
+from contlearn.mixer_configs import mixer_names
 
 
 def select(

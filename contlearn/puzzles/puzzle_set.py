@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from contlearn.config import FieldError, require
+from contlearn.field_checks import FieldError, require
 from contlearn.puzzles import arc, sudoku
 
 KINDS = ("sudoku", "maze", "arc")

@@ -49,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, run_folder
-from contlearn.config import FieldError, require
 from contlearn.errors import ConfigError
+from contlearn.field_checks import FieldError, require
 from contlearn.overrides import apply_preset
 from contlearn.plots import save_figure
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, PuzzleSet, arc_canvas, arc_vote, puzzle_kind, splits

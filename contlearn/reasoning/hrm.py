@@ -64,8 +64,8 @@ import jax.numpy as jnp
 import optax
 
 from contlearn import clocks
-from contlearn.config import require
 from contlearn.engine import Learner
+from contlearn.field_checks import require
 from contlearn.models.layers import dense_init
 from contlearn.reasoning.network import init_network, network
 from contlearn.reasoning.segments import Carry, SegmentConfig, SegmentOutput, answer_terms, rollout, segment_learner

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from contlearn.config import FieldError, require
 from contlearn.engine import Learner
+from contlearn.field_checks import FieldError, require
 from contlearn.puzzles.feed import PuzzleBlock
 from contlearn.reasoning.stablemax import stablemax_cross_entropy
 from contlearn.state import new_state

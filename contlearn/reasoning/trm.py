@@ -61,8 +61,8 @@ import jax.numpy as jnp
 import optax
 
 from contlearn import rules
-from contlearn.config import require
 from contlearn.engine import Learner
+from contlearn.field_checks import require
 from contlearn.models.layers import dense_init
 from contlearn.reasoning.adam_atan2 import adam_atan2
 from contlearn.reasoning.ema import with_ema

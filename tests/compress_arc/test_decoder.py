@@ -15,7 +15,7 @@ import pytest
 from contlearn.compress_arc import decoder, layers, multitensor
 from contlearn.compress_arc.multitensor import ALL_DIMS, xy_representative
 from contlearn.compress_arc.puzzle import PuzzleArrays, Signature
-from contlearn.config import FieldError
+from contlearn.field_checks import FieldError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contlearn.config import ModelConfig, mixer_config, with_known_fields
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.learner import build_learner
+from contlearn.mixer_configs import mixer_config, with_known_fields
 from contlearn.models import build_mixer, byte_lm
 from tests.tiny import tiny_config, with_fields
 

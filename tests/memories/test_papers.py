@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from contlearn import memories
-from contlearn.config import ModelConfig, mixer_config
+from contlearn.config import ModelConfig
 from contlearn.memories.core import InnerModel, MemState, Rule, squared_loss
+from contlearn.mixer_configs import mixer_config
 from contlearn.models import build_mixer
 
 

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from contlearn import memories
-from contlearn.config import FieldError, ModelConfig, with_known_fields
+from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
+from contlearn.field_checks import FieldError
 from contlearn.memories.core import InnerModel
+from contlearn.mixer_configs import with_known_fields
 from contlearn.models import build_mixer, ttt
 
 D, T, CHUNK = 4, 20, 8  # three chunks, the last one short

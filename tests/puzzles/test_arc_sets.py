@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from contlearn.config import FieldError
 from contlearn.errors import ConfigError
+from contlearn.field_checks import FieldError
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, arc, arc_canvas, arc_sets, puzzle_kind, splits
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from contlearn.config import FieldError
 from contlearn.errors import ConfigError
+from contlearn.field_checks import FieldError
 from contlearn.puzzles import PuzzleConfig, PuzzleFeed, dihedral, puzzle_kind, splits
 from tests.puzzles.checks import count_solutions, first_appearance, geometric_images, valid_grid
 

@@ -9,7 +9,7 @@ import pytest
 from reasoning_fixtures import B, random_carry
 
 from contlearn import engine
-from contlearn.config import FieldError
+from contlearn.field_checks import FieldError
 from contlearn.puzzles.feed import PuzzleBlock
 from contlearn.reasoning import hrm
 from contlearn.reasoning.segments import Carry, refill

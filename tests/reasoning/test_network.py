@@ -10,7 +10,7 @@ import pytest
 from reasoning_fixtures import TRM_CFG
 
 from contlearn import engine
-from contlearn.config import FieldError
+from contlearn.field_checks import FieldError
 from contlearn.puzzles.feed import PuzzleBlock
 from contlearn.reasoning import hrm, trm
 from contlearn.reasoning.network import init_network, network, self_attention

@@ -10,7 +10,7 @@ import pytest
 from reasoning_fixtures import TRM_CFG, B, random_carry, trm_params_with_heads
 
 from contlearn import engine
-from contlearn.config import FieldError
+from contlearn.field_checks import FieldError
 from contlearn.puzzles.feed import PuzzleBlock
 from contlearn.reasoning import trm
 
