@@ -53,3 +53,16 @@ def test_ewc_fisher_example_reads_the_penalty_after_each_task(tmp_path):
   assert sums.shape == (5, 3) and (sums > 0).all()
   assert (np.diff(sums, axis=0) >= 0).all()  # EWC adds each task's Fisher (a sum of squares) to the last
   assert np.asarray(saved["task0"]).shape == (3, 5)
+
+
+@pytest.mark.slow
+def test_titans_memory_growth_example_reads_the_memory_after_each_chunk(tmp_path):
+  argv = [sys.executable, str(ROOT / "examples" / "titans_memory_growth.py"), "--phase-tokens", "1024"]
+  argv += ["--set", "lr_init=0.3", "--out", str(tmp_path / "g")]
+  stdout = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+  assert stdout.startswith("titans: TitansConfig(chunk=16") and "lr_init=0.3, step='chunk'" in stdout
+  saved = json.loads((tmp_path / "g" / "memory_growth.json").read_text())
+  assert saved["order"] == [1, 2, 0, 1] and saved["stopped"] is None
+  assert [r["chunk"] for r in saved["chunks"]] == [1, 2, 3, 4]  # one chunk of 1,024 tokens a phase
+  assert all(np.isfinite(r["loss"]) and r["largest"] > 0 for r in saved["chunks"])
+  assert all(r["where"].startswith(("[0]", "[1]")) for r in saved["chunks"])  # a path into one layer's memory
