@@ -26,9 +26,9 @@ Command:   contlearn run nl_domain_shift
            contlearn run nl_domain_shift --only transformer,titans,hope --set phase_tokens=200000
            contlearn run nl_domain_shift --set base.model.d_model=64
            contlearn run nl_domain_shift --set small=true          (a smoke run, ~1 minute)
-Runtime:   17 minutes on 2 CPU cores shared with other jobs (load ~9; 5 minutes of CPU),
-           transformer and titans, 786k tokens each, at 9a30230 (the former host loop; docs/nested_learning.md);
-           hope adds its own share.
+Runtime:   26 minutes for transformer and titans at seeds=0,1,2 (786k tokens a seed, 5,424 and 2,752
+           tokens/s) on 2 CPU cores shared with another run, at f50e345 (docs/nested_learning.md);
+           hope adds its own share (746-1,286 tokens/s at 71272eb).
 Outputs:   OUT/domain_shift.json and OUT/domain_shift.png; OUT/<model>/checkpoints/
 """
 
