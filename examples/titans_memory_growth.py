@@ -37,13 +37,13 @@ from contlearn.overrides import apply_overrides
 
 
 def largest(tree) -> tuple[float, str]:
-  """The largest |entry| of the float leaves of `tree` (NaN where a leaf is not finite), and its path."""
-  found = []
-  for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if jnp.issubdtype(x.dtype, jnp.floating):
-      x = np.asarray(x)
-      found.append((float(np.max(np.abs(x))) if np.all(np.isfinite(x)) else math.nan, jax.tree_util.keystr(path)))
-  return max(found, key=lambda f: math.inf if math.isnan(f[0]) else f[0])
+  """The largest |entry| of the float leaves of `tree`, and its path.
+
+  Finite: the loop stops on a non-finite state before any hook sees it.
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  floats = [(p, x) for p, x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
+  return max((float(np.max(np.abs(x))), jax.tree_util.keystr(p)) for p, x in floats)
 
 
 class MemoryGrowth(loop.Hook):
@@ -79,9 +79,7 @@ def main():
   data = run_cfg.data
   print(f"titans: {model.mixer}, domains {cfg.order}, seed {args.seed}")
   domains = E.Domains(cfg.domains, steps=data.steps, batch=data.batch, seq=data.seq, heldout=cfg.heldout)
-  feed = E.PhaseFeed(
-    domains.train, cfg.order, max(1, math.ceil(cfg.phase_tokens / (data.steps * data.batch * data.seq)))
-  )
+  feed = E.PhaseFeed(domains.train, cfg.order, E.chunks_per_phase(cfg, data))
   learner = build_learner(run_cfg)
   state = engine.init(learner, jax.random.PRNGKey(args.seed))
   growth = MemoryGrowth()

@@ -202,6 +202,11 @@ class ShiftTrace(loop.Hook):
     self.phase_start, self.seen = int(meta["phase_start"]), int(meta["seen"])
 
 
+def chunks_per_phase(cfg: DomainShiftConfig, data: DataConfig) -> int:
+  """Chunks of `data` (steps x batch x seq tokens) in a phase: `cfg.phase_tokens` rounded up, at least one."""
+  return max(1, math.ceil(cfg.phase_tokens / (data.steps * data.batch * data.seq)))
+
+
 def run_model(
   cfg: DomainShiftConfig,
   run_cfg: Config,
@@ -223,8 +228,7 @@ def run_model(
   def evaluate(state) -> list[float]:
     return [float(nll_sum(state, c.tokens, c.mask)) / (LN2 * c.mask.sum()) for c in domains.heldout]
 
-  steps, batch, seq = run_cfg.data.steps, run_cfg.data.batch, run_cfg.data.seq
-  chunks = max(1, math.ceil(cfg.phase_tokens / (steps * batch * seq)))
+  chunks = chunks_per_phase(cfg, run_cfg.data)
 
   def describe(phase, prequential, bpb):
     if progress:
