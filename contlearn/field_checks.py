@@ -76,7 +76,11 @@ def require(
       raise FieldError(owner, name, value, "one of " + ", ".join(map(str, allowed)) + (f" ({hint})" if hint else ""))
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-  """`"did you mean X?"` for the choice closest to `word`, or `""` when none is close."""
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+  """`"did you mean X?"` for the choice closest to `word` (written `prefix + X`), or `""` when none is close.
+
+  >>> did_you_mean("chunck", ["chunk", "depth"], prefix="model.mixer.")
+  'did you mean model.mixer.chunk?'
+  """
   close = difflib.get_close_matches(word, list(choices), n=1)
-  return f"did you mean {close[0]}?" if close else ""
+  return f"did you mean {prefix}{close[0]}?" if close else ""

@@ -24,7 +24,6 @@ registers its settings like a built-in one.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
 from contlearn.errors import ConfigError
@@ -145,9 +144,8 @@ def check_mixer_field(mixer: MixerConfig, field: str, where: str, prefix: str) -
     example = f" (--set {prefix[:-1]}={having[0]} before --set {prefix}{field}=...)" if prefix else ""
     hint = f"{field} is a field of {', '.join(having)}; set the mixer first{example}"
   else:
-    close = difflib.get_close_matches(field, fields, n=1)
-    hint = f"did you mean {prefix}{close[0]}? " if close else ""
-    hint += f"no mixer has a field {field}"
+    close = did_you_mean(field, fields, prefix)
+    hint = (f"{close} " if close else "") + f"no mixer has a field {field}"
   raise MissingMixerField(
     f"{where}: mixer {mixer.name!r} has no field {field} (its fields: {', '.join(fields) or 'none'}); {hint}"
   )

@@ -19,13 +19,12 @@ A mixer is chosen first, then its fields are set:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from typing import Any
 
 from contlearn.errors import ConfigError
-from contlearn.field_checks import FieldError
+from contlearn.field_checks import FieldError, did_you_mean
 from contlearn.mixer_configs import MissingMixerField, MixerConfig, check_mixer_field
 
 
@@ -91,8 +90,8 @@ def set_field(cfg: Any, key: str, text: str, full_key: str | None = None) -> Any
   head, _, rest = key.partition(".")
   fields = {f.name: f for f in dataclasses.fields(cfg)}
   if head not in fields:
-    close = difflib.get_close_matches(key, field_names(cfg), n=1)
-    hint = f"did you mean {full_key.removesuffix(key)}{close[0]}? " if close else ""
+    close = did_you_mean(key, field_names(cfg), full_key.removesuffix(key))
+    hint = f"{close} " if close else ""
     raise ConfigError(f"{where}: unknown key; {hint}valid keys are {', '.join(field_names(cfg))}")
   value = getattr(cfg, head)
   if isinstance(value, MixerConfig):
