@@ -3,7 +3,7 @@ permuted MNIST, task-, domain- and class-incremental, with None, EWC, online
 EWC, SI, LwF, ER and A-GEM.
 
     contlearn run cl_three_scenarios                                 # split, 3 seeds, ~50 min, 2 CPU cores
-    contlearn run cl_three_scenarios --set bench=permuted            # ~40 min
+    contlearn run cl_three_scenarios --set bench=permuted            # ~60 min
     contlearn run cl_three_scenarios --set split.dataset=tfds:mnist  # full MNIST, if tfds has prepared it
     contlearn run cl_three_scenarios --set split.dataset=idx:/usr/share/datasets/fashion-mnist  # IDX files
     contlearn run cl_three_scenarios --only ewc,si --set kinds=class --set split.seeds=0,1,2
@@ -16,7 +16,7 @@ task (paper: 2,000); permuted MNIST uses a 2x400 MLP (paper: 2x1000), Adam
 its own lambda and gamma; LwF's distillation spans the units of every task
 so far, as in the paper's code. Seeds 0, 1 and 2 as the lanes of one
 program (`--set <bench>.seeds=...` for others); the runtimes above were
-measured with other jobs on the cores (2,795 s and 2,227 s of cell time,
+measured with other jobs on the cores (2,795 s and 3,618 s of cell time,
 docs/continual_learning.md). In `--out` (default `runs/cl_three_scenarios`):
 one folder per method and scenario (`<method>_<kind>`: summary.json,
 metrics.jsonl, tensorboard/, checkpoints), `results.md` and `results.json`,
