@@ -45,6 +45,9 @@ def test_domain_shift_small_run_writes_consistent_results(tmp_path):
   again = exp.run(cfg, out, resume=True, progress=False)  # a resume of the finished run: same results
   assert again["models"]["transformer"]["matrix"] == r["matrix"]
   assert again["models"]["transformer"]["trace"] == result["models"]["transformer"]["trace"]
+  # its throughput is the training's, kept in the checkpoint, not the units over the resume's few seconds
+  assert r["seconds"] > 0 and r["tokens_per_s"] == pytest.approx(len(order) * r["phase_tokens"] / r["seconds"])
+  assert again["models"]["transformer"]["tokens_per_s"] == r["tokens_per_s"]
 
 
 @pytest.mark.slow  # three small runs, about 45 s of CPU
