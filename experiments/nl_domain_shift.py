@@ -28,7 +28,7 @@ Command:   contlearn run nl_domain_shift
            contlearn run nl_domain_shift --set small=true          (a smoke run, ~1 minute)
 Runtime:   26 minutes for transformer and titans at seeds=0,1,2 (786k tokens a seed, 5,424 and 2,752
            tokens/s) on 2 CPU cores shared with another run, at f50e345 (docs/nested_learning.md);
-           hope adds its own share (746-1,286 tokens/s at 71272eb).
+           hope about 28 minutes a seed (about 470 tokens/s) on cores shared with a test suite.
 Outputs:   OUT/domain_shift.json and OUT/domain_shift.png; OUT/<model>/checkpoints/
 """
 
