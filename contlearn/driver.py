@@ -217,7 +217,8 @@ def fit(
     "tokens": run.units,
     "chunks": run.block,
     "skipped_chunks": run.skipped,
-    "tokens_per_s": log.tally.tokens_per_s(),
+    "seconds": run.seconds,  # training, over every invocation of a resumed run; None: not recorded
+    "tokens_per_s": log.tally.tokens_per_s(),  # this invocation's, after its first chunk
     "first_chunk_s": log.tally.first_chunk_s,
     **_losses(log, seeds, run.retired),
     "params": int(sum(np.prod(x.shape[1 if seeds else 0 :]) for x in jax.tree.leaves(run.state.params))),

@@ -55,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -97,6 +98,11 @@ class Loop:
     block: blocks done.
     units: units learned from so far (tokens of a stream, examples of a
       classic-CL run), as counted by `run`'s `size`.
+    seconds: wall seconds from the start of `run` until the last block's
+      metrics reached the host (compilation, the hooks' work and waiting for
+      the feed included), summed over every invocation of a resumed run, so
+      `units / seconds` is the run's throughput; None after resuming a
+      checkpoint written without it.
     env: the read-only data every step sees (None for a stream).
     stop: set by a hook to end the run after this block (a reason).
     skipped: blocks rolled back for a non-finite value (policy "skip").
@@ -108,6 +114,7 @@ class Loop:
   position: Any
   block: int = 0
   units: int = 0
+  seconds: float | None = 0.0
   env: Any = None
   stop: str | None = None
   skipped: int = 0
@@ -215,7 +222,12 @@ def run(
       where = "the learner state"
     return None if where is None else f"chunk {block}: non-finite {where.lstrip('.')}"
 
+  mark = time.perf_counter()
+
   def settle():
+    nonlocal mark
+    if not pending:
+      return
     while pending:
       block, units, new_units, metrics, finite = pending.pop(0)
       host, finite = jax.device_get((metrics, finite))
@@ -227,6 +239,10 @@ def run(
         )
       for h in hooks:
         h.on_metrics(loop, block, units, new_units, host)
+    now = time.perf_counter()  # the time up to these results on the host, into `loop.seconds`
+    if loop.seconds is not None:
+      loop.seconds += now - mark
+    mark = now
 
   loop.settle = settle
   for h in hooks:

@@ -63,6 +63,7 @@ class Checkpoint(Hook):
       "position": self.gather(loop.position),
       "block": loop.block,
       "units": loop.units,
+      "seconds": loop.seconds,
       "skipped": loop.skipped,
       "retired": [[lane, block] for lane, block in sorted(loop.retired.items())],
       **self.extra,
@@ -104,6 +105,7 @@ def restore(
   for h in hooks:
     h.restore(meta)
   loop = Loop(state=state, position=meta["position"], block=block, units=int(meta["units"]))
+  loop.seconds = meta.get("seconds")  # None: saved before it was recorded
   loop.skipped = int(meta.get("skipped", 0))
   loop.retired = {int(lane): int(at) for lane, at in meta.get("retired", [])}
   return loop, meta

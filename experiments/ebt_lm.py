@@ -238,7 +238,6 @@ def train_and_eval(
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
   )
-  trained = time.time() - start
   params = jax.tree.map(lambda a: a[0], run.state.params)
   result = evaluate(cfg, name, run.state, [windows(c) for c in domains.heldout])
   return {
@@ -248,9 +247,9 @@ def train_and_eval(
     "tokens": run.units,
     "prequential_bpb": trace.last,
     **result,
-    "train_seconds": trained,
-    "train_tokens_per_s": run.units * len(cfg.seeds) / trained,
-    "seconds": time.time() - start,
+    "train_seconds": run.seconds,  # over every invocation of a resumed run; None: not recorded
+    "train_tokens_per_s": run.units * len(cfg.seeds) / run.seconds if run.seconds else None,
+    "seconds": time.time() - start,  # this invocation's, evaluation included
   }
 
 

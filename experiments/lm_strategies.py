@@ -34,7 +34,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import time
 from typing import Any
 
 import jax
@@ -210,7 +209,6 @@ def run_strategy(
 
   task_end = strategies.TaskEnd(strategy, ended, lanes=True)
   hooks = [task_end, evaluate, Prequential(out / "metrics.jsonl", name, chunks)]
-  start = time.time()
   config = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "strategy": name}
   del config["strategies"], config["checkpoint_every"]
   run = run_folder.fit(
@@ -226,7 +224,6 @@ def run_strategy(
     checkpoint_every=cfg.checkpoint_every,
     also=lambda run: phase_ended(run.position) is not None,
   )
-  seconds = time.time() - start
   matrix = np.stack(evaluate.matrix)  # [phases, lanes, domains]
   order = list(range(len(cfg.domains)))
   per_lane = [shift_metrics.forgetting(matrix[:, lane], order) for lane in range(len(cfg.seeds))]
@@ -235,7 +232,7 @@ def run_strategy(
     "forgetting": [[None if f is None else f for f in lane] for lane in per_lane],
     "final_mean": matrix[-1].mean(axis=-1).tolist(),
     "tokens": run.units,
-    "seconds": seconds,
+    "seconds": run.seconds,  # training, over every invocation of a resumed run; None: not recorded
   }
   write_atomic(done, json.dumps(result))
   return result
@@ -262,7 +259,7 @@ def run(cfg: LmStrategiesConfig, out: pathlib.Path, *, resume: bool, progress: b
   for name in cfg.strategies:
     results[name] = run_strategy(cfg, name, domains, rows, out / name, resume)
     print(
-      f"  {name}: {results[name]['seconds']:.0f} s, final mean bits/byte "
+      f"  {name}: {_minutes(results[name])} minutes, final mean bits/byte "
       + ", ".join(f"{v:.3f}" for v in results[name]["final_mean"]),
       flush=True,
     )
@@ -285,9 +282,7 @@ def report(result: dict[str, Any]) -> str:
   ]
   for name, r in res.items():
     forgetting = [spread.text([lane[i] for lane in r["forgetting"]]) for i in range(len(labels) - 1)]
-    lines.append(
-      f"| {name} | " + " | ".join(forgetting) + f" | {spread.text(r['final_mean'])} | {r['seconds'] / 60:.1f} |"
-    )
+    lines.append(f"| {name} | " + " | ".join(forgetting) + f" | {spread.text(r['final_mean'])} | {_minutes(r)} |")
   for name, r in res.items():
     m = np.asarray(r["matrix"])  # [phases, lanes, domains]
     lines += [
@@ -300,3 +295,8 @@ def report(result: dict[str, Any]) -> str:
     for j, label in enumerate(labels):
       lines.append(f"| {j + 1}: {label} | " + " | ".join(spread.text(m[j, :, i]) for i in range(len(labels))) + " |")
   return "\n".join(lines)
+
+
+def _minutes(result: dict[str, Any]) -> str:
+  """A strategy's training time in minutes, "-" when it was not recorded."""
+  return "-" if result["seconds"] is None else f"{result['seconds'] / 60:.1f}"

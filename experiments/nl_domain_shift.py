@@ -38,7 +38,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import time
 import types
 
 import jax
@@ -155,22 +154,15 @@ class ShiftTrace(loop.Hook):
   Evaluates after chunk c (1-based) of a phase when c is a power of 2, a
   multiple of `every`, or the phase's last; `trace` holds (phase, tokens
   into the phase, bpb per domain), starting with (-1, 0, the untrained
-  model's); `matrix[j]` is the bpb after phase j. `seconds`: wall time
-  of the blocks run so far, evaluations included, summed over the
-  invocations of a resumed run (None when a checkpoint written without it
-  was resumed).
+  model's); `matrix[j]` is the bpb after phase j.
   """
 
   def __init__(self, evaluate, chunks: int, every: int, describe):
     self.evaluate, self.chunks, self.every, self.describe = evaluate, chunks, every, describe
     self.trace, self.matrix, self.prequential = [], [], []
     self.nll, self.count, self.phase_start, self.seen = 0.0, 0.0, 0, 0
-    self.seconds: float | None = 0.0
-    self._mark: float | None = None
 
   def before_block(self, run, xs) -> None:
-    if self._mark is None:
-      self._mark = time.perf_counter()
     if not self.trace:  # a fresh run: the untrained model first
       self.trace = [(-1, 0, self.evaluate(run.state))]
 
@@ -190,10 +182,6 @@ class ShiftTrace(loop.Hook):
       self.prequential.append(self.nll / self.count / LN2)
       self.nll, self.count, self.phase_start = 0.0, 0.0, run.units
       self.describe(phase, self.prequential[-1], self.matrix[-1])
-    now = time.perf_counter()
-    if self.seconds is not None:
-      self.seconds += now - self._mark
-    self._mark = now
 
   def meta(self) -> dict:
     return {
@@ -204,7 +192,6 @@ class ShiftTrace(loop.Hook):
       "count": self.count,
       "phase_start": self.phase_start,
       "seen": self.seen,
-      "seconds": self.seconds,
     }
 
   def restore(self, meta: dict) -> None:
@@ -212,7 +199,6 @@ class ShiftTrace(loop.Hook):
     self.matrix, self.prequential = [list(v) for v in meta["matrix"]], list(meta["prequential"])
     self.nll, self.count = float(meta["nll"]), float(meta["count"])
     self.phase_start, self.seen = int(meta["phase_start"]), int(meta["seen"])
-    self.seconds = meta.get("seconds")
 
 
 def chunks_per_phase(cfg: DomainShiftConfig, data: DataConfig) -> int:
@@ -283,8 +269,8 @@ def run_model(
     "final_change": shift_metrics.final_change(matrix, cfg.order),
     "recovery": shift_metrics.recovery(matrix, cfg.order, trace.trace, cfg.within),
     "trace": trace.trace,
-    "seconds": trace.seconds,  # over every invocation of a resumed run; None: not recorded
-    "tokens_per_s": done.units / trace.seconds if trace.seconds else None,
+    "seconds": done.seconds,  # over every invocation of a resumed run; None: not recorded
+    "tokens_per_s": done.units / done.seconds if done.seconds else None,
     "skipped_chunks": done.skipped,  # non-finite chunks skipped (base.train.on_nonfinite=skip)
   }
 
@@ -307,20 +293,15 @@ def over_seeds(per_seed: list[dict], seeds: tuple[int, ...]) -> dict:
     "matrix": mean([r["matrix"] for r in per_seed]),
     "prequential": mean([r["prequential"] for r in per_seed]),
     "trace": trace,
-    "seconds": _sum_known([r["seconds"] for r in per_seed]),
-    "tokens_per_s": _mean_known([r["tokens_per_s"] for r in per_seed]),
+    "seconds": _known(sum, [r["seconds"] for r in per_seed]),
+    "tokens_per_s": _known(np.mean, [r["tokens_per_s"] for r in per_seed]),
     "skipped_chunks": sum(r["skipped_chunks"] for r in per_seed),
   }
 
 
-def _sum_known(values: list) -> float | None:
-  """The sum of `values`, or None if any is None (not recorded)."""
-  return None if None in values else float(sum(values))
-
-
-def _mean_known(values: list) -> float | None:
-  """The mean of `values`, or None if any is None (not recorded)."""
-  return None if None in values else float(np.mean(values))
+def _known(reduce, values: list) -> float | None:
+  """`reduce(values)` (a sum, a mean), or None if any value is None (not recorded)."""
+  return None if None in values else float(reduce(values))
 
 
 def plot(cfg: DomainShiftConfig, results: dict, path: pathlib.Path) -> None:

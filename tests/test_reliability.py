@@ -253,6 +253,39 @@ def test_a_non_finite_block_stops_the_run_and_no_checkpoint_holds_it(tmp_path):
   assert float(resumed.state.params) == float(clean.state.params)
 
 
+class Slow(Poisoned):
+  """The poisoned feed without poison, each block taking `wait` seconds to read."""
+
+  def __init__(self, wait: float):
+    super().__init__(bad=0)
+    self.wait = wait
+
+  def next(self, position):
+    time.sleep(self.wait)
+    return super().next(position)
+
+
+class StopAfter(loop.Hook):
+  def __init__(self, block: int):
+    self.block = block
+
+  def after_block(self, run):
+    if run.block == self.block:
+      run.stop = f"block {self.block}"
+
+
+def test_the_training_time_is_summed_over_invocations_and_kept_in_the_checkpoints(tmp_path):
+  first = _fit(tmp_path, Slow(0.05), hooks=[StopAfter(3)])
+  assert first.block == 3 and first.seconds >= 3 * 0.05  # the feed's waits are the run's time
+  saved = Checkpoints(tmp_path / "checkpoints")
+  assert saved.read_meta(3)["seconds"] == first.seconds
+  resumed = _fit(tmp_path, Slow(0.05), resume=True)
+  assert resumed.block == 6 and resumed.seconds >= first.seconds + 3 * 0.05
+  assert saved.read_meta(6)["seconds"] == resumed.seconds  # the last checkpoint holds the whole time
+  again = _fit(tmp_path, Slow(0.05), resume=True)  # a finished run: nothing to do, the time stands
+  assert again.block == 6 and again.seconds == resumed.seconds
+
+
 class Boundaries(loop.Hook):
   def __init__(self):
     self.seen = []

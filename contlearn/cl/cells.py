@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -190,7 +189,7 @@ def run_cell(
     summarize(matrix, trajectory, ends),
     extra(run.state, sc, model) if extra else {},
     {
-      "seconds": time.perf_counter() - log.started,
+      "seconds": run.seconds,
       "first_block_s": log.first_block_s or 0.0,
       "examples_per_s": log.examples_per_s(),
     },

@@ -42,7 +42,10 @@ class Result:
       their spread.
     extra: what the experiment computed from the final state (`run_cell`'s
       `extra`), JSON.
-    timing: seconds, first-block seconds, examples per second per lane.
+    timing: `seconds` of training, summed over the invocations of a resumed
+      run (None when resumed from a checkpoint that lacks it); the last
+      invocation's `first_block_s` (mostly compilation) and
+      `examples_per_s` per lane after its first block.
   """
 
   config: RunConfig

@@ -292,7 +292,6 @@ def train_and_eval(cfg: ComparisonConfig, name: str, data, out: pathlib.Path, *,
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
   )
-  trained = time.time() - start
   result = evaluate(model, run.state, test, cfg.eval_batch)
   return {
     "model": name,
@@ -302,8 +301,8 @@ def train_and_eval(cfg: ComparisonConfig, name: str, data, out: pathlib.Path, *,
     "parameters": _parameters(run.state.params),
     **{k: np.asarray(v, np.float64).tolist() for k, v in result.items()},  # [seeds, N] or [seeds]
     "train_loss": log.last,
-    "train_seconds": trained,
-    "seconds": time.time() - start,
+    "train_seconds": run.seconds,  # over every invocation of a resumed run; None: not recorded
+    "seconds": time.time() - start,  # this invocation's, evaluation included
   }
 
 
