@@ -44,6 +44,7 @@ MODELS = {
   "gated_deltanet": dict(mixer="gated_deltanet"),
   "gated_deltanet_pallas": dict(mixer="gated_deltanet", mixer_fields=dict(kernel="pallas")),
   "titans": dict(mixer="titans"),
+  "titans_pallas": dict(mixer="titans", mixer_fields=dict(kernel="pallas")),
   "hope": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256)),
   "hope_attention": dict(mixer="swa", cms_periods=(1, 16, 256)),
 }

@@ -17,7 +17,7 @@ TTT-style models, else `{}`.
 
 from __future__ import annotations
 
-from contlearn.memories import dual, linear, self_modifying
+from contlearn.memories import dual, linear, pallas_dual, pallas_linear, self_modifying
 from contlearn.memories.core import (
   InnerModel,
   MemState,
@@ -39,23 +39,33 @@ def is_linear(rule: Rule) -> bool:
   return rule.online and matrix and plain and rule.loss in (dot_loss, half_squared_loss)
 
 
-def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int, across=linear.scan_chunks):
+KERNELS = ("xla", "pallas")
+
+
+def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int, kernel: str = "xla"):
   """The fast form of `reference`: same arguments, same result.
 
-  `across` chains a linear memory's chunks (`linear.chunked`): `linear.scan_chunks`
-  or the Pallas kernel `pallas_linear.across_chunks`; other memories ignore it.
+  `kernel` chains the chunks: "xla" (a `lax.scan`: `linear.scan_chunks`,
+  `dual.scan_chunks`) or "pallas" (one Pallas kernel per head:
+  `pallas_linear.across_chunks`, `pallas_dual.across_chunks`).
   """
+  if kernel not in KERNELS:
+    raise ValueError(f"kernel={kernel!r}: choose one of {', '.join(KERNELS)}")
+  pallas = kernel == "pallas"
   if is_linear(rule):
     w = state.w["w"][0]
     delta = rule.loss is half_squared_loss
+    across = pallas_linear.across_chunks if pallas else linear.scan_chunks
     y, w = linear.chunked(w, q, k, v, rates.lr, rates.retain, mask, chunk, delta, across)
     return y, MemState({"w": [w], "b": state.w["b"]}, state.m)
   if rule.online:
     raise ValueError("an online rule needs a matrix memory with the dot or half squared loss")
-  return dual.chunked(rule, outer, state, q, k, v, rates, mask, chunk)
+  across = pallas_dual.across_chunks if pallas else dual.scan_chunks
+  return dual.chunked(rule, outer, state, q, k, v, rates, mask, chunk, across)
 
 
 __all__ = [
+  "KERNELS",
   "RULES",
   "InnerModel",
   "MemState",

@@ -38,6 +38,9 @@ read adds `h_t o_l + o_{b,l}`, and retention and momentum act on W alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -70,8 +73,8 @@ def coefficients(rule: Rule, lr, retain, eta, use):
   return jnp.exp(log_g), r, e, l2[-1] * lr, jnp.exp(log_p[-1])
 
 
-def _chunk(rule: Rule, outer, state: MemState, xs):
-  """One chunk: outputs [C, Dv] and the state after it."""
+def one_chunk(rule: Rule, outer, state: MemState, xs):
+  """One chunk (`xs` as `scan_chunks`'s, [C, ...] each): the state after it and the outputs y [C, Dv]."""
   q, k, v, lr, retain, eta, use = xs
   model = rule.model
   w0 = state.w
@@ -148,10 +151,26 @@ def _one_step(rule: Rule, state: MemState, inputs, deltas, lr, retain, eta, use)
   return tree(lambda after, before: jnp.where(count > 0, after, before), new, state)
 
 
-def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int):
+def scan_chunks(rule: Rule, outer, state: MemState, xs) -> tuple[MemState, jax.Array]:
+  """The chunks in sequence (`lax.scan` of `one_chunk`): the final state and y [N, C, Dv].
+
+  `xs` = (q, k, v, lr, retain, eta, use), each [N, C, ...]: N chunks of C tokens.
+  """
+  # The backward pass recomputes each chunk from its carried state, so only
+  # the per-chunk memories are stored, not every intermediate of every chunk.
+  body = jax.checkpoint(lambda s, x: one_chunk(rule, outer, s, x))
+  return jax.lax.scan(body, state, xs)
+
+
+Across = Callable[[Rule, Any, MemState, tuple], tuple[MemState, jax.Array]]
+
+
+def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int, across: Across = scan_chunks):
   """Same map as `core.reference(rule, ...)` with `rule.online == False`.
 
-  Args: as `core.reference`. Returns: y [T, Dv] and the final state.
+  Args: as `core.reference`; `across` chains the chunks, `scan_chunks`'s
+  signature (`scan_chunks`, or the Pallas kernel `pallas_dual.across_chunks`).
+  Returns: y [T, Dv] and the final state.
   """
   if rule.online:
     raise ValueError("dual.chunked takes chunk-start gradients; online rules use linear.chunked")
@@ -165,8 +184,5 @@ def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chu
     jnp.pad(x, [(0, n * chunk - t)] + [(0, 0)] * (x.ndim - 1), constant_values=pv).reshape(n, chunk, *x.shape[1:])
     for x, pv in zip(xs, pad_value)
   )
-  # The backward pass recomputes each chunk from its carried state, so only
-  # the per-chunk memories are stored, not every intermediate of every chunk.
-  body = jax.checkpoint(lambda s, x: _chunk(rule, outer, s, x))
-  state, y = jax.lax.scan(body, state, xs)
+  state, y = across(rule, outer, state, xs)
   return y.reshape(n * chunk, -1)[:t], state

@@ -24,7 +24,8 @@ bases, each registered mixer's class taking only those it reads:
 
     MemoryConfig          chunk, conv, conv_init     every memory mixer
     MemoryMixerConfig     + qk_act                   `memory_mixer`'s (q, k, v projected)
-    LinearMemoryConfig    + kernel                   the linear memories (linear attention, DeltaNet)
+    KernelConfig          + kernel                   a Pallas kernel for the chunks (the two below)
+    LinearMemoryConfig                               the linear memories (linear attention, DeltaNet)
     GatedRateConfig       + lr_init                  a gated inner rate (DeltaNet, TTT, Titans)
     ChunkStartConfig      + step                     chunk-start gradients (TTT, Titans)
     MlpMemoryConfig       expansion                  MLP memories (TTT-MLP, Titans, self-modifying)
@@ -45,7 +46,6 @@ from contlearn import memories
 from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.field_checks import require
-from contlearn.memories import pallas_linear
 from contlearn.mixer_configs import MixerConfig
 from contlearn.models import layers
 from contlearn.models.mixer import Mixer, head_width
@@ -77,7 +77,6 @@ class MemoryBlock(NamedTuple):
 CONV_INITS = ("identity", "uniform")
 QK_ACTS = {"silu": jax.nn.silu, "identity": lambda a: a}
 STEPS = ("token", "chunk")
-KERNELS = ("xla", "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,21 +123,27 @@ class MemoryMixerConfig(MemoryConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearMemoryConfig(MemoryMixerConfig):
-  """A matrix memory with the online rule, run in its chunked WY form (`memories.linear`).
+class KernelConfig(MemoryMixerConfig):
+  """A memory whose chunks may be chained by a Pallas kernel.
 
   Attributes:
     kernel: how the chunks are chained, one after the other: "xla" (a
       `lax.scan`) or "pallas" (one Pallas kernel per head,
-      `memories.pallas_linear`; interpreted on a CPU, where it is only a
-      test of the kernel; not yet measured on a GPU).
+      `memories.pallas_linear` for the linear memories,
+      `memories.pallas_dual` for the chunk-start ones; interpreted on a CPU,
+      where it is only a test of the kernel; not yet measured on a GPU).
   """
 
   kernel: str = "xla"
 
   def __post_init__(self):
     super().__post_init__()
-    require(self, choices={"kernel": KERNELS})
+    require(self, choices={"kernel": memories.KERNELS})
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearMemoryConfig(KernelConfig):
+  """A matrix memory with the online rule, run in its chunked WY form (`memories.linear`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +165,7 @@ class GatedRateConfig(MemoryMixerConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkStartConfig(GatedRateConfig):
+class ChunkStartConfig(GatedRateConfig, KernelConfig):
   """A memory stepped with gradients at the start of each chunk (TTT, Titans).
 
   Attributes:
@@ -294,13 +299,11 @@ def block_rule(cfg: MemoryMixerConfig, block: MemoryBlock) -> memories.Rule:
 def block_form(cfg: MemoryMixerConfig, block: MemoryBlock):
   """The per-head fast form: `block.form`, else `memories.chunked`, chaining chunks with Pallas if `kernel="pallas"`.
 
-  A config without `kernel` (not a `LinearMemoryConfig`) runs the XLA form.
+  A config without `kernel` (not a `KernelConfig`) runs the XLA form.
   """
   if block.form is not None:
     return block.form
-  if getattr(cfg, "kernel", "xla") == "pallas":
-    return functools.partial(memories.chunked, across=pallas_linear.across_chunks)
-  return memories.chunked
+  return functools.partial(memories.chunked, kernel=getattr(cfg, "kernel", "xla"))
 
 
 def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock) -> Mixer:

@@ -1,9 +1,12 @@
-"""The Pallas kernel of the linear memories' chunk chain against the token-by-token reference.
+"""The Pallas kernels of the memories' chunk chains against the token-by-token reference.
 
-In float64, so that both agree to rounding. On a CPU the kernel runs in
-Pallas's interpreter; the accelerator check runs this file on a GPU, where it
-is compiled with Triton, which wants chunk and head widths that are powers of
-two and at least 16 (the chunks of 1 and 5 tokens run on a CPU only).
+`memories.pallas_linear` (the linear memories' WY form) and
+`memories.pallas_dual` (the chunk-start-gradient form of TTT and Titans), in
+float64, so that kernel and reference agree to rounding. On a CPU the kernels
+run in Pallas's interpreter; the accelerator check runs this file on a GPU,
+where they are compiled with Triton, which wants chunk and head widths that
+are powers of two and at least 16 (the chunks of 1 and 5 tokens run on a CPU
+only).
 """
 
 import functools
@@ -16,17 +19,17 @@ import pytest
 from contlearn import memories
 from contlearn.config import Config, ModelConfig
 from contlearn.errors import ConfigError
-from contlearn.memories import pallas_linear
 from contlearn.mixer_configs import mixer_config
 from contlearn.models import byte_lm
 from contlearn.overrides import apply_overrides
 from tests.memories.helpers import inputs
 
-# a dot-loss memory with fixed decay, and the delta rule with a data-dependent gate
-NAMES = ("linear_attention", "gated_deltanet")
+# linear (pallas_linear): a dot-loss memory with fixed decay, the delta rule with a data-dependent gate;
+# chunk-start gradients (pallas_dual): TTT-MLP (a 2-layer memory, inner LayerNorm), Titans (momentum, decay)
+NAMES = ("linear_attention", "gated_deltanet", "ttt_mlp", "titans")
 T, D = 40, 16
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="Triton wants chunks of 2^n >= 16 tokens")
-pallas_form = functools.partial(memories.chunked, across=pallas_linear.across_chunks)
+pallas_form = functools.partial(memories.chunked, kernel="pallas")
 
 
 def _run(form, rule, chunk, a):
@@ -73,11 +76,11 @@ def test_kernel_under_vmap_gives_each_head_its_own_result(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_equal_the_reference(name):
-  """The kernel's custom_vjp (the pullback of `linear.scan_chunks`) against the reference's gradients."""
+  """The kernel's custom_vjp (the pullback of `linear.scan_chunks` or `dual.scan_chunks`) against the reference's."""
   rule = memories.RULES[name]
   with jax.enable_x64(True):
     a = inputs(rule, jax.random.PRNGKey(7), t=T, dk=D, dv=D)
-    diff = ("state", "q", "k", "v", "rates")
+    diff = ("outer", "state", "q", "k", "v", "rates")
 
     def loss(form, p):
       y, s = _run(form, rule, 16, {**a, **p})
@@ -89,7 +92,8 @@ def test_gradients_equal_the_reference(name):
 
 
 @pytest.mark.slow  # the kernel's own forms run in make test; the model-level check in make test-all
-def test_a_byte_lm_step_with_the_kernel_equals_the_default():
+@pytest.mark.parametrize("mixer", ["gated_deltanet", "titans"])
+def test_a_byte_lm_step_with_the_kernel_equals_the_default(mixer):
   """The loss, its gradient and the carried memory of a byte LM (float32, matmuls at full precision on any device).
 
   One lane ends in padding; two chunks of 16 tokens, the second ragged.
@@ -98,8 +102,8 @@ def test_a_byte_lm_step_with_the_kernel_equals_the_default():
   mask = jnp.ones((2, 24), bool).at[0, 21:].set(False)
   got = {}
   for kernel in ("xla", "pallas"):
-    mixer = mixer_config("gated_deltanet", chunk=16, kernel=kernel)
-    model = byte_lm(ModelConfig(mixer=mixer, d_model=32, n_layers=1, n_heads=2, mlp_ratio=2))  # heads of 16
+    settings = mixer_config(mixer, chunk=16, kernel=kernel)
+    model = byte_lm(ModelConfig(mixer=settings, d_model=32, n_layers=1, n_heads=2, mlp_ratio=2))  # heads of 16
 
     def nll(params):
       logits, memory = model.apply(params, model.init_memory(2), tokens[:, :-1], mask)
@@ -118,5 +122,6 @@ def test_the_kernel_setting_is_checked():
   assert apply_overrides(Config(), ["model.mixer=deltanet", "model.mixer.kernel=pallas"]).model.mixer.kernel == "pallas"
   with pytest.raises(ConfigError, match=r"^--set model.mixer.kernel=cuda: must be one of xla, pallas$"):
     apply_overrides(Config(), ["model.mixer=gated_deltanet", "model.mixer.kernel=cuda"])
+  assert apply_overrides(Config(), ["model.mixer=titans", "model.mixer.kernel=pallas"]).model.mixer.kernel == "pallas"
   with pytest.raises(ConfigError, match="has no field kernel"):
-    apply_overrides(Config(), ["model.mixer=titans", "model.mixer.kernel=pallas"])
+    apply_overrides(Config(), ["model.mixer=swa", "model.mixer.kernel=pallas"])
