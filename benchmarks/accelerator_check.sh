@@ -9,15 +9,15 @@
 #    memory's fast forms against its token-by-token reference, the update
 #    rules and the optimizers): tests that need 8 devices or compare with
 #    numbers stored on a CPU are not in it; then, apart, the Pallas kernels
-#    of the linear and the chunk-start memories compiled for the GPU against
-#    the reference (tests/test_pallas_kernels.py);
+#    of the linear memories, the chunk-start ones and Hope's main memory
+#    compiled for the GPU against the reference (tests/test_pallas_kernels.py);
 # 3. measures tokens/s and the fraction of the GPU's bfloat16 matmul rate
 #    (an 8192 x 8192 product, measured in the same run) for the Transformer,
 #    Gated DeltaNet, Titans and Hope byte LMs at width 1024 in bfloat16, then
-#    Gated DeltaNet and Titans with their chunks chained by the Pallas kernels
-#    (`model.mixer.kernel=pallas`, models `gated_deltanet_pallas` and
-#    `titans_pallas`), last so that they take only time left by the others
-#    (`benchmarks/lm_throughput.py`);
+#    Gated DeltaNet, Titans and Hope with their chunks chained by the Pallas
+#    kernels (`model.mixer.kernel=pallas`, models `gated_deltanet_pallas`,
+#    `titans_pallas` and `hope_pallas`), last so that they take only time
+#    left by the others (`benchmarks/lm_throughput.py`);
 # 4. writes one JSON file with the outcome of both test stages, the rows and
 #    the machine.
 #
@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 
 PLATFORM=${PLATFORM:-cuda}
 WIDTH=${WIDTH:-1024}
-MODELS=${MODELS:-transformer,gated_deltanet,titans,hope,gated_deltanet_pallas,titans_pallas}
+MODELS=${MODELS:-transformer,gated_deltanet,titans,hope,gated_deltanet_pallas,titans_pallas,hope_pallas}
 BATCH=${BATCH:-16}
 SEQ=${SEQ:-256}
 STEPS=${STEPS:-8}

@@ -46,6 +46,7 @@ MODELS = {
   "titans": dict(mixer="titans"),
   "titans_pallas": dict(mixer="titans", mixer_fields=dict(kernel="pallas")),
   "hope": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256)),
+  "hope_pallas": dict(mixer="self_modifying_titans", cms_periods=(1, 16, 256), mixer_fields=dict(kernel="pallas")),
   "hope_attention": dict(mixer="swa", cms_periods=(1, 16, 256)),
 }
 DEFAULT = ("transformer", "linear_attention", "linear_attention_cms")

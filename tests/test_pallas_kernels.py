@@ -1,7 +1,7 @@
 """The Pallas kernels of the memories' chunk chains against the token-by-token reference.
 
 `memories.pallas_linear` (the linear memories' WY form) and
-`memories.pallas_dual` (the chunk-start-gradient form of TTT and Titans), in
+`memories.pallas_scan` (the chunk-start-gradient form of TTT and Titans), in
 float64, so that kernel and reference agree to rounding. On a CPU the kernels
 run in Pallas's interpreter; the accelerator check runs this file on a GPU,
 where they are compiled with Triton, which wants chunk and head widths that
@@ -19,13 +19,16 @@ import pytest
 from contlearn import memories
 from contlearn.config import Config, ModelConfig
 from contlearn.errors import ConfigError
+from contlearn.memories import self_modifying as sm
+from contlearn.memories.rules import self_modifying
 from contlearn.mixer_configs import mixer_config
 from contlearn.models import byte_lm
 from contlearn.overrides import apply_overrides
 from tests.memories.helpers import inputs
+from tests.memories.test_self_modifying import _inputs as self_modifying_inputs
 
 # linear (pallas_linear): a dot-loss memory with fixed decay, the delta rule with a data-dependent gate;
-# chunk-start gradients (pallas_dual): TTT-MLP (a 2-layer memory, inner LayerNorm), Titans (momentum, decay)
+# chunk-start gradients (pallas_scan): TTT-MLP (a 2-layer memory, inner LayerNorm), Titans (momentum, decay)
 NAMES = ("linear_attention", "gated_deltanet", "ttt_mlp", "titans")
 T, D = 40, 16
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="Triton wants chunks of 2^n >= 16 tokens")
@@ -91,8 +94,31 @@ def test_gradients_equal_the_reference(name):
     _close(want, jax.grad(lambda p: loss(pallas_form, p))(p), 1e-9)
 
 
+@pytest.mark.parametrize("gradients", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradients):
+  """Self-modifying Titans (Hope's mixer) with its main memory's chunks chained by the kernel: outputs and
+  final state (and, in make test-all, the gradients of its outer parameters and state) against the token
+  scan, in float64 (T = 19, a ragged last block of chunk_proj 8, chunk_mem 4; the last 3 tokens masked)."""
+  with jax.enable_x64(True):
+    spec = sm.SelfModifying(self_modifying(expansion=2), 4, 8, lr_scale=0.8, kernel="pallas")
+    params, state, x, mask = self_modifying_inputs(spec, 9, t=19)
+
+    def loss(form, p):
+      y, s = form(spec, p["params"], p["state"], x, mask)
+      return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s)), (y, s)
+
+    p = {"params": params, "state": state}
+    if not gradients:
+      _close(loss(sm.reference, p)[1], loss(sm.chunked, p)[1], 1e-9)
+      return
+    (_, want), g_want = jax.value_and_grad(lambda p: loss(sm.reference, p), has_aux=True)(p)
+    (_, got), g_got = jax.value_and_grad(lambda p: loss(sm.chunked, p), has_aux=True)(p)
+    _close(want, got, 1e-9)
+    _close(g_want, g_got, 1e-9)
+
+
 @pytest.mark.slow  # the kernel's own forms run in make test; the model-level check in make test-all
-@pytest.mark.parametrize("mixer", ["gated_deltanet", "titans"])
+@pytest.mark.parametrize("mixer", ["gated_deltanet", "titans", "self_modifying_titans"])
 def test_a_byte_lm_step_with_the_kernel_equals_the_default(mixer):
   """The loss, its gradient and the carried memory of a byte LM (float32, matmuls at full precision on any device).
 

@@ -17,7 +17,9 @@ TTT-style models, else `{}`.
 
 from __future__ import annotations
 
-from contlearn.memories import dual, linear, pallas_dual, pallas_linear, self_modifying
+import functools
+
+from contlearn.memories import dual, linear, pallas_linear, pallas_scan, self_modifying
 from contlearn.memories.core import (
   InnerModel,
   MemState,
@@ -47,7 +49,7 @@ def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chu
 
   `kernel` chains the chunks: "xla" (a `lax.scan`: `linear.scan_chunks`,
   `dual.scan_chunks`) or "pallas" (one Pallas kernel per head:
-  `pallas_linear.across_chunks`, `pallas_dual.across_chunks`).
+  `pallas_linear.across_chunks`, `pallas_scan.scan` of `dual.one_chunk`).
   """
   if kernel not in KERNELS:
     raise ValueError(f"kernel={kernel!r}: choose one of {', '.join(KERNELS)}")
@@ -60,8 +62,13 @@ def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chu
     return y, MemState({"w": [w], "b": state.w["b"]}, state.m)
   if rule.online:
     raise ValueError("an online rule needs a matrix memory with the dot or half squared loss")
-  across = pallas_dual.across_chunks if pallas else dual.scan_chunks
+  across = _dual_kernel if pallas else dual.scan_chunks
   return dual.chunked(rule, outer, state, q, k, v, rates, mask, chunk, across)
+
+
+def _dual_kernel(rule: Rule, outer, state: MemState, xs):
+  """`dual.scan_chunks` as a Pallas kernel (`pallas_scan`)."""
+  return pallas_scan.scan(functools.partial(dual.one_chunk, rule), outer, state, xs)
 
 
 __all__ = [

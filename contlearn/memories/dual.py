@@ -38,12 +38,14 @@ read adds `h_t o_l + o_{b,l}`, and retention and momentum act on W alone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from contlearn.memories import pallas_scan
 from contlearn.memories.core import MemState, Rates, Rule, lead, log_rate, masked_rates, step_size
 
 
@@ -155,11 +157,10 @@ def scan_chunks(rule: Rule, outer, state: MemState, xs) -> tuple[MemState, jax.A
   """The chunks in sequence (`lax.scan` of `one_chunk`): the final state and y [N, C, Dv].
 
   `xs` = (q, k, v, lr, retain, eta, use), each [N, C, ...]: N chunks of C tokens.
+  The backward pass recomputes each chunk from its carried state, so only the
+  per-chunk memories are stored, not every intermediate of every chunk.
   """
-  # The backward pass recomputes each chunk from its carried state, so only
-  # the per-chunk memories are stored, not every intermediate of every chunk.
-  body = jax.checkpoint(lambda s, x: one_chunk(rule, outer, s, x))
-  return jax.lax.scan(body, state, xs)
+  return pallas_scan.reference_scan(functools.partial(one_chunk, rule), outer, state, xs)
 
 
 Across = Callable[[Rule, Any, MemState, tuple], tuple[MemState, jax.Array]]
@@ -169,7 +170,7 @@ def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chu
   """Same map as `core.reference(rule, ...)` with `rule.online == False`.
 
   Args: as `core.reference`; `across` chains the chunks, `scan_chunks`'s
-  signature (`scan_chunks`, or the Pallas kernel `pallas_dual.across_chunks`).
+  signature (`scan_chunks`, or the Pallas kernel: `memories.chunked(kernel="pallas")`).
   Returns: y [T, Dv] and the final state.
   """
   if rule.online:

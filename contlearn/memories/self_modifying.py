@@ -88,12 +88,13 @@ changes nothing. Shapes: `x [T, Dh]`, `mask [T]`; the state is one
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from contlearn.memories import dual
+from contlearn.memories import dual, pallas_scan
 from contlearn.memories.core import (
   LOSS_CURVATURE,
   MemState,
@@ -112,12 +113,14 @@ RATE_BIAS = {"eta": 0.0, "alpha": -4.0, "momentum": 0.0}
 
 
 class SelfModifying(NamedTuple):
-  """One head's self-modifying Titans: the memories' rule and the chunk sizes."""
+  """One head's self-modifying Titans: the memories' rule, the chunk sizes and how the main memory's chunks
+  are chained ("xla": a `lax.scan`; "pallas": one Pallas kernel, `pallas_scan`)."""
 
   rule: Rule = self_modifying()
   chunk_mem: int = 16
   chunk_proj: int = 64
   lr_scale: float = 1 / 64
+  kernel: str = "xla"
 
   @property
   def projections(self) -> tuple[str, ...]:
@@ -134,6 +137,8 @@ class SelfModifying(NamedTuple):
     return self.projections + ("mem",)
 
   def check(self) -> None:
+    if self.kernel not in ("xla", "pallas"):
+      raise ValueError(f"kernel={self.kernel!r}: choose xla or pallas")
     if self.chunk_mem < 1 or self.chunk_proj < 1 or self.chunk_proj % self.chunk_mem:
       raise ValueError(f"chunk_proj={self.chunk_proj} must be a positive multiple of chunk_mem={self.chunk_mem}")
 
@@ -325,7 +330,8 @@ def main_memory(spec: SelfModifying, outer: Params, state: MemState, q, k, v, ra
     pad,
   )
   # The backward pass recomputes each chunk from its carried state (`dual.chunked`).
-  state, y = jax.lax.scan(jax.checkpoint(lambda s, x: _main_chunk(spec.rule, outer, s, x)), state, xs)
+  scan = pallas_scan.scan if spec.kernel == "pallas" else pallas_scan.reference_scan
+  state, y = scan(functools.partial(_main_chunk, spec.rule), outer, state, xs)
   return y.reshape(n * chunk, -1)[:t], state
 
 

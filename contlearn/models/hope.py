@@ -22,7 +22,8 @@ Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
 memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
 `conv`, `conv_init`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
 `step_norm`, `lr_scale` (divided by the memories' hidden width: the largest
-inner step of a chunk).
+inner step of a chunk), `kernel` (`pallas`: the main memory's chunks chained
+by one Pallas kernel per head, `memories.pallas_scan`).
 
 Blocks of the language model (`byte_lm`: mixer, then the CMS chain):
 
@@ -62,7 +63,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig):
+class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelConfig):
   """Self-modifying Titans (module docstring); `chunk` is the main memory's (0: 16).
 
   Attributes:
@@ -117,7 +118,7 @@ def spec(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> sm.SelfModifying
     )
   rule = rules.self_modifying(cfg.expansion, cfg.dgd, cfg.momentum, cfg.self_values, cfg.decay_to_init, cfg.step_norm)
   hidden = cfg.expansion * head_width(model)
-  return sm.SelfModifying(rule, chunk, cfg.chunk_proj, cfg.lr_scale / hidden)
+  return sm.SelfModifying(rule, chunk, cfg.chunk_proj, cfg.lr_scale / hidden, cfg.kernel)
 
 
 @register_mixer("self_modifying_titans", SelfModifyingTitansConfig)

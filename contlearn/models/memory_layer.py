@@ -24,7 +24,7 @@ bases, each registered mixer's class taking only those it reads:
 
     MemoryConfig          chunk, conv, conv_init     every memory mixer
     MemoryMixerConfig     + qk_act                   `memory_mixer`'s (q, k, v projected)
-    KernelConfig          + kernel                   a Pallas kernel for the chunks (the two below)
+    KernelConfig          kernel                     a Pallas kernel for the chunks (the two below, Hope)
     LinearMemoryConfig                               the linear memories (linear attention, DeltaNet)
     GatedRateConfig       + lr_init                  a gated inner rate (DeltaNet, TTT, Titans)
     ChunkStartConfig      + step                     chunk-start gradients (TTT, Titans)
@@ -123,14 +123,15 @@ class MemoryMixerConfig(MemoryConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class KernelConfig(MemoryMixerConfig):
+class KernelConfig(MixerConfig):
   """A memory whose chunks may be chained by a Pallas kernel.
 
   Attributes:
     kernel: how the chunks are chained, one after the other: "xla" (a
       `lax.scan`) or "pallas" (one Pallas kernel per head,
       `memories.pallas_linear` for the linear memories,
-      `memories.pallas_dual` for the chunk-start ones; interpreted on a CPU,
+      `memories.pallas_scan` for the chunk-start ones and self-modifying
+      Titans' main memory; interpreted on a CPU,
       where it is only a test of the kernel; not yet measured on a GPU).
   """
 
@@ -142,7 +143,7 @@ class KernelConfig(MemoryMixerConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearMemoryConfig(KernelConfig):
+class LinearMemoryConfig(MemoryMixerConfig, KernelConfig):
   """A matrix memory with the online rule, run in its chunked WY form (`memories.linear`)."""
 
 
