@@ -30,6 +30,7 @@ from contlearn.memories.core import (
   reference,
   squared_loss,
 )
+from contlearn.memories.pallas_scan import KERNELS
 from contlearn.memories.rules import RULES
 
 
@@ -39,9 +40,6 @@ def is_linear(rule: Rule) -> bool:
   matrix = m.depth == 1 and not (m.bias or m.ttt_norm or m.residual or m.offset)
   plain = not (rule.momentum or rule.dgd or rule.self_target)
   return rule.online and matrix and plain and rule.loss in (dot_loss, half_squared_loss)
-
-
-KERNELS = ("xla", "pallas")
 
 
 def chunked(rule: Rule, outer, state: MemState, q, k, v, rates: Rates, mask, chunk: int, kernel: str = "xla"):

@@ -160,7 +160,7 @@ def scan_chunks(rule: Rule, outer, state: MemState, xs) -> tuple[MemState, jax.A
   The backward pass recomputes each chunk from its carried state, so only the
   per-chunk memories are stored, not every intermediate of every chunk.
   """
-  return pallas_scan.reference_scan(functools.partial(one_chunk, rule), outer, state, xs)
+  return pallas_scan.xla_scan(functools.partial(one_chunk, rule), outer, state, xs)
 
 
 Across = Callable[[Rule, Any, MemState, tuple], tuple[MemState, jax.Array]]

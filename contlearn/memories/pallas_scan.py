@@ -19,7 +19,7 @@ float dtype.
 
 The backward pass is not a kernel: `scan` is a `jax.custom_vjp` whose
 backward is the pullback of the `lax.scan` above (with the body under
-`jax.checkpoint`, as the XLA forms), recomputed in XLA.
+`jax.checkpoint`, as the XLA forms: `xla_scan`), recomputed in XLA.
 
 On the CPU the kernel runs in Pallas's interpreter (`interpret=True`, chosen
 from `jax.default_backend()`), where it is a test of the kernel, not a
@@ -37,6 +37,7 @@ import jax
 from jax.experimental import pallas as pl
 
 Step = Callable[[Any, Any, Any], tuple[Any, Any]]
+KERNELS = ("xla", "pallas")  # how a form chains its chunks: `xla_scan` or `scan`
 
 
 def _chain(step: Step, consts, carry, xs):
@@ -87,14 +88,15 @@ def _split(refs, counts):
   return parts
 
 
-def reference_scan(step: Step, consts, carry, xs):
-  """The same chain as a `lax.scan` (the body recomputed in the backward pass): the kernel's gradient."""
+def xla_scan(step: Step, consts, carry, xs):
+  """The same chain as a `lax.scan`, the body recomputed in the backward pass: the forms' default, and the
+  kernel's gradient."""
   return jax.lax.scan(jax.checkpoint(lambda c, x: step(consts, c, x)), carry, xs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def scan(step: Step, consts, carry, xs):
-  """`reference_scan(step, consts, carry, xs)` computed by the Pallas kernel; its gradient is `reference_scan`'s."""
+  """`xla_scan(step, consts, carry, xs)` computed by the Pallas kernel; its gradient is `xla_scan`'s."""
   return _chain(step, consts, carry, xs)
 
 
@@ -103,7 +105,7 @@ def _forward(step, consts, carry, xs):
 
 
 def _backward(step, saved, cotangent):
-  return jax.vjp(functools.partial(reference_scan, step), *saved)[1](cotangent)
+  return jax.vjp(functools.partial(xla_scan, step), *saved)[1](cotangent)
 
 
 scan.defvjp(_forward, _backward)

@@ -137,8 +137,8 @@ class SelfModifying(NamedTuple):
     return self.projections + ("mem",)
 
   def check(self) -> None:
-    if self.kernel not in ("xla", "pallas"):
-      raise ValueError(f"kernel={self.kernel!r}: choose xla or pallas")
+    if self.kernel not in pallas_scan.KERNELS:
+      raise ValueError(f"kernel={self.kernel!r}: choose one of {', '.join(pallas_scan.KERNELS)}")
     if self.chunk_mem < 1 or self.chunk_proj < 1 or self.chunk_proj % self.chunk_mem:
       raise ValueError(f"chunk_proj={self.chunk_proj} must be a positive multiple of chunk_mem={self.chunk_mem}")
 
@@ -330,7 +330,7 @@ def main_memory(spec: SelfModifying, outer: Params, state: MemState, q, k, v, ra
     pad,
   )
   # The backward pass recomputes each chunk from its carried state (`dual.chunked`).
-  scan = pallas_scan.scan if spec.kernel == "pallas" else pallas_scan.reference_scan
+  scan = pallas_scan.scan if spec.kernel == "pallas" else pallas_scan.xla_scan
   state, y = scan(functools.partial(_main_chunk, spec.rule), outer, state, xs)
   return y.reshape(n * chunk, -1)[:t], state
 
