@@ -77,7 +77,9 @@ def test_kernel_under_vmap_gives_each_head_its_own_result(name):
       _close(_run(memories.reference, rule, 16, a), jax.tree.map(lambda x: x[i], got), 1e-10)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(  # make test: one memory of each kernel; every memory in make test-all
+  "name", [n if n in ("gated_deltanet", "titans") else pytest.param(n, marks=pytest.mark.slow) for n in NAMES]
+)
 def test_gradients_equal_the_reference(name):
   """The kernel's custom_vjp (the pullback of `linear.scan_chunks` or `dual.scan_chunks`) against the reference's."""
   rule = memories.RULES[name]
@@ -94,11 +96,12 @@ def test_gradients_equal_the_reference(name):
     _close(want, jax.grad(lambda p: loss(pallas_form, p))(p), 1e-9)
 
 
-@pytest.mark.parametrize("gradients", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # about 30 s of CPU in the interpreter; the kernel's Titans memory runs in make test
+@pytest.mark.parametrize("gradients", [False, True])
 def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradients):
   """Self-modifying Titans (Hope's mixer) with its main memory's chunks chained by the kernel: outputs and
-  final state (and, in make test-all, the gradients of its outer parameters and state) against the token
-  scan, in float64 (T = 19, a ragged last block of chunk_proj 8, chunk_mem 4; the last 3 tokens masked)."""
+  final state (and the gradients of its outer parameters and state) against the token scan, in float64
+  (T = 19, a ragged last block of chunk_proj 8, chunk_mem 4; the last 3 tokens masked)."""
   with jax.enable_x64(True):
     spec = sm.SelfModifying(self_modifying(expansion=2), 4, 8, lr_scale=0.8, kernel="pallas")
     params, state, x, mask = self_modifying_inputs(spec, 9, t=19)
