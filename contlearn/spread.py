@@ -44,3 +44,12 @@ def text(values: Iterable[float | None], digits: int = 3, *, ddof: int = 1) -> s
     return "-"
   mean, std = mean_std(values, ddof=ddof)
   return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def known(reduce, values: list) -> float | None:
+  """`reduce(values)` (a sum, a mean) as a float, or None if any value is None (not recorded).
+
+  >>> known(sum, [1.0, 2.0]), known(sum, [1.0, None])
+  (3.0, None)
+  """
+  return None if None in values else float(reduce(values))

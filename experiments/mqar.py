@@ -469,7 +469,7 @@ def run(cfg: MqarConfig, out: pathlib.Path, *, resume: bool = False, progress: b
       "config": _json(cfg),
       "eval_pairs": list(eval_pairs(cfg)),
       "rows": rows,
-      "seconds": None if any(r["seconds"] is None for r in rows) else sum(r["seconds"] for r in rows),
+      "seconds": spread.known(sum, [r["seconds"] for r in rows]),
     }
     write_atomic(out / "mqar.json", json.dumps(result, indent=2))
   return result

@@ -293,15 +293,10 @@ def over_seeds(per_seed: list[dict], seeds: tuple[int, ...]) -> dict:
     "matrix": mean([r["matrix"] for r in per_seed]),
     "prequential": mean([r["prequential"] for r in per_seed]),
     "trace": trace,
-    "seconds": _known(sum, [r["seconds"] for r in per_seed]),
-    "tokens_per_s": _known(np.mean, [r["tokens_per_s"] for r in per_seed]),
+    "seconds": spread.known(sum, [r["seconds"] for r in per_seed]),
+    "tokens_per_s": spread.known(np.mean, [r["tokens_per_s"] for r in per_seed]),
     "skipped_chunks": sum(r["skipped_chunks"] for r in per_seed),
   }
-
-
-def _known(reduce, values: list) -> float | None:
-  """`reduce(values)` (a sum, a mean), or None if any value is None (not recorded)."""
-  return None if None in values else float(reduce(values))
 
 
 def plot(cfg: DomainShiftConfig, results: dict, path: pathlib.Path) -> None:
