@@ -153,12 +153,13 @@ class InnerModel(NamedTuple):
     """The weights the model computes with: `params`, plus the offset if any."""
     return jax.tree.map(jnp.add, outer["offset"], params) if self.offset else params
 
-  def apply(self, params: Params, outer: Params, x: jax.Array) -> jax.Array:
-    """`x [..., Dk] -> [..., Dv]`."""
+  def apply(self, params: Params, outer: Params, x: jax.Array, product=jnp.matmul) -> jax.Array:
+    """`x [..., Dk] -> [..., Dv]`; `product(h, w)` computes each layer's `h @ w` (the fast forms pass
+    `products.weight_product`; the default keeps forward-mode AD, for `jax.hessian`)."""
     params = self.weights(params, outer)
     h = x
     for i, (w, b) in enumerate(zip(params["w"], params["b"])):
-      h = h @ w + lead(b, h) if self.bias else h @ w
+      h = product(h, w) + lead(b, h) if self.bias else product(h, w)
       if i < self.depth - 1:
         h = self.act(h)
     return self.head(h, x, outer)

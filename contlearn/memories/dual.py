@@ -47,6 +47,7 @@ import jax.numpy as jnp
 
 from contlearn.memories import pallas_scan
 from contlearn.memories.core import MemState, Rates, Rule, lead, log_rate, masked_rates, step_size
+from contlearn.products import weight_product
 
 
 def _tril(chunk: int, dtype):
@@ -75,6 +76,17 @@ def coefficients(rule: Rule, lr, retain, eta, use):
   return jnp.exp(log_g), r, e, l2[-1] * lr, jnp.exp(log_p[-1])
 
 
+def _layer(h: jax.Array, params, i: int, bias: bool) -> jax.Array:
+  """Layer i's pre-activation `h w_i (+ b_i)`, h [C, d_i] -> [C, d_{i+1}]; no bias term at all without biases."""
+  z = weight_product(h, params["w"][i])
+  return z + lead(params["b"][i], z) if bias else z
+
+
+def _bias_step(step: jax.Array, bias: bool) -> jax.Array:
+  """The summed bias gradient of a chunk, `step [C, d]` -> [d] (zeros without biases, no reduction)."""
+  return jnp.sum(step, axis=0) if bias else jnp.zeros(step.shape[1:], step.dtype)
+
+
 def one_chunk(rule: Rule, outer, state: MemState, xs):
   """One chunk (`xs` as `scan_chunks`'s, [C, ...] each): the state after it and the outputs y [C, Dv]."""
   q, k, v, lr, retain, eta, use = xs
@@ -82,16 +94,15 @@ def one_chunk(rule: Rule, outer, state: MemState, xs):
   w0 = state.w
   depth = model.depth
   lr = step_size(rule, outer, w0, k, v, lr, k.shape[0])
-  bias = 1.0 if model.bias else 0.0
 
-  target = model.apply(w0, outer, v) if rule.self_target else v
+  target = model.apply(w0, outer, v, weight_product) if rule.self_target else v
   full = model.weights(w0, outer)
 
   def keys_loss(eps):
     h, inputs, extra = k, [], 0.0
     for i in range(depth):
       inputs.append(h)
-      h = h @ full["w"][i] + bias * lead(full["b"][i], h) + eps[i]
+      h = _layer(h, full, i, model.bias) + eps[i]
       if i == 0 and rule.dgd:
         extra = 0.5 * jnp.sum(jnp.square(h))
       if i < depth - 1:
@@ -102,17 +113,18 @@ def one_chunk(rule: Rule, outer, state: MemState, xs):
   eps = [jnp.zeros((k.shape[0], w.shape[1]), k.dtype) for w in w0["w"]]
   deltas, inputs = jax.grad(keys_loss, has_aux=True)(eps)
   if rule.chunk_step:
-    return _one_step(rule, state, inputs, deltas, lr, retain, eta, use), model.apply(w0, outer, q)
+    return _one_step(rule, state, inputs, deltas, lr, retain, eta, use), model.apply(w0, outer, q, weight_product)
   g, r, e, m_row, p_end = coefficients(rule, lr, retain, eta, use)
 
   h = q
   for i in range(depth):
-    z = g[:, None] * (h @ w0["w"][i] + bias * lead(w0["b"][i], h))
+    z = g[:, None] * _layer(h, w0, i, model.bias)
     if rule.momentum:
-      z = z + r[:, None] * (h @ state.m["w"][i] + bias * lead(state.m["b"][i], h))
-    z = z - (e * (h @ inputs[i].T + bias)) @ deltas[i]
+      z = z + r[:, None] * _layer(h, state.m, i, model.bias)
+    scores = h @ inputs[i].T + 1.0 if model.bias else h @ inputs[i].T  # (h_t . x_i^l + 1), [C, C]
+    z = z - (e * scores) @ deltas[i]
     if model.offset:
-      z = z + h @ outer["offset"]["w"][i] + bias * lead(outer["offset"]["b"][i], h)
+      z = z + _layer(h, outer["offset"], i, model.bias)
     h = model.act(z) if i < depth - 1 else z
   y = model.head(h, q, outer)
 
@@ -122,14 +134,14 @@ def one_chunk(rule: Rule, outer, state: MemState, xs):
   for i, (x, d) in enumerate(zip(inputs, deltas)):
     step = e[-1][:, None] * d  # [C, out]
     new_w["w"].append(g[-1] * w0["w"][i] - x.T @ step)
-    new_w["b"].append(g[-1] * w0["b"][i] - bias * jnp.sum(step, axis=0))
+    new_w["b"].append(g[-1] * w0["b"][i] - _bias_step(step, model.bias))
     if rule.momentum:
       m_w, m_b = state.m["w"][i], state.m["b"][i]
       new_w["w"][i] = new_w["w"][i] + r[-1] * m_w
       new_w["b"][i] = new_w["b"][i] + r[-1] * m_b
       push = m_row[:, None] * d
       new_m["w"].append(p_end * m_w - x.T @ push)
-      new_m["b"].append(p_end * m_b - bias * jnp.sum(push, axis=0))
+      new_m["b"].append(p_end * m_b - _bias_step(push, model.bias))
   new_m = new_m if rule.momentum else state.m
   return MemState(new_w, new_m), y
 
@@ -139,10 +151,9 @@ def _one_step(rule: Rule, state: MemState, inputs, deltas, lr, retain, eta, use)
   count = jnp.sum(use)
   share = use / jnp.maximum(count, 1.0)
   a_bar, eta_bar = jnp.sum(share * retain), jnp.sum(share * eta)
-  bias = 1.0 if rule.model.bias else 0.0
   grads = {
     "w": [x.T @ (lr[:, None] * d) for x, d in zip(inputs, deltas)],
-    "b": [bias * jnp.sum(lr[:, None] * d, axis=0) for d in deltas],
+    "b": [_bias_step(lr[:, None] * d, rule.model.bias) for d in deltas],
   }
   tree = jax.tree.map
   if rule.momentum:

@@ -108,6 +108,7 @@ from contlearn.memories.core import (
   update,
 )
 from contlearn.memories.rules import self_modifying
+from contlearn.products import weight_product
 
 RATE_BIAS = {"eta": 0.0, "alpha": -4.0, "momentum": 0.0}
 
@@ -227,7 +228,7 @@ def stacked_layers(rule: Rule, weights: Params) -> tuple[jax.Array, jax.Array]:
 
 def stacked_apply(rule: Rule, w_a: jax.Array, w_b: jax.Array, x: jax.Array) -> jax.Array:
   """`M_s(x) [S, L, Dh]` of stacked memories at one input `x [L, Dh]`: one product over the stack."""
-  return x[None] + jnp.einsum("sth,shd->std", rule.model.act(jnp.einsum("td,sdh->sth", x, w_a)), w_b)
+  return x[None] + weight_product(rule.model.act(weight_product(x, w_a)), w_b)
 
 
 def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, chunk: int):
@@ -238,10 +239,10 @@ def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, 
   (with DGD's `k W_a`) and `d_b [S, L, Dh]`: token i's gradient is `k_i d_a,i^T` for W_a, `h_i d_b,i^T` for W_b.
   """
   act, c = rule.model.act, LOSS_CURVATURE[rule.loss]
-  z = jnp.einsum("td,sdh->sth", k, w_a)
+  z = weight_product(k, w_a)  # [S, L, H]
   h = act(z)
   target = stacked_apply(rule, w_a, w_b, v) if rule.self_target else v[None]
-  err = k[None] + jnp.einsum("sth,shd->std", h, w_b) - target  # M(W; k) - target
+  err = k[None] + weight_product(h, w_b) - target  # M(W; k) - target
   back = jnp.einsum("std,shd->sth", err, w_b)
   slope_of = jax.grad(act)  # act acts elementwise
   slope = jnp.vectorize(slope_of)(z)
@@ -305,9 +306,9 @@ def _main_chunk(rule: Rule, outer: Params, state: MemState, xs):
   o_a, o_b = stacked_layers(rule, outer["offset"]) if rule.model.offset else (None, None)
 
   def layer(x, inputs, d, w, m, o):  # x [C, d_in] through one layer of W_t, t the reading token (`dual`)
-    z = g[:, None] * (x @ w[0]) - (e * (x @ inputs.T)) @ d[0]
-    z = z + r[:, None] * (x @ m[0]) if rule.momentum else z
-    return z + x @ o[0] if rule.model.offset else z
+    z = g[:, None] * weight_product(x, w[0]) - (e * (x @ inputs.T)) @ d[0]
+    z = z + r[:, None] * weight_product(x, m[0]) if rule.momentum else z
+    return z + weight_product(x, o[0]) if rule.model.offset else z
 
   hq = rule.model.act(layer(q, k, d_a, w_a, m_a, o_a))
   y = q + layer(hq, h[0], d_b, w_b, m_b, o_b)

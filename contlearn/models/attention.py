@@ -80,7 +80,7 @@ def persistent(params: dict):
 def project(params: dict, x: jax.Array, n_heads: int):
   """x [B, T, D] -> q, k, v [B, T, H, Dh]."""
   b, t, d = x.shape
-  qkv = layers.rms_norm(x, params["norm"]) @ params["wqkv"]
+  qkv = layers.dense(layers.rms_norm(x, params["norm"]), params["wqkv"])
   q, k, v = jnp.split(qkv.reshape(b, t, 3 * n_heads, d // n_heads), 3, axis=2)
   return q, k, v
 
@@ -138,7 +138,7 @@ def sliding_window_attention(cfg: SlidingWindowConfig, model: ModelConfig) -> Mi
     valid = jnp.concatenate([state["valid"], mask], axis=1)
     pos = jnp.arange(w + t)
     y = attend(q, keys, values, pos[w:], pos, valid, w, persistent(params))
-    out = y.reshape(b, t, d) @ params["wo"]
+    out = layers.dense(y.reshape(b, t, d), params["wo"])
     new_state = {"k": keys[:, t:], "v": values[:, t:], "valid": valid[:, t:]}
     return out, new_state
 

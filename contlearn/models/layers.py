@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from contlearn.products import weight_product
+
 
 def wide(dtype: Any) -> jnp.dtype:
   """The dtype to accumulate `dtype` values in: at least float32 (float32 for bfloat16, float64 stays)."""
@@ -24,6 +26,11 @@ def cast_floats(tree: Any, dtype: Any) -> Any:
   """`tree` with its floating-point leaves cast to `dtype` (leaves already of `dtype` untouched)."""
   cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != dtype else a
   return jax.tree.map(cast, tree)
+
+
+def dense(x: jax.Array, w: jax.Array) -> jax.Array:
+  """A dense layer's product `x [..., d_in] @ w [d_in, d_out]` (`products.weight_product`: reverse mode only)."""
+  return weight_product(x, w)
 
 
 def dense_init(key: jax.Array, d_in: int, d_out: int, scale: float = 1.0) -> jax.Array:
@@ -56,8 +63,8 @@ def mlp_init(key: jax.Array, d: int, hidden: int, out_scale: float = 1.0) -> dic
 
 def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
   """`x [..., D] -> [..., D]`, the residual branch only (without `+ x`)."""
-  h = jax.nn.gelu(rms_norm(x, params["norm"]) @ params["w1"])
-  return h @ params["w2"]
+  h = jax.nn.gelu(dense(rms_norm(x, params["norm"]), params["w1"]))
+  return dense(h, params["w2"])
 
 
 def rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:

@@ -255,7 +255,7 @@ def merge_heads(params: dict, y: jax.Array, xn: jax.Array) -> jax.Array:
   """`y [B, H, T, Dh]` -> `(rms(y_h) concat over heads) * silu(x' W_g) @ W_o`, [B, T, D]."""
   b, h, t, dh = y.shape
   y = (layers.rms_norm(y) * params["out_norm"][None, None, None]).transpose(0, 2, 1, 3).reshape(b, t, h * dh)
-  return (y * jax.nn.silu(xn @ params["wg"])) @ params["wo"]
+  return layers.dense(y * jax.nn.silu(layers.dense(xn, params["wg"])), params["wo"])
 
 
 def from_start(started: jax.Array, w, w0):
@@ -359,7 +359,7 @@ def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock)
     ones = jnp.ones((b, t, h), xn.dtype)
     g = {}
     if gates:
-      z = (xn @ params["wr"] + params["br"][None, None]).reshape(b, t, len(gates), h)
+      z = (layers.dense(xn, params["wr"]) + params["br"][None, None]).reshape(b, t, len(gates), h)
       g = {name: jax.nn.sigmoid(z[:, :, i]) for i, name in enumerate(gates)}
     lr = block.lr_scale * g["lr"] if "lr" in g else ones
     if block.retain == "gate":
@@ -374,7 +374,7 @@ def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock)
   def apply(params, state, x, mask):
     b, t, _ = x.shape
     xn = normed_input(params, x)
-    qkv_in = xn @ params["wqkv"]
+    qkv_in = layers.dense(xn, params["wqkv"])
     qkv = causal_conv(params["conv"], state["conv"], qkv_in)
     q, k, v = (a.reshape(b, t, h, dh).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1))
     qk_act = QK_ACTS[cfg.qk_act]

@@ -9,6 +9,7 @@ from contlearn import memories
 from contlearn.memories import linear
 from contlearn.memories.core import InnerModel, Rule, squared_loss
 from contlearn.memories.rules import self_modifying, titans
+from contlearn.products import weight_product
 
 # Beside the named memories: DGD on a residual linear map with a bias and an
 # offset, no momentum; self-modifying memories that decay toward zero; one
@@ -172,3 +173,27 @@ def test_the_delta_rule_in_float32_matches_the_reference_when_keys_are_alike():
     y, state = run(memories.chunked, jnp.float32)
     y_ref, state_ref = run(memories.reference, jnp.float64)
   _close((y, state.w), (y_ref, state_ref.w), 1e-4)
+
+
+@pytest.mark.parametrize(
+  "x_shape, w_shape",
+  [((3, 4, 5), (5, 6)), ((4, 5), (3, 5, 6)), ((3, 4, 5), (3, 5, 6))],
+  ids=["one weight", "a stack read at one input", "a stack of inputs and weights"],
+)
+def test_weight_product_is_the_matrix_product_to_second_order(x_shape, w_shape):
+  """`products.weight_product` against `jnp.matmul` in float64: values, both cotangents, the gradient of a
+  gradient (the chunked forms' outer gradient of the inner one), under vmap."""
+  with jax.enable_x64(True):
+    kx, kw, kv = jax.random.split(jax.random.PRNGKey(3), 3)
+    x = jax.random.normal(kx, (2, *x_shape), jnp.float64)
+    w = jax.random.normal(kw, (2, *w_shape), jnp.float64)
+    v = jax.random.normal(kv, (2, *jnp.broadcast_shapes(x_shape[:-1], w_shape[:-2] + (1,)), w_shape[-1]))
+
+    def inner_then_outer(product):
+      def inner(w, x, v):  # a squared loss of the product, and a read with its gradient step
+        grad = jax.grad(lambda w: jnp.sum(jnp.square(product(x, w) - v)))(w)
+        return jnp.sum(jnp.sin(product(x, w - 0.1 * grad)))
+
+      return jax.vmap(jax.value_and_grad(inner, argnums=(0, 1, 2)))(w, x, v)
+
+    _close(inner_then_outer(weight_product), inner_then_outer(jnp.matmul), 1e-12)
