@@ -206,13 +206,13 @@ def _attend(block: dict, h: jax.Array, mask: jax.Array, positions: jax.Array, he
   """Multi-head attention of `rms(h) [B, L, D]` under `mask [L, L]`; the residual branch."""
   b, length, d = h.shape
   x = layers.rms_norm(h, block["norm"])
-  split = lambda w: (x @ w).reshape(b, length, heads, d // heads).transpose(0, 2, 1, 3)  # noqa: E731
+  split = lambda w: layers.dense(x, w).reshape(b, length, heads, d // heads).transpose(0, 2, 1, 3)  # noqa: E731
   q, k, v = (split(block[w]) for w in ("wq", "wk", "wv"))
   q, k = layers.rope(q, positions), layers.rope(k, positions)
   scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(jnp.asarray(d // heads, h.dtype))
   scores = jnp.where(mask[None, None], scores, jnp.finfo(h.dtype).min)
   out = jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), v)
-  return out.transpose(0, 2, 1, 3).reshape(b, length, d) @ block["wo"]
+  return layers.dense(out.transpose(0, 2, 1, 3).reshape(b, length, d), block["wo"])
 
 
 def energy(cfg: EBTConfig, params: dict, tokens: jax.Array, logits: jax.Array, step: jax.Array) -> jax.Array:
@@ -223,7 +223,7 @@ def energy(cfg: EBTConfig, params: dict, tokens: jax.Array, logits: jax.Array, s
 def energy_of_probs(cfg: EBTConfig, params: dict, tokens: jax.Array, probs: jax.Array, step: jax.Array) -> jax.Array:
   """`energy` of the candidate distributions `probs [B, T, V]` (softmax of the logits)."""
   t = tokens.shape[1]
-  pred = probs @ params["v2e"]
+  pred = layers.dense(probs, params["v2e"])
   if cfg.time_embed:
     pred = pred + params["time"][jnp.minimum(step, cfg.steps - 1)][None, None]
   h = jnp.concatenate([params["embed"][tokens].astype(pred.dtype), pred], axis=1)
@@ -232,7 +232,7 @@ def energy_of_probs(cfg: EBTConfig, params: dict, tokens: jax.Array, probs: jax.
   for block in params["blocks"]:
     h = h + _attend(block, h, mask, positions, cfg.n_heads)
     h = h + layers.mlp_apply(block["ff"], h)
-  return (layers.rms_norm(h[:, t:], params["final_norm"]) @ params["head"])[..., 0]
+  return layers.dense(layers.rms_norm(h[:, t:], params["final_norm"]), params["head"])[..., 0]
 
 
 def descend(
