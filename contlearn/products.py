@@ -7,11 +7,14 @@ product: a pass over a weight, or over a [tokens, d_out] activation, per
 product. `weight_product` contracts straight into [d_in, d_out] (`x^T ct`)
 and reads w along its last axis for x's cotangent (`ct w^T`), whose own
 cotangent with respect to w is then in layout too (second order: the outer
-gradient of an inner one, as in the chunked memories and EBT).
+gradient of an inner one, as in the chunked memories and EBT). A stack of
+weights [..., d_in, d_out] (the self-modifying memories' five at once) gets
+the same two products batched over the stack, summed over the axes that
+broadcasting added.
 
 It is a `jax.custom_vjp`: reverse mode to any order, no forward mode
 (`jax.jvp`, `jax.jacfwd`, `jax.hessian` through it raise). Measured in
-docs/benchmarks.md (the memories' chunked forms, the mixers' projections).
+docs/benchmarks.md, "Products with weights".
 
 >>> import jax, jax.numpy as jnp
 >>> x, w = jnp.ones((2, 3)), jnp.arange(12.0).reshape(3, 4)
