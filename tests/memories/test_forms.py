@@ -197,3 +197,22 @@ def test_weight_product_is_the_matrix_product_to_second_order(x_shape, w_shape):
       return jax.vmap(jax.value_and_grad(inner, argnums=(0, 1, 2)))(w, x, v)
 
     _close(inner_then_outer(weight_product), inner_then_outer(jnp.matmul), 1e-12)
+
+
+def test_the_chunk_scan_keeps_chunk_sized_products_for_the_backward_and_no_weight_sized_ones():
+  """What the chunked Titans form saves for its backward pass (the leaves of its `jax.vjp`): per chunk the
+  carried memory (w and m of both layers) and the chunk-sized matrix products; nothing else weight-sized."""
+  from tests.memories.helpers import inputs
+
+  rule, t, chunk, d = memories.RULES["titans"], 64, 8, 16
+  hidden = rule.model.expansion * d
+  a = inputs(rule, jax.random.PRNGKey(0), t=t, dk=d, dv=d, dtype=jnp.float32)
+
+  def outputs(state, q):
+    return _run(memories.chunked, rule, chunk, {**a, "state": state, "q": q})[0]
+
+  _, pullback = jax.vjp(outputs, a["state"], a["q"])
+  shapes = [x.shape for x in jax.tree.leaves(pullback)]
+  n = t // chunk
+  assert sum(s in ((n, d, hidden), (n, hidden, d)) for s in shapes) == 4  # w, m of each layer, per chunk
+  assert (n, chunk, hidden) in shapes  # a chunk's products with the first layer, kept
