@@ -129,19 +129,20 @@ def one_chunk(rule: Rule, outer, state: MemState, xs):
   y = model.head(h, q, outer)
 
   # End of chunk: W_C = g_C W_0 + r_C m_0 - sum_i E[C, i] grad_i, and
-  # m_C = P_C m_0 - sum_i (P_C / P_i) lr_i grad_i.
+  # m_C = P_C m_0 - sum_i (P_C / P_i) lr_i grad_i. The minus signs sit on the [C, out] factors, so the
+  # backward pass negates no weight-sized cotangent.
   new_w, new_m = {"w": [], "b": []}, {"w": [], "b": []}
   for i, (x, d) in enumerate(zip(inputs, deltas)):
-    step = e[-1][:, None] * d  # [C, out]
-    new_w["w"].append(g[-1] * w0["w"][i] - x.T @ step)
-    new_w["b"].append(g[-1] * w0["b"][i] - _bias_step(step, model.bias))
+    step = -e[-1][:, None] * d  # [C, out]
+    new_w["w"].append(g[-1] * w0["w"][i] + x.T @ step)
+    new_w["b"].append(g[-1] * w0["b"][i] + _bias_step(step, model.bias))
     if rule.momentum:
       m_w, m_b = state.m["w"][i], state.m["b"][i]
       new_w["w"][i] = new_w["w"][i] + r[-1] * m_w
       new_w["b"][i] = new_w["b"][i] + r[-1] * m_b
-      push = m_row[:, None] * d
-      new_m["w"].append(p_end * m_w - x.T @ push)
-      new_m["b"].append(p_end * m_b - _bias_step(push, model.bias))
+      push = -m_row[:, None] * d
+      new_m["w"].append(p_end * m_w + x.T @ push)
+      new_m["b"].append(p_end * m_b + _bias_step(push, model.bias))
   new_m = new_m if rule.momentum else state.m
   return MemState(new_w, new_m), y
 
@@ -151,16 +152,17 @@ def _one_step(rule: Rule, state: MemState, inputs, deltas, lr, retain, eta, use)
   count = jnp.sum(use)
   share = use / jnp.maximum(count, 1.0)
   a_bar, eta_bar = jnp.sum(share * retain), jnp.sum(share * eta)
-  grads = {
-    "w": [x.T @ (lr[:, None] * d) for x, d in zip(inputs, deltas)],
-    "b": [_bias_step(lr[:, None] * d, rule.model.bias) for d in deltas],
+  descent = -lr[:, None]  # the sign on the [C, 1] factor: the backward negates no weight-sized cotangent
+  steps = {
+    "w": [x.T @ (descent * d) for x, d in zip(inputs, deltas)],
+    "b": [_bias_step(descent * d, rule.model.bias) for d in deltas],
   }
   tree = jax.tree.map
   if rule.momentum:
-    m = tree(lambda mm, g: eta_bar * mm - g, state.m, grads)
+    m = tree(lambda mm, s: eta_bar * mm + s, state.m, steps)
     new = MemState(tree(lambda w, mm: a_bar * w + mm, state.w, m), m)
   else:
-    new = MemState(tree(lambda w, g: a_bar * w - g, state.w, grads), state.m)
+    new = MemState(tree(lambda w, s: a_bar * w + s, state.w, steps), state.m)
   return tree(lambda after, before: jnp.where(count > 0, after, before), new, state)
 
 
@@ -168,8 +170,9 @@ def scan_chunks(rule: Rule, outer, state: MemState, xs) -> tuple[MemState, jax.A
   """The chunks in sequence (`lax.scan` of `one_chunk`): the final state and y [N, C, Dv].
 
   `xs` = (q, k, v, lr, retain, eta, use), each [N, C, ...]: N chunks of C tokens.
-  The backward pass recomputes each chunk from its carried state, so only the
-  per-chunk memories are stored, not every intermediate of every chunk.
+  The backward pass recomputes each chunk from its carried state and the
+  chunk-sized matrix products kept from the forward (`pallas_scan.xla_scan`),
+  so the per-chunk memories are the only weight-sized arrays it stores.
   """
   return pallas_scan.xla_scan(functools.partial(one_chunk, rule), outer, state, xs)
 
