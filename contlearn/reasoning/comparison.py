@@ -17,7 +17,12 @@ scores the test split with the weights' moving average (`ema_params`):
   puzzle), each `[seeds]`;
 - on ARC, `pass@1`, `pass@2` `[seeds]`: the official score, a vote over
   the augmentations of each test input of the answers after N segments
-  (`contlearn.puzzles.arc_vote`); ARC's canvas padding counts nowhere.
+  (`contlearn.puzzles.arc_vote`); ARC's canvas padding counts nowhere;
+- Sudoku and mazes: `exact_by` `[seeds, G]`, exact accuracy after N
+  segments within each of G ranges of the test puzzles' difficulty (the
+  Sudoku generator's) or path length (tokens on a maze's path), the ranges
+  (`strata`, about equal quarters of the test split) in the row's `strata`:
+  a score at a floor or a ceiling says which puzzles it comes from.
 
 The models (`MODELS`): `trm` (TRM: T rounds of n latent updates per segment,
 up to N segments, halting), `hrm` (HRM: two modules of `layers // 2` blocks
@@ -229,10 +234,36 @@ def answers_fn(model: SegmentConfig) -> Callable:
   return engine.compile_call(answers, lanes=True, donate=False)
 
 
+STRATA = {"sudoku": "difficulty", "maze": "path"}  # the meta that `exact_by` breaks the test split down by
+
+
+def strata(test: PuzzleSet, groups: int = 4) -> dict[str, Any] | None:
+  """The test puzzles in up to `groups` ranges of their `STRATA` meta (cut at its quantiles, so ties stay in one
+  range): `{"meta": name, "group": int [P] (the range of each puzzle), "ranges": [[low, high, puzzles], ...]}`;
+  None for a kind without one (ARC) or a set without that meta.
+
+  >>> from contlearn.puzzles import PuzzleConfig, PuzzleSet
+  >>> test = PuzzleSet(PuzzleConfig(kind="maze"), None, None, None, {"path": np.array([1, 1, 2, 5, 9, 9, 12, 30])})
+  >>> strata(test)["ranges"]
+  [[1, 1, 2], [2, 5, 2], [9, 9, 2], [12, 30, 2]]
+  """
+  name = STRATA.get(test.config.kind)
+  if name not in test.meta:
+    return None
+  values = np.asarray(test.meta[name])
+  edges = np.unique(np.quantile(values, np.arange(1, groups) / groups, method="lower"))
+  group = np.searchsorted(edges, values, side="left")
+  ranges = [
+    [int(values[group == g].min()), int(values[group == g].max()), int(np.sum(group == g))] for g in np.unique(group)
+  ]
+  return {"meta": name, "group": np.unique(group, return_inverse=True)[1], "ranges": ranges}
+
+
 def scores(answers: np.ndarray, halt_logits: np.ndarray, test: PuzzleSet, ignore_label: int = -1) -> dict:
   """The test scores of the module docstring from `answers [S, N, P, L]` and `halt_logits [S, N, P]` of S seeds;
   tokens labelled `ignore_label` do not count. ARC test splits add `pass@1` and `pass@2` `[S]`: the vote over
-  augmentations (`arc_vote`) of the answers after the last segment, ties broken by sigmoid(halt logit)."""
+  augmentations (`arc_vote`) of the answers after the last segment, ties broken by sigmoid(halt logit); Sudoku and
+  maze splits add `exact_by` `[S, G]`, the exact accuracy after the last segment in each range of `strata(test)`."""
   labels, inputs = test.labels[None, None], test.inputs[None, None]
   counted = labels != ignore_label
   correct = (answers == labels) & counted  # [S, N, P, L]
@@ -248,6 +279,9 @@ def scores(answers: np.ndarray, halt_logits: np.ndarray, test: PuzzleSet, ignore
     "halt_exact": np.take_along_axis(exact, first[:, None], axis=1)[:, 0].mean(axis=1),
     "halt_decision": np.mean(halt == exact, axis=(1, 2)),
   }
+  by = strata(test)
+  if by is not None:
+    result["exact_by"] = np.stack([exact[:, -1, by["group"] == g].mean(axis=1) for g in range(len(by["ranges"]))], 1)
   if test.config.kind == "arc":
     confidence = 1 / (1 + np.exp(-halt_logits[:, -1]))  # [S, P]
     votes = [arc_vote.vote(test, answers[s, -1], confidence[s]) for s in range(answers.shape[0])]
@@ -293,7 +327,9 @@ def train_and_eval(cfg: ComparisonConfig, name: str, data, out: pathlib.Path, *,
     checkpoint_every=cfg.checkpoint_every,
   )
   result = evaluate(model, run.state, test, cfg.eval_batch)
+  by = strata(test)
   return {
+    **({"strata": {"meta": by["meta"], "ranges": by["ranges"]}} if by else {}),
     "model": name,
     "label": MODELS[name],
     "segments": model.max_segments,
@@ -369,7 +405,22 @@ def report(result: dict) -> str:
     f"batch {c['batch']}, seeds {c['seeds']}; % on the test split, mean ± std over seeds; "
     f"total {result['seconds']:.0f} s"
   )
-  return "\n".join(lines)
+  return "\n".join(lines + _by_stratum(result["rows"]))
+
+
+def _by_stratum(rows: list[dict]) -> list[str]:
+  """The table of `exact_by`: exact@N per range of the strata's meta, one column per range (none without)."""
+  rows = [r for r in rows if "strata" in r]
+  if not rows:
+    return []
+  meta, ranges = rows[0]["strata"]["meta"], rows[0]["strata"]["ranges"]
+  heads = [f"{meta} {lo}-{hi} ({n})" if lo < hi else f"{meta} {lo} ({n})" for lo, hi, n in ranges]
+  lines = ["", f"exact@N by {meta} (test puzzles per range):", "", "| model | " + " | ".join(heads) + " |"]
+  lines.append("|" + "---|" * (len(heads) + 1))
+  for r in rows:
+    by = np.asarray(r["exact_by"])  # [seeds, G]
+    lines.append("| " + " | ".join([r["label"]] + [_cell(by[:, g]) for g in range(by.shape[1])]) + " |")
+  return lines
 
 
 def plot_segments(result: dict, path: pathlib.Path) -> pathlib.Path:

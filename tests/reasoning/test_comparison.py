@@ -39,6 +39,31 @@ def test_scores_count_exact_answers_filled_tokens_and_the_halting_decision():
   np.testing.assert_allclose(s["halt_decision"], [1.0])  # halt exactly where right, continue where wrong
 
 
+def test_maze_scores_break_exact_accuracy_down_by_path_length_and_the_report_shows_it():
+  # four one-token mazes of path lengths 1, 1, 4, 7; the model solves the first and the third
+  labels = np.array([[4], [4], [4], [4]])
+  test = PuzzleSet(
+    PuzzleConfig(kind="maze"), np.ones_like(labels), labels, np.zeros(4, np.int32), {"path": np.array([1, 1, 4, 7])}
+  )
+  answers = np.array([[[[4], [1], [4], [1]]], [[[4], [4], [4], [4]]]])  # [seeds 2, segments 1, puzzles 4, tokens 1]
+  s = comparison.scores(answers, np.zeros((2, 1, 4)), test)
+  assert comparison.strata(test)["ranges"] == [[1, 1, 2], [4, 4, 1], [7, 7, 1]]
+  np.testing.assert_allclose(s["exact_by"], [[0.5, 1.0, 0.0], [1.0, 1.0, 1.0]])
+  row = {
+    "label": "m",
+    "segments": 1,
+    "parameters": 1,
+    "strata": {"meta": "path", "ranges": [[1, 1, 2], [4, 4, 1], [7, 7, 1]]},
+  }
+  row |= {k: np.asarray(v).tolist() for k, v in s.items()}
+  result = {"rows": [row], "config": {"steps": 1, "batch": 1, "seeds": [0, 1], "puzzles": {"kind": "maze", "size": 1}}}
+  text = comparison.report(result | {"puzzles": {"train": 1, "test": 4}, "seconds": 1.0})
+  assert (
+    "| model | path 1 (2) | path 4 (1) | path 7 (1) |" in text
+    and "| m | 75.0 ± 25.0 | 100.0 ± 0.0 | 50.0 ± 50.0 |" in text
+  )
+
+
 def test_arc_scores_vote_over_augmentations_and_leave_the_padding_out():
   grid = np.array([[1, 2], [0, 1]])
   task = arc.ArcTask("t", ((grid, grid.T),), ((grid.T, grid), (grid, grid.T)))
