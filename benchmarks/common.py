@@ -6,10 +6,14 @@ with one JSON line on stdout.
 
 from __future__ import annotations
 
+import collections
+import gzip
 import json
 import os
 import pathlib
 import platform
+import re
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,3 +92,53 @@ def write_json(name: str, payload: dict[str, Any]) -> pathlib.Path:
   path.write_text(json.dumps(payload, indent=2))
   print(json.dumps(payload))
   return path
+
+
+TRACE_CLASSES = {  # words of kernel names in a CPU profiler trace, by class (the first class with a word wins)
+  "dot": ("dot", "ynn", "xnn"),
+  "copy/transpose": ("copy", "transpose"),
+  "reduce": ("reduce",),
+  "slice/broadcast/pad": ("slice", "broadcast", "concatenate", "pad", "dynamic"),
+  "loop": ("while",),
+}
+RUNTIME_EVENTS = (  # trace events of the runtime and Python, not kernels
+  "ThunkExecutor",
+  "$",
+  "PjitFunction",
+  "end:",
+  "Threadpool",
+  "Slinky",
+  "Batched",
+  "Common",
+  "Execute",
+  "Parse",
+  "shard",
+  "Wait",
+)
+
+
+def op_time(fn, args, repeats: int = 3, split: bool = True) -> dict:
+  """Milliseconds per call of the compiled program's kernels by class (`TRACE_CLASSES`, else elementwise), from
+  a profiler trace of `repeats` calls; `wall_ms` the executor's wall time per call. With `split`, forward and
+  backward apart: a kernel is backward when its op name is under a transpose (XLA's XNNPACK/YNNPACK dot fusions
+  carry no op name, so they all count as forward)."""
+  names = re.findall(r"%([\w.-]+) = [^\n]*?op_name=\"([^\"]*)\"", fn.lower(*args).compile().as_text())
+  backward = {name for name, op in names if "transpose(" in op}
+  jax.block_until_ready(fn(*args))
+  with tempfile.TemporaryDirectory() as folder:
+    jax.profiler.start_trace(folder, create_perfetto_trace=True)
+    for _ in range(repeats):
+      jax.block_until_ready(fn(*args))
+    jax.profiler.stop_trace()
+    (trace,) = pathlib.Path(folder).rglob("*.trace.json.gz")
+    events = [e for e in json.load(gzip.open(trace))["traceEvents"] if e.get("ph") == "X"]
+  out = collections.Counter()
+  for e in events:
+    name, ms = e["name"], e["dur"] / 1e3 / repeats
+    if name == "ThunkExecutor::Execute (wait for completion)":
+      out["wall_ms"] += ms
+    elif not name.startswith(RUNTIME_EVENTS):
+      words = set(re.split(r"[_.-]", name))
+      cls = next((c for c, of in TRACE_CLASSES.items() if words.intersection(of)), "elementwise")
+      out[f"{'backward' if name in backward else 'forward'} {cls}" if split else cls] += ms
+  return {k: round(v, 1) for k, v in sorted(out.items())}

@@ -35,12 +35,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
-import json
 import pathlib
 import re
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -149,53 +146,6 @@ def flops(fn, args) -> float:
 
 
 PLUMBING = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
-TRACE_CLASSES = {  # words of kernel names in a CPU profiler trace, by class (the first class with a word wins)
-  "dot": ("dot", "ynn", "xnn"),
-  "copy/transpose": ("copy", "transpose"),
-  "reduce": ("reduce",),
-  "slice/broadcast/pad": ("slice", "broadcast", "concatenate", "pad", "dynamic"),
-  "loop": ("while",),
-}
-RUNTIME_EVENTS = (  # trace events of the runtime and Python, not kernels
-  "ThunkExecutor",
-  "$",
-  "PjitFunction",
-  "end:",
-  "Threadpool",
-  "Slinky",
-  "Batched",
-  "Common",
-  "Execute",
-  "Parse",
-  "shard",
-  "Wait",
-)
-
-
-def op_time(fn, args, repeats: int = 3) -> dict:
-  """Milliseconds per call of the compiled program's kernels by class (`TRACE_CLASSES`, else elementwise),
-  forward and backward apart (a kernel is backward when its op name is under a transpose), from a profiler
-  trace of `repeats` calls; `wall_ms` the executor's wall time per call."""
-  names = re.findall(r"%([\w.-]+) = [^\n]*?op_name=\"([^\"]*)\"", fn.lower(*args).compile().as_text())
-  backward = {name for name, op in names if "transpose(" in op}
-  jax.block_until_ready(fn(*args))
-  with tempfile.TemporaryDirectory() as folder:
-    jax.profiler.start_trace(folder, create_perfetto_trace=True)
-    for _ in range(repeats):
-      jax.block_until_ready(fn(*args))
-    jax.profiler.stop_trace()
-    (trace,) = pathlib.Path(folder).rglob("*.trace.json.gz")
-    events = [e for e in json.load(gzip.open(trace))["traceEvents"] if e.get("ph") == "X"]
-  out = collections.Counter()
-  for e in events:
-    name, ms = e["name"], e["dur"] / 1e3 / repeats
-    if name == "ThunkExecutor::Execute (wait for completion)":
-      out["wall_ms"] += ms
-    elif not name.startswith(RUNTIME_EVENTS):
-      words = set(re.split(r"[_.]", name))
-      cls = next((c for c, of in TRACE_CLASSES.items() if words.intersection(of)), "elementwise")
-      out[f"{'backward' if name in backward else 'forward'} {cls}"] += ms
-  return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
 def op_counts(fn, args) -> dict:
@@ -265,7 +215,7 @@ def profile(width: int, batch: int, seq: int, repeats: int, matmul: float, timed
     )
   ops = op_counts(*calls["memories"])
   if timed_ops:
-    ops["op_ms"] = {name: op_time(*calls[name]) for name in ("train_step", "memories")}
+    ops["op_ms"] = {name: common.op_time(*calls[name]) for name in ("train_step", "memories")}
   return rows, ops
 
 

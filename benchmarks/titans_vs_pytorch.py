@@ -1,6 +1,6 @@
 """contlearn's Titans memory against titans-pytorch's `NeuralMemory`, on CPU.
 
-    python benchmarks/titans_vs_pytorch.py [--repeats 5]
+    python benchmarks/titans_vs_pytorch.py [--repeats 5] [--op-time]
 
 Same configuration for both: width 256 (one head), chunk 64, a 2-layer MLP
 memory (hidden 4x), batch 4 x 1024 tokens, forward and backward (gradients
@@ -15,7 +15,11 @@ pinned CPU torch are benchmark-only dependencies, installed here if missing.
 PyTorch uses as many threads as there are cores. The two are timed in turn
 (median of `--repeats`), so both see the same machine load. Prints a table; the last
 line is a JSON object with `tokens_per_s`, `peer_tokens_per_s` and `ratio`
-(also written to `bench_results/titans_vs_pytorch.json`).
+(also written to `bench_results/titans_vs_pytorch.json`). With `--op-time`
+it times nothing against the peer: it prints each of contlearn's two forms'
+kernel time per call by class, from a profiler trace (`common.op_time`:
+matrix products, copies and transposes, reductions, slices and broadcasts
+(the scan's stacked carries), other element-wise kernels).
 """
 
 from __future__ import annotations
@@ -51,6 +55,12 @@ def ensure_peer() -> None:
 
 def ours(step: str):
   """A call running one forward+backward of contlearn's Titans mixer, `model.mixer.step=step`."""
+  fn, args = jitted(step)
+  return lambda: jax.block_until_ready(fn(*args))
+
+
+def jitted(step: str):
+  """The jitted forward+backward of contlearn's Titans mixer (`model.mixer.step=step`) and its arguments."""
   cfg = ModelConfig(
     mixer=TitansConfig(chunk=CHUNK, depth=DEPTH, expansion=EXPANSION, step=step),
     d_model=DIM,
@@ -64,10 +74,10 @@ def ours(step: str):
   state = mixer.init_state(BATCH)
 
   @jax.jit
-  def step(p):
+  def grads(p):
     return jax.grad(lambda p: jnp.sum(mixer.apply(p, state, x, mask)[0]))(p)
 
-  return lambda: jax.block_until_ready(step(params))
+  return grads, (params,)
 
 
 def peer():
@@ -93,7 +103,12 @@ def peer():
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--op-time", action="store_true", help="only contlearn's kernel time by class, per form")
   args = parser.parse_args()
+  if args.op_time:
+    for step in ("chunk", "token"):
+      print(f"step per {step}: kernel ms per call by class", common.op_time(*jitted(step), split=False))
+    return
   ensure_peer()
   import torch
 
