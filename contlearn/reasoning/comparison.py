@@ -252,11 +252,12 @@ def strata(test: PuzzleSet, groups: int = 4) -> dict[str, Any] | None:
     return None
   values = np.asarray(test.meta[name])
   edges = np.unique(np.quantile(values, np.arange(1, groups) / groups, method="lower"))
-  group = np.searchsorted(edges, values, side="left")
+  _, group = np.unique(np.searchsorted(edges, values, side="left"), return_inverse=True)  # ranges 0..G-1, none empty
   ranges = [
-    [int(values[group == g].min()), int(values[group == g].max()), int(np.sum(group == g))] for g in np.unique(group)
+    [int(values[group == g].min()), int(values[group == g].max()), int(np.sum(group == g))]
+    for g in range(group.max() + 1)
   ]
-  return {"meta": name, "group": np.unique(group, return_inverse=True)[1], "ranges": ranges}
+  return {"meta": name, "group": group, "ranges": ranges}
 
 
 def scores(answers: np.ndarray, halt_logits: np.ndarray, test: PuzzleSet, ignore_label: int = -1) -> dict:
