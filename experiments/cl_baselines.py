@@ -21,7 +21,8 @@ rows), rows drawn with replacement, 3 seeds as lanes. Steps per task:
   per task).
 - GDumb: the stream offers 4,000 rows (5 tasks x 50 steps x 16); the memory
   holds 2,000 (the baseline's 4,400 would hold all of them and never
-  balance), so it fills in task 3 and class balancing evicts from then on;
+  balance), so it fills in task 2 (the third, counting from 0) and class
+  balancing evicts from then on;
   each retraining is 1,250 steps of 16, 10 epochs of a full memory.
 
 In `--out` (default `runs/cl_baselines`): one folder per row (summary.json,

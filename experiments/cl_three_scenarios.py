@@ -13,8 +13,9 @@ test). Shortened against the paper: split MNIST trains 500 iterations per
 task (paper: 2,000); permuted MNIST uses a 2x400 MLP (paper: 2x1000), Adam
 1e-3 (paper: 1e-4) and 500 iterations per task (paper: 5,000), batch 128
 (paper: 256). lambda and c are the paper's per scenario, online EWC with
-its own lambda and gamma; LwF's distillation spans the units of every task
-so far, as in the paper's code. Seeds 0, 1 and 2 as the lanes of one
+its own lambda and gamma (these and permuted MNIST's lambda and c from
+secondary sources, unverified); LwF's distillation spans the units of every
+task so far, as in the paper's code. Seeds 0, 1 and 2 as the lanes of one
 program (`--set <bench>.seeds=...` for others); the runtimes above were
 measured with other jobs on the cores (2,795 s and 3,618 s of cell time,
 docs/continual_learning.md). In `--out` (default `runs/cl_three_scenarios`):
