@@ -95,16 +95,16 @@ def test_the_single_seed_field_is_gone():
   assert apply_overrides(EXP.get_config(), ["seeds=3"]).seeds == (3,)
 
 
-def test_defaults_are_the_setting_where_the_delta_rule_leads():
-  """docs/memories.md runs C and E: 512 keys and values, linear q/k features, beta from 0.05, rates 1e-3 and 3e-3."""
+def test_defaults_are_the_setting_of_the_512_key_table():
+  """docs/memories.md's 3-seed table at 512 keys: linear q/k features, beta from 0.05, the rate 3e-3 alone."""
   cfg = EXP.get_config()
   assert (cfg.n_keys, cfg.n_values, cfg.mem_qk_act, cfg.mem_lr_init) == (512, 512, "identity", 0.05)
-  assert cfg.lrs == (1e-3, 3e-3) and cfg.seeds == (0, 1, 2)
+  assert cfg.lrs == (3e-3,) and cfg.seeds == (0, 1, 2)
 
 
 def test_small_sets_only_fields_left_at_their_defaults():
   cfg = EXP.resolved(apply_overrides(EXP.get_config(), ["small=true", "models=linear_attention", "steps=40"]))
-  assert cfg.models == ("linear_attention",) and cfg.steps == 40 and cfg.max_pairs == 4 and cfg.lrs == (1e-3, 3e-3)
+  assert cfg.models == ("linear_attention",) and cfg.steps == 40 and cfg.max_pairs == 4 and cfg.lrs == (3e-3,)
   assert (cfg.n_keys, cfg.n_values, cfg.seeds) == (64, 64, (0, 1, 2))
   assert EXP.eval_pairs(cfg) == (2, 4) and EXP.eval_pairs(EXP.get_config()) == (2, 4, 8, 16)
 
@@ -323,8 +323,11 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
 
 @pytest.mark.slow
 def test_small_experiment_picks_each_seeds_best_rate(tmp_path):
-  """`contlearn run mqar --set small=true`: every model at every seed and rate; per seed, the best validation lane."""
-  EXP.run(apply_overrides(EXP.get_config(), ["small=true"]), tmp_path, resume=False, progress=False)
+  """`contlearn run mqar --set small=true --set lrs=0.001,0.003`: every model at every seed and rate; per seed, the
+  best validation lane."""
+  cfg = apply_overrides(EXP.get_config(), ["small=true", "lrs=0.001,0.003"])
+  assert len(cfg.lrs) == 2  # a choice to make
+  EXP.run(cfg, tmp_path, resume=False, progress=False)
   result = json.loads((tmp_path / "mqar.json").read_text())
   cfg, rows = result["config"], result["rows"]
   assert [r["memory"] for r in rows] == [EXP.ROWS[m].label for m in cfg["models"]] and len(rows) == 2
