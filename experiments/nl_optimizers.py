@@ -2,9 +2,10 @@
 
 Nested Learning reads an optimizer as an associative memory of gradients.
 This trains the same model (linear-attention memory, CMS with periods 1, 16,
-256) on the same stream with each rule of `contlearn.optim` as the outer
-optimizer, against Adam. Each rule has one learning rate set on its own scale
-(a momentum memory sums about 1/(1 - alpha) gradients; muon and m3 steps are
+256, whose slowest level updates once in the run's 416 steps) on the same
+stream with each rule of `contlearn.optim` as the outer optimizer, against
+Adam. Each rule has one learning rate set on its own scale (a momentum
+memory sums about 1/(1 - alpha) gradients; muon and m3 steps are
 orthogonalised), not tuned; the CMS levels learn with SGD as in byte_lm.
 Seeds 0, 1 and 2 as the lanes of one program per rule (`--set train.seeds=0` for one).
 

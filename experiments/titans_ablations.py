@@ -4,8 +4,9 @@ The rows of the Titans paper's Table 5 that contlearn can run, each a
 2-layer byte LM learning online from the same Shakespeare stream
 (prequential), at the width whose parameter count is closest to the
 Transformer's at width 128 (`nl_lm_comparison.equal_size`), 3 seeds as the
-lanes of one program per model, Adam 1e-3 for every model (at
-nl_lm_comparison's 3e-3, the memory alone (seed 0) diverged within 200 steps; docs/memories.md):
+lanes of one program per model, Adam 1e-3 for every model (at 3e-3,
+nl_lm_comparison's rate before 726c323, the memory alone (seed 0) diverged within 200 steps;
+docs/memories.md):
 
   titans_lmm          the neural memory alone: a 2-layer MLP memory, momentum, forget gate, conv 4
   titans_linear       the memory a linear map (depth 1)

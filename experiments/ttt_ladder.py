@@ -4,8 +4,8 @@ The rungs of the TTT paper's Table 1 that contlearn has as mixers, each a
 2-layer byte LM learning online from the same Shakespeare stream
 (prequential), at the width whose parameter count is closest to the
 Transformer's at width 128 (`nl_lm_comparison.equal_size`), 3 seeds as the
-lanes of one program per model, Adam 1e-3 for every model (at
-nl_lm_comparison's 3e-3, DeltaNet's third seed diverged within 200 steps,
+lanes of one program per model, Adam 1e-3 for every model (at 3e-3,
+nl_lm_comparison's rate before 726c323, DeltaNet's third seed diverged within 200 steps,
 and at 1e-3 too: a float32 fault of the delta rule's chunk form, fixed
 since, docs/memories.md):
 
