@@ -8,8 +8,9 @@ supervision segment of every batch row: forward, loss, backward, the update
 rule) is lowered for the preset's shapes, without running it or allocating
 its state, and XLA's cost analysis gives its FLOPs. The training FLOPs are
 that times the preset's steps; the hours are at `--rate` FLOP/s sustained
-(default 200e12, an assumption: about half an H100's dense bf16 rate, well
-above what float32 reaches; pass your own). Nothing is timed, so the machine
+(default 200e12, an assumption: about 40% of an H100's dense TF32 rate,
+which JAX's default precision gives float32 matrix products on such GPUs;
+pass your own). Nothing is timed, so the machine
 this runs on does not matter. Data preparation (9x9 Sudoku of at least 2000
 solver nodes: about 25 minutes on one host core; ARC's 1000 augmentations:
 about 10 minutes and 19 GB of host memory as int32) is not counted. Prints a

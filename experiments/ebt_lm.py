@@ -7,7 +7,8 @@ program (same bytes in the same order, their own initialisation). Every
 step is an independent window of `seq` bytes for both (the Transformer
 carries no cache across steps: the EBT has none), so both see the same
 context. The EBT (`contlearn.models.ebt`) predicts each next byte by K
-steps of gradient descent on candidate logits under its learned energy.
+steps of gradient descent under its learned energy, on the softmax of its
+candidate logits (`descend_probs=True`, the official form).
 
 Afterwards the held-out text of three domains is scored in bits per byte,
 each window from a fresh memory: plays (in distribution), scripture and the
