@@ -676,14 +676,40 @@ class _Soak(NamedTuple):
   resumes: int
 
 
-def _soak(cmd_fresh: list[str], cmd_resume: list[str], done: pathlib.Path, kills: int, seed: int) -> _Soak:
-  """Starts, then SIGKILLs at a random moment and resumes, `kills` times; then lets it finish."""
+def _lines(path: pathlib.Path) -> int:
+  return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _soak(
+  cmd_fresh: list[str],
+  cmd_resume: list[str],
+  done: pathlib.Path,
+  kills: int,
+  seed: int,
+  progress: pathlib.Path | None = None,
+  units: int = 0,
+) -> _Soak:
+  """Starts, then SIGKILLs at a random moment and resumes, `kills` times; then lets it finish.
+
+  Without `progress` each kill comes 2-9 s after its start. With it (a file that gains a line per unit of work,
+  `units` in all) the kills are drawn up front over the first nine tenths of the run: each comes within 0.25 s
+  of the file reaching its drawn unit (or within 1 s of the start, in start-up, when a resume is already past
+  it), so every kill lands however fast the machine runs.
+  """
   rng = random.Random(seed)
+  targets = sorted(rng.randrange(units - units // 10) for _ in range(kills)) if progress else []
   n = 0
   cmd = cmd_fresh
   while n < kills:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(2.0, 9.0))
+    if progress is None:
+      time.sleep(rng.uniform(2.0, 9.0))
+    elif _lines(progress) >= targets[n]:
+      time.sleep(rng.uniform(0.0, 1.0))
+    else:
+      while _lines(progress) < targets[n] and proc.poll() is None:
+        time.sleep(0.01)
+      time.sleep(rng.uniform(0.0, 0.25))
     if proc.poll() is not None:
       break  # finished before this kill
     proc.send_signal(signal.SIGKILL)
@@ -705,6 +731,8 @@ def test_twenty_random_sigkills_of_a_stream_run_end_bit_identical(tmp_path):
     out / "first" / "summary.json",
     kills=20,
     seed=0,
+    progress=out / "first" / "metrics.jsonl",
+    units=200,
   )
   assert soak.kills == 20, "the run finished before 20 kills: make it longer"
   _same_as_uninterrupted(exp, out, "--only", "first", models=("first",))
