@@ -684,27 +684,24 @@ def _soak(
   cmd_fresh: list[str],
   cmd_resume: list[str],
   done: pathlib.Path,
+  progress: pathlib.Path,
+  units: int,
   kills: int,
   seed: int,
-  progress: pathlib.Path | None = None,
-  units: int = 0,
 ) -> _Soak:
   """Starts, then SIGKILLs at a random moment and resumes, `kills` times; then lets it finish.
 
-  Without `progress` each kill comes 2-9 s after its start. With it (a file that gains a line per unit of work,
-  `units` in all) the kills are drawn up front over the first nine tenths of the run: each comes within 0.25 s
-  of the file reaching its drawn unit (or within 1 s of the start, in start-up, when a resume is already past
-  it), so every kill lands however fast the machine runs.
+  `progress` is a file that gains a line per unit of work, `units` in all. The kills are drawn up front over
+  the first nine tenths of the run: each comes within 0.25 s of the file reaching its drawn unit (or within 1 s
+  of the start, in start-up, when a resume is already past it), so every kill lands however fast the machine runs.
   """
   rng = random.Random(seed)
-  targets = sorted(rng.randrange(units - units // 10) for _ in range(kills)) if progress else []
+  targets = sorted(rng.randrange(units - units // 10) for _ in range(kills))
   n = 0
   cmd = cmd_fresh
   while n < kills:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if progress is None:
-      time.sleep(rng.uniform(2.0, 9.0))
-    elif _lines(progress) >= targets[n]:
+    if _lines(progress) >= targets[n]:
       time.sleep(rng.uniform(0.0, 1.0))
     else:
       while _lines(progress) < targets[n] and proc.poll() is None:
@@ -729,10 +726,10 @@ def test_twenty_random_sigkills_of_a_stream_run_end_bit_identical(tmp_path):
     _cmd(exp, out, "--only", "first"),
     _cmd(exp, out, "--only", "first", "--resume"),
     out / "first" / "summary.json",
+    out / "first" / "metrics.jsonl",
+    units=200,
     kills=20,
     seed=0,
-    progress=out / "first" / "metrics.jsonl",
-    units=200,
   )
   assert soak.kills == 20, "the run finished before 20 kills: make it longer"
   _same_as_uninterrupted(exp, out, "--only", "first", models=("first",))
@@ -751,8 +748,16 @@ def test_twenty_random_sigkills_of_a_classic_cl_run_end_bit_identical(tmp_path):
   def cmd(folder, *args):
     return ["env", f"PYTHONPATH={env['PYTHONPATH']}", *_cmd(str(experiment), folder, *args)]
 
-  # 3 s a block: with the tests' warm compilation cache a restart is quick, and at 2 s the run ended after 17 kills
-  soak = _soak(cmd(out, "--set", "sleep=3"), cmd(out, "--set", "sleep=3", "--resume"), out / "summary.json", 20, 1)
+  # 3 s a block (12 blocks, 24 evaluation lines): time for a kill after a line, in the block or its checkpoint
+  soak = _soak(
+    cmd(out, "--set", "sleep=3"),
+    cmd(out, "--set", "sleep=3", "--resume"),
+    out / "summary.json",
+    out / "metrics.jsonl",
+    units=24,
+    kills=20,
+    seed=1,
+  )
   assert soak.kills == 20, "the run finished before 20 kills: make it longer"
   subprocess.run(cmd(clean), check=True, capture_output=True)
   from contlearn.cl.results import load_result
