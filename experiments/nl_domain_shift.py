@@ -41,12 +41,13 @@ import pathlib
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, sharding, spread
 from contlearn.cl import shift_metrics
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig, to_dict
-from contlearn.errors import ConfigError
+from contlearn.errors import ConfigError, NonFiniteError
 from contlearn.evaluation import score
 from contlearn.learner import build_learner
 from contlearn.models import byte_lm
@@ -94,9 +95,10 @@ class DomainShiftConfig:
       those after 1, 2, 4, 8, ... chunks).
     heldout: bytes held out from each of a corpus' pieces.
     within: the margin, in bits/byte, that counts as recovered.
-    seeds: seeds run one after another, each model into OUT/<model>/seed<S>
-      (`base.train.seed` set to S), reported as mean ± sample standard
-      deviation (`contlearn.spread`); empty: `base.train.seed` alone.
+    seeds: seeds trained at once, as the lanes of one program per model
+      (each lane's initial weights from its seed, the stream the same for
+      all), into OUT/<model>; reported as mean ± sample standard deviation
+      (`contlearn.spread`); empty: `base.train.seed` alone.
     checkpoint_every: chunks between checkpoints.
     base: the run's Config (data, model, train) before each model's `MODELS` entry.
   """
@@ -149,26 +151,36 @@ def resolved(cfg: DomainShiftConfig) -> DomainShiftConfig:
 
 
 class ShiftTrace(loop.Hook):
-  """Held-out bits/byte of every domain at the evaluation points, and each phase's prequential loss.
+  """Held-out bits/byte of every domain at the evaluation points, and each phase's prequential loss, per lane.
 
   Evaluates after chunk c (1-based) of a phase when c is a power of 2, a
   multiple of `every`, or the phase's last; `trace` holds (phase, tokens
-  into the phase, bpb per domain), starting with (-1, 0, the untrained
-  model's); `matrix[j]` is the bpb after phase j.
+  into the phase, bpb [domains][lanes]), starting with (-1, 0, the untrained
+  model's); `matrix[j]` is the bpb [domains][lanes] after phase j and
+  `prequential[j]` its loss [lanes]. Without lanes (`lanes` 0) the lists
+  hold one lane.
   """
 
-  def __init__(self, evaluate, chunks: int, every: int, describe):
+  def __init__(self, evaluate, chunks: int, every: int, describe, lanes: int = 0):
     self.evaluate, self.chunks, self.every, self.describe = evaluate, chunks, every, describe
+    self.lanes = max(lanes, 1)
     self.trace, self.matrix, self.prequential = [], [], []
-    self.nll, self.count, self.phase_start, self.seen = 0.0, 0.0, 0, 0
+    self.nll, self.count, self.phase_start, self.seen = self._zeros(), self._zeros(), 0, 0
+
+  def _zeros(self) -> np.ndarray:
+    return np.zeros(self.lanes)
+
+  def _lane_sums(self, values) -> np.ndarray:
+    """`values` ([steps, ...] or [lanes, steps, ...]) summed per lane: float64 [lanes]."""
+    return np.asarray(values, np.float64).reshape(self.lanes, -1).sum(axis=1)
 
   def before_block(self, run, xs) -> None:
     if not self.trace:  # a fresh run: the untrained model first
       self.trace = [(-1, 0, self.evaluate(run.state))]
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
-    self.nll += float(metrics.nll.sum())
-    self.count += float(metrics.count.sum())
+    self.nll += self._lane_sums(metrics.nll)
+    self.count += self._lane_sums(metrics.count)
 
   def after_block(self, run) -> None:
     phase, done = divmod(run.block - 1, self.chunks)
@@ -179,8 +191,8 @@ class ShiftTrace(loop.Hook):
     if done == self.chunks:
       run.settle()  # the phase's last metrics
       self.matrix.append(self.trace[-1][2])
-      self.prequential.append(self.nll / self.count / LN2)
-      self.nll, self.count, self.phase_start = 0.0, 0.0, run.units
+      self.prequential.append((self.nll / self.count / LN2).tolist())
+      self.nll, self.count, self.phase_start = self._zeros(), self._zeros(), run.units
       self.describe(phase, self.prequential[-1], self.matrix[-1])
 
   def meta(self) -> dict:
@@ -188,8 +200,8 @@ class ShiftTrace(loop.Hook):
       "trace": self.trace,
       "matrix": self.matrix,
       "prequential": self.prequential,
-      "nll": self.nll,
-      "count": self.count,
+      "nll": self.nll.tolist(),
+      "count": self.count.tolist(),
       "phase_start": self.phase_start,
       "seen": self.seen,
     }
@@ -197,7 +209,7 @@ class ShiftTrace(loop.Hook):
   def restore(self, meta: dict) -> None:
     self.trace = [(p, t, list(v)) for p, t, v in meta["trace"]]
     self.matrix, self.prequential = [list(v) for v in meta["matrix"]], list(meta["prequential"])
-    self.nll, self.count = float(meta["nll"]), float(meta["count"])
+    self.nll, self.count = np.asarray(meta["nll"], np.float64), np.asarray(meta["count"], np.float64)
     self.phase_start, self.seen = int(meta["phase_start"]), int(meta["seen"])
 
 
@@ -214,31 +226,49 @@ def run_model(
   label: str,
   out: pathlib.Path,
   *,
+  seeds: tuple[int, ...] = (),
   resume: bool,
   progress: bool,
 ) -> dict:
-  """Trains one model through the phases into `out`; the held-out trace, matrix and metrics."""
+  """Trains one model through the phases into `out`; the held-out trace, matrix and metrics.
+
+  With `seeds`, every seed is a lane of the one program (`over_seeds` of the
+  lanes' results, less any lane retired for a non-finite value:
+  `base.train.on_nonfinite=retire`); without, the run of `base.train.seed`.
+  """
   learner = build_learner(run_cfg)
   model = byte_lm(run_cfg.model)
-  nll_sum = engine.compile_call(
-    lambda state, tokens, mask: score(model, state.params, tokens, mask).nll.sum(), donate=False
-  )
 
-  def evaluate(state) -> list[float]:
-    return [float(nll_sum(state, c.tokens, c.mask)) / (LN2 * c.mask.sum()) for c in domains.heldout]
+  def nll(params, tokens, mask):
+    return score(model, params, tokens, mask).nll.sum()
+
+  per_lane = jax.vmap(nll, in_axes=(0, None, None)) if seeds else nll
+  nll_sum = engine.compile_call(lambda state, tokens, mask: per_lane(state.params, tokens, mask), donate=False)
+
+  def evaluate(state) -> list[list[float]]:
+    """Held-out bits/byte [domains][lanes]."""
+    return [
+      (np.atleast_1d(np.asarray(nll_sum(state, c.tokens, c.mask), np.float64)) / (LN2 * float(c.mask.sum()))).tolist()
+      for c in domains.heldout
+    ]
 
   chunks = chunks_per_phase(cfg, run_cfg.data)
 
   def describe(phase, prequential, bpb):
     if progress:
       print(
-        f"  {label} phase {phase} ({cfg.labels[cfg.order[phase]]}): prequential {prequential:.3f}, held-out "
-        + ", ".join(f"{cfg.labels[i]} {v:.3f}" for i, v in enumerate(bpb)),
+        f"  {label} phase {phase} ({cfg.labels[cfg.order[phase]]}): prequential {np.mean(prequential):.3f}, held-out "
+        + ", ".join(f"{cfg.labels[i]} {np.mean(v):.3f}" for i, v in enumerate(bpb))
+        + (" (mean over seeds)" if seeds else ""),
         flush=True,
       )
 
-  trace = ShiftTrace(evaluate, chunks, max(1, chunks // cfg.evals_per_phase), describe)
-  init_state = lambda: engine.init(learner, jax.random.PRNGKey(run_cfg.train.seed), mesh=mesh)  # noqa: E731
+  trace = ShiftTrace(evaluate, chunks, max(1, chunks // cfg.evals_per_phase), describe, lanes=len(seeds))
+  if seeds:
+    key = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+  else:
+    key = jax.random.PRNGKey(run_cfg.train.seed)
+  init_state = lambda: engine.init(learner, key, mesh=mesh, lanes=bool(seeds))  # noqa: E731
   config = {**json.loads(json.dumps(to_dict(cfg))), "models": [label], "model": to_dict(run_cfg.model)}
   done = fit(
     learner,
@@ -248,6 +278,7 @@ def run_model(
     config=config,
     hooks=[trace],
     mesh=mesh,
+    lanes=bool(seeds),
     size=lambda xs: int(xs.mask.sum()),
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
@@ -258,26 +289,42 @@ def run_model(
   for d, n in enumerate(domains.train_bytes):
     if cfg.order.count(d) * seen > n and progress:
       print(f"  note: {cfg.labels[d]} was read more than once ({cfg.order.count(d) * seen:,} tokens of {n:,})")
-  matrix = np.array(trace.matrix)
-  return {
+  run = {
     "mixer": run_cfg.model.mixer.name,
     "params": param_count(run_cfg.model),
     "phase_tokens": seen,
-    "matrix": trace.matrix,
-    "prequential": trace.prequential,
-    "forgetting": shift_metrics.forgetting(matrix, cfg.order),
-    "final_change": shift_metrics.final_change(matrix, cfg.order),
-    "recovery": shift_metrics.recovery(matrix, cfg.order, trace.trace, cfg.within),
-    "trace": trace.trace,
     "seconds": done.seconds,  # over every invocation of a resumed run; None: not recorded
-    "tokens_per_s": done.units / done.seconds if done.seconds else None,
+    "tokens_per_s": done.units / done.seconds if done.seconds else None,  # stream tokens, which every lane reads
     "skipped_chunks": done.skipped,  # non-finite chunks skipped (base.train.on_nonfinite=skip)
   }
 
+  def lane(i: int) -> dict:
+    matrix = np.array([[v[i] for v in bpb] for bpb in trace.matrix])
+    traced = [(phase, tokens, [v[i] for v in bpb]) for phase, tokens, bpb in trace.trace]
+    return {
+      **run,
+      "matrix": matrix.tolist(),
+      "prequential": [p[i] for p in trace.prequential],
+      "forgetting": shift_metrics.forgetting(matrix, cfg.order),
+      "final_change": shift_metrics.final_change(matrix, cfg.order),
+      "recovery": shift_metrics.recovery(matrix, cfg.order, traced, cfg.within),
+      "trace": traced,
+    }
+
+  if not seeds:
+    return lane(0)
+  kept = [i for i in range(len(seeds)) if i not in done.retired]
+  if not kept:
+    raise NonFiniteError(f"{label}: every seed ({', '.join(map(str, seeds))}) was retired for a non-finite value")
+  retired = {str(seeds[i]): block for i, block in sorted(done.retired.items())}
+  if retired and progress:
+    print(f"  note: {label} seed(s) {', '.join(retired)} retired for a non-finite value; left out of the mean")
+  return {**over_seeds([lane(i) for i in kept], tuple(seeds[i] for i in kept)), **run, "retired": retired}
+
 
 def over_seeds(per_seed: list[dict], seeds: tuple[int, ...]) -> dict:
-  """One model's results over seeds: each seed's (`per_seed`, as `run_model` returns them) and the mean
-  matrix, prequential losses and held-out trace (the plot's); the tables take mean ± std from `per_seed`."""
+  """One model's results over seeds: each seed's (`per_seed`, one lane's as `run_model` gives them) and the
+  mean matrix, prequential losses and held-out trace (the plot's); the tables take mean ± std from `per_seed`."""
   first = per_seed[0]
 
   def mean(values) -> list:
@@ -293,9 +340,6 @@ def over_seeds(per_seed: list[dict], seeds: tuple[int, ...]) -> dict:
     "matrix": mean([r["matrix"] for r in per_seed]),
     "prequential": mean([r["prequential"] for r in per_seed]),
     "trace": trace,
-    "seconds": spread.known(sum, [r["seconds"] for r in per_seed]),
-    "tokens_per_s": spread.known(np.mean, [r["tokens_per_s"] for r in per_seed]),
-    "skipped_chunks": sum(r["skipped_chunks"] for r in per_seed),
   }
 
 
@@ -352,6 +396,8 @@ def report(result: dict) -> str:
   for label, r in results.items():
     skipped = f", {r['skipped_chunks']} non-finite chunks skipped" if r.get("skipped_chunks") else ""
     seeds = f", seeds {', '.join(map(str, r['seeds']))}: mean ± std" if "seeds" in r else ""
+    if r.get("retired"):
+      seeds += f" (retired for a non-finite value: seed {', '.join(r['retired'])})"
     lines += [
       f"\n{label} ({r['mixer']}, {r['params']:,} params, {_num(r['tokens_per_s'], ',.0f')} tokens/s{skipped}{seeds}): "
       "held-out bits/byte after each phase",
@@ -412,17 +458,9 @@ def run(cfg: DomainShiftConfig, out: pathlib.Path, *, resume: bool = False, prog
   results = {}
   for label, m in models.items():
     run_cfg = dataclasses.replace(cfg.base, model=m)
-    if not cfg.seeds:
-      results[label] = run_model(cfg, run_cfg, domains, mesh, label, out / label, resume=resume, progress=progress)
-      continue
-    per_seed = []
-    for seed in cfg.seeds:
-      seeded = dataclasses.replace(run_cfg, train=dataclasses.replace(run_cfg.train, seed=seed))
-      where = out / label / f"seed{seed}"
-      per_seed.append(
-        run_model(cfg, seeded, domains, mesh, f"{label} seed {seed}", where, resume=resume, progress=progress)
-      )
-    results[label] = over_seeds(per_seed, cfg.seeds)
+    results[label] = run_model(
+      cfg, run_cfg, domains, mesh, label, out / label, seeds=cfg.seeds, resume=resume, progress=progress
+    )
   result = {"config": json.loads(json.dumps(to_dict(cfg))), "models": results}
   write_atomic(out / "domain_shift.json", json.dumps(result, indent=1))
   plot(cfg, results, out / "domain_shift.png")
