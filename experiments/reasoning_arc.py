@@ -3,8 +3,8 @@
 Command:   contlearn run reasoning_arc                            # a few small ARC-AGI-1 tasks on a 10x10 canvas
            contlearn run reasoning_arc --set scale=smoke          (a smoke run, a few minutes)
            contlearn run reasoning_arc --set scale=gpu            (ARC-AGI-1 on the 30x30 canvas, 1000 augmentations)
-Runtime:   not measured at the default (by its sizes, about as long as reasoning_maze's 13 minutes on
-           2 idle CPU cores); the smoke run about 3 minutes.
+Runtime:   about 19 minutes on 2 CPU cores shared with two other runs (1,112 s at bc60fbf; every exact and
+           ARC score 0, docs/reasoning.md); the smoke run about 3 minutes.
 Outputs:   OUT/results.json, OUT/results.md, OUT/segments.png; OUT/<model>/ (metrics.jsonl, checkpoints/,
            row.json); `--resume` keeps finished models and continues an interrupted one.
 
