@@ -26,9 +26,9 @@ Command:   contlearn run nl_domain_shift
            contlearn run nl_domain_shift --only transformer,titans,hope --set phase_tokens=200000
            contlearn run nl_domain_shift --set base.model.d_model=64
            contlearn run nl_domain_shift --set small=true          (a smoke run, ~1 minute)
-Runtime:   26 minutes for transformer and titans at seeds=0,1,2 (786k tokens a seed, 5,424 and 2,752
-           tokens/s) on 2 CPU cores shared with another run, at f50e345 (docs/nested_learning.md);
-           hope about 28 minutes a seed (about 470 tokens/s) on cores shared with a test suite.
+Runtime:   43 minutes for the three models at seeds=0,1,2 (each model's seeds as lanes; 786,432
+           stream tokens) on 2 CPU cores shared with other runs, at 1691eb1: training 285 s for the
+           transformer, 412 s for titans, 1,859 s for hope (docs/nested_learning.md).
 Outputs:   OUT/domain_shift.json and OUT/domain_shift.png; OUT/<model>/checkpoints/
 """
 
