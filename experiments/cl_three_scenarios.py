@@ -3,7 +3,7 @@ permuted MNIST, task-, domain- and class-incremental, with None, EWC, online
 EWC, SI, LwF, ER and A-GEM.
 
     contlearn run cl_three_scenarios                                 # split, 3 seeds, ~17 min, 2 CPU cores
-    contlearn run cl_three_scenarios --set bench=permuted            # ~60 min
+    contlearn run cl_three_scenarios --set bench=permuted            # ~31 min
     contlearn run cl_three_scenarios --set split.dataset=tfds:mnist  # full MNIST, if tfds has prepared it
     contlearn run cl_three_scenarios --set split.dataset=idx:/usr/share/datasets/fashion-mnist  # IDX files
     contlearn run cl_three_scenarios --only ewc,si --set kinds=class --set split.seeds=0,1,2
@@ -17,8 +17,8 @@ its own lambda and gamma (these and permuted MNIST's lambda and c from
 secondary sources, unverified); LwF's distillation spans the units of every
 task so far, as in the paper's code. Seeds 0, 1 and 2 as the lanes of one
 program (`--set <bench>.seeds=...` for others); the runtimes above were
-measured with other jobs on the cores (969 s of cell time at 1691eb1 and
-3,618 s at 0d88196, docs/continual_learning.md). In `--out` (default `runs/cl_three_scenarios`):
+measured with other jobs on the cores (969 s and 1,843 s of cell time at
+1691eb1, docs/continual_learning.md). In `--out` (default `runs/cl_three_scenarios`):
 one folder per method and scenario (`<method>_<kind>`: summary.json,
 metrics.jsonl, tensorboard/, checkpoints), `results.md` and `results.json`,
 which grow as cells finish; `--resume` continues a stopped run.
