@@ -61,24 +61,27 @@ def _source_folder() -> pathlib.Path:
 
 
 def package() -> ModuleType:
-  """The `contlearn.experiments` package.
+  """The `contlearn.experiments` package, always the one beside the imported `contlearn`.
 
   Installed (wheel or editable install), it is imported as usual. From a
-  source checkout that was never installed with this layout (the package
-  imported through PYTHONPATH, or an older editable install that may even
-  hold a module of that name), the
-  checkout's `experiments/` folder is registered under the same name, so
-  experiments import each other through the package in every case.
+  source checkout (the package imported through PYTHONPATH, perhaps beside
+  an editable install of another checkout, or an older editable install
+  that may even hold a module of that name), the checkout's `experiments/`
+  folder is registered under the same name, so the experiments run with
+  the library of the same checkout, the one a run's provenance names, and
+  import each other through the package in every case.
   """
+  init = _source_folder() / "__init__.py"
   try:
     module = importlib.import_module(PACKAGE)
-    if hasattr(module, "__path__"):
+    paths = {pathlib.Path(p).resolve() for p in getattr(module, "__path__", ())}
+    if paths and (not init.is_file() or init.parent.resolve() in paths):
       return module
-    del sys.modules[PACKAGE]  # a stale install's module of that name, not the package
+    for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
+      del sys.modules[name]  # another checkout's package and experiments, or a stale install's module
   except ModuleNotFoundError as e:
     if e.name != PACKAGE:
       raise
-  init = _source_folder() / "__init__.py"
   if not init.is_file():
     raise ConfigError(f"no experiments: {PACKAGE} is not installed and there is no {init}")
   spec = importlib.util.spec_from_file_location(PACKAGE, init, submodule_search_locations=[str(init.parent)])

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import jax
 import numpy as np
@@ -224,6 +225,25 @@ def test_list_names_every_experiment(capsys):
   folder = pathlib.Path(__file__).resolve().parent.parent / "experiments"
   files = {p.stem for p in folder.glob("*.py") if not p.name.startswith("_")}
   assert files == listed and "byte_lm" in listed
+
+
+def test_experiments_come_from_the_checkout_of_the_imported_library(tmp_path, monkeypatch):
+  """A checkout on PYTHONPATH beside an editable install of another one runs its own experiments, the
+  code its provenance names, not the other checkout's."""
+  from contlearn import catalog
+
+  other = tmp_path / "other" / "experiments"
+  other.mkdir(parents=True)
+  (other / "__init__.py").write_text("")
+  (other / "byte_lm.py").write_text("raise AssertionError('the other checkout')\n")
+  elsewhere = types.ModuleType(catalog.PACKAGE)
+  elsewhere.__path__ = [str(other)]
+  monkeypatch.setitem(sys.modules, catalog.PACKAGE, elsewhere)
+  monkeypatch.delitem(sys.modules, catalog.PACKAGE + ".byte_lm", raising=False)
+  here = pathlib.Path(__file__).resolve().parent.parent / "experiments"
+  assert [pathlib.Path(p).resolve() for p in catalog.package().__path__] == [here]
+  assert pathlib.Path(catalog.load("byte_lm").__file__).resolve() == here / "byte_lm.py"
+  assert catalog.package() is sys.modules[catalog.PACKAGE]  # found once, then kept
 
 
 def test_unknown_experiment_gets_a_suggestion(capsys):
