@@ -207,9 +207,15 @@ class ShiftTrace(loop.Hook):
     }
 
   def restore(self, meta: dict) -> None:
-    self.trace = [(p, t, list(v)) for p, t, v in meta["trace"]]
-    self.matrix, self.prequential = [list(v) for v in meta["matrix"]], list(meta["prequential"])
-    self.nll, self.count = np.asarray(meta["nll"], np.float64), np.asarray(meta["count"], np.float64)
+    """Takes back `meta`, also a checkpoint's from before lanes (a value per domain, not a list of lanes)."""
+
+    def lanes(values) -> list:
+      return [v if isinstance(v, list) else [v] for v in values]
+
+    self.trace = [(p, t, lanes(v)) for p, t, v in meta["trace"]]
+    self.matrix, self.prequential = [lanes(v) for v in meta["matrix"]], lanes(meta["prequential"])
+    self.nll = np.atleast_1d(np.asarray(meta["nll"], np.float64))
+    self.count = np.atleast_1d(np.asarray(meta["count"], np.float64))
     self.phase_start, self.seen = int(meta["phase_start"]), int(meta["seen"])
 
 

@@ -103,6 +103,18 @@ def test_domain_shift_leaves_a_retired_seed_out_and_names_it(tmp_path, monkeypat
   assert "(retired for a non-finite value: seed 1)" in exp.report(result)
 
 
+def test_domain_shift_trace_resumes_a_checkpoint_from_before_lanes():
+  """A run saved before the seeds became lanes held one value per domain; its checkpoint still resumes."""
+  exp = _load("nl_domain_shift")
+  old = {"trace": [(-1, 0, [8.0, 8.1, 8.2]), (0, 2048, [4.0, 5.0, 6.0])], "matrix": [[4.0, 5.0, 6.0]]}
+  old |= {"prequential": [4.5], "nll": 12.0, "count": 4.0, "phase_start": 2048, "seen": 0}
+  trace = exp.ShiftTrace(None, chunks=2, every=1, describe=None)
+  trace.restore(json.loads(json.dumps(old)))
+  assert trace.trace[1] == (0, 2048, [[4.0], [5.0], [6.0]]) and trace.matrix == [[[4.0], [5.0], [6.0]]]
+  assert trace.prequential == [[4.5]] and trace.nll.tolist() == [12.0] and trace.count.tolist() == [4.0]
+  assert trace.meta()["nll"] == [12.0]  # saved again in the lanes' layout
+
+
 def test_domain_shift_refuses_labels_that_do_not_match_the_domains():
   exp = _load("nl_domain_shift")
   with pytest.raises(ConfigError, match="phase order"):
