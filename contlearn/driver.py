@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, provenance, run_folder, sharding, spread
@@ -173,7 +172,7 @@ def fit(
   if settings.on_nonfinite == "retire" and not seeds:
     raise ConfigError("train.on_nonfinite=retire retires seeds: it needs train.seeds (e.g. 0,1,2); use stop or skip")
   if seeds:  # the seeds are lanes of one program: every process reads the whole stream they share
-    key = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+    key = engine.seed_keys(seeds)
     lanes = range(batch)
   else:
     key = jax.random.PRNGKey(settings.seed)

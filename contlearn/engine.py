@@ -219,6 +219,15 @@ def compile_call(fn: Callable[..., Any], *, lanes: bool = False, donate: bool = 
   return jax.jit(_over_lanes(fn, lanes), donate_argnums=0 if donate else ())
 
 
+def seed_keys(seeds) -> jax.Array:
+  """One PRNG key per seed, stacked: uint32 [len(seeds), 2], the `key` of `init(..., lanes=True)`.
+
+  >>> seed_keys([0, 1]).shape
+  (2, 2)
+  """
+  return jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+
+
 def init(
   learner: Learner,
   key: jax.Array,

@@ -143,6 +143,13 @@ class RunLog:
       self._writer.close()
 
 
+def lane_sums(values: Any, lanes: int) -> Any:
+  """`values` ([lanes, ...] with lanes) summed over every axis but the lane axis: float64 [lanes], or a float
+  with `lanes` 0."""
+  a = np.asarray(values)
+  return a.reshape(lanes, -1).sum(axis=1).astype(np.float64) if lanes else float(a.sum())
+
+
 class Tally:
   """Loss sums and throughput of a run, fed the metrics of each chunk.
 
@@ -177,8 +184,7 @@ class Tally:
 
   def lane_sums(self, values: Any) -> Any:
     """`values` summed over every axis but the lane axis: float, or float64 [lanes] with lanes."""
-    a = np.asarray(values)
-    return a.reshape(self.lanes, -1).sum(axis=1).astype(np.float64) if self.lanes else float(a.sum())
+    return lane_sums(values, self.lanes)
 
   def _empty(self) -> dict[str, Any]:
     zero = self.lane_sums(np.zeros(self.lanes))

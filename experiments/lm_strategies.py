@@ -36,7 +36,6 @@ import math
 import pathlib
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -197,7 +196,7 @@ def run_strategy(
   strategy = strategies.make(name, sequence_task_model(model, cfg.seq), **_strategy_kwargs(cfg, name))
   rule = rules.optimizer("adam", cfg.lr, 1.0, is_hidden_matrix=is_hidden_matrix)
   learner = sequence_learner(model, rule, cfg.batch, strategy=strategy)
-  keys = jnp.stack([jax.random.PRNGKey(s) for s in cfg.seeds])
+  keys = engine.seed_keys(cfg.seeds)
   state = engine.init(learner, keys, lanes=True)
   chunks = math.ceil(cfg.phase_tokens / (cfg.steps * cfg.batch * cfg.seq))
   feed = PhaseFeed(domains.train, range(len(domains.train)), chunks)

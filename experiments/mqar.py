@@ -293,7 +293,7 @@ def rule(cfg: MqarConfig) -> optax.GradientTransformation:
 
 def lane_keys(cfg: MqarConfig) -> jax.Array:
   """[seeds x lrs, 2] uint32: lane (s, r), at s * len(lrs) + r, holds PRNGKey(seeds[s]), its start and data key."""
-  return jnp.repeat(jnp.stack([jax.random.PRNGKey(s) for s in cfg.seeds]), len(cfg.lrs), axis=0)
+  return jnp.repeat(engine.seed_keys(cfg.seeds), len(cfg.lrs), axis=0)
 
 
 def lane_rates(cfg: MqarConfig) -> jax.Array:

@@ -41,7 +41,6 @@ import pathlib
 import types
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, sharding, spread
@@ -58,7 +57,7 @@ from contlearn.models.variants import select
 from contlearn.overrides import apply_overrides
 from contlearn.plots import save_figure
 from contlearn.run_folder import fit
-from contlearn.run_log import LN2, write_atomic
+from contlearn.run_log import LN2, lane_sums, write_atomic
 from contlearn.stream.phases import Domains, PhaseFeed
 
 # Sizes set for about equal parameter counts (printed at the start of a run: 525k,
@@ -170,17 +169,13 @@ class ShiftTrace(loop.Hook):
   def _zeros(self) -> np.ndarray:
     return np.zeros(self.lanes)
 
-  def _lane_sums(self, values) -> np.ndarray:
-    """`values` ([steps, ...] or [lanes, steps, ...]) summed per lane: float64 [lanes]."""
-    return np.asarray(values, np.float64).reshape(self.lanes, -1).sum(axis=1)
-
   def before_block(self, run, xs) -> None:
     if not self.trace:  # a fresh run: the untrained model first
       self.trace = [(-1, 0, self.evaluate(run.state))]
 
   def on_metrics(self, run, block, units, new_units, metrics) -> None:
-    self.nll += self._lane_sums(metrics.nll)
-    self.count += self._lane_sums(metrics.count)
+    self.nll += lane_sums(metrics.nll, self.lanes)
+    self.count += lane_sums(metrics.count, self.lanes)
 
   def after_block(self, run) -> None:
     phase, done = divmod(run.block - 1, self.chunks)
@@ -270,10 +265,7 @@ def run_model(
       )
 
   trace = ShiftTrace(evaluate, chunks, max(1, chunks // cfg.evals_per_phase), describe, lanes=len(seeds))
-  if seeds:
-    key = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
-  else:
-    key = jax.random.PRNGKey(run_cfg.train.seed)
+  key = engine.seed_keys(seeds) if seeds else jax.random.PRNGKey(run_cfg.train.seed)
   init_state = lambda: engine.init(learner, key, mesh=mesh, lanes=bool(seeds))  # noqa: E731
   config = {**json.loads(json.dumps(to_dict(cfg))), "models": [label], "model": to_dict(run_cfg.model)}
   done = fit(

@@ -42,7 +42,6 @@ import json
 import pathlib
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -226,7 +225,7 @@ def train_and_eval(
   )
   log = synthetic.LossLog(out / "metrics.jsonl", 20, label, cfg.steps, progress)
   config = {**{k: v for k, v in _json(cfg).items() if k not in ("models", "small", "base")}, "model": _json(mcfg)}
-  keys = jnp.stack([jax.random.PRNGKey(s) for s in cfg.seeds])  # [lanes, 2]
+  keys = engine.seed_keys(cfg.seeds)  # [lanes, 2]
   start = time.time()
   run = fit(
     learner,
