@@ -18,11 +18,9 @@ memories' short convolution starts uniform in +-1/sqrt(4) (`mem_conv_init`,
 the memories' `model.mixer.conv_init`,
 as the reference implementations of Mamba and DeltaNet): MQAR asks each key
 to be bound to the token after it, and with the identity start q, k and v see
-only their own token until the outer loop learns the shift, which kept every
-memory longer on the 1/n plateau (in an earlier version of this experiment,
-at 16 pairs after 800 steps, identity -> uniform: linear attention 0.48 ->
-0.69, DeltaNet 0.13 -> 0.43; at 6ba075f, command not recorded). Full causal attention (a window as long as the
-sequence) is the reference without a state limit.
+only their own token until the outer loop learns the shift. Full causal
+attention (a window as long as the sequence) is the reference without a
+state limit.
 
 Each model is a `sequence_learner` with a fresh memory per sequence, trained
 by the engine on sequences of 1..`max_pairs` pairs (`contlearn.memories.mqar`,
@@ -48,8 +46,8 @@ seeds): keys and values
 from 512 tokens each, so keys outnumber the two heads' 64 key dimensions and
 stored pairs interfere, as in Zoology's MQAR (8192 tokens); linear query/key
 features (`mem_qk_act="identity"`); the gated write strength starting at 0.05
-(`mem_lr_init`, DeltaNet's beta; the library's 0.5 made the delta rule train
-slower and end behind); the one rate 3e-3, the rate of docs/memories.md's
+(`mem_lr_init`, DeltaNet's beta; the library's default is 0.5, and runs A-F,
+one seed each, do not show which start is better); the one rate 3e-3, the rate of docs/memories.md's
 3-seed table (only 3e-3 learned in runs A-F: 1e-3 and 1e-2 stayed on the
 plateau at 512 keys; the default was 1e-3 and 3e-3 before). With keys from
 64 tokens (`--set n_keys=64 --set n_values=64`) stored pairs barely interfere and the

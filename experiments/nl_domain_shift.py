@@ -62,7 +62,7 @@ from contlearn.stream.phases import Domains, PhaseFeed
 
 # Sizes set for about equal parameter counts (printed at the start of a run: 525k,
 # 532k and 539k). Titans reads chunks of 16 (with its default of 64 its memory
-# diverged on this stream after 110-190k tokens, at outer rates 3e-3 and 1e-3;
+# diverged on this stream after 115-190k tokens, at outer rates 3e-3 and 1e-3;
 # runs before 6cf58db, command not recorded) and steps its memory once a chunk
 # from an inner rate starting at 0.1: with a step per token the carried memory's
 # weights grow without bound (their LayerNorm'd read does not see their scale)
