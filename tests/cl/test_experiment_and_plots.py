@@ -120,10 +120,11 @@ def test_baselines_gdumb_memory_fills_and_balances_over_the_rows_stream():
   np.testing.assert_array_equal(np.bincount(np.asarray(mem.unit), minlength=10), np.asarray(mem.count))
 
 
-def test_baselines_ewc_and_lwf_train_as_many_steps_as_the_baselines():
+def test_baselines_train_as_many_steps_as_the_baselines():
   cfg = _experiment("cl_baselines").get_config()
   # 10 epochs of full MNIST's 60,000 rows at batch 256 (2,344 steps), rounded up to a multiple of eval_every.
   assert cfg.pmnist_ewc.steps_per_task == 2360 and cfg.pmnist_ewc.batch == 256
+  assert cfg.pmnist_si.steps_per_task == 2360 and cfg.pmnist_si.batch == 256
   # 21 epochs of a split-MNIST task's 12,000 rows at batch 128 (1,969 steps), likewise rounded up.
   assert cfg.splitmnist_lwf.steps_per_task == 1995 and cfg.splitmnist_lwf.batch == 128
   assert all(getattr(cfg, n).seeds == (0, 1, 2) for n in cfg.models)
