@@ -1,7 +1,7 @@
 """Loss of plasticity (Dohare et al., Nature 2024): online permuted MNIST,
 backprop against continual backprop (CBP).
 
-    contlearn run cl_plasticity                                # ~7 min on 2 shared CPU cores
+    contlearn run cl_plasticity                                # ~1.5 min on 2 idle CPU cores
     contlearn run cl_plasticity --set run.dataset=idx:<folder>   # full MNIST from its four IDX files
     contlearn run cl_plasticity --set run.n_tasks=200 --set run.seeds=0,1,2
 
