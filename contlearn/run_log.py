@@ -174,7 +174,7 @@ class Tally:
 
   def __init__(self, nll_total: Any, count_total: Any, log_every: int, steps_per_chunk: int, lanes: int = 0):
     self.lanes = lanes
-    self.nll_total, self.count_total = self.lane_sums(nll_total), self.lane_sums(count_total)
+    self.nll_total, self.count_total = lane_sums(nll_total, self.lanes), lane_sums(count_total, self.lanes)
     self.log_every, self.steps_per_chunk = log_every, steps_per_chunk
     self.start = time.perf_counter()
     self.first_chunk_s: float | None = None
@@ -182,12 +182,8 @@ class Tally:
     self._steady_tokens = 0
     self._window = self._empty()
 
-  def lane_sums(self, values: Any) -> Any:
-    """`values` summed over every axis but the lane axis: float, or float64 [lanes] with lanes."""
-    return lane_sums(values, self.lanes)
-
   def _empty(self) -> dict[str, Any]:
-    zero = self.lane_sums(np.zeros(self.lanes))
+    zero = lane_sums(np.zeros(self.lanes), self.lanes)
     return {"nll": zero, "count": zero, "grad": 0.0, "steps": 0}
 
   def tokens_per_s(self) -> float:
@@ -201,7 +197,7 @@ class Tally:
       self.first_chunk_s, self._steady_start = now - self.start, now
     else:
       self._steady_tokens += new_tokens
-    nll, count = self.lane_sums(metrics.nll), self.lane_sums(metrics.count)
+    nll, count = lane_sums(metrics.nll, self.lanes), lane_sums(metrics.count, self.lanes)
     live = np.isfinite(nll)  # False only for a retired lane, whose metrics the loop blanked
     nll, count = np.where(live, nll, 0.0), np.where(live, count, 0.0)
     if not self.lanes:
@@ -212,7 +208,7 @@ class Tally:
     w["nll"] = w["nll"] + nll
     w["count"] = w["count"] + count
     steps = np.shape(metrics.nll)[-1]
-    grad = self.lane_sums(metrics.grad_norm)
+    grad = lane_sums(metrics.grad_norm, self.lanes)
     w["grad"] += float(np.sum(np.where(live, grad, 0.0))) / max(int(np.sum(live)), 1)
     w["steps"] += steps
     if chunk % self.log_every or np.all(w["count"] == 0):
