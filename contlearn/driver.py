@@ -24,7 +24,7 @@ from contlearn.config import Config, MeshConfig, TrainConfig, to_flat_dict
 from contlearn.errors import ConfigError, DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
-from contlearn.run_log import LN2, RunLog, Tally, write_atomic
+from contlearn.run_log import LN2, RunLog, Tally, lane_sums, write_atomic
 from contlearn.stream import Chunk, Stream, build_stream, share_of
 
 # Settings that may change between a run and its resumption.
@@ -109,8 +109,9 @@ class StreamLog(loop.Hook):
     return {"nll_total": _plain(self.tally.nll_total), "count_total": _plain(self.tally.count_total)}
 
   def restore(self, meta: dict[str, Any]) -> None:
-    sums = self.tally.lane_sums
-    self.tally.nll_total, self.tally.count_total = sums(meta["nll_total"]), sums(meta["count_total"])
+    lanes = self.tally.lanes
+    self.tally.nll_total = lane_sums(meta["nll_total"], lanes)
+    self.tally.count_total = lane_sums(meta["count_total"], lanes)
 
   def close(self) -> None:
     self.log.close()
