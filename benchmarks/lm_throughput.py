@@ -23,6 +23,8 @@ import argparse
 import dataclasses
 import pathlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -52,26 +54,26 @@ MODELS = {
 DEFAULT = ("transformer", "linear_attention", "linear_attention_cms")
 
 
-def measure(
-  name: str,
-  model: dict,
-  width: int,
-  batch: int,
-  seq: int,
-  steps: int,
-  chunks: int,
-  optimizer: str = "adam",
-  dtype: str = "float32",
-) -> dict:
-  heads = max(1, width // 32)
+def config(
+  model: dict, width: int, batch: int, seq: int, steps: int, optimizer: str = "adam", dtype: str = "float32", heads=None
+) -> Config:
+  """The byte LM `model` (a row of `MODELS`) at `width` (2 layers, `heads` heads, default heads of 32),
+  trained by `optimizer` on `steps` steps of `batch x seq` tokens."""
   model = dict(model)
   mixer = with_known_fields(model["mixer"], window=seq)  # attention sees the whole step
   mixer = dataclasses.replace(mixer, **model.pop("mixer_fields", {}))
-  cfg = Config(
+  heads = heads or max(1, width // 32)
+  return Config(
     data=DataConfig(batch=batch, seq=seq, steps=steps),
     model=ModelConfig(**{**model, "mixer": mixer}, d_model=width, n_heads=heads, n_layers=2, compute_dtype=dtype),
     train=TrainConfig(optimizer=optimizer),
   )
+
+
+def prepare(name: str, cfg: Config) -> tuple[Callable[[], Any], dict]:
+  """A call running one warm-able chunk of `cfg`'s training (state donated, blocking until done), and its row
+  without timings: model, optimizer, dtype, width, params, flops_per_step (XLA's cost analysis of one step)."""
+  steps, batch, seq = cfg.data.steps, cfg.data.batch, cfg.data.seq
   mesh = make_mesh(devices=jax.local_devices()[:1])
   learner = build_learner(cfg)
   state = place_state(learner.init(jax.random.PRNGKey(0)), mesh)
@@ -83,27 +85,51 @@ def measure(
   one_step = Chunk(chunk.tokens[0], chunk.mask[0])
   cost = jax.jit(learner.step).lower(state, one_step).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops_per_step = float(cost["flops"])
   run = compile(learner, state, mesh=mesh)
   device_chunk = place_xs(chunk, mesh)
   holder = {"state": state}
 
   def call():
     holder["state"], metrics = run(holder["state"], device_chunk)
-    return metrics
+    return jax.block_until_ready(metrics)
 
-  seconds = common.time_call(call, repeats=chunks, warmup=1)
-  tokens = steps * batch * seq
-  return {
+  row = {
     "model": name,
-    "optimizer": optimizer,
-    "dtype": dtype,
-    "width": width,
-    "params": int(sum(x.size for x in jax.tree.leaves(holder["state"].params))),
-    "tokens_per_s": tokens / seconds,
-    "gflops_per_s": flops_per_step * steps / seconds / 1e9,
-    "flops_per_token": flops_per_step / (batch * seq),
+    "optimizer": cfg.train.optimizer,
+    "dtype": cfg.model.compute_dtype,
+    "width": cfg.model.d_model,
+    "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+    "flops_per_step": float(cost["flops"]),
   }
+  return call, row
+
+
+def rates(row: dict, cfg: Config, seconds: float) -> dict:
+  """`row` (from `prepare`) with tokens_per_s, gflops_per_s and flops_per_token for one chunk call of `seconds`."""
+  tokens = cfg.data.steps * cfg.data.batch * cfg.data.seq
+  return {
+    **row,
+    "tokens_per_s": tokens / seconds,
+    "gflops_per_s": row["flops_per_step"] * cfg.data.steps / seconds / 1e9,
+    "flops_per_token": row["flops_per_step"] / (cfg.data.batch * cfg.data.seq),
+  }
+
+
+def measure(
+  name: str,
+  model: dict,
+  width: int,
+  batch: int,
+  seq: int,
+  steps: int,
+  chunks: int,
+  optimizer: str = "adam",
+  dtype: str = "float32",
+) -> dict:
+  """`model`'s row at `width`: `prepare` and the median of `chunks` warm chunk calls."""
+  cfg = config(model, width, batch, seq, steps, optimizer, dtype)
+  call, row = prepare(name, cfg)
+  return rates(row, cfg, common.time_call(call, repeats=chunks, warmup=1))
 
 
 def main() -> None:

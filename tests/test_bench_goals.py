@@ -24,3 +24,26 @@ def test_a_ratio_without_a_goal_and_a_goal_without_its_ratio():
 def test_the_last_json_line_is_the_result():
   assert run_all.last_json(["table", '{"ratio": 1.0}', "{not json", "done"]) == {"ratio": 1.0}
   assert run_all.last_json(["no json here"]) is None
+
+
+def test_hope_ratios_and_goals_per_width():
+  from benchmarks import hope_vs_transformer as hvt
+
+  rows = [
+    {"model": "hope", "width_asked": 256, "tokens_per_s": 1000.0, "gflops_per_s": 50.0},
+    {"model": "transformer", "width_asked": 256, "tokens_per_s": 8000.0, "gflops_per_s": 90.0},
+    {"model": "transformer_equal_params", "width_asked": 256, "tokens_per_s": 5000.0, "gflops_per_s": 95.0},
+  ]
+  found, goals = hvt.ratios(rows, matmul=200e9)
+  assert found == {
+    "ratio_matmul_fraction_w256": 0.25,
+    "ratio_equal_params_w256": 0.2,
+    "ratio_equal_width_w256": 0.125,
+  }
+  assert goals == {"ratio_matmul_fraction_w256": 0.40, "ratio_equal_params_w256": 0.25}
+  met = {r["ratio"]: r["met"] for r in run_all.goal_rows("hope_vs_transformer", {**found, "goals": goals})}
+  assert met == {
+    "ratio_matmul_fraction_w256": "not met",
+    "ratio_equal_params_w256": "not met",
+    "ratio_equal_width_w256": "",
+  }
