@@ -59,6 +59,15 @@ def matmul_flops_per_s(n: int = 1024, repeats: int = 5, dtype: str = "float32") 
   return 2.0 * n**3 / seconds
 
 
+def matmul_chain(n: int = 1024, length: int = 8, dtype: str = "float32") -> tuple[Callable[[], Any], float]:
+  """A call running `length` chained `n x n` matmuls (one compiled loop, blocking until done) and its FLOPs:
+  the matmul rate timed like a model's step, e.g. in turn with them (`interleaved`)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype) / n**0.5  # keeps the chain's scale
+  f = jax.jit(lambda x, y: jax.lax.fori_loop(0, length, lambda _, h: h @ y, x))
+  return (lambda: jax.block_until_ready(f(a, b))), 2.0 * n**3 * length
+
+
 def machine() -> dict[str, Any]:
   return {
     "backend": jax.default_backend(),
