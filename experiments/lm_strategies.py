@@ -20,9 +20,9 @@ average bits/byte over the domains at the end.
 
 Command:   contlearn run lm_strategies
            contlearn run lm_strategies --set phase_tokens=16384 --set seeds=0,1   (a smoke run)
-Runtime:   13.3 minutes on 2 CPU cores shared with other jobs, 2.4-5.0 minutes a
-           strategy, at 0070122 (docs/continual_learning.md, "Forgetting across
-           plays, scripture and Python docs").
+Runtime:   2 min 10 s on 2 CPU cores shared with one other run, 0.3-0.7 minutes
+           of training a strategy, at 3f118b9 (docs/continual_learning.md,
+           "Forgetting across plays, scripture and Python docs").
 Outputs:   OUT/<strategy>/metrics.jsonl (prequential bits/byte per block and
            lane), OUT/<strategy>/checkpoints, OUT/summary.json,
            OUT/forgetting.md (the tables); `--resume` continues a stopped run
