@@ -12,6 +12,9 @@ as JAX's CPU client has cores.
 
 Besides samples/s, the table gives each side's time per training step (us):
 a step's cost that does not grow with the batch shows as the batch-1 time.
+A third runner, the same step as a hand-written JAX loop without contlearn
+(`jax_loop_runner`), is timed in turn with the two: `ratio_vs_jax_loop_bs*`
+(contlearn over it, no goal) says what the framework adds to XLA's step.
 
 Installs `torch==2.13.0` (the CPU wheel) with pip if torch is missing.
 Prints a table; the last stdout line is a JSON object with the throughputs
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -141,6 +145,52 @@ def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
   return run, acc
 
 
+def jax_loop_runner(cfg: BenchConfig, sc, batch: int, snapshot):
+  """The same training as a hand-written JAX loop without contlearn (one jitted `lax.scan` of: sample, forward,
+  cross-entropy plus the penalty, gradient, SGD), from the same parameters, Fisher and anchor: what XLA
+  makes of this step with no framework around it. (run() -> seconds, acc())."""
+  params, penalty = jax.tree.map(jnp.asarray, snapshot)
+  fisher = penalty.w
+  anchor = jax.tree.map(lambda f, wa: jnp.where(f > 0, wa / jnp.where(f > 0, f, 1.0), 0.0), penalty.w, penalty.wa)
+  n = int(sc.train_n[1])
+  x, y = sc.train_x[1, :n], sc.train_y[1, :n]
+
+  def logits(p, rows):
+    h = rows
+    for layer in p[:-1]:
+      h = jax.nn.relu(h @ layer["w"] + layer["b"])
+    return h @ p[-1]["w"] + p[-1]["b"]
+
+  def loss(p, rows, labels):
+    ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits(p, rows)), labels[:, None], axis=1))
+    pen = sum(jnp.sum(f * (w - a) ** 2) for f, w, a in zip(*map(jax.tree.leaves, (fisher, p, anchor))))
+    return ce + cfg.strength / 2 * pen
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train(p, key):
+    def step(p, k):
+      idx = jax.random.randint(k, (batch,), 0, n)
+      grads = jax.grad(loss)(p, x[idx], y[idx])
+      return jax.tree.map(lambda w, g: w - cfg.lr * g, p, grads), None
+
+    return jax.lax.scan(step, p, jax.random.split(key, cfg.samples // batch))[0]
+
+  box = {"params": params, "calls": 0}
+
+  def run() -> float:
+    t0 = time.perf_counter()
+    box["params"] = jax.block_until_ready(train(box["params"], jax.random.key(box["calls"])))
+    box["calls"] += 1
+    return time.perf_counter() - t0
+
+  def acc() -> float:
+    m = int(sc.test_n[1])
+    return float(jnp.mean(jnp.argmax(logits(box["params"], sc.test_x[1, :m]), -1) == sc.test_y[1, :m]))
+
+  run()  # compile + warm-up
+  return run, acc
+
+
 def main() -> dict:
   parser = argparse.ArgumentParser()
   parser.add_argument("--batches", default=",".join(map(str, BenchConfig.batches)), help="comma-separated batch sizes")
@@ -155,25 +205,29 @@ def main() -> dict:
   sc = jax.device_put(scenarios.permuted(ds, 2, "domain", seed=0))
   result = {"threads": threads, "model": "784-400-400-10", "optimizer": f"sgd({cfg.lr})", "samples_timed": cfg.samples}
   print(
-    f"{'batch':>6} {'contlearn samples/s':>20} {'torch samples/s':>16} {'ratio':>7}"
-    f" {'contlearn us/step':>18} {'torch us/step':>14} {'acc task2 (cl / torch)':>24}"
+    f"{'batch':>6} {'contlearn samples/s':>20} {'torch samples/s':>16} {'ratio':>7} {'JAX loop samples/s':>19}"
+    f" {'contlearn us/step':>18} {'torch us/step':>14} {'acc task2 (cl / torch / JAX loop)':>34}"
   )
   for b in cfg.batches:
     run_ours, snapshot, acc_ours = contlearn_runner(cfg, sc, b)
     run_theirs, acc_theirs = torch_runner(torch, cfg, sc, b, snapshot)
-    # Alternate the two so that load from other processes hits both alike.
-    best_ours = best_theirs = float("inf")
+    run_loop, acc_loop = jax_loop_runner(cfg, sc, b, snapshot)
+    # Alternate the three so that load from other processes hits all alike.
+    best = {"ours": float("inf"), "theirs": float("inf"), "loop": float("inf")}
     for _ in range(cfg.repeats):
-      best_ours = min(best_ours, run_ours())
-      best_theirs = min(best_theirs, run_theirs())
-    ours, theirs = cfg.samples / best_ours, cfg.samples / best_theirs
+      for name, run in (("ours", run_ours), ("theirs", run_theirs), ("loop", run_loop)):
+        best[name] = min(best[name], run())
+    ours, theirs, loop = (cfg.samples / best[name] for name in ("ours", "theirs", "loop"))
     result[f"samples_per_s_bs{b}"] = round(ours, 1)
     result[f"torch_samples_per_s_bs{b}"] = round(theirs, 1)
+    result[f"jax_loop_samples_per_s_bs{b}"] = round(loop, 1)
     result[f"ratio_bs{b}"] = round(ours / theirs, 2)
+    result[f"ratio_vs_jax_loop_bs{b}"] = round(ours / loop, 2)
     steps = (1e6 * b / ours, 1e6 * b / theirs)
+    accs = f"{acc_ours():.3f} / {acc_theirs():.3f} / {acc_loop():.3f}"
     print(
-      f"{b:>6} {ours:>20,.0f} {theirs:>16,.0f} {ours / theirs:>7.2f} {steps[0]:>18,.0f} {steps[1]:>14,.0f}"
-      f" {acc_ours():>12.3f} / {acc_theirs():.3f}"
+      f"{b:>6} {ours:>20,.0f} {theirs:>16,.0f} {ours / theirs:>7.2f} {loop:>19,.0f} {steps[0]:>18,.0f}"
+      f" {steps[1]:>14,.0f} {accs:>34}"
     )
   result["goals"] = {name: goal for name, goal in GOALS.items() if name in result}
   result["load_average"] = os.getloadavg()  # 1, 5, 15 min; the run itself adds about 2
