@@ -3,8 +3,8 @@
 Command:   contlearn run reasoning_sudoku                         # 3 models, 3 seeds, 1000 + 1000 puzzles
            contlearn run reasoning_sudoku --set scale=smoke       (a smoke run, a few minutes)
            contlearn run reasoning_sudoku --set scale=gpu         (9x9, hard puzzles, paper-sized models)
-Runtime:   about 32 minutes on 2 CPU cores shared with test runs (1,897 s measured at 0e5e876: TRM 805 s,
-           HRM 528 s, single pass 462 s of training; docs/reasoning.md); the smoke run about 2 minutes
+Runtime:   about 13 minutes on 2 CPU cores shared with one niced run (756 s measured at 3f118b9: TRM 389 s,
+           HRM 172 s, single pass 142 s of training; docs/reasoning.md); the smoke run about 2 minutes
            (three models compiled).
 Outputs:   OUT/results.json, OUT/results.md, OUT/segments.png; OUT/<model>/ (metrics.jsonl, checkpoints/,
            row.json); `--resume` keeps finished models and continues an interrupted one.
