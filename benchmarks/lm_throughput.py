@@ -55,14 +55,14 @@ DEFAULT = ("transformer", "linear_attention", "linear_attention_cms")
 
 
 def config(
-  model: dict, width: int, batch: int, seq: int, steps: int, optimizer: str = "adam", dtype: str = "float32", heads=None
+  model: dict, width: int, batch: int, seq: int, steps: int, optimizer: str = "adam", dtype: str = "float32"
 ) -> Config:
-  """The byte LM `model` (a row of `MODELS`) at `width` (2 layers, `heads` heads, default heads of 32),
-  trained by `optimizer` on `steps` steps of `batch x seq` tokens."""
+  """The byte LM `model` (a row of `MODELS`) at `width` (2 layers, heads of 32), trained by `optimizer` on
+  `steps` steps of `batch x seq` tokens."""
   model = dict(model)
   mixer = with_known_fields(model["mixer"], window=seq)  # attention sees the whole step
   mixer = dataclasses.replace(mixer, **model.pop("mixer_fields", {}))
-  heads = heads or max(1, width // 32)
+  heads = max(1, width // 32)
   return Config(
     data=DataConfig(batch=batch, seq=seq, steps=steps),
     model=ModelConfig(**{**model, "mixer": mixer}, d_model=width, n_heads=heads, n_layers=2, compute_dtype=dtype),
@@ -71,7 +71,7 @@ def config(
 
 
 def prepare(name: str, cfg: Config) -> tuple[Callable[[], Any], dict]:
-  """A call running one warm-able chunk of `cfg`'s training (state donated, blocking until done), and its row
+  """A call running one chunk of `cfg`'s training (state donated, blocking until done), and its row
   without timings: model, optimizer, dtype, width, params, flops_per_step (XLA's cost analysis of one step)."""
   steps, batch, seq = cfg.data.steps, cfg.data.batch, cfg.data.seq
   mesh = make_mesh(devices=jax.local_devices()[:1])
