@@ -3,8 +3,8 @@
 Command:   contlearn run reasoning_maze                           # 3 models, 3 seeds, 1000 + 1000 mazes
            contlearn run reasoning_maze --set scale=smoke         (a smoke run, a few minutes)
            contlearn run reasoning_maze --set scale=gpu           (31x31-token mazes, paper-sized models)
-Runtime:   about 13 minutes on 2 idle CPU cores (761 s measured at 48a26e3: TRM 396 s, HRM 125 s, single pass
-           102 s of training; docs/reasoning.md); the smoke run about 2 minutes.
+Runtime:   about 11 minutes on 2 CPU cores shared with one niced run (676 s measured at 3f118b9: TRM 294 s,
+           HRM 141 s, single pass 119 s of training; docs/reasoning.md); the smoke run about 2 minutes.
 Outputs:   OUT/results.json, OUT/results.md, OUT/segments.png; OUT/<model>/ (metrics.jsonl, checkpoints/,
            row.json); `--resume` keeps finished models and continues an interrupted one.
 
