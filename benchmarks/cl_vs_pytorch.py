@@ -91,6 +91,12 @@ def contlearn_runner(cfg: BenchConfig, sc, batch: int):
   return run, snapshot, lambda: float(box["acc"][-1, 1])
 
 
+def anchor_of(penalty):
+  """The EWC anchor theta* per parameter from a penalty's Fisher `w` and its `wa` = F theta* (0 where F is 0):
+  numpy arrays in the parameters' tree."""
+  return jax.tree.map(lambda f, wa: np.where(f > 0, wa / np.where(f > 0, f, 1.0), 0.0), penalty.w, penalty.wa)
+
+
 def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
   """A plain PyTorch loop (sample, forward, CE + EWC penalty, backward, SGD):
   (run() -> seconds, acc())."""
@@ -106,10 +112,9 @@ def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
   net = nn.Sequential(*layers)
   # Fisher and anchor per torch parameter (weights transposed to [out, in]).
   fisher, anchor = [], []
-  for layer_w, layer_wa in zip(penalty.w, penalty.wa):
+  for layer_w, layer_a in zip(penalty.w, anchor_of(penalty)):
     for name in ("w", "b"):
-      f = layer_w[name]
-      a = np.where(f > 0, layer_wa[name] / np.where(f > 0, f, 1.0), 0.0)
+      f, a = layer_w[name], layer_a[name]
       if name == "w":
         f, a = f.T, a.T
       fisher.append(torch.from_numpy(np.array(f, np.float32)))
@@ -150,8 +155,7 @@ def jax_loop_runner(cfg: BenchConfig, sc, batch: int, snapshot):
   cross-entropy plus the penalty, gradient, SGD), from the same parameters, Fisher and anchor: what XLA
   makes of this step with no framework around it. (run() -> seconds, acc())."""
   params, penalty = jax.tree.map(jnp.asarray, snapshot)
-  fisher = penalty.w
-  anchor = jax.tree.map(lambda f, wa: jnp.where(f > 0, wa / jnp.where(f > 0, f, 1.0), 0.0), penalty.w, penalty.wa)
+  fisher, anchor = penalty.w, jax.tree.map(jnp.asarray, anchor_of(snapshot[1]))
   n = int(sc.train_n[1])
   x, y = sc.train_x[1, :n], sc.train_y[1, :n]
 

@@ -83,9 +83,7 @@ def main() -> None:
       rows[name, width], configs[name, width] = {**row, "width_asked": width}, cfg
   seconds = common.interleaved(calls, repeats=args.repeats)
   matmul = matmul_flops / seconds.pop("matmul")
-  rows = [lm_throughput.rates(rows[key], configs[key], seconds[key]) for key in seconds]
-  for row in rows:
-    row["matmul_fraction"] = row["gflops_per_s"] * 1e9 / matmul
+  rows = [lm_throughput.rates(rows[key], configs[key], seconds[key], matmul) for key in seconds]
   found, goals = ratios(rows, matmul)
   print(f"float32 matmul rate (8 chained 1024x1024 products, timed in turn): {matmul / 1e9:.1f} GFLOP/s")
   columns = ["model", "width_asked", "width", "params", "tokens_per_s", "gflops_per_s", "flops_per_token"]

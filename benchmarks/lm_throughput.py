@@ -104,14 +104,17 @@ def prepare(name: str, cfg: Config) -> tuple[Callable[[], Any], dict]:
   return call, row
 
 
-def rates(row: dict, cfg: Config, seconds: float) -> dict:
-  """`row` (from `prepare`) with tokens_per_s, gflops_per_s and flops_per_token for one chunk call of `seconds`."""
+def rates(row: dict, cfg: Config, seconds: float, matmul: float) -> dict:
+  """`row` (from `prepare`) with tokens_per_s, gflops_per_s, flops_per_token and matmul_fraction (of `matmul`,
+  FLOP/s) for one chunk call of `seconds`."""
   tokens = cfg.data.steps * cfg.data.batch * cfg.data.seq
+  flops_per_s = row["flops_per_step"] * cfg.data.steps / seconds
   return {
     **row,
     "tokens_per_s": tokens / seconds,
-    "gflops_per_s": row["flops_per_step"] * cfg.data.steps / seconds / 1e9,
+    "gflops_per_s": flops_per_s / 1e9,
     "flops_per_token": row["flops_per_step"] / (cfg.data.batch * cfg.data.seq),
+    "matmul_fraction": flops_per_s / matmul,
   }
 
 
@@ -123,13 +126,14 @@ def measure(
   seq: int,
   steps: int,
   chunks: int,
+  matmul: float,
   optimizer: str = "adam",
   dtype: str = "float32",
 ) -> dict:
-  """`model`'s row at `width`: `prepare` and the median of `chunks` warm chunk calls."""
+  """`model`'s row at `width`: `prepare` and the median of `chunks` warm chunk calls (`matmul`: FLOP/s)."""
   cfg = config(model, width, batch, seq, steps, optimizer, dtype)
   call, row = prepare(name, cfg)
-  return rates(row, cfg, common.time_call(call, repeats=chunks, warmup=1))
+  return rates(row, cfg, common.time_call(call, repeats=chunks, warmup=1), matmul)
 
 
 def main() -> None:
@@ -153,9 +157,8 @@ def main() -> None:
   for width in (int(w) for w in args.widths.split(",")):
     for name in names:
       for optimizer in args.optimizers.split(","):
-        row = measure(name, MODELS[name], width, args.batch, args.seq, args.steps, args.chunks, optimizer, args.dtype)
-        row["matmul_fraction"] = row["gflops_per_s"] * 1e9 / matmul
-        rows.append(row)
+        args_of_row = (args.batch, args.seq, args.steps, args.chunks, matmul, optimizer, args.dtype)
+        rows.append(measure(name, MODELS[name], width, *args_of_row))
   n = args.matmul_size
   print(f"{args.dtype} matmul rate ({n}x{n}, measured): {matmul / 1e9:.1f} GFLOP/s")
   common.print_table(
