@@ -5,7 +5,7 @@ Command:   contlearn run mqar                          # 10 models x 3 seeds at 
            contlearn run mqar --set small=true         (a smoke run, about a minute)
 Runtime:   measured at 66b3c87 (3 lanes a row at the rate 3e-3, 3000 steps) on 2 CPU cores:
            431 s (sliding-window attention) to 938 s (Titans) a row for the rows that ran alone,
-           777-3,261 s for those beside other jobs (docs/memories.md); each further rate in `lrs`
+           759-3,261 s for those beside other jobs (docs/memories.md); each further rate in `lrs`
            adds 3 lanes.
 Outputs:   OUT/mqar.json (every row, every lane), OUT/<model>/ (metrics.jsonl,
            checkpoints/, row.json); `--resume` keeps finished rows and continues
