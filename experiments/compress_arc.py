@@ -19,8 +19,8 @@ numbers beside ours (full splits, all sizes, their hardware).
 Command:   contlearn run compress_arc
            contlearn run compress_arc --set scale=smoke           (a smoke run, about a minute)
            contlearn run compress_arc --set per_split=40 --set steps=500
-Runtime:   not measured at the default (per_split=16); per_split=3 took 1,983 s at 0e5e876
-           on 2 shared CPU cores (docs/compress_arc.md).
+Runtime:   not measured at the default (per_split=16); per_split=3 took 810 s at c0f80cf
+           on 2 idle CPU cores, compilation included (docs/compress_arc.md).
 Outputs:   OUT/results.json, OUT/results.md; OUT/<split>/<signature>/ (checkpoints/, result.json);
            `--resume` keeps finished groups and continues an interrupted one.
 """
