@@ -155,7 +155,7 @@ def jax_loop_runner(cfg: BenchConfig, sc, batch: int, snapshot):
   cross-entropy plus the penalty, gradient, SGD), from the same parameters, Fisher and anchor: what XLA
   makes of this step with no framework around it. (run() -> seconds, acc())."""
   params, penalty = jax.tree.map(jnp.asarray, snapshot)
-  fisher, anchor = penalty.w, jax.tree.map(jnp.asarray, anchor_of(snapshot[1]))
+  fisher, anchor = penalty.w, jax.tree.map(jnp.asarray, anchor_of(penalty))
   n = int(sc.train_n[1])
   x, y = sc.train_x[1, :n], sc.train_y[1, :n]
 
