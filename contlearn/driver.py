@@ -169,6 +169,7 @@ def fit(
   settings = settings or TrainConfig()
   mesh = sharding.make_mesh(mesh, devices)
   steps, batch, _ = stream.shape
+  check_budget(stream, settings.tokens)
   seeds = tuple(settings.seeds)
   if settings.on_nonfinite == "retire" and not seeds:
     raise ConfigError("train.on_nonfinite=retire retires seeds: it needs train.seeds (e.g. 0,1,2); use stop or skip")
@@ -210,6 +211,12 @@ def fit(
   )
   if run.block == 0:
     raise DataError(f"the stream from {stream.describe()} is empty: it yields no tokens")
+  if run.units < settings.tokens:
+    print(
+      f"contlearn: warning: {out}: the stream from {stream.describe()} ended after {run.units:,} of the "
+      f"{settings.tokens:,} tokens of train.tokens",
+      file=sys.stderr,
+    )
 
   summary = {
     "name": name or out.name,
@@ -229,6 +236,19 @@ def fit(
   }
   write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
   return summary
+
+
+def check_budget(stream: Stream, tokens: int) -> None:
+  """Refuses a token budget (`train.tokens`, 0: none) above what a finite stream of known size holds
+  (its `targets()`, where it has one), in one line and before anything is built or compiled."""
+  count = getattr(stream, "targets", None)
+  held = count() if count is not None else None
+  if tokens and held is not None and held < tokens:
+    raise ConfigError(
+      f"train.tokens={tokens:,} is more than the stream from {stream.describe()} holds ({held:,} tokens in "
+      f"{stream.shape[1]} lanes): give a larger source (data.path, data.source=tfds) or set data.repeat=true "
+      "to cycle through it"
+    )
 
 
 def _losses(log: StreamLog, seeds: tuple[int, ...], retired: dict[int, int]) -> dict[str, Any]:
@@ -316,12 +336,16 @@ def run_experiment(
   the learning curves of all models.
   """
   out = pathlib.Path(out)
-  for cfg in configs.values():  # every model's configuration is checked before the first one runs
+  if tokens is not None:
+    configs = {
+      name: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tokens=tokens))
+      for name, cfg in configs.items()
+    }
+  for cfg in configs.values():  # every model's configuration and budget is checked before the first one runs
     build_learner(cfg)
+    check_budget(build_stream(cfg.data), cfg.train.tokens)
   summaries = []
   for name, cfg in configs.items():
-    if tokens is not None:
-      cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tokens=tokens))
     done = _finished(out / name, cfg) if resume else None
     if done is not None:
       print(f"contlearn: {out / name} finished earlier; kept", file=sys.stderr)
@@ -367,4 +391,4 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-__all__ = ["StreamLog", "TokenCheck", "fit", "check_tokens", "run_experiment", "summary_table", "train"]
+__all__ = ["StreamLog", "TokenCheck", "check_budget", "fit", "check_tokens", "run_experiment", "summary_table", "train"]

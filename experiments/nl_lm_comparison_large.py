@@ -9,7 +9,14 @@ period rows are not structural nulls (tests/test_accelerator_configs.py).
 Not run by the project on its CPU machine; the same code path as the small
 configuration, which the tests exercise.
 
-Command:   contlearn run nl_lm_comparison_large [--set data.source=tfds --set data.tfds_name=...]
+Data: the seeds read one stream of 350M bytes. The offline Shakespeare
+holds 5.3M, so with the default source the run stops before training, in
+one line; give it a corpus of 350M bytes or more (`data.path`, or a tfds
+text set), or `--set data.repeat=true` to cycle through Shakespeare about
+66 times (the planned compute, not the papers' data).
+
+Command:   contlearn run nl_lm_comparison_large --set data.path=<a file or folder of 350M+ bytes>
+           contlearn run nl_lm_comparison_large --set data.source=tfds --set data.tfds_name=<text set>
 Runtime:   not measured (no accelerator); expected cost: `python benchmarks/lm_gpu_cost.py` (docs/benchmarks.md).
 """
 

@@ -10,7 +10,13 @@ by the project on its CPU machine; the same code path as ttt_ladder, which
 the tests exercise. Its expected cost: `python benchmarks/lm_gpu_cost.py`
 (docs/benchmarks.md).
 
-Command:   contlearn run ttt_ladder_large [--set data.source=tfds --set data.tfds_name=...]
+Data: 2.4B bytes per model. The offline Shakespeare holds 5.3M, so with
+the default source the run stops before training, in one line; give it a
+corpus of 2.4B bytes or more (`data.path`, or a tfds text set), or `--set
+data.repeat=true` to cycle through what it has.
+
+Command:   contlearn run ttt_ladder_large --set data.path=<a file or folder of 2.4B+ bytes>
+           contlearn run ttt_ladder_large --set data.source=tfds --set data.tfds_name=<text set>
 Runtime:   not measured (no accelerator); see the cost estimate.
 """
 

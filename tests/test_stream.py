@@ -39,6 +39,28 @@ def test_lanes_partition_the_documents_in_order(seq, steps):
   assert lanes == [b"alpha beta ", b"gammadelta epsilon zetaeta"]  # docs [0, 2) and [2, 5)
 
 
+@pytest.mark.parametrize("batch, seq, steps", [(1, 3, 2), (2, 5, 4), (3, 64, 1), (6, 4, 3)])
+def test_targets_counts_every_target_the_stream_yields(batch, seq, steps):
+  docs = [b"alpha beta ", b"", b"gamma", b"d", b"delta epsilon zeta", b"eta"]
+  stream = DocumentLanes(docs, steps=steps, batch=batch, seq=seq)
+  yielded, position = 0, stream.start()
+  while True:
+    chunk, position = stream.next(position)
+    if chunk is None:
+      break
+    yielded += int(chunk.mask.sum())
+  assert stream.targets() == yielded > 0
+
+
+def test_targets_is_unknown_for_a_repeating_or_lazily_read_stream():
+  import tensorflow_datasets as tfds
+
+  assert DocumentLanes([b"abc"], steps=1, batch=1, seq=2, repeat=True).targets() is None
+  with tfds.testing.mock_data(num_examples=6):
+    lazy = build_stream(DataConfig(source="tfds", tfds_name="tiny_shakespeare", batch=2, seq=8, steps=2))
+    assert lazy.targets() is None
+
+
 def test_split_bytes_is_contiguous():
   data = bytes(range(200)) * 3
   pieces = split_bytes(data, 7)

@@ -25,7 +25,12 @@ class Chunk(NamedTuple):
 
 
 class Stream(Protocol):
-  """A resumable source of chunks."""
+  """A resumable source of chunks.
+
+  A finite stream whose size is known may also have `targets() -> int | None`,
+  the targets it yields in all (None: unbounded or unknown); a token budget
+  above it is refused before training starts (`driver.check_budget`).
+  """
 
   shape: tuple[int, int, int]  # (steps, batch, seq)
 

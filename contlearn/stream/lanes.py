@@ -93,6 +93,17 @@ class DocumentLanes:
   def describe(self) -> str:
     return self.name
 
+  def targets(self) -> int | None:
+    """The targets the whole stream yields, every lane's bytes less one; None when it repeats
+    (unbounded) or its documents are read lazily (a tfds split: counting would read it all)."""
+    if self.repeat or not isinstance(self.docs, (list, tuple)):
+      return None
+    batch = self.shape[1]
+    lane_bytes = [
+      sum(len(d) for d in self.docs[lane * self.n_docs // batch : self._lane_end(lane)]) for lane in range(batch)
+    ]
+    return sum(max(n - 1, 0) for n in lane_bytes)
+
   def _lane_end(self, lane: int) -> int:
     return (lane + 1) * self.n_docs // self.shape[1]
 
