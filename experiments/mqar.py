@@ -52,7 +52,7 @@ one seed each, do not show which start is better); the one rate 3e-3, the rate o
 3-seed table (only 3e-3 learned in runs A-F: 1e-3 and 1e-2 stayed on the
 plateau at 512 keys; the default was 1e-3 and 3e-3 before). With keys from
 64 tokens (`--set n_keys=64 --set n_values=64`) stored pairs barely interfere and the
-memories sit near the ceiling; the former default table (docs/memories.md)
+memories sat near the ceiling in the one-seed former default table (docs/memories.md), which
 is `--set n_keys=64 --set n_values=64 --set mem_qk_act=silu --set
 mem_lr_init=0.5 --set lrs=0.003,0.01 --set seeds=0`.
 """
