@@ -53,14 +53,14 @@ def models_at(width: int, batch: int, seq: int, steps: int) -> dict[str, object]
   }
 
 
-def ratios(rows: list[dict], matmul: float) -> tuple[dict, dict]:
-  """The ratios of the module docstring from `rows` (one per model and width) and the matmul rate (FLOP/s),
+def ratios(rows: list[dict]) -> tuple[dict, dict]:
+  """The ratios of the module docstring from `rows` (one per model and width, from `lm_throughput.rates`),
   and the goals of those present."""
   by = {(r["model"], r["width_asked"]): r for r in rows}
   out, goals = {}, {}
   for width in sorted({w for _, w in by}):
     hope = by["hope", width]
-    out[f"ratio_matmul_fraction_w{width}"] = hope["gflops_per_s"] * 1e9 / matmul
+    out[f"ratio_matmul_fraction_w{width}"] = hope["matmul_fraction"]
     out[f"ratio_equal_params_w{width}"] = hope["tokens_per_s"] / by["transformer_equal_params", width]["tokens_per_s"]
     out[f"ratio_equal_width_w{width}"] = hope["tokens_per_s"] / by["transformer", width]["tokens_per_s"]
     goals.update({f"ratio_{name}_w{width}": goal for name, goal in GOALS.items()})
@@ -84,7 +84,7 @@ def main() -> None:
   seconds = common.interleaved(calls, repeats=args.repeats)
   matmul = matmul_flops / seconds.pop("matmul")
   rows = [lm_throughput.rates(rows[key], configs[key], seconds[key], matmul) for key in seconds]
-  found, goals = ratios(rows, matmul)
+  found, goals = ratios(rows)
   print(f"float32 matmul rate (8 chained 1024x1024 products, timed in turn): {matmul / 1e9:.1f} GFLOP/s")
   columns = ["model", "width_asked", "width", "params", "tokens_per_s", "gflops_per_s", "flops_per_token"]
   common.print_table(rows, [*columns, "matmul_fraction"])
