@@ -157,8 +157,8 @@ def main() -> None:
   for width in (int(w) for w in args.widths.split(",")):
     for name in names:
       for optimizer in args.optimizers.split(","):
-        args_of_row = (args.batch, args.seq, args.steps, args.chunks, matmul, optimizer, args.dtype)
-        rows.append(measure(name, MODELS[name], width, *args_of_row))
+        shape = dict(batch=args.batch, seq=args.seq, steps=args.steps, chunks=args.chunks)
+        rows.append(measure(name, MODELS[name], width, **shape, matmul=matmul, optimizer=optimizer, dtype=args.dtype))
   n = args.matmul_size
   print(f"{args.dtype} matmul rate ({n}x{n}, measured): {matmul / 1e9:.1f} GFLOP/s")
   common.print_table(
