@@ -9,6 +9,7 @@ fresh install reads data that was prepared beforehand.
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from lanes import lane_bytes
 
 from contlearn import prepared_tfds
 from contlearn.cl.datasets import _read_source
@@ -69,22 +70,10 @@ def data_dir(tmp_path, monkeypatch):
 def test_a_prepared_text_set_streams_its_records_in_order(data_dir):
   stream = build_stream(DataConfig(source="tfds", tfds_name="contlearn_test_text", batch=2, seq=8, steps=2))
   assert stream.targets() is None  # read lazily: 12 records for 2 lanes
-  lanes = [bytearray(), bytearray()]
-  position = stream.start()
-  while True:
-    chunk, position = stream.next(position)
-    if chunk is None:
-      break
-    for s in range(chunk.mask.shape[0]):
-      for b in range(2):
-        n = int(chunk.mask[s, b].sum())
-        if n:
-          if not lanes[b]:
-            lanes[b] += bytes(chunk.tokens[s, b, :1].astype(np.uint8))
-          lanes[b] += bytes(chunk.tokens[s, b, 1 : n + 1].astype(np.uint8))
+  lanes, _ = lane_bytes(stream)
   docs = [stream.docs[i] for i in range(len(TEXTS))]
   assert sorted(docs) == sorted(t + b"\n" for t in TEXTS)  # tfds keeps every record (in its own order)
-  assert [bytes(lane) for lane in lanes] == [b"".join(docs[:6]), b"".join(docs[6:])]
+  assert lanes == [b"".join(docs[:6]), b"".join(docs[6:])]
 
 
 def test_a_prepared_image_set_reads_as_the_classic_cl_arrays(data_dir):

@@ -2,40 +2,18 @@
 
 import numpy as np
 import pytest
+from lanes import lane_bytes
 
 from contlearn.config import DataConfig
 from contlearn.errors import DataError
 from contlearn.stream import DocumentLanes, Prefetcher, build_stream, split_bytes, split_holdout
 
 
-def _lane_bytes(stream, position=None):
-  """Every lane's bytes as read by the stream (inputs plus the final target)."""
-  steps, batch, seq = stream.shape
-  lanes = [bytearray() for _ in range(batch)]
-  position = stream.start() if position is None else position
-  chunks = 0
-  while True:
-    chunk, position = stream.next(position)
-    if chunk is None:
-      return [bytes(x) for x in lanes], chunks
-    chunks += 1
-    assert chunk.tokens.shape == (steps, batch, seq + 1) and chunk.mask.shape == (steps, batch, seq)
-    for s in range(steps):
-      for b in range(batch):
-        n = int(chunk.mask[s, b].sum())
-        if n:
-          if not lanes[b]:
-            lanes[b] += bytes(chunk.tokens[s, b, :1].astype(np.uint8))
-          lanes[b] += bytes(chunk.tokens[s, b, 1 : n + 1].astype(np.uint8))
-          # The valid region is a prefix: padding only at the ragged end.
-          assert chunk.mask[s, b, :n].all() and not chunk.mask[s, b, n:].any()
-
-
 @pytest.mark.parametrize("seq, steps", [(3, 2), (5, 4), (64, 1)])
 def test_lanes_partition_the_documents_in_order(seq, steps):
   docs = [b"alpha beta ", b"", b"gamma", b"delta epsilon zeta", b"eta"]
   stream = DocumentLanes(docs, steps=steps, batch=2, seq=seq)
-  lanes, _ = _lane_bytes(stream)
+  lanes, _ = lane_bytes(stream)
   assert lanes == [b"alpha beta ", b"gammadelta epsilon zetaeta"]  # docs [0, 2) and [2, 5)
 
 
@@ -109,10 +87,10 @@ def test_file_and_folder_sources(tmp_path):
   (tmp_path / "sub").mkdir()
   (tmp_path / "sub" / "b.txt").write_bytes(b"second file\n")
   stream = build_stream(DataConfig(path=str(tmp_path), batch=1, seq=4, steps=2))
-  lanes, _ = _lane_bytes(stream)
+  lanes, _ = lane_bytes(stream)
   assert lanes == [b"first file\n\nsecond file\n"]
   single = build_stream(DataConfig(path=str(tmp_path / "a.txt"), batch=1, seq=4, steps=2))
-  assert _lane_bytes(single)[0] == [b"first file\n"]
+  assert lane_bytes(single)[0] == [b"first file\n"]
 
 
 def test_offline_corpus_ships_with_the_package():
@@ -128,7 +106,7 @@ def test_tfds_text_source_under_mock_data():
 
   with tfds.testing.mock_data(num_examples=6):
     stream = build_stream(DataConfig(source="tfds", tfds_name="tiny_shakespeare", batch=2, seq=8, steps=2))
-    lanes, chunks = _lane_bytes(stream)
+    lanes, chunks = lane_bytes(stream)
     docs = stream.docs
     expected = [b"".join(docs[i] for i in range(0, 3)), b"".join(docs[i] for i in range(3, 6))]
   assert chunks >= 1
@@ -170,7 +148,7 @@ def test_tfds_split_with_fewer_records_than_lanes_is_cut_into_lanes():
 
   with tfds.testing.mock_data(num_examples=1):
     stream = build_stream(DataConfig(source="tfds", tfds_name="tiny_shakespeare", batch=4, seq=8, steps=2))
-    lanes, _ = _lane_bytes(stream)
+    lanes, _ = lane_bytes(stream)
     whole = stream.docs
   assert all(lanes) and b"".join(lanes) == b"".join(whole)
 
