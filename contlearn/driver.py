@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from contlearn import engine, loop, provenance, run_folder, sharding, spread
-from contlearn.config import Config, MeshConfig, TrainConfig, to_flat_dict
+from contlearn.config import Config, DataConfig, MeshConfig, TrainConfig, to_flat_dict
 from contlearn.errors import ConfigError, DataError
 from contlearn.learner import build_learner
 from contlearn.plots import plot_learning_curves
@@ -300,11 +300,16 @@ def train(
   progress: bool = True,
   name: str = "",
   hooks: Sequence[loop.Hook] = (),
+  stream: Stream | None = None,
 ) -> dict[str, Any]:
-  """Trains the byte LM of `cfg` on the stream of `cfg.data` (see `fit`); returns the summary."""
+  """Trains the byte LM of `cfg` on the stream of `cfg.data` (see `fit`); returns the summary.
+
+  `stream` is that stream when the caller has built it already (streams are
+  read by position, so one serves any number of runs); None builds it.
+  """
   return fit(
     build_learner(cfg),
-    build_stream(cfg.data),
+    build_stream(cfg.data) if stream is None else stream,
     out,
     settings=cfg.train,
     vocab=cfg.model.vocab,
@@ -341,9 +346,12 @@ def run_experiment(
       name: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tokens=tokens))
       for name, cfg in configs.items()
     }
+  streams: dict[DataConfig, Stream] = {}  # one per distinct data setting, shared by the models that use it
   for cfg in configs.values():  # every model's configuration and budget is checked before the first one runs
     build_learner(cfg)
-    check_budget(build_stream(cfg.data), cfg.train.tokens)
+    if cfg.data not in streams:
+      streams[cfg.data] = build_stream(cfg.data)
+    check_budget(streams[cfg.data], cfg.train.tokens)
   summaries = []
   for name, cfg in configs.items():
     done = _finished(out / name, cfg) if resume else None
@@ -351,7 +359,7 @@ def run_experiment(
       print(f"contlearn: {out / name} finished earlier; kept", file=sys.stderr)
       summaries.append(done)
       continue
-    summaries.append(train(cfg, out / name, resume=resume, progress=progress, name=name))
+    summaries.append(train(cfg, out / name, resume=resume, progress=progress, name=name, stream=streams[cfg.data]))
   plot_learning_curves([out / name for name in configs], out / "bits_per_byte.png", title=out.name)
   return summaries
 

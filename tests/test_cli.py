@@ -96,6 +96,24 @@ def test_a_token_budget_beyond_a_finite_source_is_refused_before_training(tmp_pa
   assert not (out / "tiny_lm" / "checkpoints").exists()
 
 
+def test_an_experiment_builds_each_distinct_stream_once_and_trains_on_it(tmp_path, monkeypatch):
+  from tiny import tiny_config, with_fields
+
+  from contlearn import driver
+
+  built, trained = [], []
+  build = driver.build_stream
+  monkeypatch.setattr(driver, "build_stream", lambda data: built.append(data) or build(data))
+  monkeypatch.setattr(driver, "train", lambda cfg, out, *, stream, **_: trained.append((out.name, stream)) or {})
+  monkeypatch.setattr(driver, "plot_learning_curves", lambda *_, **__: None)
+  short = with_fields(tiny_config(), data=dict(seq=8))
+  driver.run_experiment({"a": tiny_config(), "b": short, "c": tiny_config()}, tmp_path, tokens=512)
+  assert built == [tiny_config().data, short.data]
+  assert [name for name, _ in trained] == ["a", "b", "c"]
+  assert trained[0][1] is trained[2][1] and trained[1][1] is not trained[0][1]
+  assert trained[1][1].shape == (4, 8, 8)
+
+
 @pytest.mark.slow  # a whole CLI run
 def test_a_lazily_read_source_that_ends_before_the_budget_says_so(tmp_path, capsys):
   import tensorflow_datasets as tfds
