@@ -29,8 +29,8 @@ Command:   contlearn run nl_niah
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
 Runtime:   3 seeds as lanes on 2 CPU cores: the transformer about 1.0 s a step (40 minutes for
            2,400 steps; docs/nested_learning.md has the run), Gated DeltaNet about 2 s a step
-           (80 minutes), Titans about 2 s a step on shared cores (81 minutes), Hope about 2.1 s a step
-           (85 minutes; docs/nested_learning.md).
+           (80 minutes), Titans about 2 s a step on shared cores (81 minutes), Hope about 3.1 s a step
+           on shared cores (126 minutes; it stays at the floor; docs/nested_learning.md).
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
