@@ -25,12 +25,13 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from contlearn import engine  # noqa: E402
+from contlearn import catalog, engine  # noqa: E402
 from contlearn.evaluation import score  # noqa: E402
-from contlearn.experiments import ebt_lm  # noqa: E402
 from contlearn.models import byte_lm  # noqa: E402
 from contlearn.models.ebt import ebt_lm as ebt_model  # noqa: E402
 from contlearn.stream import Chunk  # noqa: E402
+
+ebt_lm = catalog.load("ebt_lm")  # the experiment beside the imported library, in any checkout
 
 WINDOWS = 64
 

@@ -28,12 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop
+from contlearn import catalog, engine, loop
 from contlearn.errors import NonFiniteError
-from contlearn.experiments import nl_domain_shift as E
 from contlearn.learner import build_learner
 from contlearn.models.variants import select
 from contlearn.overrides import apply_overrides
+
+E = catalog.load("nl_domain_shift")  # the experiment beside the imported library, in any checkout
 
 
 def largest(tree) -> tuple[float, str]:
