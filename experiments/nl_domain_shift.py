@@ -21,8 +21,8 @@ Training is the stream learner on the engine and the host loop: the phases
 are one feed over the three corpora, the held-out evaluations a hook, and
 the run is checkpointed (`--resume` continues an interrupted model).
 
-Command:   contlearn run nl_domain_shift
-           contlearn run nl_domain_shift --set seeds=0,1,2          (mean ± std over 3 seeds)
+Command:   contlearn run nl_domain_shift                         (seeds 0, 1, 2 as lanes: mean ± std)
+           contlearn run nl_domain_shift --set seeds=               (one seed, base.train.seed)
            contlearn run nl_domain_shift --only transformer,titans,hope --set phase_tokens=200000
            contlearn run nl_domain_shift --set base.model.d_model=64
            contlearn run nl_domain_shift --set small=true          (a smoke run, ~1 minute)
@@ -97,7 +97,8 @@ class DomainShiftConfig:
     seeds: seeds trained at once, as the lanes of one program per model
       (each lane's initial weights from its seed, the stream the same for
       all), into OUT/<model>; reported as mean ± sample standard deviation
-      (`contlearn.spread`); empty: `base.train.seed` alone.
+      (`contlearn.spread`); empty: `base.train.seed` alone (as in a
+      `small` run).
     checkpoint_every: chunks between checkpoints.
     base: the run's Config (data, model, train) before each model's `MODELS` entry.
   """
@@ -111,7 +112,7 @@ class DomainShiftConfig:
   evals_per_phase: int = 8
   heldout: int = 1024
   within: float = 0.05
-  seeds: tuple[int, ...] = ()
+  seeds: tuple[int, ...] = (0, 1, 2)
   checkpoint_every: int = 8
   base: Config = Config(
     data=DataConfig(batch=8, seq=64, steps=16),
@@ -125,6 +126,7 @@ SMALL = {
   "phase_tokens": 8192,
   "evals_per_phase": 2,
   "heldout": 256,
+  "seeds": (),
   "base": apply_overrides(DomainShiftConfig.base, ["data.steps=4", "model.d_model=64", "model.n_heads=2"]),
 }
 
