@@ -3,7 +3,10 @@
 `contlearn run` records, in the output folder, the experiment, the command
 line, the code version (the git commit of the contlearn checkout, marked
 "+modified" when its files differ from it; the installed version otherwise),
-the jax version, the processes and devices and the time, and appends one
+the versions of jax and the numerical libraries under it (`PACKAGES`), the
+processes and devices, the machine (`machine`: the same code gives
+bit-for-bit the same numbers only with the same libraries on the same kind
+of processor) and the time, and appends one
 entry each time the run is resumed. A run whose entries name two code
 versions mixes results of both: `record` says so in one line, so a table is
 never silently built from two versions. Each result's `summary.json` (a
@@ -25,6 +28,7 @@ import functools
 import importlib.metadata
 import json
 import pathlib
+import platform
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -36,6 +40,7 @@ from contlearn.processes import is_writer
 from contlearn.run_log import write_atomic
 
 PACKAGE = pathlib.Path(__file__).resolve().parent
+PACKAGES = ("jaxlib", "numpy", "flax", "optax")  # besides jax, what a run's numbers depend on
 
 
 @functools.cache
@@ -59,6 +64,53 @@ def code_version() -> str:
   return commit + ("+modified" if changed else "")
 
 
+def cpu_name(cpuinfo: str) -> str:
+  r"""The processor of Linux's `/proc/cpuinfo` text: its model name, family and model, and the widest vector
+  extension among AVX-512, AVX2, AVX and SSE4.2 (XLA compiles for the host's instruction set, which can
+  change float32 rounding).
+
+  >>> cpu_name("model name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\nflags\t\t: fpu avx avx2 avx512f\n")
+  'AMD EPYC, family 25 model 17, avx512f'
+  """
+  fields: dict[str, str] = {}
+  for line in cpuinfo.splitlines():
+    key, sep, value = line.partition(":")
+    if sep:
+      fields.setdefault(key.strip(), value.strip())  # the first processor's
+  flags = fields.get("flags", "").split()
+  parts = [
+    fields.get("model name", "unknown processor"),
+    f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields else "",
+    next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), ""),
+  ]
+  return ", ".join(p for p in parts if p)
+
+
+def package_versions() -> dict[str, str]:
+  """The installed version of each of `PACKAGES` ("absent" where it is not installed)."""
+
+  def version(name: str) -> str:
+    try:
+      return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      return "absent"
+
+  return {name: version(name) for name in PACKAGES}
+
+
+@functools.cache
+def machine() -> str:
+  """What computed the run: "<platform>: <device kind>" for an accelerator, "cpu: <cpu_name>" for a CPU
+  (`platform.processor()` where there is no `/proc/cpuinfo`)."""
+  device = jax.devices()[0]
+  if device.platform != "cpu":
+    return f"{device.platform}: {device.device_kind}"
+  try:
+    return f"cpu: {cpu_name(pathlib.Path('/proc/cpuinfo').read_text())}"
+  except OSError:
+    return f"cpu: {platform.processor() or platform.machine()}"
+
+
 def record(out: pathlib.Path, experiment: str, argv: Sequence[str]) -> dict[str, Any]:
   """Appends this invocation to `out/run.json` (the writing process only) and returns its entry;
   warns on stderr when an earlier invocation of the run used another code version."""
@@ -67,8 +119,10 @@ def record(out: pathlib.Path, experiment: str, argv: Sequence[str]) -> dict[str,
     "command": " ".join(["contlearn", *argv]),
     "code": code_version(),
     "jax": jax.__version__,
+    "packages": package_versions(),
     "processes": jax.process_count(),
     "devices": jax.device_count(),
+    "machine": machine(),
     "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
   }
   if not is_writer():
@@ -90,4 +144,4 @@ def record(out: pathlib.Path, experiment: str, argv: Sequence[str]) -> dict[str,
   return entry
 
 
-__all__ = ["code_version", "record"]
+__all__ = ["PACKAGES", "code_version", "cpu_name", "machine", "package_versions", "record"]

@@ -3,6 +3,8 @@
 import json
 import re
 
+import numpy as np
+
 from contlearn import provenance
 
 
@@ -13,6 +15,8 @@ def test_the_code_version_is_this_checkouts_commit():
 def test_each_invocation_is_recorded_and_a_change_of_code_is_said(tmp_path, capsys, monkeypatch):
   first = provenance.record(tmp_path, "tiny", ["run", "tiny", "--out", str(tmp_path)])
   assert first["command"] == f"contlearn run tiny --out {tmp_path}" and first["code"] == provenance.code_version()
+  assert first["machine"] == provenance.machine() and first["machine"].startswith("cpu: ")
+  assert first["packages"]["numpy"] == np.__version__ and set(first["packages"]) == set(provenance.PACKAGES)
   assert capsys.readouterr().err == ""
   monkeypatch.setattr(provenance, "code_version", lambda: "0" * 40)
   provenance.record(tmp_path, "tiny", ["run", "tiny", "--resume"])
