@@ -11,7 +11,6 @@ import gzip
 import json
 import os
 import pathlib
-import platform
 import re
 import tempfile
 import time
@@ -19,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+
+from contlearn import provenance
 
 RESULTS = pathlib.Path(os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"))
 
@@ -68,12 +69,14 @@ def matmul_flops_per_s(n: int = 1024, repeats: int = 5, dtype: str = "float32") 
 
 
 def machine() -> dict[str, Any]:
+  """What ran the benchmark, as a run's `run.json` names it (`provenance.machine`, `provenance.package_versions`)."""
   return {
     "backend": jax.default_backend(),
     "devices": [str(d) for d in jax.devices()],
     "cpu_count": os.cpu_count(),
-    "processor": platform.processor() or platform.machine(),
+    "processor": provenance.machine(),
     "jax": jax.__version__,
+    "packages": provenance.package_versions(),
   }
 
 
