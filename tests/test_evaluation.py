@@ -55,6 +55,17 @@ def test_variants_by_label_or_mixer_and_skip_unknown_mixers():
     select(table, ["nope"], ModelConfig())
 
 
+def test_a_mixer_name_keeps_the_base_settings_of_that_mixer():
+  """`--set base.mixer=titans --set base.mixer.chunk=8 --set models=titans` runs chunk 8, not the default."""
+  from contlearn.models.titans import TitansConfig
+
+  base = ModelConfig(d_model=32, mixer=TitansConfig(chunk=8), cms_periods=(1, 4))
+  chosen = select({}, ["titans", "swa"], base)
+  assert chosen["titans"] == base
+  assert chosen["swa"].mixer.name == "swa" and chosen["swa"].cms_periods == (1, 4)
+  assert TitansConfig().chunk != 8
+
+
 def test_param_count_counts_the_initialised_parameters():
   cfg = ModelConfig(mixer="swa", d_model=32, n_layers=1, n_heads=2, mlp_ratio=4)
   params = byte_lm(cfg).init_params(jax.random.PRNGKey(0))

@@ -9,8 +9,10 @@ a base `ModelConfig`, a variant's mixer settings as its mixer's config:
     }
 
 `select(table, names, base)` returns `{label: ModelConfig}` for the names
-asked; a name is a label of the table or any registered mixer (at its
-defaults). A variant whose mixer is named by a string that is not
+asked; a name is a label of the table or any registered mixer: at its
+defaults, or at the base's settings when the base already holds that mixer
+(so `--set base.mixer=titans --set base.mixer.chunk=8 --set models=titans`
+runs a mixer setting no label of the table has). A variant whose mixer is named by a string that is not
 registered in this version is skipped with a printed note, so a table may
 name a mixer before it exists.
 """
@@ -39,7 +41,7 @@ def select(
     if name in table:
       fields = dict(table[name])
     elif name in known:
-      fields = {"mixer": name}
+      fields = {} if base.mixer.name == name else {"mixer": name}
     else:
       raise ConfigError(
         f"unknown model {name!r}; choose from {', '.join(table)} or a mixer: {', '.join(sorted(known))}"
