@@ -15,17 +15,18 @@ docs/memories.md):
   titans_no_conv      no short convolution on the memory's inputs
   titans_mac          memory as context (segments of 64, 4 persistent tokens)
   titans_mag          memory as a gate beside sliding-window attention (4 persistent tokens)
+  titans_mal          memory as a layer before sliding-window attention (4 persistent tokens)
 
 Command:   contlearn run titans_ablations
            contlearn run titans_ablations --only titans_lmm,titans_no_decay --set train.seeds=0,1,2,3,4
-Runtime:   about 7 minutes on 2 idle CPU cores (7 models, 6 min 35 s at acaf7a3); results in docs/memories.md.
+Runtime:   about 8 minutes on 2 idle CPU cores (7 models took 6 min 35 s at acaf7a3); results in docs/memories.md.
 Outputs:   OUT/<model>/ (metrics.jsonl with each seed's loss, summary.json with each seed's bits per byte
            and their mean and standard deviation, checkpoints/), OUT/bits_per_byte.png.
 """
 
 from contlearn.config import Config
 from contlearn.experiments.nl_lm_comparison import mixer_comparison
-from contlearn.models.titans import TitansConfig, TitansMACConfig, TitansMAGConfig
+from contlearn.models.titans import TitansConfig, TitansMACConfig, TitansMAGConfig, TitansMALConfig
 
 MIXERS = {
   "titans_lmm": TitansConfig(),
@@ -35,6 +36,7 @@ MIXERS = {
   "titans_no_conv": TitansConfig(conv=1),
   "titans_mac": TitansMACConfig(persistent_tokens=4),
   "titans_mag": TitansMAGConfig(persistent_tokens=4),
+  "titans_mal": TitansMALConfig(persistent_tokens=4),
 }
 
 

@@ -36,7 +36,16 @@ def test_lm_comparison_models_have_equal_size(experiment):
   expected = {
     "nl_lm_comparison": {"transformer", "gated_deltanet", "ttt_linear", "titans_lmm", "titans_mag", "hope"},
     "ttt_ladder": {"transformer", "linear_attention", "mamba2", "deltanet", "ttt_linear", "ttt_mlp"},
-    "titans_ablations": {"titans_lmm", "titans_linear", "titans_no_momentum", "titans_no_decay", "titans_no_conv"},
+    "titans_ablations": {
+      "titans_lmm",
+      "titans_linear",
+      "titans_no_momentum",
+      "titans_no_decay",
+      "titans_no_conv",
+      "titans_mac",
+      "titans_mag",
+      "titans_mal",
+    },
   }[experiment]
   assert expected <= set(configs)
   for name, cfg in configs.items():
