@@ -66,3 +66,33 @@ def test_titans_memory_growth_example_reads_the_memory_after_each_chunk(tmp_path
   assert [r["chunk"] for r in saved["chunks"]] == [1, 2, 3, 4]  # 1,024 tokens a phase round up to one chunk
   assert all(np.isfinite(r["loss"]) and r["largest"] > 0 for r in saved["chunks"])
   assert all(r["where"].startswith(("[0]", "[1]")) for r in saved["chunks"])  # a path into one layer's memory
+
+
+def _write_effect():
+  from contlearn import catalog
+
+  return catalog.load(str(ROOT / "examples" / "niah_write_effect.py"))
+
+
+def test_write_effect_silences_each_memory_by_its_own_rate():
+  from contlearn.config import ModelConfig
+  from contlearn.errors import ConfigError
+
+  example = _write_effect()
+  models = example.select(example.NIAH.MODELS, ["hope", "titans", "gated_deltanet"], ModelConfig())
+  assert example.without_writes(models["hope"]).mixer.lr_scale == example.NEAR_ZERO
+  assert example.without_writes(models["titans"]).mixer.lr_init == example.NEAR_ZERO
+  assert example.without_writes(models["gated_deltanet"]).mixer.lr_init == example.NEAR_ZERO
+  with pytest.raises(ConfigError, match="no inner rate"):
+    example.without_writes(ModelConfig(mixer="swa"))
+
+
+@pytest.mark.slow
+def test_write_effect_is_zero_when_the_rate_is_already_near_zero(capsys):
+  example = _write_effect()
+  args = ["--models", "titans", "--seeds", "0", "--batch", "2", "--length", "64"]
+  moved = example.main(args)["titans"]
+  still = example.main([*args, "--set", f"titans.lr_init={example.NEAR_ZERO}"])["titans"]
+  assert moved["effect"][0] == moved["writing"][0] - moved["rate_near_zero"][0] and abs(moved["effect"][0]) > 1e-3
+  assert still["effect"] == [0.0] and still["rate_near_zero"] == moved["rate_near_zero"]
+  assert capsys.readouterr().out.startswith("titans: the writes move the loss by")
