@@ -69,9 +69,12 @@ def test_titans_memory_growth_example_reads_the_memory_after_each_chunk(tmp_path
 
 
 def _write_effect():
-  from contlearn import catalog
+  import importlib.util
 
-  return catalog.load(str(ROOT / "examples" / "niah_write_effect.py"))
+  spec = importlib.util.spec_from_file_location("niah_write_effect", ROOT / "examples" / "niah_write_effect.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def test_write_effect_silences_each_memory_by_its_own_rate():
@@ -90,7 +93,7 @@ def test_write_effect_silences_each_memory_by_its_own_rate():
 @pytest.mark.slow
 def test_write_effect_is_zero_when_the_rate_is_already_near_zero(capsys):
   example = _write_effect()
-  args = ["--models", "titans", "--seeds", "0", "--batch", "2", "--length", "64"]
+  args = ["--models", "titans", "--seeds", "0", "--batch", "2", "--length", "128"]
   moved = example.main(args)["titans"]
   still = example.main([*args, "--set", f"titans.lr_init={example.NEAR_ZERO}"])["titans"]
   assert moved["effect"][0] == moved["writing"][0] - moved["rate_near_zero"][0] and abs(moved["effect"][0]) > 1e-3
