@@ -12,9 +12,9 @@ a base `ModelConfig`, a variant's mixer settings as its mixer's config:
 asked; a name is a label of the table or any registered mixer: at its
 defaults, or at the base's settings when the base already holds that mixer
 (so `--set base.mixer=titans --set base.mixer.chunk=8 --set models=titans`
-runs a mixer setting no label of the table has). A variant whose mixer is named by a string that is not
-registered in this version is skipped with a printed note, so a table may
-name a mixer before it exists.
+runs a mixer setting no label of the table has). A variant whose mixer is
+named by a string that is not registered in this version is skipped with a
+printed note, so a table may name a mixer before it exists.
 """
 
 from __future__ import annotations
