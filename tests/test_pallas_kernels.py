@@ -97,13 +97,15 @@ def test_gradients_equal_the_reference(name):
 
 
 @pytest.mark.slow  # about 30 s of CPU in the interpreter; the kernel's Titans memory runs in make test
-@pytest.mark.parametrize("gradients", [False, True])
-def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradients):
+@pytest.mark.parametrize("gradients, read_residual", [(False, True), (True, True), (False, False)])
+def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradients, read_residual):
   """Self-modifying Titans (Hope's mixer) with its main memory's chunks chained by the kernel: outputs and
   final state (and the gradients of its outer parameters and state) against the token scan, in float64
   (T = 19, a ragged last block of chunk_proj 8, chunk_mem 4; the last 3 tokens masked)."""
   with jax.enable_x64(True):
-    spec = sm.SelfModifying(self_modifying(expansion=2), 4, 8, lr_scale=0.8, kernel="pallas")
+    spec = sm.SelfModifying(
+      self_modifying(expansion=2), 4, 8, lr_scale=0.8, kernel="pallas", read_residual=read_residual
+    )
     params, state, x, mask = self_modifying_inputs(spec, 9, t=19)
 
     def loss(form, p):

@@ -70,6 +70,13 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     `(eta_t / C) / (1 + eta_t kappa_t)`, kappa its curvature bound at the
     anchor (`core.curvature`): at most eta_t / C, and a chunk's steps
     together never overshoot, whatever the weights. Off: `eta_t / C`.
+  * The read keeps the residual (`read_residual`, on by default):
+    `y_t = M_mem,t(q_t) = q_t + gelu(q_t W_a) W_b`. Off: `y_t = M_mem,t(q_t)
+    - q_t`, the written layers alone, which the mixer's per-head RMS norm
+    brings to unit size as Titans' LayerNorm does its MLP's output, so a
+    relative change of the layers is the same relative change of the read
+    (with the residual, q_t of norm 1 dominates it). The inner loss is the
+    same either way.
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
@@ -114,14 +121,16 @@ RATE_BIAS = {"eta": 0.0, "alpha": -4.0, "momentum": 0.0}
 
 
 class SelfModifying(NamedTuple):
-  """One head's self-modifying Titans: the memories' rule, the chunk sizes and how the main memory's chunks
-  are chained ("xla": a `lax.scan`; "pallas": one Pallas kernel, `pallas_scan`)."""
+  """One head's self-modifying Titans: the memories' rule, the chunk sizes, how the main memory's chunks
+  are chained ("xla": a `lax.scan`; "pallas": one Pallas kernel, `pallas_scan`) and whether its read keeps
+  the residual (`M(q)`; false: `M(q) - q`)."""
 
   rule: Rule = self_modifying()
   chunk_mem: int = 16
   chunk_proj: int = 64
   lr_scale: float = 1 / 64
   kernel: str = "xla"
+  read_residual: bool = True
 
   @property
   def projections(self) -> tuple[str, ...]:
@@ -211,7 +220,9 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
       return update(rule, o, s, a, k, v, lr, r.retain, r.momentum, m_t.astype(x.dtype))
 
     mems = jax.vmap(write)(outer, mems, anchors, period.astype(x.dtype))
-    return (mems, anchors), model.apply(_take(mems.w, n), _take(outer, n), query(params, x_t))
+    q = query(params, x_t)
+    y = model.apply(_take(mems.w, n), _take(outer, n), q)
+    return (mems, anchors), y if spec.read_residual else y - q
 
   (state, _), y = jax.lax.scan(step, (state, state.w), (jnp.arange(x.shape[0]), x, mask))
   return y, state
@@ -294,8 +305,9 @@ def advance(rule: Rule, state: MemState, weights: Params, k, v, rates: Rates, us
   return _end_state(rule, state, k, h, d_a, d_b, lr, rates, use)
 
 
-def _main_chunk(rule: Rule, outer: Params, state: MemState, xs):
-  """One chunk of the main memory: y [C, Dh] (read at every token, `dual`'s form) and the state after it."""
+def _main_chunk(rule: Rule, read_residual: bool, outer: Params, state: MemState, xs):
+  """One chunk of the main memory: y [C, Dh] (read at every token, `dual`'s form, with the residual q if
+  `read_residual`) and the state after it."""
   q, k, v, rates, use = xs
   chunk = q.shape[0]
   state, outer = jax.tree.map(lambda a: a[None], (state, outer))  # a stack of one
@@ -311,7 +323,8 @@ def _main_chunk(rule: Rule, outer: Params, state: MemState, xs):
     return z + weight_product(x, o[0]) if rule.model.offset else z
 
   hq = rule.model.act(layer(q, k, d_a, w_a, m_a, o_a))
-  y = q + layer(hq, h[0], d_b, w_b, m_b, o_b)
+  y = layer(hq, h[0], d_b, w_b, m_b, o_b)
+  y = q + y if read_residual else y
   return _take(_end_state(rule, state, k, h, d_a, d_b, lr, rates, use), 0), y
 
 
@@ -332,7 +345,7 @@ def main_memory(spec: SelfModifying, outer: Params, state: MemState, q, k, v, ra
   )
   # The backward pass recomputes each chunk from its carried state (`dual.chunked`).
   scan = pallas_scan.scan if spec.kernel == "pallas" else pallas_scan.xla_scan
-  state, y = scan(functools.partial(_main_chunk, spec.rule), outer, state, xs)
+  state, y = scan(functools.partial(_main_chunk, spec.rule, spec.read_residual), outer, state, xs)
   return y.reshape(n * chunk, -1)[:t], state
 
 

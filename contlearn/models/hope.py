@@ -21,9 +21,10 @@ W_o mixes them, as later layers do.
 Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
 memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
 `conv`, `conv_init`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
-`step_norm`, `lr_scale` (divided by the memories' hidden width: the largest
-inner step of a chunk), `kernel` (`pallas`: the main memory's chunks chained
-by one Pallas kernel per head, `memories.pallas_scan`).
+`step_norm`, `read_residual`, `lr_scale` (divided by the memories' hidden
+width: the largest inner step of a chunk), `kernel` (`pallas`: the main
+memory's chunks chained by one Pallas kernel per head,
+`memories.pallas_scan`).
 
 Blocks of the language model (`byte_lm`: mixer, then the CMS chain):
 
@@ -83,6 +84,9 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
     step_norm: each memory's step is divided by its curvature bound,
       `(eta / C) / (1 + eta kappa)`, so no chunk overshoots however large
       its weights grow (false: `eta / C`).
+    read_residual: the main memory is read as `M(q) = q + gelu(q W_a) W_b`
+      (false: `M(q) - q`, the written layers alone, brought to unit size by
+      the per-head RMS norm of the output).
   """
 
   chunk_proj: int = 64
@@ -92,6 +96,7 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
   lr_scale: float = 2.0
   decay_to_init: bool = True
   step_norm: bool = True
+  read_residual: bool = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -118,7 +123,7 @@ def spec(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> sm.SelfModifying
     )
   rule = rules.self_modifying(cfg.expansion, cfg.dgd, cfg.momentum, cfg.self_values, cfg.decay_to_init, cfg.step_norm)
   hidden = cfg.expansion * head_width(model)
-  return sm.SelfModifying(rule, chunk, cfg.chunk_proj, cfg.lr_scale / hidden, cfg.kernel)
+  return sm.SelfModifying(rule, chunk, cfg.chunk_proj, cfg.lr_scale / hidden, cfg.kernel, cfg.read_residual)
 
 
 @register_mixer("self_modifying_titans", SelfModifyingTitansConfig)

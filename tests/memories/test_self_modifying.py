@@ -52,6 +52,19 @@ def test_chunked_equals_reference_without_momentum_dgd_self_values_offsets_or_no
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
 
+def test_read_without_the_residual_is_the_read_less_the_query():
+  """`read_residual=False` reads `M(q) - q`; the fast form agrees with the token scan, the state is unchanged."""
+  with jax.enable_x64(True):
+    spec = _spec(2, 4)
+    args = _inputs(spec, 5)
+    y, state = _run(sm.reference, spec, *args)
+    bare = spec._replace(read_residual=False)
+    y_bare, state_bare = _run(sm.reference, bare, *args)
+    _close(y_bare, y - sm.query(args[0], args[2]), 1e-12)
+    _close(state_bare, state, 1e-12)
+    _close((y_bare, state_bare), _run(sm.chunked, bare, *args), 1e-9)
+
+
 @pytest.mark.parametrize("chunks", [pytest.param(c, marks=pytest.mark.slow) for c in ((1, 1), (4, 8))])
 def test_outer_gradients_agree(chunks):  # make test: test_forms.py::test_outer_gradients_agree[self_modifying]
   """Gradients w.r.t. W_q, the rate biases, the initial memories (offsets) and the state."""
