@@ -97,7 +97,8 @@ def test_gradients_equal_the_reference(name):
 
 
 @pytest.mark.slow  # about 30 s of CPU in the interpreter; the kernel's Titans memory runs in make test
-@pytest.mark.parametrize("gradients, read_residual", [(False, True), (True, True), (False, False)])
+@pytest.mark.parametrize("gradients", [False, True])
+@pytest.mark.parametrize("read_residual", [True, False])
 def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradients, read_residual):
   """Self-modifying Titans (Hope's mixer) with its main memory's chunks chained by the kernel: outputs and
   final state (and the gradients of its outer parameters and state) against the token scan, in float64
