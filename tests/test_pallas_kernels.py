@@ -98,14 +98,20 @@ def test_gradients_equal_the_reference(name):
 
 @pytest.mark.slow  # about 30 s of CPU in the interpreter; the kernel's Titans memory runs in make test
 @pytest.mark.parametrize("gradients", [False, True])
-@pytest.mark.parametrize("read_residual", [True, False])
-def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradients, read_residual):
+@pytest.mark.parametrize("read_residual, layer_norm", [(True, False), (False, False), (False, True)])
+def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradients, read_residual, layer_norm):
   """Self-modifying Titans (Hope's mixer) with its main memory's chunks chained by the kernel: outputs and
   final state (and the gradients of its outer parameters and state) against the token scan, in float64
-  (T = 19, a ragged last block of chunk_proj 8, chunk_mem 4; the last 3 tokens masked)."""
+  (T = 19, a ragged last block of chunk_proj 8, chunk_mem 4; the last 3 tokens masked). With a LayerNorm,
+  steps not normalised and the inner rate 0.2 (tests/memories/test_self_modifying.py says why)."""
   with jax.enable_x64(True):
     spec = sm.SelfModifying(
-      self_modifying(expansion=2), 4, 8, lr_scale=0.8, kernel="pallas", read_residual=read_residual
+      self_modifying(expansion=2, layer_norm=layer_norm, normalized=not layer_norm),
+      4,
+      8,
+      lr_scale=0.2 if layer_norm else 0.8,
+      kernel="pallas",
+      read_residual=read_residual,
     )
     params, state, x, mask = self_modifying_inputs(spec, 9, t=19)
 

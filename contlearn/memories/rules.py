@@ -10,7 +10,7 @@
 | ttt_mlp         | x + LN(MLP_2(x))      | squared      | none         | chunk-start GD, lr_t    |
 | titans          | x + LN(MLP_L(x))      | squared      | forget gate  | chunk-start GD+momentum |
 | self_modifying  | x + MLP_2(x), offset  | half squared,| alpha_t      | chunk-start GD+momentum,|
-|                 |                       | target M(v), |              | normalised              |
+|                 | (or x + LN(MLP_2(x))) | target M(v), |              | normalised              |
 |                 |                       | + DGD        |              |                         |
 
 Retention and rates are per-token inputs; which are fixed, per head or
@@ -36,6 +36,7 @@ def self_modifying(
   self_values: bool = True,
   decay_to_init: bool = True,
   normalized: bool = True,
+  layer_norm: bool = False,
 ) -> Rule:
   """A memory of self-modifying Titans: `x + W_b gelu(W_a x)`, half squared loss.
 
@@ -43,9 +44,13 @@ def self_modifying(
   the memory's own `M(v)`; `decay_to_init` makes the weights an outer-learned
   offset plus the written state, so retention decays toward the offset
   (`contlearn.memories.self_modifying`); `normalized` divides each step by
-  the memory's curvature bound (`core.step_size`).
+  the memory's curvature bound (`core.step_size`); `layer_norm` makes the
+  memory `x + LN(W_b gelu(W_a x))` with an outer-learned scale and bias, as
+  Titans' (no curvature bound: refused with `normalized`).
   """
-  model = InnerModel(depth=2, expansion=expansion, bias=False, residual=True, offset=decay_to_init)
+  if layer_norm and normalized:
+    raise ValueError("a self-modifying memory with a LayerNorm has no curvature bound: it needs normalized=False")
+  model = InnerModel(depth=2, expansion=expansion, bias=False, ttt_norm=layer_norm, residual=True, offset=decay_to_init)
   return Rule(model, half_squared_loss, momentum=momentum, dgd=dgd, self_target=self_values, normalized=normalized)
 
 

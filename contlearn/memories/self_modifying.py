@@ -77,6 +77,11 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     relative change of the layers is the same relative change of the read
     (with the residual, q_t of norm 1 dominates it). The inner loss is the
     same either way.
+  * A LayerNorm inside every memory (`rule.model.ttt_norm`, off by default):
+    `M(x) = x + LN(gelu(x W_a) W_b)` with an outer-learned scale and bias
+    per memory, Titans' form, in the inner loss and in every read. Its
+    gradient is the LayerNorm's pullback of the error; there is no
+    curvature bound for it, so it needs `rule.normalized` off.
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
@@ -109,6 +114,7 @@ from contlearn.memories.core import (
   Rates,
   Rule,
   largest,
+  layer_norm,
   log_rate,
   masked_rates,
   step_size,
@@ -156,15 +162,19 @@ class SelfModifying(NamedTuple):
 def init(spec: SelfModifying, key: jax.Array, dh: int) -> tuple[Params, MemState]:
   """Outer parameters and the state before the first token.
 
-  Params: `wq [Dh, Dh]`, `bias {gate: []}` and, with `decay_to_init`, the
-  initial memories `w0` (then the state starts at zero); else the state is
-  the initial memories. Momenta start at zero.
+  Params: `wq [Dh, Dh]`, `bias {gate: []}`, with a LayerNorm its scale and
+  bias per memory `ln {"scale", "bias": [N, Dh]}` (ones, zeros) and, with
+  `decay_to_init`, the initial memories `w0` (then the state starts at
+  zero); else the state is the initial memories. Momenta start at zero.
   """
   k_q, k_m = jax.random.split(key)
   params = {
     "wq": jax.random.normal(k_q, (dh, dh), jnp.float32) * dh**-0.5,
     "bias": {g: jnp.float32(RATE_BIAS[g]) for g in spec.gates},
   }
+  if spec.rule.model.ttt_norm:
+    n = len(spec.names)
+    params["ln"] = {"scale": jnp.ones((n, dh), jnp.float32), "bias": jnp.zeros((n, dh), jnp.float32)}
   w = jax.vmap(lambda kk: spec.rule.model.init(kk, dh, dh))(jax.random.split(k_m, len(spec.names)))
   zero = jax.tree.map(jnp.zeros_like, w)
   if spec.rule.model.offset:
@@ -173,8 +183,22 @@ def init(spec: SelfModifying, key: jax.Array, dh: int) -> tuple[Params, MemState
 
 
 def _outer(spec: SelfModifying, params: Params) -> Params:
-  """Each memory's outer parameters (its offset), leading [N]; {} without offsets."""
-  return {"offset": params["w0"]} if spec.rule.model.offset else {}
+  """Each memory's outer parameters (its offset, its LayerNorm's scale and bias), leading [N]; {} without."""
+  outer = {"offset": params["w0"]} if spec.rule.model.offset else {}
+  if spec.rule.model.ttt_norm:
+    outer.update(ln_scale=params["ln"]["scale"], ln_bias=params["ln"]["bias"])
+  return outer
+
+
+def _norm(rule: Rule, outer: Params) -> tuple[jax.Array, jax.Array] | None:
+  """Stacked memories' LayerNorm, (scale, bias) [S, Dh], from their outer parameters; None without one."""
+  return (outer["ln_scale"], outer["ln_bias"]) if rule.model.ttt_norm else None
+
+
+def _written(u: jax.Array, norm: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+  """The written layers' share of stacked memories' outputs from the second layer's `u [S, L, Dh]`: `u`, or
+  `LN(u)` with each memory's scale and bias (`norm`, [S, Dh] each)."""
+  return u if norm is None else jax.vmap(layer_norm)(u, *norm)
 
 
 def _take(tree, index):
@@ -232,18 +256,22 @@ def stacked_layers(rule: Rule, weights: Params) -> tuple[jax.Array, jax.Array]:
   """The layers `W_a [S, Dh, H]`, `W_b [S, H, Dh]` of memories stacked on [S] (a depth-2 residual stack
   without biases, as `rules.self_modifying`)."""
   model = rule.model
-  if model.depth != 2 or model.bias or model.ttt_norm or not model.residual or rule.loss not in LOSS_CURVATURE:
+  if model.depth != 2 or model.bias or not model.residual or rule.loss not in LOSS_CURVATURE:
     raise ValueError("the batched form needs memories x + act(x W_a) W_b without biases and a squared loss")
+  if model.ttt_norm and rule.normalized:
+    raise ValueError("a normalised step needs memories without a LayerNorm (core.curvature)")
   return weights["w"][0], weights["w"][1]
 
 
-def stacked_apply(rule: Rule, w_a: jax.Array, w_b: jax.Array, x: jax.Array) -> jax.Array:
-  """`M_s(x) [S, L, Dh]` of stacked memories at one input `x [L, Dh]`: one product over the stack."""
-  return x[None] + weight_product(rule.model.act(weight_product(x, w_a)), w_b)
+def stacked_apply(rule: Rule, w_a: jax.Array, w_b: jax.Array, x: jax.Array, norm=None) -> jax.Array:
+  """`M_s(x) [S, L, Dh]` of stacked memories at one input `x [L, Dh]`: one product over the stack; `norm`
+  their LayerNorm's (scale, bias) [S, Dh] if they have one (`_norm`)."""
+  return x[None] + _written(weight_product(rule.model.act(weight_product(x, w_a)), w_b), norm)
 
 
-def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, chunk: int):
-  """Stacked memories' gradients at `W_a, W_b` of the inner loss of every token of `k, v [L, Dh]` (shared).
+def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, chunk: int, norm=None):
+  """Stacked memories' gradients at `W_a, W_b` of the inner loss of every token of `k, v [L, Dh]` (shared);
+  `norm` their LayerNorm's (scale, bias) if they have one.
 
   Returns each token's step `lr / (1 + C lr kappa)` [S, L] (`core.step_size`; `lr` [L] if not normalised),
   the hidden `h = act(k W_a)` [S, L, H] and the loss gradients at the two layers' outputs, `d_a [S, L, H]`
@@ -252,13 +280,19 @@ def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, 
   act, c = rule.model.act, LOSS_CURVATURE[rule.loss]
   z = weight_product(k, w_a)  # [S, L, H]
   h = act(z)
-  target = stacked_apply(rule, w_a, w_b, v) if rule.self_target else v[None]
-  err = k[None] + weight_product(h, w_b) - target  # M(W; k) - target
-  back = jnp.einsum("std,shd->sth", err, w_b)
+  target = stacked_apply(rule, w_a, w_b, v, norm) if rule.self_target else v[None]
+  if norm is None:
+    err = k[None] + weight_product(h, w_b) - target  # M(W; k) - target
+    out_err = err  # its gradient at the second layer's output
+  else:
+    written, through_norm = jax.vjp(lambda u: _written(u, norm), weight_product(h, w_b))
+    err = k[None] + written - target
+    (out_err,) = through_norm(err)
+  back = jnp.einsum("std,shd->sth", out_err, w_b)
   slope_of = jax.grad(act)  # act acts elementwise
   slope = jnp.vectorize(slope_of)(z)
   d_a = c * back * slope + (z if rule.dgd else 0.0)
-  if rule.normalized:  # core.curvature, depth 2
+  if rule.normalized:  # core.curvature, depth 2 (no LayerNorm: stacked_layers)
     k_sq = jnp.sum(jnp.square(k), axis=-1)[None]
     bend = jnp.vectorize(jax.grad(slope_of))(z)
     gauss_newton = jnp.sum(jnp.square(h), axis=-1) + k_sq * jnp.einsum(
@@ -268,7 +302,7 @@ def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, 
     second = k_sq * largest(jnp.abs(bend * back)) + k_err * largest(jnp.abs(slope))
     kappa = c * (gauss_newton + second) + (k_sq if rule.dgd else 0.0)
     lr = lr[None] / (1.0 + chunk * lr[None] * kappa)
-  return jnp.broadcast_to(lr, z.shape[:2]), h, d_a, c * err
+  return jnp.broadcast_to(lr, z.shape[:2]), h, d_a, c * out_err
 
 
 def _end_state(rule: Rule, state: MemState, k, h, d_a, d_b, lr, rates: Rates, use) -> MemState:
@@ -298,10 +332,11 @@ def _end_state(rule: Rule, state: MemState, k, h, d_a, d_b, lr, rates: Rates, us
   return MemState(tree(lambda w, s: g_end * w - s, state.w, steps[0]), state.m)
 
 
-def advance(rule: Rule, state: MemState, weights: Params, k, v, rates: Rates, use, chunk: int) -> MemState:
+def advance(rule: Rule, state: MemState, weights: Params, k, v, rates: Rates, use, chunk: int, norm=None) -> MemState:
   """Stacked memories after one chunk of `L <= chunk` tokens, gradients at the chunk start, without reads;
-  `weights` are their full weights (offset + state), `rates` masked and per token, `use [L]` the mask."""
-  lr, h, d_a, d_b = _gradients(rule, *stacked_layers(rule, weights), k, v, rates.lr, chunk)
+  `weights` are their full weights (offset + state), `rates` masked and per token, `use [L]` the mask, `norm`
+  their LayerNorm's (scale, bias) if they have one."""
+  lr, h, d_a, d_b = _gradients(rule, *stacked_layers(rule, weights), k, v, rates.lr, chunk, norm)
   return _end_state(rule, state, k, h, d_a, d_b, lr, rates, use)
 
 
@@ -311,7 +346,9 @@ def _main_chunk(rule: Rule, read_residual: bool, outer: Params, state: MemState,
   q, k, v, rates, use = xs
   chunk = q.shape[0]
   state, outer = jax.tree.map(lambda a: a[None], (state, outer))  # a stack of one
-  lr, h, d_a, d_b = _gradients(rule, *stacked_layers(rule, rule.model.weights(state.w, outer)), k, v, rates.lr, chunk)
+  norm = _norm(rule, outer)
+  weights = rule.model.weights(state.w, outer)
+  lr, h, d_a, d_b = _gradients(rule, *stacked_layers(rule, weights), k, v, rates.lr, chunk, norm)
   g, r, e, _, _ = dual.coefficients(rule, lr[0], rates.retain, rates.momentum, use)
   w_a, w_b = stacked_layers(rule, state.w)
   m_a, m_b = stacked_layers(rule, state.m)
@@ -323,7 +360,7 @@ def _main_chunk(rule: Rule, read_residual: bool, outer: Params, state: MemState,
     return z + weight_product(x, o[0]) if rule.model.offset else z
 
   hq = rule.model.act(layer(q, k, d_a, w_a, m_a, o_a))
-  y = layer(hq, h[0], d_b, w_b, m_b, o_b)
+  y = _written(layer(hq, h[0], d_b, w_b, m_b, o_b)[None], norm)[0]
   y = q + y if read_residual else y
   return _take(_end_state(rule, state, k, h, d_a, d_b, lr, rates, use), 0), y
 
@@ -356,14 +393,13 @@ def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, m
   product over [memories] (batched on the lanes and heads the caller maps over).
   """
   rule, n, outer = spec.rule, len(spec.projections), _outer(spec, params)
-  proj, mem, o_mem = _take(state, slice(0, n)), _take(state, n), _take(outer, n)
-  weights = rule.model.weights(proj.w, _take(outer, slice(0, n)))
-  reads = stacked_apply(rule, *stacked_layers(rule, weights), x)  # [P, L, Dh]
+  proj, mem, o_proj, o_mem = _take(state, slice(0, n)), _take(state, n), _take(outer, slice(0, n)), _take(outer, n)
+  weights, norm = rule.model.weights(proj.w, o_proj), _norm(rule, o_proj)
+  reads = stacked_apply(rule, *stacked_layers(rule, weights), x, norm)  # [P, L, Dh]
   k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
   per_token = lambda c: rates._replace(lr=rates.lr / c)
-  proj = advance(
-    rule, proj, weights, k, v, masked_rates(per_token(spec.chunk_proj), mask), mask.astype(x.dtype), spec.chunk_proj
-  )
+  rates_proj = masked_rates(per_token(spec.chunk_proj), mask)
+  proj = advance(rule, proj, weights, k, v, rates_proj, mask.astype(x.dtype), spec.chunk_proj, norm)
   y, mem = main_memory(spec, o_mem, mem, query(params, x), k, v, per_token(spec.chunk_mem), mask)
   return jax.tree.map(lambda p, m: jnp.concatenate([p, m[None]]), proj, mem), y
 

@@ -21,7 +21,8 @@ W_o mixes them, as later layers do.
 Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
 memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
 `conv`, `conv_init`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
-`step_norm`, `read_residual`, `lr_scale` (divided by the memories' hidden
+`step_norm`, `read_residual`, `layer_norm` (with `step_norm=false`),
+`lr_scale` (divided by the memories' hidden
 width: the largest inner step of a chunk), `kernel` (`pallas`: the main
 memory's chunks chained by one Pallas kernel per head,
 `memories.pallas_scan`).
@@ -87,6 +88,10 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
     read_residual: the main memory is read as `M(q) = q + gelu(q W_a) W_b`
       (false: `M(q) - q`, the written layers alone, brought to unit size by
       the per-head RMS norm of the output).
+    layer_norm: every memory is `x + LN(gelu(x W_a) W_b)`, a LayerNorm with
+      a learned scale and bias per memory and head inside the inner loss, as
+      Titans' memory (false: `x + gelu(x W_a) W_b`); needs
+      `step_norm=false` (the curvature bound has no LayerNorm).
   """
 
   chunk_proj: int = 64
@@ -97,6 +102,7 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
   decay_to_init: bool = True
   step_norm: bool = True
   read_residual: bool = True
+  layer_norm: bool = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -121,7 +127,14 @@ def spec(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> sm.SelfModifying
       f"model.mixer.chunk_proj={cfg.chunk_proj} must be a positive multiple of the main memory's "
       f"chunk (model.mixer.chunk={cfg.chunk}, 0 meaning {DEFAULT_CHUNK})"
     )
-  rule = rules.self_modifying(cfg.expansion, cfg.dgd, cfg.momentum, cfg.self_values, cfg.decay_to_init, cfg.step_norm)
+  if cfg.layer_norm and cfg.step_norm:
+    raise ConfigError(
+      "model.mixer.layer_norm=true needs model.mixer.step_norm=false: the normalised step's curvature bound "
+      "has no LayerNorm"
+    )
+  rule = rules.self_modifying(
+    cfg.expansion, cfg.dgd, cfg.momentum, cfg.self_values, cfg.decay_to_init, cfg.step_norm, cfg.layer_norm
+  )
   hidden = cfg.expansion * head_width(model)
   return sm.SelfModifying(rule, chunk, cfg.chunk_proj, cfg.lr_scale / hidden, cfg.kernel, cfg.read_residual)
 

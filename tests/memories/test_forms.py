@@ -12,12 +12,13 @@ from contlearn.memories.rules import self_modifying, titans
 from contlearn.products import weight_product
 
 # Beside the named memories: DGD on a residual linear map with a bias and an
-# offset, no momentum; self-modifying memories that decay toward zero; one
-# step per chunk (with and without momentum); Titans' ablations (a linear
-# memory, no momentum).
+# offset, no momentum; self-modifying memories that decay toward zero, and
+# with a LayerNorm; one step per chunk (with and without momentum); Titans'
+# ablations (a linear memory, no momentum).
 EXTRA = {
   "dgd_bias_offset": Rule(InnerModel(depth=1, bias=True, residual=True, offset=True), squared_loss, dgd=True),
   "self_modifying_to_zero": self_modifying(decay_to_init=False),
+  "self_modifying_layer_norm": self_modifying(layer_norm=True, normalized=False),
   "titans_chunk_step": memories.RULES["titans"]._replace(chunk_step=True),
   "ttt_mlp_chunk_step": memories.RULES["ttt_mlp"]._replace(chunk_step=True),
   "titans_linear": titans(depth=1),

@@ -125,6 +125,7 @@ def test_byte_lm_accepts_memory(name):
     ("titans", dict(step="block"), "step"),
     ("gated_deltanet", dict(step="chunk"), "step"),
     ("self_modifying_titans", dict(step="chunk"), "step"),
+    ("self_modifying_titans", dict(layer_norm=True), "step_norm"),  # the curvature bound has no LayerNorm
     ("gated_deltanet", dict(conv_init="normal"), "conv_init"),
     ("deltanet", dict(qk_act="relu"), "qk_act"),
     ("ttt_linear", dict(lr_init=1.0), "lr_init"),

@@ -65,6 +65,25 @@ def test_read_without_the_residual_is_the_read_less_the_query():
     _close((y_bare, state_bare), _run(sm.chunked, bare, *args), 1e-9)
 
 
+@pytest.mark.parametrize("chunks", [(1, 1), (2, 4), (4, 8)])
+@pytest.mark.parametrize("read_residual", [True, False])
+def test_chunked_equals_reference_with_a_layer_norm(chunks, read_residual):
+  """Memories `x + LN(gelu(x W_a) W_b)` (LN scale and bias learned per memory, not the identity here), steps
+  not normalised. The inner rate is 0.2, not 0.8: a LayerNorm's gradient is divided by its input's spread, and
+  at 0.8 the memories grow until float64 rounding (1e-16 at the first token) is amplified past 1e-9 by the
+  23rd token in both forms alike (at chunk 1: 7e-8 apart; at 0.2, 7e-12)."""
+  with jax.enable_x64(True):
+    spec = _spec(*chunks, layer_norm=True, normalized=False)._replace(lr_scale=0.2, read_residual=read_residual)
+    args = _inputs(spec, sum(chunks))
+    assert np.any(np.asarray(args[0]["ln"]["scale"]) != 1.0) and np.any(np.asarray(args[0]["ln"]["bias"]) != 0.0)
+    _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
+
+
+def test_a_layer_norm_needs_steps_that_are_not_normalised():
+  with pytest.raises(ValueError, match="normalized=False"):
+    rule(layer_norm=True)
+
+
 @pytest.mark.parametrize("chunks", [pytest.param(c, marks=pytest.mark.slow) for c in ((1, 1), (4, 8))])
 def test_outer_gradients_agree(chunks):  # make test: test_forms.py::test_outer_gradients_agree[self_modifying]
   """Gradients w.r.t. W_q, the rate biases, the initial memories (offsets) and the state."""
@@ -87,6 +106,24 @@ def test_outer_gradients_agree(chunks):  # make test: test_forms.py::test_outer_
       g_ref["state"].m["w"],
     )
     assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(used))  # (the memories have no biases)
+    _close(g_ref, g_fast, 1e-9)
+
+
+def test_outer_gradients_agree_with_a_layer_norm():
+  """As above, with memories `x + LN(gelu(x W_a) W_b)` (inner rate 0.2, as the values' test): the LayerNorm's
+  scale and bias get gradients too."""
+  with jax.enable_x64(True):
+    spec = _spec(2, 4, layer_norm=True, normalized=False)._replace(lr_scale=0.2)
+    params, state, x, mask = _inputs(spec, 9, t=19)
+
+    def loss(form, p):
+      y, s = form(spec, p["params"], p["state"], x, mask)
+      return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s))
+
+    p = {"params": params, "state": state}
+    g_ref = jax.jit(jax.grad(lambda p: loss(sm.reference, p)))(p)
+    g_fast = jax.jit(jax.grad(lambda p: loss(sm.chunked, p)))(p)
+    assert all(np.all(np.asarray(g) != 0) for g in jax.tree.leaves(g_ref["params"]["ln"]))
     _close(g_ref, g_fast, 1e-9)
 
 
