@@ -24,9 +24,11 @@ from contlearn.memories.core import InnerModel, Rule, dot_loss, half_squared_los
 MATRIX = InnerModel(depth=1, bias=False)
 
 
-def titans(depth: int = 2, expansion: int = 4, momentum: bool = True) -> Rule:
-  """Titans' neural memory: a GELU MLP of `depth` layers, `x + LN(MLP(x))`, with momentum unless `momentum` is False."""
-  return Rule(InnerModel(depth=depth, expansion=expansion, bias=False, ttt_norm=True), squared_loss, momentum=momentum)
+def titans(depth: int = 2, expansion: int = 4, momentum: bool = True, layer_norm: bool = True) -> Rule:
+  """Titans' neural memory: a GELU MLP of `depth` layers, `x + LN(MLP(x))`, with momentum unless `momentum` is
+  False; without `layer_norm`, `x + MLP(x)`."""
+  model = InnerModel(depth=depth, expansion=expansion, bias=False, ttt_norm=layer_norm, residual=not layer_norm)
+  return Rule(model, squared_loss, momentum=momentum)
 
 
 def self_modifying(

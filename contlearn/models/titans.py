@@ -67,11 +67,14 @@ class TitansConfig(MlpMemoryConfig, ChunkStartConfig):
       step's own gradient term (the paper's "w/o momentum").
     decay: the forget gate alpha_t; False: M_t = M_{t-1} + S_t (the
       paper's "w/o weight decay").
+    layer_norm: the memory is `x + LN(MLP(x))`, its LayerNorm inside the
+      inner loss; False: `x + MLP(x)` (not an ablation of the paper's).
   """
 
   depth: int = 2
   momentum: bool = True
   decay: bool = True
+  layer_norm: bool = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -104,7 +107,7 @@ class TitansMACConfig(TitansAttentionConfig):
 
 
 def titans_block(cfg: TitansConfig) -> MemoryBlock:
-  rule = memories.rules.titans(cfg.depth, cfg.expansion, momentum=cfg.momentum)
+  rule = memories.rules.titans(cfg.depth, cfg.expansion, momentum=cfg.momentum, layer_norm=cfg.layer_norm)
   return MemoryBlock(rule, lr="gate", retain="gate" if cfg.decay else "none")
 
 

@@ -14,7 +14,7 @@ from contlearn.products import weight_product
 # Beside the named memories: DGD on a residual linear map with a bias and an
 # offset, no momentum; self-modifying memories that decay toward zero, and
 # with a LayerNorm; one step per chunk (with and without momentum); Titans'
-# ablations (a linear memory, no momentum).
+# ablations (a linear memory, no momentum) and Titans without its LayerNorm.
 EXTRA = {
   "dgd_bias_offset": Rule(InnerModel(depth=1, bias=True, residual=True, offset=True), squared_loss, dgd=True),
   "self_modifying_to_zero": self_modifying(decay_to_init=False),
@@ -23,6 +23,7 @@ EXTRA = {
   "ttt_mlp_chunk_step": memories.RULES["ttt_mlp"]._replace(chunk_step=True),
   "titans_linear": titans(depth=1),
   "titans_no_momentum": titans(momentum=False),
+  "titans_no_layer_norm": titans(layer_norm=False),
 }
 RULES = {**memories.RULES, **EXTRA}
 NAMES = sorted(RULES)
