@@ -84,20 +84,24 @@ def test_a_layer_norm_needs_steps_that_are_not_normalised():
     rule(layer_norm=True)
 
 
+def _outer_gradients(spec):
+  """Gradients of a loss of the outputs and final state (T = 19, seed 9) w.r.t. the params and the initial
+  state, by the token scan and by the chunked form (call under `jax.enable_x64`)."""
+  params, state, x, mask = _inputs(spec, 9, t=19)
+
+  def loss(form, p):
+    y, s = form(spec, p["params"], p["state"], x, mask)
+    return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s))
+
+  p = {"params": params, "state": state}
+  return tuple(jax.jit(jax.grad(lambda p, form=form: loss(form, p)))(p) for form in (sm.reference, sm.chunked))
+
+
 @pytest.mark.parametrize("chunks", [pytest.param(c, marks=pytest.mark.slow) for c in ((1, 1), (4, 8))])
 def test_outer_gradients_agree(chunks):  # make test: test_forms.py::test_outer_gradients_agree[self_modifying]
   """Gradients w.r.t. W_q, the rate biases, the initial memories (offsets) and the state."""
   with jax.enable_x64(True):
-    spec = _spec(*chunks)
-    params, state, x, mask = _inputs(spec, 9, t=19)
-
-    def loss(form, p):
-      y, s = form(spec, p["params"], p["state"], x, mask)
-      return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s))
-
-    p = {"params": params, "state": state}
-    g_ref = jax.jit(jax.grad(lambda p: loss(sm.reference, p)))(p)
-    g_fast = jax.jit(jax.grad(lambda p: loss(sm.chunked, p)))(p)
+    g_ref, g_fast = _outer_gradients(_spec(*chunks))
     used = (
       g_ref["params"]["wq"],
       g_ref["params"]["bias"],
@@ -113,16 +117,7 @@ def test_outer_gradients_agree_with_a_layer_norm():
   """As above, with memories `x + LN(gelu(x W_a) W_b)` (inner rate 0.2, as the values' test): the LayerNorm's
   scale and bias get gradients too."""
   with jax.enable_x64(True):
-    spec = _spec(2, 4, layer_norm=True, normalized=False)._replace(lr_scale=0.2)
-    params, state, x, mask = _inputs(spec, 9, t=19)
-
-    def loss(form, p):
-      y, s = form(spec, p["params"], p["state"], x, mask)
-      return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(s))
-
-    p = {"params": params, "state": state}
-    g_ref = jax.jit(jax.grad(lambda p: loss(sm.reference, p)))(p)
-    g_fast = jax.jit(jax.grad(lambda p: loss(sm.chunked, p)))(p)
+    g_ref, g_fast = _outer_gradients(_spec(2, 4, layer_norm=True, normalized=False)._replace(lr_scale=0.2))
     assert all(np.all(np.asarray(g) != 0) for g in jax.tree.leaves(g_ref["params"]["ln"]))
     _close(g_ref, g_fast, 1e-9)
 
