@@ -257,7 +257,9 @@ def stacked_layers(rule: Rule, weights: Params) -> tuple[jax.Array, jax.Array]:
   without biases, as `rules.self_modifying`)."""
   model = rule.model
   if model.depth != 2 or model.bias or not model.residual or rule.loss not in LOSS_CURVATURE:
-    raise ValueError("the batched form needs memories x + act(x W_a) W_b without biases and a squared loss")
+    raise ValueError(
+      "the batched form needs memories x + act(x W_a) W_b (or x + LN(act(x W_a) W_b)) without biases and a squared loss"
+    )
   if model.ttt_norm and rule.normalized:
     raise ValueError("a normalised step needs memories without a LayerNorm (core.curvature)")
   return weights["w"][0], weights["w"][1]
