@@ -56,8 +56,8 @@ def test_ewc_fisher_example_reads_the_penalty_after_each_task(tmp_path):
 
 
 @pytest.mark.slow
-def test_titans_memory_growth_example_reads_the_memory_after_each_chunk(tmp_path):
-  argv = [sys.executable, str(ROOT / "examples" / "titans_memory_growth.py"), "--phase-tokens", "1024"]
+def test_memory_growth_example_reads_the_memory_after_each_chunk(tmp_path):
+  argv = [sys.executable, str(ROOT / "examples" / "memory_growth.py"), "--phase-tokens", "1024"]
   argv += ["--set", "lr_init=0.3", "--out", str(tmp_path / "g")]
   stdout = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT).stdout
   assert stdout.startswith("titans: TitansConfig(") and "chunk=16," in stdout and "lr_init=0.3, step='chunk'" in stdout
@@ -66,6 +66,26 @@ def test_titans_memory_growth_example_reads_the_memory_after_each_chunk(tmp_path
   assert [r["chunk"] for r in saved["chunks"]] == [1, 2, 3, 4]  # 1,024 tokens a phase round up to one chunk
   assert all(np.isfinite(r["loss"]) and r["largest"] > 0 for r in saved["chunks"])
   assert all(r["where"].startswith(("[0]", "[1]")) for r in saved["chunks"])  # a path into one layer's memory
+
+
+@pytest.mark.slow
+def test_memory_growth_example_names_each_of_hopes_memories(tmp_path):
+  argv = [sys.executable, str(ROOT / "examples" / "memory_growth.py"), "--model", "hope", "--order", "0"]
+  argv += ["--phase-tokens", "1024", "--set", "lr_scale=1", "--out", str(tmp_path / "g")]
+  stdout = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+  assert stdout.startswith("hope: SelfModifyingTitansConfig(") and "lr_scale=1.0, decay_to_init=True" in stdout
+  saved = json.loads((tmp_path / "g" / "memory_growth.json").read_text())
+  assert [r["chunk"] for r in saved["chunks"]] == [1] and saved["stopped"] is None
+  sizes = saved["largest_by_leaf"]
+  names = ("k", "v", "eta", "alpha", "momentum", "mem")
+  for layer in (0, 1):  # the last layer of every memory's MLP, its momentum, and the convolution
+    assert [f"[{layer}]['w']['w'][1][{n}]" in sizes for n in names] == [True] * 6
+    assert [f"[{layer}]['m']['w'][1][{n}]" in sizes for n in names] == [True] * 6
+    assert f"[{layer}]['conv']" in sizes
+  assert all(np.isfinite(v) and v >= 0 for v in sizes.values())
+  shares = saved["written_share"]  # |D| / |M_0|: the memories start at M_0 and write a little in one chunk
+  assert sorted(shares) == sorted(f"[{layer}][{n}]" for layer in (0, 1) for n in names)
+  assert all(0 < v < 1 for v in shares.values())
 
 
 def _write_effect():
