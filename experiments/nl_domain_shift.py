@@ -190,7 +190,7 @@ class ShiftTrace(loop.Hook):
       self.matrix.append(self.trace[-1][2])
       self.prequential.append((self.nll / self.count / LN2).tolist())
       self.nll, self.count, self.phase_start = self._zeros(), self._zeros(), run.units
-      self.describe(phase, self.prequential[-1], self.matrix[-1])
+      self.describe(phase, self.prequential[-1], self.matrix[-1], set(run.retired))
 
   def meta(self) -> dict:
     return {
@@ -214,6 +214,24 @@ class ShiftTrace(loop.Hook):
     self.nll = np.atleast_1d(np.asarray(meta["nll"], np.float64))
     self.count = np.atleast_1d(np.asarray(meta["count"], np.float64))
     self.phase_start, self.seen = int(meta["phase_start"]), int(meta["seen"])
+
+
+def phase_line(
+  where: str,
+  labels: tuple[str, ...],
+  prequential: list[float],
+  bpb: list[list[float]],
+  seeds: tuple[int, ...],
+  retired: set[int],
+) -> str:
+  """The progress line after a phase: prequential and held-out bits/byte [domains][lanes], the mean over the
+  lanes of `seeds` not `retired` (lane indices), which are named."""
+  kept = [i for i in range(len(prequential)) if i not in retired]
+  mean = lambda values: np.mean([values[i] for i in kept])  # noqa: E731
+  held_out = ", ".join(f"{labels[i]} {mean(v):.3f}" for i, v in enumerate(bpb))
+  names = ", ".join(str(seeds[i]) for i in sorted(retired))
+  over = f" (mean over seeds{'; retired: seed ' + names if retired else ''})" if seeds else ""
+  return f"  {where}: prequential {mean(prequential):.3f}, held-out {held_out}{over}"
 
 
 def chunks_per_phase(cfg: DomainShiftConfig, data: DataConfig) -> int:
@@ -257,12 +275,12 @@ def run_model(
 
   chunks = chunks_per_phase(cfg, run_cfg.data)
 
-  def describe(phase, prequential, bpb):
+  def describe(phase, prequential, bpb, retired):
     if progress:
       print(
-        f"  {label} phase {phase} ({cfg.labels[cfg.order[phase]]}): prequential {np.mean(prequential):.3f}, held-out "
-        + ", ".join(f"{cfg.labels[i]} {np.mean(v):.3f}" for i, v in enumerate(bpb))
-        + (" (mean over seeds)" if seeds else ""),
+        phase_line(
+          f"{label} phase {phase} ({cfg.labels[cfg.order[phase]]})", cfg.labels, prequential, bpb, seeds, retired
+        ),
         flush=True,
       )
 

@@ -79,7 +79,7 @@ def test_domain_shift_seeds_are_lanes_each_the_run_of_that_seed(tmp_path):
 
 
 @pytest.mark.slow  # one small run, about 20 s of CPU
-def test_domain_shift_leaves_a_retired_seed_out_and_names_it(tmp_path, monkeypatch):
+def test_domain_shift_leaves_a_retired_seed_out_and_names_it(tmp_path, monkeypatch, capsys):
   exp, cfg = _small("nl_domain_shift", "models=transformer", "seeds=0,1", "base.train.on_nonfinite=retire")
   build = exp.build_learner
 
@@ -96,8 +96,12 @@ def test_domain_shift_leaves_a_retired_seed_out_and_names_it(tmp_path, monkeypat
     return Learner(learner.init, step)
 
   monkeypatch.setattr(exp, "build_learner", poisoned)
-  result = exp.run(cfg, tmp_path / "ds", progress=False)
+  result = exp.run(cfg, tmp_path / "ds", progress=True)
   r = result["models"]["transformer"]
+  lines = [line for line in capsys.readouterr().out.splitlines() if "transformer phase" in line]
+  assert len(lines) == 4 and "nan" not in " ".join(lines)  # each phase's progress; from chunk 3 seed 0's alone
+  assert [line.endswith("(mean over seeds)") for line in lines] == [True, True, False, False]
+  assert [line.endswith("(mean over seeds; retired: seed 1)") for line in lines] == [False, False, True, True]
   assert r["retired"] == {"1": 3} and r["seeds"] == [0] and len(r["per_seed"]) == 1
   assert np.all(np.isfinite(r["matrix"])) and r["matrix"] == r["per_seed"][0]["matrix"]
   assert "(retired for a non-finite value: seed 1)" in exp.report(result)
