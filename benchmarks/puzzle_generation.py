@@ -1,6 +1,7 @@
 """What the puzzles cost to make on the host: Sudoku, mazes, the canonical form and a feed's block.
 
     python benchmarks/puzzle_generation.py [--draws 300] [--blocks 5] [--hard 100]
+        [--arc-augmentations 10] [--arc-version arc-agi-1]
 
 Everything in `contlearn.puzzles` runs in NumPy on the host, before and
 beside the compiled steps, so its cost is wall time per call on one core.
@@ -17,11 +18,12 @@ Rows:
 - `hard 9x9 set`: `dataset.splits` of `--hard` 9x9 puzzles at `HARD` nodes
   or more (the accelerator Sudoku preset's 2,000 at the same filter take
   2,000 / `--hard` times as long), one call.
-- `arc 30x30 set`: `dataset.splits` of ARC-AGI-1 on the 30x30 canvas,
-  every task, `--arc-augmentations` augmentations each (the accelerator ARC
-  preset takes 1,000: about 1,000 / `--arc-augmentations` times as long and
-  as large), one call; `rows` its training and test puzzles, `mb` the bytes
-  of their arrays.
+- `VERSION 30x30 set`: `dataset.splits` of ARC (`--arc-version`,
+  ARC-AGI-1 by default) on the 30x30 canvas, every task,
+  `--arc-augmentations` augmentations each (the accelerator ARC preset
+  takes 1,000 of ARC-AGI-1: about 1,000 / `--arc-augmentations` times as
+  long and as large), one call; `rows` its training and test puzzles,
+  `mb` the bytes of their arrays.
 - `block`: `PuzzleFeed.next` of a `[16, 64]` block with augmentations, over
   `--blocks` positions of a 64-puzzle set (9x9 Sudoku; 15x15-cell mazes of
   961 tokens).
@@ -78,6 +80,7 @@ def main() -> None:
   parser.add_argument("--blocks", type=int, default=5, help="feed blocks timed per kind")
   parser.add_argument("--hard", type=int, default=100, help=f"9x9 puzzles of {HARD} nodes or more in the timed set")
   parser.add_argument("--arc-augmentations", type=int, default=10, help="augmentations of each ARC task")
+  parser.add_argument("--arc-version", default="arc-agi-1", help="arc-agi-1 or arc-agi-2")
   args = parser.parse_args()
 
   def rngs():
@@ -107,12 +110,12 @@ def main() -> None:
   hard = PuzzleConfig(kind="sudoku", size=9, train=args.hard, test=0, min_difficulty=HARD)
   _, ms = timed(dataset.splits, [hard])
   rows.append(row(f"hard 9x9 set of {args.hard}", ms))
-  arc = PuzzleConfig(kind="arc", size=30, version="arc-agi-1", augmentations=args.arc_augmentations, seed=0)
+  arc = PuzzleConfig(kind="arc", size=30, version=args.arc_version, augmentations=args.arc_augmentations, seed=0)
   (sets,), ms = timed(dataset.splits, [arc])
   arrays = [a for s in sets for a in (s.inputs, s.labels, s.ids, *s.meta.values())]
   rows.append(
     row(
-      f"arc 30x30 set, {args.arc_augmentations} augmentations",
+      f"{args.arc_version} 30x30 set, {args.arc_augmentations} augmentations",
       ms,
       rows=sum(len(s.ids) for s in sets),
       mb=sum(a.nbytes for a in arrays) / 2**20,
