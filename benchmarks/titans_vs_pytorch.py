@@ -13,7 +13,11 @@ each token reads the memory after its own step, more work) is timed beside
 it (`ratio_token_step`). titans-pytorch and a
 pinned CPU torch are benchmark-only dependencies, installed here if missing.
 PyTorch uses as many threads as there are cores. The two are timed in turn
-(median of `--repeats`), so both see the same machine load. Prints a table; the last
+(median of `--repeats`), so both see the same machine load. titans-pytorch's
+time depends on glibc's allocator: with
+`GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295`
+set before the command it ran 2.0-2.8x faster, contlearn's forms unchanged
+(docs/benchmarks.md); the script leaves the environment as it finds it. Prints a table; the last
 line is a JSON object with `tokens_per_s`, `peer_tokens_per_s` and `ratio`
 (also written to `bench_results/titans_vs_pytorch.json`). With `--op-time`
 it times nothing against the peer: it prints each of contlearn's two forms'
