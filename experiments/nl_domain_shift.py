@@ -224,8 +224,9 @@ def phase_line(
   seeds: tuple[int, ...],
   retired: set[int],
 ) -> str:
-  """The progress line after a phase: prequential and held-out bits/byte [domains][lanes], the mean over the
-  lanes of `seeds` not `retired` (lane indices), which are named."""
+  """The progress line after a phase: prequential bits/byte [lanes] and held-out bits/byte [domains][lanes], each
+  the mean over the lanes (one per seed of `seeds`) not `retired` (lane indices); the retired lanes' seeds are
+  named."""
   kept = [i for i in range(len(prequential)) if i not in retired]
   mean = lambda values: np.mean([values[i] for i in kept])  # noqa: E731
   held_out = ", ".join(f"{labels[i]} {mean(v):.3f}" for i, v in enumerate(bpb))

@@ -80,16 +80,16 @@ def test_domain_shift_seeds_are_lanes_each_the_run_of_that_seed(tmp_path):
 
 @pytest.mark.slow  # one small run, about 20 s of CPU
 def test_domain_shift_leaves_a_retired_seed_out_and_names_it(tmp_path, monkeypatch, capsys):
-  exp, cfg = _small("nl_domain_shift", "models=transformer", "seeds=0,1", "base.train.on_nonfinite=retire")
+  exp, cfg = _small("nl_domain_shift", "models=transformer", "seeds=2,5", "base.train.on_nonfinite=retire")
   build = exp.build_learner
 
-  def poisoned(run_cfg):  # seed 1's lane turns non-finite at its step 32, in chunk 3 (16 steps a chunk)
+  def poisoned(run_cfg):  # seed 5's lane (the second) turns non-finite at its step 32, in chunk 3 (16 steps a chunk)
     learner = build(run_cfg)
-    seed_1 = learner.init(jax.random.PRNGKey(1)).key
+    seed_5 = learner.init(jax.random.PRNGKey(5)).key
 
     def step(state, x, env=None):
       new, metrics = learner.step(state, x, env)
-      bad = (state.step >= 32) & jnp.all(state.key == seed_1)
+      bad = (state.step >= 32) & jnp.all(state.key == seed_5)
       params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new.params)
       return new.replace(params=params), metrics._replace(nll=jnp.where(bad, jnp.nan, metrics.nll))
 
@@ -99,12 +99,12 @@ def test_domain_shift_leaves_a_retired_seed_out_and_names_it(tmp_path, monkeypat
   result = exp.run(cfg, tmp_path / "ds", progress=True)
   r = result["models"]["transformer"]
   lines = [line for line in capsys.readouterr().out.splitlines() if "transformer phase" in line]
-  assert len(lines) == 4 and "nan" not in " ".join(lines)  # each phase's progress; from chunk 3 seed 0's alone
+  assert len(lines) == 4 and "nan" not in " ".join(lines)  # each phase's progress; from chunk 3 seed 2's alone
   assert [line.endswith("(mean over seeds)") for line in lines] == [True, True, False, False]
-  assert [line.endswith("(mean over seeds; retired: seed 1)") for line in lines] == [False, False, True, True]
-  assert r["retired"] == {"1": 3} and r["seeds"] == [0] and len(r["per_seed"]) == 1
+  assert [line.endswith("(mean over seeds; retired: seed 5)") for line in lines] == [False, False, True, True]
+  assert r["retired"] == {"5": 3} and r["seeds"] == [2] and len(r["per_seed"]) == 1
   assert np.all(np.isfinite(r["matrix"])) and r["matrix"] == r["per_seed"][0]["matrix"]
-  assert "(retired for a non-finite value: seed 1)" in exp.report(result)
+  assert "(retired for a non-finite value: seed 5)" in exp.report(result)
 
 
 def test_domain_shift_trace_resumes_a_checkpoint_from_before_lanes():
