@@ -15,11 +15,12 @@ the stream carries (`state.memory`) and prints its largest absolute entry
 and where it is, beside the chunk's mean loss. A chunk that goes non-finite
 stops the run (`NonFiniteError`) and is printed last. At the end it prints
 the largest entry of every leaf of the last finite carried memory, for
-Hope one per memory (the leaves' axis after lanes and heads: k, v, eta,
+Hope one per memory (the leaves' axis after batch rows and heads: k, v, eta,
 alpha, momentum, mem, `SelfModifying.names`), and, for Hope with
-`decay_to_init` (each memory `M_0 + D`), each memory's `|D| / |M_0|`.
-Titans' memory reads
-`x + LN(MLP(x))`, blind to the scale of the MLP's weights, so its loss can
+`decay_to_init` (each memory `M_0 + D`), each memory's `|D| / |M_0|`
+(Hope's per-chunk largest entry is mostly its convolution's carried
+inputs, `conv`; the list at the end gives each memory's). Titans' memory
+reads `x + LN(MLP(x))`, blind to the scale of the MLP's weights, so its loss can
 look healthy while those weights grow by orders of magnitude. Writes
 `OUT/memory_growth.json` (default OUT: runs/memory_growth_<model>).
 """
@@ -58,8 +59,8 @@ def largest(tree) -> tuple[float, str]:
 def largest_by_leaf(tree, memories: tuple[str, ...] = ()) -> dict[str, float]:
   """The largest |entry| of each float leaf of `tree`, by its path.
 
-  With `memories` (names along axis 2, after lanes and heads), one entry per memory of the leaves with that axis,
-  keyed `path[name]`.
+  With `memories` (names along axis 2, after the stream's batch rows and the heads), one entry per memory of the
+  leaves with that axis, keyed `path[name]`.
   """
   sizes = {}
   for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -77,8 +78,8 @@ def largest_by_leaf(tree, memories: tuple[str, ...] = ()) -> dict[str, float]:
 def written_share(state, memories: tuple[str, ...]) -> dict[str, float]:
   """Hope with `decay_to_init`: per layer and memory, the written part's size beside the learned initial memory.
 
-  `|D| / |M_0|`, Frobenius norms over the memory's weights and biases, the mean over lanes and heads; `D` is the
-  carried `state.memory[layer]["w"]` ([lanes, heads, memories, ...] leaves), `M_0` the parameters'
+  `|D| / |M_0|`, Frobenius norms over the memory's weights and biases, the mean over the stream's batch rows and
+  the heads; `D` is the carried `state.memory[layer]["w"]` ([rows, heads, memories, ...] leaves), `M_0` the parameters'
   `blocks[layer].mixer.sm.w0` ([heads, memories, ...]).
   """
 
