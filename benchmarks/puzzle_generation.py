@@ -80,7 +80,7 @@ def main() -> None:
   parser.add_argument("--blocks", type=int, default=5, help="feed blocks timed per kind")
   parser.add_argument("--hard", type=int, default=100, help=f"9x9 puzzles of {HARD} nodes or more in the timed set")
   parser.add_argument("--arc-augmentations", type=int, default=10, help="augmentations of each ARC task")
-  parser.add_argument("--arc-version", default="arc-agi-1", help="arc-agi-1 or arc-agi-2")
+  parser.add_argument("--arc-version", default="arc-agi-1", choices=("arc-agi-1", "arc-agi-2"))
   args = parser.parse_args()
 
   def rngs():
