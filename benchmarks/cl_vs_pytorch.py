@@ -9,6 +9,7 @@ as JAX's CPU client has cores.
 
     python benchmarks/cl_vs_pytorch.py                    # ~2 min on 2 CPU cores
     python benchmarks/cl_vs_pytorch.py --batches 1,10,40 [--samples 64000]  # other batch sizes
+    python benchmarks/cl_vs_pytorch.py --tuned-malloc     # glibc's malloc off mmap (common.TUNED_MALLOC)
 
 Besides samples/s, the table gives each side's time per training step (us):
 a step's cost that does not grow with the batch shows as the batch-1 time.
@@ -38,8 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from contlearn import engine, strategies
-from contlearn.cl import Mlp, classifier, classifier_learner, compile_calls, datasets, learner, scenarios
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+from contlearn import engine, strategies  # noqa: E402
+from contlearn.cl import Mlp, classifier, classifier_learner, compile_calls, datasets, learner, scenarios  # noqa: E402
 
 # the ratios to reach (`run_all.py` prints each against its goal)
 GOALS = {"ratio_bs10": 12.0, "ratio_bs128": 2.0}
@@ -199,7 +203,10 @@ def main() -> dict:
   parser = argparse.ArgumentParser()
   parser.add_argument("--batches", default=",".join(map(str, BenchConfig.batches)), help="comma-separated batch sizes")
   parser.add_argument("--samples", type=int, default=BenchConfig.samples, help="training samples timed per batch")
+  parser.add_argument("--tuned-malloc", action="store_true", help="run with glibc's malloc kept off mmap")
   args = parser.parse_args()
+  if args.tuned_malloc:
+    common.with_tuned_malloc()
   batches = tuple(int(b) for b in args.batches.split(","))
   cfg = dataclasses.replace(get_config(), batches=batches, samples=args.samples)
   torch = ensure_torch()
@@ -235,6 +242,7 @@ def main() -> dict:
     )
   result["goals"] = {name: goal for name, goal in GOALS.items() if name in result}
   result["load_average"] = os.getloadavg()  # 1, 5, 15 min; the run itself adds about 2
+  result["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
   os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
   with open(cfg.out, "w") as f:
     json.dump(result, f, indent=1)

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +23,18 @@ import jax
 from contlearn import provenance
 
 RESULTS = pathlib.Path(os.environ.get("CONTLEARN_BENCH_DIR", "bench_results"))
+# glibc's malloc kept off mmap and never trimming: PyTorch peers reuse their pages (docs/benchmarks.md)
+TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
+
+
+def with_tuned_malloc() -> None:
+  """Runs this command again, in place of this process, with `GLIBC_TUNABLES=TUNED_MALLOC` (read by glibc at
+  start-up only, so the whole process, both sides of a race, gets it); returns at once where it is already set."""
+  if os.environ.get("GLIBC_TUNABLES") == TUNED_MALLOC:
+    return
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "GLIBC_TUNABLES": TUNED_MALLOC})
 
 
 def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
@@ -77,6 +90,7 @@ def machine() -> dict[str, Any]:
     "processor": provenance.machine(),
     "jax": jax.__version__,
     "packages": provenance.package_versions(),
+    "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
   }
 
 

@@ -17,7 +17,8 @@ PyTorch uses as many threads as there are cores. The two are timed in turn
 time depends on glibc's allocator: with
 `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295`
 set before the command it ran 2.0-2.8x faster, contlearn's forms unchanged
-(docs/benchmarks.md); the script leaves the environment as it finds it. Prints a table; the last
+(docs/benchmarks.md). `--tuned-malloc` runs the benchmark so (both sides);
+the JSON line's `machine.glibc_tunables` says which way a run went. Prints a table; the last
 line is a JSON object with `tokens_per_s`, `peer_tokens_per_s` and `ratio`
 (also written to `bench_results/titans_vs_pytorch.json`). With `--op-time`
 it times nothing against the peer: it prints each of contlearn's two forms'
@@ -108,7 +109,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--op-time", action="store_true", help="only contlearn's kernel time by class, per form")
+  parser.add_argument("--tuned-malloc", action="store_true", help="run with glibc's malloc kept off mmap")
   args = parser.parse_args()
+  if args.tuned_malloc:
+    common.with_tuned_malloc()
   if args.op_time:
     for step in ("chunk", "token"):
       print(f"step per {step}: kernel ms per call by class", common.op_time(*jitted(step), split=False))
