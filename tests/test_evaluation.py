@@ -66,6 +66,19 @@ def test_a_mixer_name_keeps_the_base_settings_of_that_mixer():
   assert TitansConfig().chunk != 8
 
 
+def test_a_label_shadowing_the_base_mixers_settings_is_refused():
+  """A label named as its mixer runs its table entry; base settings of that mixer would be lost, so they are refused."""
+  from contlearn.models.titans import TitansConfig
+
+  table = {"titans": {"mixer": TitansConfig(expansion=2)}, "deltanet": {"mixer": "deltanet"}}
+  with pytest.raises(ConfigError, match=r"model 'titans' is a label .* settings \(TitansConfig\(.*chunk=8"):
+    select(table, ["titans"], ModelConfig(mixer=TitansConfig(expansion=2, chunk=8)))
+  same = ModelConfig(mixer=TitansConfig(expansion=2))  # the base holds the label's own settings: nothing is lost
+  assert select(table, ["titans"], same)["titans"] == same
+  assert select(table, ["deltanet"], ModelConfig(mixer="deltanet"))["deltanet"].mixer.name == "deltanet"
+  assert select(table, ["titans"], ModelConfig())["titans"].mixer == TitansConfig(expansion=2)  # another base mixer
+
+
 def test_param_count_counts_the_initialised_parameters():
   cfg = ModelConfig(mixer="swa", d_model=32, n_layers=1, n_heads=2, mlp_ratio=4)
   params = byte_lm(cfg).init_params(jax.random.PRNGKey(0))

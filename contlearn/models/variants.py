@@ -11,10 +11,14 @@ a base `ModelConfig`, a variant's mixer settings as its mixer's config:
 `select(table, names, base)` returns `{label: ModelConfig}` for the names
 asked; a name is a label of the table or any registered mixer: at its
 defaults, or at the base's settings when the base already holds that mixer
-(so `--set base.mixer=titans --set base.mixer.chunk=8 --set models=titans`
-runs a mixer setting no label of the table has). A variant whose mixer is
-named by a string that is not registered in this version is skipped with a
-printed note, so a table may name a mixer before it exists.
+(so `--set base.mixer=ttt_mlp --set base.mixer.chunk=8 --set models=ttt_mlp`
+runs a mixer setting no label of the table has). A label comes with its own
+settings: asking for a label whose mixer the base holds at other settings
+(`--set base.mixer=titans --set base.mixer.chunk=8 --set models=titans`
+where "titans" is a label) is refused, since the base's settings would be
+ignored. A variant whose mixer is named by a string that is not registered
+in this version is skipped with a printed note, so a table may name a
+mixer before it exists.
 """
 
 from __future__ import annotations
@@ -50,4 +54,10 @@ def select(
       note(f"skipping {name}: mixer {fields['mixer']!r} is not in this version of contlearn")
       continue
     chosen[name] = dataclasses.replace(base, **fields)
+    mixer = chosen[name].mixer
+    if name in table and mixer.name == name == base.mixer.name and mixer != base.mixer:
+      raise ConfigError(
+        f"model {name!r} is a label of this experiment's table with its own settings ({mixer}); the base's "
+        f"{name} settings ({base.mixer}) would be ignored: drop them (a label runs its table entry)"
+      )
   return chosen
