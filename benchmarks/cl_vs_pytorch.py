@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import functools
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -58,7 +57,6 @@ class BenchConfig:
   batches: tuple[int, ...] = (10, 128)
   samples: int = 64_000  # training samples timed per batch size (after warm-up)
   repeats: int = 3  # best of
-  out: str = "bench_results/cl_vs_pytorch.json"
 
 
 def get_config() -> BenchConfig:
@@ -242,11 +240,7 @@ def main() -> dict:
     )
   result["goals"] = {name: goal for name, goal in GOALS.items() if name in result}
   result["load_average"] = os.getloadavg()  # 1, 5, 15 min; the run itself adds about 2
-  result["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
-  os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
-  with open(cfg.out, "w") as f:
-    json.dump(result, f, indent=1)
-  print(json.dumps(result))
+  common.write_json("cl_vs_pytorch", result)  # with `machine` (its `glibc_tunables` among them), as every benchmark
   return result
 
 

@@ -46,18 +46,9 @@ from contlearn.overrides import apply_overrides
 E = catalog.load("nl_domain_shift")  # the experiment beside the imported library, in any checkout
 
 
-def largest(tree) -> tuple[float, str]:
-  """The largest |entry| of the float leaves of `tree`, and its path.
-
-  Finite: the loop stops on a non-finite state before any hook sees it.
-  """
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  floats = [(p, x) for p, x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
-  return max((float(np.max(np.abs(x))), jax.tree_util.keystr(p)) for p, x in floats)
-
-
 def largest_by_leaf(tree, memories: tuple[str, ...] = ()) -> dict[str, float]:
-  """The largest |entry| of each float leaf of `tree`, by its path.
+  """The largest |entry| of each float leaf of `tree`, by its path (finite: the loop stops on a non-finite state
+  before any hook sees it).
 
   With `memories` (names along axis 2, after the stream's batch rows and the heads), one entry per memory of the
   leaves with that axis, keyed `path[name]`.
@@ -107,8 +98,8 @@ class MemoryGrowth(loop.Hook):
 
   def after_block(self, lp):
     lp.settle()  # this chunk's metrics
-    size, where = largest(lp.state.memory)
     self.last = largest_by_leaf(lp.state.memory, self.memories)
+    where, size = max(self.last.items(), key=lambda item: item[1])
     if self.offset:
       self.shares = written_share(lp.state, self.memories)
     self.rows.append({"chunk": lp.block, "loss": self.loss.get(lp.block), "largest": size, "where": where})
