@@ -77,6 +77,12 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     relative change of the layers is the same relative change of the read
     (with the residual, q_t of norm 1 dominates it). The inner loss is the
     same either way.
+  * Keys and values keep the residual (`kv_residual`, on by default):
+    `k_t = normalize(M_k(x_t))`, `v_t = normalize(M_v(x_t))`, so both carry
+    x_t itself, the current token included. Off: `normalize(M_k(x_t) -
+    x_t)` and `normalize(M_v(x_t) - x_t)`, the written layers alone, as a
+    key and a value made by learned maps of x_t (Titans' `x W_k`, `x W_v`)
+    need not share it. The rates are read as above either way.
   * A LayerNorm inside every memory (`rule.model.ttt_norm`, off by default):
     `M(x) = x + LN(gelu(x W_a) W_b)` with an outer-learned scale and bias
     per memory, Titans' form, in the inner loss and in every read. Its
@@ -128,8 +134,9 @@ RATE_BIAS = {"eta": 0.0, "alpha": -4.0, "momentum": 0.0}
 
 class SelfModifying(NamedTuple):
   """One head's self-modifying Titans: the memories' rule, the chunk sizes, how the main memory's chunks
-  are chained ("xla": a `lax.scan`; "pallas": one Pallas kernel, `pallas_scan`) and whether its read keeps
-  the residual (`M(q)`; false: `M(q) - q`)."""
+  are chained ("xla": a `lax.scan`; "pallas": one Pallas kernel, `pallas_scan`), whether its read keeps
+  the residual (`M(q)`; false: `M(q) - q`) and whether the keys and values do (`M_k(x)`, `M_v(x)`; false:
+  `M_k(x) - x`, `M_v(x) - x`)."""
 
   rule: Rule = self_modifying()
   chunk_mem: int = 16
@@ -137,6 +144,7 @@ class SelfModifying(NamedTuple):
   lr_scale: float = 1 / 64
   kernel: str = "xla"
   read_residual: bool = True
+  kv_residual: bool = True
 
   @property
   def projections(self) -> tuple[str, ...]:
@@ -214,12 +222,14 @@ def query(params: Params, x: jax.Array) -> jax.Array:
   return _normalize(x @ params["wq"])
 
 
-def generate(spec: SelfModifying, params: Params, reads: dict) -> tuple[jax.Array, jax.Array, Rates]:
-  """k, v [..., Dh] and the rates [...] from the projection memories' reads `M_s(x)`."""
+def generate(spec: SelfModifying, params: Params, reads: dict, x: jax.Array) -> tuple[jax.Array, jax.Array, Rates]:
+  """k, v [..., Dh] and the rates [...] from the projection memories' reads `M_s(x)` of `x [..., Dh]`
+  (without `kv_residual`, k and v from `M_s(x) - x`)."""
   gate = {r: jax.nn.sigmoid(jnp.mean(reads[r], axis=-1) + params["bias"][r]) for r in spec.gates}
   lr = spec.lr_scale * gate["eta"]
   momentum = gate["momentum"] if spec.rule.momentum else jnp.ones_like(lr)
-  return _normalize(reads["k"]), _normalize(reads["v"]), Rates(lr, 1.0 - gate["alpha"], momentum)
+  k, v = (reads[s] if spec.kv_residual else reads[s] - x for s in ("k", "v"))
+  return _normalize(k), _normalize(v), Rates(lr, 1.0 - gate["alpha"], momentum)
 
 
 def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array):
@@ -236,7 +246,7 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
     anchors = jax.tree.map(lambda w, a: jnp.where(fresh.reshape((-1,) + (1,) * (w.ndim - 1)), w, a), mems.w, anchors)
     first = slice(0, n)
     reads = jax.vmap(lambda o, w: model.apply(w, o, x_t))(_take(outer, first), _take(anchors, first))
-    k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
+    k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)), x_t)
     r = masked_rates(rates, m_t)
 
     def write(o, s, a, c):
@@ -398,7 +408,7 @@ def _block(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, m
   proj, mem, o_proj, o_mem = _take(state, slice(0, n)), _take(state, n), _take(outer, slice(0, n)), _take(outer, n)
   weights, norm = rule.model.weights(proj.w, o_proj), _norm(rule, o_proj)
   reads = stacked_apply(rule, *stacked_layers(rule, weights), x, norm)  # [P, L, Dh]
-  k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)))
+  k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)), x)
   per_token = lambda c: rates._replace(lr=rates.lr / c)
   rates_proj = masked_rates(per_token(spec.chunk_proj), mask)
   proj = advance(rule, proj, weights, k, v, rates_proj, mask.astype(x.dtype), spec.chunk_proj, norm)

@@ -21,7 +21,7 @@ W_o mixes them, as later layers do.
 Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
 memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
 `conv`, `conv_init`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
-`step_norm`, `read_residual`, `layer_norm` (with `step_norm=false`),
+`step_norm`, `read_residual`, `kv_residual`, `layer_norm` (with `step_norm=false`),
 `lr_scale` (divided by the memories' hidden
 width: the largest inner step of a chunk), `kernel` (`pallas`: the main
 memory's chunks chained by one Pallas kernel per head,
@@ -88,6 +88,9 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
     read_residual: the main memory is read as `M(q) = q + gelu(q W_a) W_b`
       (false: `M(q) - q`, the written layers alone, brought to unit size by
       the per-head RMS norm of the output).
+    kv_residual: the keys and values are `normalize(M_k(x))`,
+      `normalize(M_v(x))` (false: `M_k(x) - x`, `M_v(x) - x`, the written
+      layers alone, so a key need not carry the current token).
     layer_norm: every memory is `x + LN(gelu(x W_a) W_b)`, a LayerNorm with
       a learned scale and bias per memory and head inside the inner loss, as
       Titans' memory (false: `x + gelu(x W_a) W_b`); needs
@@ -102,6 +105,7 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
   decay_to_init: bool = True
   step_norm: bool = True
   read_residual: bool = True
+  kv_residual: bool = True
   layer_norm: bool = False
 
   def __post_init__(self):
@@ -136,7 +140,9 @@ def spec(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> sm.SelfModifying
     cfg.expansion, cfg.dgd, cfg.momentum, cfg.self_values, cfg.decay_to_init, cfg.step_norm, cfg.layer_norm
   )
   hidden = cfg.expansion * head_width(model)
-  return sm.SelfModifying(rule, chunk, cfg.chunk_proj, cfg.lr_scale / hidden, cfg.kernel, cfg.read_residual)
+  return sm.SelfModifying(
+    rule, chunk, cfg.chunk_proj, cfg.lr_scale / hidden, cfg.kernel, cfg.read_residual, cfg.kv_residual
+  )
 
 
 @register_mixer("self_modifying_titans", SelfModifyingTitansConfig)

@@ -66,6 +66,26 @@ def test_read_without_the_residual_is_the_read_less_the_query():
 
 
 @pytest.mark.parametrize("chunks", [(1, 1), (2, 4), (4, 8)])
+def test_keys_and_values_without_the_residual(chunks):
+  """`kv_residual=False` makes k and v from `M_s(x) - x` (the rates as before); the fast form agrees with
+  the token scan, whose output differs from the default's."""
+  with jax.enable_x64(True):
+    spec = _spec(*chunks)
+    bare = spec._replace(kv_residual=False)
+    params, state, x, mask = _inputs(spec, 7)
+    rng = np.random.default_rng(0)
+    reads = {s: jnp.asarray(rng.standard_normal((5, DH))) for s in spec.projections}
+    k, v, rates = sm.generate(bare, params, reads, x[:5])
+    unit = lambda a: a / np.sqrt(np.sum(np.square(a), axis=-1, keepdims=True) + 1e-6)
+    _close((k, v), (unit(reads["k"] - x[:5]), unit(reads["v"] - x[:5])), 1e-12)
+    _close(rates, sm.generate(spec, params, reads, x[:5])[2], 1e-12)
+    y_bare, state_bare = _run(sm.reference, bare, params, state, x, mask)
+    _close((y_bare, state_bare), _run(sm.chunked, bare, params, state, x, mask), 1e-9)
+    y, _ = _run(sm.reference, spec, params, state, x, mask)
+    assert np.max(np.abs(np.asarray(y_bare) - np.asarray(y))) > 1e-2
+
+
+@pytest.mark.parametrize("chunks", [(1, 1), (2, 4), (4, 8)])
 @pytest.mark.parametrize("read_residual", [True, False])
 def test_chunked_equals_reference_with_a_layer_norm(chunks, read_residual):
   """Memories `x + LN(gelu(x W_a) W_b)` (LN scale and bias learned per memory, not the identity here), steps
