@@ -81,7 +81,8 @@ class NiahConfig:
 
   Attributes:
     models: labels of `MODELS` (transformer, gated_deltanet, titans, hope,
-      titans_mac, hope_attention) or mixer names; a mixer this version lacks is skipped with a note.
+      titans_mac, hope_attention), mixer names or `base` (the base as set, `variants.select`); a mixer this
+      version lacks is skipped with a note.
     small: a smoke run of about a minute: each field of `SMALL` still at its
       default takes its smoke value (transformer and gated_deltanet, lengths
       L and 2L, 20 steps of 8 sequences, 16 evaluation sequences, width 32

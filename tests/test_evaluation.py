@@ -1,5 +1,7 @@
 """Scoring with fixed parameters: steps read with a carried memory equal one long read."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,6 +79,18 @@ def test_a_label_shadowing_the_base_mixers_settings_is_refused():
   assert select(table, ["titans"], same)["titans"] == same
   assert select(table, ["deltanet"], ModelConfig(mixer="deltanet"))["deltanet"].mixer.name == "deltanet"
   assert select(table, ["titans"], ModelConfig())["titans"].mixer == TitansConfig(expansion=2)  # another base mixer
+
+
+def test_base_runs_the_base_as_set():
+  """`--set base.mixer=titans --set base.mixer.chunk=8 --set models=base` runs chunk 8 where "titans" is a label."""
+  from contlearn.models.titans import TitansConfig
+
+  table = {"titans": {"mixer": TitansConfig(expansion=2)}, "wide": {"d_model": 128}}
+  base = ModelConfig(d_model=32, mixer=TitansConfig(expansion=2, chunk=8))
+  chosen = select(table, ["base", "wide"], base)
+  assert chosen["base"] == base and chosen["wide"] == dataclasses.replace(base, d_model=128)
+  with pytest.raises(ConfigError, match="ask for models=base"):
+    select(table, ["titans"], base)
 
 
 def test_param_count_counts_the_initialised_parameters():

@@ -9,14 +9,15 @@ a base `ModelConfig`, a variant's mixer settings as its mixer's config:
     }
 
 `select(table, names, base)` returns `{label: ModelConfig}` for the names
-asked; a name is a label of the table or any registered mixer: at its
-defaults, or at the base's settings when the base already holds that mixer
-(so `--set base.mixer=ttt_mlp --set base.mixer.chunk=8 --set models=ttt_mlp`
-runs a mixer setting no label of the table has). A label comes with its own
-settings: asking for a label whose mixer the base holds at other settings
-(`--set base.mixer=titans --set base.mixer.chunk=8 --set models=titans`
-where "titans" is a label) is refused, since the base's settings would be
-ignored. A variant whose mixer is named by a string that is not registered
+asked; a name is a label of the table, any registered mixer (at its
+defaults, or at the base's settings when the base already holds that mixer,
+so `--set base.mixer=ttt_mlp --set base.mixer.chunk=8 --set models=ttt_mlp`
+runs a mixer setting no label of the table has) or `base`, the base exactly
+as set. A label comes with its own settings: asking for a label whose mixer
+the base holds at other settings (`--set base.mixer=titans --set
+base.mixer.chunk=8 --set models=titans` where "titans" is a label) is
+refused, since the base's settings would be ignored; `--set models=base`
+runs them. A variant whose mixer is named by a string that is not registered
 in this version is skipped with a printed note, so a table may name a
 mixer before it exists.
 """
@@ -31,6 +32,8 @@ from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.mixer_configs import mixer_names
 
+BASE = "base"  # the name that runs the base ModelConfig as set
+
 
 def select(
   table: Mapping[str, Mapping[str, Any]],
@@ -38,17 +41,20 @@ def select(
   base: ModelConfig,
   note: Callable[[str], None] = print,
 ) -> dict[str, ModelConfig]:
-  """The ModelConfigs of `names` (labels of `table` or mixer names), known mixers only."""
+  """The ModelConfigs of `names` (labels of `table`, mixer names or `BASE`), known mixers only."""
   known = set(mixer_names())
   chosen = {}
   for name in names:
-    if name in table:
+    if name == BASE:
+      fields = {}
+    elif name in table:
       fields = dict(table[name])
     elif name in known:
       fields = {} if base.mixer.name == name else {"mixer": name}
     else:
       raise ConfigError(
-        f"unknown model {name!r}; choose from {', '.join(table)} or a mixer: {', '.join(sorted(known))}"
+        f"unknown model {name!r}; choose from {', '.join(table)}, {BASE} (the base as set) or a mixer: "
+        f"{', '.join(sorted(known))}"
       )
     if isinstance(fields.get("mixer"), str) and fields["mixer"] not in known:
       note(f"skipping {name}: mixer {fields['mixer']!r} is not in this version of contlearn")
@@ -58,6 +64,7 @@ def select(
     if name in table and mixer.name == name == base.mixer.name and mixer != base.mixer:
       raise ConfigError(
         f"model {name!r} is a label of this experiment's table with its own settings ({mixer}); the base's "
-        f"{name} settings ({base.mixer}) would be ignored: drop them (a label runs its table entry)"
+        f"{name} settings ({base.mixer}) would be ignored: drop them (a label runs its table entry), or ask for "
+        f"models={BASE} to run the base as set"
       )
   return chosen
