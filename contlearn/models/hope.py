@@ -1,6 +1,7 @@
 """Self-modifying Titans as a mixer, and the Hope and Hope-Attention blocks.
 
     x'  = conv(rms(x))                     depthwise causal conv of width K
+                                           (`in_proj`: conv(rms(x) W_in))
     y_h = self-modifying Titans on the head slice x'_h   (per head, chunked)
     out = (rms(y_h) concat over heads) * silu(rms(x) W_g) @ W_o
 
@@ -16,13 +17,15 @@ learned initial memory, starting at zero; without it, the state is the
 memory itself (`started [B]`: False until a lane's first step, when the
 memories start from the learned ones).
 Heads see disjoint slices of the residual (no projection before the memories);
-W_o mixes them, as later layers do.
+W_o mixes them, as later layers do. With `in_proj` a learned `W_in [D, D]`
+before the conv lets each head read the whole residual, as Titans' heads
+read `x W_q`, `x W_k`, `x W_v`.
 
 Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
 memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
 `conv`, `conv_init`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
-`step_norm`, `read_residual`, `kv_residual`, `layer_norm` (with `step_norm=false`),
-`lr_scale` (divided by the memories' hidden
+`step_norm`, `read_residual`, `kv_residual`, `layer_norm` (with
+`step_norm=false`), `in_proj`, `lr_scale` (divided by the memories' hidden
 width: the largest inner step of a chunk), `kernel` (`pallas`: the main
 memory's chunks chained by one Pallas kernel per head,
 `memories.pallas_scan`).
@@ -95,6 +98,8 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
       a learned scale and bias per memory and head inside the inner loss, as
       Titans' memory (false: `x + gelu(x W_a) W_b`); needs
       `step_norm=false` (the curvature bound has no LayerNorm).
+    in_proj: the heads read `conv(rms(x) W_in)`, a learned projection of
+      the whole residual (false: `conv(rms(x))`, each head its own slice).
   """
 
   chunk_proj: int = 64
@@ -107,6 +112,7 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
   read_residual: bool = True
   kv_residual: bool = True
   layer_norm: bool = False
+  in_proj: bool = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -158,8 +164,14 @@ def self_modifying_titans(cfg: SelfModifyingTitansConfig, model: ModelConfig) ->
 
   def init_params(key):
     k_g, k_o, k_m = jax.random.split(key, 3)
+    k_i = jax.random.fold_in(key, 3)  # W_in's key, the others as without it
     inner, start = jax.vmap(lambda kk: sm.init(s, kk, dh))(jax.random.split(k_m, h))
-    return {**ml.io_init(k_g, k_o, cfg, model, d), "sm": inner, **({"w0": start.w} if learned_start else {})}
+    return {
+      **ml.io_init(k_g, k_o, cfg, model, d),
+      "sm": inner,
+      **({"w0": start.w} if learned_start else {}),
+      **({"win": layers.dense_init(k_i, d, d)} if cfg.in_proj else {}),
+    }
 
   def init_state(batch):
     _, start = jax.eval_shape(lambda: sm.init(s, jax.random.PRNGKey(0), dh))
@@ -174,12 +186,13 @@ def self_modifying_titans(cfg: SelfModifyingTitansConfig, model: ModelConfig) ->
   def apply(params, state, x, mask):
     b, t, _ = x.shape
     xn = ml.normed_input(params, x)
-    heads = ml.causal_conv(params["conv"], state["conv"], xn).reshape(b, t, h, dh).transpose(0, 2, 1, 3)
+    conv_in = layers.dense(xn, params["win"]) if cfg.in_proj else xn
+    heads = ml.causal_conv(params["conv"], state["conv"], conv_in).reshape(b, t, h, dh).transpose(0, 2, 1, 3)
     w = ml.from_start(state["started"], state["w"], params["w0"]) if learned_start else state["w"]
     mem = MemState(w, state["m"])
     dtype = jax.tree.leaves(w)[0].dtype  # the memories run in their state's dtype (float32), whatever the compute dtype
     y, mem = per_head(layers.cast_floats(params["sm"], dtype), mem, heads.astype(dtype), mask)
-    return ml.merge_heads(params, y.astype(x.dtype), xn), {**ml.carried(state, xn, mask), "w": mem.w, "m": mem.m}
+    return ml.merge_heads(params, y.astype(x.dtype), xn), {**ml.carried(state, conv_in, mask), "w": mem.w, "m": mem.m}
 
   reason = f"the chunk of the projection memories of model.mixer={cfg.name!r} (model.mixer.chunk_proj={cfg.chunk_proj})"
   return Mixer(init_params, init_state, apply, step_multiple=s.chunk_proj, step_reason=reason)

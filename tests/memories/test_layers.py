@@ -46,6 +46,12 @@ STEP_PER_CHUNK = [
 ]
 
 
+# Hope's heads reading a learned projection of the whole residual.
+IN_PROJ = [
+  pytest.param("self_modifying_titans", {"in_proj": True}, id="self_modifying_titans-in_proj", marks=pytest.mark.slow)
+]
+
+
 # TTT's inner step as the official code takes it (tests/memories/test_ttt_inner_step.py).
 OFFICIAL_STEP = [pytest.param("ttt_linear", {"inner_step": "official"}, id="ttt_linear-official_step")]
 
@@ -60,6 +66,7 @@ CARRIED_ELSEWHERE = ("self_modifying_titans", "ttt_mlp", "titans")
   [pytest.param(n, {}, marks=pytest.mark.slow) if n in CARRIED_ELSEWHERE else (n, {}) for n in NAMES]
   + WITH_SWA
   + STEP_PER_CHUNK
+  + IN_PROJ
   + OFFICIAL_STEP,
 )
 def test_state_carries_across_steps(name, extra):
@@ -83,6 +90,24 @@ def test_state_carries_across_steps(name, extra):
     y2, s2 = apply(params, s1, x[:, 16:], mask[:, 16:])
     _close(jnp.concatenate([y1, y2], axis=1), y, 1e-9)
     _close(s2, s, 1e-9)
+
+
+def test_hope_in_proj_at_the_identity_is_the_mixer_without_it():
+  """`in_proj` adds `W_in` before the conv and keeps the other parameters' draws: at `W_in = I` the output
+  and state equal the mixer's without it; at its initial `W_in` they differ."""
+  plain = build_mixer(_cfg("self_modifying_titans"))
+  projected = build_mixer(_cfg("self_modifying_titans", in_proj=True))
+  params = projected.init_params(jax.random.PRNGKey(0))
+  base = plain.init_params(jax.random.PRNGKey(0))
+  assert set(params) - set(base) == {"win"}
+  _close({k: params[k] for k in base}, base, 0.0)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 32))
+  mask = jnp.ones((2, 16), bool)
+  y, s = jax.jit(plain.apply)(base, plain.init_state(2), x, mask)
+  y_eye, s_eye = jax.jit(projected.apply)({**params, "win": jnp.eye(32)}, projected.init_state(2), x, mask)
+  _close((y_eye, s_eye), (y, s), 1e-6)
+  y_proj, _ = jax.jit(projected.apply)(params, projected.init_state(2), x, mask)
+  assert np.max(np.abs(np.asarray(y_proj) - np.asarray(y))) > 1e-2
 
 
 @pytest.mark.parametrize(
