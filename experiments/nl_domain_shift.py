@@ -84,8 +84,8 @@ class DomainShiftConfig:
     labels: the domains' names in tables and plots, one per domain.
     order: the domain of each phase, indices into `domains`.
     models: labels of `MODELS` (transformer, titans, hope), mixer names or
-      `base` (the base as set, `variants.select`); a mixer this version
-      lacks is skipped with a note.
+      `base` (`base.model` as set, `variants.select`); a mixer this
+      version lacks is skipped with a note.
     small: a smoke run of about a minute: each field of `SMALL` still at its
       default takes its smoke value (transformer and titans, 8,192 tokens a
       phase, 2 evaluations a phase, 256 held-out bytes, 4 steps a chunk,

@@ -91,6 +91,8 @@ def test_base_runs_the_base_as_set():
   assert chosen["base"] == base and chosen["wide"] == dataclasses.replace(base, d_model=128)
   with pytest.raises(ConfigError, match="ask for models=base"):
     select(table, ["titans"], base)
+  with pytest.raises(ConfigError, match="may not be 'base'"):
+    select({"base": {}}, ["base"], base)
 
 
 def test_param_count_counts_the_initialised_parameters():

@@ -42,6 +42,8 @@ def select(
   note: Callable[[str], None] = print,
 ) -> dict[str, ModelConfig]:
   """The ModelConfigs of `names` (labels of `table`, mixer names or `BASE`), known mixers only."""
+  if BASE in table:
+    raise ConfigError(f"a table label may not be {BASE!r}: the name runs the base as set")
   known = set(mixer_names())
   chosen = {}
   for name in names:

@@ -47,9 +47,7 @@ STEP_PER_CHUNK = [
 
 
 # Hope's heads reading a learned projection of the whole residual.
-IN_PROJ = [
-  pytest.param("self_modifying_titans", {"in_proj": True}, id="self_modifying_titans-in_proj", marks=pytest.mark.slow)
-]
+IN_PROJ = [pytest.param("self_modifying_titans", {"in_proj": True}, id="self_modifying_titans-in_proj")]
 
 
 # TTT's inner step as the official code takes it (tests/memories/test_ttt_inner_step.py).
@@ -90,6 +88,14 @@ def test_state_carries_across_steps(name, extra):
     y2, s2 = apply(params, s1, x[:, 16:], mask[:, 16:])
     _close(jnp.concatenate([y1, y2], axis=1), y, 1e-9)
     _close(s2, s, 1e-9)
+
+
+def test_hope_settings_reach_the_memories_spec():
+  from contlearn.models import hope
+
+  model = ModelConfig(d_model=32, n_heads=2)
+  assert hope.spec(mixer_config("self_modifying_titans"), model).kv_residual
+  assert not hope.spec(mixer_config("self_modifying_titans", kv_residual=False), model).kv_residual
 
 
 def test_hope_in_proj_at_the_identity_is_the_mixer_without_it():

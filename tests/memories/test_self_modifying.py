@@ -65,12 +65,17 @@ def test_read_without_the_residual_is_the_read_less_the_query():
     _close((y_bare, state_bare), _run(sm.chunked, bare, *args), 1e-9)
 
 
+PLAIN = dict(momentum=False, dgd=False, self_values=False, layer_norm=True, normalized=False)
+
+
 @pytest.mark.parametrize("chunks", [(1, 1), (2, 4), (4, 8)])
-def test_keys_and_values_without_the_residual(chunks):
+@pytest.mark.parametrize("flags", [{}, PLAIN], ids=["default", "plain"])
+def test_keys_and_values_without_the_residual(chunks, flags):
   """`kv_residual=False` makes k and v from `M_s(x) - x` (the rates as before); the fast form agrees with
-  the token scan, whose output differs from the default's."""
+  the token scan, whose output differs from the default's. "plain": plain steps with a LayerNorm, at the
+  rate 0.2 (`test_chunked_equals_reference_with_a_layer_norm`)."""
   with jax.enable_x64(True):
-    spec = _spec(*chunks)
+    spec = _spec(*chunks, **flags)._replace(lr_scale=0.2 if flags else 0.8)
     bare = spec._replace(kv_residual=False)
     params, state, x, mask = _inputs(spec, 7)
     rng = np.random.default_rng(0)
