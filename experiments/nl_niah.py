@@ -68,6 +68,16 @@ MODELS = {
   "gated_deltanet": {"mixer": "gated_deltanet"},
   "titans": {"mixer": TitansConfig(expansion=2)},
   "hope": {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1},
+  # Hope with plain inner steps (no DGD, momentum or self-generated targets; a LayerNorm inside each memory,
+  # an unnormalised step of at most lr_scale / H a token) and one head reading the whole residual
+  "hope_plain": {
+    "mixer": SelfModifyingTitansConfig(
+      expansion=2, dgd=False, momentum=False, self_values=False, layer_norm=True, step_norm=False, lr_scale=256.0
+    ),
+    "cms_periods": (1, 4, 16),
+    "cms_hidden": 1,
+    "n_heads": 1,
+  },
   # the models behind the papers' S-NIAH numbers (nl_niah_long runs them): Titans' memory as context,
   # segments of the training length; Hope-Attention, attention then the CMS
   "titans_mac": {"mixer": TitansMACConfig(expansion=2, persistent_tokens=4, chunk=64)},
@@ -81,7 +91,7 @@ class NiahConfig:
 
   Attributes:
     models: labels of `MODELS` (transformer, gated_deltanet, titans, hope,
-      titans_mac, hope_attention), mixer names or `base` (the base as set, `variants.select`); a mixer this
+      hope_plain, titans_mac, hope_attention), mixer names or `base` (the base as set, `variants.select`); a mixer this
       version lacks is skipped with a note.
     small: a smoke run of about a minute: each field of `SMALL` still at its
       default takes its smoke value (transformer and gated_deltanet, lengths
