@@ -30,7 +30,8 @@ Command:   contlearn run nl_niah
 Runtime:   3 seeds as lanes on 2 CPU cores: the transformer about 1.0 s a step (40 minutes for
            2,400 steps; docs/nested_learning.md has the run), Gated DeltaNet about 2 s a step
            (80 minutes), Titans about 2 s a step on shared cores (81 minutes), Hope about 3.1 s a step
-           on shared cores (126 minutes; it stays at the floor; docs/nested_learning.md).
+           on shared cores (126 minutes; it stays at the floor; docs/nested_learning.md), hope_plain
+           about 2.8 s a step on shared cores (111 minutes).
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
