@@ -24,6 +24,7 @@ it can find only needles that happen to fall inside its window.
 
 Command:   contlearn run nl_niah
            contlearn run nl_niah --only transformer --set seeds=0,1,2,3
+           contlearn run nl_niah --set models=hope_plain   (Hope, plain inner steps, one head)
            contlearn run nl_niah --only transformer --set steps=1200 --set curriculum=0   (the former protocol)
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
@@ -70,7 +71,7 @@ MODELS = {
   "titans": {"mixer": TitansConfig(expansion=2)},
   "hope": {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1},
   # Hope with plain inner steps (no DGD, momentum or self-generated targets; a LayerNorm inside each memory,
-  # an unnormalised step of at most lr_scale / H a token) and one head reading the whole residual
+  # an unnormalised step of at most lr_scale / H a chunk, 0.125 a token here) and one head reading the whole residual
   "hope_plain": {
     "mixer": SelfModifyingTitansConfig(
       expansion=2, dgd=False, momentum=False, self_values=False, layer_norm=True, step_norm=False, lr_scale=256.0
