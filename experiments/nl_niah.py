@@ -65,19 +65,19 @@ from contlearn.run_folder import fit
 from contlearn.run_log import write_atomic
 from contlearn.stream import corpora, niah
 
+HOPE = {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1}
 MODELS = {
   "transformer": {"mixer": SlidingWindowConfig()},  # its window: the training length
   "gated_deltanet": {"mixer": "gated_deltanet"},
   "titans": {"mixer": TitansConfig(expansion=2)},
-  "hope": {"mixer": SelfModifyingTitansConfig(expansion=2), "cms_periods": (1, 4, 16), "cms_hidden": 1},
+  "hope": HOPE,
   # Hope with plain inner steps (no DGD, momentum or self-generated targets; a LayerNorm inside each memory,
   # an unnormalised step of at most lr_scale / H a chunk, 0.125 a token here) and one head reading the whole residual
   "hope_plain": {
-    "mixer": SelfModifyingTitansConfig(
-      expansion=2, dgd=False, momentum=False, self_values=False, layer_norm=True, step_norm=False, lr_scale=256.0
+    **HOPE,
+    "mixer": dataclasses.replace(
+      HOPE["mixer"], dgd=False, momentum=False, self_values=False, layer_norm=True, step_norm=False, lr_scale=256.0
     ),
-    "cms_periods": (1, 4, 16),
-    "cms_hidden": 1,
     "n_heads": 1,
   },
   # the models behind the papers' S-NIAH numbers (nl_niah_long runs them): Titans' memory as context,
