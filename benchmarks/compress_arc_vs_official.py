@@ -33,8 +33,8 @@ import sys
 import time
 import types
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # noqa: E402
 
 # The official code (CompressARC at 83a22218), checked out beside the repository unless --peer says where.
 DEFAULT_PEER = os.path.join(

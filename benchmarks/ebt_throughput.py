@@ -22,9 +22,8 @@ import sys
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
-
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
 from contlearn import catalog, engine  # noqa: E402
 from contlearn.evaluation import score  # noqa: E402
 from contlearn.models import byte_lm  # noqa: E402

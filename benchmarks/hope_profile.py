@@ -43,9 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
-
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
 from contlearn.config import Config, DataConfig  # noqa: E402
 from contlearn.learner import build_learner  # noqa: E402
 from contlearn.memories import self_modifying as sm  # noqa: E402

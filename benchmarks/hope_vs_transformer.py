@@ -32,10 +32,8 @@ import dataclasses
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
-import lm_throughput  # noqa: E402
-
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from benchmarks import common, lm_throughput  # noqa: E402
 from contlearn.models.sizing import matched_width, param_count  # noqa: E402
 
 GOALS = {"matmul_fraction": 0.40, "equal_params": 0.25}  # per width: ratio_<name>_w<width>

@@ -29,9 +29,8 @@ from typing import Any
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
-
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
 from contlearn.config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from contlearn.engine import compile, place_state, place_xs  # noqa: E402
 from contlearn.learner import build_learner  # noqa: E402

@@ -41,9 +41,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
-
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
 from contlearn.puzzles import dataset, maze, sudoku, sudoku_symmetry  # noqa: E402
 from contlearn.puzzles.feed import PuzzleFeed  # noqa: E402
 from contlearn.puzzles.puzzle_set import PuzzleConfig  # noqa: E402
