@@ -38,7 +38,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, rules, run_folder
@@ -225,7 +224,7 @@ def train_and_eval(
   chunk_tokens = cfg.steps * cfg.batch * cfg.ebt.seq
   chunks = max(1, math.ceil(cfg.tokens / chunk_tokens))
   trace = StreamTrace(out / "metrics.jsonl", name, chunks * chunk_tokens, progress)
-  keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
+  keys = engine.seed_keys(cfg.seeds)
   start = time.time()
   run = run_folder.fit(
     learn,

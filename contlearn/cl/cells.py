@@ -138,7 +138,7 @@ def run_cell(
   sc = scenario if scenario is not None else build_scenario(cfg)
   model, strategy, opt = build_method(cfg, sc)
   learner = classifier_learner(model, strategy, opt)
-  keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
+  keys = engine.seed_keys(cfg.seeds)
   hparams = {
     k: jnp.full((len(cfg.seeds),), v, jnp.float32) for k, v in parse_pairs(cfg.hparams, "RunConfig.hparams").items()
   }

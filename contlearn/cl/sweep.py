@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from contlearn import engine
 from contlearn.errors import ConfigError
 
 
@@ -19,7 +20,7 @@ def grid(seeds: Sequence[int], **values: Sequence[float]) -> tuple[jax.Array, di
   (20, (20,), {'seed': 0, 'strength': 10})
 
   Returns:
-    keys [L] (one PRNG key per lane, from its seed), hparams {name: float32 [L]},
+    keys uint32 [L, 2] (one PRNG key per lane, from its seed: `engine.seed_keys`), hparams {name: float32 [L]},
     and per lane a dict {"seed": s, name: v, ...} describing it.
   """
   if not seeds:
@@ -29,6 +30,6 @@ def grid(seeds: Sequence[int], **values: Sequence[float]) -> tuple[jax.Array, di
     if not values[n]:
       raise ConfigError(f"sweep.grid: no values for {n!r}")
   lanes = [dict(zip(["seed", *names], combo)) for combo in itertools.product(seeds, *(values[n] for n in names))]
-  keys = jnp.stack([jax.random.key(int(l["seed"])) for l in lanes])
+  keys = engine.seed_keys([int(l["seed"]) for l in lanes])
   hp = {n: jnp.asarray([l[n] for l in lanes], jnp.float32) for n in names}
   return keys, hp, lanes

@@ -314,7 +314,7 @@ def train_and_eval(cfg: ComparisonConfig, name: str, data, out: pathlib.Path, *,
   arc = cfg.puzzles.kind == "arc"  # ARC sets hold their augmentations; Sudoku and mazes are augmented by the feed
   feed = PuzzleFeed(train, steps=cfg.block, batch=cfg.batch, seed=cfg.puzzles.seed, augment=not arc, blocks=blocks)
   log = TrainLog(out / "metrics.jsonl", MODELS[name], cfg.steps, progress)
-  keys = jnp.stack([jax.random.key(s) for s in cfg.seeds])
+  keys = engine.seed_keys(cfg.seeds)
   start = time.time()
   run = run_folder.fit(
     learner,
