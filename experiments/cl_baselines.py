@@ -64,8 +64,8 @@ _PM = dict(stream="permuted", kind="domain", n_tasks=10, max_test=500, seeds=SEE
 _SM = dict(stream="split", kind="class", n_tasks=5, seeds=SEEDS)
 # Train rows of full MNIST.
 MNIST_ROWS = 60000
-# GDumb's memory: half the 4,000 rows its stream offers (5 tasks x 50 steps x 16), so it fills in task 3 and
-# class balancing evicts from then on (the baseline's 4,400 would hold the whole stream).
+# GDumb's memory: half the 4,000 rows its stream offers (5 tasks x 50 steps x 16), so it fills in task 2 (the
+# third, counting from 0) and class balancing evicts from then on (the baseline's 4,400 would hold the whole stream).
 GDUMB_MEMORY = 2000
 
 

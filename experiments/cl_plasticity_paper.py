@@ -3,7 +3,9 @@
 cl_plasticity's methods (backprop, continual backprop) on full MNIST: 800
 permutations of the 60,000 training images, one image per SGD step (48M
 steps), a 784-2000-2000-2000-10 MLP, rate 0.01, accuracy on 2,000 test rows
-of each task at its end, 3 seeds as lanes. Full MNIST through
+of each task at its end, 3 seeds as lanes (the permutations, steps, widths
+and rate are the paper's online permuted MNIST as its repository's configs,
+shibhansh/loss-of-plasticity, set them). Full MNIST through
 tensorflow-datasets (`tfds:mnist`, which tfds must have prepared: with
 TensorFlow installed, `tfds.builder("mnist").download_and_prepare(
 file_format="array_record")`; without it the run stops at once, in one

@@ -29,7 +29,7 @@ The setting of the paper's `reproduce/configs/splitmnist_ER.yaml`
   of 256), rows drawn with replacement (150 passes over a task's 800 rows).
 - evaluation: after every step (as the paper), on all 200 test rows of each
   task (the paper: a random 1,000 of each task's test rows).
-- seeds: 5 (as the paper), run side by side as the lanes of one program.
+- seeds: 5 (0-4; the paper's count), run side by side as the lanes of one program.
 
 Fine-tuning is the same run without replay. The table: ACC (all five tasks,
 the last included), old-task ACC (final accuracy on tasks 0-3),
