@@ -241,7 +241,8 @@ def init(
   With a mesh, the state is made by one program whose outputs have the state's
   shardings (`sharding.state_sharding`): each device computes its own part
   and no device ever holds the whole of a split leaf. With `lanes`, `key`
-  holds one key per lane (`[L]`) and the state gets a leading lane axis.
+  holds one key per lane (uint32 `[L, 2]` from `seed_keys`, or typed keys `[L]`) and the
+  state gets a leading lane axis.
   `hparams` (scalars, or `[L]` arrays with lanes) override the learner's own
   hyperparameters; a name the learner lacks is a ConfigError.
   """

@@ -3,9 +3,12 @@
 cl_plasticity's methods (backprop, continual backprop) on full MNIST: 800
 permutations of the 60,000 training images, one image per SGD step (48M
 steps), a 784-2000-2000-2000-10 MLP, rate 0.01, accuracy on 2,000 test rows
-of each task at its end, 3 seeds as lanes (the permutations, steps, widths
-and rate are the paper's online permuted MNIST as its repository's configs,
-shibhansh/loss-of-plasticity, set them). Full MNIST through
+of each task at its end, 3 seeds as lanes (the permutations, steps and
+widths are the paper's online permuted MNIST as its repository's configs,
+shibhansh/loss-of-plasticity, set them; the rate 0.01 is one of the three
+they try for backprop, 0.01/0.003/0.001, and their continual-backprop
+config uses 0.003, so that method runs here at a rate its config does
+not use: `--set run.lr=0.003`). Full MNIST through
 tensorflow-datasets (`tfds:mnist`, which tfds must have prepared: with
 TensorFlow installed, `tfds.builder("mnist").download_and_prepare(
 file_format="array_record")`; without it the run stops at once, in one

@@ -14,9 +14,11 @@ its width chosen so that its parameter count is closest to the Transformer's
   hope               self-modifying Titans, then a CMS (periods 1, 16, 256)
   hope_attention     attention, then the same CMS
   hope_no_cms / _no_dgd / _no_momentum / _no_self_values   Hope ablations
-  hope_cms_1_4_16, hope_cms_1_64_1024                       CMS periods (at the default 256 steps the
-                                                            slowest level updates 16, 1 or 0 times: too few
-                                                            to show a period effect; nl_cms_variants does)
+  hope_cms_1_4_16, hope_cms_1_64_1024                       CMS periods (in the default 256 steps the
+                                                            slowest level updates 16 times (1/4/16) or never
+                                                            (1/64/1024), Hope's 1/16/256 once: too few to
+                                                            show a period effect; nl_cms_variants, 2^20
+                                                            tokens, is the run that can show one)
 
 Seeds 0, 1 and 2 as the lanes of one program per model, 131,072 tokens,
 outer level Adam 1e-3 for all (the rate and budget of ttt_ladder and
