@@ -28,11 +28,11 @@ Command:   contlearn run nl_niah
            contlearn run nl_niah --only transformer --set steps=1200 --set curriculum=0   (the former protocol)
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
-Runtime:   3 seeds as lanes on 2 CPU cores: the transformer about 1.0 s a step (40 minutes for
-           2,400 steps; docs/nested_learning.md has the run), Gated DeltaNet about 2 s a step
-           (80 minutes), Titans about 2 s a step on shared cores (81 minutes), Hope about 3.1 s a step
-           on shared cores (126 minutes; it stays at the floor; docs/nested_learning.md), hope_plain
-           about 2.8 s a step on shared cores (111 minutes).
+Runtime:   3 seeds as lanes on 2 CPU cores, measured at 9abb6f5 (docs/nested_learning.md has the
+           run): the transformer about 0.54 s a step (22 minutes for 2,400 steps), Gated DeltaNet
+           about 1.2 s a step, partly beside a test suite (48 minutes), Titans about 0.74 s a step
+           (30 minutes); at earlier commits on shared cores, Hope about 3.1 s a step (126 minutes;
+           it stays at the floor) and hope_plain about 2.8 s a step (111 minutes).
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
            `--resume` keeps finished models and continues an interrupted one.
 """
