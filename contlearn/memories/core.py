@@ -261,13 +261,22 @@ def inner_grad(rule: Rule, outer: Params, w: Params, k_t: jax.Array, v_t: jax.Ar
 LOSS_CURVATURE = {half_squared_loss: 1.0, squared_loss: 2.0}
 
 
+@jax.custom_jvp
 def largest(x: jax.Array) -> jax.Array:
   """`max(x, axis=-1)`, differentiated through the position of the maximum.
 
   (jnp.max's gradient compares x with its result; under `jax.checkpoint` x
-  is recomputed and may round differently, which loses the gradient.)
+  is recomputed and may round differently, which loses the gradient. The
+  value is `jnp.max`'s, which a Pallas kernel's body can lower.)
   """
-  return jnp.take_along_axis(x, jnp.argmax(x, axis=-1)[..., None], axis=-1)[..., 0]
+  return jnp.max(x, axis=-1)
+
+
+@largest.defjvp
+def _largest_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  at = jnp.argmax(x, axis=-1)[..., None]
+  return largest(x), jnp.take_along_axis(t, at, axis=-1)[..., 0]
 
 
 def curvature(rule: Rule, outer: Params, w: Params, k: jax.Array, v: jax.Array) -> jax.Array:

@@ -23,9 +23,9 @@ The backward pass is not a kernel: `across_chunks` is a `jax.custom_vjp`
 whose backward is the pullback of `linear.scan_chunks` (it recomputes the
 chain in XLA and differentiates that).
 
-On the CPU the kernel runs in Pallas's interpreter (`interpret=True`, chosen
-from `jax.default_backend()`); on a GPU it is compiled (Triton), which wants
-C, Dk and Dv powers of two and at least 16. The mixers use it with
+Lowered for a CPU the kernel runs in Pallas's interpreter; lowered for a GPU
+it is compiled (Triton), which wants C, Dk and Dv powers of two and at least
+16 (`pallas_support.on_platform`). The mixers use it with
 `model.mixer.kernel=pallas` (`memory_layer.memory_mixer`).
 """
 
@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from contlearn.memories import linear
+from contlearn.memories import linear, pallas_support
 from contlearn.memories.linear import ChunkTerms
 
 
@@ -67,12 +67,13 @@ def _chain(w0: jax.Array, terms: ChunkTerms) -> tuple[jax.Array, jax.Array]:
   inputs = [w0, flat(terms.q), flat(terms.scores), flat(terms.u)]
   inputs += [] if terms.w_k is None else [flat(terms.w_k)]
   inputs += [flat(terms.k_out), flat(terms.g), terms.g_end[:, None]]
-  y, w = pl.pallas_call(
+  call = lambda **options: pl.pallas_call(
     functools.partial(_chain_kernel, chunk, n, terms.w_k is not None),
     out_shape=(jax.ShapeDtypeStruct((n * chunk, dv), w0.dtype), jax.ShapeDtypeStruct(w0.shape, w0.dtype)),
-    interpret=jax.default_backend() == "cpu",
     name="linear_memory_chunks",
-  )(*inputs)
+    **options,
+  )
+  y, w = pallas_support.on_platform(call, *inputs)
   return y.reshape(n, chunk, dv), w
 
 

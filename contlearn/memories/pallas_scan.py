@@ -21,10 +21,12 @@ The backward pass is not a kernel: `scan` is a `jax.custom_vjp` whose
 backward is the pullback of the `lax.scan` above (with the body under
 `jax.checkpoint`, as the XLA forms: `xla_scan`), recomputed in XLA.
 
-On the CPU the kernel runs in Pallas's interpreter (`interpret=True`, chosen
-from `jax.default_backend()`), where it is a test of the kernel, not a
-speed-up; on a GPU it compiles with Triton, not yet tried: the accelerator
-check runs its tests and times the models with `model.mixer.kernel=pallas`.
+Lowered for a CPU, the kernel runs in Pallas's interpreter, where it is a
+test of the kernel, not a speed-up; lowered for a GPU it compiles with
+Triton (`pallas_support.on_platform`), its body rewritten into operations
+Triton's lowering has rules for (`pallas_support.lowerable`). The
+accelerator check runs the kernels' tests on a GPU and times the models
+with `model.mixer.kernel=pallas`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import jax
 from jax import lax
 from jax.experimental import pallas as pl
 
+from contlearn.memories import pallas_support
+
 Step = Callable[[Any, Any, Any], tuple[Any, Any]]
 KERNELS = ("xla", "pallas")  # how a form chains its chunks: `xla_scan` or `scan`
 
@@ -49,6 +53,7 @@ def _chain(step: Step, consts, carry, xs):
   c_leaves, c_tree = jax.tree.flatten(consts)
   s_leaves, s_tree = jax.tree.flatten(carry)
   first = jax.tree.map(lambda x: x[0], xs)
+  step = pallas_support.lowerable(step)
   y_one = jax.eval_shape(lambda: step(consts, carry, first)[1])
   y_leaves, y_tree = jax.tree.flatten(y_one)
   counts = [len(c_leaves), len(s_leaves), len(x_leaves), len(y_leaves)]
@@ -71,12 +76,8 @@ def _chain(step: Step, consts, carry, xs):
 
   out_shape = [jax.ShapeDtypeStruct((n * chunk, max(1, y.size // chunk)), y.dtype) for y in y_leaves]
   out_shape += [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in s_leaves]
-  outs = pl.pallas_call(
-    kernel,
-    out_shape=tuple(out_shape),
-    interpret=jax.default_backend() == "cpu",
-    name="memory_chunks",
-  )(*c_leaves, *s_leaves, *(x.reshape(n * chunk, -1) for x in x_leaves))
+  call = lambda **options: pl.pallas_call(kernel, out_shape=tuple(out_shape), name="memory_chunks", **options)
+  outs = pallas_support.on_platform(call, *c_leaves, *s_leaves, *(x.reshape(n * chunk, -1) for x in x_leaves))
   ys = [y.reshape(n, *one.shape) for y, one in zip(outs[: len(y_leaves)], y_leaves)]
   return jax.tree.unflatten(s_tree, outs[len(y_leaves) :]), jax.tree.unflatten(y_tree, ys)
 

@@ -1,0 +1,165 @@
+"""What the Pallas kernels share: where they run compiled, and a body Triton can lower.
+
+`on_platform(call, *args)` runs a `pl.pallas_call` in Pallas's interpreter
+where the program is lowered for a CPU and compiled by Triton where it is
+lowered for a GPU (named, so that no jax version's default picks Mosaic
+GPU, whose rules the kernels were not written for). The choice is made at
+lowering (`lax.platform_dependent`), not from the default backend at
+tracing, so a program exported for a GPU from a machine without one carries
+the compiled kernel: tests/test_pallas_lowering.py lowers every kernel for
+a Hopper GPU on a CPU.
+
+`lowerable(fn)` is `fn` with the operations that Triton's Pallas lowering
+has no rule for rewritten into ones it has, the values unchanged:
+
+    custom_vjp call          the function it wraps (a kernel's body is never
+                             differentiated; `products.weight_product` is
+                             its matmul); a closed_call or jit, its body
+                             inlined, so that the rewrites reach it
+    x[a:b] (lax.slice)       per kept index, a sum over the axis of x
+                             masked to that index
+    other dot_general        products of two matrices (Triton's dots take
+                             two): one per batch index, the free and the
+                             contracted axes flattened; with a vector, a
+                             product broadcast and summed
+    squeeze                  a reshape
+    stack, concatenate       of parts of length one: each part broadcast and
+                             masked to its position, summed
+    unstack                  a slice per part
+
+It evaluates `fn`'s jaxpr once while tracing the kernel (the pattern of
+JAX's "custom interpreters"); the bodies of loops and conditionals inside
+`fn` are left as they are (the memories' chunk functions have none). The
+masked sums select with `jnp.where`, so a value elsewhere on the axis, even
+a non-finite one, does not reach the result. Lowering for a GPU is tested
+on any machine (tests/test_pallas_lowering.py); the values on one, by the
+accelerator check.
+
+>>> import jax, jax.numpy as jnp
+>>> from contlearn.products import weight_product
+>>> f = lambda x, w: weight_product(x, w)[-1] @ w
+>>> x, w = jnp.arange(6.0).reshape(2, 3), jnp.arange(9.0).reshape(3, 3)
+>>> bool(jnp.array_equal(lowerable(f)(x, w), f(x, w)))
+True
+>>> sorted({e.primitive.name for e in jax.make_jaxpr(lowerable(f))(x, w).eqns} & {"slice", "custom_vjp_call"})
+[]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.extend as jex
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental.pallas import triton as pltriton
+
+
+def on_platform(call: Callable[..., Callable], *args):
+  """`call(**options)(*args)`, `options` the `pl.pallas_call` arguments for the platform the program is lowered
+  for (module docstring); lowering for another platform (a TPU) raises."""
+  compiled = call(compiler_params=pltriton.CompilerParams())
+  return jax.lax.platform_dependent(*args, cpu=call(interpret=True), cuda=compiled, rocm=compiled)
+
+
+def lowerable(fn: Callable) -> Callable:
+  """`fn` with calls inlined and slices, squeezes and products rewritten (module docstring)."""
+
+  def run(*args):
+    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
+    outs = _evaluate(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+    return jax.tree.unflatten(jax.tree.structure(shapes), outs)
+
+  return run
+
+
+def _evaluate(jaxpr, consts, args) -> list:
+  """`jaxpr` on `args`, its top-level equations rewritten where `lowerable` says."""
+  env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
+  read = lambda v: v.val if isinstance(v, jex.core.Literal) else env[v]
+  for eqn in jaxpr.eqns:
+    ins, name = [read(v) for v in eqn.invars], eqn.primitive.name
+    if name.startswith("custom_vjp_call") or name in ("closed_call", "jit", "pjit"):
+      inner = eqn.params["call_jaxpr" if "call_jaxpr" in eqn.params else "jaxpr"]
+      outs = _evaluate(inner.jaxpr, inner.consts, ins)
+    elif name == "squeeze":  # Triton's squeeze of a 4-d array gives a malformed type
+      outs = [lax.reshape(ins[0], eqn.outvars[0].aval.shape)]
+    elif name == "stack":  # Triton stacks two arrays along a new last axis only
+      axis = eqn.params["axis"]
+      outs = [_assemble([a.reshape(a.shape[:axis] + (1,) + a.shape[axis:]) for a in ins], axis)]
+    elif name == "unstack":  # Triton unstacks two along the last axis only
+      outs = _unstack(ins[0], eqn.params["axis"])
+    elif name == "concatenate" and all(a.shape[eqn.params["dimension"]] == 1 for a in ins):
+      outs = [_assemble(ins, eqn.params["dimension"])]
+    elif name == "slice":
+      outs = [_slice_as_sums(ins[0], **eqn.params)]
+    elif name == "dot_general" and (eqn.params["dimension_numbers"][1][0] or {a.ndim for a in ins} != {2}):
+      outs = [_matrix_products(*ins, eqn.params["dimension_numbers"]).astype(eqn.outvars[0].aval.dtype)]
+    else:
+      bound = eqn.primitive.get_bind_params(eqn.params)  # jax < 0.11: (subfuns, params)
+      subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
+      outs = eqn.primitive.bind(*subfuns, *ins, **params)
+      outs = outs if eqn.primitive.multiple_results else [outs]
+    env.update(zip(eqn.outvars, outs))
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _slice_as_sums(x: jax.Array, start_indices, limit_indices, strides) -> jax.Array:
+  """`lax.slice(x, ...)`: over each sliced axis, each kept index as the sum over that axis of x masked to it,
+  the rank kept (Triton's lowering mistypes some arrays of higher rank), then `_assemble`d."""
+  for axis, (lo, hi) in enumerate(zip(start_indices, limit_indices)):
+    step, n = (strides or (1,) * x.ndim)[axis], x.shape[axis]
+    if (lo, hi, step) == (0, n, 1):
+      continue
+    positions = lax.broadcasted_iota(jnp.int32, tuple(n if a == axis else 1 for a in range(x.ndim)), axis)
+    kept = [jnp.sum(jnp.where(positions == i, x, 0), axis=axis, keepdims=True) for i in range(lo, hi, step)]
+    x = _assemble(kept, axis)
+  return x
+
+
+def _unstack(x: jax.Array, axis: int) -> list[jax.Array]:
+  """The parts of x along `axis`, each a `_slice_as_sums` reshaped without that axis."""
+  part = x.shape[:axis] + x.shape[axis + 1 :]
+  starts = lambda i: tuple(i if a == axis else 0 for a in range(x.ndim))
+  ends = lambda i: tuple(i + 1 if a == axis else n for a, n in enumerate(x.shape))
+  return [_slice_as_sums(x, starts(i), ends(i), None).reshape(part) for i in range(x.shape[axis])]
+
+
+def _matrix_products(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> jax.Array:
+  """A dot_general as products of two matrices, in dot_general's order of axes (batch, lhs, rhs): one per
+  batch index (each operand's index taken by `_slice_as_sums`), the free and the contracted axes of each
+  operand flattened into one; a product with a vector, broadcast and summed."""
+  (lc, rc), (lb, rb) = dimension_numbers
+  if lb:
+    lhs, rhs = jnp.moveaxis(lhs, lb, range(len(lb))), jnp.moveaxis(rhs, rb, range(len(rb)))  # batch axes first
+    batch = lhs.shape[: len(lb)]
+    lhs, rhs = lhs.reshape(-1, *lhs.shape[len(lb) :]), rhs.reshape(-1, *rhs.shape[len(rb) :])
+    shift = lambda dims, batched: tuple(d - sum(b < d for b in batched) for d in dims)
+    numbers = ((shift(lc, lb), shift(rc, rb)), ((), ()))
+
+    def index(x, i):
+      return _slice_as_sums(x, (i,) + (0,) * (x.ndim - 1), (i + 1, *x.shape[1:]), None).reshape(x.shape[1:])
+
+    products = [_matrix_products(index(lhs, i), index(rhs, i), numbers) for i in range(lhs.shape[0])]
+    return _assemble([p[None] for p in products], 0).reshape(*batch, *products[0].shape)
+  free = lambda x, contracted: [d for d in range(x.ndim) if d not in contracted]
+  vector = lhs.ndim == len(lc) or rhs.ndim == len(rc)
+  lhs, rhs = jnp.transpose(lhs, free(lhs, lc) + list(lc)), jnp.transpose(rhs, free(rhs, rc) + list(rc))
+  out_shape = lhs.shape[: lhs.ndim - len(lc)] + rhs.shape[: rhs.ndim - len(rc)]
+  k = math.prod(lhs.shape[lhs.ndim - len(lc) :])
+  lhs, rhs = lhs.reshape(-1, k), rhs.reshape(-1, k)  # [M, K], [N, K]
+  if vector:  # Triton's dots want 16 rows or more
+    return jnp.sum(lhs[:, None, :] * rhs[None, :, :], axis=-1).reshape(out_shape)
+  return jax.lax.dot_general(lhs, rhs, (((1,), (1,)), ((), ()))).reshape(out_shape)
+
+
+def _assemble(parts: list[jax.Array], axis: int) -> jax.Array:
+  """`jnp.concatenate(parts, axis)` for parts of length one along `axis`, as a sum of each part broadcast and
+  masked to its position (Triton's concatenate and stack join two arrays along a new last axis only)."""
+  if len(parts) == 1:
+    return parts[0]
+  shape = parts[0].shape[:axis] + (len(parts),) + parts[0].shape[axis + 1 :]
+  positions = lax.broadcasted_iota(jnp.int32, shape, axis)
+  return sum(jnp.where(positions == i, jnp.broadcast_to(p, shape), 0) for i, p in enumerate(parts))

@@ -1,0 +1,107 @@
+"""Every Pallas kernel lowers to Triton for a Hopper GPU, on a machine without one.
+
+`pallas_support.on_platform` chooses the compiled kernel when a program is
+lowered for CUDA, so `jax.export` for the "cuda" platform runs the kernels'
+whole Triton lowering here: an operation Triton has no rule for (a
+custom_vjp call, a slice, a matrix-vector product, before
+`pallas_support.lowerable` rewrites them) fails here, not first on a GPU.
+What only a GPU can check (Triton compiling that IR, the values) is in
+tests/test_pallas_kernels.py, which the accelerator check runs there.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export
+
+from contlearn import memories
+from contlearn.config import ModelConfig
+from contlearn.memories import pallas_support
+from contlearn.memories import self_modifying as sm
+from contlearn.memories.rules import self_modifying
+from contlearn.mixer_configs import mixer_config
+from contlearn.models import byte_lm
+from contlearn.products import weight_product
+from tests.memories.helpers import inputs
+
+TRITON = "__gpu$xla.gpu.triton"
+# jax >= 0.11 reads the GPU it lowers Triton for from the abstract mesh; older versions assume compute capability 9.0
+HOPPER = jax.sharding.AbstractMesh(
+  (1,),
+  ("x",),
+  axis_types=(jax.sharding.AxisType.Auto,),
+  abstract_device=jax.sharding.AbstractDevice(device_kind="NVIDIA H100", num_cores=132, platform="gpu"),
+)
+
+
+def _triton_calls(f, *args) -> int:
+  """How many Triton kernels the program `f(*args)` holds when exported for CUDA."""
+  with jax.sharding.use_abstract_mesh(HOPPER):
+    exported = export.export(
+      jax.jit(f), platforms=["cuda"], disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON)]
+    )(*args)
+  return exported.mlir_module().count(TRITON)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("name", ["linear_attention", "gated_deltanet", "ttt_mlp", "titans"])
+def test_each_memory_kernel_lowers_with_its_gradient(name, dtype):
+  """Forward, and value with gradient (the backward is XLA's: a gradient alone needs no kernel): one kernel in
+  each program, none interpreted."""
+  rule = memories.RULES[name]
+  with jax.enable_x64(dtype == jnp.float64):
+    a = inputs(rule, jax.random.PRNGKey(0), t=40, dk=16, dv=16, dtype=dtype)
+
+    def loss(q):
+      y, _ = memories.chunked(rule, a["outer"], a["state"], q, a["k"], a["v"], a["rates"], a["mask"], 16, "pallas")
+      return jnp.sum(y)
+
+    assert _triton_calls(loss, a["q"]) == 1
+    assert _triton_calls(jax.value_and_grad(loss), a["q"]) == 1
+
+
+def test_hopes_main_memory_kernel_lowers():
+  """40 tokens in blocks of 16: a kernel in the scan over the two full blocks, one for the ragged last block."""
+  spec = sm.SelfModifying(self_modifying(expansion=2), 16, 16, lr_scale=0.8, kernel="pallas")
+  params, state = sm.init(spec, jax.random.PRNGKey(0), 16)
+  x = jax.random.normal(jax.random.PRNGKey(1), (40, 16))
+  loss = lambda p: jnp.sum(sm.chunked(spec, p, state, x, jnp.ones(40, bool))[0])
+  assert _triton_calls(jax.value_and_grad(loss), params) == 2
+
+
+@pytest.mark.parametrize("mixer", ["gated_deltanet", "titans", "self_modifying_titans"])
+def test_a_bfloat16_byte_lm_step_lowers(mixer):
+  """The accelerator check's models (`model.mixer.kernel=pallas`), bfloat16 outside the memories: a step's loss
+  and gradient, one kernel per layer."""
+  settings = mixer_config(mixer, chunk=16, kernel="pallas")
+  model = byte_lm(ModelConfig(mixer=settings, d_model=32, n_layers=2, n_heads=2, compute_dtype="bfloat16"))
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 33), 0, 256)
+
+  def nll(params):
+    logits, _ = model.apply(params, model.init_memory(2), tokens[:, :-1], jnp.ones((2, 32), bool))
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], axis=-1))
+
+  assert _triton_calls(jax.value_and_grad(nll), model.init_params(jax.random.PRNGKey(0))) == 2
+
+
+def test_lowerable_keeps_the_values_and_drops_what_triton_cannot_lower():
+  """custom_vjp calls, slices (strided, on two axes), matrix-vector products and batched products (a batch of
+  three, of one), against the function itself."""
+  k = jax.random.split(jax.random.PRNGKey(3), 3)
+  x, w, v = jax.random.normal(k[0], (6, 5)), jax.random.normal(k[1], (5, 5)), jax.random.normal(k[2], (5,))
+
+  stack = jnp.stack([w, 2 * w, -w])
+
+  def f(x, w, v):
+    y = weight_product(x, w)
+    batched = [jnp.matmul(x[None], stack), jnp.einsum("ij,sjk->ski", x, stack), weight_product(x, w[None])]
+    return y[1:5:2, 1:], y[-1] @ w, w @ v, v @ v, jax.lax.slice(y, (0, 0), (6, 5)), *batched
+
+  eqns = jax.make_jaxpr(pallas_support.lowerable(f))(x, w, v).eqns
+  assert not {e.primitive.name for e in eqns} & {"slice", "custom_vjp_call", "custom_vjp_call_jaxpr"}
+  products = [e for e in eqns if e.primitive.name == "dot_general"]
+  assert products and all(not e.params["dimension_numbers"][1][0] and e.invars[0].aval.ndim == 2 for e in products)
+  for got, want in zip(pallas_support.lowerable(f)(x, w, v), f(x, w, v), strict=True):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
