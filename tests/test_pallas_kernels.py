@@ -1,12 +1,13 @@
 """The Pallas kernels of the memories' chunk chains against the token-by-token reference.
 
 `memories.pallas_linear` (the linear memories' WY form) and
-`memories.pallas_scan` (the chunk-start-gradient form of TTT and Titans), in
-float64, so that kernel and reference agree to rounding. On a CPU the kernels
-run in Pallas's interpreter; the accelerator check runs this file on a GPU,
-where they are compiled with Triton, which wants chunk and head widths that
-are powers of two and at least 16 (the chunks of 1 and 5 tokens run on a CPU
-only).
+`memories.pallas_scan` (the chunk-start-gradient form of TTT and Titans, and
+Hope's main memory), in float64, so that kernel and reference agree to
+rounding. On a CPU the kernels run in Pallas's interpreter; the accelerator
+check runs this file on a GPU, where they are compiled with Triton, which
+wants chunk and head widths that are powers of two and at least 16 (the
+chunks of 1 and 5 tokens run on a CPU only). tests/test_pallas_lowering.py
+lowers them for a GPU on any machine.
 """
 
 import functools
@@ -102,18 +103,20 @@ def test_gradients_equal_the_reference(name):
 def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradients, read_residual, layer_norm):
   """Self-modifying Titans (Hope's mixer) with its main memory's chunks chained by the kernel: outputs and
   final state (and the gradients of its outer parameters and state) against the token scan, in float64
-  (T = 19, a ragged last block of chunk_proj 8, chunk_mem 4; the last 3 tokens masked). With a LayerNorm,
-  steps not normalised and the inner rate 0.2 (tests/memories/test_self_modifying.py says why)."""
+  (on a CPU T = 19, a ragged last block of chunk_proj 8, chunk_mem 4, heads of 4; on a GPU, for Triton, T =
+  40, chunks of 16, heads of 16; the last 3 tokens masked). With a LayerNorm, steps not normalised and the
+  inner rate 0.2 (tests/memories/test_self_modifying.py says why)."""
+  (chunk_mem, chunk_proj, t, dh) = (4, 8, 19, 4) if jax.default_backend() == "cpu" else (16, 16, 40, 16)
   with jax.enable_x64(True):
     spec = sm.SelfModifying(
       self_modifying(expansion=2, layer_norm=layer_norm, normalized=not layer_norm),
-      4,
-      8,
+      chunk_mem,
+      chunk_proj,
       lr_scale=0.2 if layer_norm else 0.8,
       kernel="pallas",
       read_residual=read_residual,
     )
-    params, state, x, mask = self_modifying_inputs(spec, 9, t=19)
+    params, state, x, mask = self_modifying_inputs(spec, 9, t=t, dh=dh)
 
     def loss(form, p):
       y, s = form(spec, p["params"], p["state"], x, mask)

@@ -16,14 +16,14 @@ def _spec(chunk_mem, chunk_proj, **flags):
   return sm.SelfModifying(rule(expansion=2, **flags), chunk_mem, chunk_proj, lr_scale=0.8)
 
 
-def _inputs(spec, seed, t=23):
+def _inputs(spec, seed, t=23, dh=DH):
   """float64 params, state (memories and momenta all nonzero), x [T, Dh], mask with a masked tail."""
   rng = np.random.default_rng(seed)
   noisy = lambda tree: jax.tree.map(lambda a: jnp.asarray(a + 0.1 * rng.standard_normal(a.shape), jnp.float64), tree)
-  params, state = noisy(sm.init(spec, jax.random.PRNGKey(seed), DH))
-  params["wq"] = jnp.asarray(rng.standard_normal((DH, DH)) / 2)
+  params, state = noisy(sm.init(spec, jax.random.PRNGKey(seed), dh))
+  params["wq"] = jnp.asarray(rng.standard_normal((dh, dh)) / 2)
   params["bias"] = {g: jnp.float64(b) for g, b in zip(spec.gates, (0.3, -1.0, 0.5))}
-  x = jnp.asarray(rng.standard_normal((t, DH)))
+  x = jnp.asarray(rng.standard_normal((t, dh)))
   return params, state, x, jnp.arange(t) < t - 3
 
 
