@@ -26,12 +26,15 @@
 #    packages and the machine.
 #
 # Every stage has a time limit, and none runs past one deadline (BUDGET, 570 s
-# from the start), so the whole check ends within 10 minutes; a model whose
+# from the start), so one call ends within 10 minutes; a model whose
 # compilation and timing do not fit is recorded as missing, not waited for.
+# On an H200 the three stages take longer than that (docs/benchmarks.md, "The
+# accelerator check"): STAGES splits them between calls.
 # Settings (environment): PYTHON (unset: the project's .venv), PLATFORM (cuda;
 # "cpu" checks the script itself on a machine without a GPU, skipping the
-# install), WIDTH (1024), MODELS, BATCH (16), SEQ (256), STEPS (8), MATMUL
-# (8192), MODEL_LIMIT (seconds per model, 70).
+# install), STAGES (kernels,throughput,core), WIDTH (1024), MODELS, BATCH
+# (16), SEQ (256), STEPS (8), MATMUL (8192), MODEL_LIMIT (seconds per model,
+# 100).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,13 +45,14 @@ BATCH=${BATCH:-16}
 SEQ=${SEQ:-256}
 STEPS=${STEPS:-8}
 MATMUL=${MATMUL:-8192}
-MODEL_LIMIT=${MODEL_LIMIT:-70}
+MODEL_LIMIT=${MODEL_LIMIT:-100}
+STAGES=${STAGES:-kernels,throughput,core}
 BUDGET=${BUDGET:-570}
 RESULTS=${CONTLEARN_BENCH_DIR:-bench_results}
 mkdir -p "$RESULTS"
 LOG="$RESULTS/accelerator_check.log"
 : >"$LOG"
-rm -rf "$RESULTS"/lm_*
+rm -rf "$RESULTS"/lm_* "$RESULTS"/accelerator_*tests.log
 say() { echo "accelerator_check: $*" | tee -a "$LOG" >&2; }
 # `limit S`: S seconds, or what is left before the deadline if that is less (at least 1).
 limit() { local left=$((BUDGET - SECONDS)); echo $((left < $1 ? (left > 1 ? left : 1) : $1)); }
@@ -82,32 +86,44 @@ $PY -c "import json, jax, jaxlib, flax, optax; print(json.dumps({m.__name__: m._
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
   >"$RESULTS/accelerator_gpu.txt" 2>/dev/null || echo "no nvidia-smi" >"$RESULTS/accelerator_gpu.txt"
 
-say "Pallas kernel tests on $PLATFORM (slow ones too)"
-timeout "$(limit 150)" $PY -m pytest -q -m "" -p no:xdist -p no:cacheprovider tests/test_pallas_kernels.py \
-  >"$RESULTS/accelerator_kernel_tests.log" 2>&1
-kernel_status=$?
-tail -3 "$RESULTS/accelerator_kernel_tests.log" | tee -a "$LOG" >&2
+kernel_status=none bench_status=none tests_status=none  # none: the stage did not run
+if [[ ,$STAGES, == *,kernels,* ]]; then
+  say "Pallas kernel tests on $PLATFORM (slow ones too; Hope's apart, stopping at its first failure)"
+  kernel_status=0
+  timeout "$(limit 150)" $PY -m pytest -q -m "" -p no:xdist -p no:cacheprovider --tb=short tests/test_pallas_kernels.py \
+    -k "not self_modifying" >"$RESULTS/accelerator_kernel_tests.log" 2>&1 || kernel_status=$?
+  timeout "$(limit 120)" $PY -m pytest -q -m "" -p no:xdist -p no:cacheprovider --tb=short -x tests/test_pallas_kernels.py \
+    -k self_modifying >>"$RESULTS/accelerator_kernel_tests.log" 2>&1 || kernel_status=$?
+  grep -E "passed|failed|^FAILED" "$RESULTS/accelerator_kernel_tests.log" | tee -a "$LOG" >&2
+fi
 
-say "throughput of $MODELS at width $WIDTH in bfloat16"
-bench_status=0
-for model in ${MODELS//,/ }; do
-  CONTLEARN_BENCH_DIR=$RESULTS/lm_$model timeout "$(limit "$MODEL_LIMIT")" $PY benchmarks/lm_throughput.py --widths "$WIDTH" \
-    --models "$model" --dtype bfloat16 --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --chunks 3 \
-    --matmul-size "$MATMUL" >>"$LOG" 2>&1 || { say "$model: no measurement (status $?)"; bench_status=1; }
-done
+if [[ ,$STAGES, == *,throughput,* ]]; then
+  say "throughput of $MODELS at width $WIDTH in bfloat16"
+  bench_status=0
+  for model in ${MODELS//,/ }; do
+    CONTLEARN_BENCH_DIR=$RESULTS/lm_$model timeout "$(limit "$MODEL_LIMIT")" $PY benchmarks/lm_throughput.py \
+      --widths "$WIDTH" --models "$model" --dtype bfloat16 --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --chunks 3 \
+      --matmul-size "$MATMUL" >>"$LOG" 2>&1 || { say "$model: no measurement (status $?)"; bench_status=1; }
+  done
+fi
 
-say "core tests on $PLATFORM, $((BUDGET - SECONDS)) s left"
-CORE=(tests/memories/test_forms.py tests/test_rules.py tests/test_optim.py)
-timeout "$(limit 300)" $PY -m pytest -q -p no:xdist -p no:cacheprovider "${CORE[@]}" >"$RESULTS/accelerator_tests.log" 2>&1
-tests_status=$?
-tail -3 "$RESULTS/accelerator_tests.log" | tee -a "$LOG" >&2
+if [[ ,$STAGES, == *,core,* ]]; then
+  say "core tests on $PLATFORM, $((BUDGET - SECONDS)) s left"
+  CORE=(tests/memories/test_forms.py tests/test_rules.py tests/test_optim.py)
+  tests_status=0
+  timeout "$(limit 300)" $PY -m pytest -q -p no:xdist -p no:cacheprovider --tb=short "${CORE[@]}" \
+    >"$RESULTS/accelerator_tests.log" 2>&1 || tests_status=$?
+  tail -3 "$RESULTS/accelerator_tests.log" | tee -a "$LOG" >&2
+fi
 
 $PY - "$RESULTS" "$tests_status" "$kernel_status" "$bench_status" <<'EOF'
 import json, pathlib, sys
 
 results = pathlib.Path(sys.argv[1])
-tests_status, kernel_status, bench_status = (int(a) for a in sys.argv[2:])
-last_line = lambda name: ((results / name).read_text().strip().splitlines() or [""])[-1]
+tests_status, kernel_status, bench_status = (None if a == "none" else int(a) for a in sys.argv[2:])
+last_line = lambda name: (
+  ((results / name).read_text().strip().splitlines() or [""])[-1] if (results / name).exists() else "not run"
+)
 measured = [json.loads(p.read_text()) for p in sorted(results.glob("lm_*/lm_throughput.json"))]
 report = {
   "tests": {"exit_status": tests_status, "summary": last_line("accelerator_tests.log")},
@@ -118,10 +134,10 @@ report = {
   "rows": [row for m in measured for row in m["rows"]],
   "settings": measured[0]["settings"] if measured else None,
   "machine": measured[0]["machine"] if measured else None,
-  "all_measured": bench_status == 0,
+  "all_measured": None if bench_status is None else bench_status == 0,
 }
 (results / "accelerator_check.json").write_text(json.dumps(report, indent=2))
 print(json.dumps(report))
 EOF
 say "wrote $RESULTS/accelerator_check.json"
-[ "$tests_status" = 0 ] && [ "$kernel_status" = 0 ] && [ "$bench_status" = 0 ]
+for status in "$tests_status" "$kernel_status" "$bench_status"; do [[ $status == 0 || $status == none ]] || exit 1; done
