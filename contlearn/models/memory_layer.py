@@ -132,7 +132,9 @@ class KernelConfig(MixerConfig):
       `memories.pallas_linear` for the linear memories,
       `memories.pallas_scan` for the chunk-start ones and self-modifying
       Titans' main memory; interpreted on a CPU,
-      where it is only a test of the kernel; not yet measured on a GPU).
+      where it is only a test of the kernel; compiled by Triton on a GPU,
+      where it was not faster than "xla" in its first measurement,
+      docs/benchmarks.md).
   """
 
   kernel: str = "xla"
