@@ -19,9 +19,11 @@ has no rule for rewritten into ones it has, the values unchanged:
     x[a:b] (lax.slice)       per kept index, a sum over the axis of x
                              masked to that index
     other dot_general        products of two matrices (Triton's dots take
-                             two): one per batch index, the free and the
-                             contracted axes flattened; with a vector, a
-                             product broadcast and summed
+                             two, each side 16 or longer): one per batch
+                             index, the free and the contracted axes
+                             flattened; with a side shorter than 16 (a
+                             vector, an outer product), a product
+                             broadcast and summed
     squeeze                  a reshape
     stack, concatenate       of parts of length one: each part broadcast and
                              masked to its position, summed
@@ -55,6 +57,8 @@ import jax.extend as jex
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental.pallas import triton as pltriton
+
+TRITON_DOT_MIN = 16  # the shortest side of a matrix product Triton's lowering takes (M, N and K; float64 dots)
 
 
 def on_platform(call: Callable[..., Callable], *args):
@@ -95,7 +99,7 @@ def _evaluate(jaxpr, consts, args) -> list:
       outs = [_assemble(ins, eqn.params["dimension"])]
     elif name == "slice":
       outs = [_slice_as_sums(ins[0], **eqn.params)]
-    elif name == "dot_general" and (eqn.params["dimension_numbers"][1][0] or {a.ndim for a in ins} != {2}):
+    elif name == "dot_general" and not triton_dot(*ins, eqn.params["dimension_numbers"]):
       outs = [_matrix_products(*ins, eqn.params["dimension_numbers"]).astype(eqn.outvars[0].aval.dtype)]
     else:
       bound = eqn.primitive.get_bind_params(eqn.params)  # jax < 0.11: (subfuns, params)
@@ -130,7 +134,7 @@ def _unstack(x: jax.Array, axis: int) -> list[jax.Array]:
 def _matrix_products(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> jax.Array:
   """A dot_general as products of two matrices, in dot_general's order of axes (batch, lhs, rhs): one per
   batch index (each operand's index taken by `_slice_as_sums`), the free and the contracted axes of each
-  operand flattened into one; a product with a vector, broadcast and summed."""
+  operand flattened into one; a product with a side shorter than `TRITON_DOT_MIN`, broadcast and summed."""
   (lc, rc), (lb, rb) = dimension_numbers
   if lb:
     lhs, rhs = jnp.moveaxis(lhs, lb, range(len(lb))), jnp.moveaxis(rhs, rb, range(len(rb)))  # batch axes first
@@ -145,14 +149,22 @@ def _matrix_products(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> jax.A
     products = [_matrix_products(index(lhs, i), index(rhs, i), numbers) for i in range(lhs.shape[0])]
     return _assemble([p[None] for p in products], 0).reshape(*batch, *products[0].shape)
   free = lambda x, contracted: [d for d in range(x.ndim) if d not in contracted]
-  vector = lhs.ndim == len(lc) or rhs.ndim == len(rc)
   lhs, rhs = jnp.transpose(lhs, free(lhs, lc) + list(lc)), jnp.transpose(rhs, free(rhs, rc) + list(rc))
   out_shape = lhs.shape[: lhs.ndim - len(lc)] + rhs.shape[: rhs.ndim - len(rc)]
   k = math.prod(lhs.shape[lhs.ndim - len(lc) :])
   lhs, rhs = lhs.reshape(-1, k), rhs.reshape(-1, k)  # [M, K], [N, K]
-  if vector:  # Triton's dots want 16 rows or more
+  if min(*lhs.shape, rhs.shape[0]) < TRITON_DOT_MIN:  # a vector, an outer product, a thin matrix
     return jnp.sum(lhs[:, None, :] * rhs[None, :, :], axis=-1).reshape(out_shape)
   return jax.lax.dot_general(lhs, rhs, (((1,), (1,)), ((), ()))).reshape(out_shape)
+
+
+def triton_dot(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> bool:
+  """Whether Triton's lowering takes this dot_general as it is: two matrices, one contracted axis, no batch,
+  every side at least `TRITON_DOT_MIN` long."""
+  (lc, rc), (lb, _) = dimension_numbers
+  if lb or lhs.ndim != 2 or rhs.ndim != 2:
+    return False
+  return min(lhs.shape[1 - lc[0]], lhs.shape[lc[0]], rhs.shape[1 - rc[0]]) >= TRITON_DOT_MIN
 
 
 def _assemble(parts: list[jax.Array], axis: int) -> jax.Array:
