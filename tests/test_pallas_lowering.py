@@ -69,9 +69,10 @@ def test_hopes_main_memory_kernel_lowers(dtype, layer_norm):
   about their sizes (a side of 16 or more)."""
   rule = self_modifying(expansion=2, layer_norm=layer_norm, normalized=not layer_norm)
   spec = sm.SelfModifying(rule, 16, 16, lr_scale=0.2 if layer_norm else 0.8, kernel="pallas")
+  with jax.enable_x64(True):  # the inputs are drawn in float64, then cast
+    params, state, x, mask = jax.tree.map(np.asarray, self_modifying_inputs(spec, 9, t=40, dh=16))
   with jax.enable_x64(dtype == jnp.float64):
-    params, state, x, mask = self_modifying_inputs(spec, 9, t=40, dh=16)
-    cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
+    cast = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
     loss = lambda p: jnp.sum(sm.chunked(spec, p, cast(state), cast(x), mask)[0])
     assert _triton_calls(jax.value_and_grad(loss), cast(params)) == 2
 
