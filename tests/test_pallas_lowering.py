@@ -104,7 +104,7 @@ def test_lowerable_keeps_the_values_and_drops_what_triton_cannot_lower():
   def f(x, w, v):
     y = weight_product(x, w)
     batched = [jnp.matmul(x[None], stack), jnp.einsum("ij,sjk->ski", x, stack), weight_product(x, w[None])]
-    small = [thin @ w, jnp.outer(v, v[:4]), x[:, :1] @ thin[:1]]
+    small = [thin @ w, jnp.outer(v, v[:4]), x[:, :1] @ thin[:1], jnp.einsum("ij,kl->ijkl", thin, w), jnp.vdot(w, w)]
     return y[1:5:2, 1:], y[-1] @ w, w @ v, v @ v, jax.lax.slice(y, (0, 0), (6, 5)), *batched, *small
 
   eqns = jax.make_jaxpr(pallas_support.lowerable(f))(x, w, v).eqns

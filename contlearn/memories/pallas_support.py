@@ -162,7 +162,7 @@ def triton_dot(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> bool:
   """Whether Triton's lowering takes this dot_general as it is: two matrices, one contracted axis, no batch,
   every side at least `TRITON_DOT_MIN` long."""
   (lc, rc), (lb, _) = dimension_numbers
-  if lb or lhs.ndim != 2 or rhs.ndim != 2:
+  if lb or lhs.ndim != 2 or rhs.ndim != 2 or len(lc) != 1:
     return False
   return min(lhs.shape[1 - lc[0]], lhs.shape[lc[0]], rhs.shape[1 - rc[0]]) >= TRITON_DOT_MIN
 
