@@ -26,10 +26,11 @@
 #    packages and the machine.
 #
 # Every stage has a time limit, and none runs past one deadline (BUDGET, 570 s
-# from the start), so one call ends within 10 minutes; a model whose
+# from the start), so one run ends within 10 minutes; a model whose
 # compilation and timing do not fit is recorded as missing, not waited for.
 # On an H200 the three stages take longer than that (docs/benchmarks.md, "The
-# accelerator check"): STAGES splits them between calls.
+# accelerator check"): STAGES splits them between runs (each in its own
+# CONTLEARN_BENCH_DIR: a run clears its folder's earlier results).
 # Settings (environment): PYTHON (unset: the project's .venv), PLATFORM (cuda;
 # "cpu" checks the script itself on a machine without a GPU, skipping the
 # install), STAGES (kernels,throughput,core), WIDTH (1024), MODELS, BATCH
@@ -86,6 +87,9 @@ $PY -c "import json, jax, jaxlib, flax, optax; print(json.dumps({m.__name__: m._
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
   >"$RESULTS/accelerator_gpu.txt" 2>/dev/null || echo "no nvidia-smi" >"$RESULTS/accelerator_gpu.txt"
 
+for stage in ${STAGES//,/ }; do
+  [[ $stage == kernels || $stage == throughput || $stage == core ]] || { say "STAGES: no stage '$stage' (kernels, throughput, core)"; exit 2; }
+done
 kernel_status=none bench_status=none tests_status=none  # none: the stage did not run
 if [[ ,$STAGES, == *,kernels,* ]]; then
   say "Pallas kernel tests on $PLATFORM (slow ones too; Hope's apart, stopping at its first failure)"

@@ -85,8 +85,8 @@ def _evaluate(jaxpr, consts, args) -> list:
   read = lambda v: v.val if isinstance(v, jex.core.Literal) else env[v]
   for eqn in jaxpr.eqns:
     ins, name = [read(v) for v in eqn.invars], eqn.primitive.name
-    if name.startswith("custom_vjp_call") or name in ("closed_call", "jit", "pjit"):
-      inner = eqn.params["call_jaxpr" if "call_jaxpr" in eqn.params else "jaxpr"]
+    if name in ("custom_vjp_call", "custom_vjp_call_jaxpr", "custom_jvp_call", "closed_call", "jit", "pjit"):
+      inner = next(eqn.params[k] for k in ("call_jaxpr", "fun_jaxpr", "jaxpr") if k in eqn.params)
       outs = _evaluate(inner.jaxpr, inner.consts, ins)
     elif name == "squeeze":  # Triton's squeeze of a 4-d array gives a malformed type
       outs = [lax.reshape(ins[0], eqn.outvars[0].aval.shape)]
@@ -118,8 +118,13 @@ def _slice_as_sums(x: jax.Array, start_indices, limit_indices, strides) -> jax.A
     if (lo, hi, step) == (0, n, 1):
       continue
     positions = lax.broadcasted_iota(jnp.int32, tuple(n if a == axis else 1 for a in range(x.ndim)), axis)
-    kept = [jnp.sum(jnp.where(positions == i, x, 0), axis=axis, keepdims=True) for i in range(lo, hi, step)]
-    x = _assemble(kept, axis)
+    if not range(lo, hi, step):
+      return jnp.zeros(
+        tuple(len(range(a, b, s)) for a, b, s in zip(start_indices, limit_indices, strides or (1,) * x.ndim)), x.dtype
+      )
+    zero = jnp.zeros((), x.dtype)
+    kept = [jnp.sum(jnp.where(positions == i, x, zero), axis=axis, keepdims=True) for i in range(lo, hi, step)]
+    x = _assemble([k.astype(x.dtype) for k in kept], axis)
   return x
 
 
@@ -174,4 +179,6 @@ def _assemble(parts: list[jax.Array], axis: int) -> jax.Array:
     return parts[0]
   shape = parts[0].shape[:axis] + (len(parts),) + parts[0].shape[axis + 1 :]
   positions = lax.broadcasted_iota(jnp.int32, shape, axis)
-  return sum(jnp.where(positions == i, jnp.broadcast_to(p, shape), 0) for i, p in enumerate(parts))
+  zero = jnp.zeros((), parts[0].dtype)
+  total = sum(jnp.where(positions == i, jnp.broadcast_to(p, shape), zero) for i, p in enumerate(parts))
+  return total.astype(parts[0].dtype)
