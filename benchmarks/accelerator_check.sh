@@ -97,8 +97,8 @@ if [[ ,$STAGES, == *,kernels,* ]]; then
   timeout "$(limit 150)" $PY -m pytest -q -m "" -p no:xdist -p no:cacheprovider --tb=short tests/test_pallas_kernels.py \
     -k "not self_modifying" >"$RESULTS/accelerator_kernel_tests.log" 2>&1 || kernel_status=$?
   timeout "$(limit 120)" $PY -m pytest -q -m "" -p no:xdist -p no:cacheprovider --tb=short -x tests/test_pallas_kernels.py \
-    -k self_modifying >>"$RESULTS/accelerator_kernel_tests.log" 2>&1 || kernel_status=$?
-  grep -E "passed|failed|^FAILED" "$RESULTS/accelerator_kernel_tests.log" | tee -a "$LOG" >&2
+    -k self_modifying >"$RESULTS/accelerator_hope_kernel_tests.log" 2>&1 || kernel_status=$?
+  grep -E "passed|failed|^FAILED" "$RESULTS"/accelerator_{,hope_}kernel_tests.log | tee -a "$LOG" >&2
 fi
 
 if [[ ,$STAGES, == *,throughput,* ]]; then
@@ -131,7 +131,11 @@ last_line = lambda name: (
 measured = [json.loads(p.read_text()) for p in sorted(results.glob("lm_*/lm_throughput.json"))]
 report = {
   "tests": {"exit_status": tests_status, "summary": last_line("accelerator_tests.log")},
-  "kernel_tests": {"exit_status": kernel_status, "summary": last_line("accelerator_kernel_tests.log")},
+  "kernel_tests": {
+    "exit_status": kernel_status,
+    "summary": last_line("accelerator_kernel_tests.log"),
+    "hope_summary": last_line("accelerator_hope_kernel_tests.log"),
+  },
   "packages": json.loads((results / "accelerator_packages.json").read_text() or "null"),
   "gpu": (results / "accelerator_gpu.txt").read_text().strip(),
   "matmul_gflops_per_s": measured[0]["matmul_gflops_per_s"] if measured else None,

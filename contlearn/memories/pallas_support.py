@@ -23,7 +23,9 @@ has no rule for rewritten into ones it has, the values unchanged:
                              index, the free and the contracted axes
                              flattened; with a side shorter than 16 (a
                              vector, an outer product), a product
-                             broadcast and summed
+                             broadcast and summed; either way in the
+                             product's accumulation type (its
+                             preferred_element_type)
     squeeze                  a reshape
     stack, concatenate       of parts of length one: each part broadcast and
                              masked to its position, summed
@@ -58,6 +60,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental.pallas import triton as pltriton
 
+_PRODUCT_PARAMS = ("dimension_numbers", "precision", "preferred_element_type")  # what a rewritten product keeps
 TRITON_DOT_MIN = 16  # the shortest side of a matrix product Triton's lowering takes (M, N and K; float64 dots)
 
 
@@ -100,7 +103,8 @@ def _evaluate(jaxpr, consts, args) -> list:
     elif name == "slice":
       outs = [_slice_as_sums(ins[0], **eqn.params)]
     elif name == "dot_general" and not triton_dot(*ins, eqn.params["dimension_numbers"]):
-      outs = [_matrix_products(*ins, eqn.params["dimension_numbers"]).astype(eqn.outvars[0].aval.dtype)]
+      products = _matrix_products(*ins, **{k: eqn.params[k] for k in _PRODUCT_PARAMS if k in eqn.params})
+      outs = [products.astype(eqn.outvars[0].aval.dtype)]
     else:
       bound = eqn.primitive.get_bind_params(eqn.params)  # jax < 0.11: (subfuns, params)
       subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
@@ -113,45 +117,42 @@ def _evaluate(jaxpr, consts, args) -> list:
 def _slice_as_sums(x: jax.Array, start_indices, limit_indices, strides) -> jax.Array:
   """`lax.slice(x, ...)`: over each sliced axis, each kept index as the sum over that axis of x masked to it,
   the rank kept (Triton's lowering mistypes some arrays of higher rank), then `_assemble`d."""
-  for axis, (lo, hi) in enumerate(zip(start_indices, limit_indices)):
-    step, n = (strides or (1,) * x.ndim)[axis], x.shape[axis]
-    if (lo, hi, step) == (0, n, 1):
-      continue
-    positions = lax.broadcasted_iota(jnp.int32, tuple(n if a == axis else 1 for a in range(x.ndim)), axis)
-    if not range(lo, hi, step):
-      return jnp.zeros(
-        tuple(len(range(a, b, s)) for a, b, s in zip(start_indices, limit_indices, strides or (1,) * x.ndim)), x.dtype
-      )
-    zero = jnp.zeros((), x.dtype)
-    kept = [jnp.sum(jnp.where(positions == i, x, zero), axis=axis, keepdims=True) for i in range(lo, hi, step)]
-    x = _assemble([k.astype(x.dtype) for k in kept], axis)
+  strides = strides or (1,) * x.ndim
+  kept = [range(lo, hi, step) for lo, hi, step in zip(start_indices, limit_indices, strides)]
+  if not all(kept):
+    return jnp.zeros(tuple(map(len, kept)), x.dtype)
+  for axis, indices in enumerate(kept):
+    if indices != range(x.shape[axis]):
+      x = _assemble([_take(x, i, axis) for i in indices], axis)
   return x
 
 
+def _take(x: jax.Array, i: int, axis: int) -> jax.Array:
+  """`x`'s index `i` along `axis`, the axis kept with length one: the sum over it of x masked to `i`."""
+  positions = lax.broadcasted_iota(jnp.int32, tuple(n if a == axis else 1 for a, n in enumerate(x.shape)), axis)
+  return jnp.sum(jnp.where(positions == i, x, jnp.zeros((), x.dtype)), axis=axis, keepdims=True).astype(x.dtype)
+
+
 def _unstack(x: jax.Array, axis: int) -> list[jax.Array]:
-  """The parts of x along `axis`, each a `_slice_as_sums` reshaped without that axis."""
+  """The parts of x along `axis`, each a `_take` without that axis."""
   part = x.shape[:axis] + x.shape[axis + 1 :]
-  starts = lambda i: tuple(i if a == axis else 0 for a in range(x.ndim))
-  ends = lambda i: tuple(i + 1 if a == axis else n for a, n in enumerate(x.shape))
-  return [_slice_as_sums(x, starts(i), ends(i), None).reshape(part) for i in range(x.shape[axis])]
+  return [_take(x, i, axis).reshape(part) for i in range(x.shape[axis])]
 
 
-def _matrix_products(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> jax.Array:
+def _matrix_products(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None, preferred_element_type=None):
   """A dot_general as products of two matrices, in dot_general's order of axes (batch, lhs, rhs): one per
-  batch index (each operand's index taken by `_slice_as_sums`), the free and the contracted axes of each
-  operand flattened into one; a product with a side shorter than `TRITON_DOT_MIN`, broadcast and summed."""
+  batch index (each operand's index `_take`n), the free and the contracted axes of each operand flattened into
+  one; a product with a side shorter than `TRITON_DOT_MIN`, broadcast and summed in the result's dtype."""
   (lc, rc), (lb, rb) = dimension_numbers
+  options = dict(precision=precision, preferred_element_type=preferred_element_type)
   if lb:
     lhs, rhs = jnp.moveaxis(lhs, lb, range(len(lb))), jnp.moveaxis(rhs, rb, range(len(rb)))  # batch axes first
     batch = lhs.shape[: len(lb)]
     lhs, rhs = lhs.reshape(-1, *lhs.shape[len(lb) :]), rhs.reshape(-1, *rhs.shape[len(rb) :])
     shift = lambda dims, batched: tuple(d - sum(b < d for b in batched) for d in dims)
     numbers = ((shift(lc, lb), shift(rc, rb)), ((), ()))
-
-    def index(x, i):
-      return _slice_as_sums(x, (i,) + (0,) * (x.ndim - 1), (i + 1, *x.shape[1:]), None).reshape(x.shape[1:])
-
-    products = [_matrix_products(index(lhs, i), index(rhs, i), numbers) for i in range(lhs.shape[0])]
+    index = lambda x, i: _take(x, i, 0).reshape(x.shape[1:])
+    products = [_matrix_products(index(lhs, i), index(rhs, i), numbers, **options) for i in range(lhs.shape[0])]
     return _assemble([p[None] for p in products], 0).reshape(*batch, *products[0].shape)
   free = lambda x, contracted: [d for d in range(x.ndim) if d not in contracted]
   lhs, rhs = jnp.transpose(lhs, free(lhs, lc) + list(lc)), jnp.transpose(rhs, free(rhs, rc) + list(rc))
@@ -159,8 +160,9 @@ def _matrix_products(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> jax.A
   k = math.prod(lhs.shape[lhs.ndim - len(lc) :])
   lhs, rhs = lhs.reshape(-1, k), rhs.reshape(-1, k)  # [M, K], [N, K]
   if min(*lhs.shape, rhs.shape[0]) < TRITON_DOT_MIN:  # a vector, an outer product, a thin matrix
-    return jnp.sum(lhs[:, None, :] * rhs[None, :, :], axis=-1).reshape(out_shape)
-  return jax.lax.dot_general(lhs, rhs, (((1,), (1,)), ((), ()))).reshape(out_shape)
+    dtype = preferred_element_type or jnp.result_type(lhs, rhs)
+    return jnp.sum(lhs.astype(dtype)[:, None, :] * rhs.astype(dtype)[None, :, :], axis=-1).reshape(out_shape)
+  return jax.lax.dot_general(lhs, rhs, (((1,), (1,)), ((), ())), **options).reshape(out_shape)
 
 
 def triton_dot(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> bool:
