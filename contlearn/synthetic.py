@@ -21,10 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from contlearn import loop
+from contlearn.block_log import BlockLog
 from contlearn.engine import Learner
 from contlearn.errors import ConfigError
-from contlearn.run_log import append_jsonl, keep_jsonl
 
 
 class ScoredChunk(NamedTuple):
@@ -75,7 +74,7 @@ def indexed(learner: Learner, batch_at: Callable[[Any], Any]) -> Learner:
   return Learner(learner.init, lambda state, i, env: learner.step(state, batch_at(i), env))
 
 
-class LossLog(loop.Hook):
+class LossLog(BlockLog):
   """Per-step training loss (`nll / count`), logged per block; the last `keep` steps kept.
 
   Writes `path` (JSON lines: block, step, mean loss of the block; one value
@@ -84,19 +83,18 @@ class LossLog(loop.Hook):
   """
 
   def __init__(self, path: pathlib.Path, keep: int, label: str, total_steps: int, progress: bool):
-    self.path, self.keep, self.label, self.total, self.progress = path, keep, label, total_steps, progress
+    super().__init__(path, label, total_steps, progress)
+    self.keep = keep
     self.recent: np.ndarray | None = None  # [..., <= keep] float64
-    self.step = 0
 
-  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+  def record(self, metrics) -> dict[str, Any]:
     loss = np.asarray(metrics.nll, np.float64) / np.maximum(np.asarray(metrics.count, np.float64), 1.0)
     joined = loss if self.recent is None else np.concatenate([self.recent, loss], axis=-1)
     self.recent = joined[..., -self.keep :]
-    before, self.step = self.step, units
-    append_jsonl(self.path, {"block": block, "step": units, "loss": np.mean(loss, axis=-1).tolist()}, fresh=not before)
-    every = max(1, self.total // 5)
-    if self.progress and before // every != units // every:
-      print(f"  {self.label} step {units}: loss {np.round(self.tail(), 3).tolist()}", flush=True)
+    return {"loss": np.mean(loss, axis=-1).tolist()}
+
+  def describe(self, units: int, record: dict[str, Any]) -> str:
+    return f"step {units}: loss {np.round(self.tail(), 3).tolist()}"
 
   def tail(self) -> np.ndarray:
     """Mean loss of the last `keep` steps ([] or [lanes])."""
@@ -106,7 +104,6 @@ class LossLog(loop.Hook):
     return {"recent_loss": None if self.recent is None else self.recent.tolist()}
 
   def restore(self, meta: dict[str, Any]) -> None:
+    super().restore(meta)
     saved = meta["recent_loss"]
     self.recent = None if saved is None else np.asarray(saved, np.float64)
-    self.step = int(meta["units"])
-    keep_jsonl(self.path, lambda r: r["block"] <= meta["block"])

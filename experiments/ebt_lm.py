@@ -40,7 +40,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from contlearn import engine, loop, rules, run_folder
+from contlearn import engine, rules, run_folder
+from contlearn.block_log import BlockLog
 from contlearn.config import ModelConfig, to_dict
 from contlearn.evaluation import score
 from contlearn.field_checks import FieldError, require
@@ -51,7 +52,7 @@ from contlearn.models.ebt import EBTConfig, ebt_lm
 from contlearn.models.sizing import matched_width
 from contlearn.overrides import apply_preset
 from contlearn.plots import save_figure
-from contlearn.run_log import LN2, append_jsonl, keep_jsonl, model_row, write_atomic
+from contlearn.run_log import LN2, model_row, write_atomic
 from contlearn.stream.base import Chunk
 from contlearn.stream.phases import Domains, PhaseFeed
 
@@ -158,27 +159,29 @@ def windows(chunk: Chunk) -> Chunk:
   return Chunk(chunk.tokens.reshape(1, -1, chunk.tokens.shape[-1]), chunk.mask.reshape(1, -1, chunk.mask.shape[-1]))
 
 
-class StreamTrace(loop.Hook):
+class StreamTrace(BlockLog):
   """Each lane's prequential bits/byte per compiled call, to `path` (JSON lines) and, now and then, the terminal."""
 
+  unit = "tokens"
+
   def __init__(self, path: pathlib.Path, label: str, total: int, progress: bool):
-    self.path, self.label, self.total, self.progress = path, label, total, progress
+    super().__init__(path, label, total, progress)
     self.last: list[float] = []
 
-  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+  def record(self, metrics) -> dict[str, Any]:
     nll, count = np.asarray(metrics.nll, np.float64), np.asarray(metrics.count, np.float64)  # [lanes, steps]
     self.last = (nll.sum(axis=1) / np.maximum(count.sum(axis=1), 1) / LN2).tolist()
-    append_jsonl(self.path, {"block": block, "tokens": units, "bits_per_byte": self.last}, fresh=units == new_units)
-    every = max(1, self.total // 5)
-    if self.progress and (units - new_units) // every != units // every:
-      print(f"  {self.label} {units:,} tokens: prequential bits/byte {np.round(self.last, 3).tolist()}", flush=True)
+    return {"bits_per_byte": self.last}
+
+  def describe(self, units: int, record: dict[str, Any]) -> str:
+    return f"{units:,} tokens: prequential bits/byte {np.round(self.last, 3).tolist()}"
 
   def meta(self) -> dict:
     return {"last": self.last}
 
   def restore(self, meta: dict) -> None:
+    super().restore(meta)
     self.last = meta["last"]
-    keep_jsonl(self.path, lambda r: r["block"] <= meta["block"])  # records after the checkpoint come again
 
 
 def learner(cfg: Config, name: str) -> engine.Learner:

@@ -53,7 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contlearn import engine, loop, run_folder
+from contlearn import engine, run_folder
+from contlearn.block_log import BlockLog
 from contlearn.errors import ConfigError
 from contlearn.field_checks import FieldError, require
 from contlearn.overrides import apply_preset
@@ -62,7 +63,7 @@ from contlearn.puzzles import PuzzleConfig, PuzzleFeed, PuzzleSet, arc_canvas, a
 from contlearn.reasoning import hrm, trm
 from contlearn.reasoning.ema import ema_params
 from contlearn.reasoning.segments import SegmentConfig, rollout
-from contlearn.run_log import append_jsonl, keep_jsonl, model_row, write_atomic
+from contlearn.run_log import model_row, write_atomic
 
 MODELS = {"trm": "TRM (recursive)", "hrm": "HRM (hierarchical)", "single_pass": "single pass"}
 SCALES = ("smoke", "cpu", "gpu")
@@ -199,28 +200,28 @@ def _json(value: Any) -> Any:
   return json.loads(json.dumps(dataclasses.asdict(value)))
 
 
-class TrainLog(loop.Hook):
+class TrainLog(BlockLog):
   """Per block, the mean loss, token accuracy and exact fraction of each lane, to `path` (JSON lines)."""
 
   def __init__(self, path: pathlib.Path, label: str, total_steps: int, progress: bool):
-    self.path, self.label, self.total, self.progress = path, label, total_steps, progress
+    super().__init__(path, label, total_steps, progress)
     self.last: list[float] = []
 
-  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+  def record(self, metrics) -> dict[str, Any]:
     record = {name: np.mean(np.asarray(getattr(metrics, name)), axis=-1).tolist() for name in ("loss", "accuracy")}
     record["exact"] = np.mean(np.asarray(metrics.exact), axis=-1).tolist()
     self.last = record["loss"]
-    append_jsonl(self.path, {"block": block, "step": units, **record}, fresh=units == new_units)
-    every = max(1, self.total // 5)
-    if self.progress and (units - new_units) // every != units // every:
-      print(f"  {self.label} step {units}: loss {np.round(record['loss'], 3).tolist()}", flush=True)
+    return record
+
+  def describe(self, units: int, record: dict[str, Any]) -> str:
+    return f"step {units}: loss {np.round(record['loss'], 3).tolist()}"
 
   def meta(self) -> dict:
     return {"last_loss": self.last}
 
   def restore(self, meta: dict) -> None:
+    super().restore(meta)
     self.last = meta["last_loss"]
-    keep_jsonl(self.path, lambda r: r["block"] <= meta["block"])
 
 
 def answers_fn(model: SegmentConfig) -> Callable:
