@@ -2,10 +2,9 @@
 
 `BlockLog` is the skeleton; a subclass says what a block's record holds
 (`record`, which may also update the hook's own state) and what its
-progress line says (`describe`). The file is
-started anew by a fresh run's first block and, when a run resumes, keeps
-only the records up to the checkpoint's block (the blocks after it are
-learned, and written, again).
+progress line says (`describe`). A fresh run's first block starts the
+file anew; a resumed run keeps only the records up to the checkpoint's
+block (the blocks after it are learned, and written, again).
 
 >>> import json, pathlib, tempfile
 >>> class Losses(BlockLog):
@@ -13,7 +12,8 @@ learned, and written, again).
 ...     return {"loss": metrics}
 ...   def describe(self, units, record):
 ...     return f"step {units}: loss {record['loss']}"
->>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
+>>> folder = tempfile.TemporaryDirectory()
+>>> path = pathlib.Path(folder.name) / "metrics.jsonl"
 >>> log = Losses(path, "tiny", total=4, progress=True)
 >>> for block in (1, 2):
 ...   log.on_metrics(None, block, 2 * block, 2, 0.5 / block)
@@ -22,6 +22,7 @@ learned, and written, again).
 >>> log.restore({"block": 1})
 >>> [json.loads(line) for line in path.read_text().splitlines()]
 [{'block': 1, 'step': 2, 'loss': 0.5}]
+>>> folder.cleanup()
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class BlockLog(loop.Hook):
     self.path, self.label, self.total, self.progress = path, label, total, progress
 
   def record(self, metrics: Any) -> dict[str, Any]:
-    """What block's `metrics` (on the host) the line holds, as JSON values."""
+    """What a block's `metrics` (on the host) the line holds, as JSON values."""
     raise NotImplementedError
 
   def describe(self, units: int, record: dict[str, Any]) -> str:

@@ -174,7 +174,7 @@ class StreamTrace(BlockLog):
     return {"bits_per_byte": self.last}
 
   def describe(self, units: int, record: dict[str, Any]) -> str:
-    return f"{units:,} tokens: prequential bits/byte {np.round(self.last, 3).tolist()}"
+    return f"{units:,} tokens: prequential bits/byte {np.round(record['bits_per_byte'], 3).tolist()}"
 
   def meta(self) -> dict:
     return {"last": self.last}

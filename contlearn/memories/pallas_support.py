@@ -23,13 +23,14 @@ has no rule for rewritten into ones it has, the values unchanged:
                              index, the free and the contracted axes
                              flattened; with a side shorter than 16 (a
                              vector, an outer product), a product
-                             broadcast and summed; either way in the
-                             product's accumulation type (its
-                             preferred_element_type)
+                             broadcast and summed; either way keeping
+                             the product's precision and result type
+                             (preferred_element_type), the sums of a
+                             result narrower than float32 in float32
     squeeze                  a reshape
     stack, concatenate       of parts of length one: each part broadcast and
                              masked to its position, summed
-    unstack                  a slice per part
+    unstack                  per part, a masked sum as for a slice
 
 It evaluates `fn`'s jaxpr once while tracing the kernel (the pattern of
 JAX's "custom interpreters"); the bodies of loops and conditionals inside
@@ -139,10 +140,12 @@ def _unstack(x: jax.Array, axis: int) -> list[jax.Array]:
   return [_take(x, i, axis).reshape(part) for i in range(x.shape[axis])]
 
 
-def _matrix_products(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None, preferred_element_type=None):
+def _matrix_products(
+  lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None, preferred_element_type=None
+) -> jax.Array:
   """A dot_general as products of two matrices, in dot_general's order of axes (batch, lhs, rhs): one per
   batch index (each operand's index `_take`n), the free and the contracted axes of each operand flattened into
-  one; a product with a side shorter than `TRITON_DOT_MIN`, broadcast and summed in the result's dtype."""
+  one; a product with a side shorter than `TRITON_DOT_MIN`, broadcast and summed in `_accumulation_type`."""
   (lc, rc), (lb, rb) = dimension_numbers
   options = dict(precision=precision, preferred_element_type=preferred_element_type)
   if lb:
@@ -160,9 +163,18 @@ def _matrix_products(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisio
   k = math.prod(lhs.shape[lhs.ndim - len(lc) :])
   lhs, rhs = lhs.reshape(-1, k), rhs.reshape(-1, k)  # [M, K], [N, K]
   if min(*lhs.shape, rhs.shape[0]) < TRITON_DOT_MIN:  # a vector, an outer product, a thin matrix
-    dtype = preferred_element_type or jnp.result_type(lhs, rhs)
+    dtype = _accumulation_type(preferred_element_type or jnp.result_type(lhs, rhs))
     return jnp.sum(lhs.astype(dtype)[:, None, :] * rhs.astype(dtype)[None, :, :], axis=-1).reshape(out_shape)
   return jax.lax.dot_general(lhs, rhs, (((1,), (1,)), ((), ())), **options).reshape(out_shape)
+
+
+def _accumulation_type(dtype) -> jnp.dtype:
+  """What a product whose result is `dtype` sums in: float32 for a narrower float (as a dot does), else
+  `dtype` itself."""
+  dtype = jnp.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+    return jnp.dtype(jnp.float32)
+  return dtype
 
 
 def triton_dot(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> bool:
