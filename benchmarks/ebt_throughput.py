@@ -62,8 +62,8 @@ def main() -> None:
     params[name] = learner.init(jax.random.PRNGKey(1)).params  # not the donated training state's
 
   def inference(model, params):
-    forward = jax.jit(lambda p: score(model, p, held.tokens, held.mask).nll.sum())
-    return lambda: jax.block_until_ready(forward(params))
+    forward = jax.jit(lambda p, tokens, mask: score(model, p, tokens, mask).nll.sum())  # no input a constant
+    return lambda: jax.block_until_ready(forward(params, held.tokens, held.mask))
 
   calls["transformer inference"] = inference(byte_lm(ebt_lm.transformer_config(cfg)), params["transformer"])
   think = [int(k) for k in args.steps.split(",")]

@@ -79,10 +79,10 @@ def jitted(step: str):
   state = mixer.init_state(BATCH)
 
   @jax.jit
-  def grads(p):
+  def grads(p, state, x, mask):  # the inputs as arguments: XLA folds no part of the step into constants
     return jax.grad(lambda p: jnp.sum(mixer.apply(p, state, x, mask)[0]))(p)
 
-  return grads, (params,)
+  return grads, (params, state, x, mask)
 
 
 def peer():
