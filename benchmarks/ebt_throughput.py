@@ -46,7 +46,9 @@ def main() -> None:
   train_block = Chunk(
     rng.integers(0, 256, (block, batch, seq + 1)).astype(np.int32), np.ones((block, batch, seq), bool)
   )
-  held = Chunk(rng.integers(0, 256, (1, WINDOWS, seq + 1)).astype(np.int32), np.ones((1, WINDOWS, seq), bool))
+  held = jax.device_put(
+    Chunk(rng.integers(0, 256, (1, WINDOWS, seq + 1)).astype(np.int32), np.ones((1, WINDOWS, seq), bool))
+  )
 
   calls, tokens, params = {}, {}, {}
   for name in ("transformer", "ebt"):
