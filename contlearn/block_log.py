@@ -8,7 +8,7 @@ block (the blocks after it are learned, and written, again).
 
 >>> import json, pathlib, tempfile
 >>> class Losses(BlockLog):
-...   def record(self, metrics):
+...   def record(self, block, metrics):
 ...     return {"loss": metrics}
 ...   def describe(self, units, record):
 ...     return f"step {units}: loss {record['loss']}"
@@ -44,8 +44,8 @@ class BlockLog(loop.Hook):
   def __init__(self, path: pathlib.Path, label: str, total: int, progress: bool):
     self.path, self.label, self.total, self.progress = path, label, total, progress
 
-  def record(self, metrics: Any) -> dict[str, Any]:
-    """What a block's `metrics` (on the host) the line holds, as JSON values."""
+  def record(self, block: int, metrics: Any) -> dict[str, Any]:
+    """What the line of block `block` (1-based) holds from its `metrics` (on the host), as JSON values."""
     raise NotImplementedError
 
   def describe(self, units: int, record: dict[str, Any]) -> str:
@@ -53,7 +53,7 @@ class BlockLog(loop.Hook):
     raise NotImplementedError
 
   def on_metrics(self, run, block: int, units: int, new_units: int, metrics: Any) -> None:
-    record = self.record(metrics)
+    record = self.record(block, metrics)
     append_jsonl(self.path, {"block": block, self.unit: units, **record}, fresh=units == new_units)
     every = max(1, self.total // 5)
     if self.progress and (units - new_units) // every != units // every:

@@ -87,7 +87,7 @@ class LossLog(BlockLog):
     self.keep = keep
     self.recent: np.ndarray | None = None  # [..., <= keep] float64
 
-  def record(self, metrics) -> dict[str, Any]:
+  def record(self, block, metrics) -> dict[str, Any]:
     loss = np.asarray(metrics.nll, np.float64) / np.maximum(np.asarray(metrics.count, np.float64), 1.0)
     joined = loss if self.recent is None else np.concatenate([self.recent, loss], axis=-1)
     self.recent = joined[..., -self.keep :]

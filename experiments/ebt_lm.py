@@ -168,7 +168,7 @@ class StreamTrace(BlockLog):
     super().__init__(path, label, total, progress)
     self.last: list[float] = []
 
-  def record(self, metrics) -> dict[str, Any]:
+  def record(self, block, metrics) -> dict[str, Any]:
     nll, count = np.asarray(metrics.nll, np.float64), np.asarray(metrics.count, np.float64)  # [lanes, steps]
     self.last = (nll.sum(axis=1) / np.maximum(count.sum(axis=1), 1) / LN2).tolist()
     return {"bits_per_byte": self.last}

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from contlearn import engine, loop, rules, run_folder, spread, strategies
+from contlearn.block_log import BlockLog
 from contlearn.cl import shift_metrics
 from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
@@ -47,7 +48,7 @@ from contlearn.evaluation import score
 from contlearn.learner import Sequences, sequence_learner, sequence_task_model
 from contlearn.models import byte_lm
 from contlearn.models.lm import is_hidden_matrix
-from contlearn.run_log import LN2, append_jsonl, keep_jsonl, write_atomic
+from contlearn.run_log import LN2, write_atomic
 from contlearn.stream import Chunk
 from contlearn.stream.phases import Domains, PhaseFeed, phase_ended
 
@@ -160,25 +161,18 @@ class Evaluate(loop.Hook):
     self.matrix = [np.asarray(m) for m in meta["heldout_bits"]]
 
 
-class Prequential(loop.Hook):
-  """Prequential bits/byte of each block and lane, appended to `metrics.jsonl`."""
+class Prequential(BlockLog):
+  """Prequential bits/byte of each block and lane, to `metrics.jsonl` (block, tokens, strategy, phase)."""
+
+  unit = "tokens"
 
   def __init__(self, path: pathlib.Path, strategy: str, chunks: int):
-    self.path, self.strategy, self.chunks = path, strategy, chunks
+    super().__init__(path, strategy, total=0, progress=False)
+    self.strategy, self.chunks = strategy, chunks
 
-  def on_start(self, run: loop.Loop) -> None:
-    keep_jsonl(self.path, lambda r: r["block"] <= run.block)  # a resumed run redoes the rest
-
-  def on_metrics(self, run, block, units, new_units, metrics) -> None:
+  def record(self, block, metrics) -> dict[str, Any]:
     bpb = metrics.nll.sum(axis=-1) / np.maximum(metrics.count.sum(axis=-1), 1.0) / LN2
-    record = {
-      "strategy": self.strategy,
-      "block": block,
-      "phase": (block - 1) // self.chunks,
-      "tokens": units,
-      "bits_per_byte": [float(v) for v in bpb],
-    }
-    append_jsonl(self.path, record)
+    return {"strategy": self.strategy, "phase": (block - 1) // self.chunks, "bits_per_byte": [float(v) for v in bpb]}
 
 
 def run_strategy(

@@ -207,7 +207,7 @@ class TrainLog(BlockLog):
     super().__init__(path, label, total_steps, progress)
     self.last: list[float] = []
 
-  def record(self, metrics) -> dict[str, Any]:
+  def record(self, block, metrics) -> dict[str, Any]:
     record = {name: np.mean(np.asarray(getattr(metrics, name)), axis=-1).tolist() for name in ("loss", "accuracy")}
     record["exact"] = np.mean(np.asarray(metrics.exact), axis=-1).tolist()
     self.last = record["loss"]
