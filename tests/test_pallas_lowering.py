@@ -23,8 +23,7 @@ from contlearn.memories.rules import self_modifying
 from contlearn.mixer_configs import mixer_config
 from contlearn.models import byte_lm
 from contlearn.products import weight_product
-from tests.memories.helpers import inputs
-from tests.memories.test_self_modifying import _inputs as self_modifying_inputs
+from tests.memories.helpers import inputs, self_modifying_inputs
 
 TRITON = "__gpu$xla.gpu.triton"
 # jax >= 0.11 reads the GPU it lowers Triton for from the abstract mesh; older versions assume compute capability 9.0

@@ -2,8 +2,10 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from contlearn import memories
+from contlearn.memories import self_modifying as sm
 from contlearn.memories.core import MemState
 
 
@@ -29,3 +31,14 @@ def inputs(rule, key, t=23, dk=6, dv=6, dtype=jnp.float64):
     outer["offset"] = w
     w = jax.tree.map(lambda x: 0.1 * jax.random.normal(jax.random.fold_in(key, 10), x.shape, dtype), w)
   return dict(outer=outer, state=MemState(w, m), q=q, k=k, v=v, rates=rates, mask=mask)
+
+
+def self_modifying_inputs(spec, seed, t=23, dh=4):
+  """float64 params, state (memories and momenta all nonzero), x [T, Dh], mask with a masked tail."""
+  rng = np.random.default_rng(seed)
+  noisy = lambda tree: jax.tree.map(lambda a: jnp.asarray(a + 0.1 * rng.standard_normal(a.shape), jnp.float64), tree)
+  params, state = noisy(sm.init(spec, jax.random.PRNGKey(seed), dh))
+  params["wq"] = jnp.asarray(rng.standard_normal((dh, dh)) / 2)
+  params["bias"] = {g: jnp.float64(b) for g, b in zip(spec.gates, (0.3, -1.0, 0.5))}
+  x = jnp.asarray(rng.standard_normal((t, dh)))
+  return params, state, x, jnp.arange(t) < t - 3

@@ -8,23 +8,13 @@ import pytest
 
 from contlearn.memories import self_modifying as sm
 from contlearn.memories.rules import self_modifying as rule
+from tests.memories.helpers import self_modifying_inputs as inputs
 
 DH = 4
 
 
 def _spec(chunk_mem, chunk_proj, **flags):
   return sm.SelfModifying(rule(expansion=2, **flags), chunk_mem, chunk_proj, lr_scale=0.8)
-
-
-def _inputs(spec, seed, t=23, dh=DH):
-  """float64 params, state (memories and momenta all nonzero), x [T, Dh], mask with a masked tail."""
-  rng = np.random.default_rng(seed)
-  noisy = lambda tree: jax.tree.map(lambda a: jnp.asarray(a + 0.1 * rng.standard_normal(a.shape), jnp.float64), tree)
-  params, state = noisy(sm.init(spec, jax.random.PRNGKey(seed), dh))
-  params["wq"] = jnp.asarray(rng.standard_normal((dh, dh)) / 2)
-  params["bias"] = {g: jnp.float64(b) for g, b in zip(spec.gates, (0.3, -1.0, 0.5))}
-  x = jnp.asarray(rng.standard_normal((t, dh)))
-  return params, state, x, jnp.arange(t) < t - 3
 
 
 def _run(form, spec, *args):
@@ -41,14 +31,14 @@ def test_chunked_equals_reference(chunks):
   """T = 23: ragged last block for (2, 4) and (4, 8); the last 3 tokens masked."""
   with jax.enable_x64(True):
     spec = _spec(*chunks)
-    args = _inputs(spec, sum(chunks))
+    args = inputs(spec, sum(chunks))
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
 
 def test_chunked_equals_reference_without_momentum_dgd_self_values_offsets_or_normalisation():
   with jax.enable_x64(True):
     spec = _spec(2, 4, momentum=False, dgd=False, self_values=False, decay_to_init=False, normalized=False)
-    args = _inputs(spec, 4)
+    args = inputs(spec, 4)
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
 
@@ -56,7 +46,7 @@ def test_read_without_the_residual_is_the_read_less_the_query():
   """`read_residual=False` reads `M(q) - q`; the fast form agrees with the token scan, the state is unchanged."""
   with jax.enable_x64(True):
     spec = _spec(2, 4)
-    args = _inputs(spec, 5)
+    args = inputs(spec, 5)
     y, state = _run(sm.reference, spec, *args)
     bare = spec._replace(read_residual=False)
     y_bare, state_bare = _run(sm.reference, bare, *args)
@@ -77,7 +67,7 @@ def test_keys_and_values_without_the_residual(chunks, flags):
   with jax.enable_x64(True):
     spec = _spec(*chunks, **flags)._replace(lr_scale=0.2 if flags else 0.8)
     bare = spec._replace(kv_residual=False)
-    params, state, x, mask = _inputs(spec, 7)
+    params, state, x, mask = inputs(spec, 7)
     rng = np.random.default_rng(0)
     reads = {s: jnp.asarray(rng.standard_normal((5, DH))) for s in spec.projections}
     k, v, rates = sm.generate(bare, params, reads, x[:5])
@@ -99,7 +89,7 @@ def test_chunked_equals_reference_with_a_layer_norm(chunks, read_residual):
   23rd token in both forms alike (at chunk 1: 7e-8 apart; at 0.2, 7e-12)."""
   with jax.enable_x64(True):
     spec = _spec(*chunks, layer_norm=True, normalized=False)._replace(lr_scale=0.2, read_residual=read_residual)
-    args = _inputs(spec, sum(chunks))
+    args = inputs(spec, sum(chunks))
     assert np.any(np.asarray(args[0]["ln"]["scale"]) != 1.0) and np.any(np.asarray(args[0]["ln"]["bias"]) != 0.0)
     _close(_run(sm.reference, spec, *args), _run(sm.chunked, spec, *args), 1e-9)
 
@@ -112,7 +102,7 @@ def test_a_layer_norm_needs_steps_that_are_not_normalised():
 def _outer_gradients(spec):
   """Gradients of a loss of the outputs and final state (T = 19, seed 9) w.r.t. the params and the initial
   state, by the token scan and by the chunked form (call under `jax.enable_x64`)."""
-  params, state, x, mask = _inputs(spec, 9, t=19)
+  params, state, x, mask = inputs(spec, 9, t=19)
 
   def loss(form, p):
     y, s = form(spec, p["params"], p["state"], x, mask)
@@ -250,7 +240,7 @@ def _paper_loop(spec, params, state, x, mask):
 def test_chunk_one_is_the_papers_recurrence(flags):
   with jax.enable_x64(True):
     spec = _spec(1, 1, **flags)
-    args = _inputs(spec, 2, t=12)
+    args = inputs(spec, 2, t=12)
     y, state = _run(sm.reference, spec, *args)
     y_np, mem_np = _paper_loop(spec, *args)
     np.testing.assert_allclose(np.asarray(y), y_np, rtol=1e-10, atol=1e-10)
@@ -264,7 +254,7 @@ def test_a_masked_token_changes_nothing():
   """Chunk 1: a masked token in the middle is as if absent; chunk (4, 8): a masked tail."""
   with jax.enable_x64(True):
     spec = _spec(1, 1)
-    params, state, x, _ = _inputs(spec, 5, t=10)
+    params, state, x, _ = inputs(spec, 5, t=10)
     mask = jnp.arange(10) != 4
     y, s = _run(sm.chunked, spec, params, state, x, mask)
     keep = np.asarray(mask)
