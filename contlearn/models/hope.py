@@ -192,7 +192,11 @@ def self_modifying_titans(cfg: SelfModifyingTitansConfig, model: ModelConfig) ->
     mem = MemState(w, state["m"])
     dtype = jax.tree.leaves(w)[0].dtype  # the memories run in their state's dtype (float32), whatever the compute dtype
     y, mem = per_head(layers.cast_floats(params["sm"], dtype), mem, heads.astype(dtype), mask)
-    return ml.merge_heads(params, y.astype(x.dtype), xn), {**ml.carried(state, conv_in, mask), "w": mem.w, "m": mem.m}
+    return ml.merge_heads(params, y.astype(x.dtype), xn, cfg), {
+      **ml.carried(state, conv_in, mask),
+      "w": mem.w,
+      "m": mem.m,
+    }
 
   reason = f"the chunk of the projection memories of model.mixer={cfg.name!r} (model.mixer.chunk_proj={cfg.chunk_proj})"
   return Mixer(init_params, init_state, apply, step_multiple=s.chunk_proj, step_reason=reason)

@@ -6,6 +6,7 @@
     rates   = gates of x' (per token and head): lr, retention, momentum
     y_h     = memory_h(q_h, k_h, v_h, rates_h)   (memories.chunked, per head)
     out     = (rms(y_h) concat over heads) * silu(x' W_g) @ W_o
+                                            (without `* silu(x' W_g)` if output_gate is off)
 
 The outer loop learns W_qkv, the conv, the gates, W_g, W_o and, for memories
 that are not plain matrices, the initial memory `W_0` (per head) and the
@@ -22,7 +23,8 @@ memory (TTT, Titans) asks for steps of whole chunks (`Mixer.step_multiple`).
 Settings (`model.mixer.FIELD`), shared by the memory mixers through these
 bases, each registered mixer's class taking only those it reads:
 
-    MemoryConfig          chunk, conv, conv_init     every memory mixer
+    MemoryConfig          chunk, conv, conv_init,    every memory mixer
+                          output_gate
     MemoryMixerConfig     + qk_act                   `memory_mixer`'s (q, k, v projected)
     KernelConfig          kernel                     a Pallas kernel for the chunks (the two below, Hope)
     LinearMemoryConfig                               the linear memories (linear attention, DeltaNet)
@@ -95,11 +97,14 @@ class MemoryConfig(MixerConfig):
       or "uniform" (each tap uniform in +-1/sqrt(conv), PyTorch's `Conv1d`
       default as in Mamba's and DeltaNet's reference code, so the inputs mix
       the last `conv` tokens from the start).
+    output_gate: multiply the heads' normalised reads by `silu(x' W_g)`
+      before `W_o` (False: no gate and no `W_g`).
   """
 
   chunk: int = 0
   conv: int = 4
   conv_init: str = "identity"
+  output_gate: bool = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -237,13 +242,13 @@ def conv_init(key: jax.Array, cfg: MemoryConfig, channels: int) -> jax.Array:
 
 def io_init(k1: jax.Array, k2: jax.Array, cfg: MemoryConfig, model: ModelConfig, conv_channels: int) -> dict:
   """Input norm, conv (`conv_init`; a uniform one draws from a key folded out of k1), per-head output
-  norm, output gate (k1) and projection (k2)."""
+  norm, output gate (k1; none if `cfg.output_gate` is off) and projection (k2)."""
   d, dh = model.d_model, model.d_model // model.n_heads
   return {
     "norm": jnp.ones((d,), jnp.float32),
     "conv": conv_init(jax.random.fold_in(k1, 1), cfg, conv_channels),
     "out_norm": jnp.ones((dh,), jnp.float32),
-    "wg": layers.dense_init(k1, d, d),
+    **({"wg": layers.dense_init(k1, d, d)} if cfg.output_gate else {}),
     "wo": layers.dense_init(k2, d, d, scale=1.0 / model.n_layers),
   }
 
@@ -253,11 +258,14 @@ def normed_input(params: dict, x: jax.Array) -> jax.Array:
   return layers.rms_norm(x) * params["norm"][None, None]
 
 
-def merge_heads(params: dict, y: jax.Array, xn: jax.Array) -> jax.Array:
-  """`y [B, H, T, Dh]` -> `(rms(y_h) concat over heads) * silu(x' W_g) @ W_o`, [B, T, D]."""
+def merge_heads(params: dict, y: jax.Array, xn: jax.Array, cfg: MemoryConfig) -> jax.Array:
+  """`y [B, H, T, Dh]` -> `(rms(y_h) concat over heads) * silu(x' W_g) @ W_o`, [B, T, D] (no gate if
+  `cfg.output_gate` is off)."""
   b, h, t, dh = y.shape
   y = (layers.rms_norm(y) * params["out_norm"][None, None, None]).transpose(0, 2, 1, 3).reshape(b, t, h * dh)
-  return layers.dense(y * jax.nn.silu(layers.dense(xn, params["wg"])), params["wo"])
+  if cfg.output_gate:
+    y = y * jax.nn.silu(layers.dense(xn, params["wg"]))
+  return layers.dense(y, params["wo"])
 
 
 def from_start(started: jax.Array, w, w0):
@@ -390,7 +398,7 @@ def memory_mixer(cfg: MemoryMixerConfig, model: ModelConfig, block: MemoryBlock)
     run = jax.vmap(jax.vmap(per_head, in_axes=(0, 0, 0, 0, 0, 0, None)), in_axes=(None, 0, 0, 0, 0, 0, 0))
     inputs = layers.cast_floats((q, k, v, rates(params, xn, b, t)), dtype)
     y, mem = run(outer, mem, *inputs, mask)
-    return merge_heads(params, y.astype(x.dtype), xn), {**carried(state, qkv_in, mask), "w": mem.w, "m": mem.m}
+    return merge_heads(params, y.astype(x.dtype), xn, cfg), {**carried(state, qkv_in, mask), "w": mem.w, "m": mem.m}
 
   if memories.is_linear(rule):  # online: any split of the stream gives the same map
     return Mixer(init_params, init_state, apply)

@@ -62,16 +62,26 @@ def test_titans_paper_form_linear_memory():
       np.testing.assert_allclose(st.w["w"][0], w, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name, qk_act", [("deltanet", "silu"), ("gated_deltanet", "silu"), ("deltanet", "identity")])
-def test_delta_rule_layer_paper_form(name, qk_act):
+@pytest.mark.parametrize(
+  "name, qk_act, output_gate",
+  [
+    ("deltanet", "silu", True),
+    ("gated_deltanet", "silu", True),
+    ("deltanet", "identity", True),
+    ("deltanet", "silu", False),
+  ],
+)
+def test_delta_rule_layer_paper_form(name, qk_act, output_gate):
   """The whole mixer: q, k, v = phi(conv(rms(x) W)) (phi = silu for v, and
   silu or the identity for q and k: `qk_act`), q and k unit per head,
   beta = sigmoid(rms(x) w_b + b_b) in (0, 1) (and alpha = 1 - sigmoid(.) for the
   gated form), S_t = S_{t-1} alpha_t (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
-  o_t = S_t q_t, then per-head RMS norm, output gate and projection."""
+  o_t = S_t q_t, then per-head RMS norm, output gate (if `output_gate`) and projection."""
   d, h, t = 8, 2, 11
   dh = d // h
-  cfg = ModelConfig(mixer=mixer_config(name, chunk=4, qk_act=qk_act), d_model=d, n_heads=h, n_layers=1)
+  cfg = ModelConfig(
+    mixer=mixer_config(name, chunk=4, qk_act=qk_act, output_gate=output_gate), d_model=d, n_heads=h, n_layers=1
+  )
   with jax.enable_x64(True):
     mixer = build_mixer(cfg)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), mixer.init_params(jax.random.PRNGKey(0)))
@@ -102,5 +112,7 @@ def test_delta_rule_layer_paper_form(name, qk_act):
       kk, bb = k[i, head], beta[i, head]
       s = s @ (alpha[i, head] * (np.eye(dh) - bb * np.outer(kk, kk))) + bb * np.outer(v[i, head], kk)
       out[i, head] = s @ q[i, head]
-  o = (rms(out) * p["out_norm"]).reshape(t, d) * silu(xn @ p["wg"])
+  assert ("wg" in p) == output_gate
+  o = (rms(out) * p["out_norm"]).reshape(t, d)
+  o = o * silu(xn @ p["wg"]) if output_gate else o
   np.testing.assert_allclose(np.asarray(y[0]), o @ p["wo"], rtol=1e-9, atol=1e-9)
