@@ -25,8 +25,7 @@ from contlearn.memories.rules import self_modifying
 from contlearn.mixer_configs import mixer_config
 from contlearn.models import byte_lm
 from contlearn.overrides import apply_overrides
-from tests.memories.helpers import inputs
-from tests.memories.test_self_modifying import _inputs as self_modifying_inputs
+from tests.memories.helpers import inputs, self_modifying_inputs
 
 # linear (pallas_linear): a dot-loss memory with fixed decay, the delta rule with a data-dependent gate;
 # chunk-start gradients (pallas_scan): TTT-MLP (a 2-layer memory, inner LayerNorm), Titans (momentum, decay)
