@@ -4,12 +4,13 @@
                                            (`in_proj`: conv(rms(x) W_in))
     y_h = self-modifying Titans on the head slice x'_h   (per head, chunked)
     out = (rms(y_h) concat over heads) * silu(rms(x) W_g) @ W_o
+                                           (no gate and no W_g if `output_gate` is off)
 
 The equations are in `contlearn.memories.self_modifying`: q = x'_h W_q is the
 only static projection; keys, values, inner rates, retention (and momentum)
 are read from five (six) memories per head that write themselves; the main
 memory is read at every token. The outer loop learns the norm, conv, W_q, the
-rates' biases, W_g, W_o and every head's initial memories. The state carries
+rates' biases, W_g (with the gate), W_o and every head's initial memories. The state carries
 each head's memories and momenta and the last K - 1 conv inputs across steps,
 so it is part of the LM's memory and of its checkpoints. With
 `decay_to_init` (default) the state is each memory's deviation from its
@@ -23,7 +24,7 @@ read `x W_q`, `x W_k`, `x W_v`.
 
 Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
 memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
-`conv`, `conv_init`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
+`conv`, `conv_init`, `output_gate`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
 `step_norm`, `read_residual`, `kv_residual`, `layer_norm` (with
 `step_norm=false`), `in_proj`, `lr_scale` (divided by the memories' hidden
 width: the largest inner step of a chunk), `kernel` (`pallas`: the main
