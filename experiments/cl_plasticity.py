@@ -16,7 +16,8 @@ on average), a 784-100-100-10 MLP, lr 0.03; CBP replacement rate 1e-4 per
 step, maturity 100, utility decay 0.99; seeds 0, 1, 2 as lanes. Reports accuracy on
 each new task right after learning it (first vs last 10 tasks), the
 dormant-unit fraction and the effective rank of the last hidden layer on the
-last task's test rows, each as mean ± standard deviation over the seeds. In
+last task's test rows, each as mean ± standard deviation over the seeds, and
+the new-task accuracy over each tenth of the run. In
 `--out` (default `runs/cl_plasticity`): one folder per method (summary.json,
 metrics.jsonl, tensorboard/, checkpoints), `results.md`, `results.json` and
 `plasticity.png`, the new-task accuracy curves; `--resume` continues a
@@ -126,7 +127,8 @@ def _rows(cfg: Config, results: dict[str, Result]) -> list[list]:
 
 
 def _table(cfg: Config, results: dict[str, Result]) -> str:
-  return markdown_table(
+  """The summary table, then the new-task accuracy over each tenth of the run (where a loss of plasticity shows)."""
+  summary = markdown_table(
     [
       "Method",
       "new-task acc., tasks 1-10",
@@ -136,6 +138,12 @@ def _table(cfg: Config, results: dict[str, Result]) -> str:
     ],
     _rows(cfg, results),
   )
+  parts = {name: metrics.task_group_means(new_task_accuracy(res)) for name, res in results.items()}
+  header = next(iter(parts.values()), {})
+  tenths = markdown_table(
+    ["Method", *header], [[getattr(cfg, n).label, *(over_seeds(v) for v in p.values())] for n, p in parts.items()]
+  )
+  return f"{summary}\n\nNew-task accuracy, mean over each tenth of the run:\n\n{tenths}"
 
 
 def _plot(cfg: Config, results: dict[str, Result], out: pathlib.Path) -> dict:

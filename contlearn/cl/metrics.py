@@ -186,3 +186,26 @@ def effective_rank(features: np.ndarray) -> float:
   p = s / s.sum()
   p = p[p > 0]
   return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def task_group_means(acc: np.ndarray, groups: int = 10) -> dict[str, np.ndarray]:
+  """Each lane's mean of a per-task accuracy over consecutive groups of tasks (a curve in a few numbers).
+
+  Args:
+    acc: [L, T], e.g. each lane's accuracy on each task right after learning it.
+    groups: how many groups, as equal as `np.array_split` makes them (one per task if T < groups).
+
+  Returns:
+    {"tasks a-b" (or "task a"): [L] means}, the groups in order, tasks counted from 1.
+
+  >>> {k: np.round(v, 3).tolist() for k, v in task_group_means(np.array([[0.9, 0.8, 0.7, 0.6, 0.5]]), 2).items()}
+  {'tasks 1-3': [0.8], 'tasks 4-5': [0.55]}
+  >>> list(task_group_means(np.zeros((3, 2))))
+  ['task 1', 'task 2']
+  """
+  acc = np.asarray(acc, np.float64)
+  if acc.ndim != 2 or acc.shape[1] == 0 or groups < 1:
+    raise ConfigError(f"task_group_means: acc [L, T] with T >= 1 and groups >= 1, got {acc.shape}, {groups}")
+  split = np.array_split(np.arange(acc.shape[1]), min(groups, acc.shape[1]))
+  label = lambda g: f"task {g[0] + 1}" if len(g) == 1 else f"tasks {g[0] + 1}-{g[-1] + 1}"
+  return {label(g): acc[:, g].mean(1) for g in split}

@@ -194,6 +194,11 @@ def test_plasticity_health_columns_cover_every_seed(tmp_path):
   assert f"{100 * np.mean(dormant):.1f} ± {100 * np.std(dormant):.1f}" in row
   assert f"{np.mean(rank):.1f} ± {np.std(rank):.1f}" in row
   assert mod.over_seeds([0.25]) == 0.25
+  tenths = result["table"].split("New-task accuracy, mean over each tenth of the run:")[1].strip().splitlines()
+  assert tenths[0] == "| Method | task 1 | task 2 |"
+  acc = np.asarray(result["new_task_acc"]["backprop"])  # the mean over seeds, as plotted
+  cells = [c.split(" ± ")[0] for c in tenths[2].strip("| ").split(" | ")[1:]]
+  assert cells == [f"{100 * a:.1f}" for a in acc]
 
 
 def test_er_filled_at_task_end_replays_finished_tasks_only(split_digits_task):

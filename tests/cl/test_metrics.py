@@ -79,3 +79,15 @@ def test_dip_timing_finds_each_minimum_after_the_boundary_before_it():
   )
   np.testing.assert_array_equal(metrics.dip_timing(a, [2, 4, 6]), [[1, 1], [2, 1]])
   np.testing.assert_array_equal(metrics.dip_timing(a, [2, 4, 6], tol=0.0), [[1, 2], [2, 1]])
+
+
+def test_task_group_means_by_hand():
+  """23 tasks in 10 groups: np.array_split's sizes (3 x 3, then 7 x 2), each lane's own means."""
+  acc = np.stack([np.arange(23) / 23, 1 - np.arange(23) / 23])
+  groups = metrics.task_group_means(acc)
+  assert list(groups)[:4] == ["tasks 1-3", "tasks 4-6", "tasks 7-9", "tasks 10-11"]
+  assert list(groups)[-1] == "tasks 22-23"
+  np.testing.assert_allclose(groups["tasks 1-3"], [1 / 23, 1 - 1 / 23])
+  np.testing.assert_allclose(groups["tasks 22-23"], [21.5 / 23, 1 - 21.5 / 23])
+  with pytest.raises(ConfigError, match="task_group_means"):
+    metrics.task_group_means(np.zeros(5))
