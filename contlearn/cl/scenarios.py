@@ -148,6 +148,32 @@ def split(
   )
 
 
+def available_host_memory() -> int | None:
+  """Bytes of host memory available now (Linux's `MemAvailable`), or None where the system does not say."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def check_fits_in_memory(name: str, n_tasks: int, rows: int, features: int) -> None:
+  """Raises `ConfigError` when T tasks of `rows` float32 rows would not fit in the host memory available.
+
+  Building holds each task's rows twice (the tasks, then their padded stack), so that is the estimate.
+  """
+  need, have = 2 * n_tasks * rows * features * 4, available_host_memory()
+  if have is not None and need > have:
+    raise ConfigError(
+      f"scenario {name}: {n_tasks} tasks of {rows:,} rows x {features} features need about "
+      f"{need / 2**30:.1f} GiB of host memory to build, {have / 2**30:.1f} GiB is available; use fewer tasks "
+      "or a smaller dataset"
+    )
+
+
 def transformed(
   ds: Dataset,
   transforms: Sequence[Callable[[np.ndarray], np.ndarray]],
@@ -156,11 +182,17 @@ def transformed(
   label_maps: Sequence[np.ndarray] | None = None,
   max_test: int | None = None,
 ) -> Scenario:
-  """One task per input transform (and optional label map) of the whole dataset."""
+  """One task per input transform (row by row) and optional label map of the whole dataset.
+
+  Every task is a transformed copy of the dataset held in host memory (the first `max_test` test rows
+  only): a `ConfigError` says so before building when the copies would not fit.
+  """
+  x_test, y_test = (ds.x_test[:max_test], ds.y_test[:max_test]) if max_test else (ds.x_test, ds.y_test)
+  check_fits_in_memory(name, len(transforms), len(ds.x_train) + len(x_test), ds.x_train.shape[1])
   tasks = []
   for t, f in enumerate(transforms):
     lmap = np.arange(ds.n_classes) if label_maps is None else np.asarray(label_maps[t])
-    tasks.append((f(ds.x_train), lmap[ds.y_train], f(ds.x_test), lmap[ds.y_test]))
+    tasks.append((f(ds.x_train), lmap[ds.y_train], f(x_test), lmap[y_test]))
   return stack_tasks(tasks, kind, ds.n_classes, name, [t * ds.n_classes for t in range(len(transforms))], max_test)
 
 

@@ -50,6 +50,21 @@ def test_permuted_and_rotated_transform_every_row(digits):
   np.testing.assert_array_equal(rot.train_x[1, : len(imgs)].reshape(-1, 8, 8), np.rot90(imgs, k=1, axes=(1, 2)))
 
 
+def test_transformed_tasks_refuse_to_outgrow_host_memory_in_one_line(digits, monkeypatch):
+  """Each task is a copy of the dataset: too many for the memory available is a ConfigError before any is made,
+  sized from the rows kept (the first `max_test` test rows), and no check where the system does not say."""
+  rows = len(digits.x_train) + 7
+  need = 2 * 3 * rows * digits.x_train.shape[1] * 4
+  monkeypatch.setattr(scenarios, "available_host_memory", lambda: need - 1)
+  with pytest.raises(ConfigError, match=rf"scenario permuted .*: 3 tasks of {rows:,} rows x 64 features .* available"):
+    scenarios.permuted(digits, 3, "domain", max_test=7)
+  monkeypatch.setattr(scenarios, "available_host_memory", lambda: need)
+  sc = scenarios.permuted(digits, 3, "domain", max_test=7)
+  assert sc.test_x.shape[1] == 7
+  monkeypatch.setattr(scenarios, "available_host_memory", lambda: None)
+  assert scenarios.rotated(digits, [0, 90, 180], "domain").n_tasks == 3
+
+
 def test_concept_shift_remaps_labels_only(digits):
   sc = scenarios.concept_shift(digits, 3, seed=0)
   n = int(sc.train_n[0])
