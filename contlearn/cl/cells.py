@@ -57,11 +57,15 @@ from contlearn.run_log import write_atomic
 
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("checkpoint_every", "keep", "on_nonfinite")
+# Settings added after runs were saved, with the value that behaves as before them.
+ADDED_SETTINGS = {"max_train": 0}
 
 
 def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenarios.Scenario:
   """The scenario of `cfg` on the device."""
   ds = ds or datasets.load(cfg.dataset)
+  if cfg.max_train:
+    ds = datasets.first_train_rows(ds, cfg.max_train)
   if cfg.stream == "split":
     sc = scenarios.split(ds, cfg.n_tasks, cfg.kind, max_test=cfg.max_test)
   elif cfg.stream == "permuted":
@@ -87,7 +91,7 @@ def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategie
 def check_same_run(saved: dict[str, Any], cfg: RunConfig, where: pathlib.Path) -> None:
   """Raises CheckpointError when `cfg` differs from the saved configuration of the
   run in `where` in more than `RESUMABLE_CHANGES`."""
-  run_folder.check_same_config(saved, config_json(cfg), where, RESUMABLE_CHANGES)
+  run_folder.check_same_config(saved, config_json(cfg), where, RESUMABLE_CHANGES, ADDED_SETTINGS)
 
 
 Extra = Callable[[Any, scenarios.Scenario, Mlp], dict[str, Any]]
@@ -233,7 +237,7 @@ def run_cells(
   shared: dict[tuple, scenarios.Scenario] = {}
   results: dict[str, Result] = {}
   for name, cfg in cells.items():
-    data = (cfg.dataset, cfg.stream, cfg.kind, cfg.n_tasks, cfg.max_test)
+    data = (cfg.dataset, cfg.stream, cfg.kind, cfg.n_tasks, cfg.max_test, cfg.max_train)
     if data not in shared and not (resume and (out / name / "summary.json").exists()):
       shared[data] = build_scenario(cfg)
     results[name] = run_cell(

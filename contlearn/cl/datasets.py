@@ -216,6 +216,18 @@ def from_arrays(x_train, y_train, x_test, y_test, name: str = "arrays") -> Datas
   )
 
 
+def first_train_rows(ds: Dataset, n: int) -> Dataset:
+  """The dataset with its first `n` training rows only (the test rows unchanged); the rows' order is the file's.
+
+  >>> small = first_train_rows(digits(), 100)
+  >>> small.x_train.shape, small.name
+  ((100, 64), 'digits (sklearn), first 100 train rows')
+  """
+  if n < 1 or n > len(ds.x_train):
+    raise ConfigError(f"first_train_rows: n={n} must be in 1..{len(ds.x_train)} (the train rows of {ds.name})")
+  return ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n], name=f"{ds.name}, first {n} train rows")
+
+
 LOADERS = {"mnist_5k": mnist_5k, "digits": digits, "mnist1d": mnist1d}
 
 

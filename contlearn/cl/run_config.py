@@ -74,6 +74,8 @@ class RunConfig:
       process feeds an equal share of every batch).
     eval_every: steps between evaluations on every task's test rows.
     max_test: test rows per task used for evaluation.
+    max_train: use only the dataset's first `max_train` training rows (0:
+      all), e.g. to fit many permuted tasks of a large dataset in memory.
     strategy: a `strategies.make` name.
     strategy_options: the strategy factory's arguments as "name=value",
       e.g. ("capacity=2000", "replay_batch=128").
@@ -101,6 +103,7 @@ class RunConfig:
   batch: int = 128
   eval_every: int = 100
   max_test: int = 1000
+  max_train: int = 0
   strategy: str = "naive"
   strategy_options: tuple[str, ...] = ()
   hparams: tuple[str, ...] = ()
@@ -114,7 +117,7 @@ class RunConfig:
     require(
       self,
       positive=("n_tasks", "hidden", "steps_per_task", "batch", "eval_every", "max_test", "checkpoint_every", "keep"),
-      non_negative=("lr", "block_steps"),
+      non_negative=("lr", "block_steps", "max_train"),
       choices={
         "optimizer": tuple(rules.optimizer_names()),
         "stream": tuple(STREAMS),

@@ -233,3 +233,22 @@ def test_each_process_feeds_its_rows_of_every_batch_and_the_batch_must_split_ove
   with pytest.raises(ConfigError, match="RunConfig: batch=8 does not split over 3 processes"):
     dataclasses.replace(TINY, batch=8).check()
   dataclasses.replace(TINY, batch=9).check()
+
+
+def test_max_train_keeps_the_first_rows_and_runs_saved_before_it_resume():
+  """`max_train` builds every task from the dataset's first rows; a run saved before the setting existed
+  resumes (it reads as 0, all rows), and a changed value does not."""
+  from contlearn.cl import datasets
+  from contlearn.cl.cells import build_scenario, check_same_run
+  from contlearn.cl.run_config import config_json
+
+  sc = build_scenario(dataclasses.replace(TINY, max_train=100))
+  np.testing.assert_array_equal(sc.train_n, [100, 100, 100])
+  first = np.asarray(sc.train_x[0, :100])
+  np.testing.assert_array_equal(np.sort(first, axis=1), np.sort(datasets.digits().x_train[:100], axis=1))
+  saved = {k: v for k, v in config_json(TINY).items() if k != "max_train"}
+  check_same_run(saved, TINY, pathlib.Path("run"))
+  with pytest.raises(CheckpointError, match=r"max_train: 0 -> 100"):
+    check_same_run(saved, dataclasses.replace(TINY, max_train=100), pathlib.Path("run"))
+  with pytest.raises(ConfigError, match="max_train"):
+    dataclasses.replace(TINY, max_train=-1)
