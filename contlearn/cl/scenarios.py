@@ -163,14 +163,15 @@ def available_host_memory() -> int | None:
 def check_fits_in_memory(name: str, n_tasks: int, rows: int, features: int) -> None:
   """Raises `ConfigError` when T tasks of `rows` float32 rows would not fit in the host memory available.
 
-  Building holds each task's rows twice (the tasks, then their padded stack), so that is the estimate.
+  Building holds each task's rows twice (the tasks, then their padded stack), so that is the estimate (an upper
+  one where tasks share their inputs, as in concept shift).
   """
   need, have = 2 * n_tasks * rows * features * 4, available_host_memory()
   if have is not None and need > have:
     raise ConfigError(
       f"scenario {name}: {n_tasks} tasks of {rows:,} rows x {features} features need about "
       f"{need / 2**30:.1f} GiB of host memory to build, {have / 2**30:.1f} GiB is available; use fewer tasks "
-      "or a smaller dataset"
+      "or fewer rows (a CL run's max_train)"
     )
 
 
