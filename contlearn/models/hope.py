@@ -10,12 +10,12 @@ The equations are in `contlearn.memories.self_modifying`: q = x'_h W_q is the
 only static projection; keys, values, inner rates, retention (and momentum)
 are read from five (six) memories per head that write themselves; the main
 memory is read at every token. The outer loop learns the norm, conv, W_q, the
-rates' biases, W_g (with the gate), W_o and every head's initial memories. The state carries
-each head's memories and momenta and the last K - 1 conv inputs across steps,
-so it is part of the LM's memory and of its checkpoints. With
-`decay_to_init` (default) the state is each memory's deviation from its
-learned initial memory, starting at zero; without it, the state is the
-memory itself (`started [B]`: False until a lane's first step, when the
+rates' biases, W_g (with the gate), W_o and every head's initial memories.
+The state carries each head's memories and momenta and the last K - 1 conv
+inputs across steps, so it is part of the LM's memory and of its
+checkpoints. With `decay_to_init` (default) the state is each memory's
+deviation from its learned initial memory, starting at zero; without it,
+the state is the memory itself (`started [B]`: False until a lane's first step, when the
 memories start from the learned ones).
 Heads see disjoint slices of the residual (no projection before the memories);
 W_o mixes them, as later layers do. With `in_proj` a learned `W_in [D, D]`
@@ -24,8 +24,8 @@ read `x W_q`, `x W_k`, `x W_v`.
 
 Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
 memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
-`conv`, `conv_init`, `output_gate`, `dgd`, `momentum`, `self_values`, `decay_to_init`,
-`step_norm`, `read_residual`, `kv_residual`, `layer_norm` (with
+`conv`, `conv_init`, `output_gate`, `dgd`, `momentum`, `self_values`,
+`decay_to_init`, `step_norm`, `read_residual`, `kv_residual`, `layer_norm` (with
 `step_norm=false`), `in_proj`, `lr_scale` (divided by the memories' hidden
 width: the largest inner step of a chunk), `kernel` (`pallas`: the main
 memory's chunks chained by one Pallas kernel per head,
