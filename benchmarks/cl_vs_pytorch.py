@@ -121,8 +121,9 @@ def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
         f, a = f.T, a.T
       fisher.append(torch.from_numpy(np.array(f, np.float32)))
       anchor.append(torch.from_numpy(np.array(a, np.float32)))
-  x = torch.from_numpy(np.array(sc.train_x[1, : int(sc.train_n[1])]))
-  y = torch.from_numpy(np.asarray(sc.train_y[1, : int(sc.train_n[1])]).astype(np.int64))
+  rows, labels = sc.train_rows(1, np.arange(int(sc.train_n[1])))
+  x = torch.from_numpy(np.array(rows))
+  y = torch.from_numpy(np.asarray(labels).astype(np.int64))
   opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
   loss_fn = nn.CrossEntropyLoss()
   gen = torch.Generator().manual_seed(0)
@@ -144,8 +145,9 @@ def torch_runner(torch, cfg: BenchConfig, sc, batch: int, snapshot):
 
   def acc() -> float:
     with torch.no_grad():
-      xt = torch.from_numpy(np.array(sc.test_x[1, : int(sc.test_n[1])]))
-      yt = torch.from_numpy(np.array(sc.test_y[1, : int(sc.test_n[1])]).astype(np.int64))
+      test_x, test_y = sc.test_rows(1)
+      xt = torch.from_numpy(np.array(test_x[: int(sc.test_n[1])]))
+      yt = torch.from_numpy(np.array(test_y[: int(sc.test_n[1])]).astype(np.int64))
       return float((net(xt).argmax(-1) == yt).float().mean())
 
   train(200)  # warm-up
@@ -159,7 +161,7 @@ def jax_loop_runner(cfg: BenchConfig, sc, batch: int, snapshot):
   params, penalty = jax.tree.map(jnp.asarray, snapshot)
   fisher, anchor = penalty.w, jax.tree.map(jnp.asarray, anchor_of(penalty))
   n = int(sc.train_n[1])
-  x, y = sc.train_x[1, :n], sc.train_y[1, :n]
+  x, y = sc.train_rows(1, jnp.arange(n))
 
   def logits(p, rows):
     h = rows
@@ -191,7 +193,8 @@ def jax_loop_runner(cfg: BenchConfig, sc, batch: int, snapshot):
 
   def acc() -> float:
     m = int(sc.test_n[1])
-    return float(jnp.mean(jnp.argmax(logits(box["params"], sc.test_x[1, :m]), -1) == sc.test_y[1, :m]))
+    test_x, test_y = sc.test_rows(1)
+    return float(jnp.mean(jnp.argmax(logits(box["params"], test_x[:m]), -1) == test_y[:m]))
 
   run()  # compile + warm-up
   return run, acc

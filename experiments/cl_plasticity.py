@@ -91,7 +91,7 @@ def _hidden_health(cfg: Config):
   """`extra`: each seed's dormant-unit fraction and effective rank of its final network's last hidden layer."""
 
   def extra(state, sc, model) -> dict:
-    x_last = sc.test_x[-1, : int(sc.test_n[-1])]
+    x_last = sc.test_rows(sc.n_tasks - 1)[0][: int(sc.test_n[-1])]
     lanes = jax.tree.leaves(state.params)[0].shape[0]
     dormant, rank = [], []
     for lane in range(lanes):

@@ -57,7 +57,10 @@ def accuracy(model: Mlp, params: PyTree, scenario: Scenario) -> jax.Array:
     valid = jnp.arange(x.shape[0]) < n
     return jnp.sum((pred == y) & valid) / jnp.maximum(n, 1)
 
-  return jax.vmap(one)(scenario.test_x, scenario.test_y, scenario.test_n, scenario.head)
+  def task(t):
+    return one(*scenario.test_rows(t), scenario.test_n[t], scenario.head[t])
+
+  return jax.vmap(task)(jnp.arange(scenario.n_tasks))
 
 
 def sample_batch(scenario: Scenario, tasks: jax.Array, key: jax.Array) -> Batch:
@@ -65,7 +68,7 @@ def sample_batch(scenario: Scenario, tasks: jax.Array, key: jax.Array) -> Batch:
   n = scenario.train_n[tasks]
   idx = jnp.floor(jax.random.uniform(key, tasks.shape) * n).astype(jnp.int32)
   idx = jnp.minimum(idx, n - 1)
-  return Batch(scenario.train_x[tasks, idx], scenario.train_y[tasks, idx], scenario.head[tasks], tasks)
+  return Batch(*scenario.train_rows(tasks, idx), scenario.head[tasks], tasks)
 
 
 def classifier_learner(model: Mlp, strategy: Strategy, optimizer: optax.GradientTransformation) -> engine.Learner:

@@ -2,7 +2,9 @@
 
 A `Scenario` stacks T tasks. Each task's training and test rows are padded to
 a common length (with a count of valid rows), so a whole scenario is one
-pytree and every task trains under the same compiled program.
+pytree and every task trains under the same compiled program. A permuted
+stream holds its inputs once and permutes each task's rows as they are read
+(`Scenario.perm`), so its size does not grow with the number of tasks.
 
 Three ways a label reaches the model (van de Ven et al., "Three scenarios"):
   * "task":   task-incremental, one head per task, label within the task;
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -30,11 +34,13 @@ KINDS = ("task", "domain", "class")
 class Scenario:
   """T tasks, each with padded train and test rows.
 
+  Read a task's rows with `train_rows` and `test_rows`, which apply `perm`.
+
   Attributes:
-    train_x: float32 [T, N, D].
+    train_x: float32 [T, N, D], or [1, N, D] shared by every task when `perm` is set.
     train_y: int32 [T, N], label within the task's head.
     train_n: int32 [T], valid train rows of each task.
-    test_x: float32 [T, M, D].
+    test_x: float32 [T, M, D], or [1, M, D] when `perm` is set.
     test_y: int32 [T, M].
     test_n: int32 [T], valid test rows of each task.
     head: int32 [T], output head each task uses.
@@ -42,6 +48,8 @@ class Scenario:
     n_heads: number of heads (static).
     kind: "task", "domain" or "class" (static).
     name: description (static).
+    perm: None, or int32 [T, D]: task t's inputs are the shared rows with
+      their features in the order `perm[t]`.
   """
 
   train_x: np.ndarray
@@ -55,10 +63,26 @@ class Scenario:
   n_heads: int = struct.field(pytree_node=False)
   kind: str = struct.field(pytree_node=False)
   name: str = struct.field(pytree_node=False)
+  perm: np.ndarray | None = None
 
   @property
   def n_tasks(self) -> int:
-    return int(self.train_x.shape[0])
+    return int(self.head.shape[0])
+
+  def train_rows(self, task, idx) -> tuple[jax.Array, jax.Array]:
+    """Inputs float32 [n, D] and labels int32 [n] of train rows `idx` [n] of `task` (int32, scalar or [n])."""
+    task, idx = jnp.broadcast_to(task, jnp.shape(idx)), jnp.asarray(idx)
+    x = jnp.asarray(self.train_x)[task if self.perm is None else jnp.zeros_like(task), idx]
+    if self.perm is not None:
+      x = jnp.take_along_axis(x, jnp.asarray(self.perm)[task], axis=-1)
+    return x, jnp.asarray(self.train_y)[task, idx]
+
+  def test_rows(self, task) -> tuple[jax.Array, jax.Array]:
+    """Inputs float32 [M, D] and labels int32 [M] of `task`'s padded test rows (`test_n[task]` valid)."""
+    y = jnp.asarray(self.test_y)[task]
+    if self.perm is None:
+      return jnp.asarray(self.test_x)[task], y
+    return jnp.take(jnp.asarray(self.test_x)[0], jnp.asarray(self.perm)[task], axis=-1), y
 
   @property
   def in_dim(self) -> int:
@@ -80,6 +104,7 @@ def stack_tasks(
   name: str,
   label_offsets: Sequence[int],
   max_test: int | None = None,
+  perm: np.ndarray | None = None,
 ) -> Scenario:
   """Builds a scenario from per-task `(x_train, y_train, x_test, y_test)`.
 
@@ -90,6 +115,8 @@ def stack_tasks(
     name: description.
     label_offsets: per task, what class-incremental learning adds to a label.
     max_test: keep at most this many test rows per task (the first ones).
+    perm: None, or int32 [T, D] (`Scenario.perm`): every task's inputs are
+      then the first task's, held once and permuted as they are read.
 
   Returns:
     The padded scenario.
@@ -109,10 +136,18 @@ def stack_tasks(
     ys.append(y + offsets[t])
     xts.append(xt)
     yts.append(yt + offsets[t])
-  train_x, train_n = _pad(xs, np.float32)
+  shared = perm is not None
+  if shared and not all(x is tasks[0][0] and xt is tasks[0][2] for x, _, xt, _ in tasks):
+    raise ConfigError(f"scenario {name}: with perm, every task must share the first task's inputs")
+  train_x, train_n = _pad(xs[:1] if shared else xs, np.float32)
   train_y, _ = _pad(ys, np.int32)
-  test_x, test_n = _pad(xts, np.float32)
+  test_x, test_n = _pad(xts[:1] if shared else xts, np.float32)
   test_y, _ = _pad(yts, np.int32)
+  if shared:
+    perm = np.asarray(perm, np.int32)
+    if perm.shape != (n_tasks, train_x.shape[-1]):
+      raise ConfigError(f"scenario {name}: perm must be [{n_tasks}, {train_x.shape[-1]}], got {perm.shape}")
+    train_n, test_n = np.repeat(train_n, n_tasks), np.repeat(test_n, n_tasks)
   if kind == "task":
     head, n_heads, head_size = np.arange(n_tasks, dtype=np.int32), n_tasks, classes_per_task
   elif kind == "domain":
@@ -120,7 +155,7 @@ def stack_tasks(
   else:
     head, n_heads = np.zeros(n_tasks, np.int32), 1
     head_size = int(max(int(offsets.max()) + classes_per_task, int(train_y.max()) + 1))
-  return Scenario(train_x, train_y, train_n, test_x, test_y, test_n, head, head_size, n_heads, kind, name)
+  return Scenario(train_x, train_y, train_n, test_x, test_y, test_n, head, head_size, n_heads, kind, name, perm)
 
 
 def split(
@@ -200,16 +235,22 @@ def transformed(
 def permuted(
   ds: Dataset, n_tasks: int, kind: str, seed: int = 0, first_identity: bool = False, max_test: int | None = None
 ) -> Scenario:
-  """Permuted: task t applies a fixed random permutation of the input features."""
+  """Permuted: task t applies a fixed random permutation of the input features.
+
+  The inputs are held once and permuted as they are read (`Scenario.perm`).
+  """
   rng = np.random.default_rng(seed)
   d = ds.x_train.shape[1]
   perms = [np.arange(d) if (t == 0 and first_identity) else rng.permutation(d) for t in range(n_tasks)]
-  return transformed(
-    ds,
-    [lambda x, p=p: x[:, p] for p in perms],
+  x_test, y_test = (ds.x_test[:max_test], ds.y_test[:max_test]) if max_test else (ds.x_test, ds.y_test)
+  return stack_tasks(
+    [(ds.x_train, ds.y_train, x_test, y_test)] * n_tasks,
     kind,
+    ds.n_classes,
     f"permuted {ds.name}, {n_tasks} tasks, {kind}-IL",
-    max_test=max_test,
+    [t * ds.n_classes for t in range(n_tasks)],
+    max_test,
+    perm=np.stack(perms) if n_tasks else None,
   )
 
 

@@ -42,9 +42,7 @@ def task_rows(scenario: Scenario, task: jax.Array, n: int, key: jax.Array) -> Ba
     jax.random.uniform(key, scenario.train_y.shape[1:]) + (jnp.arange(scenario.train_y.shape[1]) >= count)
   )
   idx = order[jnp.arange(n) % order.shape[0]] % jnp.maximum(count, 1)  # n rows, repeating when fewer
-  return Batch(
-    scenario.train_x[task, idx], scenario.train_y[task, idx], jnp.full((n,), scenario.head[task]), jnp.full((n,), task)
-  )
+  return Batch(*scenario.train_rows(task, idx), jnp.full((n,), scenario.head[task]), jnp.full((n,), task))
 
 
 def classifier(model: Mlp) -> TaskModel:

@@ -244,7 +244,7 @@ def test_max_train_keeps_the_first_rows_and_runs_saved_before_it_resume():
 
   sc = build_scenario(dataclasses.replace(TINY, max_train=100))
   np.testing.assert_array_equal(sc.train_n, [100, 100, 100])
-  first = np.asarray(sc.train_x[0, :100])
+  first = np.asarray(sc.train_rows(0, np.arange(100))[0])
   np.testing.assert_array_equal(np.sort(first, axis=1), np.sort(datasets.digits().x_train[:100], axis=1))
   saved = {k: v for k, v in config_json(TINY).items() if k != "max_train"}
   check_same_run(saved, TINY, pathlib.Path("run"))

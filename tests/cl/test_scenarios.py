@@ -37,13 +37,23 @@ def test_split_follows_class_order(digits):
 
 
 def test_permuted_and_rotated_transform_every_row(digits):
-  sc = scenarios.permuted(digits, 3, "class", seed=1)
-  assert sc.head_size == 30
-  for t in range(3):
-    x = sc.train_x[t, : int(sc.train_n[t])]
+  sc = scenarios.permuted(digits, 3, "class", seed=1, max_test=7)
+  assert sc.head_size == 30 and sc.n_tasks == 3
+  assert sc.train_x.shape[0] == sc.test_x.shape[0] == 1  # the inputs held once
+  rows = [np.asarray(sc.train_rows(t, np.arange(int(sc.train_n[t])))[0]) for t in range(3)]
+  for t, x in enumerate(rows):
     np.testing.assert_array_equal(np.sort(x, axis=1), np.sort(digits.x_train, axis=1))
     np.testing.assert_array_equal(sc.train_y[t, : int(sc.train_n[t])], digits.y_train + 10 * t)
-  assert not np.array_equal(sc.train_x[0], sc.train_x[1])
+    np.testing.assert_array_equal(x, digits.x_train[:, sc.perm[t]])  # task t's features in the order perm[t]
+    test_x, test_y = sc.test_rows(t)
+    np.testing.assert_array_equal(test_x, digits.x_test[:7, sc.perm[t]])
+    np.testing.assert_array_equal(test_y, digits.y_test[:7] + 10 * t)
+  assert not np.array_equal(rows[0], rows[1])
+  # rows of several tasks at once, as a batch draws them
+  tasks, idx = np.array([2, 0, 1, 2]), np.array([5, 3, 3, 0])
+  x, y = sc.train_rows(tasks, idx)
+  np.testing.assert_array_equal(x, np.stack([rows[t][i] for t, i in zip(tasks, idx)]))
+  np.testing.assert_array_equal(y, digits.y_train[idx] + 10 * tasks)
   rot = scenarios.rotated(digits, [0, 90], "domain")
   imgs = digits.x_train.reshape(-1, 8, 8)
   np.testing.assert_array_equal(rot.train_x[0, : len(imgs)], digits.x_train)
@@ -51,18 +61,21 @@ def test_permuted_and_rotated_transform_every_row(digits):
 
 
 def test_transformed_tasks_refuse_to_outgrow_host_memory_in_one_line(digits, monkeypatch):
-  """Each task is a copy of the dataset: too many for the memory available is a ConfigError before any is made,
-  sized from the rows kept (the first `max_test` test rows), and no check where the system does not say."""
+  """Each task of a rotated or concept-shift stream is a copy of the dataset: too many for the memory available is a
+  ConfigError before any is made, sized from the rows kept (the first `max_test` test rows), and no check where the
+  system does not say. A permuted stream holds its inputs once."""
   rows = len(digits.x_train) + 7
   need = 2 * 3 * rows * digits.x_train.shape[1] * 4
   monkeypatch.setattr(scenarios, "available_host_memory", lambda: need - 1)
-  with pytest.raises(ConfigError, match=rf"scenario permuted .*: 3 tasks of {rows:,} rows x 64 features .* available"):
-    scenarios.permuted(digits, 3, "domain", max_test=7)
+  with pytest.raises(ConfigError, match=rf"scenario rotated .*: 3 tasks of {rows:,} rows x 64 features .* available"):
+    scenarios.rotated(digits, [0, 90, 180], "domain", max_test=7)
   monkeypatch.setattr(scenarios, "available_host_memory", lambda: need)
-  sc = scenarios.permuted(digits, 3, "domain", max_test=7)
-  assert sc.test_x.shape[1] == 7
+  sc = scenarios.rotated(digits, [0, 90, 180], "domain", max_test=7)
+  assert sc.test_x.shape[:2] == (3, 7)
   monkeypatch.setattr(scenarios, "available_host_memory", lambda: None)
-  assert scenarios.rotated(digits, [0, 90, 180], "domain").n_tasks == 3
+  assert scenarios.concept_shift(digits, 3).n_tasks == 3
+  monkeypatch.setattr(scenarios, "available_host_memory", lambda: 1)
+  assert scenarios.permuted(digits, 3, "domain").n_tasks == 3  # held once: no copies to check
 
 
 def test_concept_shift_remaps_labels_only(digits):
@@ -152,3 +165,28 @@ def test_from_arrays_scales_flattens_and_checks():
     datasets.from_arrays(x[:30], y[:29], x[30:], y[30:])
   with pytest.raises(DataError, match="cover"):
     datasets.from_arrays(x[:30], y[:30] * 2, x[30:], y[30:])
+
+
+def test_a_permuted_stream_read_lazily_equals_its_copies(digits):
+  """The permuted stream's rows, the accuracy over its tasks and a batch drawn from it equal those of the same
+  permutations applied to copies of the data (the stream as it was built before it was read lazily)."""
+  import jax
+  import jax.numpy as jnp
+
+  from contlearn.cl.learner import accuracy, sample_batch
+  from contlearn.cl.model import Mlp
+
+  lazy = scenarios.permuted(digits, 4, "class", seed=3, max_test=20)
+  copies = scenarios.transformed(digits, [lambda x, p=p: x[:, p] for p in lazy.perm], "class", lazy.name, max_test=20)
+  assert copies.perm is None and copies.train_x.shape[0] == 4
+  lazy, copies = jax.device_put((lazy, copies))  # as a run holds them
+  for t in range(4):
+    n = int(copies.train_n[t])
+    np.testing.assert_array_equal(lazy.train_rows(t, np.arange(n))[0], copies.train_x[t, :n])
+    np.testing.assert_array_equal(lazy.test_rows(t)[0], copies.test_rows(t)[0])
+  model = Mlp(64, (16,), lazy.head_size, lazy.n_heads)
+  params = model.init(jax.random.key(0))
+  np.testing.assert_array_equal(accuracy(model, params, lazy), accuracy(model, params, copies))
+  tasks = jnp.array([3, 0, 2, 2, 1, 3], jnp.int32)
+  for a, b in zip(sample_batch(lazy, tasks, jax.random.key(1)), sample_batch(copies, tasks, jax.random.key(1))):
+    np.testing.assert_array_equal(a, b)
