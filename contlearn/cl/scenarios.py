@@ -4,7 +4,7 @@ A `Scenario` stacks T tasks. Each task's training and test rows are padded to
 a common length (with a count of valid rows), so a whole scenario is one
 pytree and every task trains under the same compiled program. A permuted
 stream holds its inputs once and permutes each task's rows as they are read
-(`Scenario.perm`), so its size does not grow with the number of tasks.
+(`Scenario.perm`), so its inputs do not grow with the number of tasks.
 
 Three ways a label reaches the model (van de Ven et al., "Three scenarios"):
   * "task":   task-incremental, one head per task, label within the task;
