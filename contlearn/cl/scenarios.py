@@ -78,7 +78,8 @@ class Scenario:
     return x, jnp.asarray(self.train_y)[task, idx]
 
   def test_rows(self, task) -> tuple[jax.Array, jax.Array]:
-    """Inputs float32 [M, D] and labels int32 [M] of `task`'s padded test rows (`test_n[task]` valid)."""
+    """Inputs float32 [M, D] and labels int32 [M] of `task`'s padded test rows (`test_n[task]` valid); `task`: a
+    scalar (vmap it for several)."""
     y = jnp.asarray(self.test_y)[task]
     if self.perm is None:
       return jnp.asarray(self.test_x)[task], y

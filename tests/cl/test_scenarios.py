@@ -190,3 +190,20 @@ def test_a_permuted_stream_read_lazily_equals_its_copies(digits):
   tasks = jnp.array([3, 0, 2, 2, 1, 3], jnp.int32)
   for a, b in zip(sample_batch(lazy, tasks, jax.random.key(1)), sample_batch(copies, tasks, jax.random.key(1))):
     np.testing.assert_array_equal(a, b)
+
+
+def test_evaluating_a_permuted_stream_holds_a_bounded_block_of_tasks(digits):
+  """The compiled evaluation's working memory does not grow with the number of permuted tasks (it permutes
+  `PERMUTED_EVAL_TASKS` tasks' test rows at a time)."""
+  import jax
+
+  from contlearn.cl.learner import accuracy
+  from contlearn.cl.model import Mlp
+
+  def temp_bytes(n_tasks):
+    sc = scenarios.permuted(digits, n_tasks, "domain", max_test=200)
+    model = Mlp(64, (32,), sc.head_size, sc.n_heads)
+    compiled = jax.jit(lambda p, s: accuracy(model, p, s)).lower(model.init(jax.random.key(0)), sc).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes(512) == temp_bytes(64)
