@@ -49,30 +49,15 @@ from contlearn.strategies.task_end import compile_end_of_task
 PyTree = Any
 
 
-# Tasks of a permuted stream whose test rows are permuted at once while evaluating (bounds the gathered block).
-PERMUTED_EVAL_TASKS = 32
-
-
 def accuracy(model: Mlp, params: PyTree, scenario: Scenario) -> jax.Array:
-  """Accuracy on every task's (valid) test rows: float32 [T].
-
-  A permuted stream's test rows are permuted `PERMUTED_EVAL_TASKS` tasks at a time, so evaluating holds at most
-  that many permuted copies of them, not one per task.
-  """
+  """Accuracy on every task's (valid) test rows: float32 [T]."""
 
   def one(x, y, n, head):
     pred = jnp.argmax(model.logits(params, x, jnp.full(x.shape[:1], head)), axis=-1)
     valid = jnp.arange(x.shape[0]) < n
     return jnp.sum((pred == y) & valid) / jnp.maximum(n, 1)
 
-  if scenario.perm is None:
-    return jax.vmap(one)(scenario.test_x, scenario.test_y, scenario.test_n, scenario.head)
-  rows = scenario.test_x[0]
-  return jax.lax.map(
-    lambda a: one(jnp.take(rows, a[0], axis=-1), *a[1:]),
-    (scenario.perm, scenario.test_y, scenario.test_n, scenario.head),
-    batch_size=PERMUTED_EVAL_TASKS,
-  )
+  return scenario.map_test_rows(one)
 
 
 def sample_batch(scenario: Scenario, tasks: jax.Array, key: jax.Array) -> Batch:

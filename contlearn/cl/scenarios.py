@@ -85,6 +85,21 @@ class Scenario:
       return jnp.asarray(self.test_x)[task], y
     return jnp.take(jnp.asarray(self.test_x)[0], jnp.asarray(self.perm)[task], axis=-1), y
 
+  def map_test_rows(self, fn: Callable, tasks_at_once: int = 32) -> jax.Array:
+    """`fn(x [M, D], y [M], n, head)` on every task's padded test rows, stacked over the tasks: [T, ...].
+
+    Copies are vmapped; a permuted stream's rows are permuted `tasks_at_once` tasks at a time (`lax.map`), so
+    this never holds one permuted copy per task.
+    """
+    if self.perm is None:
+      return jax.vmap(fn)(self.test_x, self.test_y, self.test_n, self.head)
+    rows = jnp.asarray(self.test_x)[0]
+    return jax.lax.map(
+      lambda a: fn(jnp.take(rows, a[0], axis=-1), *a[1:]),
+      (self.perm, self.test_y, self.test_n, self.head),
+      batch_size=tasks_at_once,
+    )
+
   @property
   def in_dim(self) -> int:
     return int(self.train_x.shape[-1])
@@ -184,6 +199,11 @@ def split(
   )
 
 
+def _first_test_rows(ds: Dataset, max_test: int | None) -> tuple[np.ndarray, np.ndarray]:
+  """The dataset's first `max_test` test inputs and labels (all of them if None or 0)."""
+  return (ds.x_test[:max_test], ds.y_test[:max_test]) if max_test else (ds.x_test, ds.y_test)
+
+
 def available_host_memory() -> int | None:
   """Bytes of host memory available now (Linux's `MemAvailable`), or None where the system does not say."""
   try:
@@ -224,7 +244,7 @@ def transformed(
   Every task is a transformed copy of the dataset held in host memory (the first `max_test` test rows
   only): a `ConfigError` says so before building when the copies would not fit.
   """
-  x_test, y_test = (ds.x_test[:max_test], ds.y_test[:max_test]) if max_test else (ds.x_test, ds.y_test)
+  x_test, y_test = _first_test_rows(ds, max_test)
   check_fits_in_memory(name, len(transforms), len(ds.x_train) + len(x_test), ds.x_train.shape[1])
   tasks = []
   for t, f in enumerate(transforms):
@@ -243,7 +263,7 @@ def permuted(
   rng = np.random.default_rng(seed)
   d = ds.x_train.shape[1]
   perms = [np.arange(d) if (t == 0 and first_identity) else rng.permutation(d) for t in range(n_tasks)]
-  x_test, y_test = (ds.x_test[:max_test], ds.y_test[:max_test]) if max_test else (ds.x_test, ds.y_test)
+  x_test, y_test = _first_test_rows(ds, max_test)
   return stack_tasks(
     [(ds.x_train, ds.y_train, x_test, y_test)] * n_tasks,
     kind,

@@ -194,7 +194,7 @@ def test_a_permuted_stream_read_lazily_equals_its_copies(digits):
 
 def test_evaluating_a_permuted_stream_holds_a_bounded_block_of_tasks(digits):
   """The compiled evaluation's working memory does not grow with the number of permuted tasks (it permutes
-  `PERMUTED_EVAL_TASKS` tasks' test rows at a time)."""
+  a bounded block of tasks' test rows at a time, `Scenario.map_test_rows`)."""
   import jax
 
   from contlearn.cl.learner import accuracy
