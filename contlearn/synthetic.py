@@ -77,9 +77,18 @@ def indexed(learner: Learner, batch_at: Callable[[Any], Any]) -> Learner:
 class LossLog(BlockLog):
   """Per-step training loss (`nll / count`), logged per block; the last `keep` steps kept.
 
-  Writes `path` (JSON lines: block, step, mean loss of the block; one value
-  per lane with lanes) and, with `progress`, prints the loss of the last
-  `keep` steps about five times per run.
+  Writes `path` (JSON lines: block, step, the block's mean loss, and the
+  mean and largest global norm of its steps' gradients before any clipping;
+  one value per lane with lanes) and, with `progress`, prints the loss of
+  the last `keep` steps about five times per run.
+
+  >>> from types import SimpleNamespace
+  >>> log = LossLog(pathlib.Path("unused.jsonl"), keep=2, label="demo", total_steps=4, progress=False)
+  >>> two_lanes = SimpleNamespace(  # [lanes, steps of the block]
+  ...   nll=np.array([[4.0, 2.0], [6.0, 6.0]]), count=np.array([[2.0, 2.0], [2.0, 3.0]]),
+  ...   grad_norm=np.array([[0.5, 1.5], [3.0, 1.0]]))
+  >>> log.record(1, two_lanes)
+  {'loss': [1.5, 2.5], 'grad_norm': [1.0, 2.0], 'grad_norm_max': [1.5, 3.0]}
   """
 
   def __init__(self, path: pathlib.Path, keep: int, label: str, total_steps: int, progress: bool):
@@ -91,7 +100,12 @@ class LossLog(BlockLog):
     loss = np.asarray(metrics.nll, np.float64) / np.maximum(np.asarray(metrics.count, np.float64), 1.0)
     joined = loss if self.recent is None else np.concatenate([self.recent, loss], axis=-1)
     self.recent = joined[..., -self.keep :]
-    return {"loss": np.mean(loss, axis=-1).tolist()}
+    grad_norm = np.asarray(metrics.grad_norm, np.float64)
+    return {
+      "loss": np.mean(loss, axis=-1).tolist(),
+      "grad_norm": np.mean(grad_norm, axis=-1).tolist(),
+      "grad_norm_max": np.max(grad_norm, axis=-1).tolist(),
+    }
 
   def describe(self, units: int, record: dict[str, Any]) -> str:
     return f"step {units}: loss {np.round(self.tail(), 3).tolist()}"
