@@ -2,9 +2,10 @@
 
 A `Scenario` stacks T tasks. Each task's training and test rows are padded to
 a common length (with a count of valid rows), so a whole scenario is one
-pytree and every task trains under the same compiled program. A permuted
-stream holds its inputs once and permutes each task's rows as they are read
-(`Scenario.perm`), so its inputs do not grow with the number of tasks.
+pytree, and every task trains under the same compiled program. The permuted,
+rotated and concept-shift streams hold their inputs once and gather each
+task's features as its rows are read (`Scenario.feature_index`), so their
+inputs do not grow with the number of tasks.
 
 Three ways a label reaches the model (van de Ven et al., "Three scenarios"):
   * "task":   task-incremental, one head per task, label within the task;
@@ -34,13 +35,13 @@ KINDS = ("task", "domain", "class")
 class Scenario:
   """T tasks, each with padded train and test rows.
 
-  Read a task's rows with `train_rows` and `test_rows`, which apply `perm`.
+  Read a task's rows with `train_rows` and `test_rows`, which apply `feature_index`.
 
   Attributes:
-    train_x: float32 [T, N, D], or [1, N, D] shared by every task when `perm` is set.
+    train_x: float32 [T, N, D], or [1, N, D] shared by every task when `feature_index` is set.
     train_y: int32 [T, N], label within the task's head.
     train_n: int32 [T], valid train rows of each task.
-    test_x: float32 [T, M, D], or [1, M, D] when `perm` is set.
+    test_x: float32 [T, M, D], or [1, M, D] when `feature_index` is set.
     test_y: int32 [T, M].
     test_n: int32 [T], valid test rows of each task.
     head: int32 [T], output head each task uses.
@@ -48,8 +49,9 @@ class Scenario:
     n_heads: number of heads (static).
     kind: "task", "domain" or "class" (static).
     name: description (static).
-    perm: None, or int32 [T, D]: task t's inputs are the shared rows with
-      their features in the order `perm[t]`.
+    feature_index: None, or int32 [T, D]: task t's feature j is the shared
+      row's feature `feature_index[t, j]`, or 0 where that index is D (a
+      permutation, a rotation with its corners zero-filled, the identity).
   """
 
   train_x: np.ndarray
@@ -63,7 +65,7 @@ class Scenario:
   n_heads: int = struct.field(pytree_node=False)
   kind: str = struct.field(pytree_node=False)
   name: str = struct.field(pytree_node=False)
-  perm: np.ndarray | None = None
+  feature_index: np.ndarray | None = None
 
   @property
   def n_tasks(self) -> int:
@@ -72,37 +74,43 @@ class Scenario:
   def train_rows(self, task, idx) -> tuple[jax.Array, jax.Array]:
     """Inputs float32 [n, D] and labels int32 [n] of train rows `idx` [n] of `task` (int32, scalar or [n])."""
     task, idx = jnp.broadcast_to(task, jnp.shape(idx)), jnp.asarray(idx)
-    x = jnp.asarray(self.train_x)[task if self.perm is None else jnp.zeros_like(task), idx]
-    if self.perm is not None:
-      x = jnp.take_along_axis(x, jnp.asarray(self.perm)[task], axis=-1)
+    shared = self.feature_index is not None
+    x = jnp.asarray(self.train_x)[jnp.zeros_like(task) if shared else task, idx]
+    if shared:
+      x = jnp.take_along_axis(x, jnp.asarray(self.feature_index)[task], axis=-1, mode="fill", fill_value=0)
     return x, jnp.asarray(self.train_y)[task, idx]
 
   def test_rows(self, task) -> tuple[jax.Array, jax.Array]:
     """Inputs float32 [M, D] and labels int32 [M] of `task`'s padded test rows (`test_n[task]` valid); `task`: a
     scalar (vmap it for several)."""
     y = jnp.asarray(self.test_y)[task]
-    if self.perm is None:
+    if self.feature_index is None:
       return jnp.asarray(self.test_x)[task], y
-    return jnp.take(jnp.asarray(self.test_x)[0], jnp.asarray(self.perm)[task], axis=-1), y
+    return _gather(jnp.asarray(self.test_x)[0], jnp.asarray(self.feature_index)[task]), y
 
   def map_test_rows(self, fn: Callable, tasks_at_once: int = 32) -> jax.Array:
     """`fn(x [M, D], y [M], n, head)` on every task's padded test rows, stacked over the tasks: [T, ...].
 
-    Copies are vmapped; a permuted stream's rows are permuted `tasks_at_once` tasks at a time (`lax.map`), so
-    this never holds one permuted copy per task.
+    Copies are vmapped; rows held once are gathered `tasks_at_once` tasks at a time (`lax.map`), so this never
+    holds one gathered copy per task.
     """
-    if self.perm is None:
+    if self.feature_index is None:
       return jax.vmap(fn)(self.test_x, self.test_y, self.test_n, self.head)
     rows = jnp.asarray(self.test_x)[0]
     return jax.lax.map(
-      lambda a: fn(jnp.take(rows, a[0], axis=-1), *a[1:]),
-      (self.perm, self.test_y, self.test_n, self.head),
+      lambda a: fn(_gather(rows, a[0]), *a[1:]),
+      (self.feature_index, self.test_y, self.test_n, self.head),
       batch_size=tasks_at_once,
     )
 
   @property
   def in_dim(self) -> int:
     return int(self.train_x.shape[-1])
+
+
+def _gather(rows: jax.Array, index: jax.Array) -> jax.Array:
+  """`rows [M, D]` with their features gathered by `index [D]`; index D reads 0."""
+  return jnp.take(rows, index, axis=-1, mode="fill", fill_value=0)
 
 
 def _pad(rows: Sequence[np.ndarray], dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +128,7 @@ def stack_tasks(
   name: str,
   label_offsets: Sequence[int],
   max_test: int | None = None,
-  perm: np.ndarray | None = None,
+  feature_index: np.ndarray | None = None,
 ) -> Scenario:
   """Builds a scenario from per-task `(x_train, y_train, x_test, y_test)`.
 
@@ -131,8 +139,9 @@ def stack_tasks(
     name: description.
     label_offsets: per task, what class-incremental learning adds to a label.
     max_test: keep at most this many test rows per task (the first ones).
-    perm: None, or int32 [T, D] (`Scenario.perm`): every task's inputs are
-      then the first task's, held once and permuted as they are read.
+    feature_index: None, or int32 [T, D] (`Scenario.feature_index`): every
+      task's inputs are then the first task's, held once and gathered as
+      they are read.
 
   Returns:
     The padded scenario.
@@ -152,17 +161,20 @@ def stack_tasks(
     ys.append(y + offsets[t])
     xts.append(xt)
     yts.append(yt + offsets[t])
-  shared = perm is not None
+  shared = feature_index is not None
   if shared and not all(x is tasks[0][0] and xt is tasks[0][2] for x, _, xt, _ in tasks):
-    raise ConfigError(f"scenario {name}: with perm, every task must share the first task's inputs")
+    raise ConfigError(f"scenario {name}: with feature_index, every task must share the first task's inputs")
   train_x, train_n = _pad(xs[:1] if shared else xs, np.float32)
   train_y, _ = _pad(ys, np.int32)
   test_x, test_n = _pad(xts[:1] if shared else xts, np.float32)
   test_y, _ = _pad(yts, np.int32)
   if shared:
-    perm = np.asarray(perm, np.int32)
-    if perm.shape != (n_tasks, train_x.shape[-1]):
-      raise ConfigError(f"scenario {name}: perm must be [{n_tasks}, {train_x.shape[-1]}], got {perm.shape}")
+    feature_index, d = np.asarray(feature_index, np.int32), train_x.shape[-1]
+    if feature_index.shape != (n_tasks, d) or feature_index.min() < 0 or feature_index.max() > d:
+      raise ConfigError(
+        f"scenario {name}: feature_index must be [{n_tasks}, {d}] with entries in [0, {d}], "
+        f"got shape {feature_index.shape}"
+      )
     train_n, test_n = np.repeat(train_n, n_tasks), np.repeat(test_n, n_tasks)
   if kind == "task":
     head, n_heads, head_size = np.arange(n_tasks, dtype=np.int32), n_tasks, classes_per_task
@@ -171,7 +183,9 @@ def stack_tasks(
   else:
     head, n_heads = np.zeros(n_tasks, np.int32), 1
     head_size = int(max(int(offsets.max()) + classes_per_task, int(train_y.max()) + 1))
-  return Scenario(train_x, train_y, train_n, test_x, test_y, test_n, head, head_size, n_heads, kind, name, perm)
+  return Scenario(
+    train_x, train_y, train_n, test_x, test_y, test_n, head, head_size, n_heads, kind, name, feature_index
+  )
 
 
 def split(
@@ -242,7 +256,8 @@ def transformed(
   """One task per input transform (row by row) and optional label map of the whole dataset.
 
   Every task is a transformed copy of the dataset held in host memory (the first `max_test` test rows
-  only): a `ConfigError` says so before building when the copies would not fit.
+  only): a `ConfigError` says so before building when the copies would not fit. A transform that gathers
+  features (a permutation, a rotation) is better held once (`held_once`).
   """
   x_test, y_test = _first_test_rows(ds, max_test)
   check_fits_in_memory(name, len(transforms), len(ds.x_train) + len(x_test), ds.x_train.shape[1])
@@ -253,61 +268,64 @@ def transformed(
   return stack_tasks(tasks, kind, ds.n_classes, name, [t * ds.n_classes for t in range(len(transforms))], max_test)
 
 
+def held_once(
+  ds: Dataset,
+  feature_index: np.ndarray,
+  kind: str,
+  name: str,
+  label_maps: Sequence[np.ndarray] | None = None,
+  max_test: int | None = None,
+) -> Scenario:
+  """One task per row of `feature_index [T, D]` (`Scenario.feature_index`) and optional label map, the inputs
+  held once and gathered as they are read."""
+  x_test, y_test = _first_test_rows(ds, max_test)
+  tasks = []
+  for t in range(len(feature_index)):
+    lmap = np.arange(ds.n_classes) if label_maps is None else np.asarray(label_maps[t])
+    tasks.append((ds.x_train, lmap[ds.y_train], x_test, lmap[y_test]))
+  offsets = [t * ds.n_classes for t in range(len(tasks))]
+  return stack_tasks(tasks, kind, ds.n_classes, name, offsets, max_test, feature_index=feature_index)
+
+
 def permuted(
   ds: Dataset, n_tasks: int, kind: str, seed: int = 0, first_identity: bool = False, max_test: int | None = None
 ) -> Scenario:
-  """Permuted: task t applies a fixed random permutation of the input features.
-
-  The inputs are held once and permuted as they are read (`Scenario.perm`).
-  """
+  """Permuted: task t applies a fixed random permutation of the input features (held once, `held_once`)."""
   rng = np.random.default_rng(seed)
   d = ds.x_train.shape[1]
   perms = [np.arange(d) if (t == 0 and first_identity) else rng.permutation(d) for t in range(n_tasks)]
-  x_test, y_test = _first_test_rows(ds, max_test)
-  return stack_tasks(
-    [(ds.x_train, ds.y_train, x_test, y_test)] * n_tasks,
-    kind,
-    ds.n_classes,
-    f"permuted {ds.name}, {n_tasks} tasks, {kind}-IL",
-    [t * ds.n_classes for t in range(n_tasks)],
-    max_test,
-    perm=np.stack(perms) if n_tasks else None,
+  return held_once(
+    ds, np.reshape(perms, (n_tasks, d)), kind, f"permuted {ds.name}, {n_tasks} tasks, {kind}-IL", max_test=max_test
   )
 
 
-def rotate_images(x: np.ndarray, image_shape: tuple[int, ...], degrees: float) -> np.ndarray:
-  """Rotates flattened [N, H*W] images counter-clockwise about their centre
-  (nearest neighbour, zero fill); 90 degrees equals `np.rot90`."""
+def rotation_index(image_shape: tuple[int, ...], degrees: float) -> np.ndarray:
+  """int [H*W]: feature j of an (H, W) image rotated counter-clockwise by `degrees` about its centre (nearest
+  neighbour) is the original's feature `index[j]`, and 0 where `index[j]` is H*W (outside the original)."""
   if len(image_shape) != 2:
-    raise ConfigError(f"rotate_images: needs (H, W) images, got image_shape={image_shape}")
+    raise ConfigError(f"a rotation needs (H, W) images, got image_shape={image_shape}")
   h, w = image_shape
   a = np.deg2rad(degrees)
   yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
   src_y = np.rint(np.cos(a) * yy + np.sin(a) * xx + (h - 1) / 2).astype(int)
   src_x = np.rint(-np.sin(a) * yy + np.cos(a) * xx + (w - 1) / 2).astype(int)
   ok = (src_y >= 0) & (src_y < h) & (src_x >= 0) & (src_x < w)
-  src = np.where(ok, src_y * w + src_x, 0).reshape(-1)
-  return np.where(ok.reshape(-1)[None, :], x[:, src], 0.0).astype(x.dtype)
+  return np.where(ok, src_y * w + src_x, h * w).reshape(-1)
 
 
 def rotated(ds: Dataset, angles: Sequence[float], kind: str, max_test: int | None = None) -> Scenario:
-  """Rotated: task t rotates every image by `angles[t]` degrees."""
-  return transformed(
-    ds,
-    [lambda x, a=a: rotate_images(x, ds.image_shape, a) for a in angles],
-    kind,
-    f"rotated {ds.name}, angles {list(angles)}, {kind}-IL",
-    max_test=max_test,
-  )
+  """Rotated: task t rotates every image by `angles[t]` degrees (`rotation_index`; held once, `held_once`)."""
+  index = np.reshape([rotation_index(ds.image_shape, a) for a in angles], (len(angles), ds.x_train.shape[1]))
+  return held_once(ds, index, kind, f"rotated {ds.name}, angles {list(angles)}, {kind}-IL", max_test=max_test)
 
 
 def concept_shift(ds: Dataset, n_tasks: int, seed: int = 0, max_test: int | None = None) -> Scenario:
   """Concept shift: the same inputs, but task t>0 remaps labels by a random permutation.
 
-  Domain-incremental by construction: one head must follow the current mapping.
+  Domain-incremental by construction: one head must follow the current mapping. The inputs are held once
+  (`held_once`, every task's `feature_index` the identity).
   """
   rng = np.random.default_rng(seed)
   maps = [np.arange(ds.n_classes)] + [rng.permutation(ds.n_classes) for _ in range(n_tasks - 1)]
-  return transformed(
-    ds, [lambda x: x] * n_tasks, "domain", f"concept shift {ds.name}, {n_tasks} label maps", maps, max_test
-  )
+  index = np.tile(np.arange(ds.x_train.shape[1]), (n_tasks, 1))
+  return held_once(ds, index, "domain", f"concept shift {ds.name}, {n_tasks} label maps", maps, max_test)

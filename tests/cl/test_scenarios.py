@@ -44,9 +44,9 @@ def test_permuted_and_rotated_transform_every_row(digits):
   for t, x in enumerate(rows):
     np.testing.assert_array_equal(np.sort(x, axis=1), np.sort(digits.x_train, axis=1))
     np.testing.assert_array_equal(sc.train_y[t, : int(sc.train_n[t])], digits.y_train + 10 * t)
-    np.testing.assert_array_equal(x, digits.x_train[:, sc.perm[t]])  # task t's features in the order perm[t]
+    np.testing.assert_array_equal(x, digits.x_train[:, sc.feature_index[t]])  # features in that order
     test_x, test_y = sc.test_rows(t)
-    np.testing.assert_array_equal(test_x, digits.x_test[:7, sc.perm[t]])
+    np.testing.assert_array_equal(test_x, digits.x_test[:7, sc.feature_index[t]])
     np.testing.assert_array_equal(test_y, digits.y_test[:7] + 10 * t)
   assert not np.array_equal(rows[0], rows[1])
   # rows of several tasks at once, as a batch draws them
@@ -54,34 +54,51 @@ def test_permuted_and_rotated_transform_every_row(digits):
   x, y = sc.train_rows(tasks, idx)
   np.testing.assert_array_equal(x, np.stack([rows[t][i] for t, i in zip(tasks, idx)]))
   np.testing.assert_array_equal(y, digits.y_train[idx] + 10 * tasks)
-  rot = scenarios.rotated(digits, [0, 90], "domain")
+  rot = scenarios.rotated(digits, [0, 90, 45], "domain")
   imgs = digits.x_train.reshape(-1, 8, 8)
-  np.testing.assert_array_equal(rot.train_x[0, : len(imgs)], digits.x_train)
-  np.testing.assert_array_equal(rot.train_x[1, : len(imgs)].reshape(-1, 8, 8), np.rot90(imgs, k=1, axes=(1, 2)))
+  every = np.arange(len(imgs))
+  np.testing.assert_array_equal(rot.train_rows(0, every)[0], digits.x_train)
+  np.testing.assert_array_equal(rot.train_rows(1, every)[0].reshape(-1, 8, 8), np.rot90(imgs, k=1, axes=(1, 2)))
+  corners = rot.feature_index[2] == 64  # 45 degrees: the corners come from outside the image, and read 0
+  assert corners.sum() > 0 and corners.reshape(8, 8)[0, 0] and not corners.reshape(8, 8)[4, 4]
+  assert np.all(np.asarray(rot.train_rows(2, every)[0])[:, corners] == 0)
 
 
-def test_transformed_tasks_refuse_to_outgrow_host_memory_in_one_line(digits, monkeypatch):
-  """Each task of a rotated or concept-shift stream is a copy of the dataset: too many for the memory available is a
-  ConfigError before any is made, sized from the rows kept (the first `max_test` test rows), and no check where the
-  system does not say. A permuted stream holds its inputs once."""
+def test_copied_tasks_refuse_to_outgrow_host_memory_in_one_line(digits, monkeypatch):
+  """Each task of a `transformed` stream is a copy of the dataset: too many for the memory available is a ConfigError
+  before any is made, sized from the rows kept (the first `max_test` test rows), and no check where the system does
+  not say. The permuted, rotated and concept-shift streams hold their inputs once."""
   rows = len(digits.x_train) + 7
   need = 2 * 3 * rows * digits.x_train.shape[1] * 4
+  flips = [lambda x: x, lambda x: x[:, ::-1], lambda x: 1.0 - x]
   monkeypatch.setattr(scenarios, "available_host_memory", lambda: need - 1)
-  with pytest.raises(ConfigError, match=rf"scenario rotated .*: 3 tasks of {rows:,} rows x 64 features .* available"):
-    scenarios.rotated(digits, [0, 90, 180], "domain", max_test=7)
+  with pytest.raises(ConfigError, match=rf"scenario flips: 3 tasks of {rows:,} rows x 64 features .* available"):
+    scenarios.transformed(digits, flips, "domain", "flips", max_test=7)
   monkeypatch.setattr(scenarios, "available_host_memory", lambda: need)
-  sc = scenarios.rotated(digits, [0, 90, 180], "domain", max_test=7)
-  assert sc.test_x.shape[:2] == (3, 7)
+  sc = scenarios.transformed(digits, flips, "domain", "flips", max_test=7)
+  assert sc.test_x.shape[:2] == (3, 7) and sc.feature_index is None
   monkeypatch.setattr(scenarios, "available_host_memory", lambda: None)
-  assert scenarios.concept_shift(digits, 3).n_tasks == 3
-  monkeypatch.setattr(scenarios, "available_host_memory", lambda: 1)
-  assert scenarios.permuted(digits, 3, "domain").n_tasks == 3  # held once: no copies to check
+  assert scenarios.transformed(digits, flips, "domain", "flips").n_tasks == 3
+  monkeypatch.setattr(scenarios, "available_host_memory", lambda: 1)  # held once: no copies to check
+  for sc in (
+    scenarios.permuted(digits, 3, "domain"),
+    scenarios.rotated(digits, [0, 90, 180], "domain"),
+    scenarios.concept_shift(digits, 3),
+  ):
+    assert sc.n_tasks == 3 and sc.train_x.shape[0] == sc.test_x.shape[0] == 1
+
+
+def test_a_feature_index_out_of_range_is_refused(digits):
+  index = np.tile(np.arange(64), (2, 1))
+  index[1, 3] = 65
+  with pytest.raises(ConfigError, match=r"feature_index must be \[2, 64\] with entries in \[0, 64\]"):
+    scenarios.held_once(digits, index, "domain", "bad index")
 
 
 def test_concept_shift_remaps_labels_only(digits):
   sc = scenarios.concept_shift(digits, 3, seed=0)
   n = int(sc.train_n[0])
-  np.testing.assert_array_equal(sc.train_x[1, :n], digits.x_train)
+  np.testing.assert_array_equal(sc.train_rows(1, np.arange(n))[0], digits.x_train)
   np.testing.assert_array_equal(sc.train_y[0, :n], digits.y_train)
   mapping = {}
   for a, b in zip(digits.y_train, sc.train_y[2, :n]):
@@ -167,23 +184,43 @@ def test_from_arrays_scales_flattens_and_checks():
     datasets.from_arrays(x[:30], y[:30] * 2, x[30:], y[30:])
 
 
-def test_a_permuted_stream_read_lazily_equals_its_copies(digits):
-  """The permuted stream's rows, the accuracy over its tasks and a batch drawn from it equal those of the same
-  permutations applied to copies of the data (the stream as it was built before it was read lazily)."""
+def gathered_copy(index):
+  """The transform that copies rows with their features gathered by `index [D]` (D: a zero), in NumPy."""
+  return lambda x: np.where(index < x.shape[1], x[:, np.minimum(index, x.shape[1] - 1)], 0.0).astype(x.dtype)
+
+
+@pytest.mark.parametrize("stream", ["permuted", "rotated", "concept_shift"])
+def test_a_stream_held_once_equals_its_copies(digits, stream):
+  """The rows of a stream held once, the accuracy over its tasks and a batch drawn from it equal those of the same
+  gathers and label maps applied to copies of the data (the stream as it was built before it was held once)."""
   import jax
   import jax.numpy as jnp
 
   from contlearn.cl.learner import accuracy, sample_batch
   from contlearn.cl.model import Mlp
 
-  lazy = scenarios.permuted(digits, 4, "class", seed=3, max_test=20)
-  copies = scenarios.transformed(digits, [lambda x, p=p: x[:, p] for p in lazy.perm], "class", lazy.name, max_test=20)
-  assert copies.perm is None and copies.train_x.shape[0] == 4
+  kind = "domain" if stream == "concept_shift" else "class"
+  lazy = {
+    "permuted": lambda: scenarios.permuted(digits, 4, kind, seed=3, max_test=20),
+    "rotated": lambda: scenarios.rotated(digits, [0, 30, 90, 135], kind, max_test=20),
+    "concept_shift": lambda: scenarios.concept_shift(digits, 4, seed=3, max_test=20),
+  }[stream]()
+  maps = None
+  if stream == "concept_shift":  # each task's label map, read off its labels
+    maps = [np.zeros(10, np.int64) for _ in range(4)]
+    for t, m in enumerate(maps):
+      m[digits.y_train] = lazy.train_y[t, : len(digits.y_train)]
+  copies = scenarios.transformed(
+    digits, [gathered_copy(i) for i in lazy.feature_index], kind, lazy.name, maps, max_test=20
+  )
+  assert copies.feature_index is None and copies.train_x.shape[0] == 4 and lazy.train_x.shape[0] == 1
   lazy, copies = jax.device_put((lazy, copies))  # as a run holds them
   for t in range(4):
     n = int(copies.train_n[t])
-    np.testing.assert_array_equal(lazy.train_rows(t, np.arange(n))[0], copies.train_x[t, :n])
-    np.testing.assert_array_equal(lazy.test_rows(t)[0], copies.test_rows(t)[0])
+    for got, want in zip(lazy.train_rows(t, np.arange(n)), (copies.train_x[t, :n], copies.train_y[t, :n])):
+      np.testing.assert_array_equal(got, want)
+    for got, want in zip(lazy.test_rows(t), copies.test_rows(t)):
+      np.testing.assert_array_equal(got, want)
   model = Mlp(64, (16,), lazy.head_size, lazy.n_heads)
   params = model.init(jax.random.key(0))
   np.testing.assert_array_equal(accuracy(model, params, lazy), accuracy(model, params, copies))
