@@ -111,7 +111,9 @@ class NiahConfig:
       step at full length. Evaluation is always at full length.
     steps: training steps.
     batch: sequences per step, split evenly over the tasks.
-    lr: AdamW's peak learning rate (clip 1, weight decay 0.01).
+    lr: AdamW's peak learning rate (weight decay 0.01).
+    clip: the global norm each step's gradient is clipped to before AdamW;
+      0: no clipping.
     warmup: fraction of the steps of linear warm-up from 0 to `lr`, before
       cosine decay to 0.
     eval_batch: evaluation sequences per task and length.
@@ -134,6 +136,7 @@ class NiahConfig:
   steps: int = 2400
   batch: int = 16
   lr: float = 3e-3
+  clip: float = 1.0
   warmup: float = 0.1
   eval_batch: int = 64
   seeds: tuple[int, ...] = (0, 1, 2)
@@ -155,6 +158,10 @@ SMALL = {
 }
 
 
+# Settings added after runs were saved, with the value those runs ran with.
+ADDED_SETTINGS = {"curriculum": 0, "clip": 1.0}
+
+
 def get_config() -> NiahConfig:
   return NiahConfig()
 
@@ -173,6 +180,8 @@ def resolved(cfg: NiahConfig) -> NiahConfig:
     raise ConfigError(f"batch={cfg.batch} must hold at least one sequence of each of the {len(cfg.task_keys)} tasks")
   if not 0.0 <= cfg.curriculum <= 1.0:
     raise ConfigError(f"curriculum={cfg.curriculum} must be a fraction of the steps in [0, 1]")
+  if not cfg.clip >= 0.0:
+    raise ConfigError(f"clip={cfg.clip} must be a gradient norm >= 0 (0: no clipping)")
   if not 0.0 <= cfg.warmup < 1.0:
     raise ConfigError(f"warmup={cfg.warmup} must be a fraction of the steps in [0, 1)")
   if not cfg.seeds or len(set(cfg.seeds)) < len(cfg.seeds):
@@ -213,10 +222,12 @@ def training_block(cfg: NiahConfig, hay: bytes, first: int, n: int) -> synthetic
 
 
 def _json(cfg) -> dict:
-  """`cfg` as JSON; `curriculum` left out at 0, as runs saved before it existed have it, so they resume."""
+  """`cfg` as JSON; a setting added after runs were saved is left out at the value they ran with (`curriculum` 0,
+  `clip` 1), so they resume."""
   config = json.loads(json.dumps(to_dict(cfg)))
-  if config.get("curriculum") == 0:
-    del config["curriculum"]
+  for name, before in ADDED_SETTINGS.items():
+    if config.get(name) == before:
+      del config[name]
   return config
 
 
@@ -230,7 +241,8 @@ def train_and_eval(
   model = byte_lm(mcfg)
   train_hay, eval_hay = haystacks()
   rate = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(1, int(cfg.warmup * cfg.steps)), cfg.steps)
-  rule = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(rate, weight_decay=0.01))
+  clip = optax.clip_by_global_norm(cfg.clip) if cfg.clip else optax.identity()
+  rule = optax.chain(clip, optax.adamw(rate, weight_decay=0.01))
   per_task = max(1, cfg.batch // len(cfg.task_keys))
   learner = sequence_learner(model, rule, per_task * len(cfg.task_keys), carry_memory=False)
   feed = synthetic.StepFeed(

@@ -146,6 +146,8 @@ def test_niah_small_run_reports_accuracy_per_task_and_length(tmp_path):
   assert "| transformer |" in exp.report(result) and " ± " in exp.report(result)
   records = [json.loads(line) for line in (out / "transformer" / "metrics.jsonl").read_text().splitlines()]
   assert [rec["step"] for rec in records] == [10, 20] and all(len(rec["loss"]) == 2 for rec in records)
+  for rec in records:  # each lane's gradient norm before clipping, the block's mean and largest
+    assert all(0.0 < mean <= top for mean, top in zip(rec["grad_norm"], rec["grad_norm_max"], strict=True))
 
 
 def test_niah_batches_depend_on_seed_and_step_only():
@@ -163,6 +165,18 @@ def test_niah_batches_depend_on_seed_and_step_only():
     exp.resolved(apply_overrides(exp.get_config(), ["seeds=1,1"]))
   with pytest.raises(ConfigError, match="warmup=1.0"):
     exp.resolved(apply_overrides(exp.get_config(), ["warmup=1.0"]))
+  with pytest.raises(ConfigError, match="clip=-1.0"):
+    exp.resolved(apply_overrides(exp.get_config(), ["clip=-1"]))
+
+
+def test_niah_settings_added_later_are_left_out_of_the_saved_config_at_their_former_value():
+  """A run saved before `curriculum` (then 0) or `clip` (then 1) existed resumes: at those values the settings are
+  not in the config a resumed run is compared with."""
+  exp = _load("nl_niah")
+  default = exp._json(exp.get_config())
+  assert "clip" not in default and default["curriculum"] == 0.5
+  changed = exp._json(apply_overrides(exp.get_config(), ["clip=0", "curriculum=0"]))
+  assert changed["clip"] == 0.0 and "curriculum" not in changed
 
 
 def test_niah_curriculum_grows_the_haystack_over_its_share_of_the_steps():
