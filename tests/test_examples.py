@@ -88,13 +88,18 @@ def test_memory_growth_example_names_each_of_hopes_memories(tmp_path):
   assert all(0 < v < 1 for v in shares.values())
 
 
-def _write_effect():
+def _example(name):
+  """The script `examples/NAME.py` as a module."""
   import importlib.util
 
-  spec = importlib.util.spec_from_file_location("niah_write_effect", ROOT / "examples" / "niah_write_effect.py")
+  spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _write_effect():
+  return _example("niah_write_effect")
 
 
 def test_write_effect_silences_each_memory_by_its_own_rate():
@@ -119,3 +124,34 @@ def test_write_effect_is_zero_when_the_rate_is_already_near_zero(capsys):
   assert moved["effect"][0] == moved["writing"][0] - moved["rate_near_zero"][0] and abs(moved["effect"][0]) > 1e-3
   assert still["effect"] == [0.0] and still["rate_near_zero"] == moved["rate_near_zero"]
   assert capsys.readouterr().out.startswith("titans: the writes move the loss by")
+
+
+def test_gradient_norms_are_grouped_by_initial_memory():
+  example = _example("niah_gradient_norms")
+  sm = {"w0": {"w": [np.ones((2, 3, 4))], "b": [np.full((2, 3, 1), 2.0)]}, "wq": np.ones((2, 5)), "bias": np.ones(3)}
+  grads = {"blocks": [{"mixer": {"sm": sm, "wo": np.full((2,), 3.0)}}], "embed": np.ones((1,))}
+  squares = example.group_squares(grads, ("k", "v", "mem"))
+  # each memory: 2 heads x (4 ones + 1 two squared); rest: wq 10, bias 3, wo 2 x 9, embed 1
+  assert squares == {"k": 16.0, "v": 16.0, "mem": 16.0, "rest": 32.0}
+
+
+@pytest.mark.slow  # compiles Hope's gradient and its training step: about a minute of CPU
+def test_gradient_norm_example_reads_the_norm_the_training_step_logs():
+  import jax
+  import optax
+
+  from contlearn import engine
+  from contlearn.learner import sequence_learner
+  from contlearn.models import byte_lm
+
+  example = _example("niah_gradient_norms")
+  row = example.main(["--models", "hope_plain", "--seeds", "1", "--batches", "1"])["hope_plain"][0]
+  assert sorted(row["share"]) == sorted(["k", "v", "eta", "alpha", "mem", "rest"])
+  assert sum(row["share"].values()) == pytest.approx(1.0) and all(0 <= v < 1 for v in row["share"].values())
+  cfg = example.NIAH.resolved(example.NIAH.get_config())
+  mcfg = example.select(example.NIAH.MODELS, ["hope_plain"], cfg.base)["hope_plain"]
+  learner = sequence_learner(byte_lm(mcfg), optax.identity(), cfg.batch, carry_memory=False)
+  state = learner.init(engine.seed_keys([1])[0])
+  first = jax.tree.map(lambda a: a[0], example.NIAH.training_block(cfg, example.NIAH.haystacks()[0], 0, 1))
+  _, metrics = jax.jit(learner.step)(state, first)
+  assert row["grad_norm"] == pytest.approx(float(metrics.grad_norm), rel=1e-4)
