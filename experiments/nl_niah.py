@@ -33,8 +33,9 @@ Runtime:   3 seeds as lanes on 2 CPU cores, measured at 9abb6f5 (docs/nested_lea
            about 1.2 s a step, partly beside a test suite (48 minutes), Titans about 0.74 s a step
            (30 minutes); at earlier commits on shared cores, Hope about 3.1 s a step (126 minutes;
            it stays at the floor) and hope_plain about 2.8 s a step (111 minutes).
-Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl, checkpoints/, row.json);
-           `--resume` keeps finished models and continues an interrupted one.
+Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl: each block's loss and gradient norm before
+           clipping, per seed; checkpoints/, row.json); `--resume` keeps finished models and continues
+           an interrupted one.
 """
 
 from __future__ import annotations
