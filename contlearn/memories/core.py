@@ -175,7 +175,8 @@ class Rule(NamedTuple):
   curvature bound (module docstring); `chunk_step` takes one step per chunk
   and reads the chunk-start memory (module docstring); `self_target` makes the target `M(W; v)` at the
   state the gradient is taken at (a constant of the inner step, differentiable
-  for the outer loop), so the memory generates its own values.
+  for the outer loop unless `target_outer_grad` is False), so the memory
+  generates its own values.
   """
 
   model: InnerModel
@@ -184,6 +185,7 @@ class Rule(NamedTuple):
   momentum: bool = False
   dgd: bool = False
   self_target: bool = False
+  target_outer_grad: bool = True
   normalized: bool = False
   chunk_step: bool = False
 
@@ -244,10 +246,16 @@ def first_preactivation(model: InnerModel, params: Params, outer: Params, x: jax
   return h + lead(params["b"][0], h) if model.bias else h
 
 
+def outer_view(rule: Rule, target: jax.Array) -> jax.Array:
+  """A self-generated target as the outer loop sees it: differentiable, or a constant when
+  `rule.target_outer_grad` is False."""
+  return target if rule.target_outer_grad else jax.lax.stop_gradient(target)
+
+
 def inner_grad(rule: Rule, outer: Params, w: Params, k_t: jax.Array, v_t: jax.Array) -> Params:
   """Gradient at `w` of the inner loss of one token (module docstring)."""
   model = rule.model
-  target = model.apply(w, outer, v_t) if rule.self_target else v_t
+  target = outer_view(rule, model.apply(w, outer, v_t)) if rule.self_target else v_t
 
   def inner(p):
     loss = rule.loss(model.apply(p, outer, k_t), target)
@@ -309,7 +317,7 @@ def curvature(rule: Rule, outer: Params, w: Params, k: jax.Array, v: jax.Array) 
     z = k @ full["w"][0] + bias * lead(full["b"][0], k)
     slope_of = jax.grad(model.act)  # act acts elementwise
     h = model.act(z)
-    target = model.apply(w, outer, v) if rule.self_target else v
+    target = outer_view(rule, model.apply(w, outer, v)) if rule.self_target else v
     err = model.head(h @ full["w"][1] + bias * lead(full["b"][1], h), k, outer) - target  # M(W; k) - target
     slope = jnp.vectorize(slope_of)(z)
     bend = jnp.vectorize(jax.grad(slope_of))(z)

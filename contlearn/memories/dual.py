@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from contlearn.memories import pallas_scan
-from contlearn.memories.core import MemState, Rates, Rule, lead, log_rate, masked_rates, step_size
+from contlearn.memories.core import MemState, Rates, Rule, lead, log_rate, masked_rates, outer_view, step_size
 from contlearn.products import weight_product
 
 
@@ -95,7 +95,7 @@ def one_chunk(rule: Rule, outer, state: MemState, xs):
   depth = model.depth
   lr = step_size(rule, outer, w0, k, v, lr, k.shape[0])
 
-  target = model.apply(w0, outer, v, weight_product) if rule.self_target else v
+  target = outer_view(rule, model.apply(w0, outer, v, weight_product)) if rule.self_target else v
   full = model.weights(w0, outer)
 
   def keys_loss(eps):

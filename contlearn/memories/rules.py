@@ -39,6 +39,7 @@ def self_modifying(
   decay_to_init: bool = True,
   normalized: bool = True,
   layer_norm: bool = False,
+  self_values_grad: bool = True,
 ) -> Rule:
   """A memory of self-modifying Titans: `x + W_b gelu(W_a x)`, half squared loss.
 
@@ -48,12 +49,22 @@ def self_modifying(
   (`contlearn.memories.self_modifying`); `normalized` divides each step by
   the memory's curvature bound (`core.step_size`); `layer_norm` makes the
   memory `x + LN(W_b gelu(W_a x))` with an outer-learned scale and bias, as
-  Titans' (no curvature bound: refused with `normalized`).
+  Titans' (no curvature bound: refused with `normalized`); without
+  `self_values_grad` the outer loop takes the self-generated targets as
+  constants (`core.Rule.target_outer_grad`).
   """
   if layer_norm and normalized:
     raise ValueError("a self-modifying memory with a LayerNorm has no curvature bound: it needs normalized=False")
   model = InnerModel(depth=2, expansion=expansion, bias=False, ttt_norm=layer_norm, residual=True, offset=decay_to_init)
-  return Rule(model, half_squared_loss, momentum=momentum, dgd=dgd, self_target=self_values, normalized=normalized)
+  return Rule(
+    model,
+    half_squared_loss,
+    momentum=momentum,
+    dgd=dgd,
+    self_target=self_values,
+    target_outer_grad=self_values_grad,
+    normalized=normalized,
+  )
 
 
 RULES: dict[str, Rule] = {

@@ -35,7 +35,8 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
   * Self-generated values (`rule.self_target`; off: every target is v_t, the
     paper's "without inner values" ablation). The target is made by the
     memory at the state its gradient is taken at; it is a constant of the
-    inner step and differentiable for the outer loop.
+    inner step and differentiable for the outer loop (`rule.target_outer_grad`;
+    off: a constant for the outer loop too).
   * Retention toward the learned initial memory (`decay_to_init`, on by
     default): each memory is `M_s,0 + D_s` with the state D_s written as
     above and starting at 0, so `alpha` decays it toward M_s,0, not toward
@@ -123,6 +124,7 @@ from contlearn.memories.core import (
   layer_norm,
   log_rate,
   masked_rates,
+  outer_view,
   step_size,
   update,
 )
@@ -292,7 +294,7 @@ def _gradients(rule: Rule, w_a, w_b, k: jax.Array, v: jax.Array, lr: jax.Array, 
   act, c = rule.model.act, LOSS_CURVATURE[rule.loss]
   z = weight_product(k, w_a)  # [S, L, H]
   h = act(z)
-  target = stacked_apply(rule, w_a, w_b, v, norm) if rule.self_target else v[None]
+  target = outer_view(rule, stacked_apply(rule, w_a, w_b, v, norm)) if rule.self_target else v[None]
   if norm is None:
     err = k[None] + weight_product(h, w_b) - target  # M(W; k) - target
     out_err = err  # its gradient at the second layer's output

@@ -24,7 +24,7 @@ read `x W_q`, `x W_k`, `x W_v`.
 
 Settings (`model.mixer.FIELD`, `SelfModifyingTitansConfig`): `chunk` (main
 memory, 16 by default), `chunk_proj` (projection memories, 64), `expansion`,
-`conv`, `conv_init`, `output_gate`, `dgd`, `momentum`, `self_values`,
+`conv`, `conv_init`, `output_gate`, `dgd`, `momentum`, `self_values`, `self_values_grad`,
 `decay_to_init`, `step_norm`, `read_residual`, `kv_residual`, `layer_norm` (with
 `step_norm=false`), `in_proj`, `lr_scale` (divided by the memories' hidden
 width: the largest inner step of a chunk), `kernel` (`pallas`: the main
@@ -81,6 +81,9 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
       memory.
     self_values: each memory makes its own target `M(v)` (false: every
       target is `v`).
+    self_values_grad: the outer loop differentiates through the
+      self-generated targets (false: it takes them as constants, as the
+      inner step does).
     lr_scale: the largest inner step of the memories in one chunk, times
       their hidden width H (a memory with chunks of C tokens steps at most
       lr_scale / (H C) per token).
@@ -107,6 +110,7 @@ class SelfModifyingTitansConfig(ml.MlpMemoryConfig, ml.MemoryConfig, ml.KernelCo
   dgd: bool = True
   momentum: bool = True
   self_values: bool = True
+  self_values_grad: bool = True
   lr_scale: float = 2.0
   decay_to_init: bool = True
   step_norm: bool = True
@@ -144,7 +148,14 @@ def spec(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> sm.SelfModifying
       "has no LayerNorm"
     )
   rule = rules.self_modifying(
-    cfg.expansion, cfg.dgd, cfg.momentum, cfg.self_values, cfg.decay_to_init, cfg.step_norm, cfg.layer_norm
+    cfg.expansion,
+    cfg.dgd,
+    cfg.momentum,
+    cfg.self_values,
+    cfg.decay_to_init,
+    cfg.step_norm,
+    cfg.layer_norm,
+    cfg.self_values_grad,
   )
   hidden = cfg.expansion * head_width(model)
   return sm.SelfModifying(
