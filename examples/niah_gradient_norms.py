@@ -32,13 +32,10 @@ import numpy as np
 import optax
 
 from contlearn import catalog, engine
-from contlearn.errors import ConfigError
 from contlearn.learner import Sequences, sequence_learner, sequence_task_model
 from contlearn.models import byte_lm
 from contlearn.models.hope import SelfModifyingTitansConfig
 from contlearn.models.hope import spec as hope_spec
-from contlearn.models.variants import select
-from contlearn.overrides import apply_overrides
 
 NIAH = catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "nl_niah.py"))
 
@@ -74,12 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
   cfg = NIAH.resolved(NIAH.get_config())
-  models = select(NIAH.MODELS, args.models.split(","), cfg.base)
-  for item in args.set:
-    label, _, setting = item.partition(".")
-    if label not in models:
-      raise ConfigError(f"--set {item}: {label!r} is not among --models ({', '.join(models)})")
-    models[label] = apply_overrides(models[label], [f"mixer.{setting}"])
+  models = NIAH.models_with_settings(args.models.split(","), args.set, cfg.base)
   hay, _ = NIAH.haystacks()
   chunk = NIAH.training_block(cfg, hay, 0, args.batches)  # [batches, B, ...]
   result = {}

@@ -33,8 +33,6 @@ from contlearn.config import ModelConfig
 from contlearn.errors import ConfigError
 from contlearn.evaluation import score, segments
 from contlearn.models import byte_lm
-from contlearn.models.variants import select
-from contlearn.overrides import apply_overrides
 from contlearn.stream import niah
 
 NIAH = catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "nl_niah.py"))
@@ -67,12 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--set", action="append", default=[], metavar="LABEL.FIELD=VALUE", help="a mixer field")
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
-  models = select(NIAH.MODELS, args.models.split(","), NIAH.NiahConfig.base)
-  for item in args.set:
-    label, _, setting = item.partition(".")
-    if label not in models:
-      raise ConfigError(f"--set {item}: {label!r} is not among --models ({', '.join(models)})")
-    models[label] = apply_overrides(models[label], [f"mixer.{setting}"])
+  models = NIAH.models_with_settings(args.models.split(","), args.set, NIAH.NiahConfig.base)
   hay, _ = NIAH.haystacks()
   batch = niah.sample(np.random.default_rng(0), hay, args.batch, args.length, 0, NIAH.NiahConfig.digits, 0.0)
   steps = segments(batch.tokens, args.length)

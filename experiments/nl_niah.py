@@ -61,7 +61,7 @@ from contlearn.models.hope import SelfModifyingTitansConfig
 from contlearn.models.sizing import param_count
 from contlearn.models.titans import TitansConfig, TitansMACConfig
 from contlearn.models.variants import select
-from contlearn.overrides import apply_preset
+from contlearn.overrides import apply_overrides, apply_preset
 from contlearn.run_folder import fit
 from contlearn.run_log import write_atomic
 from contlearn.stream import corpora, niah
@@ -192,6 +192,22 @@ def resolved(cfg: NiahConfig) -> NiahConfig:
   if cfg.block < 1 or cfg.steps < 1 or cfg.steps % cfg.block:
     raise ConfigError(f"steps={cfg.steps} must be a positive multiple of block={cfg.block}")
   return cfg
+
+
+def models_with_settings(labels: list[str], settings: list[str], base: ModelConfig) -> dict[str, ModelConfig]:
+  """The `MODELS` of `labels` on `base` (`variants.select`), each setting `LABEL.FIELD=VALUE` applied to the
+  mixer of the model it names.
+
+  Raises:
+    ConfigError: a setting that names no model among `labels`.
+  """
+  models = select(MODELS, labels, base)
+  for item in settings:
+    label, _, setting = item.partition(".")
+    if label not in models:
+      raise ConfigError(f"--set {item}: {label!r} is not among --models ({', '.join(models)})")
+    models[label] = apply_overrides(models[label], [f"mixer.{setting}"])
+  return models
 
 
 def task_label(keys: int) -> str:

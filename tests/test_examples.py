@@ -107,7 +107,7 @@ def test_write_effect_silences_each_memory_by_its_own_rate():
   from contlearn.errors import ConfigError
 
   example = _write_effect()
-  models = example.select(example.NIAH.MODELS, ["hope", "titans", "gated_deltanet"], ModelConfig())
+  models = example.NIAH.models_with_settings(["hope", "titans", "gated_deltanet"], [], ModelConfig())
   assert example.without_writes(models["hope"]).mixer.lr_scale == example.NEAR_ZERO
   assert example.without_writes(models["titans"]).mixer.lr_init == example.NEAR_ZERO
   assert example.without_writes(models["gated_deltanet"]).mixer.lr_init == example.NEAR_ZERO
@@ -149,7 +149,7 @@ def test_gradient_norm_example_reads_the_norm_the_training_step_logs():
   assert sorted(row["share"]) == sorted(["k", "v", "eta", "alpha", "mem", "rest"])
   assert sum(row["share"].values()) == pytest.approx(1.0) and all(0 <= v < 1 for v in row["share"].values())
   cfg = example.NIAH.resolved(example.NIAH.get_config())
-  mcfg = example.select(example.NIAH.MODELS, ["hope_plain"], cfg.base)["hope_plain"]
+  mcfg = example.NIAH.models_with_settings(["hope_plain"], [], cfg.base)["hope_plain"]
   learner = sequence_learner(byte_lm(mcfg), optax.identity(), cfg.batch, carry_memory=False)
   state = learner.init(engine.seed_keys([1])[0])
   first = jax.tree.map(lambda a: a[0], example.NIAH.training_block(cfg, example.NIAH.haystacks()[0], 0, 1))

@@ -169,6 +169,15 @@ def test_niah_batches_depend_on_seed_and_step_only():
     exp.resolved(apply_overrides(exp.get_config(), ["clip=-1"]))
 
 
+def test_niah_models_take_settings_by_label():
+  exp = _load("nl_niah")
+  models = exp.models_with_settings(["hope", "titans"], ["hope.lr_scale=32", "titans.lr_init=0.1"], exp.NiahConfig.base)
+  assert models["hope"].mixer.lr_scale == 32.0 and models["titans"].mixer.lr_init == 0.1
+  assert models["hope"].mixer.self_values == exp.MODELS["hope"]["mixer"].self_values  # the rest as the label sets it
+  with pytest.raises(ConfigError, match="'swa' is not among --models"):
+    exp.models_with_settings(["hope"], ["swa.window=8"], exp.NiahConfig.base)
+
+
 def test_niah_settings_added_later_are_left_out_of_the_saved_config_at_their_former_value():
   """A run saved before `curriculum` (then 0) or `clip` (then 1) existed resumes: at those values the settings are
   not in the config a resumed run is compared with."""
