@@ -173,7 +173,7 @@ def stack_tasks(
     if feature_index.shape != (n_tasks, d) or feature_index.min() < 0 or feature_index.max() > d:
       raise ConfigError(
         f"scenario {name}: feature_index must be [{n_tasks}, {d}] with entries in [0, {d}], "
-        f"got shape {feature_index.shape}"
+        f"got shape {feature_index.shape} with entries in [{feature_index.min()}, {feature_index.max()}]"
       )
     train_n, test_n = np.repeat(train_n, n_tasks), np.repeat(test_n, n_tasks)
   if kind == "task":
@@ -233,8 +233,7 @@ def available_host_memory() -> int | None:
 def check_fits_in_memory(name: str, n_tasks: int, rows: int, features: int) -> None:
   """Raises `ConfigError` when T tasks of `rows` float32 rows would not fit in the host memory available.
 
-  Building holds each task's rows twice (the tasks, then their padded stack), so that is the estimate (an upper
-  one where tasks share their inputs, as in concept shift).
+  Building holds each task's rows twice (the tasks, then their padded stack), so that is the estimate.
   """
   need, have = 2 * n_tasks * rows * features * 4, available_host_memory()
   if have is not None and need > have:
@@ -243,6 +242,15 @@ def check_fits_in_memory(name: str, n_tasks: int, rows: int, features: int) -> N
       f"{need / 2**30:.1f} GiB of host memory to build, {have / 2**30:.1f} GiB is available; use fewer tasks "
       "or fewer rows (a CL run's max_train)"
     )
+
+
+def _label_maps(ds: Dataset, name: str, n_tasks: int, label_maps: Sequence[np.ndarray] | None) -> list[np.ndarray]:
+  """Per task, the map from the dataset's labels to the task's (the identity for every task when None)."""
+  if label_maps is None:
+    return [np.arange(ds.n_classes)] * n_tasks
+  if len(label_maps) != n_tasks:
+    raise ConfigError(f"scenario {name}: {len(label_maps)} label maps for {n_tasks} tasks")
+  return [np.asarray(m) for m in label_maps]
 
 
 def transformed(
@@ -261,10 +269,10 @@ def transformed(
   """
   x_test, y_test = _first_test_rows(ds, max_test)
   check_fits_in_memory(name, len(transforms), len(ds.x_train) + len(x_test), ds.x_train.shape[1])
-  tasks = []
-  for t, f in enumerate(transforms):
-    lmap = np.arange(ds.n_classes) if label_maps is None else np.asarray(label_maps[t])
-    tasks.append((f(ds.x_train), lmap[ds.y_train], f(x_test), lmap[y_test]))
+  tasks = [
+    (f(ds.x_train), lmap[ds.y_train], f(x_test), lmap[y_test])
+    for f, lmap in zip(transforms, _label_maps(ds, name, len(transforms), label_maps))
+  ]
   return stack_tasks(tasks, kind, ds.n_classes, name, [t * ds.n_classes for t in range(len(transforms))], max_test)
 
 
@@ -278,11 +286,17 @@ def held_once(
 ) -> Scenario:
   """One task per row of `feature_index [T, D]` (`Scenario.feature_index`) and optional label map, the inputs
   held once and gathered as they are read."""
+  feature_index, d = np.asarray(feature_index), ds.x_train.shape[1]
+  if feature_index.ndim != 2 or feature_index.shape[1] != d or not np.issubdtype(feature_index.dtype, np.integer):
+    raise ConfigError(
+      f"scenario {name}: feature_index must be integers of shape [tasks, {d}], "
+      f"got {feature_index.dtype} of shape {feature_index.shape}"
+    )
   x_test, y_test = _first_test_rows(ds, max_test)
-  tasks = []
-  for t in range(len(feature_index)):
-    lmap = np.arange(ds.n_classes) if label_maps is None else np.asarray(label_maps[t])
-    tasks.append((ds.x_train, lmap[ds.y_train], x_test, lmap[y_test]))
+  tasks = [
+    (ds.x_train, lmap[ds.y_train], x_test, lmap[y_test])
+    for lmap in _label_maps(ds, name, len(feature_index), label_maps)
+  ]
   offsets = [t * ds.n_classes for t in range(len(tasks))]
   return stack_tasks(tasks, kind, ds.n_classes, name, offsets, max_test, feature_index=feature_index)
 

@@ -88,11 +88,40 @@ def test_copied_tasks_refuse_to_outgrow_host_memory_in_one_line(digits, monkeypa
     assert sc.n_tasks == 3 and sc.train_x.shape[0] == sc.test_x.shape[0] == 1
 
 
-def test_a_feature_index_out_of_range_is_refused(digits):
+def test_a_bad_feature_index_or_label_maps_are_refused_in_one_line(digits):
   index = np.tile(np.arange(64), (2, 1))
+  with pytest.raises(ConfigError, match="scenario maps: 1 label maps for 2 tasks"):
+    scenarios.held_once(digits, index, "domain", "maps", label_maps=[np.arange(10)])
+  with pytest.raises(ConfigError, match=r"integers of shape \[tasks, 64\], got float64 of shape \(2, 64\)"):
+    scenarios.held_once(digits, index.astype(float), "domain", "float index")
+  with pytest.raises(ConfigError, match=r"integers of shape \[tasks, 64\], got int64 of shape \(64,\)"):
+    scenarios.held_once(digits, index[0], "domain", "one row")
   index[1, 3] = 65
-  with pytest.raises(ConfigError, match=r"feature_index must be \[2, 64\] with entries in \[0, 64\]"):
+  with pytest.raises(
+    ConfigError,
+    match=r"scenario bad index: feature_index must be \[2, 64\] with entries in \[0, 64\], "
+    r"got shape \(2, 64\) with entries in \[0, 65\]",
+  ):
     scenarios.held_once(digits, index, "domain", "bad index")
+
+
+@pytest.mark.parametrize("degrees", [30.0, 45.0, 137.0])
+def test_rotation_index_gathers_the_image_a_rotation_by_copy_makes(digits, degrees):
+  """The gather equals rotating each image by copying: the source pixel of every output pixel by nearest
+  neighbour, zero outside the image."""
+  h, w = digits.image_shape
+  a = np.deg2rad(degrees)
+  expected = np.zeros_like(digits.x_train.reshape(-1, h, w))
+  for i in range(h):
+    for j in range(w):
+      y, x = i - (h - 1) / 2, j - (w - 1) / 2
+      sy = int(np.rint(np.cos(a) * y + np.sin(a) * x + (h - 1) / 2))
+      sx = int(np.rint(-np.sin(a) * y + np.cos(a) * x + (w - 1) / 2))
+      if 0 <= sy < h and 0 <= sx < w:
+        expected[:, i, j] = digits.x_train.reshape(-1, h, w)[:, sy, sx]
+  rot = scenarios.rotated(digits, [degrees], "domain")
+  got = np.asarray(rot.train_rows(0, np.arange(len(digits.x_train)))[0])
+  np.testing.assert_array_equal(got.reshape(-1, h, w), expected)
 
 
 def test_concept_shift_remaps_labels_only(digits):
