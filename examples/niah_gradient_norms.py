@@ -8,10 +8,11 @@ steps (`--batches`, the curriculum's start), without clipping. Prints,
 per seed, the gradient's global norm (mean over the batches) and the
 share of its square in each group: Hope's initial memories `M_0` by name
 (k, v, eta, alpha, [momentum], mem: their weights, biases and LayerNorms
-over both layers), and everything else ("rest"). nl_niah clips the
-gradient to a global norm of 1 before AdamW, so a group that holds nearly
-all of a norm far above 1 leaves the others a small fraction of their
-gradient.
+over both layers), and everything else ("rest"). By default nl_niah
+clips the gradient to a global norm of 1 before AdamW (its `clip`), so a
+group that holds nearly all of a norm far above 1 leaves the others a
+small fraction of their gradient. Attention's window is the training
+length, as in training.
 
     python examples/niah_gradient_norms.py --models hope_plain
     python examples/niah_gradient_norms.py --models hope_plain --set hope_plain.self_values=true
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
   cfg = NIAH.resolved(NIAH.get_config())
-  models = NIAH.models_with_settings(args.models.split(","), args.set, cfg.base)
+  models = NIAH.models_with_settings(args.models.split(","), args.set, cfg.base, window=cfg.length)
   hay, _ = NIAH.haystacks()
   chunk = NIAH.training_block(cfg, hay, 0, args.batches)  # [batches, B, ...]
   result = {}
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         group_squares(grad(params, *(jnp.asarray(a[b]) for a in chunk)), memories) for b in range(args.batches)
       ]
       norm = float(np.mean([np.sqrt(sum(s.values())) for s in squares]))
-      share = {k: float(np.mean([s[k] / sum(s.values()) for s in squares])) for k in squares[0]}
+      share = {k: float(np.mean([s[k] / max(sum(s.values()), 1e-300) for s in squares])) for k in squares[0]}
       rows.append({"seed": seed, "grad_norm": norm, "share": share})
       parts = ", ".join(f"{k} {v:.3f}" for k, v in share.items())
       print(f"{label} seed {seed}: gradient norm {norm:.4g}; share of its square: {parts}", flush=True)

@@ -44,6 +44,7 @@ import dataclasses
 import json
 import pathlib
 import time
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -194,9 +195,12 @@ def resolved(cfg: NiahConfig) -> NiahConfig:
   return cfg
 
 
-def models_with_settings(labels: list[str], settings: list[str], base: ModelConfig) -> dict[str, ModelConfig]:
+def models_with_settings(
+  labels: Sequence[str], settings: Sequence[str], base: ModelConfig, window: int | None = None
+) -> dict[str, ModelConfig]:
   """The `MODELS` of `labels` on `base` (`variants.select`), each setting `LABEL.FIELD=VALUE` applied to the
-  mixer of the model it names.
+  mixer of the model it names; with `window`, attention's window set to it (as training sets it to the
+  training length) in every mixer that has one.
 
   Raises:
     ConfigError: a setting that names no model among `labels`.
@@ -207,7 +211,9 @@ def models_with_settings(labels: list[str], settings: list[str], base: ModelConf
     if label not in models:
       raise ConfigError(f"--set {item}: {label!r} is not among --models ({', '.join(models)})")
     models[label] = apply_overrides(models[label], [f"mixer.{setting}"])
-  return models
+  if window is None:
+    return models
+  return {label: dataclasses.replace(m, mixer=with_known_fields(m.mixer, window=window)) for label, m in models.items()}
 
 
 def task_label(keys: int) -> str:
@@ -310,10 +316,7 @@ def train_and_eval(
 def run(cfg: NiahConfig, out: pathlib.Path, *, resume: bool = False, progress: bool = True) -> dict:
   """Every model of `cfg.models` in turn; writes OUT/niah.json after each and returns its content."""
   cfg = resolved(cfg)
-  models = {  # attention's window is the training length
-    label: dataclasses.replace(mcfg, mixer=with_known_fields(mcfg.mixer, window=cfg.length))
-    for label, mcfg in select(MODELS, cfg.models, cfg.base).items()
-  }
+  models = models_with_settings(cfg.models, (), cfg.base, window=cfg.length)
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   rows = {}
