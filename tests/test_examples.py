@@ -155,3 +155,37 @@ def test_gradient_norm_example_reads_the_norm_the_training_step_logs():
   first = jax.tree.map(lambda a: a[0], example.NIAH.training_block(cfg, example.NIAH.haystacks()[0], 0, 1))
   _, metrics = jax.jit(learner.step)(state, first)
   assert row["grad_norm"] == pytest.approx(float(metrics.grad_norm), rel=1e-4)
+
+
+def test_attention_starts_differ_only_in_the_parameters():
+  import jax
+
+  from contlearn.errors import ConfigError
+
+  example = _example("mqar_attention_starts")
+  cfg = example.config([0, 1], ["small=true"])
+  model, learner, init_state = example.MQAR.learner_and_state(cfg, example.MQAR.ROWS["attention"])
+  state, keys = example.two_starts(cfg, model, learner)
+  experiment = init_state()  # lane j: seed j as `contlearn run mqar` starts it
+  for j, seed in enumerate(cfg.seeds):
+    engine_lane, own_lane = (jax.tree.map(lambda a, i=i: np.asarray(a[i]), state) for i in (2 * j, 2 * j + 1))
+    as_run = jax.tree.map(lambda a, j=j: np.asarray(a[j]), experiment)
+    jax.tree.map(np.testing.assert_array_equal, engine_lane, as_run)
+    jax.tree.map(np.testing.assert_array_equal, own_lane.replace(params=engine_lane.params), engine_lane)
+    jax.tree.map(np.testing.assert_array_equal, own_lane.params, model.init_params(jax.random.PRNGKey(seed)))
+    np.testing.assert_array_equal(keys[2 * j], keys[2 * j + 1])
+  with pytest.raises(ConfigError, match="one rate"):
+    example.config([0], ["lrs=0.001,0.003"])
+
+
+@pytest.mark.slow  # two small MQAR runs of full attention: about half a minute
+def test_attention_starts_engine_lane_trains_as_the_experiment(tmp_path, capsys):
+  example = _example("mqar_attention_starts")
+  result = example.main(["--seeds", "0", "--set", "small=true", "--every", "20", "--out", str(tmp_path / "s")])
+  cfg = example.config([0], ["small=true"])
+  row = example.MQAR.train_and_eval(cfg, "attention", tmp_path / "row", resume=False, progress=False)
+  engine_lane, own_lane = result["lanes"]
+  assert engine_lane["final_loss"] == pytest.approx(row["loss"][0], rel=1e-5)
+  assert own_lane["final_loss"] != pytest.approx(row["loss"][0], rel=1e-3)
+  assert sorted(engine_lane["loss"]) == [20, 40, 60]
+  assert capsys.readouterr().out.count("seed 0, start") == 2
