@@ -3,8 +3,8 @@
 The MQAR experiment's full-attention row learns recall at 512 keys on some
 seeds and sits at the 1/n plateau on others (docs/memories.md). The
 learner draws a seed's parameters from the first key of
-split(PRNGKey(s)); the script MQAR ran as before the engine drew them from
-PRNGKey(s) itself. This trains both starts of every seed as lanes of one
+split(PRNGKey(s)); the script that ran MQAR before the engine drew them
+from PRNGKey(s) itself. This trains both starts of every seed as lanes of one
 program at the experiment's settings: lane 2j is seed j's start as the
 experiment draws it (the same lane as `contlearn run mqar --only
 attention`), lane 2j+1 the same state with its parameters from
