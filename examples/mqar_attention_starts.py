@@ -31,12 +31,10 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from contlearn import catalog, engine, synthetic
+from contlearn import catalog, engine
 from contlearn.errors import ConfigError
 from contlearn.overrides import apply_overrides
-from contlearn.run_folder import fit
 
 MQAR = catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "mqar.py"))
 STARTS = ("engine", "PRNGKey(seed)")  # lane 2j, lane 2j+1
@@ -79,25 +77,12 @@ def main(argv: list[str] | None = None) -> dict:
   out = pathlib.Path(args.out)
   model, learner, _ = MQAR.learner_and_state(cfg, MQAR.ROWS["attention"])
   state, keys = two_starts(cfg, model, learner)
-  feed = synthetic.StepFeed(cfg.steps, cfg.block, synthetic.step_indices, name="MQAR attention starts")
-  log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), "attention starts", cfg.steps, True)
-  run = fit(
-    learner,
-    lambda: state,
-    feed,
-    out,
-    config={**MQAR._defining(MQAR._json(cfg)), "starts": list(STARTS)},
-    hooks=[log],
-    env=keys,
-    lanes=True,
-    lane_env=True,
-    resume=args.resume,
-    checkpoint_every=cfg.checkpoint_every,
-    on_nonfinite=cfg.on_nonfinite,
+  saved = {**MQAR._defining(MQAR._json(cfg)), "starts": list(STARTS)}
+  run, log = MQAR.train_lanes(
+    cfg, learner, lambda: state, keys, out, "attention starts", saved, resume=args.resume, progress=True
   )
   records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-  accuracy = MQAR.accuracy_fn(cfg, model)
-  test = {n: np.asarray(accuracy(run.state, jax.random.PRNGKey(10_000 + n), n)) for n in MQAR.eval_pairs(cfg)}
+  test = MQAR.recall_on_test(cfg, MQAR.accuracy_fn(cfg, model), run.state)
   lanes = []
   for lane in range(len(keys)):
     seed, start = cfg.seeds[lane // 2], STARTS[lane % 2]

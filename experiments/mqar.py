@@ -415,14 +415,23 @@ def row_result(
   }
 
 
-def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
-  """Trains row `name` at every seed and rate of `cfg` into `out`; the row (`row_result`) and its seconds."""
-  row = ROWS[name]
-  model, learner, init_state = learner_and_state(cfg, row)
+def train_lanes(
+  cfg: MqarConfig,
+  learner: engine.Learner,
+  init_state,
+  keys: jax.Array,
+  out: pathlib.Path,
+  label: str,
+  config: dict,
+  *,
+  resume: bool,
+  progress: bool,
+):
+  """Trains the lane-stacked state `init_state()` for `cfg.steps` into `out`, lane l drawing its batches from
+  `keys[l]`; the finished loop and its `LossLog` (out/metrics.jsonl, rows labelled `label`)."""
   seeds = ", ".join(map(str, cfg.seeds))
   feed = synthetic.StepFeed(cfg.steps, cfg.block, synthetic.step_indices, name=f"MQAR seeds {seeds}")
-  log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), row.label, cfg.steps, progress)
-  config = {**{k: v for k, v in _defining(_json(cfg)).items() if k not in ("models", "small")}, "row": name}
+  log = synthetic.LossLog(out / "metrics.jsonl", max(1, cfg.steps // 20), label, cfg.steps, progress)
   run = fit(
     learner,
     init_state,
@@ -430,18 +439,33 @@ def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: boo
     out,
     config=config,
     hooks=[log],
-    env=lane_keys(cfg),
+    env=keys,
     lanes=True,
     lane_env=True,
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
     on_nonfinite=cfg.on_nonfinite,
   )
+  return run, log
+
+
+def recall_on_test(cfg: MqarConfig, accuracy, state) -> dict[int, np.ndarray]:
+  """Per pair count n of `eval_pairs`, every lane's recall on the test sequences of n pairs (drawn from
+  PRNGKey(10_000 + n)), with `accuracy` from `accuracy_fn`."""
+  return {n: np.asarray(accuracy(state, jax.random.PRNGKey(10_000 + n), n)) for n in eval_pairs(cfg)}
+
+
+def train_and_eval(cfg: MqarConfig, name: str, out: pathlib.Path, *, resume: bool, progress: bool) -> dict:
+  """Trains row `name` at every seed and rate of `cfg` into `out`; the row (`row_result`) and its seconds."""
+  row = ROWS[name]
+  model, learner, init_state = learner_and_state(cfg, row)
+  config = {**{k: v for k, v in _defining(_json(cfg)).items() if k not in ("models", "small")}, "row": name}
+  run, log = train_lanes(
+    cfg, learner, init_state, lane_keys(cfg), out, row.label, config, resume=resume, progress=progress
+  )
   accuracy = accuracy_fn(cfg, model)
-  pairs = eval_pairs(cfg)
-  val = np.mean([np.asarray(accuracy(run.state, jax.random.PRNGKey(20_000 + n), n)) for n in pairs], axis=0)
-  test = {n: np.asarray(accuracy(run.state, jax.random.PRNGKey(10_000 + n), n)) for n in pairs}
-  result = row_result(cfg, row.label, val, test, log.tail(), run.retired)
+  val = np.mean([np.asarray(accuracy(run.state, jax.random.PRNGKey(20_000 + n), n)) for n in eval_pairs(cfg)], axis=0)
+  result = row_result(cfg, row.label, val, recall_on_test(cfg, accuracy, run.state), log.tail(), run.retired)
   result["seconds"] = run.seconds  # training, over every invocation of a resumed run; None: not recorded
   return result
 
