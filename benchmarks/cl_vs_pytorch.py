@@ -10,9 +10,15 @@ as JAX's CPU client has cores.
     python benchmarks/cl_vs_pytorch.py                    # ~2 min on 2 CPU cores
     python benchmarks/cl_vs_pytorch.py --batches 1,10,40 [--samples 64000]  # other batch sizes
     python benchmarks/cl_vs_pytorch.py --tuned-malloc     # glibc's malloc off mmap (common.TUNED_MALLOC)
+    python benchmarks/cl_vs_pytorch.py --kernels 12       # also contlearn's 12 costliest kernels
 
 Besides samples/s, the table gives each side's time per training step (us):
 a step's cost that does not grow with the batch shows as the batch-1 time.
+With `--kernels N`, after the timings, each batch size's N costliest kernels
+of contlearn's training call, from a profiler trace (`common.kernel_times`):
+microseconds a run (each runs once a training step), its
+share of the traced kernel time, the result's shape, and the operation JAX
+named (`transpose(jvp())` marks the backward pass).
 A third runner, the same step as a hand-written JAX loop without contlearn
 (`jax_loop_runner`), is timed in turn with the two: `ratio_vs_jax_loop_bs*`
 (contlearn over it, no goal) says what the framework adds to XLA's step.
@@ -72,7 +78,8 @@ def ensure_torch():
 
 
 def contlearn_runner(cfg: BenchConfig, sc, batch: int):
-  """contlearn EWC on task 1 after task 0: (run() -> seconds, snapshot, acc())."""
+  """contlearn EWC on task 1 after task 0: (run() -> seconds, snapshot, acc(), the training call's compiled
+  program as text)."""
   model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
   strategy = strategies.make("ewc", classifier(model), n_fisher=cfg.n_fisher)
   cl = classifier_learner(model, strategy, optax.sgd(cfg.lr))
@@ -90,7 +97,24 @@ def contlearn_runner(cfg: BenchConfig, sc, batch: int):
     return time.perf_counter() - t0
 
   run()  # compile + warm-up
-  return run, snapshot, lambda: float(box["acc"][-1, 1])
+  text = calls.train.lower(box["state"], sched, sc).compile().as_text()
+  return run, snapshot, lambda: float(box["acc"][-1, 1]), text
+
+
+def costliest_kernels(run, text: str, n: int) -> list[dict]:
+  """The `n` kernels of `run`'s compiled program with the most time (`common.kernel_times` of one call): name,
+  microseconds a run (each runs once a training step), share of the traced kernel time, result shape, and the
+  op JAX named (shortened)."""
+  times = common.kernel_times(run, repeats=1)
+  ops = common.instructions(text)
+  total = sum(times.ms.values())
+  rows = []
+  for name, ms in times.ms.most_common(n):
+    shape, op = ops.get(name, ("?", ""))
+    op = op.split("/while/body/")[-1].removeprefix("closed_call/")
+    us = round(1e3 * ms / times.count[name], 1)
+    rows.append({"kernel": name, "us_per_run": us, "share": round(ms / total, 3), "shape": shape, "op": op})
+  return rows
 
 
 def anchor_of(penalty):
@@ -205,6 +229,7 @@ def main() -> dict:
   parser.add_argument("--batches", default=",".join(map(str, BenchConfig.batches)), help="comma-separated batch sizes")
   parser.add_argument("--samples", type=int, default=BenchConfig.samples, help="training samples timed per batch")
   parser.add_argument("--tuned-malloc", action="store_true", help="run with glibc's malloc kept off mmap")
+  parser.add_argument("--kernels", type=int, default=0, help="also print contlearn's N costliest kernels")
   args = parser.parse_args()
   if args.tuned_malloc:
     common.with_tuned_malloc()
@@ -220,8 +245,9 @@ def main() -> dict:
     f"{'batch':>6} {'contlearn samples/s':>20} {'torch samples/s':>16} {'ratio':>7} {'JAX loop samples/s':>19}"
     f" {'contlearn us/step':>18} {'torch us/step':>14} {'acc task2 (cl / torch / JAX loop)':>34}"
   )
+  profiles = {}
   for b in cfg.batches:
-    run_ours, snapshot, acc_ours = contlearn_runner(cfg, sc, b)
+    run_ours, snapshot, acc_ours, text = contlearn_runner(cfg, sc, b)
     run_theirs, acc_theirs = torch_runner(torch, cfg, sc, b, snapshot)
     run_loop, acc_loop = jax_loop_runner(cfg, sc, b, snapshot)
     # Alternate the three so that load from other processes hits all alike.
@@ -241,6 +267,12 @@ def main() -> dict:
       f"{b:>6} {ours:>20,.0f} {theirs:>16,.0f} {ours / theirs:>7.2f} {loop:>19,.0f} {steps[0]:>18,.0f}"
       f" {steps[1]:>14,.0f} {accs:>34}"
     )
+    if args.kernels:
+      profiles[b] = costliest_kernels(run_ours, text, args.kernels)
+  for b, rows in profiles.items():
+    print(f"\nbatch {b}: contlearn's {len(rows)} costliest kernels, microseconds a run (profiled)")
+    common.print_table(rows, ["kernel", "us_per_run", "share", "shape", "op"])
+    result[f"kernels_bs{b}"] = rows
   result["goals"] = {name: goal for name, goal in GOALS.items() if name in result}
   result["load_average"] = os.getloadavg()  # 1, 5, 15 min; the run itself adds about 2
   common.write_json("cl_vs_pytorch", result)  # with `machine` (its `glibc_tunables` among them), as every benchmark

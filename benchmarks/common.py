@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 
@@ -139,31 +139,63 @@ RUNTIME_EVENTS = (  # trace events of the runtime and Python, not kernels
   "Parse",
   "shard",
   "Wait",
+  "Allocate",
+  "Handle",
+  "PythonRefManager",
 )
+
+
+class KernelTimes(NamedTuple):
+  """A profiler trace's kernels: `wall_ms` the executor's wall time per call; `ms` each kernel's time per call
+  (by the compiled program's instruction name, summed over both cores); `count` its runs in the trace. The
+  profiler keeps a bounded number of events, so a call of many thousand loop steps is traced in part: there
+  a kernel's `ms / count`, the time of one run, is the figure to read."""
+
+  wall_ms: float
+  ms: collections.Counter
+  count: collections.Counter
+
+
+def kernel_times(call: Callable[[], Any], repeats: int = 3) -> KernelTimes:
+  """`KernelTimes` of `repeats` calls of `call()` (which must block until its work is done), traced after one
+  untimed call."""
+  call()
+  with tempfile.TemporaryDirectory() as folder:
+    jax.profiler.start_trace(folder, create_perfetto_trace=True)
+    for _ in range(repeats):
+      call()
+    jax.profiler.stop_trace()
+    (trace,) = pathlib.Path(folder).rglob("*.trace.json.gz")
+    events = [e for e in json.load(gzip.open(trace))["traceEvents"] if e.get("ph") == "X"]
+  times = KernelTimes(0.0, collections.Counter(), collections.Counter())
+  for e in events:
+    ms = e["dur"] / 1e3 / repeats
+    if e["name"] == "ThunkExecutor::Execute (wait for completion)":
+      times = times._replace(wall_ms=times.wall_ms + ms)
+    elif not e["name"].startswith(RUNTIME_EVENTS):
+      times.ms[e["name"]] += ms
+      times.count[e["name"]] += 1
+  return times
+
+
+def instructions(compiled_text: str) -> dict[str, tuple[str, str]]:
+  """Each instruction of a compiled program's text (`jitted.lower(...).compile().as_text()`) by name:
+  (its result shape, the op name JAX gave it, '' where XLA's fusions carry none)."""
+  rows = re.findall(r"^\s*(?:ROOT )?%([\w.-]+) = (\S+) ([^\n]*)$", compiled_text, re.M)
+  return {name: (shape, next(iter(re.findall(r'op_name="([^"]*)"', rest)), "")) for name, shape, rest in rows}
 
 
 def op_time(fn, args, repeats: int = 3, split: bool = True) -> dict:
   """Milliseconds per call of the compiled program's kernels by class (`TRACE_CLASSES`, else elementwise), from
-  a profiler trace of `repeats` calls; `wall_ms` the executor's wall time per call. With `split`, forward and
-  backward apart: a kernel is backward when its op name is under a transpose (XLA's XNNPACK/YNNPACK dot fusions
-  carry no op name, so they all count as forward)."""
-  names = re.findall(r"%([\w.-]+) = [^\n]*?op_name=\"([^\"]*)\"", fn.lower(*args).compile().as_text())
-  backward = {name for name, op in names if "transpose(" in op}
-  jax.block_until_ready(fn(*args))
-  with tempfile.TemporaryDirectory() as folder:
-    jax.profiler.start_trace(folder, create_perfetto_trace=True)
-    for _ in range(repeats):
-      jax.block_until_ready(fn(*args))
-    jax.profiler.stop_trace()
-    (trace,) = pathlib.Path(folder).rglob("*.trace.json.gz")
-    events = [e for e in json.load(gzip.open(trace))["traceEvents"] if e.get("ph") == "X"]
-  out = collections.Counter()
-  for e in events:
-    name, ms = e["name"], e["dur"] / 1e3 / repeats
-    if name == "ThunkExecutor::Execute (wait for completion)":
-      out["wall_ms"] += ms
-    elif not name.startswith(RUNTIME_EVENTS):
-      words = set(re.split(r"[_.-]", name))
-      cls = next((c for c, of in TRACE_CLASSES.items() if words.intersection(of)), "elementwise")
-      out[f"{'backward' if name in backward else 'forward'} {cls}" if split else cls] += ms
+  a profiler trace of `repeats` calls (`kernel_times`); `wall_ms` the executor's wall time per call. With
+  `split`, forward and backward apart: a kernel is backward when its op name is under a transpose (one
+  without an op name counts as forward)."""
+  ops = instructions(fn.lower(*args).compile().as_text())
+  backward = {name for name, (_, op) in ops.items() if "transpose(" in op}
+  times = kernel_times(lambda: jax.block_until_ready(fn(*args)), repeats)
+  out = collections.Counter({"wall_ms": times.wall_ms})
+  for name, ms in times.ms.items():
+    words = set(re.split(r"[_.-]", name))
+    cls = next((c for c, of in TRACE_CLASSES.items() if words.intersection(of)), "elementwise")
+    out[f"{'backward' if name in backward else 'forward'} {cls}" if split else cls] += ms
   return {k: round(v, 1) for k, v in sorted(out.items())}

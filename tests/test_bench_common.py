@@ -20,3 +20,21 @@ def test_tuned_malloc_runs_the_command_again_with_glibcs_tunables_and_records_th
   out = subprocess.run([sys.executable, "-c", code, str(ROOT)], env=env, capture_output=True, text=True, check=True)
   # the first process prints 'start -' and is replaced; the second starts with the tunables and goes on
   assert out.stdout.split("\n")[:3] == ["start -", f"start {common.TUNED_MALLOC}", f"after {common.TUNED_MALLOC}"]
+
+
+def test_kernel_times_names_each_kernel_of_the_compiled_program_and_counts_its_runs_in_a_loop():
+  import jax
+  import jax.numpy as jnp
+
+  @jax.jit
+  def loop(w, x):
+    return jax.lax.fori_loop(0, 7, lambda _, h: jnp.tanh(h @ w), x)
+
+  w, x = jnp.eye(64) * 0.5, jnp.ones((8, 64))
+  ops = common.instructions(loop.lower(w, x).compile().as_text())
+  times = common.kernel_times(lambda: jax.block_until_ready(loop(w, x)), repeats=2)
+  assert times.wall_ms > 0
+  assert set(times.ms) <= set(ops), set(times.ms) - set(ops)  # every traced kernel is an instruction of the program
+  products = [name for name in times.ms if ops[name][1].endswith("dot_general")]
+  assert products and all(times.count[name] == 2 * 7 for name in products)  # once a loop step, both calls
+  assert ops[products[0]][0].startswith("f32[8,64]")
