@@ -154,10 +154,13 @@ def from_tfds(name: str, data_dir: str | None = None) -> Dataset:
 
 
 def from_idx(folder: str) -> Dataset:
-  """The IDX files in `folder` (`contlearn.cl.idx`): its train and t10k splits as they are.
+  """The IDX files in `folder` (`contlearn.cl.idx`): its train and test splits as they are; `folder` may end
+  in a prefix the four files' names share (`/data/emnist/emnist-digits-`).
 
-  Images [N, H, W] are flattened to [N, H*W] and scaled by 1/255; n_classes
-  is 1 + the largest train label.
+  Images [N, H, W] are flattened to [N, H*W] and scaled by 1/255 (EMNIST's
+  are stored transposed and are read as stored); labels are numbered from 0
+  in the order of the values the train labels take, n_classes of them
+  (MNIST's 0-9 stay 0-9, EMNIST letters' 1-26 become 0-25).
 
   Raises:
     DataError: a file missing or malformed (one line naming it).
@@ -232,7 +235,8 @@ LOADERS = {"mnist_5k": mnist_5k, "digits": digits, "mnist1d": mnist1d}
 
 
 def load(name: str) -> Dataset:
-  """Loads an offline dataset by name, a tfds one as `tfds:<name>`, or a folder of IDX files as `idx:<folder>`."""
+  """Loads an offline dataset by name, a tfds one as `tfds:<name>`, or IDX files as `idx:<folder>` or
+  `idx:<folder>/<file-name prefix>`."""
   if name.startswith("tfds:"):
     return from_tfds(name.split(":", 1)[1])
   if name.startswith("idx:"):

@@ -1,9 +1,14 @@
-"""MNIST's IDX files, read with numpy alone (MNIST, Fashion-MNIST, EMNIST).
+"""MNIST's IDX files, read with numpy alone (MNIST, Fashion-MNIST, KMNIST, EMNIST).
 
 A folder holds four files, each gzipped (`.gz`) or plain:
 
     train-images-idx3-ubyte   train-labels-idx1-ubyte
     t10k-images-idx3-ubyte    t10k-labels-idx1-ubyte
+
+The test files may be named `test-...` instead of `t10k-...`, and all four
+may share a prefix, given after the folder: `/data/emnist/emnist-digits-`
+reads `emnist-digits-train-images-idx3-ubyte.gz` and its three companions in
+`/data/emnist` (EMNIST's names).
 
 Each file is a big-endian header, the magic number 0x00000803 (images: uint8,
 three dimensions) or 0x00000801 (labels: uint8, one dimension), then one
@@ -23,7 +28,7 @@ from contlearn.errors import DataError
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-SPLITS = {"train": "train", "test": "t10k"}
+SPLITS = {"train": ("train",), "test": ("t10k", "test")}  # file-name starts of each split, in the order tried
 
 
 class Split(NamedTuple):
@@ -33,13 +38,29 @@ class Split(NamedTuple):
   labels: np.ndarray
 
 
-def find(folder: str, stem: str) -> str:
-  """The path of `stem` or `stem.gz` in `folder` (the plain file if both are there)."""
-  for name in (stem, stem + ".gz"):
-    path = os.path.join(folder, name)
-    if os.path.isfile(path):
-      return path
-  raise DataError(f"{os.path.join(folder, stem)}[.gz]: missing (an IDX folder needs {stem} or {stem}.gz)")
+def locate(location: str) -> tuple[str, str]:
+  """(folder, file-name prefix) of an IDX location: a folder, or a folder's path followed by the prefix its
+  files share (`/data/emnist/emnist-digits-`)."""
+  if os.path.isdir(location):
+    return location, ""
+  folder, prefix = os.path.split(location)
+  if not os.path.isdir(folder or ".") or not any(name.startswith(prefix) for name in os.listdir(folder or ".")):
+    raise DataError(
+      f"{location}: no such folder, nor files starting with {prefix!r} in {folder or '.'}"
+      " (an IDX location is a folder, or a folder and a file-name prefix)"
+    )
+  return folder, prefix
+
+
+def find(folder: str, stems: tuple[str, ...]) -> str:
+  """The path of the first of `stems` (each plain, else `.gz`) in `folder`."""
+  for stem in stems:
+    for name in (stem, stem + ".gz"):
+      path = os.path.join(folder, name)
+      if os.path.isfile(path):
+        return path
+  named = " or ".join(f"{stem}[.gz]" for stem in stems)
+  raise DataError(f"{os.path.join(folder, stems[0])}[.gz]: missing (an IDX folder needs {named})")
 
 
 def read_bytes(path: str) -> bytes:
@@ -73,11 +94,10 @@ def read_array(path: str, magic: int) -> np.ndarray:
   return np.frombuffer(data, np.uint8, size, header).reshape(shape)
 
 
-def read_split(folder: str, split: str) -> Split:
-  """The images and labels of `split` ("train" or "test") in `folder`."""
-  prefix = SPLITS[split]
-  images = read_array(find(folder, f"{prefix}-images-idx3-ubyte"), IMAGES_MAGIC)
-  labels_path = find(folder, f"{prefix}-labels-idx1-ubyte")
+def read_split(folder: str, split: str, prefix: str = "") -> Split:
+  """The images and labels of `split` ("train" or "test") in `folder`, file names starting with `prefix`."""
+  images = read_array(find(folder, tuple(f"{prefix}{s}-images-idx3-ubyte" for s in SPLITS[split])), IMAGES_MAGIC)
+  labels_path = find(folder, tuple(f"{prefix}{s}-labels-idx1-ubyte" for s in SPLITS[split]))
   labels = read_array(labels_path, LABELS_MAGIC)
   if len(images) != len(labels):
     raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images")
@@ -86,16 +106,22 @@ def read_split(folder: str, split: str) -> Split:
   return Split(images, labels)
 
 
-def read_folder(folder: str) -> tuple[Split, Split, int]:
-  """The train and test splits of `folder` and the number of classes, 1 + the largest train label.
+def read_folder(location: str) -> tuple[Split, Split, int]:
+  """The train and test splits at `location` (a folder, or a folder and a file-name prefix) and the number of
+  classes, with labels numbered from 0 in the order of the values the train labels take (as stored in MNIST's
+  files; EMNIST letters' 1-26 become 0-25).
 
   Raises:
     DataError: a file missing or malformed, counts that differ, or a test
-      label that no train label reaches.
+      label that no train example has.
   """
-  train, test = read_split(folder, "train"), read_split(folder, "test")
-  n_classes = int(train.labels.max()) + 1
-  if int(test.labels.max()) >= n_classes:
-    path = find(folder, "t10k-labels-idx1-ubyte")
-    raise DataError(f"{path}: label {int(test.labels.max())} out of range, the train labels are 0..{n_classes - 1}")
-  return train, test, n_classes
+  folder, prefix = locate(location)
+  train, test = read_split(folder, "train", prefix), read_split(folder, "test", prefix)
+  classes = np.unique(train.labels)
+  unseen = np.setdiff1d(test.labels, classes)
+  if unseen.size:
+    path = find(folder, tuple(f"{prefix}{s}-labels-idx1-ubyte" for s in SPLITS["test"]))
+    shown = ", ".join(map(str, unseen[:5])) + (", ..." if unseen.size > 5 else "")
+    raise DataError(f"{path}: labels {shown} not among the train labels ({classes[0]}..{classes[-1]})")
+  number = lambda split: Split(split.images, np.searchsorted(classes, split.labels).astype(np.uint8))
+  return number(train), number(test), len(classes)

@@ -69,6 +69,34 @@ def test_a_plain_file_is_read_when_both_are_there(tmp_path):
   np.testing.assert_array_equal(datasets.from_idx(str(folder)).y_train, plain)
 
 
+def test_emnist_names_a_prefix_and_test_files_read_as_the_plain_names(tmp_path):
+  arrays = tiny_arrays(n_train=8, n_test=4, classes=4, side=2)
+  plain = write_folder(tmp_path / "plain", arrays)
+  emnist = {f"emnist-digits-{stem.replace('t10k-', 'test-')}": a for stem, a in arrays.items()}
+  folder = write_folder(tmp_path / "emnist", emnist)
+  write_folder(folder, {f"emnist-letters-{stem}": a[::-1].copy() for stem, a in arrays.items()})  # a second set beside
+  ours, theirs = datasets.load(f"idx:{plain}"), datasets.load(f"idx:{folder}/emnist-digits-")
+  for field in ("x_train", "y_train", "x_test", "y_test"):
+    np.testing.assert_array_equal(getattr(theirs, field), getattr(ours, field))
+  assert theirs.name == f"idx:{folder}/emnist-digits-"
+  write_folder(folder, {f"emnist-balanced-{STEMS[0]}": arrays[STEMS[0]]})  # a set without its labels
+  with pytest.raises(DataError, match=r"emnist-balanced-train-labels-idx1-ubyte\[\.gz\]: missing"):
+    datasets.load(f"idx:{folder}/emnist-balanced-")
+  for location in (f"{tmp_path}/nowhere/emnist-digits-", f"{folder}/kmnist-", f"{tmp_path}/plainer"):
+    with pytest.raises(DataError, match=rf"^{re.escape(location)}: no such folder, nor files starting with"):
+      datasets.load(f"idx:{location}")
+
+
+def test_labels_are_numbered_from_zero_in_their_order(tmp_path):
+  arrays = tiny_arrays(n_train=6, n_test=3, classes=3)
+  arrays[STEMS[1]] = np.array([1, 2, 26, 1, 2, 26], np.uint8)  # EMNIST letters count from 1
+  arrays[STEMS[3]] = np.array([26, 1, 2], np.uint8)
+  ds = datasets.from_idx(str(write_folder(tmp_path / "f", arrays)))
+  assert ds.n_classes == 3
+  np.testing.assert_array_equal(ds.y_train, [0, 1, 2, 0, 1, 2])
+  np.testing.assert_array_equal(ds.y_test, [2, 0, 1])
+
+
 def bad(stem, value):
   return lambda arrays: {**arrays, stem: value}
 
@@ -95,7 +123,7 @@ BAD = [
   ("short of the header", truncated(STEMS[0], 10), STEMS[0], "truncated, 10 bytes, shorter than its 16-byte header"),
   ("short of the data", truncated(STEMS[0], -5), STEMS[0], r"795 bytes of data, its header \(50, 4, 4\) needs 800"),
   ("counts differ", bad(STEMS[3], np.zeros(19, np.uint8)), STEMS[3], "19 labels for 20 images"),
-  ("label out of range", bad(STEMS[3], np.full(20, 10, np.uint8)), STEMS[3], "label 10 out of range.*0..9"),
+  ("label out of range", bad(STEMS[3], np.full(20, 10, np.uint8)), STEMS[3], r"labels 10 not among .* \(0..9\)"),
 ]
 
 
