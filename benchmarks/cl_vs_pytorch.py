@@ -16,7 +16,7 @@ Besides samples/s, the table gives each side's time per training step (us):
 a step's cost that does not grow with the batch shows as the batch-1 time.
 With `--kernels N`, after the timings, each batch size's N costliest kernels
 of contlearn's training call, from a profiler trace (`common.kernel_times`):
-microseconds a run (each runs once a training step), its
+microseconds a run (a kernel of the training loop runs once a step), its
 share of the traced kernel time, the result's shape, and the operation JAX
 named (`transpose(jvp())` marks the backward pass).
 A third runner, the same step as a hand-written JAX loop without contlearn
@@ -78,8 +78,8 @@ def ensure_torch():
 
 
 def contlearn_runner(cfg: BenchConfig, sc, batch: int):
-  """contlearn EWC on task 1 after task 0: (run() -> seconds, snapshot, acc(), the training call's compiled
-  program as text)."""
+  """contlearn EWC on task 1 after task 0: (run() -> seconds, snapshot, acc(), text() -> the training call's
+  compiled program as text)."""
   model = Mlp(sc.in_dim, cfg.hidden, sc.head_size, sc.n_heads)
   strategy = strategies.make("ewc", classifier(model), n_fisher=cfg.n_fisher)
   cl = classifier_learner(model, strategy, optax.sgd(cfg.lr))
@@ -97,14 +97,17 @@ def contlearn_runner(cfg: BenchConfig, sc, batch: int):
     return time.perf_counter() - t0
 
   run()  # compile + warm-up
-  text = calls.train.lower(box["state"], sched, sc).compile().as_text()
+
+  def text() -> str:
+    return calls.train.lower(box["state"], sched, sc).compile().as_text()
+
   return run, snapshot, lambda: float(box["acc"][-1, 1]), text
 
 
 def costliest_kernels(run, text: str, n: int) -> list[dict]:
   """The `n` kernels of `run`'s compiled program with the most time (`common.kernel_times` of one call): name,
-  microseconds a run (each runs once a training step), share of the traced kernel time, result shape, and the
-  op JAX named (shortened)."""
+  microseconds a run (a kernel of the training loop runs once a step), share of the traced kernel time, result
+  shape, and the op JAX named (shortened)."""
   times = common.kernel_times(run, repeats=1)
   ops = common.instructions(text)
   total = sum(times.ms.values())
@@ -112,7 +115,7 @@ def costliest_kernels(run, text: str, n: int) -> list[dict]:
   for name, ms in times.ms.most_common(n):
     shape, op = ops.get(name, ("?", ""))
     op = op.split("/while/body/")[-1].removeprefix("closed_call/")
-    us = round(1e3 * ms / times.count[name], 1)
+    us = round(1e3 * ms / times.runs[name], 1)
     rows.append({"kernel": name, "us_per_run": us, "share": round(ms / total, 3), "shape": shape, "op": op})
   return rows
 
@@ -268,8 +271,9 @@ def main() -> dict:
       f" {steps[1]:>14,.0f} {accs:>34}"
     )
     if args.kernels:
-      profiles[b] = costliest_kernels(run_ours, text, args.kernels)
-  for b, rows in profiles.items():
+      profiles[b] = (run_ours, text)
+  for b, (run, text) in profiles.items():  # after every timing, so that no profile runs between them
+    rows = costliest_kernels(run, text(), args.kernels)
     print(f"\nbatch {b}: contlearn's {len(rows)} costliest kernels, microseconds a run (profiled)")
     common.print_table(rows, ["kernel", "us_per_run", "share", "shape", "op"])
     result[f"kernels_bs{b}"] = rows

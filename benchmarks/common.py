@@ -147,13 +147,14 @@ RUNTIME_EVENTS = (  # trace events of the runtime and Python, not kernels
 
 class KernelTimes(NamedTuple):
   """A profiler trace's kernels: `wall_ms` the executor's wall time per call; `ms` each kernel's time per call
-  (by the compiled program's instruction name, summed over both cores); `count` its runs in the trace. The
-  profiler keeps a bounded number of events, so a call of many thousand loop steps is traced in part: there
-  a kernel's `ms / count`, the time of one run, is the figure to read."""
+  (by the compiled program's instruction name, summed over every thread, so kernels that run at once sum past
+  the wall time); `runs` its runs per call in the trace. The profiler keeps a bounded number of events, so a
+  call of many thousand loop steps is traced in part: there a kernel's `ms / runs`, the time of one run, is
+  the figure to read."""
 
   wall_ms: float
   ms: collections.Counter
-  count: collections.Counter
+  runs: collections.Counter
 
 
 def kernel_times(call: Callable[[], Any], repeats: int = 3) -> KernelTimes:
@@ -174,14 +175,15 @@ def kernel_times(call: Callable[[], Any], repeats: int = 3) -> KernelTimes:
       times = times._replace(wall_ms=times.wall_ms + ms)
     elif not e["name"].startswith(RUNTIME_EVENTS):
       times.ms[e["name"]] += ms
-      times.count[e["name"]] += 1
+      times.runs[e["name"]] += 1 / repeats
   return times
 
 
 def instructions(compiled_text: str) -> dict[str, tuple[str, str]]:
   """Each instruction of a compiled program's text (`jitted.lower(...).compile().as_text()`) by name:
   (its result shape, the op name JAX gave it, '' where XLA's fusions carry none)."""
-  rows = re.findall(r"^\s*(?:ROOT )?%([\w.-]+) = (\S+) ([^\n]*)$", compiled_text, re.M)
+  shape = r"\((?:[^()]|\([^()]*\))*\)|\S+"  # a tuple's shape whole (one level of nesting), else up to a space
+  rows = re.findall(rf"^\s*(?:ROOT )?%([\w.-]+) = ({shape}) ([^\n]*)$", compiled_text, re.M)
   return {name: (shape, next(iter(re.findall(r'op_name="([^"]*)"', rest)), "")) for name, shape, rest in rows}
 
 

@@ -163,7 +163,9 @@ def from_idx(folder: str) -> Dataset:
   (MNIST's 0-9 stay 0-9, EMNIST letters' 1-26 become 0-25).
 
   Raises:
-    DataError: a file missing or malformed (one line naming it).
+    DataError: a location that is neither a folder nor a folder and a
+      prefix of IDX files, a file missing or malformed, counts that differ,
+      or a test label no train example has (one line naming it).
   """
   train, test, n_classes = idx.read_folder(folder)
   flat = lambda images: images.reshape(len(images), -1).astype(np.float32) / 255.0
@@ -243,6 +245,7 @@ def load(name: str) -> Dataset:
     return from_idx(name.split(":", 1)[1])
   if name not in LOADERS:
     raise ConfigError(
-      f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}, tfds:<{'|'.join(TFDS_NAMES)}> or idx:<folder>"
+      f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}, tfds:<{'|'.join(TFDS_NAMES)}>"
+      " or idx:<folder>[/<file-name prefix>]"
     )
   return LOADERS[name]()

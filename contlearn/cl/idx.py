@@ -44,9 +44,10 @@ def locate(location: str) -> tuple[str, str]:
   if os.path.isdir(location):
     return location, ""
   folder, prefix = os.path.split(location)
-  if not os.path.isdir(folder or ".") or not any(name.startswith(prefix) for name in os.listdir(folder or ".")):
+  starts = tuple(f"{prefix}{name}-" for names in SPLITS.values() for name in names)
+  if not os.path.isdir(folder or ".") or not any(entry.startswith(starts) for entry in os.listdir(folder or ".")):
     raise DataError(
-      f"{location}: no such folder, nor files starting with {prefix!r} in {folder or '.'}"
+      f"{location}: no such folder, nor IDX files named {prefix}train-... in {folder or '.'}"
       " (an IDX location is a folder, or a folder and a file-name prefix)"
     )
   return folder, prefix
@@ -95,9 +96,12 @@ def read_array(path: str, magic: int) -> np.ndarray:
 
 
 def read_split(folder: str, split: str, prefix: str = "") -> Split:
-  """The images and labels of `split` ("train" or "test") in `folder`, file names starting with `prefix`."""
-  images = read_array(find(folder, tuple(f"{prefix}{s}-images-idx3-ubyte" for s in SPLITS[split])), IMAGES_MAGIC)
-  labels_path = find(folder, tuple(f"{prefix}{s}-labels-idx1-ubyte" for s in SPLITS[split]))
+  """The images and labels of `split` ("train" or "test") in `folder`, file names starting with `prefix`; the
+  labels file named as the images file that was found (`t10k-` or `test-`)."""
+  images_path = find(folder, tuple(f"{prefix}{name}-images-idx3-ubyte" for name in SPLITS[split]))
+  start = os.path.basename(images_path).removesuffix(".gz").removesuffix("-images-idx3-ubyte")
+  images = read_array(images_path, IMAGES_MAGIC)
+  labels_path = find(folder, (f"{start}-labels-idx1-ubyte",))
   labels = read_array(labels_path, LABELS_MAGIC)
   if len(images) != len(labels):
     raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images")
@@ -120,8 +124,16 @@ def read_folder(location: str) -> tuple[Split, Split, int]:
   classes = np.unique(train.labels)
   unseen = np.setdiff1d(test.labels, classes)
   if unseen.size:
-    path = find(folder, tuple(f"{prefix}{s}-labels-idx1-ubyte" for s in SPLITS["test"]))
-    shown = ", ".join(map(str, unseen[:5])) + (", ..." if unseen.size > 5 else "")
-    raise DataError(f"{path}: labels {shown} not among the train labels ({classes[0]}..{classes[-1]})")
-  number = lambda split: Split(split.images, np.searchsorted(classes, split.labels).astype(np.uint8))
-  return number(train), number(test), len(classes)
+    images_path = find(folder, tuple(f"{prefix}{name}-images-idx3-ubyte" for name in SPLITS["test"]))
+    path = images_path.replace("-images-idx3-ubyte", "-labels-idx1-ubyte")
+    raise DataError(f"{path}: labels {_few(unseen)} not among the {classes.size} train label values ({_few(classes)})")
+
+  def numbered(split: Split) -> Split:
+    return Split(split.images, np.searchsorted(classes, split.labels).astype(np.uint8))
+
+  return numbered(train), numbered(test), len(classes)
+
+
+def _few(values: np.ndarray) -> str:
+  """The first six of `values`, comma-separated, '...' after them if there are more."""
+  return ", ".join(map(str, values[:6])) + (", ..." if values.size > 6 else "")

@@ -82,9 +82,18 @@ def test_emnist_names_a_prefix_and_test_files_read_as_the_plain_names(tmp_path):
   write_folder(folder, {f"emnist-balanced-{STEMS[0]}": arrays[STEMS[0]]})  # a set without its labels
   with pytest.raises(DataError, match=r"emnist-balanced-train-labels-idx1-ubyte\[\.gz\]: missing"):
     datasets.load(f"idx:{folder}/emnist-balanced-")
-  for location in (f"{tmp_path}/nowhere/emnist-digits-", f"{folder}/kmnist-", f"{tmp_path}/plainer"):
-    with pytest.raises(DataError, match=rf"^{re.escape(location)}: no such folder, nor files starting with"):
+  locations = (f"{tmp_path}/nowhere/emnist-digits-", f"{folder}/kmnist-", f"{tmp_path}/plainer", f"{tmp_path}/plai")
+  for location in locations:  # the last a folder's name cut short, not a prefix of files
+    with pytest.raises(DataError, match=rf"^{re.escape(location)}: no such folder, nor IDX files named"):
       datasets.load(f"idx:{location}")
+
+
+def test_the_labels_file_is_named_as_the_images_file_found(tmp_path):
+  arrays = tiny_arrays(n_train=8, n_test=4, classes=4, side=2)
+  arrays = {stem.replace("t10k-labels", "test-labels"): a for stem, a in arrays.items()}  # t10k images, test labels
+  folder = write_folder(tmp_path / "f", arrays)
+  with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\[\.gz\]: missing"):
+    datasets.from_idx(str(folder))
 
 
 def test_labels_are_numbered_from_zero_in_their_order(tmp_path):
@@ -123,7 +132,7 @@ BAD = [
   ("short of the header", truncated(STEMS[0], 10), STEMS[0], "truncated, 10 bytes, shorter than its 16-byte header"),
   ("short of the data", truncated(STEMS[0], -5), STEMS[0], r"795 bytes of data, its header \(50, 4, 4\) needs 800"),
   ("counts differ", bad(STEMS[3], np.zeros(19, np.uint8)), STEMS[3], "19 labels for 20 images"),
-  ("label out of range", bad(STEMS[3], np.full(20, 10, np.uint8)), STEMS[3], r"labels 10 not among .* \(0..9\)"),
+  ("label out of range", bad(STEMS[3], np.full(20, 10, np.uint8)), STEMS[3], r"labels 10 not among the 10 .* \(0, 1,"),
 ]
 
 
