@@ -121,3 +121,35 @@ class LossLog(BlockLog):
     super().restore(meta)
     saved = meta["recent_loss"]
     self.recent = None if saved is None else np.asarray(saved, np.float64)
+
+
+def loss_windows(records: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
+  """A `LossLog`'s records summed up over windows of `every` steps (steps 1..every, every+1..2*every, ...):
+  per window, the first and last step, and per lane the mean loss, the mean gradient norm and the largest one.
+  A window holds the blocks whose last step falls in it; blocks of equal length give the mean of its steps.
+
+  >>> records = [{"step": s, "loss": [s / 8], "grad_norm": [1.0 + s], "grad_norm_max": [2.0 * s]} for s in (2, 4, 6)]
+  >>> for window in loss_windows(records, 4):
+  ...   print(window)
+  {'first': 1, 'last': 4, 'loss': [0.375], 'grad_norm': [4.0], 'grad_norm_max': [8.0]}
+  {'first': 5, 'last': 8, 'loss': [0.75], 'grad_norm': [7.0], 'grad_norm_max': [12.0]}
+  """
+  if every < 1:
+    raise ConfigError(f"every={every} must be >= 1 steps")
+  windows: dict[int, list[dict[str, Any]]] = {}
+  for record in records:
+    windows.setdefault((record["step"] - 1) // every, []).append(record)
+
+  def mean(rows: list[dict[str, Any]], key: str) -> list[float]:
+    return np.mean([r[key] for r in rows], axis=0).tolist()
+
+  return [
+    {
+      "first": w * every + 1,
+      "last": (w + 1) * every,
+      "loss": mean(rows, "loss"),
+      "grad_norm": mean(rows, "grad_norm"),
+      "grad_norm_max": np.max([r["grad_norm_max"] for r in rows], axis=0).tolist(),
+    }
+    for w, rows in sorted(windows.items())
+  ]

@@ -189,3 +189,30 @@ def test_attention_starts_engine_lane_trains_as_the_experiment(tmp_path, capsys)
   assert own_lane["final_loss"] != pytest.approx(row["loss"][0], rel=1e-3)
   assert sorted(engine_lane["loss"]) == [20, 40, 60]
   assert capsys.readouterr().out.count("seed 0, start") == 2
+
+
+def test_loss_windows_sums_up_each_models_loss_log(tmp_path, capsys):
+  example = _example("loss_windows")
+  blocks = [
+    {
+      "block": b,
+      "step": 20 * b,
+      "loss": [3.0 - b, 4.0 - b],
+      "grad_norm": [1.0 * b, 2.0],
+      "grad_norm_max": [2.0 * b, 9.0 - b],
+    }
+    for b in (1, 2, 3, 4, 5, 6)
+  ]
+  (tmp_path / "hope").mkdir()
+  (tmp_path / "hope" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in blocks))
+  (tmp_path / "lm").mkdir()
+  (tmp_path / "lm" / "metrics.jsonl").write_text(json.dumps({"tokens": 64, "bits_per_byte": 3.0}) + "\n")
+  found = example.main([str(tmp_path), "--every", "60"])
+  assert list(found) == ["hope"]  # the log without gradient norms is left out
+  assert found["hope"] == [
+    {"first": 1, "last": 60, "loss": [1.0, 2.0], "grad_norm": [2.0, 2.0], "grad_norm_max": [6.0, 8.0]},
+    {"first": 61, "last": 120, "loss": [-2.0, -1.0], "grad_norm": [5.0, 2.0], "grad_norm_max": [12.0, 5.0]},
+  ]
+  assert "      1-60     1.000 / 2.000 | 2.000 / 2.000 | 6.000 / 8.000" in capsys.readouterr().out
+  with pytest.raises(SystemExit, match="no metrics.jsonl with gradient norms"):
+    example.main([str(tmp_path / "lm")])
