@@ -168,15 +168,14 @@ def kernel_times(call: Callable[[], Any], repeats: int = 3) -> KernelTimes:
     jax.profiler.stop_trace()
     (trace,) = pathlib.Path(folder).rglob("*.trace.json.gz")
     events = [e for e in json.load(gzip.open(trace))["traceEvents"] if e.get("ph") == "X"]
-  times = KernelTimes(0.0, collections.Counter(), collections.Counter())
+  wall_ms, ms, runs = 0.0, collections.Counter(), collections.Counter()
   for e in events:
-    ms = e["dur"] / 1e3 / repeats
     if e["name"] == "ThunkExecutor::Execute (wait for completion)":
-      times = times._replace(wall_ms=times.wall_ms + ms)
+      wall_ms += e["dur"] / 1e3 / repeats
     elif not e["name"].startswith(RUNTIME_EVENTS):
-      times.ms[e["name"]] += ms
-      times.runs[e["name"]] += 1 / repeats
-  return times
+      ms[e["name"]] += e["dur"] / 1e3 / repeats
+      runs[e["name"]] += 1 / repeats
+  return KernelTimes(wall_ms, ms, runs)
 
 
 def instructions(compiled_text: str) -> dict[str, tuple[str, str]]:

@@ -32,7 +32,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 
-from contlearn import catalog, engine
+from contlearn import catalog, engine, run_log
 from contlearn.errors import ConfigError
 from contlearn.overrides import apply_overrides
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
   run, log = MQAR.train_lanes(
     cfg, learner, lambda: state, keys, out, "attention starts", saved, resume=args.resume, progress=True
   )
-  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  records = run_log.read_jsonl(out / "metrics.jsonl")
   test = MQAR.recall_on_test(cfg, MQAR.accuracy_fn(cfg, model), run.state)
   lanes = []
   for lane in range(len(keys)):

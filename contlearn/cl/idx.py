@@ -95,13 +95,18 @@ def read_array(path: str, magic: int) -> np.ndarray:
   return np.frombuffer(data, np.uint8, size, header).reshape(shape)
 
 
-def read_split(folder: str, split: str, prefix: str = "") -> Split:
-  """The images and labels of `split` ("train" or "test") in `folder`, file names starting with `prefix`; the
-  labels file named as the images file that was found (`t10k-` or `test-`)."""
+def split_files(folder: str, split: str, prefix: str = "") -> tuple[str, str]:
+  """The paths of `split`'s ("train" or "test") images and labels files in `folder`, names starting with
+  `prefix`; the labels file named as the images file that was found (`t10k-` or `test-`)."""
   images_path = find(folder, tuple(f"{prefix}{name}-images-idx3-ubyte" for name in SPLITS[split]))
   start = os.path.basename(images_path).removesuffix(".gz").removesuffix("-images-idx3-ubyte")
+  return images_path, find(folder, (f"{start}-labels-idx1-ubyte",))
+
+
+def read_split(folder: str, split: str, prefix: str = "") -> Split:
+  """The images and labels of `split` ("train" or "test") in `folder` (`split_files`)."""
+  images_path, labels_path = split_files(folder, split, prefix)
   images = read_array(images_path, IMAGES_MAGIC)
-  labels_path = find(folder, (f"{start}-labels-idx1-ubyte",))
   labels = read_array(labels_path, LABELS_MAGIC)
   if len(images) != len(labels):
     raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images")
@@ -124,8 +129,7 @@ def read_folder(location: str) -> tuple[Split, Split, int]:
   classes = np.unique(train.labels)
   unseen = np.setdiff1d(test.labels, classes)
   if unseen.size:
-    images_path = find(folder, tuple(f"{prefix}{name}-images-idx3-ubyte" for name in SPLITS["test"]))
-    path = images_path.replace("-images-idx3-ubyte", "-labels-idx1-ubyte")
+    _, path = split_files(folder, "test", prefix)
     raise DataError(f"{path}: labels {_few(unseen)} not among the {classes.size} train label values ({_few(classes)})")
 
   def numbered(split: Split) -> Split:
