@@ -216,3 +216,54 @@ def test_loss_windows_sums_up_each_models_loss_log(tmp_path, capsys):
   assert "      1-60     1.000 / 2.000 | 2.000 / 2.000 | 6.000 / 8.000" in capsys.readouterr().out
   with pytest.raises(SystemExit, match="no metrics.jsonl with gradient norms"):
     example.main([str(tmp_path / "lm")])
+
+
+@pytest.mark.parametrize("plain", [False, True])  # Hope's rule; plain steps with a LayerNorm, as hope_plain's
+def test_memory_sensitivity_is_the_derivative_of_the_reads(plain):
+  import jax
+  import jax.numpy as jnp
+
+  from contlearn.memories import rules
+  from contlearn.memories import self_modifying as sm
+
+  example = _example("memory_sensitivity")
+  rule = rules.self_modifying(2, dgd=not plain, momentum=not plain, layer_norm=plain, normalized=not plain)
+  spec = sm.SelfModifying(rule, chunk_mem=2, chunk_proj=4, lr_scale=0.5)
+  with jax.enable_x64(True):
+    params, state = sm.init(spec, jax.random.key(0), 4)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    x = jax.random.normal(jax.random.key(1), (12, 4), jnp.float64)
+    u = example.unit_direction(params["w0"], jax.random.key(2))
+    assert sum(float(jnp.sum(a**2)) for a in jax.tree.leaves(u)) == pytest.approx(1.0)
+    dy = example.read_sensitivity(spec, params, x, u)
+
+    def reads(scale):  # the head's reads with its initial memories moved by scale * u
+      w0 = jax.tree.map(lambda w, d: w + scale * d, params["w0"], u)
+      state0 = jax.tree.map(lambda a: a.astype(jnp.float64), state)
+      return sm.reference(spec, {**params, "w0": w0}, state0, x, jnp.ones((12,), bool))[0]
+
+    eps = 1e-6
+    central = np.linalg.norm((reads(eps) - reads(-eps)) / (2 * eps), axis=-1)
+  assert dy.shape == (12,) and np.all(dy > 0)
+  np.testing.assert_allclose(dy, central, rtol=1e-5)
+
+
+def test_memory_sensitivity_growth_is_the_log_slope_of_the_second_half():
+  example = _example("memory_sensitivity")
+  t = np.arange(400)
+  dy = np.where(t < 200, 1.0, np.exp(0.03 * t))  # flat, then geometric: only the second half counts
+  assert example.growth_per_token(dy) == pytest.approx(0.03)
+  assert example.growth_per_token(np.full(400, 0.5)) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.slow  # draws two byte LMs and runs a head over 300 bytes, forward mode: about a minute of CPU
+def test_memory_sensitivity_example_reads_each_models_first_head(capsys):
+  example = _example("memory_sensitivity")
+  result = example.main(["--models", "hope,hope_plain", "--seeds", "1", "--tokens", "300"])
+  for label in ("hope", "hope_plain"):
+    (row,) = result[label]
+    assert row["seed"] == 1 and sorted(row["dy_at"]) == [16, 64, 256, 300]
+    assert all(np.isfinite(v) and v > 0 for v in row["dy_at"].values()) and np.isfinite(row["growth_per_token"])
+  assert capsys.readouterr().out.startswith("hope seed 1: |dy_t| at t = 16:")
+  with pytest.raises(Exception, match="no self-modifying memories"):
+    example.main(["--models", "titans", "--seeds", "1", "--tokens", "300"])

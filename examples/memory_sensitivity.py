@@ -1,0 +1,130 @@
+"""How far a change of a self-modifying memory's initial memories reaches along the sequence, at initialisation.
+
+For each model of nl_niah with a self-modifying mixer (`MODELS`: hope,
+hope_plain), each initialisation seed's byte LM is drawn as the
+experiment's lanes draw it (`engine.seed_keys`, then the learner's
+`init`). Its first layer's first head then reads the needle task's
+training haystack (the bytes through the model's embedding, the mixer's
+input norm and its causal convolution, as that head reads them) token
+by token (`self_modifying.reference`), and a forward-mode derivative
+gives, at every token t, `|dy_t|`: how much the head's read y_t [Dh]
+moves when all its initial memories M_0 (every memory's weights at once,
+the offsets that `decay_to_init` learns) move along one random
+direction of unit norm. Flat in t, the writes forget where the memories
+started; growing geometrically, every token's write amplifies a change
+of M_0, and the outer gradient that reaches M_0 back through the writes
+grows the same way with the length of the sequence. Prints, per model
+and seed, `|dy_t|` at tokens 16, 64, 256 and `--tokens`, and its growth
+per token: the slope of log |dy_t| over the second half of the tokens
+(0: flat; 0.03: about 20-fold every 100 tokens).
+
+    python examples/memory_sensitivity.py
+    python examples/memory_sensitivity.py --models hope_plain --set hope_plain.self_values=true
+    python examples/memory_sensitivity.py --models hope_plain --set hope_plain.self_values=true \\
+        --set hope_plain.lr_scale=32
+
+`--set LABEL.FIELD=VALUE` sets a field of that model's mixer. Prints one
+line per model and seed, then the JSON of every value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from contlearn import catalog, engine
+from contlearn.errors import ConfigError
+from contlearn.learner import sequence_learner
+from contlearn.memories import self_modifying as sm
+from contlearn.models import byte_lm
+from contlearn.models import memory_layer as ml
+from contlearn.models.hope import SelfModifyingTitansConfig
+from contlearn.models.hope import spec as hope_spec
+from contlearn.models.mixer import head_width
+
+NIAH = catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "nl_niah.py"))
+SHOWN = (16, 64, 256)  # tokens printed besides the last
+
+
+def first_head_inputs(params, mcfg, tokens: np.ndarray) -> jax.Array:
+  """What the first layer's first head reads of `tokens` [T]: the embedding, the mixer's input norm and causal
+  convolution (from an empty cache), [T, Dh]."""
+  mixer = params["blocks"][0]["mixer"]
+  if "win" in mixer:
+    raise ConfigError("memory_sensitivity reads heads without an input projection (model.mixer.in_proj=false)")
+  x = ml.normed_input(mixer, params["embed"][jnp.asarray(tokens)][None])
+  cache = jnp.zeros((1, mixer["conv"].shape[0] - 1, x.shape[-1]), x.dtype)
+  return ml.causal_conv(mixer["conv"], cache, x)[0, :, : head_width(mcfg)]
+
+
+def unit_direction(tree, key: jax.Array):
+  """A random direction in the space of `tree`'s leaves (normal entries), scaled to unit global norm."""
+  leaves, treedef = jax.tree.flatten(tree)
+  u = [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(jax.random.split(key, len(leaves)), leaves)]
+  norm = jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in u))
+  return jax.tree.unflatten(treedef, [a / norm for a in u])
+
+
+def read_sensitivity(spec: sm.SelfModifying, head_params, x: jax.Array, direction) -> np.ndarray:
+  """`|dy_t|` [T]: the norm of the derivative of one head's reads of `x [T, Dh]` along `direction`, a tangent
+  of its initial memories `head_params["w0"]` (the written part starting at zero)."""
+  _, zeros = sm.init(spec, jax.random.key(0), x.shape[-1])  # only the shapes depend on the key
+  state = jax.tree.map(lambda a: a.astype(x.dtype), zeros)
+  mask = jnp.ones(x.shape[:1], bool)
+  reads = lambda w0: sm.reference(spec, {**head_params, "w0": w0}, state, x, mask)[0]
+  _, dy = jax.jit(lambda w0, d: jax.jvp(reads, (w0,), (d,)))(head_params["w0"], direction)
+  return np.asarray(jnp.linalg.norm(dy, axis=-1))
+
+
+def growth_per_token(dy: np.ndarray) -> float:
+  """The slope of log |dy_t| over the second half of the tokens (a least-squares line)."""
+  half = len(dy) // 2
+  return float(np.polyfit(np.arange(half, len(dy)), np.log(np.maximum(dy[half:], 1e-300)), 1)[0])
+
+
+def main(argv: list[str] | None = None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--models", default="hope,hope_plain", help="labels of nl_niah's MODELS (self-modifying)")
+  parser.add_argument("--seeds", default="0,1,2", help="initialisation seeds")
+  parser.add_argument("--tokens", type=int, default=1024, help="haystack bytes read (> 256)")
+  parser.add_argument("--set", action="append", default=[], metavar="LABEL.FIELD=VALUE", help="a mixer field")
+  args = parser.parse_args(argv)
+  if args.tokens <= SHOWN[-1]:
+    raise ConfigError(f"--tokens={args.tokens} must be above {SHOWN[-1]}")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  cfg = NIAH.resolved(NIAH.get_config())
+  models = NIAH.models_with_settings(args.models.split(","), args.set, cfg.base, window=cfg.length)
+  hay, _ = NIAH.haystacks()
+  tokens = np.frombuffer(hay[: args.tokens], np.uint8)
+  shown = (*SHOWN, args.tokens)
+  result = {}
+  for label, mcfg in models.items():
+    if not isinstance(mcfg.mixer, SelfModifyingTitansConfig):
+      raise ConfigError(f"{label}: mixer {mcfg.mixer.name!r} has no self-modifying memories")
+    spec = hope_spec(mcfg.mixer, mcfg)
+    learner = sequence_learner(byte_lm(mcfg), optax.identity(), cfg.batch, carry_memory=False)
+    rows = []
+    for seed, key in zip(seeds, engine.seed_keys(seeds)):
+      params = learner.init(key).params
+      head = jax.tree.map(lambda a: a[0], params["blocks"][0]["mixer"]["sm"])
+      if "w0" not in head:
+        raise ConfigError(f"{label}: the initial memories are outer parameters only with model.mixer.decay_to_init")
+      direction = unit_direction(head["w0"], jax.random.fold_in(key, 1))
+      dy = read_sensitivity(spec, head, first_head_inputs(params, mcfg, tokens), direction)
+      at = {t: float(dy[t - 1]) for t in shown}
+      rows.append({"seed": seed, "dy_at": at, "growth_per_token": growth_per_token(dy)})
+      values = ", ".join(f"{t}: {v:.3g}" for t, v in at.items())
+      print(f"{label} seed {seed}: |dy_t| at t = {values}; growth {rows[-1]['growth_per_token']:.4f} a token")
+    result[label] = rows
+  print(json.dumps({"seeds": seeds, "tokens": args.tokens, "settings": args.set, "models": result}))
+  return result
+
+
+if __name__ == "__main__":
+  main()
