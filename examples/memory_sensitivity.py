@@ -90,16 +90,13 @@ def growth_per_token(dy: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--models", default="hope,hope_plain", help="labels of nl_niah's MODELS (self-modifying)")
-  parser.add_argument("--seeds", default="0,1,2", help="initialisation seeds")
+  NIAH.add_model_options(parser, "hope,hope_plain")
   parser.add_argument("--tokens", type=int, default=1024, help="haystack bytes read (> 256)")
-  parser.add_argument("--set", action="append", default=[], metavar="LABEL.FIELD=VALUE", help="a mixer field")
   args = parser.parse_args(argv)
   if args.tokens <= SHOWN[-1]:
     raise ConfigError(f"--tokens={args.tokens} must be above {SHOWN[-1]}")
-  seeds = [int(s) for s in args.seeds.split(",")]
   cfg = NIAH.resolved(NIAH.get_config())
-  models = NIAH.models_with_settings(args.models.split(","), args.set, cfg.base, window=cfg.length)
+  models, seeds = NIAH.chosen_models(args, cfg.base, window=cfg.length)
   hay, _ = NIAH.haystacks()
   tokens = np.frombuffer(hay[: args.tokens], np.uint8)
   shown = (*SHOWN, args.tokens)

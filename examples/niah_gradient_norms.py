@@ -65,14 +65,11 @@ def loss_gradient(model):
 
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--models", default="titans,hope,hope_plain", help="labels of nl_niah's MODELS")
-  parser.add_argument("--seeds", default="0,1,2", help="initialisation seeds")
+  NIAH.add_model_options(parser, "titans,hope,hope_plain")
   parser.add_argument("--batches", type=int, default=4, help="the first training steps' batches")
-  parser.add_argument("--set", action="append", default=[], metavar="LABEL.FIELD=VALUE", help="a mixer field")
   args = parser.parse_args(argv)
-  seeds = [int(s) for s in args.seeds.split(",")]
   cfg = NIAH.resolved(NIAH.get_config())
-  models = NIAH.models_with_settings(args.models.split(","), args.set, cfg.base, window=cfg.length)
+  models, seeds = NIAH.chosen_models(args, cfg.base, window=cfg.length)
   hay, _ = NIAH.haystacks()
   chunk = NIAH.training_block(cfg, hay, 0, args.batches)  # [batches, B, ...]
   result = {}

@@ -58,14 +58,11 @@ def mean_losses(mcfg: ModelConfig, steps: jax.Array, seeds: list[int]) -> np.nda
 
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--models", default="titans,gated_deltanet,hope", help="labels of nl_niah's MODELS")
-  parser.add_argument("--seeds", default="0,1,2", help="initialisation seeds")
+  NIAH.add_model_options(parser, "titans,gated_deltanet,hope")
   parser.add_argument("--batch", type=int, default=8, help="needle sequences read")
   parser.add_argument("--length", type=int, default=NIAH.NiahConfig.length, help="bytes per sequence")
-  parser.add_argument("--set", action="append", default=[], metavar="LABEL.FIELD=VALUE", help="a mixer field")
   args = parser.parse_args(argv)
-  seeds = [int(s) for s in args.seeds.split(",")]
-  models = NIAH.models_with_settings(args.models.split(","), args.set, NIAH.NiahConfig.base)
+  models, seeds = NIAH.chosen_models(args, NIAH.NiahConfig.base)
   hay, _ = NIAH.haystacks()
   batch = niah.sample(np.random.default_rng(0), hay, args.batch, args.length, 0, NIAH.NiahConfig.digits, 0.0)
   steps = segments(batch.tokens, args.length)

@@ -40,6 +40,7 @@ Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl: each block's loss and gra
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import pathlib
@@ -214,6 +215,22 @@ def models_with_settings(
   if window is None:
     return models
   return {label: dataclasses.replace(m, mixer=with_known_fields(m.mixer, window=window)) for label, m in models.items()}
+
+
+def add_model_options(parser: argparse.ArgumentParser, models: str) -> None:
+  """Adds `--models` (labels of `MODELS`, default `models`), `--seeds` (initialisation seeds, default 0,1,2) and
+  `--set LABEL.FIELD=VALUE` (a field of that model's mixer, repeatable): the options of the scripts that take
+  these models apart (`examples/niah_write_effect.py`, `niah_gradient_norms.py`, `memory_sensitivity.py`)."""
+  parser.add_argument("--models", default=models, help="labels of nl_niah's MODELS")
+  parser.add_argument("--seeds", default="0,1,2", help="initialisation seeds")
+  parser.add_argument("--set", action="append", default=[], metavar="LABEL.FIELD=VALUE", help="a mixer field")
+
+
+def chosen_models(
+  args: argparse.Namespace, base: ModelConfig, window: int | None = None
+) -> tuple[dict[str, ModelConfig], list[int]]:
+  """The models (`models_with_settings`) and seeds that `add_model_options`' options name."""
+  return models_with_settings(args.models.split(","), args.set, base, window), [int(s) for s in args.seeds.split(",")]
 
 
 def task_label(keys: int) -> str:
