@@ -8,14 +8,18 @@ training haystack (the bytes through the model's embedding, the mixer's
 input norm and its causal convolution, as that head reads them) token
 by token (`self_modifying.reference`), and a forward-mode derivative
 gives, at every token t, `|dy_t|`: how much the head's read y_t [Dh]
-moves when all its initial memories M_0 (every memory's weights at once,
-the offsets that `decay_to_init` learns) move along one random
-direction of unit norm. Flat in t, the writes forget where the memories
-started; growing geometrically, every token's write amplifies a change
-of M_0, and the outer gradient that reaches M_0 back through the writes
-grows the same way with the length of the sequence. Prints, per model
-and seed, `|dy_t|` at tokens 16, 64, 256 and `--tokens`, and its growth
-per token: the slope of log |dy_t| over the second half of the tokens
+moves when all its initial memories M_0 (the weights of every memory at
+once, the offsets that `decay_to_init` learns) move along one random
+direction of unit norm, as the outer loop differentiates (with
+`self_values_grad=false` that derivative leaves out the path through
+the self-generated targets, so it is the outer loop's view of the
+reads, not their whole change). Flat in t, a change of M_0 reaches the
+reads at the same size all along; growing geometrically, every write
+amplifies it, and the outer gradient that reaches M_0 back through the
+writes grows with the length of the sequence. Prints, per model and
+seed, `|dy_t|` at tokens 16, 64, 128, 192, 256 and `--tokens`, and its
+growth per token: the slope of log |dy_t| over the second half of the
+tokens
 (0: flat; 0.03: about 20-fold every 100 tokens).
 
     python examples/memory_sensitivity.py
@@ -30,6 +34,7 @@ line per model and seed, then the JSON of every value.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 
@@ -41,6 +46,7 @@ import optax
 from contlearn import catalog, engine
 from contlearn.errors import ConfigError
 from contlearn.learner import sequence_learner
+from contlearn.memories import MemState
 from contlearn.memories import self_modifying as sm
 from contlearn.models import byte_lm
 from contlearn.models import memory_layer as ml
@@ -49,7 +55,7 @@ from contlearn.models.hope import spec as hope_spec
 from contlearn.models.mixer import head_width
 
 NIAH = catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "nl_niah.py"))
-SHOWN = (16, 64, 256)  # tokens printed besides the last
+SHOWN = (16, 64, 128, 192, 256)  # tokens printed besides the last
 
 
 def first_head_inputs(params, mcfg, tokens: np.ndarray) -> jax.Array:
@@ -71,21 +77,33 @@ def unit_direction(tree, key: jax.Array):
   return jax.tree.unflatten(treedef, [a / norm for a in u])
 
 
+def initial_memory_direction(spec: sm.SelfModifying, w0, key: jax.Array):
+  """A random unit direction of the initial memories `w0` (`{"w": [...], "b": [...]}`): over their weights,
+  and their biases where the memories have them (zero on biases they do not use)."""
+  moved = w0 if spec.rule.model.bias else {"w": w0["w"]}
+  return {**jax.tree.map(jnp.zeros_like, w0), **unit_direction(moved, key)}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _read_tangents(spec: sm.SelfModifying, head_params, x: jax.Array, direction) -> jax.Array:
+  zeros = jax.tree.map(jnp.zeros_like, head_params["w0"])  # the written part and the momenta start at zero
+  mask = jnp.ones(x.shape[:1], bool)
+  reads = lambda w0: sm.reference(spec, {**head_params, "w0": w0}, MemState(zeros, zeros), x, mask)[0]
+  return jax.jvp(reads, (head_params["w0"],), (direction,))[1]
+
+
 def read_sensitivity(spec: sm.SelfModifying, head_params, x: jax.Array, direction) -> np.ndarray:
   """`|dy_t|` [T]: the norm of the derivative of one head's reads of `x [T, Dh]` along `direction`, a tangent
-  of its initial memories `head_params["w0"]` (the written part starting at zero)."""
-  _, zeros = sm.init(spec, jax.random.key(0), x.shape[-1])  # only the shapes depend on the key
-  state = jax.tree.map(lambda a: a.astype(x.dtype), zeros)
-  mask = jnp.ones(x.shape[:1], bool)
-  reads = lambda w0: sm.reference(spec, {**head_params, "w0": w0}, state, x, mask)[0]
-  _, dy = jax.jit(lambda w0, d: jax.jvp(reads, (w0,), (d,)))(head_params["w0"], direction)
-  return np.asarray(jnp.linalg.norm(dy, axis=-1))
+  of its initial memories `head_params["w0"]`, as the outer loop differentiates (with `self_values_grad` off,
+  without the path through the self-generated targets)."""
+  return np.asarray(jnp.linalg.norm(_read_tangents(spec, head_params, x, direction), axis=-1))
 
 
 def growth_per_token(dy: np.ndarray) -> float:
-  """The slope of log |dy_t| over the second half of the tokens (a least-squares line)."""
+  """The slope of log |dy_t| over the second half of the tokens (a least-squares line; float64)."""
   half = len(dy) // 2
-  return float(np.polyfit(np.arange(half, len(dy)), np.log(np.maximum(dy[half:], 1e-300)), 1)[0])
+  logs = np.log(np.maximum(np.asarray(dy[half:], np.float64), 1e-300))
+  return float(np.polyfit(np.arange(half, len(dy)), logs, 1)[0])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -112,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
       head = jax.tree.map(lambda a: a[0], params["blocks"][0]["mixer"]["sm"])
       if "w0" not in head:
         raise ConfigError(f"{label}: the initial memories are outer parameters only with model.mixer.decay_to_init")
-      direction = unit_direction(head["w0"], jax.random.fold_in(key, 1))
+      direction = initial_memory_direction(spec, head["w0"], jax.random.fold_in(key, 1))
       dy = read_sensitivity(spec, head, first_head_inputs(params, mcfg, tokens), direction)
       at = {t: float(dy[t - 1]) for t in shown}
       rows.append({"seed": seed, "dy_at": at, "growth_per_token": growth_per_token(dy)})

@@ -256,14 +256,32 @@ def test_memory_sensitivity_growth_is_the_log_slope_of_the_second_half():
   assert example.growth_per_token(np.full(400, 0.5)) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_memory_sensitivity_moves_only_the_weights_of_memories_without_biases():
+  import jax
+  import jax.numpy as jnp
+
+  from contlearn.memories import rules
+  from contlearn.memories import self_modifying as sm
+
+  example = _example("memory_sensitivity")
+  spec = sm.SelfModifying(rules.self_modifying(2))
+  w0 = sm.init(spec, jax.random.key(0), 4)[0]["w0"]
+  d = example.initial_memory_direction(spec, w0, jax.random.key(1))
+  assert jax.tree.structure(d) == jax.tree.structure(w0)
+  assert all(float(jnp.max(jnp.abs(b))) == 0.0 for b in d["b"])
+  assert sum(float(jnp.sum(w**2)) for w in d["w"]) == pytest.approx(1.0)
+
+
 @pytest.mark.slow  # draws two byte LMs and runs a head over 300 bytes, forward mode: about a minute of CPU
 def test_memory_sensitivity_example_reads_each_models_first_head(capsys):
+  from contlearn.errors import ConfigError
+
   example = _example("memory_sensitivity")
   result = example.main(["--models", "hope,hope_plain", "--seeds", "1", "--tokens", "300"])
   for label in ("hope", "hope_plain"):
     (row,) = result[label]
-    assert row["seed"] == 1 and sorted(row["dy_at"]) == [16, 64, 256, 300]
+    assert row["seed"] == 1 and sorted(row["dy_at"]) == [16, 64, 128, 192, 256, 300]
     assert all(np.isfinite(v) and v > 0 for v in row["dy_at"].values()) and np.isfinite(row["growth_per_token"])
   assert capsys.readouterr().out.startswith("hope seed 1: |dy_t| at t = 16:")
-  with pytest.raises(Exception, match="no self-modifying memories"):
+  with pytest.raises(ConfigError, match="no self-modifying memories"):
     example.main(["--models", "titans", "--seeds", "1", "--tokens", "300"])
