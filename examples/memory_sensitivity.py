@@ -5,7 +5,7 @@ hope_plain), each initialisation seed's byte LM is drawn as the
 experiment's lanes draw it (`engine.seed_keys`, then the learner's
 `init`). Its first layer's first head then reads the needle task's
 training haystack (the bytes through the model's embedding, the mixer's
-input norm and its causal convolution, as that head reads them) token
+input norm, [input projection] and causal convolution, `hope.head_inputs`) token
 by token (`self_modifying.reference`), and a forward-mode derivative
 gives, at every token t, `|dy_t|`: how much the head's read y_t [Dh]
 moves when all its initial memories M_0 (the weights of every memory at
@@ -49,24 +49,20 @@ from contlearn.learner import sequence_learner
 from contlearn.memories import MemState
 from contlearn.memories import self_modifying as sm
 from contlearn.models import byte_lm
-from contlearn.models import memory_layer as ml
-from contlearn.models.hope import SelfModifyingTitansConfig
+from contlearn.models.hope import SelfModifyingTitansConfig, head_inputs
 from contlearn.models.hope import spec as hope_spec
-from contlearn.models.mixer import head_width
 
 NIAH = catalog.load(str(pathlib.Path(__file__).resolve().parents[1] / "experiments" / "nl_niah.py"))
 SHOWN = (16, 64, 128, 192, 256)  # tokens printed besides the last
 
 
 def first_head_inputs(params, mcfg, tokens: np.ndarray) -> jax.Array:
-  """What the first layer's first head reads of `tokens` [T]: the embedding, the mixer's input norm and causal
-  convolution (from an empty cache), [T, Dh]."""
+  """What the first layer's first head reads of `tokens` [T] (`hope.head_inputs` of their embedding, the
+  convolution from an empty cache), [T, Dh]."""
   mixer = params["blocks"][0]["mixer"]
-  if "win" in mixer:
-    raise ConfigError("memory_sensitivity reads heads without an input projection (model.mixer.in_proj=false)")
-  x = ml.normed_input(mixer, params["embed"][jnp.asarray(tokens)][None])
+  x = params["embed"][jnp.asarray(tokens)][None]
   cache = jnp.zeros((1, mixer["conv"].shape[0] - 1, x.shape[-1]), x.dtype)
-  return ml.causal_conv(mixer["conv"], cache, x)[0, :, : head_width(mcfg)]
+  return head_inputs(mcfg.mixer, mcfg, mixer, cache, x)[2][0, 0]
 
 
 def unit_direction(tree, key: jax.Array):

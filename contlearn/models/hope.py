@@ -163,6 +163,17 @@ def spec(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> sm.SelfModifying
   )
 
 
+def head_inputs(cfg: SelfModifyingTitansConfig, model: ModelConfig, params: dict, conv_cache: jax.Array, x: jax.Array):
+  """What the heads of a self-modifying Titans layer read of its input x [B, T, D]: `(xn, conv_in, heads)`, the
+  normed input [B, T, D], the convolution's input (`xn`, or `xn W_in` with `in_proj`) [B, T, D] and the heads'
+  inputs `conv(conv_in)` [B, H, T, Dh], the convolution continuing from `conv_cache` [B, K-1, D]."""
+  b, t, _ = x.shape
+  xn = ml.normed_input(params, x)
+  conv_in = layers.dense(xn, params["win"]) if cfg.in_proj else xn
+  heads = ml.causal_conv(params["conv"], conv_cache, conv_in).reshape(b, t, model.n_heads, head_width(model))
+  return xn, conv_in, heads.transpose(0, 2, 1, 3)
+
+
 @register_mixer("self_modifying_titans", SelfModifyingTitansConfig)
 def self_modifying_titans(cfg: SelfModifyingTitansConfig, model: ModelConfig) -> Mixer:
   """Self-modifying Titans per head (module docstring)."""
@@ -196,10 +207,7 @@ def self_modifying_titans(cfg: SelfModifyingTitansConfig, model: ModelConfig) ->
     }
 
   def apply(params, state, x, mask):
-    b, t, _ = x.shape
-    xn = ml.normed_input(params, x)
-    conv_in = layers.dense(xn, params["win"]) if cfg.in_proj else xn
-    heads = ml.causal_conv(params["conv"], state["conv"], conv_in).reshape(b, t, h, dh).transpose(0, 2, 1, 3)
+    xn, conv_in, heads = head_inputs(cfg, model, params, state["conv"], x)
     w = ml.from_start(state["started"], state["w"], params["w0"]) if learned_start else state["w"]
     mem = MemState(w, state["m"])
     dtype = jax.tree.leaves(w)[0].dtype  # the memories run in their state's dtype (float32), whatever the compute dtype
