@@ -27,8 +27,18 @@ tokens
     python examples/memory_sensitivity.py --models hope_plain --set hope_plain.self_values=true \\
         --set hope_plain.lr_scale=32
 
-`--set LABEL.FIELD=VALUE` sets a field of that model's mixer. Prints one
-line per model and seed, then the JSON of every value.
+`--set LABEL.FIELD=VALUE` sets a field of that model's mixer. Which
+route a change takes: `--move mem` (names among the mixer's memories,
+k, v, eta, alpha, [momentum], mem) moves only those memories' initial
+weights, and `--hold k,v,rates` makes the derivative see those generated
+quantities as constants at every token (`self_modifying.reference`'s
+`held`), so that, for example, `--move mem` alone follows the main
+memory's own recursion and `--move k,v,eta,alpha --hold k,v,rates`
+gives zero. Prints one line per model and seed, then the JSON of every
+value.
+
+    python examples/memory_sensitivity.py --models hope_plain --set hope_plain.self_values=true \\
+        --move mem
 """
 
 from __future__ import annotations
@@ -65,34 +75,43 @@ def first_head_inputs(params, mcfg, tokens: np.ndarray) -> jax.Array:
   return head_inputs(mcfg.mixer, mcfg, mixer, cache, x)[2][0, 0]
 
 
-def unit_direction(tree, key: jax.Array):
-  """A random direction in the space of `tree`'s leaves (normal entries), scaled to unit global norm."""
+def unit_direction(tree, key: jax.Array, keep: np.ndarray | None = None):
+  """A random direction in the space of `tree`'s leaves (normal entries; zero along the leaves' leading axis
+  where `keep` [N] is false), scaled to unit global norm."""
   leaves, treedef = jax.tree.flatten(tree)
   u = [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(jax.random.split(key, len(leaves)), leaves)]
+  if keep is not None:
+    u = [a * jnp.asarray(keep, a.dtype).reshape((-1,) + (1,) * (a.ndim - 1)) for a in u]
   norm = jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in u))
   return jax.tree.unflatten(treedef, [a / norm for a in u])
 
 
-def initial_memory_direction(spec: sm.SelfModifying, w0, key: jax.Array):
-  """A random unit direction of the initial memories `w0` (`{"w": [...], "b": [...]}`): over their weights,
-  and their biases where the memories have them (zero on biases they do not use)."""
-  moved = w0 if spec.rule.model.bias else {"w": w0["w"]}
-  return {**jax.tree.map(jnp.zeros_like, w0), **unit_direction(moved, key)}
+def initial_memory_direction(spec: sm.SelfModifying, w0, key: jax.Array, moved: tuple[str, ...] | None = None):
+  """A random unit direction of the initial memories `w0` (`{"w": [...], "b": [...]}`, leading [N] in the
+  order of `spec.names`): over the weights of the memories named in `moved` (default: all), and their biases
+  where the memories have them (zero on biases they do not use and on the other memories)."""
+  moved = spec.names if moved is None else moved
+  if not moved or not set(moved) <= set(spec.names):
+    raise ConfigError(f"moved memories {','.join(moved)}: choose among {','.join(spec.names)}")
+  keep = np.array([name in moved for name in spec.names])
+  tree = w0 if spec.rule.model.bias else {"w": w0["w"]}
+  return {**jax.tree.map(jnp.zeros_like, w0), **unit_direction(tree, key, keep)}
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _read_tangents(spec: sm.SelfModifying, head_params, x: jax.Array, direction) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _read_tangents(spec: sm.SelfModifying, held: tuple[str, ...], head_params, x: jax.Array, direction):
   zeros = jax.tree.map(jnp.zeros_like, head_params["w0"])  # the written part and the momenta start at zero
   mask = jnp.ones(x.shape[:1], bool)
-  reads = lambda w0: sm.reference(spec, {**head_params, "w0": w0}, MemState(zeros, zeros), x, mask)[0]
+  reads = lambda w0: sm.reference(spec, {**head_params, "w0": w0}, MemState(zeros, zeros), x, mask, held)[0]
   return jax.jvp(reads, (head_params["w0"],), (direction,))[1]
 
 
-def read_sensitivity(spec: sm.SelfModifying, head_params, x: jax.Array, direction) -> np.ndarray:
+def read_sensitivity(spec: sm.SelfModifying, head_params, x: jax.Array, direction, held=()) -> np.ndarray:
   """`|dy_t|` [T]: the norm of the derivative of one head's reads of `x [T, Dh]` along `direction`, a tangent
   of its initial memories `head_params["w0"]`, as the outer loop differentiates (with `self_values_grad` off,
-  without the path through the self-generated targets)."""
-  return np.asarray(jnp.linalg.norm(_read_tangents(spec, head_params, x, direction), axis=-1))
+  without the path through the self-generated targets), with the generated quantities named in `held`
+  (`self_modifying.HELD`) seen as constants."""
+  return np.asarray(jnp.linalg.norm(_read_tangents(spec, tuple(held), head_params, x, direction), axis=-1))
 
 
 def growth_per_token(dy: np.ndarray) -> float:
@@ -106,9 +125,15 @@ def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   NIAH.add_model_options(parser, "hope,hope_plain")
   parser.add_argument("--tokens", type=int, default=1024, help="haystack bytes read (> 256)")
+  parser.add_argument("--move", default="", help="memories whose initial weights the direction moves (default: all)")
+  parser.add_argument("--hold", default="", help=f"generated quantities seen as constants: of {','.join(sm.HELD)}")
   args = parser.parse_args(argv)
   if args.tokens <= SHOWN[-1]:
     raise ConfigError(f"--tokens={args.tokens} must be above {SHOWN[-1]}")
+  moved = tuple(args.move.split(",")) if args.move else None
+  held = tuple(args.hold.split(",")) if args.hold else ()
+  if not set(held) <= set(sm.HELD):
+    raise ConfigError(f"--hold={args.hold}: choose among {','.join(sm.HELD)}")
   cfg = NIAH.resolved(NIAH.get_config())
   models, seeds = NIAH.chosen_models(args, cfg.base, window=cfg.length)
   hay, _ = NIAH.haystacks()
@@ -126,14 +151,15 @@ def main(argv: list[str] | None = None) -> dict:
       head = jax.tree.map(lambda a: a[0], params["blocks"][0]["mixer"]["sm"])
       if "w0" not in head:
         raise ConfigError(f"{label}: the initial memories are outer parameters only with model.mixer.decay_to_init")
-      direction = initial_memory_direction(spec, head["w0"], jax.random.fold_in(key, 1))
-      dy = read_sensitivity(spec, head, first_head_inputs(params, mcfg, tokens), direction)
+      direction = initial_memory_direction(spec, head["w0"], jax.random.fold_in(key, 1), moved)
+      dy = read_sensitivity(spec, head, first_head_inputs(params, mcfg, tokens), direction, held)
       at = {t: float(dy[t - 1]) for t in shown}
       rows.append({"seed": seed, "dy_at": at, "growth_per_token": growth_per_token(dy)})
       values = ", ".join(f"{t}: {v:.3g}" for t, v in at.items())
       print(f"{label} seed {seed}: |dy_t| at t = {values}; growth {rows[-1]['growth_per_token']:.4f} a token")
     result[label] = rows
-  print(json.dumps({"seeds": seeds, "tokens": args.tokens, "settings": args.set, "models": result}))
+  options = {"seeds": seeds, "tokens": args.tokens, "settings": args.set, "moved": moved, "held": held}
+  print(json.dumps({**options, "models": result}))
   return result
 
 

@@ -272,6 +272,60 @@ def test_memory_sensitivity_moves_only_the_weights_of_memories_without_biases():
   assert sum(float(jnp.sum(w**2)) for w in d["w"]) == pytest.approx(1.0)
 
 
+def test_memory_sensitivity_moves_only_the_memories_named():
+  import jax
+  import jax.numpy as jnp
+
+  from contlearn.errors import ConfigError
+  from contlearn.memories import rules
+  from contlearn.memories import self_modifying as sm
+
+  example = _example("memory_sensitivity")
+  spec = sm.SelfModifying(rules.self_modifying(2))
+  w0 = sm.init(spec, jax.random.key(0), 4)[0]["w0"]
+  d = example.initial_memory_direction(spec, w0, jax.random.key(1), ("v", "mem"))
+  moved = np.array([spec.names.index("v"), spec.names.index("mem")])
+  for w in d["w"]:
+    assert float(jnp.max(jnp.abs(jnp.delete(w, moved, axis=0)))) == 0.0 and float(jnp.min(jnp.abs(w[moved]))) > 0
+  assert sum(float(jnp.sum(w**2)) for w in d["w"]) == pytest.approx(1.0)
+  with pytest.raises(ConfigError, match="choose among k,v,eta,alpha,momentum,mem"):
+    example.initial_memory_direction(spec, w0, jax.random.key(1), ("q",))
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_memory_sensitivity_held_routes(plain):
+  """Holding k, v and the rates leaves the reads and the main memory's own route as they are, and cuts every
+  route from the projection memories (the reads see them only through k, v and the rates)."""
+  import jax
+  import jax.numpy as jnp
+
+  from contlearn.memories import rules
+  from contlearn.memories import self_modifying as sm
+
+  example = _example("memory_sensitivity")
+  rule = rules.self_modifying(2, dgd=not plain, momentum=not plain, layer_norm=plain, normalized=not plain)
+  spec = sm.SelfModifying(rule, chunk_mem=2, chunk_proj=4, lr_scale=0.5)
+  with jax.enable_x64(True):
+    params, state = sm.init(spec, jax.random.key(0), 4)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    state = jax.tree.map(lambda a: a.astype(jnp.float64), state)
+    x = jax.random.normal(jax.random.key(1), (12, 4), jnp.float64)
+    mask = jnp.ones((12,), bool)
+    y = sm.reference(spec, params, state, x, mask)[0]
+    np.testing.assert_array_equal(sm.reference(spec, params, state, x, mask, sm.HELD)[0], y)
+    main = example.initial_memory_direction(spec, params["w0"], jax.random.key(2), ("mem",))
+    projections = example.initial_memory_direction(spec, params["w0"], jax.random.key(2), spec.projections)
+    free, held = (example.read_sensitivity(spec, params, x, main, h) for h in ((), sm.HELD))
+    assert np.all(free > 0)
+    np.testing.assert_allclose(held, free, rtol=1e-12)
+    assert np.all(example.read_sensitivity(spec, params, x, projections) > 0)
+    assert np.all(example.read_sensitivity(spec, params, x, projections, sm.HELD) == 0)
+    for name in sm.HELD:  # each route alone carries part of the projection memories' change
+      assert np.any(example.read_sensitivity(spec, params, x, projections, (name,)) > 0)
+    with pytest.raises(ValueError, match="choose among k, v, rates"):
+      sm.reference(spec, params, state, x, mask, ("q",))
+
+
 @pytest.mark.slow  # draws two byte LMs and runs a head over 300 bytes, forward mode: about a minute of CPU
 def test_memory_sensitivity_example_reads_each_models_first_head(capsys):
   from contlearn.errors import ConfigError

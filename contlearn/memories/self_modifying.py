@@ -234,9 +234,19 @@ def generate(spec: SelfModifying, params: Params, reads: dict, x: jax.Array) -> 
   return _normalize(k), _normalize(v), Rates(lr, 1.0 - gate["alpha"], momentum)
 
 
-def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array):
-  """Token by token (module docstring). Returns y [T, Dh] and the final state."""
+HELD = ("k", "v", "rates")  # what `reference` can hold constant for derivatives
+
+
+def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array, mask: jax.Array, held=()):
+  """Token by token (module docstring). Returns y [T, Dh] and the final state.
+
+  `held` (names of `HELD`): generated quantities that derivatives, forward or reverse, see as constants
+  (`lax.stop_gradient` at every token; the values are unchanged), to tell which route a derivative takes.
+  """
   spec.check()
+  if not set(held) <= set(HELD):
+    raise ValueError(f"held={tuple(held)}: choose among {', '.join(HELD)}")
+  hold = lambda name, a: jax.lax.stop_gradient(a) if name in held else a
   rule, model, n = spec.rule, spec.rule.model, len(spec.projections)
   period = jnp.array([spec.chunk_proj] * n + [spec.chunk_mem])  # per memory, in `spec.names` order
   outer = _outer(spec, params)
@@ -249,6 +259,7 @@ def reference(spec: SelfModifying, params: Params, state: MemState, x: jax.Array
     first = slice(0, n)
     reads = jax.vmap(lambda o, w: model.apply(w, o, x_t))(_take(outer, first), _take(anchors, first))
     k, v, rates = generate(spec, params, dict(zip(spec.projections, reads)), x_t)
+    k, v, rates = hold("k", k), hold("v", v), hold("rates", rates)
     r = masked_rates(rates, m_t)
 
     def write(o, s, a, c):
