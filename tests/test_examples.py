@@ -218,29 +218,38 @@ def test_loss_windows_sums_up_each_models_loss_log(tmp_path, capsys):
     example.main([str(tmp_path / "lm")])
 
 
-@pytest.mark.parametrize("plain", [False, True])  # Hope's rule; plain steps with a LayerNorm, as hope_plain's
-def test_memory_sensitivity_is_the_derivative_of_the_reads(plain):
+def _small_self_modifying_head(plain: bool):
+  """A self-modifying head of width 4 in float64 (call under `jax.enable_x64`): Hope's rule, or plain steps
+  with a LayerNorm as hope_plain's. Returns its spec, params, state and 12 random inputs [12, 4]."""
   import jax
   import jax.numpy as jnp
 
   from contlearn.memories import rules
   from contlearn.memories import self_modifying as sm
 
-  example = _example("memory_sensitivity")
   rule = rules.self_modifying(2, dgd=not plain, momentum=not plain, layer_norm=plain, normalized=not plain)
   spec = sm.SelfModifying(rule, chunk_mem=2, chunk_proj=4, lr_scale=0.5)
+  params, state = jax.tree.map(lambda a: a.astype(jnp.float64), sm.init(spec, jax.random.key(0), 4))
+  return spec, params, state, jax.random.normal(jax.random.key(1), (12, 4), jnp.float64)
+
+
+@pytest.mark.parametrize("plain", [False, True])  # Hope's rule; plain steps with a LayerNorm, as hope_plain's
+def test_memory_sensitivity_is_the_derivative_of_the_reads(plain):
+  import jax
+  import jax.numpy as jnp
+
+  from contlearn.memories import self_modifying as sm
+
+  example = _example("memory_sensitivity")
   with jax.enable_x64(True):
-    params, state = sm.init(spec, jax.random.key(0), 4)
-    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
-    x = jax.random.normal(jax.random.key(1), (12, 4), jnp.float64)
+    spec, params, state, x = _small_self_modifying_head(plain)
     u = example.unit_direction(params["w0"], jax.random.key(2))
     assert sum(float(jnp.sum(a**2)) for a in jax.tree.leaves(u)) == pytest.approx(1.0)
     dy = example.read_sensitivity(spec, params, x, u)
 
     def reads(scale):  # the head's reads with its initial memories moved by scale * u
       w0 = jax.tree.map(lambda w, d: w + scale * d, params["w0"], u)
-      state0 = jax.tree.map(lambda a: a.astype(jnp.float64), state)
-      return sm.reference(spec, {**params, "w0": w0}, state0, x, jnp.ones((12,), bool))[0]
+      return sm.reference(spec, {**params, "w0": w0}, state, x, jnp.ones((12,), bool))[0]
 
     eps = 1e-6
     central = np.linalg.norm((reads(eps) - reads(-eps)) / (2 * eps), axis=-1)
@@ -299,17 +308,11 @@ def test_memory_sensitivity_held_routes(plain):
   import jax
   import jax.numpy as jnp
 
-  from contlearn.memories import rules
   from contlearn.memories import self_modifying as sm
 
   example = _example("memory_sensitivity")
-  rule = rules.self_modifying(2, dgd=not plain, momentum=not plain, layer_norm=plain, normalized=not plain)
-  spec = sm.SelfModifying(rule, chunk_mem=2, chunk_proj=4, lr_scale=0.5)
   with jax.enable_x64(True):
-    params, state = sm.init(spec, jax.random.key(0), 4)
-    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
-    state = jax.tree.map(lambda a: a.astype(jnp.float64), state)
-    x = jax.random.normal(jax.random.key(1), (12, 4), jnp.float64)
+    spec, params, state, x = _small_self_modifying_head(plain)
     mask = jnp.ones((12,), bool)
     y = sm.reference(spec, params, state, x, mask)[0]
     np.testing.assert_array_equal(sm.reference(spec, params, state, x, mask, sm.HELD)[0], y)
