@@ -88,7 +88,10 @@ Choices the paper leaves open (each a field of `SelfModifying` or its rule):
     `M(x) = x + LN(gelu(x W_a) W_b)` with an outer-learned scale and bias
     per memory, Titans' form, in the inner loss and in every read. Its
     gradient is the LayerNorm's pullback of the error; there is no
-    curvature bound for it, so it needs `rule.normalized` off.
+    curvature bound for it, so it needs `rule.normalized` off. A rate reads
+    the mean of its memory's output, and while a LayerNorm's scale is
+    uniform (as at initialisation: ones) that mean is `mean(x) + mean(bias)`:
+    the rates then do not depend on their memories' weights.
 
 `reference` is the token-by-token scan; `chunked` scans over blocks of
 `chunk_proj` tokens, generating a block's k, v and rates at once, advancing
