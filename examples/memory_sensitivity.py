@@ -5,22 +5,22 @@ hope_plain), each initialisation seed's byte LM is drawn as the
 experiment's lanes draw it (`engine.seed_keys`, then the learner's
 `init`). Its first layer's first head then reads the needle task's
 training haystack (the bytes through the model's embedding, the mixer's
-input norm, [input projection] and causal convolution, `hope.head_inputs`) token
-by token (`self_modifying.reference`), and a forward-mode derivative
-gives, at every token t, `|dy_t|`: how much the head's read y_t [Dh]
-moves when all its initial memories M_0 (the weights of every memory at
-once, the offsets that `decay_to_init` learns) move along one random
-direction of unit norm, as the outer loop differentiates (with
-`self_values_grad=false` that derivative leaves out the path through
-the self-generated targets, so it is the outer loop's view of the
-reads, not their whole change). Flat in t, a change of M_0 reaches the
-reads at the same size all along; growing geometrically, every write
-amplifies it, and the outer gradient that reaches M_0 back through the
-writes grows with the length of the sequence. Prints, per model and
-seed, `|dy_t|` at tokens 16, 64, 128, 192, 256 and `--tokens`, and its
-growth per token: the slope of log |dy_t| over the second half of the
-tokens
-(0: flat; 0.03: about 20-fold every 100 tokens).
+input norm, [input projection] and causal convolution:
+`hope.head_inputs`) token by token (`self_modifying.reference`), and a
+forward-mode derivative gives, at every token t, `|dy_t|`: how much the
+head's read y_t [Dh] moves when all its initial memories M_0 (the
+weights of every memory at once, the offsets that `decay_to_init`
+learns) move along one random direction of unit norm, as the outer loop
+differentiates (with `self_values_grad=false` that derivative leaves
+out the path through the self-generated targets, so it is the outer
+loop's view of the reads, not their whole change). Flat in t, a change
+of M_0 reaches the reads at the same size all along; growing
+geometrically, every write amplifies it, and the outer gradient that
+reaches M_0 back through the writes grows with the length of the
+sequence. Prints, per model and seed, `|dy_t|` at tokens 16, 64, 128,
+192, 256 and `--tokens`, and its growth per token: the slope of
+log |dy_t| over the second half of the tokens (0: flat; 0.03: about
+20-fold every 100 tokens).
 
     python examples/memory_sensitivity.py
     python examples/memory_sensitivity.py --models hope_plain --set hope_plain.self_values=true
