@@ -25,6 +25,7 @@ it can find only needles that happen to fall inside its window.
 Command:   contlearn run nl_niah
            contlearn run nl_niah --only transformer --set seeds=0,1,2,3
            contlearn run nl_niah --set models=hope_plain   (Hope, plain inner steps, one head)
+           contlearn run nl_niah --set models=hope_ln      (Hope's rule, a LayerNorm in its memories, lr_scale 4)
            contlearn run nl_niah --only transformer --set steps=1200 --set curriculum=0   (the former protocol)
            contlearn run nl_niah --set base.d_model=128
            contlearn run nl_niah --set small=true          (a smoke run, ~1 minute)
@@ -83,6 +84,9 @@ MODELS = {
     ),
     "n_heads": 1,
   },
+  # Hope's own rule and heads with a LayerNorm inside each memory (which the normalised step cannot bound, so plain
+  # steps) at lr_scale 4, the largest at which its self-generated targets do not amplify at initialisation
+  "hope_ln": {**HOPE, "mixer": dataclasses.replace(HOPE["mixer"], layer_norm=True, step_norm=False, lr_scale=4.0)},
   # the models behind the papers' S-NIAH numbers (nl_niah_long runs them): Titans' memory as context,
   # segments of the training length; Hope-Attention, attention then the CMS
   "titans_mac": {"mixer": TitansMACConfig(expansion=2, persistent_tokens=4, chunk=64)},
@@ -96,8 +100,8 @@ class NiahConfig:
 
   Attributes:
     models: labels of `MODELS` (transformer, gated_deltanet, titans, hope,
-      hope_plain, titans_mac, hope_attention), mixer names or `base` (the base as set, `variants.select`); a mixer this
-      version lacks is skipped with a note.
+      hope_plain, hope_ln, titans_mac, hope_attention), mixer names or `base` (the base as set,
+      `variants.select`); a mixer this version lacks is skipped with a note.
     small: a smoke run of about a minute: each field of `SMALL` still at its
       default takes its smoke value (transformer and gated_deltanet, lengths
       L and 2L, 20 steps of 8 sequences, 16 evaluation sequences, width 32

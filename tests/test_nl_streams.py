@@ -209,25 +209,37 @@ def test_niah_spread_is_mean_and_sample_std():
   assert exp.spread.text([0.1, 0.3, 0.5], 2) == "0.30 ± 0.20"
 
 
-def test_niah_hope_plain_is_the_hope_the_pilots_set_by_hand():
+HOPE_BY_HAND = [
+  "models=self_modifying_titans",
+  "base.mixer=self_modifying_titans",
+  "base.mixer.expansion=2",
+  "base.cms_periods=1,4,16",
+  "base.cms_hidden=1",
+]
+
+
+@pytest.mark.parametrize(
+  "label, settings",
+  [
+    (
+      "hope_plain",
+      [
+        "base.mixer.dgd=false",
+        "base.mixer.momentum=false",
+        "base.mixer.self_values=false",
+        "base.mixer.layer_norm=true",
+        "base.mixer.step_norm=false",
+        "base.mixer.lr_scale=256",
+        "base.n_heads=1",
+      ],
+    ),
+    ("hope_ln", ["base.mixer.layer_norm=true", "base.mixer.step_norm=false", "base.mixer.lr_scale=4"]),
+  ],
+)
+def test_niah_hope_labels_are_the_hopes_the_pilots_set_by_hand(label, settings):
   exp = _load("nl_niah")
-  by_hand = apply_overrides(
-    exp.get_config(),
-    [
-      "models=self_modifying_titans",
-      "base.mixer=self_modifying_titans",
-      "base.mixer.expansion=2",
-      "base.cms_periods=1,4,16",
-      "base.cms_hidden=1",
-      "base.mixer.dgd=false",
-      "base.mixer.momentum=false",
-      "base.mixer.self_values=false",
-      "base.mixer.layer_norm=true",
-      "base.mixer.step_norm=false",
-      "base.mixer.lr_scale=256",
-      "base.n_heads=1",
-    ],
-  )
+  by_hand = apply_overrides(exp.get_config(), HOPE_BY_HAND + settings)
   [set_by_hand] = exp.select(exp.MODELS, by_hand.models, by_hand.base, note=None).values()
-  [label] = exp.select(exp.MODELS, ["hope_plain"], exp.get_config().base, note=None).values()
-  assert label == set_by_hand and label.n_heads == 1 and not label.mixer.dgd and label.mixer.lr_scale == 256
+  [labelled] = exp.select(exp.MODELS, [label], exp.get_config().base, note=None).values()
+  [hope] = exp.select(exp.MODELS, ["hope"], exp.get_config().base, note=None).values()
+  assert labelled == set_by_hand and labelled != hope
