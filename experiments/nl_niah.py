@@ -33,7 +33,8 @@ Runtime:   3 seeds as lanes on 2 CPU cores, measured at 9abb6f5 (docs/nested_lea
            run): the transformer about 0.54 s a step (22 minutes for 2,400 steps), Gated DeltaNet
            about 1.2 s a step, partly beside a test suite (48 minutes), Titans about 0.74 s a step
            (30 minutes); at earlier commits on shared cores, Hope about 3.1 s a step (126 minutes;
-           it stays at the floor) and hope_plain about 2.8 s a step (111 minutes).
+           it stays at the floor) and hope_plain about 2.8 s a step (111 minutes); hope_ln about 1.8 s
+           a step at c294634, partly beside other jobs (79 minutes).
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl: each block's loss and gradient norm before
            clipping, per seed; checkpoints/, row.json); `--resume` keeps finished models and continues
            an interrupted one.
