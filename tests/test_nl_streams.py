@@ -243,3 +243,8 @@ def test_niah_hope_labels_are_the_hopes_the_pilots_set_by_hand(label, settings):
   [labelled] = exp.select(exp.MODELS, [label], exp.get_config().base, note=None).values()
   [hope] = exp.select(exp.MODELS, ["hope"], exp.get_config().base, note=None).values()
   assert labelled == set_by_hand and labelled != hope
+  mixer = labelled.mixer
+  if label == "hope_plain":
+    assert labelled.n_heads == 1 and not mixer.dgd and mixer.lr_scale == 256
+  else:
+    assert mixer.layer_norm and not mixer.step_norm and mixer.lr_scale == 4
