@@ -17,7 +17,10 @@ loop's body once: where a form loops over tokens or sub-chunks inside one
 chunk, its count is a lower bound too. cl_plasticity_paper is 48M
 sequential steps of one image: its FLOPs are negligible and its time is the
 number of steps times `--step-us`, an assumed time per step of a compiled
-scan on a GPU (default 30 us). Nothing is timed, so the machine this runs on
+scan on a GPU (default 30 us). cl_three_scenarios_paper's permuted table
+is 1.05M steps of a 2x1000 MLP at batch 256: its hours are its FLOPs
+(training and scoring, what the strategies add left out) at `--rate`, or
+its steps at `--step-us`, whichever is longer. Nothing is timed, so the machine this runs on
 does not matter. Prints a table; the last line is a JSON object, also
 written to `bench_results/lm_gpu_cost.json`.
 """
@@ -79,6 +82,31 @@ def row(experiment: str, name: str, model: ModelConfig, batch: int, tokens: int,
   }
 
 
+def three_scenarios_row(rate: float, step_us: float) -> dict:
+  """cl_three_scenarios_paper's permuted table: every cell's steps, and the MLP's training and scoring FLOPs
+  (2 x weights per row forward, 4 backward; 784 inputs, 10 outputs; what the strategies add left out, so a lower
+  bound), at `rate` or at `step_us` a step, whichever is slower."""
+  exp = catalog.load("cl_three_scenarios_paper")
+  cells = exp.cells(exp.get_config()).values()
+  widths = [(784, *c.hidden, 10) for c in cells]
+  weights = [sum(a * b for a, b in zip(w[:-1], w[1:])) for w in widths]
+  steps = sum(c.n_tasks * c.steps_per_task for c in cells)
+  train = sum(6 * w * c.batch * len(c.seeds) * c.n_tasks * c.steps_per_task for w, c in zip(weights, cells))
+  scored = sum(  # every task's test rows at every evaluation
+    2 * w * len(c.seeds) * c.n_tasks * c.max_test * c.n_tasks * c.steps_per_task // c.eval_every
+    for w, c in zip(weights, cells)
+  )
+  first = next(iter(cells))
+  return {
+    "experiment": "cl_three_scenarios_paper",
+    "model": f"MLP {first.hidden}, {len(cells)} cells, {len(first.seeds)} seeds as lanes",
+    "params_m": weights[0] / 1e6,
+    "steps_m": steps / 1e6,
+    "train_pflop": (train + scored) / 1e15,
+    "gpu_hours": max((train + scored) / rate, steps * step_us * 1e-6) / 3600,
+  }
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rate", type=float, default=200e12, help="sustained FLOP/s assumed")
@@ -104,6 +132,7 @@ def main() -> int:
       "gpu_hours": 2 * steps * args.step_us * 1e-6 / 3600,  # two methods, one after the other
     }
   )
+  rows.append(three_scenarios_row(args.rate, args.step_us))
   columns = ["experiment", "model", "params_m", "tokens_b", "steps_m", "gflop_per_token", "train_pflop", "gpu_hours"]
   common.print_table(rows, columns)
   common.write_json("lm_gpu_cost", {"rate_flops_per_s": args.rate, "step_us": args.step_us, "rows": rows})

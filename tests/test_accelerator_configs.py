@@ -56,3 +56,16 @@ def test_the_paper_scale_plasticity_run_and_the_ttt_ladder_build():
   assert plasticity.n_tasks * plasticity.steps_per_task == 48_000_000 and plasticity.batch == 1
   ladder = _load("ttt_ladder_large").get_config()
   assert {cfg.model.d_model for cfg in ladder.values()} >= {768}
+
+
+def test_the_paper_scale_three_scenarios_put_back_the_papers_network_rate_iterations_and_batch():
+  exp = _load("cl_three_scenarios_paper")
+  cfg = exp.get_config()
+  permuted = exp.cells(cfg)  # the default bench: the one this machine cannot run
+  assert len(permuted) == 21 and all(c.dataset == "tfds:mnist" and c.seeds == (0, 1, 2) for c in permuted.values())
+  cell = permuted["online_ewc_domain"]
+  assert (cell.n_tasks, cell.hidden, cell.lr, cell.steps_per_task, cell.batch) == (10, (1000, 1000), 1e-4, 5000, 256)
+  assert {"strength=1000.0", "decay=0.9"} <= set(cell.hparams)  # the scenario's own, as in cl_three_scenarios
+  split = exp.cells(dataclasses.replace(cfg, bench="split"))["si_class"]
+  assert (split.n_tasks, split.hidden, split.lr, split.steps_per_task, split.batch) == (5, (400, 400), 1e-3, 2000, 128)
+  assert "strength=0.5" in split.hparams and split.max_test == 10_000
