@@ -8,7 +8,7 @@ that repeats the needle's wording, as in RULER), with the loss on the answer
 digits only: 2,400 AdamW steps, warm-up then cosine decay, the training
 haystacks growing from none to full length over the first half of the steps
 (`curriculum` 0.5; attention retrieved at most a third of single needles
-with half the steps, curriculum or not). Training is the
+with half the steps, curriculum or not, at decf50c and faec649). Training is the
 engine's `sequence_learner` with a fresh memory per sequence, one lane per
 initialisation seed; step i's batch is drawn from numpy's generator seeded
 with (seed, i), so a resumed run reads the same batches. The haystacks are
@@ -32,8 +32,8 @@ Command:   contlearn run nl_niah
 Runtime:   3 seeds as lanes on 2 CPU cores, measured at 9abb6f5 (docs/nested_learning.md has the
            run): the transformer about 0.54 s a step (22 minutes for 2,400 steps), Gated DeltaNet
            about 1.2 s a step, partly beside a test suite (48 minutes), Titans about 0.74 s a step
-           (30 minutes); at earlier commits on shared cores, Hope about 3.1 s a step (126 minutes;
-           it stays at the floor) and hope_plain about 2.8 s a step (111 minutes); hope_ln about 1.8 s
+           (30 minutes); on shared cores, Hope about 3.1 s a step at 65c9f59 (126 minutes; it stays
+           at the floor), hope_plain about 2.8 s a step at 43818ba (111 minutes) and hope_ln about 1.8 s
            a step at c294634, partly beside other jobs (79 minutes).
 Outputs:   OUT/niah.json; OUT/<model>/ (metrics.jsonl: each block's loss and gradient norm before
            clipping, per seed; checkpoints/, row.json); `--resume` keeps finished models and continues
