@@ -1,5 +1,6 @@
 """The domain-shift and needle-in-a-haystack experiments run small versions end to end."""
 
+import functools
 import json
 import pathlib
 
@@ -219,7 +220,7 @@ HOPE_BY_HAND = [
 
 
 @pytest.mark.parametrize(
-  "label, settings",
+  "label, settings, fields",
   [
     (
       "hope_plain",
@@ -232,19 +233,21 @@ HOPE_BY_HAND = [
         "base.mixer.lr_scale=256",
         "base.n_heads=1",
       ],
+      {"n_heads": 1, "mixer.dgd": False, "mixer.lr_scale": 256},
     ),
-    ("hope_ln", ["base.mixer.layer_norm=true", "base.mixer.step_norm=false", "base.mixer.lr_scale=4"]),
+    (
+      "hope_ln",
+      ["base.mixer.layer_norm=true", "base.mixer.step_norm=false", "base.mixer.lr_scale=4"],
+      {"mixer.layer_norm": True, "mixer.step_norm": False, "mixer.lr_scale": 4},
+    ),
   ],
 )
-def test_niah_hope_labels_are_the_hopes_the_pilots_set_by_hand(label, settings):
+def test_niah_hope_labels_are_the_hopes_the_pilots_set_by_hand(label, settings, fields):
   exp = _load("nl_niah")
   by_hand = apply_overrides(exp.get_config(), HOPE_BY_HAND + settings)
   [set_by_hand] = exp.select(exp.MODELS, by_hand.models, by_hand.base, note=None).values()
   [labelled] = exp.select(exp.MODELS, [label], exp.get_config().base, note=None).values()
   [hope] = exp.select(exp.MODELS, ["hope"], exp.get_config().base, note=None).values()
   assert labelled == set_by_hand and labelled != hope
-  mixer = labelled.mixer
-  if label == "hope_plain":
-    assert labelled.n_heads == 1 and not mixer.dgd and mixer.lr_scale == 256
-  else:
-    assert mixer.layer_norm and not mixer.step_norm and mixer.lr_scale == 4
+  for path, value in fields.items():
+    assert functools.reduce(getattr, path.split("."), labelled) == value, path
