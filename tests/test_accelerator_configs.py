@@ -43,7 +43,7 @@ def test_the_large_lm_configs_at_the_offline_source_stop_before_training_unless_
 
 def test_the_long_needle_run_has_the_papers_models_3_seeds_and_the_curriculum():
   cfg = _load("nl_niah_long").get_config()
-  assert {"titans_mac", "hope_attention", "transformer", "titans"} <= set(cfg.models)
+  assert {"titans_mac", "hope_attention", "transformer", "titans", "hope", "hope_ln"} <= set(cfg.models)
   assert cfg.seeds == (0, 1, 2) and cfg.curriculum == 0.5
   assert cfg.length * max(cfg.factors) == 16_384  # scored up to the Titans paper's 16K
   models = _load("nl_niah").MODELS
@@ -51,11 +51,12 @@ def test_the_long_needle_run_has_the_papers_models_3_seeds_and_the_curriculum():
 
 
 @pytest.mark.slow
-def test_the_paper_scale_plasticity_run_and_the_ttt_ladder_build():
+def test_the_paper_scale_plasticity_run_and_the_ttt_ladder_build_with_3_seeds():
   plasticity = _load("cl_plasticity_paper").get_config().run
   assert plasticity.n_tasks * plasticity.steps_per_task == 48_000_000 and plasticity.batch == 1
   ladder = _load("ttt_ladder_large").get_config()
   assert {cfg.model.d_model for cfg in ladder.values()} >= {768}
+  assert all(cfg.train.seeds == (0, 1, 2) for cfg in ladder.values())
 
 
 def test_the_paper_scale_three_scenarios_put_back_the_papers_network_rate_iterations_and_batch():
