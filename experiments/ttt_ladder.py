@@ -10,7 +10,8 @@ and at 1e-3 too: a float32 fault of the delta rule's chunk form, fixed
 since, docs/memories.md):
 
   transformer          sliding-window attention (window 64, cache carried)
-  linear_attention     M_t = M_{t-1} + v k^T
+  linear_attention     M_t = a M_{t-1} + v k^T, a fixed per head (the mixer's default decay, RetNet's
+                       multiscale; `--set model.mixer.decay=none` for the plain sum)
   mamba2               M_t = a_t M_{t-1} + v k^T, a_t a gate of the input
   deltanet             the delta rule, M_t = M_{t-1}(I - b_t k k^T) + b_t v k^T
   ttt_linear           TTT-Linear, mini-batches of 16, the paper's summed gradient
