@@ -6,15 +6,15 @@ vocabulary's embeddings, which bytes do not have), attention over the whole
 context of 2,048 bytes, 256 lanes of 2,048 bytes per step (0.5M tokens) for
 2.4B tokens (4,800 steps, the paper's 125M recipe in steps and tokens), seeds
 0, 1 and 2 as lanes (`--set train.seeds=0` for one, at a third of the cost,
-whose rows are a pilot, not a ranking). Not run
-by the project on its CPU machine; the same code path as ttt_ladder, which
-the tests exercise. Its expected cost: `python benchmarks/lm_gpu_cost.py`
-(docs/benchmarks.md).
+whose rows are a pilot, not a ranking). Not run by the project on its CPU
+machine; the same code path as ttt_ladder, which the tests exercise. Its
+expected cost: `python benchmarks/lm_gpu_cost.py` (docs/benchmarks.md).
 
-Data: 2.4B bytes per model (every seed reads the same bytes). The offline Shakespeare holds 5.3M, so with
-the default source the run stops before training, in one line; give it a
-corpus of 2.4B bytes or more (`data.path`, or a tfds text set), or `--set
-data.repeat=true` to cycle through what it has.
+Data: 2.4B bytes per model (every seed reads the same bytes). The offline
+Shakespeare holds 5.3M, so with the default source the run stops before
+training, in one line; give it a corpus of 2.4B bytes or more (`data.path`,
+or a tfds text set), or `--set data.repeat=true` to cycle through what it
+has.
 
 Command:   contlearn run ttt_ladder_large --set data.path=<a file or folder of 2.4B+ bytes>
            contlearn run ttt_ladder_large --set data.source=tfds --set data.tfds_name=<text set>
