@@ -17,7 +17,10 @@ jitted, timed in turn (median of `--repeats`):
   forward substitution. On the project's CPU machine with jax 0.10.2 it is
   faster than the block form when it returns, but its calls at these
   shapes can stop making progress (the process idle, never returning)
-  after a few calls, so `make bench` leaves it out (docs/memories.md).
+  after a few calls: its forward and backward holds two solves that do
+  not depend on each other, and two of jaxlib's batched solves running
+  at once deadlock a two-thread pool. So `make bench` leaves it out
+  (docs/memories.md).
 - `series`: `sum_j (-A)^j R`, the series summed by doubling,
   `prod_j (I + (-A)^(2^j))`.
 
