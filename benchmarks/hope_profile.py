@@ -86,7 +86,7 @@ def memory_parts(spec: sm.SelfModifying, batch: int, heads: int, dh: int, seq: i
 
   def reads(p, s, x):
     r = sm.stacked_apply(rule, *sm.stacked_layers(rule, rule.model.weights(s.w, {"offset": p["w0"]})), x)
-    return sm.generate(spec, p, dict(zip(spec.projections, r))), sm.query(p, x)
+    return sm.generate(spec, p, dict(zip(spec.projections, r)), x), sm.query(p, x)
 
   def proj_writes(p, s, k, v, rates, mask):
     weights = rule.model.weights(s.w, {"offset": p["w0"]})
