@@ -53,9 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from contlearn import engine, spread, synthetic
+from contlearn import engine, run_folder, spread, synthetic
 from contlearn.config import ModelConfig, to_dict
-from contlearn.errors import CheckpointError, ConfigError
+from contlearn.errors import ConfigError
 from contlearn.evaluation import score, segments
 from contlearn.learner import sequence_learner
 from contlearn.mixer_configs import with_known_fields
@@ -267,13 +267,14 @@ def training_block(cfg: NiahConfig, hay: bytes, first: int, n: int) -> synthetic
 
 
 def _json(cfg) -> dict:
-  """`cfg` as JSON; a setting added after runs were saved is left out at the value they ran with (`curriculum` 0,
-  `clip` 1), so they resume."""
-  config = json.loads(json.dumps(to_dict(cfg)))
-  for name, before in ADDED_SETTINGS.items():
-    if config.get(name) == before:
-      del config[name]
-  return config
+  """`cfg` as JSON values (tuples as lists), as the checkpoints and row.json hold it."""
+  return json.loads(json.dumps(to_dict(cfg)))
+
+
+def check_same_config(saved: dict, now: dict, where: pathlib.Path) -> None:
+  """`run_folder.check_same_config` with ADDED_SETTINGS: a run saved before a setting existed reads as having run
+  with its former value, so it resumes (and names every setting that changed otherwise)."""
+  run_folder.check_same_config(saved, now, where, added=ADDED_SETTINGS)
 
 
 def train_and_eval(
@@ -307,6 +308,7 @@ def train_and_eval(
     lanes=True,
     resume=resume,
     checkpoint_every=cfg.checkpoint_every,
+    same_run=lambda saved: check_same_config(saved, config, out),
   )
   train_s = time.time() - start
 
@@ -348,8 +350,7 @@ def run(cfg: NiahConfig, out: pathlib.Path, *, resume: bool = False, progress: b
     done, config = out / label / "row.json", {"config": _json(dataclasses.replace(cfg, models=(label,)))}
     if resume and done.exists():
       saved = json.loads(done.read_text())
-      if saved["config"] != config["config"]:
-        raise CheckpointError(f"cannot resume {done}: it holds a run of another configuration")
+      check_same_config(saved["config"], config["config"], done)
       rows[label] = saved["row"]
     else:
       rows[label] = train_and_eval(cfg, mcfg, label, out / label, resume=resume, progress=progress)

@@ -12,7 +12,7 @@ import pytest
 from contlearn import catalog
 from contlearn.cl import shift_metrics
 from contlearn.engine import Learner
-from contlearn.errors import ConfigError
+from contlearn.errors import CheckpointError, ConfigError
 from contlearn.overrides import apply_overrides
 
 
@@ -149,6 +149,11 @@ def test_niah_small_run_reports_accuracy_per_task_and_length(tmp_path):
   assert [rec["step"] for rec in records] == [10, 20] and all(len(rec["loss"]) == 2 for rec in records)
   for rec in records:  # each lane's gradient norm before clipping, the block's mean and largest
     assert all(0.0 < mean <= top for mean, top in zip(rec["grad_norm"], rec["grad_norm_max"], strict=True))
+  done = out / "transformer" / "row.json"  # as a run saved before `clip` existed (at its former 1.0)
+  saved = json.loads(done.read_text())
+  del saved["config"]["clip"]
+  done.write_text(json.dumps(saved))
+  assert exp.run(cfg, out, resume=True, progress=False)["models"] == result["models"]
 
 
 def test_niah_batches_depend_on_seed_and_step_only():
@@ -179,14 +184,19 @@ def test_niah_models_take_settings_by_label():
     exp.models_with_settings(["hope"], ["swa.window=8"], exp.NiahConfig.base)
 
 
-def test_niah_settings_added_later_are_left_out_of_the_saved_config_at_their_former_value():
-  """A run saved before `curriculum` (then 0) or `clip` (then 1) existed resumes: at those values the settings are
-  not in the config a resumed run is compared with."""
+def test_niah_settings_added_later_read_as_their_former_value_when_a_saved_run_lacks_them(tmp_path):
+  """The saved config holds every setting; one saved before `curriculum` (then 0) or `clip` (then 1) existed resumes
+  at those values and is refused, naming each, at others."""
   exp = _load("nl_niah")
   default = exp._json(exp.get_config())
-  assert "clip" not in default and default["curriculum"] == 0.5
-  changed = exp._json(apply_overrides(exp.get_config(), ["clip=0", "curriculum=0"]))
-  assert changed["clip"] == 0.0 and "curriculum" not in changed
+  assert default["clip"] == 1.0 and default["curriculum"] == 0.5
+  former = exp._json(apply_overrides(exp.get_config(), ["curriculum=0"]))
+  saved = {k: v for k, v in former.items() if k not in ("curriculum", "clip")}
+  exp.check_same_config(saved, former, tmp_path)
+  with pytest.raises(CheckpointError, match=r"the configuration changed \(curriculum: 0 -> 0.5\)"):
+    exp.check_same_config(saved, default, tmp_path)
+  with pytest.raises(CheckpointError, match=r"curriculum: 0 -> 0.5, clip: 1.0 -> 0.0"):
+    exp.check_same_config(saved, exp._json(apply_overrides(exp.get_config(), ["clip=0"])), tmp_path)
 
 
 def test_niah_curriculum_grows_the_haystack_over_its_share_of_the_steps():
