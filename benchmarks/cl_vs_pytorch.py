@@ -17,8 +17,9 @@ a step's cost that does not grow with the batch shows as the batch-1 time.
 With `--kernels N`, after the timings, each batch size's N costliest kernels
 of contlearn's training call, from a profiler trace (`common.kernel_times`):
 microseconds a run (a kernel of the training loop runs once a step), its
-share of the traced kernel time, the result's shape, and the operation JAX
-named (`transpose(jvp())` marks the backward pass).
+share of the traced kernel time, the result's shape, its pass (backward
+where JAX's op name is under `transpose(jvp())`) and the operation JAX
+named.
 A third runner, the same step as a hand-written JAX loop without contlearn
 (`jax_loop_runner`), is timed in turn with the two: `ratio_vs_jax_loop_bs*`
 (contlearn over it, no goal) says what the framework adds to XLA's step.
@@ -102,22 +103,6 @@ def contlearn_runner(cfg: BenchConfig, sc, batch: int):
     return calls.train.lower(box["state"], sched, sc).compile().as_text()
 
   return run, snapshot, lambda: float(box["acc"][-1, 1]), text
-
-
-def costliest_kernels(run, text: str, n: int) -> list[dict]:
-  """The `n` kernels of `run`'s compiled program with the most time (`common.kernel_times` of one call): name,
-  microseconds a run (a kernel of the training loop runs once a step), share of the traced kernel time, result
-  shape, and the op JAX named (shortened)."""
-  times = common.kernel_times(run, repeats=1)
-  ops = common.instructions(text)
-  total = sum(times.ms.values())
-  rows = []
-  for name, ms in times.ms.most_common(n):
-    shape, op = ops.get(name, ("?", ""))
-    op = op.split("/while/body/")[-1].removeprefix("closed_call/")
-    us = round(1e3 * ms / times.runs[name], 1)
-    rows.append({"kernel": name, "us_per_run": us, "share": round(ms / total, 3), "shape": shape, "op": op})
-  return rows
 
 
 def anchor_of(penalty):
@@ -273,9 +258,9 @@ def main() -> dict:
     if args.kernels:
       profiles[b] = (run_ours, text)
   for b, (run, text) in profiles.items():  # after every timing, so that no profile runs between them
-    rows = costliest_kernels(run, text(), args.kernels)
+    rows = common.costliest_kernels(run, text(), args.kernels)
     print(f"\nbatch {b}: contlearn's {len(rows)} costliest kernels, microseconds a run (profiled)")
-    common.print_table(rows, ["kernel", "us_per_run", "share", "shape", "op"])
+    common.print_table(rows, ["kernel", "us_per_run", "share", "shape", "pass", "op"])
     result[f"kernels_bs{b}"] = rows
   result["goals"] = {name: goal for name, goal in GOALS.items() if name in result}
   result["load_average"] = os.getloadavg()  # 1, 5, 15 min; the run itself adds about 2

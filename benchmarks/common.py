@@ -186,6 +186,25 @@ def instructions(compiled_text: str) -> dict[str, tuple[str, str]]:
   return {name: (shape, next(iter(re.findall(r'op_name="([^"]*)"', rest)), "")) for name, shape, rest in rows}
 
 
+def costliest_kernels(call: Callable[[], Any], compiled_text: str, n: int, repeats: int = 1) -> list[dict]:
+  """The `n` kernels with the most time in `repeats` calls of `call()` (`kernel_times`), `compiled_text` its
+  compiled program's text: name, microseconds a run (a kernel of a training loop runs once a step), share of the
+  traced kernel time, result shape, pass (backward when its op name is under a transpose) and the op JAX named
+  (from inside the innermost loop's body)."""
+  times = kernel_times(call, repeats)
+  ops = instructions(compiled_text)
+  total = sum(times.ms.values())
+  rows = []
+  for name, ms in times.ms.most_common(n):
+    shape, op = ops.get(name, ("?", ""))
+    where = "backward" if "transpose(" in op else "forward"
+    op = op.split("/while/body/")[-1].removeprefix("closed_call/")
+    us = round(1e3 * ms / times.runs[name], 1)
+    share = round(ms / total, 3)
+    rows.append({"kernel": name, "us_per_run": us, "share": share, "shape": shape, "pass": where, "op": op})
+  return rows
+
+
 def op_time(fn, args, repeats: int = 3, split: bool = True) -> dict:
   """Milliseconds per call of the compiled program's kernels by class (`TRACE_CLASSES`, else elementwise), from
   a profiler trace of `repeats` calls (`kernel_times`); `wall_ms` the executor's wall time per call. With

@@ -1,6 +1,6 @@
 """Where Hope's training step spends its time: the self-modifying memories by part.
 
-    python benchmarks/hope_profile.py [--widths 256,512] [--repeats 5] [--op-time]
+    python benchmarks/hope_profile.py [--widths 256,512] [--repeats 5] [--op-time] [--kernels 12]
 
 At each width, the byte LM of `lm_throughput.py` (2 layers, heads of 32, CMS
 1/16/256, 8 lanes x 64 tokens) and, at the shapes of one of its layers, the
@@ -28,7 +28,9 @@ Below the table, the opcodes of the memories' compiled program (forward and
 backward): how many dots, fusions, loops, copies and transposes it runs, and
 with `--op-time` the time of its kernels by class, from a profiler trace
 (kernel time summed over both cores, so it exceeds the wall time when two
-kernels run at once), forward and backward apart.
+kernels run at once), forward and backward apart; with `--kernels N` the
+training step's N costliest kernels (`common.costliest_kernels`: time a run,
+share of the traced kernel time, result shape, pass and op).
 """
 
 from __future__ import annotations
@@ -183,7 +185,9 @@ def dot_flops(fn, args) -> float:
   return count(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
-def profile(width: int, batch: int, seq: int, repeats: int, matmul: float, timed_ops: bool) -> tuple[list[dict], dict]:
+def profile(
+  width: int, batch: int, seq: int, repeats: int, matmul: float, timed_ops: bool, kernels: int = 0
+) -> tuple[list[dict], dict]:
   heads, dh = width // 32, 32
   model = hope.hope(d_model=width, n_heads=heads, n_layers=LAYERS)
   spec = hope.spec(model.mixer, model)
@@ -215,6 +219,10 @@ def profile(width: int, batch: int, seq: int, repeats: int, matmul: float, timed
   ops = op_counts(*calls["memories"])
   if timed_ops:
     ops["op_ms"] = {name: common.op_time(*calls[name]) for name in ("train_step", "memories")}
+  if kernels:
+    fn, args = calls["train_step"]
+    text = fn.lower(*args).compile().as_text()
+    ops["kernels"] = common.costliest_kernels(lambda: jax.block_until_ready(fn(*args)), text, kernels, repeats)
   return rows, ops
 
 
@@ -225,11 +233,12 @@ def main() -> None:
   parser.add_argument("--seq", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--op-time", action="store_true", help="kernel time by class, from a profiler trace")
+  parser.add_argument("--kernels", type=int, default=0, help="also the training step's N costliest kernels")
   args = parser.parse_args()
   matmul = common.matmul_flops_per_s()
   rows, ops = [], {}
   for width in (int(w) for w in args.widths.split(",")):
-    part_rows, ops[width] = profile(width, args.batch, args.seq, args.repeats, matmul, args.op_time)
+    part_rows, ops[width] = profile(width, args.batch, args.seq, args.repeats, matmul, args.op_time, args.kernels)
     rows += part_rows
   print(f"float32 matmul rate (1024x1024, measured): {matmul / 1e9:.1f} GFLOP/s")
   common.print_table(
@@ -237,10 +246,13 @@ def main() -> None:
     ["width", "part", "gflop", "dot_gflop", "ms", "gflops_per_s", "matmul_fraction", "dot_fraction", "share_of_step"],
   )
   for width, counts in ops.items():
-    compiled = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "op_ms")
+    compiled = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("op_ms", "kernels"))
     print(f"width {width}, memories forward+backward, compiled ops: {compiled}")
     for name, classes in counts.get("op_ms", {}).items():
       print(f"width {width}, {name}, kernel ms by class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
+    if counts.get("kernels"):
+      print(f"width {width}, train_step: the {len(counts['kernels'])} costliest kernels, microseconds a run (profiled)")
+      common.print_table(counts["kernels"], ["kernel", "us_per_run", "share", "shape", "pass", "op"])
   common.write_json(
     "hope_profile", {"matmul_gflops_per_s": matmul / 1e9, "rows": rows, "ops": ops, "settings": vars(args)}
   )

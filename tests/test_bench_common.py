@@ -39,3 +39,17 @@ def test_kernel_times_names_each_kernel_of_the_compiled_program_and_counts_its_r
   assert products and all(times.runs[name] == 7 for name in products)  # once a loop step
   assert ops[products[0]][0].startswith("f32[8,64]")
   assert ("(s32[], f32[8,64]{1,0}, f32[64,64]{1,0})", "jit(loop)/while") in ops.values()  # the loop's tuple whole
+
+
+def test_costliest_kernels_are_ranked_and_split_into_forward_and_backward():
+  import jax
+  import jax.numpy as jnp
+
+  grad = jax.jit(jax.grad(lambda w, x: jnp.sum(jnp.tanh(x @ w) ** 2)))
+  w, x = jnp.eye(256) * 0.5, jnp.ones((64, 256))
+  text = grad.lower(w, x).compile().as_text()
+  rows = common.costliest_kernels(lambda: jax.block_until_ready(grad(w, x)), text, 50, repeats=2)
+  assert 0 < len(rows) <= 50 and 0.99 <= sum(r["share"] for r in rows) <= 1.01  # every traced kernel, all shares
+  assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
+  assert {r["pass"] for r in rows} == {"forward", "backward"}
+  assert len(common.costliest_kernels(lambda: jax.block_until_ready(grad(w, x)), text, 1)) == 1
