@@ -95,11 +95,19 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-  """Prints `rows` as a fixed-width table with the given column order."""
+  """Prints `rows` as a fixed-width table with the given column order: floats to 4 significant digits, those of
+  10,000 or more whole, with thousands separated (14,012, not 1.401e+04).
+
+  >>> rows = [{"part": "step", "ms": 14012.3, "share": 0.01412}]
+  >>> print_table(rows, ["part", "ms", "share"])  # doctest: +NORMALIZE_WHITESPACE
+  part  ms      share
+  ----  ------  -------
+  step  14,012  0.01412
+  """
 
   def fmt(v):
     if isinstance(v, float):
-      return f"{v:.4g}"
+      return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
     return str(v)
 
   widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]

@@ -1,5 +1,6 @@
 """Shared benchmark helpers that change how a benchmark's process runs."""
 
+import doctest
 import os
 import pathlib
 import subprocess
@@ -53,3 +54,8 @@ def test_costliest_kernels_are_ranked_and_split_into_forward_and_backward():
   assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
   assert {r["pass"] for r in rows} == {"forward", "backward"}
   assert len(common.costliest_kernels(lambda: jax.block_until_ready(grad(w, x)), text, 1)) == 1
+
+
+def test_the_helpers_docstring_examples():
+  result = doctest.testmod(common)
+  assert result.attempted > 0 and result.failed == 0
