@@ -194,6 +194,12 @@ def instructions(compiled_text: str) -> dict[str, tuple[str, str]]:
   return {name: (shape, next(iter(re.findall(r'op_name="([^"]*)"', rest)), "")) for name, shape, rest in rows}
 
 
+def is_backward(op_name: str) -> bool:
+  """Whether a kernel with JAX's op name `op_name` belongs to the backward pass (its op is under a transpose); one
+  without an op name counts as forward."""
+  return "transpose(" in op_name
+
+
 def costliest_kernels(call: Callable[[], Any], compiled_text: str, n: int, repeats: int = 1) -> list[dict]:
   """The `n` kernels with the most time in `repeats` calls of `call()` (`kernel_times`), `compiled_text` its
   compiled program's text: name, microseconds a run (a kernel of a training loop runs once a step), share of the
@@ -205,7 +211,7 @@ def costliest_kernels(call: Callable[[], Any], compiled_text: str, n: int, repea
   rows = []
   for name, ms in times.ms.most_common(n):
     shape, op = ops.get(name, ("?", ""))
-    where = "backward" if "transpose(" in op else "forward"
+    where = "backward" if is_backward(op) else "forward"
     op = op.split("/while/body/")[-1].removeprefix("closed_call/")
     us = round(1e3 * ms / times.runs[name], 1)
     share = round(ms / total, 3)
@@ -219,7 +225,7 @@ def op_time(fn, args, repeats: int = 3, split: bool = True) -> dict:
   `split`, forward and backward apart: a kernel is backward when its op name is under a transpose (one
   without an op name counts as forward)."""
   ops = instructions(fn.lower(*args).compile().as_text())
-  backward = {name for name, (_, op) in ops.items() if "transpose(" in op}
+  backward = {name for name, (_, op) in ops.items() if is_backward(op)}
   times = kernel_times(lambda: jax.block_until_ready(fn(*args)), repeats)
   out = collections.Counter({"wall_ms": times.wall_ms})
   for name, ms in times.ms.items():
