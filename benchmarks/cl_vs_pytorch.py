@@ -260,7 +260,7 @@ def main() -> dict:
   for b, (run, text) in profiles.items():  # after every timing, so that no profile runs between them
     rows = common.costliest_kernels(run, text(), args.kernels)
     print(f"\nbatch {b}: contlearn's {len(rows)} costliest kernels, microseconds a run (profiled)")
-    common.print_table(rows, ["kernel", "us_per_run", "share", "shape", "pass", "op"])
+    common.print_table(rows, common.KERNEL_COLUMNS)
     result[f"kernels_bs{b}"] = rows
   result["goals"] = {name: goal for name, goal in GOALS.items() if name in result}
   result["load_average"] = os.getloadavg()  # 1, 5, 15 min; the run itself adds about 2

@@ -200,6 +200,9 @@ def is_backward(op_name: str) -> bool:
   return "transpose(" in op_name
 
 
+KERNEL_COLUMNS = ["kernel", "us_per_run", "share", "shape", "pass", "op"]  # of `costliest_kernels`'s rows
+
+
 def costliest_kernels(call: Callable[[], Any], compiled_text: str, n: int, repeats: int = 1) -> list[dict]:
   """The `n` kernels with the most time in `repeats` calls of `call()` (`kernel_times`), `compiled_text` its
   compiled program's text: name, microseconds a run (a kernel of a training loop runs once a step), share of the

@@ -252,7 +252,7 @@ def main() -> None:
       print(f"width {width}, {name}, kernel ms by class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
     if counts.get("kernels"):
       print(f"width {width}, train_step: the {len(counts['kernels'])} costliest kernels, microseconds a run (profiled)")
-      common.print_table(counts["kernels"], ["kernel", "us_per_run", "share", "shape", "pass", "op"])
+      common.print_table(counts["kernels"], common.KERNEL_COLUMNS)
   common.write_json(
     "hope_profile", {"matmul_gflops_per_s": matmul / 1e9, "rows": rows, "ops": ops, "settings": vars(args)}
   )
