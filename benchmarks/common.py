@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -48,6 +49,18 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float
     times.append(time.perf_counter() - start)
   times.sort()
   return times[len(times) // 2]
+
+
+def faulted_mib(fn: Callable[[], Any], calls: int = 3) -> float:
+  """Median MiB of pages this process touches for the first time (minor page faults, `getrusage`, every thread)
+  during one call of `fn()` after a warm-up call: memory the call's buffers get fresh from the kernel."""
+  jax.block_until_ready(fn())
+  pages = []
+  for _ in range(calls):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    jax.block_until_ready(fn())
+    pages.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+  return sorted(pages)[len(pages) // 2] * resource.getpagesize() / 2**20
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:

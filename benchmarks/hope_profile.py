@@ -16,9 +16,11 @@ Per row: GFLOP of one call (XLA's cost analysis, as `lm_throughput.py`; it
 counts a loop's body once), the GFLOP of its matrix products alone with every
 scan step counted (`dot_gflop`, from the jaxpr), median milliseconds (the
 rows timed in turn, so all see the same load), GFLOP/s, the fractions of the
-matmul rate measured in the same run (of both counts), and the share of the
+matmul rate measured in the same run (of both counts), the share of the
 step's time (`memories` and its parts run once per layer: times 2 for the
-step).
+step), and `faulted_mib`: the MiB of pages one call touches for the first
+time (minor page faults, `common.faulted_mib`), buffers that come fresh from
+the kernel rather than reused.
 One more row, `products`: the projection writes' three kinds of matrix
 product alone at their shapes (`k W_a`, `h W_b`, `k^T u`, batched over
 lanes, heads and memories), forward only, no elementwise work: the rate XLA's
@@ -214,6 +216,7 @@ def profile(
         "matmul_fraction": gflop * 1e9 / seconds[name] / matmul,
         "dot_fraction": dot_gflop * 1e9 / seconds[name] / matmul,
         "share_of_step": (1 if name == "train_step" else LAYERS) * seconds[name] / step,  # products: of no step
+        "faulted_mib": common.faulted_mib(lambda f=fn, a=args: f(*a)),
       }
     )
   ops = op_counts(*calls["memories"])
@@ -243,7 +246,18 @@ def main() -> None:
   print(f"float32 matmul rate (1024x1024, measured): {matmul / 1e9:.1f} GFLOP/s")
   common.print_table(
     rows,
-    ["width", "part", "gflop", "dot_gflop", "ms", "gflops_per_s", "matmul_fraction", "dot_fraction", "share_of_step"],
+    [
+      "width",
+      "part",
+      "gflop",
+      "dot_gflop",
+      "ms",
+      "gflops_per_s",
+      "matmul_fraction",
+      "dot_fraction",
+      "share_of_step",
+      "faulted_mib",
+    ],
   )
   for width, counts in ops.items():
     compiled = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("op_ms", "kernels"))

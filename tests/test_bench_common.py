@@ -1,6 +1,7 @@
 """Shared benchmark helpers that change how a benchmark's process runs."""
 
 import doctest
+import mmap
 import os
 import pathlib
 import subprocess
@@ -54,6 +55,24 @@ def test_costliest_kernels_are_ranked_and_split_into_forward_and_backward():
   assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
   assert {r["pass"] for r in rows} == {"forward", "backward"}
   assert len(common.costliest_kernels(lambda: jax.block_until_ready(grad(w, x)), text, 1)) == 1
+
+
+def test_faulted_mib_counts_the_pages_a_call_touches_for_the_first_time():
+  size = 8 * 2**20
+
+  def fresh_pages():
+    with mmap.mmap(-1, size) as fresh:  # anonymous: every page comes from the kernel on its first write
+      for offset in range(0, size, mmap.PAGESIZE):
+        fresh[offset] = 1
+
+  kept = bytearray(size)
+
+  def same_pages():
+    for offset in range(0, size, mmap.PAGESIZE):
+      kept[offset] = 1
+
+  assert 8 <= common.faulted_mib(fresh_pages) < 9
+  assert common.faulted_mib(same_pages) < 0.5
 
 
 def test_the_helpers_docstring_examples():
