@@ -5,8 +5,9 @@ A folder holds four files, each gzipped (`.gz`) or plain:
     train-images-idx3-ubyte   train-labels-idx1-ubyte
     t10k-images-idx3-ubyte    t10k-labels-idx1-ubyte
 
-The test files may be named `test-...` instead of `t10k-...`, and all four
-may share a prefix, given after the folder: `/data/emnist/emnist-digits-`
+The test files may be named `test-...` instead of `t10k-...`, a dot may
+stand before `idx` (`train-images.idx3-ubyte`, as some mirrors name them),
+and all four may share a prefix, given after the folder: `/data/emnist/emnist-digits-`
 reads `emnist-digits-train-images-idx3-ubyte.gz` and its three companions in
 `/data/emnist` (EMNIST's names).
 
@@ -29,6 +30,7 @@ from contlearn.errors import DataError
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 SPLITS = {"train": ("train",), "test": ("t10k", "test")}  # file-name starts of each split, in the order tried
+SEPARATORS = ("-", ".")  # before "idx": MNIST's own names, then some mirrors' (train-images.idx3-ubyte)
 
 
 class Split(NamedTuple):
@@ -97,10 +99,12 @@ def read_array(path: str, magic: int) -> np.ndarray:
 
 def split_files(folder: str, split: str, prefix: str = "") -> tuple[str, str]:
   """The paths of `split`'s ("train" or "test") images and labels files in `folder`, names starting with
-  `prefix`; the labels file named as the images file that was found (`t10k-` or `test-`)."""
-  images_path = find(folder, tuple(f"{prefix}{name}-images-idx3-ubyte" for name in SPLITS[split]))
-  start = os.path.basename(images_path).removesuffix(".gz").removesuffix("-images-idx3-ubyte")
-  return images_path, find(folder, (f"{start}-labels-idx1-ubyte",))
+  `prefix`; the labels file named as the images file that was found (`t10k-` or `test-`, `-idx` or `.idx`)."""
+  stems = tuple(f"{prefix}{name}-images{sep}idx3-ubyte" for name in SPLITS[split] for sep in SEPARATORS)
+  images_path = find(folder, stems)
+  images_stem = os.path.basename(images_path).removesuffix(".gz")
+  start, sep = images_stem[: -len("-images-idx3-ubyte")], images_stem[-len("idx3-ubyte") - 1]
+  return images_path, find(folder, (f"{start}-labels{sep}idx1-ubyte",))
 
 
 def read_split(folder: str, split: str, prefix: str = "") -> Split:

@@ -88,6 +88,18 @@ def test_emnist_names_a_prefix_and_test_files_read_as_the_plain_names(tmp_path):
       datasets.load(f"idx:{location}")
 
 
+def test_names_with_a_dot_before_idx_read_as_the_plain_names(tmp_path):
+  arrays = tiny_arrays(n_train=8, n_test=4, classes=4, side=2)
+  plain = write_folder(tmp_path / "plain", arrays)
+  dotted = write_folder(tmp_path / "dotted", {stem.replace("-idx", ".idx"): a for stem, a in arrays.items()}, gz=False)
+  ours, theirs = datasets.load(f"idx:{plain}"), datasets.load(f"idx:{dotted}")
+  for field in ("x_train", "y_train", "x_test", "y_test"):
+    np.testing.assert_array_equal(getattr(theirs, field), getattr(ours, field))
+  (dotted / "t10k-labels.idx1-ubyte").rename(dotted / "t10k-labels-idx1-ubyte")  # labels named unlike their images
+  with pytest.raises(DataError, match=r"t10k-labels\.idx1-ubyte\[\.gz\]: missing"):
+    datasets.from_idx(str(dotted))
+
+
 def test_the_labels_file_is_named_as_the_images_file_found(tmp_path):
   arrays = tiny_arrays(n_train=8, n_test=4, classes=4, side=2)
   arrays = {stem.replace("t10k-labels", "test-labels"): a for stem, a in arrays.items()}  # t10k images, test labels
