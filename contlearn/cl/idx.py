@@ -100,11 +100,13 @@ def read_array(path: str, magic: int) -> np.ndarray:
 def split_files(folder: str, split: str, prefix: str = "") -> tuple[str, str]:
   """The paths of `split`'s ("train" or "test") images and labels files in `folder`, names starting with
   `prefix`; the labels file named as the images file that was found (`t10k-` or `test-`, `-idx` or `.idx`)."""
-  stems = tuple(f"{prefix}{name}-images{sep}idx3-ubyte" for name in SPLITS[split] for sep in SEPARATORS)
-  images_path = find(folder, stems)
-  images_stem = os.path.basename(images_path).removesuffix(".gz")
-  start, sep = images_stem[: -len("-images-idx3-ubyte")], images_stem[-len("idx3-ubyte") - 1]
-  return images_path, find(folder, (f"{start}-labels{sep}idx1-ubyte",))
+  labels_of = {  # images stem -> its labels stem, in the order tried
+    f"{prefix}{name}-images{sep}idx3-ubyte": f"{prefix}{name}-labels{sep}idx1-ubyte"
+    for name in SPLITS[split]
+    for sep in SEPARATORS
+  }
+  images_path = find(folder, tuple(labels_of))
+  return images_path, find(folder, (labels_of[os.path.basename(images_path).removesuffix(".gz")],))
 
 
 def read_split(folder: str, split: str, prefix: str = "") -> Split:
