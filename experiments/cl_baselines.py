@@ -87,6 +87,9 @@ class Config:
     models: the rows to run, in order (names of the fields above).
     dataset: if not empty, every row learns this dataset instead of its own
       (e.g. idx:<folder> of full MNIST, or tfds:mnist if tfds has prepared it).
+    standardize: every row's inputs at mean 0 and standard deviation 1
+      (`RunConfig.standardize`), as Avalanche's MNIST benchmarks normalize
+      them; false keeps them in [0, 1].
   """
 
   pmnist_ewc: RunConfig = RunConfig(
@@ -135,6 +138,7 @@ class Config:
   )
   models: tuple[str, ...] = ("pmnist_ewc", "pmnist_si", "splitmnist_lwf", "splitmnist_gdumb")
   dataset: str = ""
+  standardize: bool = False
 
 
 def get_config() -> Config:
@@ -142,8 +146,8 @@ def get_config() -> Config:
 
 
 def _cells(cfg: Config) -> dict[str, RunConfig]:
-  cells = selected(cfg, RunConfig)
-  return {n: dataclasses.replace(c, dataset=cfg.dataset) for n, c in cells.items()} if cfg.dataset else cells
+  data = {"standardize": cfg.standardize} | ({"dataset": cfg.dataset} if cfg.dataset else {})
+  return {n: dataclasses.replace(c, **data) for n, c in selected(cfg, RunConfig).items()}
 
 
 def _table(cfg: Config, results: dict[str, Result]) -> str:

@@ -58,7 +58,7 @@ from contlearn.run_log import write_atomic
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("checkpoint_every", "keep", "on_nonfinite")
 # Settings added after runs were saved, with the value that behaves as before them.
-ADDED_SETTINGS = {"max_train": 0}
+ADDED_SETTINGS = {"max_train": 0, "standardize": False}
 
 
 def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenarios.Scenario:
@@ -66,6 +66,8 @@ def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenar
   ds = ds or datasets.load(cfg.dataset)
   if cfg.max_train:
     ds = datasets.first_train_rows(ds, cfg.max_train)
+  if cfg.standardize:
+    ds = datasets.standardized(ds)
   if cfg.stream == "split":
     sc = scenarios.split(ds, cfg.n_tasks, cfg.kind, max_test=cfg.max_test)
   elif cfg.stream == "permuted":
@@ -237,7 +239,7 @@ def run_cells(
   shared: dict[tuple, scenarios.Scenario] = {}
   results: dict[str, Result] = {}
   for name, cfg in cells.items():
-    data = (cfg.dataset, cfg.stream, cfg.kind, cfg.n_tasks, cfg.max_test, cfg.max_train)
+    data = (cfg.dataset, cfg.stream, cfg.kind, cfg.n_tasks, cfg.max_test, cfg.max_train, cfg.standardize)
     if data not in shared and not (resume and (out / name / "summary.json").exists()):
       shared[data] = build_scenario(cfg)
     results[name] = run_cell(

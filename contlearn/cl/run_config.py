@@ -76,6 +76,10 @@ class RunConfig:
     max_test: test rows per task used for evaluation.
     max_train: use only the dataset's first `max_train` training rows (0:
       all), e.g. to fit many permuted tasks of a large dataset in memory.
+    standardize: shift and scale the inputs to mean 0 and standard
+      deviation 1 over the training rows used (`datasets.standardized`, as
+      Avalanche's MNIST benchmarks do); false keeps them in [0, 1]. A
+      rotated stream's corners outside the image are 0, the mean, then.
     strategy: a `strategies.make` name.
     strategy_options: the strategy factory's arguments as "name=value",
       e.g. ("capacity=2000", "replay_batch=128").
@@ -104,6 +108,7 @@ class RunConfig:
   eval_every: int = 100
   max_test: int = 1000
   max_train: int = 0
+  standardize: bool = False
   strategy: str = "naive"
   strategy_options: tuple[str, ...] = ()
   hparams: tuple[str, ...] = ()

@@ -252,3 +252,21 @@ def test_max_train_keeps_the_first_rows_and_runs_saved_before_it_resume():
     check_same_run(saved, dataclasses.replace(TINY, max_train=100), pathlib.Path("run"))
   with pytest.raises(ConfigError, match="max_train"):
     dataclasses.replace(TINY, max_train=-1)
+
+
+def test_standardize_builds_every_task_from_standardized_inputs_and_runs_saved_before_it_resume():
+  """`standardize` permutes the standardized inputs (train statistics); a run saved before the setting
+  existed resumes (it reads as false), and a changed value does not."""
+  from contlearn.cl import datasets
+  from contlearn.cl.cells import build_scenario, check_same_run
+  from contlearn.cl.run_config import config_json
+
+  plain, standard = build_scenario(TINY), build_scenario(dataclasses.replace(TINY, standardize=True))
+  raw = datasets.digits().x_train.astype(np.float64)
+  rows = np.arange(int(plain.train_n[1]))
+  x_plain, x_standard = np.asarray(plain.train_rows(1, rows)[0]), np.asarray(standard.train_rows(1, rows)[0])
+  np.testing.assert_allclose(x_standard, (x_plain - raw.mean()) / raw.std(), rtol=0, atol=1e-5)
+  saved = {k: v for k, v in config_json(TINY).items() if k != "standardize"}
+  check_same_run(saved, TINY, pathlib.Path("run"))
+  with pytest.raises(CheckpointError, match=r"standardize: False -> True"):
+    check_same_run(saved, dataclasses.replace(TINY, standardize=True), pathlib.Path("run"))

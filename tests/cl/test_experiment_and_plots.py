@@ -130,6 +130,16 @@ def test_baselines_train_as_many_steps_as_the_baselines():
   assert all(getattr(cfg, n).seeds == (0, 1, 2) for n in cfg.models)
 
 
+def test_baselines_dataset_and_standardize_reach_every_row():
+  mod = _experiment("cl_baselines")
+  cfg = mod.get_config()
+  assert {c.standardize for c in mod._cells(cfg).values()} == {False}
+  cells = mod._cells(dataclasses.replace(cfg, dataset="idx:/data/mnist", standardize=True))
+  assert list(cells) == list(cfg.models)
+  assert all(c.standardize and c.dataset == "idx:/data/mnist" for c in cells.values())
+  assert {c.dataset for c in mod._cells(cfg).values()} == {"mnist_5k"}
+
+
 def test_task_free_blurred_stream_trains_in_one_call(split_digits_task):
   import jax
   import optax

@@ -3,7 +3,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from contlearn.cl import datasets, scenarios, schedules
-from contlearn.errors import ConfigError
+from contlearn.errors import ConfigError, DataError
 
 
 def test_split_labels_and_heads_per_scenario_kind(digits):
@@ -170,6 +170,20 @@ def test_offline_loaders_are_real_and_scaled():
   assert m.x_train.shape == (4000, 40) and m.n_classes == 10
   with pytest.raises(ConfigError, match="unknown dataset"):
     datasets.load("imagenet")
+
+
+def test_standardized_uses_the_train_statistics_for_both_splits(digits):
+  ds = datasets.standardized(digits)
+  train, test = digits.x_train.astype(np.float64), digits.x_test.astype(np.float64)
+  mean, std = train.mean(), train.std()
+  np.testing.assert_allclose(ds.x_train, (train - mean) / std, rtol=0, atol=1e-5)
+  np.testing.assert_allclose(ds.x_test, (test - mean) / std, rtol=0, atol=1e-5)
+  assert abs(float(ds.x_train.mean())) < 1e-6 and abs(float(ds.x_train.std()) - 1) < 1e-6
+  assert float(ds.x_test.mean()) != 0.0  # the test rows' own statistics are not used
+  np.testing.assert_array_equal(ds.y_train, digits.y_train)
+  constant = digits._replace(x_train=np.full_like(digits.x_train, 0.5))
+  with pytest.raises(DataError, match=r"standardized: the train inputs of digits \(sklearn\) are constant"):
+    datasets.standardized(constant)
 
 
 @pytest.mark.parametrize("name,dim,classes", [("mnist", 784, 10), ("cifar100", 3072, 100)])
