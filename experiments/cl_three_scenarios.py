@@ -14,10 +14,10 @@ test). Shortened against the paper: split MNIST trains 500 iterations per
 task (paper: 2,000; `--set split.steps_per_task=2000` is the paper's, 3,544 s
 of cell time at c35ec6e); permuted MNIST uses a 2x400 MLP (paper: 2x1000), Adam
 1e-3 (paper: 1e-4) and 500 iterations per task (paper: 5,000), batch 128
-(paper: 256). lambda and c are the paper's per scenario, online EWC with
-its own lambda and gamma (these and permuted MNIST's lambda and c from
-secondary sources, unverified); LwF's distillation spans the units of every
-task so far, as in the paper's code. Seeds 0, 1 and 2 as the lanes of one
+as the paper's. lambda and c are the paper's per scenario, online EWC
+with its own lambda and gamma (all as the paper's code sets them); LwF's
+distillation spans the units of every task so far, as in the paper's
+code. Seeds 0, 1 and 2 as the lanes of one
 program (`--set <bench>.seeds=...` for others); the runtimes above were
 measured with other jobs on the cores (969 s and 1,843 s of cell time at
 1691eb1, docs/continual_learning.md). In `--out` (default `runs/cl_three_scenarios`):
@@ -36,8 +36,8 @@ from contlearn.cl.run_config import Method, RunConfig, selected
 from contlearn.errors import ConfigError
 
 # The paper's settings per scenario (task, domain, class): the strength of EWC (lambda) and SI (c), and
-# online EWC's own lambda and gamma (`decay`), as in the reference scripts of the paper's preprint
-# (unverified here: the repository's current defaults differ).
+# online EWC's own lambda and gamma (`decay`), as the paper's code sets them (GMvandeVen/continual-learning,
+# `param_values.py` on its `preprints` branch, a02db26).
 PAPER_HP = {
   "split": {
     "ewc": {"strength": (1e7, 1e6, 1e8)},

@@ -65,7 +65,7 @@ def test_the_paper_scale_three_scenarios_put_back_the_papers_network_rate_iterat
   permuted = exp.cells(cfg)  # the default bench: the one this machine cannot run
   assert len(permuted) == 21 and all(c.dataset == "tfds:mnist" and c.seeds == (0, 1, 2) for c in permuted.values())
   cell = permuted["online_ewc_domain"]
-  assert (cell.n_tasks, cell.hidden, cell.lr, cell.steps_per_task, cell.batch) == (10, (1000, 1000), 1e-4, 5000, 256)
+  assert (cell.n_tasks, cell.hidden, cell.lr, cell.steps_per_task, cell.batch) == (10, (1000, 1000), 1e-4, 5000, 128)
   assert {"strength=1000.0", "decay=0.9"} <= set(cell.hparams)  # the scenario's own, as in cl_three_scenarios
   split = exp.cells(dataclasses.replace(cfg, bench="split"))["si_class"]
   assert (split.n_tasks, split.hidden, split.lr, split.steps_per_task, split.batch) == (5, (400, 400), 1e-3, 2000, 128)
