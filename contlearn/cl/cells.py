@@ -61,8 +61,12 @@ RESUMABLE_CHANGES = ("checkpoint_every", "keep", "on_nonfinite")
 ADDED_SETTINGS = {"max_train": 0, "standardize": False}
 
 
+# The settings `build_scenario` reads: cells equal in these share one scenario.
+SCENARIO_SETTINGS = ("dataset", "stream", "kind", "n_tasks", "max_test", "max_train", "standardize")
+
+
 def build_scenario(cfg: RunConfig, ds: datasets.Dataset | None = None) -> scenarios.Scenario:
-  """The scenario of `cfg` on the device."""
+  """The scenario of `cfg` on the device (from its `SCENARIO_SETTINGS`)."""
   ds = ds or datasets.load(cfg.dataset)
   if cfg.max_train:
     ds = datasets.first_train_rows(ds, cfg.max_train)
@@ -239,7 +243,7 @@ def run_cells(
   shared: dict[tuple, scenarios.Scenario] = {}
   results: dict[str, Result] = {}
   for name, cfg in cells.items():
-    data = (cfg.dataset, cfg.stream, cfg.kind, cfg.n_tasks, cfg.max_test, cfg.max_train, cfg.standardize)
+    data = tuple(getattr(cfg, f) for f in SCENARIO_SETTINGS)
     if data not in shared and not (resume and (out / name / "summary.json").exists()):
       shared[data] = build_scenario(cfg)
     results[name] = run_cell(
