@@ -254,6 +254,33 @@ def test_max_train_keeps_the_first_rows_and_runs_saved_before_it_resume():
     dataclasses.replace(TINY, max_train=-1)
 
 
+def test_a_scenario_is_built_from_its_listed_settings_alone():
+  """`build_scenario` reads the fields of `SCENARIO_SETTINGS` and no other (cells that agree on them share one
+  scenario in `run_cells`), and every listed field is read by some stream."""
+  from contlearn.cl.cells import SCENARIO_SETTINGS, build_scenario
+  from contlearn.cl.run_config import STREAMS
+
+  class Reads:
+    def __init__(self, cfg):
+      self.cfg, self.names = cfg, set()
+
+    def __getattr__(self, name):
+      self.names.add(name)
+      return getattr(self.cfg, name)
+
+  read = set()
+  for stream in STREAMS:
+    cfg = Reads(
+      dataclasses.replace(
+        TINY, stream=stream, kind="class" if stream == "split" else "domain", n_tasks=2, max_train=600, standardize=True
+      )
+    )
+    build_scenario(cfg)
+    assert cfg.names <= set(SCENARIO_SETTINGS), (stream, cfg.names - set(SCENARIO_SETTINGS))
+    read |= cfg.names
+  assert read == set(SCENARIO_SETTINGS)
+
+
 def test_standardize_builds_every_task_from_standardized_inputs_and_runs_saved_before_it_resume():
   """`standardize` permutes the standardized inputs (train statistics); a run saved before the setting
   existed resumes (it reads as false), and a changed value does not."""
