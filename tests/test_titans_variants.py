@@ -141,18 +141,6 @@ def test_outputs_do_not_see_later_tokens(name):
   assert np.abs(np.asarray(y2[:, 10:] - y[:, 10:])).max(axis=-1).min() > 1e-4
 
 
-@pytest.fixture
-def step_not_stored():
-  """Compiles without storing programs in the session's persistent cache. In each of three full suites
-  (`make test-all` at c294634, 0b228f9 and 5dd981c, jax 0.10.2) a worker segfaulted inside jax's serialisation
-  of titans_mag's training step for that cache (`compilation_cache.put_executable_and_time`), never when the
-  file ran alone; not traced further. What the test computes and asserts is unchanged."""
-  before = jax.config.jax_persistent_cache_min_compile_time_secs
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", float("inf"))
-  yield
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_variants_learn_in_the_byte_lm(name, step_not_stored):
