@@ -33,7 +33,9 @@ def step_not_stored():
   0.10.2, a worker has segfaulted inside jax's serialisation of a large program for that cache
   (`compilation_cache.put_executable_and_time`): titans_mag's training step (`make test-all` at c294634, 0b228f9
   and 5dd981c) and the Pallas self-modifying Titans byte LM's gradient (at 99a4e31); never when the file ran
-  alone; not traced further. What a test computes and asserts is unchanged."""
+  alone; not traced further. It has also hit a small program (test_sharding's FSDP lanes, at 5f9c197), so it is
+  not particular to these tests, and a full suite can still lose a worker to it. What a test computes and
+  asserts is unchanged."""
   before = jax.config.jax_persistent_cache_min_compile_time_secs
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float("inf"))
   yield
