@@ -1,5 +1,5 @@
-"""Counting the programs jax builds: each one is compiled by XLA or read from the persistent compilation cache
-(conftest.py turns a session-wide cache on), and either way it is one program that the code asked for."""
+"""Counting the programs jax builds: each one is compiled by XLA or read from a persistent compilation cache (the
+suite runs without one, conftest.py), and either way it is one program that the code asked for."""
 
 import contextlib
 

@@ -44,7 +44,8 @@ def test_a_folder_that_cannot_be_made_leaves_the_cache_off_with_one_line(tmp_pat
 @pytest.mark.slow
 def test_a_second_run_reads_its_programs_from_the_cache(tmp_path):
   cache = tmp_path / "cache"
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  # Every program stored, however fast it compiles (jax's default threshold is one second).
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
   env.pop(compile_cache.ENV, None)
 
   def run(out: str) -> dict:

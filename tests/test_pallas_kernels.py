@@ -133,7 +133,7 @@ def test_self_modifying_main_memory_with_the_kernel_equals_the_reference(gradien
 
 @pytest.mark.slow  # the kernel's own forms run in make test; the model-level check in make test-all
 @pytest.mark.parametrize("mixer", ["gated_deltanet", "titans", "self_modifying_titans"])
-def test_a_byte_lm_step_with_the_kernel_equals_the_default(mixer, step_not_stored):
+def test_a_byte_lm_step_with_the_kernel_equals_the_default(mixer):
   """The loss, its gradient and the carried memory of a byte LM (float32, matmuls at full precision on any device).
 
   One lane ends in padding; two chunks of 16 tokens, the second ragged.

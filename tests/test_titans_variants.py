@@ -143,7 +143,7 @@ def test_outputs_do_not_see_later_tokens(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
-def test_variants_learn_in_the_byte_lm(name, step_not_stored):
+def test_variants_learn_in_the_byte_lm(name):
   """A random sequence seen again and again: the loss is finite and falls."""
   cfg = tiny_config(mixer_config(name, window=8, chunk=8, persistent_tokens=2))
   learner = build_learner(with_fields(cfg, data=dict(batch=2)))
