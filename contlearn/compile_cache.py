@@ -13,7 +13,11 @@ The folder, first match wins:
 
 A folder that cannot be created leaves the cache off with one warning line;
 the run goes on. The cache holds compiled programs only, never results: a
-run reads the same numbers with or without it.
+run reads the same numbers with or without it. jax 0.10.2 has segfaulted,
+rarely, while serialising a program for the cache (about once in a full
+run of the test suite, which stores every program); a run that dies that
+way goes on from its last checkpoint with `--resume`, and `--compile-cache
+off` avoids it.
 
 >>> folder("off", {}) is None
 True
