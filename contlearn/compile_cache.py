@@ -15,7 +15,7 @@ A folder that cannot be created leaves the cache off with one warning line;
 the run goes on. The cache holds compiled programs only, never results: a
 run reads the same numbers with or without it. jax 0.10.2 has segfaulted,
 rarely, while serialising a program for the cache (about once in a full
-run of the test suite, which stores every program); a run that dies that
+run of the test suite when it stored every program); a run that dies that
 way goes on from its last checkpoint with `--resume`, and `--compile-cache
 off` avoids it.
 
