@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from contlearn.errors import ConfigError
 from contlearn.strategies import importance
 from contlearn.strategies.base import Strategy
 from contlearn.strategies.task_model import TaskModel
@@ -163,20 +164,43 @@ class SiState(NamedTuple):
   start: PyTree  # parameters at the start of the task
 
 
-def si(model: TaskModel, strength: float = 1.0, xi: float = 0.1) -> Strategy:
+PATH_GRADIENTS = ("penalised", "unregularised")
+
+
+def si(model: TaskModel, strength: float = 1.0, xi: float = 0.1, path_gradient: str = "penalised") -> Strategy:
   """Synaptic Intelligence (Zenke et al.): c * sum Omega (theta - theta*)^2.
 
-  Per step, omega += -grad * delta_theta; at the end of a task
+  Per step, omega += -g * delta_theta; at the end of a task
   Omega += omega / (Delta_task^2 + xi), anchored at the latest parameters.
+
+  Args:
+    model: the model as strategies see it.
+    strength: c.
+    xi: the damping xi of Omega's denominator.
+    path_gradient: which gradient g the path integral sums. "penalised"
+      (the default): the gradient the optimizer receives, the task loss's
+      plus the penalty's, as van de Ven et al.'s and Avalanche's loops do.
+      "unregularised": the task loss's alone, as Zenke et al.'s code does;
+      the penalty's gradient `2 c (W theta - WA)` at the step's starting
+      parameters is subtracted in closed form, so no second backward pass.
   """
+  if path_gradient not in PATH_GRADIENTS:
+    raise ConfigError(f"si: path_gradient must be one of {PATH_GRADIENTS}, got {path_gradient!r}")
 
   def init(params, key):
     del key
     return SiState(quadratic_init(params), jax.tree.map(jnp.zeros_like, params), params)
 
+  def task_gradient(grads, sstate, hp, params):
+    if path_gradient == "penalised":
+      return grads
+    q = sstate.penalty
+    return jax.tree.map(lambda g, w, wa, p: g - 2 * hp["strength"] * (w * p - wa), grads, q.w, q.wa, params)
+
   def after_step(sstate, hp, old_params, new_params, grads, batch, aux, key):
-    del hp, batch, aux, key
-    omega = jax.tree.map(lambda o, g, a, b: o - g * (b - a), sstate.omega, grads, old_params, new_params)
+    del batch, aux, key
+    g = task_gradient(grads, sstate, hp, old_params)
+    omega = jax.tree.map(lambda o, gi, a, b: o - gi * (b - a), sstate.omega, g, old_params, new_params)
     return new_params, sstate._replace(omega=omega)
 
   def end_task(state, env, task, key):
