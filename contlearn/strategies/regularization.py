@@ -181,8 +181,9 @@ def si(model: TaskModel, strength: float = 1.0, xi: float = 0.1, path_gradient: 
       (the default): the gradient the optimizer receives, the task loss's
       plus the penalty's, as van de Ven et al.'s and Avalanche's loops do.
       "unregularised": the task loss's alone, as Zenke et al.'s code does;
-      the penalty's gradient `2 c (W theta - WA)` at the step's starting
-      parameters is subtracted in closed form, so no second backward pass.
+      the penalty's gradient at the step's starting parameters (the
+      gradient of `quadratic_value`, elementwise, not a second backward
+      pass through the model) is subtracted.
   """
   if path_gradient not in PATH_GRADIENTS:
     raise ConfigError(f"si: path_gradient must be one of {PATH_GRADIENTS}, got {path_gradient!r}")
@@ -194,8 +195,8 @@ def si(model: TaskModel, strength: float = 1.0, xi: float = 0.1, path_gradient: 
   def task_gradient(grads, sstate, hp, params):
     if path_gradient == "penalised":
       return grads
-    q = sstate.penalty
-    return jax.tree.map(lambda g, w, wa, p: g - 2 * hp["strength"] * (w * p - wa), grads, q.w, q.wa, params)
+    penalty_grads = jax.grad(quadratic_value, argnums=1)(sstate.penalty, params)
+    return jax.tree.map(lambda g, pg: g - hp["strength"] * pg, grads, penalty_grads)
 
   def after_step(sstate, hp, old_params, new_params, grads, batch, aux, key):
     del batch, aux, key
