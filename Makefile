@@ -21,12 +21,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
+# loadgroup: tests marked with one `xdist_group` run in one worker (they share a compiled program); the rest as `load`.
 test: lint
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --durations=10 $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadgroup --durations=10 $(ARGS)
 
 # The multihost tests (slow ones included) run after the rest, one at a time (see test-multihost).
 test-all: lint
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m 'not multihost' $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadgroup -m 'not multihost' $(ARGS)
 	$(BIN)/python -m pytest -q -p no:xdist -m multihost tests/multihost $(ARGS)
 
 # Every test starts 2-3 processes: run them one at a time, not under xdist (beside other tests on a

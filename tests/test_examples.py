@@ -233,7 +233,11 @@ def _small_self_modifying_head(plain: bool):
   return spec, params, state, jax.random.normal(jax.random.key(1), (12, 4), jnp.float64)
 
 
-@pytest.mark.parametrize("plain", [False, True])  # Hope's rule; plain steps with a LayerNorm, as hope_plain's
+# Hope's rule (make test); plain steps with a LayerNorm as hope_plain's (make test-all: ten seconds of CPU each)
+PLAIN_HEAD = [False, pytest.param(True, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("plain", PLAIN_HEAD)
 def test_memory_sensitivity_is_the_derivative_of_the_reads(plain):
   import jax
   import jax.numpy as jnp
@@ -301,7 +305,7 @@ def test_memory_sensitivity_moves_only_the_memories_named():
     example.initial_memory_direction(spec, w0, jax.random.key(1), ("q",))
 
 
-@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize("plain", PLAIN_HEAD)
 def test_memory_sensitivity_held_routes(plain):
   """Holding k, v and the rates leaves the reads and the main memory's own route as they are, and cuts every
   route from the projection memories (the reads see them only through k, v and the rates)."""

@@ -3,11 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from benchmarks import hope_profile
 from contlearn.models import hope
 
 
+@pytest.mark.slow  # (make test-all) compiles each part forward and backward: about half a minute of CPU
 def test_every_part_of_the_memories_runs_forward_and_backward():
   model = hope.hope(d_model=64, n_heads=2, n_layers=1)
   parts = hope_profile.memory_parts(hope.spec(model.mixer, model), batch=1, heads=2, dh=32, seq=64)

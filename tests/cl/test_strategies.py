@@ -140,13 +140,14 @@ def test_si_path_integral_in_a_later_task_sums_the_chosen_gradient(split_digits_
       for w, t, a in zip(jax.tree.leaves(omega_big), jax.tree.leaves(p), jax.tree.leaves(anchor))
     )
   )
+  task_grad = jax.jit(jax.grad(lambda p, batch: TM.loss(p, batch)[0]))
+  total_grad = jax.jit(jax.grad(lambda p, batch: TM.loss(p, batch)[0] + penalty(p)))
   zeros = jax.tree.map(jnp.zeros_like, anchor)
   params, want = anchor, {"penalised": zeros, "unregularised": zeros}
   for s in range(8):
     k_batch = jax.random.split(jax.random.fold_in(key, first + s), 4)[0]
     batch = learner.sample_batch(sc, sched[s], k_batch)
-    g_task = jax.grad(lambda p: TM.loss(p, batch)[0])(params)
-    g_total = jax.grad(lambda p: TM.loss(p, batch)[0] + penalty(p))(params)
+    g_task, g_total = task_grad(params, batch), total_grad(params, batch)
     new = jax.tree.map(lambda p, gi: p - lr * gi, params, g_total)
     for name, g in (("penalised", g_total), ("unregularised", g_task)):
       want[name] = jax.tree.map(lambda w, gi, a, b: w - gi * (b - a), want[name], g, params, new)

@@ -137,6 +137,7 @@ def test_permuting_examples_permutes_the_outputs():
   assert not np.allclose(out.logits, out.logits[perm], atol=1e-2)  # the examples differ, so the check can fail
 
 
+@pytest.mark.xdist_group("decoder_lanes")  # one worker compiles `compiled(SIG, True)` once for both
 def test_permuting_colours_permutes_the_colour_logits():
   params, arrays = random_params(SIG, 2), make_arrays(SHAPES, SIG.n_x, SIG.n_y)
   perm = np.array([1, 2, 0])
@@ -189,6 +190,7 @@ def tie_softmax_xy(params: dict) -> dict:
   return {**params, "blocks": blocks}
 
 
+@pytest.mark.xdist_group("decoder_lanes")  # one worker compiles `compiled(SIG, True)` once for both
 def test_transposing_the_puzzle_transposes_the_outputs_once_the_softmax_subsets_are_tied():
   arrays = make_arrays(SHAPES, SIG.n_x, SIG.n_y)
   params = tie_softmax_xy(random_params(SIG, 3))
