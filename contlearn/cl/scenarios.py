@@ -138,7 +138,7 @@ def stack_tasks(
     classes_per_task: labels each task uses.
     name: description.
     label_offsets: per task, what class-incremental learning adds to a label.
-    max_test: keep at most this many test rows per task (the first ones).
+    max_test: keep at most this many test rows per task (the first ones; `first_test_rows`).
     feature_index: None, or int32 [T, D] (`Scenario.feature_index`): every
       task's inputs are then the first task's, held once and gathered as
       they are read.
@@ -156,7 +156,7 @@ def stack_tasks(
   for t, (x, y, xt, yt) in enumerate(tasks):
     if len(x) == 0 or len(xt) == 0:
       raise ConfigError(f"scenario {name}: task {t} has no train or test rows")
-    xt, yt = (xt[:max_test], yt[:max_test]) if max_test else (xt, yt)
+    xt, yt = first_test_rows(xt, yt, max_test, f"scenario {name}, task {t}")
     xs.append(x)
     ys.append(y + offsets[t])
     xts.append(xt)
@@ -213,9 +213,30 @@ def split(
   )
 
 
-def _first_test_rows(ds: Dataset, max_test: int | None) -> tuple[np.ndarray, np.ndarray]:
-  """The dataset's first `max_test` test inputs and labels (all of them if None or 0)."""
-  return (ds.x_test[:max_test], ds.y_test[:max_test]) if max_test else (ds.x_test, ds.y_test)
+def first_test_rows(x: np.ndarray, y: np.ndarray, max_test: int | None, where: str) -> tuple[np.ndarray, np.ndarray]:
+  """The first `max_test` test inputs and labels (all of them if None or 0).
+
+  Raises `ConfigError` where the rows are stored class by class (each class's rows one run) and the cut
+  leaves a class out: the scores would then be read off some classes only.
+
+  >>> y = np.array([0, 0, 0, 1, 1, 1])
+  >>> first_test_rows(y, y, 4, "demo")[1].tolist()
+  [0, 0, 0, 1]
+  >>> first_test_rows(y, y, 2, "demo")  # doctest: +ELLIPSIS
+  Traceback (most recent call last):
+  contlearn.errors.ConfigError: demo: the first 2 of 6 test rows hold no row of class(es) [1]: the rows are ...
+  """
+  if not max_test or max_test >= len(y):
+    return x, y
+  present = np.unique(y)
+  missing = np.setdiff1d(present, y[:max_test])
+  class_by_class = np.count_nonzero(np.diff(y)) == len(present) - 1
+  if class_by_class and len(missing):
+    raise ConfigError(
+      f"{where}: the first {max_test} of {len(y)} test rows hold no row of class(es) {missing.tolist()}: "
+      f"the rows are stored class by class; shuffle them or raise max_test to {len(y)}"
+    )
+  return x[:max_test], y[:max_test]
 
 
 def available_host_memory() -> int | None:
@@ -267,7 +288,7 @@ def transformed(
   only): a `ConfigError` says so before building when the copies would not fit. A transform that gathers
   features (a permutation, a rotation) is better held once (`held_once`).
   """
-  x_test, y_test = _first_test_rows(ds, max_test)
+  x_test, y_test = first_test_rows(ds.x_test, ds.y_test, max_test, f"scenario {name}")
   check_fits_in_memory(name, len(transforms), len(ds.x_train) + len(x_test), ds.x_train.shape[1])
   tasks = [
     (f(ds.x_train), lmap[ds.y_train], f(x_test), lmap[y_test])
@@ -292,7 +313,7 @@ def held_once(
       f"scenario {name}: feature_index must be integers of shape [tasks, {d}], "
       f"got {feature_index.dtype} of shape {feature_index.shape}"
     )
-  x_test, y_test = _first_test_rows(ds, max_test)
+  x_test, y_test = first_test_rows(ds.x_test, ds.y_test, max_test, f"scenario {name}")
   tasks = [
     (ds.x_train, lmap[ds.y_train], x_test, lmap[y_test])
     for lmap in _label_maps(ds, name, len(feature_index), label_maps)

@@ -187,6 +187,23 @@ def test_the_first_test_rows_sample_every_class_and_first_train_rows_refuse_to_d
     datasets.first_train_rows(mn, 2000)
 
 
+def test_a_cut_of_test_rows_stored_class_by_class_that_drops_a_class_is_refused(digits):
+  """Test rows stored class by class (as a user's own arrays may be): a `max_test` cut that leaves a class
+  out is refused with the rows to keep; one that keeps every class, or rows in any other order, is taken."""
+  order = np.argsort(digits.y_test, kind="stable")
+  by_class = datasets.from_arrays(digits.x_train, digits.y_train, digits.x_test[order], digits.y_test[order])
+  n = len(order)
+  with pytest.raises(ConfigError, match=rf"scenario permuted arrays.*first 100 of {n} test rows hold no row of "):
+    scenarios.permuted(by_class, 2, "domain", max_test=100)
+  with pytest.raises(ConfigError, match=r"split arrays.*task 0: the first 10 of \d+ test rows hold no row of .*\[1\]"):
+    scenarios.split(by_class, 5, "task", max_test=10)
+  assert scenarios.permuted(by_class, 2, "domain", max_test=n).test_n.tolist() == [n, n]
+  kept = scenarios.permuted(by_class, 2, "domain", max_test=n - 1)  # class 9 keeps all but one row
+  assert np.unique(kept.test_y[0, : n - 1]).tolist() == list(range(10))
+  shuffled = scenarios.permuted(digits, 2, "domain", max_test=5)  # fewer rows than classes, stored in any order
+  assert shuffled.test_n.tolist() == [5, 5]
+
+
 def test_standardized_uses_the_train_statistics_for_both_splits(digits):
   ds = datasets.standardized(digits)
   train, test = digits.x_train.astype(np.float64), digits.x_test.astype(np.float64)
