@@ -137,11 +137,29 @@ def test_permuting_examples_permutes_the_outputs():
   assert not np.allclose(out.logits, out.logits[perm], atol=1e-2)  # the examples differ, so the check can fail
 
 
-@pytest.mark.xdist_group("decoder_lanes")  # one worker compiles `compiled(SIG, True)` once for both
-def test_permuting_colours_permutes_the_colour_logits():
-  params, arrays = random_params(SIG, 2), make_arrays(SHAPES, SIG.n_x, SIG.n_y)
-  perm = np.array([1, 2, 0])
-  out, moved = decode_lanes((params, arrays), (permute_latents(params, "c", perm), arrays))
+COLOUR_PERMUTATION = np.array([1, 2, 0])
+
+
+@pytest.fixture(scope="module")
+def symmetry_outputs() -> dict[str, tuple[decoder.DecoderOutput, decoder.DecoderOutput]]:
+  """The symmetry tests' pairs of lanes (a puzzle and the puzzle moved), all decoded by one call: one compile.
+  (Two calls of `compiled(SIG, True)` in two tests may compile twice: jax's global caches of compiled programs,
+  least recently used first, can drop the program between the tests.)"""
+  arrays = make_arrays(SHAPES, SIG.n_x, SIG.n_y)
+  colours, tied, untied = random_params(SIG, 2), tie_softmax_xy(random_params(SIG, 3)), random_params(SIG, 3)
+  pairs = {
+    "colours": ((colours, arrays), (permute_latents(colours, "c", COLOUR_PERMUTATION), arrays)),
+    "transposed": ((tied, arrays), (transpose_latents(tied), transpose_arrays(arrays))),
+    "untied": ((untied, arrays), (transpose_latents(untied), transpose_arrays(arrays))),
+  }
+  outputs = iter(decode_lanes(*(lane for pair in pairs.values() for lane in pair)))
+  return {name: (next(outputs), next(outputs)) for name in pairs}
+
+
+@pytest.mark.xdist_group("decoder_lanes")  # one worker decodes both tests' lanes (symmetry_outputs)
+def test_permuting_colours_permutes_the_colour_logits(symmetry_outputs):
+  out, moved = symmetry_outputs["colours"]
+  perm = COLOUR_PERMUTATION
   np.testing.assert_allclose(moved.logits[:, 1:], out.logits[:, 1:][:, perm], rtol=1e-4, atol=1e-3)
   np.testing.assert_array_equal(moved.logits[:, 0], 0.0)  # black stays the constant 0
   np.testing.assert_allclose(moved.x_mask, out.x_mask, rtol=1e-4, atol=1e-3)
@@ -190,11 +208,9 @@ def tie_softmax_xy(params: dict) -> dict:
   return {**params, "blocks": blocks}
 
 
-@pytest.mark.xdist_group("decoder_lanes")  # one worker compiles `compiled(SIG, True)` once for both
-def test_transposing_the_puzzle_transposes_the_outputs_once_the_softmax_subsets_are_tied():
-  arrays = make_arrays(SHAPES, SIG.n_x, SIG.n_y)
-  params = tie_softmax_xy(random_params(SIG, 3))
-  out, moved = decode_lanes((params, arrays), (transpose_latents(params), transpose_arrays(arrays)))
+@pytest.mark.xdist_group("decoder_lanes")  # one worker decodes both tests' lanes (symmetry_outputs)
+def test_transposing_the_puzzle_transposes_the_outputs_once_the_softmax_subsets_are_tied(symmetry_outputs):
+  out, moved = symmetry_outputs["transposed"]
   np.testing.assert_allclose(moved.logits, jnp.swapaxes(out.logits, 2, 3), rtol=1e-4, atol=1e-3)
   np.testing.assert_allclose(moved.x_mask, out.y_mask, rtol=1e-4, atol=1e-3)
   np.testing.assert_allclose(moved.y_mask, out.x_mask, rtol=1e-4, atol=1e-3)
@@ -202,8 +218,7 @@ def test_transposing_the_puzzle_transposes_the_outputs_once_the_softmax_subsets_
     np.testing.assert_allclose(moved.kl_terms[dims.name], out.kl_terms[dims.swap_xy().name], rtol=1e-6)
 
   # The reference's own initialisation leaves those rows untied, so its decoder is not transposition-equivariant.
-  untied = random_params(SIG, 3)
-  out, moved = decode_lanes((untied, arrays), (transpose_latents(untied), transpose_arrays(arrays)))
+  out, moved = symmetry_outputs["untied"]
   assert not np.allclose(moved.logits, jnp.swapaxes(out.logits, 2, 3), rtol=1e-2, atol=1e-2)
 
 
