@@ -27,6 +27,13 @@ EXTRA = {
 }
 RULES = {**memories.RULES, **EXTRA}
 NAMES = sorted(RULES)
+# `make test` runs every check on the named memories and the values at chunk 5 on the variants beside them;
+# `make test-all` adds the variants at chunks 1 and 32, their masks and their outer gradients.
+
+
+def _slow_variant(name, *rest):
+  """The parameter set (name, *rest), in `make test-all` only when `name` is one of EXTRA's variants."""
+  return pytest.param(name, *rest, marks=pytest.mark.slow) if name in EXTRA else (name, *rest)
 
 
 def _run(form, rule, chunk, a):
@@ -38,16 +45,9 @@ def _close(x, y, tol):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
 
 
-STEP_PER_CHUNK = ("titans_chunk_step", "ttt_mlp_chunk_step")
-
-
 @pytest.mark.parametrize(
-  "name, chunk",  # T = 23: ragged last chunk for 5 and 32; chunk steps at 1 and 32 in the slow run
-  [
-    pytest.param(n, c, marks=pytest.mark.slow) if n in STEP_PER_CHUNK and c != 5 else (n, c)
-    for n in NAMES
-    for c in (1, 5, 32)
-  ],
+  "name, chunk",  # T = 23: ragged last chunk for 5 and 32
+  [(n, c) if c == 5 else _slow_variant(n, c) for n in NAMES for c in (1, 5, 32)],
 )
 def test_values_agree(name, chunk):
   rule = RULES[name]
@@ -58,9 +58,7 @@ def test_values_agree(name, chunk):
     _close(_run(memories.reference, rule, chunk, a), _run(memories.chunked, rule, chunk, a), 1e-9)
 
 
-@pytest.mark.parametrize(  # self_modifying's gradients also run in its own tests: `make test-all` here
-  "name", [pytest.param(n, marks=pytest.mark.slow) if n == "self_modifying" else n for n in NAMES]
-)
+@pytest.mark.parametrize("name", [_slow_variant(n) for n in NAMES])
 def test_outer_gradients_agree(name):
   """Gradients w.r.t. everything the outer loop learns: q, k, v, rates, W_0, LN."""
   rule = RULES[name]
@@ -78,7 +76,7 @@ def test_outer_gradients_agree(name):
     _close(jax.grad(lambda p: loss(memories.reference, p))(p), jax.grad(lambda p: loss(memories.chunked, p))(p), 1e-8)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [_slow_variant(n) for n in NAMES])
 def test_masked_tokens_leave_state(name):
   rule = RULES[name]
   with jax.enable_x64(True):

@@ -46,8 +46,11 @@ STEP_PER_CHUNK = [
 ]
 
 
-# Hope's heads reading a learned projection of the whole residual.
-IN_PROJ = [pytest.param("self_modifying_titans", {"in_proj": True}, id="self_modifying_titans-in_proj")]
+# Hope's heads reading a learned projection of the whole residual (make test-all; make test runs the projection
+# in test_hope_in_proj_at_the_identity_is_the_mixer_without_it).
+IN_PROJ = [
+  pytest.param("self_modifying_titans", {"in_proj": True}, id="self_modifying_titans-in_proj", marks=pytest.mark.slow)
+]
 
 
 # TTT's inner step as the official code takes it (tests/memories/test_ttt_inner_step.py).
