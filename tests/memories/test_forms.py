@@ -33,7 +33,7 @@ NAMES = sorted(RULES)
 
 def _slow_variant(name, *rest):
   """The parameter set (name, *rest), in `make test-all` only when `name` is one of EXTRA's variants."""
-  return pytest.param(name, *rest, marks=pytest.mark.slow) if name in EXTRA else (name, *rest)
+  return pytest.param(name, *rest, marks=[pytest.mark.slow] if name in EXTRA else [])
 
 
 def _run(form, rule, chunk, a):
