@@ -140,11 +140,12 @@ def test_permuting_examples_permutes_the_outputs():
 COLOUR_PERMUTATION = np.array([1, 2, 0])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def symmetry_outputs() -> dict[str, tuple[decoder.DecoderOutput, decoder.DecoderOutput]]:
   """The symmetry tests' pairs of lanes (a puzzle and the puzzle moved), all decoded by one call: one compile.
   (Two calls of `compiled(SIG, True)` in two tests may compile twice: jax's global caches of compiled programs,
-  least recently used first, can drop the program between the tests.)"""
+  least recently used first, can drop the program between the tests. A session fixture: under xdist a worker
+  may run other modules' tests between these two, which would end a module fixture.)"""
   arrays = make_arrays(SHAPES, SIG.n_x, SIG.n_y)
   colours, tied, untied = random_params(SIG, 2), tie_softmax_xy(random_params(SIG, 3)), random_params(SIG, 3)
   pairs = {
