@@ -181,7 +181,9 @@ OUTER_RATES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(OUTER_RATES))
+@pytest.mark.parametrize(  # make test: Muon and M3 (each rule's own values are checked above); all in make test-all
+  "name", [n if n in ("muon", "m3") else pytest.param(n, marks=pytest.mark.slow) for n in sorted(OUTER_RATES)]
+)
 def test_each_optimizer_trains_the_language_model_as_its_outer_level(name):
   from tiny import tiny_config, with_fields
 

@@ -67,8 +67,8 @@ def test_titans_paper_form_linear_memory():
   [
     ("deltanet", "silu", True),
     ("gated_deltanet", "silu", True),
-    ("deltanet", "identity", True),
-    ("deltanet", "silu", False),
+    pytest.param("deltanet", "identity", True, marks=pytest.mark.slow),  # the switches one at a time: make test-all
+    pytest.param("deltanet", "silu", False, marks=pytest.mark.slow),
   ],
 )
 def test_delta_rule_layer_paper_form(name, qk_act, output_gate):
