@@ -19,8 +19,8 @@ with its own lambda and gamma (all as the paper's code sets them); LwF's
 distillation spans the units of every task so far, as in the paper's
 code. Seeds 0, 1 and 2 as the lanes of one
 program (`--set <bench>.seeds=...` for others); the runtimes above were
-measured with other jobs on the cores (969 s and 1,843 s of cell time at
-1691eb1, docs/continual_learning.md). In `--out` (default `runs/cl_three_scenarios`):
+measured with other jobs on the cores (split: 969 s of cell time at
+1691eb1; permuted: 1,857 s at 7466911; docs/continual_learning.md). In `--out` (default `runs/cl_three_scenarios`):
 one folder per method and scenario (`<method>_<kind>`: summary.json,
 metrics.jsonl, tensorboard/, checkpoints), `results.md` and `results.json`,
 which grow as cells finish; `--resume` continues a stopped run.

@@ -26,9 +26,9 @@ Command:   contlearn run nl_domain_shift                         (seeds 0, 1, 2 
            contlearn run nl_domain_shift --only transformer,titans,hope --set phase_tokens=200000
            contlearn run nl_domain_shift --set base.model.d_model=64
            contlearn run nl_domain_shift --set small=true          (a smoke run, ~1 minute)
-Runtime:   43 minutes for the three models at seeds=0,1,2 (each model's seeds as lanes; 786,432
-           stream tokens) on 2 CPU cores shared with other runs, at 1691eb1: training 285 s for the
-           transformer, 412 s for titans, 1,859 s for hope (docs/nested_learning.md).
+Runtime:   33 minutes for the three models at seeds=0,1,2 (each model's seeds as lanes; 786,432
+           stream tokens) on 2 CPU cores shared with another run, at ce387ca: training 255 s for the
+           transformer, 371 s for titans, 1,334 s for hope (docs/nested_learning.md).
 Outputs:   OUT/domain_shift.json and OUT/domain_shift.png; OUT/<model>/checkpoints/
 """
 
