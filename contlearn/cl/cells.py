@@ -44,6 +44,7 @@ import numpy as np
 
 from contlearn import engine, loop, rules, run_folder, sharding
 from contlearn import strategies as strategies_lib
+from contlearn.checkpoint import Checkpoints
 from contlearn.cl import datasets, scenarios
 from contlearn.cl.feed import TaskFeed
 from contlearn.cl.hooks import EvalLog, ScenarioTaskEnd, Settle
@@ -92,6 +93,15 @@ def build_method(cfg: RunConfig, sc: scenarios.Scenario) -> tuple[Mlp, strategie
   if cfg.strategy == "gdumb":
     kwargs.setdefault("optimizer", opt)
   return model, strategies_lib.make(cfg.strategy, classifier(model), **kwargs), opt
+
+
+def seed_lanes(cfg: RunConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The lanes of `cfg`: one key per seed (`engine.seed_keys`, uint32 [L, 2]) and its hyperparameters
+  (`cfg.hparams`, each a float32 [L] of one value)."""
+  hparams = {
+    k: jnp.full((len(cfg.seeds),), v, jnp.float32) for k, v in parse_pairs(cfg.hparams, "RunConfig.hparams").items()
+  }
+  return engine.seed_keys(cfg.seeds), hparams
 
 
 def check_same_run(saved: dict[str, Any], cfg: RunConfig, where: pathlib.Path) -> None:
@@ -148,10 +158,7 @@ def run_cell(
   sc = scenario if scenario is not None else build_scenario(cfg)
   model, strategy, opt = build_method(cfg, sc)
   learner = classifier_learner(model, strategy, opt)
-  keys = engine.seed_keys(cfg.seeds)
-  hparams = {
-    k: jnp.full((len(cfg.seeds),), v, jnp.float32) for k, v in parse_pairs(cfg.hparams, "RunConfig.hparams").items()
-  }
+  keys, hparams = seed_lanes(cfg)
   mesh = sharding.process_mesh()
   feed = TaskFeed(
     lambda t: schedule(strategy, t, sc.n_tasks, cfg.steps_per_task, cfg.batch, seed=t),
@@ -206,6 +213,42 @@ def run_cell(
   )
   write_result(summary_path, name, res)
   return res
+
+
+def final_state(out: str | pathlib.Path) -> tuple[Result, Any]:
+  """A finished cell's result and its learner state after the last task, read from its folder `out`.
+
+  The result is `out/summary.json`; the state is the newest checkpoint in
+  `out/checkpoints` (saved at the end of the last task, after its
+  `end_task`), verified against its fingerprint, every leaf with the seeds
+  as its leading lane axis (e.g. `state.params`, `state.strategy`). The
+  cell's scenario is rebuilt for the state's shapes, so its data must be
+  where the cell read it.
+
+  Raises:
+    CheckpointError: the cell has not finished (no summary.json), or its
+      newest checkpoint is not the end of the last task or cannot be read.
+  """
+  out = pathlib.Path(out)
+  summary = out / "summary.json"
+  if not summary.exists():
+    raise CheckpointError(f"{summary} does not exist: the cell has not finished (resume it to its end first)")
+  res = load_result(summary)
+  cfg = res.config
+  model, strategy, opt = build_method(cfg, build_scenario(cfg))
+  keys, hparams = seed_lanes(cfg)
+  learner = classifier_learner(model, strategy, opt)
+  abstract = jax.eval_shape(lambda: engine.init(learner, keys, lanes=True, hparams=hparams))
+  checkpoints = Checkpoints(out / "checkpoints")
+  try:
+    state, meta, chunk = checkpoints.restore(abstract)
+  finally:
+    checkpoints.close()
+  if meta["position"] != {"task": cfg.n_tasks, "block": 0}:
+    raise CheckpointError(
+      f"checkpoint {out / 'checkpoints' / str(chunk)} is at {meta['position']}, not the end of task {cfg.n_tasks}"
+    )
+  return res, state
 
 
 def say_share(feed: TaskFeed, batch: int) -> None:

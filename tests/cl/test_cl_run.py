@@ -16,7 +16,7 @@ from compiles import Programs
 
 from contlearn import loop
 from contlearn.cl import schedules
-from contlearn.cl.cells import run_cell, run_cells
+from contlearn.cl.cells import final_state, run_cell, run_cells
 from contlearn.cl.feed import TaskFeed
 from contlearn.cl.results import Result, load_result
 from contlearn.cl.run_config import RunConfig
@@ -214,6 +214,31 @@ def test_blocks_of_a_task_learn_what_the_whole_task_learns(tmp_path, tiny_run):
   whole = run_cell(dataclasses.replace(TINY, block_steps=0), tmp_path, progress=False)
   np.testing.assert_array_equal(whole.matrix, blocks.matrix)
   np.testing.assert_array_equal(whole.trajectory, blocks.trajectory)
+
+
+def test_final_state_reads_back_the_state_a_cell_ended_with(tmp_path):
+  """From the folder alone: the result, and the state after the last task's end_task (EWC's penalty then holds
+  every task's Fisher), leaf for leaf; an unfinished cell is refused in one line."""
+  ended = {}
+
+  def keep(state, scenario, model):
+    ended["state"] = jax.device_get(state)
+    return {}
+
+  res = run_cell(TINY, tmp_path / "cell", progress=False, extra=keep)
+  read, state = final_state(tmp_path / "cell")
+  np.testing.assert_array_equal(read.matrix, res.matrix)
+  state = jax.device_get(state)
+  assert jax.tree.structure(state) == jax.tree.structure(ended["state"])
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ended["state"]), strict=True):
+    np.testing.assert_array_equal(a, b)
+  fisher = jax.tree.leaves(state.strategy.penalty.w)
+  assert fisher and all(
+    w.shape[0] == len(TINY.seeds) and np.all(np.sum(w, axis=tuple(range(1, w.ndim))) > 0) for w in fisher
+  )
+  (tmp_path / "cell" / "summary.json").unlink()
+  with pytest.raises(CheckpointError, match="has not finished"):
+    final_state(tmp_path / "cell")
 
 
 def test_each_process_feeds_its_rows_of_every_batch_and_the_batch_must_split_over_the_processes(monkeypatch):
