@@ -62,14 +62,20 @@ class CompilesPerTask(loop.Hook):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-  """TINY learnt without interruption: (its folder, result, compiles per task)."""
+  """TINY learnt without interruption: (its folder, result, compiles per task, the state it ended with)."""
   out = tmp_path_factory.mktemp("tiny")
-  compiles = CompilesPerTask()
-  return out, run_cell(TINY, out, progress=False, hooks=[compiles]), compiles.per_task
+  compiles, ended = CompilesPerTask(), {}
+
+  def keep(state, scenario, model):
+    ended["state"] = jax.device_get(state)
+    return {}
+
+  res = run_cell(TINY, out, progress=False, hooks=[compiles], extra=keep)
+  return out, res, compiles.per_task, ended["state"]
 
 
 def test_log_has_one_record_per_evaluation_and_tasks_after_the_first_compile_nothing(tiny_run):
-  tmp_path, res, compiles = tiny_run
+  tmp_path, res, compiles, _ = tiny_run
   assert compiles[0] > 0 and compiles[1:] == [0, 0]
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   evaluations = TINY.n_tasks * TINY.steps_per_task // TINY.eval_every
@@ -106,7 +112,7 @@ def _same_result(a: Result, b: Result):
 
 @pytest.mark.slow
 def test_a_stopped_multi_cell_run_resumes_to_the_same_results(tmp_path, tiny_run):
-  whole, whole_result, _ = tiny_run
+  whole, whole_result, _, _ = tiny_run
   first = dataclasses.replace(TINY, strategy="naive", strategy_options=(), hparams=(), n_tasks=1, steps_per_task=20)
   cells = {"first": first, "second": TINY}
   try:
@@ -190,7 +196,7 @@ def _checkpoints(out):
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_summary(tmp_path, tiny_run):
-  whole, _, _ = tiny_run
+  whole, _, _, _ = tiny_run
   killed = _cli(tmp_path, "--out", str(tmp_path / "killed"), "--set", "sleep=1")
   deadline = time.time() + 120
   while not _checkpoints(tmp_path / "killed") and time.time() < deadline and killed.poll() is None:
@@ -210,35 +216,28 @@ def test_a_killed_run_resumes_to_the_same_summary(tmp_path, tiny_run):
 
 
 def test_blocks_of_a_task_learn_what_the_whole_task_learns(tmp_path, tiny_run):
-  _, blocks, _ = tiny_run
+  _, blocks, _, _ = tiny_run
   whole = run_cell(dataclasses.replace(TINY, block_steps=0), tmp_path, progress=False)
   np.testing.assert_array_equal(whole.matrix, blocks.matrix)
   np.testing.assert_array_equal(whole.trajectory, blocks.trajectory)
 
 
-def test_final_state_reads_back_the_state_a_cell_ended_with(tmp_path):
+def test_final_state_reads_back_the_state_a_cell_ended_with(tmp_path, tiny_run):
   """From the folder alone: the result, and the state after the last task's end_task (EWC's penalty then holds
   every task's Fisher), leaf for leaf; an unfinished cell is refused in one line."""
-  ended = {}
-
-  def keep(state, scenario, model):
-    ended["state"] = jax.device_get(state)
-    return {}
-
-  res = run_cell(TINY, tmp_path / "cell", progress=False, extra=keep)
-  read, state = final_state(tmp_path / "cell")
+  out, res, _, ended = tiny_run
+  read, state = final_state(out)
   np.testing.assert_array_equal(read.matrix, res.matrix)
   state = jax.device_get(state)
-  assert jax.tree.structure(state) == jax.tree.structure(ended["state"])
-  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ended["state"]), strict=True):
+  assert jax.tree.structure(state) == jax.tree.structure(ended)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ended), strict=True):
     np.testing.assert_array_equal(a, b)
   fisher = jax.tree.leaves(state.strategy.penalty.w)
   assert fisher and all(
     w.shape[0] == len(TINY.seeds) and np.all(np.sum(w, axis=tuple(range(1, w.ndim))) > 0) for w in fisher
   )
-  (tmp_path / "cell" / "summary.json").unlink()
   with pytest.raises(CheckpointError, match="has not finished"):
-    final_state(tmp_path / "cell")
+    final_state(tmp_path)
 
 
 def test_each_process_feeds_its_rows_of_every_batch_and_the_batch_must_split_over_the_processes(monkeypatch):
