@@ -346,3 +346,9 @@ def test_memory_sensitivity_example_reads_each_models_first_head(capsys):
   assert capsys.readouterr().out.startswith("hope seed 1: |dy_t| at t = 16:")
   with pytest.raises(ConfigError, match="no self-modifying memories"):
     example.main(["--models", "titans", "--seeds", "1", "--tokens", "300"])
+
+
+def test_cell_figures_docstring_examples():  # the example on a finished cell: tests/cl/test_cl_run.py
+  import doctest
+
+  assert doctest.testmod(_example("cell_figures")).failed == 0

@@ -240,6 +240,23 @@ def test_final_state_reads_back_the_state_a_cell_ended_with(tmp_path, tiny_run):
     final_state(tmp_path)
 
 
+def test_the_cell_figures_example_reads_a_finished_cell(tiny_run, capsys):
+  """examples/cell_figures.py on the tiny run's folder: every seed's ACC is its final row's mean, and EWC's
+  Fisher (one matrix per layer, all seeds together) is what the run ended with."""
+  import importlib.util
+
+  out, res, _, ended = tiny_run
+  spec = importlib.util.spec_from_file_location("cell_figures", ROOT / "examples" / "cell_figures.py")
+  example = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(example)
+  (row,) = example.main([str(out)])
+  np.testing.assert_allclose(row["acc_per_seed"], np.round(res.matrix[:, -1].mean(-1) * 100, 2), atol=1e-6)
+  assert row["strategy"] == "ewc" and row["seeds"] == list(TINY.seeds)
+  fisher = [np.asarray(w) for w in jax.tree.leaves(ended.strategy.penalty.w) if np.ndim(w) == 3]
+  assert [f["median"] for f in row["penalty"].values()] == [float(np.median(w)) for w in fisher]
+  assert json.loads(capsys.readouterr().out.splitlines()[-1]) == row
+
+
 def test_each_process_feeds_its_rows_of_every_batch_and_the_batch_must_split_over_the_processes(monkeypatch):
   def feed(rows=None):
     return TaskFeed(lambda t: schedules.cumulative(t, 4, 8, seed=t), 2, steps_per_task=4, block_steps=2, rows=rows)
