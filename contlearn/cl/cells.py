@@ -226,13 +226,16 @@ def final_state(out: str | pathlib.Path) -> tuple[Result, Any]:
   where the cell read it.
 
   Raises:
-    CheckpointError: the cell has not finished (no summary.json), or its
-      newest checkpoint is not the end of the last task or cannot be read.
+    CheckpointError: the cell has not finished (no summary.json), it has
+      no checkpoints, or its newest checkpoint is not the end of the last
+      task or cannot be read.
   """
   out = pathlib.Path(out)
   summary = out / "summary.json"
   if not summary.exists():
     raise CheckpointError(f"{summary} does not exist: the cell has not finished (resume it to its end first)")
+  if not (out / "checkpoints").is_dir():
+    raise CheckpointError(f"{out / 'checkpoints'} does not exist: the cell's state was not kept")
   res = load_result(summary)
   cfg = res.config
   model, strategy, opt = build_method(cfg, build_scenario(cfg))

@@ -238,6 +238,10 @@ def test_final_state_reads_back_the_state_a_cell_ended_with(tmp_path, tiny_run):
   )
   with pytest.raises(CheckpointError, match="has not finished"):
     final_state(tmp_path)
+  (tmp_path / "summary.json").write_text((out / "summary.json").read_text())
+  with pytest.raises(CheckpointError, match="checkpoints does not exist"):
+    final_state(tmp_path)
+  assert not (tmp_path / "checkpoints").exists()
 
 
 def test_the_cell_figures_example_reads_a_finished_cell(tiny_run, capsys):
