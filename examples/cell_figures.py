@@ -31,6 +31,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from contlearn import spread
+from contlearn.cl import metrics
 from contlearn.cl.cells import final_state
 
 
@@ -44,17 +46,18 @@ def accuracy_figures(matrix: np.ndarray) -> dict[str, Any]:
   >>> round(f["right_after"], 2), round(f["lost_by_the_end"], 2)   # diagonals .9 .8 and 1.0 .9; task 0 loses .2 and .5
   (90.0, 17.5)
   """
-  m = np.asarray(matrix, np.float64) * 100
-  final = m[:, -1, :].mean(axis=-1)
-  diagonal = np.diagonal(m, axis1=1, axis2=2)  # [seeds, tasks]
+  per_seed = np.asarray([metrics.average_accuracy(r) for r in matrix]) * 100
+  right_after = np.diagonal(np.asarray(matrix, np.float64), axis1=1, axis2=2).mean(axis=-1) * 100
+  acc, std = spread.mean_std(per_seed, ddof=0)
+  lost = right_after - per_seed  # over all tasks, the last losing 0: the diagonal's mean less the last row's
   return {
-    "acc_per_seed": [round(float(v), 2) for v in final],
-    "acc": float(final.mean()),
-    "acc_std": float(final.std()),
-    "acc_sample_std": float(final.std(ddof=1)) if len(final) > 1 else None,
-    "right_after": float(diagonal.mean()),
-    "lost_by_the_end": float((diagonal - m[:, -1, :]).mean()),
-    "lost_per_seed": [round(float(v), 2) for v in (diagonal - m[:, -1, :]).mean(axis=-1)],
+    "acc_per_seed": [round(float(v), 2) for v in per_seed],
+    "acc": acc,
+    "acc_std": std or 0.0,
+    "acc_sample_std": spread.mean_std(per_seed)[1],
+    "right_after": float(right_after.mean()),
+    "lost_by_the_end": float(lost.mean()),
+    "lost_per_seed": [round(float(v), 2) for v in lost],
   }
 
 

@@ -46,7 +46,7 @@ from contlearn import engine, loop, rules, run_folder, sharding
 from contlearn import strategies as strategies_lib
 from contlearn.checkpoint import Checkpoints
 from contlearn.cl import datasets, scenarios
-from contlearn.cl.feed import TaskFeed
+from contlearn.cl.feed import TaskFeed, finished_task
 from contlearn.cl.hooks import EvalLog, ScenarioTaskEnd, Settle
 from contlearn.cl.learner import accuracy_probe, classifier_learner, compile_calls, schedule
 from contlearn.cl.model import Mlp
@@ -247,7 +247,7 @@ def final_state(out: str | pathlib.Path) -> tuple[Result, Any]:
     state, meta, chunk = checkpoints.restore(abstract)
   finally:
     checkpoints.close()
-  if meta["position"] != {"task": cfg.n_tasks, "block": 0}:
+  if finished_task(meta["position"]) != cfg.n_tasks - 1:
     raise CheckpointError(
       f"checkpoint {out / 'checkpoints' / str(chunk)} is at {meta['position']}, not the end of task {cfg.n_tasks}"
     )
