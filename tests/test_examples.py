@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from example_scripts import load_example
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHUNK = 32 * 8 * 64  # tokens per chunk of the example's stream
@@ -88,18 +89,8 @@ def test_memory_growth_example_names_each_of_hopes_memories(tmp_path):
   assert all(0 < v < 1 for v in shares.values())
 
 
-def _example(name):
-  """The script `examples/NAME.py` as a module."""
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def _write_effect():
-  return _example("niah_write_effect")
+  return load_example("niah_write_effect")
 
 
 def test_write_effect_silences_each_memory_by_its_own_rate():
@@ -127,7 +118,7 @@ def test_write_effect_is_zero_when_the_rate_is_already_near_zero(capsys):
 
 
 def test_gradient_norms_are_grouped_by_initial_memory():
-  example = _example("niah_gradient_norms")
+  example = load_example("niah_gradient_norms")
   sm = {"w0": {"w": [np.ones((2, 3, 4))], "b": [np.full((2, 3, 1), 2.0)]}, "wq": np.ones((2, 5)), "bias": np.ones(3)}
   grads = {"blocks": [{"mixer": {"sm": sm, "wo": np.full((2,), 3.0)}}], "embed": np.ones((1,))}
   squares = example.group_squares(grads, ("k", "v", "mem"))
@@ -144,7 +135,7 @@ def test_gradient_norm_example_reads_the_norm_the_training_step_logs():
   from contlearn.learner import sequence_learner
   from contlearn.models import byte_lm
 
-  example = _example("niah_gradient_norms")
+  example = load_example("niah_gradient_norms")
   row = example.main(["--models", "hope_plain", "--seeds", "1", "--batches", "1"])["hope_plain"][0]
   assert sorted(row["share"]) == sorted(["k", "v", "eta", "alpha", "mem", "rest"])
   assert sum(row["share"].values()) == pytest.approx(1.0) and all(0 <= v < 1 for v in row["share"].values())
@@ -162,7 +153,7 @@ def test_attention_starts_differ_only_in_the_parameters():
 
   from contlearn.errors import ConfigError
 
-  example = _example("mqar_attention_starts")
+  example = load_example("mqar_attention_starts")
   cfg = example.config([0, 1], ["small=true"])
   model, learner, init_state = example.MQAR.learner_and_state(cfg, example.MQAR.ROWS["attention"])
   state, keys = example.two_starts(cfg, model, learner)
@@ -180,7 +171,7 @@ def test_attention_starts_differ_only_in_the_parameters():
 
 @pytest.mark.slow  # two small MQAR runs of full attention: about half a minute
 def test_attention_starts_engine_lane_trains_as_the_experiment(tmp_path, capsys):
-  example = _example("mqar_attention_starts")
+  example = load_example("mqar_attention_starts")
   result = example.main(["--seeds", "0", "--set", "small=true", "--every", "20", "--out", str(tmp_path / "s")])
   cfg = example.config([0], ["small=true"])
   row = example.MQAR.train_and_eval(cfg, "attention", tmp_path / "row", resume=False, progress=False)
@@ -192,7 +183,7 @@ def test_attention_starts_engine_lane_trains_as_the_experiment(tmp_path, capsys)
 
 
 def test_loss_windows_sums_up_each_models_loss_log(tmp_path, capsys):
-  example = _example("loss_windows")
+  example = load_example("loss_windows")
   blocks = [
     {
       "block": b,
@@ -244,7 +235,7 @@ def test_memory_sensitivity_is_the_derivative_of_the_reads(plain):
 
   from contlearn.memories import self_modifying as sm
 
-  example = _example("memory_sensitivity")
+  example = load_example("memory_sensitivity")
   with jax.enable_x64(True):
     spec, params, state, x = _small_self_modifying_head(plain)
     u = example.unit_direction(params["w0"], jax.random.key(2))
@@ -262,7 +253,7 @@ def test_memory_sensitivity_is_the_derivative_of_the_reads(plain):
 
 
 def test_memory_sensitivity_growth_is_the_log_slope_of_the_second_half():
-  example = _example("memory_sensitivity")
+  example = load_example("memory_sensitivity")
   t = np.arange(400)
   dy = np.where(t < 200, 1.0, np.exp(0.03 * t))  # flat, then geometric: only the second half counts
   assert example.growth_per_token(dy) == pytest.approx(0.03)
@@ -276,7 +267,7 @@ def test_memory_sensitivity_moves_only_the_weights_of_memories_without_biases():
   from contlearn.memories import rules
   from contlearn.memories import self_modifying as sm
 
-  example = _example("memory_sensitivity")
+  example = load_example("memory_sensitivity")
   spec = sm.SelfModifying(rules.self_modifying(2))
   w0 = sm.init(spec, jax.random.key(0), 4)[0]["w0"]
   d = example.initial_memory_direction(spec, w0, jax.random.key(1))
@@ -293,7 +284,7 @@ def test_memory_sensitivity_moves_only_the_memories_named():
   from contlearn.memories import rules
   from contlearn.memories import self_modifying as sm
 
-  example = _example("memory_sensitivity")
+  example = load_example("memory_sensitivity")
   spec = sm.SelfModifying(rules.self_modifying(2))
   w0 = sm.init(spec, jax.random.key(0), 4)[0]["w0"]
   d = example.initial_memory_direction(spec, w0, jax.random.key(1), ("v", "mem"))
@@ -314,7 +305,7 @@ def test_memory_sensitivity_held_routes(plain):
 
   from contlearn.memories import self_modifying as sm
 
-  example = _example("memory_sensitivity")
+  example = load_example("memory_sensitivity")
   with jax.enable_x64(True):
     spec, params, state, x = _small_self_modifying_head(plain)
     mask = jnp.ones((12,), bool)
@@ -337,7 +328,7 @@ def test_memory_sensitivity_held_routes(plain):
 def test_memory_sensitivity_example_reads_each_models_first_head(capsys):
   from contlearn.errors import ConfigError
 
-  example = _example("memory_sensitivity")
+  example = load_example("memory_sensitivity")
   result = example.main(["--models", "hope,hope_plain", "--seeds", "1", "--tokens", "300"])
   for label in ("hope", "hope_plain"):
     (row,) = result[label]
@@ -351,4 +342,4 @@ def test_memory_sensitivity_example_reads_each_models_first_head(capsys):
 def test_cell_figures_docstring_examples():  # the example on a finished cell: tests/cl/test_cl_run.py
   import doctest
 
-  assert doctest.testmod(_example("cell_figures")).failed == 0
+  assert doctest.testmod(load_example("cell_figures")).failed == 0

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 from compiles import Programs
+from example_scripts import load_example
 
 from contlearn import loop
 from contlearn.cl import schedules
@@ -247,13 +248,8 @@ def test_final_state_reads_back_the_state_a_cell_ended_with(tmp_path, tiny_run):
 def test_the_cell_figures_example_reads_a_finished_cell(tiny_run, capsys):
   """examples/cell_figures.py on the tiny run's folder: every seed's ACC is its final row's mean, and EWC's
   Fisher (one matrix per layer, all seeds together) is what the run ended with."""
-  import importlib.util
-
   out, res, _, ended = tiny_run
-  spec = importlib.util.spec_from_file_location("cell_figures", ROOT / "examples" / "cell_figures.py")
-  example = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(example)
-  (row,) = example.main([str(out)])
+  (row,) = load_example("cell_figures").main([str(out)])
   np.testing.assert_allclose(row["acc_per_seed"], np.round(res.matrix[:, -1].mean(-1) * 100, 2), atol=1e-6)
   assert row["strategy"] == "ewc" and row["seeds"] == list(TINY.seeds)
   fisher = [np.asarray(w) for w in jax.tree.leaves(ended.strategy.penalty.w) if np.ndim(w) == 3]
