@@ -148,6 +148,7 @@ def test_gradient_norm_example_reads_the_norm_the_training_step_logs():
   assert row["grad_norm"] == pytest.approx(float(metrics.grad_norm), rel=1e-4)
 
 
+@pytest.mark.slow  # (make test-all) builds the MQAR attention learner and both starts: about 15 s on 2 cores
 def test_attention_starts_differ_only_in_the_parameters():
   import jax
 

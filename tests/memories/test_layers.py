@@ -101,6 +101,7 @@ def test_hope_settings_reach_the_memories_spec():
   assert not hope.spec(mixer_config("self_modifying_titans", kv_residual=False), model).kv_residual
 
 
+@pytest.mark.slow  # (make test-all) an option of Hope's mixer; two compiles of the whole mixer
 def test_hope_in_proj_at_the_identity_is_the_mixer_without_it():
   """`in_proj` adds `W_in` before the conv and keeps the other parameters' draws: at `W_in = I` the output
   and state equal the mixer's without it; at its initial `W_in` they differ."""

@@ -134,6 +134,7 @@ def test_outer_gradients_agree(chunks):  # make test: test_forms.py::test_outer_
     _close(g_ref, g_fast, 1e-9)
 
 
+@pytest.mark.slow  # (make test-all) make test: the values with a LayerNorm, and the gradients without one
 def test_outer_gradients_agree_with_a_layer_norm():
   """As above, with memories `x + LN(gelu(x W_a) W_b)` (inner rate 0.2, as the values' test): the LayerNorm's
   scale and bias get gradients too."""
