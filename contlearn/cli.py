@@ -46,7 +46,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from contlearn import catalog, compile_cache, processes, provenance
-from contlearn.errors import ConfigError, ContlearnError, OutputError
+from contlearn.errors import INTERRUPTED_EXIT_CODE, ConfigError, ContlearnError, OutputError
 from contlearn.lock import OutputLock
 
 
@@ -247,8 +247,14 @@ def _run(args: argparse.Namespace, run_parser: argparse.ArgumentParser) -> int:
   out = pathlib.Path(args.out or f"runs/{name}")
   with OutputLock(out):
     provenance.record(out, name, args.argv)
-    result = runner(cfg, out, resume=args.resume, progress=not args.no_progress)
-  if stop_event().is_set():  # a signal came as the run ended
+    try:
+      result = runner(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except BaseException as e:
+      _record_end_of_failed_run(out, e)
+      raise
+    interrupted = stop_event().is_set()  # a signal came as the run ended
+    provenance.record_end(out, INTERRUPTED_EXIT_CODE if interrupted else 0)
+  if interrupted:
     interrupt = KeyboardInterrupt()
     interrupt.resume_note = f"the run had ended; its outputs in {out} are complete"
     raise interrupt
@@ -274,6 +280,25 @@ def _list() -> int:
       line = f"(cannot load: {e})"
     print(f"{name:<{width}}  {line}")
   return 0
+
+
+def exit_status(error: BaseException) -> int:
+  """The status `main` exits with for `error`: a ContlearnError's own, 4 for an output it could not write
+  (an OSError), 130 for a signal; 1 for anything else (Python's status for an uncaught error)."""
+  if isinstance(error, ContlearnError):
+    return error.exit_code
+  if isinstance(error, OSError):
+    return OutputError.exit_code
+  return INTERRUPTED_EXIT_CODE if isinstance(error, KeyboardInterrupt) else 1
+
+
+def _record_end_of_failed_run(out: pathlib.Path, error: BaseException) -> None:
+  """Adds to run.json the status the run is about to exit with. If run.json cannot be written (a full disk),
+  the run's last line names the first error, not this one."""
+  try:
+    provenance.record_end(out, exit_status(error))
+  except (OSError, ValueError, KeyError, IndexError):
+    pass
 
 
 def _stop_at_chunk_boundary(signum: int, frame: object) -> None:
@@ -324,14 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args, run_parser) if args.command == "run" else _list()
   except ContlearnError as e:
     print(f"contlearn: error: {e}", file=sys.stderr)
-    return e.exit_code
+    return exit_status(e)
   except OSError as e:  # an output the run could not write (a data file it could not read is a DataError)
     reason = "no space left on device" if e.errno == errno.ENOSPC else e.strerror or str(e)
     print(f"contlearn: error: cannot write {e.filename or 'an output'}: {reason}", file=sys.stderr)
-    return OutputError.exit_code
+    return exit_status(e)
   except KeyboardInterrupt as e:
     print(_interrupted_line(e), file=sys.stderr)
-    return 130
+    return exit_status(e)
   finally:
     for sig, handler in previous.items():
       signal.signal(sig, handler)
@@ -344,7 +369,7 @@ def entry() -> None:
   checkpoint library's and the prefetcher's threads still winding down (a
   failed save's unfinished writes); the run's hooks have closed their files."""
   code = main()
-  if code in (130, OutputError.exit_code):
+  if code in (INTERRUPTED_EXIT_CODE, OutputError.exit_code):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

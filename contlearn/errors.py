@@ -3,8 +3,10 @@
   2  ConfigError, DataError, CheckpointError, RunLocked: a problem with what was asked
   3  NonFiniteError: the run diverged (the last good checkpoint stands)
   4  OutputError: the output folder cannot be written (full disk, read-only, not a folder)
-130  interrupted by SIGTERM or Ctrl-C (not an error class)
+130  interrupted by SIGTERM or Ctrl-C (not an error class: `INTERRUPTED_EXIT_CODE`)
 """
+
+INTERRUPTED_EXIT_CODE = 130
 
 
 class ContlearnError(Exception):

@@ -7,7 +7,10 @@ the versions of jax and the numerical libraries under it (`PACKAGES`), the
 processes and devices, the machine (`machine`: the same code gives
 bit-for-bit the same numbers only with the same libraries on the same kind
 of processor) and the time, and appends one
-entry each time the run is resumed. A run whose entries name two code
+entry each time the run is resumed. `record_end` adds when the invocation
+ended and its exit status (0, or the error's, or 130 for a signal); an
+entry without them is an invocation that was killed or is still running.
+A run whose entries name two code
 versions mixes results of both: `record` says so in one line, so a table is
 never silently built from two versions. Each result's `summary.json` (a
 stream run's, a continual-learning cell's) also names the code that
@@ -17,8 +20,9 @@ finished it (`code_version`).
 >>> out = pathlib.Path(tempfile.mkdtemp())
 >>> record(out, "byte_lm", ["run", "byte_lm"])["experiment"]
 'byte_lm'
->>> len(json.loads((out / "run.json").read_text())["invocations"])
-1
+>>> record_end(out, 0)
+>>> json.loads((out / "run.json").read_text())["invocations"][-1]["exit_status"]
+0
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ def record(out: pathlib.Path, experiment: str, argv: Sequence[str]) -> dict[str,
     "processes": jax.process_count(),
     "devices": jax.device_count(),
     "machine": machine(),
-    "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "started": _now(),
   }
   if not is_writer():
     return entry
@@ -144,4 +148,19 @@ def record(out: pathlib.Path, experiment: str, argv: Sequence[str]) -> dict[str,
   return entry
 
 
-__all__ = ["PACKAGES", "code_version", "cpu_name", "machine", "package_versions", "record"]
+def record_end(out: pathlib.Path, exit_status: int) -> None:
+  """Adds the time and `exit_status` to the last entry of `out/run.json`, this invocation's (`record` wrote it
+  under the folder's lock; the writing process only)."""
+  if not is_writer():
+    return
+  path = out / "run.json"
+  invocations = json.loads(path.read_text())["invocations"]
+  invocations[-1].update(ended=_now(), exit_status=exit_status)
+  write_atomic(path, json.dumps({"invocations": invocations}, indent=1))
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+__all__ = ["PACKAGES", "code_version", "cpu_name", "machine", "package_versions", "record", "record_end"]

@@ -16,7 +16,8 @@ import pytest
 
 from contlearn import provenance, run_folder
 from contlearn.checkpoint import Checkpoints
-from contlearn.cli import main
+from contlearn.cli import exit_status, main
+from contlearn.errors import ConfigError, NonFiniteError, OutputError
 from contlearn.learner import build_learner
 from contlearn.sharding import make_mesh, state_sharding
 
@@ -185,6 +186,14 @@ def test_changed_configuration_is_refused_on_resume(tmp_path, capsys):
   code = main(["run", exp, "--resume", "--set", "train.lr=0.1", "--out", str(out), "--no-progress"])
   assert code == 2
   assert "the configuration changed (train.lr: 0.003 -> 0.1)" in _error_line(capsys)
+  invocations = json.loads((out / "run.json").read_text())["invocations"]
+  assert [i["exit_status"] for i in invocations] == [0, 2]  # how each invocation ended
+
+
+def test_exit_statuses_are_the_errors_and_a_signals():
+  assert [exit_status(e) for e in (ConfigError("x"), NonFiniteError("x"), OutputError("x"))] == [2, 3, 4]
+  assert exit_status(OSError(28, "No space left on device")) == 4  # an output the run could not write
+  assert exit_status(KeyboardInterrupt()) == 130 and exit_status(RuntimeError("a bug")) == 1
 
 
 def _restore(out: pathlib.Path):
@@ -263,6 +272,7 @@ def test_sigterm_checkpoints_before_exiting(tmp_path):
   assert err.decode().splitlines() == [
     f"contlearn: interrupted; --resume continues from checkpoint {max(saved)} in {out / 'tiny_lm' / 'checkpoints'}"
   ]
+  assert json.loads((out / "run.json").read_text())["invocations"][-1]["exit_status"] == 130
 
 
 def test_list_names_every_experiment(capsys):

@@ -25,3 +25,15 @@ def test_each_invocation_is_recorded_and_a_change_of_code_is_said(tmp_path, caps
   invocations = json.loads((tmp_path / "run.json").read_text())["invocations"]
   assert [i["command"].split()[-1] for i in invocations] == [str(tmp_path), "--resume"]
   assert [i["code"] for i in invocations] == [first["code"], "0" * 40]
+
+
+def test_the_end_of_an_invocation_is_added_to_its_own_entry(tmp_path):
+  provenance.record(tmp_path, "tiny", ["run", "tiny"])
+  provenance.record_end(tmp_path, 0)
+  provenance.record(tmp_path, "tiny", ["run", "tiny", "--resume"])
+  invocations = json.loads((tmp_path / "run.json").read_text())["invocations"]
+  assert invocations[0]["exit_status"] == 0 and invocations[0]["ended"] >= invocations[0]["started"]
+  assert "exit_status" not in invocations[1] and "ended" not in invocations[1]  # killed, or still running
+  provenance.record_end(tmp_path, 3)
+  invocations = json.loads((tmp_path / "run.json").read_text())["invocations"]
+  assert [i["exit_status"] for i in invocations] == [0, 3]
