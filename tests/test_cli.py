@@ -190,7 +190,7 @@ def test_changed_configuration_is_refused_on_resume(tmp_path, capsys):
   assert [i["exit_status"] for i in invocations] == [0, 2]  # how each invocation ended
 
 
-def test_exit_statuses_are_the_errors_and_a_signals():
+def test_the_exit_status_of_each_error_and_of_a_signal():
   assert [exit_status(e) for e in (ConfigError("x"), NonFiniteError("x"), OutputError("x"))] == [2, 3, 4]
   assert exit_status(OSError(28, "No space left on device")) == 4  # an output the run could not write
   assert exit_status(KeyboardInterrupt()) == 130 and exit_status(RuntimeError("a bug")) == 1
